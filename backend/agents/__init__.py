@@ -1,0 +1,1 @@
+"""Agents: the machines that back up, and their logs."""

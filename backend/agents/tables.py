@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSON,
+    UUID,
+    Boolean,
+    ForeignKey,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+from backend.accounts.tables import User
+
+
+class Agent(Table, tablename="backapp_agent"):
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=200)
+    api_key_digest = Varchar(
+        length=64,
+        unique=True,
+        help_text="HMAC-SHA256 of the API key with the server secret; the key itself is never stored.",
+    )
+    api_key_prefix = Varchar(length=16, help_text="The key's first characters, for recognising it.")
+    active = Boolean(default=True, help_text="False once deactivated: its key is refused.")
+    platform = Varchar(length=32, null=True, default=None)
+    version = Varchar(length=64, null=True, default=None)
+    last_seen = Timestamptz(null=True, default=None)
+    last_backup_failed = Boolean(
+        default=False, help_text="Whether the agent's most recent finished backup failed."
+    )
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class AgentLog(Table, tablename="backapp_agent_log"):
+    id = UUID(primary_key=True)
+    agent = ForeignKey(references=Agent, on_delete=OnDelete.cascade, index=True)
+    level = Varchar(length=16)
+    message = Text()
+    metadata = JSON(null=True, default=None)
+    timestamp = Timestamptz(index=True)

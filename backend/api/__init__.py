@@ -1,0 +1,1 @@
+"""HTTP controllers: thin handlers that validate input and call the services."""

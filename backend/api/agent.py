@@ -1,0 +1,128 @@
+"""The agent API: the spec's six endpoints plus the multipart extension (docs/agent-api.md)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
+from backend.schemas import (
+    AbortRequest,
+    AgentConfigsResponse,
+    CompleteRequest,
+    CompleteResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LogRequest,
+    OkResponse,
+    PartRequest,
+    PartResponse,
+    RegisteredAgent,
+    RegisterRequest,
+    RegisterResponse,
+    StartRequest,
+    StartResponse,
+    UploadCompleteRequest,
+    UploadCompleteResponse,
+)
+
+_AGENT = {"agent": Provide(provide_agent)}
+
+
+class AgentApiController(Controller):
+    path = "/api/agent"
+    tags = ["agent"]
+
+    @post(
+        "/register",
+        status_code=HTTP_201_CREATED,
+        dependencies={"user": Provide(provide_user)},
+        summary="Register an agent (session-authenticated); the API key is shown once",
+    )
+    async def register(
+        self, data: JSONBody[RegisterRequest], user: UserDep, services: ServicesDep
+    ) -> RegisterResponse:
+        agent, key = await services.agents.register(user, data.name, data.platform)
+        return RegisterResponse(
+            agent=RegisteredAgent(id=agent.id, name=agent.name, api_key=key, status=agent.status)
+        )
+
+    @post("/heartbeat", status_code=HTTP_200_OK, dependencies=_AGENT, summary="Agent is alive")
+    async def heartbeat(
+        self, agent: AgentDep, services: ServicesDep, data: JSONBody[HeartbeatRequest | None] = None
+    ) -> HeartbeatResponse:
+        data = data or HeartbeatRequest()
+        await services.registry.heartbeat(agent, data.version, data.platform)
+        return HeartbeatResponse(status="online", poll_interval=services.settings.poll_interval)
+
+    @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")
+    async def configs(self, agent: AgentDep, services: ServicesDep) -> AgentConfigsResponse:
+        return AgentConfigsResponse(configs=await services.configs.for_agent(agent.id, agent.user_id))
+
+    @post(
+        "/backup/start",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Start a backup: get a pre-signed upload URL (or a multipart upload)",
+    )
+    async def start(
+        self, data: JSONBody[StartRequest], agent: AgentDep, services: ServicesDep
+    ) -> StartResponse:
+        log_id, upload = await services.backups.start(agent, data)
+        return StartResponse(log_id=log_id, upload=upload)
+
+    @post(
+        "/backup/complete",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Report a finished backup; the server verifies the stored object",
+    )
+    async def complete(
+        self, data: JSONBody[CompleteRequest], agent: AgentDep, services: ServicesDep
+    ) -> CompleteResponse:
+        return CompleteResponse(status=await services.backups.complete(agent, data))  # type: ignore[arg-type]
+
+    @post(
+        "/backup/upload/part",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="A pre-signed URL for one part of a multipart upload",
+    )
+    async def upload_part(
+        self, data: JSONBody[PartRequest], agent: AgentDep, services: ServicesDep
+    ) -> PartResponse:
+        part = await services.backups.part_url(
+            agent, data.log_id, data.part_number, data.size, data.sha256
+        )
+        return PartResponse(part=part)
+
+    @post(
+        "/backup/upload/complete",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Assemble a multipart upload from its parts",
+    )
+    async def upload_complete(
+        self, data: JSONBody[UploadCompleteRequest], agent: AgentDep, services: ServicesDep
+    ) -> UploadCompleteResponse:
+        size = await services.backups.upload_complete(agent, data.log_id, data.parts)
+        return UploadCompleteResponse(size=size)
+
+    @post(
+        "/backup/upload/abort",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Abort a multipart upload and mark the backup failed",
+    )
+    async def upload_abort(
+        self, data: JSONBody[AbortRequest], agent: AgentDep, services: ServicesDep
+    ) -> OkResponse:
+        await services.backups.upload_abort(agent, data.log_id, data.reason)
+        return OkResponse()
+
+    @post("/log", status_code=HTTP_201_CREATED, dependencies=_AGENT, summary="Send a log line")
+    async def log(self, data: JSONBody[LogRequest], agent: AgentDep, services: ServicesDep) -> OkResponse:
+        await services.agents.add_log(agent, data.level, data.message, data.metadata)
+        return OkResponse()

@@ -1,0 +1,1 @@
+"""Backups: configurations and the history of every backup."""

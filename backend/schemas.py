@@ -1,0 +1,351 @@
+"""Request and response shapes (msgspec structs; JSON is camelCase as in the spec).
+
+Litestar validates request bodies against these before a handler runs and builds the OpenAPI schema
+from them, so the constraints here are the API's documented limits.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+ShortText = Annotated[str, Meta(max_length=64)]
+Email = Annotated[str, Meta(min_length=3, max_length=320)]
+Password = Annotated[str, Meta(min_length=1, max_length=1024)]
+Hex64 = Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$")]
+Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
+NonNegative = Annotated[int, Meta(ge=0)]
+Level = Literal["debug", "info", "warning", "error"]
+BackupStatus = Literal["running", "completed", "failed"]
+AgentStatus = Literal["online", "offline", "error"]
+ExecutionMode = Literal["server", "agent"]
+
+
+class Camel(Struct, rename="camel", omit_defaults=False):
+    pass
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+class Credentials(Camel):
+    email: Email
+    password: Password
+
+
+class UserOut(Camel):
+    id: str
+    email: str
+    is_admin: bool
+
+
+class UserResponse(Camel):
+    user: UserOut
+    success: bool = True
+
+
+class OkResponse(Camel):
+    success: bool = True
+
+
+# --- agent API (the spec's shapes) -------------------------------------------------------------
+
+
+class RegisterRequest(Camel):
+    name: Name
+    platform: Annotated[str, Meta(max_length=32)] | None = None
+
+
+class RegisteredAgent(Camel):
+    id: str
+    name: str
+    api_key: str
+    status: AgentStatus
+
+
+class RegisterResponse(Camel):
+    agent: RegisteredAgent
+    success: bool = True
+
+
+class HeartbeatRequest(Camel):
+    version: ShortText | None = None
+    platform: Annotated[str, Meta(max_length=32)] | None = None
+
+
+class HeartbeatResponse(Camel):
+    status: AgentStatus
+    poll_interval: int
+    success: bool = True
+
+
+class Source(Camel):
+    path: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+class Destination(Camel):
+    bucket: str
+    region: str
+    prefix: str
+
+
+class Options(Camel):
+    type: Literal["full"] = "full"
+    compression: bool = True
+    encryption: bool = False
+    retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
+    compression_format: Literal["gzip", "zstd"] = "gzip"
+
+
+class AgentConfig(Camel):
+    id: str
+    name: str
+    sources: list[Source]
+    destination: Destination
+    options: Options
+    excludes: list[str]
+
+
+class AgentConfigsResponse(Camel):
+    configs: list[AgentConfig]
+    success: bool = True
+
+
+class StartRequest(Camel):
+    config_id: Uuid
+    filename: Annotated[str, Meta(min_length=1, max_length=1000)]
+    filesize: NonNegative | None = None
+    multipart: bool = False
+    size: NonNegative | None = None
+    sha256: Hex64 | None = None
+
+
+class UploadInfo(Camel):
+    method: Literal["PUT", "MULTIPART"]
+    expires_at: str
+    s3_path: str
+    url: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    upload_id: str | None = None
+    part_size: int | None = None
+    max_parts: int | None = None
+
+
+class StartResponse(Camel):
+    log_id: str
+    upload: UploadInfo
+    success: bool = True
+
+
+class FileError(Camel):
+    message: Annotated[str, Meta(max_length=4000)]
+    path: Annotated[str, Meta(max_length=8192)] | None = None
+
+
+class CompleteRequest(Camel):
+    log_id: Uuid
+    status: Literal["completed", "failed"]
+    files_processed: NonNegative | None = None
+    bytes_transferred: NonNegative | None = None
+    duration: NonNegative | None = None
+    errors: Annotated[list[FileError | Annotated[str, Meta(max_length=4000)]], Meta(max_length=10000)] = (
+        msgspec.field(default_factory=list)
+    )
+    size: NonNegative | None = None
+    sha256: Hex64 | None = None
+    error: Annotated[str, Meta(max_length=4000)] | None = None
+
+
+class CompleteResponse(Camel):
+    status: BackupStatus
+    success: bool = True
+
+
+class LogRequest(Camel):
+    level: Level
+    message: Annotated[str, Meta(min_length=1, max_length=10000)]
+    metadata: dict[str, Any] | None = None
+
+
+class PartRequest(Camel):
+    log_id: Uuid
+    part_number: Annotated[int, Meta(ge=1, le=10000)]
+    size: Annotated[int, Meta(ge=1, le=5 * 1024**3)]
+    sha256: Hex64
+
+
+class PartUrl(Camel):
+    part_number: int
+    url: str
+    method: Literal["PUT"]
+    headers: dict[str, str]
+    expires_at: str
+
+
+class PartResponse(Camel):
+    part: PartUrl
+    success: bool = True
+
+
+class UploadedPart(Camel):
+    part_number: Annotated[int, Meta(ge=1, le=10000)]
+    etag: Annotated[str, Meta(min_length=1, max_length=200)]
+    sha256: Hex64
+
+
+class UploadCompleteRequest(Camel):
+    log_id: Uuid
+    parts: Annotated[list[UploadedPart], Meta(min_length=1, max_length=10000)]
+
+
+class UploadCompleteResponse(Camel):
+    size: int
+    success: bool = True
+
+
+class AbortRequest(Camel):
+    log_id: Uuid
+    reason: Annotated[str, Meta(max_length=4000)] = "aborted by the agent"
+
+
+# --- owner API ---------------------------------------------------------------------------------
+
+
+class AgentOut(Camel):
+    id: str
+    name: str
+    status: AgentStatus
+    active: bool
+    platform: str | None
+    version: str | None
+    last_seen: str | None
+    api_key_prefix: str
+    created_at: str
+    config_ids: list[str] = msgspec.field(default_factory=list)
+
+
+class AgentResponse(Camel):
+    agent: AgentOut
+    success: bool = True
+
+
+class AgentListResponse(Camel):
+    agents: list[AgentOut]
+    success: bool = True
+
+
+class AgentPatch(Camel, forbid_unknown_fields=True):
+    name: Name | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+
+
+class AgentLogOut(Camel):
+    id: str
+    level: str
+    message: str
+    metadata: dict[str, Any] | None
+    timestamp: str
+
+
+class AgentLogsResponse(Camel):
+    logs: list[AgentLogOut]
+    next_before: str | None = None
+    success: bool = True
+
+
+class ConfigIn(Camel, forbid_unknown_fields=True):
+    name: Name
+    sources: Annotated[list[Source], Meta(min_length=1, max_length=100)]
+    execution_mode: ExecutionMode = "agent"
+    agent_id: Uuid | None = None
+    excludes: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=1024)]], Meta(max_length=1000)
+    ] = msgspec.field(default_factory=list)
+    options: Options = msgspec.field(default_factory=Options)
+    destination: dict[str, Any] | None = None
+
+
+class OptionsPatch(Camel, forbid_unknown_fields=True):
+    type: Literal["full"] | UnsetType = UNSET
+    compression: bool | UnsetType = UNSET
+    encryption: bool | UnsetType = UNSET
+    retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
+    compression_format: Literal["gzip", "zstd"] | UnsetType = UNSET
+
+
+class ConfigPatch(Camel, forbid_unknown_fields=True):
+    name: Name | UnsetType = UNSET
+    sources: Annotated[list[Source], Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    execution_mode: ExecutionMode | UnsetType = UNSET
+    agent_id: Uuid | None | UnsetType = UNSET
+    excludes: (
+        Annotated[list[Annotated[str, Meta(min_length=1, max_length=1024)]], Meta(max_length=1000)]
+        | UnsetType
+    ) = UNSET
+    options: OptionsPatch | UnsetType = UNSET
+    destination: dict[str, Any] | None | UnsetType = UNSET
+
+
+class ConfigOut(Camel):
+    id: str
+    name: str
+    execution_mode: ExecutionMode
+    agent_id: str | None
+    sources: list[Source]
+    excludes: list[str]
+    destination: Destination
+    options: Options
+    created_at: str
+    updated_at: str
+
+
+class ConfigResponse(Camel):
+    config: ConfigOut
+    success: bool = True
+
+
+class ConfigListResponse(Camel):
+    configs: list[ConfigOut]
+    success: bool = True
+
+
+class BackupOut(Camel):
+    id: str
+    config_id: str | None
+    config_name: str
+    agent_id: str | None
+    status: BackupStatus
+    s3_path: str
+    filename: str
+    filesize: int | None
+    size: int | None
+    sha256: str | None
+    files_processed: int | None
+    bytes_transferred: int | None
+    duration: int | None
+    errors: list[Any]
+    error: str | None
+    started_at: str
+    completed_at: str | None
+
+
+class BackupResponse(Camel):
+    backup: BackupOut
+    success: bool = True
+
+
+class BackupListResponse(Camel):
+    backups: list[BackupOut]
+    total: int
+    success: bool = True
+
+
+class ErrorResponse(Camel):
+    status: int
+    error: str
+    detail: str
+    field: str | None = None
+    success: bool = False

@@ -1,0 +1,387 @@
+"""Agents: registration, API-key authentication, heartbeats, status and logs.
+
+The heartbeat is the server's hottest path (every agent, every poll interval), so the key lookup and
+the ``lastSeen`` write are kept off the database where that is safe:
+
+* ``AgentRegistry`` caches digest → agent for ``agent_cache_seconds``; a revocation made through this
+  process drops the entry at once (other processes re-read within that bound).
+* Heartbeats are buffered in memory and written in one ``UPDATE … WHERE id IN (…)`` per flush
+  (``heartbeat_flush_seconds``). Status reads merge the buffer, so this process answers exactly and
+  others lag by at most one flush, far below the offline threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from backend.agents.tables import Agent, AgentLog
+from backend.backups.tables import BackupConfig
+from backend.errors import InvalidInput, NotAuthenticated, NotFound, RateLimited
+from backend.schemas import AgentLogOut, AgentOut, AgentStatus
+from backend.security import API_KEY_PREFIX, api_key_digest, new_api_key
+from backend.services.accounts import CurrentUser
+from backend.services.clock import aware, iso, utcnow
+from backend.settings import Settings
+
+__all__ = ["AgentIdentity", "AgentRegistry", "AgentService", "compute_status"]
+
+log = logging.getLogger("backapp.agents")
+
+MAX_KEY_LENGTH = 200
+MAX_METADATA_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    platform: str | None
+    version: str | None
+
+
+def compute_status(
+    *,
+    active: bool,
+    last_seen: datetime | None,
+    last_backup_failed: bool,
+    now: datetime,
+    offline_after: float,
+) -> AgentStatus:
+    """offline (deactivated, never seen, or silent too long) > error (last backup failed) > online."""
+    last_seen = aware(last_seen)
+    if not active or last_seen is None or (now - last_seen).total_seconds() > offline_after:
+        return "offline"
+    return "error" if last_backup_failed else "online"
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class AgentRegistry:
+    """Per-process state of the agent hot path: key cache, heartbeat buffer, rate limiter."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cache: dict[str, tuple[AgentIdentity, float]] = {}
+        self._digest_of: dict[uuid.UUID, str] = {}
+        self._pending: dict[uuid.UUID, datetime] = {}
+        self._seen: dict[uuid.UUID, datetime] = {}
+        self._buckets: dict[uuid.UUID, _Bucket] = {}
+        self._flush_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- authentication ---------------------------------------------------------------------
+
+    async def authenticate(self, api_key: str | None) -> AgentIdentity:
+        if not api_key:
+            raise NotAuthenticated("missing X-Agent-API-Key header")
+        if len(api_key) > MAX_KEY_LENGTH or not api_key.startswith(API_KEY_PREFIX):
+            raise NotAuthenticated("invalid API key")
+        digest = api_key_digest(self.settings.secret_key, api_key)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[1] < self.settings.agent_cache_seconds:
+            identity = hit[0]
+        else:
+            row = (
+                await Agent.select(
+                    Agent.id, Agent.user, Agent.name, Agent.active, Agent.platform, Agent.version
+                )
+                .where(Agent.api_key_digest == digest)
+                .first()
+            )
+            if row is None or not row["active"]:
+                self._cache.pop(digest, None)
+                raise NotAuthenticated("invalid or revoked API key")
+            identity = AgentIdentity(
+                id=row["id"],
+                user_id=row["user"],
+                name=row["name"],
+                platform=row["platform"],
+                version=row["version"],
+            )
+            self._cache[digest] = (identity, now)
+            self._digest_of[identity.id] = digest
+        self._rate_limit(identity.id, now)
+        return identity
+
+    def invalidate(self, agent_id: uuid.UUID) -> None:
+        digest = self._digest_of.pop(agent_id, None)
+        if digest is not None:
+            self._cache.pop(digest, None)
+        self._pending.pop(agent_id, None)
+        self._seen.pop(agent_id, None)
+        self._buckets.pop(agent_id, None)
+
+    def _rate_limit(self, agent_id: uuid.UUID, now: float) -> None:
+        capacity = float(self.settings.agent_rate_limit)
+        bucket = self._buckets.get(agent_id)
+        if bucket is None:
+            bucket = self._buckets[agent_id] = _Bucket(capacity, now)
+        else:
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * capacity / 60.0)
+            bucket.stamp = now
+        if bucket.tokens < 1.0:
+            retry = int((1.0 - bucket.tokens) * 60.0 / capacity) + 1
+            raise RateLimited("too many requests from this agent: slow down", retry_after=retry)
+        bucket.tokens -= 1.0
+
+    # --- heartbeats -------------------------------------------------------------------------
+
+    async def heartbeat(
+        self, identity: AgentIdentity, version: str | None, platform: str | None
+    ) -> None:
+        now = utcnow()
+        changed: dict[Any, Any] = {}
+        if version is not None and version != identity.version:
+            changed[Agent.version] = version
+        if platform is not None and platform != identity.platform:
+            changed[Agent.platform] = platform
+        if changed:
+            changed[Agent.last_seen] = now
+            changed[Agent.updated_at] = now
+            await Agent.update(changed).where(Agent.id == identity.id)
+            digest = self._digest_of.get(identity.id)
+            if digest is not None:
+                self._cache.pop(digest, None)
+        else:
+            self._pending[identity.id] = now
+        self._seen[identity.id] = now
+
+    def last_seen(self, agent_id: uuid.UUID, stored: datetime | None) -> datetime | None:
+        """The newer of the stored value and what this process has heard but not yet written."""
+        mine = self._seen.get(agent_id)
+        stored = aware(stored)
+        if mine is None:
+            return stored
+        return mine if stored is None or mine > stored else stored
+
+    async def flush(self) -> int:
+        async with self._flush_lock:
+            pending, self._pending = self._pending, {}
+            if not pending:
+                return 0
+            stamp = max(pending.values())
+            ids = list(pending)
+            try:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    await Agent.update({Agent.last_seen: stamp}).where(Agent.id.is_in(chunk))
+            except Exception:
+                # Keep them for the next flush rather than lose a heartbeat.
+                for agent_id, seen in pending.items():
+                    self._pending.setdefault(agent_id, seen)
+                raise
+            if len(self._seen) > 4 * max(len(ids), 1000):
+                self._seen = {k: v for k, v in self._seen.items() if k in pending}
+            return len(ids)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_flush_seconds)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing buffered heartbeats failed; will retry")
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+
+def _agent_out(
+    row: dict[str, Any], registry: AgentRegistry, settings: Settings, config_ids: list[str]
+) -> AgentOut:
+    last_seen = registry.last_seen(row["id"], row["last_seen"])
+    return AgentOut(
+        id=str(row["id"]),
+        name=row["name"],
+        status=compute_status(
+            active=bool(row["active"]),
+            last_seen=last_seen,
+            last_backup_failed=bool(row["last_backup_failed"]),
+            now=utcnow(),
+            offline_after=settings.offline_after_seconds,
+        ),
+        active=bool(row["active"]),
+        platform=row["platform"],
+        version=row["version"],
+        last_seen=iso(last_seen),
+        api_key_prefix=row["api_key_prefix"],
+        created_at=iso(row["created_at"]) or "",
+        config_ids=config_ids,
+    )
+
+
+def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise NotFound(f"{what} not found") from None
+
+
+class AgentService:
+    def __init__(self, settings: Settings, registry: AgentRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+
+    async def register(
+        self, user: CurrentUser, name: str, platform: str | None
+    ) -> tuple[AgentOut, str]:
+        name = name.strip()
+        if not name:
+            raise InvalidInput("name: must not be blank", field="name")
+        key = new_api_key()
+        now = utcnow()
+        agent = Agent(
+            id=uuid.uuid4(),
+            user=user.id,
+            name=name,
+            api_key_digest=api_key_digest(self.settings.secret_key, key),
+            api_key_prefix=key[:10],
+            active=True,
+            platform=platform,
+            created_at=now,
+            updated_at=now,
+        )
+        await agent.save()
+        return await self.get(user, agent.id), key
+
+    async def _row(self, user: CurrentUser, agent_id: str | uuid.UUID) -> dict[str, Any]:
+        row = (
+            await Agent.select()
+            .where((Agent.id == parse_uuid(agent_id, "agent")) & (Agent.user == user.id))
+            .first()
+        )
+        if row is None:
+            raise NotFound("agent not found")
+        return row
+
+    async def _config_ids(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+        result: dict[uuid.UUID, list[str]] = {a: [] for a in agent_ids}
+        if not agent_ids:
+            return result
+        rows = await BackupConfig.select(BackupConfig.id, BackupConfig.agent).where(
+            BackupConfig.agent.is_in(agent_ids)
+        )
+        for row in rows:
+            result[row["agent"]].append(str(row["id"]))
+        return result
+
+    async def list(self, user: CurrentUser) -> list[AgentOut]:
+        rows = await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at)
+        configs = await self._config_ids([r["id"] for r in rows])
+        return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
+
+    async def get(self, user: CurrentUser, agent_id: str | uuid.UUID) -> AgentOut:
+        row = await self._row(user, agent_id)
+        configs = await self._config_ids([row["id"]])
+        return _agent_out(row, self.registry, self.settings, configs[row["id"]])
+
+    async def update(
+        self, user: CurrentUser, agent_id: str, *, name: str | None, active: bool | None
+    ) -> AgentOut:
+        row = await self._row(user, agent_id)
+        values: dict[Any, Any] = {}
+        if name is not None:
+            name = name.strip()
+            if not name:
+                raise InvalidInput("name: must not be blank", field="name")
+            values[Agent.name] = name
+        if active is not None:
+            values[Agent.active] = active
+        if values:
+            values[Agent.updated_at] = utcnow()
+            await Agent.update(values).where(Agent.id == row["id"])
+            self.registry.invalidate(row["id"])
+        return await self.get(user, row["id"])
+
+    async def delete(self, user: CurrentUser, agent_id: str) -> None:
+        row = await self._row(user, agent_id)
+        self.registry.invalidate(row["id"])
+        await Agent.delete().where(Agent.id == row["id"])
+
+    async def logs(
+        self,
+        user: CurrentUser,
+        agent_id: str,
+        *,
+        level: str | None,
+        limit: int,
+        before: datetime | None,
+    ) -> tuple[list[AgentLogOut], str | None]:
+        row = await self._row(user, agent_id)
+        where = AgentLog.agent == row["id"]
+        if level:
+            where = where & (AgentLog.level == level)
+        if before is not None:
+            where = where & (AgentLog.timestamp < before)
+        rows = (
+            await AgentLog.select()
+            .where(where)
+            .order_by(AgentLog.timestamp, ascending=False)
+            .limit(limit + 1)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        out = [
+            AgentLogOut(
+                id=str(r["id"]),
+                level=r["level"],
+                message=r["message"],
+                metadata=_as_json(r["metadata"]),
+                timestamp=iso(r["timestamp"]) or "",
+            )
+            for r in rows
+        ]
+        return out, (out[-1].timestamp if more and out else None)
+
+    async def add_log(
+        self, agent: AgentIdentity, level: str, message: str, metadata: dict[str, Any] | None
+    ) -> None:
+        if metadata is not None and len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            raise InvalidInput(
+                f"metadata: at most {MAX_METADATA_BYTES // 1024} KiB of JSON", field="metadata"
+            )
+        await AgentLog(
+            id=uuid.uuid4(),
+            agent=agent.id,
+            level=level,
+            message=message,
+            metadata=metadata,
+            timestamp=utcnow(),
+        ).save()
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value

@@ -1,0 +1,425 @@
+"""Backups: handing out upload URLs, verifying what landed, and the history.
+
+A backup is ``completed`` only when its object is in storage and its size (and SHA-256, where the
+storage can tell) match what the agent reported; otherwise it is ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import msgspec
+
+from backend.agents.tables import Agent
+from backend.backups.tables import BackupConfig, BackupLog
+from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from backend.schemas import (
+    BackupOut,
+    CompleteRequest,
+    PartUrl,
+    StartRequest,
+    UploadedPart,
+    UploadInfo,
+)
+from backend.services.accounts import CurrentUser
+from backend.services.agents import AgentIdentity, parse_uuid
+from backend.services.clock import iso, utcnow
+from backend.services.keys import backup_key
+from backend.settings import Settings
+from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, Storage, StorageError
+from backend.storage import InvalidParts as StorageInvalidParts
+
+__all__ = ["BackupService"]
+
+log = logging.getLogger("backapp.backups")
+
+SINGLE_PUT_LIMIT = 5 * 1024**3
+MAX_PARTS = 10000
+T = TypeVar("T")
+
+
+async def _storage_call(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await fn()
+    except (NoSuchUpload, StorageInvalidParts):
+        raise
+    except StorageError as exc:
+        raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
+
+
+def _errors_json(errors: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in errors:
+        if isinstance(item, str):
+            out.append({"message": item})
+        else:
+            out.append(msgspec.to_builtins(item))
+    return out
+
+
+class BackupService:
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self.settings = settings
+        self.storage = storage
+
+    # --- agent side -------------------------------------------------------------------------
+
+    async def _agent_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
+        row = (
+            await BackupLog.select()
+            .where(
+                (BackupLog.id == parse_uuid(log_id, "backup log"))
+                & (BackupLog.agent == agent.id)
+                & (BackupLog.user == agent.user_id)
+            )
+            .first()
+        )
+        if row is None:
+            raise NotFound("logId: no such backup log for this agent")
+        return row
+
+    def _expires(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.settings.presign_seconds)
+
+    async def start(self, agent: AgentIdentity, req: StartRequest) -> tuple[str, UploadInfo]:
+        try:
+            config_id = uuid.UUID(req.config_id)
+        except ValueError:
+            raise NotFound("configId: no such config assigned to this agent") from None
+        config = (
+            await BackupConfig.select(BackupConfig.id, BackupConfig.name)
+            .where(
+                (BackupConfig.id == config_id)
+                & (BackupConfig.agent == agent.id)
+                & (BackupConfig.user == agent.user_id)
+                & (BackupConfig.execution_mode == "agent")
+            )
+            .first()
+        )
+        if config is None:
+            raise NotFound("configId: no such config assigned to this agent")
+        key = backup_key(
+            user_id=agent.user_id, agent_id=agent.id, config_id=config_id, filename=req.filename
+        )
+        if not req.multipart and req.size is not None and req.size > SINGLE_PUT_LIMIT:
+            raise InvalidInput(
+                "size: a single upload is limited to 5 GiB; start with multipart: true",
+                field="size",
+            )
+        if await BackupLog.exists().where(BackupLog.s3_path == key):
+            raise Conflict(f"filename: {key} is already used by another backup; pick a new name")
+        if await _storage_call(lambda: self.storage.head(key)) is not None:
+            raise Conflict(f"filename: {key} already holds a backup; pick a new name")
+
+        log_id = uuid.uuid4()
+        row = BackupLog(
+            id=log_id,
+            user=agent.user_id,
+            config=config_id,
+            agent=agent.id,
+            config_name=config["name"],
+            status="running",
+            s3_path=key,
+            filename=req.filename,
+            filesize_estimate=req.filesize,
+            expected_size=req.size,
+            expected_sha256=req.sha256.lower() if req.sha256 else None,
+            upload_state="multipart" if req.multipart else "single",
+            errors=[],
+            started_at=utcnow(),
+        )
+        try:
+            await row.save()
+        except Exception as exc:  # the unique s3_path index caught a concurrent start
+            if await BackupLog.exists().where(BackupLog.s3_path == key):
+                raise Conflict(f"filename: {key} is already used by another backup") from exc
+            raise
+
+        if req.multipart:
+            try:
+                upload_id = await _storage_call(lambda: self.storage.create_multipart(key))
+            except Exception:
+                await BackupLog.delete().where(BackupLog.id == log_id)
+                raise
+            await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
+            return str(log_id), UploadInfo(
+                method="MULTIPART",
+                upload_id=upload_id,
+                part_size=self.settings.multipart_part_size,
+                max_parts=MAX_PARTS,
+                expires_at=iso(self._expires()) or "",
+                s3_path=key,
+            )
+        presigned = self.storage.presign_put(
+            key,
+            expires_in=self.settings.presign_seconds,
+            size=req.size,
+            sha256=req.sha256.lower() if req.sha256 else None,
+        )
+        return str(log_id), UploadInfo(
+            method="PUT",
+            url=presigned.url,
+            headers=dict(presigned.headers),
+            expires_at=iso(presigned.expires_at) or "",
+            s3_path=key,
+        )
+
+    async def _running_multipart(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
+        row = await self._agent_log(agent, log_id)
+        if row["status"] != "running":
+            raise Conflict(f"logId: this backup is already {row['status']}")
+        if row["upload_state"] not in ("multipart", "assembled") or not row["upload_id"]:
+            raise Conflict("logId: this backup was not started with multipart: true")
+        return row
+
+    async def part_url(
+        self, agent: AgentIdentity, log_id: str, part_number: int, size: int, sha256: str
+    ) -> PartUrl:
+        row = await self._running_multipart(agent, log_id)
+        if row["upload_state"] != "multipart":
+            raise Conflict("logId: the upload is already assembled")
+        presigned = self.storage.presign_part(
+            row["s3_path"],
+            row["upload_id"],
+            part_number,
+            expires_in=self.settings.presign_seconds,
+            size=size,
+            sha256=sha256.lower(),
+        )
+        return PartUrl(
+            part_number=part_number,
+            url=presigned.url,
+            method="PUT",
+            headers=dict(presigned.headers),
+            expires_at=iso(presigned.expires_at) or "",
+        )
+
+    async def upload_complete(
+        self, agent: AgentIdentity, log_id: str, parts: list[UploadedPart]
+    ) -> int:
+        row = await self._running_multipart(agent, log_id)
+        if row["upload_state"] == "assembled":
+            return int(row["size"] or 0)
+        numbers = [p.part_number for p in parts]
+        if numbers != sorted(set(numbers)):
+            raise InvalidInput("parts: part numbers must be unique and ascending", field="parts")
+        completed = [
+            CompletedPart(part_number=p.part_number, etag=p.etag, sha256=p.sha256.lower())
+            for p in parts
+        ]
+        try:
+            info: ObjectInfo = await _storage_call(
+                lambda: self.storage.complete_multipart(row["s3_path"], row["upload_id"], completed)
+            )
+        except NoSuchUpload:
+            raise Conflict("logId: the multipart upload no longer exists (aborted or expired)") from None
+        except StorageInvalidParts as exc:
+            raise InvalidInput(f"parts: {exc}", field="parts") from exc
+        await BackupLog.update(
+            {
+                BackupLog.upload_state: "assembled",
+                BackupLog.size: info.size,
+                BackupLog.sha256: info.sha256,
+            }
+        ).where(BackupLog.id == row["id"])
+        return info.size
+
+    async def upload_abort(self, agent: AgentIdentity, log_id: str, reason: str) -> None:
+        row = await self._agent_log(agent, log_id)
+        if row["status"] == "completed":
+            raise Conflict("logId: this backup already completed; it cannot be aborted")
+        await self._abort_upload(row)
+        if row["status"] == "running":
+            await self._finish(row, status="failed", error=reason or "aborted by the agent")
+
+    async def _abort_upload(self, row: dict[str, Any]) -> None:
+        if row["upload_state"] == "multipart" and row["upload_id"]:
+            try:
+                await self.storage.abort_multipart(row["s3_path"], row["upload_id"])
+            except NoSuchUpload:
+                pass
+            except StorageError:
+                log.warning("could not abort multipart upload of log %s; storage lifecycle rules "
+                            "will clean it up", row["id"])
+                return
+            await BackupLog.update({BackupLog.upload_state: "aborted"}).where(
+                BackupLog.id == row["id"]
+            )
+
+    async def _finish(
+        self,
+        row: dict[str, Any],
+        *,
+        status: str,
+        error: str | None = None,
+        req: CompleteRequest | None = None,
+        info: ObjectInfo | None = None,
+    ) -> bool:
+        """Move a running log to its final state; False when another request finished it first."""
+        values: dict[Any, Any] = {
+            BackupLog.status: status,
+            BackupLog.error: error,
+            BackupLog.completed_at: utcnow(),
+        }
+        if req is not None:
+            values.update(
+                {
+                    BackupLog.files_processed: req.files_processed,
+                    BackupLog.bytes_transferred: req.bytes_transferred,
+                    BackupLog.duration_ms: req.duration,
+                    BackupLog.errors: _errors_json(list(req.errors)),
+                }
+            )
+        if info is not None:
+            values[BackupLog.size] = info.size
+            values[BackupLog.sha256] = (req.sha256.lower() if req and req.sha256 else info.sha256)
+        updated = await BackupLog.update(values).where(
+            (BackupLog.id == row["id"]) & (BackupLog.status == "running")
+        ).returning(BackupLog.id)
+        if not updated:
+            return False
+        if row["agent"]:
+            await Agent.update({Agent.last_backup_failed: status == "failed"}).where(
+                Agent.id == row["agent"]
+            )
+        return True
+
+    async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:
+        """Record the agent's report; returns the log's final status (idempotent on retries)."""
+        row = await self._agent_log(agent, req.log_id)
+        if row["status"] != "running":
+            return self._already_finished(row, req.status)
+
+        if req.status == "failed":
+            await self._abort_upload(row)
+            await self._finish(
+                row, status="failed", error=req.error or "the agent reported a failure", req=req
+            )
+            return self._already_finished(await self._agent_log(agent, req.log_id), req.status)
+
+        if row["upload_state"] == "multipart":
+            raise Conflict(
+                "logId: the multipart upload is not assembled yet: call "
+                "/api/agent/backup/upload/complete first"
+            )
+        reason = None
+        info = await _storage_call(lambda: self.storage.head(row["s3_path"]))
+        reported = req.size if req.size is not None else req.bytes_transferred
+        expected_sha = (req.sha256 or row["expected_sha256"] or "").lower() or None
+        if info is None:
+            reason = "the uploaded object is not in storage"
+        elif reported is None:
+            reason = "the agent reported no size (size or bytesTransferred) to verify against"
+        elif info.size != reported:
+            reason = f"size mismatch: storage holds {info.size} bytes, the agent reported {reported}"
+        elif row["expected_size"] is not None and info.size != row["expected_size"]:
+            reason = (
+                f"size mismatch: storage holds {info.size} bytes, backup/start declared "
+                f"{row['expected_size']}"
+            )
+        elif expected_sha and info.sha256 and info.sha256.lower() != expected_sha:
+            reason = "sha256 mismatch: the stored object differs from what the agent sent"
+        elif (
+            req.sha256
+            and row["expected_sha256"]
+            and req.sha256.lower() != row["expected_sha256"]
+        ):
+            reason = "sha256 mismatch: complete and start reported different checksums"
+        if reason is not None:
+            await self._finish(row, status="failed", error=reason, req=req, info=info)
+            final = await self._agent_log(agent, req.log_id)
+            if final["status"] == "failed":
+                raise Conflict(f"backup failed verification: {final['error']}")
+            return str(final["status"])
+        await self._finish(row, status="completed", req=req, info=info)
+        return self._already_finished(await self._agent_log(agent, req.log_id), req.status)
+
+    @staticmethod
+    def _already_finished(row: dict[str, Any], requested: str) -> str:
+        if row["status"] == requested:
+            return str(row["status"])
+        raise Conflict(
+            f"logId: this backup is already {row['status']}"
+            + (f" ({row['error']})" if row["error"] else "")
+        )
+
+    # --- owner side -------------------------------------------------------------------------
+
+    @staticmethod
+    def _out(row: dict[str, Any]) -> BackupOut:
+        errors = row["errors"]
+        if isinstance(errors, str):
+            errors = msgspec.json.decode(errors)
+        return BackupOut(
+            id=str(row["id"]),
+            config_id=str(row["config"]) if row["config"] else None,
+            config_name=row["config_name"],
+            agent_id=str(row["agent"]) if row["agent"] else None,
+            status=row["status"],
+            s3_path=row["s3_path"],
+            filename=row["filename"],
+            filesize=row["filesize_estimate"],
+            size=row["size"] if row["status"] == "completed" else None,
+            sha256=row["sha256"] if row["status"] == "completed" else None,
+            files_processed=row["files_processed"],
+            bytes_transferred=row["bytes_transferred"],
+            duration=row["duration_ms"],
+            errors=list(errors or []),
+            error=row["error"],
+            started_at=iso(row["started_at"]) or "",
+            completed_at=iso(row["completed_at"]),
+        )
+
+    async def list(
+        self,
+        user: CurrentUser,
+        *,
+        config_id: str | None = None,
+        agent_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[BackupOut], int]:
+        where = BackupLog.user == user.id
+        if config_id:
+            where = where & (BackupLog.config == _filter_uuid(config_id, "configId"))
+        if agent_id:
+            where = where & (BackupLog.agent == _filter_uuid(agent_id, "agentId"))
+        if status:
+            where = where & (BackupLog.status == status)
+        if since:
+            where = where & (BackupLog.started_at >= since)
+        if until:
+            where = where & (BackupLog.started_at < until)
+        total = await BackupLog.count().where(where)
+        rows = (
+            await BackupLog.select()
+            .where(where)
+            .order_by(BackupLog.started_at, ascending=False)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [self._out(r) for r in rows], total
+
+    async def get(self, user: CurrentUser, backup_id: str) -> BackupOut:
+        row = (
+            await BackupLog.select()
+            .where((BackupLog.id == parse_uuid(backup_id, "backup")) & (BackupLog.user == user.id))
+            .first()
+        )
+        if row is None:
+            raise NotFound("backup not found")
+        return self._out(row)
+
+
+def _filter_uuid(value: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: not a valid id", field=name) from None

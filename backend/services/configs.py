@@ -1,0 +1,203 @@
+"""Backup configurations: what to back up, where it runs, and how."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from backend.agents.tables import Agent
+from backend.backups.tables import BackupConfig
+from backend.errors import InvalidInput, NotFound
+from backend.schemas import (
+    AgentConfig,
+    ConfigIn,
+    ConfigOut,
+    ConfigPatch,
+    Destination,
+    Options,
+    Source,
+)
+from backend.services.accounts import CurrentUser
+from backend.services.agents import parse_uuid
+from backend.services.clock import iso, utcnow
+from backend.services.keys import config_prefix
+from backend.settings import Settings
+from backend.storage import Storage
+
+__all__ = ["ConfigService"]
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        return msgspec.json.decode(value)
+    return value
+
+
+def _check_sources(sources: list[Source]) -> None:
+    for i, source in enumerate(sources):
+        if not source.path.strip():
+            raise InvalidInput(f"sources[{i}].path: must not be blank", field="sources")
+        if "\x00" in source.path:
+            raise InvalidInput(f"sources[{i}].path: contains a NUL character", field="sources")
+
+
+class ConfigService:
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self.settings = settings
+        self.storage = storage
+
+    def _destination(self, row: dict[str, Any]) -> Destination:
+        return Destination(
+            bucket=self.storage.bucket,
+            region=self.storage.region,
+            prefix=config_prefix(
+                user_id=row["user"], agent_id=row["agent"], config_id=row["id"]
+            ),
+        )
+
+    def _out(self, row: dict[str, Any]) -> ConfigOut:
+        return ConfigOut(
+            id=str(row["id"]),
+            name=row["name"],
+            execution_mode=row["execution_mode"],
+            agent_id=str(row["agent"]) if row["agent"] else None,
+            sources=msgspec.convert(_json(row["sources"]), list[Source]),
+            excludes=list(_json(row["excludes"]) or []),
+            destination=self._destination(row),
+            options=msgspec.convert(_json(row["options"]) or {}, Options, from_attributes=False),
+            created_at=iso(row["created_at"]) or "",
+            updated_at=iso(row["updated_at"]) or "",
+        )
+
+    async def _agent_for(
+        self, user: CurrentUser, mode: str, agent_id: str | None
+    ) -> uuid.UUID | None:
+        if mode == "server":
+            if agent_id:
+                raise InvalidInput(
+                    "agentId: a server-side config runs on the server; leave agentId empty "
+                    "or choose executionMode 'agent'",
+                    field="agentId",
+                )
+            return None
+        if not agent_id:
+            raise InvalidInput(
+                "agentId: an agent-based config needs the agent that runs it", field="agentId"
+            )
+        try:
+            aid = uuid.UUID(agent_id)
+        except ValueError:
+            raise InvalidInput("agentId: not a valid id", field="agentId") from None
+        if not await Agent.exists().where((Agent.id == aid) & (Agent.user == user.id)):
+            raise InvalidInput("agentId: no such agent", field="agentId")
+        return aid
+
+    async def _row(self, user: CurrentUser, config_id: str) -> dict[str, Any]:
+        row = (
+            await BackupConfig.select()
+            .where(
+                (BackupConfig.id == parse_uuid(config_id, "config"))
+                & (BackupConfig.user == user.id)
+            )
+            .first()
+        )
+        if row is None:
+            raise NotFound("config not found")
+        return row
+
+    async def create(self, user: CurrentUser, data: ConfigIn) -> ConfigOut:
+        name = data.name.strip()
+        if not name:
+            raise InvalidInput("name: must not be blank", field="name")
+        _check_sources(data.sources)
+        agent_id = await self._agent_for(user, data.execution_mode, data.agent_id)
+        now = utcnow()
+        config = BackupConfig(
+            id=uuid.uuid4(),
+            user=user.id,
+            name=name,
+            execution_mode=data.execution_mode,
+            agent=agent_id,
+            sources=msgspec.to_builtins(data.sources),
+            excludes=list(data.excludes),
+            options=msgspec.to_builtins(data.options),
+            created_at=now,
+            updated_at=now,
+        )
+        await config.save()
+        return await self.get(user, str(config.id))
+
+    async def get(self, user: CurrentUser, config_id: str) -> ConfigOut:
+        return self._out(await self._row(user, config_id))
+
+    async def list(self, user: CurrentUser, agent_id: str | None = None) -> list[ConfigOut]:
+        where = BackupConfig.user == user.id
+        if agent_id:
+            where = where & (BackupConfig.agent == parse_uuid(agent_id, "agent"))
+        rows = await BackupConfig.select().where(where).order_by(BackupConfig.created_at)
+        return [self._out(r) for r in rows]
+
+    async def update(self, user: CurrentUser, config_id: str, patch: ConfigPatch) -> ConfigOut:
+        row = await self._row(user, config_id)
+        current = self._out(row)
+        values: dict[Any, Any] = {}
+        if patch.name is not msgspec.UNSET:
+            name = patch.name.strip()
+            if not name:
+                raise InvalidInput("name: must not be blank", field="name")
+            values[BackupConfig.name] = name
+        if patch.sources is not msgspec.UNSET:
+            _check_sources(patch.sources)
+            values[BackupConfig.sources] = msgspec.to_builtins(patch.sources)
+        if patch.excludes is not msgspec.UNSET:
+            values[BackupConfig.excludes] = list(patch.excludes)
+        if patch.options is not msgspec.UNSET:
+            merged = msgspec.to_builtins(current.options)
+            merged.update(msgspec.to_builtins(patch.options))
+            values[BackupConfig.options] = msgspec.to_builtins(msgspec.convert(merged, Options))
+        mode = current.execution_mode
+        agent_id = current.agent_id
+        if patch.execution_mode is not msgspec.UNSET:
+            mode = patch.execution_mode
+            if mode == "server" and patch.agent_id is msgspec.UNSET:
+                agent_id = None
+        if patch.agent_id is not msgspec.UNSET:
+            agent_id = patch.agent_id
+        if mode != current.execution_mode or agent_id != current.agent_id:
+            values[BackupConfig.execution_mode] = mode
+            values[BackupConfig.agent] = await self._agent_for(user, mode, agent_id)
+        if values:
+            values[BackupConfig.updated_at] = utcnow()
+            await BackupConfig.update(values).where(BackupConfig.id == row["id"])
+        return await self.get(user, str(row["id"]))
+
+    async def delete(self, user: CurrentUser, config_id: str) -> None:
+        row = await self._row(user, config_id)
+        await BackupConfig.delete().where(BackupConfig.id == row["id"])
+
+    async def for_agent(self, agent_id: uuid.UUID, user_id: uuid.UUID) -> list[AgentConfig]:
+        rows = (
+            await BackupConfig.select()
+            .where(
+                (BackupConfig.agent == agent_id)
+                & (BackupConfig.user == user_id)
+                & (BackupConfig.execution_mode == "agent")
+            )
+            .order_by(BackupConfig.created_at)
+        )
+        result = []
+        for row in rows:
+            out = self._out(row)
+            result.append(
+                AgentConfig(
+                    id=out.id,
+                    name=out.name,
+                    sources=out.sources,
+                    destination=out.destination,
+                    options=out.options,
+                    excludes=out.excludes,
+                )
+            )
+        return result

@@ -1,0 +1,60 @@
+"""The services of one app instance, wired once in ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.services.accounts import AccountService
+from backend.services.agents import AgentRegistry, AgentService
+from backend.services.backups import BackupService
+from backend.services.configs import ConfigService
+from backend.settings import Settings
+from backend.storage import Storage
+
+__all__ = ["Services", "make_storage"]
+
+
+def make_storage(settings: Settings) -> Storage:
+    """S3 when ``AWS_S3_BUCKET`` is set, else the local data directory (the embedded default)."""
+    if settings.s3_bucket:
+        from backend.storage import S3Storage
+
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint,
+            access_key_id=settings.aws_access_key_id,
+            secret_access_key=settings.aws_secret_access_key,
+        )
+    from backend.storage import LocalStorage
+
+    return LocalStorage(
+        root=settings.data_dir / "storage",
+        base_url=settings.base_url,
+        secret=settings.secret_key,
+    )
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: Storage
+    registry: AgentRegistry
+    accounts: AccountService
+    agents: AgentService
+    configs: ConfigService
+    backups: BackupService
+
+    @classmethod
+    def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
+        storage = storage or make_storage(settings)
+        registry = AgentRegistry(settings)
+        return cls(
+            settings=settings,
+            storage=storage,
+            registry=registry,
+            accounts=AccountService(settings),
+            agents=AgentService(settings, registry),
+            configs=ConfigService(settings, storage),
+            backups=BackupService(settings, storage),
+        )

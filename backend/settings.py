@@ -1,0 +1,234 @@
+"""Server settings, read once from the environment.
+
+Every setting has an environment variable; the README's configuration reference lists them all.
+Tests set the environment (or build a ``Settings`` directly) before the app is created.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["Settings", "get_settings", "load_secret"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, not {raw!r}")
+
+
+def _env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _env_str(name: str, default: str | None = None) -> str | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told. Field comments name the environment variable."""
+
+    data_dir: Path
+    """``BACKAPP_DATA_DIR``: where the embedded defaults live (SQLite file, local objects, secret key).
+    Default: the platform's user data directory for ``backapp``."""
+
+    database_url: str
+    """``DATABASE_URL``: ``sqlite:///path/to/file.sqlite3`` or ``postgresql://user:pass@host:port/db``.
+    Default: ``sqlite:///{data_dir}/backapp.sqlite3``."""
+
+    host: str = "127.0.0.1"
+    """``BACKAPP_HOST``: address ``backapp serve`` listens on."""
+
+    port: int = 8000
+    """``BACKAPP_PORT``: port ``backapp serve`` listens on."""
+
+    workers: int = 1
+    """``BACKAPP_WORKERS``: server processes started by ``backapp serve``."""
+
+    public_url: str | None = None
+    """``BACKAPP_PUBLIC_URL``: the URL agents reach this server at (used to build local-storage upload
+    URLs and to decide whether cookies are ``Secure``). Default: ``http://{host}:{port}``."""
+
+    secret_key: bytes = b""
+    """``BACKAPP_SECRET_KEY``: server secret for API-key digests and local-storage URL signatures. Default:
+    generated once into ``{data_dir}/secret.key`` (0600). Several processes must share the same value."""
+
+    allow_signup: bool = False
+    """``BACKAPP_ALLOW_SIGNUP``: let anyone sign up after the first (admin) account exists."""
+
+    auto_migrate: bool = True
+    """``BACKAPP_AUTO_MIGRATE``: run pending migrations when ``backapp serve`` starts."""
+
+    poll_interval: int = 30
+    """``BACKAPP_POLL_INTERVAL``: seconds between agent heartbeats that the server expects."""
+
+    offline_after_polls: float = 3.0
+    """``BACKAPP_OFFLINE_AFTER_POLLS``: an agent is ``offline`` once no heartbeat came for this many poll
+    intervals."""
+
+    heartbeat_flush_seconds: float = 2.0
+    """``BACKAPP_HEARTBEAT_FLUSH_SECONDS``: how often a process writes buffered ``lastSeen`` values."""
+
+    agent_cache_seconds: float = 2.0
+    """``BACKAPP_AGENT_CACHE_SECONDS``: how long a process trusts its in-memory copy of an agent's key
+    lookup before reading the database again. Revocations made through this process apply at once;
+    this bounds how long another process may still accept a revoked key."""
+
+    agent_rate_limit: int = 600
+    """``BACKAPP_AGENT_RATE_LIMIT``: requests per minute per agent key, per server process."""
+
+    login_rate_limit: int = 10
+    """``BACKAPP_LOGIN_RATE_LIMIT``: failed logins per account (and 3x that per client address) within
+    ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` before further attempts are refused with 429."""
+
+    login_lockout_seconds: int = 900
+    """``BACKAPP_LOGIN_LOCKOUT_SECONDS``: the window of the login limit."""
+
+    session_days: int = 14
+    """``BACKAPP_SESSION_DAYS``: how long a sign-in lasts."""
+
+    presign_seconds: int = 3600
+    """``BACKAPP_PRESIGN_SECONDS``: lifetime of pre-signed upload/download URLs."""
+
+    multipart_part_size: int = 16 * 1024 * 1024
+    """``BACKAPP_MULTIPART_PART_SIZE``: the part size the server recommends to agents (bytes)."""
+
+    s3_bucket: str | None = None
+    """``AWS_S3_BUCKET``: when set, backups go to this S3 bucket instead of the local data directory."""
+
+    s3_region: str = "us-east-1"
+    """``AWS_REGION`` (or ``AWS_S3_REGION``): the bucket's region."""
+
+    s3_endpoint: str | None = None
+    """``AWS_S3_ENDPOINT``: an S3-compatible endpoint (MinIO, R2, …); empty for AWS itself."""
+
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    """``AWS_ACCESS_KEY_ID``: the server's only cloud credential (boto3's usual chain applies when unset)."""
+
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    """``AWS_SECRET_ACCESS_KEY``."""
+
+    log_level: str = "info"
+    """``BACKAPP_LOG_LEVEL``: debug, info, warning or error."""
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @property
+    def offline_after_seconds(self) -> float:
+        return self.poll_interval * self.offline_after_polls
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(
+            _env_str("BACKAPP_DATA_DIR") or platformdirs.user_data_dir("backapp", appauthor=False)
+        ).expanduser()
+        database_url = _env_str("DATABASE_URL") or f"sqlite:///{data_dir / 'backapp.sqlite3'}"
+        if not database_url.startswith(("sqlite:", "postgres://", "postgresql://")):
+            raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
+        secret = _env_str("BACKAPP_SECRET_KEY")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            host=_env_str("BACKAPP_HOST", "127.0.0.1") or "127.0.0.1",
+            port=_env_int("BACKAPP_PORT", 8000, minimum=0),
+            workers=_env_int("BACKAPP_WORKERS", 1, minimum=1),
+            public_url=_env_str("BACKAPP_PUBLIC_URL"),
+            secret_key=secret.encode() if secret else load_secret(data_dir),
+            allow_signup=_env_bool("BACKAPP_ALLOW_SIGNUP", False),
+            auto_migrate=_env_bool("BACKAPP_AUTO_MIGRATE", True),
+            poll_interval=_env_int("BACKAPP_POLL_INTERVAL", 30, minimum=1),
+            offline_after_polls=_env_float("BACKAPP_OFFLINE_AFTER_POLLS", 3.0, minimum=1.0),
+            heartbeat_flush_seconds=_env_float("BACKAPP_HEARTBEAT_FLUSH_SECONDS", 2.0, minimum=0.05),
+            agent_cache_seconds=_env_float("BACKAPP_AGENT_CACHE_SECONDS", 2.0, minimum=0.0),
+            agent_rate_limit=_env_int("BACKAPP_AGENT_RATE_LIMIT", 600, minimum=1),
+            login_rate_limit=_env_int("BACKAPP_LOGIN_RATE_LIMIT", 10, minimum=1),
+            login_lockout_seconds=_env_int("BACKAPP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1),
+            session_days=_env_int("BACKAPP_SESSION_DAYS", 14, minimum=1),
+            presign_seconds=_env_int("BACKAPP_PRESIGN_SECONDS", 3600, minimum=60),
+            multipart_part_size=_env_int(
+                "BACKAPP_MULTIPART_PART_SIZE", 16 * 1024 * 1024, minimum=5 * 1024 * 1024
+            ),
+            s3_bucket=_env_str("AWS_S3_BUCKET"),
+            s3_region=_env_str("AWS_REGION") or _env_str("AWS_S3_REGION") or "us-east-1",
+            s3_endpoint=_env_str("AWS_S3_ENDPOINT"),
+            aws_access_key_id=_env_str("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env_str("AWS_SECRET_ACCESS_KEY"),
+            log_level=(_env_str("BACKAPP_LOG_LEVEL", "info") or "info").lower(),
+        )
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The server secret from ``{data_dir}/secret.key``, created (0600) on first use."""
+    path = data_dir / "secret.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(value)
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,285 @@
+"""The storage seam: one small protocol that S3 and the embedded local backend both implement.
+
+Exceptions (each backend translates its own lower-level errors at the boundary)::
+
+    StorageError            anything the storage refused or failed to do
+     ├── StorageUnavailable   endpoint unreachable, bucket missing, credentials refused; retry later
+     ├── NoSuchUpload         the multipart upload id is unknown (never created, aborted or completed)
+     ├── InvalidParts         the parts given to complete: bad etag/checksum, wrong order, too small
+     ├── ObjectExists         the key already holds an object; objects are never overwritten
+     ├── BadDigest            (local backend) a body does not match the size/SHA-256 signed into its URL
+     └── AccessDenied         (local backend) a URL signature is invalid, expired, or for another
+                              method, key or upload
+
+Keys are validated by :func:`validate_key` (a ``ValueError``, not a ``StorageError``: a bad key is a
+programming error of the caller, never a storage condition).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from urllib.parse import quote
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_PARTS",
+    "MAX_PRESIGN_SECONDS",
+    "MIN_PART_SIZE",
+    "AccessDenied",
+    "BadDigest",
+    "CompletedPart",
+    "InvalidParts",
+    "NoSuchUpload",
+    "ObjectExists",
+    "ObjectInfo",
+    "PresignedRequest",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "check_part_order",
+    "content_disposition",
+    "sha256_b64_to_hex",
+    "sha256_hex_to_b64",
+    "validate_expires_in",
+    "validate_key",
+    "validate_sha256_hex",
+]
+
+MAX_KEY_BYTES = 1024
+"""S3's limit on a key's UTF-8 length."""
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+"""S3's minimum size of every part of a multipart upload but the last."""
+
+MAX_PARTS = 10_000
+"""S3's maximum number of parts; part numbers run from 1 to this."""
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+"""SigV4 refuses a pre-signed URL valid for longer than 7 days; the local backend keeps the same bound."""
+
+
+class StorageError(Exception):
+    """Base of every error a storage backend raises."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage did not answer or refused our credentials/bucket; safe to retry with backoff."""
+
+
+class NoSuchUpload(StorageError):
+    """The multipart upload does not exist (never created, already aborted or completed)."""
+
+
+class InvalidParts(StorageError):
+    """The part list cannot be assembled: unknown part, etag/checksum mismatch, order, size."""
+
+
+class ObjectExists(StorageError):
+    """The key already holds an object and objects are never overwritten."""
+
+
+class BadDigest(StorageError):
+    """An uploaded body does not match the size or SHA-256 that was signed into its URL."""
+
+
+class AccessDenied(StorageError):
+    """A signed URL is invalid, expired, or used for another method, key or upload."""
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    """One HTTP request a client may make without credentials."""
+
+    url: str
+    method: str
+    """``"PUT"`` or ``"GET"``."""
+    headers: dict[str, str]
+    """Headers the client must send verbatim (they are signed into the URL); may be empty."""
+    expires_at: datetime
+    """Timezone-aware UTC; the URL is refused from this instant on (or slightly later)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the storage knows about a stored object."""
+
+    size: int
+    sha256: str | None
+    """Hex SHA-256 of the whole object when the storage knows it (local: always; S3: when a full-object
+    checksum was signed into a single PUT)."""
+    checksum_sha256: str | None = None
+    """S3's raw ``ChecksumSHA256`` (base64; ``"…-N"`` composite for multipart objects)."""
+
+
+@dataclass(frozen=True)
+class CompletedPart:
+    """One uploaded part, as the agent reports it to ``upload/complete``."""
+
+    part_number: int
+    etag: str
+    sha256: str
+    """Hex SHA-256 the agent computed for this part."""
+
+
+class Storage(Protocol):
+    """Object storage for backup archives. Keys are validated by :func:`validate_key`.
+
+    Presigning is pure computation (sync); every call that talks to the storage is async and never
+    blocks the event loop.
+    """
+
+    kind: str
+    """``"s3"`` or ``"local"``."""
+    bucket: str
+    """The S3 bucket, or ``"local"``."""
+    region: str
+
+    def presign_put(
+        self, key: str, *, expires_in: int, size: int | None = None, sha256: str | None = None
+    ) -> PresignedRequest:
+        """A PUT of one whole object at ``key``; ``size``/``sha256`` (hex), when given, are enforced
+        by the storage. The URL never overwrites an existing object."""
+        ...
+
+    def presign_get(
+        self, key: str, *, expires_in: int, download_name: str | None = None
+    ) -> PresignedRequest:
+        """A GET of the object at ``key``, optionally served as an attachment named ``download_name``."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's size and checksum, or ``None`` when there is no object at ``key``."""
+        ...
+
+    async def create_multipart(self, key: str) -> str:
+        """Start a multipart upload of ``key`` (SHA-256 checksummed parts); returns its upload id."""
+        ...
+
+    def presign_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        *,
+        expires_in: int,
+        size: int,
+        sha256: str,
+    ) -> PresignedRequest:
+        """A PUT of one part, refused by the storage unless its body has this size and SHA-256."""
+        ...
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> ObjectInfo:
+        """Assemble the object from ``parts`` (ascending part numbers); never overwrites."""
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts; :class:`NoSuchUpload` when it does not exist."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete the object; deleting a missing object is not an error."""
+        ...
+
+    async def check(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the storage answers and the bucket exists."""
+        ...
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` when it is a safe object key, else raise ``ValueError`` saying why.
+
+    A key is relative and ``/``-separated, with no empty, ``.`` or ``..`` segment, no control
+    character, no backslash (a separator on Windows), and at most 1024 bytes of UTF-8.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("object key must be a non-empty string")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("object key is not valid Unicode") from exc
+    if len(encoded) > MAX_KEY_BYTES:
+        raise ValueError(f"object key is longer than {MAX_KEY_BYTES} bytes of UTF-8")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise ValueError("object key contains a control character")
+    if "\\" in key:
+        raise ValueError("object key contains a backslash")
+    for segment in key.split("/"):
+        if segment == "":
+            raise ValueError(
+                "object key must be relative, with no empty segment ('//' or '/' at an end)"
+            )
+        if segment in (".", ".."):
+            raise ValueError("object key contains a '.' or '..' segment")
+    return key
+
+
+def validate_sha256_hex(value: str) -> str:
+    """The lower-case form of a hex SHA-256 digest; ``ValueError`` unless it is 64 hex digits."""
+    lowered = value.lower()
+    if not _SHA256_HEX.fullmatch(lowered):
+        raise ValueError("sha256 must be 64 hexadecimal digits")
+    return lowered
+
+
+def validate_expires_in(expires_in: int) -> int:
+    """``expires_in`` when it is 1 s to 7 days (SigV4's bound), else ``ValueError``."""
+    if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
+        raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
+    return expires_in
+
+
+def sha256_hex_to_b64(hex_digest: str) -> str:
+    """Hex SHA-256 → the base64 form S3's ``x-amz-checksum-sha256`` carries."""
+    return base64.b64encode(bytes.fromhex(validate_sha256_hex(hex_digest))).decode("ascii")
+
+
+def sha256_b64_to_hex(b64_digest: str) -> str | None:
+    """S3's base64 SHA-256 → hex; ``None`` when it is not one plain 32-byte digest (e.g. composite)."""
+    try:
+        raw = base64.b64decode(b64_digest, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with ``filename`` (RFC 6266: an ASCII fallback plus ``filename*`` in UTF-8)."""
+    if not filename or any(unicodedata.category(ch) == "Cc" for ch in filename):
+        raise ValueError("download name must be non-empty, with no control character")
+    fallback = "".join(
+        ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\%' else "_" for ch in filename
+    )
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
+
+
+def check_part_order(parts: Sequence[CompletedPart]) -> None:
+    """:class:`InvalidParts` unless ``parts`` is what S3 accepts: non-empty, part numbers 1..10000,
+    strictly ascending, each with a hex SHA-256."""
+    if not parts:
+        raise InvalidParts("no parts to assemble")
+    previous = 0
+    for part in parts:
+        if not 1 <= part.part_number <= MAX_PARTS:
+            raise InvalidParts(f"part number {part.part_number} is outside 1..{MAX_PARTS}")
+        if part.part_number <= previous:
+            raise InvalidParts("part numbers must be strictly ascending")
+        previous = part.part_number
+        try:
+            validate_sha256_hex(part.sha256)
+        except ValueError as exc:
+            raise InvalidParts(f"part {part.part_number}: sha256 is not 64 hex digits") from exc

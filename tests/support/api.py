@@ -1,0 +1,74 @@
+"""A thin client for tests: signs up, carries the CSRF header, and talks as an agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ApiClient:
+    """Wraps an async httpx-compatible client (Litestar's AsyncTestClient or httpx.AsyncClient)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def _csrf(self) -> dict[str, str]:
+        token = self.raw.cookies.get("csrftoken")
+        return {"x-csrftoken": token} if token else {}
+
+    async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {**self._csrf(), **kw.pop("headers", {})}
+        response: httpx.Response = await self.raw.request(method, path, headers=headers, **kw)
+        return response
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("POST", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kw)
+
+    async def signup(self, email: str = "owner@example.com", password: str = "correct horse") -> dict[str, Any]:
+        r = await self.raw.post("/api/auth/signup", json={"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        return dict(r.json()["user"])
+
+    async def login(self, email: str, password: str) -> httpx.Response:
+        response: httpx.Response = await self.raw.post(
+            "/api/auth/login", json={"email": email, "password": password}
+        )
+        return response
+
+    async def register_agent(self, name: str = "laptop", platform: str = "linux") -> tuple[str, str]:
+        r = await self.post("/api/agent/register", json={"name": name, "platform": platform})
+        assert r.status_code == 201, r.text
+        agent = r.json()["agent"]
+        return agent["id"], agent["apiKey"]
+
+    async def create_config(self, agent_id: str | None, **fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": "Daily",
+            "executionMode": "agent" if agent_id else "server",
+            "agentId": agent_id,
+            "sources": [{"path": "/home/me/docs"}],
+        }
+        body.update(fields)
+        r = await self.post("/api/configs", json=body)
+        assert r.status_code == 201, r.text
+        return dict(r.json()["config"])
+
+    async def agent_post(self, key: str, path: str, body: Any) -> httpx.Response:
+        response: httpx.Response = await self.raw.post(
+            path, json=body, headers={"X-Agent-API-Key": key}
+        )
+        return response
+
+    async def agent_get(self, key: str, path: str) -> httpx.Response:
+        response: httpx.Response = await self.raw.get(path, headers={"X-Agent-API-Key": key})
+        return response

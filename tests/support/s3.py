@@ -1,0 +1,142 @@
+"""A real S3 endpoint on loopback (moto's server mode) for tests, and an independent SigV4 checker.
+
+Register with ``pytest_plugins = ["tests.support.s3"]`` in the root ``tests/conftest.py``.
+
+moto 5 does not check the signatures of pre-signed URLs at all (any tampered, expired or re-targeted
+URL is accepted), so :func:`presigned_url_is_valid` re-implements S3's check of a query-signed request
+from the SigV4 specification, without botocore, to test what our URLs actually sign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+__all__ = ["S3Endpoint", "presigned_url_is_valid", "s3_bucket", "s3_server"]
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    endpoint_url: str
+    region: str = "us-east-1"
+    access_key_id: str = "testing"
+    secret_access_key: str = "testing"
+
+    def client(self) -> Any:
+        """A plain boto3 client, for test set-up only."""
+        return boto3.session.Session().client(
+            "s3",
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """moto in server mode on 127.0.0.1 and a free port, for the whole session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield S3Endpoint(endpoint_url=f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Endpoint) -> Iterator[str]:
+    """A fresh, uniquely named, empty bucket."""
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=name)
+    yield name
+    # moto keeps everything in memory for the session; empty and drop the bucket.
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=item["Key"])
+    for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    client.delete_bucket(Bucket=name)
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+
+
+def _uri_encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def presigned_url_is_valid(
+    url: str,
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    secret_access_key: str,
+    now: datetime | None = None,
+) -> bool:
+    """Whether S3 would accept this query-signed (SigV4) request: the signature covers ``method``,
+    the path, the query and every signed header, ``headers`` carries each signed header, and the URL
+    has not expired at ``now``. Body checks (checksum, length) are S3's, not this function's."""
+    parts = urlsplit(url)
+    pairs = [
+        (unquote(name), unquote(value))
+        for name, _, value in (item.partition("=") for item in parts.query.split("&") if item)
+    ]
+    query = dict(pairs)
+    signature = query.get("X-Amz-Signature")
+    if signature is None or query.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+        return False
+    amz_date = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    expires = int(query["X-Amz-Expires"])
+    if (now or datetime.now(UTC)) > amz_date + timedelta(seconds=expires):
+        return False
+
+    sent = {name.lower(): value for name, value in headers.items()}
+    sent["host"] = parts.netloc
+    signed_headers = query["X-Amz-SignedHeaders"].split(";")
+    if any(name not in sent for name in signed_headers):
+        return False
+    canonical_query = "&".join(
+        f"{_uri_encode(name)}={_uri_encode(value)}"
+        for name, value in sorted(pairs)
+        if name != "X-Amz-Signature"
+    )
+    canonical_headers = "".join(f"{name}:{sent[name].strip()}\n" for name in signed_headers)
+    canonical_request = "\n".join(
+        [
+            method,
+            parts.path,  # S3 signs the path as sent (encoded once, not twice)
+            canonical_query,
+            canonical_headers,
+            ";".join(signed_headers),
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    _access_key, date, region, service, terminator = query["X-Amz-Credential"].split("/")
+    scope = f"{date}/{region}/{service}/{terminator}"
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            query["X-Amz-Date"],
+            scope,
+            hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+        ]
+    )
+    key = _hmac(("AWS4" + secret_access_key).encode("utf-8"), date)
+    for part in (region, service, terminator):
+        key = _hmac(key, part)
+    expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
