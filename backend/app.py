@@ -46,11 +46,18 @@ _CODES = {
 }
 
 
-def _error(status: int, detail: str, *, field: str | None = None, code: str | None = None,
-           headers: dict[str, str] | None = None) -> Response[ErrorResponse]:
+def _error(
+    status: int,
+    detail: str,
+    *,
+    field: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorResponse]:
     return Response(
-        ErrorResponse(status=status, error=code or _CODES.get(status, "error"), detail=detail,
-                      field=field),
+        ErrorResponse(
+            status=status, error=code or _CODES.get(status, "error"), detail=detail, field=field
+        ),
         status_code=status,
         media_type=MediaType.JSON,
         headers=headers,
@@ -100,6 +107,7 @@ class Runtime:
         bind_tables(self.engine)
         if isinstance(self.engine, PostgresEngine):
             await self.engine.start_connection_pool(max_size=20)
+            await self.services.registry.listen_postgres(self.engine.config["dsn"])
         self.services.registry.start()
 
     async def stop(self) -> None:

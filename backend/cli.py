@@ -1,8 +1,8 @@
 """``backapp``: run the server, apply migrations, create users.
 
-    backapp serve [--host H] [--port P] [--workers N] [--no-migrate]
-    backapp migrate
-    backapp user create --email E [--admin] [--password-stdin]
+backapp serve [--host H] [--port P] [--workers N] [--no-migrate]
+backapp migrate
+backapp user create --email E [--admin] [--password-stdin]
 """
 
 from __future__ import annotations
@@ -39,19 +39,25 @@ def log_config(level: str) -> dict[str, Any]:
         "filters": {"redact": {"()": "backend.cli.RedactQuery"}},
         "formatters": {
             "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-            "access": {"format": '%(asctime)s %(levelname)s access: %(message)s'},
+            "access": {"format": "%(asctime)s %(levelname)s access: %(message)s"},
         },
         "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "default",
-                        "stream": "ext://sys.stderr"},
-            "access": {"class": "logging.StreamHandler", "formatter": "access",
-                       "filters": ["redact"], "stream": "ext://sys.stdout"},
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "class": "logging.StreamHandler",
+                "formatter": "access",
+                "filters": ["redact"],
+                "stream": "ext://sys.stdout",
+            },
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
-            "uvicorn.access": {"handlers": ["access"], "level": level.upper(),
-                               "propagate": False},
+            "uvicorn.access": {"handlers": ["access"], "level": level.upper(), "propagate": False},
             "backapp": {"handlers": ["default"], "level": level.upper(), "propagate": False},
         },
     }
@@ -112,8 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.auto_migrate and not args.no_migrate:
         run_migrations(quiet=True)
     _check_storage(settings)
-    storage = f"S3 bucket {settings.s3_bucket}" if settings.s3_bucket else (
-        f"local files in {settings.data_dir / 'storage'}"
+    storage = (
+        f"S3 bucket {settings.s3_bucket}"
+        if settings.s3_bucket
+        else (f"local files in {settings.data_dir / 'storage'}")
     )
     database = "PostgreSQL" if not settings.is_sqlite else settings.database_url
     print(
@@ -173,8 +181,9 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="backapp", description="BackApp server. Settings come from the environment "
-        "(see the README's configuration reference)."
+        prog="backapp",
+        description="BackApp server. Settings come from the environment "
+        "(see the README's configuration reference).",
     )
     parser.add_argument("--version", action="version", version=f"backapp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (BACKAPP_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (BACKAPP_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="server processes (BACKAPP_WORKERS, default 1)")
-    serve.add_argument("--no-migrate", action="store_true",
-                       help="do not apply migrations at start (BACKAPP_AUTO_MIGRATE=false)")
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply migrations at start (BACKAPP_AUTO_MIGRATE=false)",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     serve.set_defaults(func=cmd_serve)
 
@@ -196,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = user_sub.add_parser("create", help="create an account")
     create.add_argument("--email", required=True)
     create.add_argument("--admin", action="store_true", help="make it an administrator")
-    create.add_argument("--password-stdin", action="store_true",
-                        help="read the password from standard input instead of a prompt")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of a prompt",
+    )
     create.set_defaults(func=cmd_user_create)
     return parser
 

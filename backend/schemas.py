@@ -151,9 +151,9 @@ class CompleteRequest(Camel):
     files_processed: NonNegative | None = None
     bytes_transferred: NonNegative | None = None
     duration: NonNegative | None = None
-    errors: Annotated[list[FileError | Annotated[str, Meta(max_length=4000)]], Meta(max_length=10000)] = (
-        msgspec.field(default_factory=list)
-    )
+    errors: Annotated[
+        list[FileError | Annotated[str, Meta(max_length=4000)]], Meta(max_length=10000)
+    ] = msgspec.field(default_factory=list)
     size: NonNegative | None = None
     sha256: Hex64 | None = None
     error: Annotated[str, Meta(max_length=4000)] | None = None

@@ -192,7 +192,9 @@ class Settings:
             auto_migrate=_env_bool("BACKAPP_AUTO_MIGRATE", True),
             poll_interval=_env_int("BACKAPP_POLL_INTERVAL", 30, minimum=1),
             offline_after_polls=_env_float("BACKAPP_OFFLINE_AFTER_POLLS", 3.0, minimum=1.0),
-            heartbeat_flush_seconds=_env_float("BACKAPP_HEARTBEAT_FLUSH_SECONDS", 2.0, minimum=0.05),
+            heartbeat_flush_seconds=_env_float(
+                "BACKAPP_HEARTBEAT_FLUSH_SECONDS", 2.0, minimum=0.05
+            ),
             agent_cache_seconds=_env_float("BACKAPP_AGENT_CACHE_SECONDS", 2.0, minimum=0.0),
             agent_rate_limit=_env_int("BACKAPP_AGENT_RATE_LIMIT", 600, minimum=1),
             login_rate_limit=_env_int("BACKAPP_LOGIN_RATE_LIMIT", 10, minimum=1),

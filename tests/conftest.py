@@ -24,8 +24,8 @@ os.environ["BACKAPP_DATA_DIR"] = str(_TEST_HOME / "default-data")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("AWS_S3_BUCKET", None)
 
-import pytest  # noqa: E402
 import httpx  # noqa: E402
+import pytest  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
 from backend.services import Services  # noqa: E402
@@ -132,16 +132,16 @@ async def client(settings: Settings, services: Services) -> AsyncIterator[ApiCli
     transport = httpx.ASGITransport(app=app)
     await app.state.runtime.start()
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as raw:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver.local"
+        ) as raw:
             yield ApiClient(raw)
     finally:
         await app.state.runtime.stop()
 
 
 @pytest.fixture
-def live_server_factory(
-    tmp_path: Path, test_home: Path
-) -> Iterator[LiveServerFactory]:
+def live_server_factory(tmp_path: Path, test_home: Path) -> Iterator[LiveServerFactory]:
     factory = LiveServerFactory(tmp_path)
     yield factory
     factory.stop_all()

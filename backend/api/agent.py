@@ -59,7 +59,9 @@ class AgentApiController(Controller):
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")
     async def configs(self, agent: AgentDep, services: ServicesDep) -> AgentConfigsResponse:
-        return AgentConfigsResponse(configs=await services.configs.for_agent(agent.id, agent.user_id))
+        return AgentConfigsResponse(
+            configs=await services.configs.for_agent(agent.id, agent.user_id)
+        )
 
     @post(
         "/backup/start",
@@ -123,6 +125,8 @@ class AgentApiController(Controller):
         return OkResponse()
 
     @post("/log", status_code=HTTP_201_CREATED, dependencies=_AGENT, summary="Send a log line")
-    async def log(self, data: JSONBody[LogRequest], agent: AgentDep, services: ServicesDep) -> OkResponse:
+    async def log(
+        self, data: JSONBody[LogRequest], agent: AgentDep, services: ServicesDep
+    ) -> OkResponse:
         await services.agents.add_log(agent, data.level, data.message, data.metadata)
         return OkResponse()

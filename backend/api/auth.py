@@ -28,7 +28,9 @@ class AuthController(Controller):
     tags = ["accounts"]
 
     @post("/signup", status_code=HTTP_201_CREATED, summary="Create an account and sign in")
-    async def signup(self, data: JSONBody[Credentials], services: ServicesDep) -> Response[UserResponse]:
+    async def signup(
+        self, data: JSONBody[Credentials], services: ServicesDep
+    ) -> Response[UserResponse]:
         """The first account may always sign up and becomes admin; later ones only when
         ``BACKAPP_ALLOW_SIGNUP`` is on."""
         user = await services.accounts.signup(data.email, data.password)

@@ -64,15 +64,43 @@ def session_cookies(signed_in: SignedIn | None, services: Services) -> list[Cook
     secure = settings.secure_cookies
     if signed_in is None:
         return [
-            Cookie(key=SESSION_COOKIE, value="", max_age=0, httponly=True, samesite="lax",
-                   secure=secure, path="/"),
-            Cookie(key=CSRF_COOKIE, value="", max_age=0, httponly=False, samesite="lax",
-                   secure=secure, path="/"),
+            Cookie(
+                key=SESSION_COOKIE,
+                value="",
+                max_age=0,
+                httponly=True,
+                samesite="lax",
+                secure=secure,
+                path="/",
+            ),
+            Cookie(
+                key=CSRF_COOKIE,
+                value="",
+                max_age=0,
+                httponly=False,
+                samesite="lax",
+                secure=secure,
+                path="/",
+            ),
         ]
     max_age = settings.session_days * 86400
     return [
-        Cookie(key=SESSION_COOKIE, value=signed_in.session_token, max_age=max_age, httponly=True,
-               samesite="lax", secure=secure, path="/"),
-        Cookie(key=CSRF_COOKIE, value=signed_in.csrf_token, max_age=max_age, httponly=False,
-               samesite="lax", secure=secure, path="/"),
+        Cookie(
+            key=SESSION_COOKIE,
+            value=signed_in.session_token,
+            max_age=max_age,
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+            path="/",
+        ),
+        Cookie(
+            key=CSRF_COOKIE,
+            value=signed_in.csrf_token,
+            max_age=max_age,
+            httponly=False,
+            samesite="lax",
+            secure=secure,
+            path="/",
+        ),
     ]

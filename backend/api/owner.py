@@ -40,7 +40,7 @@ class ConfigController(Controller):
         services: ServicesDep,
         agent_id: Annotated[str | None, QueryParameter(name="agentId")] = None,
     ) -> ConfigListResponse:
-        return ConfigListResponse(configs=await services.configs.list(user, agent_id))
+        return ConfigListResponse(configs=await services.configs.list_configs(user, agent_id))
 
     @post("/", status_code=HTTP_201_CREATED, summary="Create a backup configuration")
     async def create_config(
@@ -56,12 +56,18 @@ class ConfigController(Controller):
 
     @patch("/{config_id:str}", summary="Change a backup configuration")
     async def update_config(
-        self, config_id: FromPath[str], data: JSONBody[ConfigPatch], user: UserDep, services: ServicesDep
+        self,
+        config_id: FromPath[str],
+        data: JSONBody[ConfigPatch],
+        user: UserDep,
+        services: ServicesDep,
     ) -> ConfigResponse:
         return ConfigResponse(config=await services.configs.update(user, config_id, data))
 
     @delete("/{config_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a configuration")
-    async def delete_config(self, config_id: FromPath[str], user: UserDep, services: ServicesDep) -> None:
+    async def delete_config(
+        self, config_id: FromPath[str], user: UserDep, services: ServicesDep
+    ) -> None:
         await services.configs.delete(user, config_id)
 
 
@@ -72,15 +78,21 @@ class AgentController(Controller):
 
     @get("/", summary="List agents with their status")
     async def list_agents(self, user: UserDep, services: ServicesDep) -> AgentListResponse:
-        return AgentListResponse(agents=await services.agents.list(user))
+        return AgentListResponse(agents=await services.agents.list_agents(user))
 
     @get("/{agent_id:str}", summary="One agent")
-    async def get_agent(self, agent_id: FromPath[str], user: UserDep, services: ServicesDep) -> AgentResponse:
+    async def get_agent(
+        self, agent_id: FromPath[str], user: UserDep, services: ServicesDep
+    ) -> AgentResponse:
         return AgentResponse(agent=await services.agents.get(user, agent_id))
 
     @patch("/{agent_id:str}", summary="Rename, deactivate or reactivate an agent")
     async def update_agent(
-        self, agent_id: FromPath[str], data: JSONBody[AgentPatch], user: UserDep, services: ServicesDep
+        self,
+        agent_id: FromPath[str],
+        data: JSONBody[AgentPatch],
+        user: UserDep,
+        services: ServicesDep,
     ) -> AgentResponse:
         agent = await services.agents.update(
             user,
@@ -107,7 +119,9 @@ class AgentController(Controller):
         )
 
     @delete("/{agent_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an agent")
-    async def delete_agent(self, agent_id: FromPath[str], user: UserDep, services: ServicesDep) -> None:
+    async def delete_agent(
+        self, agent_id: FromPath[str], user: UserDep, services: ServicesDep
+    ) -> None:
         await services.agents.delete(user, agent_id)
 
     @get("/{agent_id:str}/logs", summary="An agent's log lines, newest first")
@@ -144,7 +158,7 @@ class BackupController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> BackupListResponse:
-        backups, total = await services.backups.list(
+        backups, total = await services.backups.list_backups(
             user,
             config_id=config_id,
             agent_id=agent_id,

@@ -63,7 +63,9 @@ class AccountService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def create_user(self, email: str, password: str, *, is_admin: bool = False) -> CurrentUser:
+    async def create_user(
+        self, email: str, password: str, *, is_admin: bool = False
+    ) -> CurrentUser:
         email = normalise_email(email)
         _check_password(password)
         if await User.exists().where(User.email == email):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from piccolo.custom_types import Combinable
+
 from backend.agents.tables import Agent, AgentLog
 from backend.backups.tables import BackupConfig
 from backend.errors import InvalidInput, NotAuthenticated, NotFound, RateLimited
@@ -82,6 +84,8 @@ class AgentRegistry:
         self._buckets: dict[uuid.UUID, _Bucket] = {}
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+        self.notify_channel: str | None = None
 
     # --- authentication ---------------------------------------------------------------------
 
@@ -125,6 +129,29 @@ class AgentRegistry:
         self._pending.pop(agent_id, None)
         self._seen.pop(agent_id, None)
         self._buckets.pop(agent_id, None)
+
+    async def revoked(self, agent_id: uuid.UUID) -> None:
+        """Forget the agent here and tell the other server processes (PostgreSQL NOTIFY)."""
+        self.invalidate(agent_id)
+        if self.notify_channel:
+            await Agent.raw("SELECT pg_notify({}, {})", self.notify_channel, str(agent_id))
+
+    async def listen_postgres(self, dsn: str, channel: str = "backapp_agent_revoked") -> None:
+        """Drop cached keys as soon as another process revokes them (LISTEN/NOTIFY).
+
+        If the listening connection is lost, the cache TTL still bounds how long a revoked key
+        is accepted here."""
+        import asyncpg
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            try:
+                self.invalidate(uuid.UUID(payload))
+            except ValueError:
+                log.warning("ignored a malformed revocation notice")
+
+        self._listener = await asyncpg.connect(dsn)
+        await self._listener.add_listener(channel, on_notify)
+        self.notify_channel = channel
 
     def _rate_limit(self, agent_id: uuid.UUID, now: float) -> None:
         capacity = float(self.settings.agent_rate_limit)
@@ -202,6 +229,10 @@ class AgentRegistry:
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+            self.notify_channel = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -293,7 +324,7 @@ class AgentService:
             result[row["agent"]].append(str(row["id"]))
         return result
 
-    async def list(self, user: CurrentUser) -> list[AgentOut]:
+    async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
         rows = await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at)
         configs = await self._config_ids([r["id"] for r in rows])
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
@@ -318,13 +349,13 @@ class AgentService:
         if values:
             values[Agent.updated_at] = utcnow()
             await Agent.update(values).where(Agent.id == row["id"])
-            self.registry.invalidate(row["id"])
+            await self.registry.revoked(row["id"])
         return await self.get(user, row["id"])
 
     async def delete(self, user: CurrentUser, agent_id: str) -> None:
         row = await self._row(user, agent_id)
-        self.registry.invalidate(row["id"])
         await Agent.delete().where(Agent.id == row["id"])
+        await self.registry.revoked(row["id"])
 
     async def logs(
         self,
@@ -336,7 +367,7 @@ class AgentService:
         before: datetime | None,
     ) -> tuple[list[AgentLogOut], str | None]:
         row = await self._row(user, agent_id)
-        where = AgentLog.agent == row["id"]
+        where: Combinable = AgentLog.agent == row["id"]
         if level:
             where = where & (AgentLog.level == level)
         if before is not None:

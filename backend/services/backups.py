@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
+from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig, BackupLog
@@ -216,7 +217,9 @@ class BackupService:
                 lambda: self.storage.complete_multipart(row["s3_path"], row["upload_id"], completed)
             )
         except NoSuchUpload:
-            raise Conflict("logId: the multipart upload no longer exists (aborted or expired)") from None
+            raise Conflict(
+                "logId: the multipart upload no longer exists (aborted or expired)"
+            ) from None
         except StorageInvalidParts as exc:
             raise InvalidInput(f"parts: {exc}", field="parts") from exc
         await BackupLog.update(
@@ -243,8 +246,11 @@ class BackupService:
             except NoSuchUpload:
                 pass
             except StorageError:
-                log.warning("could not abort multipart upload of log %s; storage lifecycle rules "
-                            "will clean it up", row["id"])
+                log.warning(
+                    "could not abort multipart upload of log %s; storage lifecycle rules "
+                    "will clean it up",
+                    row["id"],
+                )
                 return
             await BackupLog.update({BackupLog.upload_state: "aborted"}).where(
                 BackupLog.id == row["id"]
@@ -276,10 +282,12 @@ class BackupService:
             )
         if info is not None:
             values[BackupLog.size] = info.size
-            values[BackupLog.sha256] = (req.sha256.lower() if req and req.sha256 else info.sha256)
-        updated = await BackupLog.update(values).where(
-            (BackupLog.id == row["id"]) & (BackupLog.status == "running")
-        ).returning(BackupLog.id)
+            values[BackupLog.sha256] = req.sha256.lower() if req and req.sha256 else info.sha256
+        updated = (
+            await BackupLog.update(values)
+            .where((BackupLog.id == row["id"]) & (BackupLog.status == "running"))
+            .returning(BackupLog.id)
+        )
         if not updated:
             return False
         if row["agent"]:
@@ -315,7 +323,9 @@ class BackupService:
         elif reported is None:
             reason = "the agent reported no size (size or bytesTransferred) to verify against"
         elif info.size != reported:
-            reason = f"size mismatch: storage holds {info.size} bytes, the agent reported {reported}"
+            reason = (
+                f"size mismatch: storage holds {info.size} bytes, the agent reported {reported}"
+            )
         elif row["expected_size"] is not None and info.size != row["expected_size"]:
             reason = (
                 f"size mismatch: storage holds {info.size} bytes, backup/start declared "
@@ -323,11 +333,7 @@ class BackupService:
             )
         elif expected_sha and info.sha256 and info.sha256.lower() != expected_sha:
             reason = "sha256 mismatch: the stored object differs from what the agent sent"
-        elif (
-            req.sha256
-            and row["expected_sha256"]
-            and req.sha256.lower() != row["expected_sha256"]
-        ):
+        elif req.sha256 and row["expected_sha256"] and req.sha256.lower() != row["expected_sha256"]:
             reason = "sha256 mismatch: complete and start reported different checksums"
         if reason is not None:
             await self._finish(row, status="failed", error=reason, req=req, info=info)
@@ -374,7 +380,7 @@ class BackupService:
             completed_at=iso(row["completed_at"]),
         )
 
-    async def list(
+    async def list_backups(
         self,
         user: CurrentUser,
         *,
@@ -386,7 +392,7 @@ class BackupService:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[BackupOut], int]:
-        where = BackupLog.user == user.id
+        where: Combinable = BackupLog.user == user.id
         if config_id:
             where = where & (BackupLog.config == _filter_uuid(config_id, "configId"))
         if agent_id:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import msgspec
+from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig
@@ -52,9 +53,7 @@ class ConfigService:
         return Destination(
             bucket=self.storage.bucket,
             region=self.storage.region,
-            prefix=config_prefix(
-                user_id=row["user"], agent_id=row["agent"], config_id=row["id"]
-            ),
+            prefix=config_prefix(user_id=row["user"], agent_id=row["agent"], config_id=row["id"]),
         )
 
     def _out(self, row: dict[str, Any]) -> ConfigOut:
@@ -132,8 +131,8 @@ class ConfigService:
     async def get(self, user: CurrentUser, config_id: str) -> ConfigOut:
         return self._out(await self._row(user, config_id))
 
-    async def list(self, user: CurrentUser, agent_id: str | None = None) -> list[ConfigOut]:
-        where = BackupConfig.user == user.id
+    async def list_configs(self, user: CurrentUser, agent_id: str | None = None) -> list[ConfigOut]:
+        where: Combinable = BackupConfig.user == user.id
         if agent_id:
             where = where & (BackupConfig.agent == parse_uuid(agent_id, "agent"))
         rows = await BackupConfig.select().where(where).order_by(BackupConfig.created_at)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import anyio
+
 from backend.accounts.tables import User, UserSession
+from backend.settings import Settings
 from tests.support.api import ApiClient
 
 
@@ -39,7 +45,9 @@ async def test_signup_validation(client: ApiClient) -> None:
     assert r.status_code == 400 and r.json()["field"] == "email"
     r = await client.raw.post("/api/auth/signup", json={"email": "a@b.co", "password": "short"})
     assert r.status_code == 400 and r.json()["field"] == "password"
-    r = await client.raw.post("/api/auth/signup", content=b"{not json", headers={"content-type": "application/json"})
+    r = await client.raw.post(
+        "/api/auth/signup", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     r = await client.raw.post("/api/auth/signup", json={"email": 5})
     assert r.status_code == 400
@@ -90,7 +98,9 @@ async def test_csrf_required_on_cookie_authenticated_unsafe_requests(client: Api
     body = {"name": "mac", "platform": "darwin"}
     no_header = await client.raw.post("/api/agent/register", json=body)
     assert no_header.status_code == 403 and "CSRF" in no_header.json()["detail"]
-    wrong = await client.raw.post("/api/agent/register", json=body, headers={"x-csrftoken": "forged"})
+    wrong = await client.raw.post(
+        "/api/agent/register", json=body, headers={"x-csrftoken": "forged"}
+    )
     assert wrong.status_code == 403
     ok = await client.post("/api/agent/register", json=body)
     assert ok.status_code == 201
@@ -98,20 +108,31 @@ async def test_csrf_required_on_cookie_authenticated_unsafe_requests(client: Api
     assert (await client.raw.get("/api/agents")).status_code == 200
 
 
-async def test_cli_user_create(client: ApiClient, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import subprocess
-    import sys
+def _backapp(
+    args: list[str], env: dict[str, str], stdin: bytes
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
 
-    env = {"DATABASE_URL": settings.database_url, "BACKAPP_DATA_DIR": str(settings.data_dir),
-           "BACKAPP_SECRET_KEY": settings.secret_key.decode(), "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "backend.cli", "user", "create", "--email",
-                        "ops@example.com", "--admin", "--password-stdin"], input=b"s3cret-pass\n",
-                       env=env, capture_output=True, timeout=60)
+
+async def test_cli_user_create(client: ApiClient, settings: Settings) -> None:
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "BACKAPP_DATA_DIR": str(settings.data_dir),
+        "BACKAPP_SECRET_KEY": settings.secret_key.decode(),
+        "PATH": "/usr/bin:/bin",
+    }
+    create = ["user", "create", "--email", "ops@example.com", "--password-stdin"]
+    r = await anyio.to_thread.run_sync(_backapp, [*create, "--admin"], env, b"s3cret-pass\n")
     assert r.returncode == 0, r.stderr
     assert b"created admin user ops@example.com" in r.stdout
     ok = await client.login("ops@example.com", "s3cret-pass")
     assert ok.status_code == 200 and ok.json()["user"]["isAdmin"] is True
-    again = subprocess.run([sys.executable, "-m", "backend.cli", "user", "create", "--email",
-                            "ops@example.com", "--password-stdin"], input=b"s3cret-pass\n",
-                           env=env, capture_output=True, timeout=60)
+    again = await anyio.to_thread.run_sync(_backapp, create, env, b"s3cret-pass\n")
     assert again.returncode == 1 and b"already exists" in again.stderr

@@ -40,7 +40,9 @@ async def _start(client: ApiClient, key: str, config_id: str, **extra: Any) -> d
 
 async def test_register_shows_the_key_once_and_stores_only_a_digest(client: ApiClient) -> None:
     await client.signup()
-    r = await client.post("/api/agent/register", json={"name": "David's MacBook", "platform": "darwin"})
+    r = await client.post(
+        "/api/agent/register", json={"name": "David's MacBook", "platform": "darwin"}
+    )
     assert r.status_code == 201
     body = r.json()
     assert body["success"] is True
@@ -62,7 +64,9 @@ async def test_register_needs_a_session(client: ApiClient) -> None:
 async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: Services) -> None:
     agent_id, key, config_id = await _setup(client)
 
-    hb = await client.agent_post(key, "/api/agent/heartbeat", {"version": "0.1.0", "platform": "darwin"})
+    hb = await client.agent_post(
+        key, "/api/agent/heartbeat", {"version": "0.1.0", "platform": "darwin"}
+    )
     assert hb.status_code == 200
     assert hb.json()["success"] is True and hb.json()["status"] == "online"
     assert (await client.get(f"/api/agents/{agent_id}")).json()["agent"]["status"] == "online"
@@ -72,8 +76,13 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
     [config] = configs.json()["configs"]
     assert config["id"] == config_id
     assert config["sources"] == [{"path": "/home/me/docs"}]
-    assert config["options"] == {"type": "full", "compression": True, "encryption": False,
-                                 "retentionDays": 30, "compressionFormat": "gzip"}
+    assert config["options"] == {
+        "type": "full",
+        "compression": True,
+        "encryption": False,
+        "retentionDays": 30,
+        "compressionFormat": "gzip",
+    }
     assert set(config["destination"]) == {"bucket", "region", "prefix"}
 
     start = await _start(client, key, config_id)
@@ -87,9 +96,18 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
     put = await client.raw.put(_path(upload["url"]), content=b"hello world")
     assert put.status_code == 200, put.text
 
-    done = await client.agent_post(key, "/api/agent/backup/complete", {
-        "logId": start["logId"], "status": "completed", "filesProcessed": 150,
-        "bytesTransferred": 11, "duration": 45000, "errors": []})
+    done = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {
+            "logId": start["logId"],
+            "status": "completed",
+            "filesProcessed": 150,
+            "bytesTransferred": 11,
+            "duration": 45000,
+            "errors": [],
+        },
+    )
     assert done.status_code == 200 and done.json()["success"] is True
     [backup] = (await client.get("/api/backups")).json()["backups"]
     assert backup["status"] == "completed"
@@ -97,19 +115,34 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
     assert backup["filesProcessed"] == 150 and backup["duration"] == 45000
     assert backup["s3Path"] == upload["s3Path"] and backup["agentId"] == agent_id
 
-    log = await client.agent_post(key, "/api/agent/log", {
-        "level": "info", "message": "Scanning directory /Users/d", "metadata": {"filesFound": 150}})
+    log = await client.agent_post(
+        key,
+        "/api/agent/log",
+        {
+            "level": "info",
+            "message": "Scanning directory /Users/d",
+            "metadata": {"filesFound": 150},
+        },
+    )
     assert log.status_code == 201 and log.json() == {"success": True}
     logs = (await client.get(f"/api/agents/{agent_id}/logs")).json()["logs"]
-    assert logs[0]["message"] == "Scanning directory /Users/d" and logs[0]["metadata"] == {"filesFound": 150}
+    assert logs[0]["message"] == "Scanning directory /Users/d" and logs[0]["metadata"] == {
+        "filesFound": 150
+    }
 
 
 async def test_complete_verifies_size_and_is_idempotent(client: ApiClient) -> None:
     agent_id, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
     await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
-    body = {"logId": start["logId"], "status": "completed", "filesProcessed": 1,
-            "bytesTransferred": 12, "duration": 1, "errors": []}
+    body = {
+        "logId": start["logId"],
+        "status": "completed",
+        "filesProcessed": 1,
+        "bytesTransferred": 12,
+        "duration": 1,
+        "errors": [],
+    }
     bad = await client.agent_post(key, "/api/agent/backup/complete", body)
     assert bad.status_code == 409 and "size mismatch" in bad.json()["detail"]
     [backup] = (await client.get("/api/backups")).json()["backups"]
@@ -125,22 +158,35 @@ async def test_retried_complete_does_not_double_count(client: ApiClient) -> None
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
     await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
-    body = {"logId": start["logId"], "status": "completed", "filesProcessed": 3,
-            "bytesTransferred": 11, "duration": 5, "errors": []}
+    body = {
+        "logId": start["logId"],
+        "status": "completed",
+        "filesProcessed": 3,
+        "bytesTransferred": 11,
+        "duration": 5,
+        "errors": [],
+    }
     first = await client.agent_post(key, "/api/agent/backup/complete", body)
-    second = await client.agent_post(key, "/api/agent/backup/complete", {**body, "filesProcessed": 99})
+    second = await client.agent_post(
+        key, "/api/agent/backup/complete", {**body, "filesProcessed": 99}
+    )
     assert first.status_code == second.status_code == 200
     [backup] = (await client.get("/api/backups")).json()["backups"]
     assert backup["filesProcessed"] == 3
-    conflicting = await client.agent_post(key, "/api/agent/backup/complete", {**body, "status": "failed"})
+    conflicting = await client.agent_post(
+        key, "/api/agent/backup/complete", {**body, "status": "failed"}
+    )
     assert conflicting.status_code == 409 and "already completed" in conflicting.json()["detail"]
 
 
 async def test_missing_object_fails_with_reason(client: ApiClient) -> None:
     agent_id, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    r = await client.agent_post(key, "/api/agent/backup/complete", {
-        "logId": start["logId"], "status": "completed", "bytesTransferred": 11})
+    r = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {"logId": start["logId"], "status": "completed", "bytesTransferred": 11},
+    )
     assert r.status_code == 409 and "not in storage" in r.json()["detail"]
     await client.agent_post(key, "/api/agent/heartbeat", {})
     assert (await client.get(f"/api/agents/{agent_id}")).json()["agent"]["status"] == "error"
@@ -150,37 +196,60 @@ async def test_sha256_signed_at_start_is_enforced(client: ApiClient) -> None:
     _, key, config_id = await _setup(client)
     digest = hashlib.sha256(b"hello world").hexdigest()
     start = await _start(client, key, config_id, size=11, sha256=digest)
-    tampered = await client.raw.put(_path(start["upload"]["url"]), content=b"HELLO WORLD",
-                                    headers=start["upload"]["headers"])
+    tampered = await client.raw.put(
+        _path(start["upload"]["url"]), content=b"HELLO WORLD", headers=start["upload"]["headers"]
+    )
     assert tampered.status_code == 400
-    put = await client.raw.put(_path(start["upload"]["url"]), content=b"hello world",
-                               headers=start["upload"]["headers"])
+    put = await client.raw.put(
+        _path(start["upload"]["url"]), content=b"hello world", headers=start["upload"]["headers"]
+    )
     assert put.status_code == 200
-    wrong = await client.agent_post(key, "/api/agent/backup/complete", {
-        "logId": start["logId"], "status": "completed", "bytesTransferred": 11, "size": 11,
-        "sha256": "0" * 64})
+    wrong = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {
+            "logId": start["logId"],
+            "status": "completed",
+            "bytesTransferred": 11,
+            "size": 11,
+            "sha256": "0" * 64,
+        },
+    )
     assert wrong.status_code == 409 and "sha256 mismatch" in wrong.json()["detail"]
 
 
 async def test_failed_report_records_reason_and_errors(client: ApiClient) -> None:
     agent_id, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    r = await client.agent_post(key, "/api/agent/backup/complete", {
-        "logId": start["logId"], "status": "failed", "filesProcessed": 0, "bytesTransferred": 0,
-        "duration": 10, "errors": ["disk full", {"path": "a/b.txt", "message": "vanished"}],
-        "error": "source path does not exist"})
+    r = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {
+            "logId": start["logId"],
+            "status": "failed",
+            "filesProcessed": 0,
+            "bytesTransferred": 0,
+            "duration": 10,
+            "errors": ["disk full", {"path": "a/b.txt", "message": "vanished"}],
+            "error": "source path does not exist",
+        },
+    )
     assert r.status_code == 200 and r.json()["status"] == "failed"
     [backup] = (await client.get("/api/backups")).json()["backups"]
     assert backup["error"] == "source path does not exist"
-    assert backup["errors"] == [{"message": "disk full"}, {"path": "a/b.txt", "message": "vanished"}]
+    assert backup["errors"] == [
+        {"message": "disk full"},
+        {"path": "a/b.txt", "message": "vanished"},
+    ]
 
 
 async def test_no_url_for_a_key_that_holds_a_backup(client: ApiClient) -> None:
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
     await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
-    again = await client.agent_post(key, "/api/agent/backup/start",
-                                    {"configId": config_id, "filename": FILENAME, "filesize": 1})
+    again = await client.agent_post(
+        key, "/api/agent/backup/start", {"configId": config_id, "filename": FILENAME, "filesize": 1}
+    )
     assert again.status_code == 409 and "already" in again.json()["detail"]
     # The old URL can't overwrite the stored object either.
     overwrite = await client.raw.put(_path(start["upload"]["url"]), content=b"evil bytes!")
@@ -190,8 +259,9 @@ async def test_no_url_for_a_key_that_holds_a_backup(client: ApiClient) -> None:
 @pytest.mark.parametrize("filename", ["../x", "a/b", "x\ny", "x" * 201, "/etc/passwd", ".."])
 async def test_bad_filename_is_a_clear_400(client: ApiClient, filename: str) -> None:
     _, key, config_id = await _setup(client)
-    r = await client.agent_post(key, "/api/agent/backup/start",
-                                {"configId": config_id, "filename": filename, "filesize": 1})
+    r = await client.agent_post(
+        key, "/api/agent/backup/start", {"configId": config_id, "filename": filename, "filesize": 1}
+    )
     assert r.status_code == 400
     assert r.json()["detail"].startswith("filename:") and r.json()["field"] == "filename"
     assert await BackupLog.count() == 0
@@ -217,10 +287,18 @@ async def test_malformed_start_is_a_400(client: ApiClient, body: Any) -> None:
 
 async def test_malformed_json_everywhere_is_400_not_500(client: ApiClient) -> None:
     _, key, _ = await _setup(client)
-    for path in ["/api/agent/heartbeat", "/api/agent/backup/start", "/api/agent/backup/complete",
-                 "/api/agent/log", "/api/agent/backup/upload/part"]:
-        r = await client.raw.post(path, content=b"{oops", headers={
-            "X-Agent-API-Key": key, "content-type": "application/json"})
+    for path in [
+        "/api/agent/heartbeat",
+        "/api/agent/backup/start",
+        "/api/agent/backup/complete",
+        "/api/agent/log",
+        "/api/agent/backup/upload/part",
+    ]:
+        r = await client.raw.post(
+            path,
+            content=b"{oops",
+            headers={"X-Agent-API-Key": key, "content-type": "application/json"},
+        )
         assert r.status_code == 400, (path, r.status_code, r.text)
 
 
@@ -249,13 +327,17 @@ async def test_agent_cannot_touch_other_agents_configs_or_logs(client: ApiClient
     _, key_a, config_a = await _setup(client)
     agent_b, key_b = await client.register_agent("other")
     # B can't start a backup of A's config, nor see it, nor finish A's log.
-    r = await client.agent_post(key_b, "/api/agent/backup/start",
-                                {"configId": config_a, "filename": FILENAME, "filesize": 1})
+    r = await client.agent_post(
+        key_b,
+        "/api/agent/backup/start",
+        {"configId": config_a, "filename": FILENAME, "filesize": 1},
+    )
     assert r.status_code == 404
     assert (await client.agent_get(key_b, "/api/agent/configs")).json()["configs"] == []
     start = await _start(client, key_a, config_a)
-    r = await client.agent_post(key_b, "/api/agent/backup/complete",
-                                {"logId": start["logId"], "status": "failed"})
+    r = await client.agent_post(
+        key_b, "/api/agent/backup/complete", {"logId": start["logId"], "status": "failed"}
+    )
     assert r.status_code == 404
     r = await client.agent_post(key_b, "/api/agent/backup/upload/abort", {"logId": start["logId"]})
     assert r.status_code == 404
@@ -264,7 +346,9 @@ async def test_agent_cannot_touch_other_agents_configs_or_logs(client: ApiClient
 async def test_rate_limit_on_agent_endpoints(client: ApiClient, services: Services) -> None:
     _, key, _ = await _setup(client)
     object.__setattr__(services.settings, "agent_rate_limit", 5)
-    codes = [(await client.agent_post(key, "/api/agent/heartbeat", {})).status_code for _ in range(8)]
+    codes = [
+        (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code for _ in range(8)
+    ]
     assert codes[:5] == [200] * 5 and codes[5:] == [429] * 3
     r = await client.agent_post(key, "/api/agent/heartbeat", {})
     assert int(r.headers["retry-after"]) >= 1
@@ -302,26 +386,44 @@ async def test_multipart_flow(client: ApiClient) -> None:
     parts = []
     for number, chunk in enumerate(chunks, start=1):
         sha = hashlib.sha256(chunk).hexdigest()
-        r = await client.agent_post(key, "/api/agent/backup/upload/part", {
-            "logId": start["logId"], "partNumber": number, "size": len(chunk), "sha256": sha})
+        r = await client.agent_post(
+            key,
+            "/api/agent/backup/upload/part",
+            {"logId": start["logId"], "partNumber": number, "size": len(chunk), "sha256": sha},
+        )
         assert r.status_code == 200, r.text
         part = r.json()["part"]
         put = await client.raw.put(_path(part["url"]), content=chunk, headers=part["headers"])
         assert put.status_code == 200, put.text
         parts.append({"partNumber": number, "etag": put.headers["etag"], "sha256": sha})
-    early = await client.agent_post(key, "/api/agent/backup/complete", {
-        "logId": start["logId"], "status": "completed", "bytesTransferred": 1})
+    early = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {"logId": start["logId"], "status": "completed", "bytesTransferred": 1},
+    )
     assert early.status_code == 409 and "upload/complete" in early.json()["detail"]
-    assembled = await client.agent_post(key, "/api/agent/backup/upload/complete",
-                                        {"logId": start["logId"], "parts": parts})
+    assembled = await client.agent_post(
+        key, "/api/agent/backup/upload/complete", {"logId": start["logId"], "parts": parts}
+    )
     assert assembled.status_code == 200 and assembled.json()["size"] == 10 * MiB + 4
-    again = await client.agent_post(key, "/api/agent/backup/upload/complete",
-                                    {"logId": start["logId"], "parts": parts})
+    again = await client.agent_post(
+        key, "/api/agent/backup/upload/complete", {"logId": start["logId"], "parts": parts}
+    )
     assert again.status_code == 200 and again.json()["size"] == 10 * MiB + 4
     whole = hashlib.sha256(b"".join(chunks)).hexdigest()
-    done = await client.agent_post(key, "/api/agent/backup/complete", {
-        "logId": start["logId"], "status": "completed", "bytesTransferred": 10 * MiB + 4,
-        "size": 10 * MiB + 4, "sha256": whole, "filesProcessed": 3, "duration": 9})
+    done = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {
+            "logId": start["logId"],
+            "status": "completed",
+            "bytesTransferred": 10 * MiB + 4,
+            "size": 10 * MiB + 4,
+            "sha256": whole,
+            "filesProcessed": 3,
+            "duration": 9,
+        },
+    )
     assert done.status_code == 200, done.text
     [backup] = (await client.get("/api/backups")).json()["backups"]
     assert backup["status"] == "completed" and backup["sha256"] == whole
@@ -330,31 +432,43 @@ async def test_multipart_flow(client: ApiClient) -> None:
 async def test_multipart_abort(client: ApiClient) -> None:
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id, multipart=True)
-    r = await client.agent_post(key, "/api/agent/backup/upload/abort",
-                                {"logId": start["logId"], "reason": "cancelled"})
+    r = await client.agent_post(
+        key, "/api/agent/backup/upload/abort", {"logId": start["logId"], "reason": "cancelled"}
+    )
     assert r.status_code == 200
     [backup] = (await client.get("/api/backups")).json()["backups"]
     assert backup["status"] == "failed" and backup["error"] == "cancelled"
-    again = await client.agent_post(key, "/api/agent/backup/upload/abort", {"logId": start["logId"]})
+    again = await client.agent_post(
+        key, "/api/agent/backup/upload/abort", {"logId": start["logId"]}
+    )
     assert again.status_code == 200
-    part = await client.agent_post(key, "/api/agent/backup/upload/part", {
-        "logId": start["logId"], "partNumber": 1, "size": 1, "sha256": "0" * 64})
+    part = await client.agent_post(
+        key,
+        "/api/agent/backup/upload/part",
+        {"logId": start["logId"], "partNumber": 1, "size": 1, "sha256": "0" * 64},
+    )
     assert part.status_code == 409
 
 
 async def test_part_url_needs_a_multipart_start(client: ApiClient) -> None:
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    r = await client.agent_post(key, "/api/agent/backup/upload/part", {
-        "logId": start["logId"], "partNumber": 1, "size": 1, "sha256": "0" * 64})
+    r = await client.agent_post(
+        key,
+        "/api/agent/backup/upload/part",
+        {"logId": start["logId"], "partNumber": 1, "size": 1, "sha256": "0" * 64},
+    )
     assert r.status_code == 409 and "multipart" in r.json()["detail"]
 
 
 async def test_agent_log_validation(client: ApiClient) -> None:
     _, key, _ = await _setup(client)
-    for body in [{"level": "loud", "message": "x"}, {"level": "info", "message": ""},
-                 {"level": "info", "message": "x" * 10001},
-                 {"level": "info", "message": "x", "metadata": {"big": "y" * 70000}}]:
+    for body in [
+        {"level": "loud", "message": "x"},
+        {"level": "info", "message": ""},
+        {"level": "info", "message": "x" * 10001},
+        {"level": "info", "message": "x", "metadata": {"big": "y" * 70000}},
+    ]:
         r = await client.agent_post(key, "/api/agent/log", body)
         assert r.status_code == 400, body
     assert await AgentLog.count() == 0
@@ -367,8 +481,11 @@ async def test_keys_and_urls_never_reach_the_logs(
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
     await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
-    await client.agent_post(key, "/api/agent/backup/complete",
-                            {"logId": start["logId"], "status": "completed", "bytesTransferred": 11})
+    await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {"logId": start["logId"], "status": "completed", "bytesTransferred": 11},
+    )
     signature = urlsplit(start["upload"]["url"]).query
     # The test's own HTTP client (httpx) logs the URLs it calls; everything else is the server.
     server_lines = "\n".join(

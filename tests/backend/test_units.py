@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.errors import InvalidInput
-from backend.security import api_key_digest, new_api_key, verify_password, hash_password
+from backend.security import api_key_digest, hash_password, new_api_key, verify_password
 from backend.services.agents import compute_status
 from backend.services.keys import backup_key, config_prefix, validate_filename
 from backend.settings import Settings, load_secret
@@ -20,7 +20,9 @@ C = uuid.UUID("33333333-3333-3333-3333-333333333333")
 
 
 def test_backup_key_follows_the_spec_template() -> None:
-    assert backup_key(user_id=U, agent_id=A, config_id=C, filename="backup-2025-01-07-143022.tar.gz") == (
+    assert backup_key(
+        user_id=U, agent_id=A, config_id=C, filename="backup-2025-01-07-143022.tar.gz"
+    ) == (
         "users/11111111-1111-1111-1111-111111111111/agents/22222222-2222-2222-2222-222222222222/"
         "configs/33333333-3333-3333-3333-333333333333/backup-2025-01-07-143022.tar.gz"
     )
@@ -76,14 +78,22 @@ NOW = datetime(2025, 1, 7, 12, 0, tzinfo=UTC)
 )
 def test_status(active: bool, seen_ago: int | None, failed: bool, expected: str) -> None:
     last_seen = None if seen_ago is None else NOW - timedelta(seconds=seen_ago)
-    assert compute_status(active=active, last_seen=last_seen, last_backup_failed=failed,
-                          now=NOW, offline_after=90) == expected
+    assert (
+        compute_status(
+            active=active, last_seen=last_seen, last_backup_failed=failed, now=NOW, offline_after=90
+        )
+        == expected
+    )
 
 
 def test_naive_sqlite_timestamps_are_read_as_utc() -> None:
     naive = (NOW - timedelta(seconds=10)).replace(tzinfo=None)
-    assert compute_status(active=True, last_seen=naive, last_backup_failed=False, now=NOW,
-                          offline_after=90) == "online"
+    assert (
+        compute_status(
+            active=True, last_seen=naive, last_backup_failed=False, now=NOW, offline_after=90
+        )
+        == "online"
+    )
 
 
 def test_api_keys_are_random_prefixed_and_digested_with_the_secret() -> None:

@@ -34,7 +34,9 @@ class ApiClient:
     async def delete(self, path: str, **kw: Any) -> httpx.Response:
         return await self.request("DELETE", path, **kw)
 
-    async def signup(self, email: str = "owner@example.com", password: str = "correct horse") -> dict[str, Any]:
+    async def signup(
+        self, email: str = "owner@example.com", password: str = "correct horse"
+    ) -> dict[str, Any]:
         r = await self.raw.post("/api/auth/signup", json={"email": email, "password": password})
         assert r.status_code == 201, r.text
         return dict(r.json()["user"])
@@ -45,7 +47,9 @@ class ApiClient:
         )
         return response
 
-    async def register_agent(self, name: str = "laptop", platform: str = "linux") -> tuple[str, str]:
+    async def register_agent(
+        self, name: str = "laptop", platform: str = "linux"
+    ) -> tuple[str, str]:
         r = await self.post("/api/agent/register", json={"name": name, "platform": platform})
         assert r.status_code == 201, r.text
         agent = r.json()["agent"]

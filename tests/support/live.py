@@ -1,11 +1,11 @@
 """Real ``backapp serve`` processes on loopback, for end-to-end tests.
 
-    def test_x(live_server_factory, s3_server, s3_bucket):
-        server = live_server_factory.start(s3=s3_server, bucket=s3_bucket)
-        owner = server.owner()                     # signed-up first user (admin), sync httpx client
-        agent_id, key = owner.register_agent("laptop")
-        config = owner.create_config(agent_id, sources=[{"path": "/data"}])
-        r = server.agent_client(key).post("/api/agent/heartbeat", json={"version": "0.1.0"})
+def test_x(live_server_factory, s3_server, s3_bucket):
+    server = live_server_factory.start(s3=s3_server, bucket=s3_bucket)
+    owner = server.owner()                     # signed-up first user (admin), sync httpx client
+    agent_id, key = owner.register_agent("laptop")
+    config = owner.create_config(agent_id, sources=[{"path": "/data"}])
+    r = server.agent_client(key).post("/api/agent/heartbeat", json={"version": "0.1.0"})
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ class Owner:
 
 
 class LiveServer:
-    def __init__(self, url: str, process: subprocess.Popen[bytes], env: dict[str, str],
-                 log_path: Path) -> None:
+    def __init__(
+        self, url: str, process: subprocess.Popen[bytes], env: dict[str, str], log_path: Path
+    ) -> None:
         self.url = url
         self.process = process
         self.env = env
@@ -82,8 +83,12 @@ class LiveServer:
     def data_dir(self) -> Path:
         return Path(self.env["BACKAPP_DATA_DIR"])
 
-    def owner(self, email: str = "owner@example.com", password: str = "correct horse battery",
-              signup: bool = True) -> Owner:
+    def owner(
+        self,
+        email: str = "owner@example.com",
+        password: str = "correct horse battery",
+        signup: bool = True,
+    ) -> Owner:
         owner = Owner(self.url)
         self._clients.append(owner)
         path = "/api/auth/signup" if signup else "/api/auth/login"
@@ -137,7 +142,8 @@ class LiveServerFactory:
         index = len(self.servers)
         data_dir = data_dir or self.tmp_path / f"server{index}"
         full_env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("BACKAPP_", "AWS_")) and k != "DATABASE_URL"
         }
         full_env.update(
@@ -181,7 +187,9 @@ class LiveServerFactory:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"backapp serve exited with {process.returncode}:\n{server.log()}")
+                raise RuntimeError(
+                    f"backapp serve exited with {process.returncode}:\n{server.log()}"
+                )
             try:
                 if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
                     return server

@@ -27,9 +27,7 @@ DESCRIPTION = ""
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="accounts", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="accounts", description=DESCRIPTION)
 
     manager.add_table(
         class_name="UserSession",
@@ -45,9 +43,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="User", tablename="backapp_user", schema=None, columns=None
-    )
+    manager.add_table(class_name="User", tablename="backapp_user", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="UserSession",

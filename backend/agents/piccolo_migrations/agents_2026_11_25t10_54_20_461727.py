@@ -41,9 +41,7 @@ DESCRIPTION = ""
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="agents", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="agents", description=DESCRIPTION)
 
     manager.add_table(
         class_name="AgentLog",
@@ -52,9 +50,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Agent", tablename="backapp_agent", schema=None, columns=None
-    )
+    manager.add_table(class_name="Agent", tablename="backapp_agent", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="AgentLog",
