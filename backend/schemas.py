@@ -349,3 +349,50 @@ class ErrorResponse(Camel):
     detail: str
     field: str | None = None
     success: bool = False
+
+
+# --- restores ----------------------------------------------------------------------------------
+
+
+class AgentBackupOut(Camel):
+    id: str
+    config_id: str | None
+    config_name: str
+    filename: str
+    s3_path: str
+    size: int | None
+    sha256: str | None
+    files_processed: int | None
+    started_at: str
+    completed_at: str | None
+    status: BackupStatus = "completed"
+
+
+class AgentBackupsResponse(Camel):
+    backups: list[AgentBackupOut]
+    success: bool = True
+
+
+class RestoreRequest(Camel):
+    backup_id: Uuid
+
+
+class DownloadInfo(Camel):
+    backup_id: str
+    url: str
+    method: Literal["GET"]
+    expires_at: str
+    size: int | None
+    sha256: str | None
+    filename: str
+    s3_path: str
+
+
+class RestoreResponse(Camel):
+    restore: DownloadInfo
+    success: bool = True
+
+
+class DownloadResponse(Camel):
+    download: DownloadInfo
+    success: bool = True

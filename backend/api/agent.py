@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get, post
 from litestar.di import Provide
-from litestar.params import JSONBody
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
 from backend.schemas import (
     AbortRequest,
+    AgentBackupsResponse,
     AgentConfigsResponse,
     CompleteRequest,
     CompleteResponse,
@@ -22,6 +25,8 @@ from backend.schemas import (
     RegisteredAgent,
     RegisterRequest,
     RegisterResponse,
+    RestoreRequest,
+    RestoreResponse,
     StartRequest,
     StartResponse,
     UploadCompleteRequest,
@@ -123,6 +128,33 @@ class AgentApiController(Controller):
     ) -> OkResponse:
         await services.backups.upload_abort(agent, data.log_id, data.reason)
         return OkResponse()
+
+    @get(
+        "/backups",
+        dependencies=_AGENT,
+        summary="Completed backups of the configs assigned to this agent (what it may restore)",
+    )
+    async def backups(
+        self,
+        agent: AgentDep,
+        services: ServicesDep,
+        config_id: Annotated[str | None, QueryParameter(name="configId")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> AgentBackupsResponse:
+        return AgentBackupsResponse(
+            backups=await services.backups.restorable(agent, config_id, limit)
+        )
+
+    @post(
+        "/restore",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="A pre-signed GET URL (1 hour, that object only) to restore one backup",
+    )
+    async def restore(
+        self, data: JSONBody[RestoreRequest], agent: AgentDep, services: ServicesDep
+    ) -> RestoreResponse:
+        return RestoreResponse(restore=await services.backups.restore(agent, data.backup_id))
 
     @post("/log", status_code=HTTP_201_CREATED, dependencies=_AGENT, summary="Send a log line")
     async def log(

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.response import Redirect
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_303_SEE_OTHER
 
 from backend.api.deps import ServicesDep, UserDep, provide_user
 from backend.schemas import (
@@ -23,6 +24,7 @@ from backend.schemas import (
     ConfigListResponse,
     ConfigPatch,
     ConfigResponse,
+    DownloadResponse,
 )
 
 _USER = {"user": Provide(provide_user)}
@@ -169,6 +171,22 @@ class BackupController(Controller):
             offset=offset,
         )
         return BackupListResponse(backups=backups, total=total)
+
+    @get(
+        "/{backup_id:str}/download",
+        summary="A pre-signed GET URL (1 hour) for a completed backup; ?redirect=true answers 303",
+    )
+    async def download_backup(
+        self,
+        backup_id: FromPath[str],
+        user: UserDep,
+        services: ServicesDep,
+        redirect: FromQuery[bool] = False,
+    ) -> Response[DownloadResponse] | Redirect:
+        download = await services.backups.download(user, backup_id)
+        if redirect:
+            return Redirect(download.url, status_code=HTTP_303_SEE_OTHER)
+        return Response(DownloadResponse(download=download))
 
     @get("/{backup_id:str}", summary="One backup")
     async def get_backup(

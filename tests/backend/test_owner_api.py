@@ -237,6 +237,7 @@ async def test_another_user_sees_nothing_and_changes_nothing(
             ("PATCH", f"/api/configs/{config['id']}", {"name": "pwned"}),
             ("DELETE", f"/api/configs/{config['id']}", None),
             ("GET", f"/api/backups/{log_id}", None),
+            ("GET", f"/api/backups/{log_id}/download", None),
         ]:
             r = await mallory.request(method, path, json=body)
             assert r.status_code == 404, (method, path, r.status_code)
