@@ -28,6 +28,8 @@ from backend.schemas import ErrorResponse
 from backend.services import Services
 from backend.settings import Settings, get_settings
 from backend.storage import LocalStorage
+from backend.web import template_config as web_template_config
+from backend.web import web_handlers
 
 __all__ = ["create_app"]
 
@@ -143,9 +145,11 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         from backend.storage.local_routes import local_storage_handlers
 
         handlers.extend(local_storage_handlers())
+    handlers.extend(web_handlers())  # the web console's pages and /static
 
     app = Litestar(
         route_handlers=handlers,
+        template_config=web_template_config(),
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers={
             DomainError: _domain_error,

@@ -343,6 +343,23 @@ class BackupListResponse(Camel):
     success: bool = True
 
 
+class ConfigLastBackups(Camel):
+    """A config's newest backup (any status) and newest completed one, for the dashboard."""
+
+    config_id: str
+    last: BackupOut | None
+    last_completed: BackupOut | None
+
+
+class BackupTotals(Camel):
+    """What a user has in storage: verified bytes and backup counts by status."""
+
+    stored_bytes: int
+    completed: int
+    failed: int
+    running: int
+
+
 class ErrorResponse(Camel):
     status: int
     error: str

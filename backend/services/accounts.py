@@ -7,6 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from backend.accounts.tables import LoginThrottle, User, UserSession
 from backend.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, RateLimited
@@ -100,6 +101,13 @@ class AccountService:
                 await User.update({User.is_admin: False}).where(User.id == user.id)
                 user = CurrentUser(id=user.id, email=user.email, is_admin=False)
         return user
+
+    async def signup_status(self) -> Literal["first", "open", "closed"]:
+        """What :meth:`signup` would do now: ``first`` (no account yet: it makes the admin),
+        ``open`` (``BACKAPP_ALLOW_SIGNUP``) or ``closed``."""
+        if not await User.exists():
+            return "first"
+        return "open" if self.settings.allow_signup else "closed"
 
     async def login(self, email: str, password: str, client: str) -> SignedIn:
         try:

@@ -13,6 +13,7 @@ the ``lastSeen`` write are kept off the database where that is safe:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -333,6 +334,18 @@ class AgentService:
         row = await self._row(user, agent_id)
         configs = await self._config_ids([row["id"]])
         return _agent_out(row, self.registry, self.settings, configs[row["id"]])
+
+    async def key_matches(self, user: CurrentUser, agent_id: str, api_key: str) -> bool:
+        """Whether ``api_key`` is this agent's key (the page that shows a new key once uses it to
+        accept only the real key back from the browser). Constant-time; never raises NotFound."""
+        if not api_key or len(api_key) > MAX_KEY_LENGTH:
+            return False
+        try:
+            row = await self._row(user, agent_id)
+        except NotFound:
+            return False
+        digest = api_key_digest(self.settings.secret_key, api_key)
+        return hmac.compare_digest(digest, row["api_key_digest"])
 
     async def update(
         self, user: CurrentUser, agent_id: str, *, name: str | None, active: bool | None

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from piccolo.custom_types import Combinable
+from piccolo.query.functions.aggregate import Count, Sum
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig, BackupLog
@@ -21,7 +22,9 @@ from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
     AgentBackupOut,
     BackupOut,
+    BackupTotals,
     CompleteRequest,
+    ConfigLastBackups,
     DownloadInfo,
     PartUrl,
     StartRequest,
@@ -504,6 +507,65 @@ class BackupService:
             .offset(offset)
         )
         return [self._out(r) for r in rows], total
+
+    async def last_backups(self, user: CurrentUser) -> dict[str, ConfigLastBackups]:
+        """Per config of this user: its newest backup and its newest completed backup.
+
+        Two indexed lookups per config at most (one when the newest one completed); a user has
+        tens of configs, not thousands."""
+        configs = await BackupConfig.select(BackupConfig.id).where(BackupConfig.user == user.id)
+        result: dict[str, ConfigLastBackups] = {}
+        for config in configs:
+            newest = await self._newest(user, config["id"], None)
+            if newest is None or newest["status"] == "completed":
+                completed = newest
+            else:
+                completed = await self._newest(user, config["id"], "completed")
+            result[str(config["id"])] = ConfigLastBackups(
+                config_id=str(config["id"]),
+                last=self._out(newest) if newest else None,
+                last_completed=self._out(completed) if completed else None,
+            )
+        return result
+
+    @staticmethod
+    async def _newest(
+        user: CurrentUser, config_id: uuid.UUID, status: str | None
+    ) -> dict[str, Any] | None:
+        where: Combinable = (BackupLog.config == config_id) & (BackupLog.user == user.id)
+        if status:
+            where = where & (BackupLog.status == status)
+        row: dict[str, Any] | None = (
+            await BackupLog.select()
+            .where(where)
+            .order_by(BackupLog.started_at, ascending=False)
+            .first()
+        )
+        return row
+
+    async def totals(self, user: CurrentUser) -> BackupTotals:
+        """Verified bytes in storage (completed backups) and how many backups are in each state."""
+        rows = (
+            await BackupLog.select(
+                BackupLog.status,
+                Count(BackupLog.id).as_alias("n"),
+                Sum(BackupLog.size).as_alias("bytes"),
+            )
+            .where(BackupLog.user == user.id)
+            .group_by(BackupLog.status)
+        )
+        by_status = {r["status"]: r for r in rows}
+
+        def count(status: str) -> int:
+            return int(by_status[status]["n"]) if status in by_status else 0
+
+        completed = by_status.get("completed")
+        return BackupTotals(
+            stored_bytes=int(completed["bytes"] or 0) if completed else 0,
+            completed=count("completed"),
+            failed=count("failed"),
+            running=count("running"),
+        )
 
     async def get(self, user: CurrentUser, backup_id: str) -> BackupOut:
         row = (

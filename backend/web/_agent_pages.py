@@ -1,0 +1,293 @@
+"""Agents: list, register (the key shown once), status, logs, rename, deactivate, delete, assign."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import Cookie
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from backend.api.deps import ServicesDep
+from backend.errors import DomainError
+from backend.schemas import ConfigPatch
+from backend.services import CurrentUser, Services
+from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._format import parse_iso
+from backend.web._forms import field_errors, text
+from backend.web._render import page, redirect
+
+__all__ = ["AgentPages", "NEW_KEY_COOKIE"]
+
+NEW_KEY_COOKIE = "backapp_new_key"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_PAGE = 25
+PLATFORMS = {"": "Not set", "linux": "Linux", "darwin": "macOS", "win32": "Windows"}
+
+
+def _new_key_cookie(agent_id: str, key: str, services: Services) -> Cookie:
+    """Carries a new key from the registration POST to the agent's page, once.
+
+    The server keeps only the key's digest, so the key can't be shown after a redirect unless the
+    browser brings it back: an HttpOnly, SameSite=Strict session cookie scoped to that one page,
+    which the page deletes as it shows the key (a reload finds it gone)."""
+    return Cookie(
+        key=NEW_KEY_COOKIE,
+        value=key,
+        max_age=None if key else 0,
+        httponly=True,
+        samesite="strict",
+        secure=services.settings.secure_cookies,
+        path=f"/agents/{agent_id}",
+    )
+
+
+def server_url(request: Request[Any, Any, Any], services: Services) -> str:
+    """What an agent should be told to connect to: the public URL, else what this browser used."""
+    return (services.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+async def _agents_page(
+    request: Request[Any, Any, Any],
+    user: CurrentUser,
+    services: Services,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Template:
+    agents = await services.agents.list_agents(user)
+    return page(
+        request,
+        "agents.html",
+        user=user,
+        services=services,
+        status_code=status_code,
+        live={"agents": "partials/agents_table.html"},
+        nav="agents",
+        agents=agents,
+        platforms=PLATFORMS,
+        values=values or {"name": "", "platform": ""},
+        errors=errors or {},
+    )
+
+
+async def _agent_page(
+    request: Request[Any, Any, Any],
+    user: CurrentUser,
+    services: Services,
+    agent_id: FromPath[str],
+    *,
+    level: str | None = None,
+    before: str | None = None,
+    rename: str | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Template:
+    agent = await services.agents.get(user, agent_id)
+    cookies: list[Cookie] = []
+    new_key = None
+    offered = request.cookies.get(NEW_KEY_COOKIE)
+    if offered is not None:
+        cookies.append(_new_key_cookie(agent.id, "", services))
+        if await services.agents.key_matches(user, agent.id, offered):
+            new_key = offered
+    level = level if level in LOG_LEVELS else None
+    before_dt: datetime | None = parse_iso(before) if before else None
+    logs, older = await services.agents.logs(
+        user, agent.id, level=level, limit=LOG_PAGE, before=before_dt
+    )
+    configs = await services.configs.list_configs(user)
+    backups, backup_total = await services.backups.list_backups(user, agent_id=agent.id, limit=5)
+    live = {"status": "partials/agent_status.html", "backups": "partials/agent_backups.html"}
+    if before_dt is None:
+        live["logs"] = "partials/agent_logs.html"
+    return page(
+        request,
+        "agent.html",
+        user=user,
+        services=services,
+        status_code=status_code,
+        cookies=cookies,
+        live=live,
+        nav="agents",
+        agent=agent,
+        new_key=new_key,
+        server_url=server_url(request, services),
+        assigned=[c for c in configs if c.agent_id == agent.id],
+        assignable=[c for c in configs if c.agent_id != agent.id],
+        config_names={c.id: c.name for c in configs},
+        logs=logs,
+        older=older,
+        level=level or "",
+        levels=LOG_LEVELS,
+        paged=before_dt is not None,
+        backups=backups,
+        backup_total=backup_total,
+        rename=agent.name if rename is None else rename,
+        errors=errors or {},
+    )
+
+
+class AgentPages(Controller):
+    path = "/agents"
+    include_in_schema = False
+    dependencies = {"user": Provide(provide_page_user)}
+
+    @get("/", name="agents")
+    async def agents(
+        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+    ) -> Template:
+        return await _agents_page(request, user, services)
+
+    @post("/", status_code=303)
+    async def register(
+        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+    ) -> Template | Redirect:
+        form = await request.form()
+        values = {"name": text(form, "name", 1000).strip(), "platform": text(form, "platform", 40)}
+        errors: dict[str, str] = {}
+        if not values["name"]:
+            errors["name"] = "Give the agent a name, such as the machine's."
+        elif len(values["name"]) > 200:
+            errors["name"] = "At most 200 characters."
+        if values["platform"] not in PLATFORMS:
+            errors["platform"] = "Choose one of the listed platforms."
+        if not errors:
+            try:
+                agent, key = await services.agents.register(
+                    user, values["name"], values["platform"] or None
+                )
+            except DomainError as exc:
+                errors = field_errors(exc, "name")
+            else:
+                return redirect(
+                    f"/agents/{agent.id}",
+                    services,
+                    cookies=[_new_key_cookie(agent.id, key, services)],
+                )
+        return await _agents_page(
+            request, user, services, values=values, errors=errors, status_code=400
+        )
+
+    @get("/{agent_id:str}", name="agent")
+    async def agent(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+        level: FromQuery[str | None] = None,
+        before: FromQuery[str | None] = None,
+    ) -> Template:
+        return await _agent_page(request, user, services, agent_id, level=level, before=before)
+
+    @post("/{agent_id:str}/rename", status_code=303)
+    async def rename(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template | Redirect:
+        form = await request.form()
+        name = text(form, "name", 1000).strip()
+        errors: dict[str, str] = {}
+        if not name:
+            errors["name"] = "The name must not be blank."
+        elif len(name) > 200:
+            errors["name"] = "At most 200 characters."
+        else:
+            try:
+                agent = await services.agents.update(user, agent_id, name=name, active=None)
+            except DomainError as exc:
+                if exc.status_code == 404:
+                    raise
+                errors = field_errors(exc, "name")
+            else:
+                return redirect(
+                    f"/agents/{agent.id}", services, flash=f"Renamed to “{agent.name}”."
+                )
+        return await _agent_page(
+            request, user, services, agent_id, rename=name, errors=errors, status_code=400
+        )
+
+    @post("/{agent_id:str}/deactivate", status_code=303)
+    async def deactivate(
+        self, agent_id: FromPath[str], user: PageUserDep, services: ServicesDep
+    ) -> Redirect:
+        agent = await services.agents.update(user, agent_id, name=None, active=False)
+        return redirect(
+            f"/agents/{agent.id}",
+            services,
+            flash=f"“{agent.name}” is deactivated: its API key is refused until you reactivate it.",
+        )
+
+    @post("/{agent_id:str}/activate", status_code=303)
+    async def activate(
+        self, agent_id: FromPath[str], user: PageUserDep, services: ServicesDep
+    ) -> Redirect:
+        agent = await services.agents.update(user, agent_id, name=None, active=True)
+        return redirect(f"/agents/{agent.id}", services, flash=f"“{agent.name}” is active again.")
+
+    @get("/{agent_id:str}/delete", name="agent_delete")
+    async def confirm_delete(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template:
+        agent = await services.agents.get(user, agent_id)
+        configs = await services.configs.list_configs(user, agent.id)
+        return page(
+            request,
+            "agent_delete.html",
+            user=user,
+            services=services,
+            nav="agents",
+            agent=agent,
+            configs=configs,
+        )
+
+    @post("/{agent_id:str}/delete", status_code=303)
+    async def delete(
+        self, agent_id: FromPath[str], user: PageUserDep, services: ServicesDep
+    ) -> Redirect:
+        agent = await services.agents.get(user, agent_id)
+        await services.agents.delete(user, agent.id)
+        return redirect(
+            "/agents",
+            services,
+            flash=f"Deleted “{agent.name}”. Its API key no longer works; its backups stay listed.",
+        )
+
+    @post("/{agent_id:str}/assign", status_code=303)
+    async def assign(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template | Redirect:
+        agent = await services.agents.get(user, agent_id)
+        form = await request.form()
+        config_id = text(form, "config_id", 100)
+        if not config_id:
+            return await _agent_page(
+                request,
+                user,
+                services,
+                agent.id,
+                errors={"config_id": "Choose a configuration to assign."},
+                status_code=400,
+            )
+        config = await services.configs.update(
+            user, config_id, ConfigPatch(execution_mode="agent", agent_id=agent.id)
+        )
+        return redirect(
+            f"/agents/{agent.id}", services, flash=f"“{config.name}” now runs on “{agent.name}”."
+        )

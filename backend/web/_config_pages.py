@@ -1,0 +1,221 @@
+"""Backup configurations: list, create/edit (execution mode, agent, sources, options), delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Redirect, Template
+
+from backend.api.deps import ServicesDep
+from backend.errors import DomainError
+from backend.services import CurrentUser, Services
+from backend.services.clock import utcnow
+from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._forms import ConfigForm, field_errors
+from backend.web._health import config_rows
+from backend.web._render import page, redirect
+
+__all__ = ["ConfigPages"]
+
+BACKUP_PAGE = 20
+
+
+async def _form_page(
+    request: Request[Any, Any, Any],
+    user: CurrentUser,
+    services: Services,
+    form: ConfigForm,
+    *,
+    config_id: str | None = None,
+    status_code: int = 200,
+) -> Template:
+    agents = await services.agents.list_agents(user)
+    destination = None
+    if config_id:
+        destination = (await services.configs.get(user, config_id)).destination
+    return page(
+        request,
+        "config_form.html",
+        user=user,
+        services=services,
+        status_code=status_code,
+        nav="configs",
+        form=form,
+        errors=form.errors,
+        agents=agents,
+        config_id=config_id,
+        destination=destination,
+        storage=services.storage,
+    )
+
+
+def _page_number(value: int | None) -> int:
+    return max(1, min(value or 1, 100_000))
+
+
+class ConfigPages(Controller):
+    path = "/configs"
+    include_in_schema = False
+    dependencies = {"user": Provide(provide_page_user)}
+
+    @get("/", name="configs")
+    async def configs(
+        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+    ) -> Template:
+        agents = await services.agents.list_agents(user)
+        configs = await services.configs.list_configs(user)
+        rows = config_rows(configs, agents, await services.backups.last_backups(user), utcnow())
+        return page(
+            request,
+            "configs.html",
+            user=user,
+            services=services,
+            live={"configs": "partials/configs_table.html"},
+            nav="configs",
+            rows=rows,
+            has_agents=bool(agents),
+        )
+
+    @get("/new", name="config_new")
+    async def new(
+        self,
+        request: Request[Any, Any, Any],
+        user: PageUserDep,
+        services: ServicesDep,
+        agent: FromQuery[str | None] = None,
+    ) -> Template:
+        agents = await services.agents.list_agents(user)
+        form = ConfigForm(
+            execution_mode="agent" if agents or agent else "server",
+            agent_id=agent
+            if agent in {a.id for a in agents}
+            else (agents[0].id if len(agents) == 1 else ""),
+        )
+        return await _form_page(request, user, services, form)
+
+    @post("/new", status_code=303)
+    async def create(
+        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+    ) -> Template | Redirect:
+        form = ConfigForm.from_form(await request.form())
+        agents = await services.agents.list_agents(user)
+        data = form.validate({a.id for a in agents})
+        if data is not None:
+            try:
+                config = await services.configs.create(user, data)
+            except DomainError as exc:
+                if exc.status_code == 404:
+                    raise
+                form = form.with_errors(field_errors(exc))
+            else:
+                return redirect(
+                    f"/configs/{config.id}", services, flash=f"Created “{config.name}”."
+                )
+        return await _form_page(request, user, services, form, status_code=400)
+
+    @get("/{config_id:str}", name="config")
+    async def config(
+        self,
+        request: Request[Any, Any, Any],
+        config_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+        page_number: Annotated[int | None, QueryParameter(name="page", ge=1)] = None,
+    ) -> Template:
+        config = await services.configs.get(user, config_id)
+        agents = await services.agents.list_agents(user)
+        last = await services.backups.last_backups(user)
+        [row] = config_rows([config], agents, last, utcnow())
+        number = _page_number(page_number)
+        backups, total = await services.backups.list_backups(
+            user, config_id=config.id, limit=BACKUP_PAGE, offset=(number - 1) * BACKUP_PAGE
+        )
+        return page(
+            request,
+            "config.html",
+            user=user,
+            services=services,
+            live={
+                "backups": "partials/config_backups.html",
+                "health": "partials/config_health.html",
+            },
+            nav="configs",
+            config=config,
+            row=row,
+            backups=backups,
+            total=total,
+            page_number=number,
+            pages=max(1, -(-total // BACKUP_PAGE)),
+            agent_names={a.id: a.name for a in agents},
+        )
+
+    @get("/{config_id:str}/edit", name="config_edit")
+    async def edit(
+        self,
+        request: Request[Any, Any, Any],
+        config_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template:
+        config = await services.configs.get(user, config_id)
+        return await _form_page(
+            request, user, services, ConfigForm.from_config(config), config_id=config.id
+        )
+
+    @post("/{config_id:str}/edit", status_code=303)
+    async def update(
+        self,
+        request: Request[Any, Any, Any],
+        config_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template | Redirect:
+        config = await services.configs.get(user, config_id)
+        form = ConfigForm.from_form(await request.form())
+        agents = await services.agents.list_agents(user)
+        data = form.validate({a.id for a in agents})
+        if data is not None:
+            try:
+                updated = await services.configs.update(
+                    user, config.id, ConfigForm.patch_from(data)
+                )
+            except DomainError as exc:
+                if exc.status_code == 404:
+                    raise
+                form = form.with_errors(field_errors(exc))
+            else:
+                return redirect(
+                    f"/configs/{updated.id}", services, flash=f"Saved “{updated.name}”."
+                )
+        return await _form_page(request, user, services, form, config_id=config.id, status_code=400)
+
+    @get("/{config_id:str}/delete", name="config_delete")
+    async def confirm_delete(
+        self,
+        request: Request[Any, Any, Any],
+        config_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template:
+        config = await services.configs.get(user, config_id)
+        _, total = await services.backups.list_backups(user, config_id=config.id, limit=1)
+        return page(
+            request,
+            "config_delete.html",
+            user=user,
+            services=services,
+            nav="configs",
+            config=config,
+            total=total,
+        )
+
+    @post("/{config_id:str}/delete", status_code=303)
+    async def delete(
+        self, config_id: FromPath[str], user: PageUserDep, services: ServicesDep
+    ) -> Redirect:
+        config = await services.configs.get(user, config_id)
+        await services.configs.delete(user, config.id)
+        return redirect("/configs", services, flash=f"Deleted “{config.name}”.")

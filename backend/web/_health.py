@@ -1,0 +1,187 @@
+""" "Am I safe?": how each backup configuration stands, and the verdict for the dashboard.
+
+Pure functions over the services' structs, so the rules are tested exactly.
+
+A config is
+
+* ``failing``  when its newest finished backup failed;
+* ``running``  when a backup of it is in progress (and the one before did not fail);
+* ``never``    when it has no completed backup yet;
+* ``overdue``  when its newest completed backup is older than ``OVERDUE_AFTER``;
+* ``ok``       otherwise.
+
+Scheduling is a later phase of the spec, so there is no per-config schedule to be late against yet:
+until there is, "overdue" means "no good backup for a day".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from backend.schemas import AgentOut, BackupOut, ConfigLastBackups, ConfigOut
+from backend.web._format import ago, parse_iso
+
+__all__ = [
+    "OVERDUE_AFTER",
+    "ConfigRow",
+    "ConfigState",
+    "Reason",
+    "Verdict",
+    "config_rows",
+    "config_state",
+    "verdict",
+]
+
+OVERDUE_AFTER = timedelta(hours=24)
+
+ConfigState = Literal["ok", "running", "overdue", "failing", "never"]
+Level = Literal["ok", "warn", "bad", "empty"]
+
+STATE_LABELS: dict[str, str] = {
+    "ok": "Up to date",
+    "running": "Running",
+    "overdue": "Overdue",
+    "failing": "Failing",
+    "never": "No backup yet",
+}
+
+
+def _stored_state(
+    last_completed: BackupOut | None, now: datetime, overdue_after: timedelta
+) -> Literal["ok", "overdue", "never"]:
+    """How old the newest verified backup is, whatever is happening right now."""
+    if last_completed is None:
+        return "never"
+    finished = parse_iso(last_completed.completed_at) or parse_iso(last_completed.started_at)
+    if finished is None or now - finished > overdue_after:
+        return "overdue"
+    return "ok"
+
+
+def config_state(
+    last: BackupOut | None,
+    last_completed: BackupOut | None,
+    now: datetime,
+    overdue_after: timedelta = OVERDUE_AFTER,
+) -> ConfigState:
+    if last is not None and last.status == "failed":
+        return "failing"
+    if last is not None and last.status == "running":
+        return "running"
+    return _stored_state(last_completed, now, overdue_after)
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One config as the dashboard and the configs page show it."""
+
+    config: ConfigOut
+    agent: AgentOut | None
+    last: BackupOut | None
+    last_completed: BackupOut | None
+    state: ConfigState
+    problem: str | None = None
+    """Why nothing will run it, or why it may not run: no agent, agent deactivated or offline."""
+    problem_level: Literal["warn", "bad"] = "warn"
+    stored: Literal["ok", "overdue", "never"] = "ok"
+    """The newest verified backup: recent, too old, or none (a running backup does not count)."""
+
+    @property
+    def safe(self) -> bool:
+        """A recent verified backup exists and the newest attempt did not fail."""
+        return self.stored == "ok" and self.state in ("ok", "running")
+
+    @property
+    def label(self) -> str:
+        return STATE_LABELS[self.state]
+
+
+def config_rows(
+    configs: Sequence[ConfigOut],
+    agents: Sequence[AgentOut],
+    last: dict[str, ConfigLastBackups],
+    now: datetime,
+    overdue_after: timedelta = OVERDUE_AFTER,
+) -> list[ConfigRow]:
+    by_id = {a.id: a for a in agents}
+    rows = []
+    for config in configs:
+        found = last.get(config.id)
+        newest = found.last if found else None
+        completed = found.last_completed if found else None
+        agent = by_id.get(config.agent_id) if config.agent_id else None
+        problem, problem_level = None, "bad"
+        if config.execution_mode == "agent":
+            if agent is None:
+                problem = "no agent assigned: nothing runs this configuration"
+            elif not agent.active:
+                problem = f"its agent “{agent.name}” is deactivated"
+            elif agent.status == "offline":
+                problem_level = "warn"
+                problem = (
+                    f"its agent “{agent.name}” is offline (last seen {ago(agent.last_seen, now)})"
+                )
+        rows.append(
+            ConfigRow(
+                config=config,
+                agent=agent,
+                last=newest,
+                last_completed=completed,
+                state=config_state(newest, completed, now, overdue_after),
+                stored=_stored_state(completed, now, overdue_after),
+                problem=problem,
+                problem_level="warn" if problem_level == "warn" else "bad",
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Reason:
+    level: Literal["warn", "bad"]
+    text: str
+    href: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: Level
+    headline: str
+    reasons: list[Reason] = field(default_factory=list)
+
+
+def verdict(rows: Sequence[ConfigRow], now: datetime) -> Verdict:
+    """Green only when every configuration has a recent good backup and can run again."""
+    if not rows:
+        return Verdict("empty", "Nothing is backed up yet")
+    reasons: list[Reason] = []
+    for row in rows:
+        name = f"“{row.config.name}”"
+        href = f"/configs/{row.config.id}"
+        if row.state == "failing" and row.last is not None:
+            why = f": {row.last.error}" if row.last.error else ""
+            reasons.append(
+                Reason(
+                    "bad",
+                    f"{name}: the last backup failed {ago(row.last.completed_at or row.last.started_at, now)}{why}",
+                    href,
+                )
+            )
+        elif row.stored == "never":
+            running = " (the first one is running)" if row.state == "running" else ""
+            reasons.append(Reason("warn", f"{name} has no completed backup yet{running}", href))
+        elif row.stored == "overdue" and row.last_completed is not None:
+            when = ago(row.last_completed.completed_at or row.last_completed.started_at, now)
+            reasons.append(
+                Reason("warn", f"{name} is overdue: the last good backup was {when}", href)
+            )
+        if row.problem:
+            reasons.append(Reason(row.problem_level, f"{name}: {row.problem}", href))
+    if any(r.level == "bad" for r in reasons):
+        return Verdict("bad", "Some backups are failing", reasons)
+    if reasons:
+        return Verdict("warn", "Some backups need attention", reasons)
+    return Verdict("ok", "All backups are up to date")

@@ -1,0 +1,95 @@
+/* BackApp web console: the few things that need a script. Every page reads without it. */
+(function () {
+  "use strict";
+
+  var LIVE_MS = 5000;
+
+  /* Live regions: <div data-live="name"> is refreshed from the same URL, asking only for that
+     region (header X-Backapp-Live). Paused while the tab is hidden; the focused element is kept. */
+  function refresh(region) {
+    if (document.hidden) return Promise.resolve();
+    return fetch(window.location.href, {
+      headers: { "X-Backapp-Live": region.dataset.live },
+      credentials: "same-origin",
+      cache: "no-store",
+      redirect: "manual"
+    }).then(function (response) {
+      if (response.status === 401 || response.type === "opaqueredirect") {
+        window.location.reload(); /* the session ended: the page goes to the sign-in form */
+        return null;
+      }
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (html === null || html === undefined || html === region.dataset.lastHtml) return;
+      var focused = document.activeElement;
+      var focusKey = focused && region.contains(focused) ? focused.getAttribute("href") || focused.id : null;
+      region.innerHTML = html;
+      region.dataset.lastHtml = html;
+      if (focusKey) {
+        var again = region.querySelector('[href="' + CSS.escape(focusKey) + '"]') || document.getElementById(focusKey);
+        if (again) again.focus();
+      }
+      region.dispatchEvent(new CustomEvent("backapp:refreshed", { bubbles: true }));
+    }).catch(function () { /* offline for a moment: try again next time */ });
+  }
+
+  function startLive() {
+    var regions = document.querySelectorAll("[data-live]");
+    if (!regions.length) return;
+    regions.forEach(function (region) { region.dataset.lastHtml = region.innerHTML; });
+    window.setInterval(function () { regions.forEach(refresh); }, LIVE_MS);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) regions.forEach(refresh);
+    });
+  }
+
+  /* Copy buttons: <button data-copy="element-id" hidden> (shown only when copying works). */
+  function startCopy() {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      if (!navigator.clipboard) return;
+      button.hidden = false;
+      var label = button.textContent;
+      button.addEventListener("click", function () {
+        var source = document.getElementById(button.dataset.copy);
+        if (!source) return;
+        navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+          button.textContent = "Copied";
+          var status = document.getElementById("copy-status");
+          if (status) status.textContent = label.replace(/^Copy /, "") + " copied to the clipboard.";
+          window.setTimeout(function () { button.textContent = label; }, 2000);
+        });
+      });
+    });
+  }
+
+  /* The config form: the agent picker and its note only for agent-based configs. */
+  function startModeSwitch() {
+    var radios = document.querySelectorAll('input[name="execution_mode"]');
+    if (!radios.length) return;
+    function apply() {
+      var checked = document.querySelector('input[name="execution_mode"]:checked');
+      var mode = checked ? checked.value : "agent";
+      document.querySelectorAll("[data-show-when]").forEach(function (el) {
+        el.hidden = el.dataset.showWhen !== mode;
+      });
+    }
+    radios.forEach(function (radio) { radio.addEventListener("change", apply); });
+    apply();
+  }
+
+  /* Times: show the reader's local time in the tooltip (the page says UTC without a script). */
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when)) el.title = when.toLocaleString();
+    });
+  }
+
+  document.addEventListener("backapp:refreshed", function (event) { localTimes(event.target); });
+  document.addEventListener("DOMContentLoaded", function () {
+    startLive();
+    startCopy();
+    startModeSwitch();
+    localTimes(document);
+  });
+})();
