@@ -98,6 +98,7 @@ class Options(Camel):
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
     compression_format: Literal["gzip", "zstd"] = "gzip"
+    exclude_node_modules: bool = False
 
 
 class AgentConfig(Camel):
@@ -274,6 +275,7 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     encryption: bool | UnsetType = UNSET
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
     compression_format: Literal["gzip", "zstd"] | UnsetType = UNSET
+    exclude_node_modules: bool | UnsetType = UNSET
 
 
 class ConfigPatch(Camel, forbid_unknown_fields=True):

@@ -44,6 +44,16 @@ def _check_sources(sources: list[Source]) -> None:
             raise InvalidInput(f"sources[{i}].path: contains a NUL character", field="sources")
 
 
+def _check_options(options: Options) -> None:
+    if options.encryption:
+        # Promising encryption and uploading plaintext would be worse than refusing.
+        raise InvalidInput(
+            "encryption: client-side encryption of archives is not available yet; leave it off "
+            "(the bucket's server-side encryption still applies)",
+            field="encryption",
+        )
+
+
 class ConfigService:
     def __init__(self, settings: Settings, storage: Storage) -> None:
         self.settings = settings
@@ -111,6 +121,7 @@ class ConfigService:
         if not name:
             raise InvalidInput("name: must not be blank", field="name")
         _check_sources(data.sources)
+        _check_options(data.options)
         agent_id = await self._agent_for(user, data.execution_mode, data.agent_id)
         now = utcnow()
         config = BackupConfig(
@@ -155,7 +166,9 @@ class ConfigService:
         if patch.options is not msgspec.UNSET:
             merged = msgspec.to_builtins(current.options)
             merged.update(msgspec.to_builtins(patch.options))
-            values[BackupConfig.options] = msgspec.to_builtins(msgspec.convert(merged, Options))
+            options = msgspec.convert(merged, Options)
+            _check_options(options)
+            values[BackupConfig.options] = msgspec.to_builtins(options)
         mode = current.execution_mode
         agent_id = current.agent_id
         if patch.execution_mode is not msgspec.UNSET:

@@ -82,6 +82,7 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
         "encryption": False,
         "retentionDays": 30,
         "compressionFormat": "gzip",
+        "excludeNodeModules": False,
     }
     assert set(config["destination"]) == {"bucket", "region", "prefix"}
 

@@ -42,6 +42,7 @@ async def test_config_crud(client: ApiClient) -> None:
         "encryption": False,
         "retentionDays": 7,
         "compressionFormat": "zstd",
+        "excludeNodeModules": False,
     }
     assert created["destination"]["prefix"].endswith(f"/agents/{agent_id}/configs/{created['id']}")
     assert created["destination"]["bucket"] == "local"
@@ -93,6 +94,11 @@ async def test_config_crud(client: ApiClient) -> None:
         ),
         ({"name": "   ", "executionMode": "server", "sources": [{"path": "/a"}]}, "name"),
         ({"name": "x", "executionMode": "server", "sources": [{"path": "  "}]}, "sources"),
+        (
+            {"name": "x", "executionMode": "server", "sources": [{"path": "/a"}],
+             "options": {"encryption": True}},
+            "encryption",
+        ),
     ],
 )
 async def test_config_validation_names_the_field(

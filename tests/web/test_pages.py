@@ -389,6 +389,7 @@ async def test_config_form_shows_errors_and_keeps_what_was_typed(browser: Browse
         "encryption": False,
         "retentionDays": 14,
         "compressionFormat": "zstd",
+        "excludeNodeModules": False,
     }
     page = await browser.get(f"/configs/{config_id}")
     assert "Created “Docs &lt;b&gt;”." in page.text and "No backup yet" in page.text
