@@ -1,0 +1,147 @@
+"""How ``backapp-agent`` shows engine events: a one-line live display on a terminal, JSON lines for
+machines (``--json``), or just the summaries when the output is a pipe or a log file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from typing import TextIO
+
+from desktop_agent.engine import (
+    ArchiveProgress,
+    BackupFailed,
+    BackupFinished,
+    ConfigStarted,
+    Event,
+    FileFailed,
+    ScanFinished,
+    ScanProgress,
+    UploadProgress,
+    UploadStarted,
+    event_to_json,
+    printable,
+)
+
+MAX_FILE_ERRORS_SHOWN = 20
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float | None) -> str:
+    """``83`` -> ``0:01:23``; ``None`` -> ``--:--``."""
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class JsonLines:
+    """Every event as one JSON object per line (see docs/agent.md)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        # ASCII escapes keep every line valid UTF-8 and lossless, even for a file name that is not
+        # UTF-8 (its bytes travel as lone surrogates, "\udce9", which json.loads gives back).
+        self.out.write(json.dumps(event_to_json(event)) + "\n")
+        self.out.flush()
+
+
+class Summary:
+    """Only the outcome of each config, one line each, plus per-file errors (for pipes and logs)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._file_errors = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ConfigStarted):
+            self._file_errors = 0
+        elif isinstance(event, FileFailed):
+            self._file_errors += 1
+            if self._file_errors <= MAX_FILE_ERRORS_SHOWN:
+                self.line(f"  warning: {event.path!r}: {event.message}")
+            elif self._file_errors == MAX_FILE_ERRORS_SHOWN + 1:
+                self.line("  warning: more file errors follow (see the backup log)")
+        elif isinstance(event, BackupFinished):
+            warn = f", {event.errors} file error(s)" if event.errors else ""
+            self.line(
+                f"{'WARN' if event.errors else 'OK'}   {event.config_name or event.config_id}: "
+                f"{event.files} files, {human_bytes(event.bytes)} -> {event.filename} "
+                f"({human_bytes(event.archive_size)}) in {event.duration_ms / 1000:.1f} s{warn}"
+            )
+        elif isinstance(event, BackupFailed):
+            self.line(f"FAILED {event.config_name or event.config_id}: {event.reason}")
+
+    def line(self, text: str) -> None:
+        self.out.write(printable(text) + "\n")
+        self.out.flush()
+
+
+class LiveProgress(Summary):
+    """A status line rewritten in place (files, bytes, rate, ETA), above it the summaries."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out)
+        self._name = ""
+        self._uploaded = 0
+        self._status = ""
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ConfigStarted):
+            self._name = event.config_name or event.config_id
+            self._uploaded = 0
+        if isinstance(event, ScanProgress | ScanFinished):
+            self.status(
+                f"{self._name}: scanning... {event.files:,} files, {human_bytes(event.bytes)}"
+            )
+        elif isinstance(event, UploadStarted):
+            pass
+        elif isinstance(event, UploadProgress):
+            self._uploaded = event.bytes_uploaded
+        elif isinstance(event, ArchiveProgress):
+            self.status(
+                f"{self._name}: {event.files_done:,}/{event.files_total:,} files  "
+                f"{human_bytes(event.bytes_done)}/{human_bytes(event.bytes_total)}  "
+                f"{human_bytes(event.rate)}/s  ETA {human_duration(event.eta)}  "
+                f"sent {human_bytes(self._uploaded)}"
+            )
+        super().__call__(event)
+
+    def status(self, text: str) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        self._status = printable(text)[:width]
+        self.out.write("\r\x1b[K" + self._status)
+        self.out.flush()
+
+    def line(self, text: str) -> None:
+        self.out.write("\r\x1b[K" + printable(text) + "\n")
+        if self._status:
+            self.out.write(self._status)
+        self.out.flush()
+
+    def close(self) -> None:
+        self.out.write("\r\x1b[K")
+        self.out.flush()
+
+
+def make_display(
+    json_lines: bool, out: TextIO | None = None, err: TextIO | None = None
+) -> Summary | JsonLines:
+    """JSON lines on stdout; else a live line on stderr when it is a terminal; else summaries."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if json_lines:
+        return JsonLines(out)
+    if err.isatty():
+        return LiveProgress(err)
+    return Summary(out)

@@ -1,0 +1,375 @@
+"""``backapp-agent``: the headless agent.
+
+    backapp-agent configure --server URL [--api-key-stdin] [--agent-id ID] [--poll-interval S]
+                            [--temp-dir DIR] [--no-verify]
+    backapp-agent run [--config ID ...] [--json]
+    backapp-agent status [--json]
+    backapp-agent --version
+
+Exit status: 0 all went well; 1 a backup failed (or the run could not start); 2 bad usage or
+configuration; 3 every backup completed but some files could not be read (as restic does); 130
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from desktop_agent import __version__
+from desktop_agent._terminal import LiveProgress, make_display
+from desktop_agent.engine import (
+    AgentError,
+    AgentSettings,
+    ApiClient,
+    AuthenticationError,
+    BackupEngine,
+    CancelToken,
+    ConfigurationError,
+    KeyStore,
+    KeyStoreError,
+    NetworkError,
+    RetryPolicy,
+    RunResult,
+    StateStore,
+    config_dir,
+    install_log_redaction,
+    load_settings,
+    save_settings,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("backapp-agent")
+
+
+class _RejectKeyArgument(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(
+            "the API key is never taken from the command line (it would land in your shell history "
+            "and in `ps`): leave it out to be prompted, or pipe it in with --api-key-stdin"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backapp-agent",
+        description="BackApp agent: backs up this machine's folders straight to S3.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"backapp-agent {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    configure = sub.add_parser(
+        "configure",
+        help="set the server and the API key",
+        description="Store the server URL and settings, and the API key in the OS keychain.",
+        allow_abbrev=False,
+    )
+    configure.add_argument(
+        "--server", metavar="URL", help="the BackApp server, e.g. https://backapp.example.org"
+    )
+    configure.add_argument(
+        "--api-key-stdin", action="store_true", help="read the API key from standard input"
+    )
+    configure.add_argument(
+        "--api-key", nargs="?", action=_RejectKeyArgument, help=argparse.SUPPRESS
+    )
+    configure.add_argument(
+        "--agent-id", metavar="ID", help="this agent's id (shown at registration)"
+    )
+    configure.add_argument(
+        "--poll-interval", metavar="SECONDS", type=float, help="seconds between polls (default 30)"
+    )
+    configure.add_argument(
+        "--temp-dir", metavar="DIR", type=Path, help="scratch folder for the scan list"
+    )
+    configure.add_argument(
+        "--no-verify", action="store_true", help="save without checking the key with a heartbeat"
+    )
+    configure.set_defaults(func=cmd_configure)
+
+    run = sub.add_parser(
+        "run",
+        help="back up the assigned configs once",
+        description="Heartbeat, fetch the assigned configs, back each one up, heartbeat.",
+        allow_abbrev=False,
+    )
+    run.add_argument(
+        "--config",
+        metavar="ID",
+        action="append",
+        dest="config_ids",
+        help="only this config (repeatable)",
+    )
+    run.add_argument("--json", action="store_true", help="print progress events as JSON lines")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser(
+        "status",
+        help="show the connection, the assigned configs and their last results",
+        allow_abbrev=False,
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    install_log_redaction()
+    if verbosity < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _account(server_url: str) -> str:
+    return server_url.rstrip("/")
+
+
+def _err(message: str) -> None:
+    print(f"backapp-agent: {message}", file=sys.stderr)
+
+
+# -- configure ---------------------------------------------------------------------------------------
+
+
+def _read_key(args: argparse.Namespace, server: str) -> str:
+    if args.api_key_stdin:
+        return sys.stdin.readline().strip()
+    if not sys.stdin.isatty():
+        raise ConfigurationError(
+            "no terminal to prompt for the API key: pipe it in with --api-key-stdin"
+        )
+    return getpass.getpass(
+        f"API key for {server} (input hidden; empty keeps the stored key): "
+    ).strip()
+
+
+def cmd_configure(args: argparse.Namespace) -> int:
+    directory = config_dir()
+    try:
+        current = load_settings()
+    except ConfigurationError as exc:
+        _err(f"{exc}; starting from default settings")
+        current = AgentSettings()
+    server = (args.server or current.server_url or "").rstrip("/")
+    if not server:
+        raise ConfigurationError("--server URL is required the first time")
+    settings = replace(current, server_url=server)
+    if args.agent_id:
+        settings = replace(settings, agent_id=args.agent_id)
+    if args.poll_interval is not None:
+        settings = replace(settings, poll_interval_ms=int(args.poll_interval * 1000))
+    if args.temp_dir is not None:
+        settings = replace(settings, temp_dir=args.temp_dir.expanduser().absolute())
+    settings = settings.validated()
+
+    store = KeyStore(directory)
+    key = _read_key(args, server)
+    if not key:
+        stored = store.load(_account(server)) or (
+            store.load(_account(current.server_url)) if current.server_url else None
+        )
+        if stored is None:
+            raise ConfigurationError("no API key given and none stored")
+        key = stored[0]
+
+    if not args.no_verify:
+        try:
+            with ApiClient(server, key, retry=RetryPolicy(max_attempts=2)) as client:
+                client.heartbeat(version=__version__, platform=sys.platform)
+        except AuthenticationError:
+            _err(f"the server at {server} refused this API key; nothing was saved")
+            return EXIT_FAILED
+        except AgentError as exc:
+            _err(f"{exc}\nnothing was saved (use --no-verify to save anyway)")
+            return EXIT_FAILED
+
+    path = save_settings(settings)
+    if current.server_url and _account(current.server_url) != _account(server):
+        store.delete(_account(current.server_url))
+    location = store.save(_account(server), key)
+    print(f"Server:   {server}" + ("" if args.no_verify else " (the key works)"))
+    print(f"Settings: {path}")
+    print(f"API key:  in {location.describe()}")
+    if location.kind == "file":
+        _err(
+            f"warning: no usable OS keychain here, so the API key is stored in {location.detail} "
+            "(readable only by you, mode 0600). Anyone with access to your account or root can read it."
+        )
+    return EXIT_OK
+
+
+# -- run ---------------------------------------------------------------------------------------------
+
+
+def _load_key(settings: AgentSettings) -> str:
+    if not settings.server_url:
+        raise ConfigurationError("not configured: run `backapp-agent configure --server URL` first")
+    found = KeyStore(config_dir()).load(_account(settings.server_url))
+    if found is None:
+        raise ConfigurationError("no API key stored: run `backapp-agent configure` first")
+    return found[0]
+
+
+def _install_cancel_handlers(cancel: CancelToken) -> dict[int, Any]:
+    """First Ctrl-C (or SIGTERM): cancel cleanly (abort the upload, mark the log failed); second:
+    quit at once. Returns the previous handlers, to restore."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.cancel("cancelled by the user" if signum == signal.SIGINT else "agent terminated")
+        print("\nbackapp-agent: stopping (press Ctrl-C again to quit at once)...", file=sys.stderr)
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if signum is not None:
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def exit_status(result: RunResult) -> int:
+    if not result.ok:
+        return EXIT_FAILED
+    return EXIT_FILE_ERRORS if result.has_file_errors else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    key = _load_key(settings)
+    display = make_display(args.json)
+    cancel = CancelToken()
+    previous = _install_cancel_handlers(cancel)
+    try:
+        with BackupEngine.from_settings(settings, key, events=display) as engine:
+            result = engine.run(config_ids=args.config_ids, cancel=cancel)
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        if isinstance(display, LiveProgress):
+            display.close()
+    try:
+        StateStore(config_dir()).record(result)
+    except OSError as exc:
+        log.warning("could not save the local state: %s", exc)
+    if result.error:
+        _err(f"the run could not start: {result.error}")
+    elif not args.json and not result.results:
+        print("No backup configs are assigned to this agent.")
+    return exit_status(result)
+
+
+# -- status ------------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    directory = config_dir()
+    settings = load_settings()
+    report: dict[str, Any] = {
+        "version": __version__,
+        "configDir": str(directory),
+        "serverUrl": settings.server_url,
+        "agentId": settings.agent_id,
+        "apiKey": None,
+        "connection": None,
+        "configs": [],
+        "lastRun": None,
+    }
+    state = StateStore(directory).load()
+    report["lastRun"] = state.get("lastRun")
+    status = EXIT_OK
+    configs: list[dict[str, Any]] = []
+    try:
+        key = _load_key(settings)
+        found = KeyStore(directory).load(_account(settings.server_url or ""))
+        report["apiKey"] = found[1].describe() if found else None
+        assert settings.server_url
+        with ApiClient(settings.server_url, key, retry=RetryPolicy(max_attempts=2)) as client:
+            beat = client.heartbeat(version=__version__, platform=sys.platform)
+            report["connection"] = {"ok": True, "status": beat.status}
+            for assigned in client.list_configs():
+                configs.append(
+                    {
+                        "id": assigned.id,
+                        "name": assigned.name,
+                        "sources": [s.path for s in assigned.sources],
+                        "lastResult": state["configs"].get(assigned.id),
+                    }
+                )
+    except (AgentError, KeyStoreError) as exc:
+        report["connection"] = {"ok": False, "error": str(exc)}
+        configs = [{"id": cid, "lastResult": r} for cid, r in state["configs"].items()]
+        status = EXIT_FAILED
+    report["configs"] = configs
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return status
+    print(f"backapp-agent {__version__}")
+    print(f"Settings:   {directory}")
+    print(f"Server:     {settings.server_url or '(not configured)'}")
+    if settings.agent_id:
+        print(f"Agent id:   {settings.agent_id}")
+    if report["apiKey"]:
+        print(f"API key:    in {report['apiKey']}")
+    conn = report["connection"]
+    print(
+        f"Connection: {'online' if conn and conn['ok'] else 'FAILED: ' + (conn or {}).get('error', '')}"
+    )
+    print(f"Last run:   {report['lastRun'] or 'never'}")
+    print(f"Configs:    {len(configs)}")
+    for c in configs:
+        last = c.get("lastResult")
+        if last is None:
+            outcome = "never backed up by this agent"
+        elif last["status"] == "completed":
+            errs = f", {last['errorCount']} file errors" if last.get("errorCount") else ""
+            outcome = (
+                f"completed {last['finishedAt']}: {last['filename']} ({last['size']} bytes{errs})"
+            )
+        else:
+            outcome = f"FAILED {last.get('finishedAt') or ''}: {last.get('error')}"
+        print(f"  - {c.get('name') or c['id']} [{c['id']}]")
+        if c.get("sources"):
+            print(f"      sources: {', '.join(c['sources'])}")
+        print(f"      last:    {outcome}")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        result: int = args.func(args)
+        return result
+    except (ConfigurationError, KeyStoreError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except NetworkError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The BackApp backup engine: scan -> archive -> compress -> upload -> report, as a plain library.
+
+No Qt here: the tray app, the ``backapp-agent`` command line and the server's own server-side mode all
+drive this package. The usual entry point::
+
+    from desktop_agent.engine import BackupEngine, load_settings, KeyStore, config_dir
+
+    settings = load_settings()
+    key, _ = KeyStore(config_dir()).load(settings.server_url)
+    with BackupEngine.from_settings(settings, key, events=print) as engine:
+        result = engine.run()
+
+``BackupEngine`` talks to two seams, ``ControlPlane`` (the agent API; ``ApiClient`` over HTTP) and
+``Storage`` (PUTs to pre-signed URLs; ``HttpStorage``), so another process can plug in its own.
+"""
+
+from ._api import (
+    API_KEY_HEADER,
+    ApiClient,
+    ControlPlane,
+    HttpStorage,
+    RetryPolicy,
+    Storage,
+    install_log_redaction,
+    parse_retry_after,
+    redact_url,
+)
+from ._cancel import CancelToken
+from ._compress import ArchiveFormat, archive_extension
+from ._engine import (
+    BackupEngine,
+    EngineOptions,
+    archive_filename,
+    archive_format,
+    printable,
+    write_archive,
+)
+from ._errors import (
+    AgentError,
+    ApiError,
+    AuthenticationError,
+    BackupCancelled,
+    ConfigurationError,
+    ConflictError,
+    KeyStoreError,
+    NetworkError,
+    NotFoundError,
+    SourceError,
+    StorageError,
+)
+from ._events import (
+    ArchiveProgress,
+    BackupFailed,
+    BackupFinished,
+    ConfigStarted,
+    Event,
+    EventSink,
+    FileFailed,
+    FileStarted,
+    ProgressCallbacks,
+    RunFinished,
+    RunStarted,
+    ScanFinished,
+    ScanProgress,
+    ScanStarted,
+    UploadProgress,
+    UploadStarted,
+    event_to_json,
+)
+from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
+from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
+from ._models import BackupConfig, BackupOptions, Destination, Heartbeat, Source
+from ._results import BackupResult, FileError, RunResult
+from ._scanner import ScanEntry, ScanResult, ScanTotals, check_sources, scan
+from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
+from ._state import StateStore
+from ._tar import Archiver, ArchiveStats, member_name, tar_header
+from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+
+__all__ = [
+    "API_KEY_HEADER",
+    "DEFAULT_EXCLUDES",
+    "ENV_API_KEY",
+    "IGNORE_FILE",
+    "AgentError",
+    "AgentSettings",
+    "ApiClient",
+    "ApiError",
+    "ArchiveFormat",
+    "ArchiveProgress",
+    "ArchiveStats",
+    "Archiver",
+    "AuthenticationError",
+    "BackupCancelled",
+    "BackupConfig",
+    "BackupEngine",
+    "BackupFailed",
+    "BackupFinished",
+    "BackupOptions",
+    "BackupResult",
+    "CancelToken",
+    "ConfigStarted",
+    "ConfigurationError",
+    "ConflictError",
+    "ControlPlane",
+    "Destination",
+    "EngineOptions",
+    "Event",
+    "EventSink",
+    "FileError",
+    "FileFailed",
+    "FileStarted",
+    "Heartbeat",
+    "HttpStorage",
+    "KeyLocation",
+    "KeyStore",
+    "KeyStoreError",
+    "NetworkError",
+    "NotFoundError",
+    "ProgressCallbacks",
+    "RetryPolicy",
+    "RuleSet",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "ScanEntry",
+    "ScanFinished",
+    "ScanProgress",
+    "ScanResult",
+    "ScanStarted",
+    "ScanTotals",
+    "Source",
+    "SourceError",
+    "StateStore",
+    "Storage",
+    "StorageError",
+    "UploadOptions",
+    "UploadProgress",
+    "UploadResult",
+    "UploadStarted",
+    "Uploader",
+    "archive_extension",
+    "archive_filename",
+    "archive_format",
+    "check_sources",
+    "choose_part_size",
+    "config_dir",
+    "event_to_json",
+    "glob_to_regex",
+    "install_log_redaction",
+    "load_settings",
+    "member_name",
+    "parse_retry_after",
+    "parse_rule",
+    "parse_size",
+    "printable",
+    "redact_url",
+    "root_rules",
+    "save_settings",
+    "scan",
+    "split_sizes",
+    "tar_header",
+    "write_archive",
+]

@@ -1,0 +1,501 @@
+"""The agent's HTTP seams: the control plane (BackApp's agent API) and the storage (pre-signed URLs).
+
+``ControlPlane`` and ``Storage`` are the two protocols the engine talks to. ``ApiClient`` and
+``HttpStorage`` implement them over httpx; a server that runs the engine in-process can implement them
+directly against its services. Both httpx clients take an injectable ``transport``, so unit tests run
+against ``httpx.MockTransport``.
+
+The API key goes only to the BackApp server (``X-Agent-API-Key``), never to storage. Pre-signed URLs
+are logged and put into error messages without their query string (``redact_url``): the query *is*
+the credential.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import msgspec
+
+from ._errors import (
+    ApiError,
+    AuthenticationError,
+    ConflictError,
+    NetworkError,
+    NotFoundError,
+    StorageError,
+)
+from ._models import BackupConfig, Heartbeat, PartTicket, StartResponse, UploadedPart
+
+__all__ = [
+    "API_KEY_HEADER",
+    "ApiClient",
+    "Body",
+    "ControlPlane",
+    "HttpStorage",
+    "RetryPolicy",
+    "Storage",
+    "install_log_redaction",
+    "parse_retry_after",
+    "redact_url",
+]
+
+log = logging.getLogger("desktop_agent.engine.api")
+
+API_KEY_HEADER = "X-Agent-API-Key"
+#: HTTP statuses worth trying again: rate limited, bad gateway, unavailable, gateway timeout.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+#: Transport errors worth trying again (the request may not have reached the server).
+RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """``url`` without its query string, fragment and user info: safe to log.
+
+    >>> redact_url("https://s3.example.com/b/key.tar.gz?X-Amz-Signature=abc")
+    'https://s3.example.com/b/key.tar.gz'
+    """
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and full jitter.
+
+    The n-th retry (n = 0, 1, ...) waits a random time in ``[base * 2**n / 2, base * 2**n]``, capped at
+    ``max_delay``; a ``Retry-After`` header wins when the server sends one (capped at
+    ``max_retry_after``).
+    """
+
+    max_attempts: int = 5
+    """Attempts in all, the first one included."""
+    base_delay: float = 0.5
+    """Seconds before the first retry (before jitter)."""
+    max_delay: float = 30.0
+    """Upper bound of one backoff delay, in seconds."""
+    max_retry_after: float = 300.0
+    """Upper bound of a delay asked for by ``Retry-After``, in seconds."""
+
+    def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """The backoff before retry number ``retry`` (0-based), jittered by ``rand()`` in [0, 1)."""
+        ceiling = min(self.max_delay, self.base_delay * float(2**retry))
+        return ceiling / 2 + ceiling / 2 * rand()
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class ControlPlane(Protocol):
+    """What the engine needs from the BackApp server (the agent API of ``docs/agent-api.md``)."""
+
+    def heartbeat(self, *, version: str, platform: str) -> Heartbeat: ...
+
+    def list_configs(self) -> list[BackupConfig]: ...
+
+    def start_backup(
+        self,
+        *,
+        config_id: str,
+        filename: str,
+        filesize: int,
+        multipart: bool = False,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> StartResponse: ...
+
+    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket: ...
+
+    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
+
+    def abort_upload(self, *, log_id: str, reason: str) -> None: ...
+
+    def complete_backup(
+        self,
+        *,
+        log_id: str,
+        status: str,
+        files_processed: int,
+        bytes_transferred: int,
+        duration_ms: int,
+        errors: Sequence[Mapping[str, str]] = (),
+        size: int | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> str: ...
+
+    def send_log(
+        self, level: str, message: str, metadata: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+
+Body = bytes | bytearray | memoryview
+"""A request body, or one piece of it."""
+
+
+class Storage(Protocol):
+    """Where archive bytes go: a PUT to a pre-signed URL. Returns the ``ETag`` (if any).
+
+    ``body`` is one buffer or a sequence of buffers sent back to back (no joined copy is made);
+    ``put`` may be called again with the same body to retry."""
+
+    def put(
+        self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]
+    ) -> str | None: ...
+
+
+T = TypeVar("T")
+
+
+def _decode(data: Any, kind: type[T], path: str) -> T:
+    """``data`` as ``kind``, or an ``ApiError`` that says which field the server got wrong."""
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    401: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+}
+
+
+def _api_error(response: httpx.Response, path: str) -> ApiError:
+    error, detail = "error", response.reason_phrase or "request failed"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = str(body.get("error") or error)
+        detail = str(body.get("detail") or body.get("message") or detail)
+    cls = _ERRORS_BY_STATUS.get(response.status_code, ApiError)
+    if cls is AuthenticationError:
+        detail += " (is the API key right? run `backapp-agent configure` again)"
+    return cls(response.status_code, error, detail, path=path)
+
+
+class ApiClient:
+    """The BackApp agent API over httpx, with retries on transient failures.
+
+    Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried
+    per ``retry``; other 4xx answers raise at once as ``ApiError`` subclasses. ``sleep`` and ``rand`` are
+    injectable so tests run without waiting.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        api_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        user_agent: str = "backapp-agent",
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rand = rand
+        self._http = httpx.Client(
+            base_url=self.server_url,
+            headers={
+                API_KEY_HEADER: api_key,
+                "User-Agent": user_agent,
+                "Accept": "application/json",
+            },
+            transport=transport,
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the spec's endpoints -----------------------------------------------------------------------
+
+    def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
+        body = self._call(
+            "POST", "/api/agent/heartbeat", {"version": version, "platform": platform}
+        )
+        return _decode(body, Heartbeat, "/api/agent/heartbeat")
+
+    def list_configs(self) -> list[BackupConfig]:
+        body = self._call("GET", "/api/agent/configs")
+        return _decode(body.get("configs") or [], list[BackupConfig], "/api/agent/configs")
+
+    def start_backup(
+        self,
+        *,
+        config_id: str,
+        filename: str,
+        filesize: int,
+        multipart: bool = False,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> StartResponse:
+        payload: dict[str, Any] = {
+            "configId": config_id,
+            "filename": filename,
+            "filesize": filesize,
+            "multipart": multipart,
+        }
+        if size is not None:
+            payload["size"] = size
+        if sha256 is not None:
+            payload["sha256"] = sha256
+        body = self._call("POST", "/api/agent/backup/start", payload)
+        return _decode(body, StartResponse, "/api/agent/backup/start")
+
+    def complete_backup(
+        self,
+        *,
+        log_id: str,
+        status: str,
+        files_processed: int,
+        bytes_transferred: int,
+        duration_ms: int,
+        errors: Sequence[Mapping[str, str]] = (),
+        size: int | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {
+            "logId": log_id,
+            "status": status,
+            "filesProcessed": files_processed,
+            "bytesTransferred": bytes_transferred,
+            "duration": duration_ms,
+            "errors": [dict(e) for e in errors],
+        }
+        if size is not None:
+            payload["size"] = size
+        if sha256 is not None:
+            payload["sha256"] = sha256
+        if error is not None:
+            payload["error"] = error
+        body = self._call("POST", "/api/agent/backup/complete", payload)
+        return str(body.get("status", status))
+
+    def send_log(self, level: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:
+        message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        payload: dict[str, Any] = {"level": level, "message": message[:10_000]}
+        if metadata:
+            payload["metadata"] = dict(metadata)
+        self._call("POST", "/api/agent/log", payload)
+
+    # -- multipart extension ------------------------------------------------------------------------
+
+    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket:
+        body = self._call(
+            "POST",
+            "/api/agent/backup/upload/part",
+            {"logId": log_id, "partNumber": part_number, "size": size, "sha256": sha256},
+        )
+        return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
+
+    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
+        body = self._call(
+            "POST",
+            "/api/agent/backup/upload/complete",
+            {"logId": log_id, "parts": msgspec.to_builtins(list(parts))},
+        )
+        size = body.get("size")
+        return int(size) if isinstance(size, int) else -1
+
+    def abort_upload(self, *, log_id: str, reason: str) -> None:
+        self._call("POST", "/api/agent/backup/upload/abort", {"logId": log_id, "reason": reason})
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+        retry = 0
+        while True:
+            try:
+                response = self._http.request(method, path, json=payload)
+            except RETRYABLE_EXCEPTIONS as exc:
+                if retry + 1 >= self.retry.max_attempts:
+                    raise NetworkError(
+                        f"could not reach the BackApp server at {self.server_url} ({path}): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                delay = self.retry.delay(retry, self._rand)
+                log.warning(
+                    "%s %s failed (%s); retrying in %.1fs", method, path, type(exc).__name__, delay
+                )
+            except httpx.HTTPError as exc:
+                raise NetworkError(f"request to {self.server_url}{path} failed: {exc}") from exc
+            else:
+                if response.status_code < 400:
+                    return self._json(response, path)
+                if (
+                    response.status_code not in RETRYABLE_STATUSES
+                    or retry + 1 >= self.retry.max_attempts
+                ):
+                    raise _api_error(response, path)
+                delay = self.retry.delay(retry, self._rand)
+                after = parse_retry_after(response.headers.get("Retry-After"))
+                if after is not None:
+                    delay = min(after, self.retry.max_retry_after)
+                log.warning(
+                    "%s %s answered %d; retrying in %.1fs",
+                    method,
+                    path,
+                    response.status_code,
+                    delay,
+                )
+            self._sleep(delay)
+            retry += 1
+
+    @staticmethod
+    def _json(response: httpx.Response, path: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ApiError(
+                response.status_code, "bad_response", "the answer is not JSON", path=path
+            ) from exc
+        if not isinstance(body, dict):
+            raise ApiError(
+                response.status_code, "bad_response", "the answer is not an object", path=path
+            )
+        return body
+
+
+class HttpStorage:
+    """PUTs to pre-signed URLs: one attempt per call; the uploader decides about retries.
+
+    Never sends the API key. Errors carry the URL without its query string.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout | None = None,
+        user_agent: str = "backapp-agent",
+    ) -> None:
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=timeout or httpx.Timeout(300.0, connect=15.0),
+            headers={"User-Agent": user_agent},
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HttpStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def put(self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]) -> str | None:
+        where = redact_url(url)
+        pieces = [memoryview(body)] if isinstance(body, Body) else [memoryview(b) for b in body]
+        sent = dict(headers)
+        if not any(k.lower() == "content-length" for k in sent):
+            sent["Content-Length"] = str(sum(p.nbytes for p in pieces))
+        try:
+            # Streamed in 1 MiB slices: the HTTP layer copies each slice, never a whole part.
+            response = self._http.put(url, content=_slices(pieces), headers=sent)
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise StorageError(
+                f"upload to {where} failed: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StorageError(f"upload to {where} failed: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 300:
+            # 403 is what an expired pre-signed URL answers: a fresh URL fixes it.
+            transient = response.status_code in RETRYABLE_STATUSES or response.status_code in (
+                403,
+                500,
+            )
+            code = _storage_error_code(response)
+            raise StorageError(
+                f"storage refused the upload to {where}: {response.status_code}{code}",
+                status=response.status_code,
+                transient=transient,
+            )
+        etag: str | None = response.headers.get("ETag")
+        return etag
+
+
+def _slices(pieces: Sequence[memoryview], size: int = 1024 * 1024) -> Iterator[bytes]:
+    for piece in pieces:
+        flat = piece.cast("B") if piece.ndim != 1 or piece.format != "B" else piece
+        for start in range(0, flat.nbytes, size):
+            yield flat[start : start + size]  # type: ignore[misc]
+
+
+def _storage_error_code(response: httpx.Response) -> str:
+    """S3's ``<Code>`` from an XML error body, if there is one (never the whole body)."""
+    text = response.text[:4096]
+    start, end = text.find("<Code>"), text.find("</Code>")
+    if 0 <= start < end:
+        return f" {text[start + 6 : end]}"
+    return ""
+
+
+class _RedactUrls(logging.Filter):
+    """Strips query strings from URLs in log records (httpx logs every request's full URL at INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(a)
+                if isinstance(a, httpx.URL) or (isinstance(a, str) and "X-Amz-" in a)
+                else a
+                for a in record.args
+            )
+        return True
+
+
+def install_log_redaction() -> None:
+    """Make the ``httpx``/``httpcore`` loggers safe: their records never show a pre-signed URL's
+    query string. Applications call this once (the engine does not touch logging at import)."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactUrls) for f in logger.filters):
+            logger.addFilter(_RedactUrls())

@@ -1,0 +1,90 @@
+"""Errors raised by the backup engine.
+
+The tree::
+
+    AgentError                      base of everything the engine raises on purpose
+    ├── ConfigurationError          the agent is not set up (no server URL, no API key, a bad setting)
+    ├── KeyStoreError               the API key could not be stored or read
+    ├── NetworkError                the server or the storage could not be reached (after retries)
+    ├── ApiError                    the server answered with an error body (``status``, ``error``, ``detail``)
+    │   ├── AuthenticationError     401: the key is missing, unknown or revoked
+    │   ├── NotFoundError           404: the config, log or upload does not exist for this agent
+    │   └── ConflictError           409: e.g. the object key already holds a backup
+    ├── StorageError                a PUT to a pre-signed URL failed (``status``, ``transient``)
+    ├── SourceError                 a source path is missing or cannot be read
+    └── BackupCancelled             the cancel handle was set
+
+Lower-level errors (``httpx``, ``OSError``) are translated at the boundary with ``raise ... from exc``.
+Messages say what happened and, where there is one, what to do. They never contain the API key or the
+query string of a pre-signed URL.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base class of the engine's errors."""
+
+
+class ConfigurationError(AgentError):
+    """The agent is not configured, or a setting is invalid."""
+
+
+class KeyStoreError(AgentError):
+    """The API key could not be stored or read."""
+
+
+class NetworkError(AgentError):
+    """The server or the storage could not be reached, even after retries."""
+
+
+class ApiError(AgentError):
+    """The server answered a request with an error.
+
+    ``status`` is the HTTP status, ``error`` the short machine-readable code of the server's error body
+    (``bad_request``, ``not_found``...) and ``detail`` its human-readable explanation.
+    """
+
+    def __init__(self, status: int, error: str, detail: str, *, path: str = "") -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.path = path
+        where = f" ({path})" if path else ""
+        super().__init__(f"server answered {status} {error}{where}: {detail}")
+
+
+class AuthenticationError(ApiError):
+    """401: the API key is missing, unknown or revoked. Run ``backapp-agent configure`` again."""
+
+
+class NotFoundError(ApiError):
+    """404: the config, log or upload does not exist for this agent."""
+
+
+class ConflictError(ApiError):
+    """409: a conflict, e.g. the object key already holds a backup, or a size/checksum mismatch."""
+
+
+class StorageError(AgentError):
+    """An upload to a pre-signed URL failed.
+
+    ``transient`` says whether trying again (with a fresh URL where possible) may help.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
+        self.status = status
+        self.transient = transient
+        super().__init__(message)
+
+
+class SourceError(AgentError):
+    """A source path of a backup config is missing or cannot be read."""
+
+
+class BackupCancelled(AgentError):
+    """The backup was cancelled through its cancel handle."""
+
+    def __init__(self, reason: str = "cancelled") -> None:
+        self.reason = reason
+        super().__init__(reason)

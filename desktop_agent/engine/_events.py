@@ -1,0 +1,268 @@
+"""Progress events: a small typed stream the engine emits while it works.
+
+Every event is a frozen dataclass with a ``kind`` (its name in JSON). Give the engine either one
+function that takes any ``Event`` (and ``match``-es on it), or a ``ProgressCallbacks`` with a function
+per kind you care about; the others default to no-ops. ``event_to_json`` gives the JSON form used by
+``backapp-agent run --json`` (documented in ``docs/agent.md``).
+
+Events are delivered on the engine's threads, one at a time (never concurrently). Keep handlers quick;
+a GUI hands them to its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+__all__ = [
+    "ArchiveProgress",
+    "BackupFailed",
+    "BackupFinished",
+    "ConfigStarted",
+    "Event",
+    "EventSink",
+    "FileFailed",
+    "FileStarted",
+    "ProgressCallbacks",
+    "RunFinished",
+    "RunStarted",
+    "ScanFinished",
+    "ScanProgress",
+    "ScanStarted",
+    "UploadProgress",
+    "UploadStarted",
+    "event_to_json",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted:
+    kind: ClassVar[str] = "run_started"
+    configs: int
+    """Configs about to be backed up."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigStarted:
+    kind: ClassVar[str] = "config_started"
+    config_id: str
+    config_name: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanStarted:
+    kind: ClassVar[str] = "scan_started"
+    config_id: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanProgress:
+    kind: ClassVar[str] = "scan_progress"
+    config_id: str
+    files: int
+    dirs: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanFinished:
+    kind: ClassVar[str] = "scan_finished"
+    config_id: str
+    files: int
+    dirs: int
+    bytes: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileStarted:
+    kind: ClassVar[str] = "file_started"
+    config_id: str
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFailed:
+    """A per-file error: the backup goes on."""
+
+    kind: ClassVar[str] = "file_error"
+    config_id: str
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveProgress:
+    """Bytes archived so far. ``rate`` is bytes of file content per second, ``eta`` seconds left
+    (``None`` until there is a rate)."""
+
+    kind: ClassVar[str] = "archive_progress"
+    config_id: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    archive_bytes: int
+    """Compressed bytes produced so far."""
+    rate: float
+    eta: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadStarted:
+    kind: ClassVar[str] = "upload_started"
+    config_id: str
+    log_id: str
+    filename: str
+    multipart: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadProgress:
+    kind: ClassVar[str] = "upload_progress"
+    config_id: str
+    bytes_uploaded: int
+    parts_done: int
+    rate: float
+    """Archive bytes uploaded per second."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupFinished:
+    kind: ClassVar[str] = "backup_finished"
+    config_id: str
+    config_name: str
+    log_id: str
+    filename: str
+    files: int
+    bytes: int
+    """Bytes of file content read."""
+    archive_size: int
+    sha256: str
+    duration_ms: int
+    rate: float
+    errors: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupFailed:
+    kind: ClassVar[str] = "backup_failed"
+    config_id: str
+    config_name: str
+    log_id: str | None
+    reason: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished:
+    kind: ClassVar[str] = "run_finished"
+    completed: int
+    failed: int
+    error: str | None = None
+
+
+Event = (
+    RunStarted
+    | ConfigStarted
+    | ScanStarted
+    | ScanProgress
+    | ScanFinished
+    | FileStarted
+    | FileFailed
+    | ArchiveProgress
+    | UploadStarted
+    | UploadProgress
+    | BackupFinished
+    | BackupFailed
+    | RunFinished
+)
+EventSink = Callable[[Event], None]
+
+
+def _noop(_: Any) -> None:
+    pass
+
+
+@dataclass(slots=True)
+class ProgressCallbacks:
+    """One optional function per event kind (restic-style); unset ones do nothing. Callable as an
+    ``EventSink``."""
+
+    run_started: Callable[[RunStarted], None] = _noop
+    config_started: Callable[[ConfigStarted], None] = _noop
+    scan_started: Callable[[ScanStarted], None] = _noop
+    scan_progress: Callable[[ScanProgress], None] = _noop
+    scan_finished: Callable[[ScanFinished], None] = _noop
+    file_started: Callable[[FileStarted], None] = _noop
+    file_error: Callable[[FileFailed], None] = _noop
+    archive_progress: Callable[[ArchiveProgress], None] = _noop
+    upload_started: Callable[[UploadStarted], None] = _noop
+    upload_progress: Callable[[UploadProgress], None] = _noop
+    backup_finished: Callable[[BackupFinished], None] = _noop
+    backup_failed: Callable[[BackupFailed], None] = _noop
+    run_finished: Callable[[RunFinished], None] = _noop
+
+    def __call__(self, event: Event) -> None:
+        getattr(self, event.kind)(event)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def event_to_json(event: Event, *, now: datetime | None = None) -> dict[str, Any]:
+    """The JSON object of an event: ``{"event": kind, "time": ISO 8601 UTC, <fields in camelCase>}``."""
+    when = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    out: dict[str, Any] = {"event": event.kind, "time": when}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, float):
+            value = round(value, 3)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[_camel(f.name)] = value
+    return out
+
+
+class Emitter:
+    """Serialises events to the sink; swallows (and logs) a sink's exceptions so a broken progress
+    display cannot break a backup. ``throttled`` drops frequent progress events."""
+
+    def __init__(self, sink: EventSink | None, *, interval: float = 0.25) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._interval = interval
+        self._next: dict[str, float] = {}
+
+    @property
+    def active(self) -> bool:
+        return self._sink is not None
+
+    def __call__(self, event: Event) -> None:
+        if self._sink is None:
+            return
+        with self._lock:
+            try:
+                self._sink(event)
+            except Exception:  # a progress display must never break a backup
+                import logging
+
+                logging.getLogger("desktop_agent.engine").exception("progress handler failed")
+
+    def throttled(self, key: str, make: Callable[[], Event], *, force: bool = False) -> None:
+        if self._sink is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._next.get(key, 0.0):
+            return
+        self._next[key] = now + self._interval
+        self(make())

@@ -1,0 +1,90 @@
+"""Wire types of the agent API (``docs/agent-api.md``), decoded with msgspec.
+
+Unknown fields are ignored, so a newer server that adds fields keeps working with this agent.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Source(msgspec.Struct, frozen=True):
+    """One folder (or file) to back up, as a path on the agent's machine."""
+
+    path: str
+
+
+class Destination(msgspec.Struct, frozen=True, rename="camel"):
+    """Where the server stores the archives (informational: the agent only uses pre-signed URLs)."""
+
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str | None = None
+
+
+class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
+    """The spec's ``options`` plus the extensions this agent understands."""
+
+    type: str = "full"
+    compression: bool = True
+    encryption: bool = False
+    retention_days: int | None = None
+    compression_format: str | None = None
+    """``"gzip"`` (the default when ``compression`` is true) or ``"zstd"``."""
+    exclude_node_modules: bool = False
+    """Extension: also skip every ``node_modules`` folder."""
+
+
+class BackupConfig(msgspec.Struct, frozen=True):
+    """A backup configuration assigned to this agent (``GET /api/agent/configs``)."""
+
+    id: str
+    name: str = ""
+    sources: list[Source] = msgspec.field(default_factory=list)
+    destination: Destination | None = None
+    options: BackupOptions = msgspec.field(default_factory=BackupOptions)
+    excludes: list[str] = msgspec.field(default_factory=list)
+
+
+class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
+    """The answer to a heartbeat."""
+
+    status: str | None = "online"
+    poll_interval: int | None = None
+    """Seconds between heartbeats the server expects (extension)."""
+
+
+class UploadTicket(msgspec.Struct, frozen=True, rename="camel"):
+    """``upload`` of a ``backup/start`` answer: a single pre-signed PUT, or a multipart upload."""
+
+    method: str
+    s3_path: str = ""
+    url: str | None = None
+    headers: dict[str, str] | None = None
+    expires_at: str | None = None
+    upload_id: str | None = None
+    part_size: int | None = None
+    max_parts: int | None = None
+
+
+class StartResponse(msgspec.Struct, frozen=True, rename="camel"):
+    log_id: str
+    upload: UploadTicket
+
+
+class PartTicket(msgspec.Struct, frozen=True, rename="camel"):
+    """A pre-signed URL for one part of a multipart upload."""
+
+    part_number: int
+    url: str
+    method: str = "PUT"
+    headers: dict[str, str] | None = None
+    expires_at: str | None = None
+
+
+class UploadedPart(msgspec.Struct, frozen=True, rename="camel"):
+    """A part that storage accepted; listed in ``upload/complete``."""
+
+    part_number: int
+    etag: str
+    sha256: str

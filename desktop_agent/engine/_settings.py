@@ -1,0 +1,230 @@
+"""The agent's settings: ``config.json`` in the platform's config directory, overridden by environment
+variables, read once per process through ``load_settings()``.
+
+``config.json`` holds the spec's fields minus the API key (which lives in the keychain, see
+``_keystore``): ``serverUrl``, ``agentId``, ``pollInterval`` (milliseconds, as in the spec) and
+``tempDir``, plus optional tuning keys. Keys this version does not know are kept when the file is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "APP_NAME",
+    "MIB",
+    "AgentSettings",
+    "config_dir",
+    "load_settings",
+    "parse_size",
+    "save_settings",
+]
+
+APP_NAME = "backapp-agent"
+MIB = 1024 * 1024
+CONFIG_FILE = "config.json"
+S3_MIN_PART = 5 * MIB
+
+ENV_CONFIG_DIR = "BACKAPP_AGENT_CONFIG_DIR"
+
+
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The agent's config directory: ``$BACKAPP_AGENT_CONFIG_DIR`` or the platform's user config dir
+    (``~/.config/backapp-agent`` on Linux, ``~/Library/Application Support/backapp-agent`` on macOS,
+    ``%LOCALAPPDATA%\\backapp-agent`` on Windows)."""
+    env = os.environ if env is None else env
+    override = env.get(ENV_CONFIG_DIR)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def default_temp_dir() -> Path:
+    return Path(tempfile.gettempdir()) / APP_NAME
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"16MiB"``, ``"16M"``, ``"5 GiB"``, ``"1048576"`` (units are binary: K = 1024).
+
+    >>> parse_size("16MiB"), parse_size("5m"), parse_size(512)
+    (16777216, 5242880, 512)
+    """
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 16MiB, 5M, 1048576)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** "_kmgt".index(unit)) if unit else int(number)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Everything the agent reads from ``config.json`` and the environment (never the API key)."""
+
+    server_url: str | None = None
+    """Base URL of the BackApp server (``serverUrl``; ``$BACKAPP_AGENT_SERVER_URL``)."""
+    agent_id: str | None = None
+    """This agent's id, for display (``agentId``)."""
+    poll_interval_ms: int = 30_000
+    """Milliseconds between polls/heartbeats, as in the spec (``pollInterval``)."""
+    temp_dir: Path | None = None
+    """Scratch space for the scan list (``tempDir``; ``$BACKAPP_AGENT_TEMP_DIR``). Small: the archive
+    itself never touches the disk."""
+    part_size: int | None = None
+    """Multipart part size in bytes (``partSize``; ``$BACKAPP_AGENT_PART_SIZE``); default: what the
+    server suggests, else 16 MiB. At least 5 MiB (S3's minimum)."""
+    multipart_threshold: int = 16 * MIB
+    """Archives larger than this go up in parts (``multipartThreshold``;
+    ``$BACKAPP_AGENT_MULTIPART_THRESHOLD``); smaller ones in a single PUT, buffered in memory."""
+    upload_concurrency: int = 2
+    """Parts uploaded at the same time (``uploadConcurrency``; ``$BACKAPP_AGENT_UPLOAD_CONCURRENCY``)."""
+    gzip_level: int = 6
+    """gzip level 1-9 (``gzipLevel``; ``$BACKAPP_AGENT_GZIP_LEVEL``)."""
+    zstd_level: int = 3
+    """zstd level 1-19 (``zstdLevel``; ``$BACKAPP_AGENT_ZSTD_LEVEL``)."""
+    compress_threads: int | None = None
+    """Compression threads (``compressThreads``; ``$BACKAPP_AGENT_COMPRESS_THREADS``); default: all
+    cores."""
+    exclude_node_modules: bool = False
+    """Skip every ``node_modules`` folder in every config (``excludeNodeModules``)."""
+
+    @property
+    def effective_temp_dir(self) -> Path:
+        return self.temp_dir if self.temp_dir is not None else default_temp_dir()
+
+    def validated(self) -> AgentSettings:
+        """``self``, or a ``ConfigurationError`` that names the bad setting."""
+        if self.server_url is not None and not re.match(r"^https?://[^/\s]+", self.server_url):
+            raise ConfigurationError(f"serverUrl must be an http(s) URL, not {self.server_url!r}")
+        if self.part_size is not None and self.part_size < S3_MIN_PART:
+            raise ConfigurationError("partSize must be at least 5 MiB (S3's minimum part size)")
+        if self.multipart_threshold < 0:
+            raise ConfigurationError("multipartThreshold must not be negative")
+        if not 1 <= self.upload_concurrency <= 32:
+            raise ConfigurationError("uploadConcurrency must be between 1 and 32")
+        if not 1 <= self.gzip_level <= 9:
+            raise ConfigurationError("gzipLevel must be between 1 and 9")
+        if not 1 <= self.zstd_level <= 19:
+            raise ConfigurationError("zstdLevel must be between 1 and 19")
+        if self.compress_threads is not None and not 1 <= self.compress_threads <= 256:
+            raise ConfigurationError("compressThreads must be between 1 and 256")
+        if self.poll_interval_ms < 1000:
+            raise ConfigurationError("pollInterval must be at least 1000 ms")
+        return self
+
+
+# config.json key -> (field name, converter)
+_FILE_KEYS: dict[str, tuple[str, Any]] = {
+    "serverUrl": ("server_url", str),
+    "agentId": ("agent_id", str),
+    "pollInterval": ("poll_interval_ms", int),
+    "tempDir": ("temp_dir", Path),
+    "partSize": ("part_size", parse_size),
+    "multipartThreshold": ("multipart_threshold", parse_size),
+    "uploadConcurrency": ("upload_concurrency", int),
+    "gzipLevel": ("gzip_level", int),
+    "zstdLevel": ("zstd_level", int),
+    "compressThreads": ("compress_threads", int),
+    "excludeNodeModules": ("exclude_node_modules", bool),
+}
+
+_ENV_KEYS: dict[str, str] = {
+    "BACKAPP_AGENT_SERVER_URL": "serverUrl",
+    "BACKAPP_AGENT_TEMP_DIR": "tempDir",
+    "BACKAPP_AGENT_PART_SIZE": "partSize",
+    "BACKAPP_AGENT_MULTIPART_THRESHOLD": "multipartThreshold",
+    "BACKAPP_AGENT_UPLOAD_CONCURRENCY": "uploadConcurrency",
+    "BACKAPP_AGENT_GZIP_LEVEL": "gzipLevel",
+    "BACKAPP_AGENT_ZSTD_LEVEL": "zstdLevel",
+    "BACKAPP_AGENT_COMPRESS_THREADS": "compressThreads",
+}
+
+
+def _read_file(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path} must hold a JSON object")
+    return data
+
+
+def _apply(settings: AgentSettings, raw: Mapping[str, Any], origin: str) -> AgentSettings:
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _FILE_KEYS or value is None:
+            continue
+        name, convert = _FILE_KEYS[key]
+        try:
+            if convert is bool and isinstance(value, str):
+                changes[name] = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                changes[name] = convert(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{origin}: bad value for {key}: {value!r} ({exc})") from exc
+    return replace(settings, **changes)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> AgentSettings:
+    """Settings from ``config.json`` (if any), then the ``BACKAPP_AGENT_*`` environment variables."""
+    env = os.environ if env is None else env
+    directory = config_dir(env)
+    settings = _apply(AgentSettings(), _read_file(directory), str(directory / CONFIG_FILE))
+    from_env = {key: env[var] for var, key in _ENV_KEYS.items() if env.get(var)}
+    if env.get("BACKAPP_AGENT_EXCLUDE_NODE_MODULES"):
+        from_env["excludeNodeModules"] = env["BACKAPP_AGENT_EXCLUDE_NODE_MODULES"]
+    return _apply(settings, from_env, "environment").validated()
+
+
+def settings_to_json(settings: AgentSettings) -> dict[str, Any]:
+    """The ``config.json`` object for ``settings`` (defaults omitted except the spec's own fields)."""
+    defaults = AgentSettings()
+    out: dict[str, Any] = {}
+    for key, (name, _) in _FILE_KEYS.items():
+        value = getattr(settings, name)
+        if key in ("serverUrl", "agentId", "pollInterval", "tempDir"):
+            if key == "tempDir" and value is None:
+                value = settings.effective_temp_dir
+        elif value == getattr(defaults, name):
+            continue
+        out[key] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def save_settings(settings: AgentSettings, env: Mapping[str, str] | None = None) -> Path:
+    """Write ``config.json`` atomically (mode 0600), keeping keys this version does not know."""
+    directory = config_dir(env)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / CONFIG_FILE
+    data = {k: v for k, v in _read_file(directory).items() if k not in _FILE_KEYS}
+    data.update(settings_to_json(settings))
+    tmp = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in fields(AgentSettings)]

@@ -1,0 +1,391 @@
+"""The uploader: receives the archive's bytes in order and gets them into storage.
+
+It hashes (SHA-256) and counts the stream as it passes. The first ``multipart_threshold`` bytes are
+held in memory: if the archive ends within them, it goes up in one PUT whose size and SHA-256 the
+server signs into the URL (``backup/start`` is called only then, with the exact size). Otherwise the
+uploader starts a multipart upload and cuts the stream into parts, each uploaded by a worker thread
+through its own pre-signed URL; at most ``concurrency`` parts are in flight (the next part waits), so
+memory stays at about ``(concurrency + 1) * part_size`` whatever the archive size. A failed part is
+re-sent with a fresh URL, with backoff; any failure or cancel aborts the multipart upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ._api import Body, ControlPlane, RetryPolicy, Storage
+from ._cancel import CancelToken
+from ._errors import AgentError, BackupCancelled, ConflictError, NetworkError, StorageError
+from ._models import StartResponse, UploadedPart
+
+__all__ = ["UploadOptions", "UploadResult", "Uploader", "choose_part_size", "split_sizes"]
+
+log = logging.getLogger("desktop_agent.engine.upload")
+
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MIB
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_FILENAME_ATTEMPTS = 5
+
+
+def choose_part_size(
+    *, configured: int | None, suggested: int | None, estimated_size: int, max_parts: int
+) -> int:
+    """The part size: the agent's setting, else the server's suggestion, else 16 MiB; raised (in whole
+    MiB) when the estimated archive would not fit in ``max_parts`` parts with 10 % to spare.
+
+    >>> choose_part_size(configured=None, suggested=None, estimated_size=10 * 2**30, max_parts=10000)
+    16777216
+    >>> choose_part_size(configured=None, suggested=None, estimated_size=1000 * 2**30, max_parts=10000)
+    118489088
+    """
+    size = configured or suggested or DEFAULT_PART_SIZE
+    needed = math.ceil(estimated_size * 1.1 / max(1, max_parts))
+    if needed > size:
+        size = math.ceil(needed / MIB) * MIB
+    return min(size, MAX_PART_SIZE)
+
+
+def split_sizes(total: int, part_size: int) -> list[int]:
+    """Sizes of the parts a ``total``-byte stream is cut into (the last one may be shorter).
+
+    >>> split_sizes(10, 4)
+    [4, 4, 2]
+    """
+    if total <= 0:
+        return [0]
+    full, rest = divmod(total, part_size)
+    return [part_size] * full + ([rest] if rest else [])
+
+
+def numbered_filename(filename: str, n: int) -> str:
+    """``backup-2025-01-07-143022.tar.gz`` -> ``backup-2025-01-07-143022-2.tar.gz`` (``n`` = 2)."""
+    match = re.match(r"^(.*?)(\.tar(?:\.gz|\.zst)?)$", filename)
+    stem, ext = (match.group(1), match.group(2)) if match else (filename, "")
+    return f"{stem}-{n}{ext}"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOptions:
+    multipart_threshold: int = 16 * MIB
+    """Archives up to this size go up in one PUT (held in memory); larger ones in parts."""
+    part_size: int | None = None
+    """Part size; ``None``: the server's suggestion or 16 MiB."""
+    concurrency: int = 2
+    """Parts in flight at once. Memory: about ``(concurrency + 1) * part_size``."""
+    memory_budget: int = 96 * MIB
+    """Parts in flight are limited so that they fit in this (at least one part is always allowed),
+    whatever the part size grows to for a huge archive; one more part is being filled meanwhile."""
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6))
+    """Attempts per part (each with a fresh URL) and for a single PUT."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    log_id: str
+    filename: str
+    s3_path: str
+    size: int
+    sha256: str
+    multipart: bool
+    parts: int
+
+
+class Uploader:
+    """The sink of the archive stream (see the module docstring). ``write`` runs on the pipe's
+    collector thread; ``finish`` and ``abort`` on the caller's."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        storage: Storage,
+        *,
+        config_id: str,
+        filename: str,
+        estimated_size: int,
+        options: UploadOptions | None = None,
+        cancel: CancelToken | None = None,
+        on_started: Callable[[str, bool], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self._plane = plane
+        self._storage = storage
+        self.config_id = config_id
+        self.filename = filename
+        self._base_filename = filename
+        self.estimated_size = estimated_size
+        self.options = options or UploadOptions()
+        self._cancel = cancel
+        self.on_started = on_started
+        self.on_progress = on_progress
+        self._sleep = sleep or (cancel.wait if cancel is not None else time.sleep)
+
+        self.log_id: str | None = None
+        self.start_attempted = False
+        """``backup/start`` was called (whether or not it succeeded)."""
+        self.s3_path = ""
+        self.multipart = False
+        self._sha = hashlib.sha256()
+        self.size = 0
+        # Until the archive outgrows the threshold, its pieces are kept as they came (no copies):
+        # they are the body of a single PUT, or get copied into the first parts.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        # The part being filled: one buffer per part, filled in place, handed to a worker when full.
+        self._part: bytearray | None = None
+        self._fill = 0
+
+        self._part_size = 0
+        self._max_parts = 10_000
+        self._next_part = 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots: threading.Semaphore | None = None
+        self._futures: list[Future[UploadedPart]] = []
+        self._failure: BaseException | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.uploaded = 0
+        self._parts_done = 0
+
+    # -- the stream ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Take the next bytes of the archive (in order)."""
+        self._check()
+        self._sha.update(data)
+        self.size += len(data)
+        if self.multipart:
+            self._append(data)
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size > self.options.multipart_threshold:
+            self._begin_multipart()
+            pending, self._pending, self._pending_size = self._pending, [], 0
+            pending.reverse()
+            while pending:  # released piece by piece as they are copied into parts
+                self._append(pending.pop())
+
+    def finish(self) -> UploadResult:
+        """The archive is complete: upload what is left, assemble the parts, return the result."""
+        self._check()
+        sha256 = self._sha.hexdigest()
+        if not self.multipart:
+            body, self._pending = self._pending, []
+            response = self._start(multipart=False, size=self._pending_size, sha256=sha256)
+            self._put_single(response, body, self._pending_size)
+            parts = 1
+        else:
+            if self._part is not None and self._fill:
+                self._submit(memoryview(self._part)[: self._fill])
+                self._part = None
+            uploaded = self._wait_parts()
+            parts = len(uploaded)
+            assert self.log_id is not None
+            stored = self._plane.complete_upload(log_id=self.log_id, parts=uploaded)
+            if stored >= 0 and stored != self.size:
+                raise StorageError(
+                    f"storage assembled {stored} bytes but the agent sent {self.size}",
+                    transient=False,
+                )
+        assert self.log_id is not None
+        return UploadResult(
+            self.log_id, self.filename, self.s3_path, self.size, sha256, self.multipart, parts
+        )
+
+    def stop(self) -> None:
+        """Stop uploading: cancel pending parts, wait for running ones, drop the buffer. Never
+        raises; does not tell the server (see ``abort``)."""
+        self._stopping.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending = []
+        self._part = None
+
+    def abort(self, reason: str) -> None:
+        """``stop``, then abort the multipart upload on the server (best effort; never raises)."""
+        self.stop()
+        if self.multipart and self.log_id is not None:
+            try:
+                self._plane.abort_upload(log_id=self.log_id, reason=reason[:4000])
+            except AgentError as exc:
+                log.warning("could not abort the multipart upload of log %s: %s", self.log_id, exc)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._cancel is not None:
+            self._cancel.raise_if_cancelled()
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._part is None:
+                self._part = bytearray(self._part_size)
+                self._fill = 0
+            n = min(len(view), self._part_size - self._fill)
+            self._part[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._part_size:
+                part, self._part = self._part, None
+                self._submit(part)
+
+    def _start(
+        self, *, multipart: bool, size: int | None = None, sha256: str | None = None
+    ) -> StartResponse:
+        self.start_attempted = True
+        for attempt in range(1, MAX_FILENAME_ATTEMPTS + 1):
+            try:
+                response = self._plane.start_backup(
+                    config_id=self.config_id,
+                    filename=self.filename,
+                    filesize=max(self.estimated_size, size or 0),
+                    multipart=multipart,
+                    size=size,
+                    sha256=sha256,
+                )
+            except ConflictError:
+                # The key already holds a backup (two runs in the same second): take the next name.
+                if attempt == MAX_FILENAME_ATTEMPTS:
+                    raise
+                self.filename = numbered_filename(self._base_filename, attempt + 1)
+                continue
+            self.log_id = response.log_id
+            self.s3_path = response.upload.s3_path
+            if self.on_started is not None:
+                self.on_started(response.log_id, multipart)
+            return response
+        raise AssertionError("unreachable")
+
+    def _put_single(self, response: StartResponse, body: list[bytes], size: int) -> None:
+        ticket = response.upload
+        if ticket.method.upper() != "PUT" or not ticket.url:
+            raise StorageError(
+                f"the server offered an upload method this agent cannot use: {ticket.method}"
+            )
+        headers = ticket.headers or {}
+        self._retrying(lambda: self._storage.put(ticket.url or "", body, headers), "upload")
+        self.uploaded = size
+        self._parts_done = 1
+        if self.on_progress is not None:
+            self.on_progress(self.uploaded, 1)
+
+    def _retrying(self, attempt: Callable[[], str | None], what: str) -> str | None:
+        retry = self.options.retry
+        for n in range(retry.max_attempts):
+            if self._cancel is not None:
+                self._cancel.raise_if_cancelled()
+            if self._stopping.is_set():
+                raise BackupCancelled("upload stopped")
+            try:
+                return attempt()
+            except (StorageError, NetworkError) as exc:
+                # NetworkError: the server (which hands out part URLs) was unreachable even after
+                # the API client's own retries; keep trying with the part, never the whole archive.
+                transient = isinstance(exc, NetworkError) or exc.transient
+                if not transient or n + 1 >= retry.max_attempts:
+                    raise
+                delay = retry.delay(n)
+                log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _begin_multipart(self) -> None:
+        response = self._start(multipart=True)
+        ticket = response.upload
+        if ticket.method.upper() != "MULTIPART":
+            raise StorageError(
+                f"the server did not start a multipart upload (method {ticket.method})"
+            )
+        self.multipart = True
+        self._max_parts = ticket.max_parts or 10_000
+        self._part_size = choose_part_size(
+            configured=self.options.part_size,
+            suggested=ticket.part_size,
+            estimated_size=max(self.estimated_size, self._pending_size),
+            max_parts=self._max_parts,
+        )
+        in_flight = max(
+            1, min(self.options.concurrency, self.options.memory_budget // self._part_size)
+        )
+        self._slots = threading.Semaphore(in_flight)
+        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="backapp-upload")
+
+    def _submit(self, data: Body) -> None:
+        assert self._slots is not None and self._pool is not None
+        while not self._slots.acquire(timeout=0.2):
+            self._check()
+        try:
+            self._check()
+            number = self._next_part
+            if number > self._max_parts:
+                raise StorageError(
+                    f"the archive needs more than {self._max_parts} parts of {self._part_size} bytes"
+                )
+            self._next_part += 1
+            future = self._pool.submit(self._upload_part, number, data)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._part_done)
+        self._futures.append(future)
+
+    def _part_done(self, future: Future[UploadedPart]) -> None:
+        assert self._slots is not None
+        self._slots.release()
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            with self._lock:
+                if self._failure is None:
+                    self._failure = exc
+            return
+
+    def _upload_part(self, number: int, data: Body) -> UploadedPart:
+        assert self.log_id is not None
+        log_id = self.log_id
+        sha256 = hashlib.sha256(data).hexdigest()
+
+        def attempt() -> str | None:
+            # A fresh URL for every attempt: the previous one may have expired.
+            ticket = self._plane.part_url(
+                log_id=log_id, part_number=number, size=len(data), sha256=sha256
+            )
+            return self._storage.put(ticket.url, data, ticket.headers or {})
+
+        etag = self._retrying(attempt, f"part {number}")
+        if not etag:
+            raise StorageError(f"storage accepted part {number} but returned no ETag")
+        with self._lock:
+            self.uploaded += len(data)
+            self._parts_done += 1
+            uploaded, done = self.uploaded, self._parts_done
+        if self.on_progress is not None:
+            self.on_progress(uploaded, done)
+        return UploadedPart(part_number=number, etag=etag, sha256=sha256)
+
+    def _wait_parts(self) -> list[UploadedPart]:
+        parts: list[UploadedPart] = []
+        for future in self._futures:
+            while True:
+                try:
+                    parts.append(future.result(timeout=0.2))
+                    break
+                except TimeoutError:
+                    self._check()
+        assert self._pool is not None
+        self._pool.shutdown(wait=True)
+        return sorted(parts, key=lambda p: p.part_number)

@@ -1,0 +1,94 @@
+"""Where the API key is kept: the keychain, or a 0600 file when there is no usable keychain."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import keyring.backend
+import keyring.errors
+from keyring.backends import fail
+
+from desktop_agent.engine import KeyStore
+
+ACCOUNT = "https://backapp.example.org"
+
+
+def FailKeyring() -> keyring.backend.KeyringBackend:  # noqa: N802 - reads like the class
+    return fail.Keyring()  # type: ignore[no-untyped-call]
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if (service, username) not in self.store:
+            raise keyring.errors.PasswordDeleteError(username)
+        del self.store[(service, username)]
+
+
+class LockedKeyring(MemoryKeyring):
+    """A backend that exists but refuses to work (a locked or unreachable Secret Service)."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise keyring.errors.KeyringLocked("locked")
+
+    def get_password(self, service: str, username: str) -> str | None:
+        raise keyring.errors.KeyringLocked("locked")
+
+
+def test_keychain_when_available(tmp_path: Path) -> None:
+    backend = MemoryKeyring()
+    store = KeyStore(tmp_path, backend=backend, env={})
+    location = store.save(ACCOUNT, "bka_key")
+    assert location.kind == "keyring"
+    assert backend.store == {("backapp-agent", ACCOUNT): "bka_key"}
+    assert not (tmp_path / "api-key").exists()
+    assert store.load(ACCOUNT) == ("bka_key", location)
+    store.delete(ACCOUNT)
+    assert store.load(ACCOUNT) is None
+
+
+def test_falls_back_to_a_0600_file_without_a_keychain(tmp_path: Path) -> None:
+    for backend in (FailKeyring(), LockedKeyring()):
+        directory = tmp_path / type(backend).__name__
+        store = KeyStore(directory, backend=backend, env={})
+        location = store.save(ACCOUNT, "bka_key")
+        assert location.kind == "file" and location.detail == str(directory / "api-key")
+        assert "no usable keychain" in location.describe()
+        path = directory / "api-key"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text() == "bka_key\n"
+        key, found = store.load(ACCOUNT)  # type: ignore[misc]
+        assert key == "bka_key" and found.kind == "file"
+
+
+def test_existing_key_file_is_made_private(tmp_path: Path) -> None:
+    (tmp_path / "api-key").write_text("old")
+    (tmp_path / "api-key").chmod(0o644)
+    KeyStore(tmp_path, backend=FailKeyring(), env={}).save(ACCOUNT, "new")
+    assert stat.S_IMODE((tmp_path / "api-key").stat().st_mode) == 0o600
+
+
+def test_moving_to_a_keychain_removes_the_file(tmp_path: Path) -> None:
+    KeyStore(tmp_path, backend=FailKeyring(), env={}).save(ACCOUNT, "bka_key")
+    KeyStore(tmp_path, backend=MemoryKeyring(), env={}).save(ACCOUNT, "bka_key")
+    assert not (tmp_path / "api-key").exists()
+
+
+def test_environment_variable_wins(tmp_path: Path) -> None:
+    backend = MemoryKeyring()
+    backend.set_password("backapp-agent", ACCOUNT, "from-keychain")
+    store = KeyStore(tmp_path, backend=backend, env={"BACKAPP_AGENT_API_KEY": " from-env "})
+    key, location = store.load(ACCOUNT)  # type: ignore[misc]
+    assert key == "from-env" and location.kind == "env"
