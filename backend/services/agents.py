@@ -85,6 +85,7 @@ class AgentRegistry:
         self._buckets: dict[uuid.UUID, _Bucket] = {}
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._listener: Any = None
         self.notify_channel: str | None = None
 
@@ -217,9 +218,12 @@ class AgentRegistry:
                 self._seen = {k: v for k, v in self._seen.items() if k in pending}
             return len(ids)
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_flush_seconds)
+    async def _flush_forever(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), self.settings.heartbeat_flush_seconds)
+            except TimeoutError:
+                pass
             try:
                 await self.flush()
             except Exception:
@@ -227,7 +231,8 @@ class AgentRegistry:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+            self._stopping = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._flush_forever(self._stopping))
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -235,11 +240,9 @@ class AgentRegistry:
             self._listener = None
             self.notify_channel = None
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Never cancel a flush mid-query: ask the loop to finish, it flushes once more and ends.
+            self._stopping.set()
+            await self._task
             self._task = None
         await self.flush()
 
