@@ -4,11 +4,14 @@
                             [--temp-dir DIR] [--no-verify]
     backapp-agent run [--config ID ...] [--json]
     backapp-agent status [--json]
+    backapp-agent backups [--config ID] [--json]
+    backapp-agent restore BACKUP_ID [--to DIR | --in-place] [--path PATTERN ...] [--list]
+                          [--overwrite] [--json]
     backapp-agent --version
 
-Exit status: 0 all went well; 1 a backup failed (or the run could not start); 2 bad usage or
-configuration; 3 every backup completed but some files could not be read (as restic does); 130
-interrupted.
+Exit status: 0 all went well; 1 a backup or restore failed (or the run could not start); 2 bad usage
+or configuration; 3 every backup completed but some files could not be read (as restic does), or a
+restore completed but skipped members; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import argparse
 import getpass
 import json
 import logging
+import shutil
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,24 +31,37 @@ from types import FrameType
 from typing import Any
 
 from desktop_agent import __version__
-from desktop_agent._terminal import LiveProgress, make_display
+from desktop_agent._terminal import LiveProgress, human_bytes, human_duration, make_display
 from desktop_agent.engine import (
     AgentError,
     AgentSettings,
     ApiClient,
     AuthenticationError,
+    BackupCancelled,
     BackupEngine,
     CancelToken,
     ConfigurationError,
+    Event,
     KeyStore,
     KeyStoreError,
+    MemberInfo,
     NetworkError,
+    RestoreError,
+    RestoreFailed,
+    RestoreOptions,
+    RestoreProgress,
+    Restorer,
+    RestoreResult,
+    RestoreSkipped,
     RetryPolicy,
     RunResult,
     StateStore,
     config_dir,
+    default_target_name,
+    event_to_json,
     install_log_redaction,
     load_settings,
+    printable,
     save_settings,
 )
 
@@ -125,6 +143,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(func=cmd_status)
+
+    backups = sub.add_parser(
+        "backups",
+        help="list the backups this agent can restore",
+        description="The completed backups of the configs assigned to this agent, newest first.",
+        allow_abbrev=False,
+    )
+    backups.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
+    backups.add_argument(
+        "--limit", metavar="N", type=int, default=100, help="at most N backups (default 100)"
+    )
+    backups.add_argument("--json", action="store_true", help="print one JSON object")
+    backups.set_defaults(func=cmd_backups)
+
+    restore = sub.add_parser(
+        "restore",
+        help="download, verify and extract a backup",
+        description="Download a backup, verify its size and SHA-256, and extract it into a new "
+        "folder (default: ./backapp-restore-<config>-<date>), never over the originals unless "
+        "--in-place is given.",
+        allow_abbrev=False,
+    )
+    restore.add_argument("backup_id", metavar="BACKUP_ID", help="the backup (see `backups`)")
+    where = restore.add_mutually_exclusive_group()
+    where.add_argument("--to", metavar="DIR", type=Path, help="restore into this folder")
+    where.add_argument(
+        "--in-place",
+        action="store_true",
+        help="restore to the original paths (existing newer files are kept)",
+    )
+    where.add_argument(
+        "--list", action="store_true", help="list the archive's members, extract nothing"
+    )
+    restore.add_argument(
+        "--path",
+        metavar="PATTERN",
+        action="append",
+        dest="patterns",
+        default=[],
+        help="only members matching PATTERN (repeatable; `*.pdf`, `/home/me/Documents`, `a/**/b`)",
+    )
+    restore.add_argument(
+        "--overwrite", action="store_true", help="replace existing files even when they are newer"
+    )
+    restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
+    restore.set_defaults(func=cmd_restore)
     return parser
 
 
@@ -353,6 +417,212 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status
 
 
+# -- backups and restore -----------------------------------------------------------------------------
+
+
+def _client(settings: AgentSettings) -> ApiClient:
+    key = _load_key(settings)
+    assert settings.server_url
+    return ApiClient(settings.server_url, key)
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with _client(settings) as client:
+        found = client.list_backups(config_id=args.config_id, limit=args.limit)
+    if args.json:
+        rows = [
+            {
+                "id": b.id,
+                "configId": b.config_id,
+                "configName": b.config_name,
+                "filename": b.filename,
+                "s3Path": b.s3_path,
+                "size": b.size,
+                "sha256": b.sha256,
+                "files": b.files_processed,
+                "startedAt": b.started_at,
+                "completedAt": b.completed_at,
+                "status": b.status,
+            }
+            for b in found
+        ]
+        print(json.dumps({"backups": rows}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not found:
+        print("No backups to restore.")
+        return EXIT_OK
+    print(f"{'ID':36}  {'DATE (UTC)':19}  {'SIZE':>10}  {'FILES':>8}  {'STATUS':9}  CONFIG")
+    for b in found:
+        when = (b.completed_at or b.started_at or "").replace("T", " ")[:19]
+        size = human_bytes(b.size) if b.size is not None else "?"
+        files = f"{b.files_processed:,}" if b.files_processed is not None else "?"
+        print(
+            printable(
+                f"{b.id:36}  {when:19}  {size:>10}  {files:>8}  {b.status:9}  "
+                f"{b.config_name or b.config_id}  {b.filename}"
+            )
+        )
+    return EXIT_OK
+
+
+MAX_SKIPS_SHOWN = 50
+
+
+class _RestoreDisplay:
+    """A live status line on a terminal (stderr), the skipped members, nothing else."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.skips = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RestoreProgress):
+            if self.live:
+                pct = f"{100 * event.bytes_downloaded / event.size:5.1f}%  " if event.size else ""
+                line = (
+                    f"restore: {pct}{human_bytes(event.bytes_downloaded)}/"
+                    f"{human_bytes(event.size)}  {event.files:,} items  "
+                    f"{human_bytes(event.rate)}/s  ETA {human_duration(event.eta)}"
+                )
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                sys.stderr.write("\r\x1b[K" + line[:width])
+                sys.stderr.flush()
+        elif isinstance(event, RestoreSkipped) and self.live:  # else the summary lists them
+            self.skips += 1
+            if self.skips <= MAX_SKIPS_SHOWN:
+                self._line(f"skipped {event.path!r}: {event.reason}")
+            elif self.skips == MAX_SKIPS_SHOWN + 1:
+                self._line("more members were skipped (see the summary)")
+        elif isinstance(event, RestoreFailed):
+            self.close()
+
+    def _line(self, text: str) -> None:
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+        sys.stderr.write(printable(text) + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _json_events(event: Event) -> None:
+    sys.stdout.write(json.dumps(event_to_json(event)) + "\n")
+    sys.stdout.flush()
+
+
+def _default_target(client: ApiClient, backup_id: str) -> Path:
+    """./backapp-restore-<config>-<date>, with -2, -3... if that exists."""
+    config_name, filename = "", backup_id
+    for b in client.list_backups(limit=1000):
+        if b.id == backup_id:
+            config_name, filename = b.config_name or b.config_id[:8], b.filename
+            break
+    base = Path.cwd() / default_target_name(config_name, filename)
+    target, n = base, 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = base.with_name(f"{base.name}-{n}")
+    return target
+
+
+def _list_line(m: MemberInfo) -> str:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(m.mtime, UTC).strftime("%Y-%m-%d %H:%M")
+    mode = stat.filemode(
+        m.mode | {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(m.kind, stat.S_IFREG)
+    )
+    arrow = f" -> {m.linkname}" if m.kind == "symlink" else ""
+    arrow = f" link to {m.linkname}" if m.kind == "hardlink" else arrow
+    return printable(f"{mode} {m.size:>12} {when}  {m.name}{arrow}")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    live = not args.json and sys.stderr.isatty()
+    display = _RestoreDisplay(live)
+    cancel = CancelToken()
+    with _client(settings) as client:
+        target: Path | None = None
+        if args.to is not None:
+            target = args.to.expanduser().absolute()
+        elif not args.in_place and not args.list:
+            target = _default_target(client, args.backup_id)
+        options = RestoreOptions(
+            target=target,
+            in_place=args.in_place,
+            overwrite=args.overwrite,
+            patterns=tuple(args.patterns),
+            list_only=args.list,
+        )
+        previous = _install_cancel_handlers(cancel)
+        try:
+            with Restorer(
+                client, events=_json_events if args.json else display, temp_dir=settings.temp_dir
+            ) as restorer:
+                result = restorer.restore(
+                    args.backup_id,
+                    options,
+                    cancel=cancel,
+                    on_member=(lambda m: print(_list_line(m)))
+                    if args.list and not args.json
+                    else None,
+                )
+        except BackupCancelled as exc:
+            display.close()
+            _err(f"restore {exc.reason}; nothing was restored")
+            return EXIT_INTERRUPTED
+        except (RestoreError, AgentError) as exc:
+            display.close()
+            if args.list:
+                _err("the listing above is NOT trustworthy")
+            _err(f"restore failed: {exc}")
+            return EXIT_FAILED
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+    display.close()
+    return _restore_summary(args, result)
+
+
+def _restore_summary(args: argparse.Namespace, result: RestoreResult) -> int:
+    status = EXIT_OK
+    if result.unmatched_patterns:
+        _err("no member matched: " + ", ".join(repr(p) for p in result.unmatched_patterns))
+        status = EXIT_FILE_ERRORS
+    if result.skipped:
+        status = EXIT_FILE_ERRORS
+    if result.restored == 0 and args.patterns:
+        status = EXIT_FAILED
+    if args.json:
+        return status
+    if result.restored == 0 and args.patterns:
+        print("Nothing matched the --path patterns; nothing was restored.")
+        return status
+    verb = "Listed" if args.list else "Restored"
+    where = "" if args.list else f" into {result.target}"
+    resumed = f", download resumed {result.resumed}x" if result.resumed else ""
+    print(
+        printable(
+            f"{verb} {result.files:,} files, {result.dirs:,} folders, {result.links:,} links "
+            f"({human_bytes(result.bytes)}){where} in {result.duration_ms / 1000:.1f} s; "
+            f"{len(result.skipped)} skipped{resumed}."
+        )
+    )
+    print(f"Verified {result.filename}: {result.archive_size:,} bytes, SHA-256 {result.sha256}.")
+    if result.skipped:
+        print(f"Skipped ({len(result.skipped)}):")
+        for path, reason in result.skipped[:MAX_SKIPS_SHOWN]:
+            print(printable(f"  {path!r}: {reason}"))
+        if len(result.skipped) > MAX_SKIPS_SHOWN:
+            print(f"  ... and {len(result.skipped) - MAX_SKIPS_SHOWN} more")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -364,6 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(exc))
         return EXIT_USAGE
     except NetworkError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except AgentError as exc:  # e.g. the server refused the key or does not know the backup
         _err(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """The BackApp backup engine: scan -> archive -> compress -> upload -> report, as a plain library.
 
 No Qt here: the tray app, the ``backapp-agent`` command line and the server's own server-side mode all
-drive this package. The usual entry point::
+drive this package (backups, and restores through ``Restorer``). The usual entry point::
 
     from desktop_agent.engine import BackupEngine, load_settings, KeyStore, config_dir
 
@@ -25,6 +25,7 @@ from ._api import (
     parse_retry_after,
     redact_url,
 )
+from ._backups import BackupInfo, RestoreTicket
 from ._cancel import CancelToken
 from ._compress import ArchiveFormat, archive_extension
 from ._engine import (
@@ -58,6 +59,11 @@ from ._events import (
     FileFailed,
     FileStarted,
     ProgressCallbacks,
+    RestoreFailed,
+    RestoreFinished,
+    RestoreProgress,
+    RestoreSkipped,
+    RestoreStarted,
     RunFinished,
     RunStarted,
     ScanFinished,
@@ -70,6 +76,19 @@ from ._events import (
 from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._models import BackupConfig, BackupOptions, Destination, Heartbeat, Source
+from ._restore import (
+    IntegrityError,
+    MemberInfo,
+    PathFilter,
+    RestoreError,
+    RestoreOptions,
+    Restorer,
+    RestoreResult,
+    RestoreSource,
+    check_member,
+    default_target_name,
+    member_path,
+)
 from ._results import BackupResult, FileError, RunResult
 from ._scanner import ScanEntry, ScanResult, ScanTotals, check_sources, scan
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
@@ -96,6 +115,7 @@ __all__ = [
     "BackupEngine",
     "BackupFailed",
     "BackupFinished",
+    "BackupInfo",
     "BackupOptions",
     "BackupResult",
     "CancelToken",
@@ -112,12 +132,26 @@ __all__ = [
     "FileStarted",
     "Heartbeat",
     "HttpStorage",
+    "IntegrityError",
     "KeyLocation",
     "KeyStore",
     "KeyStoreError",
+    "MemberInfo",
     "NetworkError",
     "NotFoundError",
+    "PathFilter",
     "ProgressCallbacks",
+    "RestoreError",
+    "RestoreFailed",
+    "RestoreFinished",
+    "RestoreOptions",
+    "RestoreProgress",
+    "RestoreResult",
+    "RestoreSkipped",
+    "RestoreSource",
+    "RestoreStarted",
+    "RestoreTicket",
+    "Restorer",
     "RetryPolicy",
     "RuleSet",
     "RunFinished",
@@ -142,14 +176,17 @@ __all__ = [
     "archive_extension",
     "archive_filename",
     "archive_format",
+    "check_member",
     "check_sources",
     "choose_part_size",
     "config_dir",
+    "default_target_name",
     "event_to_json",
     "glob_to_regex",
     "install_log_redaction",
     "load_settings",
     "member_name",
+    "member_path",
     "parse_retry_after",
     "parse_rule",
     "parse_size",

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
 
+from ._backups import BackupInfo, RestoreTicket
 from ._errors import (
     ApiError,
     AuthenticationError,
@@ -345,6 +346,22 @@ class ApiClient:
 
     def abort_upload(self, *, log_id: str, reason: str) -> None:
         self._call("POST", "/api/agent/backup/upload/abort", {"logId": log_id, "reason": reason})
+
+    # -- restore extension --------------------------------------------------------------------------
+
+    def list_backups(self, *, config_id: str | None = None, limit: int = 100) -> list[BackupInfo]:
+        """The completed backups this agent may restore, newest first."""
+        query = urlencode(
+            {"configId": config_id, "limit": limit} if config_id else {"limit": limit}
+        )
+        path = "/api/agent/backups"
+        body = self._call("GET", f"{path}?{query}")
+        return _decode(body.get("backups") or [], list[BackupInfo], path)
+
+    def restore_ticket(self, backup_id: str) -> RestoreTicket:
+        """A fresh pre-signed GET for one backup's object, with its size and SHA-256."""
+        body = self._call("POST", "/api/agent/restore", {"backupId": backup_id})
+        return _decode(body.get("restore"), RestoreTicket, "/api/agent/restore")
 
     # -- plumbing -----------------------------------------------------------------------------------
 

@@ -29,6 +29,11 @@ __all__ = [
     "FileStarted",
     "ProgressCallbacks",
     "RunFinished",
+    "RestoreFailed",
+    "RestoreFinished",
+    "RestoreProgress",
+    "RestoreSkipped",
+    "RestoreStarted",
     "RunStarted",
     "ScanFinished",
     "ScanProgress",
@@ -169,6 +174,67 @@ class RunFinished:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreStarted:
+    kind: ClassVar[str] = "restore_started"
+    backup_id: str
+    filename: str
+    size: int
+    """Bytes of the archive to download."""
+    target: str
+    """Where the files go (``/`` for an in-place restore); empty when only listing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreProgress:
+    """Every ~0.25 s, and once at the end. ``rate`` is archive bytes downloaded per second."""
+
+    kind: ClassVar[str] = "restore_progress"
+    backup_id: str
+    bytes_downloaded: int
+    size: int
+    files: int
+    bytes_written: int
+    rate: float
+    eta: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreSkipped:
+    """A member that was not restored: refused as unsafe, or an existing newer file kept."""
+
+    kind: ClassVar[str] = "restore_skipped"
+    backup_id: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreFinished:
+    kind: ClassVar[str] = "restore_finished"
+    backup_id: str
+    filename: str
+    target: str
+    files: int
+    """Regular files, links and folders restored (or listed)."""
+    bytes: int
+    """Bytes of file content written (or listed)."""
+    skipped: int
+    archive_size: int
+    sha256: str
+    duration_ms: int
+    resumed: int
+    """Times the download was resumed after a network error."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreFailed:
+    kind: ClassVar[str] = "restore_failed"
+    backup_id: str
+    reason: str
+    duration_ms: int
+
+
 Event = (
     RunStarted
     | ConfigStarted
@@ -183,6 +249,11 @@ Event = (
     | BackupFinished
     | BackupFailed
     | RunFinished
+    | RestoreStarted
+    | RestoreProgress
+    | RestoreSkipped
+    | RestoreFinished
+    | RestoreFailed
 )
 EventSink = Callable[[Event], None]
 
@@ -209,6 +280,11 @@ class ProgressCallbacks:
     backup_finished: Callable[[BackupFinished], None] = _noop
     backup_failed: Callable[[BackupFailed], None] = _noop
     run_finished: Callable[[RunFinished], None] = _noop
+    restore_started: Callable[[RestoreStarted], None] = _noop
+    restore_progress: Callable[[RestoreProgress], None] = _noop
+    restore_skipped: Callable[[RestoreSkipped], None] = _noop
+    restore_finished: Callable[[RestoreFinished], None] = _noop
+    restore_failed: Callable[[RestoreFailed], None] = _noop
 
     def __call__(self, event: Event) -> None:
         getattr(self, event.kind)(event)
