@@ -1,0 +1,117 @@
+"""Blocking work off the GUI thread: ``QRunnable`` workers on the global ``QThreadPool`` that report
+through signals (queued to the GUI thread, since their ``QObject`` lives there)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from desktop_agent.engine import (
+    AgentSettings,
+    BackupEngine,
+    CancelToken,
+    Event,
+    RunResult,
+    StateStore,
+)
+
+from ._text import redact
+
+__all__ = ["BackupWorker", "Task", "run_task"]
+
+
+class TaskSignals(QObject):
+    done = Signal(object)
+    failed = Signal(str)
+
+
+class Task(QRunnable):
+    """Runs ``fn()`` on a pool thread; ``signals.done(result)`` or ``signals.failed(message)``. The
+    message is redacted: an API key never reaches a dialog."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.signals = TaskSignals()
+
+    def run(self) -> None:
+        try:
+            result = self.fn()
+        except Exception as exc:  # reported to the GUI, which decides what to show
+            self.signals.failed.emit(redact(str(exc) or type(exc).__name__))
+        else:
+            self.signals.done.emit(result)
+
+
+_live: set[QRunnable] = set()
+
+
+def run_task(
+    fn: Callable[[], Any],
+    on_done: Callable[[Any], None],
+    on_failed: Callable[[str], None],
+    pool: QThreadPool | None = None,
+) -> Task:
+    """Start ``fn`` on ``pool`` (the global one by default) and call back on the GUI thread."""
+    task = Task(fn)
+    task.setAutoDelete(False)
+    _live.add(task)
+
+    def finish_ok(result: object) -> None:
+        _live.discard(task)
+        on_done(result)
+
+    def finish_err(message: str) -> None:
+        _live.discard(task)
+        on_failed(message)
+
+    task.signals.done.connect(finish_ok)
+    task.signals.failed.connect(finish_err)
+    (pool or QThreadPool.globalInstance()).start(task)
+    return task
+
+
+class BackupSignals(QObject):
+    progress = Signal(object)
+    """An engine ``Event``, as the engine emitted it."""
+    finished = Signal(object)
+    """The ``RunResult``."""
+
+
+class BackupWorker(QRunnable):
+    """One engine run (all configs, or ``config_ids``) with a ``CancelToken``; records the result in
+    ``state.json`` like ``backapp-agent run`` does."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        api_key: str,
+        state: StateStore,
+        cancel: CancelToken,
+        config_ids: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.settings = settings
+        self._key = api_key
+        self.state = state
+        self.cancel = cancel
+        self.config_ids = list(config_ids) if config_ids else None
+        self.signals = BackupSignals()
+
+    def _emit(self, event: Event) -> None:
+        self.signals.progress.emit(event)
+
+    def run(self) -> None:
+        try:
+            with BackupEngine.from_settings(self.settings, self._key, events=self._emit) as engine:
+                result = engine.run(config_ids=self.config_ids, cancel=self.cancel)
+        except Exception as exc:  # the engine reports failures in the result; this is a bug
+            result = RunResult((), error=redact(f"{type(exc).__name__}: {exc}"))
+        try:
+            self.state.record(result)
+        except OSError:
+            pass
+        self.signals.finished.emit(result)
