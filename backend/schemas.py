@@ -76,9 +76,15 @@ class HeartbeatRequest(Camel):
     platform: Annotated[str, Meta(max_length=32)] | None = None
 
 
+class AgentRef(Camel):
+    id: str
+    name: str
+
+
 class HeartbeatResponse(Camel):
     status: AgentStatus
     poll_interval: int
+    agent: AgentRef
     success: bool = True
 
 

@@ -14,6 +14,7 @@ from backend.schemas import (
     AbortRequest,
     AgentBackupsResponse,
     AgentConfigsResponse,
+    AgentRef,
     CompleteRequest,
     CompleteResponse,
     HeartbeatRequest,
@@ -60,7 +61,11 @@ class AgentApiController(Controller):
     ) -> HeartbeatResponse:
         data = data or HeartbeatRequest()
         await services.registry.heartbeat(agent, data.version, data.platform)
-        return HeartbeatResponse(status="online", poll_interval=services.settings.poll_interval)
+        return HeartbeatResponse(
+            status="online",
+            poll_interval=services.settings.poll_interval,
+            agent=AgentRef(id=str(agent.id), name=agent.name),
+        )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")
     async def configs(self, agent: AgentDep, services: ServicesDep) -> AgentConfigsResponse:

@@ -46,9 +46,17 @@ class BackupConfig(msgspec.Struct, frozen=True):
     excludes: list[str] = msgspec.field(default_factory=list)
 
 
+class AgentRef(msgspec.Struct, frozen=True, rename="camel"):
+    """Who the server says this key belongs to (extension)."""
+
+    id: str
+    name: str
+
+
 class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     """The answer to a heartbeat."""
 
+    agent: AgentRef | None = None
     status: str | None = "online"
     poll_interval: int | None = None
     """Seconds between heartbeats the server expects (extension)."""

@@ -34,6 +34,7 @@ from desktop_agent.engine import (
     ConfigurationError,
     Event,
     FileFailed,
+    Heartbeat,
     KeyLocation,
     KeyStore,
     RetryPolicy,
@@ -119,6 +120,7 @@ class PairingResult:
     configs: tuple[BackupConfig, ...]
     location: KeyLocation
     poll_interval: int | None
+    agent_name: str | None = None
 
 
 def _account(server_url: str) -> str:
@@ -168,6 +170,7 @@ class AgentController(QObject):
         self.settings = settings or self._load_settings()
         self.views: dict[str, ConfigView] = {}
         self.online: bool | None = None
+        self.agent_name: str | None = None  # as the server knows it (heartbeat answer)
         self.connection_error: str | None = None
         self.last_poll: datetime | None = None
         self.paused_until: datetime | None = None
@@ -302,10 +305,10 @@ class AgentController(QObject):
         server = self.settings.server_url
         self._polling = True
 
-        def work() -> tuple[int | None, list[BackupConfig]]:
+        def work() -> tuple[Heartbeat, list[BackupConfig]]:
             with ApiClient(server, key, retry=RetryPolicy(max_attempts=2)) as client:
                 beat = client.heartbeat(version=__version__, platform=sys.platform)
-                return beat.poll_interval, client.list_configs()
+                return beat, client.list_configs()
 
         run_task(work, self._polled, self._poll_failed, self.pool)
 
@@ -313,7 +316,9 @@ class AgentController(QObject):
         self._polling = False
         if self._closed:
             return
-        _interval, configs = cast(tuple[int | None, list[BackupConfig]], result)
+        beat, configs = cast(tuple[Heartbeat, list[BackupConfig]], result)
+        if beat.agent is not None:
+            self.agent_name = beat.agent.name
         was_offline = self.online is False
         self.online, self.connection_error = True, None
         self.last_poll = datetime.now(UTC)
@@ -522,7 +527,7 @@ class AgentController(QObject):
             on_failed("paste the agent's API key (bka_…), shown when the agent was registered")
             return
 
-        def work() -> tuple[int | None, list[BackupConfig]]:
+        def work() -> tuple[Heartbeat, list[BackupConfig]]:
             with ApiClient(server, key, retry=RetryPolicy(max_attempts=2)) as client:
                 try:
                     beat = client.heartbeat(version=__version__, platform=sys.platform)
@@ -531,12 +536,14 @@ class AgentController(QObject):
                         "the server refused this API key. Check that you pasted all of it, or "
                         "create a new key for this agent in the web console."
                     ) from exc
-                return beat.poll_interval, client.list_configs()
+                return beat, client.list_configs()
 
         def done(result: object) -> None:
             if self._closed:
                 return
-            interval, configs = cast(tuple[int | None, list[BackupConfig]], result)
+            beat, configs = cast(tuple[Heartbeat, list[BackupConfig]], result)
+            if beat.agent is not None:
+                self.agent_name = beat.agent.name
             try:
                 location = self._save_pairing(candidate, key)
             except Exception as exc:
@@ -546,7 +553,9 @@ class AgentController(QObject):
             self.apply_configs(configs)
             self.changed.emit()
             log.info("paired with %s (%d configs)", server, len(configs))
-            on_done(PairingResult(server, tuple(configs), location, interval))
+            on_done(
+                PairingResult(server, tuple(configs), location, beat.poll_interval, self.agent_name)
+            )
             self.start()
 
         run_task(work, done, on_failed, self.pool)

@@ -3,6 +3,7 @@ says ``changed`` and call its intents; nothing here blocks."""
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 
 from PySide6.QtCore import Qt, Signal
@@ -111,10 +112,10 @@ class PairingWindow(QWidget):
     def _succeeded(self, result: PairingResult) -> None:
         self.key.clear()  # the key lives in the keychain now, not in a widget
         self.connect_button.setEnabled(True)
-        agent = self.controller.settings.agent_id
-        lines = [f"<b>Connected to {result.server_url}</b>"]
+        agent = result.agent_name or self.controller.settings.agent_id
+        lines = [f"<b>Connected to {html.escape(result.server_url)}</b>"]
         if agent:
-            lines.append(f"Agent: {agent}")
+            lines.append(f"Agent: {html.escape(agent)}")
         lines.append(f"API key stored in {result.location.describe()}.")
         if result.configs:
             lines.append(f"{len(result.configs)} backup configuration(s) assigned:")
@@ -283,8 +284,8 @@ class StatusWindow(QWidget):
         if c.settings.server_url:
             state = {True: "online", False: "offline", None: "connecting…"}[c.online]
             parts.append(f"{c.settings.server_url} — {state}")
-            if c.settings.agent_id:
-                parts.append(f"agent {c.settings.agent_id}")
+            if c.agent_name or c.settings.agent_id:
+                parts.append(f"agent {c.agent_name or c.settings.agent_id}")
         if c.paused_until:
             parts.append(f"paused until {c.paused_until.astimezone():%H:%M}")
         reasons = c.attention_reasons(datetime.now(UTC))

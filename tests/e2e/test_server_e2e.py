@@ -24,11 +24,9 @@ def _agent_run(
     """What an agent does for one config, with the spec's JSON: start, PUT, complete."""
     agent = server.agent_client(key)
     hb = agent.post("/api/agent/heartbeat", json={"version": "0.1.0", "platform": "darwin"})
-    assert hb.status_code == 200 and hb.json() == {
-        "status": "online",
-        "pollInterval": 30,
-        "success": True,
-    }
+    assert hb.status_code == 200
+    assert hb.json()["status"] == "online" and hb.json()["success"] is True
+    assert hb.json()["pollInterval"] == 30 and hb.json()["agent"]["id"]
     configs = agent.get("/api/agent/configs").json()["configs"]
     assert config_id in [c["id"] for c in configs]
     start = agent.post(

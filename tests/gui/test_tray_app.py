@@ -71,7 +71,7 @@ def test_first_run_pairs_with_a_real_server_and_keeps_the_key_in_the_keychain(
         text = window.message.text()
         assert f"Connected to {server.url}" in text
         assert "Documents" in text and str(tmp_path) in text
-        assert agent_id in text
+        assert "Agent: Ada&#x27;s laptop" in text or "Agent: Ada's laptop" in text
         assert window.key.text() == ""  # not left in a widget
         assert memory_keyring.items == {("backapp-agent", server.url): key}
         stored = json.loads((agent_dir / "config.json").read_text())
@@ -82,6 +82,7 @@ def test_first_run_pairs_with_a_real_server_and_keeps_the_key_in_the_keychain(
         # The app is live: it polls, and the menu lists the assigned config.
         qtbot.waitUntil(lambda: app.controller.online is True, timeout=WAIT)
         assert app.controller.health() is Health.IDLE
+        assert app.controller.agent_name == "Ada's laptop"
         assert any(t.startswith("Documents: never backed up") for t in menu_texts(app))
         app.menu.actions["console"].trigger()
         assert _rec.urls == [server.url]
