@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 import hashlib
 import logging
 from typing import Any
@@ -322,6 +323,27 @@ async def test_revocation_is_immediate(client: ApiClient) -> None:
     assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200
     assert (await client.delete(f"/api/agents/{agent_id}")).status_code == 204
     assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 401
+
+
+async def test_revalidation_drops_keys_revoked_by_another_process(
+    client: ApiClient, services: Services
+) -> None:
+    agent_id, key, _ = await _setup(client)
+    assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200
+    # Another process revoked it without a notice reaching this one (e.g. SQLite, several workers).
+    await Agent.update({Agent.active: False}).where(Agent.id == uuid.UUID(agent_id))
+    assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200  # cached
+    assert await services.registry.revalidate() == 0  # re-read: nothing still valid
+    assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 401
+
+
+async def test_revalidation_keeps_busy_keys_fresh(client: ApiClient, services: Services) -> None:
+    _, key, _ = await _setup(client)
+    await client.agent_post(key, "/api/agent/heartbeat", {})
+    [(identity, stamp)] = services.registry._cache.values()
+    assert await services.registry.revalidate() == 1
+    [(again, newer)] = services.registry._cache.values()
+    assert again == identity and newer > stamp
 
 
 async def test_agent_cannot_touch_other_agents_configs_or_logs(client: ApiClient) -> None:
