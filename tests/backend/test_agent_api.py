@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 import hashlib
 import logging
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,15 +14,10 @@ import pytest
 from backend.agents.tables import Agent, AgentLog
 from backend.backups.tables import BackupLog
 from backend.services import Services
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, local_path
 
 FILENAME = "backup-2025-01-07-143022.tar.gz"
 MiB = 1024 * 1024
-
-
-def _path(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
 
 
 async def _setup(client: ApiClient) -> tuple[str, str, str]:
@@ -95,7 +90,7 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
     assert upload["expiresAt"].endswith("Z")
     assert (await client.get("/api/backups")).json()["backups"][0]["status"] == "running"
 
-    put = await client.raw.put(_path(upload["url"]), content=b"hello world")
+    put = await client.raw.put(local_path(upload["url"]), content=b"hello world")
     assert put.status_code == 200, put.text
 
     done = await client.agent_post(
@@ -136,7 +131,7 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
 async def test_complete_verifies_size_and_is_idempotent(client: ApiClient) -> None:
     agent_id, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
+    await client.raw.put(local_path(start["upload"]["url"]), content=b"hello world")
     body = {
         "logId": start["logId"],
         "status": "completed",
@@ -159,7 +154,7 @@ async def test_complete_verifies_size_and_is_idempotent(client: ApiClient) -> No
 async def test_retried_complete_does_not_double_count(client: ApiClient) -> None:
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
+    await client.raw.put(local_path(start["upload"]["url"]), content=b"hello world")
     body = {
         "logId": start["logId"],
         "status": "completed",
@@ -199,11 +194,15 @@ async def test_sha256_signed_at_start_is_enforced(client: ApiClient) -> None:
     digest = hashlib.sha256(b"hello world").hexdigest()
     start = await _start(client, key, config_id, size=11, sha256=digest)
     tampered = await client.raw.put(
-        _path(start["upload"]["url"]), content=b"HELLO WORLD", headers=start["upload"]["headers"]
+        local_path(start["upload"]["url"]),
+        content=b"HELLO WORLD",
+        headers=start["upload"]["headers"],
     )
     assert tampered.status_code == 400
     put = await client.raw.put(
-        _path(start["upload"]["url"]), content=b"hello world", headers=start["upload"]["headers"]
+        local_path(start["upload"]["url"]),
+        content=b"hello world",
+        headers=start["upload"]["headers"],
     )
     assert put.status_code == 200
     wrong = await client.agent_post(
@@ -248,13 +247,13 @@ async def test_failed_report_records_reason_and_errors(client: ApiClient) -> Non
 async def test_no_url_for_a_key_that_holds_a_backup(client: ApiClient) -> None:
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
+    await client.raw.put(local_path(start["upload"]["url"]), content=b"hello world")
     again = await client.agent_post(
         key, "/api/agent/backup/start", {"configId": config_id, "filename": FILENAME, "filesize": 1}
     )
     assert again.status_code == 409 and "already" in again.json()["detail"]
     # The old URL can't overwrite the stored object either.
-    overwrite = await client.raw.put(_path(start["upload"]["url"]), content=b"evil bytes!")
+    overwrite = await client.raw.put(local_path(start["upload"]["url"]), content=b"evil bytes!")
     assert overwrite.status_code == 409
 
 
@@ -416,7 +415,7 @@ async def test_multipart_flow(client: ApiClient) -> None:
         )
         assert r.status_code == 200, r.text
         part = r.json()["part"]
-        put = await client.raw.put(_path(part["url"]), content=chunk, headers=part["headers"])
+        put = await client.raw.put(local_path(part["url"]), content=chunk, headers=part["headers"])
         assert put.status_code == 200, put.text
         parts.append({"partNumber": number, "etag": put.headers["etag"], "sha256": sha})
     early = await client.agent_post(
@@ -503,7 +502,7 @@ async def test_keys_and_urls_never_reach_the_logs(
     caplog.set_level(logging.DEBUG)
     _, key, config_id = await _setup(client)
     start = await _start(client, key, config_id)
-    await client.raw.put(_path(start["upload"]["url"]), content=b"hello world")
+    await client.raw.put(local_path(start["upload"]["url"]), content=b"hello world")
     await client.agent_post(
         key,
         "/api/agent/backup/complete",

@@ -95,8 +95,12 @@ async def test_config_crud(client: ApiClient) -> None:
         ({"name": "   ", "executionMode": "server", "sources": [{"path": "/a"}]}, "name"),
         ({"name": "x", "executionMode": "server", "sources": [{"path": "  "}]}, "sources"),
         (
-            {"name": "x", "executionMode": "server", "sources": [{"path": "/a"}],
-             "options": {"encryption": True}},
+            {
+                "name": "x",
+                "executionMode": "server",
+                "sources": [{"path": "/a"}],
+                "options": {"encryption": True},
+            },
             "encryption",
         ),
     ],

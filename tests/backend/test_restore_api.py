@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import urlsplit
 
-from tests.support.api import ApiClient
-
-
-def _path(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
+from tests.support.api import ApiClient, local_path
 
 
 async def _backup(
@@ -29,7 +23,7 @@ async def _backup(
     )
     assert start.status_code == 200, start.text
     body = start.json()
-    put = await client.raw.put(_path(body["upload"]["url"]), content=payload)
+    put = await client.raw.put(local_path(body["upload"]["url"]), content=payload)
     assert put.status_code == 200
     if finish:
         done = await client.agent_post(
@@ -82,12 +76,12 @@ async def test_restore_url_downloads_the_object(client: ApiClient) -> None:
     restore = r.json()["restore"]
     assert restore["method"] == "GET" and restore["size"] == 12
     assert restore["sha256"] == hashlib.sha256(b"first backup").hexdigest()
-    got = await client.raw.get(_path(restore["url"]))
+    got = await client.raw.get(local_path(restore["url"]))
     assert got.status_code == 200 and got.content == b"first backup"
-    part = await client.raw.get(_path(restore["url"]), headers={"Range": "bytes=6-"})
+    part = await client.raw.get(local_path(restore["url"]), headers={"Range": "bytes=6-"})
     assert part.status_code == 206 and part.content == b"backup"
     # A GET URL cannot write.
-    assert (await client.raw.put(_path(restore["url"]), content=b"evil")).status_code == 403
+    assert (await client.raw.put(local_path(restore["url"]), content=b"evil")).status_code == 403
 
 
 async def test_restore_refuses_unfinished_and_foreign_backups(client: ApiClient) -> None:
@@ -115,7 +109,7 @@ async def test_replacement_agent_restores_the_old_backups(client: ApiClient) -> 
     assert [b["id"] for b in listed] == [w["done"]]
     r = await client.agent_post(new_key, "/api/agent/restore", {"backupId": w["done"]})
     assert r.status_code == 200
-    assert (await client.raw.get(_path(r.json()["restore"]["url"]))).content == b"first backup"
+    assert (await client.raw.get(local_path(r.json()["restore"]["url"]))).content == b"first backup"
     # The old laptop lost the config, and with it the right to restore it.
     assert (
         await client.agent_post(old_key, "/api/agent/restore", {"backupId": w["done"]})
@@ -128,7 +122,7 @@ async def test_owner_download(client: ApiClient) -> None:
     assert r.status_code == 200
     download = r.json()["download"]
     assert download["filename"] == "a.tar.gz"
-    assert (await client.raw.get(_path(download["url"]))).content == b"first backup"
+    assert (await client.raw.get(local_path(download["url"]))).content == b"first backup"
     redirect = await client.get(f"/api/backups/{w['done']}/download", params={"redirect": "true"})
     assert redirect.status_code == 303 and "/storage/o/users/" in redirect.headers["location"]
     assert (await client.get(f"/api/backups/{w['running']}/download")).status_code == 409

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+
+
+def local_path(url: str) -> str:
+    """Path and query of a local-storage URL, for the in-process test client."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
 
 
 class ApiClient:
