@@ -68,3 +68,65 @@ class BackupLog(Table, tablename="backapp_backup_log"):
     error = Text(null=True, default=None, help_text="Why the backup failed.")
     started_at = Timestamptz(index=True)
     completed_at = Timestamptz(null=True, default=None)
+    trigger = Varchar(
+        length=16,
+        default="manual",
+        help_text="What started it: manual, schedule, retry, request (Back Up Now) or server.",
+    )
+    attempt = Integer(default=1, help_text="1 for a first try, 2.. for automatic retries.")
+    max_attempts = Integer(default=1, help_text="How many tries the runner allows in all.")
+    run_request = Varchar(
+        length=36, null=True, default=None, help_text="The Back Up Now request it answers."
+    )
+    progress = JSON(null=True, default=None, help_text="The latest progress event while running.")
+    deleted_at = Timestamptz(
+        null=True, default=None, help_text="When retention deleted the object (status 'expired')."
+    )
+
+
+class Lease(Table, tablename="backapp_lease"):
+    """A named, expiring lock shared by every server process and agent (one row per name).
+
+    ``config:{id}`` guards one config's run; ``server:{task}`` elects one server process for a
+    periodic task. A holder that dies stops renewing and the lease lapses at ``expires_at``.
+    """
+
+    id = UUID(primary_key=True)
+    name = Varchar(length=200, unique=True)
+    holder = Varchar(length=200, help_text="Who holds it, for people: 'agent <name>', 'server pid'.")
+    token = Varchar(length=64, help_text="Secret the holder presents to renew or release.")
+    acquired_at = Timestamptz()
+    expires_at = Timestamptz(index=True)
+
+
+class RunRequest(Table, tablename="backapp_run_request"):
+    """A Back Up Now request, waiting for the config's agent (or the server) to pick it up."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    config = ForeignKey(references=BackupConfig, on_delete=OnDelete.cascade, index=True)
+    agent = ForeignKey(
+        references=Agent, on_delete=OnDelete.cascade, null=True, default=None, index=True
+    )
+    status = Varchar(
+        length=16, default="pending", index=True, help_text="pending, started, expired."
+    )
+    requested_at = Timestamptz()
+    started_at = Timestamptz(null=True, default=None)
+    backup_id = Varchar(length=36, null=True, default=None)
+
+
+class Alert(Table, tablename="backapp_alert"):
+    """Something a user must know: a missed backup, an agent offline too long, a failed backup."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    kind = Varchar(length=32, help_text="missed_backup, agent_offline or backup_failed.")
+    subject = Varchar(
+        length=80, index=True, help_text="'config:{id}', 'agent:{id}' or 'backup:{id}'."
+    )
+    message = Text()
+    created_at = Timestamptz(index=True)
+    resolved_at = Timestamptz(null=True, default=None, index=True)
+    notified_at = Timestamptz(null=True, default=None)
+    notify_error = Text(null=True, default=None, help_text="Why the last notification failed.")
