@@ -30,7 +30,10 @@ class Agent(Table, tablename="backapp_agent"):
     version = Varchar(length=64, null=True, default=None)
     last_seen = Timestamptz(null=True, default=None)
     timezone = Varchar(
-        length=64, null=True, default=None, help_text="IANA zone the agent reports; schedules use it."
+        length=64,
+        null=True,
+        default=None,
+        help_text="IANA zone the agent reports; schedules use it.",
     )
     last_backup_failed = Boolean(
         default=False, help_text="Whether the agent's most recent finished backup failed."

@@ -93,7 +93,9 @@ class Lease(Table, tablename="backapp_lease"):
 
     id = UUID(primary_key=True)
     name = Varchar(length=200, unique=True)
-    holder = Varchar(length=200, help_text="Who holds it, for people: 'agent <name>', 'server pid'.")
+    holder = Varchar(
+        length=200, help_text="Who holds it, for people: 'agent <name>', 'server pid'."
+    )
     token = Varchar(length=64, help_text="Secret the holder presents to renew or release.")
     acquired_at = Timestamptz()
     expires_at = Timestamptz(index=True)

@@ -69,7 +69,7 @@ class Schedule:
         if isinstance(value, str):
             value = {"preset": value} if value in _PRESETS else {"cron": value}
         if not isinstance(value, dict):
-            raise ScheduleError("schedule must be an object such as {\"preset\": \"daily\"}")
+            raise ScheduleError('schedule must be an object such as {"preset": "daily"}')
         unknown = set(value) - {"preset", "cron", "at", "day", "minute"}
         if unknown:
             raise ScheduleError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
@@ -83,7 +83,7 @@ class Schedule:
             if len(expr.split(" ")) != 5 or not croniter.is_valid(expr):
                 raise ScheduleError(
                     f"'{expr}' is not a valid cron expression (five fields: minute hour "
-                    "day-of-month month day-of-week, e.g. \"*/15 * * * *\")"
+                    'day-of-month month day-of-week, e.g. "*/15 * * * *")'
                 )
             return cls(cron=expr, spec={"cron": expr})
         preset = value.get("preset")
@@ -134,8 +134,9 @@ class Schedule:
         it = croniter(self.cron, local + timedelta(seconds=1))
         return it.get_prev(datetime).astimezone(UTC)  # type: ignore[no-any-return]
 
-    def due(self, last_run: datetime | None, now: datetime, tz: tzinfo,
-            since: datetime | None = None) -> datetime | None:
+    def due(
+        self, last_run: datetime | None, now: datetime, tz: tzinfo, since: datetime | None = None
+    ) -> datetime | None:
         """The fire time to run for now, or None when nothing is due.
 
         A run is due when a fire time passed after ``last_run`` (or after ``since``, e.g. when the
