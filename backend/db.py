@@ -39,9 +39,20 @@ def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
 def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog
-    from backend.backups.tables import BackupConfig, BackupLog
+    from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
 
-    return [User, UserSession, LoginThrottle, Agent, AgentLog, BackupConfig, BackupLog]
+    return [
+        User,
+        UserSession,
+        LoginThrottle,
+        Agent,
+        AgentLog,
+        BackupConfig,
+        BackupLog,
+        Lease,
+        RunRequest,
+        Alert,
+    ]
 
 
 def bind_tables(engine: Engine) -> None:  # type: ignore[type-arg]

@@ -1,13 +1,6 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.base import OnDelete
-from piccolo.columns.base import OnUpdate
-from piccolo.columns.column_types import ForeignKey
-from piccolo.columns.column_types import Integer
-from piccolo.columns.column_types import JSON
-from piccolo.columns.column_types import Text
-from piccolo.columns.column_types import Timestamptz
-from piccolo.columns.column_types import UUID
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.base import OnDelete, OnUpdate
+from piccolo.columns.column_types import JSON, UUID, ForeignKey, Integer, Text, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
@@ -62,17 +55,11 @@ DESCRIPTION = ""
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="backups", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="backups", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Lease", tablename="backapp_lease", schema=None, columns=None
-    )
+    manager.add_table(class_name="Lease", tablename="backapp_lease", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Alert", tablename="backapp_alert", schema=None, columns=None
-    )
+    manager.add_table(class_name="Alert", tablename="backapp_alert", schema=None, columns=None)
 
     manager.add_table(
         class_name="RunRequest",
