@@ -50,7 +50,7 @@ class LeaseService:
         now = now or self._now()
         token = secrets.token_hex(16)
         expires = now + timedelta(seconds=ttl)
-        values = {
+        values: dict[Any, Any] = {
             Lease.holder: holder[:200],
             Lease.token: token,
             Lease.acquired_at: now,
