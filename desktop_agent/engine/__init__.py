@@ -16,6 +16,7 @@ drive this package (backups, and restores through ``Restorer``). The usual entry
 
 from ._api import (
     API_KEY_HEADER,
+    AgentSocket,
     ApiClient,
     ControlPlane,
     HttpStorage,
@@ -24,6 +25,7 @@ from ._api import (
     install_log_redaction,
     parse_retry_after,
     redact_url,
+    websocket_url,
 )
 from ._backups import BackupInfo, RestoreTicket
 from ._cancel import CancelToken
@@ -75,7 +77,15 @@ from ._events import (
 )
 from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
-from ._models import BackupConfig, BackupOptions, Destination, Heartbeat, Source
+from ._models import (
+    BackupConfig,
+    BackupOptions,
+    Destination,
+    Heartbeat,
+    Lease,
+    RunRequest,
+    Source,
+)
 from ._restore import (
     IntegrityError,
     MemberInfo,
@@ -91,6 +101,17 @@ from ._restore import (
 )
 from ._results import BackupResult, FileError, RunResult
 from ._scanner import ScanEntry, ScanResult, ScanTotals, check_sources, scan
+from ._scheduler import (
+    AgentService,
+    Dispatcher,
+    Job,
+    Outcome,
+    RetrySettings,
+    Runner,
+    Scheduler,
+    ScheduleStore,
+    local_timezone_name,
+)
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
 from ._state import StateStore
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
@@ -102,7 +123,9 @@ __all__ = [
     "ENV_API_KEY",
     "IGNORE_FILE",
     "AgentError",
+    "AgentService",
     "AgentSettings",
+    "AgentSocket",
     "ApiClient",
     "ApiError",
     "ArchiveFormat",
@@ -124,6 +147,7 @@ __all__ = [
     "ConflictError",
     "ControlPlane",
     "Destination",
+    "Dispatcher",
     "EngineOptions",
     "Event",
     "EventSink",
@@ -133,12 +157,15 @@ __all__ = [
     "Heartbeat",
     "HttpStorage",
     "IntegrityError",
+    "Job",
     "KeyLocation",
     "KeyStore",
     "KeyStoreError",
+    "Lease",
     "MemberInfo",
     "NetworkError",
     "NotFoundError",
+    "Outcome",
     "PathFilter",
     "ProgressCallbacks",
     "RestoreError",
@@ -153,16 +180,21 @@ __all__ = [
     "RestoreTicket",
     "Restorer",
     "RetryPolicy",
+    "RetrySettings",
     "RuleSet",
     "RunFinished",
+    "RunRequest",
     "RunResult",
     "RunStarted",
+    "Runner",
     "ScanEntry",
     "ScanFinished",
     "ScanProgress",
     "ScanResult",
     "ScanStarted",
     "ScanTotals",
+    "ScheduleStore",
+    "Scheduler",
     "Source",
     "SourceError",
     "StateStore",
@@ -185,6 +217,7 @@ __all__ = [
     "glob_to_regex",
     "install_log_redaction",
     "load_settings",
+    "local_timezone_name",
     "member_name",
     "member_path",
     "parse_retry_after",
@@ -197,5 +230,6 @@ __all__ = [
     "scan",
     "split_sizes",
     "tar_header",
+    "websocket_url",
     "write_archive",
 ]

@@ -13,8 +13,10 @@ the credential.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 from ._backups import BackupInfo, RestoreTicket
 from ._errors import (
@@ -34,19 +39,31 @@ from ._errors import (
     NotFoundError,
     StorageError,
 )
-from ._models import BackupConfig, Heartbeat, PartTicket, StartResponse, UploadedPart
+from ._models import (
+    AgentRef,
+    BackupConfig,
+    Heartbeat,
+    Lease,
+    PartTicket,
+    RunRequest,
+    StartResponse,
+    UploadedPart,
+)
 
 __all__ = [
     "API_KEY_HEADER",
+    "AgentSocket",
     "ApiClient",
     "Body",
     "ControlPlane",
     "HttpStorage",
+    "LeasePlane",
     "RetryPolicy",
     "Storage",
     "install_log_redaction",
     "parse_retry_after",
     "redact_url",
+    "websocket_url",
 ]
 
 log = logging.getLogger("desktop_agent.engine.api")
@@ -160,6 +177,20 @@ class ControlPlane(Protocol):
     ) -> None: ...
 
 
+class LeasePlane(Protocol):
+    """The schedule/lease/progress extensions (``docs/agent-api.md``), which a scheduled or requested
+    run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
+    ``attempt``, ``max_attempts`` and ``run_request_id``."""
+
+    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
+
+    def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
+
+    def release_lease(self, config_id: str, token: str) -> None: ...
+
+    def send_progress(self, payload: Mapping[str, Any]) -> None: ...
+
+
 Body = bytes | bytearray | memoryview
 """A request body, or one piece of it."""
 
@@ -255,11 +286,21 @@ class ApiClient:
 
     # -- the spec's endpoints -----------------------------------------------------------------------
 
-    def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
-        body = self._call(
-            "POST", "/api/agent/heartbeat", {"version": version, "platform": platform}
-        )
-        return _decode(body, Heartbeat, "/api/agent/heartbeat")
+    def heartbeat(self, *, version: str, platform: str, timezone: str | None = None) -> Heartbeat:
+        """``timezone`` (an IANA name) tells the server which zone the schedules run in."""
+        path = "/api/agent/heartbeat"
+        payload = {"version": version, "platform": platform}
+        try:
+            body = self._call(
+                "POST", path, {**payload, "timezone": timezone} if timezone else payload
+            )
+        except ApiError as exc:
+            if not timezone or exc.status != 400 or "timezone" not in exc.detail:
+                raise
+            # the server's time zone database lacks ours: the heartbeat matters more
+            log.warning("the server refused the time zone %r: %s", timezone, exc.detail)
+            body = self._call("POST", path, payload)
+        return _decode(body, Heartbeat, path)
 
     def list_configs(self) -> list[BackupConfig]:
         body = self._call("GET", "/api/agent/configs")
@@ -274,6 +315,10 @@ class ApiClient:
         multipart: bool = False,
         size: int | None = None,
         sha256: str | None = None,
+        trigger: str | None = None,
+        attempt: int | None = None,
+        max_attempts: int | None = None,
+        run_request_id: str | None = None,
     ) -> StartResponse:
         payload: dict[str, Any] = {
             "configId": config_id,
@@ -285,6 +330,14 @@ class ApiClient:
             payload["size"] = size
         if sha256 is not None:
             payload["sha256"] = sha256
+        for name, value in (
+            ("trigger", trigger),
+            ("attempt", attempt),
+            ("maxAttempts", max_attempts),
+            ("runRequestId", run_request_id),
+        ):
+            if value is not None:
+                payload[name] = value
         body = self._call("POST", "/api/agent/backup/start", payload)
         return _decode(body, StartResponse, "/api/agent/backup/start")
 
@@ -346,6 +399,32 @@ class ApiClient:
 
     def abort_upload(self, *, log_id: str, reason: str) -> None:
         self._call("POST", "/api/agent/backup/upload/abort", {"logId": log_id, "reason": reason})
+
+    # -- schedules, leases, live progress extension ----------------------------------------------
+
+    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease:
+        """Take the config's run lease; ``ConflictError`` (409) when another runner holds it (its
+        ``detail`` says who and until when)."""
+        body = self._call(
+            "POST", "/api/agent/lease", {"configId": config_id, "ttlSeconds": ttl_seconds}
+        )
+        return _decode(body.get("lease"), Lease, "/api/agent/lease")
+
+    def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease:
+        """Extend a held lease; ``ConflictError`` when it was lost (expired and taken)."""
+        body = self._call(
+            "POST",
+            "/api/agent/lease/renew",
+            {"configId": config_id, "token": token, "ttlSeconds": ttl_seconds},
+        )
+        return _decode(body.get("lease"), Lease, "/api/agent/lease/renew")
+
+    def release_lease(self, config_id: str, token: str) -> None:
+        self._call("POST", "/api/agent/lease/release", {"configId": config_id, "token": token})
+
+    def send_progress(self, payload: Mapping[str, Any]) -> None:
+        """One live-progress event (``POST /api/agent/backup/progress``)."""
+        self._call("POST", "/api/agent/backup/progress", dict(payload))
 
     # -- restore extension --------------------------------------------------------------------------
 
@@ -516,3 +595,214 @@ def install_log_redaction() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactUrls) for f in logger.filters):
             logger.addFilter(_RedactUrls())
+
+
+# -- the agent's WebSocket (Back Up Now within seconds) ------------------------------------------------
+
+
+def websocket_url(server_url: str) -> str:
+    """``GET /api/agent/ws`` of the server at ``server_url`` (``http`` -> ``ws``, ``https`` -> ``wss``).
+
+    >>> websocket_url("https://backapp.example.org/base/")
+    'wss://backapp.example.org/base/api/agent/ws'
+    """
+    parts = urlsplit(server_url.rstrip("/"))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme)
+    return urlunsplit((scheme, parts.netloc, f"{parts.path}/api/agent/ws", "", ""))
+
+
+#: Close codes of ``GET /api/agent/ws``: the key was refused; rate limited.
+CLOSE_REFUSED = frozenset({4401, 4403})
+CLOSE_RATE_LIMITED = 4429
+
+
+class AgentSocket:
+    """Keeps ``GET /api/agent/ws`` open on a background thread and hands ``run`` messages to
+    ``on_run``.
+
+    Reconnects with exponential backoff and jitter (``min_backoff`` doubling up to ``max_backoff``);
+    sends ``{"type": "ping"}`` when nothing arrived for ``ping_interval`` seconds (besides the
+    protocol's own pings). ``on_run`` and ``on_state`` (``True`` on connect, ``False`` on loss) are
+    called on the socket's thread: keep them quick. ``send`` posts a message (e.g. progress) when
+    connected. The heartbeat's ``runRequests`` is the fallback while the socket is down.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        api_key: str,
+        *,
+        on_run: Callable[[RunRequest], None],
+        on_state: Callable[[bool], None] | None = None,
+        ping_interval: float = 20.0,
+        min_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        rand: Callable[[], float] = random.random,
+        user_agent: str = "backapp-agent",
+    ) -> None:
+        self.url = websocket_url(server_url)
+        self._key = api_key
+        self._on_run = on_run
+        self._on_state = on_state
+        self._ping_interval = ping_interval
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._rand = rand
+        self._user_agent = user_agent
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._ws: ClientConnection | None = None
+        self._thread: threading.Thread | None = None
+        self.agent: AgentRef | None = None
+        """Who the server says we are (its ``hello`` message)."""
+        self.connects = 0
+        """Successful connections so far (for status and tests)."""
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="backapp-socket", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # already closing
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def send(self, message: Mapping[str, Any]) -> bool:
+        """Send a JSON message; ``False`` when the socket is down (the caller falls back to HTTP)."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            with self._lock:
+                ws.send(json.dumps(dict(message)))
+        except (WebSocketException, OSError):
+            return False
+        return True
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                with ws_connect(
+                    self.url,
+                    additional_headers={API_KEY_HEADER: self._key},
+                    user_agent_header=self._user_agent,
+                    open_timeout=10,
+                    ping_interval=self._ping_interval,
+                    ping_timeout=self._ping_interval,
+                    close_timeout=2,
+                ) as ws:
+                    failures = 0
+                    code = self._serve(ws)
+                if code in CLOSE_REFUSED:  # the key was refused: no point in hammering
+                    log.error(
+                        "the server closed the agent socket (%d): is the API key valid?", code
+                    )
+                    failures = 16
+                elif code == CLOSE_RATE_LIMITED:
+                    failures = 4
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                level = logging.ERROR if status == 401 else logging.WARNING
+                log.log(level, "the server refused the agent socket (%d)", status)
+                # 401/403/404: no point in hammering; wait the longest backoff.
+                failures = max(failures + 1, 16 if status in (401, 403, 404) else 0)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                if failures == 0:
+                    log.info("agent socket: cannot connect to %s: %s", self.url, exc)
+                failures += 1
+            if self._stop.is_set():
+                break
+            if failures == 0:  # it was connected: reconnect soon, but not in a tight loop
+                failures = 1
+            ceiling = min(self._max_backoff, self._min_backoff * float(2 ** min(failures, 16)))
+            self._stop.wait(ceiling / 2 + ceiling / 2 * self._rand())
+
+    def _serve(self, ws: ClientConnection) -> int | None:
+        """Read messages until the socket closes; returns the close code the server sent."""
+        self._ws = ws
+        self.connects += 1
+        log.info("agent socket connected to %s", self.url)
+        self._state(True)
+        try:
+            while not self._stop.is_set():
+                try:
+                    raw = ws.recv(timeout=self._ping_interval)
+                except TimeoutError:
+                    with self._lock:
+                        ws.send(json.dumps({"type": "ping"}))
+                    continue
+                self._handle(raw)
+        except ConnectionClosed as exc:
+            if not self._stop.is_set():
+                log.info("agent socket closed: %s", exc)
+            return exc.rcvd.code if exc.rcvd is not None else None
+        except (WebSocketException, OSError) as exc:
+            if not self._stop.is_set():
+                log.info("agent socket failed: %s", exc)
+        finally:
+            self._ws = None
+            try:
+                ws.close()
+            except Exception:  # already closed
+                pass
+            self._state(False)
+        return None
+
+    def _handle(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            log.warning("agent socket: ignoring a message that is not JSON")
+            return
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "run":
+            request_id, config_id = message.get("runRequestId"), message.get("configId")
+            if isinstance(request_id, str) and isinstance(config_id, str):
+                log.info("Back Up Now requested for config %s", config_id)
+                try:
+                    self._on_run(
+                        RunRequest(
+                            id=request_id,
+                            config_id=config_id,
+                            requested_at=_str_or_none(message.get("requestedAt")),
+                        )
+                    )
+                except Exception:  # a handler's bug must not drop the socket
+                    log.exception("the run request handler failed")
+        elif kind == "error":
+            log.warning("agent socket: the server says %s", message.get("detail") or message)
+        elif kind == "hello":
+            agent = message.get("agent")
+            if isinstance(agent, dict):
+                try:
+                    self.agent = msgspec.convert(agent, AgentRef)
+                except msgspec.ValidationError:
+                    pass
+
+    def _state(self, up: bool) -> None:
+        if self._on_state is not None:
+            try:
+                self._on_state(up)
+            except Exception:
+                log.exception("the socket state handler failed")
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -5,6 +5,8 @@ Unknown fields are ignored, so a newer server that adds fields keeps working wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -33,6 +35,11 @@ class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
     """``"gzip"`` (the default when ``compression`` is true) or ``"zstd"``."""
     exclude_node_modules: bool = False
     """Extension: also skip every ``node_modules`` folder."""
+    schedule: dict[str, Any] | None = None
+    """Extension: when to run (normalised by the server, ``cron`` always present); ``None``: only
+    when asked. See ``desktop_agent.engine.schedule``."""
+    retry: dict[str, Any] | None = None
+    """Extension: automatic retries of a failed scheduled backup, ``{"attempts", "delaySeconds"}``."""
 
 
 class BackupConfig(msgspec.Struct, frozen=True):
@@ -53,6 +60,21 @@ class AgentRef(msgspec.Struct, frozen=True, rename="camel"):
     name: str
 
 
+class RunRequest(msgspec.Struct, frozen=True, rename="camel"):
+    """A pending *Back Up Now* request (heartbeat ``runRequests`` or a WebSocket ``run`` message)."""
+
+    id: str
+    config_id: str
+    requested_at: str | None = None
+
+
+class Lease(msgspec.Struct, frozen=True, rename="camel"):
+    """A config's run lease (``POST /api/agent/lease``): renew it before ``expires_at``."""
+
+    token: str
+    expires_at: str | None = None
+
+
 class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     """The answer to a heartbeat."""
 
@@ -60,6 +82,8 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     status: str | None = "online"
     poll_interval: int | None = None
     """Seconds between heartbeats the server expects (extension)."""
+    run_requests: list[RunRequest] = msgspec.field(default_factory=list)
+    """Pending *Back Up Now* requests for this agent (extension; the fallback of the WebSocket)."""
 
 
 class UploadTicket(msgspec.Struct, frozen=True, rename="camel"):

@@ -73,9 +73,14 @@ class Schedule:
         unknown = set(value) - {"preset", "cron", "at", "day", "minute"}
         if unknown:
             raise ScheduleError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
+        if "cron" in value and "preset" in value:
+            # The normalised form (what the server stores and sends) carries both; they must agree.
+            parsed = cls.parse({k: v for k, v in value.items() if k != "cron"})
+            cron = value["cron"]
+            if parsed is None or not isinstance(cron, str) or " ".join(cron.split()) != parsed.cron:
+                raise ScheduleError("give either 'cron' or 'preset' (the two given disagree)")
+            return parsed
         if "cron" in value:
-            if "preset" in value:
-                raise ScheduleError("give either 'cron' or 'preset', not both")
             expr = value["cron"]
             if not isinstance(expr, str) or len(expr) > 200:
                 raise ScheduleError("'cron' must be a string of five fields")
@@ -130,7 +135,9 @@ class Schedule:
 
     def last_at_or_before(self, moment: datetime, tz: tzinfo) -> datetime:
         """The latest fire time at or before ``moment``, in UTC."""
-        local = moment.astimezone(tz)
+        # croniter works in whole seconds: start from the next whole second so that a fire time
+        # equal to ``moment`` counts, and never one after it (13:32:59.5 must not give 13:33).
+        local = moment.astimezone(tz).replace(microsecond=0)
         it = croniter(self.cron, local + timedelta(seconds=1))
         return it.get_prev(datetime).astimezone(UTC)  # type: ignore[no-any-return]
 
