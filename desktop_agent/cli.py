@@ -3,6 +3,7 @@
     backapp-agent configure --server URL [--api-key-stdin] [--agent-id ID] [--poll-interval S]
                             [--temp-dir DIR] [--no-verify]
     backapp-agent run [--config ID ...] [--json]
+    backapp-agent daemon [--json] [--no-socket] [--tick SECONDS]
     backapp-agent status [--json]
     backapp-agent backups [--config ID] [--json]
     backapp-agent restore BACKUP_ID [--to DIR | --in-place] [--path PATTERN ...] [--list]
@@ -34,14 +35,21 @@ from desktop_agent import __version__
 from desktop_agent._terminal import LiveProgress, human_bytes, human_duration, make_display
 from desktop_agent.engine import (
     AgentError,
+    AgentService,
     AgentSettings,
+    AgentSocket,
     ApiClient,
     AuthenticationError,
     BackupCancelled,
     BackupEngine,
     CancelToken,
     ConfigurationError,
+    ControlPlane,
+    Dispatcher,
+    EngineOptions,
     Event,
+    EventSink,
+    HttpStorage,
     KeyStore,
     KeyStoreError,
     MemberInfo,
@@ -54,16 +62,22 @@ from desktop_agent.engine import (
     RestoreResult,
     RestoreSkipped,
     RetryPolicy,
+    Runner,
     RunResult,
+    Scheduler,
+    ScheduleStore,
     StateStore,
     config_dir,
     default_target_name,
     event_to_json,
     install_log_redaction,
     load_settings,
+    local_timezone_name,
     printable,
     save_settings,
 )
+from desktop_agent.engine._scheduler import parse_stored_schedule
+from desktop_agent.engine.schedule import ScheduleError, resolve_timezone
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -135,6 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print progress events as JSON lines")
     run.set_defaults(func=cmd_run)
+
+    daemon = sub.add_parser(
+        "daemon",
+        help="run in the background: scheduled backups, Back Up Now from the web",
+        description="Stay running until SIGTERM or Ctrl-C: heartbeat every pollInterval, keep a "
+        "WebSocket open to the server for Back Up Now, run each config when its schedule is due "
+        "(in this machine's time zone), retry failed scheduled backups. One backup at a time.",
+        allow_abbrev=False,
+    )
+    daemon.add_argument("--json", action="store_true", help="print progress events as JSON lines")
+    daemon.add_argument(
+        "--no-socket",
+        action="store_true",
+        help="do not open the WebSocket (Back Up Now then arrives with the next heartbeat)",
+    )
+    daemon.add_argument(
+        "--tick",
+        metavar="SECONDS",
+        type=float,
+        default=15.0,
+        help="seconds between schedule checks (default 15)",
+    )
+    daemon.set_defaults(func=cmd_daemon)
 
     status = sub.add_parser(
         "status",
@@ -341,6 +378,123 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_status(result)
 
 
+# -- daemon ------------------------------------------------------------------------------------------
+
+
+def _daemon_display(as_json: bool) -> EventSink:
+    """``--json``: every event as a JSON line; else one line per finished or failed backup."""
+    if as_json:
+        return _json_events
+
+    def lines(event: Event) -> None:
+        data = event_to_json(event)
+        if event.kind == "backup_finished":
+            print(
+                printable(
+                    f"{data['time']} completed '{data['configName'] or data['configId']}': "
+                    f"{data['filename']} ({data['files']} files, {human_bytes(data['archiveSize'])})"
+                ),
+                flush=True,
+            )
+        elif event.kind == "backup_failed":
+            print(
+                printable(
+                    f"{data['time']} FAILED '{data['configName'] or data['configId']}': "
+                    f"{data['reason']}"
+                ),
+                flush=True,
+            )
+
+    return lines
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    key = _load_key(settings)
+    assert settings.server_url
+    if args.tick <= 0:
+        raise ConfigurationError("--tick must be a positive number of seconds")
+    if args.verbose == 0:  # a daemon's log is its only voice: say what it does
+        for name in ("desktop_agent", "backapp-agent"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    zone = local_timezone_name()
+    if zone is None:
+        log.warning("cannot tell this machine's time zone: schedules run in UTC")
+    user_agent = f"backapp-agent/{__version__}"
+    plane = ApiClient(settings.server_url, key, user_agent=user_agent)
+    storage = HttpStorage(user_agent=user_agent)
+    options = EngineOptions.from_settings(settings)
+    display = _daemon_display(args.json)
+
+    def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
+        return BackupEngine(control, storage, options, events=events)
+
+    runner = Runner(plane, make_engine, events=display, state=StateStore(config_dir()))
+    scheduler = Scheduler(ScheduleStore(config_dir()), zone)
+    service = AgentService(
+        plane,
+        runner,
+        Dispatcher(scheduler),
+        version=__version__,
+        platform=sys.platform,
+        poll_interval=settings.poll_interval_ms / 1000,
+        tick=args.tick,
+    )
+    if not args.no_socket:
+        service.socket = runner.socket = AgentSocket(
+            settings.server_url, key, on_run=service.on_run_request, user_agent=user_agent
+        )
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if service.stopping:
+            raise KeyboardInterrupt
+        print("backapp-agent: stopping (press Ctrl-C again to quit at once)...", file=sys.stderr)
+        service.stop("agent stopped" if signum != signal.SIGINT else "cancelled by the user")
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if signum is not None:
+            previous[signum] = signal.signal(signum, handler)
+    log.info(
+        "daemon started: server %s, time zone %s, socket %s",
+        settings.server_url,
+        zone or "UTC",
+        "off" if args.no_socket else "on",
+    )
+    try:
+        service.run()
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        plane.close()
+        storage.close()
+    log.info("daemon stopped")
+    return EXIT_OK
+
+
+def _schedule_report(
+    config: Any, saved: dict[str, dict[str, Any]], zone: str | None
+) -> dict[str, Any]:
+    """``schedule``, ``nextRun`` and ``lastScheduledRun`` of one config, for ``status``."""
+    try:
+        schedule = parse_stored_schedule(config.options.schedule)
+    except ScheduleError as exc:
+        return {"schedule": None, "scheduleError": str(exc), "nextRun": None}
+    if schedule is None:
+        return {"schedule": None, "nextRun": None}
+    from datetime import UTC, datetime
+
+    tz = resolve_timezone(zone)
+    when = schedule.next_after(datetime.now(UTC), tz)
+    return {
+        "schedule": schedule.describe(),
+        "cron": schedule.cron,
+        "nextRun": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "nextRunLocal": when.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"),
+        "lastScheduledRun": saved.get(config.id, {}).get("lastRun"),
+    }
+
+
 # -- status ------------------------------------------------------------------------------------------
 
 
@@ -356,7 +510,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "connection": None,
         "configs": [],
         "lastRun": None,
+        "timezone": local_timezone_name(),
     }
+    saved_schedules = ScheduleStore(directory).load()
     state = StateStore(directory).load()
     report["lastRun"] = state.get("lastRun")
     status = EXIT_OK
@@ -376,6 +532,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                         "name": assigned.name,
                         "sources": [s.path for s in assigned.sources],
                         "lastResult": state["configs"].get(assigned.id),
+                        **_schedule_report(assigned, saved_schedules, report["timezone"]),
                     }
                 )
     except (AgentError, KeyStoreError) as exc:
@@ -413,6 +570,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  - {c.get('name') or c['id']} [{c['id']}]")
         if c.get("sources"):
             print(f"      sources: {', '.join(c['sources'])}")
+        if c.get("schedule"):
+            print(f"      schedule: {c['schedule']} ({report['timezone'] or 'UTC'})")
+            print(f"      next:    {c['nextRunLocal']}")
+        elif c.get("scheduleError"):
+            print(f"      schedule: ignored: {c['scheduleError']}")
+        elif "schedule" in c:
+            print("      schedule: none (runs when asked)")
         print(f"      last:    {outcome}")
     return status
 
