@@ -8,18 +8,29 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from desktop_agent import __version__
 from desktop_agent.engine import (
     AgentSettings,
+    AgentSocket,
+    ApiClient,
+    BackupConfig,
     BackupEngine,
     CancelToken,
+    ControlPlane,
+    EngineOptions,
     Event,
+    EventSink,
+    HttpStorage,
+    Job,
+    Outcome,
+    Runner,
     RunResult,
     StateStore,
 )
 
 from ._text import redact
 
-__all__ = ["BackupWorker", "Task", "run_task"]
+__all__ = ["BackupWorker", "JobWorker", "Task", "run_task"]
 
 
 class TaskSignals(QObject):
@@ -115,3 +126,54 @@ class BackupWorker(QRunnable):
         except OSError:
             pass
         self.signals.finished.emit(result)
+
+
+class JobWorker(QRunnable):
+    """One scheduled or requested job through the engine's ``Runner`` (the config's lease, the
+    ``backup/start`` tags, live progress to the server, the retry decision). ``signals.finished``
+    carries the ``Outcome``."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        api_key: str,
+        state: StateStore,
+        cancel: CancelToken,
+        job: Job,
+        config: BackupConfig | None,
+        socket: AgentSocket | None = None,
+    ) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.settings = settings
+        self._key = api_key
+        self.state = state
+        self.cancel = cancel
+        self.job = job
+        self.config = config
+        self.socket = socket
+        self.signals = BackupSignals()
+
+    def _emit(self, event: Event) -> None:
+        self.signals.progress.emit(event)
+
+    def run(self) -> None:
+        agent = f"backapp-agent/{__version__}"
+        try:
+            assert self.settings.server_url
+            options = EngineOptions.from_settings(self.settings)
+            with (
+                ApiClient(self.settings.server_url, self._key, user_agent=agent) as plane,
+                HttpStorage(user_agent=agent) as storage,
+            ):
+
+                def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
+                    return BackupEngine(control, storage, options, events=events)
+
+                runner = Runner(
+                    plane, make_engine, events=self._emit, socket=self.socket, state=self.state
+                )
+                outcome = runner.run(self.job, self.config, self.cancel)
+        except Exception as exc:  # the runner reports failures in the outcome; this is a bug
+            outcome = Outcome(self.job, "failed", reason=redact(f"{type(exc).__name__}: {exc}"))
+        self.signals.finished.emit(outcome)
