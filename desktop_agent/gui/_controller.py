@@ -20,9 +20,11 @@ from typing import Any, cast
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from desktop_agent import __version__
+from desktop_agent.autostart import Autostart, AutostartError
 from desktop_agent.engine import (
     AgentError,
     AgentSettings,
+    AgentSocket,
     ApiClient,
     ArchiveProgress,
     AuthenticationError,
@@ -32,26 +34,33 @@ from desktop_agent.engine import (
     CancelToken,
     ConfigStarted,
     ConfigurationError,
+    Dispatcher,
     Event,
     FileFailed,
     Heartbeat,
     KeyLocation,
     KeyStore,
+    Outcome,
     RetryPolicy,
     RunFinished,
+    RunRequest,
     RunResult,
     ScanFinished,
     ScanProgress,
     ScanStarted,
+    Scheduler,
+    ScheduleStore,
     StateStore,
     UploadProgress,
     UploadStarted,
     load_settings,
+    local_timezone_name,
     save_settings,
 )
+from desktop_agent.engine._scheduler import ManualRun
 
 from ._text import KeyRedactor, parse_time, redact
-from ._workers import BackupWorker, run_task
+from ._workers import BackupWorker, JobWorker, run_task
 
 __all__ = ["OVERDUE_AFTER", "AgentController", "ConfigView", "Health", "PairingResult"]
 
@@ -61,6 +70,8 @@ log = logging.getLogger("desktop_agent.gui")
 OVERDUE_AFTER = timedelta(hours=24)
 MAX_ERRORS_SHOWN = 50
 LOG_LINES = 200
+#: How often the schedules are checked (a schedule may be as frequent as every minute).
+SCHEDULE_TICK_MS = 15_000
 
 
 class Health(enum.Enum):
@@ -152,6 +163,8 @@ class AgentController(QObject):
     notify = Signal(str, str, bool)
     log_line = Signal(str)
     run_finished = Signal(object)
+    run_requested = Signal(object)
+    """A *Back Up Now* ``RunRequest`` from the socket's thread (queued to the GUI thread)."""
 
     def __init__(
         self,
@@ -161,9 +174,11 @@ class AgentController(QObject):
         settings: AgentSettings | None = None,
         pool: QThreadPool | None = None,
         parent: QObject | None = None,
+        autostart: Autostart | None = None,
     ) -> None:
         super().__init__(parent)
         self.directory = directory
+        self.autostart = autostart or Autostart()  # "Start at login" (Settings)
         self.keystore = keystore
         self.state = StateStore(directory)
         self.pool = pool or QThreadPool.globalInstance()
@@ -177,7 +192,11 @@ class AgentController(QObject):
         self.run_error: str | None = None
         self.log_lines: deque[str] = deque(maxlen=LOG_LINES)
         self._cancel: CancelToken | None = None
-        self._worker: BackupWorker | None = None
+        self._worker: BackupWorker | JobWorker | None = None
+        # Schedules, Back Up Now from the web and retries: the engine decides, Qt only wires.
+        self.scheduler = Scheduler(ScheduleStore(directory), local_timezone_name())
+        self.dispatcher = Dispatcher(self.scheduler)
+        self.socket: AgentSocket | None = None
         self._polling = False
         self._closed = False
         self._key_cache: tuple[str, str, KeyLocation] | None = None
@@ -198,6 +217,12 @@ class AgentController(QObject):
         self._pause_timer = QTimer(self)
         self._pause_timer.setSingleShot(True)
         self._pause_timer.timeout.connect(self.resume)
+        self._schedule_timer = QTimer(self)
+        self._schedule_timer.timeout.connect(self.check_schedules)
+        self._retry_timer = QTimer(self)
+        self._retry_timer.setSingleShot(True)
+        self._retry_timer.timeout.connect(self._dispatch)
+        self.run_requested.connect(self._run_requested)
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -223,6 +248,9 @@ class AgentController(QObject):
         """Stop timers and ignore what workers still report (the app is going away)."""
         self._closed = True
         self._timer.stop()
+        self._schedule_timer.stop()
+        self._retry_timer.stop()
+        self._stop_socket()
         for name in ("desktop_agent", "backapp-agent"):
             logging.getLogger(name).removeHandler(self._log_handler)
         logging.getLogger("desktop_agent").setLevel(self._previous_level)
@@ -252,7 +280,26 @@ class AgentController(QObject):
         if not self.paired:
             return
         self._timer.start(max(1000, self.settings.poll_interval_ms))
+        self._schedule_timer.start(SCHEDULE_TICK_MS)
+        self._start_socket()
         self.poll()
+
+    def _start_socket(self) -> None:
+        key = self._key()
+        if self.socket is not None or key is None or not self.settings.server_url:
+            return
+        self.socket = AgentSocket(
+            self.settings.server_url,
+            key,
+            on_run=self.run_requested.emit,
+            user_agent=f"backapp-agent/{__version__}",
+        )
+        self.socket.start()
+
+    def _stop_socket(self) -> None:
+        if self.socket is not None:
+            self.socket.stop()
+            self.socket = None
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -303,11 +350,12 @@ class AgentController(QObject):
         if key is None:
             return
         server = self.settings.server_url
+        zone = self.scheduler.timezone_name
         self._polling = True
 
         def work() -> tuple[Heartbeat, list[BackupConfig]]:
             with ApiClient(server, key, retry=RetryPolicy(max_attempts=2)) as client:
-                beat = client.heartbeat(version=__version__, platform=sys.platform)
+                beat = client.heartbeat(version=__version__, platform=sys.platform, timezone=zone)
                 return beat, client.list_configs()
 
         run_task(work, self._polled, self._poll_failed, self.pool)
@@ -325,7 +373,14 @@ class AgentController(QObject):
         if was_offline:
             log.info("the server answers again")
         self.apply_configs(configs)
+        self.dispatcher.set_configs(configs)
+        for request in beat.run_requests:
+            if self.dispatcher.request(request):
+                log.info(
+                    "Back Up Now requested from the web: %s", self._view(request.config_id).title
+                )
         self.changed.emit()
+        self.check_schedules()
 
     def _poll_failed(self, message: str) -> None:
         self._polling = False
@@ -364,9 +419,11 @@ class AgentController(QObject):
             if config_id in self.views:
                 self._reset(self.views[config_id], "waiting")
         self._cancel = CancelToken()
-        worker = BackupWorker(self.settings, key, self.state, self._cancel, config_ids)
+        worker = BackupWorker(
+            self.settings, key, self.state, self._cancel, config_ids, socket=self.socket
+        )
         worker.signals.progress.connect(self.apply_event)
-        worker.signals.finished.connect(self._run_done)
+        worker.signals.finished.connect(self._back_up_done)
         self._worker = worker
         log.info(
             "Back Up Now: %s",
@@ -471,6 +528,16 @@ class AgentController(QObject):
                 pass
         self.changed.emit()
 
+    def _back_up_done(self, result: object) -> None:
+        """*Back Up Now* finished: say which configs it did not start (their lease is held by
+        another process or machine, which is backing them up), then as any run."""
+        if not self._closed and isinstance(result, ManualRun):
+            for skip in result.skipped:
+                self.notify.emit(
+                    "Backup not started", redact(f"'{skip.title}': {skip.reason}"), False
+                )
+        self._run_done(result)
+
     def _run_done(self, result: object) -> None:
         assert isinstance(result, RunResult)
         self._worker, self._cancel = None, None
@@ -482,12 +549,60 @@ class AgentController(QObject):
         self._load_state()
         self.changed.emit()
         self.run_finished.emit(result)
+        QTimer.singleShot(0, self._dispatch)  # a scheduled or requested job may be waiting
+
+    # -- schedules, Back Up Now from the web, retries -----------------------------------------------
+
+    def check_schedules(self) -> None:
+        """Queue what the scheduler says is due, then run the next job if none is running."""
+        if self._closed or not self.settings.server_url:
+            return
+        self.dispatcher.poll()
+        self._dispatch()
+
+    def _run_requested(self, request: object) -> None:
+        assert isinstance(request, RunRequest)
+        if not self._closed and self.dispatcher.request(request):
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start the next queued job (one backup at a time, whatever started it)."""
+        if self._closed or self.running:
+            return
+        key = self._key()
+        if key is None or not self.settings.server_url:
+            return
+        picked = self.dispatcher.next_job()
+        if picked is None:
+            wait = self.dispatcher.wake_in()
+            if wait is not None:
+                self._retry_timer.start(int(wait * 1000) + 100)
+            return
+        job, config = picked
+        self.run_error = None
+        self._reset(self._view(job.config_id), "waiting")
+        self._cancel = CancelToken()
+        worker = JobWorker(self.settings, key, self.state, self._cancel, job, config, self.socket)
+        worker.signals.progress.connect(self.apply_event)
+        worker.signals.finished.connect(self._job_done)
+        self._worker = worker
+        self.pool.start(worker)
+        self.changed.emit()
+
+    def _job_done(self, outcome: object) -> None:
+        assert isinstance(outcome, Outcome)
+        self.dispatcher.finished(outcome)
+        result = RunResult((outcome.result,) if outcome.result is not None else ())
+        if outcome.result is None and outcome.status == "skipped" and outcome.reason:
+            log.info("%s: skipped: %s", self._view(outcome.job.config_id).title, outcome.reason)
+        self._run_done(result)
 
     # -- pause --------------------------------------------------------------------------------------
 
     def pause(self, duration: timedelta) -> None:
         """No automatic backups until ``now + duration`` (*Back Up Now* still works)."""
         self.paused_until = datetime.now(UTC) + duration
+        self.scheduler.pause(self.paused_until)
         self._pause_timer.start(int(duration.total_seconds() * 1000))
         log.info("backups paused until %s", self.paused_until.astimezone().strftime("%H:%M"))
         self.changed.emit()
@@ -496,9 +611,11 @@ class AgentController(QObject):
         if self.paused_until is None:
             return
         self.paused_until = None
+        self.scheduler.resume()
         self._pause_timer.stop()
         log.info("backups resumed")
         self.changed.emit()
+        self.check_schedules()  # the slots missed meanwhile: one catch-up run each
 
     # -- pairing ------------------------------------------------------------------------------------
 
@@ -576,6 +693,8 @@ class AgentController(QObject):
         if self.running:
             self.cancel("agent signed out")
         self._timer.stop()
+        self._schedule_timer.stop()
+        self._stop_socket()
         if self.settings.server_url:
             self.keystore.delete(_account(self.settings.server_url))
         self._key_cache = None
@@ -585,6 +704,18 @@ class AgentController(QObject):
         self.online, self.connection_error = None, None
         log.info("signed out")
         self.changed.emit()
+
+    # -- start at login -----------------------------------------------------------------------------
+
+    def set_start_at_login(self, enabled: bool) -> str | None:
+        """Turn start at login on or off; the reason when it could not be changed."""
+        try:
+            self.autostart.set_enabled(enabled)
+        except AutostartError as exc:
+            log.warning("%s", exc)
+            return str(exc)
+        log.info("start at login %s (%s)", "on" if enabled else "off", self.autostart.describe())
+        return None
 
     # -- log ----------------------------------------------------------------------------------------
 

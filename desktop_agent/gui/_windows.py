@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QFont
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDialog,
     QFormLayout,
     QFrame,
@@ -330,6 +331,16 @@ class SettingsDialog(QDialog):
         form.addRow("API key", QLabel(f"in {location.describe()}" if location else "not stored"))
         form.addRow("Poll interval", QLabel(f"{s.poll_interval_ms // 1000} s"))
         form.addRow("Settings folder", QLabel(str(controller.directory)))
+        self.start_at_login = QCheckBox("Start BackApp when I log in")
+        self.start_at_login.setChecked(controller.autostart.is_enabled())
+        self.start_at_login.setToolTip(f"Uses {controller.autostart.describe()}")
+        self.start_at_login.toggled.connect(self._start_at_login_toggled)
+        self.start_at_login_error = QLabel("")
+        self.start_at_login_error.setWordWrap(True)
+        self.start_at_login_error.setStyleSheet("color: #b71c1c")
+        self.start_at_login_error.setVisible(False)
+        form.addRow("Start at login", self.start_at_login)
+        form.addRow("", self.start_at_login_error)
         repair = QPushButton("Re-pair…")
         repair.clicked.connect(self._repair)
         self.sign_out_button = QPushButton("Sign out")
@@ -345,6 +356,15 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+
+    def _start_at_login_toggled(self, enabled: bool) -> None:
+        error = self.controller.set_start_at_login(enabled)
+        self.start_at_login_error.setText(error or "")
+        self.start_at_login_error.setVisible(bool(error))
+        if error:  # show what is really in effect
+            self.start_at_login.blockSignals(True)
+            self.start_at_login.setChecked(self.controller.autostart.is_enabled())
+            self.start_at_login.blockSignals(False)
 
     def _repair(self) -> None:
         self.accept()

@@ -280,12 +280,45 @@ def _install_signal_handlers(tray_app: TrayApp) -> None:
     wake.start(300)
 
 
+#: Quit this many milliseconds after start (a smoke test of a build: ``QT_QPA_PLATFORM=offscreen
+#: BACKAPP_TRAY_QUIT_AFTER_MS=2000 backapp-tray`` must print a start line and exit 0).
+ENV_QUIT_AFTER = "BACKAPP_TRAY_QUIT_AFTER_MS"
+
+
+def _quit_after_ms() -> int | None:
+    raw = os.environ.get(ENV_QUIT_AFTER, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{ENV_QUIT_AFTER} must be a number of milliseconds, not {raw!r}")
+    return int(raw)
+
+
+def _schedule_quit(tray_app: TrayApp, ms: int) -> None:
+    def started() -> None:
+        tray = "a tray icon" if tray_app.has_tray else "no system tray"
+        print(
+            f"backapp-tray {__version__} started (Qt platform {tray_app.app.platformName()}, "
+            f"{tray}); quitting in {ms} ms as {ENV_QUIT_AFTER} asks",
+            file=sys.stderr,
+            flush=True,
+        )
+        QTimer.singleShot(ms, lambda: tray_app.terminate("agent terminated"))
+
+    QTimer.singleShot(0, started)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``backapp-tray``."""
     args = list(sys.argv if argv is None else argv)
     if "--version" in args[1:]:
         print(f"backapp-tray {__version__}")
         return 0
+    try:
+        quit_after = _quit_after_ms()
+    except ValueError as exc:
+        print(f"backapp-tray: {exc}", file=sys.stderr)
+        return 2
     _setup_logging()
     app = QApplication(args)
     app.setApplicationName("BackApp")
@@ -301,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("single-instance socket unavailable: %s", name)
     _install_signal_handlers(tray_app)
     QTimer.singleShot(0, tray_app.start)
+    if quit_after is not None:
+        _schedule_quit(tray_app, quit_after)
     status = app.exec()
     tray_app.dispose()
     del tray_app
