@@ -21,7 +21,12 @@ from backend import __version__
 from backend.api.agent import AgentApiController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
-from backend.api.owner import AgentController, BackupController, ConfigController
+from backend.api.owner import (
+    AgentController,
+    AlertController,
+    BackupController,
+    ConfigController,
+)
 from backend.db import bind_tables, make_engine
 from backend.errors import DomainError, RateLimited
 from backend.schemas import ErrorResponse
@@ -111,8 +116,12 @@ class Runtime:
             await self.engine.start_connection_pool(max_size=20)
             await self.services.registry.listen_postgres(self.engine.config["dsn"])
         self.services.registry.start()
+        await self.services.live.start()
+        self.services.tasks.start()
 
     async def stop(self) -> None:
+        await self.services.tasks.stop()
+        await self.services.live.stop()
         await self.services.registry.stop()
         if isinstance(self.engine, PostgresEngine):
             await self.engine.close_connection_pool()
@@ -139,6 +148,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         ConfigController,
         AgentController,
         BackupController,
+        AlertController,
         health,
     ]
     if isinstance(services.storage, LocalStorage):

@@ -3,6 +3,8 @@
 backapp serve [--host H] [--port P] [--workers N] [--no-migrate]
 backapp migrate
 backapp user create --email E [--admin] [--password-stdin]
+backapp s3 lifecycle [--apply] [--glacier-ir-days 30] [--glacier-days 90] [--expire-days N]
+backapp restore BACKUP_ID --to DIR
 """
 
 from __future__ import annotations
@@ -179,6 +181,149 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def lifecycle_rules(
+    *, glacier_ir_days: int, glacier_days: int, expire_days: int | None
+) -> dict[str, Any]:
+    """The spec's lifecycle rules for ``users/``: transitions to GLACIER_IR then GLACIER (a day
+    count of 0 leaves that step out), incomplete multipart uploads aborted after 7 days, and an
+    Expiration only when asked for."""
+    transitions: list[dict[str, Any]] = []
+    if glacier_ir_days:
+        transitions.append({"Days": glacier_ir_days, "StorageClass": "GLACIER_IR"})
+    if glacier_days:
+        if glacier_ir_days and glacier_days <= glacier_ir_days:
+            raise ValueError("--glacier-days must be more than --glacier-ir-days")
+        transitions.append({"Days": glacier_days, "StorageClass": "GLACIER"})
+    rule: dict[str, Any] = {
+        "ID": "archive-old-backups",
+        "Status": "Enabled",
+        "Filter": {"Prefix": "users/"},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+    }
+    if transitions:
+        rule["Transitions"] = transitions
+    if expire_days is not None:
+        last = max([int(t["Days"]) for t in transitions], default=0)
+        if expire_days <= last:
+            raise ValueError("--expire-days must be more than the last transition's days")
+        rule["Expiration"] = {"Days": expire_days}
+    return {"Rules": [rule]}
+
+
+EXPIRATION_WARNING = (
+    "warning: an S3 Expiration deletes every object older than {days} days by age alone. It does "
+    "not know BackApp's rule that the newest completed backup of each configuration is never "
+    "deleted (a machine that stopped backing up loses its last copy), and the history keeps "
+    "showing those backups as completed. Prefer each configuration's retentionDays, which the "
+    "server enforces with both guarantees; use --expire-days only as a safety net well beyond "
+    "the longest retentionDays."
+)
+
+
+def cmd_s3_lifecycle(args: argparse.Namespace) -> int:
+    import json
+
+    for name in ("glacier_ir_days", "glacier_days", "expire_days"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            print(f"backapp: --{name.replace('_', '-')} must not be negative", file=sys.stderr)
+            return 2
+    try:
+        rules = lifecycle_rules(
+            glacier_ir_days=args.glacier_ir_days,
+            glacier_days=args.glacier_days,
+            expire_days=args.expire_days,
+        )
+    except ValueError as exc:
+        print(f"backapp: {exc}", file=sys.stderr)
+        return 2
+    if args.expire_days is not None:
+        print(EXPIRATION_WARNING.format(days=args.expire_days), file=sys.stderr)
+    if args.glacier_days:
+        print(
+            "note: objects in GLACIER (Flexible Retrieval) must be restored in S3 before they can "
+            "be downloaded; restores of backups older than "
+            f"{args.glacier_days} days need that step first.",
+            file=sys.stderr,
+        )
+    if not args.apply:
+        print(json.dumps(rules, indent=2))
+        return 0
+    settings = Settings.from_env()
+    if not settings.s3_bucket:
+        print(
+            "backapp: no S3 bucket is configured (set AWS_S3_BUCKET); lifecycle rules apply to "
+            "an S3 bucket only",
+            file=sys.stderr,
+        )
+        return 2
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.session.Session().client(
+        "s3",
+        region_name=settings.s3_region,
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+    )
+    try:
+        client.put_bucket_lifecycle_configuration(
+            Bucket=settings.s3_bucket, LifecycleConfiguration=rules
+        )
+    except (BotoCoreError, ClientError) as exc:
+        print(f"backapp: could not apply the lifecycle rules: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(rules, indent=2))
+    print(f"applied to bucket {settings.s3_bucket}", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from backend.db import bind_tables, make_engine
+    from backend.errors import DomainError
+    from backend.services.container import make_storage
+    from backend.services.server_runner import (
+        LocalStorageTransport,
+        ServerRestoreSource,
+        load_restorable,
+    )
+    from backend.storage import LocalStorage
+    from desktop_agent.engine import RestoreOptions, Restorer
+    from desktop_agent.engine._errors import AgentError
+
+    settings = Settings.from_env()
+    storage = make_storage(settings)
+
+    async def load() -> dict[str, Any]:
+        engine = make_engine(settings.database_url)
+        bind_tables(engine)
+        return await load_restorable(args.backup_id)
+
+    try:
+        row = asyncio.run(load())
+    except DomainError as exc:
+        print(f"backapp: {exc.detail}", file=sys.stderr)
+        return 1
+    source = ServerRestoreSource(settings, storage, {str(row["id"]): row})
+    transport = LocalStorageTransport(storage) if isinstance(storage, LocalStorage) else None
+    try:
+        with Restorer(source, transport=transport) as restorer:
+            result = restorer.restore(str(row["id"]), RestoreOptions(target=Path(args.to)))
+    except AgentError as exc:
+        print(f"backapp: restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"restored {result.files} files, {result.dirs} folders, {result.links} links "
+        f"({result.bytes} bytes) from {result.filename} into {result.target}"
+    )
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backapp",
@@ -214,6 +359,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the password from standard input instead of a prompt",
     )
     create.set_defaults(func=cmd_user_create)
+
+    s3 = sub.add_parser("s3", help="S3 bucket housekeeping")
+    s3_sub = s3.add_subparsers(dest="s3_command", required=True)
+    lifecycle = s3_sub.add_parser(
+        "lifecycle",
+        help="print (or apply) the bucket's lifecycle rules: users/ moves to GLACIER_IR, then "
+        "GLACIER",
+    )
+    lifecycle.add_argument(
+        "--apply", action="store_true", help="apply them to AWS_S3_BUCKET instead of printing"
+    )
+    lifecycle.add_argument("--glacier-ir-days", type=int, default=30, help="0: no GLACIER_IR step")
+    lifecycle.add_argument("--glacier-days", type=int, default=90, help="0: no GLACIER step")
+    lifecycle.add_argument(
+        "--expire-days",
+        type=int,
+        default=None,
+        help="also delete objects this old (off by default: see the warning it prints)",
+    )
+    lifecycle.set_defaults(func=cmd_s3_lifecycle)
+
+    restore = sub.add_parser(
+        "restore", help="download, verify and extract one backup on this server"
+    )
+    restore.add_argument("backup_id")
+    restore.add_argument("--to", required=True, help="folder to restore into (created if needed)")
+    restore.set_defaults(func=cmd_restore)
     return parser
 
 

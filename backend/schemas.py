@@ -19,7 +19,7 @@ Hex64 = Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$")]
 Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
 NonNegative = Annotated[int, Meta(ge=0)]
 Level = Literal["debug", "info", "warning", "error"]
-BackupStatus = Literal["running", "completed", "failed"]
+BackupStatus = Literal["running", "completed", "failed", "expired"]
 AgentStatus = Literal["online", "offline", "error"]
 ExecutionMode = Literal["server", "agent"]
 
@@ -74,6 +74,8 @@ class RegisterResponse(Camel):
 class HeartbeatRequest(Camel):
     version: ShortText | None = None
     platform: Annotated[str, Meta(max_length=32)] | None = None
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    """The agent's IANA time zone (``Europe/Paris``): its configs' schedules run in it."""
 
 
 class AgentRef(Camel):
@@ -81,10 +83,19 @@ class AgentRef(Camel):
     name: str
 
 
+class RunRequestRef(Camel):
+    """A pending Back Up Now request, as an agent sees it."""
+
+    id: str
+    config_id: str
+    requested_at: str
+
+
 class HeartbeatResponse(Camel):
     status: AgentStatus
     poll_interval: int
     agent: AgentRef
+    run_requests: list[RunRequestRef] = msgspec.field(default_factory=list)
     success: bool = True
 
 
@@ -98,6 +109,20 @@ class Destination(Camel):
     prefix: str
 
 
+ScheduleSpec = dict[str, Any] | str | None
+"""``options.schedule``: null, ``{"preset": …}`` or ``{"cron": …}`` (see desktop_agent.engine.schedule);
+the server stores the normalised form, with ``cron`` always present."""
+AlertGrace = Annotated[int, Meta(ge=1, le=10080)]
+
+
+class RetryOptions(Camel, forbid_unknown_fields=True):
+    """Automatic retries of a failed scheduled backup: ``attempts`` counts the first try; the
+    delay doubles after each failure."""
+
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    delay_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
+
+
 class Options(Camel):
     type: Literal["full"] = "full"
     compression: bool = True
@@ -105,6 +130,9 @@ class Options(Camel):
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
     compression_format: Literal["gzip", "zstd"] = "gzip"
     exclude_node_modules: bool = False
+    schedule: ScheduleSpec = None
+    retry: RetryOptions = msgspec.field(default_factory=RetryOptions)
+    alert_grace_minutes: AlertGrace = 60
 
 
 class AgentConfig(Camel):
@@ -121,6 +149,10 @@ class AgentConfigsResponse(Camel):
     success: bool = True
 
 
+Trigger = Literal["manual", "schedule", "retry", "request"]
+Attempt = Annotated[int, Meta(ge=1, le=100)]
+
+
 class StartRequest(Camel):
     config_id: Uuid
     filename: Annotated[str, Meta(min_length=1, max_length=1000)]
@@ -128,6 +160,11 @@ class StartRequest(Camel):
     multipart: bool = False
     size: NonNegative | None = None
     sha256: Hex64 | None = None
+    trigger: Trigger | None = None
+    """What started it; default ``request`` when ``runRequestId`` is given, else ``manual``."""
+    attempt: Attempt = 1
+    max_attempts: Attempt | None = None
+    run_request_id: Uuid | None = None
 
 
 class UploadInfo(Camel):
@@ -282,6 +319,9 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
     compression_format: Literal["gzip", "zstd"] | UnsetType = UNSET
     exclude_node_modules: bool | UnsetType = UNSET
+    schedule: ScheduleSpec | UnsetType = UNSET
+    retry: RetryOptions | UnsetType = UNSET
+    alert_grace_minutes: AlertGrace | UnsetType = UNSET
 
 
 class ConfigPatch(Camel, forbid_unknown_fields=True):
@@ -338,6 +378,30 @@ class BackupOut(Camel):
     error: str | None
     started_at: str
     completed_at: str | None
+    deleted_at: str | None = None
+    """When retention deleted the object (status ``expired``)."""
+    trigger: str = "manual"
+    attempt: int = 1
+    max_attempts: int = 1
+    progress: dict[str, Any] | None = None
+    """The latest progress event while the backup runs (null once finished)."""
+
+
+class AlertOut(Camel):
+    """An open alert: ``kind`` is missed_backup, agent_offline or backup_failed."""
+
+    id: str
+    kind: str
+    subject: str
+    message: str
+    created_at: str
+    notified_at: str | None = None
+    notify_error: str | None = None
+
+
+class AlertListResponse(Camel):
+    alerts: list[AlertOut]
+    success: bool = True
 
 
 class BackupResponse(Camel):
@@ -421,3 +485,64 @@ class RestoreResponse(Camel):
 class DownloadResponse(Camel):
     download: DownloadInfo
     success: bool = True
+
+
+# --- schedules, leases, Back Up Now, live progress ----------------------------------------------
+
+LeaseTtl = Annotated[int, Meta(ge=30, le=3600)]
+LeaseToken = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class LeaseRequest(Camel):
+    config_id: Uuid
+    ttl_seconds: LeaseTtl = 300
+
+
+class LeaseRenewRequest(Camel):
+    config_id: Uuid
+    token: LeaseToken
+    ttl_seconds: LeaseTtl = 300
+
+
+class LeaseReleaseRequest(Camel):
+    config_id: Uuid
+    token: LeaseToken
+
+
+class LeaseOut(Camel):
+    token: str
+    expires_at: str
+
+
+class LeaseResponse(Camel):
+    lease: LeaseOut
+    success: bool = True
+
+
+class RunRequestOut(Camel):
+    id: str
+    config_id: str
+    status: Literal["pending", "started", "expired"]
+    requested_at: str
+
+
+class RunRequestResponse(Camel):
+    run_request: RunRequestOut
+    success: bool = True
+
+
+Phase = Literal["scanning", "archiving", "uploading", "finishing"]
+
+
+class ProgressRequest(Camel):
+    """A progress event (``POST /api/agent/backup/progress``, or ``{"type": "progress", …}`` over
+    the agent's WebSocket)."""
+
+    log_id: Uuid
+    phase: Phase
+    files_done: NonNegative | None = None
+    files_total: NonNegative | None = None
+    bytes_done: NonNegative | None = None
+    bytes_total: NonNegative | None = None
+    rate: Annotated[float, Meta(ge=0)] | None = None
+    eta: Annotated[float, Meta(ge=0)] | None = None

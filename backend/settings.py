@@ -65,6 +65,37 @@ def _env_str(name: str, default: str | None = None) -> str | None:
     return raw.strip()
 
 
+def _env_timezone(name: str) -> str:
+    value = _env_str(name, "UTC") or "UTC"
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name} must be an IANA time zone such as Europe/Paris, not {value!r}"
+        ) from None
+    return value
+
+
+def _env_roots(name: str) -> tuple[str, ...]:
+    raw = _env_str(name)
+    if not raw:
+        return ()
+    roots = tuple(os.path.normpath(p) for p in raw.split(os.pathsep) if p.strip())
+    for root in roots:
+        if not os.path.isabs(root):
+            raise ValueError(f"{name}: {root!r} is not an absolute path")
+    return roots
+
+
+def _env_redis_url(name: str) -> str | None:
+    value = _env_str(name)
+    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{name} must start with redis://, rediss:// or unix://")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server can be told. Field comments name the environment variable."""
@@ -152,6 +183,52 @@ class Settings:
     log_level: str = "info"
     """``BACKAPP_LOG_LEVEL``: debug, info, warning or error."""
 
+    redis_url: str | None = None
+    """``BACKAPP_REDIS_URL``: e.g. ``redis://host:6379/0``. Live updates (Back Up Now requests to
+    agents' WebSockets, progress and log lines to pages) go through Redis pub/sub, so every server
+    process sees every event. Unset: in-memory, which only reaches clients of the same process."""
+
+    task_interval: float = 60.0
+    """``BACKAPP_TASK_INTERVAL``: seconds between rounds of the server's periodic tasks (retention,
+    alerts, server-side schedules and Back Up Now requests)."""
+
+    timezone: str = "UTC"
+    """``BACKAPP_TIMEZONE``: IANA zone in which server-side schedules (and alerts for configs whose
+    agent reported no zone) are evaluated."""
+
+    alert_offline_minutes: int = 1440
+    """``BACKAPP_ALERT_OFFLINE_MINUTES``: an ``agent_offline`` alert opens after this many minutes
+    without a heartbeat from an active agent that has configs."""
+
+    smtp_host: str | None = None
+    """``BACKAPP_SMTP_HOST``: SMTP server for alert e-mails; unset = no e-mail."""
+
+    smtp_port: int = 587
+    """``BACKAPP_SMTP_PORT``."""
+
+    smtp_username: str | None = None
+    """``BACKAPP_SMTP_USERNAME``: log in when set."""
+
+    smtp_password: str | None = field(default=None, repr=False)
+    """``BACKAPP_SMTP_PASSWORD``."""
+
+    smtp_from: str = "backapp@localhost"
+    """``BACKAPP_SMTP_FROM``: the sender address of alert e-mails."""
+
+    smtp_starttls: bool = True
+    """``BACKAPP_SMTP_STARTTLS``: upgrade the connection with STARTTLS before logging in."""
+
+    alert_webhook_url: str | None = None
+    """``BACKAPP_ALERT_WEBHOOK_URL``: every alert (open and resolved) is POSTed there as JSON."""
+
+    notify_timeout: float = 10.0
+    """``BACKAPP_NOTIFY_TIMEOUT``: seconds before an SMTP or webhook delivery is given up (retried
+    next round)."""
+
+    server_source_roots: tuple[str, ...] = ()
+    """``BACKAPP_SERVER_SOURCE_ROOTS``: colon-separated folders under which server-side configs may
+    back up paths; unset = server-side execution disabled."""
+
     @property
     def base_url(self) -> str:
         if self.public_url:
@@ -210,6 +287,19 @@ class Settings:
             aws_access_key_id=_env_str("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=_env_str("AWS_SECRET_ACCESS_KEY"),
             log_level=(_env_str("BACKAPP_LOG_LEVEL", "info") or "info").lower(),
+            redis_url=_env_redis_url("BACKAPP_REDIS_URL"),
+            task_interval=_env_float("BACKAPP_TASK_INTERVAL", 60.0, minimum=0.1),
+            timezone=_env_timezone("BACKAPP_TIMEZONE"),
+            alert_offline_minutes=_env_int("BACKAPP_ALERT_OFFLINE_MINUTES", 1440, minimum=1),
+            smtp_host=_env_str("BACKAPP_SMTP_HOST"),
+            smtp_port=_env_int("BACKAPP_SMTP_PORT", 587, minimum=1),
+            smtp_username=_env_str("BACKAPP_SMTP_USERNAME"),
+            smtp_password=_env_str("BACKAPP_SMTP_PASSWORD"),
+            smtp_from=_env_str("BACKAPP_SMTP_FROM", "backapp@localhost") or "backapp@localhost",
+            smtp_starttls=_env_bool("BACKAPP_SMTP_STARTTLS", True),
+            alert_webhook_url=_env_str("BACKAPP_ALERT_WEBHOOK_URL"),
+            notify_timeout=_env_float("BACKAPP_NOTIFY_TIMEOUT", 10.0, minimum=0.1),
+            server_source_roots=_env_roots("BACKAPP_SERVER_SOURCE_ROOTS"),
         )
 
 

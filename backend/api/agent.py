@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, WebSocket, get, post, websocket
 from litestar.di import Provide
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from backend.api.agent_ws import serve_agent_socket
 from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
 from backend.schemas import (
     AbortRequest,
@@ -19,10 +20,16 @@ from backend.schemas import (
     CompleteResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    LeaseOut,
+    LeaseReleaseRequest,
+    LeaseRenewRequest,
+    LeaseRequest,
+    LeaseResponse,
     LogRequest,
     OkResponse,
     PartRequest,
     PartResponse,
+    ProgressRequest,
     RegisteredAgent,
     RegisterRequest,
     RegisterResponse,
@@ -33,8 +40,14 @@ from backend.schemas import (
     UploadCompleteRequest,
     UploadCompleteResponse,
 )
+from backend.services.clock import iso
+from backend.services.leases import LeaseGrant
 
 _AGENT = {"agent": Provide(provide_agent)}
+
+
+def _lease(grant: LeaseGrant) -> LeaseResponse:
+    return LeaseResponse(lease=LeaseOut(token=grant.token, expires_at=iso(grant.expires_at) or ""))
 
 
 class AgentApiController(Controller):
@@ -60,11 +73,13 @@ class AgentApiController(Controller):
         self, agent: AgentDep, services: ServicesDep, data: JSONBody[HeartbeatRequest | None] = None
     ) -> HeartbeatResponse:
         data = data or HeartbeatRequest()
+        await services.runs.record_timezone(agent, data.timezone)
         await services.registry.heartbeat(agent, data.version, data.platform)
         return HeartbeatResponse(
             status="online",
             poll_interval=services.settings.poll_interval,
             agent=AgentRef(id=str(agent.id), name=agent.name),
+            run_requests=await services.runs.pending_for_agent(agent),
         )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")
@@ -166,4 +181,59 @@ class AgentApiController(Controller):
         self, data: JSONBody[LogRequest], agent: AgentDep, services: ServicesDep
     ) -> OkResponse:
         await services.agents.add_log(agent, data.level, data.message, data.metadata)
+        services.live.agent_log(
+            agent.user_id, agent.id, agent.name, data.level, data.message, data.metadata
+        )
         return OkResponse()
+
+    @post(
+        "/backup/progress",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Progress of a running backup (at most about one per second)",
+    )
+    async def progress(
+        self, data: JSONBody[ProgressRequest], agent: AgentDep, services: ServicesDep
+    ) -> OkResponse:
+        await services.backups.progress(agent, data)
+        return OkResponse()
+
+    @post(
+        "/lease",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Take the lease of a config before running it (409 while another runner holds it)",
+    )
+    async def lease(
+        self, data: JSONBody[LeaseRequest], agent: AgentDep, services: ServicesDep
+    ) -> LeaseResponse:
+        grant = await services.runs.lease_acquire(agent, data.config_id, data.ttl_seconds)
+        return _lease(grant)
+
+    @post(
+        "/lease/renew",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Extend a held lease (409 when it was lost)",
+    )
+    async def lease_renew(
+        self, data: JSONBody[LeaseRenewRequest], agent: AgentDep, services: ServicesDep
+    ) -> LeaseResponse:
+        grant = await services.runs.lease_renew(agent, data.config_id, data.token, data.ttl_seconds)
+        return _lease(grant)
+
+    @post(
+        "/lease/release",
+        status_code=HTTP_200_OK,
+        dependencies=_AGENT,
+        summary="Give a lease up (idempotent)",
+    )
+    async def lease_release(
+        self, data: JSONBody[LeaseReleaseRequest], agent: AgentDep, services: ServicesDep
+    ) -> OkResponse:
+        await services.runs.lease_release(agent, data.config_id, data.token)
+        return OkResponse()
+
+    @websocket("/ws", summary="Back Up Now requests, as they are made (X-Agent-API-Key header)")
+    async def ws(self, socket: WebSocket[Any, Any, Any], services: ServicesDep) -> None:
+        await serve_agent_socket(socket, services)

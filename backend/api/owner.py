@@ -10,7 +10,12 @@ from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
-from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_303_SEE_OTHER
+from litestar.status_codes import (
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_204_NO_CONTENT,
+    HTTP_303_SEE_OTHER,
+)
 
 from backend.api.deps import ServicesDep, UserDep, provide_user
 from backend.schemas import (
@@ -18,6 +23,7 @@ from backend.schemas import (
     AgentLogsResponse,
     AgentPatch,
     AgentResponse,
+    AlertListResponse,
     BackupListResponse,
     BackupResponse,
     ConfigIn,
@@ -25,6 +31,7 @@ from backend.schemas import (
     ConfigPatch,
     ConfigResponse,
     DownloadResponse,
+    RunRequestResponse,
 )
 
 _USER = {"user": Provide(provide_user)}
@@ -65,6 +72,16 @@ class ConfigController(Controller):
         services: ServicesDep,
     ) -> ConfigResponse:
         return ConfigResponse(config=await services.configs.update(user, config_id, data))
+
+    @post(
+        "/{config_id:str}/run",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Back Up Now: ask the config's agent (or the server) to run it at once",
+    )
+    async def run_config(
+        self, config_id: FromPath[str], user: UserDep, services: ServicesDep
+    ) -> RunRequestResponse:
+        return RunRequestResponse(run_request=await services.runs.request(user, config_id))
 
     @delete("/{config_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a configuration")
     async def delete_config(
@@ -154,7 +171,7 @@ class BackupController(Controller):
         services: ServicesDep,
         config_id: Annotated[str | None, QueryParameter(name="configId")] = None,
         agent_id: Annotated[str | None, QueryParameter(name="agentId")] = None,
-        status: FromQuery[Literal["running", "completed", "failed"] | None] = None,
+        status: FromQuery[Literal["running", "completed", "failed", "expired"] | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
@@ -193,3 +210,13 @@ class BackupController(Controller):
         self, backup_id: FromPath[str], user: UserDep, services: ServicesDep
     ) -> BackupResponse:
         return BackupResponse(backup=await services.backups.get(user, backup_id))
+
+
+class AlertController(Controller):
+    path = "/api/alerts"
+    tags = ["alerts"]
+    dependencies = _USER
+
+    @get("/", summary="The signed-in user's open alerts, newest first")
+    async def list_alerts(self, user: UserDep, services: ServicesDep) -> AlertListResponse:
+        return AlertListResponse(alerts=await services.alerts.open_alerts(user))

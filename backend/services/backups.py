@@ -27,6 +27,7 @@ from backend.schemas import (
     ConfigLastBackups,
     DownloadInfo,
     PartUrl,
+    ProgressRequest,
     StartRequest,
     UploadedPart,
     UploadInfo,
@@ -35,6 +36,8 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
+from backend.services.live import LiveEvents
+from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
 from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, Storage, StorageError
 from backend.storage import InvalidParts as StorageInvalidParts
@@ -68,9 +71,28 @@ def _errors_json(errors: list[Any]) -> list[Any]:
 
 
 class BackupService:
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, live: LiveEvents | None = None
+    ) -> None:
         self.settings = settings
         self.storage = storage
+        self.live = live
+
+    def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
+        """Tell the owner's open pages that a backup started or finished."""
+        if self.live is None:
+            return
+        self.live.to_user(
+            row["user"],
+            {
+                "type": "backup",
+                "backupId": str(row["id"]),
+                "configId": str(row["config"]) if row["config"] else None,
+                "agentId": str(row["agent"]) if row["agent"] else None,
+                "status": status,
+                "error": error,
+            },
+        )
 
     # --- agent side -------------------------------------------------------------------------
 
@@ -108,6 +130,15 @@ class BackupService:
         )
         if config is None:
             raise NotFound("configId: no such config assigned to this agent")
+        max_attempts = req.max_attempts if req.max_attempts is not None else req.attempt
+        if req.attempt > max_attempts:
+            raise InvalidInput(
+                f"attempt: {req.attempt} is more than maxAttempts ({max_attempts})", field="attempt"
+            )
+        run_request = None
+        if req.run_request_id is not None:
+            run_request = await check_run_request(agent.id, config_id, req.run_request_id)
+        trigger = req.trigger or ("request" if run_request is not None else "manual")
         key = backup_key(
             user_id=agent.user_id, agent_id=agent.id, config_id=config_id, filename=req.filename
         )
@@ -137,6 +168,10 @@ class BackupService:
             upload_state="multipart" if req.multipart else "single",
             errors=[],
             started_at=utcnow(),
+            trigger=trigger,
+            attempt=req.attempt,
+            max_attempts=max_attempts,
+            run_request=str(run_request) if run_request is not None else None,
         )
         try:
             await row.save()
@@ -152,6 +187,7 @@ class BackupService:
                 await BackupLog.delete().where(BackupLog.id == log_id)
                 raise
             await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
+            await self._started(agent, log_id, config_id, run_request)
             return str(log_id), UploadInfo(
                 method="MULTIPART",
                 upload_id=upload_id,
@@ -160,6 +196,7 @@ class BackupService:
                 expires_at=iso(self._expires()) or "",
                 s3_path=key,
             )
+        await self._started(agent, log_id, config_id, run_request)
         presigned = self.storage.presign_put(
             key,
             expires_in=self.settings.presign_seconds,
@@ -173,6 +210,42 @@ class BackupService:
             expires_at=iso(presigned.expires_at) or "",
             s3_path=key,
         )
+
+    async def _started(
+        self,
+        agent: AgentIdentity,
+        log_id: uuid.UUID,
+        config_id: uuid.UUID,
+        run_request: uuid.UUID | None,
+    ) -> None:
+        if run_request is not None:
+            await mark_run_started(run_request, log_id)
+        self._publish(
+            {"id": log_id, "user": agent.user_id, "config": config_id, "agent": agent.id},
+            "running",
+        )
+
+    async def progress(self, agent: AgentIdentity, req: ProgressRequest) -> None:
+        """Keep the latest progress event on the running backup and show it on the owner's pages."""
+        row = await self._agent_log(agent, req.log_id)
+        if row["status"] != "running":
+            raise Conflict(f"logId: this backup is already {row['status']}")
+        event: dict[str, Any] = {k: v for k, v in msgspec.to_builtins(req).items() if k != "logId"}
+        event["at"] = iso(utcnow())
+        await BackupLog.update({BackupLog.progress: event}).where(
+            (BackupLog.id == row["id"]) & (BackupLog.status == "running")
+        )
+        if self.live is not None:
+            self.live.to_user(
+                agent.user_id,
+                {
+                    "type": "progress",
+                    "backupId": str(row["id"]),
+                    "configId": str(row["config"]) if row["config"] else None,
+                    "agentId": str(agent.id),
+                    **event,
+                },
+            )
 
     async def _running_multipart(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
         row = await self._agent_log(agent, log_id)
@@ -295,6 +368,7 @@ class BackupService:
         )
         if not updated:
             return False
+        self._publish(row, status, error)
         if row["agent"]:
             await Agent.update({Agent.last_backup_failed: status == "failed"}).where(
                 Agent.id == row["agent"]
@@ -473,6 +547,11 @@ class BackupService:
             error=row["error"],
             started_at=iso(row["started_at"]) or "",
             completed_at=iso(row["completed_at"]),
+            deleted_at=iso(row.get("deleted_at")),
+            trigger=row.get("trigger") or "manual",
+            attempt=row.get("attempt") or 1,
+            max_attempts=row.get("max_attempts") or 1,
+            progress=_json_object(row.get("progress")) if row["status"] == "running" else None,
         )
 
     async def list_backups(
@@ -576,6 +655,15 @@ class BackupService:
         if row is None:
             raise NotFound("backup not found")
         return self._out(row)
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):
+        try:
+            value = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            return None
+    return value if isinstance(value, dict) else None
 
 
 def _filter_uuid(value: str, name: str) -> uuid.UUID:

@@ -10,7 +10,7 @@ from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig
-from backend.errors import InvalidInput, NotFound
+from backend.errors import Forbidden, InvalidInput, NotFound
 from backend.schemas import (
     AgentConfig,
     ConfigIn,
@@ -24,10 +24,12 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import config_prefix
+from backend.services.server_runner import check_server_sources
 from backend.settings import Settings
 from backend.storage import Storage
+from desktop_agent.engine.schedule import Schedule, ScheduleError
 
-__all__ = ["ConfigService"]
+__all__ = ["ConfigService", "parse_schedule"]
 
 
 def _json(value: Any) -> Any:
@@ -44,7 +46,34 @@ def _check_sources(sources: list[Source]) -> None:
             raise InvalidInput(f"sources[{i}].path: contains a NUL character", field="sources")
 
 
-def _check_options(options: Options) -> None:
+def parse_schedule(value: Any) -> Schedule | None:
+    """``Schedule.parse``, also accepting the stored form back (a preset with its ``cron``), as a
+    client that reads a config, changes one option and sends the options back does."""
+    if isinstance(value, dict) and "preset" in value and "cron" in value:
+        given = value["cron"]
+        schedule = Schedule.parse({k: v for k, v in value.items() if k != "cron"})
+        if (
+            schedule is None
+            or not isinstance(given, str)
+            or " ".join(given.split()) != schedule.cron
+        ):
+            raise ScheduleError(
+                "give either 'cron' or 'preset', not both (with a preset, 'cron' may only "
+                "repeat the preset's own expression)"
+            )
+        return schedule
+    return Schedule.parse(value)
+
+
+def _check_options(options: Options) -> Options:
+    """Refuse what cannot be honoured; returns the options with ``schedule`` normalised."""
+    try:
+        schedule = parse_schedule(options.schedule)
+    except ScheduleError as exc:
+        raise InvalidInput(f"schedule: {exc}", field="schedule") from None
+    options = msgspec.structs.replace(
+        options, schedule=schedule.to_json() if schedule is not None else None
+    )
     if options.encryption:
         # Promising encryption and uploading plaintext would be worse than refusing.
         raise InvalidInput(
@@ -52,6 +81,7 @@ def _check_options(options: Options) -> None:
             "(the bucket's server-side encryption still applies)",
             field="encryption",
         )
+    return options
 
 
 class ConfigService:
@@ -103,6 +133,17 @@ class ConfigService:
             raise InvalidInput("agentId: no such agent", field="agentId")
         return aid
 
+    def _check_server_mode(self, user: CurrentUser, paths: list[str]) -> None:
+        """Server-side configs read the server's own disk: administrators only, and only below
+        BACKAPP_SERVER_SOURCE_ROOTS (disabled when unset)."""
+        if not user.is_admin:
+            raise Forbidden(
+                "executionMode: only an administrator may create or change server-side "
+                "configurations (they read the server's own files)",
+                field="executionMode",
+            )
+        check_server_sources(paths, self.settings.server_source_roots, resolve=False)
+
     async def _row(self, user: CurrentUser, config_id: str) -> dict[str, Any]:
         row = (
             await BackupConfig.select()
@@ -121,8 +162,10 @@ class ConfigService:
         if not name:
             raise InvalidInput("name: must not be blank", field="name")
         _check_sources(data.sources)
-        _check_options(data.options)
+        options = _check_options(data.options)
         agent_id = await self._agent_for(user, data.execution_mode, data.agent_id)
+        if data.execution_mode == "server":
+            self._check_server_mode(user, [s.path for s in data.sources])
         now = utcnow()
         config = BackupConfig(
             id=uuid.uuid4(),
@@ -132,7 +175,7 @@ class ConfigService:
             agent=agent_id,
             sources=msgspec.to_builtins(data.sources),
             excludes=list(data.excludes),
-            options=msgspec.to_builtins(data.options),
+            options=msgspec.to_builtins(options),
             created_at=now,
             updated_at=now,
         )
@@ -166,8 +209,11 @@ class ConfigService:
         if patch.options is not msgspec.UNSET:
             merged = msgspec.to_builtins(current.options)
             merged.update(msgspec.to_builtins(patch.options))
-            options = msgspec.convert(merged, Options)
-            _check_options(options)
+            try:
+                options = msgspec.convert(merged, Options)
+            except msgspec.ValidationError as exc:
+                raise InvalidInput(f"options: {exc}", field="options") from None
+            options = _check_options(options)
             values[BackupConfig.options] = msgspec.to_builtins(options)
         mode = current.execution_mode
         agent_id = current.agent_id
@@ -180,6 +226,15 @@ class ConfigService:
         if mode != current.execution_mode or agent_id != current.agent_id:
             values[BackupConfig.execution_mode] = mode
             values[BackupConfig.agent] = await self._agent_for(user, mode, agent_id)
+        if values and "server" in (mode, current.execution_mode):
+            if not user.is_admin:
+                raise Forbidden(
+                    "executionMode: only an administrator may change a server-side configuration",
+                    field="executionMode",
+                )
+            if mode == "server":
+                sources = current.sources if patch.sources is msgspec.UNSET else patch.sources
+                self._check_server_mode(user, [s.path for s in sources])
         if values:
             values[BackupConfig.updated_at] = utcnow()
             await BackupConfig.update(values).where(BackupConfig.id == row["id"])

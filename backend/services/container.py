@@ -6,8 +6,13 @@ from dataclasses import dataclass
 
 from backend.services.accounts import AccountService
 from backend.services.agents import AgentRegistry, AgentService
+from backend.services.alerts import AlertService
 from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
+from backend.services.leases import LeaseService
+from backend.services.live import LiveEvents
+from backend.services.runs import RunService
+from backend.services.tasks import PeriodicTasks
 from backend.settings import Settings
 from backend.storage import Storage
 
@@ -44,11 +49,19 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    live: LiveEvents
+    runs: RunService
+    leases: LeaseService
+    alerts: AlertService
+    tasks: PeriodicTasks
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
         storage = storage or make_storage(settings)
         registry = AgentRegistry(settings)
+        live = LiveEvents(settings)
+        leases = LeaseService()
+        alerts = AlertService(settings)
         return cls(
             settings=settings,
             storage=storage,
@@ -56,5 +69,10 @@ class Services:
             accounts=AccountService(settings),
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
-            backups=BackupService(settings, storage),
+            backups=BackupService(settings, storage, live),
+            live=live,
+            runs=RunService(settings, live, leases),
+            leases=leases,
+            alerts=alerts,
+            tasks=PeriodicTasks(settings, storage, leases=leases, alerts=alerts, live=live),
         )

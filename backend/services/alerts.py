@@ -1,0 +1,381 @@
+"""Alerts: what a user must know, kept as rows of the Alert table and delivered by e-mail/webhook.
+
+Three kinds, each with one open alert per subject at most, resolved automatically when the condition
+clears:
+
+* ``missed_backup`` (subject ``config:{id}``): a config with a schedule has no completed backup
+  within its schedule interval plus ``options.alertGraceMinutes`` (default 60). The interval is the
+  schedule's gap at that moment, in the zone of the machine that runs the config (the agent's
+  reported zone, or ``BACKAPP_TIMEZONE`` for server-side configs and agents that reported none).
+* ``agent_offline`` (subject ``agent:{id}``): an active agent with no heartbeat for
+  ``BACKAPP_ALERT_OFFLINE_MINUTES`` (never seen: counted from its registration).
+* ``backup_failed`` (subject ``backup:{id}``): a backup failed and no retry follows (its attempt is
+  the last allowed). Resolved by a later completed backup of the same config. Only failures of the
+  last ``FAILED_LOOKBACK`` are considered, so an old history does not flood a new installation.
+
+Delivery (:meth:`AlertService.notify`) sends each open, not yet notified alert to its user's e-mail
+and to the webhook, records ``notified_at``, or ``notify_error`` and tries again next round. Delivery
+is at least once: when one channel fails, the next round sends on both again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from backend.agents.tables import Agent
+from backend.backups.tables import Alert, BackupConfig, BackupLog
+from backend.schemas import AlertOut
+from backend.services.accounts import CurrentUser
+from backend.services.clock import aware, iso, utcnow
+from backend.services.notify import Notifier, NotifyError
+from backend.settings import Settings
+from desktop_agent.engine.schedule import Schedule, ScheduleError, resolve_timezone
+
+__all__ = ["FAILED_LOOKBACK", "AlertReport", "AlertService", "config_schedule"]
+
+log = logging.getLogger("backapp.alerts")
+
+FAILED_LOOKBACK = timedelta(days=7)
+DEFAULT_GRACE_MINUTES = 60
+
+
+def _options(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, str):
+        try:
+            raw = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def config_schedule(options: Any) -> Schedule | None:
+    """The schedule in a config's options, or None (none, or one that cannot be understood).
+
+    Stored schedules are normalised (``Schedule.to_json``: a preset also carries its ``cron``),
+    which ``Schedule.parse`` refuses as ambiguous; the preset is what the user chose."""
+    value = _options(options).get("schedule")
+    if isinstance(value, dict) and "preset" in value:
+        value = {k: v for k, v in value.items() if k != "cron"}
+    try:
+        return Schedule.parse(value)
+    except ScheduleError:
+        return None
+
+
+def _grace(options: dict[str, Any]) -> timedelta:
+    value = options.get("alertGraceMinutes", DEFAULT_GRACE_MINUTES)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        value = DEFAULT_GRACE_MINUTES
+    return timedelta(minutes=value)
+
+
+def _ago(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} hours"
+    return f"{hours // 24} days"
+
+
+@dataclass
+class AlertReport:
+    opened: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    notified: list[str] = field(default_factory=list)
+    notify_failed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    user: uuid.UUID
+    kind: str
+    subject: str
+    message: str
+
+
+class AlertService:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier(settings)
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    async def evaluate(self, now: datetime | None = None) -> AlertReport:
+        """Open the alerts whose condition holds and resolve those whose condition cleared."""
+        now = now or utcnow()
+        report = AlertReport()
+        wanted: dict[tuple[str, str], _Wanted] = {}
+        for item in await self._missed_backups(now):
+            wanted[(item.kind, item.subject)] = item
+        for item in await self._offline_agents(now):
+            wanted[(item.kind, item.subject)] = item
+        failed, still_failing = await self._failed_backups(now)
+        for item in failed:
+            wanted[(item.kind, item.subject)] = item
+
+        open_rows = await Alert.select(Alert.id, Alert.kind, Alert.subject).where(
+            Alert.resolved_at.is_null()
+        )
+        open_keys = {(r["kind"], r["subject"]) for r in open_rows}
+        for row in open_rows:
+            key = (row["kind"], row["subject"])
+            if key in wanted or (
+                row["kind"] == "backup_failed" and row["subject"] in still_failing
+            ):
+                continue
+            await Alert.update({Alert.resolved_at: now}).where(
+                (Alert.id == row["id"]) & Alert.resolved_at.is_null()
+            )
+            report.resolved.append(str(row["id"]))
+        for key, item in wanted.items():
+            if key in open_keys:
+                continue
+            if item.kind == "backup_failed" and await Alert.exists().where(
+                (Alert.kind == item.kind) & (Alert.subject == item.subject)
+            ):
+                continue  # this failure was reported (and resolved) before
+            alert_id = uuid.uuid4()
+            await Alert.insert(
+                Alert(
+                    id=alert_id,
+                    user=item.user,
+                    kind=item.kind,
+                    subject=item.subject,
+                    message=item.message,
+                    created_at=now,
+                )
+            )
+            log.info("alert opened: %s %s: %s", item.kind, item.subject, item.message)
+            report.opened.append(str(alert_id))
+        return report
+
+    async def _missed_backups(self, now: datetime) -> list[_Wanted]:
+        configs = await BackupConfig.select(
+            BackupConfig.id,
+            BackupConfig.user,
+            BackupConfig.name,
+            BackupConfig.agent,
+            BackupConfig.options,
+            BackupConfig.created_at,
+            BackupConfig.agent.timezone.as_alias("agent_timezone"),
+        )
+        out: list[_Wanted] = []
+        for config in configs:
+            options = _options(config["options"])
+            schedule = config_schedule(options)
+            if schedule is None:
+                continue
+            zone = config["agent_timezone"] if config["agent"] else None
+            tz = resolve_timezone(zone or self.settings.timezone)
+            allowed = schedule.interval(now, tz) + _grace(options)
+            last = (
+                await BackupLog.select(BackupLog.completed_at, BackupLog.started_at)
+                .where((BackupLog.config == config["id"]) & (BackupLog.status == "completed"))
+                .order_by(BackupLog.started_at, ascending=False)
+                .first()
+            )
+            since = (
+                aware(last["completed_at"]) or aware(last["started_at"])
+                if last
+                else aware(config["created_at"])
+            )
+            if since is None or now - since <= allowed:
+                continue
+            what = f"since {iso(since)}" if last else "since it was created"
+            out.append(
+                _Wanted(
+                    user=config["user"],
+                    kind="missed_backup",
+                    subject=f"config:{config['id']}",
+                    message=(
+                        f"No successful backup of '{config['name']}' {what} ({_ago(now - since)}); "
+                        f"its schedule ({schedule.describe()}) expects one every "
+                        f"{_ago(schedule.interval(now, tz))}."
+                    ),
+                )
+            )
+        return out
+
+    async def _offline_agents(self, now: datetime) -> list[_Wanted]:
+        limit = timedelta(minutes=self.settings.alert_offline_minutes)
+        agents = await Agent.select(
+            Agent.id, Agent.user, Agent.name, Agent.last_seen, Agent.created_at
+        ).where(Agent.active == True)  # noqa: E712 (a SQL comparison)
+        out: list[_Wanted] = []
+        for agent in agents:
+            seen = aware(agent["last_seen"])
+            since = seen or aware(agent["created_at"])
+            if since is None or now - since <= limit:
+                continue
+            what = f"since {iso(seen)}" if seen else "since it was registered"
+            out.append(
+                _Wanted(
+                    user=agent["user"],
+                    kind="agent_offline",
+                    subject=f"agent:{agent['id']}",
+                    message=(
+                        f"Agent '{agent['name']}' has not been in touch {what} "
+                        f"({_ago(now - since)})."
+                    ),
+                )
+            )
+        return out
+
+    async def _failed_backups(self, now: datetime) -> tuple[list[_Wanted], set[str]]:
+        """Final failures without a later success; and the subjects of open alerts that still
+        hold (an old failure whose alert is open, outside the look-back window)."""
+        rows = await BackupLog.select(
+            BackupLog.id,
+            BackupLog.user,
+            BackupLog.config,
+            BackupLog.config_name,
+            BackupLog.error,
+            BackupLog.attempt,
+            BackupLog.max_attempts,
+            BackupLog.started_at,
+        ).where(
+            (BackupLog.status == "failed")
+            & (BackupLog.attempt >= BackupLog.max_attempts)
+            & (BackupLog.started_at >= now - FAILED_LOOKBACK)
+        )
+        open_failed = await Alert.select(Alert.subject).where(
+            Alert.resolved_at.is_null() & (Alert.kind == "backup_failed")
+        )
+        open_ids = {r["subject"].removeprefix("backup:") for r in open_failed}
+        known = {str(r["id"]) for r in rows}
+        for backup_id in open_ids - known:
+            try:
+                parsed = uuid.UUID(backup_id)
+            except ValueError:
+                continue
+            extra = await BackupLog.select(
+                BackupLog.id,
+                BackupLog.user,
+                BackupLog.config,
+                BackupLog.config_name,
+                BackupLog.error,
+                BackupLog.attempt,
+                BackupLog.max_attempts,
+                BackupLog.started_at,
+            ).where(BackupLog.id == parsed)
+            rows.extend(extra)
+        out: list[_Wanted] = []
+        still: set[str] = set()
+        for row in rows:
+            if row["config"] is not None and await BackupLog.exists().where(
+                (BackupLog.config == row["config"])
+                & (BackupLog.status == "completed")
+                & (BackupLog.started_at > row["started_at"])
+            ):
+                continue
+            subject = f"backup:{row['id']}"
+            still.add(subject)
+            attempts = int(row["max_attempts"] or 1)
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            out.append(
+                _Wanted(
+                    user=row["user"],
+                    kind="backup_failed",
+                    subject=subject,
+                    message=(
+                        f"Backup of '{row['config_name']}' failed{tries}: "
+                        f"{row['error'] or 'no reason given'}"
+                    ),
+                )
+            )
+        return out, still
+
+    # --- delivery -----------------------------------------------------------------------------
+
+    async def notify(self, now: datetime | None = None) -> AlertReport:
+        """Send every open alert not delivered yet; failures are recorded and retried next round."""
+        now = now or utcnow()
+        report = AlertReport()
+        if not (self.notifier.email_enabled or self.notifier.webhook_enabled):
+            return report
+        rows = await Alert.select(
+            Alert.id,
+            Alert.kind,
+            Alert.subject,
+            Alert.message,
+            Alert.created_at,
+            Alert.user.email.as_alias("email"),
+            Alert.user,
+        ).where(Alert.resolved_at.is_null() & Alert.notified_at.is_null())
+        for row in rows:
+            errors: list[str] = []
+            subject = f"BackApp: {row['message'][:120]}"
+            if self.notifier.email_enabled and row["email"]:
+                try:
+                    await self.notifier.send_email(row["email"], subject, self._email_body(row))
+                except NotifyError as exc:
+                    errors.append(str(exc))
+            if self.notifier.webhook_enabled:
+                try:
+                    await self.notifier.post_webhook(self._payload(row))
+                except NotifyError as exc:
+                    errors.append(str(exc))
+            if errors:
+                reason = "; ".join(errors)
+                log.warning(
+                    "alert %s: delivery failed (retrying next round): %s", row["id"], reason
+                )
+                await Alert.update({Alert.notify_error: reason[:4000]}).where(Alert.id == row["id"])
+                report.notify_failed.append(str(row["id"]))
+            else:
+                await Alert.update({Alert.notified_at: now, Alert.notify_error: None}).where(
+                    Alert.id == row["id"]
+                )
+                report.notified.append(str(row["id"]))
+        return report
+
+    @staticmethod
+    def _payload(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "alert",
+            "alert": {
+                "id": str(row["id"]),
+                "kind": row["kind"],
+                "subject": row["subject"],
+                "message": row["message"],
+                "userId": str(row["user"]),
+                "userEmail": row["email"],
+                "createdAt": iso(row["created_at"]),
+            },
+        }
+
+    def _email_body(self, row: dict[str, Any]) -> str:
+        return (
+            f"{row['message']}\n\n"
+            f"Kind: {row['kind']}\nSince: {iso(row['created_at'])}\n\n"
+            f"See the dashboard: {self.settings.base_url}/\n"
+        )
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def open_alerts(self, user: CurrentUser) -> list[AlertOut]:
+        rows = (
+            await Alert.select()
+            .where((Alert.user == user.id) & Alert.resolved_at.is_null())
+            .order_by(Alert.created_at, ascending=False)
+        )
+        return [
+            AlertOut(
+                id=str(r["id"]),
+                kind=r["kind"],
+                subject=r["subject"],
+                message=r["message"],
+                created_at=iso(r["created_at"]) or "",
+                notified_at=iso(r["notified_at"]),
+                notify_error=r["notify_error"],
+            )
+            for r in rows
+        ]

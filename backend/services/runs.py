@@ -1,0 +1,292 @@
+"""Back Up Now: run requests, from the owner's click to the agent (or server) that starts the backup.
+
+A request is a ``RunRequest`` row (``pending`` → ``started`` when a backup answers it, or
+``expired`` when nobody started it within an hour), so it survives a dropped WebSocket or a restarted
+server process. The row is the truth; the live message over the agent's WebSocket only makes the
+agent hear of it within seconds instead of at its next heartbeat.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from backend.agents.tables import Agent
+from backend.backups.tables import BackupConfig, RunRequest
+from backend.errors import Conflict, InvalidInput, NotFound
+from backend.schemas import RunRequestOut, RunRequestRef
+from backend.services.accounts import CurrentUser
+from backend.services.agents import AgentIdentity, parse_uuid
+from backend.services.clock import aware, iso, utcnow
+from backend.services.leases import LeaseGrant, LeaseService, config_lease_name
+from backend.services.live import SERVER_CHANNEL, LiveEvents
+from backend.settings import Settings
+
+__all__ = [
+    "REQUEST_TTL",
+    "RunService",
+    "check_run_request",
+    "mark_run_started",
+    "run_message",
+]
+
+REQUEST_TTL = timedelta(hours=1)
+"""A request not started within this time becomes ``expired``."""
+
+
+def run_message(request_id: str | uuid.UUID, config_id: str | uuid.UUID) -> dict[str, Any]:
+    """What an agent's WebSocket receives for a request."""
+    return {"type": "run", "runRequestId": str(request_id), "configId": str(config_id)}
+
+
+def _out(row: dict[str, Any]) -> RunRequestOut:
+    return RunRequestOut(
+        id=str(row["id"]),
+        config_id=str(row["config"]),
+        status=row["status"],
+        requested_at=iso(row["requested_at"]) or "",
+    )
+
+
+class RunService:
+    def __init__(self, settings: Settings, live: LiveEvents, leases: LeaseService) -> None:
+        self.settings = settings
+        self.live = live
+        self.leases = leases
+        self._timezones: dict[uuid.UUID, str] = {}
+
+    # --- the owner asks ---------------------------------------------------------------------
+
+    async def expire_stale(self, *, now: datetime | None = None) -> int:
+        """Mark requests older than ``REQUEST_TTL`` that nobody started as ``expired``."""
+        cutoff = (now or utcnow()) - REQUEST_TTL
+        rows = (
+            await RunRequest.update({RunRequest.status: "expired"})
+            .where((RunRequest.status == "pending") & (RunRequest.requested_at < cutoff))
+            .returning(RunRequest.id)
+        )
+        return len(rows)
+
+    async def request(self, user: CurrentUser, config_id: str) -> RunRequestOut:
+        """Ask for a backup of this config now. 409 if one is already pending; 400 if the config
+        is agent-based and has no active agent."""
+        config = (
+            await BackupConfig.select(
+                BackupConfig.id,
+                BackupConfig.execution_mode,
+                BackupConfig.agent,
+                BackupConfig.agent.active.as_alias("agent_active"),
+            )
+            .where(
+                (BackupConfig.id == parse_uuid(config_id, "config"))
+                & (BackupConfig.user == user.id)
+            )
+            .first()
+        )
+        if config is None:
+            raise NotFound("config not found")
+        agent_id: uuid.UUID | None = None
+        if config["execution_mode"] == "agent":
+            if config["agent"] is None:
+                raise InvalidInput(
+                    "this configuration has no agent: assign one before backing up", field="agentId"
+                )
+            if not config["agent_active"]:
+                raise InvalidInput(
+                    "this configuration's agent is deactivated: reactivate it or assign another",
+                    field="agentId",
+                )
+            agent_id = config["agent"]
+        now = utcnow()
+        await self.expire_stale(now=now)
+        # A request meant for an agent that no longer runs this config would block new ones.
+        await RunRequest.update({RunRequest.status: "expired"}).where(
+            (RunRequest.config == config["id"])
+            & (RunRequest.status == "pending")
+            & (
+                RunRequest.agent.is_null()
+                if agent_id is None
+                else (RunRequest.agent.is_null() | (RunRequest.agent != agent_id))
+            )
+        )
+        if await RunRequest.exists().where(
+            (RunRequest.config == config["id"]) & (RunRequest.status == "pending")
+        ):
+            raise Conflict("a Back Up Now request for this configuration is already pending")
+        request_id = uuid.uuid4()
+        await RunRequest(
+            id=request_id,
+            user=user.id,
+            config=config["id"],
+            agent=agent_id,
+            status="pending",
+            requested_at=now,
+        ).save()
+        # Two clicks racing past the check above (on two server processes): the older one wins.
+        pending = (
+            await RunRequest.select(RunRequest.id)
+            .where((RunRequest.config == config["id"]) & (RunRequest.status == "pending"))
+            .order_by(RunRequest.requested_at)
+            .order_by(RunRequest.id)
+        )
+        if pending and pending[0]["id"] != request_id:
+            await RunRequest.delete().where(RunRequest.id == request_id)
+            raise Conflict("a Back Up Now request for this configuration is already pending")
+        message = run_message(request_id, config["id"])
+        if agent_id is not None:
+            self.live.to_agent(agent_id, message)
+        else:
+            self.live.publish(message, SERVER_CHANNEL)
+        out = RunRequestOut(
+            id=str(request_id),
+            config_id=str(config["id"]),
+            status="pending",
+            requested_at=iso(now) or "",
+        )
+        self.live.to_user(user.id, {"type": "runRequest", **_event(out)})
+        return out
+
+    async def list_for_config(self, user: CurrentUser, config_id: str) -> list[RunRequestOut]:
+        await self.expire_stale()
+        rows = (
+            await RunRequest.select()
+            .where(
+                (RunRequest.config == parse_uuid(config_id, "config"))
+                & (RunRequest.user == user.id)
+            )
+            .order_by(RunRequest.requested_at, ascending=False)
+            .limit(10)
+        )
+        return [_out(r) for r in rows]
+
+    # --- the agent hears of it ---------------------------------------------------------------
+
+    async def pending_for_agent(self, agent: AgentIdentity) -> list[RunRequestRef]:
+        """Pending requests for configs this agent (still) runs: one indexed read."""
+        cutoff = utcnow() - REQUEST_TTL
+        rows = (
+            await RunRequest.select(RunRequest.id, RunRequest.config, RunRequest.requested_at)
+            .where(
+                (RunRequest.agent == agent.id)
+                & (RunRequest.status == "pending")
+                & (RunRequest.requested_at >= cutoff)
+                & (RunRequest.config.agent == agent.id)
+                & (RunRequest.config.execution_mode == "agent")
+            )
+            .order_by(RunRequest.requested_at)
+            .limit(100)
+        )
+        return [
+            RunRequestRef(
+                id=str(r["id"]),
+                config_id=str(r["config"]),
+                requested_at=iso(aware(r["requested_at"])) or "",
+            )
+            for r in rows
+        ]
+
+    # --- leases: one run of a config at a time ----------------------------------------------
+
+    @staticmethod
+    async def _agent_config(agent: AgentIdentity, config_id: str) -> uuid.UUID:
+        try:
+            cid = uuid.UUID(config_id)
+        except ValueError:
+            raise NotFound("configId: no such config assigned to this agent") from None
+        if not await BackupConfig.exists().where(
+            (BackupConfig.id == cid)
+            & (BackupConfig.agent == agent.id)
+            & (BackupConfig.user == agent.user_id)
+            & (BackupConfig.execution_mode == "agent")
+        ):
+            raise NotFound("configId: no such config assigned to this agent")
+        return cid
+
+    async def lease_acquire(self, agent: AgentIdentity, config_id: str, ttl: int) -> LeaseGrant:
+        name = config_lease_name(await self._agent_config(agent, config_id))
+        grant = await self.leases.acquire(name, f"agent {agent.name}", ttl)
+        if grant is None:
+            current = await self.leases.current(name)
+            who = current["holder"] if current else "another runner"
+            until = iso(aware(current["expires_at"])) if current else "soon"
+            raise Conflict(f"config is already running on {who} until {until}")
+        return grant
+
+    async def lease_renew(
+        self, agent: AgentIdentity, config_id: str, token: str, ttl: int
+    ) -> LeaseGrant:
+        name = config_lease_name(await self._agent_config(agent, config_id))
+        grant = await self.leases.renew(name, token, ttl)
+        if grant is None:
+            raise Conflict("the lease was lost: it expired (and may be held by another runner now)")
+        return grant
+
+    async def lease_release(self, agent: AgentIdentity, config_id: str, token: str) -> None:
+        name = config_lease_name(await self._agent_config(agent, config_id))
+        await self.leases.release(name, token)
+
+    # --- the agent's time zone ---------------------------------------------------------------
+
+    async def record_timezone(self, agent: AgentIdentity, name: str | None) -> None:
+        """Store the zone an agent reports (schedules and alerts use it). Written only when it
+        changes as far as this process knows: one UPDATE per agent per process, not per beat."""
+        if name is None:
+            return
+        name = name.strip()
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(
+                f"timezone: {name!r} is not an IANA time zone name such as 'Europe/Paris'",
+                field="timezone",
+            ) from None
+        if self._timezones.get(agent.id) == name:
+            return
+        await Agent.update({Agent.timezone: name}).where(Agent.id == agent.id)
+        self._timezones[agent.id] = name
+
+
+def _event(out: RunRequestOut) -> dict[str, Any]:
+    return {
+        "runRequestId": out.id,
+        "configId": out.config_id,
+        "status": out.status,
+        "requestedAt": out.requested_at,
+    }
+
+
+async def check_run_request(
+    agent_id: uuid.UUID | None, config_id: uuid.UUID, run_request_id: str
+) -> uuid.UUID:
+    """The request a starting backup answers: it must be one for this config (and agent)."""
+    try:
+        rid = uuid.UUID(run_request_id)
+    except ValueError:
+        raise NotFound("runRequestId: no such Back Up Now request for this config") from None
+    where = (RunRequest.id == rid) & (RunRequest.config == config_id)
+    if agent_id is not None:
+        where = where & (RunRequest.agent == agent_id)
+    if not await RunRequest.exists().where(where):
+        raise NotFound("runRequestId: no such Back Up Now request for this config")
+    return rid
+
+
+async def mark_run_started(run_request_id: uuid.UUID, backup_id: uuid.UUID | str) -> bool:
+    """``pending`` → ``started`` (also a request that expired while the agent was busy: it did
+    answer it). False when it had already been started by another backup."""
+    rows = (
+        await RunRequest.update(
+            {
+                RunRequest.status: "started",
+                RunRequest.started_at: utcnow(),
+                RunRequest.backup_id: str(backup_id),
+            }
+        )
+        .where(
+            (RunRequest.id == run_request_id) & (RunRequest.status.is_in(["pending", "expired"]))
+        )
+        .returning(RunRequest.id)
+    )
+    return bool(rows)

@@ -1,0 +1,178 @@
+"""The server's periodic work: retention, alerts (evaluation and delivery), server-side runs.
+
+Every ``BACKAPP_TASK_INTERVAL`` seconds each process tries each task; a ``server:{task}`` lease makes
+sure only one process does a given task at a time (the others skip it this round). Server-side
+backups additionally take the ``config:{id}`` lease of the config they run, like agents do, and run
+in the background so a long backup never delays retention or alerts.
+
+Each task is a method taking ``now``, so tests drive them with a controllable clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from backend.services.alerts import AlertReport, AlertService
+from backend.services.clock import utcnow
+from backend.services.leases import LeaseService
+from backend.services.live import SERVER_CHANNEL, LiveEvents, decode
+from backend.services.retention import RetentionReport, RetentionService
+from backend.services.server_runner import ServerRunner
+from backend.settings import Settings
+from backend.storage import Storage
+
+__all__ = ["PeriodicTasks"]
+
+log = logging.getLogger("backapp.tasks")
+
+
+def default_holder() -> str:
+    return f"server {socket.gethostname()} pid {os.getpid()}"
+
+
+class PeriodicTasks:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        *,
+        leases: LeaseService | None = None,
+        alerts: AlertService | None = None,
+        holder: str | None = None,
+        live: LiveEvents | None = None,
+    ) -> None:
+        self.settings = settings
+        self.leases = leases or LeaseService()
+        self.holder = holder or default_holder()
+        self.retention = RetentionService(storage)
+        self.alerts = alerts or AlertService(settings)
+        self.live = live
+        self.runner = ServerRunner(settings, storage, self.leases, self.holder, live=live)
+        self._wake = asyncio.Event()
+        self._first_round = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.rounds = 0
+        """Rounds the background loop has finished (tests wait for the start-up round)."""
+
+    @property
+    def lease_ttl(self) -> float:
+        # Long enough for one task's work; a crashed holder frees it within this.
+        return max(60.0, 5 * self.settings.task_interval)
+
+    async def _guarded(self, task: str, fn: Callable[[], Awaitable[Any]]) -> Any | None:
+        """Run ``fn`` if this process wins ``server:{task}``; None when another process has it."""
+        name = f"server:{task}"
+        grant = await self.leases.acquire(name, self.holder, self.lease_ttl)
+        if grant is None:
+            return None
+        try:
+            return await fn()
+        finally:
+            await self.leases.release(name, grant.token)
+
+    async def run_retention(self, now: datetime | None = None) -> RetentionReport | None:
+        return await self._guarded("retention", lambda: self.retention.run(now or utcnow()))
+
+    async def run_alerts(self, now: datetime | None = None) -> AlertReport | None:
+        async def both() -> AlertReport:
+            moment = now or utcnow()
+            report = await self.alerts.evaluate(moment)
+            sent = await self.alerts.notify(moment)
+            report.notified, report.notify_failed = sent.notified, sent.notify_failed
+            return report
+
+        return await self._guarded("alerts", both)
+
+    async def run_server_side(self, now: datetime | None = None) -> list[asyncio.Task[None]]:
+        """Start the server-side runs due now (in the background; ``runner.wait()`` awaits them)."""
+        # ``now`` stays None in production: the runs then record real times as they go.
+        started = await self._guarded("schedules", lambda: self.runner.tick(now))
+        return started or []
+
+    async def run_once(self, now: datetime | None = None) -> None:
+        for name, fn in (
+            ("retention", self.run_retention),
+            ("alerts", self.run_alerts),
+            ("server-side runs", self.run_server_side),
+        ):
+            try:
+                await fn(now)
+            except Exception:
+                log.exception("periodic task %s failed; retrying next round", name)
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time()
+        while not stopping.is_set():
+            if loop.time() >= next_round:
+                await self.run_once()
+                self.rounds += 1
+                self._first_round.set()
+                next_round = loop.time() + self.settings.task_interval
+            elif self._wake.is_set():
+                # A Back Up Now for a server-side config: start it now, not at the next round.
+                self._wake.clear()
+                try:
+                    await self.run_server_side()
+                except Exception:
+                    log.exception("starting a requested server-side run failed")
+            waiters = [loop.create_task(stopping.wait()), loop.create_task(self._wake.wait())]
+            await asyncio.wait(
+                waiters,
+                timeout=max(0.0, next_round - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _listen(self) -> None:
+        """Wake the loop when a Back Up Now request for a server-side config is published (by
+        whichever process took the click; through Redis when configured)."""
+        assert self.live is not None
+        try:
+            async with self.live.subscription(SERVER_CHANNEL) as subscriber:
+                async for payload in subscriber.iter_events():
+                    event = decode(payload)
+                    if event is not None and event.get("type") == "run":
+                        self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("listening for server-side run requests failed; polling only")
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._loop(self._stopping))
+            if self.live is not None:
+                self._listener = loop.create_task(self._listen())
+
+    async def started(self) -> None:
+        """Wait until the background loop finished its first round (the one at start-up)."""
+        if self._task is None or self._task.done():
+            return
+        waiter = asyncio.get_running_loop().create_task(self._first_round.wait())
+        await asyncio.wait([waiter, self._task], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._task is not None:
+            self._stopping.set()
+            await self._task
+            self._task = None
+        await self.runner.stop()
