@@ -13,8 +13,8 @@ from backend.api.deps import ServicesDep
 from backend.errors import DomainError
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
-from backend.web._auth import PageUserDep, provide_page_user
-from backend.web._forms import ConfigForm, field_errors
+from backend.web._auth import PageUserDep, provide_page_user, safe_next
+from backend.web._forms import ConfigForm, field_errors, text
 from backend.web._health import config_rows
 from backend.web._render import page, redirect
 
@@ -150,6 +150,7 @@ class ConfigPages(Controller):
             page_number=number,
             pages=max(1, -(-total // BACKUP_PAGE)),
             agent_names={a.id: a.name for a in agents},
+            run_requests=await services.runs.list_for_config(user, config.id),
         )
 
     @get("/{config_id:str}/edit", name="config_edit")
@@ -191,6 +192,27 @@ class ConfigPages(Controller):
                     f"/configs/{updated.id}", services, flash=f"Saved “{updated.name}”."
                 )
         return await _form_page(request, user, services, form, config_id=config.id, status_code=400)
+
+    @post("/{config_id:str}/run", status_code=303)
+    async def run_now(
+        self,
+        request: Request[Any, Any, Any],
+        config_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Redirect:
+        """Back Up Now: the request goes to the config's agent (or the server) at once."""
+        config = await services.configs.get(user, config_id)
+        form = await request.form()
+        back = safe_next(text(form, "next", 2000) or f"/configs/{config.id}")
+        try:
+            await services.runs.request(user, config.id)
+        except DomainError as exc:
+            if exc.status_code == 404:
+                raise
+            return redirect(back, services, flash=f"“{config.name}” was not started: {exc.detail}.")
+        where = "this server" if config.execution_mode == "server" else "its agent"
+        return redirect(back, services, flash=f"Back Up Now: “{config.name}” was sent to {where}.")
 
     @get("/{config_id:str}/delete", name="config_delete")
     async def confirm_delete(

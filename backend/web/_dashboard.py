@@ -46,4 +46,5 @@ class DashboardPage(Controller):
             totals=await services.backups.totals(user),
             running=running,
             agent_names={a.id: a.name for a in agents},
+            alerts=await services.alerts.open_alerts(user),
         )

@@ -13,7 +13,16 @@ import msgspec
 from litestar.datastructures import FormMultiDict
 
 from backend.errors import DomainError
-from backend.schemas import ConfigIn, ConfigOut, ConfigPatch, Options, OptionsPatch, Source
+from backend.schemas import (
+    ConfigIn,
+    ConfigOut,
+    ConfigPatch,
+    Options,
+    OptionsPatch,
+    RetryOptions,
+    Source,
+)
+from desktop_agent.engine.schedule import Schedule, ScheduleError
 
 __all__ = ["ConfigForm", "field_errors", "text"]
 
@@ -49,6 +58,31 @@ def field_errors(exc: DomainError, default: str = "form") -> dict[str, str]:
     return {name: detail[:1].upper() + detail[1:]}
 
 
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return -1
+
+
+def _schedule_fields(schedule: Any) -> dict[str, Any]:
+    """The form's schedule fields for a stored (normalised) schedule."""
+    if not isinstance(schedule, dict) or not schedule:
+        return {"schedule_kind": "none"}
+    preset = schedule.get("preset")
+    if preset == "hourly":
+        return {"schedule_kind": "hourly", "schedule_minute": str(schedule.get("minute", 0))}
+    if preset in ("daily", "weekly"):
+        fields: dict[str, Any] = {
+            "schedule_kind": str(preset),
+            "schedule_at": str(schedule.get("at", "00:00")),
+        }
+        if preset == "weekly":
+            fields["schedule_day"] = str(schedule.get("day", "mon"))
+        return fields
+    return {"schedule_kind": "cron", "schedule_cron": str(schedule.get("cron", ""))}
+
+
 def _lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
@@ -67,6 +101,14 @@ class ConfigForm:
     compression_format: str = "gzip"
     encryption: bool = False
     retention_days: str = "30"
+    schedule_kind: str = "none"
+    schedule_minute: str = "0"
+    schedule_at: str = "02:00"
+    schedule_day: str = "mon"
+    schedule_cron: str = ""
+    retry_attempts: str = "3"
+    retry_delay: str = "60"
+    alert_grace: str = "60"
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -82,11 +124,19 @@ class ConfigForm:
             compression_format=text(form, "compression_format", 20) or "gzip",
             encryption=bool(form.get("encryption")),
             retention_days=text(form, "retention_days", 20).strip(),
+            schedule_kind=text(form, "schedule_kind", 20) or "none",
+            schedule_minute=text(form, "schedule_minute", 20).strip() or "0",
+            schedule_at=text(form, "schedule_at", 20).strip(),
+            schedule_day=text(form, "schedule_day", 20).strip() or "mon",
+            schedule_cron=text(form, "schedule_cron", 300).strip(),
+            retry_attempts=text(form, "retry_attempts", 20).strip() or "3",
+            retry_delay=text(form, "retry_delay", 20).strip() or "60",
+            alert_grace=text(form, "alert_grace", 20).strip() or "60",
         )
 
     @classmethod
     def from_config(cls, config: ConfigOut) -> ConfigForm:
-        return cls(
+        form = cls(
             name=config.name,
             execution_mode=config.execution_mode,
             agent_id=config.agent_id or "",
@@ -97,7 +147,11 @@ class ConfigForm:
             compression_format=config.options.compression_format,
             encryption=config.options.encryption,
             retention_days=str(config.options.retention_days),
+            retry_attempts=str(config.options.retry.attempts),
+            retry_delay=str(config.options.retry.delay_seconds),
+            alert_grace=str(config.options.alert_grace_minutes),
         )
+        return replace(form, **_schedule_fields(config.options.schedule))
 
     def with_errors(self, errors: dict[str, str]) -> ConfigForm:
         return replace(self, errors={**self.errors, **errors})
@@ -138,6 +192,23 @@ class ConfigForm:
             retention = -1
         if not 0 <= retention <= MAX_RETENTION:
             errors["retention_days"] = f"A whole number of days from 0 to {MAX_RETENTION}."
+        schedule: dict[str, Any] | None = None
+        try:
+            parsed = Schedule.parse(self._schedule_spec())
+        except ScheduleError as exc:
+            message = str(exc)
+            errors["schedule"] = message[:1].upper() + message[1:]
+        else:
+            schedule = parsed.to_json() if parsed is not None else None
+        attempts = _whole(self.retry_attempts)
+        if not 1 <= attempts <= 10:
+            errors["retry_attempts"] = "A whole number of tries from 1 to 10."
+        delay = _whole(self.retry_delay)
+        if not 1 <= delay <= 86400:
+            errors["retry_delay"] = "A whole number of seconds from 1 to 86400."
+        grace = _whole(self.alert_grace)
+        if not 1 <= grace <= 10080:
+            errors["alert_grace"] = "A whole number of minutes from 1 to 10080 (a week)."
         self.errors = errors
         if errors:
             return None
@@ -155,11 +226,31 @@ class ConfigForm:
                         encryption=self.encryption,
                         retention_days=retention,
                         compression_format="zstd" if self.compression_format == "zstd" else "gzip",
+                        schedule=schedule,
+                        retry=RetryOptions(attempts=attempts, delay_seconds=delay),
+                        alert_grace_minutes=grace,
                     )
                 ),
             },
             ConfigIn,
         )
+
+    def _schedule_spec(self) -> dict[str, Any] | None:
+        kind = self.schedule_kind
+        if kind == "none":
+            return None
+        if kind == "cron":
+            if not self.schedule_cron:
+                raise ScheduleError('enter a cron expression, e.g. "30 2 * * *"')
+            return {"cron": self.schedule_cron}
+        if kind == "hourly":
+            minute = _whole(self.schedule_minute)
+            return {"preset": "hourly", "minute": minute if minute >= 0 else self.schedule_minute}
+        if kind == "daily":
+            return {"preset": "daily", "at": self.schedule_at or "00:00"}
+        if kind == "weekly":
+            return {"preset": "weekly", "day": self.schedule_day, "at": self.schedule_at or "00:00"}
+        raise ScheduleError("choose when the backup runs")
 
     @staticmethod
     def patch_from(data: ConfigIn) -> ConfigPatch:

@@ -83,6 +83,11 @@ def make_environment() -> Environment:
         platform=_format.platform,
     )
     env.globals.update(static=static_url, version=__version__)
+    from backend.web._live import progress_percent, progress_text, schedule_text
+
+    env.filters.update(
+        progress_text=progress_text, progress_percent=progress_percent, schedule=schedule_text
+    )
     return env
 
 

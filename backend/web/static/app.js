@@ -41,6 +41,8 @@
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden) regions.forEach(refresh);
     });
+    /* live.js asks for this when a backup starts or finishes */
+    document.addEventListener("backapp:refresh", function () { regions.forEach(refresh); });
   }
 
   /* Copy buttons: <button data-copy="element-id" hidden> (shown only when copying works). */
