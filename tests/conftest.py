@@ -105,6 +105,11 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         secret_key=SECRET,
         public_url="http://testserver.local",
         heartbeat_flush_seconds=0.2,
+        # Server-side configs are refused unless their sources lie under these roots; the
+        # integration tests use made-up paths. Tests of the rule itself override this.
+        server_source_roots=("/",),
+        # The periodic tasks run once at start-up; tests drive them directly with their own clock.
+        task_interval=3600.0,
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

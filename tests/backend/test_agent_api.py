@@ -79,6 +79,9 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
         "retentionDays": 30,
         "compressionFormat": "gzip",
         "excludeNodeModules": False,
+        "schedule": None,
+        "retry": {"attempts": 3, "delaySeconds": 60},
+        "alertGraceMinutes": 60,
     }
     assert set(config["destination"]) == {"bucket", "region", "prefix"}
 

@@ -43,6 +43,9 @@ async def test_config_crud(client: ApiClient) -> None:
         "retentionDays": 7,
         "compressionFormat": "zstd",
         "excludeNodeModules": False,
+        "schedule": None,
+        "retry": {"attempts": 3, "delaySeconds": 60},
+        "alertGraceMinutes": 60,
     }
     assert created["destination"]["prefix"].endswith(f"/agents/{agent_id}/configs/{created['id']}")
     assert created["destination"]["bucket"] == "local"

@@ -390,6 +390,9 @@ async def test_config_form_shows_errors_and_keeps_what_was_typed(browser: Browse
         "retentionDays": 14,
         "compressionFormat": "zstd",
         "excludeNodeModules": False,
+        "schedule": None,
+        "retry": {"attempts": 3, "delaySeconds": 60},
+        "alertGraceMinutes": 60,
     }
     page = await browser.get(f"/configs/{config_id}")
     assert "Created “Docs &lt;b&gt;”." in page.text and "No backup yet" in page.text
