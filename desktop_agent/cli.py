@@ -10,9 +10,10 @@
                           [--overwrite] [--json]
     backapp-agent --version
 
-Exit status: 0 all went well; 1 a backup or restore failed (or the run could not start); 2 bad usage
-or configuration; 3 every backup completed but some files could not be read (as restic does), or a
-restore completed but skipped members; 130 interrupted.
+Exit status: 0 all went well; 1 a backup or restore failed (or the run could not start, or a config
+was not started because another process or machine is running it); 2 bad usage or configuration;
+3 every backup completed but some files could not be read (as restic does), or a restore completed
+but skipped members; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -360,8 +361,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cancel = CancelToken()
     previous = _install_cancel_handlers(cancel)
     try:
-        with BackupEngine.from_settings(settings, key, events=display) as engine:
-            result = engine.run(config_ids=args.config_ids, cancel=cancel)
+        # Each config through the runner: its lease on the server first, so a config that another
+        # process or machine is running is skipped, never run twice at once.
+        with Runner.from_settings(settings, key, events=display) as runner:
+            result = runner.run_manual(config_ids=args.config_ids, cancel=cancel)
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
@@ -373,8 +376,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("could not save the local state: %s", exc)
     if result.error:
         _err(f"the run could not start: {result.error}")
-    elif not args.json and not result.results:
+    elif not args.json and not result.results and not result.skipped:
         print("No backup configs are assigned to this agent.")
+    for skip in result.skipped:
+        _err(printable(f"'{skip.title}' was not backed up: {skip.reason}"))
     return exit_status(result)
 
 

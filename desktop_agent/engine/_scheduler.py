@@ -16,6 +16,9 @@ No Qt here: ``backapp-agent daemon`` and the tray app drive the same pieces.
   (at most ~1 per second) over the socket or ``POST /api/agent/backup/progress``; and, when a
   scheduled backup fails, returns the retry job (``options.retry``: attempts counting the first,
   delay doubling, jittered, bounded).
+- ``Runner.run_manual`` is ``backapp-agent run`` and the tray's own *Back Up Now*: the engine's
+  run (heartbeat, configs, each backed up, heartbeat) with every config through ``Runner.run``, so a
+  config whose lease is held elsewhere is skipped (``ManualRun.skipped``), never run twice.
 - ``AgentService`` is the headless loop (heartbeat every ``pollInterval``, the socket, the scheduler
   tick, one job at a time on a worker thread) behind ``backapp-agent daemon``.
 """
@@ -26,6 +29,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -36,16 +40,21 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._api import AgentSocket, ControlPlane, LeasePlane
+import httpx
+
+from .. import __version__
+from ._api import AgentSocket, ApiClient, ControlPlane, HttpStorage, LeasePlane
 from ._cancel import CancelToken
-from ._engine import BackupEngine
-from ._errors import AgentError, ConflictError, NotFoundError
+from ._engine import BackupEngine, EngineOptions
+from ._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
 from ._events import (
     ArchiveProgress,
     BackupFailed,
     BackupFinished,
     Event,
     EventSink,
+    RunFinished,
+    RunStarted,
     ScanFinished,
     ScanProgress,
     ScanStarted,
@@ -61,6 +70,7 @@ from ._models import (
     UploadedPart,
 )
 from ._results import BackupResult, RunResult
+from ._settings import AgentSettings
 from ._state import StateStore
 from .schedule import Schedule, ScheduleError, resolve_timezone
 
@@ -70,11 +80,13 @@ __all__ = [
     "Dispatcher",
     "Due",
     "Job",
+    "ManualRun",
     "Outcome",
     "RetrySettings",
     "Runner",
     "ScheduleStore",
     "Scheduler",
+    "Skipped",
     "Tick",
     "local_timezone_name",
     "parse_stored_schedule",
@@ -471,6 +483,32 @@ class Outcome:
     """The next attempt (a failed scheduled backup with attempts left)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A config that a manual run did not back up, and why (e.g. its lease is held elsewhere: ``config
+    is already running on Office PC until 2025-01-07T14:35:00Z``)."""
+
+    config_id: str
+    config_name: str
+    reason: str
+
+    @property
+    def title(self) -> str:
+        return self.config_name or self.config_id
+
+
+@dataclass(frozen=True, slots=True)
+class ManualRun(RunResult):
+    """A ``RunResult`` (the backups that ran) with the configs that were not started: they are not
+    ``results`` (nothing ran, so nothing is recorded in ``state.json``), but the run is not ``ok``."""
+
+    skipped: tuple[Skipped, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.skipped and all(r.ok for r in self.results)
+
+
 class Dispatcher:
     """The jobs waiting to run: at most one per config, *Back Up Now* requests first, then the
     others by readiness. Thread-safe; the caller runs one job at a time (``next_job`` /
@@ -610,6 +648,9 @@ class _TaggedPlane:
         self._plane = plane
         self._job = job
         self.log_id: str | None = None
+        self.on_open: Callable[[str], None] | None = None
+        """Called (on the engine's thread, before any byte is uploaded) when the server has opened
+        the log of the upload; not for the log the engine opens only to record a failure."""
 
     def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
         return self._plane.heartbeat(version=version, platform=platform)
@@ -641,6 +682,10 @@ class _TaggedPlane:
             run_request_id=job.run_request_id,
         )
         self.log_id = response.log_id
+        # The uploader's start carries ``multipart`` or the exact size and SHA-256; the engine's
+        # start for a failure before the upload carries neither.
+        if self.on_open is not None and (multipart or sha256 is not None):
+            self.on_open(response.log_id)
         return response
 
     def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket:
@@ -736,7 +781,9 @@ class _LeaseKeeper:
 class ProgressReporter:
     """An ``EventSink`` that turns engine events into live-progress messages (``docs/agent-api.md``)
     and sends the latest at most once per ``interval`` seconds, from its own thread (the engine never
-    waits on the network for it). Nothing is sent before the server has opened the log."""
+    waits on the network for it). Nothing can be sent before the server has opened the log (the
+    server files progress under a log id); what happened until then is kept, and ``flush`` sends it
+    the moment the log opens."""
 
     def __init__(
         self,
@@ -823,9 +870,45 @@ class ProgressReporter:
             self._last = self._clock()
             try:
                 self._send(payload)
-                self.sent += 1
             except Exception as exc:  # progress is best effort
                 log.debug("could not send progress: %s", exc)
+                continue
+            with self._lock:
+                self.sent += 1
+
+    def flush(
+        self, send: Callable[[dict[str, Any]], None] | None = None, *, timeout: float = 2.0
+    ) -> bool:
+        """Send the latest state now through ``send`` (default: the reporter's own), if the log is
+        open, waiting for it at most ``timeout`` seconds (a slow or rate-limited server must not hold
+        the backup up; the send then finishes in the background). The runner calls it as the log
+        opens, before the upload begins, so that the server has the progress so far (the scan, and
+        for an archive under the multipart threshold all of its archiving) while the backup is
+        still running, whatever the interval. Best effort: ``True`` when it was sent in time."""
+        log_id = self._log_id()
+        if log_id is None:
+            return False
+        with self._lock:
+            payload = {"logId": log_id, **self._state}
+            self._dirty = self._force = False
+            self._last = self._clock()
+        done = threading.Event()
+        ok: list[bool] = []
+
+        def work() -> None:
+            try:
+                (send or self._send)(payload)
+            except Exception as exc:  # progress is best effort
+                log.debug("could not send progress: %s", exc)
+            else:
+                with self._lock:
+                    self.sent += 1
+                ok.append(True)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="backapp-progress-flush", daemon=True).start()
+        return done.wait(timeout) and bool(ok)
 
     def close(self) -> None:
         self._stop.set()
@@ -876,6 +959,52 @@ class Runner:
         self._rand = rand
         self.keeper: _LeaseKeeper | None = None
         """The lease keeper of the current (or last) job."""
+        self.version = __version__
+        self.platform = sys.platform
+        """What ``run_manual``'s heartbeats report."""
+        self.temp_dir: Path | None = None
+        """The engine's scratch folder, removed by ``run_manual`` when it is left empty."""
+        self._owned: list[ApiClient | HttpStorage] = []
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: AgentSettings,
+        api_key: str,
+        *,
+        events: EventSink | None = None,
+        socket: AgentSocket | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Runner:
+        """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
+        lease-taking counterpart of ``BackupEngine.from_settings``). Close it when done."""
+        if not settings.server_url:
+            raise ConfigurationError(
+                "no server URL: run `backapp-agent configure --server URL` first"
+            )
+        agent = f"backapp-agent/{__version__}"
+        plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
+        storage = HttpStorage(transport=transport, user_agent=agent)
+        options = EngineOptions.from_settings(settings)
+
+        def make_engine(control: ControlPlane, sink: EventSink) -> BackupEngine:
+            return BackupEngine(control, storage, options, events=sink)
+
+        runner = cls(plane, make_engine, events=events, socket=socket)
+        runner.version, runner.platform = options.version, options.platform
+        runner.temp_dir = options.temp_dir
+        runner._owned = [plane, storage]
+        return runner
+
+    def close(self) -> None:
+        for client in self._owned:
+            client.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _send_progress(self, payload: dict[str, Any]) -> None:
         if self.socket is not None and self.socket.send({"type": "progress", **payload}):
@@ -927,6 +1056,12 @@ class Runner:
         reporter = ProgressReporter(
             self._send_progress, lambda: tagged.log_id, interval=self._progress_interval
         )
+
+        def log_opened(log_id: str) -> None:
+            # Over HTTP, not the socket: stored on the log before the first byte is uploaded.
+            reporter.flush(self.plane.send_progress)
+
+        tagged.on_open = log_opened
         try:
             engine = self._make_engine(tagged, _fan_out(reporter, self._events))
             try:
@@ -959,6 +1094,72 @@ class Runner:
                 timedelta(seconds=round(delay)),
             )
         return Outcome(job, "failed", result, reason=result.error, retry=retry)
+
+    def run_manual(
+        self, config_ids: Sequence[str] | None = None, cancel: CancelToken | None = None
+    ) -> ManualRun:
+        """``backapp-agent run`` and the tray's *Back Up Now*: heartbeat, fetch the configs (all, or
+        ``config_ids``), back each up through ``run`` (trigger ``manual``: the lease, progress to the
+        server), final heartbeat; the same events and results as ``BackupEngine.run``. A config that
+        could not be started because another runner holds its lease (or it was unassigned
+        meanwhile) is in ``skipped``; one whose lease could not be asked for (server unreachable)
+        is a failed result. Never raises for a failed config."""
+        cancel = cancel or CancelToken()
+        emit: EventSink = self._events or (lambda event: None)
+        try:
+            self.plane.heartbeat(version=self.version, platform=self.platform)
+            configs = self.plane.list_configs()
+        except AgentError as exc:
+            emit(RunFinished(completed=0, failed=0, error=str(exc)))
+            return ManualRun((), error=str(exc))
+        results: list[BackupResult] = []
+        if config_ids:
+            by_id = {c.id: c for c in configs}
+            configs = []
+            for config_id in dict.fromkeys(config_ids):
+                if config_id in by_id:
+                    configs.append(by_id[config_id])
+                else:
+                    results.append(
+                        BackupResult(
+                            config_id=config_id,
+                            status="failed",
+                            error="no such config is assigned to this agent",
+                        )
+                    )
+        emit(RunStarted(configs=len(configs)))
+        skipped: list[Skipped] = []
+        for config in configs:
+            if cancel.is_set():
+                error = f"{cancel.reason} before it started"
+                results.append(_not_started(config, error))
+                continue
+            outcome = self.run(Job(config.id, trigger="manual"), config, cancel)
+            if outcome.result is not None:
+                results.append(outcome.result)
+            elif outcome.status == "deferred":
+                error = f"not started: cannot take the run lease: {outcome.reason}"
+                results.append(_not_started(config, error))
+            elif cancel.is_set():
+                results.append(_not_started(config, f"{cancel.reason} before it started"))
+            else:
+                skipped.append(Skipped(config.id, config.name, outcome.reason or "not started"))
+        try:
+            self.plane.heartbeat(version=self.version, platform=self.platform)
+        except AgentError as exc:
+            log.warning("final heartbeat failed: %s", exc)
+        if self.temp_dir is not None:
+            try:
+                self.temp_dir.rmdir()  # only if empty: it may be shared
+            except OSError:
+                pass
+        completed = sum(r.ok for r in results)
+        emit(RunFinished(completed=completed, failed=len(results) - completed))
+        return ManualRun(tuple(results), skipped=tuple(skipped))
+
+
+def _not_started(config: BackupConfig, error: str) -> BackupResult:
+    return BackupResult(config_id=config.id, config_name=config.name, status="failed", error=error)
 
 
 # -- the headless loop ------------------------------------------------------------------------------

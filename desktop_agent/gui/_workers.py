@@ -92,8 +92,10 @@ class BackupSignals(QObject):
 
 
 class BackupWorker(QRunnable):
-    """One engine run (all configs, or ``config_ids``) with a ``CancelToken``; records the result in
-    ``state.json`` like ``backapp-agent run`` does."""
+    """*Back Up Now*: one manual run (all configs, or ``config_ids``) with a ``CancelToken``, through
+    the engine's ``Runner`` like ``backapp-agent run`` (each config's lease first: one running
+    elsewhere is skipped, see ``ManualRun.skipped``); records the result in ``state.json``.
+    ``signals.finished`` carries the ``ManualRun``."""
 
     def __init__(
         self,
@@ -102,6 +104,7 @@ class BackupWorker(QRunnable):
         state: StateStore,
         cancel: CancelToken,
         config_ids: Sequence[str] | None = None,
+        socket: AgentSocket | None = None,
     ) -> None:
         super().__init__()
         self.setAutoDelete(False)
@@ -110,6 +113,7 @@ class BackupWorker(QRunnable):
         self.state = state
         self.cancel = cancel
         self.config_ids = list(config_ids) if config_ids else None
+        self.socket = socket
         self.signals = BackupSignals()
 
     def _emit(self, event: Event) -> None:
@@ -117,8 +121,10 @@ class BackupWorker(QRunnable):
 
     def run(self) -> None:
         try:
-            with BackupEngine.from_settings(self.settings, self._key, events=self._emit) as engine:
-                result = engine.run(config_ids=self.config_ids, cancel=self.cancel)
+            with Runner.from_settings(
+                self.settings, self._key, events=self._emit, socket=self.socket
+            ) as runner:
+                result: RunResult = runner.run_manual(self.config_ids, self.cancel)
         except Exception as exc:  # the engine reports failures in the result; this is a bug
             result = RunResult((), error=redact(f"{type(exc).__name__}: {exc}"))
         try:

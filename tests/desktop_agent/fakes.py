@@ -110,6 +110,16 @@ class FakeBackApp:
             if route == ("POST", "/api/agent/log"):
                 self.agent_logs.append(body)
                 return _ok({}, 201)
+            # The run lease and live progress (always granted here; see ``test_scheduler``'s
+            # ``LeasingBackApp`` for leases that conflict and expire).
+            if route in (("POST", "/api/agent/lease"), ("POST", "/api/agent/lease/renew")):
+                lease = {"token": "fake-lease", "expiresAt": "2099-01-01T00:00:00Z"}
+                return _ok({"lease": lease})
+            if route in (
+                ("POST", "/api/agent/lease/release"),
+                ("POST", "/api/agent/backup/progress"),
+            ):
+                return _ok({})
         return _error(404, "not_found", "no such endpoint")
 
     # -- endpoints ----------------------------------------------------------------------------------
