@@ -23,7 +23,13 @@ import httpx
 from .. import __version__
 from ._api import ApiClient, ControlPlane, HttpStorage, Storage
 from ._cancel import CancelToken
-from ._compress import ArchiveFormat, OrderedPipe, archive_extension, make_compressor
+from ._compress import (
+    ArchiveFormat,
+    OrderedPipe,
+    archive_extension,
+    make_compressor,
+    pipe_capacity,
+)
 from ._errors import (
     AgentError,
     AuthenticationError,
@@ -151,16 +157,22 @@ def write_archive(
         cancel=cancel,
     ) as scanned:
         threads = threads or os.cpu_count() or 1
-        pipe = OrderedPipe(sink, capacity=2 * threads + 2)
+        pipe = OrderedPipe(sink, capacity=pipe_capacity(fmt, threads))
         compressor = make_compressor(
             fmt, pipe, gzip_level=gzip_level, zstd_level=zstd_level, threads=threads
         )
-        archiver = Archiver(compressor.write, cancel=cancel, max_errors=MAX_REPORTED_ERRORS)
+        archiver = Archiver(
+            compressor.write,
+            cancel=cancel,
+            max_errors=MAX_REPORTED_ERRORS,
+            write_content=compressor.write_content,
+            chunk_size=compressor.read_size,
+        )
         for problem in scanned.errors:
             archiver.error(problem.path, problem.message)
         try:
-            for entry in scanned.entries():
-                archiver.add(entry)
+            for kind, path, size, mtime_ns in scanned.raw_entries():
+                archiver.add_path(kind, path, size, mtime_ns)
             archiver.finish()
             compressor.close()
             pipe.close()
@@ -488,7 +500,7 @@ class BackupEngine:
             "upload", lambda: upload_progress(done, parts)
         )
         threads = self.options.compress_threads or os.cpu_count() or 1
-        pipe = OrderedPipe(uploader.write, capacity=2 * threads + 2)
+        pipe = OrderedPipe(uploader.write, capacity=pipe_capacity(fmt, threads))
         compressor = make_compressor(
             fmt,
             pipe,
@@ -498,6 +510,8 @@ class BackupEngine:
         )
         archiver = job.archiver = Archiver(
             compressor.write,
+            write_content=compressor.write_content,
+            chunk_size=compressor.read_size,
             cancel=cancel,
             on_file=on_file if emit.active else None,
             on_progress=(lambda st: emit.throttled("archive", lambda: archive_progress(st)))
@@ -507,8 +521,8 @@ class BackupEngine:
             max_errors=0,  # the job keeps the list
         )
         try:
-            for entry in scanned.entries():
-                archiver.add(entry)
+            for kind, path, size, mtime_ns in scanned.raw_entries():
+                archiver.add_path(kind, path, size, mtime_ns)
             archiver.finish()
             compressor.close()
             pipe.close()

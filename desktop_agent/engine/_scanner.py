@@ -90,12 +90,19 @@ class ScanResult:
 
     def entries(self) -> Iterator[ScanEntry]:
         """The entries in archive order (a folder before its contents)."""
+        for kind, raw, size, mtime_ns in self.raw_entries():
+            yield ScanEntry(kind, os.fsdecode(raw), size, mtime_ns)
+
+    def raw_entries(self) -> Iterator[tuple[EntryKind, bytes, int, int]]:
+        """``entries()`` as plain tuples, with each path as the file system's bytes (cheaper: what
+        the archiver uses)."""
         self._spool.seek(0)
         read = self._spool.read
         unpack = _RECORD.unpack
+        kinds = _KINDS
         while header := read(_RECORD.size):
             kind, length, size, mtime_ns = unpack(header)
-            yield ScanEntry(_KINDS[kind], os.fsdecode(read(length)), size, mtime_ns)
+            yield kinds[kind], read(length), size, mtime_ns
 
     def close(self) -> None:
         self._spool.close()

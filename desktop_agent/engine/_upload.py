@@ -142,6 +142,9 @@ class Uploader:
         self._pending_size = 0
         # The part being filled: one buffer per part, filled in place, handed to a worker when full.
         self._part: bytearray | None = None
+        # Part buffers whose upload is over, for the next parts: a new 16 MiB buffer per part would
+        # leave the allocator's heaps fragmented (tens of MiB of peak memory for nothing).
+        self._spare: list[bytearray] = []
         self._fill = 0
 
         self._part_size = 0
@@ -210,6 +213,7 @@ class Uploader:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending = []
         self._part = None
+        self._spare = []
 
     def abort(self, reason: str) -> None:
         """``stop``, then abort the multipart upload on the server (best effort; never raises)."""
@@ -232,7 +236,9 @@ class Uploader:
         view = memoryview(data)
         while view:
             if self._part is None:
-                self._part = bytearray(self._part_size)
+                with self._lock:
+                    spare = self._spare.pop() if self._spare else None
+                self._part = spare if spare is not None else bytearray(self._part_size)
                 self._fill = 0
             n = min(len(view), self._part_size - self._fill)
             self._part[self._fill : self._fill + n] = view[:n]
@@ -373,6 +379,9 @@ class Uploader:
             self.uploaded += len(data)
             self._parts_done += 1
             uploaded, done = self.uploaded, self._parts_done
+            # ``put`` is over: the buffer can hold a later part (the storage must not keep it).
+            if isinstance(data, bytearray) and len(data) == self._part_size:
+                self._spare.append(data)
         if self.on_progress is not None:
             self.on_progress(uploaded, done)
         return UploadedPart(part_number=number, etag=etag, sha256=sha256)

@@ -155,7 +155,7 @@ def test_file_errors_give_exit_status_3(
     real_open = __import__("os").open
 
     def vanish(path: Any, flags: int, *a: Any) -> int:
-        if str(path).endswith("gone.txt"):
+        if __import__("os").fsdecode(path).endswith("gone.txt"):  # the engine passes bytes
             raise FileNotFoundError(2, "No such file", str(path))
         fd: int = real_open(path, flags, *a)
         return fd
