@@ -81,8 +81,8 @@ def _count(value: Any) -> int | None:
 
 
 def progress_percent(progress: dict[str, Any] | None) -> int | None:
-    """0–100 from bytes (else files), or None when the total is not known yet."""
-    if not progress:
+    """0–100 from bytes (else files), or None when the total is not known yet (the scan)."""
+    if not progress or progress.get("phase") == "scanning":
         return None
     for done_key, total_key in (("bytesDone", "bytesTotal"), ("filesDone", "filesTotal")):
         done, total = _count(progress.get(done_key)), _count(progress.get(total_key))
@@ -92,13 +92,22 @@ def progress_percent(progress: dict[str, Any] | None) -> int | None:
 
 
 def progress_text(progress: dict[str, Any] | None) -> str:
-    """``Uploading · 120 / 300 files · 4.8 MiB / 11.4 MiB · 1.2 MiB/s · about 6 s left``."""
+    """``Uploading · 120 / 300 files · 4.8 MiB / 11.4 MiB · 1.2 MiB/s · about 6 s left``; while
+    scanning, what was found so far: ``Scanning · 12,345 files · 3.1 GiB``."""
     if not progress:
         return ""
-    parts = [_PHASES.get(str(progress.get("phase")), "Running")]
+    phase = progress.get("phase")
+    parts = [_PHASES.get(str(phase), "Running")]
+    if phase == "scanning":
+        found, size = _count(progress.get("filesTotal")), _count(progress.get("bytesTotal"))
+        if found is not None:
+            parts.append(f"{found:,} files")
+        if size is not None:
+            parts.append(_format.filesize(size))
+        return " · ".join(parts)
     files, files_total = _count(progress.get("filesDone")), _count(progress.get("filesTotal"))
     if files is not None:
-        parts.append(f"{files} / {files_total} files" if files_total else f"{files} files")
+        parts.append(f"{files:,} / {files_total:,} files" if files_total else f"{files:,} files")
     done, total = _count(progress.get("bytesDone")), _count(progress.get("bytesTotal"))
     if done is not None:
         parts.append(

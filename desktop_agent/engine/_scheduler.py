@@ -106,6 +106,9 @@ MAX_RETRY_DELAY = 6 * 3600.0
 #: A job that could not start (server unreachable) is tried again after this long.
 DEFER_DELAY = 30.0
 DEFAULT_LEASE_TTL = 300
+PROGRESS_BY_CONFIG = "progress-by-config"
+"""The server feature (heartbeat ``features``): progress by ``configId`` before the log opens."""
+PRE_LOG_PHASES = frozenset({"scanning", "archiving"})
 
 Trigger = Literal["manual", "schedule", "retry", "request"]
 
@@ -637,6 +640,7 @@ class AgentPlane(ControlPlane, LeasePlane, Protocol):
         attempt: int | None = None,
         max_attempts: int | None = None,
         run_request_id: str | None = None,
+        part_checksum: str | None = None,
     ) -> StartResponse: ...
 
 
@@ -655,6 +659,11 @@ class _TaggedPlane:
     def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
         return self._plane.heartbeat(version=version, platform=platform)
 
+    @property
+    def server_features(self) -> frozenset[str] | None:
+        """The features the server listed in its last heartbeat (for the uploader's part checksum)."""
+        return getattr(self._plane, "server_features", None)
+
     def list_configs(self) -> list[BackupConfig]:
         return self._plane.list_configs()
 
@@ -667,6 +676,7 @@ class _TaggedPlane:
         multipart: bool = False,
         size: int | None = None,
         sha256: str | None = None,
+        part_checksum: str | None = None,
     ) -> StartResponse:
         job = self._job
         response = self._plane.start_backup(
@@ -680,6 +690,7 @@ class _TaggedPlane:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             run_request_id=job.run_request_id,
+            part_checksum=part_checksum,
         )
         self.log_id = response.log_id
         # The uploader's start carries ``multipart`` or the exact size and SHA-256; the engine's
@@ -688,9 +699,17 @@ class _TaggedPlane:
             self.on_open(response.log_id)
         return response
 
-    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket:
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> PartTicket:
         return self._plane.part_url(
-            log_id=log_id, part_number=part_number, size=size, sha256=sha256
+            log_id=log_id, part_number=part_number, size=size, sha256=sha256, crc32=crc32
         )
 
     def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
@@ -781,20 +800,23 @@ class _LeaseKeeper:
 class ProgressReporter:
     """An ``EventSink`` that turns engine events into live-progress messages (``docs/agent-api.md``)
     and sends the latest at most once per ``interval`` seconds, from its own thread (the engine never
-    waits on the network for it). Nothing can be sent before the server has opened the log (the
-    server files progress under a log id); what happened until then is kept, and ``flush`` sends it
-    the moment the log opens."""
+    waits on the network for it). Before the server has opened the log, progress is sent by
+    ``config_id`` (the scan; a small archive being built) when one is given, which the caller does
+    only for a server that advertises ``progress-by-config``; otherwise (or in another phase) what
+    happened until then is kept, and ``flush`` sends it under the log id the moment the log opens."""
 
     def __init__(
         self,
         send: Callable[[dict[str, Any]], None],
         log_id: Callable[[], str | None],
         *,
+        config_id: str | None = None,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
         self._log_id = log_id
+        self._config_id = config_id
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -858,15 +880,24 @@ class ProgressReporter:
                 self._stop.wait(left)  # ``_wake`` stays set: send when the interval is over
                 continue
             log_id = self._log_id()
-            if log_id is None:  # the server has not opened the log yet
+            with self._lock:
+                if log_id is not None:
+                    ref = {"logId": log_id}
+                elif self._config_id is not None and self._state["phase"] in PRE_LOG_PHASES:
+                    ref = {"configId": self._config_id}
+                else:  # the server has not opened the log yet, and cannot take it by config
+                    ref = None
+            if ref is None:
                 self._stop.wait(min(self._interval, 0.25))
                 continue
             with self._lock:
                 self._wake.clear()
                 if not self._dirty:
                     continue
-                payload = {"logId": log_id, **self._state}
+                payload = {**ref, **self._state}
                 self._dirty = self._force = False
+            if log_id is None and self._log_id() is not None:
+                continue  # the log opened meanwhile: ``flush`` sends this state under its id
             self._last = self._clock()
             try:
                 self._send(payload)
@@ -965,6 +996,8 @@ class Runner:
         self.temp_dir: Path | None = None
         """The engine's scratch folder, removed by ``run_manual`` when it is left empty."""
         self._owned: list[ApiClient | HttpStorage] = []
+        self.server_features: frozenset[str] | None = None
+        """The ``features`` of the server's last heartbeat answer (``None``: not seen yet)."""
 
     @classmethod
     def from_settings(
@@ -1005,6 +1038,18 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _features(self) -> frozenset[str]:
+        """What the server advertised in its last heartbeat; a runner that has not seen one yet
+        (the tray's per-job runner) asks once. Unknown (server unreachable) counts as none."""
+        if self.server_features is None:
+            try:
+                beat = self.plane.heartbeat(version=self.version, platform=self.platform)
+            except AgentError as exc:
+                log.debug("could not ask the server's features: %s", exc)
+                return frozenset()
+            self.server_features = frozenset(beat.features)
+        return self.server_features
 
     def _send_progress(self, payload: dict[str, Any]) -> None:
         if self.socket is not None and self.socket.send({"type": "progress", **payload}):
@@ -1054,7 +1099,10 @@ class Runner:
         keeper.start()
         tagged = _TaggedPlane(self.plane, job)
         reporter = ProgressReporter(
-            self._send_progress, lambda: tagged.log_id, interval=self._progress_interval
+            self._send_progress,
+            lambda: tagged.log_id,
+            config_id=config.id if PROGRESS_BY_CONFIG in self._features() else None,
+            interval=self._progress_interval,
         )
 
         def log_opened(log_id: str) -> None:
@@ -1107,7 +1155,8 @@ class Runner:
         cancel = cancel or CancelToken()
         emit: EventSink = self._events or (lambda event: None)
         try:
-            self.plane.heartbeat(version=self.version, platform=self.platform)
+            beat = self.plane.heartbeat(version=self.version, platform=self.platform)
+            self.server_features = frozenset(beat.features)
             configs = self.plane.list_configs()
         except AgentError as exc:
             emit(RunFinished(completed=0, failed=0, error=str(exc)))
@@ -1236,6 +1285,7 @@ class AgentService:
         self.online = True
         if beat.poll_interval:
             self.poll_interval = float(max(1, beat.poll_interval))
+        self.runner.server_features = frozenset(beat.features)
         self.dispatcher.set_configs(configs)
         for request in beat.run_requests:
             if self.dispatcher.request(request):

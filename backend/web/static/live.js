@@ -33,9 +33,16 @@
     return minutes ? hours + " h " + minutes + " min" : hours + " h";
   }
 
+  function count(n) { return Math.floor(n).toLocaleString("en-US"); }
+
   function progressText(p) {
     var parts = [PHASES[p.phase] || "Running"];
-    if (isCount(p.filesDone)) parts.push(p.filesTotal ? p.filesDone + " / " + p.filesTotal + " files" : p.filesDone + " files");
+    if (p.phase === "scanning") { /* what the scan found so far */
+      if (isCount(p.filesTotal)) parts.push(count(p.filesTotal) + " files");
+      if (isCount(p.bytesTotal)) parts.push(filesize(p.bytesTotal));
+      return parts.join(" · ");
+    }
+    if (isCount(p.filesDone)) parts.push(p.filesTotal ? count(p.filesDone) + " / " + count(p.filesTotal) + " files" : count(p.filesDone) + " files");
     if (isCount(p.bytesDone)) parts.push(p.bytesTotal ? filesize(p.bytesDone) + " / " + filesize(p.bytesTotal) : filesize(p.bytesDone));
     if (isCount(p.rate) && Math.floor(p.rate) > 0) parts.push(filesize(Math.floor(p.rate)) + "/s");
     if (isCount(p.eta)) parts.push("about " + duration(Math.floor(p.eta) * 1000) + " left");
@@ -43,6 +50,7 @@
   }
 
   function progressPercent(p) {
+    if (p.phase === "scanning") return null;
     if (isCount(p.bytesDone) && p.bytesTotal) return Math.max(0, Math.min(100, Math.floor(p.bytesDone * 100 / p.bytesTotal)));
     if (isCount(p.filesDone) && p.filesTotal) return Math.max(0, Math.min(100, Math.floor(p.filesDone * 100 / p.filesTotal)));
     return null;
@@ -62,13 +70,7 @@
      (it may simply not belong on this page). */
   var refreshedFor = {};
 
-  function onProgress(event) {
-    var id = String(event.backupId);
-    var boxes = document.querySelectorAll('[data-progress-for="' + CSS.escape(id) + '"]');
-    if (!boxes.length) {
-      if (!refreshedFor[id]) { refreshedFor[id] = true; refreshSoon(); }
-      return;
-    }
+  function fill(boxes, event) {
     var text = progressText(event), pct = progressPercent(event);
     boxes.forEach(function (box) {
       var bar = box.querySelector("progress"), label = box.querySelector(".progress-text");
@@ -79,6 +81,55 @@
       if (label) label.textContent = text;
       box.hidden = false;
     });
+  }
+
+  /* A run whose backup log is not open yet (the scan; a small archive being built) reports by
+     config: shown in [data-config-progress-for] until its backup's own events take over. Kept
+     here, as the server keeps none, and put back when app.js replaces a live region. */
+  var STALE_MS = 60000; /* no word for a minute: the run died before its log opened */
+  var SUPERSEDED_MS = 10000; /* a late pre-log event after the backup started is ignored */
+  var configProgress = {}, backupSeen = {};
+
+  function showConfig(id) {
+    var entry = configProgress[id];
+    var boxes = document.querySelectorAll('[data-config-progress-for="' + CSS.escape(id) + '"]');
+    if (entry) fill(boxes, entry.event);
+    else boxes.forEach(function (box) { box.hidden = true; });
+  }
+
+  function clearConfig(id) {
+    if (!configProgress[id]) return;
+    delete configProgress[id];
+    showConfig(id);
+  }
+
+  function onConfigProgress(event) {
+    var id = String(event.configId || "");
+    if (!id) return;
+    if (backupSeen[id] && Date.now() - backupSeen[id] < SUPERSEDED_MS) return;
+    configProgress[id] = { event: event, at: Date.now() };
+    showConfig(id);
+  }
+
+  function onBackup(event) {
+    if (event.configId) {
+      var id = String(event.configId);
+      if (event.status === "running") backupSeen[id] = Date.now(); else delete backupSeen[id];
+      clearConfig(id);
+    }
+    refreshSoon();
+  }
+
+  function onProgress(event) {
+    if (event.backupId === null || event.backupId === undefined) { onConfigProgress(event); return; }
+    if (event.configId) { backupSeen[String(event.configId)] = Date.now(); clearConfig(String(event.configId)); }
+    var id = String(event.backupId);
+    var boxes = document.querySelectorAll('[data-progress-for="' + CSS.escape(id) + '"]');
+    if (!boxes.length) {
+      if (!refreshedFor[id]) { refreshedFor[id] = true; refreshSoon(); }
+      return;
+    }
+    fill(boxes, event);
   }
 
   function onLog(event) {
@@ -111,7 +162,7 @@
 
   function startEvents() {
     if (!window.EventSource) return;
-    if (!document.querySelector("[data-live], [data-live-feed], [data-progress-for]")) return;
+    if (!document.querySelector("[data-live], [data-live-feed], [data-progress-for], [data-config-progress-for]")) return;
     var source = new EventSource("/events");
     source.addEventListener("open", function () { document.documentElement.dataset.liveEvents = "open"; });
     source.addEventListener("message", function (message) {
@@ -120,8 +171,16 @@
       if (!event || typeof event !== "object") return;
       if (event.type === "progress") onProgress(event);
       else if (event.type === "log") onLog(event);
-      else if (event.type === "backup" || event.type === "runRequest") refreshSoon();
+      else if (event.type === "backup") onBackup(event);
+      else if (event.type === "runRequest") refreshSoon();
     });
+    document.addEventListener("backapp:refreshed", function () { Object.keys(configProgress).forEach(showConfig); });
+    window.setInterval(function () {
+      var now = Date.now();
+      Object.keys(configProgress).forEach(function (id) {
+        if (now - configProgress[id].at > STALE_MS) clearConfig(id);
+      });
+    }, 5000);
     window.addEventListener("pagehide", function () { source.close(); });
   }
 
