@@ -4,15 +4,15 @@ Layout under ``root``::
 
     objects/<key>                 the object's bytes (published once, never overwritten)
     meta/<key>                    JSON sidecar {"size", "sha256"}, so ``head`` never re-reads an object
-    uploads/<upload id>/upload.json   multipart manifest {"key", "created"}
+    uploads/<upload id>/upload.json   multipart manifest {"key", "created", "checksum"}
     uploads/<upload id>/00001     part 1 (a re-sent part replaces the earlier one)
     tmp/                          bodies being received or assembled (same filesystem as objects/)
 
 URLs copy the guarantees of S3 presigning: ``{base_url}/storage/o/{key}?X-Backapp-…`` carries an
 HMAC-SHA256, under a key derived from the server secret, over the method, the exact key, the expiry
-and every constraint (size, SHA-256, upload id, part number, download name), so changing any of them
-breaks the signature. :meth:`LocalStorage.verify` checks a URL; :meth:`LocalStorage.receive` stores
-a body; the HTTP side lives in :mod:`backend.storage.local_routes`.
+and every constraint (size, SHA-256 or a part's CRC32, upload id, part number, download name), so
+changing any of them breaks the signature. :meth:`LocalStorage.verify` checks a URL;
+:meth:`LocalStorage.receive` stores a body; the HTTP side lives in :mod:`backend.storage.local_routes`.
 
 Every blocking file operation runs in a worker thread.
 """
@@ -30,6 +30,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,11 +51,14 @@ from .base import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    PartChecksum,
     PresignedRequest,
     StorageError,
     StorageUnavailable,
     check_part_order,
     content_disposition,
+    crc32_b64_to_hex,
+    validate_crc32_b64,
     validate_expires_in,
     validate_key,
     validate_sha256_hex,
@@ -77,12 +81,13 @@ P_METHOD = "X-Backapp-Method"
 P_EXPIRES = "X-Backapp-Expires"
 P_SIZE = "X-Backapp-Size"
 P_SHA256 = "X-Backapp-Sha256"
+P_CRC32 = "X-Backapp-Crc32"
 P_UPLOAD = "X-Backapp-Upload"
 P_PART = "X-Backapp-Part"
 P_FILENAME = "X-Backapp-Filename"
 P_SIGNATURE = "X-Backapp-Signature"
 _PARAMS = frozenset(
-    {P_METHOD, P_EXPIRES, P_SIZE, P_SHA256, P_UPLOAD, P_PART, P_FILENAME, P_SIGNATURE}
+    {P_METHOD, P_EXPIRES, P_SIZE, P_SHA256, P_CRC32, P_UPLOAD, P_PART, P_FILENAME, P_SIGNATURE}
 )
 
 _SCHEME = "BACKAPP-HMAC-SHA256-V1"
@@ -107,31 +112,35 @@ class Grant:
     upload_id: str | None = None
     part_number: int | None = None
     filename: str | None = None
+    crc32: str | None = None
+    """Base64 CRC32 (S3's form) a part's body must have (an upload with ``crc32`` parts)."""
 
 
 def canonical_string(grant: Grant) -> str:
     """The text the signature covers: every field on its own line, absent ones empty.
 
     Keys and file names cannot contain a newline (control characters are refused), so the lines are
-    unambiguous.
+    unambiguous. ``crc32`` adds a last line only when set, so the URLs signed before it existed stay
+    valid.
     """
 
     def text(value: object | None) -> str:
         return "" if value is None else str(value)
 
-    return "\n".join(
-        [
-            _SCHEME,
-            f"method:{grant.method}",
-            f"key:{grant.key}",
-            f"expires:{grant.expires}",
-            f"size:{text(grant.size)}",
-            f"sha256:{text(grant.sha256)}",
-            f"upload:{text(grant.upload_id)}",
-            f"part:{text(grant.part_number)}",
-            f"filename:{text(grant.filename)}",
-        ]
-    )
+    lines = [
+        _SCHEME,
+        f"method:{grant.method}",
+        f"key:{grant.key}",
+        f"expires:{grant.expires}",
+        f"size:{text(grant.size)}",
+        f"sha256:{text(grant.sha256)}",
+        f"upload:{text(grant.upload_id)}",
+        f"part:{text(grant.part_number)}",
+        f"filename:{text(grant.filename)}",
+    ]
+    if grant.crc32 is not None:
+        lines.append(f"crc32:{grant.crc32}")
+    return "\n".join(lines)
 
 
 def _parse_int(value: str, name: str) -> int:
@@ -190,6 +199,8 @@ class LocalStorage:
             params.append((P_SIZE, str(grant.size)))
         if grant.sha256 is not None:
             params.append((P_SHA256, grant.sha256))
+        if grant.crc32 is not None:
+            params.append((P_CRC32, grant.crc32))
         if grant.upload_id is not None:
             params.append((P_UPLOAD, grant.upload_id))
         if grant.part_number is not None:
@@ -245,7 +256,8 @@ class LocalStorage:
         *,
         expires_in: int,
         size: int,
-        sha256: str,
+        sha256: str | None = None,
+        crc32: str | None = None,
     ) -> PresignedRequest:
         self._validate_key(key)
         if not _UPLOAD_ID.fullmatch(upload_id):
@@ -254,14 +266,17 @@ class LocalStorage:
             raise ValueError(f"part_number must be between 1 and {MAX_PARTS}")
         if size < 0:
             raise ValueError("size must not be negative")
+        if (sha256 is None) == (crc32 is None):
+            raise ValueError("a part URL needs exactly one of sha256 and crc32")
         grant = Grant(
             method="PUT",
             key=key,
             expires=self._expires(expires_in),
             size=size,
-            sha256=validate_sha256_hex(sha256),
+            sha256=None if sha256 is None else validate_sha256_hex(sha256),
             upload_id=upload_id,
             part_number=part_number,
+            crc32=None if crc32 is None else validate_crc32_b64(crc32),
         )
         return self._presign(grant, {})
 
@@ -300,6 +315,7 @@ class LocalStorage:
             upload_id=optional(P_UPLOAD),
             part_number=None if part is None else _parse_int(part, P_PART),
             filename=optional(P_FILENAME),
+            crc32=optional(P_CRC32),
         )
         if not hmac.compare_digest(self.signature(grant), signature):
             raise AccessDenied("the URL's signature does not match (altered, or for another key)")
@@ -333,6 +349,11 @@ class LocalStorage:
         return upload_dir / f"{part_number:05d}"
 
     def _load_upload(self, key: str, upload_id: str) -> Path:
+        return self._load_manifest(key, upload_id)[0]
+
+    def _load_manifest(self, key: str, upload_id: str) -> tuple[Path, PartChecksum]:
+        """The upload's directory and the checksum its parts carry (``sha256`` for a manifest
+        written before the choice existed)."""
         upload_dir = self._upload_dir(upload_id)
         try:
             manifest = json.loads((upload_dir / "upload.json").read_text("utf-8"))
@@ -342,7 +363,8 @@ class LocalStorage:
             raise StorageError(f"the manifest of upload {upload_id} is unreadable") from exc
         if manifest.get("key") != key:
             raise NoSuchUpload("the multipart upload does not exist for this key")
-        return upload_dir
+        checksum: PartChecksum = "crc32" if manifest.get("checksum") == "crc32" else "sha256"
+        return upload_dir, checksum
 
     # -- blocking helpers (run in worker threads) ----------------------------------------------
 
@@ -428,29 +450,38 @@ class LocalStorage:
             self._write_meta(key, stat.st_size, sha256)
         return ObjectInfo(size=stat.st_size, sha256=sha256)
 
-    def _create_multipart_sync(self, key: str) -> str:
+    def _create_multipart_sync(self, key: str, checksum: PartChecksum) -> str:
         upload_id = secrets.token_hex(16)
         upload_dir = self._uploads / upload_id
         upload_dir.mkdir()
-        manifest = {"key": key, "created": int(self._clock())}
+        manifest = {"key": key, "created": int(self._clock()), "checksum": checksum}
         (upload_dir / "upload.json").write_text(json.dumps(manifest), "utf-8")
         return upload_id
 
     def _complete_sync(
         self, key: str, upload_id: str, parts: Sequence[CompletedPart]
     ) -> ObjectInfo:
-        upload_dir = self._load_upload(key, upload_id)
-        check_part_order(parts)
+        upload_dir, checksum = self._load_manifest(key, upload_id)
+        check_part_order(parts, checksum)
         paths: list[Path] = []
+        expected: list[str] = []
         for index, part in enumerate(parts):
             path = self._part_path(upload_dir, part.part_number)
             try:
                 size = path.stat().st_size
             except FileNotFoundError as exc:
                 raise InvalidParts(f"part {part.part_number} was not uploaded") from exc
-            # Our ETag is the part's quoted SHA-256 (see receive).
-            if part.etag.strip().strip('"').lower() != part.sha256.lower():
-                raise InvalidParts(f"part {part.part_number}: the ETag does not match its sha256")
+            # Our ETag is the part's quoted hex SHA-256 or CRC32 (see receive).
+            if part.crc32 is not None:
+                digest_hex = crc32_b64_to_hex(part.crc32)
+            else:
+                assert part.sha256 is not None
+                digest_hex = part.sha256.lower()
+            expected.append(digest_hex)
+            if part.etag.strip().strip('"').lower() != digest_hex:
+                raise InvalidParts(
+                    f"part {part.part_number}: the ETag does not match its {checksum}"
+                )
             if index < len(parts) - 1 and size < self.min_part_size:
                 raise InvalidParts(
                     f"part {part.part_number} is {size} bytes; every part but the last must be "
@@ -462,17 +493,17 @@ class LocalStorage:
         try:
             whole = hashlib.sha256()
             total = 0
-            for part, path in zip(parts, paths, strict=True):
-                digest = hashlib.sha256()
+            for part, path, digest_hex in zip(parts, paths, expected, strict=True):
+                digest = _PartDigest(checksum)
                 with path.open("rb") as source:
                     while chunk := source.read(_CHUNK):
                         digest.update(chunk)
                         whole.update(chunk)
                         file.write(chunk)
                         total += len(chunk)
-                if digest.hexdigest() != part.sha256.lower():
+                if digest.hexdigest() != digest_hex:
                     raise InvalidParts(
-                        f"part {part.part_number}: its content does not match its sha256"
+                        f"part {part.part_number}: its content does not match its {checksum}"
                     )
             _sync_and_close(file)
             sha256 = whole.hexdigest()
@@ -507,9 +538,11 @@ class LocalStorage:
         self._validate_key(key)
         return await anyio.to_thread.run_sync(self._head_sync, key)
 
-    async def create_multipart(self, key: str) -> str:
+    async def create_multipart(self, key: str, *, checksum: PartChecksum = "sha256") -> str:
         self._validate_key(key)
-        return await anyio.to_thread.run_sync(self._create_multipart_sync, key)
+        if checksum not in ("sha256", "crc32"):
+            raise ValueError(f"unknown part checksum {checksum!r}")
+        return await anyio.to_thread.run_sync(self._create_multipart_sync, key, checksum)
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[CompletedPart]
@@ -536,7 +569,8 @@ class LocalStorage:
     # -- receiving a body (used by the PUT route) ----------------------------------------------
 
     async def receive(self, grant: Grant, chunks: AsyncIterable[bytes]) -> str:
-        """Store the body of a verified PUT; return its ETag (the quoted hex SHA-256).
+        """Store the body of a verified PUT; return its ETag (the quoted hex SHA-256, or for a part
+        of an upload with ``crc32`` parts the quoted hex CRC32).
 
         Memory stays bounded: chunks are batched up to 1 MiB and written by a worker thread. A body
         longer than a signed size is refused as soon as it is, and nothing is left behind on any
@@ -545,12 +579,20 @@ class LocalStorage:
         if grant.method != "PUT":
             raise AccessDenied("this URL is not for uploads")
         upload_dir: Path | None = None
+        checksum: PartChecksum = "sha256"
         if grant.upload_id is not None or grant.part_number is not None:
             if grant.upload_id is None or grant.part_number is None:
                 raise AccessDenied("a part URL needs both an upload id and a part number")
-            upload_dir = await anyio.to_thread.run_sync(
-                self._load_upload, grant.key, grant.upload_id
+            upload_dir, checksum = await anyio.to_thread.run_sync(
+                self._load_manifest, grant.key, grant.upload_id
             )
+            signed = "crc32" if grant.crc32 is not None else "sha256"
+            if signed != checksum or (grant.sha256 is not None and grant.crc32 is not None):
+                raise AccessDenied(
+                    f"this upload's parts carry {checksum}, the URL another checksum"
+                )
+        elif grant.crc32 is not None:
+            raise AccessDenied("only a part URL carries a crc32")
         elif await self.head(grant.key) is not None:
             # Fail before reading a body that could never be published; _publish re-checks.
             raise ObjectExists(f"{grant.key} already holds an object")
@@ -559,7 +601,7 @@ class LocalStorage:
         file: IO[bytes] | None = out
         published = False
         try:
-            digest = hashlib.sha256()
+            digest = _PartDigest(checksum)
             size = 0
             pending = bytearray()
 
@@ -583,9 +625,11 @@ class LocalStorage:
             file = None
             if grant.size is not None and size != grant.size:
                 raise BadDigest(f"the body is {size} bytes, the URL was signed for {grant.size}")
-            sha256 = digest.hexdigest()
+            sha256 = digest.hexdigest()  # the hex CRC32 for a crc32 part (only ever its ETag)
             if grant.sha256 is not None and sha256 != grant.sha256:
                 raise BadDigest("the body's SHA-256 does not match the one signed into the URL")
+            if grant.crc32 is not None and sha256 != crc32_b64_to_hex(grant.crc32):
+                raise BadDigest("the body's CRC32 does not match the one signed into the URL")
             if upload_dir is not None and grant.part_number is not None:
                 part_path = self._part_path(upload_dir, grant.part_number)
                 try:
@@ -600,6 +644,25 @@ class LocalStorage:
             if not published:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._discard, file, temp)
+
+
+class _PartDigest:
+    """SHA-256 or CRC32 of a stream, as lower-case hex."""
+
+    def __init__(self, checksum: PartChecksum) -> None:
+        self._sha = hashlib.sha256() if checksum == "sha256" else None
+        self._crc = 0
+
+    def update(self, data: bytes) -> None:
+        if self._sha is not None:
+            self._sha.update(data)
+        else:
+            self._crc = zlib.crc32(data, self._crc)
+
+    def hexdigest(self) -> str:
+        if self._sha is not None:
+            return self._sha.hexdigest()
+        return f"{self._crc:08x}"
 
 
 def _sync_and_close(file: IO[bytes]) -> None:

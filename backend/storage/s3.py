@@ -3,7 +3,8 @@
 The server holds the only credentials; clients get SigV4 pre-signed URLs scoped to one method and one
 exact key. Everything a URL must enforce is a *signed header*: a client that leaves one out, or sends
 another value, gets ``SignatureDoesNotMatch`` from S3, and S3 itself checks a signed
-``x-amz-checksum-sha256`` against the body (``BadDigest``).
+``x-amz-checksum-sha256`` (or, for an upload created with CRC32 parts, ``x-amz-checksum-crc32``)
+against the body (``BadDigest``).
 
 boto3 is synchronous: every network call runs in a worker thread (``anyio.to_thread``); presigning is
 local computation and stays sync.
@@ -29,13 +30,16 @@ from .base import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    PartChecksum,
     PresignedRequest,
     StorageError,
     StorageUnavailable,
     check_part_order,
     content_disposition,
+    part_checksum_of,
     sha256_b64_to_hex,
     sha256_hex_to_b64,
+    validate_crc32_b64,
     validate_expires_in,
     validate_key,
 )
@@ -114,6 +118,15 @@ def object_info_from_head(response: dict[str, Any]) -> ObjectInfo:
         if not _MULTIPART_ETAG.match(str(response.get("ETag", ""))):
             sha256 = sha256_b64_to_hex(raw)
     return ObjectInfo(size=int(response["ContentLength"]), sha256=sha256, checksum_sha256=raw)
+
+
+def _completed_part(part: CompletedPart) -> dict[str, Any]:
+    entry: dict[str, Any] = {"PartNumber": part.part_number, "ETag": part.etag}
+    if part.crc32 is not None:
+        entry["ChecksumCRC32"] = part.crc32
+    elif part.sha256 is not None:
+        entry["ChecksumSHA256"] = sha256_hex_to_b64(part.sha256)
+    return entry
 
 
 class S3Storage:
@@ -226,7 +239,8 @@ class S3Storage:
         *,
         expires_in: int,
         size: int,
-        sha256: str,
+        sha256: str | None = None,
+        crc32: str | None = None,
     ) -> PresignedRequest:
         validate_key(key)
         if not upload_id:
@@ -235,15 +249,20 @@ class S3Storage:
             raise ValueError(f"part_number must be between 1 and {MAX_PARTS}")
         if size < 0:
             raise ValueError("size must not be negative")
-        b64 = sha256_hex_to_b64(sha256)
-        params = {
+        if (sha256 is None) == (crc32 is None):
+            raise ValueError("a part URL needs exactly one of sha256 and crc32")
+        params: dict[str, Any] = {
             "Key": key,
             "UploadId": upload_id,
             "PartNumber": part_number,
             "ContentLength": size,
-            "ChecksumSHA256": b64,
         }
-        headers = {"content-length": str(size), "x-amz-checksum-sha256": b64}
+        headers = {"content-length": str(size)}
+        if crc32 is not None:
+            params["ChecksumCRC32"] = headers["x-amz-checksum-crc32"] = validate_crc32_b64(crc32)
+        else:
+            assert sha256 is not None
+            params["ChecksumSHA256"] = headers["x-amz-checksum-sha256"] = sha256_hex_to_b64(sha256)
         return self._presign("upload_part", params, expires_in, "PUT", headers)
 
     # -- network calls (in a worker thread) ----------------------------------------------------
@@ -271,14 +290,14 @@ class S3Storage:
             raise _translate(exc, f"head {key}") from exc
         return object_info_from_head(response)
 
-    async def create_multipart(self, key: str) -> str:
+    async def create_multipart(self, key: str, *, checksum: PartChecksum = "sha256") -> str:
         validate_key(key)
         response = await self._call(
             f"create multipart upload of {key}",
             self._client.create_multipart_upload,
             Bucket=self.bucket,
             Key=key,
-            ChecksumAlgorithm="SHA256",
+            ChecksumAlgorithm="CRC32" if checksum == "crc32" else "SHA256",
         )
         return str(response["UploadId"])
 
@@ -286,21 +305,14 @@ class S3Storage:
         self, key: str, upload_id: str, parts: Sequence[CompletedPart]
     ) -> ObjectInfo:
         validate_key(key)
-        check_part_order(parts)
+        # S3 itself refuses parts whose algorithm is not the upload's (InvalidPart).
+        checksum = part_checksum_of(parts)
+        check_part_order(parts, checksum)
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
             "UploadId": upload_id,
-            "MultipartUpload": {
-                "Parts": [
-                    {
-                        "PartNumber": part.part_number,
-                        "ETag": part.etag,
-                        "ChecksumSHA256": sha256_hex_to_b64(part.sha256),
-                    }
-                    for part in parts
-                ]
-            },
+            "MultipartUpload": {"Parts": [_completed_part(part) for part in parts]},
         }
         if self.conditional_writes:
             kwargs["IfNoneMatch"] = "*"

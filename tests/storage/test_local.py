@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from backend.storage import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    crc32_b64,
     local_storage_handlers,
 )
 from backend.storage.local import Grant, canonical_string
@@ -649,3 +651,141 @@ async def test_upload_belongs_to_its_key(local_server: LocalServer, key: str) ->
     with pytest.raises(NoSuchUpload):
         await storage.abort_multipart(key + ".other", upload_id)
     await storage.abort_multipart(key, upload_id)
+
+
+# -- multipart with CRC32 parts ----------------------------------------------------------------
+
+
+def crc(data: bytes) -> str:
+    return crc32_b64(zlib.crc32(data))
+
+
+async def upload_crc32_parts(
+    http: httpx.AsyncClient, storage: LocalStorage, key: str, upload_id: str, datas: list[bytes]
+) -> list[CompletedPart]:
+    parts = []
+    for number, data in enumerate(datas, start=1):
+        request = storage.presign_part(
+            key, upload_id, number, expires_in=60, size=len(data), crc32=crc(data)
+        )
+        response = await http.put(request.url, content=data, headers=request.headers)
+        assert response.status_code == 200, response.text
+        parts.append(CompletedPart(number, response.headers["etag"], crc32=crc(data)))
+    return parts
+
+
+def test_crc32_part_url_signs_the_crc32(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path, "http://h", b"k", clock=lambda: 100.0)
+    part = storage.presign_part("a/b", "f" * 32, 7, expires_in=60, size=5, crc32="NhCmhg==")
+    query = parse_qsl(urlsplit(part.url).query)
+    assert {k: v for k, v in query if k != "X-Backapp-Signature"} == {
+        "X-Backapp-Method": "PUT",
+        "X-Backapp-Expires": "160",
+        "X-Backapp-Size": "5",
+        "X-Backapp-Crc32": "NhCmhg==",
+        "X-Backapp-Upload": "f" * 32,
+        "X-Backapp-Part": "7",
+    }
+    grant = storage.verify("PUT", "a/b", query)
+    assert grant.crc32 == "NhCmhg==" and grant.sha256 is None
+    assert canonical_string(grant).endswith("\nfilename:\ncrc32:NhCmhg==")
+    # Another CRC32, or none at all, breaks the signature.
+    for params in (
+        [(k, "AAAAAA==" if k == "X-Backapp-Crc32" else v) for k, v in query],
+        [(k, v) for k, v in query if k != "X-Backapp-Crc32"],
+    ):
+        with pytest.raises(Exception, match="signature"):
+            storage.verify("PUT", "a/b", params)
+    for bad in ({}, {"sha256": "0" * 64, "crc32": "NhCmhg=="}, {"crc32": "NhCmhg"}):
+        with pytest.raises(ValueError):
+            storage.presign_part("a/b", "f" * 32, 7, expires_in=60, size=5, **bad)  # type: ignore[arg-type]
+
+
+async def test_multipart_round_trip_with_crc32_parts(
+    local_server: LocalServer, http: httpx.AsyncClient, key: str
+) -> None:
+    storage = local_server.storage
+    datas = [os.urandom(MIN_PART), os.urandom(MIN_PART + 5), b"tail"]
+    upload_id = await storage.create_multipart(key, checksum="crc32")
+    manifest = json.loads((local_server.root / "uploads" / upload_id / "upload.json").read_text())
+    assert manifest["checksum"] == "crc32"
+    parts = await upload_crc32_parts(http, storage, key, upload_id, datas)
+    assert parts[2].etag == f'"{zlib.crc32(b"tail"):08x}"'
+    whole = b"".join(datas)
+    info = await storage.complete_multipart(key, upload_id, parts)
+    assert info == ObjectInfo(size=len(whole), sha256=sha(whole))  # the whole SHA-256 as ever
+    response = await http.get(storage.presign_get(key, expires_in=60).url)
+    assert response.content == whole
+    assert leftovers(local_server) == []
+
+
+async def test_corrupted_crc32_part_is_refused(
+    local_server: LocalServer, http: httpx.AsyncClient, key: str
+) -> None:
+    storage = local_server.storage
+    upload_id = await storage.create_multipart(key, checksum="crc32")
+    request = storage.presign_part(key, upload_id, 1, expires_in=60, size=5, crc32=crc(b"hello"))
+    response = await http.put(request.url, content=b"hellx", headers=request.headers)
+    assert_error(response, 400, "bad_request")
+    assert "CRC32" in response.json()["detail"]
+    assert sorted(p.name for p in (local_server.root / "uploads" / upload_id).iterdir()) == [
+        "upload.json"
+    ]
+    assert leftovers(local_server) == []
+
+
+async def test_part_urls_must_carry_the_uploads_checksum(
+    local_server: LocalServer, http: httpx.AsyncClient, key: str
+) -> None:
+    storage = local_server.storage
+    crc_upload = await storage.create_multipart(key, checksum="crc32")
+    sha_upload = await storage.create_multipart(key)
+    wrong = [
+        storage.presign_part(key, crc_upload, 1, expires_in=60, size=5, sha256=sha(b"hello")),
+        storage.presign_part(key, sha_upload, 1, expires_in=60, size=5, crc32=crc(b"hello")),
+    ]
+    for request in wrong:
+        response = await http.put(request.url, content=b"hello")
+        assert_error(response, 403, "forbidden")
+    # A single PUT never carries a CRC32.
+    grant = Grant(method="PUT", key=key, expires=int(time.time()) + 60, crc32=crc(b"hello"))
+    response = await http.put(storage.url_for(grant), content=b"hello")
+    assert_error(response, 403, "forbidden")
+    assert await storage.head(key) is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda ps: [ps[0], CompletedPart(2, ps[1].etag, sha(b"x"))], "carry crc32"),
+        (lambda ps: [ps[0], CompletedPart(2, ps[1].etag, crc32=crc(b"x"))], "ETag"),
+        (lambda ps: [ps[0], CompletedPart(2, ps[1].etag, crc32="AAAA")], "base64"),
+        (lambda ps: [ps[0], CompletedPart(2, '"00000000"', crc32="AAAAAA==")], "content"),
+    ],
+)
+async def test_complete_refuses_bad_crc32_part_lists(
+    local_server: LocalServer,
+    http: httpx.AsyncClient,
+    key: str,
+    mutate: Callable[[list[CompletedPart]], list[CompletedPart]],
+    match: str,
+) -> None:
+    storage = local_server.storage
+    upload_id = await storage.create_multipart(key, checksum="crc32")
+    parts = await upload_crc32_parts(http, storage, key, upload_id, [os.urandom(MIN_PART), b"z"])
+    with pytest.raises(InvalidParts, match=match):
+        await storage.complete_multipart(key, upload_id, mutate(parts))
+    assert await storage.head(key) is None
+    assert leftovers(local_server) == []
+
+
+async def test_sha256_upload_refuses_crc32_parts_at_complete(
+    local_server: LocalServer, http: httpx.AsyncClient, key: str
+) -> None:
+    storage = local_server.storage
+    upload_id = await storage.create_multipart(key)
+    parts = await upload_parts(http, storage, key, upload_id, [b"only"])
+    with pytest.raises(InvalidParts, match="carry sha256"):
+        await storage.complete_multipart(
+            key, upload_id, [CompletedPart(1, parts[0].etag, crc32=crc(b"only"))]
+        )

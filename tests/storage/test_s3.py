@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +31,7 @@ from backend.storage import (
     S3Storage,
     StorageError,
     StorageUnavailable,
+    crc32_b64,
 )
 from backend.storage.s3 import _translate, object_info_from_head
 from tests.support.s3 import S3Endpoint, presigned_url_is_valid
@@ -428,3 +430,94 @@ async def test_abort_and_no_such_upload(s3: S3Storage, http: httpx.AsyncClient, 
     with pytest.raises(NoSuchUpload):
         await s3.abort_multipart(key, "no-such-upload")
     assert await s3.head(key) is None
+
+
+# -- multipart with CRC32 parts ----------------------------------------------------------------
+
+
+def crc(data: bytes) -> str:
+    return crc32_b64(zlib.crc32(data))
+
+
+async def upload_crc32_parts(
+    http: httpx.AsyncClient, s3: S3Storage, key: str, upload_id: str, datas: list[bytes]
+) -> list[CompletedPart]:
+    parts = []
+    for number, data in enumerate(datas, start=1):
+        request = s3.presign_part(
+            key, upload_id, number, expires_in=60, size=len(data), crc32=crc(data)
+        )
+        response = await http.put(request.url, content=data, headers=request.headers)
+        assert response.status_code == 200, response.text
+        parts.append(CompletedPart(number, response.headers["etag"], crc32=crc(data)))
+    return parts
+
+
+def test_presign_part_with_crc32_signs_its_header(
+    s3: S3Storage, s3_server: S3Endpoint, key: str
+) -> None:
+    part = s3.presign_part(key, "upload-1", 2, expires_in=60, size=5, crc32=crc(b"hello"))
+    assert crc(b"hello") == "NhCmhg=="
+    assert part.headers == {"content-length": "5", "x-amz-checksum-crc32": "NhCmhg=="}
+    query = query_of(part.url)
+    assert query["X-Amz-SignedHeaders"] == "content-length;host;x-amz-checksum-crc32"
+    secret = s3_server.secret_access_key
+    assert presigned_url_is_valid(part.url, "PUT", part.headers, secret_access_key=secret)
+    other = {**part.headers, "x-amz-checksum-crc32": crc(b"hellx")}
+    assert not presigned_url_is_valid(part.url, "PUT", other, secret_access_key=secret)
+    with pytest.raises(ValueError, match="exactly one"):
+        s3.presign_part(key, "u", 1, expires_in=60, size=5)
+    with pytest.raises(ValueError, match="exactly one"):
+        s3.presign_part(key, "u", 1, expires_in=60, size=5, sha256=sha(b"x"), crc32=crc(b"x"))
+    with pytest.raises(ValueError, match="base64 of 4 bytes"):
+        s3.presign_part(key, "u", 1, expires_in=60, size=5, crc32="NhCmhg")
+
+
+async def test_multipart_round_trip_with_crc32_parts(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    datas = [os.urandom(MIN_PART_SIZE), b"tail"]
+    upload_id = await s3.create_multipart(key, checksum="crc32")
+    parts = await upload_crc32_parts(http, s3, key, upload_id, datas)
+
+    info = await s3.complete_multipart(key, upload_id, parts)
+    assert info.size == sum(map(len, datas))
+    assert info.sha256 is None and info.checksum_sha256 is None
+    # moto 5 does not list the parts' ChecksumCRC32 (list_parts), but it keeps the upload's
+    # algorithm and answers the object's composite CRC32, as S3 does.
+    head = s3._client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
+    # S3's composite CRC32: the CRC32 of the parts' CRC32s, "-2" (moto 5 leaves the suffix out).
+    composite = crc(b"".join(base64.b64decode(crc(d)) for d in datas))
+    assert head["ChecksumCRC32"].removesuffix("-2") == composite
+    response = await http.get(s3.presign_get(key, expires_in=60).url)
+    assert response.content == b"".join(datas)
+
+
+async def test_crc32_upload_refuses_sha256_parts(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    upload_id = await s3.create_multipart(key, checksum="crc32")
+    parts = await upload_crc32_parts(http, s3, key, upload_id, [b"one", b"two"])
+    mixed = [parts[0], CompletedPart(2, parts[1].etag, sha(b"two"))]
+    with pytest.raises(InvalidParts, match="carry crc32"):  # refused before asking S3
+        await s3.complete_multipart(key, upload_id, mixed)
+    with pytest.raises(InvalidParts, match="base64 of 4 bytes"):
+        await s3.complete_multipart(key, upload_id, [CompletedPart(1, parts[0].etag, crc32="x")])
+    assert await s3.head(key) is None
+    await s3.abort_multipart(key, upload_id)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="moto 5 does not check x-amz-checksum-crc32 against the body (real S3: 400 BadDigest)",
+)
+async def test_part_body_not_matching_signed_crc32_is_refused(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    upload_id = await s3.create_multipart(key, checksum="crc32")
+    request = s3.presign_part(key, upload_id, 1, expires_in=60, size=5, crc32=crc(b"hello"))
+    try:
+        response = await http.put(request.url, content=b"hellx", headers=request.headers)
+        assert response.status_code == 400
+    finally:
+        await s3.abort_multipart(key, upload_id)
