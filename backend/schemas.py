@@ -16,6 +16,9 @@ ShortText = Annotated[str, Meta(max_length=64)]
 Email = Annotated[str, Meta(min_length=3, max_length=320)]
 Password = Annotated[str, Meta(min_length=1, max_length=1024)]
 Hex64 = Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$")]
+Crc32B64 = Annotated[str, Meta(pattern="^[A-Za-z0-9+/]{6}==$")]
+"""A CRC32 as S3's ``x-amz-checksum-crc32`` carries it: base64 of its 4 big-endian bytes."""
+PartChecksum = Literal["sha256", "crc32"]
 Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
 NonNegative = Annotated[int, Meta(ge=0)]
 Level = Literal["debug", "info", "warning", "error"]
@@ -96,6 +99,9 @@ class HeartbeatResponse(Camel):
     poll_interval: int
     agent: AgentRef
     run_requests: list[RunRequestRef] = msgspec.field(default_factory=list)
+    features: list[str] = msgspec.field(default_factory=list)
+    """What this server understands beyond the contract (``progress-by-config``), so that an agent
+    does not send an older server requests it would refuse."""
     success: bool = True
 
 
@@ -165,6 +171,9 @@ class StartRequest(Camel):
     attempt: Attempt = 1
     max_attempts: Attempt | None = None
     run_request_id: Uuid | None = None
+    part_checksum: PartChecksum = "sha256"
+    """With ``multipart``: the checksum every part carries (``crc32`` needs the heartbeat feature
+    ``part-crc32``); the whole archive's SHA-256 is reported on complete either way."""
 
 
 class UploadInfo(Camel):
@@ -176,6 +185,8 @@ class UploadInfo(Camel):
     upload_id: str | None = None
     part_size: int | None = None
     max_parts: int | None = None
+    part_checksum: PartChecksum | None = None
+    """``MULTIPART`` only: the checksum each part must carry (``sha256`` or ``crc32``)."""
 
 
 class StartResponse(Camel):
@@ -218,7 +229,9 @@ class PartRequest(Camel):
     log_id: Uuid
     part_number: Annotated[int, Meta(ge=1, le=10000)]
     size: Annotated[int, Meta(ge=1, le=5 * 1024**3)]
-    sha256: Hex64
+    sha256: Hex64 | None = None
+    crc32: Crc32B64 | None = None
+    """Exactly one of ``sha256`` and ``crc32``: the upload's part checksum."""
 
 
 class PartUrl(Camel):
@@ -237,7 +250,9 @@ class PartResponse(Camel):
 class UploadedPart(Camel):
     part_number: Annotated[int, Meta(ge=1, le=10000)]
     etag: Annotated[str, Meta(min_length=1, max_length=200)]
-    sha256: Hex64
+    sha256: Hex64 | None = None
+    crc32: Crc32B64 | None = None
+    """Exactly one of ``sha256`` and ``crc32``: the upload's part checksum."""
 
 
 class UploadCompleteRequest(Camel):
@@ -536,10 +551,12 @@ Phase = Literal["scanning", "archiving", "uploading", "finishing"]
 
 class ProgressRequest(Camel):
     """A progress event (``POST /api/agent/backup/progress``, or ``{"type": "progress", …}`` over
-    the agent's WebSocket)."""
+    the agent's WebSocket). Exactly one of ``log_id`` (a running backup) and ``config_id`` (a run
+    whose log is not open yet: phases ``scanning`` and ``archiving`` only)."""
 
-    log_id: Uuid
     phase: Phase
+    log_id: Uuid | None = None
+    config_id: Uuid | None = None
     files_done: NonNegative | None = None
     files_total: NonNegative | None = None
     bytes_done: NonNegative | None = None

@@ -40,6 +40,7 @@ from backend.schemas import (
     UploadCompleteRequest,
     UploadCompleteResponse,
 )
+from backend.services.backups import AGENT_FEATURES
 from backend.services.clock import iso
 from backend.services.leases import LeaseGrant
 
@@ -80,6 +81,7 @@ class AgentApiController(Controller):
             poll_interval=services.settings.poll_interval,
             agent=AgentRef(id=str(agent.id), name=agent.name),
             run_requests=await services.runs.pending_for_agent(agent),
+            features=list(AGENT_FEATURES),
         )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")
@@ -121,7 +123,7 @@ class AgentApiController(Controller):
         self, data: JSONBody[PartRequest], agent: AgentDep, services: ServicesDep
     ) -> PartResponse:
         part = await services.backups.part_url(
-            agent, data.log_id, data.part_number, data.size, data.sha256
+            agent, data.log_id, data.part_number, data.size, data.sha256, data.crc32
         )
         return PartResponse(part=part)
 
@@ -190,7 +192,7 @@ class AgentApiController(Controller):
         "/backup/progress",
         status_code=HTTP_200_OK,
         dependencies=_AGENT,
-        summary="Progress of a running backup (at most about one per second)",
+        summary="Progress of a running backup, or of a run before its log opens (configId)",
     )
     async def progress(
         self, data: JSONBody[ProgressRequest], agent: AgentDep, services: ServicesDep

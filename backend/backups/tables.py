@@ -59,6 +59,11 @@ class BackupLog(Table, tablename="backapp_backup_log"):
     upload_state = Varchar(
         length=16, default="single", help_text="single, multipart, assembled or aborted."
     )
+    part_checksum = Varchar(
+        length=8,
+        default="sha256",
+        help_text="The checksum each multipart part carries: sha256 or crc32.",
+    )
     size = BigInt(null=True, default=None, help_text="Verified size of the stored object.")
     sha256 = Varchar(length=64, null=True, default=None)
     files_processed = Integer(null=True, default=None)

@@ -42,9 +42,14 @@ from backend.settings import Settings
 from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, Storage, StorageError
 from backend.storage import InvalidParts as StorageInvalidParts
 
-__all__ = ["BackupService"]
+__all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService"]
 
 log = logging.getLogger("backapp.backups")
+
+AGENT_FEATURES = ("progress-by-config", "part-crc32")
+"""Extensions an agent may use, listed in the heartbeat response (``features``)."""
+PRE_LOG_PHASES = ("scanning", "archiving")
+"""The phases a run reports by ``configId``, before its log is open."""
 
 SINGLE_PUT_LIMIT = 5 * 1024**3
 MAX_PARTS = 10000
@@ -166,6 +171,7 @@ class BackupService:
             expected_size=req.size,
             expected_sha256=req.sha256.lower() if req.sha256 else None,
             upload_state="multipart" if req.multipart else "single",
+            part_checksum=req.part_checksum if req.multipart else "sha256",
             errors=[],
             started_at=utcnow(),
             trigger=trigger,
@@ -182,7 +188,9 @@ class BackupService:
 
         if req.multipart:
             try:
-                upload_id = await _storage_call(lambda: self.storage.create_multipart(key))
+                upload_id = await _storage_call(
+                    lambda: self.storage.create_multipart(key, checksum=req.part_checksum)
+                )
             except Exception:
                 await BackupLog.delete().where(BackupLog.id == log_id)
                 raise
@@ -195,6 +203,7 @@ class BackupService:
                 max_parts=MAX_PARTS,
                 expires_at=iso(self._expires()) or "",
                 s3_path=key,
+                part_checksum=req.part_checksum,
             )
         await self._started(agent, log_id, config_id, run_request)
         presigned = self.storage.presign_put(
@@ -226,12 +235,25 @@ class BackupService:
         )
 
     async def progress(self, agent: AgentIdentity, req: ProgressRequest) -> None:
-        """Keep the latest progress event on the running backup and show it on the owner's pages."""
+        """Keep the latest progress event on the running backup and show it on the owner's pages;
+        a run whose log is not open yet (``configId``) is only shown, never stored."""
+        if (req.log_id is None) == (req.config_id is None):
+            raise InvalidInput(
+                "send exactly one of logId (a running backup) and configId (a run whose log is "
+                "not open yet)",
+                field="logId" if req.log_id is not None else "configId",
+            )
+        event: dict[str, Any] = {
+            k: v for k, v in msgspec.to_builtins(req).items() if k not in ("logId", "configId")
+        }
+        event["at"] = iso(utcnow())
+        if req.config_id is not None:
+            await self._config_progress(agent, req.config_id, event)
+            return
+        assert req.log_id is not None
         row = await self._agent_log(agent, req.log_id)
         if row["status"] != "running":
             raise Conflict(f"logId: this backup is already {row['status']}")
-        event: dict[str, Any] = {k: v for k, v in msgspec.to_builtins(req).items() if k != "logId"}
-        event["at"] = iso(utcnow())
         await BackupLog.update({BackupLog.progress: event}).where(
             (BackupLog.id == row["id"]) & (BackupLog.status == "running")
         )
@@ -247,6 +269,41 @@ class BackupService:
                 },
             )
 
+    async def _config_progress(
+        self, agent: AgentIdentity, config_id: str, event: dict[str, Any]
+    ) -> None:
+        """Progress before ``backup/start`` (the scan; a small archive being built): published to
+        the owner's pages with ``backupId: null``, and not kept anywhere (the next one follows
+        within a second or so; the backup's own progress and events supersede it)."""
+        if event["phase"] not in PRE_LOG_PHASES:
+            raise InvalidInput(
+                f"phase: with configId only {' or '.join(PRE_LOG_PHASES)} (the log is not open "
+                f"yet); send logId for {event['phase']}",
+                field="phase",
+            )
+        try:
+            cid = uuid.UUID(config_id)
+        except ValueError:
+            raise NotFound("configId: no such config assigned to this agent") from None
+        if not await BackupConfig.exists().where(
+            (BackupConfig.id == cid)
+            & (BackupConfig.agent == agent.id)
+            & (BackupConfig.user == agent.user_id)
+            & (BackupConfig.execution_mode == "agent")
+        ):
+            raise NotFound("configId: no such config assigned to this agent")
+        if self.live is not None:
+            self.live.to_user(
+                agent.user_id,
+                {
+                    "type": "progress",
+                    "backupId": None,
+                    "configId": str(cid),
+                    "agentId": str(agent.id),
+                    **event,
+                },
+            )
+
     async def _running_multipart(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
         row = await self._agent_log(agent, log_id)
         if row["status"] != "running":
@@ -256,18 +313,26 @@ class BackupService:
         return row
 
     async def part_url(
-        self, agent: AgentIdentity, log_id: str, part_number: int, size: int, sha256: str
+        self,
+        agent: AgentIdentity,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None,
+        crc32: str | None = None,
     ) -> PartUrl:
         row = await self._running_multipart(agent, log_id)
         if row["upload_state"] != "multipart":
             raise Conflict("logId: the upload is already assembled")
+        sha256, crc32 = _part_checksum(row, sha256, crc32, "")
         presigned = self.storage.presign_part(
             row["s3_path"],
             row["upload_id"],
             part_number,
             expires_in=self.settings.presign_seconds,
             size=size,
-            sha256=sha256.lower(),
+            sha256=sha256,
+            crc32=crc32,
         )
         return PartUrl(
             part_number=part_number,
@@ -287,8 +352,12 @@ class BackupService:
         if numbers != sorted(set(numbers)):
             raise InvalidInput("parts: part numbers must be unique and ascending", field="parts")
         completed = [
-            CompletedPart(part_number=p.part_number, etag=p.etag, sha256=p.sha256.lower())
-            for p in parts
+            CompletedPart(
+                p.part_number,
+                p.etag,
+                *_part_checksum(row, p.sha256, p.crc32, f"parts[{i}].", p.part_number),
+            )
+            for i, p in enumerate(parts)
         ]
         try:
             info: ObjectInfo = await _storage_call(
@@ -655,6 +724,32 @@ class BackupService:
         if row is None:
             raise NotFound("backup not found")
         return self._out(row)
+
+
+def _part_checksum(
+    row: dict[str, Any],
+    sha256: str | None,
+    crc32: str | None,
+    prefix: str,
+    part_number: int | None = None,
+) -> tuple[str | None, str | None]:
+    """``(sha256, crc32)`` of a part, exactly the one the upload was started with
+    (``partChecksum``), else :class:`InvalidInput` naming the field."""
+    expected = row.get("part_checksum") or "sha256"
+    other = "sha256" if expected == "crc32" else "crc32"
+    given = {"sha256": sha256, "crc32": crc32}
+    where = f" (part {part_number})" if part_number is not None else ""
+    if given[other] is not None:
+        raise InvalidInput(
+            f"{prefix}{other}: this upload's parts carry {expected}{where}, not {other}",
+            field=f"{prefix}{other}",
+        )
+    if given[expected] is None:
+        raise InvalidInput(
+            f"{prefix}{expected}: required for this upload's parts{where}",
+            field=f"{prefix}{expected}",
+        )
+    return (sha256.lower(), None) if sha256 is not None else (None, crc32)
 
 
 def _json_object(value: Any) -> dict[str, Any] | None:

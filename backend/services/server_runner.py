@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
@@ -243,6 +243,8 @@ class ServerControlPlane:
             id=uuid.UUID(int=0), user_id=self.user_id, name="server", platform=None, version=None
         )
         self.log_ids: list[str] = []
+        self.server_features = frozenset({"part-crc32"})
+        """What the engine's uploader may use (CRC32 part checksums: half the CPU of SHA-256)."""
         # The engine calls back from its own threads too (multipart part uploads run in a pool):
         # the token names the event loop to run the services on.
         self.token = anyio.lowlevel.current_token()
@@ -270,8 +272,12 @@ class ServerControlPlane:
         multipart: bool = False,
         size: int | None = None,
         sha256: str | None = None,
+        part_checksum: str | None = None,
     ) -> StartResponse:
-        log_id, upload = self._call(self._start, filename, filesize, multipart, size, sha256)
+        checksum = "crc32" if part_checksum == "crc32" else "sha256"
+        log_id, upload = self._call(
+            self._start, filename, filesize, multipart, size, sha256, checksum
+        )
         self.log_ids.append(log_id)
         return msgspec.convert(
             {"logId": log_id, "upload": msgspec.to_builtins(upload)}, StartResponse
@@ -284,6 +290,7 @@ class ServerControlPlane:
         multipart: bool,
         size: int | None,
         sha256: str | None,
+        part_checksum: Literal["sha256", "crc32"] = "sha256",
     ) -> tuple[str, UploadInfo]:
         key = backup_key(
             user_id=self.user_id, agent_id=None, config_id=self.config_id, filename=filename
@@ -310,6 +317,7 @@ class ServerControlPlane:
             expected_size=size,
             expected_sha256=sha256.lower() if sha256 else None,
             upload_state="multipart" if multipart else "single",
+            part_checksum=part_checksum,
             errors=[],
             started_at=self.clock(),
             trigger=self.run.trigger,
@@ -331,7 +339,7 @@ class ServerControlPlane:
         published = {"id": log_id, "user": self.user_id, "config": self.config_id, "agent": None}
         if multipart:
             try:
-                upload_id = await self.storage.create_multipart(key)
+                upload_id = await self.storage.create_multipart(key, checksum=part_checksum)
             except ServerStorageError as exc:
                 await BackupLog.delete().where(BackupLog.id == log_id)
                 raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
@@ -344,6 +352,7 @@ class ServerControlPlane:
                 max_parts=10000,
                 expires_at=iso(utcnow() + timedelta(seconds=expires)) or "",
                 s3_path=key,
+                part_checksum=part_checksum,
             )
         presigned = self.storage.presign_put(
             key, expires_in=expires, size=size, sha256=sha256.lower() if sha256 else None
@@ -357,13 +366,25 @@ class ServerControlPlane:
             s3_path=key,
         )
 
-    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket:
-        part = self._call(self.backups.part_url, self.identity, log_id, part_number, size, sha256)
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> PartTicket:
+        part = self._call(
+            self.backups.part_url, self.identity, log_id, part_number, size, sha256, crc32
+        )
         return msgspec.convert(msgspec.to_builtins(part), PartTicket)
 
     def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
         converted = [
-            ServerUploadedPart(part_number=p.part_number, etag=p.etag, sha256=p.sha256)
+            ServerUploadedPart(
+                part_number=p.part_number, etag=p.etag, sha256=p.sha256, crc32=p.crc32
+            )
             for p in parts
         ]
         return int(self._call(self.backups.upload_complete, self.identity, log_id, converted))

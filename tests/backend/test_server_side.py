@@ -552,6 +552,7 @@ async def test_a_large_server_side_backup_goes_up_in_parts(
     assert isinstance(services.storage, LocalStorage)
     stored = services.storage.object_path(runs[0]["s3_path"])
     assert stored.stat().st_size == runs[0]["size"]
+    assert runs[0]["part_checksum"] == "crc32"  # the server's own engine uses CRC32 parts too
 
 
 def test_settings_of_the_periodic_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
