@@ -150,9 +150,23 @@ class ControlPlane(Protocol):
         multipart: bool = False,
         size: int | None = None,
         sha256: str | None = None,
-    ) -> StartResponse: ...
+        part_checksum: str | None = None,
+    ) -> StartResponse:
+        """``part_checksum`` (``"crc32"``) only for a server whose heartbeat ``features`` list
+        ``part-crc32``; the answer's ``upload.part_checksum`` says what the parts carry."""
+        ...
 
-    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket: ...
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> PartTicket:
+        """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
+        ...
 
     def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
 
@@ -261,6 +275,8 @@ class ApiClient:
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        self.server_features: frozenset[str] | None = None
+        """The ``features`` of the last heartbeat answer (``None``: no heartbeat yet)."""
         self._sleep = sleep
         self._rand = rand
         self._http = httpx.Client(
@@ -300,7 +316,9 @@ class ApiClient:
             # the server's time zone database lacks ours: the heartbeat matters more
             log.warning("the server refused the time zone %r: %s", timezone, exc.detail)
             body = self._call("POST", path, payload)
-        return _decode(body, Heartbeat, path)
+        beat = _decode(body, Heartbeat, path)
+        self.server_features = frozenset(beat.features)
+        return beat
 
     def list_configs(self) -> list[BackupConfig]:
         body = self._call("GET", "/api/agent/configs")
@@ -319,6 +337,7 @@ class ApiClient:
         attempt: int | None = None,
         max_attempts: int | None = None,
         run_request_id: str | None = None,
+        part_checksum: str | None = None,
     ) -> StartResponse:
         payload: dict[str, Any] = {
             "configId": config_id,
@@ -335,6 +354,7 @@ class ApiClient:
             ("attempt", attempt),
             ("maxAttempts", max_attempts),
             ("runRequestId", run_request_id),
+            ("partChecksum", part_checksum),
         ):
             if value is not None:
                 payload[name] = value
@@ -380,12 +400,21 @@ class ApiClient:
 
     # -- multipart extension ------------------------------------------------------------------------
 
-    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> PartTicket:
-        body = self._call(
-            "POST",
-            "/api/agent/backup/upload/part",
-            {"logId": log_id, "partNumber": part_number, "size": size, "sha256": sha256},
-        )
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> PartTicket:
+        payload: dict[str, Any] = {"logId": log_id, "partNumber": part_number, "size": size}
+        if crc32 is not None:
+            payload["crc32"] = crc32
+        else:
+            payload["sha256"] = sha256
+        body = self._call("POST", "/api/agent/backup/upload/part", payload)
         return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
 
     def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:

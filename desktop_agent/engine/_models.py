@@ -84,6 +84,9 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     """Seconds between heartbeats the server expects (extension)."""
     run_requests: list[RunRequest] = msgspec.field(default_factory=list)
     """Pending *Back Up Now* requests for this agent (extension; the fallback of the WebSocket)."""
+    features: list[str] = msgspec.field(default_factory=list)
+    """Extensions the server understands (``progress-by-config``: progress before the log opens);
+    empty from an older server."""
 
 
 class UploadTicket(msgspec.Struct, frozen=True, rename="camel"):
@@ -97,6 +100,9 @@ class UploadTicket(msgspec.Struct, frozen=True, rename="camel"):
     upload_id: str | None = None
     part_size: int | None = None
     max_parts: int | None = None
+    part_checksum: str | None = None
+    """``MULTIPART``: the checksum each part carries, ``"sha256"`` (also when absent: an older
+    server) or ``"crc32"``."""
 
 
 class StartResponse(msgspec.Struct, frozen=True, rename="camel"):
@@ -114,9 +120,12 @@ class PartTicket(msgspec.Struct, frozen=True, rename="camel"):
     expires_at: str | None = None
 
 
-class UploadedPart(msgspec.Struct, frozen=True, rename="camel"):
-    """A part that storage accepted; listed in ``upload/complete``."""
+class UploadedPart(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """A part that storage accepted; listed in ``upload/complete`` with the upload's checksum."""
 
     part_number: int
     etag: str
-    sha256: str
+    sha256: str | None = None
+    """Hex SHA-256 (an upload with ``sha256`` parts)."""
+    crc32: str | None = None
+    """Base64 of the 4 big-endian bytes of the CRC32 (an upload with ``crc32`` parts)."""
