@@ -164,9 +164,12 @@ def serve_sink() -> None:
 class _Plane:
     """A control plane in-process (the server's work is not what is measured here)."""
 
-    def __init__(self, sink: str) -> None:
+    def __init__(self, sink: str, part_checksum: str) -> None:
         self.sink = sink
         self.sizes: dict[int, int] = {}
+        # What a current server advertises (the uploader then hashes its parts with CRC32), or
+        # nothing, as an older server (SHA-256 parts).
+        self.server_features = frozenset({"part-crc32"} if part_checksum == "crc32" else ())
 
     def heartbeat(self, *, version: str, platform: str) -> Any:
         raise NotImplementedError
@@ -179,13 +182,25 @@ class _Plane:
 
         if kw.get("multipart"):
             ticket = UploadTicket(
-                method="MULTIPART", s3_path="bench", upload_id="u", max_parts=10_000
+                method="MULTIPART",
+                s3_path="bench",
+                upload_id="u",
+                max_parts=10_000,
+                part_checksum=kw.get("part_checksum") or "sha256",
             )
         else:
             ticket = UploadTicket(method="PUT", s3_path="bench", url=f"{self.sink}/single")
         return StartResponse(log_id="log", upload=ticket)
 
-    def part_url(self, *, log_id: str, part_number: int, size: int, sha256: str) -> Any:
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> Any:
         from desktop_agent.engine._models import PartTicket
 
         self.sizes[part_number] = size
@@ -213,7 +228,8 @@ def run_child(source: str, fmt: str, sink: str, level: int | None) -> None:
         gzip_level=level or 6,
         zstd_level=level or 3,
     )
-    engine = BackupEngine(_Plane(sink), HttpStorage(), options)
+    part_checksum = os.environ.get("BACKAPP_BENCH_PART_CHECKSUM", "crc32")
+    engine = BackupEngine(_Plane(sink, part_checksum), HttpStorage(), options)
     config = BackupConfig(
         id="bench",
         name="bench",
@@ -369,6 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip-default", action="store_true", help="only the --large-gib memory check"
     )
+    parser.add_argument(
+        "--part-checksum",
+        choices=("crc32", "sha256"),
+        default="crc32",
+        help="the multipart part checksum the agent's server offers (sha256: as a server before "
+        "part-crc32)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
@@ -382,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source, fmt, sink, level = args.child
         run_child(source, fmt, sink, int(level) or None)
         return 0
+    os.environ["BACKAPP_BENCH_PART_CHECKSUM"] = args.part_checksum  # for the children
 
     print(f"{os.cpu_count()} cores; {sys.version.split()[0]}; workdir {args.workdir}", flush=True)
     t0 = time.perf_counter()
