@@ -226,7 +226,7 @@ def run_child(source: str, fmt: str, sink: str, level: int | None) -> None:
     options = EngineOptions(
         temp_dir=Path(tempfile.gettempdir()) / "backapp-bench",
         gzip_level=level or 6,
-        zstd_level=level or 3,
+        zstd_level=level or 1,
     )
     part_checksum = os.environ.get("BACKAPP_BENCH_PART_CHECKSUM", "crc32")
     engine = BackupEngine(_Plane(sink, part_checksum), HttpStorage(), options)
@@ -300,8 +300,8 @@ def bench_tree(
     )
     agent_runs: list[tuple[str, str, int | None, str]] = [
         ("agent gzip (level 6, default)", "gzip", None, "tar -czf"),
-        ("agent zstd (level 1)", "zstd", 1, "tar | zstd -1 -T0"),
-        ("agent zstd (level 3, default)", "zstd", None, "tar | zstd -1 -T0"),
+        ("agent zstd (level 1, default)", "zstd", None, "tar | zstd -1 -T0"),
+        ("agent zstd (level 3)", "zstd", 3, "tar | zstd -1 -T0"),
     ]
     if levels:
         agent_runs.insert(1, ("agent gzip (level 1)", "gzip", 1, "tar -czf"))

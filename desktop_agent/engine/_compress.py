@@ -398,7 +398,7 @@ class ZstdCompressor(Compressor):
         self,
         pipe: OrderedPipe,
         *,
-        level: int = 3,
+        level: int = 1,
         threads: int | None = None,
         block_size: int = ZSTD_BLOCK,
     ) -> None:
@@ -449,7 +449,7 @@ def make_compressor(
     pipe: OrderedPipe,
     *,
     gzip_level: int = 6,
-    zstd_level: int = 3,
+    zstd_level: int = 1,
     threads: int | None = None,
 ) -> Compressor:
     if fmt == "gzip":

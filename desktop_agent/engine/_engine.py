@@ -108,7 +108,7 @@ class EngineOptions:
     """Where the scan list may spill to disk (a few bytes per file; never archive data)."""
     upload: UploadOptions = field(default_factory=UploadOptions)
     gzip_level: int = 6
-    zstd_level: int = 3
+    zstd_level: int = 1
     compress_threads: int | None = None
     """Compression threads; ``None``: one per core."""
     exclude_node_modules: bool = False
@@ -141,7 +141,7 @@ def write_archive(
     default_excludes: bool = True,
     exclude_node_modules: bool = False,
     gzip_level: int = 6,
-    zstd_level: int = 3,
+    zstd_level: int = 1,
     threads: int | None = None,
     temp_dir: Path | None = None,
     cancel: CancelToken | None = None,

@@ -95,7 +95,7 @@ class AgentSettings:
     """Parts uploaded at the same time (``uploadConcurrency``; ``$BACKAPP_AGENT_UPLOAD_CONCURRENCY``)."""
     gzip_level: int = 6
     """gzip level 1-9 (``gzipLevel``; ``$BACKAPP_AGENT_GZIP_LEVEL``)."""
-    zstd_level: int = 3
+    zstd_level: int = 1
     """zstd level 1-19 (``zstdLevel``; ``$BACKAPP_AGENT_ZSTD_LEVEL``)."""
     compress_threads: int | None = None
     """Compression threads (``compressThreads``; ``$BACKAPP_AGENT_COMPRESS_THREADS``); default: all
