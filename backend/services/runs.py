@@ -8,6 +8,9 @@ agent hear of it within seconds instead of at its next heartbeat.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,8 +35,17 @@ __all__ = [
     "run_message",
 ]
 
+log = logging.getLogger(__name__)
+
 REQUEST_TTL = timedelta(hours=1)
 """A request not started within this time becomes ``expired``."""
+
+PENDING_REFRESH_SECONDS = 1.0
+"""How stale this process's view of "which agents have pending requests" may be. Heartbeats are the
+hot path (thousands a second): they consult that set and query the table only for agents in it, and
+the set is re-read in one query at most this often. A request made on this process is in it at once;
+one made on another process shows up in heartbeats here within this delay (its WebSocket message is
+immediate)."""
 
 
 def run_message(request_id: str | uuid.UUID, config_id: str | uuid.UUID) -> dict[str, Any]:
@@ -56,6 +68,10 @@ class RunService:
         self.live = live
         self.leases = leases
         self._timezones: dict[uuid.UUID, str] = {}
+        self._pending_agents: set[uuid.UUID] = set()
+        self._pending_checked = float("-inf")
+        self._added_meanwhile: set[uuid.UUID] = set()
+        self._refresh_task: asyncio.Task[None] | None = None
 
     # --- the owner asks ---------------------------------------------------------------------
 
@@ -136,6 +152,8 @@ class RunService:
             raise Conflict("a Back Up Now request for this configuration is already pending")
         message = run_message(request_id, config["id"])
         if agent_id is not None:
+            self._pending_agents.add(agent_id)
+            self._added_meanwhile.add(agent_id)
             self.live.to_agent(agent_id, message)
         else:
             self.live.publish(message, SERVER_CHANNEL)
@@ -163,8 +181,43 @@ class RunService:
 
     # --- the agent hears of it ---------------------------------------------------------------
 
+    async def _agents_with_pending(self) -> set[uuid.UUID]:
+        """The agents with pending requests, as of at most ~PENDING_REFRESH_SECONDS ago.
+
+        Only the first call ever waits for the read; afterwards a stale set is re-read in the
+        background while heartbeats go on with the one they have (no heartbeat queues behind it)."""
+        if self._pending_checked == float("-inf"):
+            await self._refresh_pending()
+        elif (
+            time.monotonic() - self._pending_checked >= PENDING_REFRESH_SECONDS
+            and self._refresh_task is None
+        ):
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_pending())
+        return self._pending_agents
+
+    async def _refresh_pending(self) -> None:
+        try:
+            cutoff = utcnow() - REQUEST_TTL
+            rows = await RunRequest.select(RunRequest.agent).where(
+                (RunRequest.status == "pending")
+                & (RunRequest.requested_at >= cutoff)
+                & RunRequest.agent.is_not_null()
+            )
+            self._pending_agents = {r["agent"] for r in rows} | self._added_meanwhile
+            self._pending_checked = time.monotonic()
+        except Exception:
+            if self._pending_checked == float("-inf"):
+                raise
+            log.exception("could not re-read pending Back Up Now requests; retrying")
+        finally:
+            self._added_meanwhile = set()
+            self._refresh_task = None
+
     async def pending_for_agent(self, agent: AgentIdentity) -> list[RunRequestRef]:
-        """Pending requests for configs this agent (still) runs: one indexed read."""
+        """Pending requests for configs this agent (still) runs. Most heartbeats find the agent
+        absent from the shared pending set and touch no table at all."""
+        if agent.id not in await self._agents_with_pending():
+            return []
         cutoff = utcnow() - REQUEST_TTL
         rows = (
             await RunRequest.select(RunRequest.id, RunRequest.config, RunRequest.requested_at)

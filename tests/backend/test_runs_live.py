@@ -596,3 +596,35 @@ async def test_back_up_now_of_a_server_side_config(tmp_path: Any, db_url: str) -
             assert row is not None and row["agent"] is None
     finally:
         await app.state.runtime.stop()
+
+
+async def test_a_request_made_by_another_process_reaches_the_heartbeat(client: ApiClient) -> None:
+    """Heartbeats consult a per-process set of agents with pending requests, re-read in the
+    background about once a second; a row written by another server process (here: straight
+    into the table) must still reach this process's heartbeats, and a started one must leave."""
+    agent_id, key, config_id = await _setup(client)
+    hb = await client.agent_post(key, "/api/agent/heartbeat", {})
+    assert hb.json()["runRequests"] == []
+    rid = uuid.uuid4()
+    user_id = (await Agent.select(Agent.user).where(Agent.id == uuid.UUID(agent_id)).first())[
+        "user"
+    ]
+    await RunRequest(
+        id=rid,
+        user=user_id,
+        config=uuid.UUID(config_id),
+        agent=uuid.UUID(agent_id),
+        status="pending",
+        requested_at=utcnow(),
+    ).save()
+    found: list[str] = []
+    for _ in range(50):
+        hb = await client.agent_post(key, "/api/agent/heartbeat", {})
+        found = [x["id"] for x in hb.json()["runRequests"]]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert found == [str(rid)]
+    await RunRequest.update({RunRequest.status: "started"}).where(RunRequest.id == rid)
+    hb = await client.agent_post(key, "/api/agent/heartbeat", {})
+    assert hb.json()["runRequests"] == []
