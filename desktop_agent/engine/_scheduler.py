@@ -240,6 +240,11 @@ class _Entry:
     schedule: Schedule
     since: datetime
     last_run: datetime | None
+    """The latest slot handed out (queued); in memory, so a slot is never queued twice."""
+    done: datetime | None = None
+    """The latest slot whose job ended (succeeded, or failed with no retry left): what
+    ``schedule.json`` keeps, so a slot queued but never run (the agent was killed) runs after a
+    restart."""
 
     @property
     def floor(self) -> datetime:
@@ -296,15 +301,14 @@ class Scheduler:
                 if old is not None and old.schedule.cron == schedule.cron:
                     entries[config.id] = replace(old, config=config, schedule=schedule)
                 elif old is None and saved.get("cron") == schedule.cron:
+                    last = _parse_iso(saved.get("lastRun"))
                     entries[config.id] = _Entry(
-                        config,
-                        schedule,
-                        _parse_iso(saved.get("since")) or now,
-                        _parse_iso(saved.get("lastRun")),
+                        config, schedule, _parse_iso(saved.get("since")) or now, last, last
                     )
                 else:  # new, or its schedule changed: slots count from now
                     last = old.last_run if old else _parse_iso(saved.get("lastRun"))
-                    entries[config.id] = _Entry(config, schedule, now, last)
+                    done = old.done if old else last
+                    entries[config.id] = _Entry(config, schedule, now, last, done)
             self._entries = entries
             self._persist()
 
@@ -359,8 +363,9 @@ class Scheduler:
     # -- the tick -------------------------------------------------------------------------------
 
     def tick(self) -> Tick:
-        """What is due now. Each returned slot is recorded as run (``schedule.json``) at once: the
-        caller queues it, and a failure is the retries' business, not the next tick's."""
+        """What is due now. A returned slot is not handed out again by this scheduler (the caller
+        queues it; a failure is the retries' business, not the next tick's); it is written to
+        ``schedule.json`` only once its job has ended (``ran``)."""
         now, mono = self._now(), self._mono()
         with self._lock:
             jump = 0.0
@@ -384,6 +389,8 @@ class Scheduler:
                 for entry in self._entries.values():
                     if entry.last_run is not None and entry.last_run > now:
                         entry.last_run = now
+                    if entry.done is not None and entry.done > now:
+                        entry.done = now
                     entry.since = min(entry.since, now)
                 self._persist()
             if self.paused:
@@ -402,9 +409,16 @@ class Scheduler:
                         slot.astimezone(self.tz).strftime("%Y-%m-%d %H:%M %Z"),
                     )
                 due.append(Due(entry.config, slot, catch_up))
-            if due:
-                self._persist()
             return Tick(tuple(due), jump)
+
+    def ran(self, config_id: str, slot: datetime) -> None:
+        """The job for ``slot`` has ended: remember it across restarts."""
+        with self._lock:
+            entry = self._entries.get(config_id)
+            if entry is None or (entry.done is not None and entry.done >= slot):
+                return
+            entry.done = slot
+            self._persist()
 
     def _persist(self) -> None:
         before = {k: dict(v) for k, v in self._saved.items()}
@@ -412,7 +426,7 @@ class Scheduler:
             self._saved[config_id] = {
                 "cron": entry.schedule.cron,
                 "since": _iso(entry.since),
-                "lastRun": _iso(entry.last_run) if entry.last_run else None,
+                "lastRun": _iso(entry.done) if entry.done else None,
             }
         for config_id in list(self._saved):
             if config_id not in self._entries:
@@ -597,6 +611,9 @@ class Dispatcher:
             return job, self._configs.get(job.config_id)
 
     def finished(self, outcome: Outcome) -> None:
+        job = outcome.job
+        if outcome.retry is None and outcome.status != "deferred" and job.slot is not None:
+            self.scheduler.ran(job.config_id, job.slot)
         with self._lock:
             self.current = None
             if outcome.retry is not None:

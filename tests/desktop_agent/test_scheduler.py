@@ -105,6 +105,15 @@ def test_a_daily_schedule_fires_once_at_its_local_time_and_survives_a_restart(
     assert due.config.id == "c1" and due.slot == datetime(2025, 1, 6, 13, 30, tzinfo=UTC)
     assert not due.catch_up
     assert s.tick().due == ()
+    # Handed out but not run yet: an agent killed now runs the slot when it starts again.
+    saved = json.loads((tmp_path / "agent" / "schedule.json").read_text())
+    assert saved["configs"]["c1"]["lastRun"] is None
+    killed = make_scheduler(clock, tmp_path)
+    killed.set_configs([cfg("c1", {"preset": "daily", "at": "14:30", "cron": "30 14 * * *"})])
+    [rerun] = killed.tick().due
+    assert rerun.slot == due.slot
+    # Once its job has ended, the slot is remembered across restarts.
+    s.ran("c1", due.slot)
     saved = json.loads((tmp_path / "agent" / "schedule.json").read_text())
     assert saved["configs"]["c1"]["lastRun"] == "2025-01-06T13:30:00Z"
 
