@@ -16,14 +16,18 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from backend.accounts.tables import LoginThrottle, UserSession
+from backend.backups.tables import Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.clock import utcnow
 from backend.services.leases import LeaseService
 from backend.services.live import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.retention import RetentionReport, RetentionService
+from backend.services.runs import REQUEST_TTL
 from backend.services.server_runner import ServerRunner
 from backend.settings import Settings
 from backend.storage import Storage
@@ -31,6 +35,16 @@ from backend.storage import Storage
 __all__ = ["PeriodicTasks"]
 
 log = logging.getLogger("backapp.tasks")
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    """How many rows one housekeeping round removed (or expired)."""
+
+    throttles: int
+    sessions: int
+    leases: int
+    requests: int
 
 
 def default_holder() -> str:
@@ -92,6 +106,40 @@ class PeriodicTasks:
 
         return await self._guarded("alerts", both)
 
+    async def run_housekeeping(self, now: datetime | None = None) -> Housekeeping | None:
+        """Drop rows nobody needs any more: sign-in throttles whose window is over, expired
+        sessions, leases lapsed for a day, and Back Up Now requests nobody started in time."""
+
+        async def sweep() -> Housekeeping:
+            moment = now or utcnow()
+            window = timedelta(seconds=self.settings.login_lockout_seconds)
+            throttles = (
+                await LoginThrottle.delete()
+                .where(LoginThrottle.window_started < moment - window)
+                .returning(LoginThrottle.id)
+            )
+            sessions = (
+                await UserSession.delete()
+                .where(UserSession.expires_at < moment)
+                .returning(UserSession.id)
+            )
+            leases = (
+                await Lease.delete()
+                .where(Lease.expires_at < moment - timedelta(days=1))
+                .returning(Lease.id)
+            )
+            requests = (
+                await RunRequest.update({RunRequest.status: "expired"})
+                .where(
+                    (RunRequest.status == "pending")
+                    & (RunRequest.requested_at < moment - REQUEST_TTL)
+                )
+                .returning(RunRequest.id)
+            )
+            return Housekeeping(len(throttles), len(sessions), len(leases), len(requests))
+
+        return await self._guarded("housekeeping", sweep)
+
     async def run_server_side(self, now: datetime | None = None) -> list[asyncio.Task[None]]:
         """Start the server-side runs due now (in the background; ``runner.wait()`` awaits them)."""
         # ``now`` stays None in production: the runs then record real times as they go.
@@ -103,6 +151,7 @@ class PeriodicTasks:
             ("retention", self.run_retention),
             ("alerts", self.run_alerts),
             ("server-side runs", self.run_server_side),
+            ("housekeeping", self.run_housekeeping),
         ):
             try:
                 await fn(now)
