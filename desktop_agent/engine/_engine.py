@@ -221,6 +221,30 @@ class _Job:
         return int((now - self.t0) * 1000)
 
 
+def select_configs(
+    configs: Sequence[BackupConfig], config_ids: Sequence[str] | None
+) -> tuple[list[BackupConfig], list[BackupResult]]:
+    """The configs to run: all, or those named in ``config_ids`` (in that order, once each); an id
+    not assigned to this agent gives a failed result instead."""
+    if not config_ids:
+        return list(configs), []
+    by_id = {c.id: c for c in configs}
+    selected: list[BackupConfig] = []
+    results: list[BackupResult] = []
+    for config_id in dict.fromkeys(config_ids):
+        if config_id in by_id:
+            selected.append(by_id[config_id])
+        else:
+            results.append(
+                BackupResult(
+                    config_id=config_id,
+                    status="failed",
+                    error="no such config is assigned to this agent",
+                )
+            )
+    return selected, results
+
+
 class BackupEngine:
     """Runs backups. Thread-compatible: one backup at a time per engine.
 
@@ -294,22 +318,7 @@ class BackupEngine:
         except AgentError as exc:
             self._emit(RunFinished(completed=0, failed=0, error=str(exc)))
             return RunResult((), error=str(exc))
-        results: list[BackupResult] = []
-        if config_ids:
-            by_id = {c.id: c for c in configs}
-            selected = []
-            for config_id in dict.fromkeys(config_ids):
-                if config_id in by_id:
-                    selected.append(by_id[config_id])
-                else:
-                    results.append(
-                        BackupResult(
-                            config_id=config_id,
-                            status="failed",
-                            error="no such config is assigned to this agent",
-                        )
-                    )
-            configs = selected
+        configs, results = select_configs(configs, config_ids)
         self._emit(RunStarted(configs=len(configs)))
         for config in configs:
             if cancel is not None and cancel.is_set():

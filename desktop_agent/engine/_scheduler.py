@@ -45,7 +45,7 @@ import httpx
 from .. import __version__
 from ._api import AgentSocket, ApiClient, ControlPlane, HttpStorage, LeasePlane
 from ._cancel import CancelToken
-from ._engine import BackupEngine, EngineOptions
+from ._engine import BackupEngine, EngineOptions, select_configs
 from ._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
 from ._events import (
     ArchiveProgress,
@@ -1178,21 +1178,7 @@ class Runner:
         except AgentError as exc:
             emit(RunFinished(completed=0, failed=0, error=str(exc)))
             return ManualRun((), error=str(exc))
-        results: list[BackupResult] = []
-        if config_ids:
-            by_id = {c.id: c for c in configs}
-            configs = []
-            for config_id in dict.fromkeys(config_ids):
-                if config_id in by_id:
-                    configs.append(by_id[config_id])
-                else:
-                    results.append(
-                        BackupResult(
-                            config_id=config_id,
-                            status="failed",
-                            error="no such config is assigned to this agent",
-                        )
-                    )
+        configs, results = select_configs(configs, config_ids)
         emit(RunStarted(configs=len(configs)))
         skipped: list[Skipped] = []
         for config in configs:
