@@ -29,7 +29,7 @@ from backend.settings import Settings
 from backend.storage import Storage
 from desktop_agent.engine.schedule import Schedule, ScheduleError
 
-__all__ = ["ConfigService", "parse_schedule"]
+__all__ = ["ConfigService"]
 
 
 def _json(value: Any) -> Any:
@@ -46,29 +46,10 @@ def _check_sources(sources: list[Source]) -> None:
             raise InvalidInput(f"sources[{i}].path: contains a NUL character", field="sources")
 
 
-def parse_schedule(value: Any) -> Schedule | None:
-    """``Schedule.parse``, also accepting the stored form back (a preset with its ``cron``), as a
-    client that reads a config, changes one option and sends the options back does."""
-    if isinstance(value, dict) and "preset" in value and "cron" in value:
-        given = value["cron"]
-        schedule = Schedule.parse({k: v for k, v in value.items() if k != "cron"})
-        if (
-            schedule is None
-            or not isinstance(given, str)
-            or " ".join(given.split()) != schedule.cron
-        ):
-            raise ScheduleError(
-                "give either 'cron' or 'preset', not both (with a preset, 'cron' may only "
-                "repeat the preset's own expression)"
-            )
-        return schedule
-    return Schedule.parse(value)
-
-
 def _check_options(options: Options) -> Options:
     """Refuse what cannot be honoured; returns the options with ``schedule`` normalised."""
     try:
-        schedule = parse_schedule(options.schedule)
+        schedule = Schedule.parse(options.schedule)
     except ScheduleError as exc:
         raise InvalidInput(f"schedule: {exc}", field="schedule") from None
     options = msgspec.structs.replace(

@@ -18,12 +18,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from backend.api.deps import SESSION_COOKIE, ServicesDep
 from backend.services import Services
-from backend.services.configs import parse_schedule
 from backend.services.live import user_channel
 from backend.web import _format
 from backend.web._auth import optional_user
 from backend.web._render import SECURITY_HEADERS
-from desktop_agent.engine.schedule import ScheduleError
+from desktop_agent.engine.schedule import Schedule, ScheduleError
 
 __all__ = ["events", "progress_percent", "progress_text", "schedule_text"]
 
@@ -127,7 +126,7 @@ def progress_text(progress: dict[str, Any] | None) -> str:
 def schedule_text(schedule: Any) -> str:
     """A config's ``options.schedule`` as people read it; ``Manual only`` when there is none."""
     try:
-        parsed = parse_schedule(schedule)
+        parsed = Schedule.parse(schedule)
     except ScheduleError:
         return "Invalid schedule"
     return parsed.describe() if parsed is not None else "Manual only"

@@ -128,19 +128,14 @@ def _parse_iso(text: Any) -> datetime | None:
 
 
 def parse_stored_schedule(value: Any) -> Schedule | None:
-    """A config's ``options.schedule`` as the server sends it: the normalised form, where ``cron`` is
-    always present next to a ``preset`` (which ``Schedule.parse`` alone refuses). The cron wins when
-    the two disagree. Raises ``ScheduleError``."""
-    if isinstance(value, dict) and "cron" in value and "preset" in value:
-        cron = value["cron"]
-        try:
-            parsed = Schedule.parse({k: v for k, v in value.items() if k != "cron"})
-        except ScheduleError:
-            parsed = None
-        if parsed is not None and isinstance(cron, str) and parsed.cron == " ".join(cron.split()):
-            return parsed
-        return Schedule.parse({"cron": cron})
-    return Schedule.parse(value)
+    """A config's ``options.schedule`` as the server sends it (the normalised form: ``cron`` next to
+    the preset). Should the two ever disagree, the cron wins. Raises ``ScheduleError``."""
+    try:
+        return Schedule.parse(value)
+    except ScheduleError:
+        if isinstance(value, dict) and "cron" in value and "preset" in value:
+            return Schedule.parse({"cron": value["cron"]})
+        raise
 
 
 # -- the local time zone ------------------------------------------------------------------------------

@@ -78,7 +78,10 @@ class Schedule:
             parsed = cls.parse({k: v for k, v in value.items() if k != "cron"})
             cron = value["cron"]
             if parsed is None or not isinstance(cron, str) or " ".join(cron.split()) != parsed.cron:
-                raise ScheduleError("give either 'cron' or 'preset' (the two given disagree)")
+                raise ScheduleError(
+                    "give either 'cron' or 'preset', not both (with a preset, 'cron' may only "
+                    "repeat the preset's own expression)"
+                )
             return parsed
         if "cron" in value:
             expr = value["cron"]

@@ -51,7 +51,7 @@ def test_no_schedule_means_manual(empty: object) -> None:
         ({"preset": "hourly", "minute": 60}, "0 to 59"),
         ({"preset": "hourly", "minute": True}, "0 to 59"),
         ({"preset": "monthly"}, "hourly, daily, weekly"),
-        ({"preset": "daily", "cron": "* * * * *"}, "disagree"),
+        ({"preset": "daily", "cron": "* * * * *"}, "not both"),
         ({"preset": "daily", "colour": "red"}, "unknown schedule field"),
         (42, "must be an object"),
     ],
