@@ -101,8 +101,8 @@ from ._restore import (
 )
 from ._results import BackupResult, FileError, RunResult
 from ._scanner import ScanEntry, ScanResult, ScanTotals, check_sources, scan
-from ._scheduler import (
-    AgentService,
+from ._scheduling import (
+    AgentDaemon,
     Dispatcher,
     Job,
     Outcome,
@@ -110,20 +110,20 @@ from ._scheduler import (
     Runner,
     Scheduler,
     ScheduleStore,
-    local_timezone_name,
 )
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
 from ._state import StateStore
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+from .schedule import local_timezone_name
 
 __all__ = [
     "API_KEY_HEADER",
     "DEFAULT_EXCLUDES",
     "ENV_API_KEY",
     "IGNORE_FILE",
+    "AgentDaemon",
     "AgentError",
-    "AgentService",
     "AgentSettings",
     "AgentSocket",
     "ApiClient",

@@ -26,7 +26,7 @@ from desktop_agent.engine import (
     Runner,
     UploadOptions,
 )
-from desktop_agent.engine._scheduler import ManualRun, ProgressReporter
+from desktop_agent.engine._scheduling import ManualRun, ProgressReporter
 
 from .fakes import config
 from .test_scheduler import Clock, LeasingBackApp, engine_factory, plane_for
