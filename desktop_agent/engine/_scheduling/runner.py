@@ -17,7 +17,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from .._cancel import CancelToken
 from .._engine import BackupEngine, EngineOptions, select_configs
 from .._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
 from .._events import EventSink, RunFinished, RunStarted
-from .._models import BackupConfig, Heartbeat, Lease, PartTicket, StartResponse, UploadedPart
+from .._models import BackupConfig, Heartbeat, Lease, StartResponse
 from .._results import BackupResult, RunResult
 from .._settings import AgentSettings
 from .._state import StateStore
@@ -103,8 +103,9 @@ class AgentPlane(ControlPlane, LeasePlane, Protocol):
 
 
 class _TaggedPlane:
-    """The engine's ``ControlPlane`` for one job: ``backup/start`` carries the job's trigger and
-    attempt, and the log id it opens is kept for the progress events."""
+    """The engine's ``ControlPlane`` for one job: the runner's own plane, except that
+    ``backup/start`` carries the job's trigger and attempt, and the log id it opens is kept for the
+    progress events."""
 
     def __init__(self, plane: AgentPlane, job: Job) -> None:
         self._plane = plane
@@ -113,17 +114,19 @@ class _TaggedPlane:
         self.on_open: Callable[[str], None] | None = None
         """Called (on the engine's thread, before any byte is uploaded) when the server has opened
         the log of the upload; not for the log the engine opens only to record a failure."""
-
-    def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
-        return self._plane.heartbeat(version=version, platform=platform)
+        # The other calls go to the plane untouched.
+        self.heartbeat = plane.heartbeat
+        self.list_configs = plane.list_configs
+        self.part_url = plane.part_url
+        self.complete_upload = plane.complete_upload
+        self.abort_upload = plane.abort_upload
+        self.complete_backup = plane.complete_backup
+        self.send_log = plane.send_log
 
     @property
     def server_features(self) -> frozenset[str] | None:
         """The features the server listed in its last heartbeat (for the uploader's part checksum)."""
         return getattr(self._plane, "server_features", None)
-
-    def list_configs(self) -> list[BackupConfig]:
-        return self._plane.list_configs()
 
     def start_backup(
         self,
@@ -156,53 +159,6 @@ class _TaggedPlane:
         if self.on_open is not None and (multipart or sha256 is not None):
             self.on_open(response.log_id)
         return response
-
-    def part_url(
-        self,
-        *,
-        log_id: str,
-        part_number: int,
-        size: int,
-        sha256: str | None = None,
-        crc32: str | None = None,
-    ) -> PartTicket:
-        return self._plane.part_url(
-            log_id=log_id, part_number=part_number, size=size, sha256=sha256, crc32=crc32
-        )
-
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        return self._plane.complete_upload(log_id=log_id, parts=parts)
-
-    def abort_upload(self, *, log_id: str, reason: str) -> None:
-        self._plane.abort_upload(log_id=log_id, reason=reason)
-
-    def complete_backup(
-        self,
-        *,
-        log_id: str,
-        status: str,
-        files_processed: int,
-        bytes_transferred: int,
-        duration_ms: int,
-        errors: Sequence[Mapping[str, str]] = (),
-        size: int | None = None,
-        sha256: str | None = None,
-        error: str | None = None,
-    ) -> str:
-        return self._plane.complete_backup(
-            log_id=log_id,
-            status=status,
-            files_processed=files_processed,
-            bytes_transferred=bytes_transferred,
-            duration_ms=duration_ms,
-            errors=errors,
-            size=size,
-            sha256=sha256,
-            error=error,
-        )
-
-    def send_log(self, level: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:
-        self._plane.send_log(level, message, metadata)
 
 
 class _LeaseKeeper:
