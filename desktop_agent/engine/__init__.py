@@ -27,17 +27,11 @@ from ._api import (
     redact_url,
     websocket_url,
 )
+from ._archive import archive_filename, archive_format, write_archive
 from ._backups import BackupInfo, RestoreTicket
 from ._cancel import CancelToken
 from ._compress import ArchiveFormat, archive_extension
-from ._engine import (
-    BackupEngine,
-    EngineOptions,
-    archive_filename,
-    archive_format,
-    printable,
-    write_archive,
-)
+from ._engine import BackupEngine
 from ._errors import (
     AgentError,
     ApiError,
@@ -76,6 +70,7 @@ from ._events import (
     event_to_json,
 )
 from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
+from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._models import (
     BackupConfig,
@@ -86,6 +81,7 @@ from ._models import (
     RunRequest,
     Source,
 )
+from ._options import EngineOptions
 from ._restore import (
     IntegrityError,
     MemberInfo,

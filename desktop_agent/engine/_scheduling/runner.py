@@ -28,11 +28,13 @@ import httpx
 from ... import __version__
 from .._api import AgentSocket, ApiClient, ControlPlane, HttpStorage, LeasePlane
 from .._cancel import CancelToken
-from .._engine import BackupEngine, EngineOptions, select_configs
+from .._engine import BackupEngine
 from .._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
 from .._events import EventSink, RunFinished, RunStarted
 from .._models import BackupConfig, Heartbeat, Lease, StartResponse
+from .._options import EngineOptions
 from .._results import BackupResult, RunResult
+from .._run import select_configs
 from .._settings import AgentSettings
 from .._state import StateStore
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
