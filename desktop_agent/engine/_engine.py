@@ -49,13 +49,25 @@ from ._settings import AgentSettings
 from ._tar import ArchiveStats
 from ._upload import UploadResult
 
-__all__ = ["BackupEngine"]
+__all__ = ["BackupEngine", "connect"]
 
 log = logging.getLogger("desktop_agent.engine")
 
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def connect(
+    settings: AgentSettings, api_key: str, transport: httpx.BaseTransport | None = None
+) -> tuple[ApiClient, HttpStorage]:
+    """The agent's two clients, to ``settings.server_url`` with ``api_key`` and to the storage's
+    pre-signed URLs. The caller closes them."""
+    if not settings.server_url:
+        raise ConfigurationError("no server URL: run `backapp-agent configure --server URL` first")
+    agent = f"backapp-agent/{__version__}"
+    plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
+    return plane, HttpStorage(transport=transport, user_agent=agent)
 
 
 class BackupEngine:
@@ -93,13 +105,7 @@ class BackupEngine:
         transport: httpx.BaseTransport | None = None,
     ) -> BackupEngine:
         """An engine talking to ``settings.server_url`` with ``api_key``. Close it when done."""
-        if not settings.server_url:
-            raise ConfigurationError(
-                "no server URL: run `backapp-agent configure --server URL` first"
-            )
-        agent = f"backapp-agent/{__version__}"
-        plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
-        storage = HttpStorage(transport=transport, user_agent=agent)
+        plane, storage = connect(settings, api_key, transport)
         engine = cls(plane, storage, EngineOptions.from_settings(settings), events=events)
         engine._owned = [plane, storage]
         return engine

@@ -28,13 +28,13 @@ import httpx
 from ... import __version__
 from .._api import AgentSocket, ApiClient, ControlPlane, HttpStorage, LeasePlane
 from .._cancel import CancelToken
-from .._engine import BackupEngine
-from .._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
-from .._events import EventSink, RunFinished, RunStarted
+from .._engine import BackupEngine, connect
+from .._errors import AgentError, ConflictError, NotFoundError
+from .._events import EventSink
 from .._models import BackupConfig, Heartbeat, Lease, StartResponse
 from .._options import EngineOptions
 from .._results import BackupResult, RunResult
-from .._run import select_configs
+from .._run import not_started, run_configs
 from .._settings import AgentSettings
 from .._state import StateStore
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
@@ -267,13 +267,7 @@ class Runner:
     ) -> Runner:
         """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
         lease-taking counterpart of ``BackupEngine.from_settings``). Close it when done."""
-        if not settings.server_url:
-            raise ConfigurationError(
-                "no server URL: run `backapp-agent configure --server URL` first"
-            )
-        agent = f"backapp-agent/{__version__}"
-        plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
-        storage = HttpStorage(transport=transport, user_agent=agent)
+        plane, storage = connect(settings, api_key, transport)
         options = EngineOptions.from_settings(settings)
 
         def make_engine(control: ControlPlane, sink: EventSink) -> BackupEngine:
@@ -409,45 +403,33 @@ class Runner:
         meanwhile) is in ``skipped``; one whose lease could not be asked for (server unreachable)
         is a failed result. Never raises for a failed config."""
         cancel = cancel or CancelToken()
-        emit: EventSink = self._events or (lambda event: None)
-        try:
-            beat = self.plane.heartbeat(version=self.version, platform=self.platform)
-            self.server_features = frozenset(beat.features)
-            configs = self.plane.list_configs()
-        except AgentError as exc:
-            emit(RunFinished(completed=0, failed=0, error=str(exc)))
-            return ManualRun((), error=str(exc))
-        configs, results = select_configs(configs, config_ids)
-        emit(RunStarted(configs=len(configs)))
         skipped: list[Skipped] = []
-        for config in configs:
-            if cancel.is_set():
-                error = f"{cancel.reason} before it started"
-                results.append(_not_started(config, error))
-                continue
+
+        def back_up(config: BackupConfig) -> BackupResult | None:
             outcome = self.run(Job(config.id, trigger="manual"), config, cancel)
             if outcome.result is not None:
-                results.append(outcome.result)
-            elif outcome.status == "deferred":
-                error = f"not started: cannot take the run lease: {outcome.reason}"
-                results.append(_not_started(config, error))
-            elif cancel.is_set():
-                results.append(_not_started(config, f"{cancel.reason} before it started"))
-            else:
-                skipped.append(Skipped(config.id, config.name, outcome.reason or "not started"))
-        try:
-            self.plane.heartbeat(version=self.version, platform=self.platform)
-        except AgentError as exc:
-            log.warning("final heartbeat failed: %s", exc)
-        if self.temp_dir is not None:
-            try:
-                self.temp_dir.rmdir()  # only if empty: it may be shared
-            except OSError:
-                pass
-        completed = sum(r.ok for r in results)
-        emit(RunFinished(completed=completed, failed=len(results) - completed))
-        return ManualRun(tuple(results), skipped=tuple(skipped))
+                return outcome.result
+            if outcome.status == "deferred":
+                return not_started(
+                    config, f"not started: cannot take the run lease: {outcome.reason}"
+                )
+            if cancel.is_set():
+                return not_started(config, f"{cancel.reason} before it started")
+            skipped.append(Skipped(config.id, config.name, outcome.reason or "not started"))
+            return None
 
+        def seen(beat: Heartbeat) -> None:
+            self.server_features = frozenset(beat.features)
 
-def _not_started(config: BackupConfig, error: str) -> BackupResult:
-    return BackupResult(config_id=config.id, config_name=config.name, status="failed", error=error)
+        run = run_configs(
+            self.plane,
+            back_up,
+            version=self.version,
+            platform=self.platform,
+            emit=self._events or (lambda event: None),
+            config_ids=config_ids,
+            cancel=cancel,
+            temp_dir=self.temp_dir,
+            on_heartbeat=seen,
+        )
+        return ManualRun(run.results, error=run.error, skipped=tuple(skipped))
