@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -165,27 +166,19 @@ def write_archive(
     return stats
 
 
+@dataclass(frozen=True, slots=True)
 class ArchiveBackup:
     """One config backed up as one tar archive streamed to storage. ``run`` leaves the upload to be
     recorded as completed by the caller, and keeps its progress on the ``BackupJob`` for the
     failure path."""
 
-    def __init__(
-        self,
-        plane: ControlPlane,
-        storage: Storage,
-        options: EngineOptions,
-        *,
-        emit: Emitter,
-        clock: Callable[[], float],
-        send_log: SendLog,
-    ) -> None:
-        self.plane = plane
-        self.storage = storage
-        self.options = options
-        self._emit = emit
-        self._clock = clock
-        self._send_log = send_log
+    plane: ControlPlane
+    storage: Storage
+    options: EngineOptions
+    _: KW_ONLY
+    emit: Emitter
+    clock: Callable[[], float]
+    send_log: SendLog
 
     def run(self, job: BackupJob, cancel: CancelToken) -> UploadResult:
         """Check the sources, scan them, archive, compress and upload; raises on failure."""
@@ -199,10 +192,10 @@ class ArchiveBackup:
             raise SourceError("; ".join(f"{p.path}: {p.message}" for p in problems))
         self._warn_about_options(config)
 
-        self._emit(ScanStarted(config_id=config.id, sources=job.sources))
+        self.emit(ScanStarted(config_id=config.id, sources=job.sources))
 
         def scan_progress(t: ScanTotals) -> None:
-            self._emit.throttled(
+            self.emit.throttled(
                 "scan",
                 lambda: ScanProgress(
                     config_id=config.id, files=t.files, dirs=t.dirs, bytes=t.bytes
@@ -223,11 +216,11 @@ class ArchiveBackup:
         ) as scanned:
             totals = scanned.totals
             for problem in scanned.errors:
-                self._emit(
+                self.emit(
                     FileFailed(config_id=config.id, path=problem.path, message=problem.message)
                 )
             job.add_errors(scanned.errors)
-            self._emit(
+            self.emit(
                 ScanFinished(
                     config_id=config.id,
                     files=totals.files + totals.symlinks,
@@ -253,15 +246,15 @@ class ArchiveBackup:
         self, job: BackupJob, scanned: ScanResult, fmt: ArchiveFormat, cancel: CancelToken
     ) -> UploadResult:
         """Archive -> compress -> upload, streamed: three stages joined by bounded queues."""
-        config, uploader, emit = job.config, job.uploader, self._emit
+        config, uploader, emit = job.config, job.uploader, self.emit
         assert uploader is not None
         totals = scanned.totals
         files_total = totals.files + totals.symlinks
-        t0 = self._clock()
+        t0 = self.clock()
         upload_t0 = [t0]
 
         def archive_progress(stats: ArchiveStats) -> ArchiveProgress:
-            elapsed = max(1e-6, self._clock() - t0)
+            elapsed = max(1e-6, self.clock() - t0)
             rate = stats.bytes_read / elapsed
             left = max(0, totals.bytes - stats.bytes_read)
             return ArchiveProgress(
@@ -276,7 +269,7 @@ class ArchiveBackup:
             )
 
         def upload_progress(uploaded: int, parts: int) -> UploadProgress:
-            elapsed = max(1e-6, self._clock() - upload_t0[0])
+            elapsed = max(1e-6, self.clock() - upload_t0[0])
             return UploadProgress(
                 config_id=config.id,
                 bytes_uploaded=uploaded,
@@ -285,7 +278,7 @@ class ArchiveBackup:
             )
 
         def on_started(log_id: str, multipart: bool) -> None:
-            upload_t0[0] = self._clock()
+            upload_t0[0] = self.clock()
             emit(
                 UploadStarted(
                     config_id=config.id,
@@ -340,6 +333,6 @@ class ArchiveBackup:
             )
         for note in notes:
             log.warning("%s: %s", config.name or config.id, note)
-            self._send_log(
+            self.send_log(
                 "warning", f"Backup '{config.name or config.id}': {note}", {"configId": config.id}
             )
