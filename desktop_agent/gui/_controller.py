@@ -60,7 +60,7 @@ from desktop_agent.engine import (
 from desktop_agent.engine._scheduler import ManualRun
 
 from ._text import KeyRedactor, parse_time, redact
-from ._workers import BackupWorker, JobWorker, run_task
+from ._workers import USER_AGENT, BackupWorker, JobWorker, RunContext, run_task
 
 __all__ = ["OVERDUE_AFTER", "AgentController", "ConfigView", "Health", "PairingResult"]
 
@@ -292,7 +292,7 @@ class AgentController(QObject):
             self.settings.server_url,
             key,
             on_run=self.run_requested.emit,
-            user_agent=f"backapp-agent/{__version__}",
+            user_agent=USER_AGENT,
         )
         self.socket.start()
 
@@ -418,10 +418,7 @@ class AgentController(QObject):
         for config_id in targets:
             if config_id in self.views:
                 self._reset(self.views[config_id], "waiting")
-        self._cancel = CancelToken()
-        worker = BackupWorker(
-            self.settings, key, self.state, self._cancel, config_ids, socket=self.socket
-        )
+        worker = BackupWorker(self._new_run(key), config_ids)
         worker.signals.progress.connect(self.apply_event)
         worker.signals.finished.connect(self._back_up_done)
         self._worker = worker
@@ -581,13 +578,17 @@ class AgentController(QObject):
         job, config = picked
         self.run_error = None
         self._reset(self._view(job.config_id), "waiting")
-        self._cancel = CancelToken()
-        worker = JobWorker(self.settings, key, self.state, self._cancel, job, config, self.socket)
+        worker = JobWorker(self._new_run(key), job, config)
         worker.signals.progress.connect(self.apply_event)
         worker.signals.finished.connect(self._job_done)
         self._worker = worker
         self.pool.start(worker)
         self.changed.emit()
+
+    def _new_run(self, key: str) -> RunContext:
+        """A new run's context, with a new ``CancelToken`` (``cancel()`` reaches it)."""
+        self._cancel = CancelToken()
+        return RunContext(self.settings, key, self.state, self._cancel, self.socket)
 
     def _job_done(self, outcome: object) -> None:
         assert isinstance(outcome, Outcome)
