@@ -4,16 +4,26 @@ It shows state and sends intents; the work is the engine's (``desktop_agent.engi
 thread in ``QRunnable`` workers whose signals carry the engine's progress events back (maestral-qt's
 shape). Modules:
 
-* ``_controller``: ``AgentController``, the app's state (configs, runs, connection) and its intents
-  (poll, back up, cancel, pause, pair, sign out);
+* ``_controller``: ``AgentController``, the one face of the app's state and intents (poll, back up,
+  cancel, pause, pair, sign out) over its parts:
+
+  * ``_pairing``: the settings and the API key in the keychain (Qt-free);
+  * ``_status``: the configs' views, the connection and ``Health``, with the engine's events folded
+    in and the notifications they call for (Qt-free);
+  * ``_runs``: ``RunBridge``, the engine's scheduler and dispatcher ticked by Qt timers, one backup
+    at a time in a worker;
+  * ``_activity_log``: the recent log lines for the status window;
+
 * ``_workers``: the ``QRunnable`` workers;
 * ``_icons``: the tray icon per state, drawn with ``QPainter``;
 * ``_windows``: the first-run (pairing) window, the status window and the settings dialog;
 * ``_tray``: the tray icon and its menu;
+* ``_text``: Qt-free text helpers (sizes, durations, key redaction);
 * ``app``: ``main()``, single instance and the no-tray fallback.
 """
 
-from ._controller import AgentController, ConfigView, Health
+from ._controller import AgentController
+from ._status import ConfigView, Health
 from .app import TrayApp, main
 
 __all__ = ["AgentController", "ConfigView", "Health", "TrayApp", "main"]

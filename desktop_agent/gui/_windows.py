@@ -27,28 +27,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ._controller import AgentController, ConfigView, Health, PairingResult
+from ._controller import AgentController
 from ._icons import COLOURS, health_pixmap
-from ._text import ago, eta_text, human_bytes, parse_time, rate_text, redact
+from ._pairing import PairingResult
+from ._status import ConfigView, Health, last_result_text
+from ._text import eta_text, human_bytes, rate_text, redact
 
-__all__ = ["PairingWindow", "SettingsDialog", "StatusWindow", "last_result_text"]
-
-
-def last_result_text(view: ConfigView, now: datetime | None = None) -> str:
-    """One line: the current run, or the last result of a config."""
-    if view.running:
-        if view.phase == "archiving" and view.bytes_total:
-            return f"backing up… {100 * view.bytes_done // max(1, view.bytes_total)}%"
-        return "scanning…" if view.phase == "scanning" else "waiting…"
-    last = view.last
-    if last is None:
-        return "never backed up"
-    when = ago(parse_time(str(last.get("finishedAt") or "")), now)
-    if last.get("status") == "completed":
-        errs = last.get("errorCount") or 0
-        extra = f", {errs} file errors" if errs else ""
-        return f"OK {when} ({human_bytes(float(last.get('size') or 0))}{extra})"
-    return f"FAILED {when}: {redact(str(last.get('error') or 'unknown error'))}"
+__all__ = ["PairingWindow", "SettingsDialog", "StatusWindow"]
 
 
 class PairingWindow(QWidget):
