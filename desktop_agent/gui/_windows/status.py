@@ -1,23 +1,17 @@
-"""The app's windows: first-run pairing, status, settings. They read the controller's state when it
-says ``changed`` and call its intents; nothing here blocks."""
+"""The status window: per config, the current run's progress or the last result, with errors; the
+agent's recent log lines; and a notice (e.g. why there is no tray icon)."""
 
 from __future__ import annotations
 
-import html
 from datetime import UTC, datetime
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QCloseEvent, QFont
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QDialog,
-    QFormLayout,
     QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -27,99 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ._controller import AgentController
-from ._icons import COLOURS, health_pixmap
-from ._pairing import PairingResult
-from ._status import ConfigView, Health, last_result_text
-from ._text import eta_text, human_bytes, rate_text, redact
+from .._controller import AgentController
+from .._icons import COLOURS, health_pixmap
+from .._status import ConfigView, Health, last_result_text
+from .._text import eta_text, human_bytes, rate_text, redact
 
-__all__ = ["PairingWindow", "SettingsDialog", "StatusWindow"]
-
-
-class PairingWindow(QWidget):
-    """First run (and re-pairing): the server URL, the API key (pasted, never shown), optionally the
-    agent id. *Connect* checks the key with a heartbeat; on success the key goes to the keychain and the
-    window shows the assigned configs."""
-
-    paired = Signal(object)
-
-    def __init__(self, controller: AgentController, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.controller = controller
-        self.setWindowTitle("BackApp — connect this computer")
-        self.setMinimumWidth(480)
-        intro = QLabel(
-            "In the BackApp web console, register this computer as an agent and copy its API key "
-            "(shown once). Paste the server address and the key here."
-        )
-        intro.setWordWrap(True)
-        self.server = QLineEdit(controller.settings.server_url or "")
-        self.server.setPlaceholderText("https://backapp.example.org")
-        self.key = QLineEdit()
-        self.key.setEchoMode(QLineEdit.EchoMode.Password)
-        self.key.setPlaceholderText("bka_…")
-        self.agent_id = QLineEdit(controller.settings.agent_id or "")
-        self.agent_id.setPlaceholderText("optional, shown at registration")
-        form = QFormLayout()
-        form.addRow("Server URL", self.server)
-        form.addRow("API key", self.key)
-        form.addRow("Agent id", self.agent_id)
-        self.connect_button = QPushButton("Connect")
-        self.connect_button.setDefault(True)
-        self.connect_button.clicked.connect(self.submit)
-        self.done_button = QPushButton("Done")
-        self.done_button.setVisible(False)
-        self.done_button.clicked.connect(self.close)
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(self.connect_button)
-        buttons.addWidget(self.done_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(form)
-        layout.addWidget(self.message)
-        layout.addLayout(buttons)
-
-    def submit(self) -> None:
-        self.connect_button.setEnabled(False)
-        self.message.setStyleSheet("")
-        self.message.setText("Checking the connection…")
-        self.controller.check_pairing(
-            self.server.text(),
-            self.key.text(),
-            self._succeeded,
-            self._failed,
-            agent_id=self.agent_id.text() or None,
-        )
-
-    def _succeeded(self, result: PairingResult) -> None:
-        self.key.clear()  # the key lives in the keychain now, not in a widget
-        self.connect_button.setEnabled(True)
-        agent = result.agent_name or self.controller.settings.agent_id
-        lines = [f"<b>Connected to {html.escape(result.server_url)}</b>"]
-        if agent:
-            lines.append(f"Agent: {html.escape(agent)}")
-        lines.append(f"API key stored in {result.location.describe()}.")
-        if result.configs:
-            lines.append(f"{len(result.configs)} backup configuration(s) assigned:")
-            lines += [
-                f"&nbsp;• {c.name or c.id} — {', '.join(s.path for s in c.sources)}"
-                for c in result.configs
-            ]
-        else:
-            lines.append("No backup configuration is assigned yet: assign one in the web console.")
-        self.message.setText("<br>".join(lines))
-        self.connect_button.setVisible(False)
-        self.done_button.setVisible(True)
-        self.paired.emit(result)
-
-    def _failed(self, message: str) -> None:
-        self.connect_button.setEnabled(True)
-        self.message.setStyleSheet("color: #b71c1c")
-        self.message.setText(f"Not connected: {redact(message)}\nNothing was saved.")
+__all__ = ["StatusWindow"]
 
 
 class _ConfigPanel(QFrame):
@@ -297,75 +204,3 @@ class StatusWindow(QWidget):
                 self.configs_layout.insertWidget(index, panel)
             panel.show_view(view, c.running or not c.paired)
         self.empty.setVisible(not views)
-
-
-class SettingsDialog(QDialog):
-    """The connection (server, agent, where the key is kept) with *Re-pair* and *Sign out*."""
-
-    repair_requested = Signal()
-
-    def __init__(self, controller: AgentController, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.controller = controller
-        self.setWindowTitle("BackApp — settings")
-        form = QFormLayout()
-        s = controller.settings
-        location = controller.key_location()
-        form.addRow("Server", QLabel(s.server_url or "(not connected)"))
-        form.addRow("Agent id", QLabel(s.agent_id or "—"))
-        form.addRow("API key", QLabel(f"in {location.describe()}" if location else "not stored"))
-        form.addRow("Poll interval", QLabel(f"{s.poll_interval_ms // 1000} s"))
-        form.addRow("Settings folder", QLabel(str(controller.directory)))
-        self.start_at_login = QCheckBox("Start BackApp when I log in")
-        self.start_at_login.setChecked(controller.autostart.is_enabled())
-        self.start_at_login.setToolTip(f"Uses {controller.autostart.describe()}")
-        self.start_at_login.toggled.connect(self._start_at_login_toggled)
-        self.start_at_login_error = QLabel("")
-        self.start_at_login_error.setWordWrap(True)
-        self.start_at_login_error.setStyleSheet("color: #b71c1c")
-        self.start_at_login_error.setVisible(False)
-        form.addRow("Start at login", self.start_at_login)
-        form.addRow("", self.start_at_login_error)
-        repair = QPushButton("Re-pair…")
-        repair.clicked.connect(self._repair)
-        self.sign_out_button = QPushButton("Sign out")
-        self.sign_out_button.setEnabled(bool(s.server_url))
-        self.sign_out_button.clicked.connect(self._sign_out)
-        close = QPushButton("Close")
-        close.clicked.connect(self.accept)
-        buttons = QHBoxLayout()
-        buttons.addWidget(repair)
-        buttons.addWidget(self.sign_out_button)
-        buttons.addStretch(1)
-        buttons.addWidget(close)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-
-    def _start_at_login_toggled(self, enabled: bool) -> None:
-        error = self.controller.set_start_at_login(enabled)
-        self.start_at_login_error.setText(error or "")
-        self.start_at_login_error.setVisible(bool(error))
-        if error:  # show what is really in effect
-            self.start_at_login.blockSignals(True)
-            self.start_at_login.setChecked(self.controller.autostart.is_enabled())
-            self.start_at_login.blockSignals(False)
-
-    def _repair(self) -> None:
-        self.accept()
-        self.repair_requested.emit()
-
-    def _sign_out(self) -> None:
-        answer = QMessageBox.question(
-            self,
-            "Sign out?",
-            "Forget this computer's API key and server? Backups stop until you pair again; "
-            "nothing is deleted on the server.",
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            self.controller.sign_out()
-            self.accept()
-            self.repair_requested.emit()
-
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        super().closeEvent(event)
