@@ -101,11 +101,13 @@ from ._scheduling import (
     AgentDaemon,
     Dispatcher,
     Job,
+    ManualRun,
     Outcome,
     RetrySettings,
     Runner,
     Scheduler,
     ScheduleStore,
+    Skipped,
 )
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
 from ._state import StateStore
@@ -158,6 +160,7 @@ __all__ = [
     "KeyStore",
     "KeyStoreError",
     "Lease",
+    "ManualRun",
     "MemberInfo",
     "NetworkError",
     "NotFoundError",
@@ -191,6 +194,7 @@ __all__ = [
     "ScanTotals",
     "ScheduleStore",
     "Scheduler",
+    "Skipped",
     "Source",
     "SourceError",
     "StateStore",
