@@ -11,23 +11,23 @@ drive this package (backups, and restores through ``Restorer``). The usual entry
         result = engine.run()
 
 ``BackupEngine`` talks to two seams, ``ControlPlane`` (the agent API; ``ApiClient`` over HTTP) and
-``Storage`` (PUTs to pre-signed URLs; ``HttpStorage``), so another process can plug in its own.
+``Storage`` (PUTs to pre-signed URLs; ``HttpStorage``), so another process can plug in its own. The
+seams and the wire types both sides share live in ``desktop_agent.engine.protocol``, the schedule
+maths in ``desktop_agent.engine.schedule``; these three modules are the engine's public face, every
+other module is private.
 """
 
 from ._api import (
     API_KEY_HEADER,
     AgentSocket,
     ApiClient,
-    ControlPlane,
     HttpStorage,
     RetryPolicy,
-    Storage,
     install_log_redaction,
     parse_retry_after,
     redact_url,
     websocket_url,
 )
-from ._backups import BackupInfo, RestoreTicket
 from ._cancel import CancelToken
 from ._compress import ArchiveFormat, archive_extension
 from ._engine import (
@@ -77,15 +77,6 @@ from ._events import (
 )
 from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
-from ._models import (
-    BackupConfig,
-    BackupOptions,
-    Destination,
-    Heartbeat,
-    Lease,
-    RunRequest,
-    Source,
-)
 from ._restore import (
     IntegrityError,
     MemberInfo,
@@ -99,7 +90,6 @@ from ._restore import (
     default_target_name,
     member_path,
 )
-from ._results import BackupResult, FileError, RunResult
 from ._scanner import ScanEntry, ScanResult, ScanTotals, check_sources, scan
 from ._scheduler import (
     AgentService,
@@ -116,6 +106,22 @@ from ._settings import AgentSettings, config_dir, load_settings, parse_size, sav
 from ._state import StateStore
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+from .protocol import (
+    BackupInfo,
+    BackupOptions,
+    BackupResult,
+    ConfigInfo,
+    ControlPlane,
+    Destination,
+    FileError,
+    Heartbeat,
+    Lease,
+    RestoreTicket,
+    RunRequest,
+    RunResult,
+    Source,
+    Storage,
+)
 
 __all__ = [
     "API_KEY_HEADER",
@@ -134,7 +140,6 @@ __all__ = [
     "Archiver",
     "AuthenticationError",
     "BackupCancelled",
-    "BackupConfig",
     "BackupEngine",
     "BackupFailed",
     "BackupFinished",
@@ -142,6 +147,7 @@ __all__ = [
     "BackupOptions",
     "BackupResult",
     "CancelToken",
+    "ConfigInfo",
     "ConfigStarted",
     "ConfigurationError",
     "ConflictError",

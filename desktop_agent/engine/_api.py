@@ -1,7 +1,7 @@
 """The agent's HTTP seams: the control plane (BackApp's agent API) and the storage (pre-signed URLs).
 
-``ControlPlane`` and ``Storage`` are the two protocols the engine talks to. ``ApiClient`` and
-``HttpStorage`` implement them over httpx; a server that runs the engine in-process can implement them
+``ControlPlane`` and ``Storage`` (in ``protocol``) are the two protocols the engine talks to.
+``ApiClient`` and ``HttpStorage`` implement them over httpx; a server that runs the engine in-process can implement them
 directly against its services. Both httpx clients take an injectable ``transport``, so unit tests run
 against ``httpx.MockTransport``.
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -30,7 +30,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from ._backups import BackupInfo, RestoreTicket
 from ._errors import (
     ApiError,
     AuthenticationError,
@@ -39,12 +38,15 @@ from ._errors import (
     NotFoundError,
     StorageError,
 )
-from ._models import (
+from .protocol import (
     AgentRef,
-    BackupConfig,
+    BackupInfo,
+    Body,
+    ConfigInfo,
     Heartbeat,
     Lease,
     PartTicket,
+    RestoreTicket,
     RunRequest,
     StartResponse,
     UploadedPart,
@@ -54,12 +56,8 @@ __all__ = [
     "API_KEY_HEADER",
     "AgentSocket",
     "ApiClient",
-    "Body",
-    "ControlPlane",
     "HttpStorage",
-    "LeasePlane",
     "RetryPolicy",
-    "Storage",
     "install_log_redaction",
     "parse_retry_after",
     "redact_url",
@@ -132,92 +130,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-class ControlPlane(Protocol):
-    """What the engine needs from the BackApp server (the agent API of ``docs/agent-api.md``)."""
-
-    def heartbeat(self, *, version: str, platform: str) -> Heartbeat: ...
-
-    def list_configs(self) -> list[BackupConfig]: ...
-
-    def start_backup(
-        self,
-        *,
-        config_id: str,
-        filename: str,
-        filesize: int,
-        multipart: bool = False,
-        size: int | None = None,
-        sha256: str | None = None,
-        part_checksum: str | None = None,
-    ) -> StartResponse:
-        """``part_checksum`` (``"crc32"``) only for a server whose heartbeat ``features`` list
-        ``part-crc32``; the answer's ``upload.part_checksum`` says what the parts carry."""
-        ...
-
-    def part_url(
-        self,
-        *,
-        log_id: str,
-        part_number: int,
-        size: int,
-        sha256: str | None = None,
-        crc32: str | None = None,
-    ) -> PartTicket:
-        """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
-        ...
-
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
-
-    def abort_upload(self, *, log_id: str, reason: str) -> None: ...
-
-    def complete_backup(
-        self,
-        *,
-        log_id: str,
-        status: str,
-        files_processed: int,
-        bytes_transferred: int,
-        duration_ms: int,
-        errors: Sequence[Mapping[str, str]] = (),
-        size: int | None = None,
-        sha256: str | None = None,
-        error: str | None = None,
-    ) -> str: ...
-
-    def send_log(
-        self, level: str, message: str, metadata: Mapping[str, Any] | None = None
-    ) -> None: ...
-
-
-class LeasePlane(Protocol):
-    """The schedule/lease/progress extensions (``docs/agent-api.md``), which a scheduled or requested
-    run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
-    ``attempt``, ``max_attempts`` and ``run_request_id``."""
-
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
-
-    def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
-
-    def release_lease(self, config_id: str, token: str) -> None: ...
-
-    def send_progress(self, payload: Mapping[str, Any]) -> None: ...
-
-
-Body = bytes | bytearray | memoryview
-"""A request body, or one piece of it."""
-
-
-class Storage(Protocol):
-    """Where archive bytes go: a PUT to a pre-signed URL. Returns the ``ETag`` (if any).
-
-    ``body`` is one buffer or a sequence of buffers sent back to back (no joined copy is made);
-    ``put`` may be called again with the same body to retry."""
-
-    def put(
-        self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]
-    ) -> str | None: ...
 
 
 T = TypeVar("T")
@@ -320,9 +232,9 @@ class ApiClient:
         self.server_features = frozenset(beat.features)
         return beat
 
-    def list_configs(self) -> list[BackupConfig]:
+    def list_configs(self) -> list[ConfigInfo]:
         body = self._call("GET", "/api/agent/configs")
-        return _decode(body.get("configs") or [], list[BackupConfig], "/api/agent/configs")
+        return _decode(body.get("configs") or [], list[ConfigInfo], "/api/agent/configs")
 
     def start_backup(
         self,

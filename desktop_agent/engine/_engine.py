@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from .. import __version__
-from ._api import ApiClient, ControlPlane, HttpStorage, Storage
+from ._api import ApiClient, HttpStorage
 from ._cancel import CancelToken
 from ._compress import (
     ArchiveFormat,
@@ -56,12 +56,19 @@ from ._events import (
     UploadProgress,
     UploadStarted,
 )
-from ._models import BackupConfig, BackupOptions
-from ._results import BackupResult, FileError, RunResult
 from ._scanner import ScanResult, ScanTotals, check_sources, normalize_source, scan
 from ._settings import AgentSettings
 from ._tar import Archiver, ArchiveStats
 from ._upload import Uploader, UploadOptions, UploadResult
+from .protocol import (
+    BackupOptions,
+    BackupResult,
+    ConfigInfo,
+    ControlPlane,
+    FileError,
+    RunResult,
+    Storage,
+)
 
 __all__ = [
     "BackupEngine",
@@ -199,7 +206,7 @@ class _Failure(Exception):
 class _Job:
     """The state of one config's backup, kept for the failure path."""
 
-    config: BackupConfig
+    config: ConfigInfo
     t0: float
     started: datetime
     sources: tuple[str, ...] = ()
@@ -222,14 +229,14 @@ class _Job:
 
 
 def select_configs(
-    configs: Sequence[BackupConfig], config_ids: Sequence[str] | None
-) -> tuple[list[BackupConfig], list[BackupResult]]:
+    configs: Sequence[ConfigInfo], config_ids: Sequence[str] | None
+) -> tuple[list[ConfigInfo], list[BackupResult]]:
     """The configs to run: all, or those named in ``config_ids`` (in that order, once each); an id
     not assigned to this agent gives a failed result instead."""
     if not config_ids:
         return list(configs), []
     by_id = {c.id: c for c in configs}
-    selected: list[BackupConfig] = []
+    selected: list[ConfigInfo] = []
     results: list[BackupResult] = []
     for config_id in dict.fromkeys(config_ids):
         if config_id in by_id:
@@ -350,7 +357,7 @@ class BackupEngine:
 
     # -- one config ---------------------------------------------------------------------------------
 
-    def backup(self, config: BackupConfig, *, cancel: CancelToken | None = None) -> BackupResult:
+    def backup(self, config: ConfigInfo, *, cancel: CancelToken | None = None) -> BackupResult:
         """Back up one config; never raises for a backup failure (the result says ``failed``)."""
         cancel = cancel or CancelToken()
         job = _Job(config=config, t0=self._clock(), started=self._now())
@@ -670,7 +677,7 @@ class BackupEngine:
 
     # -- reporting ----------------------------------------------------------------------------------
 
-    def _warn_about_options(self, config: BackupConfig) -> None:
+    def _warn_about_options(self, config: ConfigInfo) -> None:
         notes = []
         if config.options.encryption:
             notes.append(

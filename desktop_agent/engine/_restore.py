@@ -50,7 +50,6 @@ import httpx
 import zstandard
 
 from ._api import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, redact_url
-from ._backups import BackupInfo, RestoreTicket
 from ._cancel import CancelToken
 from ._errors import AgentError
 from ._events import (
@@ -63,6 +62,7 @@ from ._events import (
     RestoreStarted,
 )
 from ._excludes import glob_to_regex
+from .protocol import BackupInfo, RestoreTicket
 
 __all__ = [
     "IntegrityError",

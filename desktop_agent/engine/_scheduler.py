@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from .. import __version__
-from ._api import AgentSocket, ApiClient, ControlPlane, HttpStorage, LeasePlane
+from ._api import AgentSocket, ApiClient, HttpStorage
 from ._cancel import CancelToken
 from ._engine import BackupEngine, EngineOptions, select_configs
 from ._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
@@ -60,18 +60,21 @@ from ._events import (
     ScanStarted,
     UploadProgress,
 )
-from ._models import (
-    BackupConfig,
+from ._settings import AgentSettings
+from ._state import StateStore
+from .protocol import (
+    BackupResult,
+    ConfigInfo,
+    ControlPlane,
     Heartbeat,
     Lease,
+    LeasePlane,
     PartTicket,
     RunRequest,
+    RunResult,
     StartResponse,
     UploadedPart,
 )
-from ._results import BackupResult, RunResult
-from ._settings import AgentSettings
-from ._state import StateStore
 from .schedule import Schedule, ScheduleError, resolve_timezone
 
 __all__ = [
@@ -215,7 +218,7 @@ class ScheduleStore:
 class Due:
     """A config to run now, for the fire time ``slot`` (UTC)."""
 
-    config: BackupConfig
+    config: ConfigInfo
     slot: datetime
     catch_up: bool
     """The slot passed a while ago (the agent was asleep, off or paused)."""
@@ -231,7 +234,7 @@ class Tick:
 
 @dataclass(slots=True)
 class _Entry:
-    config: BackupConfig
+    config: ConfigInfo
     schedule: Schedule
     since: datetime
     last_run: datetime | None
@@ -275,7 +278,7 @@ class Scheduler:
 
     # -- configs --------------------------------------------------------------------------------
 
-    def set_configs(self, configs: Iterable[BackupConfig]) -> None:
+    def set_configs(self, configs: Iterable[ConfigInfo]) -> None:
         """The configs assigned to this agent now; those with a schedule are watched."""
         now = self._now()
         with self._lock:
@@ -312,7 +315,7 @@ class Scheduler:
             self.timezone_name, self.tz = name, resolve_timezone(name)
 
     @property
-    def scheduled(self) -> list[BackupConfig]:
+    def scheduled(self) -> list[ConfigInfo]:
         with self._lock:
             return [e.config for e in self._entries.values()]
 
@@ -533,16 +536,16 @@ class Dispatcher:
         self._mono = monotonic
         self._lock = threading.RLock()
         self._queue: dict[str, Job] = {}
-        self._configs: dict[str, BackupConfig] = {}
+        self._configs: dict[str, ConfigInfo] = {}
         self._seen_requests: dict[str, None] = {}
         self.current: Job | None = None
 
-    def set_configs(self, configs: Sequence[BackupConfig]) -> None:
+    def set_configs(self, configs: Sequence[ConfigInfo]) -> None:
         with self._lock:
             self._configs = {c.id: c for c in configs}
             self.scheduler.set_configs(configs)
 
-    def config(self, config_id: str) -> BackupConfig | None:
+    def config(self, config_id: str) -> ConfigInfo | None:
         with self._lock:
             return self._configs.get(config_id)
 
@@ -586,7 +589,7 @@ class Dispatcher:
             )
         return tick
 
-    def next_job(self) -> tuple[Job, BackupConfig | None] | None:
+    def next_job(self) -> tuple[Job, ConfigInfo | None] | None:
         """The job to run now (and its config, if known), or ``None``. Marks it current."""
         now = self._mono()
         paused = self.scheduler.paused
@@ -676,7 +679,7 @@ class _TaggedPlane:
         """The features the server listed in its last heartbeat (for the uploader's part checksum)."""
         return getattr(self._plane, "server_features", None)
 
-    def list_configs(self) -> list[BackupConfig]:
+    def list_configs(self) -> list[ConfigInfo]:
         return self._plane.list_configs()
 
     def start_backup(
@@ -1068,13 +1071,13 @@ class Runner:
             return
         self.plane.send_progress(payload)
 
-    def _lookup(self, config_id: str) -> BackupConfig | None:
+    def _lookup(self, config_id: str) -> ConfigInfo | None:
         for config in self.plane.list_configs():
             if config.id == config_id:
                 return config
         return None
 
-    def run(self, job: Job, config: BackupConfig | None, cancel: CancelToken) -> Outcome:
+    def run(self, job: Job, config: ConfigInfo | None, cancel: CancelToken) -> Outcome:
         """Run ``job`` (``config`` may be ``None`` when the agent's list is stale: it is fetched)."""
         try:
             config = config if config is not None else self._lookup(job.config_id)
@@ -1205,7 +1208,7 @@ class Runner:
         return ManualRun(tuple(results), skipped=tuple(skipped))
 
 
-def _not_started(config: BackupConfig, error: str) -> BackupResult:
+def _not_started(config: ConfigInfo, error: str) -> BackupResult:
     return BackupResult(config_id=config.id, config_name=config.name, status="failed", error=error)
 
 

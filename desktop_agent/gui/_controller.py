@@ -28,10 +28,10 @@ from desktop_agent.engine import (
     ApiClient,
     ArchiveProgress,
     AuthenticationError,
-    BackupConfig,
     BackupFailed,
     BackupFinished,
     CancelToken,
+    ConfigInfo,
     ConfigStarted,
     ConfigurationError,
     Dispatcher,
@@ -128,7 +128,7 @@ class ConfigView:
 @dataclass(frozen=True, slots=True)
 class PairingResult:
     server_url: str
-    configs: tuple[BackupConfig, ...]
+    configs: tuple[ConfigInfo, ...]
     location: KeyLocation
     poll_interval: int | None
     agent_name: str | None = None
@@ -353,7 +353,7 @@ class AgentController(QObject):
         zone = self.scheduler.timezone_name
         self._polling = True
 
-        def work() -> tuple[Heartbeat, list[BackupConfig]]:
+        def work() -> tuple[Heartbeat, list[ConfigInfo]]:
             with ApiClient(server, key, retry=RetryPolicy(max_attempts=2)) as client:
                 beat = client.heartbeat(version=__version__, platform=sys.platform, timezone=zone)
                 return beat, client.list_configs()
@@ -364,7 +364,7 @@ class AgentController(QObject):
         self._polling = False
         if self._closed:
             return
-        beat, configs = cast(tuple[Heartbeat, list[BackupConfig]], result)
+        beat, configs = cast(tuple[Heartbeat, list[ConfigInfo]], result)
         if beat.agent is not None:
             self.agent_name = beat.agent.name
         was_offline = self.online is False
@@ -392,7 +392,7 @@ class AgentController(QObject):
         self.last_poll = datetime.now(UTC)
         self.changed.emit()
 
-    def apply_configs(self, configs: Sequence[BackupConfig]) -> None:
+    def apply_configs(self, configs: Sequence[ConfigInfo]) -> None:
         """The assigned configs (from a poll or a pairing): views for new ones, drop unassigned."""
         keep = {c.id for c in configs}
         for config in configs:
@@ -644,7 +644,7 @@ class AgentController(QObject):
             on_failed("paste the agent's API key (bka_…), shown when the agent was registered")
             return
 
-        def work() -> tuple[Heartbeat, list[BackupConfig]]:
+        def work() -> tuple[Heartbeat, list[ConfigInfo]]:
             with ApiClient(server, key, retry=RetryPolicy(max_attempts=2)) as client:
                 try:
                     beat = client.heartbeat(version=__version__, platform=sys.platform)
@@ -658,7 +658,7 @@ class AgentController(QObject):
         def done(result: object) -> None:
             if self._closed:
                 return
-            beat, configs = cast(tuple[Heartbeat, list[BackupConfig]], result)
+            beat, configs = cast(tuple[Heartbeat, list[ConfigInfo]], result)
             if beat.agent is not None:
                 self.agent_name = beat.agent.name
             try:

@@ -13,9 +13,9 @@ from desktop_agent.engine import (
     AgentSettings,
     AgentSocket,
     ApiClient,
-    BackupConfig,
     BackupEngine,
     CancelToken,
+    ConfigInfo,
     ControlPlane,
     EngineOptions,
     Event,
@@ -146,7 +146,7 @@ class JobWorker(QRunnable):
         state: StateStore,
         cancel: CancelToken,
         job: Job,
-        config: BackupConfig | None,
+        config: ConfigInfo | None,
         socket: AgentSocket | None = None,
     ) -> None:
         super().__init__()

@@ -25,9 +25,9 @@ from desktop_agent.engine import (
     AgentService,
     AgentSocket,
     ApiClient,
-    BackupConfig,
     BackupEngine,
     CancelToken,
+    ConfigInfo,
     ControlPlane,
     Dispatcher,
     EngineOptions,
@@ -75,9 +75,9 @@ class Clock:
         self.wall += timedelta(**delta)
 
 
-def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> BackupConfig:
+def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> ConfigInfo:
     raw = config(config_id, *(paths or ("/nowhere",)), schedule=schedule, **options)
-    return msgspec.convert(raw, BackupConfig)
+    return msgspec.convert(raw, ConfigInfo)
 
 
 def make_scheduler(clock: Clock, tmp_path: Path, tz: str | None = "Europe/Paris") -> Scheduler:
