@@ -17,17 +17,6 @@ maths in ``desktop_agent.engine.schedule``; these three modules are the engine's
 other module is private.
 """
 
-from ._api import (
-    API_KEY_HEADER,
-    AgentSocket,
-    ApiClient,
-    HttpStorage,
-    RetryPolicy,
-    install_log_redaction,
-    parse_retry_after,
-    redact_url,
-    websocket_url,
-)
 from ._cancel import CancelToken
 from ._compress import ArchiveFormat, archive_extension
 from ._engine import (
@@ -105,6 +94,11 @@ from ._scheduler import (
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
 from ._state import StateStore
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
+from ._transport.client import API_KEY_HEADER, ApiClient
+from ._transport.redact import install_log_redaction, redact_url
+from ._transport.retry import RetryPolicy, parse_retry_after
+from ._transport.socket import AgentSocket, websocket_url
+from ._transport.storage import HttpStorage
 from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
 from .protocol import (
     BackupInfo,

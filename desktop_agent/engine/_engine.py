@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 
 from .. import __version__
-from ._api import ApiClient, HttpStorage
 from ._cancel import CancelToken
 from ._compress import (
     ArchiveFormat,
@@ -59,6 +58,8 @@ from ._events import (
 from ._scanner import ScanResult, ScanTotals, check_sources, normalize_source, scan
 from ._settings import AgentSettings
 from ._tar import Archiver, ArchiveStats
+from ._transport.client import ApiClient
+from ._transport.storage import HttpStorage
 from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupOptions,

@@ -43,7 +43,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from .. import __version__
-from ._api import AgentSocket, ApiClient, HttpStorage
 from ._cancel import CancelToken
 from ._engine import BackupEngine, EngineOptions, select_configs
 from ._errors import AgentError, ConfigurationError, ConflictError, NotFoundError
@@ -62,6 +61,9 @@ from ._events import (
 )
 from ._settings import AgentSettings
 from ._state import StateStore
+from ._transport.client import ApiClient
+from ._transport.socket import AgentSocket
+from ._transport.storage import HttpStorage
 from .protocol import (
     BackupResult,
     ConfigInfo,

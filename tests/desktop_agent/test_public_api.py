@@ -30,7 +30,7 @@ def test_version() -> None:
 
 
 def test_engine_never_imports_qt() -> None:
-    for path in ENGINE_DIR.glob("*.py"):
+    for path in ENGINE_DIR.rglob("*.py"):
         text = path.read_text()
         assert "PySide" not in text and "PyQt" not in text, path
     code = "import sys, desktop_agent.engine, desktop_agent.cli; print(any('PySide' in m or 'Qt' in m for m in sys.modules))"
@@ -38,7 +38,12 @@ def test_engine_never_imports_qt() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("module", sorted(m.name for m in pkgutil.iter_modules([str(ENGINE_DIR)])))
+ENGINE_MODULES = sorted(
+    m.name for m in pkgutil.walk_packages([str(ENGINE_DIR)], "desktop_agent.engine.")
+)
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
 def test_doctests(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(f"desktop_agent.engine.{module}"))
+    result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
