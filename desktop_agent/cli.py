@@ -74,10 +74,10 @@ from desktop_agent.engine import (
     install_log_redaction,
     load_settings,
     local_timezone_name,
+    parse_stored_schedule,
     printable,
     save_settings,
 )
-from desktop_agent.engine._scheduler import parse_stored_schedule
 from desktop_agent.engine.schedule import ScheduleError, resolve_timezone
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -84,12 +84,14 @@ from ._scheduler import (
     AgentService,
     Dispatcher,
     Job,
+    ManualRun,
     Outcome,
     RetrySettings,
     Runner,
     Scheduler,
     ScheduleStore,
     local_timezone_name,
+    parse_stored_schedule,
 )
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
 from ._state import StateStore
@@ -162,6 +164,7 @@ __all__ = [
     "KeyStore",
     "KeyStoreError",
     "Lease",
+    "ManualRun",
     "MemberInfo",
     "NetworkError",
     "NotFoundError",
@@ -223,6 +226,7 @@ __all__ = [
     "parse_retry_after",
     "parse_rule",
     "parse_size",
+    "parse_stored_schedule",
     "printable",
     "redact_url",
     "root_rules",

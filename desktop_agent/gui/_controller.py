@@ -40,6 +40,7 @@ from desktop_agent.engine import (
     Heartbeat,
     KeyLocation,
     KeyStore,
+    ManualRun,
     Outcome,
     RetryPolicy,
     RunFinished,
@@ -57,7 +58,6 @@ from desktop_agent.engine import (
     local_timezone_name,
     save_settings,
 )
-from desktop_agent.engine._scheduler import ManualRun
 
 from ._text import KeyRedactor, parse_time, redact
 from ._workers import BackupWorker, JobWorker, run_task
