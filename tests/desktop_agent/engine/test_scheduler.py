@@ -47,7 +47,7 @@ from desktop_agent.engine import (
 )
 from desktop_agent.engine._scheduler import ProgressReporter
 
-from .fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
+from ..fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
 
 T0 = datetime(2025, 1, 6, 12, 0, 0, tzinfo=UTC)  # a Monday, 13:00 in Paris
 
