@@ -75,13 +75,17 @@ from desktop_agent.engine import (
     NotFoundError,
     StorageError,
 )
-from desktop_agent.engine import (
-    BackupConfig as EngineConfig,
+from desktop_agent.engine.protocol import (
+    BackupInfo,
+    BackupResult,
+    Body,
+    ConfigInfo,
+    Heartbeat,
+    PartTicket,
+    RestoreTicket,
+    StartResponse,
+    UploadedPart,
 )
-from desktop_agent.engine._api import Body
-from desktop_agent.engine._backups import BackupInfo, RestoreTicket
-from desktop_agent.engine._models import Heartbeat, PartTicket, StartResponse, UploadedPart
-from desktop_agent.engine._results import BackupResult
 from desktop_agent.engine.schedule import resolve_timezone
 
 __all__ = [
@@ -260,7 +264,7 @@ class ServerControlPlane:
     def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
         return Heartbeat(status="online")
 
-    def list_configs(self) -> list[EngineConfig]:
+    def list_configs(self) -> list[ConfigInfo]:
         return [engine_config(self.config)]
 
     def start_backup(
@@ -424,7 +428,7 @@ class ServerControlPlane:
         log.log(logger_level, "server-side backup: %s", message)
 
 
-def engine_config(row: dict[str, Any]) -> EngineConfig:
+def engine_config(row: dict[str, Any]) -> ConfigInfo:
     """A config row as the engine's wire type."""
 
     def decoded(value: Any) -> Any:
@@ -444,7 +448,7 @@ def engine_config(row: dict[str, Any]) -> EngineConfig:
             },
             "excludes": decoded(row["excludes"]) or [],
         },
-        EngineConfig,
+        ConfigInfo,
     )
 
 

@@ -16,7 +16,6 @@ from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._api import ControlPlane, Storage
 from ._cancel import CancelToken
 from ._compress import (
     ArchiveFormat,
@@ -38,12 +37,11 @@ from ._events import (
     UploadStarted,
 )
 from ._job import MAX_REPORTED_ERRORS, BackupJob
-from ._models import BackupConfig, BackupOptions
 from ._options import EngineOptions
-from ._results import FileError
 from ._scanner import ScanResult, ScanTotals, check_sources, scan
 from ._tar import Archiver, ArchiveStats
 from ._upload import Uploader, UploadResult
+from .protocol import BackupOptions, ConfigInfo, ControlPlane, FileError, Storage
 
 __all__ = [
     "ArchiveBackup",
@@ -320,7 +318,7 @@ class ArchiveBackup:
         emit.throttled("upload", lambda: upload_progress(result.size, result.parts), force=True)
         return result
 
-    def _warn_about_options(self, config: BackupConfig) -> None:
+    def _warn_about_options(self, config: ConfigInfo) -> None:
         notes = []
         if config.options.encryption:
             notes.append(

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 import httpx
 
 from .. import __version__
-from ._api import ApiClient, ControlPlane, HttpStorage, Storage
 from ._archive import ArchiveBackup, archive_filename, archive_format
 from ._cancel import CancelToken
 from ._errors import (
@@ -40,14 +39,15 @@ from ._events import (
     EventSink,
 )
 from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable
-from ._models import BackupConfig
 from ._options import EngineOptions
-from ._results import BackupResult, RunResult
 from ._run import run_configs
 from ._scanner import normalize_source
 from ._settings import AgentSettings
 from ._tar import ArchiveStats
+from ._transport.client import ApiClient
+from ._transport.storage import HttpStorage
 from ._upload import UploadResult
+from .protocol import BackupResult, ConfigInfo, ControlPlane, RunResult, Storage
 
 __all__ = ["BackupEngine", "connect"]
 
@@ -144,7 +144,7 @@ class BackupEngine:
 
     # -- one config ---------------------------------------------------------------------------------
 
-    def backup(self, config: BackupConfig, *, cancel: CancelToken | None = None) -> BackupResult:
+    def backup(self, config: ConfigInfo, *, cancel: CancelToken | None = None) -> BackupResult:
         """Back up one config; never raises for a backup failure (the result says ``failed``)."""
         cancel = cancel or CancelToken()
         job = BackupJob(config=config, t0=self._clock(), started=self._now())

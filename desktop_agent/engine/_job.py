@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ._models import BackupConfig
-from ._results import FileError
 from ._tar import Archiver
 from ._upload import Uploader
+from .protocol import ConfigInfo, FileError
 
 __all__ = [
     "MAX_MESSAGE",
@@ -45,7 +44,7 @@ class BackupFailure(Exception):
 class BackupJob:
     """The state of one config's backup, kept for the failure path."""
 
-    config: BackupConfig
+    config: ConfigInfo
     t0: float
     started: datetime
     sources: tuple[str, ...] = ()

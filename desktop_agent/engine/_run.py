@@ -13,12 +13,10 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._api import ControlPlane
 from ._cancel import CancelToken
 from ._errors import AgentError
 from ._events import EventSink, RunFinished, RunStarted
-from ._models import BackupConfig, Heartbeat
-from ._results import BackupResult, RunResult
+from .protocol import BackupResult, ConfigInfo, ControlPlane, Heartbeat, RunResult
 
 __all__ = ["not_started", "run_configs", "select_configs"]
 
@@ -26,14 +24,14 @@ log = logging.getLogger("desktop_agent.engine")
 
 
 def select_configs(
-    configs: Sequence[BackupConfig], config_ids: Sequence[str] | None
-) -> tuple[list[BackupConfig], list[BackupResult]]:
+    configs: Sequence[ConfigInfo], config_ids: Sequence[str] | None
+) -> tuple[list[ConfigInfo], list[BackupResult]]:
     """The configs to run: all, or those named in ``config_ids`` (in that order, once each); an id
     not assigned to this agent gives a failed result instead."""
     if not config_ids:
         return list(configs), []
     by_id = {c.id: c for c in configs}
-    selected: list[BackupConfig] = []
+    selected: list[ConfigInfo] = []
     results: list[BackupResult] = []
     for config_id in dict.fromkeys(config_ids):
         if config_id in by_id:
@@ -49,14 +47,14 @@ def select_configs(
     return selected, results
 
 
-def not_started(config: BackupConfig, error: str) -> BackupResult:
+def not_started(config: ConfigInfo, error: str) -> BackupResult:
     """The failed result of a config that the run could not start (cancelled first, no lease)."""
     return BackupResult(config_id=config.id, config_name=config.name, status="failed", error=error)
 
 
 def run_configs(
     plane: ControlPlane,
-    back_up: Callable[[BackupConfig], BackupResult | None],
+    back_up: Callable[[ConfigInfo], BackupResult | None],
     *,
     version: str,
     platform: str,

@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from desktop_agent.autostart import Autostart, AutostartError
 from desktop_agent.engine import (
     AgentSettings,
-    BackupConfig,
+    ConfigInfo,
     ConfigurationError,
     Event,
     Heartbeat,
@@ -50,7 +50,7 @@ __all__ = ["AgentController"]
 
 log = logging.getLogger("desktop_agent.gui")
 
-_Assignment = tuple[Heartbeat, list[BackupConfig]]
+_Assignment = tuple[Heartbeat, list[ConfigInfo]]
 
 
 class AgentController(QObject):

@@ -14,7 +14,7 @@ from desktop_agent.engine import (
     AgentSettings,
     ApiClient,
     AuthenticationError,
-    BackupConfig,
+    ConfigInfo,
     ConfigurationError,
     Heartbeat,
     KeyLocation,
@@ -32,7 +32,7 @@ log = logging.getLogger("desktop_agent.gui")
 @dataclass(frozen=True, slots=True)
 class PairingResult:
     server_url: str
-    configs: tuple[BackupConfig, ...]
+    configs: tuple[ConfigInfo, ...]
     location: KeyLocation
     poll_interval: int | None
     agent_name: str | None = None
@@ -53,7 +53,7 @@ def load_settings_or_default() -> AgentSettings:
 
 def fetch_assignment(
     server_url: str, api_key: str, timezone: str | None = None
-) -> tuple[Heartbeat, list[BackupConfig]]:
+) -> tuple[Heartbeat, list[ConfigInfo]]:
     """A heartbeat (with the zone the schedules run in, when given) and the assigned configs.
     Blocking: run it off the GUI thread."""
     with ApiClient(server_url, api_key, retry=RetryPolicy(max_attempts=2)) as client:
@@ -61,7 +61,7 @@ def fetch_assignment(
         return beat, client.list_configs()
 
 
-def check_key(server_url: str, api_key: str) -> tuple[Heartbeat, list[BackupConfig]]:
+def check_key(server_url: str, api_key: str) -> tuple[Heartbeat, list[ConfigInfo]]:
     """``fetch_assignment`` for a key not saved yet: a refusal says what to do about it."""
     try:
         return fetch_assignment(server_url, api_key)

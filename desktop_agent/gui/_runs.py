@@ -14,8 +14,8 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from desktop_agent.engine import (
     AgentSocket,
-    BackupConfig,
     CancelToken,
+    ConfigInfo,
     Dispatcher,
     ManualRun,
     Outcome,
@@ -170,7 +170,7 @@ class RunBridge(QObject):
 
     # -- schedules, Back Up Now from the web, retries -----------------------------------------------
 
-    def assigned(self, configs: Sequence[BackupConfig], requests: Sequence[RunRequest]) -> None:
+    def assigned(self, configs: Sequence[ConfigInfo], requests: Sequence[RunRequest]) -> None:
         """A poll's answer: the configs to schedule, and the *Back Up Now* requests from the web."""
         self.dispatcher.set_configs(configs)
         for request in requests:

@@ -13,9 +13,9 @@ from typing import Any
 
 from desktop_agent.engine import (
     ArchiveProgress,
-    BackupConfig,
     BackupFailed,
     BackupFinished,
+    ConfigInfo,
     ConfigStarted,
     Event,
     FileFailed,
@@ -168,7 +168,7 @@ class Status:
             if last.get("status") == "completed":
                 self._succeeded_before.add(config_id)
 
-    def apply_configs(self, configs: Sequence[BackupConfig]) -> None:
+    def apply_configs(self, configs: Sequence[ConfigInfo]) -> None:
         """The assigned configs (from a poll or a pairing): views for new ones, drop unassigned."""
         keep = {c.id for c in configs}
         for config in configs:
@@ -194,7 +194,7 @@ class Status:
         if beat.agent is not None:
             self.agent_name = beat.agent.name
 
-    def connected(self, configs: Sequence[BackupConfig]) -> bool:
+    def connected(self, configs: Sequence[ConfigInfo]) -> bool:
         """The server answered with the assigned ``configs``; ``True`` when it was unreachable
         before."""
         was_offline = self.online is False

@@ -14,9 +14,9 @@ from desktop_agent.engine import (
     AgentSettings,
     AgentSocket,
     ApiClient,
-    BackupConfig,
     BackupEngine,
     CancelToken,
+    ConfigInfo,
     ControlPlane,
     EngineOptions,
     Event,
@@ -152,7 +152,7 @@ class JobWorker(_EngineWorker):
     ``backup/start`` tags, live progress to the server, the retry decision). ``signals.finished``
     carries the ``Outcome``."""
 
-    def __init__(self, context: RunContext, job: Job, config: BackupConfig | None) -> None:
+    def __init__(self, context: RunContext, job: Job, config: ConfigInfo | None) -> None:
         super().__init__(context)
         self.job = job
         self.config = config

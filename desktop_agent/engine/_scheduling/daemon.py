@@ -13,10 +13,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .._api import AgentSocket
 from .._cancel import CancelToken
 from .._errors import AgentError
-from .._models import RunRequest
+from .._transport.socket import AgentSocket
+from ..protocol import RunRequest
 from .queue import Dispatcher, Outcome
 from .runner import AgentPlane, Runner
 

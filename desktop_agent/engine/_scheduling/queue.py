@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from .._models import BackupConfig, RunRequest
-from .._results import BackupResult
+from ..protocol import BackupResult, ConfigInfo, RunRequest
 from .scheduler import Scheduler, Tick
 
 __all__ = [
@@ -110,16 +109,16 @@ class Dispatcher:
         self._mono = monotonic
         self._lock = threading.RLock()
         self._queue: dict[str, Job] = {}
-        self._configs: dict[str, BackupConfig] = {}
+        self._configs: dict[str, ConfigInfo] = {}
         self._seen_requests: dict[str, None] = {}
         self.current: Job | None = None
 
-    def set_configs(self, configs: Sequence[BackupConfig]) -> None:
+    def set_configs(self, configs: Sequence[ConfigInfo]) -> None:
         with self._lock:
             self._configs = {c.id: c for c in configs}
             self.scheduler.set_configs(configs)
 
-    def config(self, config_id: str) -> BackupConfig | None:
+    def config(self, config_id: str) -> ConfigInfo | None:
         with self._lock:
             return self._configs.get(config_id)
 
@@ -163,7 +162,7 @@ class Dispatcher:
             )
         return tick
 
-    def next_job(self) -> tuple[Job, BackupConfig | None] | None:
+    def next_job(self) -> tuple[Job, ConfigInfo | None] | None:
         """The job to run now (and its config, if known), or ``None``. Marks it current."""
         now = self._mono()
         paused = self.scheduler.paused

@@ -26,17 +26,27 @@ from typing import Any, Protocol
 import httpx
 
 from ... import __version__
-from .._api import AgentSocket, ApiClient, ControlPlane, HttpStorage, LeasePlane
 from .._cancel import CancelToken
 from .._engine import BackupEngine, connect
 from .._errors import AgentError, ConflictError, NotFoundError
 from .._events import EventSink
-from .._models import BackupConfig, Heartbeat, Lease, StartResponse
 from .._options import EngineOptions
-from .._results import BackupResult, RunResult
 from .._run import not_started, run_configs
 from .._settings import AgentSettings
 from .._state import StateStore
+from .._transport.client import ApiClient
+from .._transport.socket import AgentSocket
+from .._transport.storage import HttpStorage
+from ..protocol import (
+    BackupResult,
+    ConfigInfo,
+    ControlPlane,
+    Heartbeat,
+    Lease,
+    LeasePlane,
+    RunResult,
+    StartResponse,
+)
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
 from .queue import Job, Outcome, RetrySettings
 
@@ -306,13 +316,13 @@ class Runner:
             return
         self.plane.send_progress(payload)
 
-    def _lookup(self, config_id: str) -> BackupConfig | None:
+    def _lookup(self, config_id: str) -> ConfigInfo | None:
         for config in self.plane.list_configs():
             if config.id == config_id:
                 return config
         return None
 
-    def run(self, job: Job, config: BackupConfig | None, cancel: CancelToken) -> Outcome:
+    def run(self, job: Job, config: ConfigInfo | None, cancel: CancelToken) -> Outcome:
         """Run ``job`` (``config`` may be ``None`` when the agent's list is stale: it is fetched)."""
         try:
             config = config if config is not None else self._lookup(job.config_id)
@@ -405,7 +415,7 @@ class Runner:
         cancel = cancel or CancelToken()
         skipped: list[Skipped] = []
 
-        def back_up(config: BackupConfig) -> BackupResult | None:
+        def back_up(config: ConfigInfo) -> BackupResult | None:
             outcome = self.run(Job(config.id, trigger="manual"), config, cancel)
             if outcome.result is not None:
                 return outcome.result

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from .._models import BackupConfig
+from ..protocol import ConfigInfo
 from ..schedule import Schedule, ScheduleError, parse_stored_schedule, resolve_timezone
 from .store import ScheduleRecord, ScheduleStore
 
@@ -36,7 +36,7 @@ CATCH_UP_AFTER = timedelta(seconds=90)
 class Due:
     """A config to run now, for the fire time ``slot`` (UTC)."""
 
-    config: BackupConfig
+    config: ConfigInfo
     slot: datetime
     catch_up: bool
     """The slot passed a while ago (the agent was asleep, off or paused)."""
@@ -52,7 +52,7 @@ class Tick:
 
 @dataclass(slots=True)
 class _Entry:
-    config: BackupConfig
+    config: ConfigInfo
     schedule: Schedule
     since: datetime
     last_run: datetime | None
@@ -96,7 +96,7 @@ class Scheduler:
 
     # -- configs --------------------------------------------------------------------------------
 
-    def set_configs(self, configs: Iterable[BackupConfig]) -> None:
+    def set_configs(self, configs: Iterable[ConfigInfo]) -> None:
         """The configs assigned to this agent now; those with a schedule are watched."""
         now = self._now()
         with self._lock:
@@ -131,7 +131,7 @@ class Scheduler:
             self.timezone_name, self.tz = name, resolve_timezone(name)
 
     @property
-    def scheduled(self) -> list[BackupConfig]:
+    def scheduled(self) -> list[ConfigInfo]:
         with self._lock:
             return [e.config for e in self._entries.values()]
 

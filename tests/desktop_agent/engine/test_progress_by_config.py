@@ -22,7 +22,7 @@ from desktop_agent.engine import (
 )
 from desktop_agent.engine._scheduling.progress import PROGRESS_BY_CONFIG, ProgressReporter
 
-from .fakes import config
+from ..fakes import config
 from .test_scheduler import Clock, LeasingBackApp, engine_factory, plane_for
 
 

@@ -25,9 +25,9 @@ from desktop_agent.engine import (
     AgentDaemon,
     AgentSocket,
     ApiClient,
-    BackupConfig,
     BackupEngine,
     CancelToken,
+    ConfigInfo,
     ControlPlane,
     Dispatcher,
     EngineOptions,
@@ -47,7 +47,7 @@ from desktop_agent.engine import (
 )
 from desktop_agent.engine._scheduling import ProgressReporter
 
-from .fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
+from ..fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
 
 T0 = datetime(2025, 1, 6, 12, 0, 0, tzinfo=UTC)  # a Monday, 13:00 in Paris
 
@@ -75,9 +75,9 @@ class Clock:
         self.wall += timedelta(**delta)
 
 
-def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> BackupConfig:
+def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> ConfigInfo:
     raw = config(config_id, *(paths or ("/nowhere",)), schedule=schedule, **options)
-    return msgspec.convert(raw, BackupConfig)
+    return msgspec.convert(raw, ConfigInfo)
 
 
 def make_scheduler(clock: Clock, tmp_path: Path, tz: str | None = "Europe/Paris") -> Scheduler:
