@@ -15,6 +15,11 @@ import desktop_agent
 import desktop_agent.engine as engine
 
 ENGINE_DIR = Path(engine.__file__).parent
+ENGINE_MODULES = sorted(
+    m.name.removeprefix("desktop_agent.engine.")
+    for m in pkgutil.walk_packages(engine.__path__, "desktop_agent.engine.")
+)
+"""Every module of the engine, those of its sub-packages too (``_restore.planning``...)."""
 
 
 def test_all_is_complete_and_exists() -> None:
@@ -30,7 +35,7 @@ def test_version() -> None:
 
 
 def test_engine_never_imports_qt() -> None:
-    for path in ENGINE_DIR.glob("*.py"):
+    for path in ENGINE_DIR.rglob("*.py"):
         text = path.read_text()
         assert "PySide" not in text and "PyQt" not in text, path
     code = "import sys, desktop_agent.engine, desktop_agent.cli; print(any('PySide' in m or 'Qt' in m for m in sys.modules))"
@@ -38,7 +43,7 @@ def test_engine_never_imports_qt() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("module", sorted(m.name for m in pkgutil.iter_modules([str(ENGINE_DIR)])))
+@pytest.mark.parametrize("module", ENGINE_MODULES)
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"desktop_agent.engine.{module}"))
     assert result.failed == 0
