@@ -45,9 +45,11 @@ from ._errors import (
     BackupCancelled,
     ConfigurationError,
     ConflictError,
+    IntegrityError,
     KeyStoreError,
     NetworkError,
     NotFoundError,
+    RestoreError,
     SourceError,
     StorageError,
 )
@@ -87,10 +89,8 @@ from ._models import (
     Source,
 )
 from ._restore import (
-    IntegrityError,
     MemberInfo,
     PathFilter,
-    RestoreError,
     RestoreOptions,
     Restorer,
     RestoreResult,
