@@ -30,6 +30,21 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 log = logging.getLogger("backapp-agent")
 
 
+def add_command(
+    commands: Commands,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """A new sub-command ``name`` that runs ``func`` (no abbreviated options: an option added later
+    must never change what an old abbreviation meant)."""
+    parser = commands.add_parser(name, help=help, description=description, allow_abbrev=False)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def err(message: str) -> None:
     """``message`` on stderr, after the program's name."""
     print(f"backapp-agent: {message}", file=sys.stderr)

@@ -23,7 +23,7 @@ from desktop_agent.engine import (
     save_settings,
 )
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, account, err
+from .common import EXIT_FAILED, EXIT_OK, Commands, account, add_command, err
 
 
 class _RejectKeyArgument(argparse.Action):
@@ -36,11 +36,12 @@ class _RejectKeyArgument(argparse.Action):
 
 def register(commands: Commands) -> None:
     """Add ``configure``."""
-    configure = commands.add_parser(
+    configure = add_command(
+        commands,
         "configure",
+        cmd_configure,
         help="set the server and the API key",
         description="Store the server URL and settings, and the API key in the OS keychain.",
-        allow_abbrev=False,
     )
     configure.add_argument(
         "--server", metavar="URL", help="the BackApp server, e.g. https://backapp.example.org"
@@ -63,7 +64,6 @@ def register(commands: Commands) -> None:
     configure.add_argument(
         "--no-verify", action="store_true", help="save without checking the key with a heartbeat"
     )
-    configure.set_defaults(func=cmd_configure)
 
 
 def _read_key(args: argparse.Namespace, server: str) -> str:

@@ -31,6 +31,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Commands,
+    add_command,
     cancel_on_signals,
     connect,
     err,
@@ -41,26 +42,27 @@ from .display import MAX_SKIPS_SHOWN, JsonLines, RestoreDisplay, human_bytes
 
 def register(commands: Commands) -> None:
     """Add ``backups`` and ``restore``."""
-    backups = commands.add_parser(
+    backups = add_command(
+        commands,
         "backups",
+        cmd_backups,
         help="list the backups this agent can restore",
         description="The completed backups of the configs assigned to this agent, newest first.",
-        allow_abbrev=False,
     )
     backups.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
     backups.add_argument(
         "--limit", metavar="N", type=int, default=100, help="at most N backups (default 100)"
     )
     backups.add_argument("--json", action="store_true", help="print one JSON object")
-    backups.set_defaults(func=cmd_backups)
 
-    restore = commands.add_parser(
+    restore = add_command(
+        commands,
         "restore",
+        cmd_restore,
         help="download, verify and extract a backup",
         description="Download a backup, verify its size and SHA-256, and extract it into a new "
         "folder (default: ./backapp-restore-<config>-<date>), never over the originals unless "
         "--in-place is given.",
-        allow_abbrev=False,
     )
     restore.add_argument("backup_id", metavar="BACKUP_ID", help="the backup (see `backups`)")
     where = restore.add_mutually_exclusive_group()
@@ -85,7 +87,6 @@ def register(commands: Commands) -> None:
         "--overwrite", action="store_true", help="replace existing files even when they are newer"
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
-    restore.set_defaults(func=cmd_restore)
 
 
 def cmd_backups(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from .common import (
     EXIT_FILE_ERRORS,
     EXIT_OK,
     Commands,
+    add_command,
     cancel_on_signals,
     err,
     load_key,
@@ -49,11 +50,12 @@ from .display import LiveProgress, daemon_display, make_display
 
 def register(commands: Commands) -> None:
     """Add ``run`` and ``daemon``."""
-    run = commands.add_parser(
+    run = add_command(
+        commands,
         "run",
+        cmd_run,
         help="back up the assigned configs once",
         description="Heartbeat, fetch the assigned configs, back each one up, heartbeat.",
-        allow_abbrev=False,
     )
     run.add_argument(
         "--config",
@@ -63,15 +65,15 @@ def register(commands: Commands) -> None:
         help="only this config (repeatable)",
     )
     run.add_argument("--json", action="store_true", help="print progress events as JSON lines")
-    run.set_defaults(func=cmd_run)
 
-    daemon = commands.add_parser(
+    daemon = add_command(
+        commands,
         "daemon",
+        cmd_daemon,
         help="run in the background: scheduled backups, Back Up Now from the web",
         description="Stay running until SIGTERM or Ctrl-C: heartbeat every pollInterval, keep a "
         "WebSocket open to the server for Back Up Now, run each config when its schedule is due "
         "(in this machine's time zone), retry failed scheduled backups. One backup at a time.",
-        allow_abbrev=False,
     )
     daemon.add_argument("--json", action="store_true", help="print progress events as JSON lines")
     daemon.add_argument(
@@ -86,7 +88,6 @@ def register(commands: Commands) -> None:
         default=15.0,
         help="seconds between schedule checks (default 15)",
     )
-    daemon.set_defaults(func=cmd_daemon)
 
 
 def exit_status(result: RunResult) -> int:

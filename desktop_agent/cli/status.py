@@ -24,18 +24,18 @@ from desktop_agent.engine import (
 from desktop_agent.engine._scheduler import parse_stored_schedule
 from desktop_agent.engine.schedule import ScheduleError, resolve_timezone
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, account, load_key
+from .common import EXIT_FAILED, EXIT_OK, Commands, account, add_command, load_key
 
 
 def register(commands: Commands) -> None:
     """Add ``status``."""
-    status = commands.add_parser(
+    status = add_command(
+        commands,
         "status",
+        cmd_status,
         help="show the connection, the assigned configs and their last results",
-        allow_abbrev=False,
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.set_defaults(func=cmd_status)
 
 
 def _schedule_report(
