@@ -79,6 +79,9 @@ class BackupReader(Protocol):
 
 @dataclass(slots=True)
 class RestoreResult:
+    """What one restore (or listing) did: the members written, those skipped and why, and the
+    object it verified."""
+
     backup_id: str
     filename: str
     target: Path | None
