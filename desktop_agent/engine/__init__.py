@@ -28,9 +28,11 @@ from ._errors import (
     BackupCancelled,
     ConfigurationError,
     ConflictError,
+    IntegrityError,
     KeyStoreError,
     NetworkError,
     NotFoundError,
+    RestoreError,
     SourceError,
     StorageError,
 )
@@ -63,10 +65,8 @@ from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
 from ._restore import (
-    IntegrityError,
     MemberInfo,
     PathFilter,
-    RestoreError,
     RestoreOptions,
     Restorer,
     RestoreResult,

@@ -12,7 +12,9 @@ The tree::
     │   └── ConflictError           409: e.g. the object key already holds a backup
     ├── StorageError                a PUT to a pre-signed URL failed (``status``, ``transient``)
     ├── SourceError                 a source path is missing or cannot be read
-    └── BackupCancelled             the cancel handle was set
+    ├── RestoreError                a restore could not be done (the target is left as it was)
+    │   └── IntegrityError          the object is not what the backup recorded, or it is damaged
+    └── BackupCancelled             the cancel handle was set (a backup's or a restore's)
 
 Lower-level errors (``httpx``, ``OSError``) are translated at the boundary with ``raise ... from exc``.
 Messages say what happened and, where there is one, what to do. They never contain the API key or the
@@ -80,6 +82,15 @@ class StorageError(AgentError):
 
 class SourceError(AgentError):
     """A source path of a backup config is missing or cannot be read."""
+
+
+class RestoreError(AgentError):
+    """A restore could not be done (the target is left as it was)."""
+
+
+class IntegrityError(RestoreError):
+    """The downloaded object does not match the backup's recorded size or SHA-256, or the archive
+    is damaged. Nothing was restored."""
 
 
 class BackupCancelled(AgentError):

@@ -14,7 +14,7 @@ import pytest
 from keyring.backends import fail
 
 from desktop_agent import __version__, cli
-from desktop_agent._terminal import LiveProgress, Summary, human_bytes, human_duration
+from desktop_agent.cli.display import LiveProgress, Summary, human_bytes, human_duration
 from desktop_agent.engine import (
     ArchiveProgress,
     BackupFailed,

@@ -845,10 +845,10 @@ def test_local_timezone_name(tmp_path: Path) -> None:
 
 
 def test_the_daemon_prints_one_line_per_outcome(capsys: pytest.CaptureFixture[str]) -> None:
-    from desktop_agent.cli import _daemon_display
+    from desktop_agent.cli.display import daemon_display
     from desktop_agent.engine import BackupFailed, BackupFinished
 
-    show = _daemon_display(False)
+    show = daemon_display(False)
     show(ScanStarted(config_id="c1", sources=("/x",)))
     show(
         BackupFinished(

@@ -1,5 +1,6 @@
 """How ``backapp-agent`` shows engine events: a one-line live display on a terminal, JSON lines for
-machines (``--json``), or just the summaries when the output is a pipe or a log file."""
+machines (``--json``), or just the summaries when the output is a pipe or a log file; the daemon's
+one line per outcome; the restore's status line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from desktop_agent.engine import (
     BackupFinished,
     ConfigStarted,
     Event,
+    EventSink,
     FileFailed,
+    RestoreFailed,
+    RestoreProgress,
+    RestoreSkipped,
     ScanFinished,
     ScanProgress,
     UploadProgress,
@@ -24,6 +29,7 @@ from desktop_agent.engine import (
 )
 
 MAX_FILE_ERRORS_SHOWN = 20
+MAX_SKIPS_SHOWN = 50
 
 
 def human_bytes(n: float) -> str:
@@ -145,3 +151,71 @@ def make_display(
     if err.isatty():
         return LiveProgress(err)
     return Summary(out)
+
+
+def daemon_display(as_json: bool) -> EventSink:
+    """``--json``: every event as a JSON line; else one line per finished or failed backup."""
+    if as_json:
+        return JsonLines(sys.stdout)
+
+    def lines(event: Event) -> None:
+        data = event_to_json(event)
+        if event.kind == "backup_finished":
+            print(
+                printable(
+                    f"{data['time']} completed '{data['configName'] or data['configId']}': "
+                    f"{data['filename']} ({data['files']} files, {human_bytes(data['archiveSize'])})"
+                ),
+                flush=True,
+            )
+        elif event.kind == "backup_failed":
+            print(
+                printable(
+                    f"{data['time']} FAILED '{data['configName'] or data['configId']}': "
+                    f"{data['reason']}"
+                ),
+                flush=True,
+            )
+
+    return lines
+
+
+class RestoreDisplay:
+    """A live status line on a terminal (stderr), the skipped members, nothing else."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.skips = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RestoreProgress):
+            if self.live:
+                pct = f"{100 * event.bytes_downloaded / event.size:5.1f}%  " if event.size else ""
+                line = (
+                    f"restore: {pct}{human_bytes(event.bytes_downloaded)}/"
+                    f"{human_bytes(event.size)}  {event.files:,} items  "
+                    f"{human_bytes(event.rate)}/s  ETA {human_duration(event.eta)}"
+                )
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                sys.stderr.write("\r\x1b[K" + line[:width])
+                sys.stderr.flush()
+        elif isinstance(event, RestoreSkipped) and self.live:  # else the summary lists them
+            self.skips += 1
+            if self.skips <= MAX_SKIPS_SHOWN:
+                self._line(f"skipped {event.path!r}: {event.reason}")
+            elif self.skips == MAX_SKIPS_SHOWN + 1:
+                self._line("more members were skipped (see the summary)")
+        elif isinstance(event, RestoreFailed):
+            self.close()
+
+    def _line(self, text: str) -> None:
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+        sys.stderr.write(printable(text) + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        """Clear the status line."""
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()

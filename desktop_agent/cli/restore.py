@@ -1,0 +1,237 @@
+"""``backapp-agent backups`` (what can be restored) and ``backapp-agent restore`` (download, verify
+and extract one backup, or ``--list`` it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import stat
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from desktop_agent.engine import (
+    AgentError,
+    ApiClient,
+    BackupCancelled,
+    CancelToken,
+    MemberInfo,
+    RestoreError,
+    RestoreOptions,
+    Restorer,
+    RestoreResult,
+    default_target_name,
+    load_settings,
+    printable,
+)
+
+from .common import (
+    EXIT_FAILED,
+    EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Commands,
+    add_command,
+    cancel_on_signals,
+    connect,
+    err,
+    signal_handlers,
+)
+from .display import MAX_SKIPS_SHOWN, JsonLines, RestoreDisplay, human_bytes
+
+
+def register(commands: Commands) -> None:
+    """Add ``backups`` and ``restore``."""
+    backups = add_command(
+        commands,
+        "backups",
+        cmd_backups,
+        help="list the backups this agent can restore",
+        description="The completed backups of the configs assigned to this agent, newest first.",
+    )
+    backups.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
+    backups.add_argument(
+        "--limit", metavar="N", type=int, default=100, help="at most N backups (default 100)"
+    )
+    backups.add_argument("--json", action="store_true", help="print one JSON object")
+
+    restore = add_command(
+        commands,
+        "restore",
+        cmd_restore,
+        help="download, verify and extract a backup",
+        description="Download a backup, verify its size and SHA-256, and extract it into a new "
+        "folder (default: ./backapp-restore-<config>-<date>), never over the originals unless "
+        "--in-place is given.",
+    )
+    restore.add_argument("backup_id", metavar="BACKUP_ID", help="the backup (see `backups`)")
+    where = restore.add_mutually_exclusive_group()
+    where.add_argument("--to", metavar="DIR", type=Path, help="restore into this folder")
+    where.add_argument(
+        "--in-place",
+        action="store_true",
+        help="restore to the original paths (existing newer files are kept)",
+    )
+    where.add_argument(
+        "--list", action="store_true", help="list the archive's members, extract nothing"
+    )
+    restore.add_argument(
+        "--path",
+        metavar="PATTERN",
+        action="append",
+        dest="patterns",
+        default=[],
+        help="only members matching PATTERN (repeatable; `*.pdf`, `/home/me/Documents`, `a/**/b`)",
+    )
+    restore.add_argument(
+        "--overwrite", action="store_true", help="replace existing files even when they are newer"
+    )
+    restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    """The completed backups of the assigned configs, newest first (``--json``: one object)."""
+    settings = load_settings()
+    with connect(settings) as client:
+        found = client.list_backups(config_id=args.config_id, limit=args.limit)
+    if args.json:
+        rows = [
+            {
+                "id": b.id,
+                "configId": b.config_id,
+                "configName": b.config_name,
+                "filename": b.filename,
+                "s3Path": b.s3_path,
+                "size": b.size,
+                "sha256": b.sha256,
+                "files": b.files_processed,
+                "startedAt": b.started_at,
+                "completedAt": b.completed_at,
+                "status": b.status,
+            }
+            for b in found
+        ]
+        print(json.dumps({"backups": rows}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not found:
+        print("No backups to restore.")
+        return EXIT_OK
+    print(f"{'ID':36}  {'DATE (UTC)':19}  {'SIZE':>10}  {'FILES':>8}  {'STATUS':9}  CONFIG")
+    for b in found:
+        when = (b.completed_at or b.started_at or "").replace("T", " ")[:19]
+        size = human_bytes(b.size) if b.size is not None else "?"
+        files = f"{b.files_processed:,}" if b.files_processed is not None else "?"
+        print(
+            printable(
+                f"{b.id:36}  {when:19}  {size:>10}  {files:>8}  {b.status:9}  "
+                f"{b.config_name or b.config_id}  {b.filename}"
+            )
+        )
+    return EXIT_OK
+
+
+def _default_target(client: ApiClient, backup_id: str) -> Path:
+    """./backapp-restore-<config>-<date>, with -2, -3... if that exists."""
+    config_name, filename = "", backup_id
+    for b in client.list_backups(limit=1000):
+        if b.id == backup_id:
+            config_name, filename = b.config_name or b.config_id[:8], b.filename
+            break
+    base = Path.cwd() / default_target_name(config_name, filename)
+    target, n = base, 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = base.with_name(f"{base.name}-{n}")
+    return target
+
+
+def _list_line(m: MemberInfo) -> str:
+    when = datetime.fromtimestamp(m.mtime, UTC).strftime("%Y-%m-%d %H:%M")
+    mode = stat.filemode(
+        m.mode | {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(m.kind, stat.S_IFREG)
+    )
+    arrow = f" -> {m.linkname}" if m.kind == "symlink" else ""
+    arrow = f" link to {m.linkname}" if m.kind == "hardlink" else arrow
+    return printable(f"{mode} {m.size:>12} {when}  {m.name}{arrow}")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore (or ``--list``) one backup; 3 if members were skipped or patterns matched nothing."""
+    settings = load_settings()
+    live = not args.json and sys.stderr.isatty()
+    display = RestoreDisplay(live)
+    cancel = CancelToken()
+    with connect(settings) as client:
+        target: Path | None = None
+        if args.to is not None:
+            target = args.to.expanduser().absolute()
+        elif not args.in_place and not args.list:
+            target = _default_target(client, args.backup_id)
+        options = RestoreOptions(
+            target=target,
+            in_place=args.in_place,
+            overwrite=args.overwrite,
+            patterns=tuple(args.patterns),
+            list_only=args.list,
+        )
+        with signal_handlers(cancel_on_signals(cancel)):
+            try:
+                with Restorer(
+                    client,
+                    events=JsonLines(sys.stdout) if args.json else display,
+                    temp_dir=settings.temp_dir,
+                ) as restorer:
+                    result = restorer.restore(
+                        args.backup_id,
+                        options,
+                        cancel=cancel,
+                        on_member=(lambda m: print(_list_line(m)))
+                        if args.list and not args.json
+                        else None,
+                    )
+            except BackupCancelled as exc:
+                display.close()
+                err(f"restore {exc.reason}; nothing was restored")
+                return EXIT_INTERRUPTED
+            except (RestoreError, AgentError) as exc:
+                display.close()
+                if args.list:
+                    err("the listing above is NOT trustworthy")
+                err(f"restore failed: {exc}")
+                return EXIT_FAILED
+    display.close()
+    return _restore_summary(args, result)
+
+
+def _restore_summary(args: argparse.Namespace, result: RestoreResult) -> int:
+    status = EXIT_OK
+    if result.unmatched_patterns:
+        err("no member matched: " + ", ".join(repr(p) for p in result.unmatched_patterns))
+        status = EXIT_FILE_ERRORS
+    if result.skipped:
+        status = EXIT_FILE_ERRORS
+    if result.restored == 0 and args.patterns:
+        status = EXIT_FAILED
+    if args.json:
+        return status
+    if result.restored == 0 and args.patterns:
+        print("Nothing matched the --path patterns; nothing was restored.")
+        return status
+    verb = "Listed" if args.list else "Restored"
+    where = "" if args.list else f" into {result.target}"
+    resumed = f", download resumed {result.resumed}x" if result.resumed else ""
+    print(
+        printable(
+            f"{verb} {result.files:,} files, {result.dirs:,} folders, {result.links:,} links "
+            f"({human_bytes(result.bytes)}){where} in {result.duration_ms / 1000:.1f} s; "
+            f"{len(result.skipped)} skipped{resumed}."
+        )
+    )
+    print(f"Verified {result.filename}: {result.archive_size:,} bytes, SHA-256 {result.sha256}.")
+    if result.skipped:
+        print(f"Skipped ({len(result.skipped)}):")
+        for path, reason in result.skipped[:MAX_SKIPS_SHOWN]:
+            print(printable(f"  {path!r}: {reason}"))
+        if len(result.skipped) > MAX_SKIPS_SHOWN:
+            print(f"  ... and {len(result.skipped) - MAX_SKIPS_SHOWN} more")
+    return status

@@ -1,0 +1,187 @@
+"""``backapp-agent run`` (back up the assigned configs once) and ``backapp-agent daemon`` (stay
+running: schedules, Back Up Now from the web)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+from desktop_agent import __version__
+from desktop_agent.engine import (
+    AgentDaemon,
+    AgentSocket,
+    ApiClient,
+    BackupEngine,
+    CancelToken,
+    ConfigurationError,
+    ControlPlane,
+    Dispatcher,
+    EngineOptions,
+    EventSink,
+    HttpStorage,
+    Runner,
+    RunResult,
+    Scheduler,
+    ScheduleStore,
+    StateStore,
+    config_dir,
+    load_settings,
+    local_timezone_name,
+    printable,
+)
+
+from .common import (
+    EXIT_FAILED,
+    EXIT_FILE_ERRORS,
+    EXIT_OK,
+    Commands,
+    add_command,
+    cancel_on_signals,
+    err,
+    load_key,
+    log,
+    signal_handlers,
+)
+from .display import LiveProgress, daemon_display, make_display
+
+
+def register(commands: Commands) -> None:
+    """Add ``run`` and ``daemon``."""
+    run = add_command(
+        commands,
+        "run",
+        cmd_run,
+        help="back up the assigned configs once",
+        description="Heartbeat, fetch the assigned configs, back each one up, heartbeat.",
+    )
+    run.add_argument(
+        "--config",
+        metavar="ID",
+        action="append",
+        dest="config_ids",
+        help="only this config (repeatable)",
+    )
+    run.add_argument("--json", action="store_true", help="print progress events as JSON lines")
+
+    daemon = add_command(
+        commands,
+        "daemon",
+        cmd_daemon,
+        help="run in the background: scheduled backups, Back Up Now from the web",
+        description="Stay running until SIGTERM or Ctrl-C: heartbeat every pollInterval, keep a "
+        "WebSocket open to the server for Back Up Now, run each config when its schedule is due "
+        "(in this machine's time zone), retry failed scheduled backups. One backup at a time.",
+    )
+    daemon.add_argument("--json", action="store_true", help="print progress events as JSON lines")
+    daemon.add_argument(
+        "--no-socket",
+        action="store_true",
+        help="do not open the WebSocket (Back Up Now then arrives with the next heartbeat)",
+    )
+    daemon.add_argument(
+        "--tick",
+        metavar="SECONDS",
+        type=float,
+        default=15.0,
+        help="seconds between schedule checks (default 15)",
+    )
+
+
+def exit_status(result: RunResult) -> int:
+    """1 if a backup failed or the run could not start, 3 if some files could not be read, else 0."""
+    if not result.ok:
+        return EXIT_FAILED
+    return EXIT_FILE_ERRORS if result.has_file_errors else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Back up the assigned configs (or ``--config`` ones) once, each under its lease."""
+    settings = load_settings()
+    key = load_key(settings)
+    display = make_display(args.json)
+    cancel = CancelToken()
+    try:
+        # Each config through the runner: its lease on the server first, so a config that another
+        # process or machine is running is skipped, never run twice at once.
+        with (
+            signal_handlers(cancel_on_signals(cancel)),
+            Runner.from_settings(settings, key, events=display) as runner,
+        ):
+            result = runner.run_manual(config_ids=args.config_ids, cancel=cancel)
+    finally:
+        if isinstance(display, LiveProgress):
+            display.close()
+    try:
+        StateStore(config_dir()).record(result)
+    except OSError as exc:
+        log.warning("could not save the local state: %s", exc)
+    if result.error:
+        err(f"the run could not start: {result.error}")
+    elif not args.json and not result.results and not result.skipped:
+        print("No backup configs are assigned to this agent.")
+    for skip in result.skipped:
+        err(printable(f"'{skip.title}' was not backed up: {skip.reason}"))
+    return exit_status(result)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run until SIGTERM or Ctrl-C: heartbeats, the WebSocket, the schedules, one backup at a time."""
+    settings = load_settings()
+    key = load_key(settings)
+    assert settings.server_url
+    if args.tick <= 0:
+        raise ConfigurationError("--tick must be a positive number of seconds")
+    if args.verbose == 0:  # a daemon's log is its only voice: say what it does
+        for name in ("desktop_agent", "backapp-agent"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    zone = local_timezone_name()
+    if zone is None:
+        log.warning("cannot tell this machine's time zone: schedules run in UTC")
+    user_agent = f"backapp-agent/{__version__}"
+    plane = ApiClient(settings.server_url, key, user_agent=user_agent)
+    storage = HttpStorage(user_agent=user_agent)
+    options = EngineOptions.from_settings(settings)
+    display = daemon_display(args.json)
+
+    def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
+        return BackupEngine(control, storage, options, events=events)
+
+    runner = Runner(plane, make_engine, events=display, state=StateStore(config_dir()))
+    scheduler = Scheduler(ScheduleStore(config_dir()), zone)
+    service = AgentDaemon(
+        plane,
+        runner,
+        Dispatcher(scheduler),
+        version=__version__,
+        platform=sys.platform,
+        poll_interval=settings.poll_interval_ms / 1000,
+        tick=args.tick,
+    )
+    if not args.no_socket:
+        service.socket = runner.socket = AgentSocket(
+            settings.server_url, key, on_run=service.on_run_request, user_agent=user_agent
+        )
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if service.stopping:
+            raise KeyboardInterrupt
+        print("backapp-agent: stopping (press Ctrl-C again to quit at once)...", file=sys.stderr)
+        service.stop("agent stopped" if signum != signal.SIGINT else "cancelled by the user")
+
+    try:
+        with signal_handlers(handler):
+            log.info(
+                "daemon started: server %s, time zone %s, socket %s",
+                settings.server_url,
+                zone or "UTC",
+                "off" if args.no_socket else "on",
+            )
+            service.run()
+    finally:
+        plane.close()
+        storage.close()
+    log.info("daemon stopped")
+    return EXIT_OK
