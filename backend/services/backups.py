@@ -36,7 +36,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
-from backend.services.live import LiveEvents
+from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
 from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, Storage, StorageError

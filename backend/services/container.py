@@ -10,7 +10,7 @@ from backend.services.alerts import AlertService
 from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
 from backend.services.leases import LeaseService
-from backend.services.live import LiveEvents
+from backend.services.pubsub import LiveEvents
 from backend.services.runs import RunService
 from backend.services.tasks import PeriodicTasks
 from backend.settings import Settings

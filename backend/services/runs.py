@@ -24,7 +24,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, parse_uuid
 from backend.services.clock import aware, iso, utcnow
 from backend.services.leases import LeaseGrant, LeaseService, config_lease_name
-from backend.services.live import SERVER_CHANNEL, LiveEvents
+from backend.services.pubsub import SERVER_CHANNEL, LiveEvents
 from backend.settings import Settings
 
 __all__ = [

@@ -58,7 +58,7 @@ from backend.services.backups import BackupService
 from backend.services.clock import aware, iso, utcnow
 from backend.services.keys import backup_key
 from backend.services.leases import LeaseService, config_lease_name
-from backend.services.live import LiveEvents
+from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
 from backend.storage import LocalStorage, Storage
 from backend.storage import StorageError as ServerStorageError

@@ -25,7 +25,7 @@ from backend.backups.tables import Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.clock import utcnow
 from backend.services.leases import LeaseService
-from backend.services.live import SERVER_CHANNEL, LiveEvents, decode
+from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.retention import RetentionReport, RetentionService
 from backend.services.runs import REQUEST_TTL
 from backend.services.server_runner import ServerRunner

@@ -18,7 +18,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from backend.api.deps import SESSION_COOKIE, ServicesDep
 from backend.services import Services
-from backend.services.live import user_channel
+from backend.services.pubsub import user_channel
 from backend.web._auth import optional_user
 from backend.web._render import SECURITY_HEADERS
 

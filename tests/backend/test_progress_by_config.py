@@ -12,7 +12,7 @@ from litestar import Litestar
 
 from backend.backups.tables import BackupLog
 from backend.services import Services
-from backend.services.live import user_channel
+from backend.services.pubsub import user_channel
 from tests.backend.test_runs_live import AsgiSocket, app_client  # noqa: F401 - a fixture
 from tests.support.api import ApiClient
 
