@@ -39,7 +39,7 @@ from backend.services.keys import backup_key
 from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
-from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, Storage, StorageError
+from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, ObjectStoreError, Storage
 from backend.storage import InvalidParts as StorageInvalidParts
 
 __all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService"]
@@ -61,7 +61,7 @@ async def _storage_call(fn: Callable[[], Awaitable[T]]) -> T:
         return await fn()
     except (NoSuchUpload, StorageInvalidParts):
         raise
-    except StorageError as exc:
+    except ObjectStoreError as exc:
         raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
 
 
@@ -392,7 +392,7 @@ class BackupService:
                 await self.storage.abort_multipart(row["s3_path"], row["upload_id"])
             except NoSuchUpload:
                 pass
-            except StorageError:
+            except ObjectStoreError:
                 log.warning(
                     "could not abort multipart upload of log %s; storage lifecycle rules "
                     "will clean it up",

@@ -60,8 +60,7 @@ from backend.services.keys import backup_key
 from backend.services.leases import LeaseService, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
-from backend.storage import LocalStorage, Storage
-from backend.storage import StorageError as ServerStorageError
+from backend.storage import LocalStorage, ObjectStoreError, Storage
 from backend.storage.base import AccessDenied, BadDigest, NoSuchUpload, ObjectExists
 from backend.storage.local import ROUTE_PREFIX
 from backend.storage.local_routes import RangeNotSatisfiable, parse_range
@@ -299,7 +298,7 @@ class ServerControlPlane:
             raise Conflict(f"filename: {key} is already used by another backup")
         try:
             existing = await self.storage.head(key)
-        except ServerStorageError as exc:
+        except ObjectStoreError as exc:
             raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
         if existing is not None:
             raise Conflict(f"filename: {key} already holds a backup")
@@ -340,7 +339,7 @@ class ServerControlPlane:
         if multipart:
             try:
                 upload_id = await self.storage.create_multipart(key, checksum=part_checksum)
-            except ServerStorageError as exc:
+            except ObjectStoreError as exc:
                 await BackupLog.delete().where(BackupLog.id == log_id)
                 raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
             await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
@@ -482,7 +481,7 @@ class LocalDirectStorage:
             raise StorageError(f"storage refused the upload: {exc}", status=409) from exc
         except NoSuchUpload as exc:
             raise StorageError(f"storage refused the upload: {exc}", status=404) from exc
-        except (ServerStorageError, OSError) as exc:
+        except (ObjectStoreError, OSError) as exc:
             raise StorageError(f"storage failed: {exc}", status=503, transient=True) from exc
         return etag
 

@@ -51,10 +51,10 @@ from .base import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    ObjectStoreError,
+    ObjectStoreUnavailable,
     PartChecksum,
     PresignedRequest,
-    StorageError,
-    StorageUnavailable,
     check_part_order,
     content_disposition,
     crc32_b64_to_hex,
@@ -360,7 +360,7 @@ class LocalStorage:
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise NoSuchUpload("the multipart upload does not exist") from exc
         except (OSError, ValueError) as exc:
-            raise StorageError(f"the manifest of upload {upload_id} is unreadable") from exc
+            raise ObjectStoreError(f"the manifest of upload {upload_id} is unreadable") from exc
         if manifest.get("key") != key:
             raise NoSuchUpload("the multipart upload does not exist for this key")
         checksum: PartChecksum = "crc32" if manifest.get("checksum") == "crc32" else "sha256"
@@ -528,7 +528,7 @@ class LocalStorage:
     def _check_sync(self) -> None:
         for directory in (self._objects, self._meta, self._uploads, self._tmp):
             if not directory.is_dir():
-                raise StorageUnavailable(f"local storage directory {directory} is missing")
+                raise ObjectStoreUnavailable(f"local storage directory {directory} is missing")
         probe, path = self._new_temp(self._tmp)
         self._discard(probe, path)
 
@@ -562,7 +562,7 @@ class LocalStorage:
         try:
             await anyio.to_thread.run_sync(self._check_sync)
         except OSError as exc:
-            raise StorageUnavailable(
+            raise ObjectStoreUnavailable(
                 f"local storage at {self.root} is not writable ({exc})"
             ) from exc
 

@@ -25,7 +25,7 @@ from .base import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
-    StorageError,
+    ObjectStoreError,
     content_disposition,
 )
 from .local import ROUTE_PREFIX, Grant, LocalStorage
@@ -126,7 +126,7 @@ async def _serve(request: Request[Any, Any, Any], key: str, *, with_body: bool) 
     storage = _storage(request)
     try:
         info: ObjectInfo | None = await storage.head(grant.key)
-    except StorageError as exc:
+    except ObjectStoreError as exc:
         return _error(503, str(exc))
     if info is None:
         return _error(404, "there is no object at this key")
@@ -188,7 +188,7 @@ def local_storage_handlers() -> list[HTTPRouteHandler]:
             return _error(404, str(exc))
         except ObjectExists as exc:
             return _error(409, str(exc))
-        except (StorageError, OSError) as exc:
+        except (ObjectStoreError, OSError) as exc:
             return _error(503, f"the server could not store the upload: {exc}")
         return Response(
             content=b"", status_code=200, headers={"etag": etag}, media_type="text/plain"

@@ -458,7 +458,7 @@ async def test_check(local_server: LocalServer, tmp_path: Path) -> None:
     (tmp_path / "s" / "tmp").rmdir()
     with pytest.raises(Exception, match="missing") as info:
         await storage.check()
-    assert type(info.value).__name__ == "StorageUnavailable"
+    assert type(info.value).__name__ == "ObjectStoreUnavailable"
 
 
 # -- multipart -------------------------------------------------------------------------------
