@@ -28,7 +28,8 @@ from .base import (
     ObjectStoreError,
     content_disposition,
 )
-from .local import ROUTE_PREFIX, Grant, LocalStorage
+from .local import LocalStorage
+from .local_signing import ROUTE_PREFIX, Grant
 
 __all__ = ["RangeNotSatisfiable", "local_storage_handlers", "parse_range"]
 
