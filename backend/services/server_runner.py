@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
@@ -49,14 +49,13 @@ import msgspec
 
 from backend import __version__
 from backend.backups.tables import BackupConfig, BackupLog, RunRequest
-from backend.errors import Conflict, DomainError, InvalidInput, NotFound, StorageUnavailable
-from backend.schemas import CompleteRequest, UploadInfo
+from backend.errors import Conflict, DomainError, InvalidInput, NotFound
+from backend.schemas import CompleteRequest
 from backend.schemas import UploadedPart as ServerUploadedPart
 from backend.services.agents import AgentIdentity
 from backend.services.alerts import config_schedule
-from backend.services.backups import BackupService
-from backend.services.clock import aware, iso, utcnow
-from backend.services.keys import backup_key
+from backend.services.backups import BackupService, NewBackup
+from backend.services.clock import aware, utcnow
 from backend.services.leases import LeaseService, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
@@ -173,20 +172,10 @@ class _ServerBackups(BackupService):
         live: LiveEvents | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        super().__init__(settings, storage, live)
+        super().__init__(settings, storage, live, clock)
         self.config_id = config_id
-        self.clock = clock
 
-    async def _finish(self, row: dict[str, Any], **kwargs: Any) -> bool:
-        finished = await super()._finish(row, **kwargs)
-        if finished and self.clock is not utcnow:
-            # A test's controllable clock: record its time, as for started_at.
-            await BackupLog.update({BackupLog.completed_at: self.clock()}).where(
-                BackupLog.id == row["id"]
-            )
-        return finished
-
-    async def _agent_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
+    async def find_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
         try:
             parsed = uuid.UUID(str(log_id))
         except ValueError:
@@ -273,96 +262,26 @@ class ServerControlPlane:
         sha256: str | None = None,
         part_checksum: str | None = None,
     ) -> StartResponse:
-        checksum = "crc32" if part_checksum == "crc32" else "sha256"
-        log_id, upload = self._call(
-            self._start, filename, filesize, multipart, size, sha256, checksum
-        )
-        self.log_ids.append(log_id)
-        return msgspec.convert(
-            {"logId": log_id, "upload": msgspec.to_builtins(upload)}, StartResponse
-        )
-
-    async def _start(
-        self,
-        filename: str,
-        filesize: int,
-        multipart: bool,
-        size: int | None,
-        sha256: str | None,
-        part_checksum: Literal["sha256", "crc32"] = "sha256",
-    ) -> tuple[str, UploadInfo]:
-        key = backup_key(
-            user_id=self.user_id, agent_id=None, config_id=self.config_id, filename=filename
-        )
-        if await BackupLog.exists().where(BackupLog.s3_path == key):
-            raise Conflict(f"filename: {key} is already used by another backup")
-        try:
-            existing = await self.storage.head(key)
-        except ObjectStoreError as exc:
-            raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
-        if existing is not None:
-            raise Conflict(f"filename: {key} already holds a backup")
-        log_id = uuid.uuid4()
-        row = BackupLog(
-            id=log_id,
-            user=self.user_id,
-            config=self.config_id,
-            agent=None,
+        new = NewBackup(
+            user_id=self.user_id,
+            agent_id=None,
+            config_id=self.config_id,
             config_name=self.config["name"],
-            status="running",
-            s3_path=key,
             filename=filename,
-            filesize_estimate=filesize,
-            expected_size=size,
-            expected_sha256=sha256.lower() if sha256 else None,
-            upload_state="multipart" if multipart else "single",
-            part_checksum=part_checksum,
-            errors=[],
-            started_at=self.clock(),
+            filesize=filesize,
+            multipart=multipart,
+            size=size,
+            sha256=sha256,
+            part_checksum="crc32" if part_checksum == "crc32" else "sha256",
             trigger=self.run.trigger,
             attempt=self.run.attempt,
             max_attempts=self.run.max_attempts,
-            run_request=self.run.run_request,
+            run_request=uuid.UUID(self.run.run_request) if self.run.run_request else None,
         )
-        try:
-            await row.save()
-        except Exception as exc:
-            if await BackupLog.exists().where(BackupLog.s3_path == key):
-                raise Conflict(f"filename: {key} is already used by another backup") from exc
-            raise
-        if self.run.run_request:
-            await RunRequest.update({RunRequest.backup_id: str(log_id)}).where(
-                RunRequest.id == uuid.UUID(self.run.run_request)
-            )
-        expires = self.settings.presign_seconds
-        published = {"id": log_id, "user": self.user_id, "config": self.config_id, "agent": None}
-        if multipart:
-            try:
-                upload_id = await self.storage.create_multipart(key, checksum=part_checksum)
-            except ObjectStoreError as exc:
-                await BackupLog.delete().where(BackupLog.id == log_id)
-                raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
-            await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
-            self.backups._publish(published, "running")
-            return str(log_id), UploadInfo(
-                method="MULTIPART",
-                upload_id=upload_id,
-                part_size=self.settings.multipart_part_size,
-                max_parts=10000,
-                expires_at=iso(utcnow() + timedelta(seconds=expires)) or "",
-                s3_path=key,
-                part_checksum=part_checksum,
-            )
-        presigned = self.storage.presign_put(
-            key, expires_in=expires, size=size, sha256=sha256.lower() if sha256 else None
-        )
-        self.backups._publish(published, "running")
-        return str(log_id), UploadInfo(
-            method="PUT",
-            url=presigned.url,
-            headers=dict(presigned.headers),
-            expires_at=iso(presigned.expires_at) or "",
-            s3_path=key,
+        log_id, upload = self._call(self.backups.open_upload, new)
+        self.log_ids.append(log_id)
+        return msgspec.convert(
+            {"logId": log_id, "upload": msgspec.to_builtins(upload)}, StartResponse
         )
 
     def part_url(
