@@ -285,7 +285,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from backend.db import bind_tables, make_engine
     from backend.errors import DomainError
     from backend.services.container import make_storage
-    from backend.services.server_runner import (
+    from backend.services.server_side import (
         LocalStorageTransport,
         ServerRestoreSource,
         load_restorable,

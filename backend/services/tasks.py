@@ -28,7 +28,7 @@ from backend.services.leases import LeaseService
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.retention import RetentionReport, RetentionService
 from backend.services.runs import REQUEST_TTL
-from backend.services.server_runner import ServerRunner
+from backend.services.server_side import ServerRunner
 from backend.settings import Settings
 from backend.storage import Storage
 
