@@ -58,8 +58,10 @@ def config_options(raw: Any) -> dict[str, Any]:
 def config_schedule(options: Any) -> Schedule | None:
     """The schedule in a config's options, or None (none, or one that cannot be understood).
 
-    Stored schedules are normalised (``Schedule.to_json``: a preset also carries its ``cron``),
-    which ``Schedule.parse`` refuses as ambiguous; the preset is what the user chose."""
+    Stored schedules are normalised (``Schedule.to_json``: a preset also carries its ``cron``).
+    ``Schedule.parse`` reads that form, but refuses it when the two disagree (a row edited by
+    hand); the preset is what the user chose, so it alone is read and the ``cron`` beside it is
+    dropped."""
     value = config_options(options).get("schedule")
     if isinstance(value, dict) and "preset" in value:
         value = {k: v for k, v in value.items() if k != "cron"}
