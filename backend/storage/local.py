@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -96,20 +97,23 @@ class LocalStorage:
         """
         return self._signer.verify(method, key, query)
 
-    def presign_put(
-        self, key: str, *, expires_in: int, size: int | None = None, sha256: str | None = None
-    ) -> PresignedRequest:
+    def _put_grant(self, key: str, expires_in: int, size: int | None, sha256: str | None) -> Grant:
+        """A PUT of ``key``, with its size and SHA-256 signed in when given."""
         self._files.check_key(key)
         if size is not None and size < 0:
             raise ValueError("size must not be negative")
-        grant = Grant(
+        return Grant(
             method="PUT",
             key=key,
             expires=self._signer.expires(expires_in),
             size=size,
             sha256=None if sha256 is None else validate_sha256_hex(sha256),
         )
-        return self._signer.presign(grant)
+
+    def presign_put(
+        self, key: str, *, expires_in: int, size: int | None = None, sha256: str | None = None
+    ) -> PresignedRequest:
+        return self._signer.presign(self._put_grant(key, expires_in, size, sha256))
 
     def presign_get(
         self, key: str, *, expires_in: int, download_name: str | None = None
@@ -133,21 +137,14 @@ class LocalStorage:
         sha256: str | None = None,
         crc32: str | None = None,
     ) -> PresignedRequest:
-        self._files.check_key(key)
         if not self._files.is_upload_id(upload_id):
             raise ValueError("upload_id is not an id this storage issued")
         if not 1 <= part_number <= MAX_PARTS:
             raise ValueError(f"part_number must be between 1 and {MAX_PARTS}")
-        if size < 0:
-            raise ValueError("size must not be negative")
         if (sha256 is None) == (crc32 is None):
             raise ValueError("a part URL needs exactly one of sha256 and crc32")
-        grant = Grant(
-            method="PUT",
-            key=key,
-            expires=self._signer.expires(expires_in),
-            size=size,
-            sha256=None if sha256 is None else validate_sha256_hex(sha256),
+        grant = replace(
+            self._put_grant(key, expires_in, size, sha256),
             upload_id=upload_id,
             part_number=part_number,
             crc32=None if crc32 is None else validate_crc32_b64(crc32),
