@@ -291,8 +291,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         load_restorable,
     )
     from backend.storage import LocalStorage
-    from desktop_agent.engine import RestoreOptions, Restorer
-    from desktop_agent.engine._errors import AgentError
+    from desktop_agent.engine import AgentError, RestoreOptions, Restorer
 
     settings = Settings.from_env()
     storage = make_storage(settings)

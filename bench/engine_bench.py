@@ -178,7 +178,7 @@ class _Plane:
         raise NotImplementedError
 
     def start_backup(self, **kw: Any) -> Any:
-        from desktop_agent.engine._models import StartResponse, UploadTicket
+        from desktop_agent.engine.protocol import StartResponse, UploadTicket
 
         if kw.get("multipart"):
             ticket = UploadTicket(
@@ -201,7 +201,7 @@ class _Plane:
         sha256: str | None = None,
         crc32: str | None = None,
     ) -> Any:
-        from desktop_agent.engine._models import PartTicket
+        from desktop_agent.engine.protocol import PartTicket
 
         self.sizes[part_number] = size
         return PartTicket(part_number=part_number, url=f"{self.sink}/part/{part_number}")
@@ -221,7 +221,7 @@ class _Plane:
 
 def run_child(source: str, fmt: str, sink: str, level: int | None) -> None:
     from desktop_agent.engine import BackupEngine, EngineOptions, HttpStorage
-    from desktop_agent.engine._models import BackupConfig, BackupOptions, Source
+    from desktop_agent.engine.protocol import BackupOptions, ConfigInfo, Source
 
     options = EngineOptions(
         temp_dir=Path(tempfile.gettempdir()) / "backapp-bench",
@@ -230,7 +230,7 @@ def run_child(source: str, fmt: str, sink: str, level: int | None) -> None:
     )
     part_checksum = os.environ.get("BACKAPP_BENCH_PART_CHECKSUM", "crc32")
     engine = BackupEngine(_Plane(sink, part_checksum), HttpStorage(), options)
-    config = BackupConfig(
+    config = ConfigInfo(
         id="bench",
         name="bench",
         sources=[Source(source)],

@@ -35,8 +35,8 @@ from typing import Any
 from desktop_agent import __version__
 from desktop_agent._terminal import LiveProgress, human_bytes, human_duration, make_display
 from desktop_agent.engine import (
+    AgentDaemon,
     AgentError,
-    AgentService,
     AgentSettings,
     AgentSocket,
     ApiClient,
@@ -77,8 +77,7 @@ from desktop_agent.engine import (
     printable,
     save_settings,
 )
-from desktop_agent.engine._scheduler import parse_stored_schedule
-from desktop_agent.engine.schedule import ScheduleError, resolve_timezone
+from desktop_agent.engine.schedule import ScheduleError, parse_stored_schedule, resolve_timezone
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -436,7 +435,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     runner = Runner(plane, make_engine, events=display, state=StateStore(config_dir()))
     scheduler = Scheduler(ScheduleStore(config_dir()), zone)
-    service = AgentService(
+    service = AgentDaemon(
         plane,
         runner,
         Dispatcher(scheduler),

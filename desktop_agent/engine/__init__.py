@@ -11,33 +11,16 @@ drive this package (backups, and restores through ``Restorer``). The usual entry
         result = engine.run()
 
 ``BackupEngine`` talks to two seams, ``ControlPlane`` (the agent API; ``ApiClient`` over HTTP) and
-``Storage`` (PUTs to pre-signed URLs; ``HttpStorage``), so another process can plug in its own.
+``Storage`` (PUTs to pre-signed URLs; ``HttpStorage``), so another process can plug in its own. The
+seams and the wire types both sides share live in ``desktop_agent.engine.protocol``, the schedule
+maths in ``desktop_agent.engine.schedule``; these three modules are the engine's public face, every
+other module is private.
 """
 
-from ._api import (
-    API_KEY_HEADER,
-    AgentSocket,
-    ApiClient,
-    ControlPlane,
-    HttpStorage,
-    RetryPolicy,
-    Storage,
-    install_log_redaction,
-    parse_retry_after,
-    redact_url,
-    websocket_url,
-)
-from ._backups import BackupInfo, RestoreTicket
+from ._archive import archive_filename, archive_format, write_archive
 from ._cancel import CancelToken
 from ._compress import ArchiveFormat, archive_extension
-from ._engine import (
-    BackupEngine,
-    EngineOptions,
-    archive_filename,
-    archive_format,
-    printable,
-    write_archive,
-)
+from ._engine import BackupEngine
 from ._errors import (
     AgentError,
     ApiError,
@@ -76,16 +59,9 @@ from ._events import (
     event_to_json,
 )
 from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
+from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
-from ._models import (
-    BackupConfig,
-    BackupOptions,
-    Destination,
-    Heartbeat,
-    Lease,
-    RunRequest,
-    Source,
-)
+from ._options import EngineOptions
 from ._restore import (
     IntegrityError,
     MemberInfo,
@@ -99,31 +75,53 @@ from ._restore import (
     default_target_name,
     member_path,
 )
-from ._results import BackupResult, FileError, RunResult
 from ._scanner import ScanEntry, ScanResult, ScanTotals, check_sources, scan
-from ._scheduler import (
-    AgentService,
+from ._scheduling import (
+    AgentDaemon,
     Dispatcher,
     Job,
+    ManualRun,
     Outcome,
     RetrySettings,
     Runner,
     Scheduler,
     ScheduleStore,
-    local_timezone_name,
+    Skipped,
 )
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
 from ._state import StateStore
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
+from ._transport.client import API_KEY_HEADER, ApiClient
+from ._transport.redact import install_log_redaction, redact_url
+from ._transport.retry import RetryPolicy, parse_retry_after
+from ._transport.socket import AgentSocket, websocket_url
+from ._transport.storage import HttpStorage
 from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+from .protocol import (
+    BackupInfo,
+    BackupOptions,
+    BackupResult,
+    ConfigInfo,
+    ControlPlane,
+    Destination,
+    FileError,
+    Heartbeat,
+    Lease,
+    RestoreTicket,
+    RunRequest,
+    RunResult,
+    Source,
+    Storage,
+)
+from .schedule import local_timezone_name, parse_stored_schedule
 
 __all__ = [
     "API_KEY_HEADER",
     "DEFAULT_EXCLUDES",
     "ENV_API_KEY",
     "IGNORE_FILE",
+    "AgentDaemon",
     "AgentError",
-    "AgentService",
     "AgentSettings",
     "AgentSocket",
     "ApiClient",
@@ -134,7 +132,6 @@ __all__ = [
     "Archiver",
     "AuthenticationError",
     "BackupCancelled",
-    "BackupConfig",
     "BackupEngine",
     "BackupFailed",
     "BackupFinished",
@@ -142,6 +139,7 @@ __all__ = [
     "BackupOptions",
     "BackupResult",
     "CancelToken",
+    "ConfigInfo",
     "ConfigStarted",
     "ConfigurationError",
     "ConflictError",
@@ -162,6 +160,7 @@ __all__ = [
     "KeyStore",
     "KeyStoreError",
     "Lease",
+    "ManualRun",
     "MemberInfo",
     "NetworkError",
     "NotFoundError",
@@ -195,6 +194,7 @@ __all__ = [
     "ScanTotals",
     "ScheduleStore",
     "Scheduler",
+    "Skipped",
     "Source",
     "SourceError",
     "StateStore",
@@ -223,6 +223,7 @@ __all__ = [
     "parse_retry_after",
     "parse_rule",
     "parse_size",
+    "parse_stored_schedule",
     "printable",
     "redact_url",
     "root_rules",

@@ -49,8 +49,6 @@ from typing import IO, Protocol, cast
 import httpx
 import zstandard
 
-from ._api import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, redact_url
-from ._backups import BackupInfo, RestoreTicket
 from ._cancel import CancelToken
 from ._errors import AgentError
 from ._events import (
@@ -63,6 +61,9 @@ from ._events import (
     RestoreStarted,
 )
 from ._excludes import glob_to_regex
+from ._transport.redact import redact_url
+from ._transport.retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy
+from .protocol import BackupInfo, RestoreTicket
 
 __all__ = [
     "IntegrityError",

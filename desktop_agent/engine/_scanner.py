@@ -29,7 +29,7 @@ from ._excludes import (
     parse_rules,
     root_rules,
 )
-from ._results import FileError
+from .protocol import FileError
 
 __all__ = [
     "EntryKind",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._results import RunResult
+from .protocol import RunResult
 
 __all__ = ["StateStore"]
 

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._cancel import CancelToken
-from ._results import FileError
 from ._scanner import EntryKind, ScanEntry
+from .protocol import FileError
 
 __all__ = ["Archiver", "ArchiveStats", "member_name", "pax_record", "tar_header"]
 

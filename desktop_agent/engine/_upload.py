@@ -28,10 +28,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._api import Body, ControlPlane, RetryPolicy, Storage
 from ._cancel import CancelToken
 from ._errors import AgentError, BackupCancelled, ConflictError, NetworkError, StorageError
-from ._models import StartResponse, UploadedPart
+from ._transport.retry import RetryPolicy
+from .protocol import Body, ControlPlane, StartResponse, Storage, UploadedPart
 
 __all__ = ["UploadOptions", "UploadResult", "Uploader", "choose_part_size", "split_sizes"]
 

@@ -12,20 +12,30 @@ A schedule is stored in a config's ``options.schedule`` as one of::
 
 or ``null`` (run only when asked). Times are wall-clock times in the time zone of the machine that
 runs the config (the agent's; the server's own for server-side configs). Cron expressions have the
-classic five fields; the shortest period allowed is one minute.
+classic five fields; the shortest period allowed is one minute. An agent reads a config's schedule
+with ``parse_stored_schedule`` and its own zone with ``local_timezone_name``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-__all__ = ["Schedule", "ScheduleError", "resolve_timezone"]
+__all__ = [
+    "Schedule",
+    "ScheduleError",
+    "local_timezone_name",
+    "parse_stored_schedule",
+    "resolve_timezone",
+]
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -44,6 +54,45 @@ def resolve_timezone(name: str | None) -> tzinfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return UTC
+
+
+def _valid_zone(name: str) -> str | None:
+    name = name.strip().lstrip(":")
+    if not name or name.startswith("/") or ".." in name:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
+
+
+def local_timezone_name(
+    env: Mapping[str, str] | None = None,
+    localtime: Path = Path("/etc/localtime"),
+    timezone_file: Path = Path("/etc/timezone"),
+) -> str | None:
+    """This machine's IANA time zone name (``Europe/Paris``), or ``None`` when it cannot tell (the
+    schedules then run in UTC and the heartbeat sends no zone).
+
+    From ``$TZ`` when it names a zone, else the target of the ``/etc/localtime`` link (Linux, macOS:
+    ``…/zoneinfo/Europe/Paris``), else ``/etc/timezone`` (Debian)."""
+    env = os.environ if env is None else env
+    tz = env.get("TZ")
+    if tz:
+        return _valid_zone(tz)
+    try:
+        target = os.readlink(localtime)
+    except OSError:
+        target = ""
+    if "zoneinfo/" in target:
+        found = _valid_zone(target.split("zoneinfo/", 1)[1])
+        if found:
+            return found
+    try:
+        return _valid_zone(timezone_file.read_text(encoding="utf-8").strip())
+    except OSError:
+        return None
 
 
 def _parse_at(value: Any) -> tuple[int, int]:
@@ -165,3 +214,14 @@ class Schedule:
         """The gap between the fire time at/before ``moment`` and the next one."""
         before = self.last_at_or_before(moment, tz)
         return self.next_after(before, tz) - before
+
+
+def parse_stored_schedule(value: Any) -> Schedule | None:
+    """A config's ``options.schedule`` as the server sends it (the normalised form: ``cron`` next to
+    the preset). Should the two ever disagree, the cron wins. Raises ``ScheduleError``."""
+    try:
+        return Schedule.parse(value)
+    except ScheduleError:
+        if isinstance(value, dict) and "cron" in value and "preset" in value:
+            return Schedule.parse({"cron": value["cron"]})
+        raise

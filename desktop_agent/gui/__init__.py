@@ -4,16 +4,31 @@ It shows state and sends intents; the work is the engine's (``desktop_agent.engi
 thread in ``QRunnable`` workers whose signals carry the engine's progress events back (maestral-qt's
 shape). Modules:
 
-* ``_controller``: ``AgentController``, the app's state (configs, runs, connection) and its intents
-  (poll, back up, cancel, pause, pair, sign out);
+* ``_controller``: ``AgentController``, the one face of the app's state and intents (poll, back up,
+  cancel, pause, pair, sign out) over its parts:
+
+  * ``_pairing``: the settings and the API key in the keychain (Qt-free);
+  * ``_status``: the configs' views, the connection and ``Health``, with the engine's events folded
+    in and the notifications they call for (Qt-free);
+  * ``_runs``: ``RunBridge``, the engine's scheduler and dispatcher ticked by Qt timers, one backup
+    at a time in a worker;
+  * ``_activity_log``: the recent log lines for the status window;
+
 * ``_workers``: the ``QRunnable`` workers;
 * ``_icons``: the tray icon per state, drawn with ``QPainter``;
-* ``_windows``: the first-run (pairing) window, the status window and the settings dialog;
+* ``_windows``: one module per window (pairing, status, settings);
 * ``_tray``: the tray icon and its menu;
+* ``_text``: Qt-free text helpers (sizes, durations, key redaction);
 * ``app``: ``main()``, single instance and the no-tray fallback.
+
+The restore browser (*Restore Files…*) is to come as its own pair: ``_restore`` for its state and
+intents (the backups, a lazy file tree loaded off the GUI thread, search, a restore with progress;
+a part like ``_runs``, reusing ``Pairing`` for the key and ``run_task`` for blocking calls) and
+``_windows/restore.py`` for the window, opened from the tray menu through ``TrayApp``.
 """
 
-from ._controller import AgentController, ConfigView, Health
+from ._controller import AgentController
+from ._status import ConfigView, Health
 from .app import TrayApp, main
 
 __all__ = ["AgentController", "ConfigView", "Health", "TrayApp", "main"]

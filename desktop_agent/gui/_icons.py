@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
 
-from ._controller import Health
+from ._status import Health
 
 __all__ = ["COLOURS", "health_icon", "health_pixmap"]
 

@@ -8,9 +8,9 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from ._controller import AgentController, Health
+from ._controller import AgentController
 from ._icons import health_icon
-from ._windows import last_result_text
+from ._status import Health, last_result_text
 
 __all__ = ["PAUSE_CHOICES", "TrayMenu"]
 

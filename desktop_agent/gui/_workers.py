@@ -4,6 +4,7 @@ through signals (queued to the GUI thread, since their ``QObject`` lives there).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -13,9 +14,9 @@ from desktop_agent.engine import (
     AgentSettings,
     AgentSocket,
     ApiClient,
-    BackupConfig,
     BackupEngine,
     CancelToken,
+    ConfigInfo,
     ControlPlane,
     EngineOptions,
     Event,
@@ -30,7 +31,7 @@ from desktop_agent.engine import (
 
 from ._text import redact
 
-__all__ = ["BackupWorker", "JobWorker", "Task", "run_task"]
+__all__ = ["USER_AGENT", "BackupWorker", "JobWorker", "RunContext", "Task", "run_task"]
 
 
 class TaskSignals(QObject):
@@ -91,95 +92,88 @@ class BackupSignals(QObject):
     """The ``RunResult``."""
 
 
-class BackupWorker(QRunnable):
+USER_AGENT = f"backapp-agent/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What a backup worker runs with: the pairing's settings and key, the local results
+    (``state.json``), the run's ``CancelToken`` and the agent's WebSocket, if open."""
+
+    settings: AgentSettings
+    api_key: str = field(repr=False)
+    state: StateStore
+    cancel: CancelToken
+    socket: AgentSocket | None = None
+
+
+class _EngineWorker(QRunnable):
+    """A run of the engine off the GUI thread: its events go out on ``signals.progress`` as the
+    engine emitted them; ``signals.finished`` carries the outcome."""
+
+    def __init__(self, context: RunContext) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.context = context
+        self.signals = BackupSignals()
+
+    def _emit(self, event: Event) -> None:
+        self.signals.progress.emit(event)
+
+
+class BackupWorker(_EngineWorker):
     """*Back Up Now*: one manual run (all configs, or ``config_ids``) with a ``CancelToken``, through
     the engine's ``Runner`` like ``backapp-agent run`` (each config's lease first: one running
     elsewhere is skipped, see ``ManualRun.skipped``); records the result in ``state.json``.
     ``signals.finished`` carries the ``ManualRun``."""
 
-    def __init__(
-        self,
-        settings: AgentSettings,
-        api_key: str,
-        state: StateStore,
-        cancel: CancelToken,
-        config_ids: Sequence[str] | None = None,
-        socket: AgentSocket | None = None,
-    ) -> None:
-        super().__init__()
-        self.setAutoDelete(False)
-        self.settings = settings
-        self._key = api_key
-        self.state = state
-        self.cancel = cancel
+    def __init__(self, context: RunContext, config_ids: Sequence[str] | None = None) -> None:
+        super().__init__(context)
         self.config_ids = list(config_ids) if config_ids else None
-        self.socket = socket
-        self.signals = BackupSignals()
-
-    def _emit(self, event: Event) -> None:
-        self.signals.progress.emit(event)
 
     def run(self) -> None:
+        ctx = self.context
         try:
             with Runner.from_settings(
-                self.settings, self._key, events=self._emit, socket=self.socket
+                ctx.settings, ctx.api_key, events=self._emit, socket=ctx.socket
             ) as runner:
-                result: RunResult = runner.run_manual(self.config_ids, self.cancel)
+                result: RunResult = runner.run_manual(self.config_ids, ctx.cancel)
         except Exception as exc:  # the engine reports failures in the result; this is a bug
             result = RunResult((), error=redact(f"{type(exc).__name__}: {exc}"))
         try:
-            self.state.record(result)
+            ctx.state.record(result)
         except OSError:
             pass
         self.signals.finished.emit(result)
 
 
-class JobWorker(QRunnable):
+class JobWorker(_EngineWorker):
     """One scheduled or requested job through the engine's ``Runner`` (the config's lease, the
     ``backup/start`` tags, live progress to the server, the retry decision). ``signals.finished``
     carries the ``Outcome``."""
 
-    def __init__(
-        self,
-        settings: AgentSettings,
-        api_key: str,
-        state: StateStore,
-        cancel: CancelToken,
-        job: Job,
-        config: BackupConfig | None,
-        socket: AgentSocket | None = None,
-    ) -> None:
-        super().__init__()
-        self.setAutoDelete(False)
-        self.settings = settings
-        self._key = api_key
-        self.state = state
-        self.cancel = cancel
+    def __init__(self, context: RunContext, job: Job, config: ConfigInfo | None) -> None:
+        super().__init__(context)
         self.job = job
         self.config = config
-        self.socket = socket
-        self.signals = BackupSignals()
-
-    def _emit(self, event: Event) -> None:
-        self.signals.progress.emit(event)
 
     def run(self) -> None:
-        agent = f"backapp-agent/{__version__}"
+        ctx = self.context
         try:
-            assert self.settings.server_url
-            options = EngineOptions.from_settings(self.settings)
+            assert ctx.settings.server_url
+            options = EngineOptions.from_settings(ctx.settings)
             with (
-                ApiClient(self.settings.server_url, self._key, user_agent=agent) as plane,
-                HttpStorage(user_agent=agent) as storage,
+                ApiClient(ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT) as plane,
+                HttpStorage(user_agent=USER_AGENT) as storage,
             ):
 
                 def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
                     return BackupEngine(control, storage, options, events=events)
 
                 runner = Runner(
-                    plane, make_engine, events=self._emit, socket=self.socket, state=self.state
+                    plane, make_engine, events=self._emit, socket=ctx.socket, state=ctx.state
                 )
-                outcome = runner.run(self.job, self.config, self.cancel)
+                outcome = runner.run(self.job, self.config, ctx.cancel)
         except Exception as exc:  # the runner reports failures in the outcome; this is a bug
             outcome = Outcome(self.job, "failed", reason=redact(f"{type(exc).__name__}: {exc}"))
         self.signals.finished.emit(outcome)

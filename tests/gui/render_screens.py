@@ -25,7 +25,7 @@ def render(out: Path) -> list[Path]:
         FileFailed,
         KeyStore,
     )
-    from desktop_agent.gui._controller import AgentController, ConfigView, Health
+    from desktop_agent.gui import AgentController, ConfigView, Health
     from desktop_agent.gui._icons import health_pixmap
     from desktop_agent.gui._tray import TrayMenu
     from desktop_agent.gui._windows import StatusWindow
@@ -38,7 +38,7 @@ def render(out: Path) -> list[Path]:
     keystore.save(server, "bka_demo")
     settings = AgentSettings(server_url=server, agent_id="ada-macbook")
     c = AgentController(directory, keystore, settings=settings)
-    c.online = True
+    c.status.online = True
     ids = {"Documents": "c1", "Photos": "c2", "Projects": "c3"}
     for name, cid in ids.items():
         c.views[cid] = ConfigView(id=cid, name=name, sources=(f"/home/ada/{name}",))
@@ -71,7 +71,7 @@ def render(out: Path) -> list[Path]:
         )
     )
     c.views["c3"].phase = "idle"
-    c._worker = object()  # type: ignore[assignment]  # looks like a run in progress
+    c.runs._worker = object()  # type: ignore[assignment]  # looks like a run in progress
     c.apply_event(
         ConfigStarted(config_id="c1", config_name="Documents", sources=("/home/ada/Documents",))
     )
@@ -114,7 +114,7 @@ def render(out: Path) -> list[Path]:
         path = out / f"tray-{health.value}.png"
         health_pixmap(health, 64).save(str(path))
         saved.append(path)
-    c._worker = None
+    c.runs._worker = None
     window.close()
     c.close()
     for obj in (window, tray.menu, tray, c):

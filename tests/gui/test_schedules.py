@@ -59,7 +59,7 @@ def test_pause_holds_a_due_schedule_back_up_now_still_runs_and_resume_releases_i
         c.pause(timedelta(hours=1))
         app.start()
         qtbot.waitUntil(lambda: cfg["id"] in c.views and c.online is True, timeout=WAIT)
-        qtbot.waitUntil(lambda: c.socket is not None and c.socket.connected, timeout=WAIT)
+        qtbot.waitUntil(lambda: c.runs.socket is not None and c.runs.socket.connected, timeout=WAIT)
         c.check_schedules()
         assert not c.running  # held by the pause
         assert owner.backups() == []

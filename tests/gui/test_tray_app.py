@@ -271,7 +271,7 @@ def test_quitting_during_a_backup_asks_then_cancels_cleanly(
                 proceed.wait(30)
 
         assert app.controller.back_up([cfg["id"]])
-        worker = app.controller._worker
+        worker = app.controller.runs.worker
         assert worker is not None
         worker.signals.progress.connect(hold, Qt.ConnectionType.DirectConnection)
         assert uploading.wait(WAIT / 1000)

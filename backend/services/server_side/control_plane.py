@@ -30,10 +30,13 @@ from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
 from backend.storage import Storage
 from desktop_agent.engine import ApiError, ConflictError, NotFoundError
-from desktop_agent.engine import (
-    BackupConfig as EngineConfig,
+from desktop_agent.engine.protocol import (
+    ConfigInfo,
+    Heartbeat,
+    PartTicket,
+    StartResponse,
+    UploadedPart,
 )
-from desktop_agent.engine._models import Heartbeat, PartTicket, StartResponse, UploadedPart
 
 from .planner import PlannedRun
 
@@ -122,7 +125,7 @@ class ServerControlPlane:
     def heartbeat(self, *, version: str, platform: str) -> Heartbeat:
         return Heartbeat(status="online")
 
-    def list_configs(self) -> list[EngineConfig]:
+    def list_configs(self) -> list[ConfigInfo]:
         return [engine_config(self.config)]
 
     def start_backup(
@@ -216,7 +219,7 @@ class ServerControlPlane:
         log.log(logger_level, "server-side backup: %s", message)
 
 
-def engine_config(row: dict[str, Any]) -> EngineConfig:
+def engine_config(row: dict[str, Any]) -> ConfigInfo:
     """A config row as the engine's wire type."""
 
     def decoded(value: Any) -> Any:
@@ -236,5 +239,5 @@ def engine_config(row: dict[str, Any]) -> EngineConfig:
             },
             "excludes": decoded(row["excludes"]) or [],
         },
-        EngineConfig,
+        ConfigInfo,
     )

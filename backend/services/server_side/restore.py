@@ -10,7 +10,7 @@ from backend.errors import Conflict, NotFound
 from backend.settings import Settings
 from backend.storage import Storage
 from desktop_agent.engine import NotFoundError
-from desktop_agent.engine._backups import BackupInfo, RestoreTicket
+from desktop_agent.engine.protocol import BackupInfo, RestoreTicket
 
 __all__ = ["ServerRestoreSource", "load_restorable"]
 

@@ -29,7 +29,7 @@ from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
 from backend.storage import LocalStorage, Storage
 from desktop_agent.engine import BackupEngine, CancelToken, EngineOptions, HttpStorage
-from desktop_agent.engine._results import BackupResult
+from desktop_agent.engine.protocol import BackupResult
 from desktop_agent.engine.schedule import resolve_timezone
 
 from .control_plane import ServerControlPlane, engine_config

@@ -21,7 +21,7 @@ from backend.storage import AccessDenied, LocalStorage, ObjectStoreError
 from backend.storage.local_routes import RangeNotSatisfiable, byte_span, upload_refusal_status
 from backend.storage.local_signing import ROUTE_PREFIX
 from desktop_agent.engine import StorageError
-from desktop_agent.engine._api import Body
+from desktop_agent.engine.protocol import Body
 
 __all__ = ["LocalDirectStorage", "LocalStorageTransport"]
 

@@ -28,8 +28,8 @@ from desktop_agent.engine import (
     UploadOptions,
 )
 
-from .fakes import API_KEY, STORAGE_HOST, FakeBackApp, _s3_error, config
-from .trees import build_awkward_tree, extracted_root, snapshot
+from ..fakes import API_KEY, STORAGE_HOST, FakeBackApp, _s3_error, config
+from ..trees import build_awkward_tree, extracted_root, snapshot
 
 KIB = 1024
 

@@ -16,14 +16,15 @@ import httpx
 import msgspec
 import pytest
 
-from desktop_agent.engine._api import ApiClient, Body
-from desktop_agent.engine._models import (
+from desktop_agent.engine import ApiClient
+from desktop_agent.engine._upload import Uploader, UploadOptions, crc32_b64
+from desktop_agent.engine.protocol import (
+    Body,
     PartTicket,
     StartResponse,
     UploadedPart,
     UploadTicket,
 )
-from desktop_agent.engine._upload import Uploader, UploadOptions, crc32_b64
 
 KIB = 1024
 

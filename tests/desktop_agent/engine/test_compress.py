@@ -33,7 +33,7 @@ from desktop_agent.engine._compress import (
 )
 from desktop_agent.engine._tar import REGTYPE, Archiver
 
-from .trees import extracted_root, snapshot
+from ..trees import extracted_root, snapshot
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -26,9 +26,9 @@ from desktop_agent.engine import (
     Runner,
     UploadOptions,
 )
-from desktop_agent.engine._scheduler import ManualRun, ProgressReporter
+from desktop_agent.engine._scheduling import ManualRun, ProgressReporter
 
-from .fakes import config
+from ..fakes import config
 from .test_scheduler import Clock, LeasingBackApp, engine_factory, plane_for
 
 MIB = 1 << 20

@@ -20,9 +20,9 @@ from desktop_agent.engine import (
     ScanProgress,
     ScanStarted,
 )
-from desktop_agent.engine._scheduler import PROGRESS_BY_CONFIG, ProgressReporter
+from desktop_agent.engine._scheduling.progress import PROGRESS_BY_CONFIG, ProgressReporter
 
-from .fakes import config
+from ..fakes import config
 from .test_scheduler import Clock, LeasingBackApp, engine_factory, plane_for
 
 

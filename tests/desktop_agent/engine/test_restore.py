@@ -26,11 +26,11 @@ from desktop_agent.engine import (
     RestoreResult,
     RestoreSkipped,
     RestoreTicket,
+    RetryPolicy,
     check_member,
     default_target_name,
     member_path,
 )
-from desktop_agent.engine._api import RetryPolicy
 
 MTIME = 1_600_000_000
 

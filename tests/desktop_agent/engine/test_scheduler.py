@@ -22,12 +22,12 @@ import pytest
 from websockets.sync.server import ServerConnection, serve
 
 from desktop_agent.engine import (
-    AgentService,
+    AgentDaemon,
     AgentSocket,
     ApiClient,
-    BackupConfig,
     BackupEngine,
     CancelToken,
+    ConfigInfo,
     ControlPlane,
     Dispatcher,
     EngineOptions,
@@ -45,9 +45,9 @@ from desktop_agent.engine import (
     local_timezone_name,
     websocket_url,
 )
-from desktop_agent.engine._scheduler import ProgressReporter
+from desktop_agent.engine._scheduling import ProgressReporter
 
-from .fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
+from ..fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
 
 T0 = datetime(2025, 1, 6, 12, 0, 0, tzinfo=UTC)  # a Monday, 13:00 in Paris
 
@@ -75,9 +75,9 @@ class Clock:
         self.wall += timedelta(**delta)
 
 
-def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> BackupConfig:
+def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> ConfigInfo:
     raw = config(config_id, *(paths or ("/nowhere",)), schedule=schedule, **options)
-    return msgspec.convert(raw, BackupConfig)
+    return msgspec.convert(raw, ConfigInfo)
 
 
 def make_scheduler(clock: Clock, tmp_path: Path, tz: str | None = "Europe/Paris") -> Scheduler:
@@ -600,7 +600,7 @@ def test_a_large_backup_posts_progress_while_it_uploads(tmp_path: Path) -> None:
 # -- the headless loop, in-process -------------------------------------------------------------------
 
 
-def test_the_service_sends_its_zone_and_runs_requests_from_the_heartbeat(
+def test_the_daemon_sends_its_zone_and_runs_requests_from_the_heartbeat(
     tmp_path: Path, source: Path
 ) -> None:
     clock = Clock()
@@ -608,7 +608,7 @@ def test_the_service_sends_its_zone_and_runs_requests_from_the_heartbeat(
     fake.run_requests = [{"id": "rr-9", "configId": "c1", "requestedAt": "2025-01-06T12:00:00Z"}]
     plane = plane_for(fake)
     scheduler = Scheduler(ScheduleStore(tmp_path / "agent"), "Europe/Paris")
-    service = AgentService(
+    daemon = AgentDaemon(
         plane,
         Runner(plane, engine_factory(fake, tmp_path)),
         Dispatcher(scheduler),
@@ -616,22 +616,22 @@ def test_the_service_sends_its_zone_and_runs_requests_from_the_heartbeat(
         platform="linux",
         tick=0.05,
     )
-    thread = threading.Thread(target=service.run)
+    thread = threading.Thread(target=daemon.run)
     thread.start()
     try:
         deadline = time.monotonic() + 20
-        while not service.outcomes and time.monotonic() < deadline:
+        while not daemon.outcomes and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        service.stop()
+        daemon.stop()
         thread.join(20)
     assert not thread.is_alive()
     assert fake.heartbeat_bodies[0]["timezone"] == "Europe/Paris"
-    [outcome] = service.outcomes  # the repeated request in later heartbeats is not run twice
+    [outcome] = daemon.outcomes  # the repeated request in later heartbeats is not run twice
     assert outcome.status == "completed" and fake.starts[0]["runRequestId"] == "rr-9"
 
 
-def test_stopping_the_service_cancels_the_running_backup_and_releases_the_lease(
+def test_stopping_the_daemon_cancels_the_running_backup_and_releases_the_lease(
     tmp_path: Path, source: Path
 ) -> None:
     clock = Clock()
@@ -639,7 +639,7 @@ def test_stopping_the_service_cancels_the_running_backup_and_releases_the_lease(
     fake.run_requests = [{"id": "rr-1", "configId": "c1"}]
     plane = plane_for(fake)
     started = threading.Event()
-    holder: list[AgentService] = []
+    holder: list[AgentDaemon] = []
 
     def hold(event: Event) -> None:
         if isinstance(event, ScanStarted):
@@ -648,7 +648,7 @@ def test_stopping_the_service_cancels_the_running_backup_and_releases_the_lease(
             while not holder[0].stopping and time.monotonic() < deadline:
                 time.sleep(0.01)
 
-    service = AgentService(
+    daemon = AgentDaemon(
         plane,
         Runner(plane, engine_factory(fake, tmp_path), events=hold),
         Dispatcher(Scheduler(None, None)),
@@ -656,16 +656,16 @@ def test_stopping_the_service_cancels_the_running_backup_and_releases_the_lease(
         platform="linux",
         tick=0.05,
     )
-    holder.append(service)
-    thread = threading.Thread(target=service.run)
+    holder.append(daemon)
+    thread = threading.Thread(target=daemon.run)
     thread.start()
     try:
         assert started.wait(20)
     finally:
-        service.stop("agent stopped")
+        daemon.stop("agent stopped")
         thread.join(20)
     assert not thread.is_alive()
-    [outcome] = service.outcomes
+    [outcome] = daemon.outcomes
     assert outcome.status == "failed" and outcome.reason == "agent stopped"
     [log] = fake.logs.values()
     assert log.status == "failed" and log.error == "agent stopped"

@@ -1,0 +1,45 @@
+"""``EngineOptions``: how the engine archives and uploads, taken from the agent's settings."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ._settings import AgentSettings
+from ._upload import UploadOptions
+
+__all__ = ["EngineOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How the engine archives and uploads (the agent settings' tuning part)."""
+
+    temp_dir: Path | None = None
+    """Where the scan list may spill to disk (a few bytes per file; never archive data)."""
+    upload: UploadOptions = field(default_factory=UploadOptions)
+    gzip_level: int = 6
+    zstd_level: int = 1
+    compress_threads: int | None = None
+    """Compression threads; ``None``: one per core."""
+    exclude_node_modules: bool = False
+    default_excludes: bool = True
+    version: str = __version__
+    platform: str = sys.platform
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> EngineOptions:
+        return cls(
+            temp_dir=settings.effective_temp_dir,
+            upload=UploadOptions(
+                multipart_threshold=settings.multipart_threshold,
+                part_size=settings.part_size,
+                concurrency=settings.upload_concurrency,
+            ),
+            gzip_level=settings.gzip_level,
+            zstd_level=settings.zstd_level,
+            compress_threads=settings.compress_threads,
+            exclude_node_modules=settings.exclude_node_modules,
+        )

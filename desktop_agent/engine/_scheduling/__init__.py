@@ -1,0 +1,35 @@
+"""Scheduled runs, *Back Up Now* requests and automatic retries, for every long-running agent.
+
+No Qt here: ``backapp-agent daemon`` and the tray app drive the same pieces, one module each:
+
+- ``store``: ``schedule.json``, what the scheduler remembers of each config across restarts;
+- ``scheduler``: which configs are due now (time zone, catch-up after sleep, clock jumps, pause);
+- ``queue``: the jobs waiting to run (one per config, *Back Up Now* first) and the retry policy;
+- ``runner``: one job from the run lease to the retry decision, and ``backapp-agent run``;
+- ``progress``: engine events turned into the server's live-progress messages;
+- ``daemon``: the headless loop behind ``backapp-agent daemon``.
+"""
+
+from .daemon import AgentDaemon
+from .progress import ProgressReporter
+from .queue import Dispatcher, Job, Outcome, RetrySettings
+from .runner import AgentPlane, ManualRun, Runner, Skipped
+from .scheduler import Due, Scheduler, Tick
+from .store import ScheduleStore
+
+__all__ = [
+    "AgentDaemon",
+    "AgentPlane",
+    "Dispatcher",
+    "Due",
+    "Job",
+    "ManualRun",
+    "Outcome",
+    "ProgressReporter",
+    "RetrySettings",
+    "Runner",
+    "ScheduleStore",
+    "Scheduler",
+    "Skipped",
+    "Tick",
+]

@@ -1,0 +1,158 @@
+"""The headless loop behind ``backapp-agent daemon``.
+
+``AgentDaemon`` sends a heartbeat every ``pollInterval`` (with the time zone; it brings the configs
+and the pending *Back Up Now* requests), listens on the socket, ticks the scheduler through the
+``Dispatcher``, and runs one job at a time on a worker thread through the ``Runner``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .._cancel import CancelToken
+from .._errors import AgentError
+from .._transport.socket import AgentSocket
+from ..protocol import RunRequest
+from .queue import Dispatcher, Outcome
+from .runner import AgentPlane, Runner
+
+__all__ = ["AgentDaemon"]
+
+log = logging.getLogger("desktop_agent.engine.scheduler")
+
+
+class AgentDaemon:
+    """``backapp-agent daemon``: heartbeat every ``pollInterval`` (sending the time zone, taking the
+    pending run requests), the socket for *Back Up Now* within seconds, the scheduler every ``tick``
+    seconds, and one job at a time on a worker thread. ``run`` blocks until ``stop``."""
+
+    def __init__(
+        self,
+        plane: AgentPlane,
+        runner: Runner,
+        dispatcher: Dispatcher,
+        *,
+        version: str,
+        platform: str,
+        poll_interval: float = 30.0,
+        tick: float = 15.0,
+        socket: AgentSocket | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plane = plane
+        self.runner = runner
+        self.dispatcher = dispatcher
+        self.version = version
+        self.platform = platform
+        self.poll_interval = poll_interval
+        self.tick = tick
+        self.socket = socket
+        self._mono = monotonic
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._cancel: CancelToken | None = None
+        self.online: bool | None = None
+        self.outcomes: deque[Outcome] = deque(maxlen=100)
+        """The latest jobs' outcomes, newest last."""
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def on_run_request(self, request: RunRequest) -> None:
+        """From the socket (any thread)."""
+        if self.dispatcher.request(request):
+            self._wake.set()
+
+    def stop(self, reason: str = "agent stopped") -> None:
+        """Leave ``run``: cancel the running backup (the engine marks it failed and the runner
+        releases the lease)."""
+        self._stopping.set()
+        cancel = self._cancel
+        if cancel is not None:
+            cancel.cancel(reason)
+        self._wake.set()
+
+    def beat(self) -> None:
+        try:
+            beat = self.plane.heartbeat(
+                version=self.version,
+                platform=self.platform,
+                timezone=self.dispatcher.scheduler.timezone_name,
+            )
+            configs = self.plane.list_configs()
+        except AgentError as exc:
+            if self.online is not False:
+                log.warning("cannot reach the server: %s", exc)
+            self.online = False
+            return
+        if self.online is False:
+            log.info("the server answers again")
+        self.online = True
+        if beat.poll_interval:
+            self.poll_interval = float(max(1, beat.poll_interval))
+        self.runner.server_features = frozenset(beat.features)
+        self.dispatcher.set_configs(configs)
+        for request in beat.run_requests:
+            if self.dispatcher.request(request):
+                log.info("Back Up Now requested for config %s (heartbeat)", request.config_id)
+
+    def run(self) -> None:
+        if self.socket is not None:
+            self.socket.start()
+        next_beat = 0.0
+        try:
+            while not self._stopping.is_set():
+                if self._mono() >= next_beat:
+                    self.beat()
+                    next_beat = self._mono() + self.poll_interval
+                tick = self.dispatcher.poll()
+                if tick.jump > 0:  # woke up: talk to the server now
+                    next_beat = 0.0
+                    continue
+                self._start_next()
+                waits = [self.tick, next_beat - self._mono()]
+                ready = self.dispatcher.wake_in()
+                if ready is not None and self._worker is None:
+                    waits.append(ready)
+                self._wake.wait(max(0.05, min(waits)))
+                self._wake.clear()
+        finally:
+            self._stopping.set()
+            cancel = self._cancel
+            if cancel is not None and not cancel.is_set():
+                cancel.cancel("agent stopped")
+            if self._worker is not None:
+                self._worker.join()
+            if self.socket is not None:
+                self.socket.stop()
+
+    def _start_next(self) -> None:
+        if self._worker is not None:
+            if self._worker.is_alive():
+                return
+            self._worker = None
+        picked = self.dispatcher.next_job()
+        if picked is None:
+            return
+        job, config = picked
+        cancel = self._cancel = CancelToken()
+
+        def work() -> None:
+            try:
+                outcome = self.runner.run(job, config, cancel)
+            except Exception as exc:  # a bug costs this job, not the daemon
+                log.exception("the backup job of %s failed", job.config_id)
+                outcome = Outcome(job, "failed", reason=f"internal error: {exc}")
+            self.outcomes.append(outcome)
+            self.dispatcher.finished(outcome)
+            self._cancel = None
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-job", daemon=True)
+        self._worker.start()

@@ -1,0 +1,341 @@
+"""``ApiClient``: the BackApp agent API (``docs/agent-api.md``) over httpx, with retries on transient
+failures; the server's JSON answers decoded into the types of ``protocol``, its errors into
+``ApiError`` subclasses."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
+from ..protocol import (
+    BackupInfo,
+    ConfigInfo,
+    Heartbeat,
+    Lease,
+    PartTicket,
+    RestoreTicket,
+    StartResponse,
+    UploadedPart,
+)
+from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+
+__all__ = ["API_KEY_HEADER", "ApiClient"]
+
+log = logging.getLogger("desktop_agent.engine.api")
+
+API_KEY_HEADER = "X-Agent-API-Key"
+
+
+T = TypeVar("T")
+
+
+def _decode(data: Any, kind: type[T], path: str) -> T:
+    """``data`` as ``kind``, or an ``ApiError`` that says which field the server got wrong."""
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    401: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+}
+
+
+def _api_error(response: httpx.Response, path: str) -> ApiError:
+    error, detail = "error", response.reason_phrase or "request failed"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = str(body.get("error") or error)
+        detail = str(body.get("detail") or body.get("message") or detail)
+    cls = _ERRORS_BY_STATUS.get(response.status_code, ApiError)
+    if cls is AuthenticationError:
+        detail += " (is the API key right? run `backapp-agent configure` again)"
+    return cls(response.status_code, error, detail, path=path)
+
+
+class ApiClient:
+    """The BackApp agent API over httpx, with retries on transient failures.
+
+    Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried
+    per ``retry``; other 4xx answers raise at once as ``ApiError`` subclasses. ``sleep`` and ``rand`` are
+    injectable so tests run without waiting.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        api_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        user_agent: str = "backapp-agent",
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.server_features: frozenset[str] | None = None
+        """The ``features`` of the last heartbeat answer (``None``: no heartbeat yet)."""
+        self._sleep = sleep
+        self._rand = rand
+        self._http = httpx.Client(
+            base_url=self.server_url,
+            headers={
+                API_KEY_HEADER: api_key,
+                "User-Agent": user_agent,
+                "Accept": "application/json",
+            },
+            transport=transport,
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the spec's endpoints -----------------------------------------------------------------------
+
+    def heartbeat(self, *, version: str, platform: str, timezone: str | None = None) -> Heartbeat:
+        """``timezone`` (an IANA name) tells the server which zone the schedules run in."""
+        path = "/api/agent/heartbeat"
+        payload = {"version": version, "platform": platform}
+        try:
+            body = self._call(
+                "POST", path, {**payload, "timezone": timezone} if timezone else payload
+            )
+        except ApiError as exc:
+            if not timezone or exc.status != 400 or "timezone" not in exc.detail:
+                raise
+            # the server's time zone database lacks ours: the heartbeat matters more
+            log.warning("the server refused the time zone %r: %s", timezone, exc.detail)
+            body = self._call("POST", path, payload)
+        beat = _decode(body, Heartbeat, path)
+        self.server_features = frozenset(beat.features)
+        return beat
+
+    def list_configs(self) -> list[ConfigInfo]:
+        body = self._call("GET", "/api/agent/configs")
+        return _decode(body.get("configs") or [], list[ConfigInfo], "/api/agent/configs")
+
+    def start_backup(
+        self,
+        *,
+        config_id: str,
+        filename: str,
+        filesize: int,
+        multipart: bool = False,
+        size: int | None = None,
+        sha256: str | None = None,
+        trigger: str | None = None,
+        attempt: int | None = None,
+        max_attempts: int | None = None,
+        run_request_id: str | None = None,
+        part_checksum: str | None = None,
+    ) -> StartResponse:
+        payload: dict[str, Any] = {
+            "configId": config_id,
+            "filename": filename,
+            "filesize": filesize,
+            "multipart": multipart,
+        }
+        if size is not None:
+            payload["size"] = size
+        if sha256 is not None:
+            payload["sha256"] = sha256
+        for name, value in (
+            ("trigger", trigger),
+            ("attempt", attempt),
+            ("maxAttempts", max_attempts),
+            ("runRequestId", run_request_id),
+            ("partChecksum", part_checksum),
+        ):
+            if value is not None:
+                payload[name] = value
+        body = self._call("POST", "/api/agent/backup/start", payload)
+        return _decode(body, StartResponse, "/api/agent/backup/start")
+
+    def complete_backup(
+        self,
+        *,
+        log_id: str,
+        status: str,
+        files_processed: int,
+        bytes_transferred: int,
+        duration_ms: int,
+        errors: Sequence[Mapping[str, str]] = (),
+        size: int | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {
+            "logId": log_id,
+            "status": status,
+            "filesProcessed": files_processed,
+            "bytesTransferred": bytes_transferred,
+            "duration": duration_ms,
+            "errors": [dict(e) for e in errors],
+        }
+        if size is not None:
+            payload["size"] = size
+        if sha256 is not None:
+            payload["sha256"] = sha256
+        if error is not None:
+            payload["error"] = error
+        body = self._call("POST", "/api/agent/backup/complete", payload)
+        return str(body.get("status", status))
+
+    def send_log(self, level: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:
+        message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        payload: dict[str, Any] = {"level": level, "message": message[:10_000]}
+        if metadata:
+            payload["metadata"] = dict(metadata)
+        self._call("POST", "/api/agent/log", payload)
+
+    # -- multipart extension ------------------------------------------------------------------------
+
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> PartTicket:
+        payload: dict[str, Any] = {"logId": log_id, "partNumber": part_number, "size": size}
+        if crc32 is not None:
+            payload["crc32"] = crc32
+        else:
+            payload["sha256"] = sha256
+        body = self._call("POST", "/api/agent/backup/upload/part", payload)
+        return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
+
+    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
+        body = self._call(
+            "POST",
+            "/api/agent/backup/upload/complete",
+            {"logId": log_id, "parts": msgspec.to_builtins(list(parts))},
+        )
+        size = body.get("size")
+        return int(size) if isinstance(size, int) else -1
+
+    def abort_upload(self, *, log_id: str, reason: str) -> None:
+        self._call("POST", "/api/agent/backup/upload/abort", {"logId": log_id, "reason": reason})
+
+    # -- schedules, leases, live progress extension ----------------------------------------------
+
+    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease:
+        """Take the config's run lease; ``ConflictError`` (409) when another runner holds it (its
+        ``detail`` says who and until when)."""
+        body = self._call(
+            "POST", "/api/agent/lease", {"configId": config_id, "ttlSeconds": ttl_seconds}
+        )
+        return _decode(body.get("lease"), Lease, "/api/agent/lease")
+
+    def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease:
+        """Extend a held lease; ``ConflictError`` when it was lost (expired and taken)."""
+        body = self._call(
+            "POST",
+            "/api/agent/lease/renew",
+            {"configId": config_id, "token": token, "ttlSeconds": ttl_seconds},
+        )
+        return _decode(body.get("lease"), Lease, "/api/agent/lease/renew")
+
+    def release_lease(self, config_id: str, token: str) -> None:
+        self._call("POST", "/api/agent/lease/release", {"configId": config_id, "token": token})
+
+    def send_progress(self, payload: Mapping[str, Any]) -> None:
+        """One live-progress event (``POST /api/agent/backup/progress``)."""
+        self._call("POST", "/api/agent/backup/progress", dict(payload))
+
+    # -- restore extension --------------------------------------------------------------------------
+
+    def list_backups(self, *, config_id: str | None = None, limit: int = 100) -> list[BackupInfo]:
+        """The completed backups this agent may restore, newest first."""
+        query = urlencode(
+            {"configId": config_id, "limit": limit} if config_id else {"limit": limit}
+        )
+        path = "/api/agent/backups"
+        body = self._call("GET", f"{path}?{query}")
+        return _decode(body.get("backups") or [], list[BackupInfo], path)
+
+    def restore_ticket(self, backup_id: str) -> RestoreTicket:
+        """A fresh pre-signed GET for one backup's object, with its size and SHA-256."""
+        body = self._call("POST", "/api/agent/restore", {"backupId": backup_id})
+        return _decode(body.get("restore"), RestoreTicket, "/api/agent/restore")
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+        retry = 0
+        while True:
+            try:
+                response = self._http.request(method, path, json=payload)
+            except RETRYABLE_EXCEPTIONS as exc:
+                if retry + 1 >= self.retry.max_attempts:
+                    raise NetworkError(
+                        f"could not reach the BackApp server at {self.server_url} ({path}): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                delay = self.retry.delay(retry, self._rand)
+                log.warning(
+                    "%s %s failed (%s); retrying in %.1fs", method, path, type(exc).__name__, delay
+                )
+            except httpx.HTTPError as exc:
+                raise NetworkError(f"request to {self.server_url}{path} failed: {exc}") from exc
+            else:
+                if response.status_code < 400:
+                    return self._json(response, path)
+                if (
+                    response.status_code not in RETRYABLE_STATUSES
+                    or retry + 1 >= self.retry.max_attempts
+                ):
+                    raise _api_error(response, path)
+                delay = self.retry.delay(retry, self._rand)
+                after = parse_retry_after(response.headers.get("Retry-After"))
+                if after is not None:
+                    delay = min(after, self.retry.max_retry_after)
+                log.warning(
+                    "%s %s answered %d; retrying in %.1fs",
+                    method,
+                    path,
+                    response.status_code,
+                    delay,
+                )
+            self._sleep(delay)
+            retry += 1
+
+    @staticmethod
+    def _json(response: httpx.Response, path: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ApiError(
+                response.status_code, "bad_response", "the answer is not JSON", path=path
+            ) from exc
+        if not isinstance(body, dict):
+            raise ApiError(
+                response.status_code, "bad_response", "the answer is not an object", path=path
+            )
+        return body

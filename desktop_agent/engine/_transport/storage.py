@@ -1,0 +1,90 @@
+"""``HttpStorage``: archive bytes PUT to pre-signed URLs (never with the API key)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import httpx
+
+from .._errors import StorageError
+from ..protocol import Body
+from .redact import redact_url
+from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES
+
+__all__ = ["HttpStorage"]
+
+
+class HttpStorage:
+    """PUTs to pre-signed URLs: one attempt per call; the uploader decides about retries.
+
+    Never sends the API key. Errors carry the URL without its query string.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout | None = None,
+        user_agent: str = "backapp-agent",
+    ) -> None:
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=timeout or httpx.Timeout(300.0, connect=15.0),
+            headers={"User-Agent": user_agent},
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HttpStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def put(self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]) -> str | None:
+        where = redact_url(url)
+        pieces = [memoryview(body)] if isinstance(body, Body) else [memoryview(b) for b in body]
+        sent = dict(headers)
+        if not any(k.lower() == "content-length" for k in sent):
+            sent["Content-Length"] = str(sum(p.nbytes for p in pieces))
+        try:
+            # Streamed in 1 MiB slices: the HTTP layer copies each slice, never a whole part.
+            response = self._http.put(url, content=_slices(pieces), headers=sent)
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise StorageError(
+                f"upload to {where} failed: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StorageError(f"upload to {where} failed: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 300:
+            # 403 is what an expired pre-signed URL answers: a fresh URL fixes it.
+            transient = response.status_code in RETRYABLE_STATUSES or response.status_code in (
+                403,
+                500,
+            )
+            code = _storage_error_code(response)
+            raise StorageError(
+                f"storage refused the upload to {where}: {response.status_code}{code}",
+                status=response.status_code,
+                transient=transient,
+            )
+        etag: str | None = response.headers.get("ETag")
+        return etag
+
+
+def _slices(pieces: Sequence[memoryview], size: int = 1024 * 1024) -> Iterator[bytes]:
+    for piece in pieces:
+        flat = piece.cast("B") if piece.ndim != 1 or piece.format != "B" else piece
+        for start in range(0, flat.nbytes, size):
+            yield flat[start : start + size]  # type: ignore[misc]
+
+
+def _storage_error_code(response: httpx.Response) -> str:
+    """S3's ``<Code>`` from an XML error body, if there is one (never the whole body)."""
+    text = response.text[:4096]
+    start, end = text.find("<Code>"), text.find("</Code>")
+    if 0 <= start < end:
+        return f" {text[start + 6 : end]}"
+    return ""

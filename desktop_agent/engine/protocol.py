@@ -1,0 +1,373 @@
+"""The contract between the engine and a BackApp server: wire types and the seams the engine talks to.
+
+Both sides use this module: the agent decodes the server's answers into these types and reports its
+results with them; the server's own server-side mode implements the seams against its services
+instead of over HTTP. Four parts:
+
+- the wire types of the agent API (``docs/agent-api.md``), decoded with msgspec; unknown fields are
+  ignored, so a newer server that adds fields keeps working with this agent;
+- the wire types of the restore extension (``docs/agent-api.md``, "Extensions: restores");
+- the results of a backup and of a run;
+- the seams: ``ControlPlane`` (the agent API), ``LeasePlane`` (its schedule/lease/progress
+  extensions) and ``Storage`` (PUTs to pre-signed URLs), with ``Body``, what a PUT sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+__all__ = [
+    "AgentRef",
+    "BackupInfo",
+    "BackupOptions",
+    "BackupResult",
+    "Body",
+    "ConfigInfo",
+    "ControlPlane",
+    "Destination",
+    "FileError",
+    "Heartbeat",
+    "Lease",
+    "LeasePlane",
+    "PartTicket",
+    "RestoreTicket",
+    "RunRequest",
+    "RunResult",
+    "Source",
+    "StartResponse",
+    "Storage",
+    "UploadTicket",
+    "UploadedPart",
+]
+
+
+# -- the agent API --------------------------------------------------------------------------------
+
+
+class Source(msgspec.Struct, frozen=True):
+    """One folder (or file) to back up, as a path on the agent's machine."""
+
+    path: str
+
+
+class Destination(msgspec.Struct, frozen=True, rename="camel"):
+    """Where the server stores the archives (informational: the agent only uses pre-signed URLs)."""
+
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str | None = None
+
+
+class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
+    """The spec's ``options`` plus the extensions this agent understands."""
+
+    type: str = "full"
+    compression: bool = True
+    encryption: bool = False
+    retention_days: int | None = None
+    compression_format: str | None = None
+    """``"gzip"`` (the default when ``compression`` is true) or ``"zstd"``."""
+    exclude_node_modules: bool = False
+    """Extension: also skip every ``node_modules`` folder."""
+    schedule: dict[str, Any] | None = None
+    """Extension: when to run (normalised by the server, ``cron`` always present); ``None``: only
+    when asked. See ``desktop_agent.engine.schedule``."""
+    retry: dict[str, Any] | None = None
+    """Extension: automatic retries of a failed scheduled backup, ``{"attempts", "delaySeconds"}``."""
+
+
+class ConfigInfo(msgspec.Struct, frozen=True):
+    """A backup configuration assigned to this agent (``GET /api/agent/configs``; the spec's
+    ``ConfigInfo``, a name this code leaves to the server's table)."""
+
+    id: str
+    name: str = ""
+    sources: list[Source] = msgspec.field(default_factory=list)
+    destination: Destination | None = None
+    options: BackupOptions = msgspec.field(default_factory=BackupOptions)
+    excludes: list[str] = msgspec.field(default_factory=list)
+
+
+class AgentRef(msgspec.Struct, frozen=True, rename="camel"):
+    """Who the server says this key belongs to (extension)."""
+
+    id: str
+    name: str
+
+
+class RunRequest(msgspec.Struct, frozen=True, rename="camel"):
+    """A pending *Back Up Now* request (heartbeat ``runRequests`` or a WebSocket ``run`` message)."""
+
+    id: str
+    config_id: str
+    requested_at: str | None = None
+
+
+class Lease(msgspec.Struct, frozen=True, rename="camel"):
+    """A config's run lease (``POST /api/agent/lease``): renew it before ``expires_at``."""
+
+    token: str
+    expires_at: str | None = None
+
+
+class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
+    """The answer to a heartbeat."""
+
+    agent: AgentRef | None = None
+    status: str | None = "online"
+    poll_interval: int | None = None
+    """Seconds between heartbeats the server expects (extension)."""
+    run_requests: list[RunRequest] = msgspec.field(default_factory=list)
+    """Pending *Back Up Now* requests for this agent (extension; the fallback of the WebSocket)."""
+    features: list[str] = msgspec.field(default_factory=list)
+    """Extensions the server understands (``progress-by-config``: progress before the log opens);
+    empty from an older server."""
+
+
+class UploadTicket(msgspec.Struct, frozen=True, rename="camel"):
+    """``upload`` of a ``backup/start`` answer: a single pre-signed PUT, or a multipart upload."""
+
+    method: str
+    s3_path: str = ""
+    url: str | None = None
+    headers: dict[str, str] | None = None
+    expires_at: str | None = None
+    upload_id: str | None = None
+    part_size: int | None = None
+    max_parts: int | None = None
+    part_checksum: str | None = None
+    """``MULTIPART``: the checksum each part carries, ``"sha256"`` (also when absent: an older
+    server) or ``"crc32"``."""
+
+
+class StartResponse(msgspec.Struct, frozen=True, rename="camel"):
+    log_id: str
+    upload: UploadTicket
+
+
+class PartTicket(msgspec.Struct, frozen=True, rename="camel"):
+    """A pre-signed URL for one part of a multipart upload."""
+
+    part_number: int
+    url: str
+    method: str = "PUT"
+    headers: dict[str, str] | None = None
+    expires_at: str | None = None
+
+
+class UploadedPart(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """A part that storage accepted; listed in ``upload/complete`` with the upload's checksum."""
+
+    part_number: int
+    etag: str
+    sha256: str | None = None
+    """Hex SHA-256 (an upload with ``sha256`` parts)."""
+    crc32: str | None = None
+    """Base64 of the 4 big-endian bytes of the CRC32 (an upload with ``crc32`` parts)."""
+
+
+# -- the restore extension ------------------------------------------------------------------------
+
+
+class BackupInfo(msgspec.Struct, frozen=True, rename="camel"):
+    """A completed backup this agent may restore (``GET /api/agent/backups``)."""
+
+    id: str
+    config_id: str = ""
+    config_name: str = ""
+    filename: str = ""
+    s3_path: str = ""
+    size: int | None = None
+    sha256: str | None = None
+    files_processed: int | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    status: str = "completed"
+
+
+class RestoreTicket(msgspec.Struct, frozen=True, rename="camel"):
+    """A pre-signed GET for one backup's object (``POST /api/agent/restore``)."""
+
+    backup_id: str
+    url: str
+    size: int
+    sha256: str | None
+    """``None`` only for a backup whose storage could not tell (then only the size is checked)."""
+    filename: str
+    method: str = "GET"
+    expires_at: str | None = None
+    s3_path: str = ""
+
+
+# -- results of a backup and of a run -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """A per-file problem: the file was skipped or archived incompletely, the backup went on."""
+
+    path: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupResult:
+    """The outcome of one config's backup."""
+
+    config_id: str
+    config_name: str = ""
+    status: Literal["completed", "failed"]
+    error: str | None = None
+    """Why the backup failed (``None`` when it completed)."""
+    log_id: str | None = None
+    filename: str | None = None
+    s3_path: str | None = None
+    size: int = 0
+    """Bytes of the archive as uploaded."""
+    sha256: str | None = None
+    files_processed: int = 0
+    bytes_read: int = 0
+    """Bytes of file content read from disk."""
+    duration_ms: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    errors: tuple[FileError, ...] = ()
+    multipart: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "configId": self.config_id,
+            "configName": self.config_name,
+            "status": self.status,
+            "error": self.error,
+            "logId": self.log_id,
+            "filename": self.filename,
+            "s3Path": self.s3_path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "filesProcessed": self.files_processed,
+            "bytesRead": self.bytes_read,
+            "duration": self.duration_ms,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "errorCount": len(self.errors),
+            "errors": [e.to_json() for e in self.errors[:100]],
+            "multipart": self.multipart,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of a run: one result per config, and a run-level error if the run could not even
+    start (server unreachable, key refused)."""
+
+    results: tuple[BackupResult, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(r.ok for r in self.results)
+
+    @property
+    def has_file_errors(self) -> bool:
+        return any(r.errors for r in self.results)
+
+
+# -- the seams ------------------------------------------------------------------------------------
+
+
+class ControlPlane(Protocol):
+    """What the engine needs from the BackApp server (the agent API of ``docs/agent-api.md``)."""
+
+    def heartbeat(self, *, version: str, platform: str) -> Heartbeat: ...
+
+    def list_configs(self) -> list[ConfigInfo]: ...
+
+    def start_backup(
+        self,
+        *,
+        config_id: str,
+        filename: str,
+        filesize: int,
+        multipart: bool = False,
+        size: int | None = None,
+        sha256: str | None = None,
+        part_checksum: str | None = None,
+    ) -> StartResponse:
+        """``part_checksum`` (``"crc32"``) only for a server whose heartbeat ``features`` list
+        ``part-crc32``; the answer's ``upload.part_checksum`` says what the parts carry."""
+        ...
+
+    def part_url(
+        self,
+        *,
+        log_id: str,
+        part_number: int,
+        size: int,
+        sha256: str | None = None,
+        crc32: str | None = None,
+    ) -> PartTicket:
+        """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
+        ...
+
+    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
+
+    def abort_upload(self, *, log_id: str, reason: str) -> None: ...
+
+    def complete_backup(
+        self,
+        *,
+        log_id: str,
+        status: str,
+        files_processed: int,
+        bytes_transferred: int,
+        duration_ms: int,
+        errors: Sequence[Mapping[str, str]] = (),
+        size: int | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> str: ...
+
+    def send_log(
+        self, level: str, message: str, metadata: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+
+class LeasePlane(Protocol):
+    """The schedule/lease/progress extensions (``docs/agent-api.md``), which a scheduled or requested
+    run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
+    ``attempt``, ``max_attempts`` and ``run_request_id``."""
+
+    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
+
+    def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
+
+    def release_lease(self, config_id: str, token: str) -> None: ...
+
+    def send_progress(self, payload: Mapping[str, Any]) -> None: ...
+
+
+Body = bytes | bytearray | memoryview
+"""A request body, or one piece of it."""
+
+
+class Storage(Protocol):
+    """Where archive bytes go: a PUT to a pre-signed URL. Returns the ``ETag`` (if any).
+
+    ``body`` is one buffer or a sequence of buffers sent back to back (no joined copy is made);
+    ``put`` may be called again with the same body to retry."""
+
+    def put(
+        self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]
+    ) -> str | None: ...

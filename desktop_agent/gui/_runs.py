@@ -1,0 +1,264 @@
+"""``RunBridge``: the engine's run orchestration wired to Qt. Schedules, *Back Up Now* (from the menu
+or the web, over the agent's WebSocket) and retries all go through the engine's ``Scheduler`` and
+``Dispatcher``, which decide what runs next; this module only ticks them with Qt timers and runs
+their jobs one at a time in a worker off the GUI thread, whose events come back as Qt signals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
+
+from desktop_agent.engine import (
+    AgentSocket,
+    CancelToken,
+    ConfigInfo,
+    Dispatcher,
+    ManualRun,
+    Outcome,
+    RunRequest,
+    RunResult,
+    Scheduler,
+    ScheduleStore,
+    StateStore,
+    local_timezone_name,
+)
+
+from ._pairing import Pairing
+from ._status import Status
+from ._text import redact
+from ._workers import USER_AGENT, BackupWorker, JobWorker, RunContext
+
+__all__ = ["SCHEDULE_TICK_MS", "RunBridge"]
+
+log = logging.getLogger("desktop_agent.gui")
+
+#: How often the schedules are checked (a schedule may be as frequent as every minute).
+SCHEDULE_TICK_MS = 15_000
+
+
+class RunBridge(QObject):
+    """One backup at a time, whatever started it. ``progress`` carries the running backup's engine
+    events and ``finished`` its ``RunResult`` (both on the GUI thread); ``changed`` and ``notify``
+    are the controller's (it forwards them)."""
+
+    changed = Signal()
+    notify = Signal(str, str, bool)
+    progress = Signal(object)
+    finished = Signal(object)
+    requested = Signal(object)
+    """A *Back Up Now* ``RunRequest`` from the socket's thread (queued to the GUI thread)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        pairing: Pairing,
+        status: Status,
+        state: StateStore,
+        pool: QThreadPool,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._pairing = pairing
+        self._status = status
+        self._state = state
+        self._pool = pool
+        self.scheduler = Scheduler(ScheduleStore(directory), local_timezone_name())
+        self.dispatcher = Dispatcher(self.scheduler)
+        self.socket: AgentSocket | None = None
+        self.paused_until: datetime | None = None
+        self._cancel: CancelToken | None = None
+        self._worker: BackupWorker | JobWorker | None = None
+        self._closed = False
+
+        self._schedule_timer = QTimer(self)
+        self._schedule_timer.timeout.connect(self.check_schedules)
+        self._retry_timer = QTimer(self)
+        self._retry_timer.setSingleShot(True)
+        self._retry_timer.timeout.connect(self._dispatch)
+        self._pause_timer = QTimer(self)
+        self._pause_timer.setSingleShot(True)
+        self._pause_timer.timeout.connect(self.resume)
+        self.requested.connect(self._run_requested)
+
+    @property
+    def worker(self) -> BackupWorker | JobWorker | None:
+        """The running backup's worker (its ``signals`` carry the engine's events as they come)."""
+        return self._worker
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_until is not None
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Tick the schedules and listen on the agent's WebSocket (paired)."""
+        self._schedule_timer.start(SCHEDULE_TICK_MS)
+        key = self._pairing.key()
+        server = self._pairing.settings.server_url
+        if self.socket is not None or key is None or not server:
+            return
+        self.socket = AgentSocket(server, key, on_run=self.requested.emit, user_agent=USER_AGENT)
+        self.socket.start()
+
+    def stop(self) -> None:
+        """No more schedules or requests from the web (signed out)."""
+        self._schedule_timer.stop()
+        self._stop_socket()
+
+    def close(self) -> None:
+        """Stop the timers and ignore what a worker still reports (the app is going away)."""
+        self._closed = True
+        self._retry_timer.stop()
+        self.stop()
+
+    def _stop_socket(self) -> None:
+        if self.socket is not None:
+            self.socket.stop()
+            self.socket = None
+
+    # -- Back Up Now --------------------------------------------------------------------------------
+
+    def back_up(self, config_ids: Sequence[str] | None = None) -> bool:
+        """*Back Up Now*: all assigned configs, or ``config_ids``. ``False`` when one is running or
+        the app is not paired."""
+        if self.running:
+            return False
+        key = self._pairing.key()
+        if key is None or not self._pairing.settings.server_url:
+            return False
+        views = self._status.views
+        self._status.run_error = None
+        targets = list(config_ids) if config_ids else [v.id for v in views.values()]
+        for config_id in targets:
+            if config_id in views:
+                views[config_id].reset("waiting")
+        worker = BackupWorker(self._new_run(key), config_ids)
+        log.info(
+            "Back Up Now: %s",
+            ", ".join(views[c].title for c in targets if c in views) or "all configs",
+        )
+        self._start(worker, self._back_up_done)
+        return True
+
+    def cancel(self, reason: str = "cancelled by the user") -> bool:
+        """Stop the running backup cleanly (the engine aborts the upload and marks the log failed
+        with ``reason``). ``finished`` fires when it has stopped."""
+        if self._cancel is None:
+            return False
+        log.info("cancelling the running backup (%s)", reason)
+        self._cancel.cancel(reason)
+        return True
+
+    def _back_up_done(self, result: object) -> None:
+        """*Back Up Now* finished: say which configs it did not start (their lease is held by
+        another process or machine, which is backing them up), then as any run."""
+        if not self._closed and isinstance(result, ManualRun):
+            for skip in result.skipped:
+                self.notify.emit(
+                    "Backup not started", redact(f"'{skip.title}': {skip.reason}"), False
+                )
+        self._run_done(result)
+
+    # -- schedules, Back Up Now from the web, retries -----------------------------------------------
+
+    def assigned(self, configs: Sequence[ConfigInfo], requests: Sequence[RunRequest]) -> None:
+        """A poll's answer: the configs to schedule, and the *Back Up Now* requests from the web."""
+        self.dispatcher.set_configs(configs)
+        for request in requests:
+            if self.dispatcher.request(request):
+                log.info(
+                    "Back Up Now requested from the web: %s",
+                    self._status.view(request.config_id).title,
+                )
+
+    def check_schedules(self) -> None:
+        """Queue what the scheduler says is due, then run the next job if none is running."""
+        if self._closed or not self._pairing.settings.server_url:
+            return
+        self.dispatcher.poll()
+        self._dispatch()
+
+    def _run_requested(self, request: object) -> None:
+        assert isinstance(request, RunRequest)
+        if not self._closed and self.dispatcher.request(request):
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start the next queued job (one backup at a time, whatever started it)."""
+        if self._closed or self.running:
+            return
+        key = self._pairing.key()
+        if key is None or not self._pairing.settings.server_url:
+            return
+        picked = self.dispatcher.next_job()
+        if picked is None:
+            wait = self.dispatcher.wake_in()
+            if wait is not None:
+                self._retry_timer.start(int(wait * 1000) + 100)
+            return
+        job, config = picked
+        self._status.run_error = None
+        self._status.view(job.config_id).reset("waiting")
+        self._start(JobWorker(self._new_run(key), job, config), self._job_done)
+
+    def _job_done(self, outcome: object) -> None:
+        assert isinstance(outcome, Outcome)
+        self.dispatcher.finished(outcome)
+        result = RunResult((outcome.result,) if outcome.result is not None else ())
+        if outcome.result is None and outcome.status == "skipped" and outcome.reason:
+            title = self._status.view(outcome.job.config_id).title
+            log.info("%s: skipped: %s", title, outcome.reason)
+        self._run_done(result)
+
+    # -- pause --------------------------------------------------------------------------------------
+
+    def pause(self, duration: timedelta) -> None:
+        """No automatic backups until ``now + duration`` (*Back Up Now* still works)."""
+        self.paused_until = datetime.now(UTC) + duration
+        self.scheduler.pause(self.paused_until)
+        self._pause_timer.start(int(duration.total_seconds() * 1000))
+        log.info("backups paused until %s", self.paused_until.astimezone().strftime("%H:%M"))
+        self.changed.emit()
+
+    def resume(self) -> None:
+        if self.paused_until is None:
+            return
+        self.paused_until = None
+        self.scheduler.resume()
+        self._pause_timer.stop()
+        log.info("backups resumed")
+        self.changed.emit()
+        self.check_schedules()  # the slots missed meanwhile: one catch-up run each
+
+    # -- the worker ---------------------------------------------------------------------------------
+
+    def _new_run(self, key: str) -> RunContext:
+        """A new run's context, with a new ``CancelToken`` (``cancel()`` reaches it)."""
+        self._cancel = CancelToken()
+        return RunContext(self._pairing.settings, key, self._state, self._cancel, self.socket)
+
+    def _start(self, worker: BackupWorker | JobWorker, done: Callable[[object], None]) -> None:
+        worker.signals.progress.connect(self.progress)
+        worker.signals.finished.connect(done)
+        self._worker = worker
+        self._pool.start(worker)
+        self.changed.emit()
+
+    def _run_done(self, result: object) -> None:
+        assert isinstance(result, RunResult)
+        self._worker, self._cancel = None, None
+        if self._closed:
+            return
+        self._status.run_ended(self._state.load())
+        self.changed.emit()
+        self.finished.emit(result)
+        QTimer.singleShot(0, self._dispatch)  # a scheduled or requested job may be waiting
