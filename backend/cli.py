@@ -93,12 +93,12 @@ def run_migrations(quiet: bool = False) -> None:
 
 def _check_storage(settings: Settings) -> None:
     from backend.services.container import make_storage
-    from backend.storage import StorageError
+    from backend.storage import ObjectStoreError
 
     storage = make_storage(settings)
     try:
         asyncio.run(storage.check())
-    except StorageError as exc:
+    except ObjectStoreError as exc:
         raise SystemExit(
             f"backapp: storage is not usable ({storage.kind}, bucket {storage.bucket!r}): {exc}\n"
             "Check AWS_S3_BUCKET, AWS_S3_ENDPOINT, AWS_REGION and the credentials."
@@ -285,7 +285,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from backend.db import bind_tables, make_engine
     from backend.errors import DomainError
     from backend.services.container import make_storage
-    from backend.services.server_runner import (
+    from backend.services.server_side import (
         LocalStorageTransport,
         ServerRestoreSource,
         load_restorable,

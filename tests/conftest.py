@@ -32,7 +32,7 @@ from backend.services import Services  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.storage import LocalStorage  # noqa: E402
 from tests.support.api import ApiClient  # noqa: E402
-from tests.support.live import LiveServerFactory  # noqa: E402
+from tests.support.server_process import LiveServerFactory  # noqa: E402
 
 pytest_plugins = ["tests.support.postgres", "tests.support.s3"]
 

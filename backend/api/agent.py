@@ -164,7 +164,7 @@ class AgentApiController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> AgentBackupsResponse:
         return AgentBackupsResponse(
-            backups=await services.backups.restorable(agent, config_id, limit)
+            backups=await services.restores.restorable(agent, config_id, limit)
         )
 
     @post(
@@ -176,7 +176,7 @@ class AgentApiController(Controller):
     async def restore(
         self, data: JSONBody[RestoreRequest], agent: AgentDep, services: ServicesDep
     ) -> RestoreResponse:
-        return RestoreResponse(restore=await services.backups.restore(agent, data.backup_id))
+        return RestoreResponse(restore=await services.restores.restore(agent, data.backup_id))
 
     @post("/log", status_code=HTTP_201_CREATED, dependencies=_AGENT, summary="Send a log line")
     async def log(

@@ -26,7 +26,7 @@ from litestar.exceptions import WebSocketDisconnect
 from backend.errors import DomainError, NotAuthenticated, RateLimited
 from backend.schemas import ProgressRequest
 from backend.services import AgentIdentity, Services
-from backend.services.live import agent_channel
+from backend.services.pubsub import agent_channel
 from backend.services.runs import run_message
 
 __all__ = ["serve_agent_socket"]

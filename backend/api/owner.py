@@ -177,7 +177,7 @@ class BackupController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> BackupListResponse:
-        backups, total = await services.backups.list_backups(
+        backups, total = await services.history.list_backups(
             user,
             config_id=config_id,
             agent_id=agent_id,
@@ -200,7 +200,7 @@ class BackupController(Controller):
         services: ServicesDep,
         redirect: FromQuery[bool] = False,
     ) -> Response[DownloadResponse] | Redirect:
-        download = await services.backups.download(user, backup_id)
+        download = await services.restores.download(user, backup_id)
         if redirect:
             return Redirect(download.url, status_code=HTTP_303_SEE_OTHER)
         return Response(DownloadResponse(download=download))
@@ -209,7 +209,7 @@ class BackupController(Controller):
     async def get_backup(
         self, backup_id: FromPath[str], user: UserDep, services: ServicesDep
     ) -> BackupResponse:
-        return BackupResponse(backup=await services.backups.get(user, backup_id))
+        return BackupResponse(backup=await services.history.get(user, backup_id))
 
 
 class AlertController(Controller):

@@ -36,7 +36,15 @@ from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
 from backend.settings import Settings
 
-__all__ = ["AgentIdentity", "AgentRegistry", "AgentService", "compute_status"]
+__all__ = [
+    "AgentIdentity",
+    "AgentRegistry",
+    "AgentService",
+    "assigned_config",
+    "compute_status",
+    "filter_uuid",
+    "parse_uuid",
+]
 
 log = logging.getLogger("backapp.agents")
 
@@ -370,12 +378,43 @@ def _agent_out(
 
 
 def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
+    """An id in a path: one that is not a UUID names nothing, so :class:`NotFound`."""
     if isinstance(value, uuid.UUID):
         return value
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise NotFound(f"{what} not found") from None
+
+
+def filter_uuid(value: str, name: str) -> uuid.UUID:
+    """An id given as a filter (``?configId=``): one that is not a UUID is a bad request."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: not a valid id", field=name) from None
+
+
+async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
+    """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
+    else :class:`NotFound` (a config of another agent or user is not revealed)."""
+    try:
+        cid = uuid.UUID(config_id)
+    except ValueError:
+        raise NotFound("configId: no such config assigned to this agent") from None
+    config = (
+        await BackupConfig.select(BackupConfig.name)
+        .where(
+            (BackupConfig.id == cid)
+            & (BackupConfig.agent == agent.id)
+            & (BackupConfig.user == agent.user_id)
+            & (BackupConfig.execution_mode == "agent")
+        )
+        .first()
+    )
+    if config is None:
+        raise NotFound("configId: no such config assigned to this agent")
+    return cid, str(config["name"])
 
 
 class AgentService:

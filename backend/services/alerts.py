@@ -37,7 +37,7 @@ from backend.services.notify import Notifier, NotifyError
 from backend.settings import Settings
 from desktop_agent.engine.schedule import Schedule, ScheduleError, resolve_timezone
 
-__all__ = ["FAILED_LOOKBACK", "AlertReport", "AlertService", "config_schedule"]
+__all__ = ["FAILED_LOOKBACK", "AlertReport", "AlertService", "config_options", "config_schedule"]
 
 log = logging.getLogger("backapp.alerts")
 
@@ -45,7 +45,8 @@ FAILED_LOOKBACK = timedelta(days=7)
 DEFAULT_GRACE_MINUTES = 60
 
 
-def _options(raw: Any) -> dict[str, Any]:
+def config_options(raw: Any) -> dict[str, Any]:
+    """A config row's ``options`` as a dict (stored as JSON text on SQLite); ``{}`` when unreadable."""
     if isinstance(raw, str):
         try:
             raw = msgspec.json.decode(raw)
@@ -57,9 +58,11 @@ def _options(raw: Any) -> dict[str, Any]:
 def config_schedule(options: Any) -> Schedule | None:
     """The schedule in a config's options, or None (none, or one that cannot be understood).
 
-    Stored schedules are normalised (``Schedule.to_json``: a preset also carries its ``cron``),
-    which ``Schedule.parse`` refuses as ambiguous; the preset is what the user chose."""
-    value = _options(options).get("schedule")
+    Stored schedules are normalised (``Schedule.to_json``: a preset also carries its ``cron``).
+    ``Schedule.parse`` reads that form, but refuses it when the two disagree (a row edited by
+    hand); the preset is what the user chose, so it alone is read and the ``cron`` beside it is
+    dropped."""
+    value = config_options(options).get("schedule")
     if isinstance(value, dict) and "preset" in value:
         value = {k: v for k, v in value.items() if k != "cron"}
     try:
@@ -169,7 +172,7 @@ class AlertService:
         )
         out: list[_Wanted] = []
         for config in configs:
-            options = _options(config["options"])
+            options = config_options(config["options"])
             schedule = config_schedule(options)
             if schedule is None:
                 continue

@@ -1,7 +1,13 @@
-"""Backups: handing out upload URLs, verifying what landed, and the history.
+"""Backups being made: opening an upload, its parts and progress, and verifying what landed.
 
 A backup is ``completed`` only when its object is in storage and its size (and SHA-256, where the
-storage can tell) match what the agent reported; otherwise it is ``failed`` with the reason.
+storage can tell) match what the runner reported; otherwise it is ``failed`` with the reason.
+
+Two runners make backups and both open their upload with :meth:`BackupService.open_upload`: an agent
+through ``POST /api/agent/backup/start`` (:meth:`BackupService.start` checks what it asks for
+first), and the server itself for server-side configs (:mod:`backend.services.server_side`). What
+the owner reads afterwards is :mod:`backend.services.history`; restores are
+:mod:`backend.services.restores`.
 """
 
 from __future__ import annotations
@@ -9,40 +15,40 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
-from piccolo.custom_types import Combinable
-from piccolo.query.functions.aggregate import Count, Sum
 
 from backend.agents.tables import Agent
-from backend.backups.tables import BackupConfig, BackupLog
+from backend.backups.tables import BackupLog
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
-    AgentBackupOut,
-    BackupOut,
-    BackupTotals,
     CompleteRequest,
-    ConfigLastBackups,
-    DownloadInfo,
     PartUrl,
     ProgressRequest,
     StartRequest,
     UploadedPart,
     UploadInfo,
 )
-from backend.services.accounts import CurrentUser
-from backend.services.agents import AgentIdentity, parse_uuid
+from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
-from backend.services.live import LiveEvents
+from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
-from backend.storage import CompletedPart, NoSuchUpload, ObjectInfo, Storage, StorageError
+from backend.storage import (
+    CompletedPart,
+    NoSuchUpload,
+    ObjectInfo,
+    ObjectStoreError,
+    PartChecksum,
+    Storage,
+)
 from backend.storage import InvalidParts as StorageInvalidParts
 
-__all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService"]
+__all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
 
 log = logging.getLogger("backapp.backups")
 
@@ -61,7 +67,7 @@ async def _storage_call(fn: Callable[[], Awaitable[T]]) -> T:
         return await fn()
     except (NoSuchUpload, StorageInvalidParts):
         raise
-    except StorageError as exc:
+    except ObjectStoreError as exc:
         raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
 
 
@@ -75,13 +81,46 @@ def _errors_json(errors: list[Any]) -> list[Any]:
     return out
 
 
+@dataclass(frozen=True)
+class NewBackup:
+    """A backup about to be uploaded: whose, of which config, the file, and why it runs."""
+
+    user_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    """None for a server-side backup (the server runs it)."""
+    config_id: uuid.UUID
+    config_name: str
+    filename: str
+    filesize: int | None = None
+    """The runner's estimate before the archive is written (shown while it runs)."""
+    multipart: bool = False
+    size: int | None = None
+    """The exact size, when known before the upload (signed into a single PUT)."""
+    sha256: str | None = None
+    part_checksum: PartChecksum = "sha256"
+    """With ``multipart``: the checksum every part carries."""
+    trigger: str = "manual"
+    attempt: int = 1
+    max_attempts: int = 1
+    run_request: uuid.UUID | None = None
+    """The Back Up Now request this backup answers."""
+
+
 class BackupService:
+    """Opens uploads, signs their parts, keeps their progress and verifies them on completion."""
+
     def __init__(
-        self, settings: Settings, storage: Storage, live: LiveEvents | None = None
+        self,
+        settings: Settings,
+        storage: Storage,
+        live: LiveEvents | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``clock`` stamps when a backup starts and ends (a test's server runner controls it)."""
         self.settings = settings
         self.storage = storage
         self.live = live
+        self.clock = clock
 
     def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
         """Tell the owner's open pages that a backup started or finished."""
@@ -99,10 +138,10 @@ class BackupService:
             },
         )
 
-    # --- agent side -------------------------------------------------------------------------
-
-    async def _agent_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
-        row = (
+    async def find_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
+        """The log ``log_id`` if this runner made it, else :class:`NotFound`. Every call on a
+        running backup finds its log here (the server's own runner scopes it otherwise)."""
+        row: dict[str, Any] | None = (
             await BackupLog.select()
             .where(
                 (BackupLog.id == parse_uuid(log_id, "backup log"))
@@ -115,26 +154,12 @@ class BackupService:
             raise NotFound("logId: no such backup log for this agent")
         return row
 
-    def _expires(self) -> datetime:
-        return utcnow() + timedelta(seconds=self.settings.presign_seconds)
+    # --- opening an upload --------------------------------------------------------------------
 
     async def start(self, agent: AgentIdentity, req: StartRequest) -> tuple[str, UploadInfo]:
-        try:
-            config_id = uuid.UUID(req.config_id)
-        except ValueError:
-            raise NotFound("configId: no such config assigned to this agent") from None
-        config = (
-            await BackupConfig.select(BackupConfig.id, BackupConfig.name)
-            .where(
-                (BackupConfig.id == config_id)
-                & (BackupConfig.agent == agent.id)
-                & (BackupConfig.user == agent.user_id)
-                & (BackupConfig.execution_mode == "agent")
-            )
-            .first()
-        )
-        if config is None:
-            raise NotFound("configId: no such config assigned to this agent")
+        """``POST /api/agent/backup/start``: check the config, attempts and request the agent
+        names, then :meth:`open_upload`."""
+        config_id, config_name = await assigned_config(agent, req.config_id)
         max_attempts = req.max_attempts if req.max_attempts is not None else req.attempt
         if req.attempt > max_attempts:
             raise InvalidInput(
@@ -143,11 +168,40 @@ class BackupService:
         run_request = None
         if req.run_request_id is not None:
             run_request = await check_run_request(agent.id, config_id, req.run_request_id)
-        trigger = req.trigger or ("request" if run_request is not None else "manual")
-        key = backup_key(
-            user_id=agent.user_id, agent_id=agent.id, config_id=config_id, filename=req.filename
+        return await self.open_upload(
+            NewBackup(
+                user_id=agent.user_id,
+                agent_id=agent.id,
+                config_id=config_id,
+                config_name=config_name,
+                filename=req.filename,
+                filesize=req.filesize,
+                multipart=req.multipart,
+                size=req.size,
+                sha256=req.sha256,
+                part_checksum=req.part_checksum,
+                trigger=req.trigger or ("request" if run_request is not None else "manual"),
+                attempt=req.attempt,
+                max_attempts=max_attempts,
+                run_request=run_request,
+            )
         )
-        if not req.multipart and req.size is not None and req.size > SINGLE_PUT_LIMIT:
+
+    async def open_upload(self, new: NewBackup) -> tuple[str, UploadInfo]:
+        """Open the upload of a new backup; returns its log id and how to upload.
+
+        Builds the object key (refusing a bad file name), refuses a key that a backup or an
+        object already holds, records the ``running`` log, creates the multipart upload or signs
+        the single PUT, marks the Back Up Now request it answers as started and tells the owner's
+        pages. A storage that does not answer is :class:`StorageUnavailable` and leaves no log.
+        """
+        key = backup_key(
+            user_id=new.user_id,
+            agent_id=new.agent_id,
+            config_id=new.config_id,
+            filename=new.filename,
+        )
+        if not new.multipart and new.size is not None and new.size > SINGLE_PUT_LIMIT:
             raise InvalidInput(
                 "size: a single upload is limited to 5 GiB; start with multipart: true",
                 field="size",
@@ -157,27 +211,28 @@ class BackupService:
         if await _storage_call(lambda: self.storage.head(key)) is not None:
             raise Conflict(f"filename: {key} already holds a backup; pick a new name")
 
+        sha256 = new.sha256.lower() if new.sha256 else None
         log_id = uuid.uuid4()
         row = BackupLog(
             id=log_id,
-            user=agent.user_id,
-            config=config_id,
-            agent=agent.id,
-            config_name=config["name"],
+            user=new.user_id,
+            config=new.config_id,
+            agent=new.agent_id,
+            config_name=new.config_name,
             status="running",
             s3_path=key,
-            filename=req.filename,
-            filesize_estimate=req.filesize,
-            expected_size=req.size,
-            expected_sha256=req.sha256.lower() if req.sha256 else None,
-            upload_state="multipart" if req.multipart else "single",
-            part_checksum=req.part_checksum if req.multipart else "sha256",
+            filename=new.filename,
+            filesize_estimate=new.filesize,
+            expected_size=new.size,
+            expected_sha256=sha256,
+            upload_state="multipart" if new.multipart else "single",
+            part_checksum=new.part_checksum if new.multipart else "sha256",
             errors=[],
-            started_at=utcnow(),
-            trigger=trigger,
-            attempt=req.attempt,
-            max_attempts=max_attempts,
-            run_request=str(run_request) if run_request is not None else None,
+            started_at=self.clock(),
+            trigger=new.trigger,
+            attempt=new.attempt,
+            max_attempts=new.max_attempts,
+            run_request=str(new.run_request) if new.run_request is not None else None,
         )
         try:
             await row.save()
@@ -186,31 +241,28 @@ class BackupService:
                 raise Conflict(f"filename: {key} is already used by another backup") from exc
             raise
 
-        if req.multipart:
+        if new.multipart:
             try:
                 upload_id = await _storage_call(
-                    lambda: self.storage.create_multipart(key, checksum=req.part_checksum)
+                    lambda: self.storage.create_multipart(key, checksum=new.part_checksum)
                 )
             except Exception:
                 await BackupLog.delete().where(BackupLog.id == log_id)
                 raise
             await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
-            await self._started(agent, log_id, config_id, run_request)
+            await self._started(new, log_id)
             return str(log_id), UploadInfo(
                 method="MULTIPART",
                 upload_id=upload_id,
                 part_size=self.settings.multipart_part_size,
                 max_parts=MAX_PARTS,
-                expires_at=iso(self._expires()) or "",
+                expires_at=iso(utcnow() + timedelta(seconds=self.settings.presign_seconds)) or "",
                 s3_path=key,
-                part_checksum=req.part_checksum,
+                part_checksum=new.part_checksum,
             )
-        await self._started(agent, log_id, config_id, run_request)
+        await self._started(new, log_id)
         presigned = self.storage.presign_put(
-            key,
-            expires_in=self.settings.presign_seconds,
-            size=req.size,
-            sha256=req.sha256.lower() if req.sha256 else None,
+            key, expires_in=self.settings.presign_seconds, size=new.size, sha256=sha256
         )
         return str(log_id), UploadInfo(
             method="PUT",
@@ -220,19 +272,15 @@ class BackupService:
             s3_path=key,
         )
 
-    async def _started(
-        self,
-        agent: AgentIdentity,
-        log_id: uuid.UUID,
-        config_id: uuid.UUID,
-        run_request: uuid.UUID | None,
-    ) -> None:
-        if run_request is not None:
-            await mark_run_started(run_request, log_id)
+    async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
+        if new.run_request is not None:
+            await mark_run_started(new.run_request, log_id)
         self._publish(
-            {"id": log_id, "user": agent.user_id, "config": config_id, "agent": agent.id},
+            {"id": log_id, "user": new.user_id, "config": new.config_id, "agent": new.agent_id},
             "running",
         )
+
+    # --- while it runs ------------------------------------------------------------------------
 
     async def progress(self, agent: AgentIdentity, req: ProgressRequest) -> None:
         """Keep the latest progress event on the running backup and show it on the owner's pages;
@@ -251,7 +299,7 @@ class BackupService:
             await self._config_progress(agent, req.config_id, event)
             return
         assert req.log_id is not None
-        row = await self._agent_log(agent, req.log_id)
+        row = await self.find_log(agent, req.log_id)
         if row["status"] != "running":
             raise Conflict(f"logId: this backup is already {row['status']}")
         await BackupLog.update({BackupLog.progress: event}).where(
@@ -281,17 +329,7 @@ class BackupService:
                 f"yet); send logId for {event['phase']}",
                 field="phase",
             )
-        try:
-            cid = uuid.UUID(config_id)
-        except ValueError:
-            raise NotFound("configId: no such config assigned to this agent") from None
-        if not await BackupConfig.exists().where(
-            (BackupConfig.id == cid)
-            & (BackupConfig.agent == agent.id)
-            & (BackupConfig.user == agent.user_id)
-            & (BackupConfig.execution_mode == "agent")
-        ):
-            raise NotFound("configId: no such config assigned to this agent")
+        cid, _ = await assigned_config(agent, config_id)
         if self.live is not None:
             self.live.to_user(
                 agent.user_id,
@@ -305,7 +343,7 @@ class BackupService:
             )
 
     async def _running_multipart(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
-        row = await self._agent_log(agent, log_id)
+        row = await self.find_log(agent, log_id)
         if row["status"] != "running":
             raise Conflict(f"logId: this backup is already {row['status']}")
         if row["upload_state"] not in ("multipart", "assembled") or not row["upload_id"]:
@@ -379,7 +417,7 @@ class BackupService:
         return info.size
 
     async def upload_abort(self, agent: AgentIdentity, log_id: str, reason: str) -> None:
-        row = await self._agent_log(agent, log_id)
+        row = await self.find_log(agent, log_id)
         if row["status"] == "completed":
             raise Conflict("logId: this backup already completed; it cannot be aborted")
         await self._abort_upload(row)
@@ -392,7 +430,7 @@ class BackupService:
                 await self.storage.abort_multipart(row["s3_path"], row["upload_id"])
             except NoSuchUpload:
                 pass
-            except StorageError:
+            except ObjectStoreError:
                 log.warning(
                     "could not abort multipart upload of log %s; storage lifecycle rules "
                     "will clean it up",
@@ -416,7 +454,7 @@ class BackupService:
         values: dict[Any, Any] = {
             BackupLog.status: status,
             BackupLog.error: error,
-            BackupLog.completed_at: utcnow(),
+            BackupLog.completed_at: self.clock(),
         }
         if req is not None:
             values.update(
@@ -446,7 +484,7 @@ class BackupService:
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:
         """Record the agent's report; returns the log's final status (idempotent on retries)."""
-        row = await self._agent_log(agent, req.log_id)
+        row = await self.find_log(agent, req.log_id)
         if row["status"] != "running":
             return self._already_finished(row, req.status)
 
@@ -455,7 +493,7 @@ class BackupService:
             await self._finish(
                 row, status="failed", error=req.error or "the agent reported a failure", req=req
             )
-            return self._already_finished(await self._agent_log(agent, req.log_id), req.status)
+            return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
         if row["upload_state"] == "multipart":
             raise Conflict(
@@ -485,12 +523,12 @@ class BackupService:
             reason = "sha256 mismatch: complete and start reported different checksums"
         if reason is not None:
             await self._finish(row, status="failed", error=reason, req=req, info=info)
-            final = await self._agent_log(agent, req.log_id)
+            final = await self.find_log(agent, req.log_id)
             if final["status"] == "failed":
                 raise Conflict(f"backup failed verification: {final['error']}")
             return str(final["status"])
         await self._finish(row, status="completed", req=req, info=info)
-        return self._already_finished(await self._agent_log(agent, req.log_id), req.status)
+        return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
     @staticmethod
     def _already_finished(row: dict[str, Any], requested: str) -> str:
@@ -500,230 +538,6 @@ class BackupService:
             f"logId: this backup is already {row['status']}"
             + (f" ({row['error']})" if row["error"] else "")
         )
-
-    # --- restores ----------------------------------------------------------------------------
-
-    async def _restorable_configs(self, agent: AgentIdentity) -> list[uuid.UUID]:
-        rows = await BackupConfig.select(BackupConfig.id).where(
-            (BackupConfig.agent == agent.id) & (BackupConfig.user == agent.user_id)
-        )
-        return [r["id"] for r in rows]
-
-    async def restorable(
-        self, agent: AgentIdentity, config_id: str | None = None, limit: int = 100
-    ) -> list[AgentBackupOut]:
-        """Completed backups of the configs assigned to this agent, whoever made them (a
-        replacement laptop restores what the old one backed up), newest first."""
-        configs = await self._restorable_configs(agent)
-        if config_id:
-            wanted = _filter_uuid(config_id, "configId")
-            configs = [c for c in configs if c == wanted]
-        if not configs:
-            return []
-        rows = (
-            await BackupLog.select()
-            .where(
-                (BackupLog.user == agent.user_id)
-                & (BackupLog.config.is_in(configs))
-                & (BackupLog.status == "completed")
-            )
-            .order_by(BackupLog.started_at, ascending=False)
-            .limit(limit)
-        )
-        return [
-            AgentBackupOut(
-                id=str(r["id"]),
-                config_id=str(r["config"]) if r["config"] else None,
-                config_name=r["config_name"],
-                filename=r["filename"],
-                s3_path=r["s3_path"],
-                size=r["size"],
-                sha256=r["sha256"],
-                files_processed=r["files_processed"],
-                started_at=iso(r["started_at"]) or "",
-                completed_at=iso(r["completed_at"]),
-            )
-            for r in rows
-        ]
-
-    def _download(self, row: dict[str, Any]) -> DownloadInfo:
-        presigned = self.storage.presign_get(
-            row["s3_path"], expires_in=self.settings.presign_seconds, download_name=row["filename"]
-        )
-        return DownloadInfo(
-            backup_id=str(row["id"]),
-            url=presigned.url,
-            method="GET",
-            expires_at=iso(presigned.expires_at) or "",
-            size=row["size"],
-            sha256=row["sha256"],
-            filename=row["filename"],
-            s3_path=row["s3_path"],
-        )
-
-    async def restore(self, agent: AgentIdentity, backup_id: str) -> DownloadInfo:
-        configs = await self._restorable_configs(agent)
-        row = (
-            await BackupLog.select()
-            .where(
-                (BackupLog.id == parse_uuid(backup_id, "backup"))
-                & (BackupLog.user == agent.user_id)
-            )
-            .first()
-        )
-        if row is None or row["config"] not in configs:
-            raise NotFound("backupId: no such backup of a config assigned to this agent")
-        if row["status"] != "completed":
-            raise Conflict(f"backupId: this backup is {row['status']}, there is nothing to restore")
-        return self._download(row)
-
-    async def download(self, user: CurrentUser, backup_id: str) -> DownloadInfo:
-        row = (
-            await BackupLog.select()
-            .where((BackupLog.id == parse_uuid(backup_id, "backup")) & (BackupLog.user == user.id))
-            .first()
-        )
-        if row is None:
-            raise NotFound("backup not found")
-        if row["status"] != "completed":
-            raise Conflict(
-                f"this backup is {row['status']}: only completed backups can be downloaded"
-            )
-        return self._download(row)
-
-    # --- owner side -------------------------------------------------------------------------
-
-    @staticmethod
-    def _out(row: dict[str, Any]) -> BackupOut:
-        errors = row["errors"]
-        if isinstance(errors, str):
-            errors = msgspec.json.decode(errors)
-        return BackupOut(
-            id=str(row["id"]),
-            config_id=str(row["config"]) if row["config"] else None,
-            config_name=row["config_name"],
-            agent_id=str(row["agent"]) if row["agent"] else None,
-            status=row["status"],
-            s3_path=row["s3_path"],
-            filename=row["filename"],
-            filesize=row["filesize_estimate"],
-            size=row["size"] if row["status"] == "completed" else None,
-            sha256=row["sha256"] if row["status"] == "completed" else None,
-            files_processed=row["files_processed"],
-            bytes_transferred=row["bytes_transferred"],
-            duration=row["duration_ms"],
-            errors=list(errors or []),
-            error=row["error"],
-            started_at=iso(row["started_at"]) or "",
-            completed_at=iso(row["completed_at"]),
-            deleted_at=iso(row.get("deleted_at")),
-            trigger=row.get("trigger") or "manual",
-            attempt=row.get("attempt") or 1,
-            max_attempts=row.get("max_attempts") or 1,
-            progress=_json_object(row.get("progress")) if row["status"] == "running" else None,
-        )
-
-    async def list_backups(
-        self,
-        user: CurrentUser,
-        *,
-        config_id: str | None = None,
-        agent_id: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> tuple[list[BackupOut], int]:
-        where: Combinable = BackupLog.user == user.id
-        if config_id:
-            where = where & (BackupLog.config == _filter_uuid(config_id, "configId"))
-        if agent_id:
-            where = where & (BackupLog.agent == _filter_uuid(agent_id, "agentId"))
-        if status:
-            where = where & (BackupLog.status == status)
-        if since:
-            where = where & (BackupLog.started_at >= since)
-        if until:
-            where = where & (BackupLog.started_at < until)
-        total = await BackupLog.count().where(where)
-        rows = (
-            await BackupLog.select()
-            .where(where)
-            .order_by(BackupLog.started_at, ascending=False)
-            .limit(limit)
-            .offset(offset)
-        )
-        return [self._out(r) for r in rows], total
-
-    async def last_backups(self, user: CurrentUser) -> dict[str, ConfigLastBackups]:
-        """Per config of this user: its newest backup and its newest completed backup.
-
-        Two indexed lookups per config at most (one when the newest one completed); a user has
-        tens of configs, not thousands."""
-        configs = await BackupConfig.select(BackupConfig.id).where(BackupConfig.user == user.id)
-        result: dict[str, ConfigLastBackups] = {}
-        for config in configs:
-            newest = await self._newest(user, config["id"], None)
-            if newest is None or newest["status"] == "completed":
-                completed = newest
-            else:
-                completed = await self._newest(user, config["id"], "completed")
-            result[str(config["id"])] = ConfigLastBackups(
-                config_id=str(config["id"]),
-                last=self._out(newest) if newest else None,
-                last_completed=self._out(completed) if completed else None,
-            )
-        return result
-
-    @staticmethod
-    async def _newest(
-        user: CurrentUser, config_id: uuid.UUID, status: str | None
-    ) -> dict[str, Any] | None:
-        where: Combinable = (BackupLog.config == config_id) & (BackupLog.user == user.id)
-        if status:
-            where = where & (BackupLog.status == status)
-        row: dict[str, Any] | None = (
-            await BackupLog.select()
-            .where(where)
-            .order_by(BackupLog.started_at, ascending=False)
-            .first()
-        )
-        return row
-
-    async def totals(self, user: CurrentUser) -> BackupTotals:
-        """Verified bytes in storage (completed backups) and how many backups are in each state."""
-        rows = (
-            await BackupLog.select(
-                BackupLog.status,
-                Count(BackupLog.id).as_alias("n"),
-                Sum(BackupLog.size).as_alias("bytes"),
-            )
-            .where(BackupLog.user == user.id)
-            .group_by(BackupLog.status)
-        )
-        by_status = {r["status"]: r for r in rows}
-
-        def count(status: str) -> int:
-            return int(by_status[status]["n"]) if status in by_status else 0
-
-        completed = by_status.get("completed")
-        return BackupTotals(
-            stored_bytes=int(completed["bytes"] or 0) if completed else 0,
-            completed=count("completed"),
-            failed=count("failed"),
-            running=count("running"),
-        )
-
-    async def get(self, user: CurrentUser, backup_id: str) -> BackupOut:
-        row = (
-            await BackupLog.select()
-            .where((BackupLog.id == parse_uuid(backup_id, "backup")) & (BackupLog.user == user.id))
-            .first()
-        )
-        if row is None:
-            raise NotFound("backup not found")
-        return self._out(row)
 
 
 def _part_checksum(
@@ -750,19 +564,3 @@ def _part_checksum(
             field=f"{prefix}{expected}",
         )
     return (sha256.lower(), None) if sha256 is not None else (None, crc32)
-
-
-def _json_object(value: Any) -> dict[str, Any] | None:
-    if isinstance(value, str):
-        try:
-            value = msgspec.json.decode(value)
-        except msgspec.DecodeError:
-            return None
-    return value if isinstance(value, dict) else None
-
-
-def _filter_uuid(value: str, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidInput(f"{name}: not a valid id", field=name) from None

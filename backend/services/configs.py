@@ -24,7 +24,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import config_prefix
-from backend.services.server_runner import check_server_sources
+from backend.services.server_side import check_server_sources
 from backend.settings import Settings
 from backend.storage import Storage
 from desktop_agent.engine.schedule import Schedule, ScheduleError

@@ -9,8 +9,10 @@ from backend.services.agents import AgentRegistry, AgentService
 from backend.services.alerts import AlertService
 from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
+from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
-from backend.services.live import LiveEvents
+from backend.services.pubsub import LiveEvents
+from backend.services.restores import RestoreService
 from backend.services.runs import RunService
 from backend.services.tasks import PeriodicTasks
 from backend.settings import Settings
@@ -49,6 +51,8 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    history: BackupHistory
+    restores: RestoreService
     live: LiveEvents
     runs: RunService
     leases: LeaseService
@@ -70,6 +74,8 @@ class Services:
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
             backups=BackupService(settings, storage, live),
+            history=BackupHistory(),
+            restores=RestoreService(settings, storage),
             live=live,
             runs=RunService(settings, live, leases),
             leases=leases,

@@ -25,7 +25,7 @@ import msgspec
 
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.services.clock import aware, utcnow
-from backend.storage import Storage, StorageError
+from backend.storage import ObjectStoreError, Storage
 
 __all__ = ["RetentionReport", "RetentionService", "retention_days"]
 
@@ -100,7 +100,7 @@ class RetentionService:
         backup_id = str(row["id"])
         try:
             await self.storage.delete(row["s3_path"])
-        except StorageError as exc:
+        except ObjectStoreError as exc:
             log.warning(
                 "retention: could not delete %s (backup %s): %s", row["s3_path"], backup_id, exc
             )

@@ -21,10 +21,10 @@ from backend.backups.tables import BackupConfig, RunRequest
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.schemas import RunRequestOut, RunRequestRef
 from backend.services.accounts import CurrentUser
-from backend.services.agents import AgentIdentity, parse_uuid
+from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import aware, iso, utcnow
 from backend.services.leases import LeaseGrant, LeaseService, config_lease_name
-from backend.services.live import SERVER_CHANNEL, LiveEvents
+from backend.services.pubsub import SERVER_CHANNEL, LiveEvents
 from backend.settings import Settings
 
 __all__ = [
@@ -244,17 +244,7 @@ class RunService:
 
     @staticmethod
     async def _agent_config(agent: AgentIdentity, config_id: str) -> uuid.UUID:
-        try:
-            cid = uuid.UUID(config_id)
-        except ValueError:
-            raise NotFound("configId: no such config assigned to this agent") from None
-        if not await BackupConfig.exists().where(
-            (BackupConfig.id == cid)
-            & (BackupConfig.agent == agent.id)
-            & (BackupConfig.user == agent.user_id)
-            & (BackupConfig.execution_mode == "agent")
-        ):
-            raise NotFound("configId: no such config assigned to this agent")
+        cid, _ = await assigned_config(agent, config_id)
         return cid
 
     async def lease_acquire(self, agent: AgentIdentity, config_id: str, ttl: int) -> LeaseGrant:
@@ -327,8 +317,10 @@ async def check_run_request(
 
 
 async def mark_run_started(run_request_id: uuid.UUID, backup_id: uuid.UUID | str) -> bool:
-    """``pending`` → ``started`` (also a request that expired while the agent was busy: it did
-    answer it). False when it had already been started by another backup."""
+    """Link the backup that answers a request: ``pending`` → ``started`` (also a request that
+    expired while the agent was busy: it did answer it). The server's own runner claims its request
+    (``started``, no backup yet) before the run, so that one only gets the backup's id. False when
+    another backup had already answered it."""
     rows = (
         await RunRequest.update(
             {
@@ -342,4 +334,14 @@ async def mark_run_started(run_request_id: uuid.UUID, backup_id: uuid.UUID | str
         )
         .returning(RunRequest.id)
     )
+    if not rows:
+        rows = (
+            await RunRequest.update({RunRequest.backup_id: str(backup_id)})
+            .where(
+                (RunRequest.id == run_request_id)
+                & (RunRequest.status == "started")
+                & RunRequest.backup_id.is_null()
+            )
+            .returning(RunRequest.id)
+        )
     return bool(rows)

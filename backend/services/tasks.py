@@ -25,10 +25,10 @@ from backend.backups.tables import Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.clock import utcnow
 from backend.services.leases import LeaseService
-from backend.services.live import SERVER_CHANNEL, LiveEvents, decode
+from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.retention import RetentionReport, RetentionService
 from backend.services.runs import REQUEST_TTL
-from backend.services.server_runner import ServerRunner
+from backend.services.server_side import ServerRunner
 from backend.settings import Settings
 from backend.storage import Storage
 

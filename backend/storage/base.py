@@ -2,17 +2,22 @@
 
 Exceptions (each backend translates its own lower-level errors at the boundary)::
 
-    StorageError            anything the storage refused or failed to do
-     ├── StorageUnavailable   endpoint unreachable, bucket missing, credentials refused; retry later
-     ├── NoSuchUpload         the multipart upload id is unknown (never created, aborted or completed)
-     ├── InvalidParts         the parts given to complete: bad etag/checksum, wrong order, too small
-     ├── ObjectExists         the key already holds an object; objects are never overwritten
-     ├── BadDigest            (local backend) a body does not match the size/checksum signed into its URL
-     └── AccessDenied         (local backend) a URL signature is invalid, expired, or for another
-                              method, key or upload
+    ObjectStoreError              anything the storage refused or failed to do
+     ├── ObjectStoreUnavailable   endpoint unreachable, bucket missing, credentials refused; retry
+     ├── NoSuchUpload             the multipart upload id is unknown (never created, aborted, completed)
+     ├── InvalidParts             the parts given to complete: bad etag/checksum, order, too small
+     ├── ObjectExists             the key already holds an object; objects are never overwritten
+     ├── BadDigest                (local backend) a body does not match the size/checksum it was
+     │                            signed for
+     └── AccessDenied             (local backend) a URL signature is invalid, expired, or for another
+                                  method, key or upload
 
-Keys are validated by :func:`validate_key` (a ``ValueError``, not a ``StorageError``: a bad key is a
-programming error of the caller, never a storage condition).
+They are named for the object store so that they are not confused with the service layer's
+:class:`backend.errors.StorageUnavailable` (the HTTP 503 a service raises after one of these) or the
+engine's ``StorageError`` (an upload to a pre-signed URL failed).
+
+Keys are validated by :func:`validate_key` (a ``ValueError``, not an ``ObjectStoreError``: a bad key
+is a programming error of the caller, never a storage condition).
 """
 
 from __future__ import annotations
@@ -37,22 +42,22 @@ __all__ = [
     "CompletedPart",
     "InvalidParts",
     "NoSuchUpload",
-    "PartChecksum",
     "ObjectExists",
     "ObjectInfo",
+    "ObjectStoreError",
+    "ObjectStoreUnavailable",
+    "PartChecksum",
     "PresignedRequest",
     "Storage",
-    "StorageError",
-    "StorageUnavailable",
     "check_part_order",
-    "part_checksum_of",
     "content_disposition",
     "crc32_b64",
     "crc32_b64_to_hex",
+    "part_checksum_of",
     "sha256_b64_to_hex",
     "sha256_hex_to_b64",
-    "validate_expires_in",
     "validate_crc32_b64",
+    "validate_expires_in",
     "validate_key",
     "validate_sha256_hex",
 ]
@@ -75,31 +80,31 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 """SigV4 refuses a pre-signed URL valid for longer than 7 days; the local backend keeps the same bound."""
 
 
-class StorageError(Exception):
+class ObjectStoreError(Exception):
     """Base of every error a storage backend raises."""
 
 
-class StorageUnavailable(StorageError):
+class ObjectStoreUnavailable(ObjectStoreError):
     """The storage did not answer or refused our credentials/bucket; safe to retry with backoff."""
 
 
-class NoSuchUpload(StorageError):
+class NoSuchUpload(ObjectStoreError):
     """The multipart upload does not exist (never created, already aborted or completed)."""
 
 
-class InvalidParts(StorageError):
+class InvalidParts(ObjectStoreError):
     """The part list cannot be assembled: unknown part, etag/checksum mismatch, order, size."""
 
 
-class ObjectExists(StorageError):
+class ObjectExists(ObjectStoreError):
     """The key already holds an object and objects are never overwritten."""
 
 
-class BadDigest(StorageError):
+class BadDigest(ObjectStoreError):
     """An uploaded body does not match the size or SHA-256 that was signed into its URL."""
 
 
-class AccessDenied(StorageError):
+class AccessDenied(ObjectStoreError):
     """A signed URL is invalid, expired, or used for another method, key or upload."""
 
 
@@ -204,7 +209,7 @@ class Storage(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise :class:`StorageUnavailable` unless the storage answers and the bucket exists."""
+        """Raise :class:`ObjectStoreUnavailable` unless the storage answers and the bucket exists."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,12 +26,20 @@ from .base import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
-    StorageError,
+    ObjectStoreError,
     content_disposition,
 )
-from .local import ROUTE_PREFIX, Grant, LocalStorage
+from .local import LocalStorage
+from .local_signing import ROUTE_PREFIX, Grant
 
-__all__ = ["RangeNotSatisfiable", "local_storage_handlers", "parse_range"]
+__all__ = [
+    "ByteSpan",
+    "RangeNotSatisfiable",
+    "byte_span",
+    "local_storage_handlers",
+    "parse_range",
+    "upload_refusal_status",
+]
 
 _ROUTE = ROUTE_PREFIX + "/{key:path}"
 _OPT = {"exclude_from_csrf": True, "agent_auth": False}
@@ -77,6 +86,49 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise RangeNotSatisfiable
     last = int(last_text) if last_text else size - 1
     return first, min(last, size - 1)
+
+
+@dataclass(frozen=True)
+class ByteSpan:
+    """What a GET sends of an object: all of it, or the one range it asked for."""
+
+    status: int
+    """200 (the whole object) or 206 (a range)."""
+    first: int
+    length: int
+    headers: dict[str, str]
+    """``accept-ranges``, ``content-length`` and, for a range, ``content-range``."""
+
+
+def byte_span(range_header: str | None, size: int) -> ByteSpan:
+    """The :class:`ByteSpan` of an object of ``size`` bytes for a request's ``Range`` header;
+    :class:`RangeNotSatisfiable` as :func:`parse_range`."""
+    byte_range = parse_range(range_header, size)
+    headers = {"accept-ranges": "bytes"}
+    first, last, status = 0, size - 1, 200
+    if byte_range is not None:
+        first, last = byte_range
+        status = 206
+        headers["content-range"] = f"bytes {first}-{last}/{size}"
+    headers["content-length"] = str(last - first + 1)
+    return ByteSpan(status=status, first=first, length=last - first + 1, headers=headers)
+
+
+_UPLOAD_REFUSALS: tuple[tuple[type[ObjectStoreError], int], ...] = (
+    (AccessDenied, 403),
+    (BadDigest, 400),
+    (NoSuchUpload, 404),
+    (ObjectExists, 409),
+)
+
+
+def upload_refusal_status(exc: ObjectStoreError | OSError) -> int:
+    """The HTTP status of a failed :meth:`LocalStorage.receive`: 4xx when the storage refuses
+    this body (sending it again changes nothing), 503 when the storage itself failed."""
+    for kind, status in _UPLOAD_REFUSALS:
+        if isinstance(exc, kind):
+            return status
+    return 503
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -126,7 +178,7 @@ async def _serve(request: Request[Any, Any, Any], key: str, *, with_body: bool) 
     storage = _storage(request)
     try:
         info: ObjectInfo | None = await storage.head(grant.key)
-    except StorageError as exc:
+    except ObjectStoreError as exc:
         return _error(503, str(exc))
     if info is None:
         return _error(404, "there is no object at this key")
@@ -138,27 +190,23 @@ async def _serve(request: Request[Any, Any, Any], key: str, *, with_body: bool) 
     if grant.filename is not None:
         headers["content-disposition"] = content_disposition(grant.filename)
     try:
-        byte_range = parse_range(request.headers.get("range"), info.size)
+        span = byte_span(request.headers.get("range"), info.size)
     except RangeNotSatisfiable:
         return _error(
             416, "the range is outside the object", {"content-range": f"bytes */{info.size}"}
         )
-    status = 200
-    first, last = 0, info.size - 1
-    if byte_range is not None:
-        status = 206
-        first, last = byte_range
-        headers["content-range"] = f"bytes {first}-{last}/{info.size}"
-    length = last - first + 1
-    headers["content-length"] = str(length)
+    headers.update(span.headers)
     if not with_body:
         return Response(
-            content=b"", status_code=status, headers=headers, media_type="application/octet-stream"
+            content=b"",
+            status_code=span.status,
+            headers=headers,
+            media_type="application/octet-stream",
         )
     path = anyio.Path(storage.object_path(grant.key))
     return Stream(
-        _file_chunks(path, first, length),
-        status_code=status,
+        _file_chunks(path, span.first, span.length),
+        status_code=span.status,
         headers=headers,
         media_type="application/octet-stream",
     )
@@ -180,16 +228,11 @@ def local_storage_handlers() -> list[HTTPRouteHandler]:
             return grant
         try:
             etag = await _storage(request).receive(grant, request.stream())
-        except AccessDenied as exc:
-            return _error(403, str(exc))
-        except BadDigest as exc:
-            return _error(400, str(exc))
-        except NoSuchUpload as exc:
-            return _error(404, str(exc))
-        except ObjectExists as exc:
-            return _error(409, str(exc))
-        except (StorageError, OSError) as exc:
-            return _error(503, f"the server could not store the upload: {exc}")
+        except (ObjectStoreError, OSError) as exc:
+            status = upload_refusal_status(exc)
+            if status == 503:
+                return _error(503, f"the server could not store the upload: {exc}")
+            return _error(status, str(exc))
         return Response(
             content=b"", status_code=200, headers={"etag": etag}, media_type="text/plain"
         )

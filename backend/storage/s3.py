@@ -30,10 +30,10 @@ from .base import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    ObjectStoreError,
+    ObjectStoreUnavailable,
     PartChecksum,
     PresignedRequest,
-    StorageError,
-    StorageUnavailable,
     check_part_order,
     content_disposition,
     part_checksum_of,
@@ -86,7 +86,7 @@ def _client_error_code(exc: ClientError) -> tuple[str, int]:
     return str(error.get("Code", "")), int(status or 0)
 
 
-def _translate(exc: Exception, what: str) -> StorageError:
+def _translate(exc: Exception, what: str) -> ObjectStoreError:
     """One botocore error → our tree. ``what`` says what we were doing, for the message."""
     if isinstance(exc, ClientError):
         code, status = _client_error_code(exc)
@@ -98,10 +98,10 @@ def _translate(exc: Exception, what: str) -> StorageError:
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
             return ObjectExists(f"{what}: the key already holds an object")
         if code in _UNAVAILABLE_CODES or status >= 500 or status in (401, 403):
-            return StorageUnavailable(f"{message}; check the bucket, credentials and endpoint")
-        return StorageError(message)
+            return ObjectStoreUnavailable(f"{message}; check the bucket, credentials and endpoint")
+        return ObjectStoreError(message)
     # BotoCoreError: connection refused/reset, timeouts, missing credentials, …
-    return StorageUnavailable(f"{what}: S3 is unreachable ({exc})")
+    return ObjectStoreUnavailable(f"{what}: S3 is unreachable ({exc})")
 
 
 def object_info_from_head(response: dict[str, Any]) -> ObjectInfo:
@@ -317,13 +317,13 @@ class S3Storage:
         if self.conditional_writes:
             kwargs["IfNoneMatch"] = "*"
         # Note: for an unknown upload id moto 5 answers 500 (a KeyError) where S3 answers
-        # NoSuchUpload; that surfaces here as StorageUnavailable.
+        # NoSuchUpload; that surfaces here as ObjectStoreUnavailable.
         await self._call(
             f"complete multipart upload of {key}", self._client.complete_multipart_upload, **kwargs
         )
         info = await self.head(key)
         if info is None:
-            raise StorageError(
+            raise ObjectStoreError(
                 f"complete multipart upload of {key}: the object is missing afterwards"
             )
         return info
@@ -350,14 +350,14 @@ class S3Storage:
         except ClientError as exc:
             code, status = _client_error_code(exc)
             if status == 404 or code in ("404", "NoSuchBucket"):
-                raise StorageUnavailable(
+                raise ObjectStoreUnavailable(
                     f"S3 bucket {self.bucket!r} does not exist; create it or fix AWS_S3_BUCKET"
                 ) from exc
-            raise StorageUnavailable(
+            raise ObjectStoreUnavailable(
                 f"S3 bucket {self.bucket!r} is not usable ({status} {code}); check the credentials"
             ) from exc
         except BotoCoreError as exc:
-            raise StorageUnavailable(f"S3 endpoint is unreachable ({exc})") from exc
+            raise ObjectStoreUnavailable(f"S3 endpoint is unreachable ({exc})") from exc
 
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from backend.web._auth import web_exception_handlers
 from backend.web._backup_pages import BackupPages
 from backend.web._config_pages import ConfigPages
 from backend.web._dashboard import DashboardPage
-from backend.web._live import events
+from backend.web._event_stream import events
 from backend.web._render import STATIC_DIR, template_config
 
 __all__ = ["template_config", "web_handlers"]

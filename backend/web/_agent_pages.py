@@ -101,7 +101,7 @@ async def _agent_page(
         user, agent.id, level=level, limit=LOG_PAGE, before=before_dt
     )
     configs = await services.configs.list_configs(user)
-    backups, backup_total = await services.backups.list_backups(user, agent_id=agent.id, limit=5)
+    backups, backup_total = await services.history.list_backups(user, agent_id=agent.id, limit=5)
     live = {"status": "partials/agent_status.html", "backups": "partials/agent_backups.html"}
     if before_dt is None:
         live["logs"] = "partials/agent_logs.html"

@@ -43,7 +43,7 @@ class BackupPages(Controller):
         config = config if config in {c.id for c in configs} else None
         agent = agent if agent in {a.id for a in agents} else None
         number = page_number or 1
-        backups, total = await services.backups.list_backups(
+        backups, total = await services.history.list_backups(
             user,
             config_id=config,
             agent_id=agent,
@@ -80,7 +80,7 @@ class BackupPages(Controller):
         user: PageUserDep,
         services: ServicesDep,
     ) -> Template:
-        backup = await services.backups.get(user, backup_id)
+        backup = await services.history.get(user, backup_id)
         agents = await services.agents.list_agents(user)
         return page(
             request,
@@ -98,5 +98,5 @@ class BackupPages(Controller):
         self, backup_id: FromPath[str], user: PageUserDep, services: ServicesDep
     ) -> Redirect:
         """To a pre-signed GET URL (valid for ``BACKAPP_PRESIGN_SECONDS``) of the archive."""
-        download = await services.backups.download(user, backup_id)
+        download = await services.restores.download(user, backup_id)
         return Redirect(download.url, status_code=303)

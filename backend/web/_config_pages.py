@@ -67,7 +67,7 @@ class ConfigPages(Controller):
     ) -> Template:
         agents = await services.agents.list_agents(user)
         configs = await services.configs.list_configs(user)
-        rows = config_rows(configs, agents, await services.backups.last_backups(user), utcnow())
+        rows = config_rows(configs, agents, await services.history.last_backups(user), utcnow())
         return page(
             request,
             "configs.html",
@@ -127,10 +127,10 @@ class ConfigPages(Controller):
     ) -> Template:
         config = await services.configs.get(user, config_id)
         agents = await services.agents.list_agents(user)
-        last = await services.backups.last_backups(user)
+        last = await services.history.last_backups(user)
         [row] = config_rows([config], agents, last, utcnow())
         number = _page_number(page_number)
-        backups, total = await services.backups.list_backups(
+        backups, total = await services.history.list_backups(
             user, config_id=config.id, limit=BACKUP_PAGE, offset=(number - 1) * BACKUP_PAGE
         )
         return page(
@@ -223,7 +223,7 @@ class ConfigPages(Controller):
         services: ServicesDep,
     ) -> Template:
         config = await services.configs.get(user, config_id)
-        _, total = await services.backups.list_backups(user, config_id=config.id, limit=1)
+        _, total = await services.history.list_backups(user, config_id=config.id, limit=1)
         return page(
             request,
             "config_delete.html",

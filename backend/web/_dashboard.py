@@ -29,8 +29,8 @@ class DashboardPage(Controller):
         now = utcnow()
         agents = await services.agents.list_agents(user)
         configs = await services.configs.list_configs(user)
-        rows = config_rows(configs, agents, await services.backups.last_backups(user), now)
-        running, _ = await services.backups.list_backups(user, status="running", limit=10)
+        rows = config_rows(configs, agents, await services.history.last_backups(user), now)
+        running, _ = await services.history.list_backups(user, status="running", limit=10)
         assigned = {c.agent_id for c in configs if c.agent_id}
         return page(
             request,
@@ -43,7 +43,7 @@ class DashboardPage(Controller):
             assigned=assigned,
             rows=rows,
             verdict=verdict(rows, now),
-            totals=await services.backups.totals(user),
+            totals=await services.history.totals(user),
             running=running,
             agent_names={a.id: a.name for a in agents},
             alerts=await services.alerts.open_alerts(user),

@@ -18,6 +18,7 @@ from litestar.template import TemplateConfig
 from backend import __version__
 from backend.services import CurrentUser, Services
 from backend.web import _format
+from backend.web._status_text import progress_percent, progress_text, schedule_text
 
 __all__ = [
     "FLASH_COOKIE",
@@ -81,13 +82,11 @@ def make_environment() -> Environment:
         utc=_format.utc,
         json=_format.compact_json,
         platform=_format.platform,
+        progress_text=progress_text,
+        progress_percent=progress_percent,
+        schedule=schedule_text,
     )
     env.globals.update(static=static_url, version=__version__)
-    from backend.web._live import progress_percent, progress_text, schedule_text
-
-    env.filters.update(
-        progress_text=progress_text, progress_percent=progress_percent, schedule=schedule_text
-    )
     return env
 
 

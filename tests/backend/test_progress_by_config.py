@@ -12,7 +12,7 @@ from litestar import Litestar
 
 from backend.backups.tables import BackupLog
 from backend.services import Services
-from backend.services.live import user_channel
+from backend.services.pubsub import user_channel
 from tests.backend.test_runs_live import AsgiSocket, app_client  # noqa: F401 - a fixture
 from tests.support.api import ApiClient
 
@@ -157,7 +157,7 @@ async def test_the_websocket_message_takes_config_id_too(
 
 def test_pages_read_a_scan_as_what_was_found_so_far() -> None:
     """The server's text (pages rendered on load) matches live.js's: no percentage while scanning."""
-    from backend.web._live import progress_percent, progress_text
+    from backend.web._status_text import progress_percent, progress_text
 
     scan = {"phase": "scanning", "filesDone": 0, "filesTotal": 12_345, "bytesTotal": 3_328_599_654}
     assert progress_text(scan) == "Scanning · 12,345 files · 3.1 GiB"

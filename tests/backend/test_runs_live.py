@@ -561,7 +561,7 @@ async def test_websocket_closes_when_the_key_is_revoked(
 
 async def test_back_up_now_of_a_server_side_config(tmp_path: Any, db_url: str) -> None:
     """No agent: the request is stored for the server's own runner and published to it."""
-    from backend.services.live import SERVER_CHANNEL
+    from backend.services.pubsub import SERVER_CHANNEL
     from backend.storage import LocalStorage
     from tests.conftest import make_settings
 

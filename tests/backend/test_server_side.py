@@ -22,7 +22,7 @@ from backend.app import create_app
 from backend.backups.tables import Alert, BackupConfig, BackupLog, RunRequest
 from backend.services import Services
 from backend.services.leases import config_lease_name
-from backend.services.server_runner import check_server_sources, retry_policy
+from backend.services.server_side import check_server_sources, retry_policy
 from backend.services.tasks import PeriodicTasks
 from backend.storage import LocalStorage, S3Storage
 from tests.conftest import ROOT, SECRET, make_settings

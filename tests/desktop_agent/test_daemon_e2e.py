@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.live import LiveServer, LiveServerFactory, Owner
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory, Owner
 
 from .test_e2e_agent import Agent, extract, s3_object, setup
 from .trees import extracted_root, snapshot

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.support.live import LiveServer, LiveServerFactory
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory
 
 from .trees import MIB, build_awkward_tree, extracted_root, snapshot
 

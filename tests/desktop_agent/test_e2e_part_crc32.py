@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import LiveServer, LiveServerFactory
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory
 
 from .test_e2e_agent import Agent, extract, random_file, s3_object, setup
 from .trees import MIB, build_awkward_tree, extracted_root, snapshot

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.live import LiveServer, LiveServerFactory, Owner
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory, Owner
 
 from .test_daemon_e2e import Daemon, source_tree, wait_for_backup
 from .test_e2e_agent import Agent, events_of, setup

@@ -254,7 +254,7 @@ def test_the_checker_walks_every_outside_folder() -> None:
     files = outside_files()
     tops = {p.relative_to(REPO).parts[0] for p in files}
     assert {"backend", "bench", "desktop_agent", "packaging", "tests"} <= tops
-    assert REPO / "backend" / "services" / "server_runner.py" in files
+    assert REPO / "backend" / "services" / "server_side" / "control_plane.py" in files
     assert not any(ENGINE_DIR in p.parents for p in files)
     assert not any(is_engine_unit_test(p) for p in files)
     assert is_engine_unit_test(REPO / "tests" / "desktop_agent" / "engine" / "test_engine.py")

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from desktop_agent.engine import ApiClient, RestoreOptions, Restorer
-from tests.support.live import LiveServer, LiveServerFactory
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory
 
 from .test_e2e_agent import Agent, agent_command, setup
 from .trees import build_awkward_tree, extracted_root, snapshot

@@ -14,8 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support.live import LiveServer, LiveServerFactory, Owner
 from tests.support.redis import redis_url  # noqa: F401 - the fixture
+from tests.support.server_process import LiveServer, LiveServerFactory, Owner
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.live import LiveServer, LiveServerFactory
+from tests.support.server_process import LiveServer, LiveServerFactory
 
 pytestmark = pytest.mark.e2e
 

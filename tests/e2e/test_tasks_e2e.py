@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.support.live import LiveServer, LiveServerFactory
+from tests.support.server_process import LiveServer, LiveServerFactory
 
 
 def sql(url: str, statement: str, *args: Any) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtWidgets import QSystemTrayIcon
 
 from desktop_agent.engine import KeyStore
-from tests.support.live import LiveServerFactory
+from tests.support.server_process import LiveServerFactory
 
 from .helpers import close_app, make_app, pair
 

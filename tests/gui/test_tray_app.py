@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QSystemTrayIcon
 from desktop_agent.engine import KeyStore, UploadStarted
 from desktop_agent.gui import Health
 from desktop_agent.gui.app import NO_TRAY_NOTICE, forward_to_running, instance_name
-from tests.support.live import LiveServerFactory
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServerFactory
 
 from .conftest import MemoryKeyring
 from .helpers import MIB, close_app, make_app, pair, random_file

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.live import free_port
+from tests.support.server_process import free_port
 
 from .conftest import ROOT, package_version
 

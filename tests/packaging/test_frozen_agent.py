@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import LiveServerFactory
 from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServerFactory
 
 from .conftest import EXE, ROOT, clean_env, package_version
 

@@ -24,17 +24,27 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from backend.storage import (
+    AccessDenied,
+    BadDigest,
     CompletedPart,
     InvalidParts,
     LocalStorage,
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    ObjectStoreError,
+    ObjectStoreUnavailable,
     crc32_b64,
     local_storage_handlers,
 )
 from backend.storage.local import Grant, canonical_string
-from backend.storage.local_routes import RangeNotSatisfiable, parse_range
+from backend.storage.local_routes import (
+    ByteSpan,
+    RangeNotSatisfiable,
+    byte_span,
+    parse_range,
+    upload_refusal_status,
+)
 
 SECRET = b"local-storage-test-secret"
 MIN_PART = 1024  # the S3 rule, scaled down so tests stay small
@@ -233,6 +243,36 @@ def test_parse_range_exact() -> None:
     for header, size in [("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10), ("bytes=0-", 0)]:
         with pytest.raises(RangeNotSatisfiable):
             parse_range(header, size)
+
+
+def test_byte_span_exact() -> None:
+    assert byte_span(None, 10) == ByteSpan(
+        status=200, first=0, length=10, headers={"accept-ranges": "bytes", "content-length": "10"}
+    )
+    assert byte_span("bytes=-3", 10) == ByteSpan(
+        status=206,
+        first=7,
+        length=3,
+        headers={
+            "accept-ranges": "bytes",
+            "content-range": "bytes 7-9/10",
+            "content-length": "3",
+        },
+    )
+    with pytest.raises(RangeNotSatisfiable):
+        byte_span("bytes=10-", 10)
+
+
+def test_upload_refusal_status() -> None:
+    """A body the storage refuses is a 4xx (sending it again changes nothing); a failing storage
+    is a 503 (worth a retry)."""
+    assert upload_refusal_status(AccessDenied("x")) == 403
+    assert upload_refusal_status(BadDigest("x")) == 400
+    assert upload_refusal_status(NoSuchUpload("x")) == 404
+    assert upload_refusal_status(ObjectExists("x")) == 409
+    assert upload_refusal_status(ObjectStoreUnavailable("x")) == 503
+    assert upload_refusal_status(ObjectStoreError("x")) == 503
+    assert upload_refusal_status(OSError("disk full")) == 503
 
 
 # -- single uploads over HTTP ----------------------------------------------------------------
@@ -458,7 +498,7 @@ async def test_check(local_server: LocalServer, tmp_path: Path) -> None:
     (tmp_path / "s" / "tmp").rmdir()
     with pytest.raises(Exception, match="missing") as info:
         await storage.check()
-    assert type(info.value).__name__ == "StorageUnavailable"
+    assert type(info.value).__name__ == "ObjectStoreUnavailable"
 
 
 # -- multipart -------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from backend.storage import (
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
+    ObjectStoreError,
+    ObjectStoreUnavailable,
     S3Storage,
-    StorageError,
-    StorageUnavailable,
     crc32_b64,
 )
 from backend.storage.s3 import _translate, object_info_from_head
@@ -218,11 +218,11 @@ def test_translate_errors() -> None:
     assert type(_translate(client_error("InvalidPart", 400), "x")) is InvalidParts
     assert type(_translate(client_error("EntityTooSmall", 400), "x")) is InvalidParts
     assert type(_translate(client_error("PreconditionFailed", 412), "x")) is ObjectExists
-    assert type(_translate(client_error("SlowDown", 503), "x")) is StorageUnavailable
-    assert type(_translate(client_error("AccessDenied", 403), "x")) is StorageUnavailable
-    assert type(_translate(client_error("Weird", 400), "x")) is StorageError
+    assert type(_translate(client_error("SlowDown", 503), "x")) is ObjectStoreUnavailable
+    assert type(_translate(client_error("AccessDenied", 403), "x")) is ObjectStoreUnavailable
+    assert type(_translate(client_error("Weird", 400), "x")) is ObjectStoreError
     unreachable = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-    assert type(_translate(unreachable, "x")) is StorageUnavailable
+    assert type(_translate(unreachable, "x")) is ObjectStoreUnavailable
 
 
 # -- against moto ----------------------------------------------------------------------------
@@ -237,7 +237,7 @@ async def test_check(s3: S3Storage, s3_server: S3Endpoint) -> None:
         access_key_id="testing",
         secret_access_key="testing",
     )
-    with pytest.raises(StorageUnavailable, match="does not exist"):
+    with pytest.raises(ObjectStoreUnavailable, match="does not exist"):
         await missing.check()
 
 
@@ -248,9 +248,9 @@ async def test_check_unreachable_endpoint() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     down = S3Storage("bucket", "us-east-1", f"http://127.0.0.1:{port}", "testing", "testing")
-    with pytest.raises(StorageUnavailable, match="unreachable"):
+    with pytest.raises(ObjectStoreUnavailable, match="unreachable"):
         await down.check()
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(ObjectStoreUnavailable):
         await down.head("a/b")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.live import LiveServerFactory
+from tests.support.server_process import LiveServerFactory
 from tests.web.test_browser import (  # noqa: F401 - fixtures
     Agent,
     chromium,

@@ -43,7 +43,7 @@ async def test_last_backups_and_totals(client: ApiClient, services: Services) ->
     photos = await client.create_config(agent_id, name="Photos")
     empty = await client.create_config(agent_id, name="Empty")
 
-    zero = await services.backups.totals(me)
+    zero = await services.history.totals(me)
     assert (zero.stored_bytes, zero.completed, zero.failed, zero.running) == (0, 0, 0, 0)
 
     first = await browser.agent_run(key, docs["id"], b"a" * 100, "one.tar.gz")
@@ -61,7 +61,7 @@ async def test_last_backups_and_totals(client: ApiClient, services: Services) ->
         key, "/api/agent/backup/start", {"configId": docs["id"], "filename": "five.tar.gz"}
     )
 
-    last = await services.backups.last_backups(me)
+    last = await services.history.last_backups(me)
     assert set(last) == {docs["id"], photos["id"], empty["id"]}
     newest, completed = last[docs["id"]].last, last[docs["id"]].last_completed
     assert newest is not None and newest.id == running.json()["logId"]
@@ -72,8 +72,8 @@ async def test_last_backups_and_totals(client: ApiClient, services: Services) ->
     assert completed is not None and completed.id == good["logId"]
     assert last[empty["id"]].last is None and last[empty["id"]].last_completed is None
 
-    totals = await services.backups.totals(me)
+    totals = await services.history.totals(me)
     assert (totals.stored_bytes, totals.completed, totals.failed, totals.running) == (1150, 3, 1, 1)
     stranger = await services.accounts.create_user("x@example.com", "correct horse")
-    assert await services.backups.last_backups(stranger) == {}
-    assert (await services.backups.totals(stranger)).completed == 0
+    assert await services.history.last_backups(stranger) == {}
+    assert (await services.history.totals(stranger)).completed == 0

@@ -7,7 +7,7 @@
   var UNITS = ["KiB", "MiB", "GiB", "TiB", "PiB"];
   var PHASES = { scanning: "Scanning", archiving: "Archiving", uploading: "Uploading", finishing: "Finishing" };
 
-  /* The same text as the server's progress_text filter (backend/web/_live.py). */
+  /* The same text as the server's progress_text filter (backend/web/_status_text.py). */
   function isCount(value) { return typeof value === "number" && isFinite(value); }
 
   function filesize(size) {
