@@ -1,11 +1,18 @@
-"""Shared fixtures.
+"""Shared fixtures (shared helpers that are not fixtures live in ``tests/support/``).
+
+Layout: the tests mirror the packages (``tests/backend/<subpackage>/``,
+``tests/desktop_agent/{engine,cli,gui}/``, ``tests/packaging/``); every end-to-end test lives in
+``tests/e2e/<feature>/``.
 
 Tiers:
 * unit tests use nothing here but plain fixtures;
 * integration tests drive the real ASGI app (``client``) on SQLite and again on PostgreSQL
   (``db_url`` is parametrized; the PostgreSQL cluster is a throwaway one started by the fixture);
-* end-to-end tests start real ``backapp serve`` processes (``live_server_factory``) next to a real
-  S3 endpoint on loopback (moto in server mode, ``s3_server``).
+* end-to-end tests (``tests/e2e/`` only) start real ``backapp serve`` processes
+  (``live_server_factory``) next to a real S3 endpoint on loopback (moto in server mode,
+  ``s3_server``);
+* the tray app's tests (``tests/desktop_agent/gui/``, ``tests/e2e/tray/``) run Qt offscreen with an
+  in-memory keychain (``memory_keyring``, ``agent_dir``, ``keystore``).
 """
 
 from __future__ import annotations
@@ -17,27 +24,35 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 # Environment before import: nothing in the test process may touch a real user's data directory.
 _TEST_HOME = Path(os.environ.setdefault("BACKAPP_TEST_HOME", f"/tmp/backapp-test-{os.getpid()}"))
 os.environ["BACKAPP_DATA_DIR"] = str(_TEST_HOME / "default-data")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("AWS_S3_BUCKET", None)
+# Qt picks its platform plugin when the ``QApplication`` is made: set before anything imports the GUI.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
 
 import httpx  # noqa: E402
+import keyring  # noqa: E402
 import pytest  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
 from backend.services import Services  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.storage import LocalStorage  # noqa: E402
+from desktop_agent.engine import KeyStore  # noqa: E402
 from tests.support.api import ApiClient  # noqa: E402
+from tests.support.keyring import MemoryKeyring  # noqa: E402
+from tests.support.paths import ROOT  # noqa: E402
 from tests.support.server_process import LiveServerFactory  # noqa: E402
+from tests.support.settings import SECRET, make_settings  # noqa: E402
 
 pytest_plugins = ["tests.support.postgres", "tests.support.s3"]
 
-ROOT = Path(__file__).resolve().parents[1]
-SECRET = b"test-secret-0123456789abcdef0123456789abcdef"
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
 
 
 def migrate(database_url: str) -> None:
@@ -98,23 +113,6 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = dict(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        secret_key=SECRET,
-        public_url="http://testserver.local",
-        heartbeat_flush_seconds=0.2,
-        # Server-side configs are refused unless their sources lie under these roots; the
-        # integration tests use made-up paths. Tests of the rule itself override this.
-        server_source_roots=("/",),
-        # The periodic tasks run once at start-up; tests drive them directly with their own clock.
-        task_interval=3600.0,
-    )
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return make_settings(tmp_path, db_url)
@@ -150,3 +148,51 @@ def live_server_factory(tmp_path: Path, test_home: Path) -> Iterator[LiveServerF
     factory = LiveServerFactory(tmp_path)
     yield factory
     factory.stop_all()
+
+
+# -- the tray app -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
+    """The keychain every keyring call of the test reaches: no test touches a real keychain."""
+    backend = MemoryKeyring()
+    monkeypatch.setattr(keyring, "get_keyring", lambda: backend)
+    return backend
+
+
+@pytest.fixture
+def agent_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh agent settings folder, selected through the environment like a user would."""
+    directory = tmp_path / "agent-config"
+    monkeypatch.setenv("BACKAPP_AGENT_CONFIG_DIR", str(directory))
+    monkeypatch.setenv("BACKAPP_AGENT_TEMP_DIR", str(tmp_path / "agent-tmp"))
+    for var in ("BACKAPP_AGENT_API_KEY", "BACKAPP_AGENT_SERVER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return directory
+
+
+@pytest.fixture
+def keystore(agent_dir: Path, memory_keyring: MemoryKeyring) -> KeyStore:
+    return KeyStore(agent_dir, backend=memory_keyring, env={})
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture
+def no_dialogs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Records the questions the app would ask (answering yes) instead of opening modal boxes."""
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[Any] = []
+
+    def question(*args: Any, **kwargs: Any) -> QMessageBox.StandardButton:
+        asked.append(args)
+        return QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    yield asked

@@ -258,7 +258,7 @@ def test_the_checker_walks_every_outside_folder() -> None:
     assert not any(ENGINE_DIR in p.parents for p in files)
     assert not any(is_engine_unit_test(p) for p in files)
     assert is_engine_unit_test(REPO / "tests" / "desktop_agent" / "engine" / "test_engine.py")
-    assert not is_engine_unit_test(REPO / "tests" / "desktop_agent" / "test_cli.py")
+    assert not is_engine_unit_test(REPO / "tests" / "desktop_agent" / "cli" / "test_cli.py")
 
 
 # -- the rules ---------------------------------------------------------------------------------------

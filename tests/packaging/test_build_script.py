@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .conftest import ROOT, package_version
+from tests.support.packaging import package_version
+from tests.support.paths import ROOT
 
 SCRIPT = ROOT / "packaging" / "build.py"
 

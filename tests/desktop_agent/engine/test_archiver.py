@@ -15,8 +15,7 @@ import zstandard
 
 from desktop_agent.engine import Archiver, ScanEntry, write_archive
 from desktop_agent.engine._compress import OrderedPipe, make_compressor
-
-from ..trees import MIB, build_awkward_tree, extracted_root, snapshot
+from tests.support.trees import MIB, build_awkward_tree, extracted_root, snapshot
 
 pytestmark = pytest.mark.skipif(shutil.which("tar") is None, reason="needs the system tar")
 

@@ -32,8 +32,7 @@ from desktop_agent.engine._compress import (
     stored_blocks,
 )
 from desktop_agent.engine._tar import REGTYPE, Archiver
-
-from ..trees import extracted_root, snapshot
+from tests.support.trees import extracted_root, snapshot
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -1,4 +1,4 @@
-"""The engine's run flow against an in-memory BackApp (tests/desktop_agent/fakes.py) over
+"""The engine's run flow against an in-memory BackApp (tests/support/fakes.py) over
 httpx.MockTransport: what reaches the server and storage, in which order, and what is left behind when
 something fails."""
 
@@ -27,9 +27,8 @@ from desktop_agent.engine import (
     RetryPolicy,
     UploadOptions,
 )
-
-from ..fakes import API_KEY, STORAGE_HOST, FakeBackApp, _s3_error, config
-from ..trees import build_awkward_tree, extracted_root, snapshot
+from tests.support.fakes import API_KEY, STORAGE_HOST, FakeBackApp, _s3_error, config
+from tests.support.trees import build_awkward_tree, extracted_root, snapshot
 
 KIB = 1024
 

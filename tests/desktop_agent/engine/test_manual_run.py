@@ -27,9 +27,7 @@ from desktop_agent.engine import (
     UploadOptions,
 )
 from desktop_agent.engine._scheduling import ManualRun, ProgressReporter
-
-from ..fakes import config
-from .test_scheduler import Clock, LeasingBackApp, engine_factory, plane_for
+from tests.support.fakes import Clock, LeasingBackApp, config, engine_factory, plane_for
 
 MIB = 1 << 20
 

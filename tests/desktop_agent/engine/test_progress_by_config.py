@@ -21,9 +21,7 @@ from desktop_agent.engine import (
     ScanStarted,
 )
 from desktop_agent.engine._scheduling.progress import PROGRESS_BY_CONFIG, ProgressReporter
-
-from ..fakes import config
-from .test_scheduler import Clock, LeasingBackApp, engine_factory, plane_for
+from tests.support.fakes import Clock, LeasingBackApp, config, engine_factory, plane_for
 
 
 def _scan(files: int) -> ScanProgress:

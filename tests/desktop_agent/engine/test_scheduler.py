@@ -1,7 +1,7 @@
 """The agent's scheduler, queue and runner with a controllable clock and a fake control plane.
 
 Schedule maths (due, catch-up after sleep, a clock set back, pause), the queue (Back Up Now first,
-retries waiting their turn), the runner against the in-memory BackApp of ``fakes.py`` with the real
+retries waiting their turn), the runner against the in-memory BackApp of ``tests/support/fakes.py`` with the real
 engine (trigger/attempt tags on ``backup/start``, retries with backoff, lease conflict, lease lost,
 live progress), the socket client against a real WebSocket server on loopback, and the time zone.
 """
@@ -24,7 +24,6 @@ from websockets.sync.server import ServerConnection, serve
 from desktop_agent.engine import (
     AgentDaemon,
     AgentSocket,
-    ApiClient,
     BackupEngine,
     CancelToken,
     ConfigInfo,
@@ -35,7 +34,6 @@ from desktop_agent.engine import (
     EventSink,
     HttpStorage,
     Job,
-    RetryPolicy,
     RetrySettings,
     Runner,
     RunRequest,
@@ -46,33 +44,14 @@ from desktop_agent.engine import (
     websocket_url,
 )
 from desktop_agent.engine._scheduling import ProgressReporter
-
-from ..fakes import API_KEY, STORAGE_HOST, FakeBackApp, _error, _ok, config
-
-T0 = datetime(2025, 1, 6, 12, 0, 0, tzinfo=UTC)  # a Monday, 13:00 in Paris
-
-
-class Clock:
-    """Wall and monotonic time under the test's control. ``advance`` moves both (the agent was
-    running); ``sleep`` moves only the wall clock (the machine was suspended)."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.wall = start
-        self.mono = 1000.0
-
-    def now(self) -> datetime:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, **delta: float) -> None:
-        step = timedelta(**delta)
-        self.wall += step
-        self.mono += step.total_seconds()
-
-    def sleep(self, **delta: float) -> None:
-        self.wall += timedelta(**delta)
+from tests.support.fakes import (
+    API_KEY,
+    Clock,
+    LeasingBackApp,
+    config,
+    engine_factory,
+    plane_for,
+)
 
 
 def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> ConfigInfo:
@@ -273,95 +252,6 @@ def test_retry_settings_are_bounded_and_double_with_jitter() -> None:
 
 
 # -- the runner, with the real engine against an in-memory server -----------------------------------
-
-
-class LeasingBackApp(FakeBackApp):
-    """``fakes.FakeBackApp`` plus the lease, progress and heartbeat extensions, on a fake clock.
-    Leases expire: a holder that stops renewing loses it at ``expiresAt``."""
-
-    def __init__(self, configs: list[dict[str, Any]], clock: Clock) -> None:
-        super().__init__(configs)
-        self.clock = clock
-        self.leases: dict[str, tuple[str, str, datetime]] = {}  # config -> holder, token, expiry
-        self.holder = "this agent"
-        self.starts: list[dict[str, Any]] = []
-        self.progress: list[dict[str, Any]] = []
-        self.lease_calls: list[tuple[str, str]] = []
-        self.run_requests: list[dict[str, Any]] = []
-        self.heartbeat_bodies: list[dict[str, Any]] = []
-        self.renew_conflict = False
-        self._n = 0
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if request.url.host == STORAGE_HOST:
-            return super().handle(request)
-        body = json.loads(request.content) if request.content else {}
-        now = self.clock.now()
-        if path == "/api/agent/backup/start":
-            self.starts.append(body)
-        if path == "/api/agent/heartbeat":
-            self.heartbeat_bodies.append(body)
-            if body.get("timezone") == "Mars/Olympus":
-                return _error(400, "bad_request", "timezone: 'Mars/Olympus' is not an IANA name")
-            self.heartbeats += 1
-            return _ok({"status": "online", "pollInterval": 30, "runRequests": self.run_requests})
-        if path == "/api/agent/backup/progress":
-            self.progress.append(body)
-            return _ok({})
-        if path.startswith("/api/agent/lease"):
-            config_id = body["configId"]
-            self.lease_calls.append((path.rsplit("/", 1)[-1], config_id))
-            held = self.leases.get(config_id)
-            ttl = timedelta(seconds=body.get("ttlSeconds", 300))
-            if path == "/api/agent/lease":
-                if held is not None and held[0] != self.holder and held[2] > now:
-                    return _error(
-                        409,
-                        "conflict",
-                        f"config is already running on {held[0]} until {held[2]:%H:%M:%S}Z",
-                    )
-                self._n += 1
-                self.leases[config_id] = (self.holder, f"t{self._n}", now + ttl)
-            elif path == "/api/agent/lease/renew":
-                if (
-                    self.renew_conflict
-                    or held is None
-                    or held[1] != body["token"]
-                    or (held[2] <= now and held[0] != self.holder)
-                ):
-                    return _error(409, "conflict", "the lease was lost")
-                self.leases[config_id] = (held[0], held[1], now + ttl)
-            else:
-                if held is not None and held[1] == body["token"]:
-                    del self.leases[config_id]
-                return _ok({})
-            holder, token, expiry = self.leases[config_id]
-            return _ok({"lease": {"token": token, "expiresAt": f"{expiry:%Y-%m-%dT%H:%M:%S}Z"}})
-        return super().handle(request)
-
-
-def plane_for(fake: FakeBackApp) -> ApiClient:
-    return ApiClient(
-        "https://backapp.test",
-        API_KEY,
-        transport=fake.transport,
-        sleep=lambda s: None,
-        retry=RetryPolicy(max_attempts=2, base_delay=0.0),
-    )
-
-
-def engine_factory(fake: FakeBackApp, tmp_path: Path, clock: Clock | None = None) -> Any:
-    def make(plane: ControlPlane, events: EventSink) -> BackupEngine:
-        return BackupEngine(
-            plane,
-            HttpStorage(transport=fake.transport),
-            EngineOptions(temp_dir=tmp_path / "agent-tmp"),
-            events=events,
-            now=clock.now if clock else lambda: datetime.now(UTC),
-        )
-
-    return make
 
 
 @pytest.fixture

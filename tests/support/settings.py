@@ -1,0 +1,26 @@
+"""The server's settings as the integration tests use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.settings import Settings
+
+SECRET = b"test-secret-0123456789abcdef0123456789abcdef"
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=SECRET,
+        public_url="http://testserver.local",
+        heartbeat_flush_seconds=0.2,
+        # Server-side configs are refused unless their sources lie under these roots; the
+        # integration tests use made-up paths. Tests of the rule itself override this.
+        server_source_roots=("/",),
+        # The periodic tasks run once at start-up; tests drive them directly with their own clock.
+        task_interval=3600.0,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
