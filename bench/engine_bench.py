@@ -36,7 +36,16 @@ import time
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the engine is imported in the child process only, where it runs
+    from desktop_agent.engine.protocol import (
+        AbortUpload,
+        CompleteBackup,
+        CompleteUpload,
+        SignPart,
+        StartBackup,
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -177,42 +186,36 @@ class _Plane:
     def list_configs(self) -> list[Any]:
         raise NotImplementedError
 
-    def start_backup(self, **kw: Any) -> Any:
+    def start_backup(self, request: StartBackup) -> Any:
         from desktop_agent.engine.protocol import StartResponse, UploadTicket
 
-        if kw.get("multipart"):
+        if request.multipart:
             ticket = UploadTicket(
                 method="MULTIPART",
                 s3_path="bench",
                 upload_id="u",
                 max_parts=10_000,
-                part_checksum=kw.get("part_checksum") or "sha256",
+                part_checksum=request.part_checksum or "sha256",
             )
         else:
             ticket = UploadTicket(method="PUT", s3_path="bench", url=f"{self.sink}/single")
         return StartResponse(log_id="log", upload=ticket)
 
-    def part_url(
-        self,
-        *,
-        log_id: str,
-        part_number: int,
-        size: int,
-        sha256: str | None = None,
-        crc32: str | None = None,
-    ) -> Any:
+    def part_url(self, request: SignPart) -> Any:
         from desktop_agent.engine.protocol import PartTicket
 
-        self.sizes[part_number] = size
-        return PartTicket(part_number=part_number, url=f"{self.sink}/part/{part_number}")
+        self.sizes[request.part_number] = request.size
+        return PartTicket(
+            part_number=request.part_number, url=f"{self.sink}/part/{request.part_number}"
+        )
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[Any]) -> int:
+    def complete_upload(self, request: CompleteUpload) -> int:
         return sum(self.sizes.values())
 
-    def abort_upload(self, *, log_id: str, reason: str) -> None:
+    def abort_upload(self, request: AbortUpload) -> None:
         pass
 
-    def complete_backup(self, **kw: Any) -> str:
+    def complete_backup(self, request: CompleteBackup) -> str:
         return "completed"
 
     def send_log(self, level: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:

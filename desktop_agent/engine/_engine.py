@@ -47,7 +47,15 @@ from ._tar import ArchiveStats
 from ._transport.client import ApiClient
 from ._transport.storage import HttpStorage
 from ._upload import UploadResult
-from .protocol import BackupResult, ConfigInfo, ControlPlane, RunResult, Storage
+from .protocol import (
+    BackupResult,
+    CompleteBackup,
+    ConfigInfo,
+    ControlPlane,
+    RunResult,
+    StartBackup,
+    Storage,
+)
 
 __all__ = ["BackupEngine", "connect"]
 
@@ -190,14 +198,16 @@ class BackupEngine:
         stats = job.archiver.stats
         job.completing = True
         status = self.plane.complete_backup(
-            log_id=upload.log_id,
-            status="completed",
-            files_processed=stats.files,
-            bytes_transferred=upload.size,
-            duration_ms=job.duration_ms(self._clock()),
-            errors=error_list(job.errors, job.error_count),
-            size=upload.size,
-            sha256=upload.sha256,
+            CompleteBackup(
+                log_id=upload.log_id,
+                status="completed",
+                files_processed=stats.files,
+                bytes_transferred=upload.size,
+                duration_ms=job.duration_ms(self._clock()),
+                errors=error_list(job.errors, job.error_count),
+                size=upload.size,
+                sha256=upload.sha256,
+            )
         )
         if status != "completed":
             raise BackupFailure(f"the server recorded the backup as {status}")
@@ -275,13 +285,15 @@ class BackupEngine:
             try:
                 # Records the reason and the per-file errors; the server aborts a multipart upload.
                 self.plane.complete_backup(
-                    log_id=log_id,
-                    status="failed",
-                    files_processed=stats.files,
-                    bytes_transferred=uploader.uploaded if uploader is not None else 0,
-                    duration_ms=job.duration_ms(self._clock()),
-                    errors=error_list(job.errors, job.error_count),
-                    error=reason,
+                    CompleteBackup(
+                        log_id=log_id,
+                        status="failed",
+                        files_processed=stats.files,
+                        bytes_transferred=uploader.uploaded if uploader is not None else 0,
+                        duration_ms=job.duration_ms(self._clock()),
+                        errors=error_list(job.errors, job.error_count),
+                        error=reason,
+                    )
                 )
             except ConflictError:
                 pass  # already finished as failed (e.g. by a failed verification)
@@ -337,10 +349,12 @@ class BackupEngine:
             fmt = "gzip"
         try:
             response = self.plane.start_backup(
-                config_id=job.config.id,
-                filename=archive_filename(job.started, fmt),
-                filesize=job.estimated,
-                multipart=False,
+                StartBackup(
+                    config_id=job.config.id,
+                    filename=archive_filename(job.started, fmt),
+                    filesize=job.estimated,
+                    multipart=False,
+                )
             )
         except (NetworkError, AuthenticationError) as exc:
             log.warning("could not record the failure on the server: %s", exc)

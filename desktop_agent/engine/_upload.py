@@ -31,7 +31,17 @@ from typing import Literal
 from ._cancel import CancelToken
 from ._errors import AgentError, BackupCancelled, ConflictError, NetworkError, StorageError
 from ._transport.retry import RetryPolicy
-from .protocol import Body, ControlPlane, StartResponse, Storage, UploadedPart
+from .protocol import (
+    AbortUpload,
+    Body,
+    CompleteUpload,
+    ControlPlane,
+    SignPart,
+    StartBackup,
+    StartResponse,
+    Storage,
+    UploadedPart,
+)
 
 __all__ = ["UploadOptions", "UploadResult", "Uploader", "choose_part_size", "split_sizes"]
 
@@ -224,7 +234,7 @@ class Uploader:
             uploaded = self._wait_parts()
             parts = len(uploaded)
             assert self.log_id is not None
-            stored = self._plane.complete_upload(log_id=self.log_id, parts=uploaded)
+            stored = self._plane.complete_upload(CompleteUpload(log_id=self.log_id, parts=uploaded))
             if stored >= 0 and stored != self.size:
                 raise StorageError(
                     f"storage assembled {stored} bytes but the agent sent {self.size}",
@@ -250,7 +260,7 @@ class Uploader:
         self.stop()
         if self.multipart and self.log_id is not None:
             try:
-                self._plane.abort_upload(log_id=self.log_id, reason=reason[:4000])
+                self._plane.abort_upload(AbortUpload(log_id=self.log_id, reason=reason[:4000]))
             except AgentError as exc:
                 log.warning("could not abort the multipart upload of log %s: %s", self.log_id, exc)
 
@@ -289,23 +299,17 @@ class Uploader:
         self.start_attempted = True
         for attempt in range(1, MAX_FILENAME_ATTEMPTS + 1):
             try:
-                if part_checksum is None:  # a plane from before part checksums works too
-                    response = self._plane.start_backup(
+                response = self._plane.start_backup(
+                    StartBackup(
                         config_id=self.config_id,
                         filename=self.filename,
                         filesize=max(self.estimated_size, size or 0),
                         multipart=multipart,
                         size=size,
                         sha256=sha256,
-                    )
-                else:
-                    response = self._plane.start_backup(
-                        config_id=self.config_id,
-                        filename=self.filename,
-                        filesize=max(self.estimated_size, size or 0),
-                        multipart=multipart,
                         part_checksum=part_checksum,
                     )
+                )
             except ConflictError:
                 # The key already holds a backup (two runs in the same second): take the next name.
                 if attempt == MAX_FILENAME_ATTEMPTS:
@@ -415,14 +419,11 @@ class Uploader:
 
         def attempt() -> str | None:
             # A fresh URL for every attempt: the previous one may have expired.
-            if crc32 is not None:
-                ticket = self._plane.part_url(
-                    log_id=log_id, part_number=number, size=len(data), crc32=crc32
+            ticket = self._plane.part_url(
+                SignPart(
+                    log_id=log_id, part_number=number, size=len(data), sha256=sha256, crc32=crc32
                 )
-            else:
-                ticket = self._plane.part_url(
-                    log_id=log_id, part_number=number, size=len(data), sha256=sha256
-                )
+            )
             return self._storage.put(ticket.url, data, ticket.headers or {})
 
         etag = self._retrying(attempt, f"part {number}")

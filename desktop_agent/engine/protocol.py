@@ -7,6 +7,9 @@ instead of over HTTP. Four parts:
 - the wire types of the agent API (``docs/agent-api.md``), decoded with msgspec; unknown fields are
   ignored, so a newer server that adds fields keeps working with this agent;
 - the wire types of the restore extension (``docs/agent-api.md``, "Extensions: restores");
+- the messages of a backup's calls (``StartBackup``, ``SignPart``, ``CompleteUpload``,
+  ``AbortUpload``, ``CompleteBackup``): one typed message per ``ControlPlane`` call, each with the
+  JSON body of its endpoint (``to_json``);
 - the results of a backup and of a run;
 - the seams: ``ControlPlane`` (the agent API), ``LeasePlane`` (its schedule/lease/progress
   extensions) and ``Storage`` (PUTs to pre-signed URLs), with ``Body``, what a PUT sends.
@@ -21,11 +24,14 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 __all__ = [
+    "AbortUpload",
     "AgentRef",
     "BackupInfo",
     "BackupOptions",
     "BackupResult",
     "Body",
+    "CompleteBackup",
+    "CompleteUpload",
     "ConfigInfo",
     "ControlPlane",
     "Destination",
@@ -37,7 +43,9 @@ __all__ = [
     "RestoreTicket",
     "RunRequest",
     "RunResult",
+    "SignPart",
     "Source",
+    "StartBackup",
     "StartResponse",
     "Storage",
     "UploadTicket",
@@ -203,6 +211,132 @@ class RestoreTicket(msgspec.Struct, frozen=True, rename="camel"):
     s3_path: str = ""
 
 
+# -- the messages of a backup's calls -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartBackup:
+    """``backup/start``: open a backup's log and its upload (``ControlPlane.start_backup``)."""
+
+    config_id: str
+    filename: str
+    filesize: int
+    """The archive's size as far as known (an estimate before a multipart upload)."""
+    multipart: bool = False
+    size: int | None = None
+    """A single PUT: the archive's exact size, which the server signs into the URL."""
+    sha256: str | None = None
+    """A single PUT: the archive's hex SHA-256, which the server signs into the URL."""
+    part_checksum: str | None = None
+    """``"crc32"`` only for a server whose heartbeat ``features`` list ``part-crc32``; the answer's
+    ``upload.part_checksum`` says what the parts carry."""
+    trigger: str | None = None
+    """The schedule extension's tags (``LeasePlane``): what started the run, which attempt of
+    how many, the *Back Up Now* request it answers. ``None``: not sent."""
+    attempt: int | None = None
+    max_attempts: int | None = None
+    run_request_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "configId": self.config_id,
+            "filename": self.filename,
+            "filesize": self.filesize,
+            "multipart": self.multipart,
+        }
+        for name, value in (
+            ("size", self.size),
+            ("sha256", self.sha256),
+            ("trigger", self.trigger),
+            ("attempt", self.attempt),
+            ("maxAttempts", self.max_attempts),
+            ("runRequestId", self.run_request_id),
+            ("partChecksum", self.part_checksum),
+        ):
+            if value is not None:
+                body[name] = value
+        return body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignPart:
+    """``backup/upload/part``: a pre-signed URL for one part (``ControlPlane.part_url``), with
+    exactly one of ``sha256`` (hex) and ``crc32`` (base64): the upload's part checksum."""
+
+    log_id: str
+    part_number: int
+    size: int
+    sha256: str | None = None
+    crc32: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "logId": self.log_id,
+            "partNumber": self.part_number,
+            "size": self.size,
+        }
+        if self.crc32 is not None:
+            body["crc32"] = self.crc32
+        else:
+            body["sha256"] = self.sha256
+        return body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteUpload:
+    """``backup/upload/complete``: assemble a multipart upload from its parts
+    (``ControlPlane.complete_upload``)."""
+
+    log_id: str
+    parts: Sequence[UploadedPart]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"logId": self.log_id, "parts": msgspec.to_builtins(list(self.parts))}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbortUpload:
+    """``backup/upload/abort``: drop a multipart upload's parts (``ControlPlane.abort_upload``)."""
+
+    log_id: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"logId": self.log_id, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteBackup:
+    """``backup/complete``: record how a backup ended (``ControlPlane.complete_backup``)."""
+
+    log_id: str
+    status: str
+    """``"completed"`` or ``"failed"``."""
+    files_processed: int
+    bytes_transferred: int
+    duration_ms: int
+    errors: Sequence[Mapping[str, str]] = ()
+    """Per-file errors (``{"path", "message"}``)."""
+    size: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    """Why it failed."""
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "logId": self.log_id,
+            "status": self.status,
+            "filesProcessed": self.files_processed,
+            "bytesTransferred": self.bytes_transferred,
+            "duration": self.duration_ms,
+            "errors": [dict(e) for e in self.errors],
+        }
+        for name, value in (("size", self.size), ("sha256", self.sha256), ("error", self.error)):
+            if value is not None:
+                body[name] = value
+        return body
+
+
 # -- results of a backup and of a run -------------------------------------------------------------
 
 
@@ -294,50 +428,19 @@ class ControlPlane(Protocol):
 
     def list_configs(self) -> list[ConfigInfo]: ...
 
-    def start_backup(
-        self,
-        *,
-        config_id: str,
-        filename: str,
-        filesize: int,
-        multipart: bool = False,
-        size: int | None = None,
-        sha256: str | None = None,
-        part_checksum: str | None = None,
-    ) -> StartResponse:
-        """``part_checksum`` (``"crc32"``) only for a server whose heartbeat ``features`` list
-        ``part-crc32``; the answer's ``upload.part_checksum`` says what the parts carry."""
+    def start_backup(self, request: StartBackup) -> StartResponse: ...
+
+    def part_url(self, request: SignPart) -> PartTicket: ...
+
+    def complete_upload(self, request: CompleteUpload) -> int:
+        """The size storage assembled (``-1`` when the server did not say)."""
         ...
 
-    def part_url(
-        self,
-        *,
-        log_id: str,
-        part_number: int,
-        size: int,
-        sha256: str | None = None,
-        crc32: str | None = None,
-    ) -> PartTicket:
-        """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
+    def abort_upload(self, request: AbortUpload) -> None: ...
+
+    def complete_backup(self, request: CompleteBackup) -> str:
+        """The status the server recorded (it may refuse a ``completed``)."""
         ...
-
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
-
-    def abort_upload(self, *, log_id: str, reason: str) -> None: ...
-
-    def complete_backup(
-        self,
-        *,
-        log_id: str,
-        status: str,
-        files_processed: int,
-        bytes_transferred: int,
-        duration_ms: int,
-        errors: Sequence[Mapping[str, str]] = (),
-        size: int | None = None,
-        sha256: str | None = None,
-        error: str | None = None,
-    ) -> str: ...
 
     def send_log(
         self, level: str, message: str, metadata: Mapping[str, Any] | None = None
@@ -346,8 +449,8 @@ class ControlPlane(Protocol):
 
 class LeasePlane(Protocol):
     """The schedule/lease/progress extensions (``docs/agent-api.md``), which a scheduled or requested
-    run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
-    ``attempt``, ``max_attempts`` and ``run_request_id``."""
+    run needs on top of ``ControlPlane``. Such a plane also sends the tags of ``StartBackup``
+    (``trigger``, ``attempt``, ``max_attempts``, ``run_request_id``)."""
 
     def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +32,15 @@ from backend.settings import Settings
 from backend.storage import Storage
 from desktop_agent.engine import ApiError, ConflictError, NotFoundError
 from desktop_agent.engine.protocol import (
+    AbortUpload,
+    CompleteBackup,
+    CompleteUpload,
     ConfigInfo,
     Heartbeat,
     PartTicket,
+    SignPart,
+    StartBackup,
     StartResponse,
-    UploadedPart,
 )
 
 from .planner import PlannedRun
@@ -128,28 +133,19 @@ class ServerControlPlane:
     def list_configs(self) -> list[ConfigInfo]:
         return [engine_config(self.config)]
 
-    def start_backup(
-        self,
-        *,
-        config_id: str,
-        filename: str,
-        filesize: int,
-        multipart: bool = False,
-        size: int | None = None,
-        sha256: str | None = None,
-        part_checksum: str | None = None,
-    ) -> StartResponse:
+    def start_backup(self, request: StartBackup) -> StartResponse:
+        # The run's own tags, not the request's: this plane belongs to one planned run.
         new = NewBackup(
             user_id=self.user_id,
             agent_id=None,
             config_id=self.config_id,
             config_name=self.config["name"],
-            filename=filename,
-            filesize=filesize,
-            multipart=multipart,
-            size=size,
-            sha256=sha256,
-            part_checksum="crc32" if part_checksum == "crc32" else "sha256",
+            filename=request.filename,
+            filesize=request.filesize,
+            multipart=request.multipart,
+            size=request.size,
+            sha256=request.sha256,
+            part_checksum="crc32" if request.part_checksum == "crc32" else "sha256",
             trigger=self.run.trigger,
             attempt=self.run.attempt,
             max_attempts=self.run.max_attempts,
@@ -161,57 +157,34 @@ class ServerControlPlane:
             {"logId": log_id, "upload": msgspec.to_builtins(upload)}, StartResponse
         )
 
-    def part_url(
-        self,
-        *,
-        log_id: str,
-        part_number: int,
-        size: int,
-        sha256: str | None = None,
-        crc32: str | None = None,
-    ) -> PartTicket:
+    def part_url(self, request: SignPart) -> PartTicket:
         part = self._call(
-            self.backups.part_url, self.identity, log_id, part_number, size, sha256, crc32
+            self.backups.part_url,
+            self.identity,
+            request.log_id,
+            request.part_number,
+            request.size,
+            request.sha256,
+            request.crc32,
         )
         return msgspec.convert(msgspec.to_builtins(part), PartTicket)
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        converted = [
+    def complete_upload(self, request: CompleteUpload) -> int:
+        parts = [
             ServerUploadedPart(
                 part_number=p.part_number, etag=p.etag, sha256=p.sha256, crc32=p.crc32
             )
-            for p in parts
+            for p in request.parts
         ]
-        return int(self._call(self.backups.upload_complete, self.identity, log_id, converted))
+        return int(self._call(self.backups.upload_complete, self.identity, request.log_id, parts))
 
-    def abort_upload(self, *, log_id: str, reason: str) -> None:
-        self._call(self.backups.upload_abort, self.identity, log_id, reason[:4000])
+    def abort_upload(self, request: AbortUpload) -> None:
+        self._call(self.backups.upload_abort, self.identity, request.log_id, request.reason[:4000])
 
-    def complete_backup(
-        self,
-        *,
-        log_id: str,
-        status: str,
-        files_processed: int,
-        bytes_transferred: int,
-        duration_ms: int,
-        errors: Sequence[Mapping[str, str]] = (),
-        size: int | None = None,
-        sha256: str | None = None,
-        error: str | None = None,
-    ) -> str:
-        payload: dict[str, Any] = {
-            "logId": log_id,
-            "status": status,
-            "filesProcessed": files_processed,
-            "bytesTransferred": bytes_transferred,
-            "duration": duration_ms,
-            "errors": [dict(e) for e in errors],
-            "size": size,
-            "sha256": sha256,
-            "error": error[:4000] if error else None,
-        }
-        req = msgspec.convert(payload, CompleteRequest)
+    def complete_backup(self, request: CompleteBackup) -> str:
+        # What an agent would send, read the way the agent API reads it.
+        error = request.error[:4000] if request.error else None
+        req = msgspec.convert(replace(request, error=error).to_json(), CompleteRequest)
         return str(self._call(self.backups.complete, self.identity, req))
 
     def send_log(self, level: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:

@@ -29,7 +29,7 @@ from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
 from backend.storage import LocalStorage, Storage
 from desktop_agent.engine import BackupEngine, CancelToken, EngineOptions, HttpStorage
-from desktop_agent.engine.protocol import BackupResult
+from desktop_agent.engine.protocol import BackupResult, CompleteBackup, StartBackup
 from desktop_agent.engine.schedule import resolve_timezone
 
 from .control_plane import ServerControlPlane, engine_config
@@ -173,15 +173,21 @@ class ServerRunner:
         from desktop_agent.engine import archive_filename
 
         response = plane.start_backup(
-            config_id=str(plane.config_id), filename=archive_filename(utcnow(), "gzip"), filesize=0
+            StartBackup(
+                config_id=str(plane.config_id),
+                filename=archive_filename(utcnow(), "gzip"),
+                filesize=0,
+            )
         )
         plane.complete_backup(
-            log_id=response.log_id,
-            status="failed",
-            files_processed=0,
-            bytes_transferred=0,
-            duration_ms=0,
-            error=f"refused: {reason}",
+            CompleteBackup(
+                log_id=response.log_id,
+                status="failed",
+                files_processed=0,
+                bytes_transferred=0,
+                duration_ms=0,
+                error=f"refused: {reason}",
+            )
         )
 
     async def _renew(self, name: str, token: str, cancel: CancelToken) -> None:

@@ -45,6 +45,7 @@ from ..protocol import (
     Lease,
     LeasePlane,
     RunResult,
+    StartBackup,
     StartResponse,
 )
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
@@ -97,22 +98,6 @@ class AgentPlane(ControlPlane, LeasePlane, Protocol):
         self, *, version: str, platform: str, timezone: str | None = None
     ) -> Heartbeat: ...
 
-    def start_backup(
-        self,
-        *,
-        config_id: str,
-        filename: str,
-        filesize: int,
-        multipart: bool = False,
-        size: int | None = None,
-        sha256: str | None = None,
-        trigger: str | None = None,
-        attempt: int | None = None,
-        max_attempts: int | None = None,
-        run_request_id: str | None = None,
-        part_checksum: str | None = None,
-    ) -> StartResponse: ...
-
 
 class _TaggedPlane:
     """The engine's ``ControlPlane`` for one job: the runner's own plane, except that
@@ -140,35 +125,21 @@ class _TaggedPlane:
         """The features the server listed in its last heartbeat (for the uploader's part checksum)."""
         return getattr(self._plane, "server_features", None)
 
-    def start_backup(
-        self,
-        *,
-        config_id: str,
-        filename: str,
-        filesize: int,
-        multipart: bool = False,
-        size: int | None = None,
-        sha256: str | None = None,
-        part_checksum: str | None = None,
-    ) -> StartResponse:
+    def start_backup(self, request: StartBackup) -> StartResponse:
         job = self._job
         response = self._plane.start_backup(
-            config_id=config_id,
-            filename=filename,
-            filesize=filesize,
-            multipart=multipart,
-            size=size,
-            sha256=sha256,
-            trigger=job.trigger,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            run_request_id=job.run_request_id,
-            part_checksum=part_checksum,
+            replace(
+                request,
+                trigger=job.trigger,
+                attempt=job.attempt,
+                max_attempts=job.max_attempts,
+                run_request_id=job.run_request_id,
+            )
         )
         self.log_id = response.log_id
         # The uploader's start carries ``multipart`` or the exact size and SHA-256; the engine's
         # start for a failure before the upload carries neither.
-        if self.on_open is not None and (multipart or sha256 is not None):
+        if self.on_open is not None and (request.multipart or request.sha256 is not None):
             self.on_open(response.log_id)
         return response
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -16,14 +16,18 @@ import msgspec
 
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
 from ..protocol import (
+    AbortUpload,
     BackupInfo,
+    CompleteBackup,
+    CompleteUpload,
     ConfigInfo,
     Heartbeat,
     Lease,
     PartTicket,
     RestoreTicket,
+    SignPart,
+    StartBackup,
     StartResponse,
-    UploadedPart,
 )
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
@@ -138,72 +142,13 @@ class ApiClient:
         body = self._call("GET", "/api/agent/configs")
         return _decode(body.get("configs") or [], list[ConfigInfo], "/api/agent/configs")
 
-    def start_backup(
-        self,
-        *,
-        config_id: str,
-        filename: str,
-        filesize: int,
-        multipart: bool = False,
-        size: int | None = None,
-        sha256: str | None = None,
-        trigger: str | None = None,
-        attempt: int | None = None,
-        max_attempts: int | None = None,
-        run_request_id: str | None = None,
-        part_checksum: str | None = None,
-    ) -> StartResponse:
-        payload: dict[str, Any] = {
-            "configId": config_id,
-            "filename": filename,
-            "filesize": filesize,
-            "multipart": multipart,
-        }
-        if size is not None:
-            payload["size"] = size
-        if sha256 is not None:
-            payload["sha256"] = sha256
-        for name, value in (
-            ("trigger", trigger),
-            ("attempt", attempt),
-            ("maxAttempts", max_attempts),
-            ("runRequestId", run_request_id),
-            ("partChecksum", part_checksum),
-        ):
-            if value is not None:
-                payload[name] = value
-        body = self._call("POST", "/api/agent/backup/start", payload)
+    def start_backup(self, request: StartBackup) -> StartResponse:
+        body = self._call("POST", "/api/agent/backup/start", request.to_json())
         return _decode(body, StartResponse, "/api/agent/backup/start")
 
-    def complete_backup(
-        self,
-        *,
-        log_id: str,
-        status: str,
-        files_processed: int,
-        bytes_transferred: int,
-        duration_ms: int,
-        errors: Sequence[Mapping[str, str]] = (),
-        size: int | None = None,
-        sha256: str | None = None,
-        error: str | None = None,
-    ) -> str:
-        payload: dict[str, Any] = {
-            "logId": log_id,
-            "status": status,
-            "filesProcessed": files_processed,
-            "bytesTransferred": bytes_transferred,
-            "duration": duration_ms,
-            "errors": [dict(e) for e in errors],
-        }
-        if size is not None:
-            payload["size"] = size
-        if sha256 is not None:
-            payload["sha256"] = sha256
-        if error is not None:
-            payload["error"] = error
-        body = self._call("POST", "/api/agent/backup/complete", payload)
-        return str(body.get("status", status))
+    def complete_backup(self, request: CompleteBackup) -> str:
+        body = self._call("POST", "/api/agent/backup/complete", request.to_json())
+        return str(body.get("status", request.status))
 
     def send_log(self, level: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:
         message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -214,34 +159,17 @@ class ApiClient:
 
     # -- multipart extension ------------------------------------------------------------------------
 
-    def part_url(
-        self,
-        *,
-        log_id: str,
-        part_number: int,
-        size: int,
-        sha256: str | None = None,
-        crc32: str | None = None,
-    ) -> PartTicket:
-        payload: dict[str, Any] = {"logId": log_id, "partNumber": part_number, "size": size}
-        if crc32 is not None:
-            payload["crc32"] = crc32
-        else:
-            payload["sha256"] = sha256
-        body = self._call("POST", "/api/agent/backup/upload/part", payload)
+    def part_url(self, request: SignPart) -> PartTicket:
+        body = self._call("POST", "/api/agent/backup/upload/part", request.to_json())
         return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        body = self._call(
-            "POST",
-            "/api/agent/backup/upload/complete",
-            {"logId": log_id, "parts": msgspec.to_builtins(list(parts))},
-        )
+    def complete_upload(self, request: CompleteUpload) -> int:
+        body = self._call("POST", "/api/agent/backup/upload/complete", request.to_json())
         size = body.get("size")
         return int(size) if isinstance(size, int) else -1
 
-    def abort_upload(self, *, log_id: str, reason: str) -> None:
-        self._call("POST", "/api/agent/backup/upload/abort", {"logId": log_id, "reason": reason})
+    def abort_upload(self, request: AbortUpload) -> None:
+        self._call("POST", "/api/agent/backup/upload/abort", request.to_json())
 
     # -- schedules, leases, live progress extension ----------------------------------------------
 

@@ -4,6 +4,7 @@ client errors, and nothing secret in errors or logs."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -19,6 +20,14 @@ from desktop_agent.engine import (
     RetryPolicy,
     StorageError,
     install_log_redaction,
+)
+from desktop_agent.engine.protocol import (
+    AbortUpload,
+    CompleteBackup,
+    CompleteUpload,
+    SignPart,
+    StartBackup,
+    UploadedPart,
 )
 
 KEY = "bka_secret-key-value"
@@ -76,9 +85,138 @@ def test_start_backup_payload_and_response() -> None:
         )
 
     c, _ = client(handler)
-    got = c.start_backup(config_id="c", filename="f.tar.gz", filesize=10, multipart=True)
+    got = c.start_backup(
+        StartBackup(config_id="c", filename="f.tar.gz", filesize=10, multipart=True)
+    )
     assert bodies == [b'{"configId":"c","filename":"f.tar.gz","filesize":10,"multipart":true}']
     assert got.log_id == "log-1" and got.upload.part_size == 16777216 and got.upload.url is None
+
+
+SHA = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("call", "path", "body"),
+    [
+        (
+            lambda c: c.start_backup(StartBackup(config_id="c1", filename="f.tar.gz", filesize=10)),
+            "/api/agent/backup/start",
+            b'{"configId":"c1","filename":"f.tar.gz","filesize":10,"multipart":false}',
+        ),
+        (
+            lambda c: c.start_backup(
+                StartBackup(
+                    config_id="c1",
+                    filename="f.tar.gz",
+                    filesize=10,
+                    size=10,
+                    sha256=SHA,
+                    trigger="schedule",
+                    attempt=2,
+                    max_attempts=3,
+                    run_request_id="r1",
+                    part_checksum="crc32",
+                )
+            ),
+            "/api/agent/backup/start",
+            b'{"configId":"c1","filename":"f.tar.gz","filesize":10,"multipart":false,"size":10,'
+            b'"sha256":"' + SHA.encode() + b'","trigger":"schedule","attempt":2,"maxAttempts":3,'
+            b'"runRequestId":"r1","partChecksum":"crc32"}',
+        ),
+        (
+            lambda c: c.part_url(SignPart(log_id="l", part_number=3, size=7, sha256="cd" * 32)),
+            "/api/agent/backup/upload/part",
+            b'{"logId":"l","partNumber":3,"size":7,"sha256":"' + b"cd" * 32 + b'"}',
+        ),
+        (
+            lambda c: c.part_url(SignPart(log_id="l", part_number=4, size=7, crc32="NhCmhg==")),
+            "/api/agent/backup/upload/part",
+            b'{"logId":"l","partNumber":4,"size":7,"crc32":"NhCmhg=="}',
+        ),
+        (
+            lambda c: c.part_url(SignPart(log_id="l", part_number=5, size=7)),
+            "/api/agent/backup/upload/part",
+            b'{"logId":"l","partNumber":5,"size":7,"sha256":null}',
+        ),
+        (
+            lambda c: c.complete_upload(
+                CompleteUpload(
+                    log_id="l",
+                    parts=[
+                        UploadedPart(part_number=1, etag='"e1"', sha256=SHA),
+                        UploadedPart(part_number=2, etag='"e2"', crc32="NhCmhg=="),
+                    ],
+                )
+            ),
+            "/api/agent/backup/upload/complete",
+            b'{"logId":"l","parts":[{"partNumber":1,"etag":"\\"e1\\"","sha256":"'
+            + SHA.encode()
+            + b'"},{"partNumber":2,"etag":"\\"e2\\"","crc32":"NhCmhg=="}]}',
+        ),
+        (
+            lambda c: c.abort_upload(AbortUpload(log_id="l", reason="cancelled by the user")),
+            "/api/agent/backup/upload/abort",
+            b'{"logId":"l","reason":"cancelled by the user"}',
+        ),
+        (
+            lambda c: c.complete_backup(
+                CompleteBackup(
+                    log_id="l",
+                    status="completed",
+                    files_processed=3,
+                    bytes_transferred=10,
+                    duration_ms=1500,
+                    errors=[{"path": "/a", "message": "gone"}],
+                    size=10,
+                    sha256=SHA,
+                )
+            ),
+            "/api/agent/backup/complete",
+            b'{"logId":"l","status":"completed","filesProcessed":3,"bytesTransferred":10,'
+            b'"duration":1500,"errors":[{"path":"/a","message":"gone"}],"size":10,"sha256":"'
+            + SHA.encode()
+            + b'"}',
+        ),
+        (
+            lambda c: c.complete_backup(
+                CompleteBackup(
+                    log_id="l",
+                    status="failed",
+                    files_processed=0,
+                    bytes_transferred=0,
+                    duration_ms=0,
+                    error="refused: x",
+                )
+            ),
+            "/api/agent/backup/complete",
+            b'{"logId":"l","status":"failed","filesProcessed":0,"bytesTransferred":0,"duration":0,'
+            b'"errors":[],"error":"refused: x"}',
+        ),
+    ],
+)
+def test_each_message_goes_out_as_the_agent_api_reads_it(
+    call: Callable[[ApiClient], object], path: str, body: bytes
+) -> None:
+    """The wire JSON of every backup call, byte for byte (what the agent sent before its calls
+    became messages: the server and the contract read exactly this)."""
+    sent: list[tuple[str, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, request.read()))
+        return httpx.Response(
+            200,
+            json={
+                "logId": "l",
+                "upload": {"method": "PUT", "url": "https://s/x"},
+                "part": {"partNumber": 1, "url": "https://s/1"},
+                "size": 10,
+                "status": "completed",
+            },
+        )
+
+    c, _ = client(handler)
+    call(c)
+    assert sent == [(path, body)]
 
 
 def test_retries_transient_errors_with_backoff() -> None:
@@ -153,7 +291,7 @@ def test_never_retries_client_errors(status: int, error_type: type[ApiError]) ->
 
     c, sleeps = client(handler)
     with pytest.raises(error_type) as info:
-        c.start_backup(config_id="c", filename="../x", filesize=1)
+        c.start_backup(StartBackup(config_id="c", filename="../x", filesize=1))
     assert len(calls) == 1 and sleeps == []
     assert info.value.status == status and info.value.detail.startswith("filename: bad")
     assert KEY not in str(info.value)

@@ -5,6 +5,7 @@ parts otherwise, and what ``ApiClient`` sends for each."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,13 +21,21 @@ from desktop_agent.engine import ApiClient
 from desktop_agent.engine._upload import Uploader, UploadOptions, crc32_b64
 from desktop_agent.engine.protocol import (
     Body,
+    CompleteUpload,
     PartTicket,
+    SignPart,
+    StartBackup,
     StartResponse,
     UploadedPart,
     UploadTicket,
 )
 
 KIB = 1024
+
+
+def sent(message: Any) -> dict[str, Any]:
+    """The fields of a plane message that carry a value (``None``: not sent)."""
+    return {k: v for k, v in dataclasses.asdict(message).items() if v is not None}
 
 
 def crc(data: bytes) -> str:
@@ -42,19 +51,20 @@ class Plane:
         self.part_requests: list[dict[str, Any]] = []
         self.completed: list[UploadedPart] = []
 
-    def start_backup(self, **kw: Any) -> StartResponse:
-        self.starts.append(kw)
+    def start_backup(self, request: StartBackup) -> StartResponse:
+        self.starts.append(sent(request))
         ticket = UploadTicket(
             method="MULTIPART", s3_path="k", upload_id="u", part_checksum=self.answer
         )
         return StartResponse(log_id="log-1", upload=ticket)
 
-    def part_url(self, **kw: Any) -> PartTicket:
+    def part_url(self, request: SignPart) -> PartTicket:
+        kw = sent(request)
         self.part_requests.append(kw)
         return PartTicket(part_number=kw["part_number"], url=f"https://s/{kw['part_number']}")
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        self.completed = list(parts)
+    def complete_upload(self, request: CompleteUpload) -> int:
+        self.completed = list(request.parts)
         self.part_requests.sort(key=lambda r: int(r["part_number"]))  # they went up concurrently
         return sum(r["size"] for r in self.part_requests)
 
@@ -155,12 +165,12 @@ def test_api_client_remembers_features_and_sends_the_part_checksum() -> None:
     client.heartbeat(version="1", platform="linux")
     assert client.server_features == frozenset({"part-crc32"})
     started = client.start_backup(
-        config_id="c", filename="f", filesize=1, multipart=True, part_checksum="crc32"
+        StartBackup(config_id="c", filename="f", filesize=1, multipart=True, part_checksum="crc32")
     )
     assert started.upload.part_checksum == "crc32"
-    client.part_url(log_id="l", part_number=1, size=5, crc32="NhCmhg==")
-    client.part_url(log_id="l", part_number=2, size=5, sha256="ab" * 32)
-    client.start_backup(config_id="c", filename="f", filesize=1, multipart=True)
+    client.part_url(SignPart(log_id="l", part_number=1, size=5, crc32="NhCmhg=="))
+    client.part_url(SignPart(log_id="l", part_number=2, size=5, sha256="ab" * 32))
+    client.start_backup(StartBackup(config_id="c", filename="f", filesize=1, multipart=True))
     assert seen[1][1]["partChecksum"] == "crc32"
     assert seen[2][1] == {"logId": "l", "partNumber": 1, "size": 5, "crc32": "NhCmhg=="}
     assert seen[3][1] == {"logId": "l", "partNumber": 2, "size": 5, "sha256": "ab" * 32}
