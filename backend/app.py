@@ -21,6 +21,7 @@ from backend import __version__
 from backend.api.agent import AgentApiController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
+from backend.api.guards import ApiRequest
 from backend.api.owner import (
     AgentController,
     AlertController,
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
             render_plugins=[ScalarRenderPlugin()],
         ),
         response_cache_config=ResponseCacheConfig(),
+        request_class=ApiRequest,
         debug=False,
     )
     app.state.services = services

@@ -20,7 +20,9 @@ Crc32B64 = Annotated[str, Meta(pattern="^[A-Za-z0-9+/]{6}==$")]
 """A CRC32 as S3's ``x-amz-checksum-crc32`` carries it: base64 of its 4 big-endian bytes."""
 PartChecksum = Literal["sha256", "crc32"]
 Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
-NonNegative = Annotated[int, Meta(ge=0)]
+MAX_INT64 = 2**63 - 1
+"""The largest integer the databases store (a signed 64-bit column)."""
+NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Level = Literal["debug", "info", "warning", "error"]
 BackupStatus = Literal["running", "completed", "failed", "expired"]
 AgentStatus = Literal["online", "offline", "error"]

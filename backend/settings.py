@@ -14,6 +14,8 @@ from pathlib import Path
 
 import platformdirs
 
+from backend.private_files import make_private_dir
+
 __all__ = ["Settings", "get_settings", "load_secret"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -310,7 +312,7 @@ def load_secret(data_dir: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     value = secrets.token_hex(32).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.agent_ws import serve_agent_socket
 from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
+from backend.api.guards import api_guard
 from backend.schemas import (
     AbortRequest,
     AgentBackupsResponse,
@@ -53,6 +54,7 @@ def _lease(grant: LeaseGrant) -> LeaseResponse:
 
 class AgentApiController(Controller):
     path = "/api/agent"
+    guards = [api_guard]
     tags = ["agent"]
 
     @post(

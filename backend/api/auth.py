@@ -16,6 +16,7 @@ from backend.api.deps import (
     provide_user,
     session_cookies,
 )
+from backend.api.guards import api_guard
 from backend.schemas import Credentials, OkResponse, UserOut, UserResponse
 
 
@@ -25,6 +26,7 @@ def _user_out(user: UserDep) -> UserOut:
 
 class AuthController(Controller):
     path = "/api/auth"
+    guards = [api_guard]
     tags = ["accounts"]
 
     @post("/signup", status_code=HTTP_201_CREATED, summary="Create an account and sign in")

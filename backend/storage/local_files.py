@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from ..private_files import DIR_MODE, FILE_MODE, make_private_dir
 from .base import (
     CompletedPart,
     InvalidParts,
@@ -61,7 +62,7 @@ class FileStore:
         self._uploads = self.root / "uploads"
         self.tmp = self.root / "tmp"
         for directory in (self._objects, self._meta, self._uploads, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(directory)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class FileStore:
 
     def _write_meta(self, key: str, size: int, sha256: str) -> None:
         path = self._meta_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix=".meta-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -162,7 +163,7 @@ class FileStore:
         dest = self.object_path(key)
         try:
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(dest.parent)
             except (FileExistsError, NotADirectoryError) as exc:
                 raise ObjectExists(f"{key}: a prefix of this key is an existing object") from exc
             try:
@@ -174,7 +175,7 @@ class FileStore:
                     raise
                 # A filesystem without hard links: claim the name exclusively, then fill it.
                 try:
-                    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
                 except FileExistsError as exc2:
                     raise ObjectExists(f"{key} already holds an object") from exc2
                 os.replace(temp, dest)
@@ -225,9 +226,12 @@ class FileStore:
         """A new upload's id, its manifest written."""
         upload_id = secrets.token_hex(16)
         upload_dir = self._uploads / upload_id
-        upload_dir.mkdir()
+        upload_dir.mkdir(mode=DIR_MODE)
+        os.chmod(upload_dir, DIR_MODE)
         manifest = {"key": key, "created": int(self._clock()), "checksum": checksum}
-        (upload_dir / "upload.json").write_text(json.dumps(manifest), "utf-8")
+        fd = os.open(upload_dir / "upload.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(manifest))
         return upload_id
 
     def complete_multipart(

@@ -23,6 +23,7 @@ import anyio.to_thread
 from backend import __version__
 from backend.backups.tables import BackupConfig
 from backend.errors import InvalidInput
+from backend.private_files import make_private_dir
 from backend.services.clock import utcnow
 from backend.services.leases import LeaseService, config_lease_name
 from backend.services.pubsub import LiveEvents
@@ -137,7 +138,7 @@ class ServerRunner:
         else:
             engine_storage = HttpStorage(user_agent=f"backapp-server/{__version__}")
         temp_dir = self.settings.data_dir / "tmp" / "server-runs"
-        await anyio.to_thread.run_sync(lambda: temp_dir.mkdir(parents=True, exist_ok=True))
+        await anyio.to_thread.run_sync(make_private_dir, temp_dir)
         engine = BackupEngine(
             plane,
             engine_storage,

