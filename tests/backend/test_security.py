@@ -212,3 +212,65 @@ async def test_local_storage_objects_are_private(
             )
     assert any(p.startswith("objects/") and p.endswith("two.tar.gz") for p in after)
     assert oct(stat.S_IMODE(settings.data_dir.stat().st_mode)) == "0o700"
+
+
+# --- login CSRF: JSON bodies only, nothing started by another site ----------------------------
+
+
+async def test_a_text_plain_body_does_not_sign_in(client: ApiClient) -> None:
+    """What a cross-site ``<form enctype=text/plain>`` sends: it signed the browser in."""
+    await client.signup("mallory@example.com", "password1")
+    client.raw.cookies.clear()
+    body = b'{"email": "mallory@example.com", "password": "password1", "x": "="}'
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", None]:
+        headers = {"content-type": content_type} if content_type else {}
+        for path in ["/api/auth/login", "/api/auth/signup"]:
+            r = await client.raw.post(path, content=body, headers=headers)
+            assert r.status_code == 415, (path, content_type, r.text)
+            assert r.json()["error"] == "unsupported_media_type"
+            assert "backapp_session" not in r.cookies
+    r = await client.raw.post(
+        "/api/auth/login", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_every_json_endpoint_wants_json(client: ApiClient, world: dict[str, str]) -> None:
+    config = world["config_id"]
+    for method, path, body in [
+        ("POST", "/api/configs", b'{"name": "x"}'),
+        ("PATCH", f"/api/configs/{config}", b'{"name": "x"}'),
+        ("POST", f"/api/configs/{config}/run", b"{}"),
+        ("POST", "/api/agent/register", b'{"name": "x"}'),
+    ]:
+        r = await client.request(method, path, content=body, headers={"content-type": "text/plain"})
+        assert r.status_code == 415, (path, r.text)
+    agent = {"X-Agent-API-Key": world["key"], "content-type": "text/plain"}
+    r = await client.raw.post("/api/agent/heartbeat", content=b"{}", headers=agent)
+    assert r.status_code == 415, r.text
+    # A request with no body needs no content type (Back Up Now, a bare heartbeat, sign-out).
+    assert (await client.post(f"/api/configs/{config}/run")).status_code == 202
+    r = await client.raw.post("/api/agent/heartbeat", headers={"X-Agent-API-Key": world["key"]})
+    assert r.status_code == 200, r.text
+
+
+async def test_requests_started_by_another_site_are_refused(client: ApiClient) -> None:
+    await client.signup("a@b.co", "password1")
+    client.raw.cookies.clear()
+    creds = {"email": "a@b.co", "password": "password1"}
+    for headers in [
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+    ]:
+        r = await client.raw.post("/api/auth/login", json=creds, headers=headers)
+        assert r.status_code == 403, (headers, r.text)
+        assert "cross-site" in r.json()["detail"]
+    for headers in [
+        {"sec-fetch-site": "same-origin", "origin": "http://testserver.local"},
+        {"origin": "http://testserver.local"},
+        {},
+    ]:
+        r = await client.raw.post("/api/auth/login", json=creds, headers=headers)
+        assert r.status_code == 200, (headers, r.text)
