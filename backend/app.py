@@ -36,6 +36,7 @@ from backend.settings import Settings, get_settings
 from backend.storage import LocalStorage
 from backend.web import template_config as web_template_config
 from backend.web import web_handlers
+from desktop_agent.engine import install_log_redaction
 
 __all__ = ["create_app"]
 
@@ -129,6 +130,7 @@ class Runtime:
 
 
 def create_app(settings: Settings | None = None, services: ServicesDep | None = None) -> Litestar:
+    install_log_redaction()
     settings = settings or get_settings()
     services = services or Services.build(settings)
     engine = make_engine(settings.database_url)

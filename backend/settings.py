@@ -6,6 +6,7 @@ Tests set the environment (or build a ``Settings`` directly) before the app is c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -91,6 +92,28 @@ def _env_roots(name: str) -> tuple[str, ...]:
     return roots
 
 
+def _env_proxies(name: str) -> tuple[str, ...]:
+    """Addresses or networks (``10.0.0.11``, ``172.18.0.0/16``), comma-separated."""
+    raw = _env_str(name)
+    if not raw:
+        return ()
+    proxies = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise ValueError(
+                f"{name} must name the proxy's addresses, not '*': trusting every peer lets any "
+                "client choose the address the sign-in limit counts"
+            )
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{name}: {item!r} is not an IP address or network") from None
+        proxies.append(item)
+    return tuple(proxies)
+
+
 def _env_redis_url(name: str) -> str | None:
     value = _env_str(name)
     if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
@@ -157,6 +180,13 @@ class Settings:
 
     login_lockout_seconds: int = 900
     """``BACKAPP_LOGIN_LOCKOUT_SECONDS``: the window of the login limit."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """``BACKAPP_TRUSTED_PROXIES``: comma-separated addresses or networks of the reverse proxies in
+    front of the server (``127.0.0.1``, ``10.0.0.5``, ``172.18.0.0/16``). Only a connection from one
+    of them may say, in ``X-Forwarded-For``/``X-Forwarded-Proto``, who the client is; the client is
+    then the last address the proxies did not add themselves. Default: none (the connection's own
+    address is the client's). ``*`` is refused."""
 
     session_days: int = 14
     """``BACKAPP_SESSION_DAYS``: how long a sign-in lasts."""
@@ -278,6 +308,7 @@ class Settings:
             agent_rate_limit=_env_int("BACKAPP_AGENT_RATE_LIMIT", 600, minimum=1),
             login_rate_limit=_env_int("BACKAPP_LOGIN_RATE_LIMIT", 10, minimum=1),
             login_lockout_seconds=_env_int("BACKAPP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1),
+            trusted_proxies=_env_proxies("BACKAPP_TRUSTED_PROXIES"),
             session_days=_env_int("BACKAPP_SESSION_DAYS", 14, minimum=1),
             presign_seconds=_env_int("BACKAPP_PRESIGN_SECONDS", 3600, minimum=60),
             multipart_part_size=_env_int(

@@ -15,6 +15,7 @@ import pytest
 from backend.settings import Settings
 from tests.conftest import migrate
 from tests.support.api import ApiClient, local_path
+from tests.support.logs import every_log_line
 
 BIG = [str(2**63), str(10**30), "-1"]
 
@@ -274,3 +275,28 @@ async def test_requests_started_by_another_site_are_refused(client: ApiClient) -
     ]:
         r = await client.raw.post("/api/auth/login", json=creds, headers=headers)
         assert r.status_code == 200, (headers, r.text)
+
+
+# --- agent keys never reach a log line --------------------------------------------------------
+
+
+async def test_agent_keys_are_in_no_log_line_at_debug(client: ApiClient) -> None:
+    """In the server's process, every logger at DEBUG: a key in a header, in a query string, and
+    a wrong key, through every kind of agent request."""
+    await client.signup()
+    _, key = await client.register_agent()
+    wrong = key[:-4] + "AAAA"
+    with every_log_line() as lines:
+        assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200
+        r = await client.raw.get(f"/api/agent/configs?key={key}", headers={"X-Agent-API-Key": key})
+        assert r.status_code == 200
+        assert (await client.agent_post(wrong, "/api/agent/heartbeat", {})).status_code == 401
+        r = await client.raw.post(
+            f"/api/agent/heartbeat?key={key}",
+            content=b"{",
+            headers={"X-Agent-API-Key": key, "content-type": "application/json"},
+        )
+        assert r.status_code == 400
+    assert any("/api/agent/configs" in line for line in lines), lines
+    for secret in (key, key[4:], wrong):
+        assert [line for line in lines if secret in line] == []
