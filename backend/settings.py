@@ -176,7 +176,8 @@ class Settings:
 
     login_rate_limit: int = 10
     """``BACKAPP_LOGIN_RATE_LIMIT``: failed logins per account (and 3x that per client address) within
-    ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` before further attempts are refused with 429."""
+    ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` before further attempts are refused with 429. A browser that
+    signed in to the account before is counted on its own (this many failures), not with strangers."""
 
     login_lockout_seconds: int = 900
     """``BACKAPP_LOGIN_LOCKOUT_SECONDS``: the window of the login limit."""

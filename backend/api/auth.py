@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.deps import (
     CSRF_COOKIE,
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     ServicesDep,
     UserDep,
@@ -48,7 +49,9 @@ class AuthController(Controller):
         self, data: JSONBody[Credentials], services: ServicesDep, request: Request[Any, Any, Any]
     ) -> Response[UserResponse]:
         client = request.client.host if request.client else "unknown"
-        signed_in = await services.accounts.login(data.email, data.password, client)
+        signed_in = await services.accounts.login(
+            data.email, data.password, client, request.cookies.get(DEVICE_COOKIE)
+        )
         return Response(
             UserResponse(user=_user_out(signed_in.user)),
             cookies=session_cookies(signed_in, services),

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from backend.services import Services
 from backend.settings import Settings
 from tests.conftest import migrate
 from tests.support.api import ApiClient, local_path
@@ -300,3 +303,112 @@ async def test_agent_keys_are_in_no_log_line_at_debug(client: ApiClient) -> None
     assert any("/api/agent/configs" in line for line in lines), lines
     for secret in (key, key[4:], wrong):
         assert [line for line in lines if secret in line] == []
+
+
+# --- sign-in throttling that a stranger cannot turn against the owner -------------------------
+
+OWNER = {"email": "owner@example.com", "password": "correct horse"}
+
+
+def _stranger(client: ApiClient, address: str) -> httpx.AsyncClient:
+    """A browser of someone else, at ``address``, on the same app (no cookie of the owner's)."""
+    app = client.raw._transport.app
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(address, 40000)),
+        base_url="http://testserver.local",
+    )
+
+
+async def _lock_the_account(client: ApiClient) -> None:
+    """Ten wrong passwords, each from another address: the per-account limit is reached."""
+    for i in range(10):
+        async with _stranger(client, f"203.0.113.{i}") as http:
+            r = await http.post("/api/auth/login", json={**OWNER, "password": f"guess {i}"})
+            assert r.status_code == 401, r.text
+    async with _stranger(client, "203.0.113.99") as http:
+        r = await http.post("/api/auth/login", json=OWNER)
+        assert r.status_code == 429, "an unknown browser must wait, even with the right password"
+
+
+async def test_strangers_cannot_lock_the_owner_out(client: ApiClient) -> None:
+    await client.raw.post("/api/auth/signup", json=OWNER)
+    await client.post("/api/auth/logout")
+    r = await client.raw.post("/api/auth/login", json=OWNER)  # the owner's own browser
+    assert r.status_code == 200, r.text
+    await client.post("/api/auth/logout")
+    await _lock_the_account(client)
+    # The owner's browser signed in here before: the right password still works.
+    r = await client.raw.post("/api/auth/login", json=OWNER)
+    assert r.status_code == 200, r.text
+    assert (await client.get("/api/auth/me")).json()["user"]["email"] == OWNER["email"]
+
+
+async def test_the_known_browser_cookie_is_throttled_itself_and_bound_to_its_account(
+    client: ApiClient, services: Services
+) -> None:
+    await client.raw.post("/api/auth/signup", json=OWNER)
+    device = client.raw.cookies.get("backapp_device")
+    assert device, "a successful sign-up or sign-in marks the browser as known"
+    set_cookie = next(
+        c
+        for c in (await client.raw.post("/api/auth/login", json=OWNER)).headers.get_list(
+            "set-cookie"
+        )
+        if c.startswith("backapp_device=")
+    )
+    assert "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie
+    await client.post("/api/auth/logout")
+    assert client.raw.cookies.get("backapp_device"), "signing out keeps the browser known"
+    # A stolen cookie does not buy unlimited guesses: wrong passwords count against it.
+    for i in range(10):
+        r = await client.raw.post("/api/auth/login", json={**OWNER, "password": f"guess {i}"})
+        assert r.status_code == 401
+    r = await client.raw.post("/api/auth/login", json=OWNER)
+    assert r.status_code == 429
+    # A forged or altered cookie is no cookie; one of another account does not count for this one.
+    await _lock_the_account(client)
+    for forged in ["abc.def", device[:-2] + "00", services.accounts.device_token(uuid.uuid4())]:
+        async with _stranger(client, "198.51.100.8") as http:
+            http.cookies.set("backapp_device", forged)
+            r = await http.post("/api/auth/login", json=OWNER)
+            assert r.status_code == 429, forged
+
+
+async def test_one_address_guessing_many_accounts_is_throttled(client: ApiClient) -> None:
+    await client.raw.post("/api/auth/signup", json=OWNER)
+    async with _stranger(client, "192.0.2.1") as http:
+        for i in range(30):
+            r = await http.post(
+                "/api/auth/login", json={"email": f"u{i}@x.co", "password": "guess"}
+            )
+            assert r.status_code == 401
+        r = await http.post("/api/auth/login", json={"email": "u99@x.co", "password": "guess"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    # Another address is not affected.
+    async with _stranger(client, "192.0.2.2") as http:
+        assert (await http.post("/api/auth/login", json=OWNER)).status_code == 200
+
+
+async def test_the_web_sign_in_form_lets_the_known_browser_in(client: ApiClient) -> None:
+    import re
+
+    async def sign_in_form(http: httpx.AsyncClient, password: str) -> httpx.Response:
+        form = await http.get("/signin")
+        token = re.search(r'name="_csrf" value="([^"]*)"', form.text)
+        assert token, form.text[:500]
+        return await http.post(
+            "/signin",
+            data={"_csrf": token.group(1), "email": OWNER["email"], "password": password},
+        )
+
+    await client.raw.post("/api/auth/signup", json=OWNER)
+    client.raw.cookies.clear()
+    r = await sign_in_form(client.raw, OWNER["password"])
+    assert r.status_code == 303, r.text
+    assert client.raw.cookies.get("backapp_device")
+    await client.post("/signout", data={"_csrf": client.raw.cookies.get("csrftoken")})
+    await _lock_the_account(client)
+    async with _stranger(client, "203.0.113.50") as http:
+        assert (await sign_in_form(http, OWNER["password"])).status_code == 429
+    r = await sign_in_form(client.raw, OWNER["password"])
+    assert r.status_code == 303, r.text
