@@ -193,7 +193,13 @@ class Settings:
     """``BACKAPP_SESSION_DAYS``: how long a sign-in lasts."""
 
     presign_seconds: int = 3600
-    """``BACKAPP_PRESIGN_SECONDS``: lifetime of pre-signed upload/download URLs."""
+    """``BACKAPP_PRESIGN_SECONDS``: lifetime of pre-signed URLs of whole objects (the single PUT of a
+    backup, downloads and restores)."""
+
+    presign_part_seconds: int = 900
+    """``BACKAPP_PRESIGN_PART_SECONDS``: lifetime of a multipart upload's part URLs. Agents ask for a
+    URL just before each part (and a fresh one for each retry), so this only bounds how long an
+    agent whose key was revoked can go on uploading parts with URLs it already holds."""
 
     multipart_part_size: int = 16 * 1024 * 1024
     """``BACKAPP_MULTIPART_PART_SIZE``: the part size the server recommends to agents (bytes)."""
@@ -312,6 +318,7 @@ class Settings:
             trusted_proxies=_env_proxies("BACKAPP_TRUSTED_PROXIES"),
             session_days=_env_int("BACKAPP_SESSION_DAYS", 14, minimum=1),
             presign_seconds=_env_int("BACKAPP_PRESIGN_SECONDS", 3600, minimum=60),
+            presign_part_seconds=_env_int("BACKAPP_PRESIGN_PART_SECONDS", 900, minimum=60),
             multipart_part_size=_env_int(
                 "BACKAPP_MULTIPART_PART_SIZE", 16 * 1024 * 1024, minimum=5 * 1024 * 1024
             ),

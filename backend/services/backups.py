@@ -367,7 +367,7 @@ class BackupService:
             row["s3_path"],
             row["upload_id"],
             part_number,
-            expires_in=self.settings.presign_seconds,
+            expires_in=self.settings.presign_part_seconds,
             size=size,
             sha256=sha256,
             crc32=crc32,

@@ -412,3 +412,81 @@ async def test_the_web_sign_in_form_lets_the_known_browser_in(client: ApiClient)
         assert (await sign_in_form(http, OWNER["password"])).status_code == 429
     r = await sign_in_form(client.raw, OWNER["password"])
     assert r.status_code == 303, r.text
+
+
+# --- part URLs: a short window after an agent is revoked --------------------------------------
+
+
+async def _part_url(client: ApiClient, world: dict[str, str]) -> dict[str, Any]:
+    multi = await client.agent_post(
+        world["key"],
+        "/api/agent/backup/start",
+        {"configId": world["config_id"], "filename": "parts.tar.gz", "multipart": True},
+    )
+    assert multi.status_code == 200, multi.text
+    r = await client.agent_post(
+        world["key"],
+        "/api/agent/backup/upload/part",
+        {"logId": multi.json()["logId"], "partNumber": 1, "size": 10, "sha256": "a" * 64},
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json()["part"])
+
+
+def _expiry_in_url(url: str) -> int:
+    from urllib.parse import parse_qs, urlsplit
+
+    return int(parse_qs(urlsplit(url).query)["X-Backapp-Expires"][0])
+
+
+async def test_part_urls_expire_after_15_minutes_by_default(
+    client: ApiClient, world: dict[str, str]
+) -> None:
+    """Part URLs lived an hour: a revoked agent could keep uploading that long."""
+    import time
+    from datetime import datetime
+
+    before = time.time()
+    part = await _part_url(client, world)
+    expires = _expiry_in_url(part["url"])
+    assert before + 900 - 2 <= expires <= time.time() + 900 + 2, expires - before
+    stated = datetime.fromisoformat(part["expiresAt"].replace("Z", "+00:00")).timestamp()
+    assert abs(stated - expires) <= 2
+
+
+@pytest.mark.parametrize("seconds", [120])
+async def test_the_part_url_lifetime_is_a_setting(
+    tmp_path: Path, sqlite_url: str, seconds: int
+) -> None:
+    import time
+
+    from backend.app import create_app
+    from backend.services import Services as Built
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, sqlite_url, presign_part_seconds=seconds)
+    app = create_app(settings, Built.build(settings))
+    await app.state.runtime.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver.local"
+        ) as raw:
+            api = ApiClient(raw)
+            await api.signup()
+            agent_id, key = await api.register_agent()
+            config = await api.create_config(agent_id)
+            before = time.time()
+            part = await _part_url(api, {"key": key, "config_id": config["id"]})
+            assert before + seconds - 2 <= _expiry_in_url(part["url"]) <= time.time() + seconds + 2
+    finally:
+        await app.state.runtime.stop()
+
+
+def test_presign_part_seconds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKAPP_SECRET_KEY", "x" * 32)
+    assert Settings.from_env().presign_part_seconds == 900
+    monkeypatch.setenv("BACKAPP_PRESIGN_PART_SECONDS", "300")
+    assert Settings.from_env().presign_part_seconds == 300
+    monkeypatch.setenv("BACKAPP_PRESIGN_PART_SECONDS", "10")
+    with pytest.raises(ValueError, match="BACKAPP_PRESIGN_PART_SECONDS"):
+        Settings.from_env()
