@@ -22,6 +22,7 @@ from backend.api.agent import AgentApiController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
 from backend.api.guards import ApiRequest
+from backend.api.openapi import document_errors
 from backend.api.owner import (
     AgentController,
     AlertController,
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         request_class=ApiRequest,
         debug=False,
     )
+    document_errors(app.routes)
     app.state.services = services
     app.state.storage = services.storage
     app.state.settings = settings

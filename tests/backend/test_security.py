@@ -490,3 +490,64 @@ def test_presign_part_seconds_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("BACKAPP_PRESIGN_PART_SECONDS", "10")
     with pytest.raises(ValueError, match="BACKAPP_PRESIGN_PART_SECONDS"):
         Settings.from_env()
+
+
+# --- the OpenAPI schema documents the error body the API really sends -------------------------
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[1]
+        node = schema["components"]["schemas"][name]
+    return node
+
+
+async def test_every_documented_error_is_the_real_error_body(
+    client: ApiClient, world: dict[str, str]
+) -> None:
+    """Every 4xx/5xx of every operation documents ``{"success": false, "status", "error",
+    "detail"}``, and what an operation really answers to a bad request is among its documented
+    statuses, with that body."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    operations = 0
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            operations += 1
+            errors = {code: r for code, r in op["responses"].items() if code[0] in "45"}
+            where = f"{method.upper()} {path}"
+            if path.startswith("/api/") and path != "/api/health":
+                assert "400" in errors, (where, sorted(op["responses"]))
+                if path != "/api/auth/signup":
+                    assert "401" in errors, (where, sorted(op["responses"]))
+            for code, response in errors.items():
+                body = _resolve(schema, response["content"]["application/json"]["schema"])
+                props = body.get("properties", {})
+                assert {"success", "status", "error", "detail"} <= set(props), (where, code, body)
+                assert {"status", "error", "detail"} <= set(body.get("required", [])), (where, code)
+                assert "status_code" not in props and "extra" not in props, (where, code)
+            # What the operation answers without credentials, or with a malformed body.
+            if not path.startswith("/api/") or path == "/api/health":
+                continue
+            concrete = _concrete(path, world)
+            kwargs: dict[str, Any] = {}
+            if method in {"post", "patch", "put"}:
+                kwargs = {"content": b"[", "headers": {"content-type": "application/json"}}
+            for r in [
+                await client.raw.request(method.upper(), concrete, **kwargs),
+                await client.request(
+                    method.upper(),
+                    concrete,
+                    **{
+                        **kwargs,
+                        "headers": {**kwargs.get("headers", {}), "X-Agent-API-Key": world["key"]},
+                    },
+                ),
+            ]:
+                if r.status_code < 400:
+                    continue
+                assert str(r.status_code) in errors, (where, r.status_code, sorted(errors))
+                got = r.json()
+                assert got["success"] is False and got["status"] == r.status_code, got
+    assert operations >= 30
