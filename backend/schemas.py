@@ -260,6 +260,9 @@ class UploadedPart(Camel):
 class UploadCompleteRequest(Camel):
     log_id: Uuid
     parts: Annotated[list[UploadedPart], Meta(min_length=1, max_length=10000)]
+    object_crc32: Crc32B64 | None = None
+    """With CRC32 parts: the CRC32 of the whole archive, computed over the stream in the same pass
+    as its SHA-256. Storage checks the object it assembles against it (docs/agent-api.md)."""
 
 
 class UploadCompleteResponse(Camel):

@@ -138,7 +138,9 @@ class AgentApiController(Controller):
     async def upload_complete(
         self, data: JSONBody[UploadCompleteRequest], agent: AgentDep, services: ServicesDep
     ) -> UploadCompleteResponse:
-        size = await services.backups.upload_complete(agent, data.log_id, data.parts)
+        size = await services.backups.upload_complete(
+            agent, data.log_id, data.parts, object_crc32=data.object_crc32
+        )
         return UploadCompleteResponse(size=size)
 
     @post(

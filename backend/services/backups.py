@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -41,6 +41,7 @@ from backend.settings import Settings
 from backend.storage import (
     CompletedPart,
     NoSuchUpload,
+    ObjectChecksumMismatch,
     ObjectInfo,
     ObjectStoreError,
     PartChecksum,
@@ -381,14 +382,28 @@ class BackupService:
         )
 
     async def upload_complete(
-        self, agent: AgentIdentity, log_id: str, parts: list[UploadedPart]
+        self,
+        agent: AgentIdentity,
+        log_id: str,
+        parts: list[UploadedPart],
+        *,
+        object_crc32: str | None = None,
     ) -> int:
+        """Assemble a multipart upload. Each part's checksum was signed into its URL (storage
+        checked the body) and is checked again by storage against the part list here. With
+        ``object_crc32`` (CRC32 parts), the whole object must have that CRC32: storage checks it
+        where it can and the server compares what storage reports; another object fails the
+        backup (409) and is deleted."""
         row = await self._running_multipart(agent, log_id)
         if row["upload_state"] == "assembled":
             return int(row["size"] or 0)
         numbers = [p.part_number for p in parts]
         if numbers != sorted(set(numbers)):
             raise InvalidInput("parts: part numbers must be unique and ascending", field="parts")
+        if object_crc32 is not None and row.get("part_checksum") != "crc32":
+            raise InvalidInput(
+                "objectCrc32: only for an upload whose parts carry crc32", field="objectCrc32"
+            )
         completed = [
             CompletedPart(
                 p.part_number,
@@ -399,14 +414,32 @@ class BackupService:
         ]
         try:
             info: ObjectInfo = await _storage_call(
-                lambda: self.storage.complete_multipart(row["s3_path"], row["upload_id"], completed)
+                lambda: self.storage.complete_multipart(
+                    row["s3_path"], row["upload_id"], completed, object_crc32=object_crc32
+                )
             )
         except NoSuchUpload:
             raise Conflict(
                 "logId: the multipart upload no longer exists (aborted or expired)"
             ) from None
+        except ObjectChecksumMismatch as exc:
+            await self._refuse_assembled(row, str(exc), delete=False)
         except StorageInvalidParts as exc:
             raise InvalidInput(f"parts: {exc}", field="parts") from exc
+        if object_crc32 is not None:
+            if info.crc32 is None:
+                log.warning(
+                    "storage reported no full-object CRC32 for backup %s: its whole-object "
+                    "checksum could not be compared",
+                    row["id"],
+                )
+            elif info.crc32 != object_crc32:
+                await self._refuse_assembled(
+                    row,
+                    f"storage assembled an object whose CRC32 is {info.crc32}, not the "
+                    f"{object_crc32} the agent computed over what it sent",
+                    delete=True,
+                )
         await BackupLog.update(
             {
                 BackupLog.upload_state: "assembled",
@@ -415,6 +448,21 @@ class BackupService:
             }
         ).where(BackupLog.id == row["id"])
         return info.size
+
+    async def _refuse_assembled(
+        self, row: dict[str, Any], reason: str, *, delete: bool
+    ) -> NoReturn:
+        """A multipart upload whose object is not what the agent streamed: the backup fails with
+        the reason, the upload and (``delete``) the object are removed, and the agent gets 409."""
+        error = f"CRC32 mismatch: {reason}"
+        await self._abort_upload(row)
+        if delete:
+            try:
+                await self.storage.delete(row["s3_path"])
+            except ObjectStoreError:
+                log.warning("could not delete the mismatching object of backup %s", row["id"])
+        await self._finish(row, status="failed", error=error)
+        raise Conflict(f"backup failed verification: {error}")
 
     async def upload_abort(self, agent: AgentIdentity, log_id: str, reason: str) -> None:
         row = await self.find_log(agent, log_id)

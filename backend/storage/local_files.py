@@ -32,12 +32,14 @@ from .base import (
     CompletedPart,
     InvalidParts,
     NoSuchUpload,
+    ObjectChecksumMismatch,
     ObjectExists,
     ObjectInfo,
     ObjectStoreError,
     ObjectStoreUnavailable,
     PartChecksum,
     check_part_order,
+    crc32_b64,
     crc32_b64_to_hex,
     validate_key,
 )
@@ -235,10 +237,19 @@ class FileStore:
         return upload_id
 
     def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        object_crc32: str | None = None,
     ) -> ObjectInfo:
-        """Check every part against its ETag and checksum, join them and publish the object."""
+        """Check every part against its ETag and checksum, join them and publish the object;
+        with ``object_crc32`` (CRC32 parts), only if the whole object has that CRC32."""
         upload_dir, checksum = self.load_manifest(key, upload_id)
+        if object_crc32 is not None:
+            if checksum != "crc32":
+                raise InvalidParts("a whole-object CRC32 is for uploads with CRC32 parts")
+            crc32_b64_to_hex(object_crc32)  # ValueError when malformed
         check_part_order(parts, checksum)
         paths: list[Path] = []
         expected: list[str] = []
@@ -269,6 +280,7 @@ class FileStore:
         file, temp = self.new_temp(self.tmp)
         try:
             whole = hashlib.sha256()
+            whole_crc = 0
             total = 0
             for part, path, digest_hex in zip(parts, paths, expected, strict=True):
                 digest = PartDigest(checksum)
@@ -276,12 +288,20 @@ class FileStore:
                     while chunk := source.read(CHUNK):
                         digest.update(chunk)
                         whole.update(chunk)
+                        if checksum == "crc32":
+                            whole_crc = zlib.crc32(chunk, whole_crc)
                         file.write(chunk)
                         total += len(chunk)
                 if digest.hexdigest() != digest_hex:
                     raise InvalidParts(
                         f"part {part.part_number}: its content does not match its {checksum}"
                     )
+            crc32 = crc32_b64(whole_crc) if checksum == "crc32" else None
+            if object_crc32 is not None and crc32 != object_crc32:
+                raise ObjectChecksumMismatch(
+                    f"the parts make an object whose CRC32 is {crc32}, not {object_crc32}: "
+                    "they are not the stream the client checksummed"
+                )
             sync_and_close(file)
             sha256 = whole.hexdigest()
             self.publish(temp, key, total, sha256)
@@ -289,7 +309,7 @@ class FileStore:
             self.discard(file, temp)
             raise
         shutil.rmtree(upload_dir, ignore_errors=True)
-        return ObjectInfo(size=total, sha256=sha256)
+        return ObjectInfo(size=total, sha256=sha256, crc32=crc32)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Remove the upload and every part received for it."""

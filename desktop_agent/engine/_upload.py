@@ -54,6 +54,11 @@ def crc32_b64(data: Body) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
+def crc32_b64_of(value: int) -> str:
+    """A CRC32 value in S3's form (base64 of its 4 big-endian bytes)."""
+    return base64.b64encode((value & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
+
+
 def server_features(plane: object) -> frozenset[str]:
     """What the plane's server advertised in its last heartbeat (``ApiClient.server_features``);
     nothing when unknown."""
@@ -163,6 +168,9 @@ class Uploader:
         self.s3_path = ""
         self.multipart = False
         self._sha = hashlib.sha256()
+        self._crc = 0
+        """CRC32 of the stream since it became multipart (from its first byte), for storage to
+        check the assembled object against; computed here, with the SHA-256, not from the parts."""
         self.size = 0
         # Until the archive outgrows the threshold, its pieces are kept as they came (no copies):
         # they are the body of a single PUT, or get copied into the first parts.
@@ -197,12 +205,15 @@ class Uploader:
         self._sha.update(data)
         self.size += len(data)
         if self.multipart:
+            self._crc = zlib.crc32(data, self._crc)
             self._append(data)
             return
         self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size > self.options.multipart_threshold:
             self._begin_multipart()
+            for piece in self._pending:
+                self._crc = zlib.crc32(piece, self._crc)
             pending, self._pending, self._pending_size = self._pending, [], 0
             pending.reverse()
             while pending:  # released piece by piece as they are copied into parts
@@ -224,7 +235,12 @@ class Uploader:
             uploaded = self._wait_parts()
             parts = len(uploaded)
             assert self.log_id is not None
-            stored = self._plane.complete_upload(log_id=self.log_id, parts=uploaded)
+            if self._part_checksum == "crc32":
+                stored = self._plane.complete_upload(
+                    log_id=self.log_id, parts=uploaded, crc32=crc32_b64_of(self._crc)
+                )
+            else:  # no whole-object checksum for SHA-256 parts (S3 has none)
+                stored = self._plane.complete_upload(log_id=self.log_id, parts=uploaded)
             if stored >= 0 and stored != self.size:
                 raise StorageError(
                     f"storage assembled {stored} bytes but the agent sent {self.size}",

@@ -321,7 +321,12 @@ class ControlPlane(Protocol):
         """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
         ...
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
+        """Assemble the parts; ``crc32`` (an upload with CRC32 parts): the whole archive's CRC32
+        (base64), which storage checks the assembled object against."""
+        ...
 
     def abort_upload(self, *, log_id: str, reason: str) -> None: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -551,3 +552,149 @@ async def test_every_documented_error_is_the_real_error_body(
                 got = r.json()
                 assert got["success"] is False and got["status"] == r.status_code, got
     assert operations >= 30
+
+
+# --- multipart uploads: what is stored is what the agent streamed -----------------------------
+
+MiB = 1024 * 1024
+
+
+def _crc(data: bytes) -> str:
+    import base64
+    import zlib
+
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+async def _crc32_multipart(
+    client: ApiClient, world: dict[str, str], chunks: list[bytes], put: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """Start a CRC32-part multipart backup and upload ``chunks`` as its parts (``put`` sends one
+    part to its URL); returns the log id and the part list for ``upload/complete``."""
+    start = await client.agent_post(
+        world["key"],
+        "/api/agent/backup/start",
+        {
+            "configId": world["config_id"],
+            "filename": f"big-{uuid.uuid4().hex[:8]}.tar.zst",
+            "multipart": True,
+            "partChecksum": "crc32",
+        },
+    )
+    assert start.status_code == 200, start.text
+    log_id = start.json()["logId"]
+    parts = []
+    for number, chunk in enumerate(chunks, start=1):
+        r = await client.agent_post(
+            world["key"],
+            "/api/agent/backup/upload/part",
+            {"logId": log_id, "partNumber": number, "size": len(chunk), "crc32": _crc(chunk)},
+        )
+        assert r.status_code == 200, r.text
+        etag = await put(r.json()["part"], chunk)
+        parts.append({"partNumber": number, "etag": etag, "crc32": _crc(chunk)})
+    return log_id, parts
+
+
+async def _check_object_crc32_is_verified(
+    client: ApiClient, world: dict[str, str], put: Any, storage: Any
+) -> None:
+    from backend.backups.tables import BackupLog
+
+    chunks = [os.urandom(5 * MiB), os.urandom(5 * MiB), b"tail"]
+    # An agent whose stream was not what it uploaded (here: its parts listed in another order
+    # than it hashed them) claims the CRC32 of the stream it hashed.
+    log_id, parts = await _crc32_multipart(client, world, chunks, put)
+    claimed = _crc(chunks[1] + chunks[0] + chunks[2])
+    r = await client.agent_post(
+        world["key"],
+        "/api/agent/backup/upload/complete",
+        {"logId": log_id, "parts": parts, "objectCrc32": claimed},
+    )
+    assert r.status_code == 409, r.text
+    assert "CRC32" in r.json()["detail"]
+    row = await BackupLog.select().where(BackupLog.id == uuid.UUID(log_id)).first()
+    assert row["status"] == "failed" and "CRC32" in row["error"], row
+    assert await storage.head(row["s3_path"]) is None, "a corrupt object was left in storage"
+
+    # The same upload with the CRC32 of what was really sent: assembled and completed.
+    log_id, parts = await _crc32_multipart(
+        client, {**world, "config_id": world["config_id"]}, chunks, put
+    )
+    whole = b"".join(chunks)
+    r = await client.agent_post(
+        world["key"],
+        "/api/agent/backup/upload/complete",
+        {"logId": log_id, "parts": parts, "objectCrc32": _crc(whole)},
+    )
+    assert r.status_code == 200 and r.json()["size"] == len(whole), r.text
+    import hashlib
+
+    done = await client.agent_post(
+        world["key"],
+        "/api/agent/backup/complete",
+        {
+            "logId": log_id,
+            "status": "completed",
+            "size": len(whole),
+            "sha256": hashlib.sha256(whole).hexdigest(),
+        },
+    )
+    assert done.status_code == 200 and done.json()["status"] == "completed", done.text
+
+
+async def test_multipart_object_crc32_is_verified_on_local_storage(
+    client: ApiClient, world: dict[str, str], services: Services
+) -> None:
+    async def put(part: dict[str, Any], chunk: bytes) -> str:
+        r = await client.raw.put(local_path(part["url"]), content=chunk, headers=part["headers"])
+        assert r.status_code == 200, r.text
+        return str(r.headers["etag"])
+
+    await _check_object_crc32_is_verified(client, world, put, services.storage)
+
+
+@pytest.fixture
+async def s3_world(
+    tmp_path: Path, sqlite_url: str, s3_server: Any, s3_bucket: str
+) -> AsyncIterator[tuple[ApiClient, dict[str, str], Services]]:
+    from backend.app import create_app
+    from backend.storage import S3Storage
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, sqlite_url, s3_bucket=s3_bucket)
+    storage = S3Storage(
+        bucket=s3_bucket,
+        region=s3_server.region,
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id=s3_server.access_key_id,
+        secret_access_key=s3_server.secret_access_key,
+    )
+    services = Services.build(settings, storage)
+    app = create_app(settings, services)
+    await app.state.runtime.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver.local"
+        ) as raw:
+            api = ApiClient(raw)
+            await api.signup()
+            agent_id, key = await api.register_agent()
+            config = await api.create_config(agent_id)
+            yield api, {"agent_id": agent_id, "key": key, "config_id": config["id"]}, services
+    finally:
+        await app.state.runtime.stop()
+
+
+async def test_multipart_object_crc32_is_verified_on_s3(
+    s3_world: tuple[ApiClient, dict[str, str], Services],
+) -> None:
+    client, world, services = s3_world
+
+    async def put(part: dict[str, Any], chunk: bytes) -> str:
+        async with httpx.AsyncClient() as http:
+            r = await http.put(part["url"], content=chunk, headers=part["headers"])
+        assert r.status_code == 200, r.text
+        return str(r.headers["etag"])
+
+    await _check_object_crc32_is_verified(client, world, put, services.storage)

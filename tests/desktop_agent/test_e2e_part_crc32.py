@@ -4,8 +4,10 @@ disk backend; the archive lands byte for byte, with the whole archive's SHA-256 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -53,9 +55,12 @@ def test_crc32_parts_on_moto_s3(
     assert part_checksums(server) == ["crc32"]
     key = str(backup["s3Path"])
     head = s3_server.client().head_object(Bucket=s3_bucket, Key=key, ChecksumMode="ENABLED")
-    # S3 (and moto) keep the upload's algorithm: a composite CRC32 of the parts, no SHA-256.
-    assert head.get("ChecksumCRC32") and "ChecksumSHA256" not in head
+    # S3 (and moto) keep the upload's algorithm, as a full-object CRC32 (no SHA-256): the CRC32
+    # of the whole archive, which the agent computed over its stream and the server compared.
     data = s3_object(s3_server, s3_bucket, key)
+    assert head.get("ChecksumType") == "FULL_OBJECT" and "ChecksumSHA256" not in head
+    whole_crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert head.get("ChecksumCRC32") == whole_crc
     assert len(data) > 13 * MIB and backup["sha256"] == hashlib.sha256(data).hexdigest()
     out = extract(data, tmp_path / "out", str(backup["filename"]))
     assert snapshot(extracted_root(out, src)) == snapshot(src)

@@ -481,16 +481,36 @@ async def test_multipart_round_trip_with_crc32_parts(
     parts = await upload_crc32_parts(http, s3, key, upload_id, datas)
 
     info = await s3.complete_multipart(key, upload_id, parts)
-    assert info.size == sum(map(len, datas))
+    whole = b"".join(datas)
+    assert info.size == len(whole)
     assert info.sha256 is None and info.checksum_sha256 is None
-    # moto 5 does not list the parts' ChecksumCRC32 (list_parts), but it keeps the upload's
-    # algorithm and answers the object's composite CRC32, as S3 does.
+    # A CRC32 upload is created with a full-object checksum: S3 keeps the CRC32 of the whole
+    # object (combined from the parts'), which the agent can compute from its stream.
     head = s3._client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
-    # S3's composite CRC32: the CRC32 of the parts' CRC32s, "-2" (moto 5 leaves the suffix out).
-    composite = crc(b"".join(base64.b64decode(crc(d)) for d in datas))
-    assert head["ChecksumCRC32"].removesuffix("-2") == composite
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    assert head["ChecksumCRC32"] == crc(whole) == info.crc32
     response = await http.get(s3.presign_get(key, expires_in=60).url)
-    assert response.content == b"".join(datas)
+    assert response.content == whole
+
+
+async def test_complete_passes_the_whole_objects_crc32_for_storage_to_check(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    """S3 checks the full-object CRC32 given at CompleteMultipartUpload (BadDigest); moto 5 does
+    not, but reports the CRC32 of what it assembled, which the server then compares."""
+    datas = [os.urandom(MIN_PART_SIZE), os.urandom(MIN_PART_SIZE), b"tail"]
+    whole = b"".join(datas)
+    swapped = b"".join([datas[1], datas[0], datas[2]])
+    upload_id = await s3.create_multipart(key, checksum="crc32")
+    parts = await upload_crc32_parts(http, s3, key, upload_id, datas)
+    try:
+        info = await s3.complete_multipart(key, upload_id, parts, object_crc32=crc(swapped))
+    except InvalidParts:
+        assert await s3.head(key) is None  # refused by the storage itself
+        info = await s3.complete_multipart(key, upload_id, parts, object_crc32=crc(whole))
+        assert info.crc32 == crc(whole)
+    else:
+        assert info.crc32 == crc(whole) != crc(swapped)  # the truth, for the server to compare
 
 
 async def test_crc32_upload_refuses_sha256_parts(

@@ -231,12 +231,13 @@ class ApiClient:
         body = self._call("POST", "/api/agent/backup/upload/part", payload)
         return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        body = self._call(
-            "POST",
-            "/api/agent/backup/upload/complete",
-            {"logId": log_id, "parts": msgspec.to_builtins(list(parts))},
-        )
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
+        payload: dict[str, Any] = {"logId": log_id, "parts": msgspec.to_builtins(list(parts))}
+        if crc32 is not None:
+            payload["objectCrc32"] = crc32
+        body = self._call("POST", "/api/agent/backup/upload/complete", payload)
         size = body.get("size")
         return int(size) if isinstance(size, int) else -1
 
