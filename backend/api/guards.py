@@ -111,7 +111,8 @@ def is_cross_site(connection: ASGIConnection[Any, Any, Any, Any], public_url: st
 
 def api_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """The JSON API's rules for unsafe requests (see the module docstring)."""
-    if connection.scope["type"] != "http" or connection.scope["method"] not in UNSAFE_METHODS:
+    scope: Any = connection.scope
+    if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
         return
     if is_cross_site(connection, connection.app.state.settings.base_url):
         raise Forbidden(
