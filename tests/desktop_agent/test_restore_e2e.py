@@ -353,7 +353,6 @@ def test_in_place_restore_keeps_newer_files(
     assert (src / "docs" / "edited.txt").read_text() == "as backed up"
 
 
-@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_corrupted_s3_object_is_refused(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
