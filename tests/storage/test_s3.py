@@ -611,13 +611,21 @@ def with_param(url: str, name: str, value: str) -> str:
     return changed
 
 
-def other_storage(s3: S3Storage, s3_server: S3Endpoint, **credentials: str) -> S3Storage:
-    values = {
-        "access_key_id": s3_server.access_key_id,
-        "secret_access_key": s3_server.secret_access_key,
-        **credentials,
-    }
-    return S3Storage(s3.bucket, s3.region, endpoint_url=s3_server.endpoint_url, **values)
+def other_storage(
+    s3: S3Storage,
+    s3_server: S3Endpoint,
+    *,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> S3Storage:
+    """``s3``'s bucket through other credentials (the endpoint's where not given)."""
+    return S3Storage(
+        s3.bucket,
+        s3.region,
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id=access_key_id or s3_server.access_key_id,
+        secret_access_key=secret_access_key or s3_server.secret_access_key,
+    )
 
 
 @on_seaweedfs
