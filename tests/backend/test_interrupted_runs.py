@@ -9,10 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from backend.accounts.tables import User
 from backend.backups.tables import BackupLog, Lease
 from backend.services import Services
+from backend.services.backups import NewBackup
 from backend.services.clock import utcnow
-from backend.services.orphans import AGENT_STOPPED, TAKEN_OVER, UNLEASED_STOPPED
+from backend.services.leases import SERVER_OWNER
+from backend.services.orphans import AGENT_STOPPED, SERVER_STOPPED, TAKEN_OVER, UNLEASED_STOPPED
 from tests.support.api import ApiClient
 
 FILENAME = "backup-2025-01-07-143022.tar.gz"
@@ -236,3 +239,40 @@ async def test_a_complete_that_lands_first_wins(client: ApiClient, services: Ser
     assert report is not None and report.interrupted == 0
     backup = await _backup(client, start["logId"])
     assert backup["status"] == "failed" and backup["error"] == "disk full"
+
+
+async def test_a_server_side_run_whose_server_process_died_becomes_interrupted(
+    client: ApiClient, services: Services
+) -> None:
+    """The server's own runs hold the same lease: a process that dies mid-backup leaves no ghost."""
+    await services.tasks.started()
+    await client.signup()
+    config = await client.create_config(None, sources=[{"path": "/srv/data"}])
+    user = await User.select(User.id).first()
+    assert user is not None
+    config_id = uuid.UUID(config["id"])
+    grant = await services.leases.acquire(
+        f"config:{config_id}", "server host pid 1", 30, owner=SERVER_OWNER
+    )
+    assert grant is not None
+    log_id, _ = await services.backups.open_upload(
+        NewBackup(
+            user_id=user["id"],
+            agent_id=None,
+            config_id=config_id,
+            config_name="Daily",
+            filename=FILENAME,
+            multipart=True,
+            trigger="server",
+        )
+    )
+    row = await BackupLog.select(BackupLog.lease_token).first()
+    assert row is not None and row["lease_token"] == grant.token
+    report = await services.tasks.run_housekeeping(utcnow())
+    assert report is not None and report.interrupted == 0
+    await _lapse(config["id"])
+    report = await services.tasks.run_housekeeping(utcnow())
+    assert report is not None and report.interrupted == 1
+    backup = await _backup(client, log_id)
+    assert backup["status"] == "interrupted" and backup["error"] == SERVER_STOPPED
+    assert _uploads(services) == []
