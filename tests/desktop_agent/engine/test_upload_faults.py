@@ -189,3 +189,36 @@ def test_an_outage_longer_than_the_budget_fails_with_the_reason(
     assert waits and resumed == []
     assert plane.aborted == [message] and plane.completed == []
     assert 1.5 <= elapsed < 10
+
+
+def test_the_server_hears_what_the_upload_waits_for_and_when_it_goes_on() -> None:
+    from desktop_agent.engine import UploadResumed, UploadWaiting
+    from desktop_agent.engine._scheduling.progress import ProgressReporter
+
+    sent: list[dict[str, Any]] = []
+    reporter = ProgressReporter(sent.append, lambda: "log-1", interval=0.05)
+    try:
+        reporter(
+            UploadWaiting(
+                config_id="c1",
+                waiting_for="storage",
+                reason="upload to https://s3.test/k stalled: the storage took no data for 60 s",
+                waited=61.0,
+                retry_in=8.0,
+                gives_up_in=531.0,
+            )
+        )
+        deadline = time.monotonic() + 5
+        while not any("waiting" in p for p in sent) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reporter(UploadResumed(config_id="c1", waited=75.0))
+        while "waiting" in sent[-1] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        reporter.close()
+    [waiting] = [p["waiting"] for p in sent if "waiting" in p]
+    assert waiting == (
+        "waiting for storage: upload to https://s3.test/k stalled: the storage took no data for "
+        "60 s (trying again in 8 s, for 9 min more)"
+    )
+    assert "waiting" not in sent[-1] and sent[-1]["logId"] == "log-1"
