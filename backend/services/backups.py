@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import msgspec
 
 from backend.agents.tables import Agent
-from backend.backups.tables import BackupLog
+from backend.backups.tables import BackupLog, Lease
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
     CompleteRequest,
@@ -35,6 +35,7 @@ from backend.schemas import (
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
+from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
@@ -192,8 +193,9 @@ class BackupService:
         """Open the upload of a new backup; returns its log id and how to upload.
 
         Builds the object key (refusing a bad file name), refuses a key that a backup or an
-        object already holds, records the ``running`` log, creates the multipart upload or signs
-        the single PUT, marks the Back Up Now request it answers as started and tells the owner's
+        object already holds, records the ``running`` log (tied to the config lease its runner
+        holds, see :mod:`backend.services.orphans`), creates the multipart upload or signs the
+        single PUT, marks the Back Up Now request it answers as started and tells the owner's
         pages. A storage that does not answer is :class:`StorageUnavailable` and leaves no log.
         """
         key = backup_key(
@@ -213,6 +215,18 @@ class BackupService:
             raise Conflict(f"filename: {key} already holds a backup; pick a new name")
 
         sha256 = new.sha256.lower() if new.sha256 else None
+        lease = (
+            await Lease.select(Lease.token)
+            .where(
+                (Lease.name == config_lease_name(new.config_id))
+                & (
+                    Lease.owner
+                    == (agent_owner(new.agent_id) if new.agent_id is not None else SERVER_OWNER)
+                )
+                & (Lease.expires_at > utcnow())
+            )
+            .first()
+        )
         log_id = uuid.uuid4()
         row = BackupLog(
             id=log_id,
@@ -234,6 +248,7 @@ class BackupService:
             attempt=new.attempt,
             max_attempts=new.max_attempts,
             run_request=str(new.run_request) if new.run_request is not None else None,
+            lease_token=lease["token"] if lease is not None else None,
         )
         try:
             await row.save()
@@ -293,7 +308,9 @@ class BackupService:
                 field="logId" if req.log_id is not None else "configId",
             )
         event: dict[str, Any] = {
-            k: v for k, v in msgspec.to_builtins(req).items() if k not in ("logId", "configId")
+            k: v
+            for k, v in msgspec.to_builtins(req).items()
+            if k not in ("logId", "configId") and not (k == "waiting" and v is None)
         }
         event["at"] = iso(utcnow())
         if req.config_id is not None:

@@ -354,7 +354,17 @@ class LeasePlane(Protocol):
     run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
     ``attempt``, ``max_attempts`` and ``run_request_id``."""
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``); a lease that one of the
+        ``take_over`` processes (dead ones of this agent) holds is taken over at once."""
+        ...
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
 
