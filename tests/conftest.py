@@ -9,8 +9,9 @@ Tiers:
 * integration tests drive the real ASGI app (``client``) on SQLite and again on PostgreSQL
   (``db_url`` is parametrized; the PostgreSQL cluster is a throwaway one started by the fixture);
 * end-to-end tests (``tests/e2e/`` only) start real ``backapp serve`` processes
-  (``live_server_factory``) next to a real S3 endpoint on loopback (moto in server mode,
-  ``s3_server``);
+  (``live_server_factory``) next to a real S3 endpoint on loopback (``s3_server``: moto in server
+  mode, or SeaweedFS, which checks signatures and checksums, when a test parametrizes it; see
+  ``tests/support/s3.py``);
 * the tray app's tests (``tests/desktop_agent/gui/``, ``tests/e2e/tray/``) run Qt offscreen with an
   in-memory keychain (``memory_keyring``, ``agent_dir``, ``keystore``).
 """
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,23 +47,11 @@ from tests.support.api import ApiClient  # noqa: E402
 from tests.support.keyring import MemoryKeyring  # noqa: E402
 from tests.support.paths import ROOT  # noqa: E402
 from tests.support.server_process import LiveServerFactory  # noqa: E402
-from tests.support.settings import SECRET, make_settings  # noqa: E402
+from tests.support.settings import make_settings, migrate  # noqa: E402
 
-pytest_plugins = ["tests.support.postgres", "tests.support.s3"]
+pytest_plugins = ["tests.support.postgres", "tests.support.s3", "tests.support.seaweedfs"]
 
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
-
-
-def migrate(database_url: str) -> None:
-    """Apply the real Piccolo migrations, the way ``backapp migrate`` does."""
-    env = {**os.environ, "DATABASE_URL": database_url, "BACKAPP_SECRET_KEY": SECRET.decode()}
-    subprocess.run(
-        [sys.executable, "-m", "backend.cli", "migrate"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -289,9 +289,18 @@ class CompleteUpload:
 
     log_id: str
     parts: Sequence[UploadedPart]
+    crc32: str | None = None
+    """An upload with CRC32 parts: the whole archive's CRC32 (base64), which storage checks the
+    assembled object against."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"logId": self.log_id, "parts": msgspec.to_builtins(list(self.parts))}
+        body: dict[str, Any] = {
+            "logId": self.log_id,
+            "parts": msgspec.to_builtins(list(self.parts)),
+        }
+        if self.crc32 is not None:
+            body["objectCrc32"] = self.crc32
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -452,7 +461,17 @@ class LeasePlane(Protocol):
     run needs on top of ``ControlPlane``. Such a plane also sends the tags of ``StartBackup``
     (``trigger``, ``attempt``, ``max_attempts``, ``run_request_id``)."""
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``); a lease that one of the
+        ``take_over`` processes (dead ones of this agent) holds is taken over at once."""
+        ...
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
 

@@ -31,6 +31,8 @@ from desktop_agent.engine import (
     EventSink,
     HttpStorage,
     RetryPolicy,
+    Scheduler,
+    ScheduleStore,
 )
 
 API_KEY = "bka_test-key"
@@ -450,3 +452,10 @@ def engine_factory(fake: FakeBackApp, tmp_path: Path, clock: Clock | None = None
         )
 
     return make
+
+
+def make_scheduler(clock: Clock, tmp_path: Path, tz: str | None = "Europe/Paris") -> Scheduler:
+    """A scheduler on ``clock`` whose store lives in ``tmp_path / "agent"``."""
+    return Scheduler(
+        ScheduleStore(tmp_path / "agent"), tz, now=clock.now, monotonic=clock.monotonic
+    )

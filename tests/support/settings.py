@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from backend.settings import Settings
+from tests.support.paths import ROOT
 
 SECRET = b"test-secret-0123456789abcdef0123456789abcdef"
 
@@ -24,3 +28,15 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def migrate(database_url: str) -> None:
+    """Apply the real Piccolo migrations, the way ``backapp migrate`` does."""
+    env = {**os.environ, "DATABASE_URL": database_url, "BACKAPP_SECRET_KEY": SECRET.decode()}
+    subprocess.run(
+        [sys.executable, "-m", "backend.cli", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )

@@ -8,6 +8,7 @@ history as the agents' ones, with ``agent`` NULL and keys
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -176,7 +177,8 @@ class ServerControlPlane:
             )
             for p in request.parts
         ]
-        return int(self._call(self.backups.upload_complete, self.identity, request.log_id, parts))
+        assemble = functools.partial(self.backups.upload_complete, object_crc32=request.crc32)
+        return int(self._call(assemble, self.identity, request.log_id, parts))
 
     def abort_upload(self, request: AbortUpload) -> None:
         self._call(self.backups.upload_abort, self.identity, request.log_id, request.reason[:4000])

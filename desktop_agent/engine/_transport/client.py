@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -173,12 +173,23 @@ class ApiClient:
 
     # -- schedules, leases, live progress extension ----------------------------------------------
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease:
-        """Take the config's run lease; ``ConflictError`` (409) when another runner holds it (its
-        ``detail`` says who and until when)."""
-        body = self._call(
-            "POST", "/api/agent/lease", {"configId": config_id, "ttlSeconds": ttl_seconds}
-        )
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``), taking it over from one of
+        ``take_over`` (dead processes of this agent) that still holds it; ``ConflictError`` (409)
+        when another runner holds it (its ``detail`` says who and until when)."""
+        payload: dict[str, Any] = {"configId": config_id, "ttlSeconds": ttl_seconds}
+        if instance is not None:
+            payload["instance"] = instance
+        if take_over:
+            payload["takeOver"] = list(take_over)
+        body = self._call("POST", "/api/agent/lease", payload)
         return _decode(body.get("lease"), Lease, "/api/agent/lease")
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease:

@@ -50,6 +50,7 @@ from tests.support.fakes import (
     LeasingBackApp,
     config,
     engine_factory,
+    make_scheduler,
     plane_for,
 )
 
@@ -57,12 +58,6 @@ from tests.support.fakes import (
 def cfg(config_id: str, schedule: Any, *paths: str, **options: Any) -> ConfigInfo:
     raw = config(config_id, *(paths or ("/nowhere",)), schedule=schedule, **options)
     return msgspec.convert(raw, ConfigInfo)
-
-
-def make_scheduler(clock: Clock, tmp_path: Path, tz: str | None = "Europe/Paris") -> Scheduler:
-    return Scheduler(
-        ScheduleStore(tmp_path / "agent"), tz, now=clock.now, monotonic=clock.monotonic
-    )
 
 
 # -- schedule maths ---------------------------------------------------------------------------------
