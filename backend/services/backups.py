@@ -126,19 +126,8 @@ class BackupService:
 
     def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
         """Tell the owner's open pages that a backup started or finished."""
-        if self.live is None:
-            return
-        self.live.to_user(
-            row["user"],
-            {
-                "type": "backup",
-                "backupId": str(row["id"]),
-                "configId": str(row["config"]) if row["config"] else None,
-                "agentId": str(row["agent"]) if row["agent"] else None,
-                "status": status,
-                "error": error,
-            },
-        )
+        if self.live is not None:
+            self.live.backup_changed(row, status, error)
 
     async def find_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
         """The log ``log_id`` if this runner made it, else :class:`NotFound`. Every call on a

@@ -193,16 +193,5 @@ class OrphanSweeper:
         return True
 
     def _publish(self, row: dict[str, Any], why: str) -> None:
-        if self.live is None:
-            return
-        self.live.to_user(
-            row["user"],
-            {
-                "type": "backup",
-                "backupId": str(row["id"]),
-                "configId": str(row["config"]) if row["config"] else None,
-                "agentId": str(row["agent"]) if row["agent"] else None,
-                "status": "interrupted",
-                "error": why,
-            },
-        )
+        if self.live is not None:
+            self.live.backup_changed(row, "interrupted", why)

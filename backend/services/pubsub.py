@@ -161,6 +161,21 @@ class LiveEvents:
                 event[key] = value
         self.to_user(user_id, event)
 
+    def backup_changed(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
+        """A backup started or ended (``row``: a backup log's ``id``, ``user``, ``config`` and
+        ``agent``), for the owner's open pages."""
+        self.to_user(
+            row["user"],
+            {
+                "type": "backup",
+                "backupId": str(row["id"]),
+                "configId": str(row["config"]) if row["config"] else None,
+                "agentId": str(row["agent"]) if row["agent"] else None,
+                "status": status,
+                "error": error,
+            },
+        )
+
     @asynccontextmanager
     async def subscription(self, *channels: str) -> AsyncIterator[Subscriber]:
         """Subscribe for the duration of the block. The unsubscribe is shielded from cancellation
