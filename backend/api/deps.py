@@ -63,59 +63,29 @@ async def provide_agent(request: Request[Any, Any, Any], services: ServicesDep) 
 
 
 def session_cookies(signed_in: SignedIn | None, services: Services) -> list[Cookie]:
-    """The session cookie (HttpOnly) and the CSRF cookie (readable by the page's scripts)."""
-    settings = services.settings
-    secure = settings.secure_cookies
-    if signed_in is None:
-        return [
-            Cookie(
-                key=SESSION_COOKIE,
-                value="",
-                max_age=0,
-                httponly=True,
-                samesite="lax",
-                secure=secure,
-                path="/",
-            ),
-            Cookie(
-                key=CSRF_COOKIE,
-                value="",
-                max_age=0,
-                httponly=False,
-                samesite="lax",
-                secure=secure,
-                path="/",
-            ),
-        ]
-    max_age = settings.session_days * 86400
-    device = [
-        Cookie(
-            key=DEVICE_COOKIE,
-            value=signed_in.device_token,
-            max_age=DEVICE_DAYS * 86400,
-            httponly=True,
+    """The session cookie (HttpOnly) and the CSRF cookie (readable by the page's scripts); on
+    sign-in the device cookie (HttpOnly) first, on sign-out both emptied."""
+    secure = services.settings.secure_cookies
+
+    def cookie(key: str, value: str, max_age: int, *, httponly: bool) -> Cookie:
+        return Cookie(
+            key=key,
+            value=value,
+            max_age=max_age,
+            httponly=httponly,
             samesite="lax",
             secure=secure,
             path="/",
         )
-    ]
-    return device + [
-        Cookie(
-            key=SESSION_COOKIE,
-            value=signed_in.session_token,
-            max_age=max_age,
-            httponly=True,
-            samesite="lax",
-            secure=secure,
-            path="/",
-        ),
-        Cookie(
-            key=CSRF_COOKIE,
-            value=signed_in.csrf_token,
-            max_age=max_age,
-            httponly=False,
-            samesite="lax",
-            secure=secure,
-            path="/",
-        ),
+
+    if signed_in is None:
+        return [
+            cookie(SESSION_COOKIE, "", 0, httponly=True),
+            cookie(CSRF_COOKIE, "", 0, httponly=False),
+        ]
+    max_age = services.settings.session_days * 86400
+    return [
+        cookie(DEVICE_COOKIE, signed_in.device_token, DEVICE_DAYS * 86400, httponly=True),
+        cookie(SESSION_COOKIE, signed_in.session_token, max_age, httponly=True),
+        cookie(CSRF_COOKIE, signed_in.csrf_token, max_age, httponly=False),
     ]
