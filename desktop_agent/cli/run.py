@@ -13,15 +13,9 @@ from desktop_agent import __version__
 from desktop_agent.engine import (
     AgentDaemon,
     AgentSocket,
-    ApiClient,
-    BackupEngine,
     CancelToken,
     ConfigurationError,
-    ControlPlane,
     Dispatcher,
-    EngineOptions,
-    EventSink,
-    HttpStorage,
     Runner,
     RunResult,
     Scheduler,
@@ -143,26 +137,16 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     zone = local_timezone_name()
     if zone is None:
         log.warning("cannot tell this machine's time zone: schedules run in UTC")
-    user_agent = f"backapp-agent/{__version__}"
-    plane = ApiClient(settings.server_url, key, user_agent=user_agent)
-    storage = HttpStorage(user_agent=user_agent, stall_timeout=settings.storage_stall_timeout)
-    options = EngineOptions.from_settings(settings)
-    display = daemon_display(args.json)
-
-    def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
-        return BackupEngine(control, storage, options, events=events)
-
-    runner = Runner(
-        plane,
-        make_engine,
-        events=display,
+    runner = Runner.from_settings(
+        settings,
+        key,
+        events=daemon_display(args.json),
         state=StateStore(config_dir()),
-        lease_ttl=settings.lease_ttl,
         instance_dir=instances_dir(),
     )
     scheduler = Scheduler(ScheduleStore(config_dir()), zone)
     service = AgentDaemon(
-        plane,
+        runner.plane,
         runner,
         Dispatcher(scheduler),
         version=__version__,
@@ -172,7 +156,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(
-            settings.server_url, key, on_run=service.on_run_request, user_agent=user_agent
+            settings.server_url,
+            key,
+            on_run=service.on_run_request,
+            user_agent=f"backapp-agent/{__version__}",
         )
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -191,7 +178,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             )
             service.run()
     finally:
-        plane.close()
-        storage.close()
+        runner.close()
     log.info("daemon stopped")
     return EXIT_OK

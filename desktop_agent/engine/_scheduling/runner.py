@@ -255,12 +255,13 @@ class Runner:
         *,
         events: EventSink | None = None,
         socket: AgentSocket | None = None,
+        state: StateStore | None = None,
         transport: httpx.BaseTransport | None = None,
         instance_dir: Path | None = None,
     ) -> Runner:
         """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
         lease-taking counterpart of ``BackupEngine.from_settings``), its lease TTL from the
-        settings. Close it when done."""
+        settings. Close it when done (it closes its clients)."""
         plane, storage = connect(settings, api_key, transport)
         options = EngineOptions.from_settings(settings)
 
@@ -272,6 +273,7 @@ class Runner:
             make_engine,
             events=events,
             socket=socket,
+            state=state,
             lease_ttl=settings.lease_ttl,
             instance_dir=instance_dir,
         )
