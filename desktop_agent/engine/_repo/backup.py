@@ -33,7 +33,7 @@ import zstandard
 
 from .._cancel import CancelToken
 from .._errors import BackupCancelled
-from .._results import FileError
+from ..protocol import FileError
 from .cache import Cache
 from .chunker import Chunker
 from .errors import RepositoryError

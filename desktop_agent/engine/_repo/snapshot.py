@@ -16,8 +16,8 @@ from typing import Any
 from .._cancel import CancelToken
 from .._errors import BackupCancelled
 from .._events import ArchiveProgress, Emitter, FileFailed, ScanFinished, ScanProgress, ScanStarted
-from .._results import FileError
 from .._scanner import ScanTotals, scan
+from ..protocol import FileError
 from .backup import SnapshotOptions, SnapshotWriter, WriteStats
 from .errors import RepositoryError
 from .format import (
