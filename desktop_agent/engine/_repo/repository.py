@@ -14,6 +14,15 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from ..repo_protocol import (
+    MAX_OBJECTS_PER_REQUEST,
+    ObjectKind,
+    ObjectStore,
+    ObjectUpload,
+    ReadSlot,
+    RepoPlane,
+    SnapshotStarted,
+)
 from .cache import Cache
 from .crypto import RepoKeys
 from .errors import CorruptObject, MissingObject, RepositoryError, WrongKey
@@ -33,15 +42,6 @@ from .format import (
     open_blob,
 )
 from .pack import PackEntry
-from .remote import (
-    MAX_OBJECTS_PER_REQUEST,
-    ObjectKind,
-    ObjectStore,
-    ObjectUpload,
-    ReadSlot,
-    RepoPlane,
-    SnapshotStarted,
-)
 
 log = logging.getLogger("desktop_agent.engine.repo")
 

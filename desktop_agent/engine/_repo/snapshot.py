@@ -18,6 +18,7 @@ from .._errors import BackupCancelled
 from .._events import ArchiveProgress, Emitter, FileFailed, ScanFinished, ScanProgress, ScanStarted
 from .._scanner import ScanTotals, scan
 from ..protocol import FileError
+from ..repo_protocol import CompleteSnapshot, MissingObjects, SnapshotStarted, StartSnapshot
 from .backup import SnapshotOptions, SnapshotWriter, WriteStats
 from .errors import RepositoryError
 from .format import (
@@ -30,7 +31,6 @@ from .format import (
     Summary,
     encode_object,
 )
-from .remote import CompleteSnapshot, MissingObjects, SnapshotStarted, StartSnapshot
 from .repository import Repository, sha256_hex, utc_now_text
 
 log = logging.getLogger("desktop_agent.engine.repo")

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from desktop_agent.engine._repo.errors import MissingObject
-from desktop_agent.engine._repo.remote import (
+from desktop_agent.engine.repo_protocol import (
     CompleteSnapshot,
     ListedObject,
     MissingObjects,

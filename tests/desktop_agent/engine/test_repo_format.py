@@ -19,7 +19,7 @@ from desktop_agent.engine._repo import format as f
 from desktop_agent.engine._repo.crypto import NONCE_BYTES, RepoKeys
 from desktop_agent.engine._repo.errors import CorruptObject
 from desktop_agent.engine._repo.pack import PackEntry, PackWriter, header_length, read_pack_header
-from desktop_agent.engine._repo.remote import decode_bitmap, encode_bitmap
+from desktop_agent.engine.repo_protocol import decode_bitmap, encode_bitmap
 
 VECTORS = json.loads((Path(__file__).parent / "testdata" / "repo-v1.json").read_text())
 KEY = bytes.fromhex(VECTORS["key"])

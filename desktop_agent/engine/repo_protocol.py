@@ -1,8 +1,10 @@
-"""What the snapshot engine needs from the server and from storage (the agent API's snapshot
-endpoints, ``docs/agent-api.md``), as typed messages and two small protocols.
+"""The contract of snapshots (incremental backups) between the engine and a BackApp server: the
+messages of the agent API's snapshot endpoints (``docs/agent-api.md``, "Extensions: snapshots"),
+the two seams the snapshot engine talks to, and the pack bitmap both sides encode.
 
-``ApiClient`` implements ``RepoPlane`` over HTTP; the server's own server-side mode can implement it
-in-process. ``ObjectStore`` is the pre-signed-URL transport (``HttpStorage``).
+``ApiClient`` implements ``RepoPlane`` over HTTP; ``HttpStorage`` implements ``ObjectStore`` (PUTs
+and ranged GETs through pre-signed URLs). The server decodes the bitmaps an agent commits with
+``decode_bitmap``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+__all__ = [
+    "MAX_OBJECTS_PER_REQUEST",
+    "OBJECT_KINDS",
+    "CompleteSnapshot",
+    "ListedObject",
+    "MissingObjects",
+    "ObjectKind",
+    "ObjectStore",
+    "ObjectUpload",
+    "ReadSlot",
+    "RepoPlane",
+    "SnapshotStarted",
+    "StartSnapshot",
+    "UploadSlot",
+    "decode_bitmap",
+    "encode_bitmap",
+]
+
 ObjectKind = Literal["config", "data", "index", "snapshot"]
+OBJECT_KINDS: tuple[ObjectKind, ...] = ("config", "data", "index", "snapshot")
 MAX_OBJECTS_PER_REQUEST = 256
 
 
