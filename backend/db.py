@@ -15,6 +15,7 @@ APP_MODULES = [
     "backend.accounts.piccolo_app",
     "backend.agents.piccolo_app",
     "backend.backups.piccolo_app",
+    "backend.repos.piccolo_app",
 ]
 
 
@@ -40,6 +41,7 @@ def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog
     from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
+    from backend.repos.tables import RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -52,6 +54,9 @@ def all_tables() -> list[type]:
         Lease,
         RunRequest,
         Alert,
+        Repository,
+        RepoObject,
+        Snapshot,
     ]
 
 

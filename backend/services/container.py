@@ -14,6 +14,7 @@ from backend.services.leases import LeaseService
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
+from backend.services.snapshots import SnapshotService
 from backend.services.tasks import PeriodicTasks
 from backend.settings import Settings
 from backend.storage import Storage
@@ -51,6 +52,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    snapshots: SnapshotService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -66,6 +68,7 @@ class Services:
         live = LiveEvents(settings)
         leases = LeaseService()
         alerts = AlertService(settings)
+        backups = BackupService(settings, storage, live)
         return cls(
             settings=settings,
             storage=storage,
@@ -73,7 +76,8 @@ class Services:
             accounts=AccountService(settings),
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
-            backups=BackupService(settings, storage, live),
+            backups=backups,
+            snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,
