@@ -80,6 +80,8 @@ class StartSnapshot:
 @dataclass(frozen=True, slots=True)
 class SnapshotStarted:
     backup_id: str
+    agent_id: str
+    """Whose repository it is (the machine's repository key is kept under it)."""
     initialized: bool
     pack_count: int
     live_packs: frozenset[int]

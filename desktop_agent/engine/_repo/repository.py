@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import msgspec
 
+from .._errors import NetworkError, StorageError
+from .._transport.retry import RetryPolicy
 from ..repo_protocol import (
     MAX_OBJECTS_PER_REQUEST,
     ObjectKind,
@@ -65,13 +68,70 @@ class Repository:
         plane: RepoPlane,
         store: ObjectStore,
         workers: int = 8,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.keys = keys
         self.cache = cache
         self.plane = plane
         self.store = store
         self.workers = workers
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
         self.config: RepoConfig | None = None
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # --- storage, with retries -----------------------------------------------------------------
+
+    def _put(
+        self, backup_id: str, upload: ObjectUpload, url: str, data: bytes, headers: dict[str, str]
+    ) -> None:
+        """PUT one object; a transient failure is retried (with a fresh URL: it may have expired)."""
+        attempt = 0
+        while True:
+            try:
+                self.store.put_object(url, data, headers)
+                return
+            except (StorageError, NetworkError) as exc:
+                attempt += 1
+                if not getattr(exc, "transient", True) or attempt >= self.retry.max_attempts:
+                    raise
+                log.warning(
+                    "upload of %s %s failed (%s); retrying", upload.kind, upload.name[:16], exc
+                )
+                self._sleep(self.retry.delay(attempt - 1))
+                (slot,) = self.plane.snapshot_objects(backup_id, [upload])
+                if slot.exists or slot.url is None:
+                    return
+                url, headers = slot.url, dict(slot.headers)
+
+    def get(self, slot: ReadSlot, *, start: int | None = None, end: int | None = None) -> bytes:
+        """Read an object (or a range of it); ``MissingObject`` when storage does not have it."""
+        attempt = 0
+        while True:
+            try:
+                return self.store.get_object(slot.url, start=start, end=end)
+            except StorageError as exc:
+                if exc.status == 404:
+                    raise MissingObject(
+                        f"{slot.kind} object {slot.name[:16]}… is missing from storage"
+                    ) from exc
+                attempt += 1
+                if not exc.transient or attempt >= self.retry.max_attempts:
+                    raise
+                log.warning(
+                    "download of %s %s failed (%s); retrying", slot.kind, slot.name[:16], exc
+                )
+                self._sleep(self.retry.delay(attempt - 1))
+                if exc.status == 403:  # an expired URL: ask for a fresh one
+                    fresh = self.read_slots([(slot.kind, slot.name)]).get((slot.kind, slot.name))
+                    if fresh is None:
+                        raise MissingObject(
+                            f"{slot.kind} object {slot.name[:16]}… is missing"
+                        ) from exc
+                    slot = fresh
 
     # --- transport -----------------------------------------------------------------------------
 
@@ -82,30 +142,40 @@ class Repository:
         parallel). Returns each name's pack sequence number (``None`` but for packs)."""
         seqs: dict[str, int | None] = {}
         for start in range(0, len(items), MAX_OBJECTS_PER_REQUEST):
-            batch = items[start : start + MAX_OBJECTS_PER_REQUEST]
-            slots = self.plane.snapshot_objects(
-                backup_id,
-                [
-                    ObjectUpload(kind, name, len(data), sha256_hex(data))
-                    for kind, name, data in batch
-                ],
-            )
+            batch = [
+                (
+                    ObjectUpload(
+                        kind,
+                        name,
+                        len(data),
+                        # Content-addressed objects are named by their SHA-256 already.
+                        name if kind in ("data", "index") else sha256_hex(data),
+                    ),
+                    data,
+                )
+                for kind, name, data in items[start : start + MAX_OBJECTS_PER_REQUEST]
+            ]
+            slots = self.plane.snapshot_objects(backup_id, [u for u, _ in batch])
             by_name = {s.name: s for s in slots}
             todo = []
-            for kind, name, data in batch:
-                slot = by_name.get(name)
+            for upload, data in batch:
+                slot = by_name.get(upload.name)
                 if slot is None:
-                    raise RepositoryError(f"the server did not answer for {kind} object {name}")
-                seqs[name] = slot.seq
+                    raise RepositoryError(
+                        f"the server did not answer for {upload.kind} object {upload.name}"
+                    )
+                seqs[upload.name] = slot.seq
                 if not slot.exists:
                     if slot.url is None:
-                        raise RepositoryError(f"the server gave no upload URL for {kind} {name}")
-                    todo.append((slot.url, data, dict(slot.headers)))
+                        raise RepositoryError(
+                            f"the server gave no upload URL for {upload.kind} {upload.name}"
+                        )
+                    todo.append((upload, slot.url, data, dict(slot.headers)))
             if len(todo) == 1:
-                self.store.put_object(*todo[0])
+                self._put(backup_id, *todo[0])
             elif todo:
                 with ThreadPoolExecutor(min(self.workers, len(todo))) as pool:
-                    for _ in pool.map(lambda t: self.store.put_object(*t), todo):
+                    for _ in pool.map(lambda t: self._put(backup_id, *t), todo):
                         pass
         return seqs
 
@@ -120,7 +190,7 @@ class Repository:
         slot = self.read_slots([(kind, name)]).get((kind, name))
         if slot is None:
             raise MissingObject(f"the repository holds no {kind} object {name}")
-        data = self.store.get_object(slot.url)
+        data = self.get(slot)
         if len(data) != slot.size:
             raise CorruptObject(f"{kind} object {name} is {len(data)} bytes, not {slot.size}")
         if kind in ("data", "index") and sha256_hex(data) != name:
@@ -242,7 +312,7 @@ class Repository:
         slot = self.read_slots([("data", loc.pack)]).get(("data", loc.pack))
         if slot is None:
             raise MissingObject(f"pack {loc.pack[:16]}… is missing from the repository")
-        sealed = self.store.get_object(slot.url, start=e.offset, end=e.offset + e.length - 1)
+        sealed = self.get(slot, start=e.offset, end=e.offset + e.length - 1)
         return open_blob(
             self.keys,
             e.type,

@@ -354,7 +354,7 @@ class SnapshotRestorer:
         try:
             if slot is None:
                 raise MissingObject(f"pack {pack[:16]}… is missing from storage")
-            data = self.repo.store.get_object(slot.url, start=start, end=end)  # type: ignore[attr-defined]
+            data = self.repo.get(slot, start=start, end=end)  # type: ignore[arg-type]
             if len(data) != end - start + 1:
                 raise CorruptObject(f"pack {pack[:16]}… is shorter than its index says")
         except (AgentError, OSError) as exc:

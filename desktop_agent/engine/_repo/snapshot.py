@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,13 @@ from .._errors import BackupCancelled
 from .._events import ArchiveProgress, Emitter, FileFailed, ScanFinished, ScanProgress, ScanStarted
 from .._scanner import ScanTotals, scan
 from ..protocol import FileError
-from ..repo_protocol import CompleteSnapshot, MissingObjects, SnapshotStarted, StartSnapshot
+from ..repo_protocol import (
+    CompleteSnapshot,
+    MissingObjects,
+    RepoPlane,
+    SnapshotStarted,
+    StartSnapshot,
+)
 from .backup import SnapshotOptions, SnapshotWriter, WriteStats
 from .errors import RepositoryError
 from .format import (
@@ -74,34 +80,39 @@ class SnapshotOutcome:
 
 
 def take_snapshot(
-    repo: Repository,
+    plane: RepoPlane,
+    open_repo: Callable[[SnapshotStarted], Repository],
     job: SnapshotJob,
     *,
     emit: Emitter | None = None,
     cancel: CancelToken | None = None,
     options: SnapshotOptions | None = None,
-    on_started: Any = None,
+    on_started: Callable[[SnapshotStarted], None] | None = None,
 ) -> SnapshotOutcome:
-    """Back up ``job`` as a snapshot; ``on_started(started)`` is called once the server has opened
-    the backup. Raises ``BackupCancelled`` (after aborting it on the server) or the error that
-    stopped it (aborted too, with that reason)."""
+    """Back up ``job`` as a snapshot. ``open_repo`` gives the agent's repository once the server
+    has opened the backup (and said whose repository it is); ``on_started`` is told then too.
+    Raises ``BackupCancelled`` (after aborting the backup on the server) or the error that stopped
+    it (aborted too, with that reason)."""
     emit = emit or Emitter(None)
     t0 = time.monotonic()
     started_at = utc_now_text()
-    started = repo.plane.snapshot_start(
+    started = plane.snapshot_start(
         StartSnapshot(job.config_id, lease_token=job.lease_token, tags=dict(job.tags))
     )
     if on_started is not None:
         on_started(started)
     try:
-        outcome = _run(repo, job, started, emit, cancel, options, t0, started_at)
-    except BackupCancelled:
-        _abort(repo, started.backup_id, "cancelled by the user", cancelled=True)
+        repo = open_repo(started)
+        try:
+            return _run(repo, job, started, emit, cancel, options, t0, started_at)
+        finally:
+            repo.close()
+    except BackupCancelled as exc:
+        _abort(plane, started.backup_id, exc.reason or "cancelled by the user", cancelled=True)
         raise
     except BaseException as exc:
-        _abort(repo, started.backup_id, _reason(exc))
+        _abort(plane, started.backup_id, _reason(exc))
         raise
-    return outcome
 
 
 def _reason(exc: BaseException) -> str:
@@ -109,9 +120,9 @@ def _reason(exc: BaseException) -> str:
     return text[:4000]
 
 
-def _abort(repo: Repository, backup_id: str, reason: str, *, cancelled: bool = False) -> None:
+def _abort(plane: RepoPlane, backup_id: str, reason: str, *, cancelled: bool = False) -> None:
     try:
-        repo.plane.snapshot_abort(backup_id, reason, cancelled=cancelled)
+        plane.snapshot_abort(backup_id, reason, cancelled=cancelled)
     except Exception as exc:  # the server will see the lease lapse instead
         log.warning("could not tell the server that snapshot %s stopped: %s", backup_id, exc)
 

@@ -1,4 +1,4 @@
-"""``HttpStorage``: archive bytes PUT to pre-signed URLs (never with the API key)."""
+"""``HttpStorage``: bytes PUT to and read from pre-signed URLs (never with the API key)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["HttpStorage"]
 
 
 class HttpStorage:
-    """PUTs to pre-signed URLs: one attempt per call; the uploader decides about retries.
+    """PUTs to and GETs from pre-signed URLs: one attempt per call; the caller decides about retries.
 
     Never sends the API key. Errors carry the URL without its query string.
     """
@@ -72,6 +72,49 @@ class HttpStorage:
             )
         etag: str | None = response.headers.get("ETag")
         return etag
+
+    def put_object(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
+        """PUT one object of a snapshot repository; ``False`` when storage refuses it because an
+        object is already at that name (``If-None-Match: *`` answered 412: for a content-addressed
+        name, the same bytes are already stored)."""
+        try:
+            self.put(url, body, headers)
+        except StorageError as exc:
+            if exc.status == 412:
+                return False
+            raise
+        return True
+
+    def get_object(self, url: str, *, start: int | None = None, end: int | None = None) -> bytes:
+        """The object at a pre-signed GET URL, or its bytes ``start`` to ``end`` (inclusive).
+        ``StorageError`` with ``status`` 404 when there is no such object."""
+        where = redact_url(url)
+        headers = {} if start is None else {"Range": f"bytes={start}-{'' if end is None else end}"}
+        try:
+            response = self._http.get(url, headers=headers)
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise StorageError(
+                f"download from {where} failed: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StorageError(
+                f"download from {where} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code >= 300:
+            transient = response.status_code in RETRYABLE_STATUSES or response.status_code in (
+                403,
+                500,
+            )
+            raise StorageError(
+                f"storage refused the download from {where}: {response.status_code}"
+                f"{_storage_error_code(response)}",
+                status=response.status_code,
+                transient=transient,
+            )
+        if start is not None and response.status_code != 206:
+            # A server that ignores Range sends the whole object: keep the part asked for.
+            return response.content[start : None if end is None else end + 1]
+        return response.content
 
 
 def _slices(pieces: Sequence[memoryview], size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -63,6 +63,7 @@ class FakeRepoServer:
         )
         return SnapshotStarted(
             backup_id=backup_id,
+            agent_id="agent-1",
             initialized=("config", "config") in self.objects
             and self.objects[("config", "config")].stored,
             pack_count=self.next_seq,

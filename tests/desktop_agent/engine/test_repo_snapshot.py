@@ -80,7 +80,9 @@ def repo(
 
 
 def snap(r: Repository, src: Path, config: str = "cfg", **kw):  # type: ignore[no-untyped-def]
-    return take_snapshot(r, SnapshotJob(config, "Docs", (str(src),)), options=SMALL, **kw)
+    return take_snapshot(
+        r.plane, lambda started: r, SnapshotJob(config, "Docs", (str(src),)), options=SMALL, **kw
+    )
 
 
 def restore_all(r: Repository, backup_id: str, out: Path, **kw):  # type: ignore[no-untyped-def]
