@@ -64,7 +64,7 @@ class Snapshots:
         server_url: str,
         keys: RepoKeyStore | None = None,
         cache_dir: Path | None = None,
-        workers: int = 8,
+        workers: int = 4,
     ) -> None:
         self.client = client
         self.store = store
@@ -211,7 +211,13 @@ class Snapshots:
             if options.list_only:
                 raise RestoreError("a snapshot is listed with `ls`, not restored with --list")
             assert target is not None
-            report = restorer.restore(doc.tree, target, select=select, overwrite=options.overwrite)
+            report = restorer.restore(
+                doc.tree,
+                target,
+                select=select,
+                descend=chosen.may_select_below if chosen else None,
+                overwrite=options.overwrite,
+            )
         except (AgentError, OSError) as exc:
             emit(
                 RestoreFailed(

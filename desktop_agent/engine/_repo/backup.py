@@ -58,12 +58,16 @@ _BATCH_BYTES = 4 * 1024 * 1024
 class SnapshotOptions:
     readers: int = max(2, os.cpu_count() or 2)
     sealers: int = max(2, os.cpu_count() or 2)
-    uploaders: int = 3
+    uploaders: int = 2
     pack_size: int = PACK_SIZE
     zstd_level: int = ZSTD_LEVEL
-    max_inflight_bytes: int = 96 * 1024 * 1024
+    max_inflight_bytes: int = 48 * 1024 * 1024
     """Chunk bytes read but not yet sealed into a pack, at most (back-pressure on the readers)."""
-    max_queued_packs: int = 3
+    max_queued_packs: int = 2
+    """Finished packs waiting for an uploader. Memory for packs stays below about
+    ``(uploaders * batch + max_queued_packs + 2) * pack_size``."""
+    upload_batch: int = 2
+    """Packs one uploader takes at once when several wait (one request for their URLs)."""
 
 
 @dataclass(slots=True)
@@ -336,7 +340,7 @@ class SnapshotWriter:
                 return
             batch = [pack]
             done = False
-            while len(batch) < 8:
+            while len(batch) < self.options.upload_batch:
                 try:
                     more = self._packs.get_nowait()
                 except Empty:

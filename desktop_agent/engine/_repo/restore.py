@@ -37,7 +37,7 @@ log = logging.getLogger("desktop_agent.engine.repo")
 # Ranges closer than this are fetched in one request (reading a little unneeded data is cheaper
 # than another round trip); no request is larger than _MAX_RANGE unless one blob is.
 _MERGE_GAP = 256 * 1024
-_MAX_RANGE = 8 * 1024 * 1024
+_MAX_RANGE = 4 * 1024 * 1024
 # Files are planned and written in batches, so that memory stays flat on a huge snapshot.
 _BATCH_FILES = 20_000
 _BATCH_BYTES = 2 * 1024 * 1024 * 1024
@@ -85,16 +85,21 @@ Progress = Callable[[RestoreReport, int, int], None]
 
 
 def walk(
-    repo: Repository, tree_id: bytes, *, prefix: tuple[bytes, ...] = ()
+    repo: Repository,
+    tree_id: bytes,
+    *,
+    prefix: tuple[bytes, ...] = (),
+    descend: Callable[[tuple[bytes, ...]], bool] | None = None,
 ) -> Iterator[tuple[tuple[bytes, ...], Node]]:
-    """Every node below a tree, folders before their contents, depth first."""
+    """Every node below a tree, folders before their contents, depth first; a folder for which
+    ``descend(path)`` is false is yielded but not entered."""
     for node in repo.tree(tree_id).nodes:
         if not _valid_name(node.name):
             raise CorruptObject(f"a folder of the snapshot holds an invalid name {node.name!r}")
         parts = (*prefix, node.name)
         yield parts, node
-        if node.type == "dir" and node.subtree is not None:
-            yield from walk(repo, node.subtree, prefix=parts)
+        if node.type == "dir" and node.subtree is not None and (descend is None or descend(parts)):
+            yield from walk(repo, node.subtree, prefix=parts, descend=descend)
 
 
 def display(parts: tuple[bytes, ...]) -> str:
@@ -136,7 +141,7 @@ class SnapshotRestorer:
         self,
         repo: Repository,
         *,
-        workers: int = 8,
+        workers: int = 4,
         cancel: CancelToken | None = None,
         progress: Progress | None = None,
         now: Callable[[], datetime] = datetime.now,
@@ -151,6 +156,8 @@ class SnapshotRestorer:
         self._total_files = 0
         self._total_bytes = 0
         self._last = 0.0
+        self._checked: dict[Path, bool] = {}
+        self._made: set[Path] = set()
 
     def _tick(self, force: bool = False) -> None:
         if self.progress is None:
@@ -166,10 +173,12 @@ class SnapshotRestorer:
         target: Path,
         *,
         select: Callable[[str, bool], bool] | None = None,
+        descend: Callable[[str], bool] | None = None,
         overwrite: bool = False,
     ) -> RestoreReport:
         """Restore every node ``select(path, is_dir)`` accepts (all when ``None``; a selected
-        folder brings everything below it) into ``target``."""
+        folder brings everything below it) into ``target``. ``descend(folder)`` false skips a
+        folder's contents unread (nothing below it can be selected)."""
         target.mkdir(parents=True, exist_ok=True)
         base = Path(os.path.realpath(target))
         stamp = self._now().strftime("%Y-%m-%d %H-%M-%S")
@@ -177,22 +186,31 @@ class SnapshotRestorer:
         links: list[tuple[Path, Node, str]] = []
         batch: list[_FileJob] = []
         batch_bytes = 0
-        picked: set[tuple[bytes, ...]] = set()
-        # Totals first (trees are small and cached), so that progress can show an ETA.
-        plan: list[tuple[tuple[bytes, ...], Node]] = []
-        for parts, node in walk(self.repo, root):
-            chosen = (
-                select is None or parts[:-1] in picked or select(display(parts), node.type == "dir")
+
+        def chosen_nodes() -> Iterator[tuple[tuple[bytes, ...], Node]]:
+            picked: set[tuple[bytes, ...]] = set()
+            into = (
+                None
+                if descend is None
+                else (lambda parts: parts in picked or descend(display(parts)))
             )
-            if not chosen:
-                continue
-            if node.type == "dir":
-                picked.add(parts)
-            plan.append((parts, node))
+            for parts, node in walk(self.repo, root, descend=into):
+                if (
+                    select is None
+                    or parts[:-1] in picked
+                    or select(display(parts), node.type == "dir")
+                ):
+                    if node.type == "dir":
+                        picked.add(parts)
+                    yield parts, node
+
+        # Totals first, so that progress can show an ETA (the folder listings are small and
+        # cached: reading them twice costs less than keeping a huge snapshot's in memory).
+        for _, node in chosen_nodes():
             if node.type == "file":
                 self._total_files += 1
                 self._total_bytes += node.size
-        for parts, node in plan:
+        for parts, node in chosen_nodes():
             if self.cancel is not None:
                 self.cancel.raise_if_cancelled()
             shown = display(parts)
@@ -226,13 +244,20 @@ class SnapshotRestorer:
 
     # --- planning ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _inside(base: Path, folder: Path) -> bool:
-        real = os.path.realpath(folder)
-        return real == str(base) or real.startswith(str(base).rstrip(os.sep) + os.sep)
+    def _inside(self, base: Path, folder: Path) -> bool:
+        """Whether ``folder`` really is inside the target (no link on the way leads out); asked
+        once per folder."""
+        known = self._checked.get(folder)
+        if known is None:
+            real = os.path.realpath(folder)
+            known = real == str(base) or real.startswith(str(base).rstrip(os.sep) + os.sep)
+            self._checked[folder] = known
+        return known
 
     def _ensure_parent(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
 
     def _make_dir(self, path: Path, shown: str) -> None:
         try:

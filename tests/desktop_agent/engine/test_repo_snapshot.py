@@ -115,7 +115,10 @@ def test_snapshots_restore_exactly_and_later_ones_read_only_changes(
     after = state(src)
 
     third = snap(r, src)
-    assert third.bytes_read == 0 and third.new_bytes == 0 and third.new_blobs == 0
+    # Nothing read, no data uploaded; at most the folder listings of the folders above the source
+    # (their mtimes move when other programs write beside them).
+    assert third.bytes_read == 0
+    assert third.new_blobs <= len(src.parts) and third.new_bytes < 4096
 
     # Each snapshot restores on its own to the tree as it was, even on another machine's cache.
     other = repo(server, tmp_path, cache="other")
