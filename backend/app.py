@@ -23,6 +23,8 @@ from backend.api.agent import AgentApiController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
+from backend.api.guards import ApiRequest
+from backend.api.openapi import document_errors
 from backend.api.owner import (
     AgentController,
     AlertController,
@@ -37,6 +39,7 @@ from backend.settings import Settings, get_settings
 from backend.storage import LocalStorage
 from backend.web import template_config as web_template_config
 from backend.web import web_handlers
+from desktop_agent.engine import install_log_redaction
 
 __all__ = ["create_app"]
 
@@ -136,6 +139,7 @@ class Runtime:
 
 
 def create_app(settings: Settings | None = None, services: ServicesDep | None = None) -> Litestar:
+    install_log_redaction()
     settings = settings or get_settings()
     services = services or Services.build(settings)
     engine = make_engine(settings.database_url)
@@ -185,8 +189,10 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
             render_plugins=[ScalarRenderPlugin()],
         ),
         response_cache_config=ResponseCacheConfig(),
+        request_class=ApiRequest,
         debug=False,
     )
+    document_errors(app.routes)
     app.state.services = services
     app.state.storage = services.storage
     app.state.settings = settings

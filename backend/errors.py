@@ -6,6 +6,7 @@
      ├── Forbidden           403  authenticated, but not allowed (CSRF, admin only, sign-up closed)
      ├── NotFound            404  does not exist for this caller (never reveals other users' ids)
      ├── Conflict            409  the state forbids it (key already used, log already finished)
+ ├── UnsupportedMediaType 415 a body that is not JSON where JSON is required
      ├── RateLimited         429  too many attempts; ``retry_after`` seconds
      └── StorageUnavailable  503  object storage did not answer; safe to retry
 
@@ -23,6 +24,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "StorageUnavailable",
+    "UnsupportedMediaType",
 ]
 
 
@@ -63,6 +65,11 @@ class NotFound(DomainError):
 class Conflict(DomainError):
     status_code = 409
     code = "conflict"
+
+
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class RateLimited(DomainError):

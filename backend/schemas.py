@@ -20,9 +20,11 @@ Crc32B64 = Annotated[str, Meta(pattern="^[A-Za-z0-9+/]{6}==$")]
 """A CRC32 as S3's ``x-amz-checksum-crc32`` carries it: base64 of its 4 big-endian bytes."""
 PartChecksum = Literal["sha256", "crc32"]
 Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
-NonNegative = Annotated[int, Meta(ge=0)]
+MAX_INT64 = 2**63 - 1
+"""The largest integer the databases store (a signed 64-bit column)."""
+NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Level = Literal["debug", "info", "warning", "error"]
-BackupStatus = Literal["running", "completed", "failed", "expired"]
+BackupStatus = Literal["running", "completed", "failed", "interrupted", "expired"]
 AgentStatus = Literal["online", "offline", "error"]
 ExecutionMode = Literal["server", "agent"]
 
@@ -263,6 +265,9 @@ class UploadedPart(Camel):
 class UploadCompleteRequest(Camel):
     log_id: Uuid
     parts: Annotated[list[UploadedPart], Meta(min_length=1, max_length=10000)]
+    object_crc32: Crc32B64 | None = None
+    """With CRC32 parts: the CRC32 of the whole archive, computed over the stream in the same pass
+    as its SHA-256. Storage checks the object it assembles against it (docs/agent-api.md)."""
 
 
 class UploadCompleteResponse(Camel):
@@ -517,11 +522,19 @@ class DownloadResponse(Camel):
 
 LeaseTtl = Annotated[int, Meta(ge=30, le=3600)]
 LeaseToken = Annotated[str, Meta(min_length=1, max_length=64)]
+InstanceId = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_.:-]+$")]
 
 
 class LeaseRequest(Camel):
     config_id: Uuid
     ttl_seconds: LeaseTtl = 300
+    instance: InstanceId | None = None
+    """The agent's process: recorded on the lease, so that a restarted agent can name it."""
+    take_over: Annotated[list[InstanceId], Meta(max_length=32)] = msgspec.field(
+        default_factory=list
+    )
+    """Dead processes of this same agent: a live lease one of them holds is taken over at once
+    (the run it guarded becomes ``interrupted``) instead of a 409."""
 
 
 class LeaseRenewRequest(Camel):
@@ -574,3 +587,6 @@ class ProgressRequest(Camel):
     bytes_total: NonNegative | None = None
     rate: Annotated[float, Meta(ge=0)] | None = None
     eta: Annotated[float, Meta(ge=0)] | None = None
+    waiting: Annotated[str, Meta(max_length=500)] | None = None
+    """While the upload retries through a storage (or server) outage: what it waits for, in words
+    (``waiting for storage: …``); absent otherwise."""

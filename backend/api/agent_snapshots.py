@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from litestar import Controller, get, post
 from litestar.di import Provide
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from backend.api.deps import AgentDep, ServicesDep, provide_agent
@@ -80,7 +80,7 @@ class AgentSnapshotController(Controller):
         self,
         agent: AgentDep,
         services: ServicesDep,
-        kind: Literal["config", "data", "index", "snapshot"],
+        kind: FromQuery[Literal["config", "data", "index", "snapshot"]],
         after: Annotated[str | None, QueryParameter(max_length=64)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
     ) -> RepoListResponse:

@@ -18,6 +18,7 @@ from litestar.status_codes import (
 )
 
 from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.guards import api_guard
 from backend.schemas import (
     AgentListResponse,
     AgentLogsResponse,
@@ -26,6 +27,7 @@ from backend.schemas import (
     AlertListResponse,
     BackupListResponse,
     BackupResponse,
+    BackupStatus,
     ConfigIn,
     ConfigListResponse,
     ConfigPatch,
@@ -35,10 +37,14 @@ from backend.schemas import (
 )
 
 _USER = {"user": Provide(provide_user)}
+MAX_OFFSET = 10_000_000
+"""Paging deeper than this is not a use of the history; the bound keeps the database's 64-bit
+integers from overflowing into a 500."""
 
 
 class ConfigController(Controller):
     path = "/api/configs"
+    guards = [api_guard]
     tags = ["configs"]
     dependencies = _USER
 
@@ -92,6 +98,7 @@ class ConfigController(Controller):
 
 class AgentController(Controller):
     path = "/api/agents"
+    guards = [api_guard]
     tags = ["agents"]
     dependencies = _USER
 
@@ -161,6 +168,7 @@ class AgentController(Controller):
 
 class BackupController(Controller):
     path = "/api/backups"
+    guards = [api_guard]
     tags = ["backups"]
     dependencies = _USER
 
@@ -171,11 +179,11 @@ class BackupController(Controller):
         services: ServicesDep,
         config_id: Annotated[str | None, QueryParameter(name="configId")] = None,
         agent_id: Annotated[str | None, QueryParameter(name="agentId")] = None,
-        status: FromQuery[Literal["running", "completed", "failed", "expired"] | None] = None,
+        status: FromQuery[BackupStatus | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> BackupListResponse:
         backups, total = await services.history.list_backups(
             user,
@@ -214,6 +222,7 @@ class BackupController(Controller):
 
 class AlertController(Controller):
     path = "/api/alerts"
+    guards = [api_guard]
     tags = ["alerts"]
     dependencies = _USER
 

@@ -11,6 +11,7 @@ from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
+from backend.services.orphans import OrphanSweeper
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -69,6 +70,7 @@ class Services:
         leases = LeaseService()
         alerts = AlertService(settings)
         backups = BackupService(settings, storage, live)
+        sweeper = OrphanSweeper(storage, live)
         return cls(
             settings=settings,
             storage=storage,
@@ -81,8 +83,10 @@ class Services:
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,
-            runs=RunService(settings, live, leases),
+            runs=RunService(settings, live, leases, sweeper),
             leases=leases,
             alerts=alerts,
-            tasks=PeriodicTasks(settings, storage, leases=leases, alerts=alerts, live=live),
+            tasks=PeriodicTasks(
+                settings, storage, leases=leases, alerts=alerts, live=live, sweeper=sweeper
+            ),
         )

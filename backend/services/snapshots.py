@@ -27,9 +27,9 @@ from backend.repos.tables import RepoObject, Repository, Snapshot
 from backend.schemas import LeaseOut
 from backend.services.agents import AgentIdentity, assigned_config
 from backend.services.backups import BackupService, NewBackup, _errors_json, _storage_call
-from backend.services.clock import iso, utcnow
+from backend.services.clock import aware, iso, utcnow
 from backend.services.keys import repo_key
-from backend.services.leases import LeaseService, config_lease_name
+from backend.services.leases import LeaseService, agent_owner, config_lease_name
 from backend.services.runs import check_run_request
 from backend.settings import Settings
 from backend.snapshot_schemas import (
@@ -112,6 +112,7 @@ class SnapshotService:
         if req.run_request_id is not None:
             run_request = await check_run_request(agent.id, config_id, req.run_request_id)
         lease = await self._lease(agent, config_id, req.lease_token)
+        lease_token = req.lease_token if lease is None else lease.token
         repo = await self._repository(agent)
         parent = await self._parent(agent, config_id)
         log_id = uuid.uuid4()
@@ -133,6 +134,7 @@ class SnapshotService:
                 user_id=agent.user_id, agent_id=agent.id, kind="snapshot", name=str(log_id)
             ),
             backup_type="incremental",
+            lease_token=lease_token,
         )
         live = await RepoObject.select(RepoObject.seq).where(
             (RepoObject.repository == repo["id"])
@@ -156,16 +158,21 @@ class SnapshotService:
     ) -> LeaseOut | None:
         name = config_lease_name(config_id)
         if token is not None:
-            current = await self.leases.renew(name, token, SERVER_LEASE_SECONDS)
-            if current is None:
+            renewed = await self.leases.renew(name, token, SERVER_LEASE_SECONDS)
+            if renewed is None:
                 raise Conflict(
                     "leaseToken: this run no longer holds the configuration's lease "
                     "(it lapsed and another runner took it)"
                 )
             return None
-        grant = await self.leases.acquire_or_conflict(
-            name, f"agent {agent.name}", SERVER_LEASE_SECONDS
+        grant = await self.leases.acquire(
+            name, f"agent {agent.name}", SERVER_LEASE_SECONDS, owner=agent_owner(agent.id)
         )
+        if grant is None:
+            current = await self.leases.current(name)
+            who = current["holder"] if current else "another runner"
+            until = iso(aware(current["expires_at"])) if current else "soon"
+            raise Conflict(f"config is already running on {who} until {until}")
         return LeaseOut(token=grant.token, expires_at=iso(grant.expires_at) or "")
 
     async def _repository(self, agent: AgentIdentity) -> dict[str, Any]:

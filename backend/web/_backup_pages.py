@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
@@ -17,7 +17,7 @@ from backend.web._render import page
 __all__ = ["BackupPages"]
 
 PAGE_SIZE = 25
-Status = Literal["running", "completed", "failed", "expired"]
+Status = Literal["running", "completed", "failed", "interrupted", "expired"]
 
 
 class BackupPages(Controller):
@@ -39,7 +39,7 @@ class BackupPages(Controller):
         configs = await services.configs.list_configs(user)
         agents = await services.agents.list_agents(user)
         # Unknown filter values (a stale link) are dropped rather than answered with an error.
-        status = status if status in ("running", "completed", "failed", "expired") else None
+        status = status if status in get_args(Status) else None
         config = config if config in {c.id for c in configs} else None
         agent = agent if agent in {a.id for a in agents} else None
         number = page_number or 1

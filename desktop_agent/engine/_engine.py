@@ -70,7 +70,10 @@ def connect(
         raise ConfigurationError("no server URL: run `backapp-agent configure --server URL` first")
     agent = f"backapp-agent/{__version__}"
     plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
-    return plane, HttpStorage(transport=transport, user_agent=agent)
+    storage = HttpStorage(
+        transport=transport, user_agent=agent, stall_timeout=settings.storage_stall_timeout
+    )
+    return plane, storage
 
 
 class BackupEngine:

@@ -50,6 +50,7 @@ class EngineOptions:
                 multipart_threshold=settings.multipart_threshold,
                 part_size=settings.part_size,
                 concurrency=settings.upload_concurrency,
+                retry_budget=settings.storage_retry_budget,
             ),
             gzip_level=settings.gzip_level,
             zstd_level=settings.zstd_level,

@@ -331,7 +331,12 @@ class ControlPlane(Protocol):
         """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
         ...
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
+        """Assemble the parts; ``crc32`` (an upload with CRC32 parts): the whole archive's CRC32
+        (base64), which storage checks the assembled object against."""
+        ...
 
     def abort_upload(self, *, log_id: str, reason: str) -> None: ...
 
@@ -359,7 +364,17 @@ class LeasePlane(Protocol):
     run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
     ``attempt``, ``max_attempts`` and ``run_request_id``."""
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``); a lease that one of the
+        ``take_over`` processes (dead ones of this agent) holds is taken over at once."""
+        ...
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
 

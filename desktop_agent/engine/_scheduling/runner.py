@@ -1,7 +1,8 @@
 """The runner: one job at a time, from the run lease to the retry decision.
 
 ``Runner`` runs one job: takes the config's lease on the server (another runner holds it: the job is
-skipped), renews it every ``ttl/3`` while the engine works (``_LeaseKeeper``), releases it at the end;
+skipped; a dead process of this agent holds it: the lease is taken over at once, see ``instance``),
+renews it every ``ttl/3`` while the engine works (``_LeaseKeeper``), releases it at the end;
 tags ``backup/start`` with ``trigger``/``attempt``/``maxAttempts``/``runRequestId`` (``_TaggedPlane``);
 streams progress (``ProgressReporter``); and, when a scheduled backup fails, returns the retry job.
 
@@ -48,6 +49,7 @@ from ..protocol import (
     StartResponse,
 )
 from ..repo_protocol import SnapshotStarted, StartSnapshot
+from .instance import AgentInstance
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
 from .queue import Job, Outcome, RetrySettings
 
@@ -214,8 +216,10 @@ class _LeaseKeeper:
         ttl: int,
         cancel: CancelToken,
         every: float | None = None,
+        instance: AgentInstance | None = None,
     ) -> None:
         self._plane = plane
+        self._instance = instance
         self.config_id = config_id
         self.lease = lease
         self._ttl = ttl
@@ -233,6 +237,8 @@ class _LeaseKeeper:
             try:
                 self.lease = self._plane.renew_lease(self.config_id, self.lease.token, self._ttl)
                 self.renewals += 1
+                if self._instance is not None:
+                    self._instance.touch()
             except ConflictError as exc:
                 log.error("lost the run lease of config %s: %s", self.config_id, exc.detail)
                 self._cancel.cancel(f"stopped: the run lease was lost ({exc.detail})")
@@ -272,8 +278,13 @@ class Runner:
         progress_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        instance_dir: Path | None = None,
     ) -> None:
+        """``instance_dir``: where this agent's processes register (``config_dir() / "instances"``),
+        so that a lease left by a dead one is taken over at once; ``None``: nowhere (only a lease
+        this very process left behind is)."""
         self.plane = plane
+        self.instance = AgentInstance.for_process(instance_dir)
         self._make_engine = make_engine
         self._events = events
         self.socket = socket
@@ -304,16 +315,25 @@ class Runner:
         events: EventSink | None = None,
         socket: AgentSocket | None = None,
         transport: httpx.BaseTransport | None = None,
+        instance_dir: Path | None = None,
     ) -> Runner:
         """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
-        lease-taking counterpart of ``BackupEngine.from_settings``). Close it when done."""
+        lease-taking counterpart of ``BackupEngine.from_settings``), its lease TTL from the
+        settings. Close it when done."""
         plane, storage = connect(settings, api_key, transport)
         options = EngineOptions.from_settings(settings)
 
         def make_engine(control: ControlPlane, sink: EventSink) -> BackupEngine:
             return BackupEngine(control, storage, options, events=sink)
 
-        runner = cls(plane, make_engine, events=events, socket=socket)
+        runner = cls(
+            plane,
+            make_engine,
+            events=events,
+            socket=socket,
+            lease_ttl=settings.lease_ttl,
+            instance_dir=instance_dir,
+        )
         runner.version, runner.platform = options.version, options.platform
         runner.temp_dir = options.temp_dir
         runner._owned = [plane, storage]
@@ -362,11 +382,19 @@ class Runner:
         if config is None:
             log.warning("config %s is not assigned to this agent; not backing it up", job.config_id)
             return Outcome(job, "skipped", reason="not assigned to this agent")
-        name = config.name or config.id
         if cancel.is_set():
             return Outcome(job, "skipped", reason=cancel.reason)
+        with self.instance.running(config.id) as take_over:
+            return self._run_leased(job, config, cancel, take_over)
+
+    def _run_leased(
+        self, job: Job, config: ConfigInfo, cancel: CancelToken, take_over: list[str]
+    ) -> Outcome:
+        name = config.name or config.id
         try:
-            lease = self.plane.acquire_lease(config.id, self.lease_ttl)
+            lease = self.plane.acquire_lease(
+                config.id, self.lease_ttl, instance=self.instance.id, take_over=take_over
+            )
         except ConflictError as exc:
             log.warning("%s: not started, already running elsewhere: %s", name, exc.detail)
             return Outcome(job, "skipped", reason=exc.detail)
@@ -383,8 +411,9 @@ class Runner:
             "manual": "backup",
         }[job.trigger]
         log.info("%s: starting the %s", name, what)
+        self.instance.touch()
         keeper = self.keeper = _LeaseKeeper(
-            self.plane, config.id, lease, self.lease_ttl, cancel, self._renew_every
+            self.plane, config.id, lease, self.lease_ttl, cancel, self._renew_every, self.instance
         )
         keeper.start()
         tagged = _TaggedPlane(self.plane, job)

@@ -250,12 +250,13 @@ class ApiClient:
         body = self._call("POST", "/api/agent/backup/upload/part", payload)
         return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        body = self._call(
-            "POST",
-            "/api/agent/backup/upload/complete",
-            {"logId": log_id, "parts": msgspec.to_builtins(list(parts))},
-        )
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
+        payload: dict[str, Any] = {"logId": log_id, "parts": msgspec.to_builtins(list(parts))}
+        if crc32 is not None:
+            payload["objectCrc32"] = crc32
+        body = self._call("POST", "/api/agent/backup/upload/complete", payload)
         size = body.get("size")
         return int(size) if isinstance(size, int) else -1
 
@@ -264,12 +265,23 @@ class ApiClient:
 
     # -- schedules, leases, live progress extension ----------------------------------------------
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease:
-        """Take the config's run lease; ``ConflictError`` (409) when another runner holds it (its
-        ``detail`` says who and until when)."""
-        body = self._call(
-            "POST", "/api/agent/lease", {"configId": config_id, "ttlSeconds": ttl_seconds}
-        )
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``), taking it over from one of
+        ``take_over`` (dead processes of this agent) that still holds it; ``ConflictError`` (409)
+        when another runner holds it (its ``detail`` says who and until when)."""
+        payload: dict[str, Any] = {"configId": config_id, "ttlSeconds": ttl_seconds}
+        if instance is not None:
+            payload["instance"] = instance
+        if take_over:
+            payload["takeOver"] = list(take_over)
+        body = self._call("POST", "/api/agent/lease", payload)
         return _decode(body.get("lease"), Lease, "/api/agent/lease")
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease:
