@@ -1,7 +1,8 @@
 """End to end: incremental backups (snapshots) with a real ``backapp serve``, a real S3 endpoint on
 loopback and the real ``backapp-agent`` command line: three snapshots of an awkward tree with
 changes in between, each restored exactly as the tree was; one file restored alone; the bucket
-scanned for anything readable; bad requests to the snapshot endpoints refused precisely.
+scanned for anything readable; bad requests to the snapshot endpoints refused precisely; a run
+killed mid-upload leaves an ``interrupted`` snapshot and the next run reuses the packs it stored.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.desktop_agent.test_e2e_agent import Agent, events_of, setup
+from tests.desktop_agent.test_e2e_agent import MIB, Agent, events_of, random_file, setup
 from tests.desktop_agent.trees import build_awkward_tree, extracted_root, snapshot
+from tests.e2e.test_dead_runs_e2e import only, proxy, start, wait_for
+from tests.support.faults import FaultProxy
 from tests.support.s3 import S3Endpoint
 from tests.support.server_process import LiveServerFactory
 
 pytestmark = [pytest.mark.e2e]
+
+__all__ = ["proxy"]  # the fault proxy fixture, shared with the dead-run tests
 
 CANARY_NAME = "canary-7f3a9c-secret-name.txt"
 CANARY = b"CANARY-CONTENT-2c9d41e0b7-" * 40
@@ -193,3 +198,52 @@ def test_snapshot_endpoints_refuse_bad_input(
     # The owner cannot download a snapshot as an archive: it is encrypted on the machine.
     done = owner.request("GET", f"/api/backups/{backup_id}/download")
     assert done.status_code == 409
+
+
+def test_a_killed_snapshot_is_interrupted_and_the_next_run_uploads_only_what_was_left(
+    live_server_factory: LiveServerFactory,
+    s3_server: S3Endpoint,
+    s3_bucket: str,
+    proxy: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    for i in range(8):
+        random_file(src / f"part-{i}.bin", 8 * MIB)  # 64 MiB that does not compress: 4 packs
+    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    owner, _agent_id, key, [cfg] = setup(
+        server,
+        {"name": "Big", "sources": [{"path": str(src)}], "options": {"type": "incremental"}},
+    )
+    agent = Agent(tmp_path, server.url, key, BACKAPP_CACHE_DIR=str(tmp_path / "agent-cache"))
+    client = s3_server.client()  # straight to S3, not through the slow proxy
+
+    def packs() -> list[str]:
+        listed = client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+        return [o["Key"] for o in listed if "/repo/data/" in o["Key"]]
+
+    proxy.rate = 4 * MIB
+    proc = agent.popen("run", "--json")
+    wait_for("a pack in storage", packs, timeout=120)
+    proc.kill()  # SIGKILL: no abort, no complete, no lease release
+    proc.wait(10)
+    landed = set(packs())
+    [ghost] = owner.backups()
+    assert ghost["status"] == "running"
+
+    proxy.rate = None
+    again = agent.run("run", "--config", cfg["id"], "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already running" not in again.stderr
+    old = only(owner, id=ghost["id"])
+    assert old is not None and old["status"] == "interrupted", old
+    new = only(owner, status="completed")
+    assert new is not None and new["type"] == "incremental"
+    # The packs the dead run stored are used, not uploaded again.
+    assert new["newBytes"] <= 64 * MIB - 16 * MIB * len(landed) + 2 * MIB, (new, landed)
+    assert landed <= set(packs())
+
+    out = tmp_path / "restored"
+    done = agent.run("restore", new["id"], "--to", str(out))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert snapshot(extracted_root(out, src)) == snapshot(src)

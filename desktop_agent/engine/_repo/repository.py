@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from .._errors import NetworkError, StorageError
+from .._errors import AgentError, NetworkError, StorageError
 from .._transport.retry import RetryPolicy
 from ..repo_protocol import (
     MAX_OBJECTS_PER_REQUEST,
@@ -202,12 +202,19 @@ class Repository:
     def open(self, started: SnapshotStarted | None, backup_id: str | None) -> RepoConfig:
         """Check (or, for a new repository during a backup, write) the repository's config with
         this machine's key, and reset the cache if it belonged to another repository."""
-        if started is not None and not started.initialized:
+        # "Not initialised" means no snapshot has completed yet; a first run that died after
+        # storing the config left it behind, and a run of another config may be storing it right
+        # now: both are opened, never written again.
+        if started is not None and not started.initialized and not self._has_config():
             if backup_id is None:
                 raise RepositoryError("the repository has not been initialised yet")
             fresh = RepoConfig(v=VERSION, id=secrets.token_bytes(16), created=utc_now_text())
             data = encode_object(self.keys, MAGIC_CONFIG, fresh)
-            self.upload(backup_id, [("config", "config", data)])
+            try:
+                self.upload(backup_id, [("config", "config", data)])
+            except AgentError:
+                if not self._has_config():
+                    raise
         data = self.download("config", "config")
         try:
             config: RepoConfig = decode_object(
@@ -226,6 +233,9 @@ class Repository:
             self.cache.set_meta("repository-id", config.id)
         self.config = config
         return config
+
+    def _has_config(self) -> bool:
+        return ("config", "config") in self.read_slots([("config", "config")])
 
     def sync(self, live: Iterable[int], pack_count: int) -> None:
         """Forget cached packs the server no longer has; rebuild the cache from the repository's
