@@ -20,7 +20,7 @@ from tests.desktop_agent.test_e2e_agent import MIB, Agent, events_of, random_fil
 from tests.desktop_agent.trees import build_awkward_tree, extracted_root, snapshot
 from tests.e2e.test_dead_runs_e2e import only, proxy, start, wait_for
 from tests.support.faults import FaultProxy
-from tests.support.s3 import S3Endpoint
+from tests.support.s3 import ON_BOTH, S3Endpoint
 from tests.support.server_process import LiveServerFactory
 
 pytestmark = [pytest.mark.e2e]
@@ -40,6 +40,7 @@ def all_objects(s3: S3Endpoint, bucket: str) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_three_snapshots_restore_exactly_and_nothing_readable_is_stored(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
