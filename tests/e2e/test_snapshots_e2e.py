@@ -248,3 +248,36 @@ def test_a_killed_snapshot_is_interrupted_and_the_next_run_uploads_only_what_was
     done = agent.run("restore", new["id"], "--to", str(out))
     assert done.returncode == 0, done.stderr + done.stdout
     assert snapshot(extracted_root(out, src)) == snapshot(src)
+
+
+def test_snapshots_on_the_local_disk_storage(
+    live_server_factory: LiveServerFactory, tmp_path: Path
+) -> None:
+    """The embedded default (local storage) keeps the same rules as S3: checked, never overwritten,
+    ranged reads for a single file."""
+    src = build_awkward_tree(tmp_path / "src")
+    server = live_server_factory.start()
+    _owner, _agent_id, key, _ = setup(
+        server,
+        {"name": "Home", "sources": [{"path": str(src)}], "options": {"type": "incremental"}},
+    )
+    agent = Agent(tmp_path, server.url, key, BACKAPP_CACHE_DIR=str(tmp_path / "agent-cache"))
+    ids = []
+    for step in range(2):
+        if step == 1:
+            (src / "added.bin").write_bytes(os.urandom(300_000))
+        done = agent.run("run", "--json")
+        assert done.returncode == 0, done.stderr + done.stdout
+        [end] = [e for e in events_of(done.stdout) if e["event"] == "backup_finished"]
+        ids.append(end["logId"])
+    expected = snapshot(src)
+    out = tmp_path / "restored"
+    done = agent.run("restore", ids[1], "--to", str(out))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert snapshot(extracted_root(out, src)) == expected
+
+    rel = str(src).lstrip("/")
+    one = tmp_path / "one"
+    done = agent.run("restore", ids[0], "--to", str(one), "--path", f"/{rel}/plain.txt")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert [p.read_bytes() for p in one.rglob("plain.txt")] == [b"hello\n"]
