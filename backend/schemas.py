@@ -131,8 +131,13 @@ class RetryOptions(Camel, forbid_unknown_fields=True):
     delay_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
 
 
+BackupType = Literal["full", "incremental"]
+
+
 class Options(Camel):
-    type: Literal["full"] = "full"
+    type: BackupType = "full"
+    """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
+    (agent-based configurations only)."""
     compression: bool = True
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
@@ -333,7 +338,7 @@ class ConfigIn(Camel, forbid_unknown_fields=True):
 
 
 class OptionsPatch(Camel, forbid_unknown_fields=True):
-    type: Literal["full"] | UnsetType = UNSET
+    type: BackupType | UnsetType = UNSET
     compression: bool | UnsetType = UNSET
     encryption: bool | UnsetType = UNSET
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
@@ -405,6 +410,10 @@ class BackupOut(Camel):
     max_attempts: int = 1
     progress: dict[str, Any] | None = None
     """The latest progress event while the backup runs (null once finished)."""
+    type: Literal["full", "incremental"] = "full"
+    """``full``: one archive at ``s3Path``; ``incremental``: a snapshot (``size`` is the bytes of
+    its files, ``newBytes`` what it uploaded)."""
+    new_bytes: int | None = None
 
 
 class AlertOut(Camel):
@@ -475,6 +484,8 @@ class AgentBackupOut(Camel):
     started_at: str
     completed_at: str | None
     status: BackupStatus = "completed"
+    type: Literal["full", "incremental"] = "full"
+    new_bytes: int | None = None
 
 
 class AgentBackupsResponse(Camel):

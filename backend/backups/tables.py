@@ -92,6 +92,12 @@ class BackupLog(Table, tablename="backapp_backup_log"):
     deleted_at = Timestamptz(
         null=True, default=None, help_text="When retention deleted the object (status 'expired')."
     )
+    backup_type = Varchar(
+        length=16, default="full", help_text="full (one archive) or incremental (a snapshot)."
+    )
+    new_bytes = BigInt(
+        null=True, default=None, help_text="A snapshot's new data (what it uploaded)."
+    )
     lease_token = Varchar(
         length=64,
         null=True,

@@ -54,7 +54,7 @@ __all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
 
 log = logging.getLogger("backapp.backups")
 
-AGENT_FEATURES = ("progress-by-config", "part-crc32")
+AGENT_FEATURES = ("progress-by-config", "part-crc32", "snapshots")
 """Extensions an agent may use, listed in the heartbeat response (``features``)."""
 PRE_LOG_PHASES = ("scanning", "archiving")
 """The phases a run reports by ``configId``, before its log is open."""
@@ -277,6 +277,39 @@ class BackupService:
             s3_path=key,
         )
 
+    async def open_log(
+        self,
+        new: NewBackup,
+        *,
+        log_id: uuid.UUID,
+        key: str,
+        backup_type: str,
+        lease_token: str | None = None,
+    ) -> None:
+        """Record the ``running`` log of a backup that uploads no single object (a snapshot,
+        whose objects the snapshot service signs), mark the Back Up Now request it answers as
+        started and tell the owner's pages."""
+        await BackupLog(
+            id=log_id,
+            user=new.user_id,
+            config=new.config_id,
+            agent=new.agent_id,
+            config_name=new.config_name,
+            status="running",
+            s3_path=key,
+            filename=new.filename,
+            filesize_estimate=new.filesize,
+            errors=[],
+            started_at=self.clock(),
+            trigger=new.trigger,
+            attempt=new.attempt,
+            max_attempts=new.max_attempts,
+            run_request=str(new.run_request) if new.run_request is not None else None,
+            backup_type=backup_type,
+            lease_token=lease_token,
+        ).save()
+        await self._started(new, log_id)
+
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
         if new.run_request is not None:
             await mark_run_started(new.run_request, log_id)
@@ -467,7 +500,7 @@ class BackupService:
                 await self.storage.delete(row["s3_path"])
             except ObjectStoreError:
                 log.warning("could not delete the mismatching object of backup %s", row["id"])
-        await self._finish(row, status="failed", error=error)
+        await self.finish(row, status="failed", error=error)
         raise Conflict(f"backup failed verification: {error}")
 
     async def upload_abort(self, agent: AgentIdentity, log_id: str, reason: str) -> None:
@@ -476,7 +509,7 @@ class BackupService:
             raise Conflict("logId: this backup already completed; it cannot be aborted")
         await self._abort_upload(row)
         if row["status"] == "running":
-            await self._finish(row, status="failed", error=reason or "aborted by the agent")
+            await self.finish(row, status="failed", error=reason or "aborted by the agent")
 
     async def _abort_upload(self, row: dict[str, Any]) -> None:
         if row["upload_state"] == "multipart" and row["upload_id"]:
@@ -495,7 +528,7 @@ class BackupService:
                 BackupLog.id == row["id"]
             )
 
-    async def _finish(
+    async def finish(
         self,
         row: dict[str, Any],
         *,
@@ -503,9 +536,12 @@ class BackupService:
         error: str | None = None,
         req: CompleteRequest | None = None,
         info: ObjectInfo | None = None,
+        values: dict[Any, Any] | None = None,
     ) -> bool:
-        """Move a running log to its final state; False when another request finished it first."""
-        values: dict[Any, Any] = {
+        """Move a running log to its final state (with more ``values`` to set); False when
+        another request finished it first. Tells the owner's pages and the agent's status."""
+        values = {
+            **(values or {}),
             BackupLog.status: status,
             BackupLog.error: error,
             BackupLog.completed_at: self.clock(),
@@ -544,7 +580,7 @@ class BackupService:
 
         if req.status == "failed":
             await self._abort_upload(row)
-            await self._finish(
+            await self.finish(
                 row, status="failed", error=req.error or "the agent reported a failure", req=req
             )
             return self._already_finished(await self.find_log(agent, req.log_id), req.status)
@@ -576,12 +612,12 @@ class BackupService:
         elif req.sha256 and row["expected_sha256"] and req.sha256.lower() != row["expected_sha256"]:
             reason = "sha256 mismatch: complete and start reported different checksums"
         if reason is not None:
-            await self._finish(row, status="failed", error=reason, req=req, info=info)
+            await self.finish(row, status="failed", error=reason, req=req, info=info)
             final = await self.find_log(agent, req.log_id)
             if final["status"] == "failed":
                 raise Conflict(f"backup failed verification: {final['error']}")
             return str(final["status"])
-        await self._finish(row, status="completed", req=req, info=info)
+        await self.finish(row, status="completed", req=req, info=info)
         return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
     @staticmethod

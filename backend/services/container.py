@@ -15,6 +15,7 @@ from backend.services.orphans import OrphanSweeper
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
+from backend.services.snapshots import SnapshotService
 from backend.services.tasks import PeriodicTasks
 from backend.settings import Settings
 from backend.storage import Storage
@@ -52,6 +53,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    snapshots: SnapshotService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -67,6 +69,7 @@ class Services:
         live = LiveEvents(settings)
         leases = LeaseService()
         alerts = AlertService(settings)
+        backups = BackupService(settings, storage, live)
         sweeper = OrphanSweeper(storage, live)
         return cls(
             settings=settings,
@@ -75,7 +78,8 @@ class Services:
             accounts=AccountService(settings),
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
-            backups=BackupService(settings, storage, live),
+            backups=backups,
+            snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,

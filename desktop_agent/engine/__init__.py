@@ -66,6 +66,7 @@ from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, pa
 from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
+from ._repo.access import SnapshotEntry, Snapshots
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -204,6 +205,8 @@ __all__ = [
     "ScheduleStore",
     "Scheduler",
     "Skipped",
+    "SnapshotEntry",
+    "Snapshots",
     "Source",
     "SourceError",
     "StateStore",

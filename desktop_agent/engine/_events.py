@@ -182,10 +182,13 @@ class BackupFinished:
     bytes: int
     """Bytes of file content read."""
     archive_size: int
+    """Bytes uploaded: the archive, or a snapshot's new data."""
     sha256: str
     duration_ms: int
     rate: float
     errors: int
+    backup_type: str = "full"
+    """``full`` (one archive) or ``incremental`` (a snapshot)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -61,6 +61,14 @@ def default_temp_dir() -> Path:
     return Path(tempfile.gettempdir()) / APP_NAME
 
 
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The agent's cache folder: ``$BACKAPP_CACHE_DIR``, else the platform's user cache folder."""
+    env = os.environ if env is None else env
+    if env.get("BACKAPP_CACHE_DIR"):
+        return Path(env["BACKAPP_CACHE_DIR"])
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -124,6 +132,10 @@ class AgentSettings:
     @property
     def effective_temp_dir(self) -> Path:
         return self.temp_dir if self.temp_dir is not None else default_temp_dir()
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        return default_cache_dir()
 
     def validated(self) -> AgentSettings:
         """``self``, or a ``ConfigurationError`` that names the bad setting."""

@@ -90,7 +90,7 @@ class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
 
 class ConfigInfo(msgspec.Struct, frozen=True):
     """A backup configuration assigned to this agent (``GET /api/agent/configs``; the spec's
-    ``ConfigInfo``, a name this code leaves to the server's table)."""
+    ``BackupConfig``, a name this code leaves to the server's table)."""
 
     id: str
     name: str = ""
@@ -195,6 +195,10 @@ class BackupInfo(msgspec.Struct, frozen=True, rename="camel"):
     started_at: str | None = None
     completed_at: str | None = None
     status: str = "completed"
+    type: str = "full"
+    """``full`` (one archive) or ``incremental`` (a snapshot in this agent's repository)."""
+    new_bytes: int | None = None
+    """A snapshot's new data (``size`` is then the bytes of the files it holds)."""
 
 
 class RestoreTicket(msgspec.Struct, frozen=True, rename="camel"):
@@ -383,6 +387,10 @@ class BackupResult:
     finished_at: str = ""
     errors: tuple[FileError, ...] = ()
     multipart: bool = False
+    backup_type: str = "full"
+    """``full`` (one archive) or ``incremental`` (a snapshot: ``size`` is then the new data it
+    uploaded, ``total_bytes`` the size of the files it holds)."""
+    total_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -407,6 +415,8 @@ class BackupResult:
             "errorCount": len(self.errors),
             "errors": [e.to_json() for e in self.errors[:100]],
             "multipart": self.multipart,
+            "type": self.backup_type,
+            "totalBytes": self.total_bytes,
         }
 
 

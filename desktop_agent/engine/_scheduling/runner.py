@@ -49,6 +49,7 @@ from ..protocol import (
     StartBackup,
     StartResponse,
 )
+from ..repo_protocol import SnapshotStarted, StartSnapshot
 from .instance import AgentInstance
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
 from .queue import Job, Outcome, RetrySettings
@@ -110,6 +111,8 @@ class _TaggedPlane:
         self._plane = plane
         self._job = job
         self.log_id: str | None = None
+        self.lease_token: Callable[[], str] | None = None
+        """The token of the run lease the runner holds (snapshots present it at start)."""
         self.on_open: Callable[[str], None] | None = None
         """Called (on the engine's thread, before any byte is uploaded) when the server has opened
         the log of the upload; not for the log the engine opens only to record a failure."""
@@ -144,6 +147,33 @@ class _TaggedPlane:
         if self.on_open is not None and (request.multipart or request.sha256 is not None):
             self.on_open(response.log_id)
         return response
+
+    def __getattr__(self, name: str) -> Any:
+        # The snapshot endpoints (``RepoPlane``) but ``snapshot_start`` go to the plane untouched.
+        if name.startswith(("snapshot_", "repo_")):
+            return getattr(self._plane, name)
+        raise AttributeError(name)
+
+    def snapshot_start(self, request: StartSnapshot) -> SnapshotStarted:
+        """``snapshot/start`` with the job's trigger and attempt and the run lease the runner
+        holds; the snapshot's backup id is kept for the progress events."""
+        job = self._job
+        tags = {
+            "trigger": job.trigger,
+            "attempt": job.attempt,
+            "maxAttempts": job.max_attempts,
+            **({"runRequestId": job.run_request_id} if job.run_request_id else {}),
+        }
+        lease = self.lease_token() if self.lease_token is not None else None
+        started = self._plane.snapshot_start(  # type: ignore[attr-defined]
+            replace(
+                request, lease_token=request.lease_token or lease, tags={**tags, **request.tags}
+            )
+        )
+        self.log_id = started.backup_id
+        if self.on_open is not None:
+            self.on_open(started.backup_id)
+        return started  # type: ignore[no-any-return]
 
 
 class _LeaseKeeper:
@@ -372,6 +402,7 @@ class Runner:
             reporter.flush(self.plane.send_progress)
 
         tagged.on_open = log_opened
+        tagged.lease_token = lambda: keeper.lease.token
         try:
             engine = self._make_engine(tagged, fan_out(reporter, self._events))
             try:
