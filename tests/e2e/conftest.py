@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.faults import FaultProxy
+from tests.support.s3 import S3Endpoint
+
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
@@ -50,3 +53,11 @@ def page(context: Any) -> Any:
     )
     yield page
     assert errors == [], f"the page reported errors: {errors}"
+
+
+@pytest.fixture
+def proxy(s3_server: S3Endpoint) -> Iterator[FaultProxy]:
+    host, port = s3_server.endpoint_url.removeprefix("http://").rsplit(":", 1)
+    faulty = FaultProxy(host, int(port))
+    yield faulty
+    faulty.close()

@@ -20,9 +20,12 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["FaultProxy", "Mode", "PutServer"]
+from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory
+
+__all__ = ["FaultProxy", "Mode", "PutServer", "start_behind_proxy"]
 
 Mode = Literal["pass", "blackhole", "refuse"]
 
@@ -163,3 +166,16 @@ class PutServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def start_behind_proxy(
+    factory: LiveServerFactory,
+    s3: S3Endpoint,
+    bucket: str,
+    proxy: FaultProxy,
+    **kw: Any,
+) -> LiveServer:
+    """The server, its S3 endpoint through the proxy; housekeeping every second."""
+    through = S3Endpoint(endpoint_url=proxy.url)
+    env = {"BACKAPP_TASK_INTERVAL": "1", "BACKAPP_POLL_INTERVAL": "2", **kw.pop("env", {})}
+    return factory.start(s3=through, bucket=bucket, env=env, **kw)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,18 @@ class LiveServerFactory:
         for server in self.servers:
             server.stop()
         self.servers.clear()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def only(owner: Owner, **match: Any) -> dict[str, Any] | None:
+    found = [b for b in owner.backups() if all(b.get(k) == v for k, v in match.items())]
+    return found[0] if len(found) == 1 else None

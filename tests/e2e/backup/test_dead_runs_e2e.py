@@ -21,43 +21,21 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.agent_process import Agent, Daemon, setup
-from tests.support.faults import FaultProxy
+from tests.support.faults import FaultProxy, start_behind_proxy
 from tests.support.s3 import S3Endpoint
-from tests.support.server_process import LiveServer, LiveServerFactory, Owner
+from tests.support.server_process import LiveServer, LiveServerFactory, only, wait_for
 from tests.support.trees import MIB, random_file
 
 pytestmark = [pytest.mark.e2e]
 
 SLOW = 4 * MIB
 """Bytes per second the proxy lets through towards S3: a 30 MiB archive takes about 8 s."""
-
-
-@pytest.fixture
-def proxy(s3_server: S3Endpoint) -> Iterator[FaultProxy]:
-    host, port = s3_server.endpoint_url.removeprefix("http://").rsplit(":", 1)
-    faulty = FaultProxy(host, int(port))
-    yield faulty
-    faulty.close()
-
-
-def start(
-    factory: LiveServerFactory,
-    s3: S3Endpoint,
-    bucket: str,
-    proxy: FaultProxy,
-    **kw: Any,
-) -> LiveServer:
-    """The server, its S3 endpoint through the proxy; housekeeping every second."""
-    through = S3Endpoint(endpoint_url=proxy.url)
-    env = {"BACKAPP_TASK_INTERVAL": "1", "BACKAPP_POLL_INTERVAL": "2", **kw.pop("env", {})}
-    return factory.start(s3=through, bucket=bucket, env=env, **kw)
 
 
 def big_tree(tmp_path: Path) -> Path:
@@ -94,21 +72,6 @@ def uploads(s3: S3Endpoint, bucket: str) -> list[dict[str, Any]]:
     return list(s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
-
-
-def only(owner: Owner, **match: Any) -> dict[str, Any] | None:
-    found = [b for b in owner.backups() if all(b.get(k) == v for k, v in match.items())]
-    return found[0] if len(found) == 1 else None
-
-
 def test_a_killed_run_becomes_interrupted_when_its_lease_lapses_and_its_upload_is_aborted(
     live_server_factory: LiveServerFactory,
     s3_server: S3Endpoint,
@@ -117,7 +80,7 @@ def test_a_killed_run_becomes_interrupted_when_its_lease_lapses_and_its_upload_i
     tmp_path: Path,
 ) -> None:
     src = big_tree(tmp_path)
-    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    server = start_behind_proxy(live_server_factory, s3_server, s3_bucket, proxy)
     owner, _agent_id, key, _ = setup(server, {"name": "Big", "sources": [{"path": str(src)}]})
     agent = agent_for(tmp_path, server, key, BACKAPP_AGENT_LEASE_TTL="30")
     proxy.rate = SLOW
@@ -156,7 +119,7 @@ def test_an_agent_started_again_at_once_takes_its_dead_run_over(
     tmp_path: Path,
 ) -> None:
     src = big_tree(tmp_path)
-    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    server = start_behind_proxy(live_server_factory, s3_server, s3_bucket, proxy)
     owner, _agent_id, key, [cfg] = setup(server, {"name": "Big", "sources": [{"path": str(src)}]})
     agent = agent_for(tmp_path, server, key)  # the default 5 minute lease
     proxy.rate = SLOW
@@ -187,7 +150,7 @@ def test_a_daemon_killed_mid_upload_delivers_back_up_now_once_started_again(
     tmp_path: Path,
 ) -> None:
     src = big_tree(tmp_path)
-    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    server = start_behind_proxy(live_server_factory, s3_server, s3_bucket, proxy)
     owner, _agent_id, key, [cfg] = setup(server, {"name": "Big", "sources": [{"path": str(src)}]})
     agent = agent_for(tmp_path, server, key)
     proxy.rate = SLOW
@@ -234,7 +197,7 @@ def test_a_server_crash_mid_upload_leaves_no_ghost_and_back_up_now_is_delivered(
     tmp_path: Path,
 ) -> None:
     src = big_tree(tmp_path)
-    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    server = start_behind_proxy(live_server_factory, s3_server, s3_bucket, proxy)
     owner, _agent_id, key, [cfg] = setup(server, {"name": "Big", "sources": [{"path": str(src)}]})
     # The agent gives a part up after 3 s of failures: the server stays down longer than that.
     agent = agent_for(tmp_path, server, key, BACKAPP_AGENT_STORAGE_RETRY_BUDGET="3")
@@ -252,7 +215,7 @@ def test_a_server_crash_mid_upload_leaves_no_ghost_and_back_up_now_is_delivered(
         # the run fails; the agent can tell nobody (the server is down)
         daemon.wait_for_line('"event": "backup_failed"', timeout=120)
         proxy.rate = None
-        restarted = start(
+        restarted = start_behind_proxy(
             live_server_factory,
             s3_server,
             s3_bucket,
@@ -286,7 +249,7 @@ def test_storage_black_holed_then_down_for_15_s_costs_a_pause_not_the_backup(
     tmp_path: Path,
 ) -> None:
     src = big_tree(tmp_path)
-    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    server = start_behind_proxy(live_server_factory, s3_server, s3_bucket, proxy)
     owner, _agent_id, key, _ = setup(server, {"name": "Big", "sources": [{"path": str(src)}]})
     # Stalls are noticed after 2 s here (60 s by default); the retry budget is the default.
     agent = agent_for(tmp_path, server, key, BACKAPP_AGENT_STORAGE_STALL_TIMEOUT="2")

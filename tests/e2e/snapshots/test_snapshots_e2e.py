@@ -16,16 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.desktop_agent.test_e2e_agent import MIB, Agent, events_of, random_file, setup
-from tests.desktop_agent.trees import build_awkward_tree, extracted_root, snapshot
-from tests.e2e.test_dead_runs_e2e import only, proxy, start, wait_for
-from tests.support.faults import FaultProxy
+from tests.support.agent_process import Agent, events_of, setup
+from tests.support.faults import FaultProxy, start_behind_proxy
 from tests.support.s3 import ON_BOTH, S3Endpoint
-from tests.support.server_process import LiveServerFactory
+from tests.support.server_process import LiveServerFactory, only, wait_for
+from tests.support.trees import MIB, build_awkward_tree, extracted_root, random_file, snapshot
 
 pytestmark = [pytest.mark.e2e]
 
-__all__ = ["proxy"]  # the fault proxy fixture, shared with the dead-run tests
 
 CANARY_NAME = "canary-7f3a9c-secret-name.txt"
 CANARY = b"CANARY-CONTENT-2c9d41e0b7-" * 40
@@ -211,7 +209,7 @@ def test_a_killed_snapshot_is_interrupted_and_the_next_run_uploads_only_what_was
     src = tmp_path / "src"
     for i in range(8):
         random_file(src / f"part-{i}.bin", 8 * MIB)  # 64 MiB that does not compress: 4 packs
-    server = start(live_server_factory, s3_server, s3_bucket, proxy)
+    server = start_behind_proxy(live_server_factory, s3_server, s3_bucket, proxy)
     owner, _agent_id, key, [cfg] = setup(
         server,
         {"name": "Big", "sources": [{"path": str(src)}], "options": {"type": "incremental"}},
