@@ -134,6 +134,22 @@ class RetryOptions(Camel, forbid_unknown_fields=True):
 BackupType = Literal["full", "incremental"]
 
 
+RetentionCount = Annotated[int, Meta(ge=0, le=10000)]
+
+
+class RetentionPolicy(Camel, forbid_unknown_fields=True):
+    """Grandfather-father-son rules (``options.retention``): keep the newest backup of each of the
+    last N hours, days, ISO weeks, months and years that have one, in the time zone of the machine
+    that runs the config, and the newest ``keepLast`` backups. 0 disables a rule."""
+
+    keep_last: RetentionCount = 0
+    keep_hourly: RetentionCount = 0
+    keep_daily: RetentionCount = 0
+    keep_weekly: RetentionCount = 0
+    keep_monthly: RetentionCount = 0
+    keep_yearly: RetentionCount = 0
+
+
 class Options(Camel):
     type: BackupType = "full"
     """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
@@ -141,6 +157,9 @@ class Options(Camel):
     compression: bool = True
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
+    retention: RetentionPolicy | None = None
+    """GFS rules; with them, ``retentionDays`` keeps every backup of the last N days and the rules
+    keep some older ones (see backend/services/gfs.py)."""
     compression_format: Literal["gzip", "zstd"] = "gzip"
     exclude_node_modules: bool = False
     schedule: ScheduleSpec = None
@@ -342,6 +361,7 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     compression: bool | UnsetType = UNSET
     encryption: bool | UnsetType = UNSET
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
+    retention: RetentionPolicy | None | UnsetType = UNSET
     compression_format: Literal["gzip", "zstd"] | UnsetType = UNSET
     exclude_node_modules: bool | UnsetType = UNSET
     schedule: ScheduleSpec | UnsetType = UNSET
