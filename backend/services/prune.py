@@ -189,25 +189,25 @@ class PruneService:
                 await RepoObject.update({RepoObject.state: "deleting"}).where(
                     RepoObject.id.is_in(list(chunk)) & (RepoObject.state == state)
                 )
-        # Step 3: look again.
-        if doomed:
-            touched = {o["repository"] for o in doomed}
-            again_running = await self._running_agents([by_id[rid]["agent"] for rid in touched])
-            now_snaps = await Snapshot.select(Snapshot.id, Snapshot.repository).where(
-                Snapshot.repository.is_in(list(touched))
-            )
-            changed = {s["repository"] for s in now_snaps if s["id"] not in seen}
-            changed |= {rid for rid in touched if by_id[rid]["agent"] in again_running}
-            if changed:
-                back = [o for o in doomed if o["repository"] in changed]
-                await self._undo(back, previous)
-                report.deferred += [str(rid) for rid in changed]
-                doomed = [o for o in doomed if o["repository"] not in changed]
+        # Step 3: look again (also before deleting the snapshot and index objects below).
+        touched = list(by_id)
+        again_running = await self._running_agents([by_id[rid]["agent"] for rid in touched])
+        now_snaps = await Snapshot.select(Snapshot.id, Snapshot.repository).where(
+            Snapshot.repository.is_in(touched)
+        )
+        changed = {s["repository"] for s in now_snaps if s["id"] not in seen}
+        changed |= {rid for rid in touched if by_id[rid]["agent"] in again_running}
+        if changed:
+            await self._undo([o for o in doomed if o["repository"] in changed], previous)
+            report.deferred += [str(rid) for rid in changed]
+            doomed = [o for o in doomed if o["repository"] not in changed]
         # Step 4: delete.
         await self._delete(
             [(by_id[o["repository"]], "data", o) for o in doomed], previous, now, report
         )
-        await self._snapshot_objects(by_id, snaps, now, report)
+        # A snapshot that started meanwhile may be reading its parent's objects: wait too.
+        calm = [s for s in snaps if s["repository"] not in changed]
+        await self._snapshot_objects(by_id, calm, now, report)
 
     async def _undo(self, rows: Sequence[dict[str, Any]], previous: dict[Any, str]) -> None:
         for state in ("stored", "pending"):
