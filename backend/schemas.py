@@ -167,6 +167,30 @@ class Options(Camel):
     alert_grace_minutes: AlertGrace = 60
 
 
+class RetentionPreviewRequest(Camel, forbid_unknown_fields=True):
+    """A policy to try on a config's existing backups; an absent part is the config's own."""
+
+    retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
+    retention: RetentionPolicy | None | UnsetType = UNSET
+
+
+class PreviewBackup(Camel):
+    id: str
+    type: BackupType
+    finished_at: str | None
+    size: int | None
+    reasons: list[str]
+    """Why it is kept (``newest``, ``within 30 days``, ``last``, ``daily``, …); empty if removed."""
+
+
+class RetentionPreviewResponse(Camel):
+    timezone: str
+    """The zone the periods are counted in."""
+    remove: list[PreviewBackup]
+    keep: list[PreviewBackup]
+    success: bool = True
+
+
 class AgentConfig(Camel):
     id: str
     name: str

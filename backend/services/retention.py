@@ -146,6 +146,30 @@ class RetentionService:
                 report.snapshots.append(str(r["id"]))
         return report
 
+    async def preview(
+        self, config_id: str, options: dict[str, Any], now: datetime | None = None
+    ) -> tuple[str, list[dict[str, Any]], Decision]:
+        """What ``options`` (``retentionDays``, ``retention``) would remove from the config's
+        completed backups now: (zone name, the backup rows, the decision). Changes nothing."""
+        now = now or utcnow()
+        config = (
+            await BackupConfig.select(BackupConfig.agent.timezone.as_alias("agent_timezone"))
+            .where(BackupConfig.id == config_id)
+            .first()
+        )
+        zone = (config or {}).get("agent_timezone") or self.timezone
+        rows = list(
+            await BackupLog.select(
+                BackupLog.id,
+                BackupLog.size,
+                BackupLog.backup_type,
+                BackupLog.started_at,
+                BackupLog.completed_at,
+            ).where((BackupLog.config == config_id) & (BackupLog.status == "completed"))
+        )
+        decision = self.decide(rows, policy_of(options), now, resolve_timezone(zone))
+        return zone, rows, decision
+
     @staticmethod
     def decide(
         backups: list[dict[str, Any]], policy: Policy, now: datetime, tz: tzinfo
