@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +42,7 @@ from backend.services.clock import aware, utcnow
 from backend.services.keys import repo_key
 from backend.storage import ObjectStoreError, Storage
 
-__all__ = ["PruneReport", "PruneService", "bitmap_int", "seqs_of"]
+__all__ = ["Bits", "PruneReport", "PruneService", "bitmap_int", "from_seqs", "seqs_of"]
 
 log = logging.getLogger("backapp.prune")
 
@@ -60,15 +60,29 @@ def bitmap_int(packs: bytes | None) -> int:
 
 
 def seqs_of(bits: int) -> list[int]:
-    """The set bits of ``bits``, in order."""
-    out = []
-    n = 0
-    while bits:
-        low = bits & -bits
-        n = low.bit_length() - 1
-        out.append(n)
-        bits ^= low
-    return out
+    """The set bits of ``bits``, in order (linear in the bitmap's size)."""
+    raw = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+    return [(i << 3) | b for i, byte in enumerate(raw) if byte for b in range(8) if byte >> b & 1]
+
+
+def from_seqs(seqs: Iterable[int]) -> int:
+    """The integer whose bits are ``seqs``."""
+    values = list(seqs)
+    raw = bytearray((max(values) >> 3) + 1 if values else 0)
+    for n in values:
+        raw[n >> 3] |= 1 << (n & 7)
+    return int.from_bytes(raw, "little")
+
+
+class Bits:
+    """Membership tests on a bitmap without shifting a million-bit integer for each one."""
+
+    def __init__(self, bits: int) -> None:
+        self.raw = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+
+    def __contains__(self, seq: int) -> bool:
+        i = seq >> 3
+        return i < len(self.raw) and bool(self.raw[i] >> (seq & 7) & 1)
 
 
 @dataclass
@@ -158,21 +172,22 @@ class PruneService:
             & (RepoObject.kind == "data")
             & RepoObject.state.is_in(["stored", "pending", "deleting"])
         )
+        live_bits = {rid: Bits(bits) for rid, bits in live.items()}
+        named_bits = {rid: Bits(bits) for rid, bits in named.items()}
         doomed: list[dict[str, Any]] = []
         revive: list[Any] = []
         for o in objects:
-            seq = o["seq"]
-            if seq is None:
+            if o["seq"] is None:
                 continue
-            bit = 1 << int(seq)
-            if live[o["repository"]] & bit:
+            seq = int(o["seq"])
+            if seq in live_bits[o["repository"]]:
                 if o["state"] == "deleting":
                     # Marked by a round that was interrupted, and a snapshot that started before
                     # the mark needed it: it is still in storage (only step 4 deletes).
                     revive.append(o["id"])
                 continue
             fresh = (aware(o["created_at"]) or now) > now - self.grace
-            if fresh and (not named[o["repository"]] & bit or o["state"] == "pending"):
+            if fresh and (seq not in named_bits[o["repository"]] or o["state"] == "pending"):
                 # Never part of a snapshot: a failed or interrupted run's, which the next run
                 # may reuse (a pending one may even be on its way up from a dying process).
                 continue
@@ -297,10 +312,11 @@ class PruneService:
             & (RepoObject.kind == "data")
             & (RepoObject.state == "deleted")
         )
-        gone: dict[Any, int] = {rid: 0 for rid in repo_ids}
+        gone_seqs: dict[Any, list[int]] = {rid: [] for rid in repo_ids}
         for r in deleted_rows:
             if r["seq"] is not None:
-                gone[r["repository"]] |= 1 << int(r["seq"])
+                gone_seqs[r["repository"]].append(int(r["seq"]))
+        gone = {rid: from_seqs(seqs) for rid, seqs in gone_seqs.items()}
         wanted: set[tuple[Any, str, str]] = set()
         for s in expired:
             rid = s["repository"]
