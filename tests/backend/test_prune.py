@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.backups.tables import BackupLog
+from backend.backups.tables import Alert, BackupLog
 from backend.repos.tables import RepoObject
 from backend.services import Services
+from backend.services.checks import CheckService
 from backend.services.clock import utcnow
 from backend.services.prune import PruneService
 from backend.storage import S3Storage
@@ -355,3 +356,43 @@ async def test_bad_retention_numbers_are_refused(
     assert r.status_code == 400 and needle in r.json()["detail"], r.text
     shown = await client.get(f"/api/configs/{config['id']}")
     assert shown.json()["config"]["options"]["retention"] is None
+
+
+async def test_check_reports_missing_and_resized_packs_and_alerts_until_they_are_back(
+    s3_app: tuple[ApiClient, Services], s3_server: S3Endpoint, s3_bucket: str
+) -> None:
+    client, services = s3_app
+    repo = await new_repo(client)
+    shared, lost, changed = pack(), pack(), pack()
+    a = await repo.snapshot([shared, lost])
+    b = await repo.snapshot([changed], reuse=[shared])
+    check = CheckService(services.storage)
+    clean = await check.run()
+    assert clean.problems == [] and clean.snapshots == 2 and clean.packs == 3
+
+    s3 = s3_server.client()
+    keys = {
+        o["Key"].rsplit("/", 1)[1]: o["Key"]
+        for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]
+    }
+    s3.delete_object(Bucket=s3_bucket, Key=keys[name(lost)])
+    s3.put_object(Bucket=s3_bucket, Key=keys[name(changed)], Body=changed + b"x")
+    report = await check.run()
+    by_backup = {p.backup_id: p for p in report.problems}
+    assert set(by_backup) == {a, b}
+    assert [o["name"] for o in by_backup[a].objects] == [name(lost)]
+    assert by_backup[b].objects[0]["found"] == len(changed) + 1
+    assert "missing" in by_backup[a].message and "another size" in by_backup[b].message
+    assert report.alerts_opened == 1
+    # The alert rounds leave it open; a second check does not open another.
+    await services.alerts.evaluate()
+    assert (await check.run()).alerts_opened == 0
+    assert (
+        await Alert.count().where((Alert.kind == "storage_check") & Alert.resolved_at.is_null())
+        == 1
+    )
+
+    s3.put_object(Bucket=s3_bucket, Key=keys[name(lost)], Body=lost)
+    s3.put_object(Bucket=s3_bucket, Key=keys[name(changed)], Body=changed)
+    healed = await check.run()
+    assert healed.problems == [] and healed.alerts_resolved == 1
