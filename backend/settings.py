@@ -228,8 +228,9 @@ class Settings:
     process sees every event. Unset: in-memory, which only reaches clients of the same process."""
 
     task_interval: float = 60.0
-    """``BACKAPP_TASK_INTERVAL``: seconds between rounds of the server's periodic tasks (retention,
-    alerts, server-side schedules and Back Up Now requests)."""
+    """``BACKAPP_TASK_INTERVAL``: seconds between rounds of the server's periodic tasks
+    (maintenance: retention then pruning; alerts, server-side schedules and Back Up Now
+    requests)."""
 
     prune_grace_seconds: float = 86400.0
     """``BACKAPP_PRUNE_GRACE_SECONDS``: packs that no snapshot ever named (left by a failed or
