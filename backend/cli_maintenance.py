@@ -98,7 +98,8 @@ def cmd_maintenance_run(args: argparse.Namespace) -> int:
             f"pruning: deleted {prune.packs} pack(s), {prune.indexes} index object(s), "
             f"{prune.snapshots} snapshot object(s)"
         )
-        print(f"freed {_size(report.bytes_freed)} ({report.bytes_freed} bytes)")
+        exact = f" ({report.bytes_freed} bytes)" if report.bytes_freed >= 1024 else ""
+        print(f"freed {_size(report.bytes_freed)}{exact}")
         for repo in prune.deferred:
             print(f"deferred: repository {repo} (a snapshot is running there; next round)")
         for item in out["failed"]:
