@@ -30,7 +30,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from backend.storage import S3Storage
+
 __all__ = [
+    "s3_storage",
     "ON_BOTH",
     "ON_SEAWEEDFS",
     "S3Endpoint",
@@ -191,3 +194,14 @@ def presigned_url_is_valid(
         key = _hmac(key, part)
     expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature)
+
+
+def s3_storage(endpoint: S3Endpoint, bucket: str) -> S3Storage:
+    """The server's S3 storage on ``endpoint``'s ``bucket``."""
+    return S3Storage(
+        bucket=bucket,
+        region=endpoint.region,
+        endpoint_url=endpoint.endpoint_url,
+        access_key_id=endpoint.access_key_id,
+        secret_access_key=endpoint.secret_access_key,
+    )

@@ -5,53 +5,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from backend.app import create_app
 from backend.backups.tables import BackupLog
 from backend.services import Services
 from backend.services.retention import RetentionService, retention_days
-from backend.settings import Settings
 from backend.storage import S3Storage
 from tests.support.api import ApiClient
 from tests.support.s3 import S3Endpoint
-from tests.support.settings import make_settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def s3_storage(endpoint: S3Endpoint, bucket: str) -> S3Storage:
-    return S3Storage(
-        bucket=bucket,
-        region=endpoint.region,
-        endpoint_url=endpoint.endpoint_url,
-        access_key_id=endpoint.access_key_id,
-        secret_access_key=endpoint.secret_access_key,
-    )
-
-
-@pytest.fixture
-async def s3_app(
-    tmp_path: Path, db_url: str, s3_server: S3Endpoint, s3_bucket: str
-) -> AsyncIterator[tuple[ApiClient, Services]]:
-    settings: Settings = make_settings(tmp_path, db_url, s3_bucket=s3_bucket)
-    services = Services.build(settings, s3_storage(s3_server, s3_bucket))
-    app = create_app(settings, services)
-    await app.state.runtime.start()
-    await services.tasks.started()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver.local"
-        ) as raw:
-            yield ApiClient(raw), services
-    finally:
-        await app.state.runtime.stop()
 
 
 async def backup(
