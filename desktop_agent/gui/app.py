@@ -25,9 +25,10 @@ from desktop_agent.engine import KeyStore, RunResult, config_dir, install_log_re
 
 from ._controller import AgentController
 from ._icons import health_icon
+from ._restore import RestoreSource
 from ._text import KeyRedactor
 from ._tray import TrayMenu
-from ._windows import PairingWindow, SettingsDialog, StatusWindow
+from ._windows import PairingWindow, RestoreWindow, SettingsDialog, StatusWindow
 
 __all__ = ["NO_TRAY_NOTICE", "TrayApp", "instance_name", "main"]
 
@@ -98,10 +99,12 @@ class TrayApp(QObject):
         self.status.setWindowIcon(health_icon(self.controller.health()))
         self.pairing: PairingWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
+        self.restore: RestoreWindow | None = None
         self._quit_pending = False
 
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)
+        self.menu.show_restore.connect(self.show_restore)
         self.menu.open_console.connect(self.open_console)
         self.menu.quit_requested.connect(self.request_quit)
         self.controller.notify.connect(self.menu.notify)
@@ -174,6 +177,22 @@ class TrayApp(QObject):
         self.settings_dialog = dialog
         self._bring_forward(dialog)
 
+    def show_restore(self) -> None:
+        """*Restore Files…*: the restore window, made once (a restore goes on while it is
+        closed), its backups listed again each time it opens."""
+        if self.restore is None:
+            self.restore = RestoreWindow(self._restore_source, pool=self.controller.pool)
+            self.restore.setWindowIcon(health_icon(self.controller.health()))
+        self._bring_forward(self.restore)
+        if not self.restore.busy:
+            self.restore.load_backups()
+
+    def _restore_source(self) -> RestoreSource | None:
+        key = self.controller.pairing.key()
+        if not self.controller.settings.server_url or key is None:
+            return None
+        return RestoreSource(self.controller.settings, key)
+
     def _repair(self) -> None:
         if self.pairing is not None:
             self.pairing.deleteLater()
@@ -237,6 +256,7 @@ class TrayApp(QObject):
             self.status,
             self.pairing,
             self.settings_dialog,
+            self.restore,
             self.menu.menu,
             self.tray_icon,
         ):
