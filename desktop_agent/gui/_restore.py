@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from desktop_agent.engine import (
+    AgentError,
     AgentSettings,
     ApiClient,
     BackupInfo,
@@ -198,6 +201,30 @@ class RestoreSource:
     def __init__(self, settings: AgentSettings, api_key: str) -> None:
         self.settings = settings
         self.api_key = api_key
+        # Browsing keeps one repository open (its key checked, its cache warm): opening a folder
+        # is then one listing read from the local cache, not a heartbeat and a repository opened
+        # again. One call at a time uses it; a restore opens its own.
+        self._browse: Snapshots | None = None
+        self._browse_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the browsing connection (a later call opens it again)."""
+        with self._browse_lock:
+            if self._browse is not None:
+                self._browse.close()
+                self._browse = None
+
+    @contextmanager
+    def _snapshots(self) -> Iterator[Snapshots]:
+        with self._browse_lock:
+            if self._browse is None:
+                self._browse = Snapshots.from_settings(self.settings, self.api_key)
+            try:
+                yield self._browse
+            except AgentError:
+                self._browse.close()  # a fresh start next time (the server may have come back)
+                self._browse = None
+                raise
 
     def backups(self) -> list[BackupChoice]:
         """The completed backups of this machine's configurations, newest first."""
@@ -207,7 +234,7 @@ class RestoreSource:
 
     def folder(self, backup_id: str, path: str = "") -> list[FileRow]:
         """One folder of a snapshot, folders first, then by name."""
-        with Snapshots.from_settings(self.settings, self.api_key) as snaps:
+        with self._snapshots() as snaps:
             rows = [FileRow.of(e) for e in snaps.entries(backup_id, path, recursive=False)]
         return sorted(rows, key=lambda r: (not r.is_dir, r.name.lower()))
 
@@ -215,7 +242,7 @@ class RestoreSource:
         """Paths of a snapshot whose name holds ``text`` (any case), at most
         ``MAX_SEARCH_RESULTS``."""
         needle = text.strip().lower()
-        with Snapshots.from_settings(self.settings, self.api_key) as snaps:
+        with self._snapshots() as snaps:
             return list(_first(_matching(snaps.entries(backup_id), needle), MAX_SEARCH_RESULTS))
 
     def restore(

@@ -100,6 +100,7 @@ class TrayApp(QObject):
         self.pairing: PairingWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.restore: RestoreWindow | None = None
+        self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
 
         self.menu.show_status.connect(self.show_status)
@@ -188,10 +189,18 @@ class TrayApp(QObject):
             self.restore.load_backups()
 
     def _restore_source(self) -> RestoreSource | None:
+        """The restore window's source, kept while the server and key stay the same (it holds
+        the browsing connection)."""
         key = self.controller.pairing.key()
-        if not self.controller.settings.server_url or key is None:
+        settings = self.controller.settings
+        if not settings.server_url or key is None:
             return None
-        return RestoreSource(self.controller.settings, key)
+        current = self._restore_source_cache
+        if current is None or current.settings != settings or current.api_key != key:
+            if current is not None:
+                current.close()
+            current = self._restore_source_cache = RestoreSource(settings, key)
+        return current
 
     def _repair(self) -> None:
         if self.pairing is not None:
@@ -252,6 +261,10 @@ class TrayApp(QObject):
         """Delete the windows, the menu and the controller now, while the ``QApplication`` still
         exists: left to the interpreter's exit, they could outlive it (and crash on the way out)."""
         self.controller.close()
+        if self.restore is not None and self.restore.busy:
+            self.restore.cancel_restore()  # stops between files; what is restored stays
+        if self._restore_source_cache is not None:
+            self._restore_source_cache.close()
         for obj in (
             self.status,
             self.pairing,

@@ -55,11 +55,12 @@ def open_folder(qtbot: Any, window: RestoreWindow, path: str) -> None:
         )
 
 
-def choose_backup(qtbot: Any, window: RestoreWindow, config_name: str) -> None:
+def choose_backup(qtbot: Any, window: RestoreWindow, config_name: str, index: int = 0) -> None:
+    """Click a configuration's backup: the newest, or the ``index``-th newest."""
     for i in range(window.backups.topLevelItemCount()):
         group = window.backups.topLevelItem(i)
         if group.text(0) == config_name:
-            window.backups.setCurrentItem(group.child(0))
+            window.backups.setCurrentItem(group.child(index))
             return
     raise AssertionError(f"no backup of {config_name}")
 
@@ -93,8 +94,11 @@ def test_browse_search_restore_and_keep_both(
     # The real command line makes the backups, in the folder the tray app reads (same key files).
     agent = Agent(tmp_path, server.url, key, BACKAPP_CACHE_DIR=str(cache))
     assert agent_dir == tmp_path / "agent-config"
-    done = agent.run("run")
-    assert done.returncode == 0, done.stderr + done.stdout
+    for step in range(2):
+        if step == 1:
+            (src / "docs" / "added later.txt").write_text("only in the second backup\n")
+        done = agent.run("run")
+        assert done.returncode == 0, done.stderr + done.stdout
     monkeypatch.setenv("BACKAPP_CACHE_DIR", str(cache))
     pair(server.url, key, keystore)
 
@@ -105,12 +109,12 @@ def test_browse_search_restore_and_keep_both(
         action.trigger()
         window = app.restore
         assert window is not None and window.isVisible()
-        qtbot.waitUntil(lambda: len(window.backup_items()) == 2, timeout=WAIT)
+        qtbot.waitUntil(lambda: len(window.backup_items()) == 4, timeout=WAIT)
         groups = [window.backups.topLevelItem(i).text(0) for i in range(2)]
         assert groups == ["Archive", "Home"]
         labels = [item.text(0) for item in window.backup_items()]
         assert all(re.match(r"Today \d\d:\d\d · ", label) for label in labels), labels
-        assert "full archive" in labels[0] and "full archive" not in labels[1]
+        assert ["full archive" in label for label in labels] == [True, True, False, False]
         assert not window.to_original.isEnabled()
 
         # A full archive: the user is told it is read whole; no tree, no search.
@@ -127,12 +131,22 @@ def test_browse_search_restore_and_keep_both(
         docs = window.find_item(f"{root}/docs")
         assert docs is not None
         names = [docs.child(i).text(0) for i in range(docs.childCount())]
-        assert names == ["sub", "notes.txt", "report [v2].pdf"]  # folders first
+        assert names == ["sub", "added later.txt", "notes.txt", "report [v2].pdf"]  # folders first
         report = window.find_item(f"{root}/docs/report [v2].pdf")
         assert report is not None
         assert report.text(1) == "10.0 KiB" and re.match(r"\d+ \w+ 2023 \d\d:\d\d", report.text(2))
         assert window.find_item(f"{root}/docs/sub/deep.txt") is None  # not read until opened
         window.grab().save(str(screenshots / "restore-browse.png"))
+
+        # The same folder as it was at the backup before: it opens by itself.
+        choose_backup(qtbot, window, "Home", 1)
+        qtbot.waitUntil(
+            lambda: (d := window.find_item(f"{root}/docs")) is not None and d.childCount() == 3,
+            timeout=WAIT,
+        )
+        docs = window.find_item(f"{root}/docs")
+        assert docs is not None and docs.isExpanded()
+        assert [docs.child(i).text(0) for i in range(3)] == ["sub", "notes.txt", "report [v2].pdf"]
 
         # Search by name across the backup.
         window.search.setText(".txt")

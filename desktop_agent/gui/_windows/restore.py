@@ -128,6 +128,8 @@ class RestoreWindow(QWidget):
         self._choose_folder = choose_folder
         self.worker: RestoreWorker | None = None
         self._search_serial = 0
+        self._reopen: set[str] = set()
+        """Folders to open again as they load (those open in the backup chosen before)."""
 
         self.backups = QTreeWidget()
         self.backups.setObjectName("backups")
@@ -275,6 +277,11 @@ class RestoreWindow(QWidget):
         backup = items[0].data(0, _ROW) if items else None
         if not isinstance(backup, BackupChoice) or backup == self.model.chosen:
             return
+        previous = self.model.chosen
+        # Another backup of the same configuration opens at the same folders: the way to see a
+        # folder as it was at another backup.
+        same_config = previous is not None and previous.config_id == backup.config_id
+        self._reopen = self._expanded_paths() if same_config and not self.search.text() else set()
         self.model.choose(backup)
         self.files.clear()
         self.search.blockSignals(True)
@@ -304,12 +311,16 @@ class RestoreWindow(QWidget):
                 return  # another backup was chosen meanwhile
             self.status.setText("")
             rows = cast(list[FileRow], result)
+            items = [_file_item(r) for r in rows]
             if item is None:
                 self.files.clear()
-                self.files.addTopLevelItems([_file_item(r) for r in rows])
+                self.files.addTopLevelItems(items)
             else:
                 item.takeChildren()
-                item.addChildren([_file_item(r) for r in rows])
+                item.addChildren(items)
+            for child in items:
+                if cast(FileRow, child.data(0, _ROW)).path in self._reopen:
+                    self.files.expandItem(child)  # loads it in turn
 
         run_task(
             lambda: source.folder(backup_id, path),
@@ -317,6 +328,17 @@ class RestoreWindow(QWidget):
             self._failed("read this folder of the backup"),
             self._pool,
         )
+
+    def _expanded_paths(self) -> set[str]:
+        out: set[str] = set()
+        stack = _children(self.files.invisibleRootItem())
+        while stack:
+            item = stack.pop()
+            row = item.data(0, _ROW)
+            if item.isExpanded() and isinstance(row, FileRow):
+                out.add(row.path)
+                stack += _children(item)
+        return out
 
     def _expanded(self, item: QTreeWidgetItem) -> None:
         if not item.data(0, _LOADED):
