@@ -11,21 +11,28 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from desktop_agent.engine import (
     AgentError,
     AgentSettings,
     ApiClient,
+    AuthenticationError,
+    BackupCancelled,
     BackupInfo,
     CancelToken,
     EventSink,
+    NetworkError,
+    NotFoundError,
     RestoreOptions,
     RestoreProgress,
     Restorer,
@@ -41,12 +48,17 @@ __all__ = [
     "BackupChoice",
     "FileRow",
     "RestoreModel",
+    "RestoreProblem",
     "RestoreSource",
     "backup_label",
+    "in_words",
     "path_pattern",
     "progress_text",
     "summary_text",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MAX_SEARCH_RESULTS = 500
 """A search stops after this many matches (the window says so)."""
@@ -194,6 +206,54 @@ def summary_text(result: RestoreResult) -> str:
     return "\n".join(lines)
 
 
+class RestoreProblem(Exception):
+    """A ``RestoreSource`` call failed; ``str()`` says why in words for the window."""
+
+
+_NOISE = re.compile(r"\b[A-Z]\w*(?:Error|Exception): |\[Errno -?\d+\] ")
+
+
+def in_words(exc: BaseException, server: str = "") -> str:
+    """Why a listing or a restore failed, for people: no exception names, no error numbers.
+
+    >>> in_words(NetworkError("could not reach it (/x): ConnectError: [Errno 111] Connection refused"), "https://b.example")
+    'The server did not answer at https://b.example. Check the network connection, then try again.'
+    >>> in_words(OSError(13, "Permission denied"))
+    'Permission denied'
+    """
+    if isinstance(exc, NetworkError):
+        where = f" at {server}" if server else ""
+        return f"The server did not answer{where}. Check the network connection, then try again."
+    if isinstance(exc, AuthenticationError):
+        return "The server did not accept this computer's key: pair it again in Settings."
+    if isinstance(exc, NotFoundError):
+        return "The server no longer has this backup (it may have expired)."
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = str(exc)
+    text = _NOISE.sub("", redact(text)).strip()
+    return (text[:1].upper() + text[1:]) if text else "Something went wrong; try again."
+
+
+def _in_words(
+    method: Callable[Concatenate[RestoreSource, P], R],
+) -> Callable[Concatenate[RestoreSource, P], R]:
+    """Turn what a ``RestoreSource`` call raises into a ``RestoreProblem`` in words (a cancel
+    passes through)."""
+
+    @functools.wraps(method)
+    def wrapper(source: RestoreSource, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(source, *args, **kwargs)
+        except BackupCancelled:
+            raise
+        except (AgentError, OSError) as exc:
+            raise RestoreProblem(in_words(exc, source.settings.server_url or "")) from exc
+
+    return wrapper
+
+
 class RestoreSource:
     """The blocking calls of the restore browser, with the pairing's settings and API key. Each
     opens its own connections, so several may run on pool threads at once."""
@@ -226,18 +286,21 @@ class RestoreSource:
                 self._browse = None
                 raise
 
+    @_in_words
     def backups(self) -> list[BackupChoice]:
         """The completed backups of this machine's configurations, newest first."""
         assert self.settings.server_url
         with ApiClient(self.settings.server_url, self.api_key) as client:
             return [BackupChoice.of(b) for b in client.list_backups(limit=1000)]
 
+    @_in_words
     def folder(self, backup_id: str, path: str = "") -> list[FileRow]:
         """One folder of a snapshot, folders first, then by name."""
         with self._snapshots() as snaps:
             rows = [FileRow.of(e) for e in snaps.entries(backup_id, path, recursive=False)]
         return sorted(rows, key=lambda r: (not r.is_dir, r.name.lower()))
 
+    @_in_words
     def search(self, backup_id: str, text: str) -> list[FileRow]:
         """Paths of a snapshot whose name holds ``text`` (any case), at most
         ``MAX_SEARCH_RESULTS``."""
@@ -245,6 +308,7 @@ class RestoreSource:
         with self._snapshots() as snaps:
             return list(_first(_matching(snaps.entries(backup_id), needle), MAX_SEARCH_RESULTS))
 
+    @_in_words
     def restore(
         self,
         choice: BackupChoice,

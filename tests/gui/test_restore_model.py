@@ -7,6 +7,8 @@ import doctest
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 import desktop_agent.gui._restore as restore_module
 from desktop_agent.engine import PathFilter, RestoreProgress, RestoreResult
 from desktop_agent.gui._restore import (
@@ -108,4 +110,28 @@ def test_progress_in_words() -> None:
     )
     assert (
         progress_text(event) == "1,234 files · 3.0 MiB of 10.0 MiB · 1.0 MiB/s · about 1m 15s left"
+    )
+
+
+def test_failures_in_words(tmp_path: Path) -> None:
+    """A server that does not answer, a refused key, a folder that cannot be written: sentences,
+    never an exception's name or an errno (through the real calls where they are quick)."""
+    from desktop_agent.engine import AgentSettings, AuthenticationError
+    from desktop_agent.gui._restore import RestoreProblem, RestoreSource, in_words
+
+    assert in_words(AuthenticationError(401, "unauthorized", "invalid API key")) == (
+        "The server did not accept this computer's key: pair it again in Settings."
+    )
+    (tmp_path / "a file").write_text("x")
+    with pytest.raises(OSError) as caught:
+        (tmp_path / "a file" / "below").mkdir()
+    assert in_words(caught.value) == f"Not a directory: {tmp_path / 'a file' / 'below'}"
+    source = RestoreSource(AgentSettings(server_url="http://127.0.0.1:9"), "bka_x")
+    try:
+        source.backups()
+    except RestoreProblem as exc:
+        text = str(exc)
+    assert text == (
+        "The server did not answer at http://127.0.0.1:9. "
+        "Check the network connection, then try again."
     )

@@ -98,7 +98,7 @@ class RestoreWorker(QRunnable):
         except BackupCancelled:
             self.signals.cancelled.emit()
         except Exception as exc:  # shown in words; the engine's errors are sentences
-            self.signals.failed.emit(redact(str(exc)) or "the restore stopped unexpectedly")
+            self.signals.failed.emit(redact(str(exc)) or "It stopped unexpectedly.")
         else:
             self.signals.finished.emit(result)
 
@@ -456,14 +456,14 @@ class RestoreWindow(QWidget):
         self._end("Restore finished.", summary_text(outcome))
 
     def _restore_failed(self, message: str) -> None:
-        self._end(f"The restore did not finish: {message}")
+        self._end(f"The restore did not finish. {message}")
 
     def _cancelled(self) -> None:
         self._end("The restore was cancelled. Files already restored stay where they are.")
 
     def _failed(self, what: str) -> Callable[[str], None]:
         def say(message: str) -> None:
-            self.status.setText(f"Could not {what}: {message}")
+            self.status.setText(f"Could not {what}. {message}")
 
         return say
 
