@@ -346,13 +346,20 @@ class BackApp:
             capture_output=True,
         )
 
-    @staticmethod
-    def agent() -> list[str]:
+    profile_dir: Path | None = None
+    """With ``--profile DIR``: each agent command writes a cProfile file there (slower)."""
+    _profiled = 0
+
+    def agent(self, what: str = "cmd") -> list[str]:
+        if self.profile_dir is not None:
+            BackApp._profiled += 1
+            out = self.profile_dir / f"{BackApp._profiled:02d}-{what}.prof"
+            return [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "desktop_agent"]
         exe = shutil.which("backapp-agent")
         return [exe] if exe else [sys.executable, "-m", "desktop_agent"]
 
     def backup(self) -> Measured:
-        m = measure([*self.agent(), "run", "--json"], self.env)
+        m = measure([*self.agent("run"), "run", "--json"], self.env)
         self.last = [json.loads(x) for x in m.stdout.splitlines() if x.startswith("{")]
         finished = [e for e in self.last if e["event"] == "backup_finished"]
         if not finished:
@@ -361,7 +368,7 @@ class BackApp:
         return m
 
     def restore(self, target: Path, path: str | None = None) -> Measured:
-        args = [*self.agent(), "restore", self.latest, "--to", str(target), "--json"]
+        args = [*self.agent("restore"), "restore", self.latest, "--to", str(target), "--json"]
         if path:
             args += ["--path", path]
         return measure(args, self.env)
@@ -540,9 +547,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--million", type=int, default=0, metavar="N", help="also N tiny files")
     parser.add_argument("--quick", action="store_true", help="~200 MB, 3 snapshots")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON too")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="profile each agent command (cProfile files in DIR)"
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        BackApp.profile_dir = Path(args.profile)
+        BackApp.profile_dir.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.size_mb, args.runs = min(args.size_mb, 200), min(args.runs, 3)
+    # Byte-compiled as an installed package is, so that no command pays for compiling the sources
+    # (PYTHONDONTWRITEBYTECODE would otherwise make every command compile them again).
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            str(ROOT / "desktop_agent"),
+            str(ROOT / "backend"),
+        ],
+        check=True,
+    )
     report = run(args)
     print()
     print(report.table())

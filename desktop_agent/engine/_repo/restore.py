@@ -123,7 +123,7 @@ def lookup(repo: Repository, root: bytes, path: str) -> Node | None:
 
 
 class _FileJob:
-    __slots__ = ("final", "temp", "node", "remaining", "failed", "lock", "display")
+    __slots__ = ("final", "temp", "node", "remaining", "failed", "lock", "display", "created")
 
     def __init__(self, final: Path, node: Node, shown: str) -> None:
         self.final = final
@@ -133,6 +133,9 @@ class _FileJob:
         self.failed: str | None = None
         self.lock = threading.Lock()
         self.display = shown
+        self.created = False
+        """Whether the temporary file exists: made by the first chunk written (on a download
+        worker, so that creating thousands of files overlaps with the downloads)."""
 
 
 class SnapshotRestorer:
@@ -299,20 +302,12 @@ class SnapshotRestorer:
                 final = _beside(path, stamp)
                 self.report.renamed.append((shown, final.name))
         job = _FileJob(final, node, shown)
-        try:
-            fd = os.open(
-                job.temp,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
-                0o600,
-            )
+        if job.remaining == 0:  # an empty file: nothing to download
             try:
-                os.ftruncate(fd, node.size)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            self.report.errors.append((shown, f"cannot write: {exc.strerror or exc}"))
-            return None
-        if job.remaining == 0:
+                os.close(_open_temp(job))
+            except OSError as exc:
+                self.report.errors.append((shown, f"cannot write: {exc.strerror or exc}"))
+                return None
             self._finish(job)
             return None
         return job
@@ -423,7 +418,11 @@ class SnapshotRestorer:
             if job.failed:
                 return
             try:
-                fd = os.open(job.temp, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+                if job.created:
+                    fd = os.open(job.temp, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+                else:
+                    fd = _open_temp(job)
+                    job.created = True
                 try:
                     os.pwrite(fd, plain, offset)
                 finally:
@@ -453,10 +452,11 @@ class SnapshotRestorer:
         self._tick()
 
     def _give_up(self, job: _FileJob) -> None:
-        try:
-            job.temp.unlink()
-        except OSError:
-            pass
+        if job.created or job.remaining == 0:
+            try:
+                job.temp.unlink()
+            except OSError:
+                pass
         with self._lock:
             if not any(p == job.display for p, _ in self.report.errors):
                 self.report.errors.append((job.display, job.failed or "failed"))
@@ -501,6 +501,22 @@ def _ranges(locs: list[BlobLocation]) -> Iterator[list[BlobLocation]]:
         group.append(loc)
     if group:
         yield group
+
+
+def _open_temp(job: _FileJob) -> int:
+    """Create (or empty) the job's temporary file at its full size; a link in its place is
+    refused (``O_NOFOLLOW``). Returns the open descriptor."""
+    fd = os.open(
+        job.temp,
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+        0o600,
+    )
+    try:
+        os.ftruncate(fd, job.node.size)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _apply_meta(path: Path, node: Node, *, follow: bool) -> None:

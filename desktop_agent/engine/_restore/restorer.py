@@ -37,6 +37,7 @@ from .._events import (
     RestoreStarted,
 )
 from .._transport.retry import RetryPolicy
+from .._transport.tls import tls_context
 from ..protocol import RestoreTicket
 from .archive import ArchiveReader
 from .download import RestoreSource
@@ -146,6 +147,7 @@ class Restorer:
             timeout=timeout or httpx.Timeout(60.0, connect=15.0),
             headers={"User-Agent": "backapp-agent", "Accept-Encoding": "identity"},
             follow_redirects=False,
+            verify=tls_context(),
         )
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ from ..repo_protocol import (
     encode_bitmap,
 )
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from .tls import tls_context
 
 __all__ = ["API_KEY_HEADER", "ApiClient"]
 
@@ -122,6 +123,7 @@ class ApiClient:
             transport=transport,
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
             follow_redirects=False,
+            verify=tls_context(),
         )
 
     def close(self) -> None:

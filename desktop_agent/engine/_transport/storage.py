@@ -10,6 +10,7 @@ from .._errors import StorageError
 from ..protocol import Body
 from .redact import redact_url
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES
+from .tls import tls_context
 
 __all__ = ["HttpStorage"]
 
@@ -43,6 +44,7 @@ class HttpStorage:
             timeout=timeout or httpx.Timeout(stall_timeout, connect=min(15.0, stall_timeout)),
             headers={"User-Agent": user_agent},
             follow_redirects=False,
+            verify=tls_context(),
         )
 
     def close(self) -> None:
