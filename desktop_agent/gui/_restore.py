@@ -301,12 +301,16 @@ class RestoreSource:
         return sorted(rows, key=lambda r: (not r.is_dir, r.name.lower()))
 
     @_in_words
-    def search(self, backup_id: str, text: str) -> list[FileRow]:
+    def search(
+        self, backup_id: str, text: str, wanted: Callable[[], bool] = lambda: True
+    ) -> list[FileRow]:
         """Paths of a snapshot whose name holds ``text`` (any case), at most
-        ``MAX_SEARCH_RESULTS``."""
+        ``MAX_SEARCH_RESULTS``. The walk stops early once ``wanted()`` is false (the user typed
+        on), so a search of a huge snapshot does not hold up the next one."""
         needle = text.strip().lower()
         with self._snapshots() as snaps:
-            return list(_first(_matching(snaps.entries(backup_id), needle), MAX_SEARCH_RESULTS))
+            entries = snaps.entries(backup_id)
+            return list(_first(_matching(entries, needle, wanted), MAX_SEARCH_RESULTS))
 
     @_in_words
     def restore(
@@ -329,8 +333,12 @@ class RestoreSource:
             return restorer.restore(choice.id, options, cancel=cancel)
 
 
-def _matching(entries: Iterable[SnapshotEntry], needle: str) -> Iterator[FileRow]:
-    for entry in entries:
+def _matching(
+    entries: Iterable[SnapshotEntry], needle: str, wanted: Callable[[], bool]
+) -> Iterator[FileRow]:
+    for n, entry in enumerate(entries):
+        if n % 1000 == 0 and not wanted():
+            return
         if needle in entry.path.rsplit("/", 1)[-1].lower():
             yield FileRow.of(entry)
 

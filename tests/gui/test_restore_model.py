@@ -4,6 +4,7 @@ select exactly them, the options a restore runs with, and the words of the summa
 from __future__ import annotations
 
 import doctest
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,3 +136,21 @@ def test_failures_in_words(tmp_path: Path) -> None:
         "The server did not answer at http://127.0.0.1:9. "
         "Check the network connection, then try again."
     )
+
+
+def test_a_search_nobody_waits_for_stops_walking() -> None:
+    from desktop_agent.engine import SnapshotEntry
+    from desktop_agent.gui._restore import _matching
+
+    walked: list[int] = []
+
+    def entries() -> Iterator[SnapshotEntry]:
+        for i in range(10_000):
+            walked.append(i)
+            yield SnapshotEntry(f"home/me/file{i}.txt", "file", 1, 0o644, 0)
+
+    assert len(list(_matching(entries(), "file", lambda: True))) == 10_000
+    walked.clear()
+    still = iter([True, True, False])
+    assert len(list(_matching(entries(), "file", lambda: next(still)))) == 2000
+    assert len(walked) == 2001

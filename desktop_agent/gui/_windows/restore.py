@@ -283,6 +283,7 @@ class RestoreWindow(QWidget):
         same_config = previous is not None and previous.config_id == backup.config_id
         self._reopen = self._expanded_paths() if same_config and not self.search.text() else set()
         self.model.choose(backup)
+        self._search_serial += 1  # a search still running is for the other backup
         self.files.clear()
         self.search.blockSignals(True)
         self.search.clear()
@@ -392,7 +393,12 @@ class RestoreWindow(QWidget):
                 f"{len(rows):,} match{'es' if len(rows) != 1 else ''} for “{text}”{more}."
             )
 
-        run_task(lambda: source.search(backup_id, text), found, self._failed("search"), self._pool)
+        run_task(
+            lambda: source.search(backup_id, text, lambda: serial == self._search_serial),
+            found,
+            self._failed("search"),
+            self._pool,
+        )
 
     # -- restoring -----------------------------------------------------------------------------------
 
