@@ -184,9 +184,17 @@ class TrayApp(QObject):
         if self.restore is None:
             self.restore = RestoreWindow(self._restore_source, pool=self.controller.pool)
             self.restore.setWindowIcon(health_icon(self.controller.health()))
+            self.restore.restore_done.connect(self._restore_done)
         self._bring_forward(self.restore)
         if not self.restore.busy:
             self.restore.load_backups()
+
+    def _restore_done(self, text: str) -> None:
+        # The window may have been closed while the restore ran: say how it ended.
+        if self.restore is not None and not self.restore.isVisible():
+            failed = text.startswith("The restore did not finish")
+            title = "Restore did not finish" if failed else "Restore finished"
+            self.controller.notify.emit(title, text.splitlines()[0], failed)
 
     def _restore_source(self) -> RestoreSource | None:
         """The restore window's source, kept while the server and key stay the same (it holds
@@ -230,7 +238,16 @@ class TrayApp(QObject):
 
     def request_quit(self) -> bool:
         """Quit; during a backup, ask first, then cancel it cleanly and quit once it has stopped.
-        ``False`` when the user chose to keep the backup running."""
+        ``False`` when the user chose to keep the backup (or a restore) running."""
+        if self.restore is not None and self.restore.busy:
+            if not self._ask(
+                self.restore if self.restore.isVisible() else None,
+                "Stop the restore and quit?",
+                "Files are being restored. Quitting stops the restore: the files restored so far "
+                "stay, the others are not restored. Quit anyway?",
+            ):
+                return False
+            self.restore.cancel_restore()
         if self.controller.running:
             if not self._ask(
                 self.status if self.status.isVisible() else None,

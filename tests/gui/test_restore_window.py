@@ -102,7 +102,7 @@ def test_browse_search_restore_and_keep_both(
     monkeypatch.setenv("BACKAPP_CACHE_DIR", str(cache))
     pair(server.url, key, keystore)
 
-    app, _fake, _rec = make_app(agent_dir, keystore)
+    app, _fake, recorder = make_app(agent_dir, keystore)
     try:
         action = app.menu.actions["restore"]
         assert action.text() == "Restore Files…" and action.isEnabled()
@@ -227,5 +227,21 @@ def test_browse_search_restore_and_keep_both(
         )
         assert not window.busy and not window.cancel_button.isVisible()
         assert not list(out3.rglob("*.txt"))
+
+        # Quitting during a restore asks first; a restore that ends with the window closed is
+        # told in a notification.
+        recorder.answer = False
+        choose_backup(qtbot, window, "Archive")
+        window.hide()
+        out4 = tmp_path / "while hidden"
+        with qtbot.waitSignal(window.restore_done, timeout=WAIT):
+            assert window.start_restore(out4)
+            assert app.request_quit() is False and window.busy
+            assert recorder.questions[-1] == "Stop the restore and quit?"
+        assert recorder.notifications[-1] == (
+            "Restore finished",
+            f"Restored 1 file (293.0 KiB) to {out4}.",
+            False,
+        )
     finally:
         close_app(app)
