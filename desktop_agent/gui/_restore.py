@@ -80,7 +80,7 @@ def backup_label(when: datetime, now: datetime | None = None) -> str:
     local = when.astimezone() if when.tzinfo else when
     today = (now.astimezone() if now and now.tzinfo else now or datetime.now()).date()
     day = local.date()
-    clock = local.strftime("%H:%M")
+    clock = f"{local.hour:02d}:{local.minute:02d}"  # not strftime: it costs ~10x (a big folder)
     if day == today:
         return f"Today {clock}"
     if day == today - timedelta(days=1):
@@ -140,7 +140,7 @@ class FileRow:
 
     @classmethod
     def of(cls, entry: SnapshotEntry, now: datetime | None = None) -> FileRow:
-        when = datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
+        when = datetime.fromtimestamp(entry.mtime_ns / 1e9)  # local time, as shown
         return cls(
             path=entry.path,
             name=entry.path.rsplit("/", 1)[-1],
@@ -297,7 +297,8 @@ class RestoreSource:
     def folder(self, backup_id: str, path: str = "") -> list[FileRow]:
         """One folder of a snapshot, folders first, then by name."""
         with self._snapshots() as snaps:
-            rows = [FileRow.of(e) for e in snaps.entries(backup_id, path, recursive=False)]
+            now = datetime.now()  # once: a folder may hold tens of thousands of entries
+            rows = [FileRow.of(e, now) for e in snaps.entries(backup_id, path, recursive=False)]
         return sorted(rows, key=lambda r: (not r.is_dir, r.name.lower()))
 
     @_in_words
@@ -336,11 +337,12 @@ class RestoreSource:
 def _matching(
     entries: Iterable[SnapshotEntry], needle: str, wanted: Callable[[], bool]
 ) -> Iterator[FileRow]:
+    now = datetime.now()
     for n, entry in enumerate(entries):
         if n % 1000 == 0 and not wanted():
             return
         if needle in entry.path.rsplit("/", 1)[-1].lower():
-            yield FileRow.of(entry)
+            yield FileRow.of(entry, now)
 
 
 def _first(rows: Iterator[FileRow], n: int) -> Iterator[FileRow]:
