@@ -134,6 +134,8 @@ class AlertService:
                 row["kind"] == "backup_failed" and row["subject"] in still_failing
             ):
                 continue
+            if row["kind"] == "storage_check":
+                continue  # ``backapp check`` opens and resolves these (services/checks.py)
             await Alert.update({Alert.resolved_at: now}).where(
                 (Alert.id == row["id"]) & Alert.resolved_at.is_null()
             )
