@@ -65,57 +65,62 @@ class PackRecord(NamedTuple):
 
 
 class Cache:
-    """The cache file of one repository (``path``). Thread-safe."""
+    """The cache file of one repository (``path``). Thread-safe: one connection under a lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        # One connection, used under one lock: closing a connection while another thread is inside
+        # a statement on it is undefined behaviour in SQLite (it crashed the process), and the
+        # cache's statements are short next to the hashing, sealing and uploading around them.
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
         self._zc = threading.local()
-        db = self._db()
-        db.executescript(_SCHEMA)
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        with self._use() as db:
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
-    # --- connections ---------------------------------------------------------------------------
+    # --- the connection ------------------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-            with self._lock:
-                self._all.append(db)
-        return db
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """The connection (opened again after ``close``), held for the ``with`` block: read every
+        row inside it."""
+        with self._lock:
+            if self._conn is None:
+                db = sqlite3.connect(
+                    self.path, timeout=60, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                self._conn = db
+            yield self._conn
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._use() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def close(self) -> None:
+        """Close the connection (the next use opens it again); waits for a statement another
+        thread is running."""
         with self._lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # --- meta ----------------------------------------------------------------------------------
 
     def meta(self, key: str) -> bytes | None:
-        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._use() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         value = row[0]
@@ -155,43 +160,43 @@ class Cache:
 
     def has_blob(self, blob_id: bytes) -> int | None:
         """The sequence number of a pack holding the blob, or None."""
-        row = (
-            self._db()
-            .execute(
+        with self._use() as db:
+            row = db.execute(
                 "SELECT p.seq FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?", (blob_id,)
-            )
-            .fetchone()
-        )
+            ).fetchone()
         return None if row is None else int(row[0])
 
     def pack_seqs(self, blob_ids: Iterable[bytes]) -> dict[bytes, int]:
         """Pack sequence numbers of the given blobs that the cache knows."""
         found: dict[bytes, int] = {}
         ids = list(blob_ids)
-        db = self._db()
         for start in range(0, len(ids), _IN_BATCH):
             batch = ids[start : start + _IN_BATCH]
             marks = ",".join("?" * len(batch))
-            for blob_id, seq in db.execute(
-                "SELECT b.id, p.seq FROM blobs b JOIN packs p ON p.id = b.pack "  # noqa: S608
-                f"WHERE b.id IN ({marks})",
-                batch,
-            ):
+            with self._use() as db:
+                rows = db.execute(
+                    "SELECT b.id, p.seq FROM blobs b JOIN packs p ON p.id = b.pack "  # noqa: S608
+                    f"WHERE b.id IN ({marks})",
+                    batch,
+                ).fetchall()
+            for blob_id, seq in rows:
                 found[bytes(blob_id)] = int(seq)
         return found
 
     def locate(self, blob_ids: Iterable[bytes]) -> dict[bytes, BlobLocation]:
         found: dict[bytes, BlobLocation] = {}
         ids = list(blob_ids)
-        db = self._db()
         for start in range(0, len(ids), _IN_BATCH):
             batch = ids[start : start + _IN_BATCH]
             marks = ",".join("?" * len(batch))
-            for row in db.execute(
-                "SELECT b.id, b.type, b.offset, b.length, b.raw_length, b.compressed, "  # noqa: S608
-                f"p.name, p.seq FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id IN ({marks})",
-                batch,
-            ):
+            with self._use() as db:
+                rows = db.execute(
+                    "SELECT b.id, b.type, b.offset, b.length, b.raw_length, "  # noqa: S608
+                    "b.compressed, p.name, p.seq FROM blobs b JOIN packs p ON p.id = b.pack "
+                    f"WHERE b.id IN ({marks})",
+                    batch,
+                ).fetchall()
+            for row in rows:
                 bid = bytes(row[0])
                 found[bid] = BlobLocation(
                     row[6],
@@ -201,28 +206,24 @@ class Cache:
         return found
 
     def packs(self) -> list[PackRecord]:
-        return [
-            PackRecord(n, s, z)
-            for n, s, z in self._db().execute("SELECT name, seq, size FROM packs ORDER BY seq")
-        ]
+        with self._use() as db:
+            rows = db.execute("SELECT name, seq, size FROM packs ORDER BY seq").fetchall()
+        return [PackRecord(n, s, z) for n, s, z in rows]
 
     def unindexed_packs(self, seqs: Iterable[int]) -> list[str]:
         wanted = set(seqs)
-        return [
-            name
-            for name, seq in self._db().execute("SELECT name, seq FROM packs WHERE indexed = 0")
-            if seq in wanted
-        ]
+        with self._use() as db:
+            rows = db.execute("SELECT name, seq FROM packs WHERE indexed = 0").fetchall()
+        return [name for name, seq in rows if seq in wanted]
 
     def pack_entries(self, name: str) -> list[PackEntry]:
-        return [
-            PackEntry(t, bytes(i), o, n, r, bool(c))
-            for i, t, o, n, r, c in self._db().execute(
+        with self._use() as db:
+            rows = db.execute(
                 "SELECT b.id, b.type, b.offset, b.length, b.raw_length, b.compressed FROM blobs b "
                 "JOIN packs p ON p.id = b.pack WHERE p.name = ? ORDER BY b.offset",
                 (name,),
-            )
-        ]
+            ).fetchall()
+        return [PackEntry(t, bytes(i), o, n, r, bool(c)) for i, t, o, n, r, c in rows]
 
     def mark_indexed(self, names: Iterable[str]) -> None:
         with self._tx() as db:
@@ -240,7 +241,8 @@ class Cache:
         return len(gone)
 
     def index_names(self) -> set[str]:
-        return {n for (n,) in self._db().execute("SELECT name FROM indexes")}
+        with self._use() as db:
+            return {n for (n,) in db.execute("SELECT name FROM indexes").fetchall()}
 
     def add_index_names(self, names: Iterable[str]) -> None:
         with self._tx() as db:
@@ -256,20 +258,22 @@ class Cache:
         return pair  # type: ignore[no-any-return]
 
     def tree(self, tree_id: bytes) -> bytes | None:
-        row = self._db().execute("SELECT data FROM trees WHERE id = ?", (tree_id,)).fetchone()
+        with self._use() as db:
+            row = db.execute("SELECT data FROM trees WHERE id = ?", (tree_id,)).fetchone()
         return None if row is None else self._compressor()[1].decompress(row[0])
 
     def put_tree(self, tree_id: bytes, plaintext: bytes) -> None:
         data = self._compressor()[0].compress(plaintext)
-        self._db().execute("INSERT OR IGNORE INTO trees VALUES (?, ?)", (tree_id, data))
+        with self._use() as db:
+            db.execute("INSERT OR IGNORE INTO trees VALUES (?, ?)", (tree_id, data))
 
     def snapshot(self, backup_id: str) -> bytes | None:
-        row = (
-            self._db()
-            .execute("SELECT data FROM snapshots WHERE backup_id = ?", (backup_id,))
-            .fetchone()
-        )
+        with self._use() as db:
+            row = db.execute(
+                "SELECT data FROM snapshots WHERE backup_id = ?", (backup_id,)
+            ).fetchone()
         return None if row is None else bytes(row[0])
 
     def put_snapshot(self, backup_id: str, plaintext: bytes) -> None:
-        self._db().execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (backup_id, plaintext))
+        with self._use() as db:
+            db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (backup_id, plaintext))
