@@ -9,6 +9,7 @@ from backend.services.agents import AgentRegistry, AgentService
 from backend.services.alerts import AlertService
 from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
+from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.pubsub import LiveEvents
@@ -58,6 +59,7 @@ class Services:
     leases: LeaseService
     alerts: AlertService
     tasks: PeriodicTasks
+    cursors: CursorSigner
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
@@ -81,4 +83,5 @@ class Services:
             leases=leases,
             alerts=alerts,
             tasks=PeriodicTasks(settings, storage, leases=leases, alerts=alerts, live=live),
+            cursors=CursorSigner(settings.secret_key),
         )
