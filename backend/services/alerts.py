@@ -397,12 +397,16 @@ class AlertService:
 
     # --- reading -------------------------------------------------------------------------------
 
-    async def open_alerts(self, user: CurrentUser) -> list[AlertOut]:
-        rows = (
-            await Alert.select()
+    async def open_alerts(self, user: CurrentUser, limit: int | None = None) -> list[AlertOut]:
+        """This user's open alerts, newest first (at most ``limit``)."""
+        query = (
+            Alert.select()
             .where((Alert.user == user.id) & Alert.resolved_at.is_null())
-            .order_by(Alert.created_at, ascending=False)
+            .order_by(Alert.created_at, Alert.id, ascending=False)
         )
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await query
         return [
             AlertOut(
                 id=str(r["id"]),

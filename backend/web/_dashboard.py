@@ -20,6 +20,8 @@ __all__ = ["DashboardPage"]
 DASHBOARD_ROWS = 50
 """Configurations shown in full (those that need attention first); the rest are counted."""
 DASHBOARD_AGENTS = 20
+DASHBOARD_ALERTS = 20
+"""The newest open alerts; a fleet can have thousands (every config of a machine that is off)."""
 
 
 class DashboardPage(Controller):
@@ -98,5 +100,5 @@ class DashboardPage(Controller):
             totals=await services.history.totals(user),
             running=running,
             agent_names=await agent_names(services, user, [b.agent_id for b in running]),
-            alerts=await services.alerts.open_alerts(user),
+            alerts=await services.alerts.open_alerts(user, limit=DASHBOARD_ALERTS),
         )

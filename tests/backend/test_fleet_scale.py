@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from backend.backups.tables import BackupLog
+from backend.backups.tables import Alert, BackupLog
 from backend.services import Services
 from backend.services.accounts import CurrentUser
 from tests.support.api import ApiClient
@@ -300,3 +300,30 @@ async def test_a_long_round_keeps_its_lease(
         assert await services.leases.acquire("server:slow", "another process", 60) is None
     assert await run == "done"
     assert await services.leases.current("server:slow") is None  # released at the end
+
+
+async def test_the_dashboard_lists_the_newest_open_alerts_only(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()  # its alert round would resolve these made-up alerts
+    now = datetime.now(UTC)
+    await Alert.insert(
+        *[
+            Alert(
+                id=uuid.uuid4(),
+                user=me.id,
+                kind="agent_offline",
+                subject=f"agent:{uuid.uuid4()}",
+                message=f"alert number {i:03d}",
+                created_at=now - timedelta(minutes=i),
+            )
+            for i in range(30)
+        ]
+    )
+    page = (await client.get("/")).text
+    assert 'data-alerts="20"' in page
+    assert "alert number 000" in page and "alert number 019" in page
+    assert "alert number 020" not in page
+    assert len((await client.get("/api/alerts")).json()["alerts"]) == 30
