@@ -500,9 +500,10 @@ class AgentService:
         if search:
             where = where & name_contains("name", search)
         if after is not None:
+            # ``>=`` first: a range the index seeks to (see history._keyset).
             where = where & (
-                (Agent.created_at > after.at)
-                | ((Agent.created_at == after.at) & (Agent.id > after.id))
+                (Agent.created_at >= after.at)
+                & ((Agent.created_at > after.at) | (Agent.id > after.id))
             )
         rows = (
             await Agent.select().where(where).order_by(Agent.created_at, Agent.id).limit(limit + 1)

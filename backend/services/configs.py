@@ -201,9 +201,10 @@ class ConfigService:
         if search:
             where = where & name_contains("name", search)
         if after is not None:
+            # ``>=`` first: a range the index seeks to (see history._keyset).
             where = where & (
-                (BackupConfig.created_at > after.at)
-                | ((BackupConfig.created_at == after.at) & (BackupConfig.id > after.id))
+                (BackupConfig.created_at >= after.at)
+                & ((BackupConfig.created_at > after.at) | (BackupConfig.id > after.id))
             )
         rows = (
             await BackupConfig.select()

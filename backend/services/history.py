@@ -104,9 +104,12 @@ def _newest_where(user: CurrentUser, config_ids: Sequence[uuid.UUID] | None) -> 
 
 
 def _keyset(after: Cursor) -> Combinable:
-    """Rows after ``after`` in ``started_at DESC, id DESC`` order."""
-    return (BackupLog.started_at < after.at) | (
-        (BackupLog.started_at == after.at) & (BackupLog.id < after.id)
+    """Rows after ``after`` in ``started_at DESC, id DESC`` order.
+
+    The leading ``started_at <= t`` is implied by the rest; it is there as a range the index can
+    seek to (SQLite scans the whole user's index for a bare ``a < t OR (a = t AND id < i)``)."""
+    return (BackupLog.started_at <= after.at) & (
+        (BackupLog.started_at < after.at) | (BackupLog.id < after.id)
     )
 
 
@@ -305,7 +308,8 @@ class BackupHistory:
         rows = (
             await BackupLog.select(
                 BackupLog.status,
-                Count(BackupLog.id).as_alias("n"),
+                # COUNT(*), not COUNT(id): the ("user", status, size) index alone answers it.
+                Count().as_alias("n"),
                 Sum(BackupLog.size).as_alias("bytes"),
             )
             .where(BackupLog.user == user.id)

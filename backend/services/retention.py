@@ -112,7 +112,7 @@ class RetentionService:
             args: list[Any] = [cutoff, value]
             if position is not None:
                 # Past the rows of the previous batch, failed deletions included: no row twice.
-                after = " AND (b.started_at > {} OR (b.started_at = {} AND b.id > {}))"
+                after = " AND b.started_at >= {} AND (b.started_at > {} OR b.id > {})"
                 args += [position[0], position[0], position[1]]
             rows = await BackupLog.raw(
                 "SELECT b.id, b.s3_path, b.completed_at, b.started_at"

@@ -8,6 +8,7 @@ text on SQLite and PostgreSQL). Each one serves a query that must stay O(page) o
 * ``("user", started_at, id)``: the backup history, newest first, keyset-paginated;
 * ``(agent, started_at, id)``: one agent's backups;
 * ``("user", status, started_at, id)``: the history filtered by status;
+* ``("user", status, size)``: the totals per status, from the index alone;
 * ``("user", created_at, id)`` on configs and agents: their lists, keyset-paginated;
 * ``(agent, "timestamp")`` on agent logs: one agent's log, newest first.
 """
@@ -24,6 +25,8 @@ INDEXES = [
     ("backapp_backup_log_config_status", "backapp_backup_log", "config, status, started_at"),
     ("backapp_backup_log_user_started", "backapp_backup_log", '"user", started_at, id'),
     ("backapp_backup_log_agent_started", "backapp_backup_log", "agent, started_at, id"),
+    # Covers the dashboard's totals (count and bytes per status) without reading the rows.
+    ("backapp_backup_log_user_status_size", "backapp_backup_log", '"user", status, size'),
     (
         "backapp_backup_log_user_status_started",
         "backapp_backup_log",
