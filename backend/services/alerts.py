@@ -201,10 +201,14 @@ class AlertService:
         last_of = {row["config"]: row for row in newest}
         # Thousands of configs share a few schedules: each gap is worked out once per round.
         intervals: dict[tuple[str, str], timedelta] = {}
+        schedules: dict[bytes, Schedule | None] = {}
         out: list[_Wanted] = []
         for config in configs:
             options = config_options(config["options"])
-            schedule = config_schedule(options)
+            spec = msgspec.json.encode(options.get("schedule"))
+            if spec not in schedules:
+                schedules[spec] = config_schedule(options)
+            schedule = schedules[spec]
             if schedule is None:
                 continue
             zone = config["agent_timezone"] if config["agent"] else None
