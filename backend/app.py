@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
@@ -19,6 +20,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from backend import __version__
 from backend.api.agent import AgentApiController
+from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
 from backend.api.guards import ApiRequest
@@ -74,9 +76,15 @@ def _error(
     )
 
 
-def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorResponse]:
+def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return _error(exc.status_code, exc.detail, field=exc.field, code=exc.code, headers=headers)
+    response = _error(exc.status_code, exc.detail, field=exc.field, code=exc.code, headers=headers)
+    if exc.extra:
+        body = {**msgspec.to_builtins(response.content), **exc.extra}
+        return Response(
+            body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers
+        )
+    return response
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
@@ -149,6 +157,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
     handlers: list[Any] = [
         AuthController,
         AgentApiController,
+        AgentSnapshotController,
         ConfigController,
         AgentController,
         BackupController,

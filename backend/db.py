@@ -17,6 +17,7 @@ APP_MODULES = [
     "backend.accounts.piccolo_app",
     "backend.agents.piccolo_app",
     "backend.backups.piccolo_app",
+    "backend.repos.piccolo_app",
 ]
 
 
@@ -42,6 +43,7 @@ def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog
     from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
+    from backend.repos.tables import RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -54,6 +56,9 @@ def all_tables() -> list[type]:
         Lease,
         RunRequest,
         Alert,
+        Repository,
+        RepoObject,
+        Snapshot,
     ]
 
 

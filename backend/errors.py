@@ -32,10 +32,14 @@ class DomainError(Exception):
     status_code = 400
     code = "error"
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, field: str | None = None, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.extra = extra
+        """More of the error body than ``detail``, e.g. the ``missing`` objects of a snapshot."""
 
 
 class InvalidInput(DomainError):

@@ -24,7 +24,7 @@ MAX_INT64 = 2**63 - 1
 """The largest integer the databases store (a signed 64-bit column)."""
 NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Level = Literal["debug", "info", "warning", "error"]
-BackupStatus = Literal["running", "completed", "failed", "expired"]
+BackupStatus = Literal["running", "completed", "failed", "interrupted", "expired"]
 AgentStatus = Literal["online", "offline", "error"]
 ExecutionMode = Literal["server", "agent"]
 
@@ -131,8 +131,13 @@ class RetryOptions(Camel, forbid_unknown_fields=True):
     delay_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
 
 
+BackupType = Literal["full", "incremental"]
+
+
 class Options(Camel):
-    type: Literal["full"] = "full"
+    type: BackupType = "full"
+    """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
+    (agent-based configurations only)."""
     compression: bool = True
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
@@ -335,7 +340,7 @@ class ConfigIn(Camel, forbid_unknown_fields=True):
 
 
 class OptionsPatch(Camel, forbid_unknown_fields=True):
-    type: Literal["full"] | UnsetType = UNSET
+    type: BackupType | UnsetType = UNSET
     compression: bool | UnsetType = UNSET
     encryption: bool | UnsetType = UNSET
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
@@ -409,6 +414,10 @@ class BackupOut(Camel):
     max_attempts: int = 1
     progress: dict[str, Any] | None = None
     """The latest progress event while the backup runs (null once finished)."""
+    type: Literal["full", "incremental"] = "full"
+    """``full``: one archive at ``s3Path``; ``incremental``: a snapshot (``size`` is the bytes of
+    its files, ``newBytes`` what it uploaded)."""
+    new_bytes: int | None = None
 
 
 class AlertOut(Camel):
@@ -482,6 +491,8 @@ class AgentBackupOut(Camel):
     started_at: str
     completed_at: str | None
     status: BackupStatus = "completed"
+    type: Literal["full", "incremental"] = "full"
+    new_bytes: int | None = None
 
 
 class AgentBackupsResponse(Camel):
@@ -518,11 +529,19 @@ class DownloadResponse(Camel):
 
 LeaseTtl = Annotated[int, Meta(ge=30, le=3600)]
 LeaseToken = Annotated[str, Meta(min_length=1, max_length=64)]
+InstanceId = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_.:-]+$")]
 
 
 class LeaseRequest(Camel):
     config_id: Uuid
     ttl_seconds: LeaseTtl = 300
+    instance: InstanceId | None = None
+    """The agent's process: recorded on the lease, so that a restarted agent can name it."""
+    take_over: Annotated[list[InstanceId], Meta(max_length=32)] = msgspec.field(
+        default_factory=list
+    )
+    """Dead processes of this same agent: a live lease one of them holds is taken over at once
+    (the run it guarded becomes ``interrupted``) instead of a 409."""
 
 
 class LeaseRenewRequest(Camel):
@@ -575,3 +594,6 @@ class ProgressRequest(Camel):
     bytes_total: NonNegative | None = None
     rate: Annotated[float, Meta(ge=0)] | None = None
     eta: Annotated[float, Meta(ge=0)] | None = None
+    waiting: Annotated[str, Meta(max_length=500)] | None = None
+    """While the upload retries through a storage (or server) outage: what it waits for, in words
+    (``waiting for storage: …``); absent otherwise."""

@@ -213,7 +213,13 @@ class AgentApiController(Controller):
     async def lease(
         self, data: JSONBody[LeaseRequest], agent: AgentDep, services: ServicesDep
     ) -> LeaseResponse:
-        grant = await services.runs.lease_acquire(agent, data.config_id, data.ttl_seconds)
+        grant = await services.runs.lease_acquire(
+            agent,
+            data.config_id,
+            data.ttl_seconds,
+            instance=data.instance,
+            take_over=data.take_over,
+        )
         return _lease(grant)
 
     @post(

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import msgspec
 
 from backend.agents.tables import Agent
-from backend.backups.tables import BackupLog
+from backend.backups.tables import BackupLog, Lease
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
     CompleteRequest,
@@ -35,6 +35,7 @@ from backend.schemas import (
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
+from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
@@ -53,7 +54,7 @@ __all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
 
 log = logging.getLogger("backapp.backups")
 
-AGENT_FEATURES = ("progress-by-config", "part-crc32")
+AGENT_FEATURES = ("progress-by-config", "part-crc32", "snapshots")
 """Extensions an agent may use, listed in the heartbeat response (``features``)."""
 PRE_LOG_PHASES = ("scanning", "archiving")
 """The phases a run reports by ``configId``, before its log is open."""
@@ -192,8 +193,9 @@ class BackupService:
         """Open the upload of a new backup; returns its log id and how to upload.
 
         Builds the object key (refusing a bad file name), refuses a key that a backup or an
-        object already holds, records the ``running`` log, creates the multipart upload or signs
-        the single PUT, marks the Back Up Now request it answers as started and tells the owner's
+        object already holds, records the ``running`` log (tied to the config lease its runner
+        holds, see :mod:`backend.services.orphans`), creates the multipart upload or signs the
+        single PUT, marks the Back Up Now request it answers as started and tells the owner's
         pages. A storage that does not answer is :class:`StorageUnavailable` and leaves no log.
         """
         key = backup_key(
@@ -213,6 +215,18 @@ class BackupService:
             raise Conflict(f"filename: {key} already holds a backup; pick a new name")
 
         sha256 = new.sha256.lower() if new.sha256 else None
+        lease = (
+            await Lease.select(Lease.token)
+            .where(
+                (Lease.name == config_lease_name(new.config_id))
+                & (
+                    Lease.owner
+                    == (agent_owner(new.agent_id) if new.agent_id is not None else SERVER_OWNER)
+                )
+                & (Lease.expires_at > utcnow())
+            )
+            .first()
+        )
         log_id = uuid.uuid4()
         row = BackupLog(
             id=log_id,
@@ -234,6 +248,7 @@ class BackupService:
             attempt=new.attempt,
             max_attempts=new.max_attempts,
             run_request=str(new.run_request) if new.run_request is not None else None,
+            lease_token=lease["token"] if lease is not None else None,
         )
         try:
             await row.save()
@@ -273,6 +288,39 @@ class BackupService:
             s3_path=key,
         )
 
+    async def open_log(
+        self,
+        new: NewBackup,
+        *,
+        log_id: uuid.UUID,
+        key: str,
+        backup_type: str,
+        lease_token: str | None = None,
+    ) -> None:
+        """Record the ``running`` log of a backup that uploads no single object (a snapshot,
+        whose objects the snapshot service signs), mark the Back Up Now request it answers as
+        started and tell the owner's pages."""
+        await BackupLog(
+            id=log_id,
+            user=new.user_id,
+            config=new.config_id,
+            agent=new.agent_id,
+            config_name=new.config_name,
+            status="running",
+            s3_path=key,
+            filename=new.filename,
+            filesize_estimate=new.filesize,
+            errors=[],
+            started_at=self.clock(),
+            trigger=new.trigger,
+            attempt=new.attempt,
+            max_attempts=new.max_attempts,
+            run_request=str(new.run_request) if new.run_request is not None else None,
+            backup_type=backup_type,
+            lease_token=lease_token,
+        ).save()
+        await self._started(new, log_id)
+
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
         if new.run_request is not None:
             await mark_run_started(new.run_request, log_id)
@@ -293,7 +341,9 @@ class BackupService:
                 field="logId" if req.log_id is not None else "configId",
             )
         event: dict[str, Any] = {
-            k: v for k, v in msgspec.to_builtins(req).items() if k not in ("logId", "configId")
+            k: v
+            for k, v in msgspec.to_builtins(req).items()
+            if k not in ("logId", "configId") and not (k == "waiting" and v is None)
         }
         event["at"] = iso(utcnow())
         if req.config_id is not None:
@@ -461,7 +511,7 @@ class BackupService:
                 await self.storage.delete(row["s3_path"])
             except ObjectStoreError:
                 log.warning("could not delete the mismatching object of backup %s", row["id"])
-        await self._finish(row, status="failed", error=error)
+        await self.finish(row, status="failed", error=error)
         raise Conflict(f"backup failed verification: {error}")
 
     async def upload_abort(self, agent: AgentIdentity, log_id: str, reason: str) -> None:
@@ -470,7 +520,7 @@ class BackupService:
             raise Conflict("logId: this backup already completed; it cannot be aborted")
         await self._abort_upload(row)
         if row["status"] == "running":
-            await self._finish(row, status="failed", error=reason or "aborted by the agent")
+            await self.finish(row, status="failed", error=reason or "aborted by the agent")
 
     async def _abort_upload(self, row: dict[str, Any]) -> None:
         if row["upload_state"] == "multipart" and row["upload_id"]:
@@ -489,7 +539,7 @@ class BackupService:
                 BackupLog.id == row["id"]
             )
 
-    async def _finish(
+    async def finish(
         self,
         row: dict[str, Any],
         *,
@@ -497,9 +547,12 @@ class BackupService:
         error: str | None = None,
         req: CompleteRequest | None = None,
         info: ObjectInfo | None = None,
+        values: dict[Any, Any] | None = None,
     ) -> bool:
-        """Move a running log to its final state; False when another request finished it first."""
-        values: dict[Any, Any] = {
+        """Move a running log to its final state (with more ``values`` to set); False when
+        another request finished it first. Tells the owner's pages and the agent's status."""
+        values = {
+            **(values or {}),
             BackupLog.status: status,
             BackupLog.error: error,
             BackupLog.completed_at: self.clock(),
@@ -538,7 +591,7 @@ class BackupService:
 
         if req.status == "failed":
             await self._abort_upload(row)
-            await self._finish(
+            await self.finish(
                 row, status="failed", error=req.error or "the agent reported a failure", req=req
             )
             return self._already_finished(await self.find_log(agent, req.log_id), req.status)
@@ -570,12 +623,12 @@ class BackupService:
         elif req.sha256 and row["expected_sha256"] and req.sha256.lower() != row["expected_sha256"]:
             reason = "sha256 mismatch: complete and start reported different checksums"
         if reason is not None:
-            await self._finish(row, status="failed", error=reason, req=req, info=info)
+            await self.finish(row, status="failed", error=reason, req=req, info=info)
             final = await self.find_log(agent, req.log_id)
             if final["status"] == "failed":
                 raise Conflict(f"backup failed verification: {final['error']}")
             return str(final["status"])
-        await self._finish(row, status="completed", req=req, info=info)
+        await self.finish(row, status="completed", req=req, info=info)
         return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
     @staticmethod

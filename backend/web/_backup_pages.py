@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
@@ -21,6 +21,7 @@ from backend.web._render import page
 __all__ = ["BackupPages"]
 
 PAGE_SIZE = 25
+Status = Literal["running", "completed", "failed", "interrupted", "expired"]
 COUNT_CAP = 1000
 """Matches are counted up to this many ("1,000+"): an exact count would read the whole history."""
 FILTER_CHOICES = 100
@@ -62,7 +63,7 @@ class BackupPages(Controller):
         """One page of the history, newest first (keyset: ``after``), with filters. The cost of a
         page is the same at the start of a history of millions as at its end."""
         # Unknown filter values (a stale link) are dropped rather than answered with an error.
-        status = status if status in ("running", "completed", "failed", "expired") else None
+        status = status if status in get_args(Status) else None
         configs = await services.configs.by_ids(
             user, [config] if config and _is_uuid(config) else []
         )

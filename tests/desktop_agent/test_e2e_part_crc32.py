@@ -1,6 +1,6 @@
 """End to end: the real ``backapp-agent`` against a real ``backapp serve`` that advertises
-``part-crc32`` uploads its multipart archive with CRC32 part checksums, on moto S3 and on the local
-disk backend; the archive lands byte for byte, with the whole archive's SHA-256 as before."""
+``part-crc32`` uploads its multipart archive with CRC32 part checksums, on S3 (moto and SeaweedFS) and
+on the local disk backend; the archive lands byte for byte, with the whole archive's SHA-256 as before."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import S3Endpoint
+from tests.support.s3 import ON_BOTH, S3Endpoint
 from tests.support.server_process import LiveServer, LiveServerFactory
 
 from .test_e2e_agent import Agent, extract, random_file, s3_object, setup
@@ -45,7 +45,8 @@ def run_multipart(server: LiveServer, tmp_path: Path, src: Path) -> dict[str, ob
     return dict(backup)
 
 
-def test_crc32_parts_on_moto_s3(
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
+def test_crc32_parts_on_s3(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
     src = build_awkward_tree(tmp_path / "src")

@@ -37,6 +37,7 @@ from .._events import (
     RestoreStarted,
 )
 from .._transport.retry import RetryPolicy
+from .._transport.tls import tls_context
 from ..protocol import RestoreTicket
 from .archive import ArchiveReader
 from .download import RestoreSource
@@ -96,6 +97,14 @@ class RestoreResult:
     resumed: int = 0
     unmatched_patterns: list[str] = field(default_factory=list)
     members: list[MemberInfo] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    """(path, the name the restored copy got beside an existing, different file)."""
+    replaced: list[str] = field(default_factory=list)
+    """Existing files replaced (``overwrite``)."""
+    unchanged: int = 0
+    """Files already there with the backup's content, left as they were."""
+    packs: int = 0
+    """Snapshot packs read from (a snapshot restore; 0 for an archive)."""
 
     @property
     def restored(self) -> int:
@@ -138,6 +147,7 @@ class Restorer:
             timeout=timeout or httpx.Timeout(60.0, connect=15.0),
             headers={"User-Agent": "backapp-agent", "Accept-Encoding": "identity"},
             follow_redirects=False,
+            verify=tls_context(),
         )
 
     def close(self) -> None:
