@@ -495,8 +495,9 @@ def run(args: argparse.Namespace) -> Report:
         finished = [json.loads(x) for x in a.stdout.splitlines() if '"restore_finished"' in x]
         downloaded = finished[-1]["archiveSize"] if finished else 0
         report.notes.append(
-            f"one-file restore downloaded {downloaded / MB:.2f} MB = "
-            f"{100 * downloaded / ob:.2f} % of the repository (target < 5 %)"
+            f"one-file restore ({one.stat().st_size / 1000:.1f} kB) downloaded "
+            f"{downloaded / 1000:.1f} kB = {100 * downloaded / ob:.3f} % of the repository "
+            "(target < 5 %)"
         )
         for step in range(3, args.runs + 1):
             change(src, step, share=0.002, new_bytes=5 * MB)

@@ -29,15 +29,17 @@ from .._errors import AgentError
 from .cache import BlobLocation
 from .chunker import Chunker
 from .errors import CorruptObject, MissingObject, RepositoryError
-from .format import Node, open_blob
+from .format import PACK_SIZE, Node, open_blob
 from .repository import Repository
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
 # Ranges closer than this are fetched in one request (reading a little unneeded data is cheaper
-# than another round trip); no request is larger than _MAX_RANGE unless one blob is.
+# than another round trip); no request is larger than _MAX_RANGE unless one blob is. A whole pack
+# fits in one request: stores pay per request (and some read the whole object for any range), so a
+# pack that is mostly needed is read once. Memory: ``workers`` such buffers at most.
 _MERGE_GAP = 256 * 1024
-_MAX_RANGE = 4 * 1024 * 1024
+_MAX_RANGE = PACK_SIZE + 1024 * 1024
 # Files are planned and written in batches, so that memory stays flat on a huge snapshot.
 _BATCH_FILES = 20_000
 _BATCH_BYTES = 2 * 1024 * 1024 * 1024
