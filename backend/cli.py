@@ -5,6 +5,8 @@ backapp migrate
 backapp user create --email E [--admin] [--password-stdin]
 backapp s3 lifecycle [--apply] [--glacier-ir-days 30] [--glacier-days 90] [--expire-days N]
 backapp restore BACKUP_ID --to DIR
+backapp maintenance run [--json] [--wait SECONDS]
+backapp check [--json] [--no-alert]
 """
 
 from __future__ import annotations
@@ -398,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("backup_id")
     restore.add_argument("--to", required=True, help="folder to restore into (created if needed)")
     restore.set_defaults(func=cmd_restore)
+
+    from backend.cli_maintenance import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -134,6 +134,22 @@ class RetryOptions(Camel, forbid_unknown_fields=True):
 BackupType = Literal["full", "incremental"]
 
 
+RetentionCount = Annotated[int, Meta(ge=0, le=10000)]
+
+
+class RetentionPolicy(Camel, forbid_unknown_fields=True):
+    """Grandfather-father-son rules (``options.retention``): keep the newest backup of each of the
+    last N hours, days, ISO weeks, months and years that have one, in the time zone of the machine
+    that runs the config, and the newest ``keepLast`` backups. 0 disables a rule."""
+
+    keep_last: RetentionCount = 0
+    keep_hourly: RetentionCount = 0
+    keep_daily: RetentionCount = 0
+    keep_weekly: RetentionCount = 0
+    keep_monthly: RetentionCount = 0
+    keep_yearly: RetentionCount = 0
+
+
 class Options(Camel):
     type: BackupType = "full"
     """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
@@ -141,11 +157,38 @@ class Options(Camel):
     compression: bool = True
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
+    retention: RetentionPolicy | None = None
+    """GFS rules; with them, ``retentionDays`` keeps every backup of the last N days and the rules
+    keep some older ones (see backend/services/gfs.py)."""
     compression_format: Literal["gzip", "zstd"] = "gzip"
     exclude_node_modules: bool = False
     schedule: ScheduleSpec = None
     retry: RetryOptions = msgspec.field(default_factory=RetryOptions)
     alert_grace_minutes: AlertGrace = 60
+
+
+class RetentionPreviewRequest(Camel, forbid_unknown_fields=True):
+    """A policy to try on a config's existing backups; an absent part is the config's own."""
+
+    retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
+    retention: RetentionPolicy | None | UnsetType = UNSET
+
+
+class PreviewBackup(Camel):
+    id: str
+    type: BackupType
+    finished_at: str | None
+    size: int | None
+    reasons: list[str]
+    """Why it is kept (``newest``, ``within 30 days``, ``last``, ``daily``, …); empty if removed."""
+
+
+class RetentionPreviewResponse(Camel):
+    timezone: str
+    """The zone the periods are counted in."""
+    remove: list[PreviewBackup]
+    keep: list[PreviewBackup]
+    success: bool = True
 
 
 class AgentConfig(Camel):
@@ -344,6 +387,7 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     compression: bool | UnsetType = UNSET
     encryption: bool | UnsetType = UNSET
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
+    retention: RetentionPolicy | None | UnsetType = UNSET
     compression_format: Literal["gzip", "zstd"] | UnsetType = UNSET
     exclude_node_modules: bool | UnsetType = UNSET
     schedule: ScheduleSpec | UnsetType = UNSET

@@ -228,8 +228,13 @@ class Settings:
     process sees every event. Unset: in-memory, which only reaches clients of the same process."""
 
     task_interval: float = 60.0
-    """``BACKAPP_TASK_INTERVAL``: seconds between rounds of the server's periodic tasks (retention,
-    alerts, server-side schedules and Back Up Now requests)."""
+    """``BACKAPP_TASK_INTERVAL``: seconds between rounds of the server's periodic tasks
+    (maintenance: retention then pruning; alerts, server-side schedules and Back Up Now
+    requests)."""
+
+    prune_grace_seconds: float = 86400.0
+    """``BACKAPP_PRUNE_GRACE_SECONDS``: packs that no snapshot ever named (left by a failed or
+    interrupted run, which the next run reuses) are pruned only once they are this old."""
 
     timezone: str = "UTC"
     """``BACKAPP_TIMEZONE``: IANA zone in which server-side schedules (and alerts for configs whose
@@ -330,6 +335,7 @@ class Settings:
             log_level=(_env_str("BACKAPP_LOG_LEVEL", "info") or "info").lower(),
             redis_url=_env_redis_url("BACKAPP_REDIS_URL"),
             task_interval=_env_float("BACKAPP_TASK_INTERVAL", 60.0, minimum=0.1),
+            prune_grace_seconds=_env_float("BACKAPP_PRUNE_GRACE_SECONDS", 86400.0),
             timezone=_env_timezone("BACKAPP_TIMEZONE"),
             alert_offline_minutes=_env_int("BACKAPP_ALERT_OFFLINE_MINUTES", 1440, minimum=1),
             smtp_host=_env_str("BACKAPP_SMTP_HOST"),

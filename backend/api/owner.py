@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 from litestar.status_codes import (
+    HTTP_200_OK,
     HTTP_201_CREATED,
     HTTP_202_ACCEPTED,
     HTTP_204_NO_CONTENT,
@@ -35,8 +36,12 @@ from backend.schemas import (
     ConfigPatch,
     ConfigResponse,
     DownloadResponse,
+    PreviewBackup,
+    RetentionPreviewRequest,
+    RetentionPreviewResponse,
     RunRequestResponse,
 )
+from backend.services.clock import iso
 from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
 
 _USER = {"user": Provide(provide_user)}
@@ -97,6 +102,45 @@ class ConfigController(Controller):
         services: ServicesDep,
     ) -> ConfigResponse:
         return ConfigResponse(config=await services.configs.update(user, config_id, data))
+
+    @post(
+        "/{config_id:str}/retention-preview",
+        status_code=HTTP_200_OK,
+        summary="What-if: which existing backups a retention policy would remove (changes nothing)",
+    )
+    async def retention_preview(
+        self,
+        config_id: FromPath[str],
+        data: JSONBody[RetentionPreviewRequest],
+        user: UserDep,
+        services: ServicesDep,
+    ) -> RetentionPreviewResponse:
+        config = await services.configs.get(user, config_id)
+        current = msgspec.to_builtins(config.options)
+        wanted = msgspec.to_builtins(data)
+        options = {
+            "retentionDays": wanted.get("retentionDays", current.get("retentionDays")),
+            "retention": wanted.get("retention", current.get("retention")),
+        }
+        zone, rows, decision = await services.tasks.retention.preview(config.id, options)
+        out = {}
+        for row in rows:
+            out[str(row["id"])] = PreviewBackup(
+                id=str(row["id"]),
+                type="incremental" if row["backup_type"] == "incremental" else "full",
+                finished_at=iso(row["completed_at"] or row["started_at"]),
+                size=row["size"],
+                reasons=decision.keep.get(str(row["id"]), []),
+            )
+        return RetentionPreviewResponse(
+            timezone=zone,
+            remove=[out[i] for i in decision.remove],
+            keep=sorted(
+                (out[i] for i in decision.keep),
+                key=lambda b: b.finished_at or "",
+                reverse=True,
+            ),
+        )
 
     @post(
         "/{config_id:str}/run",

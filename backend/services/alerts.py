@@ -142,6 +142,8 @@ class AlertService:
             for row in open_rows
             if (row["kind"], row["subject"]) not in wanted
             and not (row["kind"] == "backup_failed" and row["subject"] in still_failing)
+            # ``backapp check`` opens and resolves these (services/checks.py)
+            and row["kind"] != "storage_check"
         ]
         for start in range(0, len(cleared), BATCH):
             chunk = cleared[start : start + BATCH]

@@ -1,35 +1,42 @@
-"""Retention: the server deletes backups older than their config's ``retentionDays``.
+"""Retention: the server removes the backups their config's policy no longer keeps.
 
-For each config whose ``options.retentionDays`` is a positive number, every ``completed`` backup
-that finished (``completed_at``, else ``started_at``) more than that many days ago is deleted from
-storage and its history row becomes ``expired`` with ``deleted_at`` set. The row stays, so the history
-still shows what existed. Two rules protect the user:
+The policy is ``options.retentionDays`` and the GFS rules of ``options.retention`` (what they keep
+is in ``backend/services/gfs.py``), evaluated on every ``completed`` backup of the config, at the
+time it finished (``completed_at``, else ``started_at``), in the time zone of the machine that runs
+the config (the agent's reported zone; ``BACKAPP_TIMEZONE`` for server-side configs and agents that
+reported none). A removed backup's history row becomes ``expired`` with ``deleted_at`` set; the row
+stays, so the history still shows what existed.
 
-* the newest completed backup of a config is never deleted, however old it is (a machine that has
-  been off for months still has its last good copy);
-* ``retentionDays: 0`` (or absent) keeps every backup.
+* A full archive is deleted from storage, then its row is marked; a storage error leaves the row
+  ``completed`` (the object may still be there) and the next round retries.
+* A snapshot is only marked: its packs may be shared with other snapshots, and pruning
+  (``backend/services/prune.py``) deletes those no live snapshot needs.
 
-A storage error leaves the row ``completed`` (the object may still be there); the next round retries.
-Agents never delete anything: only this server-side task does, with the server's credentials.
+Two rules protect the user: the newest completed backup of a config is never removed, however old
+it is (a machine that has been off for months still has its last good copy); and a config with no
+rule (``retentionDays: 0`` or absent, no GFS numbers) keeps every backup. Agents never delete
+anything: only the server does, with its credentials.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, tzinfo
 from typing import Any
 
 import msgspec
-from piccolo.engine.postgres import PostgresEngine
 
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.services.clock import aware, utcnow
+from backend.services.gfs import Candidate, Decision, Policy, decide, policy_of
 from backend.storage import ObjectStoreError, Storage
+from desktop_agent.engine.schedule import resolve_timezone
 
 __all__ = ["RetentionReport", "RetentionService", "retention_days"]
+
+#: Rows per ``IN (…)`` list: far below every engine's limit on bound parameters.
+BATCH = 500
 
 log = logging.getLogger("backapp.retention")
 
@@ -52,141 +59,154 @@ def retention_days(options: Any) -> int | None:
 @dataclass
 class RetentionReport:
     expired: list[str] = field(default_factory=list)
-    """Ids of the backups deleted (now ``expired``)."""
+    """Ids of the backups removed (now ``expired``), archives and snapshots."""
+    snapshots: list[str] = field(default_factory=list)
+    """Which of them are snapshots (their packs are pruned afterwards)."""
+    archive_bytes: int = 0
+    """Bytes of the full archives deleted from storage."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(backup id, reason) of deletions that failed and will be retried."""
 
 
-BATCH = 500
-"""Backups expired per statement; a round goes on batch after batch until nothing is due."""
-DELETE_CONCURRENCY = 8
-"""Objects deleted from storage at once (each is one request to the object store)."""
+def _options(raw: Any) -> Any:
+    if isinstance(raw, str):  # SQLite hands JSON columns back as text
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return None
+    return raw
 
 
-def _days_sql(engine: Any) -> tuple[str, str]:
-    """SQL for a config's ``retentionDays`` when it is a JSON integer (as text on PostgreSQL),
-    and the condition that it is one: the JSON functions differ between the two databases."""
-    if isinstance(engine, PostgresEngine):
-        return (
-            "(c.options->>'retentionDays')",
-            "json_typeof(c.options->'retentionDays') = 'number'",
-        )
-    return (
-        "json_extract(c.options, '$.retentionDays')",
-        "json_type(c.options, '$.retentionDays') = 'integer'",
-    )
+def _chunks(items: list[Any], size: int = BATCH) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class RetentionService:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, timezone: str = "UTC") -> None:
         self.storage = storage
+        self.timezone = timezone
+        """The zone of configs whose machine reported none (server-side configs)."""
+
+    def zone(self, agent_timezone: str | None) -> tzinfo:
+        """The zone a config's periods are counted in."""
+        return resolve_timezone(agent_timezone or self.timezone)
 
     async def run(self, now: datetime | None = None) -> RetentionReport:
-        """One pass over every config with a retention period; ``now`` for a controllable clock.
-
-        Set-based: one statement finds the retention periods in use, then per period one statement
-        per batch of due backups (each config's newest completed backup excluded in SQL) and one
-        UPDATE per batch. The number of statements grows with what is due, not with the fleet."""
+        """One pass over every config with a retention rule; ``now`` for a controllable clock.
+        A few queries in all: the configs, their completed backups (in batches), the updates."""
         now = now or utcnow()
         report = RetentionReport()
-        engine = BackupLog._meta.db
-        days_sql, is_number = _days_sql(engine)
-        periods = await BackupConfig.raw(
-            f"SELECT DISTINCT {days_sql} AS days FROM backapp_backup_config c WHERE {is_number}"
+        configs = await BackupConfig.select(
+            BackupConfig.id,
+            BackupConfig.options,
+            BackupConfig.agent.timezone.as_alias("agent_timezone"),
         )
-        for period in periods:
-            days = retention_days({"retentionDays": _as_int(period["days"])})
-            if days is not None:
-                await self._period(days, days_sql, is_number, now, report)
+        policies: dict[Any, tuple[Policy, tzinfo]] = {}
+        for config in configs:
+            policy = policy_of(_options(config["options"]))
+            if policy.active:
+                policies[config["id"]] = (policy, self.zone(config["agent_timezone"]))
+        rows: list[dict[str, Any]] = []
+        for ids in _chunks(list(policies)):
+            rows += await BackupLog.select(
+                BackupLog.id,
+                BackupLog.config,
+                BackupLog.s3_path,
+                BackupLog.size,
+                BackupLog.backup_type,
+                BackupLog.started_at,
+                BackupLog.completed_at,
+            ).where(BackupLog.config.is_in(ids) & (BackupLog.status == "completed"))
+        by_config: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_config.setdefault(row["config"], []).append(row)
+        archives: list[dict[str, Any]] = []
+        snapshots: list[dict[str, Any]] = []
+        for config_id, backups in by_config.items():
+            policy, tz = policies[config_id]
+            decision = self.decide(backups, policy, now, tz)
+            removed = set(decision.remove)
+            for row in backups:
+                if str(row["id"]) in removed:
+                    kind = row["backup_type"] or "full"
+                    (snapshots if kind == "incremental" else archives).append(row)
+        for row in archives:
+            await self._expire_archive(row, now, report)
+        for chunk in _chunks(snapshots):
+            done = (
+                await BackupLog.update({BackupLog.status: "expired", BackupLog.deleted_at: now})
+                .where(
+                    BackupLog.id.is_in([r["id"] for r in chunk]) & (BackupLog.status == "completed")
+                )
+                .returning(BackupLog.id)
+            )
+            for r in done:
+                log.info("retention: snapshot %s expired", r["id"])
+                report.expired.append(str(r["id"]))
+                report.snapshots.append(str(r["id"]))
         return report
 
-    async def _period(
-        self, days: int, days_sql: str, is_number: str, now: datetime, report: RetentionReport
-    ) -> None:
-        """Expire what is due in every config whose period is ``days``, batch after batch."""
-        cutoff = now - timedelta(days=days)
-        value: Any = str(days) if "->>" in days_sql else days
-        position: tuple[datetime, uuid.UUID] | None = None
-        while True:
-            after = ""
-            args: list[Any] = [cutoff, value]
-            if position is not None:
-                # Past the rows of the previous batch, failed deletions included: no row twice.
-                after = " AND b.started_at >= {} AND (b.started_at > {} OR b.id > {})"
-                args += [position[0], position[0], position[1]]
-            rows = await BackupLog.raw(
-                "SELECT b.id, b.s3_path, b.completed_at, b.started_at"
-                " FROM backapp_backup_log b"
-                " WHERE b.status = 'completed' AND b.started_at < {}"
-                " AND b.config IN (SELECT c.id FROM backapp_backup_config c"
-                f" WHERE {is_number} AND {days_sql} = {{}})"
-                " AND b.id <> (SELECT n.id FROM backapp_backup_log n"
-                " WHERE n.config = b.config AND n.status = 'completed'"
-                " ORDER BY n.started_at DESC, n.id DESC LIMIT 1)"
-                f"{after} ORDER BY b.started_at, b.id LIMIT {BATCH}",
-                *args,
-            )
-            if not rows:
-                return
-            last = rows[-1]
-            position = (_as_datetime(last["started_at"]), _as_uuid(last["id"]))
-            due = []
-            for row in rows:
-                finished = _as_datetime(row["completed_at"] or row["started_at"])
-                if finished < cutoff:
-                    due.append(row)
-            await self._expire(due, now, report)
-            if len(rows) < BATCH:
-                return
-
-    async def _expire(
-        self, rows: list[dict[str, Any]], now: datetime, report: RetentionReport
-    ) -> None:
-        """Delete the objects (a few at a time), then mark the deleted ones in one UPDATE."""
-        if not rows:
-            return
-        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
-
-        async def delete(row: dict[str, Any]) -> str | None:
-            async with limit:
-                try:
-                    await self.storage.delete(row["s3_path"])
-                except ObjectStoreError as exc:
-                    log.warning(
-                        "retention: could not delete %s (backup %s): %s",
-                        row["s3_path"],
-                        row["id"],
-                        exc,
-                    )
-                    report.failed.append((str(row["id"]), str(exc)))
-                    return None
-                return str(row["id"])
-
-        deleted = [d for d in await asyncio.gather(*(delete(r) for r in rows)) if d]
-        if not deleted:
-            return
-        await BackupLog.update({BackupLog.status: "expired", BackupLog.deleted_at: now}).where(
-            BackupLog.id.is_in([uuid.UUID(d) for d in deleted]) & (BackupLog.status == "completed")
+    async def preview(
+        self, config_id: str, options: dict[str, Any], now: datetime | None = None
+    ) -> tuple[str, list[dict[str, Any]], Decision]:
+        """What ``options`` (``retentionDays``, ``retention``) would remove from the config's
+        completed backups now: (zone name, the backup rows, the decision). Changes nothing."""
+        now = now or utcnow()
+        config = (
+            await BackupConfig.select(BackupConfig.agent.timezone.as_alias("agent_timezone"))
+            .where(BackupConfig.id == config_id)
+            .first()
         )
-        log.info("retention: deleted %d backups", len(deleted))
-        report.expired.extend(deleted)
+        zone = (config or {}).get("agent_timezone") or self.timezone
+        rows = list(
+            await BackupLog.select(
+                BackupLog.id,
+                BackupLog.size,
+                BackupLog.backup_type,
+                BackupLog.started_at,
+                BackupLog.completed_at,
+            ).where((BackupLog.config == config_id) & (BackupLog.status == "completed"))
+        )
+        decision = self.decide(rows, policy_of(options), now, resolve_timezone(zone))
+        return zone, rows, decision
 
+    @staticmethod
+    def decide(
+        backups: list[dict[str, Any]], policy: Policy, now: datetime, tz: tzinfo
+    ) -> Decision:
+        """The policy's decision on one config's completed backup rows."""
+        candidates = []
+        for row in backups:
+            when = aware(row["completed_at"]) or aware(row["started_at"])
+            if when is not None:
+                candidates.append(Candidate(str(row["id"]), when))
+        newest = max(
+            (r for r in backups if r["started_at"] is not None),
+            key=lambda r: aware(r["started_at"]) or now,
+            default=None,
+        )
+        return decide(
+            candidates, policy, now, tz, newest=str(newest["id"]) if newest is not None else None
+        )
 
-def _as_int(value: Any) -> Any:
-    """A retention period as read back (text on PostgreSQL): an int when it is one."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
-
-
-def _as_uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _as_datetime(value: Any) -> datetime:
-    """A timestamp of a raw query: a datetime on PostgreSQL, its stored text on SQLite."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    result = aware(value)
-    assert result is not None
-    return result
+    async def _expire_archive(
+        self, row: dict[str, Any], now: datetime, report: RetentionReport
+    ) -> None:
+        backup_id = str(row["id"])
+        try:
+            await self.storage.delete(row["s3_path"])
+        except ObjectStoreError as exc:
+            log.warning(
+                "retention: could not delete %s (backup %s): %s", row["s3_path"], backup_id, exc
+            )
+            report.failed.append((backup_id, str(exc)))
+            return
+        done = (
+            await BackupLog.update({BackupLog.status: "expired", BackupLog.deleted_at: now})
+            .where((BackupLog.id == row["id"]) & (BackupLog.status == "completed"))
+            .returning(BackupLog.id)
+        )
+        log.info("retention: deleted %s (backup %s)", row["s3_path"], backup_id)
+        if done:
+            report.expired.append(backup_id)
+            report.archive_bytes += int(row["size"] or 0)

@@ -136,10 +136,12 @@ class SnapshotService:
             backup_type="incremental",
             lease_token=lease_token,
         )
+        # After the backup row exists (pruning looks for running snapshots after marking packs
+        # ``deleting``): packs being pruned are not live, so the agent forgets them.
         live = await RepoObject.select(RepoObject.seq).where(
             (RepoObject.repository == repo["id"])
             & (RepoObject.kind == "data")
-            & (RepoObject.state != "deleted")
+            & RepoObject.state.is_in(["pending", "stored"])
         )
         return SnapshotStartResponse(
             backup_id=str(log_id),
@@ -232,6 +234,14 @@ class SnapshotService:
         repo = await self._repository(agent)
         keys = {(o.kind, o.name) for o in objects}
         rows = await self._rows(repo["id"], keys)
+        pruning = sorted(n for (_, n), r in rows.items() if r["state"] == "deleting")
+        if pruning:
+            # Neither "exists" (it is about to go) nor a fresh URL (the pruner would delete what
+            # the agent puts back); the next round has finished with it.
+            raise Conflict(
+                f"objects: {len(pruning)} object(s) are being pruned from the repository "
+                f"({pruning[0]}, …); try again in a minute"
+            )
         # New objects (and deleted ones uploaded again): packs get sequence numbers, in one step.
         new = [o for o in _unique(objects) if (o.kind, o.name) not in rows]
         reborn = [

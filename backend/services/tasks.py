@@ -1,4 +1,4 @@
-"""The server's periodic work: retention, alerts (evaluation and delivery), server-side runs.
+"""The server's periodic work: maintenance (retention, then pruning), alerts (evaluation and delivery), server-side runs.
 
 Every ``BACKAPP_TASK_INTERVAL`` seconds each process tries each task; a ``server:{task}`` lease makes
 sure only one process does a given task at a time (the others skip it this round). Server-side
@@ -26,6 +26,7 @@ from backend.services.alerts import AlertReport, AlertService
 from backend.services.clock import utcnow
 from backend.services.leases import SERVER_OWNER, LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.prune import PruneReport, PruneService
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.retention import RetentionReport, RetentionService
 from backend.services.runs import REQUEST_TTL
@@ -33,7 +34,7 @@ from backend.services.server_side import ServerRunner
 from backend.settings import Settings
 from backend.storage import Storage
 
-__all__ = ["PeriodicTasks"]
+__all__ = ["MaintenanceReport", "PeriodicTasks"]
 
 log = logging.getLogger("backapp.tasks")
 
@@ -50,6 +51,19 @@ class Housekeeping:
     """Running backups whose runner died (their lease is gone), now ``interrupted``."""
     uploads_aborted: int = 0
     """Multipart uploads of dead or finished runs, aborted in storage."""
+
+
+@dataclass
+class MaintenanceReport:
+    """One maintenance round: what retention expired, then what pruning deleted."""
+
+    retention: RetentionReport
+    prune: PruneReport
+
+    @property
+    def bytes_freed(self) -> int:
+        """Archives deleted plus repository objects deleted."""
+        return self.retention.archive_bytes + self.prune.bytes_freed
 
 
 def default_holder() -> str:
@@ -71,7 +85,8 @@ class PeriodicTasks:
         self.settings = settings
         self.leases = leases or LeaseService()
         self.holder = holder or default_holder()
-        self.retention = RetentionService(storage)
+        self.retention = RetentionService(storage, timezone=settings.timezone)
+        self.prune = PruneService(storage, grace_seconds=settings.prune_grace_seconds)
         self.alerts = alerts or AlertService(settings)
         self.live = live
         self.sweeper = sweeper or OrphanSweeper(storage, live)
@@ -119,6 +134,17 @@ class PeriodicTasks:
 
     async def run_retention(self, now: datetime | None = None) -> RetentionReport | None:
         return await self._guarded("retention", lambda: self.retention.run(now or utcnow()))
+
+    async def maintain(self, now: datetime | None = None) -> MaintenanceReport:
+        """Retention, then pruning (so the snapshots it expires lose their packs in the same
+        round). Unguarded: callers hold ``server:retention`` (``run_maintenance`` does)."""
+        retention = await self.retention.run(now)
+        prune = await self.prune.run(now)
+        return MaintenanceReport(retention, prune)
+
+    async def run_maintenance(self, now: datetime | None = None) -> MaintenanceReport | None:
+        """One maintenance round on this process, unless another process is doing one."""
+        return await self._guarded("retention", lambda: self.maintain(now or utcnow()))
 
     async def run_alerts(self, now: datetime | None = None) -> AlertReport | None:
         async def both() -> AlertReport:
@@ -185,7 +211,7 @@ class PeriodicTasks:
 
     async def run_once(self, now: datetime | None = None) -> None:
         for name, fn in (
-            ("retention", self.run_retention),
+            ("maintenance", self.run_maintenance),
             ("alerts", self.run_alerts),
             ("server-side runs", self.run_server_side),
             ("housekeeping", self.run_housekeeping),

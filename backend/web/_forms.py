@@ -19,6 +19,7 @@ from backend.schemas import (
     ConfigPatch,
     Options,
     OptionsPatch,
+    RetentionPolicy,
     RetryOptions,
     Source,
 )
@@ -32,6 +33,16 @@ MAX_SOURCES = 100
 MAX_EXCLUDE = 1024
 MAX_EXCLUDES = 1000
 MAX_RETENTION = 36500
+MAX_KEEP = 10000
+#: The GFS fields of the form and their ``options.retention`` names.
+KEEP_FIELDS = (
+    ("keep_last", "keepLast"),
+    ("keep_hourly", "keepHourly"),
+    ("keep_daily", "keepDaily"),
+    ("keep_weekly", "keepWeekly"),
+    ("keep_monthly", "keepMonthly"),
+    ("keep_yearly", "keepYearly"),
+)
 
 # The services name fields as the JSON API does; the forms use these names.
 _FORM_FIELD = {
@@ -56,6 +67,12 @@ def field_errors(exc: DomainError, default: str = "form") -> dict[str, str]:
     elif ": " in detail and detail.split(": ", 1)[0].split("[")[0] == exc.field:
         detail = detail.split(": ", 1)[1]
     return {name: detail[:1].upper() + detail[1:]}
+
+
+def _keep(policy: RetentionPolicy | None, name: str) -> str:
+    """A GFS field of the form for a stored policy (blank where the rule is off)."""
+    n = getattr(policy, name, 0) if policy is not None else 0
+    return str(n) if n else ""
 
 
 def _whole(value: str) -> int:
@@ -102,6 +119,13 @@ class ConfigForm:
     compression_format: str = "gzip"
     encryption: bool = False
     retention_days: str = "30"
+    keep_last: str = ""
+    keep_hourly: str = ""
+    keep_daily: str = ""
+    keep_weekly: str = ""
+    keep_monthly: str = ""
+    keep_yearly: str = ""
+    """The GFS rules (``options.retention``); blank or 0: rule off."""
     schedule_kind: str = "none"
     schedule_minute: str = "0"
     schedule_at: str = "02:00"
@@ -125,6 +149,12 @@ class ConfigForm:
             compression_format=text(form, "compression_format", 20) or "gzip",
             encryption=bool(form.get("encryption")),
             retention_days=text(form, "retention_days", 20).strip(),
+            keep_last=text(form, "keep_last", 20).strip(),
+            keep_hourly=text(form, "keep_hourly", 20).strip(),
+            keep_daily=text(form, "keep_daily", 20).strip(),
+            keep_weekly=text(form, "keep_weekly", 20).strip(),
+            keep_monthly=text(form, "keep_monthly", 20).strip(),
+            keep_yearly=text(form, "keep_yearly", 20).strip(),
             schedule_kind=text(form, "schedule_kind", 20) or "none",
             schedule_minute=text(form, "schedule_minute", 20).strip() or "0",
             schedule_at=text(form, "schedule_at", 20).strip(),
@@ -148,6 +178,12 @@ class ConfigForm:
             compression_format=config.options.compression_format,
             encryption=config.options.encryption,
             retention_days=str(config.options.retention_days),
+            keep_last=_keep(config.options.retention, "keep_last"),
+            keep_hourly=_keep(config.options.retention, "keep_hourly"),
+            keep_daily=_keep(config.options.retention, "keep_daily"),
+            keep_weekly=_keep(config.options.retention, "keep_weekly"),
+            keep_monthly=_keep(config.options.retention, "keep_monthly"),
+            keep_yearly=_keep(config.options.retention, "keep_yearly"),
             retry_attempts=str(config.options.retry.attempts),
             retry_delay=str(config.options.retry.delay_seconds),
             alert_grace=str(config.options.alert_grace_minutes),
@@ -198,6 +234,14 @@ class ConfigForm:
             retention = -1
         if not 0 <= retention <= MAX_RETENTION:
             errors["retention_days"] = f"A whole number of days from 0 to {MAX_RETENTION}."
+        keep: dict[str, int] = {}
+        for name, camel in KEEP_FIELDS:
+            value = getattr(self, name)
+            number = _whole(value) if value else 0
+            if not 0 <= number <= MAX_KEEP:
+                errors[name] = f"A whole number from 0 to {MAX_KEEP} (blank or 0: not used)."
+            elif number:
+                keep[camel] = number
         schedule: dict[str, Any] | None = None
         try:
             parsed = Schedule.parse(self._schedule_spec())
@@ -231,6 +275,7 @@ class ConfigForm:
                         compression=self.compression,
                         encryption=self.encryption,
                         retention_days=retention,
+                        retention=(msgspec.convert(keep, RetentionPolicy) if keep else None),
                         compression_format="zstd" if self.compression_format == "zstd" else "gzip",
                         schedule=schedule,
                         retry=RetryOptions(attempts=attempts, delay_seconds=delay),

@@ -77,6 +77,7 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
         "compression": True,
         "encryption": False,
         "retentionDays": 30,
+        "retention": None,
         "compressionFormat": "gzip",
         "excludeNodeModules": False,
         "schedule": None,

@@ -41,6 +41,7 @@ async def test_config_crud(client: ApiClient) -> None:
         "compression": True,
         "encryption": False,
         "retentionDays": 7,
+        "retention": None,
         "compressionFormat": "zstd",
         "excludeNodeModules": False,
         "schedule": None,

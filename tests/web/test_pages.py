@@ -388,6 +388,7 @@ async def test_config_form_shows_errors_and_keeps_what_was_typed(browser: Browse
         "compression": True,
         "encryption": False,
         "retentionDays": 14,
+        "retention": None,
         "compressionFormat": "zstd",
         "excludeNodeModules": False,
         "schedule": None,

@@ -87,11 +87,78 @@
     });
   }
 
+  // The config form's "what-if": which existing backups the retention typed so far would remove.
+  function startRetentionPreview() {
+    var box = document.getElementById("retention-preview");
+    if (!box) return;
+    var form = box.closest("form");
+    var names = ["retention_days", "keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+      "keep_monthly", "keep_yearly"];
+    var camel = ["retentionDays", "keepLast", "keepHourly", "keepDaily", "keepWeekly",
+      "keepMonthly", "keepYearly"];
+    var timer = null;
+    function whole(name) {
+      var el = form.elements[name];
+      var value = el ? el.value.trim() : "";
+      if (value === "") return 0;
+      return /^\d+$/.test(value) ? parseInt(value, 10) : null;
+    }
+    function show() {
+      var body = { retention: {} };
+      for (var i = 0; i < names.length; i++) {
+        var n = whole(names[i]);
+        if (n === null) { box.textContent = ""; return; }
+        if (i === 0) body.retentionDays = n; else body.retention[camel[i]] = n;
+      }
+      var token = form.elements._csrf ? form.elements._csrf.value : "";
+      fetch(box.dataset.previewUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "x-csrftoken": token },
+        body: JSON.stringify(body)
+      }).then(function (response) {
+        return response.ok ? response.json() : null;
+      }).then(function (data) {
+        if (!data) { box.textContent = ""; return; }
+        var total = data.remove.length + data.keep.length;
+        box.textContent = "";
+        var p = document.createElement("p");
+        p.className = "hint";
+        p.textContent = data.remove.length
+          ? "If saved, this policy removes " + data.remove.length + " of the " + total +
+            " existing backups (periods in " + data.timezone + "):"
+          : "If saved, this policy removes none of the " + total + " existing backups.";
+        box.appendChild(p);
+        if (data.remove.length) {
+          var ul = document.createElement("ul");
+          ul.className = "preview-remove";
+          data.remove.forEach(function (b) {
+            var li = document.createElement("li");
+            li.dataset.backupId = b.id;
+            li.textContent = (b.finishedAt || "") + " (" + b.type + ")";
+            ul.appendChild(li);
+          });
+          box.appendChild(ul);
+        }
+      }).catch(function () { box.textContent = ""; });
+    }
+    names.forEach(function (name) {
+      var el = form.elements[name];
+      if (!el) return;
+      el.addEventListener("input", function () {
+        window.clearTimeout(timer);
+        timer = window.setTimeout(show, 300);
+      });
+    });
+    show();
+  }
+
   document.addEventListener("backapp:refreshed", function (event) { localTimes(event.target); });
   document.addEventListener("DOMContentLoaded", function () {
     startLive();
     startCopy();
     startModeSwitch();
+    startRetentionPreview();
     localTimes(document);
   });
 })();

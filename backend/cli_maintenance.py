@@ -1,0 +1,163 @@
+"""``backapp maintenance run`` and ``backapp check``: the server's retention, pruning and storage
+check, run by hand on a machine with the server's settings (database and storage credentials)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from backend.settings import Settings
+
+__all__ = ["add_commands"]
+
+T = TypeVar("T")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Bind the tables to the configured database, build the storage, and run ``work(tasks)``."""
+    from backend.db import bind_tables, make_engine
+    from backend.services.container import make_storage
+    from backend.services.tasks import PeriodicTasks
+
+    async def go() -> T:
+        engine = make_engine(settings.database_url)
+        bind_tables(engine)
+        tasks = PeriodicTasks(
+            settings,
+            make_storage(settings),
+            holder=f"backapp command on {socket.gethostname()} pid {os.getpid()}",
+        )
+        try:
+            return await work(tasks)
+        finally:
+            from piccolo.engine.postgres import PostgresEngine
+
+            if isinstance(engine, PostgresEngine) and engine.pool is not None:
+                await engine.close_connection_pool()
+
+    return asyncio.run(go())
+
+
+def cmd_maintenance_run(args: argparse.Namespace) -> int:
+    """Retention then pruning, once, now, under the same lease as the periodic task."""
+    settings = Settings.from_env()
+
+    async def work(tasks: Any) -> Any:
+        deadline = time.monotonic() + args.wait
+        while True:
+            report = await tasks.run_maintenance()
+            if report is not None or time.monotonic() >= deadline:
+                return report
+            await asyncio.sleep(1.0)
+
+    report = _run(settings, work)
+    if report is None:
+        print(
+            "backapp: another server process is running maintenance right now; try again later",
+            file=sys.stderr,
+        )
+        return 2
+    retention, prune = report.retention, report.prune
+    out = {
+        "expired": retention.expired,
+        "expiredSnapshots": retention.snapshots,
+        "archiveBytes": retention.archive_bytes,
+        "deleted": prune.deleted,
+        "packs": prune.packs,
+        "indexes": prune.indexes,
+        "snapshotObjects": prune.snapshots,
+        "bytesFreed": report.bytes_freed,
+        "deferred": prune.deferred,
+        "failed": [{"what": what, "reason": why} for what, why in retention.failed + prune.failed],
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        archives = len(retention.expired) - len(retention.snapshots)
+        print(
+            f"retention: {len(retention.expired)} backup(s) expired "
+            f"({archives} archive(s), {len(retention.snapshots)} snapshot(s))"
+        )
+        print(
+            f"pruning: deleted {prune.packs} pack(s), {prune.indexes} index object(s), "
+            f"{prune.snapshots} snapshot object(s)"
+        )
+        exact = f" ({report.bytes_freed} bytes)" if report.bytes_freed >= 1024 else ""
+        print(f"freed {_size(report.bytes_freed)}{exact}")
+        for repo in prune.deferred:
+            print(f"deferred: repository {repo} (a snapshot is running there; next round)")
+        for item in out["failed"]:
+            print(f"failed: {item['what']}: {item['reason']} (retried next round)", file=sys.stderr)
+    return 1 if out["failed"] else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Every pack a live snapshot needs is in storage with its recorded size."""
+    from backend.services.checks import CheckService
+
+    settings = Settings.from_env()
+
+    async def work(tasks: Any) -> Any:
+        return await CheckService(tasks.prune.storage, settings).run(alert=not args.no_alert)
+
+    report = _run(settings, work)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(
+            f"checked {report.snapshots} live snapshot(s) in {report.repositories} "
+            f"repository(ies): {report.packs} pack(s), {_size(report.bytes)}"
+        )
+        for problem in report.problems:
+            print(
+                f"config {problem.config_name!r} ({problem.config_id}), snapshot "
+                f"{problem.backup_id}: {problem.message}"
+            )
+        if report.problems:
+            print(f"{len(report.problems)} problem(s) found", file=sys.stderr)
+        else:
+            print("everything is in place")
+    return 1 if report.problems else 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``maintenance run`` and ``check`` to the ``backapp`` parser's subcommands."""
+    maintenance = sub.add_parser("maintenance", help="retention and pruning, by hand")
+    maintenance_sub = maintenance.add_subparsers(dest="maintenance_command", required=True)
+    run = maintenance_sub.add_parser(
+        "run",
+        help="apply every config's retention policy and prune unused snapshot data, once, now",
+    )
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait while a server process runs maintenance (default 60)",
+    )
+    run.set_defaults(func=cmd_maintenance_run)
+    check = sub.add_parser(
+        "check",
+        help="check that every pack a live snapshot needs is in storage with its size",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--no-alert", action="store_true", help="report only; do not open alerts for problems"
+    )
+    check.set_defaults(func=cmd_check)
