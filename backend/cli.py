@@ -333,6 +333,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         f"restored {result.files} files, {result.dirs} folders, {result.links} links "
         f"({result.bytes} bytes) from {result.filename} into {result.target}"
     )
+    if result.unchanged:
+        print(f"{result.unchanged} files already there with the same content were left alone")
+    for path, name in result.renamed:  # an existing file that differs is never replaced
+        print(f"kept {path} (it differs): restored beside it as {name}")
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return 0

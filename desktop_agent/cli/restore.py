@@ -72,7 +72,8 @@ def register(commands: Commands) -> None:
     where.add_argument(
         "--in-place",
         action="store_true",
-        help="restore to the original paths (existing newer files are kept)",
+        help="restore to the original paths (an existing file that differs is kept, the restored "
+        "copy goes beside it as `name (restored DATE TIME).ext`)",
     )
     where.add_argument(
         "--list", action="store_true", help="list the archive's members, extract nothing"
@@ -86,7 +87,9 @@ def register(commands: Commands) -> None:
         help="only members matching PATTERN (repeatable; `*.pdf`, `/home/me/Documents`, `a/**/b`)",
     )
     restore.add_argument(
-        "--overwrite", action="store_true", help="replace existing files even when they are newer"
+        "--overwrite",
+        action="store_true",
+        help="replace existing files that differ (default: keep both)",
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
@@ -263,12 +266,12 @@ def _restore_summary(args: argparse.Namespace, result: RestoreResult) -> int:
         print(f"{result.unchanged:,} file(s) were already there with the same content.")
     if result.renamed:
         print(f"Kept {len(result.renamed)} existing file(s) that differ; restored beside them:")
-        for path, name in result.renamed[:MAX_SKIPS_SHOWN]:
+        for path, name in result.renamed:  # every one: the user has to find them
             print(printable(f"  {path!r} -> {name!r}"))
-        if len(result.renamed) > MAX_SKIPS_SHOWN:
-            print(f"  ... and {len(result.renamed) - MAX_SKIPS_SHOWN} more")
     if result.replaced:
-        print(f"Replaced {len(result.replaced)} existing file(s) (--overwrite).")
+        print(f"Replaced {len(result.replaced)} existing file(s) (--overwrite):")
+        for path in result.replaced:
+            print(printable(f"  {path!r}"))
     if result.skipped:
         print(f"Skipped ({len(result.skipped)}):")
         for path, reason in result.skipped[:MAX_SKIPS_SHOWN]:

@@ -236,7 +236,7 @@ class RestoreProgress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RestoreSkipped:
-    """A member that was not restored: refused as unsafe, or an existing newer file kept."""
+    """A member that was not restored: refused as unsafe, or something in its place kept."""
 
     kind: ClassVar[str] = "restore_skipped"
     backup_id: str
@@ -260,6 +260,12 @@ class RestoreFinished:
     duration_ms: int
     resumed: int
     """Times the download was resumed after a network error."""
+    unchanged: int = 0
+    """Files already there with the backup's content, left as they were."""
+    renamed: tuple[tuple[str, str], ...] = ()
+    """(path, the name of the restored copy) for each existing file that differed and was kept."""
+    replaced: tuple[str, ...] = ()
+    """Existing files that differed and were replaced (``overwrite``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

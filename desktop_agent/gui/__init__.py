@@ -14,17 +14,13 @@ shape). Modules:
     at a time in a worker;
   * ``_activity_log``: the recent log lines for the status window;
 
+* ``_restore``: the restore browser's state and words, and its blocking calls (Qt-free);
 * ``_workers``: the ``QRunnable`` workers;
 * ``_icons``: the tray icon per state, drawn with ``QPainter``;
-* ``_windows``: one module per window (pairing, status, settings);
+* ``_windows``: one module per window (pairing, status, settings, restore);
 * ``_tray``: the tray icon and its menu;
 * ``_text``: Qt-free text helpers (sizes, durations, key redaction);
 * ``app``: ``main()``, single instance and the no-tray fallback.
-
-The restore browser (*Restore Files…*) is to come as its own pair: ``_restore`` for its state and
-intents (the backups, a lazy file tree loaded off the GUI thread, search, a restore with progress;
-a part like ``_runs``, reusing ``Pairing`` for the key and ``run_task`` for blocking calls) and
-``_windows/restore.py`` for the window, opened from the tray menu through ``TrayApp``.
 """
 
 from ._controller import AgentController

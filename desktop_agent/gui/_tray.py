@@ -37,6 +37,7 @@ class TrayMenu(QObject):
 
     show_status = Signal()
     show_settings = Signal()
+    show_restore = Signal()
     open_console = Signal()
     quit_requested = Signal()
 
@@ -127,6 +128,7 @@ class TrayMenu(QObject):
         self._add("console", "Open Web Console", bool(c.settings.server_url)).triggered.connect(
             self.open_console.emit
         )
+        self._add("restore", "Restore Files…", c.paired).triggered.connect(self.show_restore.emit)
         self._add("status", "Show Status…").triggered.connect(self.show_status.emit)
         self._add("settings", "Settings…").triggered.connect(self.show_settings.emit)
         m.addSeparator()

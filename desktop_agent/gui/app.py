@@ -25,9 +25,10 @@ from desktop_agent.engine import KeyStore, RunResult, config_dir, install_log_re
 
 from ._controller import AgentController
 from ._icons import health_icon
+from ._restore import RestoreSource
 from ._text import KeyRedactor
 from ._tray import TrayMenu
-from ._windows import PairingWindow, SettingsDialog, StatusWindow
+from ._windows import PairingWindow, RestoreWindow, SettingsDialog, StatusWindow
 
 __all__ = ["NO_TRAY_NOTICE", "TrayApp", "instance_name", "main"]
 
@@ -98,10 +99,13 @@ class TrayApp(QObject):
         self.status.setWindowIcon(health_icon(self.controller.health()))
         self.pairing: PairingWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
+        self.restore: RestoreWindow | None = None
+        self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
 
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)
+        self.menu.show_restore.connect(self.show_restore)
         self.menu.open_console.connect(self.open_console)
         self.menu.quit_requested.connect(self.request_quit)
         self.controller.notify.connect(self.menu.notify)
@@ -174,6 +178,38 @@ class TrayApp(QObject):
         self.settings_dialog = dialog
         self._bring_forward(dialog)
 
+    def show_restore(self) -> None:
+        """*Restore Files…*: the restore window, made once (a restore goes on while it is
+        closed), its backups listed again each time it opens."""
+        if self.restore is None:
+            self.restore = RestoreWindow(self._restore_source, pool=self.controller.pool)
+            self.restore.setWindowIcon(health_icon(self.controller.health()))
+            self.restore.restore_done.connect(self._restore_done)
+        self._bring_forward(self.restore)
+        if not self.restore.busy:
+            self.restore.load_backups()
+
+    def _restore_done(self, text: str) -> None:
+        # The window may have been closed while the restore ran: say how it ended.
+        if self.restore is not None and not self.restore.isVisible():
+            failed = text.startswith("The restore did not finish")
+            title = "Restore did not finish" if failed else "Restore finished"
+            self.controller.notify.emit(title, text.splitlines()[0], failed)
+
+    def _restore_source(self) -> RestoreSource | None:
+        """The restore window's source, kept while the server and key stay the same (it holds
+        the browsing connection)."""
+        key = self.controller.pairing.key()
+        settings = self.controller.settings
+        if not settings.server_url or key is None:
+            return None
+        current = self._restore_source_cache
+        if current is None or current.settings != settings or current.api_key != key:
+            if current is not None:
+                current.close()
+            current = self._restore_source_cache = RestoreSource(settings, key)
+        return current
+
     def _repair(self) -> None:
         if self.pairing is not None:
             self.pairing.deleteLater()
@@ -202,7 +238,16 @@ class TrayApp(QObject):
 
     def request_quit(self) -> bool:
         """Quit; during a backup, ask first, then cancel it cleanly and quit once it has stopped.
-        ``False`` when the user chose to keep the backup running."""
+        ``False`` when the user chose to keep the backup (or a restore) running."""
+        if self.restore is not None and self.restore.busy:
+            if not self._ask(
+                self.restore if self.restore.isVisible() else None,
+                "Stop the restore and quit?",
+                "Files are being restored. Quitting stops the restore: the files restored so far "
+                "stay, the others are not restored. Quit anyway?",
+            ):
+                return False
+            self.restore.cancel_restore()
         if self.controller.running:
             if not self._ask(
                 self.status if self.status.isVisible() else None,
@@ -233,10 +278,15 @@ class TrayApp(QObject):
         """Delete the windows, the menu and the controller now, while the ``QApplication`` still
         exists: left to the interpreter's exit, they could outlive it (and crash on the way out)."""
         self.controller.close()
+        if self.restore is not None and self.restore.busy:
+            self.restore.cancel_restore()  # stops between files; what is restored stays
+        if self._restore_source_cache is not None:
+            self._restore_source_cache.close()
         for obj in (
             self.status,
             self.pairing,
             self.settings_dialog,
+            self.restore,
             self.menu.menu,
             self.tray_icon,
         ):

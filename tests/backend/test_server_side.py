@@ -517,6 +517,27 @@ async def test_server_side_backup_runs_and_restores(
         for name in ("a.txt", "sub dir/b.bin", "sub dir/naïve.txt"):
             assert (restored / name).read_bytes() == (data / name).read_bytes()
 
+        # Again into the same folder, after an edit: the edited file is kept and named.
+        (restored / "a.txt").write_text("edited after the restore")
+        again = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "backend.cli", "restore", backup_id, "--to", str(target)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        assert (restored / "a.txt").read_text() == "edited after the restore"
+        [beside] = [p for p in restored.iterdir() if p.name.startswith("a (restored ")]
+        assert beside.read_bytes() == (data / "a.txt").read_bytes()
+        assert (
+            f"kept {str(data / 'a.txt').lstrip('/')} (it differs): restored beside it as {beside.name}"
+            in again.stdout
+        )
+        assert "2 files already there with the same content" in again.stdout
+
         # An unknown or expired backup: a clear refusal.
         bad = await asyncio.to_thread(
             subprocess.run,

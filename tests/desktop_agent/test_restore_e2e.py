@@ -320,15 +320,19 @@ def test_interrupted_download_resumes_against_s3(
     assert restored.read_bytes() == (src / "big.bin").read_bytes()
 
 
-def test_in_place_restore_keeps_newer_files(
+def test_restore_keeps_both_when_an_existing_file_differs(
     live_server_factory: LiveServerFactory, tmp_path: Path
 ) -> None:
+    """A locally edited file is never replaced silently, even when it is older than the backup's
+    copy: the restored one goes beside it; identical files are left alone; ``--overwrite``
+    replaces. The summary names every file kept, renamed or replaced, in words and in JSON."""
     src = tmp_path / "src"
     (src / "docs").mkdir(parents=True)
     (src / "docs" / "lost.txt").write_text("lost, then found")
     (src / "docs" / "edited.txt").write_text("as backed up")
     (src / "docs" / "old.txt").write_text("as backed up")
-    for name in ("lost.txt", "edited.txt", "old.txt"):
+    (src / "docs" / "same.txt").write_text("never changed")
+    for name in ("lost.txt", "edited.txt", "old.txt", "same.txt"):
         os.utime(src / "docs" / name, (1_600_000_000, 1_600_000_000))
     server = live_server_factory.start()
     _owner, _agent_id, key, _ = setup(server, {"name": "Home", "sources": [{"path": str(src)}]})
@@ -337,20 +341,48 @@ def test_in_place_restore_keeps_newer_files(
     [backup] = backups_of(agent)
 
     (src / "docs" / "lost.txt").unlink()
-    (src / "docs" / "edited.txt").write_text("edited after the backup")  # newer: kept
-    (src / "docs" / "old.txt").write_text("older than the backup")
-    os.utime(src / "docs" / "old.txt", (1_500_000_000, 1_500_000_000))  # older: replaced
+    (src / "docs" / "edited.txt").write_text("edited after the backup")
+    (src / "docs" / "old.txt").write_text("edited, but older than the backup")
+    os.utime(src / "docs" / "old.txt", (1_500_000_000, 1_500_000_000))
 
     done = agent.run("restore", backup["id"], "--in-place", "--path", str(src / "docs"))
-    assert done.returncode == 3, done.stderr + done.stdout
-    assert (src / "docs" / "lost.txt").read_text() == "lost, then found"
-    assert (src / "docs" / "edited.txt").read_text() == "edited after the backup"
-    assert (src / "docs" / "old.txt").read_text() == "as backed up"
-    assert "the existing file is newer" in done.stdout
+    assert done.returncode == 0, done.stderr + done.stdout
+    docs = src / "docs"
+    assert (docs / "lost.txt").read_text() == "lost, then found"
+    assert (docs / "edited.txt").read_text() == "edited after the backup"
+    assert (docs / "old.txt").read_text() == "edited, but older than the backup"
+    assert (docs / "same.txt").stat().st_mtime == 1_600_000_000
+    beside = sorted(n for n in os.listdir(docs) if "(restored " in n)
+    assert [n.split(" (restored ")[0] for n in beside] == ["edited", "old"]
+    assert all((docs / n).read_text() == "as backed up" for n in beside)
+    assert "Kept 2 existing file(s) that differ; restored beside them:" in done.stdout
+    for name in beside:
+        assert name in done.stdout
+    assert "1 file(s) were already there with the same content." in done.stdout
+
+    # --to an existing folder, --json: the same rules, and the final event lists them.
+    out = tmp_path / "out"
+    first = agent.run("restore", backup["id"], "--to", str(out))
+    assert first.returncode == 0, first.stderr
+    [edited] = list(out.rglob("edited.txt"))
+    edited.write_text("changed in the restored copy")
+    done = agent.run("restore", backup["id"], "--to", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    finished = events[-1]
+    assert finished["event"] == "restore_finished"
+    [[path, name]] = finished["renamed"]
+    assert path.endswith("docs/edited.txt") and name.startswith("edited (restored ")
+    assert finished["replaced"] == [] and finished["unchanged"] == 3
+    assert edited.read_text() == "changed in the restored copy"
+    assert (edited.parent / name).read_text() == "as backed up"
 
     done = agent.run("restore", backup["id"], "--in-place", "--overwrite")
     assert done.returncode == 0, done.stderr + done.stdout
-    assert (src / "docs" / "edited.txt").read_text() == "as backed up"
+    assert (docs / "edited.txt").read_text() == "as backed up"
+    assert (docs / "old.txt").read_text() == "as backed up"
+    assert "Replaced 2 existing file(s) (--overwrite):" in done.stdout
+    assert str(docs / "old.txt").lstrip("/") in done.stdout
 
 
 def test_corrupted_s3_object_is_refused(

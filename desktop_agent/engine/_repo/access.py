@@ -134,8 +134,12 @@ class Snapshots:
         found: list[BackupInfo] = self.client.list_backups(config_id=config_id, limit=1000)
         return [b for b in found if b.type == "incremental"][:limit]
 
-    def entries(self, backup_id: str, path: str = "") -> Iterator[SnapshotEntry]:
-        """Every path of a snapshot below ``path`` (all of it when empty), folders first."""
+    def entries(
+        self, backup_id: str, path: str = "", *, recursive: bool = True
+    ) -> Iterator[SnapshotEntry]:
+        """Every path of a snapshot below ``path`` (all of it when empty), folders first; with
+        ``recursive=False`` only the folder's own entries (one listing read: a browser that
+        opens folders as they are expanded)."""
         repo = self.repository()
         root = repo.snapshot(backup_id).tree
         start = lookup(repo, root, path)
@@ -149,7 +153,9 @@ class Snapshots:
             return
         if start.subtree is None:
             return
-        for parts, node in walk(repo, start.subtree, prefix=prefix):
+        for parts, node in walk(
+            repo, start.subtree, prefix=prefix, descend=None if recursive else (lambda _: False)
+        ):
             yield _entry(parts, node)
 
     # --- restoring -------------------------------------------------------------------------------
@@ -261,6 +267,9 @@ class Snapshots:
                 sha256="",
                 duration_ms=duration,
                 resumed=0,
+                unchanged=result.unchanged,
+                renamed=tuple(result.renamed),
+                replaced=tuple(result.replaced),
             )
         )
         return result

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .._cancel import CancelToken
 from .._errors import AgentError
+from .._restore.extraction import beside as _beside
 from .cache import BlobLocation
 from .chunker import Chunker
 from .errors import CorruptObject, MissingObject, RepositoryError
@@ -518,20 +519,6 @@ def _open_temp(job: _FileJob) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def _beside(path: Path, stamp: str) -> Path:
-    stem, dot, ext = path.name.rpartition(".")
-    if not dot or not stem:
-        stem, ext = path.name, ""
-    else:
-        ext = "." + ext
-    candidate = path.with_name(f"{stem} (restored {stamp}){ext}")
-    n = 2
-    while candidate.exists() or candidate.is_symlink():
-        candidate = path.with_name(f"{stem} (restored {stamp}, {n}){ext}")
-        n += 1
-    return candidate
 
 
 def _apply_meta(path: Path, node: Node, *, follow: bool) -> None:

@@ -6,6 +6,11 @@ Nothing is written through a symbolic link; nothing is written below a member th
 once all members are written every symbolic link is resolved on disk and removed if it leads outside
 the staging folder (this catches chains of links that each look harmless). An in-place restore
 writes to the members' original absolute paths: there the "target" is ``/`` and links are kept.
+
+Merging into a folder that already has files never loses one: a file that holds exactly the
+backup's content is left alone; one that differs is kept, and the restored copy goes beside it as
+``name (restored YYYY-MM-DD HH-MM-SS).ext`` (the rule snapshots follow too), unless ``overwrite``
+asks to replace it.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 from .._errors import RestoreError
 from .planning import RestoreOptions, member_path
 
-__all__ = ["CHUNK", "STAGING_PREFIX", "Stage"]
+__all__ = ["CHUNK", "STAGING_PREFIX", "Stage", "beside", "same_file_content"]
 
 CHUNK = 1024 * 1024
 STAGING_PREFIX = ".backapp-restore-"
@@ -43,6 +49,12 @@ class Stage:
         """Members refused as unsafe: nothing is written below them either."""
         self._real_dirs: set[tuple[str, ...]] = {()}
         self._preserve_owner = hasattr(os, "geteuid") and os.geteuid() == 0
+        self.renamed: list[tuple[str, str]] = []
+        """(path, the name the restored copy got beside an existing file that differs)."""
+        self.replaced: list[str] = []
+        """Existing files that differed and were replaced (``overwrite``)."""
+        self.unchanged = 0
+        """Existing files that already held the backup's content (left as they were)."""
 
     @classmethod
     def create(cls, options: RestoreOptions, temp_dir: Path | None) -> Stage:
@@ -210,18 +222,27 @@ class Stage:
 
     def commit(self, overwrite: bool, skip: Callable[[str, str], None]) -> None:
         """Move the staged restore into place: a rename into a new folder, else a merge in which
-        existing newer files are kept unless ``overwrite`` (each kept path goes to ``skip``)."""
+        no existing file is lost: identical ones are left alone, different ones are kept with the
+        restored copy beside them, unless ``overwrite`` (see ``renamed``, ``replaced``,
+        ``unchanged``; what cannot be placed at all goes to ``skip``)."""
         if self.rename_whole:
             try:
                 os.rename(self.root, self.final)
             except OSError as exc:
                 raise RestoreError(f"could not move the restore into {self.final}: {exc}") from exc
             return
-        self._merge(self.root, self.final, "", overwrite, skip)
+        stamp = datetime.now().strftime("%Y-%m-%d %H-%M-%S")
+        self._merge(self.root, self.final, "", overwrite, skip, stamp)
         self.discard()
 
     def _merge(
-        self, src: Path, dst: Path, rel: str, overwrite: bool, skip: Callable[[str, str], None]
+        self,
+        src: Path,
+        dst: Path,
+        rel: str,
+        overwrite: bool,
+        skip: Callable[[str, str], None],
+        stamp: str,
     ) -> None:
         in_place = self.final == Path("/")
         for name in sorted(os.listdir(src)):
@@ -238,24 +259,79 @@ class Stage:
                 if stat.S_ISDIR(dst_st.st_mode) or (
                     in_place and stat.S_ISLNK(dst_st.st_mode) and d.is_dir()
                 ):
-                    self._merge(s, d, r + "/", overwrite, skip)
+                    self._merge(s, d, r + "/", overwrite, skip, stamp)
                 else:
                     skip(r, "something that is not a folder is in the way (kept)")
                 continue
             if stat.S_ISDIR(dst_st.st_mode):
                 skip(r, "a folder is in the way (kept)")
-            elif not overwrite and dst_st.st_mtime > sst.st_mtime:
-                skip(r, "the existing file is newer (kept; --overwrite replaces it)")
+            elif stat.S_ISLNK(sst.st_mode):
+                if stat.S_ISLNK(dst_st.st_mode) and os.readlink(s) == os.readlink(d):
+                    continue  # the same link
+                if overwrite:
+                    self._replace(s, d, name)
+                    self.replaced.append(r)
+                else:
+                    skip(r, "kept the existing entry in the link's place (--overwrite replaces it)")
+            elif same_file_content(s, sst, d, dst_st):
+                self.unchanged += 1
+            elif overwrite:
+                self._replace(s, d, name)
+                self.replaced.append(r)
             else:
-                tmp = d.parent / f".{name[:100]}.backapp-{secrets.token_hex(4)}"
-                _move(s, tmp)
-                os.replace(tmp, d)
+                copy = beside(d, stamp)
+                _move(s, copy)
+                self.renamed.append((r, copy.name))
+
+    @staticmethod
+    def _replace(src: Path, dst: Path, name: str) -> None:
+        tmp = dst.parent / f".{name[:100]}.backapp-{secrets.token_hex(4)}"
+        _move(src, tmp)
+        os.replace(tmp, dst)
 
     def discard(self) -> None:
         """Remove the staging folder and all in it (the target is left as it was)."""
         if os.path.lexists(self.root):
             _make_writable(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def beside(path: Path, stamp: str) -> Path:
+    """Where a restored copy goes when ``path`` exists and differs: ``name (restored STAMP).ext``,
+    with ``, 2``, ``, 3``... when that is taken too.
+
+    >>> beside(Path("/nonexistent/report.pdf"), "2026-12-01 14-02-00").name
+    'report (restored 2026-12-01 14-02-00).pdf'
+    """
+    stem, dot, ext = path.name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = path.name, ""
+    else:
+        ext = "." + ext
+    candidate = path.with_name(f"{stem} (restored {stamp}){ext}")
+    n = 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate = path.with_name(f"{stem} (restored {stamp}, {n}){ext}")
+        n += 1
+    return candidate
+
+
+def same_file_content(a: Path, a_st: os.stat_result, b: Path, b_st: os.stat_result) -> bool:
+    """Whether two regular files hold the same bytes (sizes first, then the bytes)."""
+    if not (stat.S_ISREG(a_st.st_mode) and stat.S_ISREG(b_st.st_mode)):
+        return False
+    if a_st.st_size != b_st.st_size:
+        return False
+    try:
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                block = fa.read(CHUNK)
+                if block != fb.read(len(block) or 1):
+                    return False
+                if not block:
+                    return True
+    except OSError:
+        return False
 
 
 def _walk_links(root: Path) -> Iterable[str]:

@@ -34,7 +34,8 @@ class RestoreOptions:
     in_place: bool = False
     """Restore to the members' original absolute paths."""
     overwrite: bool = False
-    """Replace existing files even when they are newer than the backup's copy."""
+    """Replace existing files that differ from the backup's copy (by default both are kept: the
+    restored copy goes beside the existing file)."""
     patterns: tuple[str, ...] = ()
     """Restore only the members these ``PathFilter`` patterns select."""
     list_only: bool = False

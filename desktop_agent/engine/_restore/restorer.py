@@ -253,6 +253,8 @@ class Restorer:
             elif stage is not None:
                 result.links -= stage.finish_extraction(skip)
                 stage.commit(options.overwrite, skip)
+                result.renamed, result.replaced = stage.renamed, stage.replaced
+                result.unchanged = stage.unchanged
         except BaseException:
             if stage is not None:
                 stage.discard()
@@ -277,6 +279,9 @@ class Restorer:
                 sha256=result.sha256,
                 duration_ms=result.duration_ms,
                 resumed=result.resumed,
+                unchanged=result.unchanged,
+                renamed=tuple(result.renamed),
+                replaced=tuple(result.replaced),
             )
         )
         return result

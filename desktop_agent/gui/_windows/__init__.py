@@ -3,15 +3,14 @@ and call its intents; nothing here blocks.
 
 * ``pairing``: the first-run (and re-pairing) window;
 * ``status``: the status window;
-* ``settings``: the settings dialog.
-
-The restore browser (*Restore Files…*: the backups, a lazy file tree, search, a restore with
-progress) comes here as ``restore``; its state and intents go in a part of their own beside the
-controller's (see the package's docstring), not into ``AgentController``.
+* ``settings``: the settings dialog;
+* ``restore``: the restore browser (*Restore Files…*: the backups, a lazy file tree, search, a
+  restore with progress); its state and words are ``_restore``'s, not ``AgentController``'s.
 """
 
 from .pairing import PairingWindow
+from .restore import RestoreWindow
 from .settings import SettingsDialog
 from .status import StatusWindow
 
-__all__ = ["PairingWindow", "SettingsDialog", "StatusWindow"]
+__all__ = ["PairingWindow", "RestoreWindow", "SettingsDialog", "StatusWindow"]

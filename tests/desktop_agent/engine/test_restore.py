@@ -252,24 +252,45 @@ def test_partial_restore_and_list(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
-def test_restore_into_an_existing_folder_keeps_newer_files(tmp_path: Path) -> None:
+def test_restore_into_an_existing_folder_keeps_both_when_files_differ(tmp_path: Path) -> None:
     target = tmp_path / "existing"
     docs = target / "home/me/docs"
     docs.mkdir(parents=True)
     (docs / "a.txt").write_bytes(b"edited since")  # newer than the backup's copy
     (docs / "b.pdf").write_bytes(b"old")
-    os.utime(docs / "b.pdf", (MTIME - 100, MTIME - 100))  # older: replaced
+    os.utime(docs / "b.pdf", (MTIME - 100, MTIME - 100))  # older, edited locally: kept too
+    (docs / "link").symlink_to("a.txt")  # the same link: left alone
     (target / "unrelated").write_text("stays")
-    result = run(simple_tar(), target)
-    assert result.skipped == [
-        ("home/me/docs/a.txt", "the existing file is newer (kept; --overwrite replaces it)")
+    data = simple_tar()
+    result = run(data, target)
+    assert result.skipped == []
+    stamp = result.renamed[0][1].removeprefix("a (restored ").removesuffix(").txt")
+    assert time.strptime(stamp, "%Y-%m-%d %H-%M-%S")
+    assert result.renamed == [
+        ("home/me/docs/a.txt", f"a (restored {stamp}).txt"),
+        ("home/me/docs/b.pdf", f"b (restored {stamp}).pdf"),
     ]
+    assert result.replaced == [] and result.unchanged == 0
     assert (docs / "a.txt").read_bytes() == b"edited since"
-    assert (docs / "b.pdf").read_bytes() == b"%PDF" * 1000
+    assert (docs / "b.pdf").read_bytes() == b"old"
+    assert (docs / f"a (restored {stamp}).txt").read_bytes() == b"alpha"
+    assert (docs / f"b (restored {stamp}).pdf").read_bytes() == b"%PDF" * 1000
+    assert os.readlink(docs / "link") == "a.txt"
     assert (target / "unrelated").read_text() == "stays"
     assert not [n for n in os.listdir(target) if n.startswith(".backapp")]
-    run(simple_tar(), target, overwrite=True)
+
+    # Files already holding the backup's content are left alone.
+    again = run(data, target)
+    assert again.unchanged == 2  # music/c.mp3 and docs/hard
+    assert [path for path, _ in again.renamed] == ["home/me/docs/a.txt", "home/me/docs/b.pdf"]
+    assert (docs / f"a (restored {stamp}).txt").read_bytes() == b"alpha"
+
+    # Replacing is a deliberate choice.
+    replaced = run(data, target, overwrite=True)
+    assert replaced.replaced == ["home/me/docs/a.txt", "home/me/docs/b.pdf"]
+    assert replaced.renamed == [] and replaced.unchanged == 2
     assert (docs / "a.txt").read_bytes() == b"alpha"
+    assert (docs / "b.pdf").read_bytes() == b"%PDF" * 1000
 
 
 def test_in_place_restores_to_the_original_paths(tmp_path: Path) -> None:
@@ -286,7 +307,9 @@ def test_in_place_restores_to_the_original_paths(tmp_path: Path) -> None:
     )
     result = run(data, None, in_place=True)
     assert (orig / "lost.txt").read_bytes() == b"back again"
-    assert (orig / "newer.txt").read_text() == "mine" and len(result.skipped) == 1
+    assert (orig / "newer.txt").read_text() == "mine" and result.skipped == []
+    [(path, beside)] = result.renamed
+    assert path == f"{name}/newer.txt" and (orig / beside).read_text() == "from the backup"
     assert os.readlink(orig / "abs") == "/etc/hostname"  # in place, absolute links are originals
 
 
