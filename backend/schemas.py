@@ -346,6 +346,8 @@ class AgentResponse(Camel):
 
 class AgentListResponse(Camel):
     agents: list[AgentOut]
+    next_after: str | None = None
+    """The ``after`` cursor of the next page; null on the last one."""
     success: bool = True
 
 
@@ -426,6 +428,8 @@ class ConfigResponse(Camel):
 
 class ConfigListResponse(Camel):
     configs: list[ConfigOut]
+    next_after: str | None = None
+    """The ``after`` cursor of the next page; null on the last one."""
     success: bool = True
 
 
@@ -484,7 +488,10 @@ class BackupResponse(Camel):
 
 class BackupListResponse(Camel):
     backups: list[BackupOut]
-    total: int
+    total: int | None
+    """How many match in all (offset paging); null when paging with ``after`` (not counted)."""
+    next_after: str | None = None
+    """The ``after`` cursor of the next page; null on the last one."""
     success: bool = True
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
@@ -20,6 +21,7 @@ from litestar.status_codes import (
 
 from backend.api.deps import ServicesDep, UserDep, provide_user
 from backend.api.guards import api_guard
+from backend.errors import InvalidInput
 from backend.schemas import (
     AgentListResponse,
     AgentLogsResponse,
@@ -40,8 +42,11 @@ from backend.schemas import (
     RunRequestResponse,
 )
 from backend.services.clock import iso
+from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
 
 _USER = {"user": Provide(provide_user)}
+MAX_LIST = 500
+"""The most configs or agents one list request answers with (``limit``'s bound and default)."""
 MAX_OFFSET = 10_000_000
 """Paging deeper than this is not a use of the history; the bound keeps the database's 64-bit
 integers from overflowing into a 500."""
@@ -59,8 +64,22 @@ class ConfigController(Controller):
         user: UserDep,
         services: ServicesDep,
         agent_id: Annotated[str | None, QueryParameter(name="agentId")] = None,
+        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = MAX_LIST,
     ) -> ConfigListResponse:
-        return ConfigListResponse(configs=await services.configs.list_configs(user, agent_id))
+        """Oldest first, at most ``limit``; ``nextAfter`` continues (keyset pagination)."""
+        configs, more = await services.configs.page_configs(
+            user,
+            agent_id=agent_id,
+            search=q,
+            after=services.cursors.decode("configs", user.id, after) if after else None,
+            limit=limit,
+        )
+        return ConfigListResponse(
+            configs=configs,
+            next_after=services.cursors.encode("configs", user.id, more) if more else None,
+        )
 
     @post("/", status_code=HTTP_201_CREATED, summary="Create a backup configuration")
     async def create_config(
@@ -147,8 +166,25 @@ class AgentController(Controller):
     dependencies = _USER
 
     @get("/", summary="List agents with their status")
-    async def list_agents(self, user: UserDep, services: ServicesDep) -> AgentListResponse:
-        return AgentListResponse(agents=await services.agents.list_agents(user))
+    async def list_agents(
+        self,
+        user: UserDep,
+        services: ServicesDep,
+        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = MAX_LIST,
+    ) -> AgentListResponse:
+        """Oldest first, at most ``limit``; ``nextAfter`` continues (keyset pagination)."""
+        agents, more = await services.agents.page_agents(
+            user,
+            search=q,
+            after=services.cursors.decode("agents", user.id, after) if after else None,
+            limit=limit,
+        )
+        return AgentListResponse(
+            agents=agents,
+            next_after=services.cursors.encode("agents", user.id, more) if more else None,
+        )
 
     @get("/{agent_id:str}", summary="One agent")
     async def get_agent(
@@ -228,18 +264,39 @@ class BackupController(Controller):
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> BackupListResponse:
-        backups, total = await services.history.list_backups(
-            user,
-            config_id=config_id,
-            agent_id=agent_id,
-            status=status,
-            since=since,
-            until=until,
-            limit=limit,
-            offset=offset,
+        """``offset`` pages count every match (``total``); ``after`` (the ``nextAfter`` of the page
+        before) pages at a cost that does not grow with depth, and leaves ``total`` null."""
+        filters: dict[str, Any] = dict(
+            config_id=config_id, agent_id=agent_id, status=status, since=since, until=until
         )
-        return BackupListResponse(backups=backups, total=total)
+        if after:
+            if offset:
+                raise InvalidInput("offset: give either offset or after, not both", field="offset")
+            page, more = await services.history.page_backups(
+                user,
+                after=services.cursors.decode("backups", user.id, after),
+                limit=limit,
+                **filters,
+            )
+            return BackupListResponse(
+                backups=page,
+                total=None,
+                next_after=services.cursors.encode("backups", user.id, more) if more else None,
+            )
+        backups, total = await services.history.list_backups(
+            user, limit=limit, offset=offset, **filters
+        )
+        next_after = None
+        if backups and offset + len(backups) < total:
+            last = backups[-1]
+            next_after = services.cursors.encode(
+                "backups",
+                user.id,
+                Cursor(at=datetime.fromisoformat(last.started_at), id=uuid.UUID(last.id)),
+            )
+        return BackupListResponse(backups=backups, total=total, next_after=next_after)
 
     @get(
         "/{backup_id:str}/download",

@@ -34,9 +34,11 @@ from backend.schemas import AgentLogOut, AgentOut, AgentStatus
 from backend.security import API_KEY_PREFIX, api_key_digest, new_api_key
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
+from backend.services.cursors import Cursor, name_contains
 from backend.settings import Settings
 
 __all__ = [
+    "AgentBrief",
     "AgentIdentity",
     "AgentRegistry",
     "AgentService",
@@ -75,6 +77,17 @@ def compute_status(
     if not active or last_seen is None or (now - last_seen).total_seconds() > offline_after:
         return "offline"
     return "error" if last_backup_failed else "online"
+
+
+@dataclass(frozen=True)
+class AgentBrief:
+    """An agent as the dashboard counts it."""
+
+    id: str
+    name: str
+    active: bool
+    status: AgentStatus
+    last_seen: str | None
 
 
 class _Bucket:
@@ -466,9 +479,93 @@ class AgentService:
         return result
 
     async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
-        rows = await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at)
+        rows = (
+            await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at, Agent.id)
+        )
         configs = await self._config_ids([r["id"] for r in rows])
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
+
+    async def page_agents(
+        self,
+        user: CurrentUser,
+        *,
+        search: str | None = None,
+        after: Cursor | None = None,
+        limit: int = 50,
+    ) -> tuple[list[AgentOut], Cursor | None]:
+        """One page of this user's agents, oldest first (the order of :meth:`list_agents`), after
+        ``after``; and the cursor of the next page, None on the last one. ``search`` matches a
+        part of the name, ignoring case."""
+        where: Combinable = Agent.user == user.id
+        if search:
+            where = where & name_contains("name", search)
+        if after is not None:
+            # ``>=`` first: a range the index seeks to (see history._keyset).
+            where = where & (
+                (Agent.created_at >= after.at)
+                & ((Agent.created_at > after.at) | (Agent.id > after.id))
+            )
+        rows = (
+            await Agent.select().where(where).order_by(Agent.created_at, Agent.id).limit(limit + 1)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        configs = await self._config_ids([r["id"] for r in rows])
+        next_cursor = None
+        if more and rows:
+            created = aware(rows[-1]["created_at"])
+            assert created is not None
+            next_cursor = Cursor(at=created, id=rows[-1]["id"])
+        return [
+            _agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows
+        ], next_cursor
+
+    async def by_ids(self, user: CurrentUser, agent_ids: list[str]) -> list[AgentOut]:
+        """These agents of this user (unknown or foreign ids are left out)."""
+        ids = [uuid.UUID(a) for a in agent_ids]
+        if not ids:
+            return []
+        rows = (
+            await Agent.select()
+            .where((Agent.user == user.id) & Agent.id.is_in(ids))
+            .order_by(Agent.created_at, Agent.id)
+        )
+        configs = await self._config_ids([r["id"] for r in rows])
+        return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
+
+    async def briefs(self, user: CurrentUser) -> list[AgentBrief]:
+        """Every agent of this user with only its name and status (one narrow query): the
+        dashboard counts them all and shows those that need attention."""
+        rows = (
+            await Agent.select(
+                Agent.id, Agent.name, Agent.active, Agent.last_seen, Agent.last_backup_failed
+            )
+            .where(Agent.user == user.id)
+            .order_by(Agent.created_at, Agent.id)
+        )
+        now = utcnow()
+        out = []
+        for row in rows:
+            last_seen = self.registry.last_seen(row["id"], row["last_seen"])
+            out.append(
+                AgentBrief(
+                    id=str(row["id"]),
+                    name=row["name"],
+                    active=bool(row["active"]),
+                    status=compute_status(
+                        active=bool(row["active"]),
+                        last_seen=last_seen,
+                        last_backup_failed=bool(row["last_backup_failed"]),
+                        now=now,
+                        offline_after=self.settings.offline_after_seconds,
+                    ),
+                    last_seen=iso(last_seen),
+                )
+            )
+        return out
+
+    async def has_agents(self, user: CurrentUser) -> bool:
+        return bool(await Agent.exists().where(Agent.user == user.id))
 
     async def get(self, user: CurrentUser, agent_id: str | uuid.UUID) -> AgentOut:
         row = await self._row(user, agent_id)

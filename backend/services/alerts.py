@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from piccolo.columns.combination import WhereRaw
 
 from backend.agents.tables import Agent
 from backend.backups.tables import Alert, BackupConfig, BackupLog
@@ -42,6 +43,14 @@ __all__ = ["FAILED_LOOKBACK", "AlertReport", "AlertService", "config_options", "
 log = logging.getLogger("backapp.alerts")
 
 FAILED_LOOKBACK = timedelta(days=7)
+BATCH = 500
+"""Rows per statement where a round reads or writes many (ids in an ``IN`` list)."""
+_NO_LATER_SUCCESS = WhereRaw(
+    "NOT EXISTS (SELECT 1 FROM backapp_backup_log later"
+    " WHERE later.config = backapp_backup_log.config AND later.status = 'completed'"
+    " AND later.started_at > backapp_backup_log.started_at)"
+)
+"""A failed backup that no completed backup of its config followed (in SQL, not per row)."""
 DEFAULT_GRACE_MINUTES = 60
 
 
@@ -128,38 +137,47 @@ class AlertService:
             Alert.resolved_at.is_null()
         )
         open_keys = {(r["kind"], r["subject"]) for r in open_rows}
-        for row in open_rows:
-            key = (row["kind"], row["subject"])
-            if key in wanted or (
-                row["kind"] == "backup_failed" and row["subject"] in still_failing
-            ):
-                continue
-            if row["kind"] == "storage_check":
-                continue  # ``backapp check`` opens and resolves these (services/checks.py)
+        cleared = [
+            row["id"]
+            for row in open_rows
+            if (row["kind"], row["subject"]) not in wanted
+            and not (row["kind"] == "backup_failed" and row["subject"] in still_failing)
+            # ``backapp check`` opens and resolves these (services/checks.py)
+            and row["kind"] != "storage_check"
+        ]
+        for start in range(0, len(cleared), BATCH):
+            chunk = cleared[start : start + BATCH]
             await Alert.update({Alert.resolved_at: now}).where(
-                (Alert.id == row["id"]) & Alert.resolved_at.is_null()
+                Alert.id.is_in(chunk) & Alert.resolved_at.is_null()
             )
-            report.resolved.append(str(row["id"]))
-        for key, item in wanted.items():
-            if key in open_keys:
-                continue
-            if item.kind == "backup_failed" and await Alert.exists().where(
-                (Alert.kind == item.kind) & (Alert.subject == item.subject)
-            ):
-                continue  # this failure was reported (and resolved) before
-            alert_id = uuid.uuid4()
-            await Alert.insert(
-                Alert(
-                    id=alert_id,
-                    user=item.user,
-                    kind=item.kind,
-                    subject=item.subject,
-                    message=item.message,
-                    created_at=now,
-                )
+        report.resolved.extend(str(i) for i in cleared)
+        new = [item for key, item in wanted.items() if key not in open_keys]
+        # A failure reported (and resolved) before is not reported again: one query for them all.
+        failed_subjects = [i.subject for i in new if i.kind == "backup_failed"]
+        reported: set[str] = set()
+        for start in range(0, len(failed_subjects), BATCH):
+            chunk = failed_subjects[start : start + BATCH]
+            rows = await Alert.select(Alert.subject).where(
+                (Alert.kind == "backup_failed") & Alert.subject.is_in(chunk)
             )
-            log.info("alert opened: %s %s: %s", item.kind, item.subject, item.message)
-            report.opened.append(str(alert_id))
+            reported.update(r["subject"] for r in rows)
+        fresh = [
+            Alert(
+                id=uuid.uuid4(),
+                user=item.user,
+                kind=item.kind,
+                subject=item.subject,
+                message=item.message,
+                created_at=now,
+            )
+            for item in new
+            if not (item.kind == "backup_failed" and item.subject in reported)
+        ]
+        for start in range(0, len(fresh), BATCH):
+            await Alert.insert(*fresh[start : start + BATCH])
+        for alert in fresh:
+            log.info("alert opened: %s %s: %s", alert.kind, alert.subject, alert.message)
+            report.opened.append(str(alert.id))
         return report
 
     async def _missed_backups(self, now: datetime) -> list[_Wanted]:
@@ -172,21 +190,37 @@ class AlertService:
             BackupConfig.created_at,
             BackupConfig.agent.timezone.as_alias("agent_timezone"),
         )
+        # The newest completed backup of every config: one statement, an index seek per config.
+        newest = await BackupLog.select(
+            BackupLog.config, BackupLog.completed_at, BackupLog.started_at
+        ).where(
+            WhereRaw(
+                "id IN (SELECT (SELECT b.id FROM backapp_backup_log b WHERE b.config = c.id"
+                " AND b.status = 'completed' ORDER BY b.started_at DESC, b.id DESC LIMIT 1)"
+                " FROM backapp_backup_config c)"
+            )
+        )
+        last_of = {row["config"]: row for row in newest}
+        # Thousands of configs share a few schedules: each gap is worked out once per round.
+        intervals: dict[tuple[str, str], timedelta] = {}
+        schedules: dict[bytes, Schedule | None] = {}
         out: list[_Wanted] = []
         for config in configs:
             options = config_options(config["options"])
-            schedule = config_schedule(options)
+            spec = msgspec.json.encode(options.get("schedule"))
+            if spec not in schedules:
+                schedules[spec] = config_schedule(options)
+            schedule = schedules[spec]
             if schedule is None:
                 continue
             zone = config["agent_timezone"] if config["agent"] else None
-            tz = resolve_timezone(zone or self.settings.timezone)
-            allowed = schedule.interval(now, tz) + _grace(options)
-            last = (
-                await BackupLog.select(BackupLog.completed_at, BackupLog.started_at)
-                .where((BackupLog.config == config["id"]) & (BackupLog.status == "completed"))
-                .order_by(BackupLog.started_at, ascending=False)
-                .first()
-            )
+            zone_name = zone or self.settings.timezone
+            key = (schedule.cron, zone_name)
+            if key not in intervals:
+                intervals[key] = schedule.interval(now, resolve_timezone(zone_name))
+            interval = intervals[key]
+            allowed = interval + _grace(options)
+            last = last_of.get(config["id"])
             since = (
                 aware(last["completed_at"]) or aware(last["started_at"])
                 if last
@@ -203,7 +237,7 @@ class AlertService:
                     message=(
                         f"No successful backup of '{config['name']}' {what} ({_ago(now - since)}); "
                         f"its schedule ({schedule.describe()}) expects one every "
-                        f"{_ago(schedule.interval(now, tz))}."
+                        f"{_ago(interval)}."
                     ),
                 )
             )
@@ -211,9 +245,14 @@ class AlertService:
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:
         limit = timedelta(minutes=self.settings.alert_offline_minutes)
+        # Only the silent ones are read (the comparison is exact again below).
+        quiet = now - limit
         agents = await Agent.select(
             Agent.id, Agent.user, Agent.name, Agent.last_seen, Agent.created_at
-        ).where(Agent.active == True)  # noqa: E712 (a SQL comparison)
+        ).where(
+            (Agent.active == True)  # noqa: E712 (a SQL comparison)
+            & ((Agent.last_seen < quiet) | (Agent.last_seen.is_null() & (Agent.created_at < quiet)))
+        )
         out: list[_Wanted] = []
         for agent in agents:
             seen = aware(agent["last_seen"])
@@ -250,37 +289,35 @@ class AlertService:
             (BackupLog.status == "failed")
             & (BackupLog.attempt >= BackupLog.max_attempts)
             & (BackupLog.started_at >= now - FAILED_LOOKBACK)
+            & _NO_LATER_SUCCESS
         )
         open_failed = await Alert.select(Alert.subject).where(
             Alert.resolved_at.is_null() & (Alert.kind == "backup_failed")
         )
         open_ids = {r["subject"].removeprefix("backup:") for r in open_failed}
         known = {str(r["id"]) for r in rows}
+        extra_ids = []
         for backup_id in open_ids - known:
             try:
-                parsed = uuid.UUID(backup_id)
+                extra_ids.append(uuid.UUID(backup_id))
             except ValueError:
                 continue
-            extra = await BackupLog.select(
-                BackupLog.id,
-                BackupLog.user,
-                BackupLog.config,
-                BackupLog.config_name,
-                BackupLog.error,
-                BackupLog.attempt,
-                BackupLog.max_attempts,
-                BackupLog.started_at,
-            ).where(BackupLog.id == parsed)
-            rows.extend(extra)
+        for start in range(0, len(extra_ids), BATCH):
+            rows.extend(
+                await BackupLog.select(
+                    BackupLog.id,
+                    BackupLog.user,
+                    BackupLog.config,
+                    BackupLog.config_name,
+                    BackupLog.error,
+                    BackupLog.attempt,
+                    BackupLog.max_attempts,
+                    BackupLog.started_at,
+                ).where(BackupLog.id.is_in(extra_ids[start : start + BATCH]) & _NO_LATER_SUCCESS)
+            )
         out: list[_Wanted] = []
         still: set[str] = set()
         for row in rows:
-            if row["config"] is not None and await BackupLog.exists().where(
-                (BackupLog.config == row["config"])
-                & (BackupLog.status == "completed")
-                & (BackupLog.started_at > row["started_at"])
-            ):
-                continue
             subject = f"backup:{row['id']}"
             still.add(subject)
             attempts = int(row["max_attempts"] or 1)
@@ -366,12 +403,16 @@ class AlertService:
 
     # --- reading -------------------------------------------------------------------------------
 
-    async def open_alerts(self, user: CurrentUser) -> list[AlertOut]:
-        rows = (
-            await Alert.select()
+    async def open_alerts(self, user: CurrentUser, limit: int | None = None) -> list[AlertOut]:
+        """This user's open alerts, newest first (at most ``limit``)."""
+        query = (
+            Alert.select()
             .where((Alert.user == user.id) & Alert.resolved_at.is_null())
-            .order_by(Alert.created_at, ascending=False)
+            .order_by(Alert.created_at, Alert.id, ascending=False)
         )
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await query
         return [
             AlertOut(
                 id=str(r["id"]),

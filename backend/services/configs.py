@@ -21,8 +21,9 @@ from backend.schemas import (
     Source,
 )
 from backend.services.accounts import CurrentUser
-from backend.services.agents import parse_uuid
-from backend.services.clock import iso, utcnow
+from backend.services.agents import filter_uuid, parse_uuid
+from backend.services.clock import aware, iso, utcnow
+from backend.services.cursors import Cursor, name_contains
 from backend.services.keys import config_prefix
 from backend.services.server_side import check_server_sources
 from backend.settings import Settings
@@ -30,6 +31,10 @@ from backend.storage import Storage
 from desktop_agent.engine.schedule import Schedule, ScheduleError
 
 __all__ = ["ConfigService"]
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _json(value: Any) -> Any:
@@ -180,8 +185,78 @@ class ConfigService:
         where: Combinable = BackupConfig.user == user.id
         if agent_id:
             where = where & (BackupConfig.agent == parse_uuid(agent_id, "agent"))
-        rows = await BackupConfig.select().where(where).order_by(BackupConfig.created_at)
+        rows = (
+            await BackupConfig.select()
+            .where(where)
+            .order_by(BackupConfig.created_at, BackupConfig.id)
+        )
         return [self._out(r) for r in rows]
+
+    async def page_configs(
+        self,
+        user: CurrentUser,
+        *,
+        agent_id: str | None = None,
+        search: str | None = None,
+        after: Cursor | None = None,
+        limit: int = 50,
+    ) -> tuple[list[ConfigOut], Cursor | None]:
+        """One page of this user's configs, oldest first (the order of :meth:`list_configs`),
+        after ``after``; and the cursor of the next page, None on the last one.
+
+        ``search`` matches a part of the name, ignoring case."""
+        where: Combinable = BackupConfig.user == user.id
+        if agent_id:
+            where = where & (BackupConfig.agent == filter_uuid(agent_id, "agentId"))
+        if search:
+            where = where & name_contains("name", search)
+        if after is not None:
+            # ``>=`` first: a range the index seeks to (see history._keyset).
+            where = where & (
+                (BackupConfig.created_at >= after.at)
+                & ((BackupConfig.created_at > after.at) | (BackupConfig.id > after.id))
+            )
+        rows = (
+            await BackupConfig.select()
+            .where(where)
+            .order_by(BackupConfig.created_at, BackupConfig.id)
+            .limit(limit + 1)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if more and rows:
+            created = aware(rows[-1]["created_at"])
+            assert created is not None
+            next_cursor = Cursor(at=created, id=_as_uuid(rows[-1]["id"]))
+        return [self._out(r) for r in rows], next_cursor
+
+    async def by_ids(self, user: CurrentUser, config_ids: list[str]) -> list[ConfigOut]:
+        """These configs of this user, oldest first (unknown or foreign ids are left out)."""
+        ids = [_as_uuid(c) for c in config_ids]
+        if not ids:
+            return []
+        rows = (
+            await BackupConfig.select()
+            .where((BackupConfig.user == user.id) & BackupConfig.id.is_in(ids))
+            .order_by(BackupConfig.created_at, BackupConfig.id)
+        )
+        return [self._out(r) for r in rows]
+
+    async def brief(self, user: CurrentUser) -> list[dict[str, Any]]:
+        """Every config of this user with only what the health rules read (id, name, execution
+        mode, agent): the dashboard counts them all and shows a page."""
+        rows: list[dict[str, Any]] = (
+            await BackupConfig.select(
+                BackupConfig.id,
+                BackupConfig.name,
+                BackupConfig.execution_mode,
+                BackupConfig.agent,
+            )
+            .where(BackupConfig.user == user.id)
+            .order_by(BackupConfig.created_at, BackupConfig.id)
+        )
+        return rows
 
     async def update(self, user: CurrentUser, config_id: str, patch: ConfigPatch) -> ConfigOut:
         row = await self._row(user, config_id)

@@ -9,6 +9,7 @@ from backend.services.agents import AgentRegistry, AgentService
 from backend.services.alerts import AlertService
 from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
+from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
@@ -61,6 +62,7 @@ class Services:
     leases: LeaseService
     alerts: AlertService
     tasks: PeriodicTasks
+    cursors: CursorSigner
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
@@ -89,4 +91,5 @@ class Services:
             tasks=PeriodicTasks(
                 settings, storage, leases=leases, alerts=alerts, live=live, sweeper=sweeper
             ),
+            cursors=CursorSigner(settings.secret_key),
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
+from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 from piccolo.query.functions.aggregate import Count, Sum
 
@@ -15,9 +18,14 @@ from backend.errors import NotFound
 from backend.schemas import BackupOut, BackupTotals, ConfigLastBackups
 from backend.services.accounts import CurrentUser
 from backend.services.agents import filter_uuid, parse_uuid
-from backend.services.clock import iso
+from backend.services.clock import aware, iso
+from backend.services.cursors import Cursor
 
-__all__ = ["BackupHistory", "backup_out", "user_log"]
+__all__ = ["BackupBrief", "BackupHistory", "LastBrief", "backup_out", "user_log"]
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def backup_out(row: dict[str, Any]) -> BackupOut:
@@ -74,8 +82,83 @@ async def user_log(user: CurrentUser, backup_id: str) -> dict[str, Any]:
     return row
 
 
+_NEWEST = (
+    "SELECT (SELECT b.id FROM backapp_backup_log b WHERE b.config = c.id{status}"
+    " ORDER BY b.started_at DESC, b.id DESC LIMIT 1)"
+    ' FROM backapp_backup_config c WHERE c."user" = {{}}{only}'
+)
+
+
+def _newest_where(user: CurrentUser, config_ids: Sequence[uuid.UUID] | None) -> WhereRaw:
+    """Rows that are the newest backup, or the newest completed backup, of a config of the user.
+
+    One statement whatever the number of configs: a correlated ``LIMIT 1`` per config, each an
+    index seek on ``(config, started_at, id)`` / ``(config, status, started_at)`` (the same SQL on
+    SQLite and PostgreSQL), instead of one round trip per config."""
+    only = ""
+    values: list[Any] = [user.id]
+    if config_ids is not None:
+        only = " AND c.id IN (" + ", ".join("{}" for _ in config_ids) + ")"
+        values += list(config_ids)
+    newest = _NEWEST.format(status="", only=only)
+    completed = _NEWEST.format(status=" AND b.status = 'completed'", only=only)
+    # One IN over a UNION, not two INs joined by OR: PostgreSQL turns the OR into a filter run
+    # on every backup of the user, the single IN into an index lookup per id.
+    return WhereRaw(f"id IN ({newest} UNION {completed})", *values, *values)
+
+
+def _keyset(after: Cursor) -> Combinable:
+    """Rows after ``after`` in ``started_at DESC, id DESC`` order.
+
+    The leading ``started_at <= t`` is implied by the rest; it is there as a range the index can
+    seek to (SQLite scans the whole user's index for a bare ``a < t OR (a = t AND id < i)``)."""
+    return (BackupLog.started_at <= after.at) & (
+        (BackupLog.started_at < after.at) | (BackupLog.id < after.id)
+    )
+
+
+@dataclass(frozen=True)
+class BackupBrief:
+    """What the health rules read of a backup: its status and its times (ISO 8601)."""
+
+    id: str
+    status: str
+    started_at: str
+    completed_at: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LastBrief:
+    config_id: str
+    last: BackupBrief | None
+    last_completed: BackupBrief | None
+
+
 class BackupHistory:
     """Read-only queries over one user's backup logs; every query is scoped by the user."""
+
+    @staticmethod
+    def _where(
+        user: CurrentUser,
+        config_id: str | None,
+        agent_id: str | None,
+        status: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> Combinable:
+        where: Combinable = BackupLog.user == user.id
+        if config_id:
+            where = where & (BackupLog.config == filter_uuid(config_id, "configId"))
+        if agent_id:
+            where = where & (BackupLog.agent == filter_uuid(agent_id, "agentId"))
+        if status:
+            where = where & (BackupLog.status == status)
+        if since:
+            where = where & (BackupLog.started_at >= since)
+        if until:
+            where = where & (BackupLog.started_at < until)
+        return where
 
     async def list_backups(
         self,
@@ -90,68 +173,147 @@ class BackupHistory:
         offset: int = 0,
     ) -> tuple[list[BackupOut], int]:
         """One page of this user's backups, newest first, and how many match in all."""
-        where: Combinable = BackupLog.user == user.id
-        if config_id:
-            where = where & (BackupLog.config == filter_uuid(config_id, "configId"))
-        if agent_id:
-            where = where & (BackupLog.agent == filter_uuid(agent_id, "agentId"))
-        if status:
-            where = where & (BackupLog.status == status)
-        if since:
-            where = where & (BackupLog.started_at >= since)
-        if until:
-            where = where & (BackupLog.started_at < until)
+        where = self._where(user, config_id, agent_id, status, since, until)
         total = await BackupLog.count().where(where)
         rows = (
             await BackupLog.select()
             .where(where)
-            .order_by(BackupLog.started_at, ascending=False)
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
             .limit(limit)
             .offset(offset)
         )
         return [backup_out(r) for r in rows], total
 
-    async def last_backups(self, user: CurrentUser) -> dict[str, ConfigLastBackups]:
-        """Per config of this user: its newest backup and its newest completed backup.
-
-        Two indexed lookups per config at most (one when the newest one completed); a user has
-        tens of configs, not thousands."""
-        configs = await BackupConfig.select(BackupConfig.id).where(BackupConfig.user == user.id)
-        result: dict[str, ConfigLastBackups] = {}
-        for config in configs:
-            newest = await self._newest(user, config["id"], None)
-            if newest is None or newest["status"] == "completed":
-                completed = newest
-            else:
-                completed = await self._newest(user, config["id"], "completed")
-            result[str(config["id"])] = ConfigLastBackups(
-                config_id=str(config["id"]),
-                last=backup_out(newest) if newest else None,
-                last_completed=backup_out(completed) if completed else None,
-            )
-        return result
-
-    @staticmethod
-    async def _newest(
-        user: CurrentUser, config_id: uuid.UUID, status: str | None
-    ) -> dict[str, Any] | None:
-        where: Combinable = (BackupLog.config == config_id) & (BackupLog.user == user.id)
-        if status:
-            where = where & (BackupLog.status == status)
-        row: dict[str, Any] | None = (
+    async def page_backups(
+        self,
+        user: CurrentUser,
+        *,
+        config_id: str | None = None,
+        agent_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: Cursor | None = None,
+        limit: int = 50,
+    ) -> tuple[list[BackupOut], Cursor | None]:
+        """One page of this user's backups, newest first, after ``after`` (keyset pagination);
+        and the cursor of the next page, None on the last one. Its cost does not grow with depth."""
+        where = self._where(user, config_id, agent_id, status, since, until)
+        if after is not None:
+            where = where & _keyset(after)
+        rows = (
             await BackupLog.select()
             .where(where)
-            .order_by(BackupLog.started_at, ascending=False)
-            .first()
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
+            .limit(limit + 1)
         )
-        return row
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]
+            started = aware(last["started_at"])
+            assert started is not None
+            next_cursor = Cursor(at=started, id=_as_uuid(last["id"]))
+        return [backup_out(r) for r in rows], next_cursor
+
+    async def count_backups(
+        self, user: CurrentUser, *, cap: int, **filters: Any
+    ) -> tuple[int, bool]:
+        """How many backups match, counted up to ``cap``: (count, whether there are more).
+
+        Counting stops at ``cap`` rows, so "10,000+" costs the same in a history of millions."""
+        where = self._where(
+            user,
+            filters.get("config_id"),
+            filters.get("agent_id"),
+            filters.get("status"),
+            filters.get("since"),
+            filters.get("until"),
+        )
+        rows = await BackupLog.select(BackupLog.id).where(where).limit(cap + 1)
+        return min(len(rows), cap), len(rows) > cap
+
+    async def last_backups(
+        self, user: CurrentUser, config_ids: Sequence[str] | None = None
+    ) -> dict[str, ConfigLastBackups]:
+        """Per config of this user (or of ``config_ids`` among them): its newest backup and its
+        newest completed backup. One statement, whatever the number of configs."""
+        ids = None if config_ids is None else [_as_uuid(c) for c in config_ids]
+        if ids == []:
+            return {}
+        if ids is None:
+            configs = await BackupConfig.select(BackupConfig.id).where(BackupConfig.user == user.id)
+            keys = [str(c["id"]) for c in configs]
+        else:
+            keys = [str(c) for c in ids]
+        rows = (
+            await BackupLog.select()
+            .where(BackupLog.user == user.id)
+            .where(_newest_where(user, ids))
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
+        )
+        newest: dict[str, BackupOut] = {}
+        completed: dict[str, BackupOut] = {}
+        for row in rows:  # newest first: the first row of a config is its newest
+            if row["config"] is None:
+                continue
+            key = str(row["config"])
+            out = backup_out(row)
+            newest.setdefault(key, out)
+            if row["status"] == "completed":
+                completed.setdefault(key, out)
+        return {
+            key: ConfigLastBackups(
+                config_id=key, last=newest.get(key), last_completed=completed.get(key)
+            )
+            for key in keys
+        }
+
+    async def last_briefs(self, user: CurrentUser) -> dict[str, LastBrief]:
+        """:meth:`last_backups` for every config of the user, reading only what the health rules
+        need (the dashboard counts every config but shows a page of them)."""
+        rows = (
+            await BackupLog.select(
+                BackupLog.id,
+                BackupLog.config,
+                BackupLog.status,
+                BackupLog.started_at,
+                BackupLog.completed_at,
+                BackupLog.error,
+            )
+            .where(BackupLog.user == user.id)
+            .where(_newest_where(user, None))
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
+        )
+        newest: dict[str, BackupBrief] = {}
+        completed: dict[str, BackupBrief] = {}
+        for row in rows:
+            if row["config"] is None:
+                continue
+            key = str(row["config"])
+            brief = BackupBrief(
+                id=str(row["id"]),
+                status=row["status"],
+                started_at=iso(row["started_at"]) or "",
+                completed_at=iso(row["completed_at"]),
+                error=row["error"],
+            )
+            newest.setdefault(key, brief)
+            if row["status"] == "completed":
+                completed.setdefault(key, brief)
+        return {
+            key: LastBrief(config_id=key, last=last, last_completed=completed.get(key))
+            for key, last in newest.items()
+        }
 
     async def totals(self, user: CurrentUser) -> BackupTotals:
         """Verified bytes in storage (completed backups) and how many backups are in each state."""
         rows = (
             await BackupLog.select(
                 BackupLog.status,
-                Count(BackupLog.id).as_alias("n"),
+                # COUNT(*), not COUNT(id): the ("user", status, size) index alone answers it.
+                Count().as_alias("n"),
                 Sum(BackupLog.size).as_alias("bytes"),
             )
             .where(BackupLog.user == user.id)

@@ -110,10 +110,27 @@ class PeriodicTasks:
         grant = await self.leases.acquire(name, self.holder, self.lease_ttl, owner=SERVER_OWNER)
         if grant is None:
             return None
+        renewer = asyncio.get_running_loop().create_task(self._renew(name, grant.token))
         try:
             return await fn()
         finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
             await self.leases.release(name, grant.token)
+
+    async def _renew(self, name: str, token: str) -> None:
+        """Keep a task's lease while it runs (at a third of its lifetime), however long the round
+        takes: another process must not start the same task meanwhile. The lease still lapses
+        within its TTL when this process dies."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                if await self.leases.renew(name, token, self.lease_ttl) is None:
+                    log.warning("lost the lease %s while running it", name)
+                    return
+            except Exception:
+                log.exception("renewing the lease %s failed; trying again", name)
 
     async def run_retention(self, now: datetime | None = None) -> RetentionReport | None:
         return await self._guarded("retention", lambda: self.retention.run(now or utcnow()))

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import Cookie
 from litestar.di import Provide
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 
 from backend.api.deps import ServicesDep
 from backend.errors import DomainError
 from backend.schemas import ConfigPatch
 from backend.services import CurrentUser, Services
+from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._format import parse_iso
 from backend.web._forms import field_errors, text
@@ -25,6 +27,8 @@ __all__ = ["AgentPages", "NEW_KEY_COOKIE"]
 NEW_KEY_COOKIE = "backapp_new_key"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_PAGE = 25
+AGENT_PAGE = 50
+ASSIGN_CHOICES = 100
 PLATFORMS = {"": "Not set", "linux": "Linux", "darwin": "macOS", "win32": "Windows"}
 
 
@@ -58,8 +62,18 @@ async def _agents_page(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status_code: int = 200,
+    search: str = "",
+    after: str | None = None,
 ) -> Template:
-    agents = await services.agents.list_agents(user)
+    position = services.cursors.decode("agents", user.id, after) if after else None
+    agents, more = await services.agents.page_agents(
+        user, search=search or None, after=position, limit=AGENT_PAGE
+    )
+    query = urlencode({"q": search}) if search else ""
+    next_href = None
+    if more is not None:
+        cursor = services.cursors.encode("agents", user.id, more)
+        next_href = "/agents?" + urlencode({**({"q": search} if search else {}), "after": cursor})
     return page(
         request,
         "agents.html",
@@ -69,6 +83,10 @@ async def _agents_page(
         live={"agents": "partials/agents_table.html"},
         nav="agents",
         agents=agents,
+        search=search,
+        query=query,
+        paged=position is not None,
+        next_href=next_href,
         platforms=PLATFORMS,
         values=values or {"name": "", "platform": ""},
         errors=errors or {},
@@ -100,7 +118,10 @@ async def _agent_page(
     logs, older = await services.agents.logs(
         user, agent.id, level=level, limit=LOG_PAGE, before=before_dt
     )
-    configs = await services.configs.list_configs(user)
+    assigned = await services.configs.list_configs(user, agent.id)
+    # The assign list offers a page of the other configurations, not every one of a fleet.
+    others, _ = await services.configs.page_configs(user, limit=ASSIGN_CHOICES + len(assigned))
+    assignable = [c for c in others if c.agent_id != agent.id][:ASSIGN_CHOICES]
     backups, backup_total = await services.history.list_backups(user, agent_id=agent.id, limit=5)
     live = {"status": "partials/agent_status.html", "backups": "partials/agent_backups.html"}
     if before_dt is None:
@@ -117,9 +138,8 @@ async def _agent_page(
         agent=agent,
         new_key=new_key,
         server_url=server_url(request, services),
-        assigned=[c for c in configs if c.agent_id == agent.id],
-        assignable=[c for c in configs if c.agent_id != agent.id],
-        config_names={c.id: c.name for c in configs},
+        assigned=assigned,
+        assignable=assignable,
         logs=logs,
         older=older,
         level=level or "",
@@ -139,9 +159,15 @@ class AgentPages(Controller):
 
     @get("/", name="agents")
     async def agents(
-        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+        self,
+        request: Request[Any, Any, Any],
+        user: PageUserDep,
+        services: ServicesDep,
+        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> Template:
-        return await _agents_page(request, user, services)
+        """One page of agents (keyset: ``after``), searchable by name (``q``)."""
+        return await _agents_page(request, user, services, search=(q or "").strip(), after=after)
 
     @post("/", status_code=303)
     async def register(

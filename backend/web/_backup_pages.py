@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+import uuid
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
@@ -11,13 +12,36 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from backend.api.deps import ServicesDep
+from backend.schemas import AgentOut, ConfigOut
+from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._config_pages import agent_names
 from backend.web._render import page
 
 __all__ = ["BackupPages"]
 
 PAGE_SIZE = 25
 Status = Literal["running", "completed", "failed", "interrupted", "expired"]
+COUNT_CAP = 1000
+"""Matches are counted up to this many ("1,000+"): an exact count would read the whole history."""
+FILTER_CHOICES = 100
+"""How many configurations and agents the filter lists offer (a fleet has thousands)."""
+
+T = TypeVar("T", ConfigOut, AgentOut)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _with(offered: list[T], chosen: list[T]) -> list[T]:
+    """The offered choices, and the chosen one too when it is not among them."""
+    ids = {item.id for item in offered}
+    return offered + [item for item in chosen if item.id not in ids]
 
 
 class BackupPages(Controller):
@@ -34,26 +58,35 @@ class BackupPages(Controller):
         status: Annotated[str | None, QueryParameter(name="status")] = None,
         config: Annotated[str | None, QueryParameter(name="config")] = None,
         agent: Annotated[str | None, QueryParameter(name="agent")] = None,
-        page_number: Annotated[int | None, QueryParameter(name="page", ge=1, le=100_000)] = None,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> Template:
-        configs = await services.configs.list_configs(user)
-        agents = await services.agents.list_agents(user)
+        """One page of the history, newest first (keyset: ``after``), with filters. The cost of a
+        page is the same at the start of a history of millions as at its end."""
         # Unknown filter values (a stale link) are dropped rather than answered with an error.
         status = status if status in get_args(Status) else None
-        config = config if config in {c.id for c in configs} else None
-        agent = agent if agent in {a.id for a in agents} else None
-        number = page_number or 1
-        backups, total = await services.history.list_backups(
-            user,
-            config_id=config,
-            agent_id=agent,
-            status=status,
-            limit=PAGE_SIZE,
-            offset=(number - 1) * PAGE_SIZE,
+        configs = await services.configs.by_ids(
+            user, [config] if config and _is_uuid(config) else []
         )
+        agents = await services.agents.by_ids(user, [agent] if agent and _is_uuid(agent) else [])
+        config = configs[0].id if configs else None
+        agent = agents[0].id if agents else None
+        filters: dict[str, Any] = dict(config_id=config, agent_id=agent, status=status)
+        position = services.cursors.decode("backups", user.id, after) if after else None
+        backups, more = await services.history.page_backups(
+            user, after=position, limit=PAGE_SIZE, **filters
+        )
+        total, beyond = await services.history.count_backups(user, cap=COUNT_CAP, **filters)
         query = urlencode(
             {k: v for k, v in (("status", status), ("config", config), ("agent", agent)) if v}
         )
+        older = None
+        if more is not None:
+            cursor = services.cursors.encode("backups", user.id, more)
+            older = f"/backups?{query}{'&' if query else ''}{urlencode({'after': cursor})}"
+        # The filter lists offer a page of configurations and agents, and always the chosen one.
+        offered_configs, _ = await services.configs.page_configs(user, limit=FILTER_CHOICES)
+        offered_agents, _ = await services.agents.page_agents(user, limit=FILTER_CHOICES)
+        names = await agent_names(services, user, [agent, *(b.agent_id for b in backups)])
         return page(
             request,
             "backups.html",
@@ -63,13 +96,14 @@ class BackupPages(Controller):
             nav="backups",
             backups=backups,
             total=total,
-            page_number=number,
-            pages=max(1, -(-total // PAGE_SIZE)),
+            total_more=beyond,
+            paged=position is not None,
+            older=older,
             query=query,
             filters={"status": status or "", "config": config or "", "agent": agent or ""},
-            configs=configs,
-            agents=agents,
-            agent_names={a.id: a.name for a in agents},
+            configs=_with(offered_configs, configs),
+            agents=_with(offered_agents, agents),
+            agent_names=names,
         )
 
     @get("/{backup_id:str}", name="backup")
@@ -81,7 +115,6 @@ class BackupPages(Controller):
         services: ServicesDep,
     ) -> Template:
         backup = await services.history.get(user, backup_id)
-        agents = await services.agents.list_agents(user)
         return page(
             request,
             "backup.html",
@@ -90,7 +123,7 @@ class BackupPages(Controller):
             live={"backup": "partials/backup_detail.html"},
             nav="backups",
             backup=backup,
-            agent_names={a.id: a.name for a in agents},
+            agent_names=await agent_names(services, user, [backup.agent_id]),
         )
 
     @get("/{backup_id:str}/download", name="backup_download")

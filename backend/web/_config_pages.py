@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
@@ -11,16 +13,19 @@ from litestar.response import Redirect, Template
 
 from backend.api.deps import ServicesDep
 from backend.errors import DomainError
+from backend.schemas import ConfigOut
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
+from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.web._auth import PageUserDep, provide_page_user, safe_next
 from backend.web._forms import ConfigForm, field_errors, text
-from backend.web._health import config_rows
+from backend.web._health import ConfigRow, config_rows
 from backend.web._render import page, redirect
 
 __all__ = ["ConfigPages"]
 
 BACKUP_PAGE = 20
+CONFIG_PAGE = 50
 
 
 async def _form_page(
@@ -52,6 +57,25 @@ async def _form_page(
     )
 
 
+async def page_rows(
+    services: Services, user: CurrentUser, configs: list[ConfigOut]
+) -> list[ConfigRow]:
+    """The health rows of a page of configs: their newest backups and their agents, read in one
+    statement each, whatever the size of the fleet."""
+    ids = [c.id for c in configs]
+    last = await services.history.last_backups(user, ids)
+    agents = await services.agents.by_ids(user, sorted({c.agent_id for c in configs if c.agent_id}))
+    return config_rows(configs, agents, last, utcnow())
+
+
+async def agent_names(
+    services: Services, user: CurrentUser, agent_ids: Iterable[str | None]
+) -> dict[str, str]:
+    """Names of the agents a page mentions (one query), not of every agent of the fleet."""
+    agents = await services.agents.by_ids(user, sorted({a for a in agent_ids if a}))
+    return {a.id: a.name for a in agents}
+
+
 def _page_number(value: int | None) -> int:
     return max(1, min(value or 1, 100_000))
 
@@ -63,11 +87,27 @@ class ConfigPages(Controller):
 
     @get("/", name="configs")
     async def configs(
-        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+        self,
+        request: Request[Any, Any, Any],
+        user: PageUserDep,
+        services: ServicesDep,
+        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> Template:
-        agents = await services.agents.list_agents(user)
-        configs = await services.configs.list_configs(user)
-        rows = config_rows(configs, agents, await services.history.last_backups(user), utcnow())
+        """One page of configurations (keyset: ``after``), searchable by name (``q``)."""
+        search = (q or "").strip()
+        position = services.cursors.decode("configs", user.id, after) if after else None
+        configs, more = await services.configs.page_configs(
+            user, search=search or None, after=position, limit=CONFIG_PAGE
+        )
+        rows = await page_rows(services, user, configs)
+        query = urlencode({"q": search}) if search else ""
+        next_href = None
+        if more is not None:
+            cursor = services.cursors.encode("configs", user.id, more)
+            next_href = "/configs?" + urlencode(
+                {**({"q": search} if search else {}), "after": cursor}
+            )
         return page(
             request,
             "configs.html",
@@ -76,7 +116,11 @@ class ConfigPages(Controller):
             live={"configs": "partials/configs_table.html"},
             nav="configs",
             rows=rows,
-            has_agents=bool(agents),
+            has_agents=bool(rows) or await services.agents.has_agents(user),
+            search=search,
+            query=query,
+            paged=position is not None,
+            next_href=next_href,
         )
 
     @get("/new", name="config_new")
@@ -126,9 +170,7 @@ class ConfigPages(Controller):
         page_number: Annotated[int | None, QueryParameter(name="page", ge=1, le=100_000)] = None,
     ) -> Template:
         config = await services.configs.get(user, config_id)
-        agents = await services.agents.list_agents(user)
-        last = await services.history.last_backups(user)
-        [row] = config_rows([config], agents, last, utcnow())
+        [row] = await page_rows(services, user, [config])
         number = _page_number(page_number)
         backups, total = await services.history.list_backups(
             user, config_id=config.id, limit=BACKUP_PAGE, offset=(number - 1) * BACKUP_PAGE
@@ -149,7 +191,9 @@ class ConfigPages(Controller):
             total=total,
             page_number=number,
             pages=max(1, -(-total // BACKUP_PAGE)),
-            agent_names={a.id: a.name for a in agents},
+            agent_names=await agent_names(
+                services, user, [config.agent_id, *(b.agent_id for b in backups)]
+            ),
             run_requests=await services.runs.list_for_config(user, config.id),
         )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from backend.schemas import AgentOut, BackupOut, ConfigLastBackups, ConfigOut
 from backend.web._format import ago, parse_iso
@@ -30,6 +30,11 @@ __all__ = [
     "ConfigState",
     "Reason",
     "Verdict",
+    "AgentState",
+    "BackupTimes",
+    "Health",
+    "config_health",
+    "config_problem",
     "config_rows",
     "config_state",
     "verdict",
@@ -39,6 +44,31 @@ OVERDUE_AFTER = timedelta(hours=24)
 
 ConfigState = Literal["ok", "running", "overdue", "failing", "never"]
 Level = Literal["ok", "warn", "bad", "empty"]
+
+
+class BackupTimes(Protocol):
+    """What the rules read of a backup (a :class:`BackupOut`, or a narrower row)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def started_at(self) -> str: ...
+    @property
+    def completed_at(self) -> str | None: ...
+
+
+class AgentState(Protocol):
+    """What the rules read of an agent (an :class:`AgentOut`, or a narrower row)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def last_seen(self) -> str | None: ...
+
 
 STATE_LABELS: dict[str, str] = {
     "ok": "Up to date",
@@ -50,7 +80,7 @@ STATE_LABELS: dict[str, str] = {
 
 
 def _stored_state(
-    last_completed: BackupOut | None, now: datetime, overdue_after: timedelta
+    last_completed: BackupTimes | None, now: datetime, overdue_after: timedelta
 ) -> Literal["ok", "overdue", "never"]:
     """How old the newest verified backup is, whatever is happening right now."""
     if last_completed is None:
@@ -62,8 +92,8 @@ def _stored_state(
 
 
 def config_state(
-    last: BackupOut | None,
-    last_completed: BackupOut | None,
+    last: BackupTimes | None,
+    last_completed: BackupTimes | None,
     now: datetime,
     overdue_after: timedelta = OVERDUE_AFTER,
 ) -> ConfigState:
@@ -113,17 +143,7 @@ def config_rows(
         newest = found.last if found else None
         completed = found.last_completed if found else None
         agent = by_id.get(config.agent_id) if config.agent_id else None
-        problem, problem_level = None, "bad"
-        if config.execution_mode == "agent":
-            if agent is None:
-                problem = "no agent assigned: nothing runs this configuration"
-            elif not agent.active:
-                problem = f"its agent “{agent.name}” is deactivated"
-            elif agent.status == "offline":
-                problem_level = "warn"
-                problem = (
-                    f"its agent “{agent.name}” is offline (last seen {ago(agent.last_seen, now)})"
-                )
+        problem, problem_level = config_problem(config.execution_mode, agent, now)
         rows.append(
             ConfigRow(
                 config=config,
@@ -133,10 +153,78 @@ def config_rows(
                 state=config_state(newest, completed, now, overdue_after),
                 stored=_stored_state(completed, now, overdue_after),
                 problem=problem,
-                problem_level="warn" if problem_level == "warn" else "bad",
+                problem_level=problem_level,
             )
         )
     return rows
+
+
+def config_problem(
+    execution_mode: str, agent: AgentState | None, now: datetime
+) -> tuple[str | None, Literal["warn", "bad"]]:
+    """Why nothing will run a config, or why it may not run (and how bad that is)."""
+    if execution_mode != "agent":
+        return None, "bad"
+    if agent is None:
+        return "no agent assigned: nothing runs this configuration", "bad"
+    if not agent.active:
+        return f"its agent “{agent.name}” is deactivated", "bad"
+    if agent.status == "offline":
+        return (
+            f"its agent “{agent.name}” is offline (last seen {ago(agent.last_seen, now)})",
+            "warn",
+        )
+    return None, "bad"
+
+
+@dataclass(frozen=True)
+class Health:
+    """How one config stands, from the narrow rows the dashboard reads for every config."""
+
+    config_id: str
+    state: ConfigState
+    stored: Literal["ok", "overdue", "never"]
+    problem_level: Literal["warn", "bad"] | None
+
+    @property
+    def safe(self) -> bool:
+        return self.stored == "ok" and self.state in ("ok", "running")
+
+    @property
+    def severity(self) -> int:
+        """Worst first: failing, a blocking problem, no or an old backup, an offline agent."""
+        if self.state == "failing":
+            return 0
+        if self.problem_level == "bad":
+            return 1
+        if self.stored != "ok":
+            return 2
+        if self.problem_level == "warn":
+            return 3
+        return 4 if self.state == "running" else 5
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.severity < 4
+
+
+def config_health(
+    config_id: str,
+    execution_mode: str,
+    agent: AgentState | None,
+    last: BackupTimes | None,
+    last_completed: BackupTimes | None,
+    now: datetime,
+    overdue_after: timedelta = OVERDUE_AFTER,
+) -> Health:
+    """The same rules as :func:`config_rows`, over what the dashboard reads for every config."""
+    problem, level = config_problem(execution_mode, agent, now)
+    return Health(
+        config_id=config_id,
+        state=config_state(last, last_completed, now, overdue_after),
+        stored=_stored_state(last_completed, now, overdue_after),
+        problem_level=level if problem else None,
+    )
 
 
 @dataclass(frozen=True)

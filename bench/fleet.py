@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""How the owner pages and the periodic tasks scale with the size of a fleet (issue 17).
+
+    python bench/fleet.py                                  # SQLite, 2,000 configs
+    python bench/fleet.py --db postgres --configs 25000    # a throwaway PostgreSQL cluster
+    python bench/fleet.py --db both --configs 100 --json small.json
+
+What it does, per database:
+
+1. creates a fresh database (a SQLite file in a temp directory, or a database on a throwaway
+   PostgreSQL cluster started with ``tests/support/postgres.py``) and applies the real migrations
+   (``python -m backend.cli migrate``);
+2. signs the owner up through the real API, then seeds the fleet straight into the Piccolo tables
+   in bulk (multi-row INSERTs): ``--agents`` agents, ``--configs`` configs spread over them (with a
+   daily schedule and ``retentionDays`` 30), ``--backups-per-config`` backups per config spread over
+   the last 31 days (so the oldest of each config is due for retention; a few failed, the newest of
+   some configs running), ``--log-lines`` agent log lines, and ``--small-users`` small users (3
+   configs, 1 agent, 20 backups each) sharing the database;
+3. times every owner page and list endpoint through the real app in process (``httpx`` ASGI
+   transport, no network), ``--repeat`` times after one warm-up, for the big owner and for one small
+   user, and counts the SQL statements each request ran (Piccolo's query counter);
+4. times one round of each periodic task (retention twice: the first round catches up, the second is
+   the steady state; alerts; housekeeping), with their statement counts;
+5. prints a table: p50 / p95 in milliseconds, statements per request, response size.
+
+Nothing here asserts a target: it is a measurement, recorded in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SECRET = "fleet-bench-secret-0123456789abcdef0123456789"
+PASSWORD = "correct horse battery"
+BATCH = 250
+
+
+@dataclass
+class Timing:
+    db: str
+    who: str
+    what: str
+    p50_ms: float
+    p95_ms: float
+    queries: int
+    bytes: int
+    status: int
+
+
+def migrate(database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "BACKAPP_SECRET_KEY": SECRET}
+    subprocess.run(
+        [sys.executable, "-m", "backend.cli", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def insert_bulk(table: Any, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start : start + BATCH]
+        await table.insert(*[table(**row) for row in chunk])
+
+
+def schedule_json() -> dict[str, Any]:
+    from desktop_agent.engine.schedule import Schedule
+
+    parsed = Schedule.parse({"preset": "daily", "at": "02:00"})
+    assert parsed is not None
+    return parsed.to_json()
+
+
+async def seed_user(
+    user_id: uuid.UUID,
+    *,
+    agents: int,
+    configs: int,
+    backups_per_config: int,
+    log_lines: int,
+    now: datetime,
+    rng: random.Random,
+) -> None:
+    """Bulk rows for one user: agents, configs over them, a daily history per config, logs."""
+    from backend.agents.tables import Agent, AgentLog
+    from backend.backups.tables import BackupConfig, BackupLog
+
+    options = {
+        "type": "full",
+        "compression": True,
+        "encryption": False,
+        "retentionDays": 30,
+        "compressionFormat": "gzip",
+        "excludeNodeModules": False,
+        "schedule": schedule_json(),
+        "retry": {"attempts": 1, "delaySeconds": 300},
+        "alertGraceMinutes": 60,
+    }
+    agent_rows = []
+    for i in range(agents):
+        agent_id = uuid.uuid4()
+        seen = now - timedelta(seconds=rng.choice([10, 20, 40, 3600, 86400 * 3]))
+        agent_rows.append(
+            dict(
+                id=agent_id,
+                user=user_id,
+                name=f"machine-{i:06d}",
+                api_key_digest=uuid.uuid4().hex + uuid.uuid4().hex,
+                api_key_prefix="bk_bench",
+                active=i % 50 != 49,
+                platform="linux",
+                version="1.0.0",
+                last_seen=seen,
+                timezone="UTC",
+                last_backup_failed=i % 20 == 0,
+                created_at=now - timedelta(days=400, seconds=i),
+                updated_at=now - timedelta(days=1),
+            )
+        )
+    await insert_bulk(Agent, agent_rows)
+    agent_ids = [row["id"] for row in agent_rows]
+
+    config_rows = []
+    for i in range(configs):
+        agent_id = agent_ids[i % len(agent_ids)] if agent_ids else None
+        config_rows.append(
+            dict(
+                id=uuid.uuid4(),
+                user=user_id,
+                name=f"config-{i:06d}",
+                execution_mode="agent" if agent_id else "server",
+                agent=agent_id,
+                sources=[{"path": f"/home/user{i}/documents"}],
+                excludes=["*.tmp"],
+                options=options,
+                created_at=now - timedelta(days=400, seconds=i),
+                updated_at=now - timedelta(days=1),
+            )
+        )
+    await insert_bulk(BackupConfig, config_rows)
+
+    backup_rows: list[dict[str, Any]] = []
+    spacing = timedelta(days=31) / max(1, backups_per_config)
+
+    async def flush_backups() -> None:
+        await insert_bulk(BackupLog, backup_rows)
+        backup_rows.clear()
+
+    for i, config in enumerate(config_rows):
+        prefix = f"users/{user_id}/agents/{config['agent']}/configs/{config['id']}"
+        for day in range(backups_per_config):
+            # Spread over 31 days: with retentionDays 30 the oldest one of each config is due.
+            started = now - spacing * day - timedelta(minutes=rng.randint(0, 60), seconds=i % 60)
+            status = "completed"
+            if day == 0 and i % 25 == 0:
+                status = "running"
+            elif rng.random() < 0.03 or (day == 0 and i % 40 == 1):
+                status = "failed"
+            done = status != "running"
+            backup_rows.append(
+                dict(
+                    id=uuid.uuid4(),
+                    user=user_id,
+                    config=config["id"],
+                    agent=config["agent"],
+                    config_name=config["name"],
+                    status=status,
+                    s3_path=f"{prefix}/backup-{day:05d}-{uuid.uuid4().hex[:8]}.tar.gz",
+                    filename="backup.tar.gz",
+                    filesize_estimate=10_000_000,
+                    size=9_500_000 if status == "completed" else None,
+                    sha256="0" * 64 if status == "completed" else None,
+                    files_processed=1200 if done else None,
+                    bytes_transferred=9_500_000 if done else None,
+                    duration_ms=rng.randint(5_000, 300_000) if done else None,
+                    errors=[],
+                    error="disk full" if status == "failed" else None,
+                    started_at=started,
+                    completed_at=started + timedelta(minutes=5) if done else None,
+                    trigger="schedule",
+                )
+            )
+        if len(backup_rows) >= 5000:
+            await flush_backups()
+    await flush_backups()
+
+    levels = ["debug", "info", "info", "info", "warning", "error"]
+    log_rows: list[dict[str, Any]] = []
+    for i in range(log_lines):
+        log_rows.append(
+            dict(
+                id=uuid.uuid4(),
+                agent=agent_ids[i % len(agent_ids)],
+                level=levels[i % len(levels)],
+                message=f"line {i}: scanned the sources",
+                metadata=None,
+                timestamp=now - timedelta(seconds=i * 7),
+            )
+        )
+        if len(log_rows) >= 5000:
+            await insert_bulk(AgentLog, log_rows)
+            log_rows.clear()
+    await insert_bulk(AgentLog, log_rows)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def timed(
+    engine: Any, repeat: int, fn: Callable[[], Awaitable[tuple[int, int]]]
+) -> tuple[float, float, int, int, int]:
+    """p50, p95 (ms), statements of the last run, bytes and status of the last response."""
+    await fn()  # warm-up
+    times: list[float] = []
+    queries = size = status = 0
+    for _ in range(repeat):
+        before = engine.query_id
+        started = time.perf_counter()
+        status, size = await fn()
+        times.append((time.perf_counter() - started) * 1000)
+        queries = engine.query_id - before
+    return percentile(times, 0.5), percentile(times, 0.95), queries, size, status
+
+
+async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Timing]:
+    import httpx
+
+    from backend.accounts.tables import User
+    from backend.app import create_app
+    from backend.db import bind_tables, make_engine
+    from backend.services import Services
+    from backend.settings import Settings
+
+    cluster = None
+    if kind == "sqlite":
+        database_url = f"sqlite:///{workdir / 'fleet.sqlite3'}"
+    else:
+        from tests.support.postgres import start_cluster
+
+        cluster = start_cluster()
+        database_url = cluster.create_database("fleet")
+    results: list[Timing] = []
+    try:
+        migrate(database_url)
+        settings = Settings(  # type: ignore[call-arg]
+            data_dir=workdir / "data",
+            database_url=database_url,
+            secret_key=SECRET.encode(),
+            public_url="http://bench.local",
+            task_interval=3600.0,
+            allow_signup=True,
+        )
+        services = Services.build(settings)
+        app = create_app(settings, services)
+        engine = make_engine(database_url)
+        bind_tables(engine)
+        pool = hasattr(engine, "start_connection_pool") and kind == "postgres"
+        if pool:
+            await engine.start_connection_pool(max_size=10)  # type: ignore[attr-defined]
+        try:
+            transport = httpx.ASGITransport(app=app)
+            clients: dict[str, httpx.AsyncClient] = {}
+            now = datetime.now(UTC)
+            rng = random.Random(17)
+            started = time.perf_counter()
+            owners = [("big", "owner@fleet.example")] + [
+                (f"small{i}", f"small{i}@fleet.example") for i in range(args.small_users)
+            ]
+            for who, email in owners:
+                client = httpx.AsyncClient(transport=transport, base_url="http://bench.local")
+                r = await client.post(
+                    "/api/auth/signup", json={"email": email, "password": PASSWORD}
+                )
+                assert r.status_code == 201, r.text
+                clients[who] = client
+                user = await User.select(User.id).where(User.email == email).first()
+                assert user is not None
+                if who == "big":
+                    await seed_user(
+                        user["id"],
+                        agents=args.agents,
+                        configs=args.configs,
+                        backups_per_config=args.backups_per_config,
+                        log_lines=args.log_lines,
+                        now=now,
+                        rng=rng,
+                    )
+                else:
+                    await seed_user(
+                        user["id"],
+                        agents=1,
+                        configs=3,
+                        backups_per_config=20,
+                        log_lines=100,
+                        now=now,
+                        rng=rng,
+                    )
+            await engine.run_ddl("ANALYZE")
+            print(f"[{kind}] seeded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+            for who in ("big", "small0" if args.small_users else None):
+                if who is None:
+                    continue
+                client = clients[who]
+                pages = [
+                    "/",
+                    "/configs",
+                    "/agents",
+                    "/backups",
+                    "/api/configs",
+                    "/api/agents",
+                    "/api/backups",
+                ]
+                total = (await client.get("/api/backups?limit=1")).json().get("total", 0)
+                # The last page: by page number before keyset pagination, else by the cursor the
+                # API gives for the rows after the last 25 (and 50) of the history.
+                tail = (
+                    await client.get(f"/api/backups?offset={max(0, total - 26)}&limit=1")
+                ).json()
+                if "nextAfter" in tail:
+                    if tail["nextAfter"]:
+                        pages.insert(4, "/backups?" + urlencode({"after": tail["nextAfter"]}))
+                    deep = await client.get(f"/api/backups?offset={max(0, total - 51)}&limit=1")
+                    if deep.json()["nextAfter"]:
+                        pages.append(
+                            "/api/backups?" + urlencode({"after": deep.json()["nextAfter"]})
+                        )
+                else:
+                    pages.insert(4, f"/backups?page={max(1, (total - 1) // 25 + 1)}")
+                if total > 50:
+                    pages.append(f"/api/backups?offset={total - 50}")
+                for path in pages:
+
+                    async def fetch(
+                        path: str = path, client: httpx.AsyncClient = client
+                    ) -> tuple[int, int]:
+                        r = await client.get(path)
+                        return r.status_code, len(r.content)
+
+                    p50, p95, queries, size, status = await timed(engine, args.repeat, fetch)
+                    shown = path if len(path) < 60 else path[:40] + "…"
+                    results.append(
+                        Timing(kind, who, f"GET {shown}", p50, p95, queries, size, status)
+                    )
+                    print(
+                        f"[{kind}] {who} GET {shown}: p95 {p95:.0f} ms, {queries} q",
+                        file=sys.stderr,
+                    )
+
+            tasks = services.tasks
+            rounds: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+                ("retention (first round)", lambda: tasks.run_retention(now)),
+                ("retention (next round)", lambda: tasks.run_retention(now)),
+                ("alerts", lambda: tasks.run_alerts(now)),
+                ("alerts (next round)", lambda: tasks.run_alerts(now)),
+                ("housekeeping", lambda: tasks.run_housekeeping(now)),
+            ]
+            for name, fn in rounds:
+                before = engine.query_id
+                t0 = time.perf_counter()
+                await fn()
+                ms = (time.perf_counter() - t0) * 1000
+                results.append(Timing(kind, "task", name, ms, ms, engine.query_id - before, 0, 0))
+                print(f"[{kind}] task {name}: {ms:.0f} ms", file=sys.stderr)
+            for client in clients.values():
+                await client.aclose()
+        finally:
+            if pool:
+                await engine.close_connection_pool()  # type: ignore[attr-defined]
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    return results
+
+
+def print_table(results: list[Timing], args: argparse.Namespace) -> None:
+    print(
+        f"\nfleet: {args.configs} configs, {args.agents} agents, "
+        f"{args.configs * args.backups_per_config} backups, {args.log_lines} log lines, "
+        f"{args.small_users} small users; {args.repeat} runs per page\n"
+    )
+    print("| db | who | what | p50 ms | p95 ms | statements | bytes |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for t in results:
+        flag = "" if t.status in (0, 200) else f" (HTTP {t.status})"
+        print(
+            f"| {t.db} | {t.who} | {t.what}{flag} | {t.p50_ms:.1f} | {t.p95_ms:.1f} "
+            f"| {t.queries} | {t.bytes:,} |"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument("--configs", type=int, default=2000)
+    parser.add_argument("--agents", type=int, default=None, help="default: configs / 2")
+    parser.add_argument("--backups-per-config", type=int, default=50)
+    parser.add_argument("--log-lines", type=int, default=None, help="default: 20 x configs")
+    parser.add_argument("--small-users", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.agents is None:
+        args.agents = max(1, args.configs // 2)
+    if args.log_lines is None:
+        args.log_lines = 20 * args.configs
+    workdir = Path(tempfile.mkdtemp(prefix="backapp-fleet-"))
+    os.environ.setdefault("BACKAPP_DATA_DIR", str(workdir / "default-data"))
+    results: list[Timing] = []
+    try:
+        for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
+            results += asyncio.run(run_db(kind, args, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print_table(results, args)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(t) for t in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""Owner pages, lists and periodic rounds cost the same number of statements for 10 configs as for
+500 (issue 17), and the keyset pagination that makes that possible is stable and tamper-proof.
+
+Real app, real SQLite and PostgreSQL (``client``'s ``db_url`` runs each test on both)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from backend.backups.tables import Alert, BackupLog
+from backend.services import Services
+from backend.services.accounts import CurrentUser
+from tests.support.api import ApiClient
+from tests.support.fleet import DAILY, Fleet, seed_fleet
+from tests.support.queries import count_queries
+
+OWNER_PAGES = [
+    "/",
+    "/configs",
+    "/agents",
+    "/backups",
+    "/backups?status=completed",
+    "/api/configs",
+    "/api/agents",
+    "/api/backups",
+]
+
+
+async def _me(client: ApiClient, services: Services) -> CurrentUser:
+    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
+    assert me is not None
+    return me
+
+
+async def _statements(client: ApiClient, path: str) -> int:
+    with count_queries() as log:
+        r = await client.get(path)
+    assert r.status_code == 200, (path, r.text[:500])
+    return len(log)
+
+
+async def test_owner_pages_run_as_many_statements_for_500_configs_as_for_10(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=2, configs=10, backups_per_config=2)
+    small = {path: await _statements(client, path) for path in OWNER_PAGES}
+    await seed_fleet(
+        me.id, now=now, agents=98, configs=490, backups_per_config=2, first=10, fleet=fleet
+    )
+    big = {path: await _statements(client, path) for path in OWNER_PAGES}
+    assert big == small
+    # And the pages are bounded, not the whole fleet: the configs page shows its first 50.
+    page = (await client.get("/configs")).text
+    assert "config-00049" in page and "config-00050" not in page
+    assert 'rel="next"' in page
+
+
+async def test_the_dashboard_shows_problems_first_and_counts_every_config(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=5, configs=120, backups_per_config=1)
+    # The 100th config's newest backup failed: it must be on the dashboard despite 119 others.
+    await BackupLog.update({BackupLog.status: "failed", BackupLog.error: "disk full"}).where(
+        BackupLog.config == fleet.config_ids[99]
+    )
+    page = (await client.get("/")).text
+    assert "config-00099" in page
+    assert page.index("config-00099") < page.index("config-00000")
+    assert "119/120" in page  # up to date, counted over every config
+    assert "disk full" in page
+
+
+async def _walk(client: ApiClient, path: str, key: str, limit: int) -> list[str]:
+    seen: list[str] = []
+    after: str | None = None
+    for _ in range(100):
+        sep = "&" if "?" in path else "?"
+        url = f"{path}{sep}limit={limit}" + (f"&after={after}" if after else "")
+        body = (await client.get(url)).json()
+        seen += [item["id"] for item in body[key]]
+        after = body["nextAfter"]
+        if after is None:
+            return seen
+    raise AssertionError("the pages never ended")
+
+
+async def test_backup_pages_follow_a_stable_order_through_ties(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    now = datetime.now(UTC).replace(microsecond=0)
+    fleet = await seed_fleet(me.id, now=now, configs=4, backups_per_config=3)
+    # Ties: every backup of a day started at the same instant.
+    full = (await client.get("/api/backups?limit=500")).json()
+    order = [b["id"] for b in full["backups"]]
+    assert full["total"] == 12 and len(order) == 12
+    for limit in (1, 2, 5):
+        assert await _walk(client, "/api/backups", "backups", limit) == order
+    started = [datetime.fromisoformat(b["startedAt"]) for b in full["backups"]]
+    assert started == sorted(started, reverse=True)
+    assert len(set(started)) == 3  # ties indeed
+    # Offset paging (the spec's contract) still answers, and hands over to keyset paging.
+    page = (await client.get("/api/backups?limit=5&offset=5")).json()
+    assert [b["id"] for b in page["backups"]] == order[5:10] and page["total"] == 12
+    rest = (await client.get(f"/api/backups?limit=5&after={page['nextAfter']}")).json()
+    assert [b["id"] for b in rest["backups"]] == order[10:] and rest["total"] is None
+    assert len(fleet.backup_ids) == 12
+
+
+async def test_a_row_deleted_between_pages_skips_nothing(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await seed_fleet(me.id, now=datetime.now(UTC), configs=3, backups_per_config=3)
+    order = [b["id"] for b in (await client.get("/api/backups?limit=500")).json()["backups"]]
+    first = (await client.get("/api/backups?limit=4")).json()
+    assert [b["id"] for b in first["backups"]] == order[:4]
+    # The last row shown and the first row not yet shown both disappear.
+    await BackupLog.delete().where(BackupLog.id.is_in([uuid.UUID(order[3]), uuid.UUID(order[4])]))
+    second = (await client.get(f"/api/backups?limit=4&after={first['nextAfter']}")).json()
+    assert [b["id"] for b in second["backups"]] == order[5:9]
+
+
+def _tamper(cursor: str) -> list[str]:
+    body, mac = cursor.split(".")
+    payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    moved = payload.replace(b'"20', b'"19', 1)
+    forged = base64.urlsafe_b64encode(moved).rstrip(b"=").decode()
+    return [
+        f"{forged}.{mac}",  # another position, the old signature
+        cursor[:-2],  # truncated
+        cursor + "x",
+        "not-a-cursor",
+        f"{body}.",
+        "%%%.%%%",
+    ]
+
+
+@pytest.mark.parametrize("path,key", [("/api/backups", "backups"), ("/api/configs", "configs")])
+async def test_tampered_or_foreign_cursors_are_refused(
+    client: ApiClient, services: Services, path: str, key: str
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=4, backups_per_config=2)
+    cursor = (await client.get(f"{path}?limit=1")).json()["nextAfter"]
+    assert cursor
+    assert (await client.get(f"{path}?limit=1&after={cursor}")).status_code == 200
+    for bad in _tamper(cursor):
+        r = await client.get(path, params={"after": bad, "limit": "1"})
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["field"] == "after"
+    # A cursor of the other list, or of another user, is not one for this list.
+    other = "/api/configs" if path == "/api/backups" else "/api/backups"
+    foreign = (await client.get(f"{other}?limit=1")).json()["nextAfter"]
+    assert (await client.get(path, params={"after": foreign})).status_code == 400
+    stranger = await services.accounts.create_user("x@example.com", "correct horse")
+    theirs = services.cursors.encode(key, stranger.id, services.cursors.decode(key, me.id, cursor))
+    assert (await client.get(path, params={"after": theirs})).status_code == 400
+    # A page is asked for by offset or by cursor, not both.
+    if path == "/api/backups":
+        r = await client.get(path, params={"after": cursor, "offset": "3"})
+        assert r.status_code == 400
+
+
+async def test_config_and_agent_lists_page_and_search(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await seed_fleet(me.id, now=datetime.now(UTC), agents=7, configs=11, backups_per_config=0)
+    configs = await _walk(client, "/api/configs", "configs", 3)
+    listed = (await client.get("/api/configs")).json()
+    assert configs == [c["id"] for c in listed["configs"]] and listed["nextAfter"] is None
+    assert len(configs) == 11
+    agents = await _walk(client, "/api/agents", "agents", 2)
+    assert agents == [a["id"] for a in (await client.get("/api/agents")).json()["agents"]]
+    assert len(agents) == 7
+    # Search: part of the name, any case; % and _ are plain characters.
+    found = (await client.get("/api/configs", params={"q": "CONFIG-0001"})).json()["configs"]
+    assert sorted(c["name"] for c in found) == ["config-00010"]
+    assert (await client.get("/api/configs", params={"q": "%"})).json()["configs"] == []
+    assert (await client.get("/api/agents", params={"q": "machine_0"})).json()["agents"] == []
+    found = (await client.get("/api/agents", params={"q": "ne-0000"})).json()["agents"]
+    assert len(found) == 7
+    # The pages too.
+    page = (await client.get("/configs", params={"q": "config-0000"})).text
+    assert "config-00009" in page and "config-00010" not in page
+    page = (await client.get("/agents", params={"q": "machine-00003"})).text
+    assert "machine-00003" in page and "machine-00004" not in page
+    assert (await client.get("/configs", params={"after": "nope"})).status_code == 400
+
+
+async def test_the_backups_page_pages_by_cursor(client: ApiClient, services: Services) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await seed_fleet(me.id, now=datetime.now(UTC), configs=30, backups_per_config=1)
+    first = (await client.get("/backups")).text
+    assert "30 backups" in first
+    older = first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+    second = (await client.get(older.replace("&amp;", "&"))).text
+    assert second.count("/backups/") - second.count('/backups/"') >= 5
+    assert "← Newest" in second and 'rel="next"' not in second
+
+
+def _counting_round(log: Any) -> int:
+    return len(log)
+
+
+async def _round_statements(services: Services, now: datetime) -> dict[str, int]:
+    counts = {}
+    for name, run in (
+        ("retention", services.tasks.run_retention),
+        ("alerts", services.tasks.run_alerts),
+        ("housekeeping", services.tasks.run_housekeeping),
+    ):
+        with count_queries() as log:
+            await run(now)
+        counts[name] = _counting_round(log)
+    return counts
+
+
+async def test_periodic_rounds_run_as_many_statements_for_500_configs_as_for_10(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = Fleet()
+    await seed_fleet(
+        me.id,
+        now=now,
+        configs=10,
+        backups_per_config=3,
+        retention_days=30,
+        schedule=DAILY,
+        fleet=fleet,
+    )
+    await _round_statements(services, now)  # settle: alerts opened, nothing due
+    # Three backups become due for retention, one config misses its schedule.
+    old = now - timedelta(days=60)
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.id.is_in(fleet.backup_ids[1:3])
+    )
+    small = await _round_statements(services, now)
+    assert small["retention"] > 0
+    await seed_fleet(
+        me.id,
+        now=now,
+        agents=49,
+        configs=490,
+        backups_per_config=3,
+        retention_days=30,
+        schedule=DAILY,
+        first=10,
+        fleet=fleet,
+    )
+    await _round_statements(services, now)  # settle the new configs
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.id.is_in(fleet.backup_ids[-2:])
+    )
+    big = await _round_statements(services, now)
+    assert big == small
+    expired = await BackupLog.count().where(BackupLog.status == "expired")
+    assert expired == 4  # the newest completed backup of a config is kept however old
+
+
+async def test_a_long_round_keeps_its_lease(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = services.tasks
+    # Renewed every 0.7 s; the machine may be busy, so the margins are generous.
+    monkeypatch.setattr(type(tasks), "lease_ttl", property(lambda self: 2.0))
+    started = asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(7.0)  # more than three lease lifetimes
+        return "done"
+
+    run = asyncio.get_running_loop().create_task(tasks._guarded("slow", slow))
+    await started.wait()
+    for _ in range(4):
+        await asyncio.sleep(1.5)
+        assert await services.leases.acquire("server:slow", "another process", 60) is None
+    assert await run == "done"
+    assert await services.leases.current("server:slow") is None  # released at the end
+
+
+async def test_the_dashboard_lists_the_newest_open_alerts_only(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()  # its alert round would resolve these made-up alerts
+    now = datetime.now(UTC)
+    await Alert.insert(
+        *[
+            Alert(
+                id=uuid.uuid4(),
+                user=me.id,
+                kind="agent_offline",
+                subject=f"agent:{uuid.uuid4()}",
+                message=f"alert number {i:03d}",
+                created_at=now - timedelta(minutes=i),
+            )
+            for i in range(30)
+        ]
+    )
+    page = (await client.get("/")).text
+    assert 'data-alerts="20"' in page
+    assert "alert number 000" in page and "alert number 019" in page
+    assert "alert number 020" not in page
+    assert len((await client.get("/api/alerts")).json()["alerts"]) == 30

@@ -1,0 +1,48 @@
+"""Count the SQL statements a piece of code runs, through the real Piccolo engine.
+
+    with count_queries() as log:
+        await client.get("/")
+    assert len(log) == 7, log.statements
+
+Every Piccolo query (select, insert, raw, ...) goes through ``engine.run_querystring``; the counter
+wraps that method for the engine the tables are bound to, for the duration of the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.backups.tables import BackupLog
+
+__all__ = ["QueryLog", "count_queries"]
+
+
+@dataclass
+class QueryLog:
+    statements: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+
+@contextmanager
+def count_queries() -> Iterator[QueryLog]:
+    engine: Any = BackupLog._meta.db
+    log = QueryLog()
+    cls = type(engine)
+    original = cls.run_querystring
+
+    async def counting(self: Any, querystring: Any, *args: Any, **kwargs: Any) -> Any:
+        if self is engine:
+            log.statements.append(str(querystring))
+        return await original(self, querystring, *args, **kwargs)
+
+    # Engines have slots: the method is wrapped on the class, counting only this engine.
+    cls.run_querystring = counting
+    try:
+        yield log
+    finally:
+        cls.run_querystring = original
