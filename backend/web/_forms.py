@@ -113,8 +113,9 @@ class ConfigForm:
     agent_id: str = ""
     sources: str = ""
     excludes: str = ""
-    type: str = "incremental"
-    """New configurations default to incremental snapshots (server-side ones to full archives)."""
+    type: str = ""
+    """``full`` or ``incremental``; empty: incremental snapshots for an agent's configuration, full
+    archives for a server-side one (the server makes no snapshots)."""
     compression: bool = True
     compression_format: str = "gzip"
     encryption: bool = False
@@ -144,7 +145,7 @@ class ConfigForm:
             agent_id=text(form, "agent_id", 100),
             sources=text(form, "sources"),
             excludes=text(form, "excludes"),
-            type=text(form, "type", 20) or "incremental",
+            type=text(form, "type", 20),
             compression=bool(form.get("compression")),
             compression_format=text(form, "compression_format", 20) or "gzip",
             encryption=bool(form.get("encryption")),
@@ -219,7 +220,7 @@ class ConfigForm:
             errors["excludes"] = f"At most {MAX_EXCLUDES} patterns."
         elif any(len(e) > MAX_EXCLUDE for e in excludes):
             errors["excludes"] = f"Each pattern must be at most {MAX_EXCLUDE} characters."
-        if self.type not in ("full", "incremental"):
+        if self.type not in ("", "full", "incremental"):
             errors["type"] = "Choose incremental or full."
         elif self.type == "incremental" and self.execution_mode == "server":
             errors["type"] = (
@@ -271,7 +272,10 @@ class ConfigForm:
                 "excludes": excludes,
                 "options": msgspec.to_builtins(
                     Options(
-                        type="incremental" if self.type == "incremental" else "full",
+                        type="full"
+                        if self.type == "full"
+                        or (not self.type and self.execution_mode == "server")
+                        else "incremental",
                         compression=self.compression,
                         encryption=self.encryption,
                         retention_days=retention,

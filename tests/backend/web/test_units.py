@@ -253,7 +253,7 @@ def test_config_form_validation_collects_every_error() -> None:
         sources="  \n",
         retention_days="x",
         compression_format="lz4",
-        type="incremental",
+        type="differential",
     )
     assert form.validate({"a1"}) is None
     assert set(form.errors) == {
