@@ -44,6 +44,7 @@ from .common import (
     load_key,
     log,
     signal_handlers,
+    verbosity,
 )
 from .display import LiveProgress, daemon_display, make_display
 
@@ -134,7 +135,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     assert settings.server_url
     if args.tick <= 0:
         raise ConfigurationError("--tick must be a positive number of seconds")
-    if args.verbose == 0:  # a daemon's log is its only voice: say what it does
+    if verbosity(args) == 0:  # a daemon's log is its only voice: say what it does
         for name in ("desktop_agent", "backapp-agent"):
             logging.getLogger(name).setLevel(logging.INFO)
     zone = local_timezone_name()

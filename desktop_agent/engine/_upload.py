@@ -91,6 +91,14 @@ def split_sizes(total: int, part_size: int) -> list[int]:
     return [part_size] * full + ([rest] if rest else [])
 
 
+def _after_attempts(exc: StorageError | NetworkError, attempts: int) -> AgentError:
+    """``exc`` again, its message saying how many attempts were made."""
+    message = f"{exc} (after {attempts} attempts)"
+    if isinstance(exc, StorageError):
+        return StorageError(message, status=exc.status, transient=exc.transient)
+    return NetworkError(message)
+
+
 def numbered_filename(filename: str, n: int) -> str:
     """``backup-2025-01-07-143022.tar.gz`` -> ``backup-2025-01-07-143022-2.tar.gz`` (``n`` = 2)."""
     match = re.match(r"^(.*?)(\.tar(?:\.gz|\.zst)?)$", filename)
@@ -186,6 +194,7 @@ class Uploader:
         self._failure: BaseException | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._retried = False
         self.uploaded = 0
         self._parts_done = 0
 
@@ -345,12 +354,29 @@ class Uploader:
                 # NetworkError: the server (which hands out part URLs) was unreachable even after
                 # the API client's own retries; keep trying with the part, never the whole archive.
                 transient = isinstance(exc, NetworkError) or exc.transient
-                if not transient or n + 1 >= retry.max_attempts:
+                if not transient:
                     raise
+                if n + 1 >= retry.max_attempts:
+                    raise _after_attempts(exc, retry.max_attempts) from exc
                 delay = retry.delay(n)
-                log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
+                self._retry_said(what, exc, delay, retry.max_attempts)
                 self._sleep(delay)
         raise AssertionError("unreachable")
+
+    def _retry_said(self, what: str, exc: Exception, delay: float, attempts: int) -> None:
+        """One warning for the upload's first retry; the others at info (``-v``): a storage outage
+        would otherwise print a warning per part and attempt before the one failure."""
+        with self._lock:
+            first, self._retried = not self._retried, True
+        if first:
+            log.warning(
+                "%s failed (%s); trying again (up to %d attempts per part; -v shows each retry)",
+                what,
+                exc,
+                attempts,
+            )
+        else:
+            log.info("%s failed (%s); trying again in %.1fs", what, exc, delay)
 
     def _begin_multipart(self) -> None:
         crc32 = self.options.part_checksum == "auto" and PART_CRC32 in server_features(self._plane)

@@ -296,11 +296,16 @@ class ApiClient:
                 if retry + 1 >= self.retry.max_attempts:
                     raise NetworkError(
                         f"could not reach the BackApp server at {self.server_url} ({path}): "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{type(exc).__name__}: {exc} (after {retry + 1} attempts)"
                     ) from exc
                 delay = self.retry.delay(retry, self._rand)
-                log.warning(
-                    "%s %s failed (%s); retrying in %.1fs", method, path, type(exc).__name__, delay
+                self._retry_said(
+                    retry,
+                    "%s %s failed (%s); retrying in %.1fs",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    delay,
                 )
             except httpx.HTTPError as exc:
                 raise NetworkError(f"request to {self.server_url}{path} failed: {exc}") from exc
@@ -316,7 +321,8 @@ class ApiClient:
                 after = parse_retry_after(response.headers.get("Retry-After"))
                 if after is not None:
                     delay = min(after, self.retry.max_retry_after)
-                log.warning(
+                self._retry_said(
+                    retry,
                     "%s %s answered %d; retrying in %.1fs",
                     method,
                     path,
@@ -325,6 +331,12 @@ class ApiClient:
                 )
             self._sleep(delay)
             retry += 1
+
+    @staticmethod
+    def _retry_said(retry: int, message: str, *args: object) -> None:
+        """A request's first retry is a warning, the next ones info (``-v``): a server that stays
+        down is told once per request, and the error that ends it says how many attempts it took."""
+        log.log(logging.WARNING if retry == 0 else logging.INFO, message, *args)
 
     @staticmethod
     def _json(response: httpx.Response, path: str) -> dict[str, Any]:
