@@ -22,7 +22,7 @@ PartChecksum = Literal["sha256", "crc32"]
 Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
 NonNegative = Annotated[int, Meta(ge=0)]
 Level = Literal["debug", "info", "warning", "error"]
-BackupStatus = Literal["running", "completed", "failed", "expired"]
+BackupStatus = Literal["running", "completed", "failed", "cancelled", "expired"]
 AgentStatus = Literal["online", "offline", "error"]
 ExecutionMode = Literal["server", "agent"]
 
@@ -202,7 +202,7 @@ class FileError(Camel):
 
 class CompleteRequest(Camel):
     log_id: Uuid
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "cancelled"]
     files_processed: NonNegative | None = None
     bytes_transferred: NonNegative | None = None
     duration: NonNegative | None = None

@@ -38,7 +38,8 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
 
 
 class BackupLog(Table, tablename="backapp_backup_log"):
-    """One backup: created 'running' at backup/start, finished 'completed' or 'failed'."""
+    """One backup: created 'running' at backup/start, finished 'completed', 'failed' or
+    'cancelled' (stopped on purpose; not a failure)."""
 
     id = UUID(primary_key=True)
     user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)

@@ -52,7 +52,7 @@ __all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
 
 log = logging.getLogger("backapp.backups")
 
-AGENT_FEATURES = ("progress-by-config", "part-crc32")
+AGENT_FEATURES = ("progress-by-config", "part-crc32", "backup-cancelled")
 """Extensions an agent may use, listed in the heartbeat response (``features``)."""
 PRE_LOG_PHASES = ("scanning", "archiving")
 """The phases a run reports by ``configId``, before its log is open."""
@@ -488,11 +488,10 @@ class BackupService:
         if row["status"] != "running":
             return self._already_finished(row, req.status)
 
-        if req.status == "failed":
+        if req.status in ("failed", "cancelled"):
             await self._abort_upload(row)
-            await self._finish(
-                row, status="failed", error=req.error or "the agent reported a failure", req=req
-            )
+            default = "cancelled" if req.status == "cancelled" else "the agent reported a failure"
+            await self._finish(row, status=req.status, error=req.error or default, req=req)
             return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
         if row["upload_state"] == "multipart":

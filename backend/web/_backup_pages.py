@@ -17,7 +17,7 @@ from backend.web._render import page
 __all__ = ["BackupPages"]
 
 PAGE_SIZE = 25
-Status = Literal["running", "completed", "failed", "expired"]
+Status = Literal["running", "completed", "failed", "cancelled", "expired"]
 
 
 class BackupPages(Controller):
@@ -39,7 +39,9 @@ class BackupPages(Controller):
         configs = await services.configs.list_configs(user)
         agents = await services.agents.list_agents(user)
         # Unknown filter values (a stale link) are dropped rather than answered with an error.
-        status = status if status in ("running", "completed", "failed", "expired") else None
+        status = (
+            status if status in ("running", "completed", "failed", "cancelled", "expired") else None
+        )
         config = config if config in {c.id for c in configs} else None
         agent = agent if agent in {a.id for a in agents} else None
         number = page_number or 1

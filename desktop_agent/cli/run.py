@@ -36,6 +36,7 @@ from desktop_agent.engine import (
 from .common import (
     EXIT_FAILED,
     EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     Commands,
     add_command,
@@ -92,7 +93,10 @@ def register(commands: Commands) -> None:
 
 
 def exit_status(result: RunResult) -> int:
-    """1 if a backup failed or the run could not start, 3 if some files could not be read, else 0."""
+    """1 if a backup failed or the run could not start, 130 if it was cancelled (Ctrl-C, SIGTERM)
+    and nothing failed, 3 if some files could not be read, else 0."""
+    if result.cancelled:
+        return EXIT_INTERRUPTED
     if not result.ok:
         return EXIT_FAILED
     return EXIT_FILE_ERRORS if result.has_file_errors else EXIT_OK

@@ -89,7 +89,7 @@ from ._scheduling import (
     Skipped,
 )
 from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
-from ._state import StateStore
+from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._transport.client import API_KEY_HEADER, ApiClient
 from ._transport.redact import install_log_redaction, redact_url
@@ -216,6 +216,7 @@ __all__ = [
     "event_to_json",
     "glob_to_regex",
     "install_log_redaction",
+    "last_completed_at",
     "load_settings",
     "local_timezone_name",
     "member_name",

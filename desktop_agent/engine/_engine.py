@@ -46,7 +46,7 @@ from ._settings import AgentSettings
 from ._tar import ArchiveStats
 from ._transport.client import ApiClient
 from ._transport.storage import HttpStorage
-from ._upload import UploadResult
+from ._upload import BACKUP_CANCELLED, UploadResult, server_features
 from .protocol import BackupResult, ConfigInfo, ControlPlane, RunResult, Storage
 
 __all__ = ["BackupEngine", "connect"]
@@ -150,11 +150,12 @@ class BackupEngine:
         job = BackupJob(config=config, t0=self._clock(), started=self._now())
         job.sources = tuple(normalize_source(s.path) for s in config.sources)
         self._emit(ConfigStarted(config_id=config.id, config_name=config.name, sources=job.sources))
+        cancelled = False
         try:
             upload = self._back_up(job, cancel)
             self._complete(job, upload)
         except BackupCancelled as exc:
-            reason = exc.reason
+            reason, cancelled = exc.reason, exc.deliberate
         except BackupFailure as exc:
             reason = exc.reason
         except ConflictError as exc:
@@ -168,7 +169,7 @@ class BackupEngine:
             reason = f"internal error: {type(exc).__name__}: {exc}"
         else:
             return self._succeeded(job, upload)
-        return self._failed(job, reason)
+        return self._failed(job, reason, cancelled=cancelled)
 
     def _back_up(self, job: BackupJob, cancel: CancelToken) -> UploadResult:
         """Where the engine picks how a config is backed up. There is one way today: one tar
@@ -258,25 +259,33 @@ class BackupEngine:
         )
         return result
 
-    def _failed(self, job: BackupJob, reason: str) -> BackupResult:
+    def _failed(self, job: BackupJob, reason: str, *, cancelled: bool = False) -> BackupResult:
         """Leave nothing half-recorded as success: abort the upload, mark the log failed (opening one
-        if the failure came before ``backup/start``), tell the server why."""
+        if the failure came before ``backup/start``), tell the server why. A ``cancelled`` backup is
+        recorded as such where the server knows the status (``backup-cancelled``), else as failed;
+        it opens no log of its own (a cancel is not worth a line in the history)."""
         config, uploader = job.config, job.uploader
-        log.error("backup of %r (%s) failed: %s", config.name, config.id, reason)
+        if cancelled:
+            log.info("backup of %r (%s) cancelled: %s", config.name, config.id, reason)
+        else:
+            log.error("backup of %r (%s) failed: %s", config.name, config.id, reason)
         stats = job.archiver.stats if job.archiver is not None else ArchiveStats()
         reason = printable(reason)[:MAX_MESSAGE]
         log_id = uploader.log_id if uploader is not None else None
         if uploader is not None:
             uploader.stop()
         start_attempted = uploader is not None and uploader.start_attempted
-        if log_id is None and not start_attempted:
+        if log_id is None and not start_attempted and not cancelled:
             log_id = self._open_log_for_failure(job)
+        status = "failed"
+        if cancelled and BACKUP_CANCELLED in server_features(self.plane):
+            status = "cancelled"
         if log_id is not None and not job.completing:
             try:
                 # Records the reason and the per-file errors; the server aborts a multipart upload.
                 self.plane.complete_backup(
                     log_id=log_id,
-                    status="failed",
+                    status=status,
                     files_processed=stats.files,
                     bytes_transferred=uploader.uploaded if uploader is not None else 0,
                     duration_ms=job.duration_ms(self._clock()),
@@ -290,8 +299,9 @@ class BackupEngine:
         if uploader is not None and uploader.multipart:
             uploader.abort(reason)  # idempotent; frees the parts even if the call above failed
         self._send_log(
-            "error",
-            f"Backup '{config.name or config.id}' failed: {reason}",
+            "info" if cancelled else "error",
+            f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: "
+            f"{reason}",
             {
                 "configId": config.id,
                 "logId": log_id,
@@ -308,12 +318,13 @@ class BackupEngine:
                 log_id=log_id,
                 reason=reason,
                 duration_ms=duration,
+                cancelled=cancelled,
             )
         )
         return BackupResult(
             config_id=config.id,
             config_name=config.name,
-            status="failed",
+            status="cancelled" if cancelled else "failed",
             error=reason,
             log_id=log_id,
             filename=uploader.filename if uploader is not None else None,

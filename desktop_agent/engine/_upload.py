@@ -43,6 +43,9 @@ MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_FILENAME_ATTEMPTS = 5
 PART_CRC32 = "part-crc32"
 """The server feature (heartbeat ``features``): multipart parts may carry a CRC32."""
+BACKUP_CANCELLED = "backup-cancelled"
+"""The server feature: ``backup/complete`` takes ``status: cancelled`` (else a cancel is sent as
+``failed``, which an older server understands)."""
 
 
 def crc32_b64(data: Body) -> str:
@@ -347,7 +350,7 @@ class Uploader:
             if self._cancel is not None:
                 self._cancel.raise_if_cancelled()
             if self._stopping.is_set():
-                raise BackupCancelled("upload stopped")
+                raise BackupCancelled("upload stopped", deliberate=False)
             try:
                 return attempt()
             except (StorageError, NetworkError) as exc:

@@ -79,9 +79,11 @@ def test_first_run_pairs_with_a_real_server_and_keeps_the_key_in_the_keychain(
         assert key not in (agent_dir / "config.json").read_text()
         assert not (agent_dir / "api-key").exists()
 
-        # The app is live: it polls, and the menu lists the assigned config.
+        # The app is live: it polls, and the menu lists the assigned config, which has never
+        # been backed up: that is not "up to date".
         qtbot.waitUntil(lambda: app.controller.online is True, timeout=WAIT)
-        assert app.controller.health() is Health.IDLE
+        assert app.controller.health() is Health.ATTENTION
+        assert app.controller.attention_reasons() == ["Documents: not backed up yet"]
         assert app.controller.agent_name == "Ada's laptop"
         assert any(t.startswith("Documents: never backed up") for t in menu_texts(app))
         app.menu.actions["console"].trigger()
@@ -286,9 +288,10 @@ def test_quitting_during_a_backup_asks_then_cancels_cleanly(
         assert rec.questions == ["Stop the backup and quit?"] * 2
         assert fake.quit_calls == 1
         [result] = finished.args[0].results
-        assert result.status == "failed" and result.error == "cancelled by the user"
+        assert result.status == "cancelled" and result.error == "cancelled by the user"
         [backup] = owner.backups()
-        assert backup["status"] == "failed" and backup["error"] == "cancelled by the user"
+        assert backup["status"] == "cancelled" and backup["error"] == "cancelled by the user"
+        assert ("Backup failed", True) not in [(t, e) for t, _m, e in rec.notifications]
         s3 = s3_server.client()
         assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
         assert s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0

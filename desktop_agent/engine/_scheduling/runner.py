@@ -205,7 +205,9 @@ class _LeaseKeeper:
                 self.renewals += 1
             except ConflictError as exc:
                 log.error("lost the run lease of config %s: %s", self.config_id, exc.detail)
-                self._cancel.cancel(f"stopped: the run lease was lost ({exc.detail})")
+                self._cancel.cancel(
+                    f"stopped: the run lease was lost ({exc.detail})", deliberate=False
+                )
                 return
             except AgentError as exc:  # the server is unreachable: keep trying until it lapses
                 log.warning("could not renew the run lease of %s: %s", self.config_id, exc)
@@ -386,6 +388,8 @@ class Runner:
                 log.warning("could not save the local state: %s", exc)
         if result.ok:
             return Outcome(job, "completed", result)
+        if result.status == "cancelled":
+            return Outcome(job, "cancelled", result, reason=result.error)
         retry: Job | None = None
         if job.automatic and job.attempt < job.max_attempts and not cancel.is_set():
             settings = RetrySettings.from_options(config.options.retry)
@@ -424,7 +428,9 @@ class Runner:
                     config, f"not started: cannot take the run lease: {outcome.reason}"
                 )
             if cancel.is_set():
-                return not_started(config, f"{cancel.reason} before it started")
+                return not_started(
+                    config, f"{cancel.reason} before it started", cancelled=cancel.deliberate
+                )
             skipped.append(Skipped(config.id, config.name, outcome.reason or "not started"))
             return None
 

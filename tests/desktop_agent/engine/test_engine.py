@@ -191,9 +191,15 @@ def test_a_part_that_keeps_failing_aborts_the_upload(tmp_path: Path) -> None:
     assert result.ok is False
 
 
-def test_cancel_aborts_cleanly_and_marks_the_log_cancelled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("features", [["backup-cancelled"], []], ids=["server", "older-server"])
+def test_cancel_aborts_cleanly_and_marks_the_log_cancelled(
+    tmp_path: Path, features: list[str]
+) -> None:
+    """A cancel is ``cancelled``, not a failure: on a server that knows the status (an older one
+    records it as failed, the only word it has), and always in the agent's own result."""
     src = random_tree(tmp_path / "src", 900 * KIB)
     fake = FakeBackApp([config("c1", str(src))])
+    fake.features = features
     cancel = CancelToken()
 
     def cancel_on_part_2(request: httpx.Request) -> None:
@@ -209,11 +215,41 @@ def test_cancel_aborts_cleanly_and_marks_the_log_cancelled(tmp_path: Path) -> No
         cancel=cancel
     )
     [r] = result.results
-    assert r.status == "failed" and r.error == "cancelled"
+    assert r.status == "cancelled" and r.error == "cancelled"
+    assert not result.ok and result.cancelled
     [log] = fake.logs.values()
-    assert log.status == "failed" and log.error == "cancelled" and log.parts == {}
+    expected = "cancelled" if features else "failed"
+    assert log.status == expected and log.error == "cancelled" and log.parts == {}
     assert fake.count("POST", "/api/agent/backup/upload/abort") == 1
     assert fake.objects == {}
+    assert [m["level"] for m in fake.agent_logs] == ["info"]  # not an error line
+
+
+def test_a_stop_that_is_not_deliberate_is_a_failure(tmp_path: Path) -> None:
+    """A lost run lease stops the backup too, but that is a failure (someone else runs it)."""
+    src = random_tree(tmp_path / "src", 900 * KIB)
+    fake = FakeBackApp([config("c1", str(src))])
+    fake.features = ["backup-cancelled"]
+    cancel = CancelToken()
+    cancel.cancel("stopped: the run lease was lost", deliberate=False)
+    [r] = make_engine(fake, tmp_path).run(cancel=cancel).results
+    assert r.status == "failed"
+
+
+def test_a_cancel_before_the_upload_leaves_no_log(tmp_path: Path) -> None:
+    """Cancelled during the scan: nothing was uploaded and nothing failed, so there is nothing to
+    put in the history (a failure there opens a log, to say why)."""
+    src = random_tree(tmp_path / "src", 64 * KIB)
+    fake = FakeBackApp([config("c1", str(src))])
+    fake.features = ["backup-cancelled"]
+    cancel = CancelToken()
+
+    def cancel_at_scan(event: Event) -> None:
+        if type(event).__name__ == "ScanStarted":
+            cancel.cancel("cancelled by the user")
+
+    [r] = make_engine(fake, tmp_path, cancel_at_scan).run(cancel=cancel).results
+    assert r.status == "cancelled" and fake.logs == {}
 
 
 def test_missing_source_fails_that_config_and_the_run_goes_on(tmp_path: Path) -> None:
