@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from backend.agents.tables import Agent
 from backend.backups.tables import BackupLog
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
@@ -476,10 +475,6 @@ class BackupService:
         if not updated:
             return False
         self._publish(row, status, error)
-        if row["agent"]:
-            await Agent.update({Agent.last_backup_failed: status == "failed"}).where(
-                Agent.id == row["agent"]
-            )
         return True
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:

@@ -113,7 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # process or machine is running is skipped, never run twice at once.
         with (
             signal_handlers(cancel_on_signals(cancel)),
-            Runner.from_settings(settings, key, events=display) as runner,
+            # One-shot: the server then expects silence until the next scheduled run, not a
+            # heartbeat every pollInterval (cron runs this, nothing keeps running).
+            Runner.from_settings(settings, key, events=display, mode="oneshot") as runner,
         ):
             result = runner.run_manual(config_ids=args.config_ids, cancel=cancel)
     finally:
@@ -146,7 +148,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if zone is None:
         log.warning("cannot tell this machine's time zone: schedules run in UTC")
     user_agent = f"backapp-agent/{__version__}"
-    plane = ApiClient(settings.server_url, key, user_agent=user_agent)
+    plane = ApiClient(settings.server_url, key, user_agent=user_agent, mode="daemon")
     storage = HttpStorage(user_agent=user_agent)
     options = EngineOptions.from_settings(settings)
     display = daemon_display(args.json)

@@ -47,7 +47,7 @@ from ._tar import ArchiveStats
 from ._transport.client import ApiClient
 from ._transport.storage import HttpStorage
 from ._upload import BACKUP_CANCELLED, UploadResult, server_features
-from .protocol import BackupResult, ConfigInfo, ControlPlane, RunResult, Storage
+from .protocol import AgentMode, BackupResult, ConfigInfo, ControlPlane, RunResult, Storage
 
 __all__ = ["BackupEngine", "connect"]
 
@@ -59,14 +59,20 @@ def _iso(when: datetime) -> str:
 
 
 def connect(
-    settings: AgentSettings, api_key: str, transport: httpx.BaseTransport | None = None
+    settings: AgentSettings,
+    api_key: str,
+    transport: httpx.BaseTransport | None = None,
+    *,
+    mode: AgentMode | None = None,
 ) -> tuple[ApiClient, HttpStorage]:
-    """The agent's two clients, to ``settings.server_url`` with ``api_key`` and to the storage's
-    pre-signed URLs. The caller closes them."""
+    """The agent's two clients, to ``settings.server_url`` with ``api_key`` (its heartbeats saying
+    ``mode``) and to the storage's pre-signed URLs. The caller closes them."""
     if not settings.server_url:
         raise ConfigurationError("no server URL: run `backapp-agent configure --server URL` first")
     agent = f"backapp-agent/{__version__}"
-    plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
+    plane = ApiClient(
+        settings.server_url, api_key, transport=transport, user_agent=agent, mode=mode
+    )
     return plane, HttpStorage(transport=transport, user_agent=agent)
 
 
@@ -103,9 +109,11 @@ class BackupEngine:
         *,
         events: EventSink | None = None,
         transport: httpx.BaseTransport | None = None,
+        mode: AgentMode | None = None,
     ) -> BackupEngine:
-        """An engine talking to ``settings.server_url`` with ``api_key``. Close it when done."""
-        plane, storage = connect(settings, api_key, transport)
+        """An engine talking to ``settings.server_url`` with ``api_key`` (``mode``: see
+        ``ApiClient``). Close it when done."""
+        plane, storage = connect(settings, api_key, transport, mode=mode)
         engine = cls(plane, storage, EngineOptions.from_settings(settings), events=events)
         engine._owned = [plane, storage]
         return engine

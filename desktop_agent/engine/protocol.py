@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 __all__ = [
+    "AgentMode",
     "AgentRef",
     "BackupInfo",
     "BackupOptions",
@@ -46,6 +47,10 @@ __all__ = [
 
 
 # -- the agent API --------------------------------------------------------------------------------
+
+AgentMode = Literal["daemon", "tray", "oneshot"]
+"""How an agent runs, as its heartbeat says (``mode``): always on (``daemon``, ``tray``), or once
+per run from cron or a timer (``oneshot``), silent between runs."""
 
 
 class Source(msgspec.Struct, frozen=True):

@@ -135,7 +135,7 @@ class BackupWorker(_EngineWorker):
         ctx = self.context
         try:
             with Runner.from_settings(
-                ctx.settings, ctx.api_key, events=self._emit, socket=ctx.socket
+                ctx.settings, ctx.api_key, events=self._emit, socket=ctx.socket, mode="tray"
             ) as runner:
                 result: RunResult = runner.run_manual(self.config_ids, ctx.cancel)
         except Exception as exc:  # the engine reports failures in the result; this is a bug
@@ -163,7 +163,9 @@ class JobWorker(_EngineWorker):
             assert ctx.settings.server_url
             options = EngineOptions.from_settings(ctx.settings)
             with (
-                ApiClient(ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT) as plane,
+                ApiClient(
+                    ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT, mode="tray"
+                ) as plane,
                 HttpStorage(user_agent=USER_AGENT) as storage,
             ):
 

@@ -113,3 +113,29 @@ async def test_a_cancel_raises_no_alert_and_the_dashboard_stays_calm(
     assert "All backups are up to date" in page.text  # the last good backup is minutes old
     assert 'data-status="cancelled"' in page.text
     assert 'data-state="failing"' not in page.text
+
+
+async def test_one_failed_config_does_not_make_the_agent_error(client: ApiClient) -> None:
+    """Agent status is about the agent; a config's problem shows on the config."""
+    await client.signup()
+    agent_id, key = await client.register_agent()
+    good = await client.create_config(agent_id, name="Photos")
+    bad = await client.create_config(agent_id, name="Documents")
+    await _complete_one(client, key, good["id"])
+    start = await client.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": bad["id"], "filename": "b-1.tar.gz", "filesize": 3},
+    )
+    done = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {"logId": start.json()["logId"], "status": "failed", "error": "disk on fire"},
+    )
+    assert done.status_code == 200, done.text
+    await client.agent_post(key, "/api/agent/heartbeat", {"version": "0.1.0"})
+    agent = (await client.get(f"/api/agents/{agent_id}")).json()["agent"]
+    assert agent["status"] == "online"
+    page = await client.get("/")
+    assert 'data-state="failing"' in page.text  # the config shows it
+    assert 'data-status="error"' not in page.text

@@ -70,6 +70,7 @@ class FakeBackApp:
         self.features: list[str] = []
         """What the heartbeat lists; ``backup-cancelled`` makes ``backup/complete`` take
         ``status: cancelled`` (an older server refuses it with a 400)."""
+        self.heartbeat_bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     @property
@@ -97,6 +98,7 @@ class FakeBackApp:
         with self._lock:
             if route == ("POST", "/api/agent/heartbeat"):
                 self.heartbeats += 1
+                self.heartbeat_bodies.append(body)
                 return _ok({"status": "online", "pollInterval": 30, "features": self.features})
             if route == ("GET", "/api/agent/configs"):
                 return _ok({"configs": self.configs})

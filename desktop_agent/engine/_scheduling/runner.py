@@ -38,6 +38,7 @@ from .._transport.client import ApiClient
 from .._transport.socket import AgentSocket
 from .._transport.storage import HttpStorage
 from ..protocol import (
+    AgentMode,
     BackupResult,
     ConfigInfo,
     ControlPlane,
@@ -276,10 +277,12 @@ class Runner:
         events: EventSink | None = None,
         socket: AgentSocket | None = None,
         transport: httpx.BaseTransport | None = None,
+        mode: AgentMode | None = None,
     ) -> Runner:
         """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
-        lease-taking counterpart of ``BackupEngine.from_settings``). Close it when done."""
-        plane, storage = connect(settings, api_key, transport)
+        lease-taking counterpart of ``BackupEngine.from_settings``; ``mode``: see ``ApiClient``).
+        Close it when done."""
+        plane, storage = connect(settings, api_key, transport, mode=mode)
         options = EngineOptions.from_settings(settings)
 
         def make_engine(control: ControlPlane, sink: EventSink) -> BackupEngine:

@@ -16,6 +16,7 @@ import msgspec
 
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
 from ..protocol import (
+    AgentMode,
     BackupInfo,
     ConfigInfo,
     Heartbeat,
@@ -72,7 +73,9 @@ class ApiClient:
 
     Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried
     per ``retry``; other 4xx answers raise at once as ``ApiError`` subclasses. ``sleep`` and ``rand`` are
-    injectable so tests run without waiting.
+    injectable so tests run without waiting. ``mode`` (``daemon``, ``tray`` or ``oneshot``) goes with
+    every heartbeat: it tells the server whether silence between heartbeats means the agent is
+    offline or only between two runs (``backapp-agent run`` from cron).
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         user_agent: str = "backapp-agent",
+        mode: AgentMode | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        self.mode = mode
         self.retry = retry or RetryPolicy()
         self.server_features: frozenset[str] | None = None
         """The ``features`` of the last heartbeat answer (``None``: no heartbeat yet)."""
@@ -120,6 +125,8 @@ class ApiClient:
         """``timezone`` (an IANA name) tells the server which zone the schedules run in."""
         path = "/api/agent/heartbeat"
         payload = {"version": version, "platform": platform}
+        if self.mode is not None:
+            payload["mode"] = self.mode
         try:
             body = self._call(
                 "POST", path, {**payload, "timezone": timezone} if timezone else payload

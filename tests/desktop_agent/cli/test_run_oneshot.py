@@ -1,5 +1,5 @@
-"""``backapp-agent run``: a run cancelled with Ctrl-C is ``cancelled`` (exit status 130), not
-failed."""
+"""``backapp-agent run`` is the one-shot mode (cron): its heartbeats say so, so the server expects
+silence between runs. A run cancelled with Ctrl-C is ``cancelled`` (exit status 130), not failed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,19 @@ from desktop_agent import cli
 from desktop_agent.engine import Event, ScanStarted
 
 from ..fakes import FakeBackApp, config
+
+
+def test_run_says_it_is_oneshot_and_status_says_nothing(
+    configured: FakeBackApp, tmp_path: Path
+) -> None:
+    configured.heartbeat_bodies.clear()
+    assert cli.main(["run"]) == 0
+    assert configured.heartbeat_bodies and all(
+        b.get("mode") == "oneshot" for b in configured.heartbeat_bodies
+    )
+    configured.heartbeat_bodies.clear()
+    cli.main(["status"])  # looking is not running: it leaves the recorded mode alone
+    assert configured.heartbeat_bodies and all("mode" not in b for b in configured.heartbeat_bodies)
 
 
 def test_ctrl_c_cancels_and_exits_130(
