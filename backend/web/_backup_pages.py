@@ -1,4 +1,5 @@
-"""Backup history: every backup with its status, size, files, duration, errors and S3 path."""
+"""Backup history: every backup with its status, size, files, duration and errors (where it is
+stored is on the backup's own page)."""
 
 from __future__ import annotations
 

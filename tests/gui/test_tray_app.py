@@ -225,11 +225,11 @@ def test_a_failed_backup_shows_in_the_icon_the_menu_and_a_notification(
         assert app.tray_icon is not None and "attention" in app.tray_icon.toolTip()
         [action] = [a for a in app.menu.actions.values() if a.text().startswith("Gone: ")]
         assert action.text().startswith("Gone: FAILED")
-        assert action.toolTip().endswith("source path does not exist")
+        assert action.toolTip().endswith(f"Source folder not found: {missing}")
         assert [n[0] for n in rec.notifications] == ["Backup failed"]
         assert rec.notifications[0][2] is True
         panel = app.status.panels[cfg["id"]]
-        assert "does not exist" in panel.state.text()
+        assert "Source folder not found" in panel.state.text()
         assert "Gone: last backup failed" in app.status.connection.text()
         [backup] = owner.backups()
         assert backup["status"] == "failed"

@@ -457,9 +457,12 @@ async def test_a_backup_shows_everywhere(browser: Browser, services: Services) -
     assert 'data-status="online"' in dash.text and 'data-state="ok"' in dash.text
 
     listing = await browser.get("/backups")
-    assert start["upload"]["s3Path"] in listing.text and 'data-status="completed"' in listing.text
+    assert 'data-status="completed"' in listing.text
     assert ">3</td>" in listing.text  # files
+    # Where it is stored (a long, opaque key) is on the backup's own page, not a history column.
+    assert start["upload"]["s3Path"] not in listing.text
     detail = await browser.get(f"/backups/{start['logId']}")
+    assert start["upload"]["s3Path"] in detail.text
     assert "permission denied" in detail.text and "/home/me/locked.db" in detail.text
     assert f'href="/backups/{start["logId"]}/download"' in detail.text
     download = await browser.get(f"/backups/{start['logId']}/download")
@@ -472,7 +475,40 @@ async def test_a_backup_shows_everywhere(browser: Browser, services: Services) -
     filtered = await browser.get(f"/backups?status=failed&agent={agent_id}")
     assert "No backups match these filters." in filtered.text
     by_config = await browser.get(f"/configs/{config['id']}")
-    assert start["upload"]["s3Path"] in by_config.text and "1 backup" in by_config.text
+    assert f'data-backup-id="{start["logId"]}"' in by_config.text and "1 backup" in by_config.text
+
+
+async def test_a_backup_that_never_started_says_why_in_words(browser: Browser) -> None:
+    """A missing source folder: the reason as the agent words it, no per-file errors "while the rest
+    went on", and no storage path for an object that was never uploaded."""
+    await _signed_in(browser)
+    agent_id, key = await browser.api.register_agent("laptop")
+    config = await browser.api.create_config(agent_id, name="Docs")
+    start = await browser.api.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": config["id"], "filename": "a.tar.gz", "filesize": 0},
+    )
+    log_id = start.json()["logId"]
+    done = await browser.api.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {
+            "logId": log_id,
+            "status": "failed",
+            "filesProcessed": 0,
+            "bytesTransferred": 0,
+            "errors": [],
+            "error": "Source folder not found: /home/ada/Projects",
+        },
+    )
+    assert done.status_code == 200, done.text
+    detail = await browser.get(f"/backups/{log_id}")
+    assert "Why it failed" in detail.text
+    assert "Source folder not found: /home/ada/Projects" in detail.text
+    assert "the rest of the backup went on" not in detail.text
+    assert start.json()["upload"]["s3Path"] not in detail.text and "Stored at" not in detail.text
+    assert "Started by" in detail.text and ">hand" not in detail.text
 
 
 async def test_failing_and_running_backups_on_the_dashboard(browser: Browser) -> None:
