@@ -38,7 +38,7 @@ from ._events import (
     Emitter,
     EventSink,
 )
-from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable
+from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable, size_text
 from ._options import EngineOptions
 from ._run import run_configs
 from ._scanner import normalize_source
@@ -247,7 +247,8 @@ class BackupEngine:
         else:
             self._send_log(
                 "info",
-                f"Backup '{name}' completed: {result.files_processed} files, {result.size} bytes",
+                f"Backup '{name}' completed: {result.files_processed} "
+                f"file{'' if result.files_processed == 1 else 's'}, {size_text(result.size)}",
                 {"configId": config.id, "logId": result.log_id, "filename": result.filename},
             )
         self._emit(

@@ -340,6 +340,26 @@ async def test_logs_filtered_newest_first_and_paginated(browser: Browser) -> Non
     assert junk.status_code == 200 and len(re.findall(r"line (\d\d)", junk.text)) == 25
 
 
+async def test_log_details_are_shown_in_words(browser: Browser) -> None:
+    await _signed_in(browser)
+    agent_id, key = await browser.api.register_agent()
+    config = await browser.api.create_config(agent_id, name="Photos")
+    metadata = {
+        "configId": config["id"],
+        "errors": [{"path": "/home/ada/locked.db", "message": "permission denied"}],
+        "bytesTransferred": 3 * 1024 * 1024,
+    }
+    r = await browser.api.agent_post(
+        key, "/api/agent/log", {"level": "warning", "message": "odd", "metadata": metadata}
+    )
+    assert r.status_code == 201
+    page = await browser.get(f"/agents/{agent_id}")
+    assert f'<a href="/configs/{config["id"]}">Photos</a>' in page.text
+    assert "<code>/home/ada/locked.db: permission denied</code>" in page.text
+    assert "3.0 MiB" in page.text
+    assert "configId" not in page.text and "3145728" not in page.text
+
+
 # --- configurations ---------------------------------------------------------------------------
 
 
@@ -406,6 +426,10 @@ async def test_edit_and_delete_a_config(browser: Browser) -> None:
     form = await browser.get(edit)
     assert 'value="Docs"' in form.text and f'<option value="{agent_id}" selected>' in form.text
     assert config["destination"]["prefix"] in form.text
+    # Local storage is named in words, not as a bucket "local" in region "local".
+    assert "this server's own storage" in form.text and "local (local)" not in form.text
+    page = await browser.get(f"/configs/{config['id']}")
+    assert "this server's own storage" in page.text and "(local)" not in page.text
     fields = {
         "name": "",
         "execution_mode": "server",

@@ -94,6 +94,12 @@ def test_small_backup_is_one_put_with_signed_size_and_sha(tmp_path: Path) -> Non
     ]
     assert kinds[-2:] == ["backup_finished", "run_finished"] and "file_started" in kinds
     assert fake.agent_logs[-1]["level"] == "info"
+    # For the person reading the agent's log in the web console: a size, not a byte count.
+    message = fake.agent_logs[-1]["message"]
+    size = (
+        f"{len(data) / 1024:.1f} KiB" if len(data) < 1024**2 else f"{len(data) / 1024**2:.1f} MiB"
+    )
+    assert message == f"Backup 'Config c1' completed: {r.files_processed} files, {size}"
     assert not (tmp_path / "agent-tmp").exists()  # cleaned up
 
 
