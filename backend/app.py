@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
@@ -19,8 +20,11 @@ from piccolo.engine.postgres import PostgresEngine
 
 from backend import __version__
 from backend.api.agent import AgentApiController
+from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
+from backend.api.guards import ApiRequest
+from backend.api.openapi import document_errors
 from backend.api.owner import (
     AgentController,
     AlertController,
@@ -35,6 +39,7 @@ from backend.settings import Settings, get_settings
 from backend.storage import LocalStorage
 from backend.web import template_config as web_template_config
 from backend.web import web_handlers
+from desktop_agent.engine import install_log_redaction
 
 __all__ = ["create_app"]
 
@@ -71,9 +76,15 @@ def _error(
     )
 
 
-def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorResponse]:
+def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return _error(exc.status_code, exc.detail, field=exc.field, code=exc.code, headers=headers)
+    response = _error(exc.status_code, exc.detail, field=exc.field, code=exc.code, headers=headers)
+    if exc.extra:
+        body = {**msgspec.to_builtins(response.content), **exc.extra}
+        return Response(
+            body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers
+        )
+    return response
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
@@ -128,6 +139,7 @@ class Runtime:
 
 
 def create_app(settings: Settings | None = None, services: ServicesDep | None = None) -> Litestar:
+    install_log_redaction()
     settings = settings or get_settings()
     services = services or Services.build(settings)
     engine = make_engine(settings.database_url)
@@ -145,6 +157,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
     handlers: list[Any] = [
         AuthController,
         AgentApiController,
+        AgentSnapshotController,
         ConfigController,
         AgentController,
         BackupController,
@@ -176,8 +189,10 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
             render_plugins=[ScalarRenderPlugin()],
         ),
         response_cache_config=ResponseCacheConfig(),
+        request_class=ApiRequest,
         debug=False,
     )
+    document_errors(app.routes)
     app.state.services = services
     app.state.storage = services.storage
     app.state.settings = settings

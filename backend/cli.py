@@ -19,6 +19,7 @@ from typing import Any
 
 from backend import __version__
 from backend.settings import Settings
+from desktop_agent.engine import install_log_redaction
 
 __all__ = ["main"]
 
@@ -114,7 +115,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["BACKAPP_PORT"] = str(args.port)
     if args.workers is not None:
         os.environ["BACKAPP_WORKERS"] = str(args.workers)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"backapp: {exc}") from None
+    if os.environ.get("FORWARDED_ALLOW_IPS") is not None:
+        print(
+            "backapp: FORWARDED_ALLOW_IPS is ignored; name your reverse proxies in "
+            "BACKAPP_TRUSTED_PROXIES",
+            file=sys.stderr,
+        )
+    install_log_redaction()
     # Every worker must share the secret; pin the generated one for the child processes.
     os.environ.setdefault("BACKAPP_SECRET_KEY", settings.secret_key.decode())
     if settings.auto_migrate and not args.no_migrate:
@@ -140,7 +151,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_config=log_config(settings.log_level),
         access_log=not args.no_access_log,
-        proxy_headers=True,
+        # X-Forwarded-For is believed only from the proxies named in BACKAPP_TRUSTED_PROXIES.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
         server_header=False,
         timeout_graceful_shutdown=10,
     )

@@ -9,12 +9,15 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
+from backend.private_files import touch_private_file
+
 __all__ = ["APP_MODULES", "all_tables", "bind_tables", "make_engine", "sqlite_path"]
 
 APP_MODULES = [
     "backend.accounts.piccolo_app",
     "backend.agents.piccolo_app",
     "backend.backups.piccolo_app",
+    "backend.repos.piccolo_app",
 ]
 
 
@@ -29,7 +32,7 @@ def sqlite_path(database_url: str) -> Path:
 def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
     if database_url.startswith("sqlite:"):
         path = sqlite_path(database_url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        touch_private_file(path)
         # timeout: several processes may write; wait for the lock instead of failing at once.
         return SQLiteEngine(path=str(path), timeout=30)
     dsn = database_url.replace("postgres://", "postgresql://", 1)
@@ -40,6 +43,7 @@ def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog
     from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
+    from backend.repos.tables import RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -52,6 +56,9 @@ def all_tables() -> list[type]:
         Lease,
         RunRequest,
         Alert,
+        Repository,
+        RepoObject,
+        Snapshot,
     ]
 
 

@@ -6,6 +6,7 @@
      ├── Forbidden           403  authenticated, but not allowed (CSRF, admin only, sign-up closed)
      ├── NotFound            404  does not exist for this caller (never reveals other users' ids)
      ├── Conflict            409  the state forbids it (key already used, log already finished)
+ ├── UnsupportedMediaType 415 a body that is not JSON where JSON is required
      ├── RateLimited         429  too many attempts; ``retry_after`` seconds
      └── StorageUnavailable  503  object storage did not answer; safe to retry
 
@@ -23,6 +24,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "StorageUnavailable",
+    "UnsupportedMediaType",
 ]
 
 
@@ -30,10 +32,14 @@ class DomainError(Exception):
     status_code = 400
     code = "error"
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, field: str | None = None, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.extra = extra
+        """More of the error body than ``detail``, e.g. the ``missing`` objects of a snapshot."""
 
 
 class InvalidInput(DomainError):
@@ -59,6 +65,11 @@ class NotFound(DomainError):
 class Conflict(DomainError):
     status_code = 409
     code = "conflict"
+
+
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class RateLimited(DomainError):

@@ -20,9 +20,11 @@ Crc32B64 = Annotated[str, Meta(pattern="^[A-Za-z0-9+/]{6}==$")]
 """A CRC32 as S3's ``x-amz-checksum-crc32`` carries it: base64 of its 4 big-endian bytes."""
 PartChecksum = Literal["sha256", "crc32"]
 Uuid = Annotated[str, Meta(min_length=1, max_length=64)]
-NonNegative = Annotated[int, Meta(ge=0)]
+MAX_INT64 = 2**63 - 1
+"""The largest integer the databases store (a signed 64-bit column)."""
+NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Level = Literal["debug", "info", "warning", "error"]
-BackupStatus = Literal["running", "completed", "failed", "cancelled", "expired"]
+BackupStatus = Literal["running", "completed", "failed", "cancelled", "interrupted", "expired"]
 AgentStatus = Literal["online", "idle", "offline", "error"]
 """``idle``: a one-shot agent between its runs (it is expected back later); ``error`` is no longer
 produced (a failed backup shows on its config, not on the agent)."""
@@ -135,8 +137,13 @@ class RetryOptions(Camel, forbid_unknown_fields=True):
     delay_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
 
 
+BackupType = Literal["full", "incremental"]
+
+
 class Options(Camel):
-    type: Literal["full"] = "full"
+    type: BackupType = "full"
+    """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
+    (agent-based configurations only)."""
     compression: bool = True
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
@@ -264,6 +271,9 @@ class UploadedPart(Camel):
 class UploadCompleteRequest(Camel):
     log_id: Uuid
     parts: Annotated[list[UploadedPart], Meta(min_length=1, max_length=10000)]
+    object_crc32: Crc32B64 | None = None
+    """With CRC32 parts: the CRC32 of the whole archive, computed over the stream in the same pass
+    as its SHA-256. Storage checks the object it assembles against it (docs/agent-api.md)."""
 
 
 class UploadCompleteResponse(Camel):
@@ -339,7 +349,7 @@ class ConfigIn(Camel, forbid_unknown_fields=True):
 
 
 class OptionsPatch(Camel, forbid_unknown_fields=True):
-    type: Literal["full"] | UnsetType = UNSET
+    type: BackupType | UnsetType = UNSET
     compression: bool | UnsetType = UNSET
     encryption: bool | UnsetType = UNSET
     retention_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType = UNSET
@@ -411,6 +421,10 @@ class BackupOut(Camel):
     max_attempts: int = 1
     progress: dict[str, Any] | None = None
     """The latest progress event while the backup runs (null once finished)."""
+    type: Literal["full", "incremental"] = "full"
+    """``full``: one archive at ``s3Path``; ``incremental``: a snapshot (``size`` is the bytes of
+    its files, ``newBytes`` what it uploaded)."""
+    new_bytes: int | None = None
 
 
 class AlertOut(Camel):
@@ -481,6 +495,8 @@ class AgentBackupOut(Camel):
     started_at: str
     completed_at: str | None
     status: BackupStatus = "completed"
+    type: Literal["full", "incremental"] = "full"
+    new_bytes: int | None = None
 
 
 class AgentBackupsResponse(Camel):
@@ -517,11 +533,19 @@ class DownloadResponse(Camel):
 
 LeaseTtl = Annotated[int, Meta(ge=30, le=3600)]
 LeaseToken = Annotated[str, Meta(min_length=1, max_length=64)]
+InstanceId = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_.:-]+$")]
 
 
 class LeaseRequest(Camel):
     config_id: Uuid
     ttl_seconds: LeaseTtl = 300
+    instance: InstanceId | None = None
+    """The agent's process: recorded on the lease, so that a restarted agent can name it."""
+    take_over: Annotated[list[InstanceId], Meta(max_length=32)] = msgspec.field(
+        default_factory=list
+    )
+    """Dead processes of this same agent: a live lease one of them holds is taken over at once
+    (the run it guarded becomes ``interrupted``) instead of a 409."""
 
 
 class LeaseRenewRequest(Camel):
@@ -574,3 +598,6 @@ class ProgressRequest(Camel):
     bytes_total: NonNegative | None = None
     rate: Annotated[float, Meta(ge=0)] | None = None
     eta: Annotated[float, Meta(ge=0)] | None = None
+    waiting: Annotated[str, Meta(max_length=500)] | None = None
+    """While the upload retries through a storage (or server) outage: what it waits for, in words
+    (``waiting for storage: …``); absent otherwise."""

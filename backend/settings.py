@@ -6,6 +6,7 @@ Tests set the environment (or build a ``Settings`` directly) before the app is c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
+
+from backend.private_files import make_private_dir
 
 __all__ = ["Settings", "get_settings", "load_secret"]
 
@@ -89,6 +92,28 @@ def _env_roots(name: str) -> tuple[str, ...]:
     return roots
 
 
+def _env_proxies(name: str) -> tuple[str, ...]:
+    """Addresses or networks (``10.0.0.11``, ``172.18.0.0/16``), comma-separated."""
+    raw = _env_str(name)
+    if not raw:
+        return ()
+    proxies = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise ValueError(
+                f"{name} must name the proxy's addresses, not '*': trusting every peer lets any "
+                "client choose the address the sign-in limit counts"
+            )
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{name}: {item!r} is not an IP address or network") from None
+        proxies.append(item)
+    return tuple(proxies)
+
+
 def _env_redis_url(name: str) -> str | None:
     value = _env_str(name)
     if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
@@ -151,16 +176,30 @@ class Settings:
 
     login_rate_limit: int = 10
     """``BACKAPP_LOGIN_RATE_LIMIT``: failed logins per account (and 3x that per client address) within
-    ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` before further attempts are refused with 429."""
+    ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` before further attempts are refused with 429. A browser that
+    signed in to the account before is counted on its own (this many failures), not with strangers."""
 
     login_lockout_seconds: int = 900
     """``BACKAPP_LOGIN_LOCKOUT_SECONDS``: the window of the login limit."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """``BACKAPP_TRUSTED_PROXIES``: comma-separated addresses or networks of the reverse proxies in
+    front of the server (``127.0.0.1``, ``10.0.0.5``, ``172.18.0.0/16``). Only a connection from one
+    of them may say, in ``X-Forwarded-For``/``X-Forwarded-Proto``, who the client is; the client is
+    then the last address the proxies did not add themselves. Default: none (the connection's own
+    address is the client's). ``*`` is refused."""
 
     session_days: int = 14
     """``BACKAPP_SESSION_DAYS``: how long a sign-in lasts."""
 
     presign_seconds: int = 3600
-    """``BACKAPP_PRESIGN_SECONDS``: lifetime of pre-signed upload/download URLs."""
+    """``BACKAPP_PRESIGN_SECONDS``: lifetime of pre-signed URLs of whole objects (the single PUT of a
+    backup, downloads and restores)."""
+
+    presign_part_seconds: int = 900
+    """``BACKAPP_PRESIGN_PART_SECONDS``: lifetime of a multipart upload's part URLs. Agents ask for a
+    URL just before each part (and a fresh one for each retry), so this only bounds how long an
+    agent whose key was revoked can go on uploading parts with URLs it already holds."""
 
     multipart_part_size: int = 16 * 1024 * 1024
     """``BACKAPP_MULTIPART_PART_SIZE``: the part size the server recommends to agents (bytes)."""
@@ -276,8 +315,10 @@ class Settings:
             agent_rate_limit=_env_int("BACKAPP_AGENT_RATE_LIMIT", 600, minimum=1),
             login_rate_limit=_env_int("BACKAPP_LOGIN_RATE_LIMIT", 10, minimum=1),
             login_lockout_seconds=_env_int("BACKAPP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1),
+            trusted_proxies=_env_proxies("BACKAPP_TRUSTED_PROXIES"),
             session_days=_env_int("BACKAPP_SESSION_DAYS", 14, minimum=1),
             presign_seconds=_env_int("BACKAPP_PRESIGN_SECONDS", 3600, minimum=60),
+            presign_part_seconds=_env_int("BACKAPP_PRESIGN_PART_SECONDS", 900, minimum=60),
             multipart_part_size=_env_int(
                 "BACKAPP_MULTIPART_PART_SIZE", 16 * 1024 * 1024, minimum=5 * 1024 * 1024
             ),
@@ -310,7 +351,7 @@ def load_secret(data_dir: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     value = secrets.token_hex(32).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

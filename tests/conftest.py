@@ -5,7 +5,8 @@ Tiers:
 * integration tests drive the real ASGI app (``client``) on SQLite and again on PostgreSQL
   (``db_url`` is parametrized; the PostgreSQL cluster is a throwaway one started by the fixture);
 * end-to-end tests start real ``backapp serve`` processes (``live_server_factory``) next to a real
-  S3 endpoint on loopback (moto in server mode, ``s3_server``).
+  S3 endpoint on loopback (``s3_server``: moto in server mode, or SeaweedFS, which checks signatures
+  and checksums, when a test parametrizes it; see ``tests/support/s3.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from backend.storage import LocalStorage  # noqa: E402
 from tests.support.api import ApiClient  # noqa: E402
 from tests.support.server_process import LiveServerFactory  # noqa: E402
 
-pytest_plugins = ["tests.support.postgres", "tests.support.s3"]
+pytest_plugins = ["tests.support.postgres", "tests.support.s3", "tests.support.seaweedfs"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = b"test-secret-0123456789abcdef0123456789abcdef"

@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.agent_ws import serve_agent_socket
 from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
+from backend.api.guards import api_guard
 from backend.schemas import (
     AbortRequest,
     AgentBackupsResponse,
@@ -53,6 +54,7 @@ def _lease(grant: LeaseGrant) -> LeaseResponse:
 
 class AgentApiController(Controller):
     path = "/api/agent"
+    guards = [api_guard]
     tags = ["agent"]
 
     @post(
@@ -136,7 +138,9 @@ class AgentApiController(Controller):
     async def upload_complete(
         self, data: JSONBody[UploadCompleteRequest], agent: AgentDep, services: ServicesDep
     ) -> UploadCompleteResponse:
-        size = await services.backups.upload_complete(agent, data.log_id, data.parts)
+        size = await services.backups.upload_complete(
+            agent, data.log_id, data.parts, object_crc32=data.object_crc32
+        )
         return UploadCompleteResponse(size=size)
 
     @post(
@@ -209,7 +213,13 @@ class AgentApiController(Controller):
     async def lease(
         self, data: JSONBody[LeaseRequest], agent: AgentDep, services: ServicesDep
     ) -> LeaseResponse:
-        grant = await services.runs.lease_acquire(agent, data.config_id, data.ttl_seconds)
+        grant = await services.runs.lease_acquire(
+            agent,
+            data.config_id,
+            data.ttl_seconds,
+            instance=data.instance,
+            take_over=data.take_over,
+        )
         return _lease(grant)
 
     @post(

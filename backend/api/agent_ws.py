@@ -23,7 +23,8 @@ import msgspec
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from backend.errors import DomainError, NotAuthenticated, RateLimited
+from backend.api.guards import check_json_depth
+from backend.errors import DomainError, InvalidInput, NotAuthenticated, RateLimited
 from backend.schemas import ProgressRequest
 from backend.services import AgentIdentity, Services
 from backend.services.pubsub import agent_channel
@@ -157,7 +158,11 @@ async def _read_loop(
             )
             continue
         try:
+            check_json_depth(raw)
             message = json.loads(raw)
+        except InvalidInput as exc:
+            await conn.send(_error(exc))
+            continue
         except ValueError:
             message = None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

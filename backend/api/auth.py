@@ -10,12 +10,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.deps import (
     CSRF_COOKIE,
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     ServicesDep,
     UserDep,
     provide_user,
     session_cookies,
 )
+from backend.api.guards import api_guard
 from backend.schemas import Credentials, OkResponse, UserOut, UserResponse
 
 
@@ -25,6 +27,7 @@ def _user_out(user: UserDep) -> UserOut:
 
 class AuthController(Controller):
     path = "/api/auth"
+    guards = [api_guard]
     tags = ["accounts"]
 
     @post("/signup", status_code=HTTP_201_CREATED, summary="Create an account and sign in")
@@ -46,7 +49,9 @@ class AuthController(Controller):
         self, data: JSONBody[Credentials], services: ServicesDep, request: Request[Any, Any, Any]
     ) -> Response[UserResponse]:
         client = request.client.host if request.client else "unknown"
-        signed_in = await services.accounts.login(data.email, data.password, client)
+        signed_in = await services.accounts.login(
+            data.email, data.password, client, request.cookies.get(DEVICE_COOKIE)
+        )
         return Response(
             UserResponse(user=_user_out(signed_in.user)),
             cookies=session_cookies(signed_in, services),

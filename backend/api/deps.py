@@ -16,6 +16,7 @@ __all__ = [
     "ServicesDep",
     "UserDep",
     "CSRF_COOKIE",
+    "DEVICE_COOKIE",
     "CSRF_HEADER",
     "SESSION_COOKIE",
     "provide_agent",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 SESSION_COOKIE = "backapp_session"
+DEVICE_COOKIE = "backapp_device"
+"""The known-browser token (see backend.services.accounts); kept when signing out."""
+DEVICE_DAYS = 365
 CSRF_COOKIE = "csrftoken"  # Litestar's default CSRF cookie and header names
 CSRF_HEADER = "x-csrftoken"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -84,7 +88,18 @@ def session_cookies(signed_in: SignedIn | None, services: Services) -> list[Cook
             ),
         ]
     max_age = settings.session_days * 86400
-    return [
+    device = [
+        Cookie(
+            key=DEVICE_COOKIE,
+            value=signed_in.device_token,
+            max_age=DEVICE_DAYS * 86400,
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+            path="/",
+        )
+    ]
+    return device + [
         Cookie(
             key=SESSION_COOKIE,
             value=signed_in.session_token,

@@ -18,6 +18,7 @@ from litestar.status_codes import (
 )
 
 from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.guards import api_guard
 from backend.schemas import (
     AgentListResponse,
     AgentLogsResponse,
@@ -36,10 +37,14 @@ from backend.schemas import (
 )
 
 _USER = {"user": Provide(provide_user)}
+MAX_OFFSET = 10_000_000
+"""Paging deeper than this is not a use of the history; the bound keeps the database's 64-bit
+integers from overflowing into a 500."""
 
 
 class ConfigController(Controller):
     path = "/api/configs"
+    guards = [api_guard]
     tags = ["configs"]
     dependencies = _USER
 
@@ -93,6 +98,7 @@ class ConfigController(Controller):
 
 class AgentController(Controller):
     path = "/api/agents"
+    guards = [api_guard]
     tags = ["agents"]
     dependencies = _USER
 
@@ -162,6 +168,7 @@ class AgentController(Controller):
 
 class BackupController(Controller):
     path = "/api/backups"
+    guards = [api_guard]
     tags = ["backups"]
     dependencies = _USER
 
@@ -176,7 +183,7 @@ class BackupController(Controller):
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> BackupListResponse:
         backups, total = await services.history.list_backups(
             user,
@@ -215,6 +222,7 @@ class BackupController(Controller):
 
 class AlertController(Controller):
     path = "/api/alerts"
+    guards = [api_guard]
     tags = ["alerts"]
     dependencies = _USER
 

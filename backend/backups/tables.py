@@ -38,8 +38,9 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
 
 
 class BackupLog(Table, tablename="backapp_backup_log"):
-    """One backup: created 'running' at backup/start, finished 'completed', 'failed' or
-    'cancelled' (stopped on purpose; not a failure)."""
+    """One backup: created 'running' at backup/start, finished 'completed' or 'failed', or
+    'cancelled' (stopped on purpose; not a failure), or 'interrupted' when its runner died (the
+    lease that guarded it lapsed without a complete)."""
 
     id = UUID(primary_key=True)
     user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
@@ -50,7 +51,11 @@ class BackupLog(Table, tablename="backapp_backup_log"):
         references=Agent, on_delete=OnDelete.set_null, null=True, default=None, index=True
     )
     config_name = Varchar(length=200, help_text="The config's name when the backup ran.")
-    status = Varchar(length=16, index=True, help_text="running, completed or failed.")
+    status = Varchar(
+        length=16,
+        index=True,
+        help_text="running, completed, failed, interrupted (its runner died) or expired.",
+    )
     s3_path = Varchar(length=1024, unique=True, help_text="Full object key.")
     filename = Varchar(length=255)
     filesize_estimate = BigInt(null=True, default=None)
@@ -88,6 +93,19 @@ class BackupLog(Table, tablename="backapp_backup_log"):
     deleted_at = Timestamptz(
         null=True, default=None, help_text="When retention deleted the object (status 'expired')."
     )
+    backup_type = Varchar(
+        length=16, default="full", help_text="full (one archive) or incremental (a snapshot)."
+    )
+    new_bytes = BigInt(
+        null=True, default=None, help_text="A snapshot's new data (what it uploaded)."
+    )
+    lease_token = Varchar(
+        length=64,
+        null=True,
+        default=None,
+        help_text="The token of the config lease its runner held when it started: the run is alive "
+        "while that lease is; null for a runner that took no lease.",
+    )
 
 
 class Lease(Table, tablename="backapp_lease"):
@@ -105,6 +123,19 @@ class Lease(Table, tablename="backapp_lease"):
     token = Varchar(length=64, help_text="Secret the holder presents to renew or release.")
     acquired_at = Timestamptz()
     expires_at = Timestamptz(index=True)
+    owner = Varchar(
+        length=64,
+        null=True,
+        default=None,
+        help_text="Who holds it, for the server: 'agent:{id}' or 'server' (null: unknown).",
+    )
+    instance = Varchar(
+        length=64,
+        null=True,
+        default=None,
+        help_text="The holder's process (an agent's per-process id): a restarted agent may take "
+        "over a lease that a dead process of its own still holds.",
+    )
 
 
 class RunRequest(Table, tablename="backapp_run_request"):

@@ -1,9 +1,20 @@
-"""Users, sign-in sessions and brute-force protection."""
+"""Users, sign-in sessions and brute-force protection.
+
+Failed sign-ins are counted in fixed windows of ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` per client address
+(3x ``BACKAPP_LOGIN_RATE_LIMIT``) and per account (``BACKAPP_LOGIN_RATE_LIMIT``); past either limit a
+sign-in waits (429), even with the right password, so that guessing learns nothing. A browser that
+signed in to an account before carries a *known-browser* token for it (the ``backapp_device``
+cookie, HMAC-signed with the server secret and bound to the account): its attempts skip the address
+and account counts and are counted against that token alone. So strangers who lock an account
+keep only themselves out, and a stolen token buys ``BACKAPP_LOGIN_RATE_LIMIT`` guesses per window.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +53,8 @@ class SignedIn:
     user: CurrentUser
     session_token: str
     csrf_token: str
+    device_token: str = ""
+    """The browser's new known-browser token for this account (see the module docstring)."""
 
 
 def normalise_email(email: str) -> str:
@@ -109,14 +122,20 @@ class AccountService:
             return "first"
         return "open" if self.settings.allow_signup else "closed"
 
-    async def login(self, email: str, password: str, client: str) -> SignedIn:
+    async def login(
+        self, email: str, password: str, client: str, device: str | None = None
+    ) -> SignedIn:
+        """Check the password within the limits; ``client`` is the caller's address and ``device``
+        the browser's known-browser token, if it has one."""
         try:
             email = normalise_email(email)
         except InvalidInput:
             raise NotAuthenticated("wrong e-mail or password") from None
-        keys = [f"email:{email}", f"ip:{client}"]
-        await self._check_throttle(keys)
         row = await User.select().where(User.email == email).first()
+        nonce = self._device_nonce(device, row["id"]) if row is not None else None
+        # A known browser is throttled on its own: strangers' failures do not lock it out.
+        keys = [f"device:{nonce}"] if nonce else [f"email:{email}", f"ip:{client}"]
+        await self._check_throttle(keys)
         if row is None or not verify_password(row["password_hash"], password):
             await self._record_failure(keys)
             raise NotAuthenticated("wrong e-mail or password")
@@ -124,9 +143,31 @@ class AccountService:
             await User.update({User.password_hash: hash_password(password)}).where(
                 User.id == row["id"]
             )
+        # Only this browser's own count is cleared: the owner signing in from a known browser
+        # does not hand the strangers a fresh window.
         await LoginThrottle.delete().where(LoginThrottle.key == keys[0])
         user = CurrentUser(id=row["id"], email=row["email"], is_admin=row["is_admin"])
         return await self.start_session(user)
+
+    # --- known browsers -----------------------------------------------------------------------
+
+    def _device_signature(self, user_id: uuid.UUID, nonce: str) -> str:
+        message = f"backapp-device:{user_id}:{nonce}".encode()
+        return hmac.new(self.settings.secret_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def device_token(self, user_id: uuid.UUID) -> str:
+        """A new known-browser token for ``user_id``'s account."""
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{self._device_signature(user_id, nonce)}"
+
+    def _device_nonce(self, token: str | None, user_id: uuid.UUID) -> str | None:
+        """The token's nonce when it is a valid known-browser token of ``user_id``, else None."""
+        if not token or len(token) > 100:
+            return None
+        nonce, _, signature = token.partition(".")
+        if not nonce or not hmac.compare_digest(signature, self._device_signature(user_id, nonce)):
+            return None
+        return nonce
 
     async def start_session(self, user: CurrentUser) -> SignedIn:
         token, csrf = new_token(), new_token()
@@ -151,7 +192,12 @@ class AccountService:
             session_id=session.id,
             csrf_token=csrf,
         )
-        return SignedIn(user=current, session_token=token, csrf_token=csrf)
+        return SignedIn(
+            user=current,
+            session_token=token,
+            csrf_token=csrf,
+            device_token=self.device_token(user.id),
+        )
 
     async def logout(self, session_token: str | None) -> None:
         if session_token:
@@ -194,7 +240,7 @@ class AccountService:
 
     def _limit_for(self, key: str) -> int:
         per_account = self.settings.login_rate_limit
-        return per_account if key.startswith("email:") else per_account * 3
+        return per_account * 3 if key.startswith("ip:") else per_account
 
     async def _check_throttle(self, keys: list[str]) -> None:
         now = utcnow()

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
-from backend.backups.tables import BackupLog
+from backend.backups.tables import BackupLog, Lease
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
     CompleteRequest,
@@ -34,12 +34,14 @@ from backend.schemas import (
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
+from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
 from backend.settings import Settings
 from backend.storage import (
     CompletedPart,
     NoSuchUpload,
+    ObjectChecksumMismatch,
     ObjectInfo,
     ObjectStoreError,
     PartChecksum,
@@ -51,7 +53,7 @@ __all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
 
 log = logging.getLogger("backapp.backups")
 
-AGENT_FEATURES = ("progress-by-config", "part-crc32", "backup-cancelled")
+AGENT_FEATURES = ("progress-by-config", "part-crc32", "snapshots", "backup-cancelled")
 """Extensions an agent may use, listed in the heartbeat response (``features``)."""
 PRE_LOG_PHASES = ("scanning", "archiving")
 """The phases a run reports by ``configId``, before its log is open."""
@@ -190,8 +192,9 @@ class BackupService:
         """Open the upload of a new backup; returns its log id and how to upload.
 
         Builds the object key (refusing a bad file name), refuses a key that a backup or an
-        object already holds, records the ``running`` log, creates the multipart upload or signs
-        the single PUT, marks the Back Up Now request it answers as started and tells the owner's
+        object already holds, records the ``running`` log (tied to the config lease its runner
+        holds, see :mod:`backend.services.orphans`), creates the multipart upload or signs the
+        single PUT, marks the Back Up Now request it answers as started and tells the owner's
         pages. A storage that does not answer is :class:`StorageUnavailable` and leaves no log.
         """
         key = backup_key(
@@ -211,6 +214,18 @@ class BackupService:
             raise Conflict(f"filename: {key} already holds a backup; pick a new name")
 
         sha256 = new.sha256.lower() if new.sha256 else None
+        lease = (
+            await Lease.select(Lease.token)
+            .where(
+                (Lease.name == config_lease_name(new.config_id))
+                & (
+                    Lease.owner
+                    == (agent_owner(new.agent_id) if new.agent_id is not None else SERVER_OWNER)
+                )
+                & (Lease.expires_at > utcnow())
+            )
+            .first()
+        )
         log_id = uuid.uuid4()
         row = BackupLog(
             id=log_id,
@@ -232,6 +247,7 @@ class BackupService:
             attempt=new.attempt,
             max_attempts=new.max_attempts,
             run_request=str(new.run_request) if new.run_request is not None else None,
+            lease_token=lease["token"] if lease is not None else None,
         )
         try:
             await row.save()
@@ -271,6 +287,39 @@ class BackupService:
             s3_path=key,
         )
 
+    async def open_log(
+        self,
+        new: NewBackup,
+        *,
+        log_id: uuid.UUID,
+        key: str,
+        backup_type: str,
+        lease_token: str | None = None,
+    ) -> None:
+        """Record the ``running`` log of a backup that uploads no single object (a snapshot,
+        whose objects the snapshot service signs), mark the Back Up Now request it answers as
+        started and tell the owner's pages."""
+        await BackupLog(
+            id=log_id,
+            user=new.user_id,
+            config=new.config_id,
+            agent=new.agent_id,
+            config_name=new.config_name,
+            status="running",
+            s3_path=key,
+            filename=new.filename,
+            filesize_estimate=new.filesize,
+            errors=[],
+            started_at=self.clock(),
+            trigger=new.trigger,
+            attempt=new.attempt,
+            max_attempts=new.max_attempts,
+            run_request=str(new.run_request) if new.run_request is not None else None,
+            backup_type=backup_type,
+            lease_token=lease_token,
+        ).save()
+        await self._started(new, log_id)
+
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
         if new.run_request is not None:
             await mark_run_started(new.run_request, log_id)
@@ -291,7 +340,9 @@ class BackupService:
                 field="logId" if req.log_id is not None else "configId",
             )
         event: dict[str, Any] = {
-            k: v for k, v in msgspec.to_builtins(req).items() if k not in ("logId", "configId")
+            k: v
+            for k, v in msgspec.to_builtins(req).items()
+            if k not in ("logId", "configId") and not (k == "waiting" and v is None)
         }
         event["at"] = iso(utcnow())
         if req.config_id is not None:
@@ -366,7 +417,7 @@ class BackupService:
             row["s3_path"],
             row["upload_id"],
             part_number,
-            expires_in=self.settings.presign_seconds,
+            expires_in=self.settings.presign_part_seconds,
             size=size,
             sha256=sha256,
             crc32=crc32,
@@ -380,14 +431,28 @@ class BackupService:
         )
 
     async def upload_complete(
-        self, agent: AgentIdentity, log_id: str, parts: list[UploadedPart]
+        self,
+        agent: AgentIdentity,
+        log_id: str,
+        parts: list[UploadedPart],
+        *,
+        object_crc32: str | None = None,
     ) -> int:
+        """Assemble a multipart upload. Each part's checksum was signed into its URL (storage
+        checked the body) and is checked again by storage against the part list here. With
+        ``object_crc32`` (CRC32 parts), the whole object must have that CRC32: storage checks it
+        where it can and the server compares what storage reports; another object fails the
+        backup (409) and is deleted."""
         row = await self._running_multipart(agent, log_id)
         if row["upload_state"] == "assembled":
             return int(row["size"] or 0)
         numbers = [p.part_number for p in parts]
         if numbers != sorted(set(numbers)):
             raise InvalidInput("parts: part numbers must be unique and ascending", field="parts")
+        if object_crc32 is not None and row.get("part_checksum") != "crc32":
+            raise InvalidInput(
+                "objectCrc32: only for an upload whose parts carry crc32", field="objectCrc32"
+            )
         completed = [
             CompletedPart(
                 p.part_number,
@@ -398,14 +463,32 @@ class BackupService:
         ]
         try:
             info: ObjectInfo = await _storage_call(
-                lambda: self.storage.complete_multipart(row["s3_path"], row["upload_id"], completed)
+                lambda: self.storage.complete_multipart(
+                    row["s3_path"], row["upload_id"], completed, object_crc32=object_crc32
+                )
             )
         except NoSuchUpload:
             raise Conflict(
                 "logId: the multipart upload no longer exists (aborted or expired)"
             ) from None
+        except ObjectChecksumMismatch as exc:
+            await self._refuse_assembled(row, str(exc), delete=False)
         except StorageInvalidParts as exc:
             raise InvalidInput(f"parts: {exc}", field="parts") from exc
+        if object_crc32 is not None:
+            if info.crc32 is None:
+                log.warning(
+                    "storage reported no full-object CRC32 for backup %s: its whole-object "
+                    "checksum could not be compared",
+                    row["id"],
+                )
+            elif info.crc32 != object_crc32:
+                await self._refuse_assembled(
+                    row,
+                    f"storage assembled an object whose CRC32 is {info.crc32}, not the "
+                    f"{object_crc32} the agent computed over what it sent",
+                    delete=True,
+                )
         await BackupLog.update(
             {
                 BackupLog.upload_state: "assembled",
@@ -415,13 +498,28 @@ class BackupService:
         ).where(BackupLog.id == row["id"])
         return info.size
 
+    async def _refuse_assembled(
+        self, row: dict[str, Any], reason: str, *, delete: bool
+    ) -> NoReturn:
+        """A multipart upload whose object is not what the agent streamed: the backup fails with
+        the reason, the upload and (``delete``) the object are removed, and the agent gets 409."""
+        error = f"CRC32 mismatch: {reason}"
+        await self._abort_upload(row)
+        if delete:
+            try:
+                await self.storage.delete(row["s3_path"])
+            except ObjectStoreError:
+                log.warning("could not delete the mismatching object of backup %s", row["id"])
+        await self.finish(row, status="failed", error=error)
+        raise Conflict(f"backup failed verification: {error}")
+
     async def upload_abort(self, agent: AgentIdentity, log_id: str, reason: str) -> None:
         row = await self.find_log(agent, log_id)
         if row["status"] == "completed":
             raise Conflict("logId: this backup already completed; it cannot be aborted")
         await self._abort_upload(row)
         if row["status"] == "running":
-            await self._finish(row, status="failed", error=reason or "aborted by the agent")
+            await self.finish(row, status="failed", error=reason or "aborted by the agent")
 
     async def _abort_upload(self, row: dict[str, Any]) -> None:
         if row["upload_state"] == "multipart" and row["upload_id"]:
@@ -440,7 +538,7 @@ class BackupService:
                 BackupLog.id == row["id"]
             )
 
-    async def _finish(
+    async def finish(
         self,
         row: dict[str, Any],
         *,
@@ -448,9 +546,12 @@ class BackupService:
         error: str | None = None,
         req: CompleteRequest | None = None,
         info: ObjectInfo | None = None,
+        values: dict[Any, Any] | None = None,
     ) -> bool:
-        """Move a running log to its final state; False when another request finished it first."""
-        values: dict[Any, Any] = {
+        """Move a running log to its final state (with more ``values`` to set); False when
+        another request finished it first. Tells the owner's pages and the agent's status."""
+        values = {
+            **(values or {}),
             BackupLog.status: status,
             BackupLog.error: error,
             BackupLog.completed_at: self.clock(),
@@ -486,7 +587,7 @@ class BackupService:
         if req.status in ("failed", "cancelled"):
             await self._abort_upload(row)
             default = "cancelled" if req.status == "cancelled" else "the agent reported a failure"
-            await self._finish(row, status=req.status, error=req.error or default, req=req)
+            await self.finish(row, status=req.status, error=req.error or default, req=req)
             return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
         if row["upload_state"] == "multipart":
@@ -516,12 +617,12 @@ class BackupService:
         elif req.sha256 and row["expected_sha256"] and req.sha256.lower() != row["expected_sha256"]:
             reason = "sha256 mismatch: complete and start reported different checksums"
         if reason is not None:
-            await self._finish(row, status="failed", error=reason, req=req, info=info)
+            await self.finish(row, status="failed", error=reason, req=req, info=info)
             final = await self.find_log(agent, req.log_id)
             if final["status"] == "failed":
                 raise Conflict(f"backup failed verification: {final['error']}")
             return str(final["status"])
-        await self._finish(row, status="completed", req=req, info=info)
+        await self.finish(row, status="completed", req=req, info=info)
         return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
     @staticmethod

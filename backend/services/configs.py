@@ -46,6 +46,15 @@ def _check_sources(sources: list[Source]) -> None:
             raise InvalidInput(f"sources[{i}].path: contains a NUL character", field="sources")
 
 
+def _check_kind(options: Options, mode: str) -> None:
+    if options.type == "incremental" and mode == "server":
+        raise InvalidInput(
+            "type: incremental backups (snapshots) are made by agents; a server-side "
+            'configuration makes "full" archives',
+            field="type",
+        )
+
+
 def _check_options(options: Options) -> Options:
     """Refuse what cannot be honoured; returns the options with ``schedule`` normalised."""
     try:
@@ -144,6 +153,7 @@ class ConfigService:
             raise InvalidInput("name: must not be blank", field="name")
         _check_sources(data.sources)
         options = _check_options(data.options)
+        _check_kind(options, data.execution_mode)
         agent_id = await self._agent_for(user, data.execution_mode, data.agent_id)
         if data.execution_mode == "server":
             self._check_server_mode(user, [s.path for s in data.sources])
@@ -207,6 +217,7 @@ class ConfigService:
         if mode != current.execution_mode or agent_id != current.agent_id:
             values[BackupConfig.execution_mode] = mode
             values[BackupConfig.agent] = await self._agent_for(user, mode, agent_id)
+        _check_kind(options if patch.options is not msgspec.UNSET else current.options, mode)
         if values and "server" in (mode, current.execution_mode):
             if not user.is_admin:
                 raise Forbidden(

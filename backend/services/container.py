@@ -11,9 +11,11 @@ from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
+from backend.services.orphans import OrphanSweeper
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
+from backend.services.snapshots import SnapshotService
 from backend.services.tasks import PeriodicTasks
 from backend.settings import Settings
 from backend.storage import Storage
@@ -51,6 +53,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    snapshots: SnapshotService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -66,6 +69,8 @@ class Services:
         live = LiveEvents(settings)
         leases = LeaseService()
         alerts = AlertService(settings)
+        backups = BackupService(settings, storage, live)
+        sweeper = OrphanSweeper(storage, live)
         return cls(
             settings=settings,
             storage=storage,
@@ -73,12 +78,15 @@ class Services:
             accounts=AccountService(settings),
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
-            backups=BackupService(settings, storage, live),
+            backups=backups,
+            snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,
-            runs=RunService(settings, live, leases),
+            runs=RunService(settings, live, leases, sweeper),
             leases=leases,
             alerts=alerts,
-            tasks=PeriodicTasks(settings, storage, leases=leases, alerts=alerts, live=live),
+            tasks=PeriodicTasks(
+                settings, storage, leases=leases, alerts=alerts, live=live, sweeper=sweeper
+            ),
         )

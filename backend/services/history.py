@@ -48,6 +48,8 @@ def backup_out(row: dict[str, Any]) -> BackupOut:
         attempt=row.get("attempt") or 1,
         max_attempts=row.get("max_attempts") or 1,
         progress=_json_object(row.get("progress")) if row["status"] == "running" else None,
+        type=row.get("backup_type") or "full",
+        new_bytes=row.get("new_bytes"),
     )
 
 

@@ -7,7 +7,14 @@ import uuid
 
 from backend.errors import InvalidInput
 
-__all__ = ["MAX_FILENAME", "backup_key", "config_prefix", "validate_filename"]
+__all__ = [
+    "MAX_FILENAME",
+    "backup_key",
+    "config_prefix",
+    "repo_key",
+    "repo_prefix",
+    "validate_filename",
+]
 
 MAX_FILENAME = 200
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
@@ -20,6 +27,26 @@ def config_prefix(
     if agent_id is None:
         return f"users/{user_id}/server/configs/{config_id}"
     return f"users/{user_id}/agents/{agent_id}/configs/{config_id}"
+
+
+def repo_prefix(*, user_id: uuid.UUID | str, agent_id: uuid.UUID | str) -> str:
+    """``users/{userId}/agents/{agentId}/repo``: an agent's snapshot repository."""
+    return f"users/{user_id}/agents/{agent_id}/repo"
+
+
+def repo_key(*, user_id: uuid.UUID | str, agent_id: uuid.UUID | str, kind: str, name: str) -> str:
+    """The key of one repository object (docs/repository-format.md); ``kind`` and ``name`` were
+    checked by the caller (kind one of four, name hex, a UUID or ``config``)."""
+    prefix = repo_prefix(user_id=user_id, agent_id=agent_id)
+    if kind == "config":
+        return f"{prefix}/config"
+    if kind == "data":
+        return f"{prefix}/data/{name[:2]}/{name}"
+    if kind == "index":
+        return f"{prefix}/index/{name}"
+    if kind == "snapshot":
+        return f"{prefix}/snapshots/{name}"
+    raise ValueError(f"unknown repository object kind {kind!r}")
 
 
 def backup_key(

@@ -52,6 +52,8 @@ class RestoreService:
                 (BackupLog.user == agent.user_id)
                 & (BackupLog.config.is_in(configs))
                 & (BackupLog.status == "completed")
+                # A snapshot is in its own agent's encrypted repository: only that agent reads it.
+                & ((BackupLog.backup_type != "incremental") | (BackupLog.agent == agent.id))
             )
             .order_by(BackupLog.started_at, ascending=False)
             .limit(limit)
@@ -68,6 +70,8 @@ class RestoreService:
                 files_processed=r["files_processed"],
                 started_at=iso(r["started_at"]) or "",
                 completed_at=iso(r["completed_at"]),
+                type=r.get("backup_type") or "full",
+                new_bytes=r.get("new_bytes"),
             )
             for r in rows
         ]
@@ -102,6 +106,12 @@ class RestoreService:
             raise NotFound("backupId: no such backup of a config assigned to this agent")
         if row["status"] != "completed":
             raise Conflict(f"backupId: this backup is {row['status']}, there is nothing to restore")
+        if row.get("backup_type") == "incremental":
+            if row["agent"] != agent.id:
+                raise NotFound("backupId: no such backup of a config assigned to this agent")
+            raise Conflict(
+                "backupId: this backup is a snapshot; read its objects with /api/agent/repo/read"
+            )
         return self._download(row)
 
     async def download(self, user: CurrentUser, backup_id: str) -> DownloadInfo:
@@ -110,5 +120,10 @@ class RestoreService:
         if row["status"] != "completed":
             raise Conflict(
                 f"this backup is {row['status']}: only completed backups can be downloaded"
+            )
+        if row.get("backup_type") == "incremental":
+            raise Conflict(
+                "this is an incremental backup: its files are encrypted on the agent and are "
+                "restored there (backapp-agent restore, or Restore Files in the tray app)"
             )
         return self._download(row)

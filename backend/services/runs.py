@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,7 +24,8 @@ from backend.schemas import RunRequestOut, RunRequestRef
 from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import aware, iso, utcnow
-from backend.services.leases import LeaseGrant, LeaseService, config_lease_name
+from backend.services.leases import LeaseGrant, LeaseService, agent_owner, config_lease_name
+from backend.services.orphans import TAKEN_OVER, OrphanSweeper
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents
 from backend.settings import Settings
 
@@ -63,10 +65,18 @@ def _out(row: dict[str, Any]) -> RunRequestOut:
 
 
 class RunService:
-    def __init__(self, settings: Settings, live: LiveEvents, leases: LeaseService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        live: LiveEvents,
+        leases: LeaseService,
+        sweeper: OrphanSweeper | None = None,
+    ) -> None:
         self.settings = settings
         self.live = live
         self.leases = leases
+        self.sweeper = sweeper
+        """Interrupts the runs a new lease replaces (none in tests that leave it out)."""
         self._timezones: dict[uuid.UUID, str] = {}
         self._pending_agents: set[uuid.UUID] = set()
         self._pending_checked = float("-inf")
@@ -247,14 +257,37 @@ class RunService:
         cid, _ = await assigned_config(agent, config_id)
         return cid
 
-    async def lease_acquire(self, agent: AgentIdentity, config_id: str, ttl: int) -> LeaseGrant:
-        name = config_lease_name(await self._agent_config(agent, config_id))
-        grant = await self.leases.acquire(name, f"agent {agent.name}", ttl)
+    async def lease_acquire(
+        self,
+        agent: AgentIdentity,
+        config_id: str,
+        ttl: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> LeaseGrant:
+        """Take the config's run lease for this agent's process ``instance``; a lease held by one
+        of its dead processes (``take_over``) is taken over at once. Whatever run the lease
+        guarded before (lapsed, or taken over) is marked ``interrupted`` here and now, so a
+        re-run never leaves a ghost ``running`` beside it."""
+        cid = await self._agent_config(agent, config_id)
+        name = config_lease_name(cid)
+        grant = await self.leases.acquire(
+            name,
+            f"agent {agent.name}",
+            ttl,
+            owner=agent_owner(agent.id),
+            instance=instance,
+            take_over=take_over,
+        )
         if grant is None:
             current = await self.leases.current(name)
             who = current["holder"] if current else "another runner"
             until = iso(aware(current["expires_at"])) if current else "soon"
             raise Conflict(f"config is already running on {who} until {until}")
+        if self.sweeper is not None:
+            reason = TAKEN_OVER if grant.taken_over else None
+            await self.sweeper.interrupt_dead(config_id=cid, reason=reason)
         return grant
 
     async def lease_renew(

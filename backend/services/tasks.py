@@ -24,7 +24,8 @@ from backend.accounts.tables import LoginThrottle, UserSession
 from backend.backups.tables import Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.clock import utcnow
-from backend.services.leases import LeaseService
+from backend.services.leases import SERVER_OWNER, LeaseService
+from backend.services.orphans import OrphanSweeper
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.retention import RetentionReport, RetentionService
 from backend.services.runs import REQUEST_TTL
@@ -45,6 +46,10 @@ class Housekeeping:
     sessions: int
     leases: int
     requests: int
+    interrupted: int = 0
+    """Running backups whose runner died (their lease is gone), now ``interrupted``."""
+    uploads_aborted: int = 0
+    """Multipart uploads of dead or finished runs, aborted in storage."""
 
 
 def default_holder() -> str:
@@ -61,6 +66,7 @@ class PeriodicTasks:
         alerts: AlertService | None = None,
         holder: str | None = None,
         live: LiveEvents | None = None,
+        sweeper: OrphanSweeper | None = None,
     ) -> None:
         self.settings = settings
         self.leases = leases or LeaseService()
@@ -68,6 +74,7 @@ class PeriodicTasks:
         self.retention = RetentionService(storage)
         self.alerts = alerts or AlertService(settings)
         self.live = live
+        self.sweeper = sweeper or OrphanSweeper(storage, live)
         self.runner = ServerRunner(settings, storage, self.leases, self.holder, live=live)
         self._wake = asyncio.Event()
         self._first_round = asyncio.Event()
@@ -85,7 +92,7 @@ class PeriodicTasks:
     async def _guarded(self, task: str, fn: Callable[[], Awaitable[Any]]) -> Any | None:
         """Run ``fn`` if this process wins ``server:{task}``; None when another process has it."""
         name = f"server:{task}"
-        grant = await self.leases.acquire(name, self.holder, self.lease_ttl)
+        grant = await self.leases.acquire(name, self.holder, self.lease_ttl, owner=SERVER_OWNER)
         if grant is None:
             return None
         try:
@@ -108,7 +115,10 @@ class PeriodicTasks:
 
     async def run_housekeeping(self, now: datetime | None = None) -> Housekeeping | None:
         """Drop rows nobody needs any more: sign-in throttles whose window is over, expired
-        sessions, leases lapsed for a day, and Back Up Now requests nobody started in time."""
+        sessions, leases lapsed for a day, and Back Up Now requests nobody started in time; and
+        mark the backups whose runner died ``interrupted``, aborting their multipart uploads (and
+        those that finished runs left behind). Each statement is bounded (set-based, or a batch
+        of at most ``orphans.SWEEP_BATCH`` rows)."""
 
         async def sweep() -> Housekeeping:
             moment = now or utcnow()
@@ -136,7 +146,17 @@ class PeriodicTasks:
                 )
                 .returning(RunRequest.id)
             )
-            return Housekeeping(len(throttles), len(sessions), len(leases), len(requests))
+            # A lease that is not live (lapsed, whether or not its row is still there) means
+            # nobody works on the run it guarded.
+            orphans = await self.sweeper.sweep(moment)
+            return Housekeeping(
+                len(throttles),
+                len(sessions),
+                len(leases),
+                len(requests),
+                orphans.interrupted,
+                orphans.aborted,
+            )
 
         return await self._guarded("housekeeping", sweep)
 

@@ -6,6 +6,7 @@ Exceptions (each backend translates its own lower-level errors at the boundary):
      ├── ObjectStoreUnavailable   endpoint unreachable, bucket missing, credentials refused; retry
      ├── NoSuchUpload             the multipart upload id is unknown (never created, aborted, completed)
      ├── InvalidParts             the parts given to complete: bad etag/checksum, order, too small
+     │    └── ObjectChecksumMismatch  the assembled object is not the one the client checksummed
      ├── ObjectExists             the key already holds an object; objects are never overwritten
      ├── BadDigest                (local backend) a body does not match the size/checksum it was
      │                            signed for
@@ -42,6 +43,7 @@ __all__ = [
     "CompletedPart",
     "InvalidParts",
     "NoSuchUpload",
+    "ObjectChecksumMismatch",
     "ObjectExists",
     "ObjectInfo",
     "ObjectStoreError",
@@ -96,6 +98,12 @@ class InvalidParts(ObjectStoreError):
     """The part list cannot be assembled: unknown part, etag/checksum mismatch, order, size."""
 
 
+class ObjectChecksumMismatch(InvalidParts):
+    """The object the parts make has another full-object checksum than the client computed over
+    the stream it uploaded (S3 answers ``BadDigest`` at completion; the local backend refuses it
+    before publishing)."""
+
+
 class ObjectExists(ObjectStoreError):
     """The key already holds an object and objects are never overwritten."""
 
@@ -131,6 +139,9 @@ class ObjectInfo:
     checksum was signed into a single PUT)."""
     checksum_sha256: str | None = None
     """S3's raw ``ChecksumSHA256`` (base64; ``"…-N"`` composite for multipart objects)."""
+    crc32: str | None = None
+    """Base64 CRC32 of the whole object when the storage knows it: a multipart upload with CRC32
+    parts (S3 keeps a full-object CRC32 for those; the local backend computes it)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,8 @@ class Storage(Protocol):
         ...
 
     async def create_multipart(self, key: str, *, checksum: PartChecksum = "sha256") -> str:
-        """Start a multipart upload of ``key`` whose parts carry ``checksum``; returns its id."""
+        """Start a multipart upload of ``key`` whose parts carry ``checksum``; returns its id. An
+        upload with ``crc32`` parts also keeps the whole object's CRC32 (S3: ``FULL_OBJECT``)."""
         ...
 
     def presign_part(
@@ -195,9 +207,19 @@ class Storage(Protocol):
         ...
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        *,
+        object_crc32: str | None = None,
     ) -> ObjectInfo:
-        """Assemble the object from ``parts`` (ascending part numbers); never overwrites."""
+        """Assemble the object from ``parts`` (ascending part numbers); never overwrites.
+
+        ``object_crc32`` (an upload with CRC32 parts): the base64 CRC32 the client computed over
+        the whole stream. A storage that can check it refuses another object with
+        :class:`ObjectChecksumMismatch` (or S3's ``BadDigest``, an :class:`InvalidParts`); the
+        returned ``crc32`` is what the storage holds, for the caller to compare as well."""
         ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -168,11 +168,16 @@ class LocalStorage:
         return await anyio.to_thread.run_sync(self._files.create_multipart, key, checksum)
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        *,
+        object_crc32: str | None = None,
     ) -> ObjectInfo:
         self._files.check_key(key)
         return await anyio.to_thread.run_sync(
-            self._files.complete_multipart, key, upload_id, list(parts)
+            self._files.complete_multipart, key, upload_id, list(parts), object_crc32
         )
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -27,16 +27,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from ..private_files import DIR_MODE, FILE_MODE, make_private_dir
 from .base import (
     CompletedPart,
     InvalidParts,
     NoSuchUpload,
+    ObjectChecksumMismatch,
     ObjectExists,
     ObjectInfo,
     ObjectStoreError,
     ObjectStoreUnavailable,
     PartChecksum,
     check_part_order,
+    crc32_b64,
     crc32_b64_to_hex,
     validate_key,
 )
@@ -61,7 +64,7 @@ class FileStore:
         self._uploads = self.root / "uploads"
         self.tmp = self.root / "tmp"
         for directory in (self._objects, self._meta, self._uploads, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(directory)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -142,7 +145,7 @@ class FileStore:
 
     def _write_meta(self, key: str, size: int, sha256: str) -> None:
         path = self._meta_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix=".meta-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -162,7 +165,7 @@ class FileStore:
         dest = self.object_path(key)
         try:
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(dest.parent)
             except (FileExistsError, NotADirectoryError) as exc:
                 raise ObjectExists(f"{key}: a prefix of this key is an existing object") from exc
             try:
@@ -174,7 +177,7 @@ class FileStore:
                     raise
                 # A filesystem without hard links: claim the name exclusively, then fill it.
                 try:
-                    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
                 except FileExistsError as exc2:
                     raise ObjectExists(f"{key} already holds an object") from exc2
                 os.replace(temp, dest)
@@ -225,16 +228,28 @@ class FileStore:
         """A new upload's id, its manifest written."""
         upload_id = secrets.token_hex(16)
         upload_dir = self._uploads / upload_id
-        upload_dir.mkdir()
+        upload_dir.mkdir(mode=DIR_MODE)
+        os.chmod(upload_dir, DIR_MODE)
         manifest = {"key": key, "created": int(self._clock()), "checksum": checksum}
-        (upload_dir / "upload.json").write_text(json.dumps(manifest), "utf-8")
+        fd = os.open(upload_dir / "upload.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(manifest))
         return upload_id
 
     def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        object_crc32: str | None = None,
     ) -> ObjectInfo:
-        """Check every part against its ETag and checksum, join them and publish the object."""
+        """Check every part against its ETag and checksum, join them and publish the object;
+        with ``object_crc32`` (CRC32 parts), only if the whole object has that CRC32."""
         upload_dir, checksum = self.load_manifest(key, upload_id)
+        if object_crc32 is not None:
+            if checksum != "crc32":
+                raise InvalidParts("a whole-object CRC32 is for uploads with CRC32 parts")
+            crc32_b64_to_hex(object_crc32)  # ValueError when malformed
         check_part_order(parts, checksum)
         paths: list[Path] = []
         expected: list[str] = []
@@ -265,6 +280,7 @@ class FileStore:
         file, temp = self.new_temp(self.tmp)
         try:
             whole = hashlib.sha256()
+            whole_crc = 0
             total = 0
             for part, path, digest_hex in zip(parts, paths, expected, strict=True):
                 digest = PartDigest(checksum)
@@ -272,12 +288,20 @@ class FileStore:
                     while chunk := source.read(CHUNK):
                         digest.update(chunk)
                         whole.update(chunk)
+                        if checksum == "crc32":
+                            whole_crc = zlib.crc32(chunk, whole_crc)
                         file.write(chunk)
                         total += len(chunk)
                 if digest.hexdigest() != digest_hex:
                     raise InvalidParts(
                         f"part {part.part_number}: its content does not match its {checksum}"
                     )
+            crc32 = crc32_b64(whole_crc) if checksum == "crc32" else None
+            if object_crc32 is not None and crc32 != object_crc32:
+                raise ObjectChecksumMismatch(
+                    f"the parts make an object whose CRC32 is {crc32}, not {object_crc32}: "
+                    "they are not the stream the client checksummed"
+                )
             sync_and_close(file)
             sha256 = whole.hexdigest()
             self.publish(temp, key, total, sha256)
@@ -285,7 +309,7 @@ class FileStore:
             self.discard(file, temp)
             raise
         shutil.rmtree(upload_dir, ignore_errors=True)
-        return ObjectInfo(size=total, sha256=sha256)
+        return ObjectInfo(size=total, sha256=sha256, crc32=crc32)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Remove the upload and every part received for it."""

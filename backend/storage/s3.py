@@ -117,7 +117,15 @@ def object_info_from_head(response: dict[str, Any]) -> ObjectInfo:
     if raw and "-" not in raw and response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
         if not _MULTIPART_ETAG.match(str(response.get("ETag", ""))):
             sha256 = sha256_b64_to_hex(raw)
-    return ObjectInfo(size=int(response["ContentLength"]), sha256=sha256, checksum_sha256=raw)
+    # A CRC32 counts only when S3 says it is the whole object's (an upload created FULL_OBJECT);
+    # a composite one ("…-N", or no ChecksumType from an older store) is a CRC of the parts' CRCs.
+    crc = response.get("ChecksumCRC32")
+    crc32 = (
+        crc if crc and "-" not in crc and response.get("ChecksumType") == "FULL_OBJECT" else None
+    )
+    return ObjectInfo(
+        size=int(response["ContentLength"]), sha256=sha256, checksum_sha256=raw, crc32=crc32
+    )
 
 
 def _completed_part(part: CompletedPart) -> dict[str, Any]:
@@ -297,12 +305,24 @@ class S3Storage:
             self._client.create_multipart_upload,
             Bucket=self.bucket,
             Key=key,
-            ChecksumAlgorithm="CRC32" if checksum == "crc32" else "SHA256",
+            **(
+                # S3 combines the parts' CRC32s into the whole object's (full-object checksums
+                # exist for CRCs only), which the agent computes over its stream and which
+                # CompleteMultipartUpload then checks.
+                {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}
+                if checksum == "crc32"
+                else {"ChecksumAlgorithm": "SHA256"}
+            ),
         )
         return str(response["UploadId"])
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        *,
+        object_crc32: str | None = None,
     ) -> ObjectInfo:
         validate_key(key)
         # S3 itself refuses parts whose algorithm is not the upload's (InvalidPart).
@@ -316,6 +336,10 @@ class S3Storage:
         }
         if self.conditional_writes:
             kwargs["IfNoneMatch"] = "*"
+        if object_crc32 is not None:
+            # S3 answers BadDigest unless the object it assembles has this CRC32.
+            kwargs["ChecksumCRC32"] = validate_crc32_b64(object_crc32)
+            kwargs["ChecksumType"] = "FULL_OBJECT"
         # Note: for an unknown upload id moto 5 answers 500 (a KeyError) where S3 answers
         # NoSuchUpload; that surfaces here as ObjectStoreUnavailable.
         await self._call(

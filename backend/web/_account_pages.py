@@ -9,7 +9,7 @@ from litestar.di import Provide
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from backend.api.deps import SESSION_COOKIE, ServicesDep, session_cookies
+from backend.api.deps import DEVICE_COOKIE, SESSION_COOKIE, ServicesDep, session_cookies
 from backend.errors import DomainError, NotAuthenticated, RateLimited
 from backend.services import Services
 from backend.web._auth import (
@@ -96,7 +96,12 @@ class AccountPages(Controller):
             )
         client = request.client.host if request.client else "unknown"
         try:
-            signed_in = await services.accounts.login(email, text(form, "password", 2000), client)
+            signed_in = await services.accounts.login(
+                email,
+                text(form, "password", 2000),
+                client,
+                request.cookies.get(DEVICE_COOKIE),
+            )
         except NotAuthenticated:
             errors = {"form": "Wrong e-mail or password."}
             return _account_form(

@@ -3,7 +3,7 @@ stored is on the backup's own page)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
@@ -18,7 +18,7 @@ from backend.web._render import page
 __all__ = ["BackupPages"]
 
 PAGE_SIZE = 25
-Status = Literal["running", "completed", "failed", "cancelled", "expired"]
+Status = Literal["running", "completed", "failed", "cancelled", "interrupted", "expired"]
 
 
 class BackupPages(Controller):
@@ -40,9 +40,7 @@ class BackupPages(Controller):
         configs = await services.configs.list_configs(user)
         agents = await services.agents.list_agents(user)
         # Unknown filter values (a stale link) are dropped rather than answered with an error.
-        status = (
-            status if status in ("running", "completed", "failed", "cancelled", "expired") else None
-        )
+        status = status if status in get_args(Status) else None
         config = config if config in {c.id for c in configs} else None
         agent = agent if agent in {a.id for a in agents} else None
         number = page_number or 1

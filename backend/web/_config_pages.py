@@ -123,7 +123,7 @@ class ConfigPages(Controller):
         config_id: FromPath[str],
         user: PageUserDep,
         services: ServicesDep,
-        page_number: Annotated[int | None, QueryParameter(name="page", ge=1)] = None,
+        page_number: Annotated[int | None, QueryParameter(name="page", ge=1, le=100_000)] = None,
     ) -> Template:
         config = await services.configs.get(user, config_id)
         agents = await services.agents.list_agents(user)

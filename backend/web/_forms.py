@@ -96,7 +96,8 @@ class ConfigForm:
     agent_id: str = ""
     sources: str = ""
     excludes: str = ""
-    type: str = "full"
+    type: str = "incremental"
+    """New configurations default to incremental snapshots (server-side ones to full archives)."""
     compression: bool = True
     compression_format: str = "gzip"
     encryption: bool = False
@@ -119,7 +120,7 @@ class ConfigForm:
             agent_id=text(form, "agent_id", 100),
             sources=text(form, "sources"),
             excludes=text(form, "excludes"),
-            type=text(form, "type", 20) or "full",
+            type=text(form, "type", 20) or "incremental",
             compression=bool(form.get("compression")),
             compression_format=text(form, "compression_format", 20) or "gzip",
             encryption=bool(form.get("encryption")),
@@ -182,8 +183,13 @@ class ConfigForm:
             errors["excludes"] = f"At most {MAX_EXCLUDES} patterns."
         elif any(len(e) > MAX_EXCLUDE for e in excludes):
             errors["excludes"] = f"Each pattern must be at most {MAX_EXCLUDE} characters."
-        if self.type != "full":
-            errors["type"] = "Only full backups are available."
+        if self.type not in ("full", "incremental"):
+            errors["type"] = "Choose incremental or full."
+        elif self.type == "incremental" and self.execution_mode == "server":
+            errors["type"] = (
+                "Server-side configurations make full archives; incremental snapshots are made "
+                "by agents."
+            )
         if self.compression_format not in ("gzip", "zstd"):
             errors["compression_format"] = "Choose gzip or zstd."
         try:
@@ -221,7 +227,7 @@ class ConfigForm:
                 "excludes": excludes,
                 "options": msgspec.to_builtins(
                     Options(
-                        type="full",
+                        type="incremental" if self.type == "incremental" else "full",
                         compression=self.compression,
                         encryption=self.encryption,
                         retention_days=retention,

@@ -38,7 +38,9 @@ def progress_percent(progress: dict[str, Any] | None) -> int | None:
 
 def progress_text(progress: dict[str, Any] | None) -> str:
     """``Uploading · 120 / 300 files · 4.8 MiB / 11.4 MiB · 1.2 MiB/s · about 6 s left``; while
-    scanning, what was found so far: ``Scanning · 12,345 files · 3.1 GiB``."""
+    scanning, what was found so far: ``Scanning · 12,345 files · 3.1 GiB``; while the agent waits
+    for storage, what it says instead of a rate: ``Uploading · waiting for storage: … · 120 / 300
+    files · 4.8 MiB / 11.4 MiB``."""
     if not progress:
         return ""
     phase = progress.get("phase")
@@ -50,6 +52,10 @@ def progress_text(progress: dict[str, Any] | None) -> str:
         if size is not None:
             parts.append(_format.filesize(size))
         return " · ".join(parts)
+    waiting = progress.get("waiting")
+    if isinstance(waiting, str) and waiting:
+        # The upload is stuck on storage (or the server): rate and time left would be a lie.
+        parts.append(waiting)
     files, files_total = _count(progress.get("filesDone")), _count(progress.get("filesTotal"))
     if files is not None:
         parts.append(f"{files:,} / {files_total:,} files" if files_total else f"{files:,} files")
@@ -60,6 +66,8 @@ def progress_text(progress: dict[str, Any] | None) -> str:
             if total
             else _format.filesize(done)
         )
+    if isinstance(waiting, str) and waiting:
+        return " · ".join(parts)
     rate = _count(progress.get("rate"))
     if rate:
         parts.append(f"{_format.filesize(int(rate))}/s")

@@ -23,7 +23,9 @@ from desktop_agent.engine import (
     ScanFinished,
     ScanProgress,
     UploadProgress,
+    UploadResumed,
     UploadStarted,
+    UploadWaiting,
     event_to_json,
     printable,
 )
@@ -49,6 +51,17 @@ def human_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def waiting_line(event: UploadWaiting) -> str:
+    """``waiting for storage: <why> (retrying for up to 10 min)``."""
+    target = "the BackApp server" if event.waiting_for == "server" else "storage"
+    budget = (
+        f"retrying for up to {human_duration(event.gives_up_in + event.retry_in)}"
+        if event.gives_up_in is not None
+        else "retrying"
+    )
+    return f"waiting for {target}: {event.reason} ({budget})"
+
+
 class JsonLines:
     """Every event as one JSON object per line (see docs/agent.md)."""
 
@@ -68,10 +81,19 @@ class Summary:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._file_errors = 0
+        self._waiting = False
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ConfigStarted):
             self._file_errors = 0
+            self._waiting = False
+        elif isinstance(event, UploadWaiting):
+            if not self._waiting:  # once per outage, not at every try
+                self._waiting = True
+                self.line(f"  {waiting_line(event)}")
+        elif isinstance(event, UploadResumed):
+            self._waiting = False
+            self.line(f"  the upload goes on after waiting {human_duration(event.waited)}")
         elif isinstance(event, FileFailed):
             self._file_errors += 1
             if self._file_errors <= MAX_FILE_ERRORS_SHOWN:
@@ -159,8 +181,17 @@ def daemon_display(as_json: bool) -> EventSink:
     if as_json:
         return JsonLines(sys.stdout)
 
+    waiting: list[bool] = []  # an outage is said once, not at every try
+
     def lines(event: Event) -> None:
         data = event_to_json(event)
+        if isinstance(event, UploadWaiting):
+            if not waiting:
+                waiting.append(True)
+                print(printable(f"{data['time']} {waiting_line(event)}"), flush=True)
+            return
+        if isinstance(event, UploadResumed | BackupFinished | BackupFailed):
+            waiting.clear()
         if event.kind == "backup_finished":
             print(
                 printable(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from desktop_agent import __version__
 
-from . import configure, restore, run, status
+from . import configure, restore, run, snapshots, status
 from .common import Commands
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
@@ -20,6 +20,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     run.register,  # run, daemon
     status.register,  # status
     restore.register,  # backups, restore
+    snapshots.register,  # snapshots, ls
 )
 
 

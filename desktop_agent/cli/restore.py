@@ -20,6 +20,7 @@ from desktop_agent.engine import (
     RestoreOptions,
     Restorer,
     RestoreResult,
+    Snapshots,
     default_target_name,
     load_settings,
     printable,
@@ -35,6 +36,7 @@ from .common import (
     cancel_on_signals,
     connect,
     err,
+    load_key,
     signal_handlers,
 )
 from .display import MAX_SKIPS_SHOWN, JsonLines, RestoreDisplay, human_bytes
@@ -130,6 +132,13 @@ def cmd_backups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _backup_type(client: ApiClient, backup_id: str) -> str:
+    for b in client.list_backups(limit=1000):
+        if b.id == backup_id:
+            return b.type
+    return "full"
+
+
 def _default_target(client: ApiClient, backup_id: str) -> Path:
     """./backapp-restore-<config>-<date>, with -2, -3... if that exists."""
     config_name, filename = "", backup_id
@@ -174,8 +183,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
             patterns=tuple(args.patterns),
             list_only=args.list,
         )
+        incremental = _backup_type(client, args.backup_id) == "incremental"
         with signal_handlers(cancel_on_signals(cancel)):
             try:
+                if incremental:
+                    if args.list:
+                        err("list a snapshot's files with `backapp-agent ls BACKUP_ID`")
+                        return EXIT_FAILED
+                    with Snapshots.from_settings(settings, load_key(settings)) as snaps:
+                        result = snaps.restore(
+                            args.backup_id,
+                            options,
+                            events=JsonLines(sys.stdout) if args.json else display,
+                            cancel=cancel,
+                        )
+                    display.close()
+                    return _restore_summary(args, result)
                 with Restorer(
                     client,
                     events=JsonLines(sys.stdout) if args.json else display,
@@ -227,7 +250,25 @@ def _restore_summary(args: argparse.Namespace, result: RestoreResult) -> int:
             f"{len(result.skipped)} skipped{resumed}."
         )
     )
-    print(f"Verified {result.filename}: {result.archive_size:,} bytes, SHA-256 {result.sha256}.")
+    if result.sha256:
+        print(
+            f"Verified {result.filename}: {result.archive_size:,} bytes, SHA-256 {result.sha256}."
+        )
+    else:
+        print(
+            f"Checked every chunk of {result.filename} against its id: "
+            f"{human_bytes(result.archive_size)} downloaded from {result.packs:,} pack(s)."
+        )
+    if result.unchanged:
+        print(f"{result.unchanged:,} file(s) were already there with the same content.")
+    if result.renamed:
+        print(f"Kept {len(result.renamed)} existing file(s) that differ; restored beside them:")
+        for path, name in result.renamed[:MAX_SKIPS_SHOWN]:
+            print(printable(f"  {path!r} -> {name!r}"))
+        if len(result.renamed) > MAX_SKIPS_SHOWN:
+            print(f"  ... and {len(result.renamed) - MAX_SKIPS_SHOWN} more")
+    if result.replaced:
+        print(f"Replaced {len(result.replaced)} existing file(s) (--overwrite).")
     if result.skipped:
         print(f"Skipped ({len(result.skipped)}):")
         for path, reason in result.skipped[:MAX_SKIPS_SHOWN]:

@@ -28,6 +28,7 @@ from desktop_agent.engine import (
     ScheduleStore,
     StateStore,
     config_dir,
+    instances_dir,
     load_settings,
     local_timezone_name,
     printable,
@@ -115,7 +116,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal_handlers(cancel_on_signals(cancel)),
             # One-shot: the server then expects silence until the next scheduled run, not a
             # heartbeat every pollInterval (cron runs this, nothing keeps running).
-            Runner.from_settings(settings, key, events=display, mode="oneshot") as runner,
+            Runner.from_settings(
+                settings, key, events=display, instance_dir=instances_dir(), mode="oneshot"
+            ) as runner,
         ):
             result = runner.run_manual(config_ids=args.config_ids, cancel=cancel)
     finally:
@@ -149,14 +152,21 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         log.warning("cannot tell this machine's time zone: schedules run in UTC")
     user_agent = f"backapp-agent/{__version__}"
     plane = ApiClient(settings.server_url, key, user_agent=user_agent, mode="daemon")
-    storage = HttpStorage(user_agent=user_agent)
+    storage = HttpStorage(user_agent=user_agent, stall_timeout=settings.storage_stall_timeout)
     options = EngineOptions.from_settings(settings)
     display = daemon_display(args.json)
 
     def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
         return BackupEngine(control, storage, options, events=events)
 
-    runner = Runner(plane, make_engine, events=display, state=StateStore(config_dir()))
+    runner = Runner(
+        plane,
+        make_engine,
+        events=display,
+        state=StateStore(config_dir()),
+        lease_ttl=settings.lease_ttl,
+        instance_dir=instances_dir(),
+    )
     scheduler = Scheduler(ScheduleStore(config_dir()), zone)
     service = AgentDaemon(
         plane,

@@ -57,13 +57,16 @@ from ._events import (
     ScanProgress,
     ScanStarted,
     UploadProgress,
+    UploadResumed,
     UploadStarted,
+    UploadWaiting,
     event_to_json,
 )
 from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, parse_rule, root_rules
 from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
+from ._repo.access import SnapshotEntry, Snapshots
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -88,7 +91,14 @@ from ._scheduling import (
     ScheduleStore,
     Skipped,
 )
-from ._settings import AgentSettings, config_dir, load_settings, parse_size, save_settings
+from ._settings import (
+    AgentSettings,
+    config_dir,
+    instances_dir,
+    load_settings,
+    parse_size,
+    save_settings,
+)
 from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._transport.client import API_KEY_HEADER, ApiClient
@@ -195,6 +205,8 @@ __all__ = [
     "ScheduleStore",
     "Scheduler",
     "Skipped",
+    "SnapshotEntry",
+    "Snapshots",
     "Source",
     "SourceError",
     "StateStore",
@@ -203,7 +215,9 @@ __all__ = [
     "UploadOptions",
     "UploadProgress",
     "UploadResult",
+    "UploadResumed",
     "UploadStarted",
+    "UploadWaiting",
     "Uploader",
     "archive_extension",
     "archive_filename",
@@ -216,6 +230,7 @@ __all__ = [
     "event_to_json",
     "glob_to_regex",
     "install_log_redaction",
+    "instances_dir",
     "last_completed_at",
     "load_settings",
     "local_timezone_name",

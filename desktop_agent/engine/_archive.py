@@ -34,13 +34,15 @@ from ._events import (
     ScanProgress,
     ScanStarted,
     UploadProgress,
+    UploadResumed,
     UploadStarted,
+    UploadWaiting,
 )
 from ._job import MAX_REPORTED_ERRORS, BackupJob
 from ._options import EngineOptions
 from ._scanner import ScanResult, ScanTotals, check_sources, scan, source_problems_text
 from ._tar import Archiver, ArchiveStats
-from ._upload import Uploader, UploadResult
+from ._upload import Uploader, UploadResult, Waiting
 from .protocol import BackupOptions, ConfigInfo, ControlPlane, FileError, Storage
 
 __all__ = [
@@ -294,10 +296,24 @@ class ArchiveBackup:
             job.add_errors((problem,))
             emit(FileFailed(config_id=config.id, path=problem.path, message=problem.message))
 
+        def on_waiting(waiting: Waiting) -> None:
+            emit(
+                UploadWaiting(
+                    config_id=config.id,
+                    waiting_for=waiting.waiting_for,
+                    reason=waiting.reason,
+                    waited=waiting.waited,
+                    retry_in=waiting.retry_in,
+                    gives_up_in=waiting.gives_up_in,
+                )
+            )
+
         uploader.on_started = on_started
         uploader.on_progress = lambda done, parts: emit.throttled(
             "upload", lambda: upload_progress(done, parts)
         )
+        uploader.on_waiting = on_waiting
+        uploader.on_resumed = lambda waited: emit(UploadResumed(config_id=config.id, waited=waited))
         pipeline = ArchivePipeline(
             uploader.write,
             fmt,

@@ -4,8 +4,10 @@
     backup: [back the config up, the way its kind says] -> complete
 
 ``BackupEngine.backup`` is the frame around one config: the events, the ``backup/complete`` that
-records it, and the failure path. How the config itself is backed up is picked in one place,
-``BackupEngine._back_up``: today always one tar archive streamed to storage (``_archive``).
+records it, and the failure path. A config of ``type: incremental`` is a snapshot into the agent's
+repository instead (``_repo.run.SnapshotBackup``, with its own frame: it commits or aborts itself
+through the snapshot endpoints); every other config is one tar archive streamed to storage
+(``BackupEngine._back_up``, ``_archive``).
 
 A config that fails (missing source, server refusal, storage failure, cancel) is reported to the server
 (``/api/agent/log`` and ``backup/complete`` with ``status: failed``), and the run goes on with the next.
@@ -40,6 +42,7 @@ from ._events import (
 )
 from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable, size_text
 from ._options import EngineOptions
+from ._repo.run import SnapshotBackup
 from ._run import run_configs
 from ._scanner import normalize_source
 from ._settings import AgentSettings
@@ -73,7 +76,10 @@ def connect(
     plane = ApiClient(
         settings.server_url, api_key, transport=transport, user_agent=agent, mode=mode
     )
-    return plane, HttpStorage(transport=transport, user_agent=agent)
+    storage = HttpStorage(
+        transport=transport, user_agent=agent, stall_timeout=settings.storage_stall_timeout
+    )
+    return plane, storage
 
 
 class BackupEngine:
@@ -155,6 +161,24 @@ class BackupEngine:
     def backup(self, config: ConfigInfo, *, cancel: CancelToken | None = None) -> BackupResult:
         """Back up one config; never raises for a backup failure (the result says ``failed``)."""
         cancel = cancel or CancelToken()
+        if config.options.type == "incremental":
+            # A snapshot into the agent's repository: its own frame (it starts, commits or aborts
+            # itself through the snapshot endpoints).
+            self._emit(
+                ConfigStarted(
+                    config_id=config.id,
+                    config_name=config.name,
+                    sources=tuple(normalize_source(s.path) for s in config.sources),
+                )
+            )
+            return SnapshotBackup(
+                self.plane,
+                self.storage,
+                self.options,
+                self._emit,
+                self._send_log,
+                now=self._now,
+            ).run(config, cancel)
         job = BackupJob(config=config, t0=self._clock(), started=self._now())
         job.sources = tuple(normalize_source(s.path) for s in config.sources)
         self._emit(ConfigStarted(config_id=config.id, config_name=config.name, sources=job.sources))

@@ -23,6 +23,8 @@ query string of a pre-signed URL.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AgentError(Exception):
     """Base class of the engine's errors."""
@@ -47,11 +49,21 @@ class ApiError(AgentError):
     (``bad_request``, ``not_found``...) and ``detail`` its human-readable explanation.
     """
 
-    def __init__(self, status: int, error: str, detail: str, *, path: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        path: str = "",
+        body: dict[str, Any] | None = None,
+    ) -> None:
         self.status = status
         self.error = error
         self.detail = detail
         self.path = path
+        self.body = body or {}
+        """The whole error body (some answers carry more than ``detail``, e.g. ``missing``)."""
         where = f" ({path})" if path else ""
         super().__init__(f"server answered {status} {error}{where}: {detail}")
 

@@ -39,7 +39,9 @@ __all__ = [
     "ScanProgress",
     "ScanStarted",
     "UploadProgress",
+    "UploadResumed",
     "UploadStarted",
+    "UploadWaiting",
     "event_to_json",
 ]
 
@@ -140,6 +142,36 @@ class UploadProgress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UploadWaiting:
+    """The upload is stuck: storage (or the server that hands out upload URLs) fails or stalls,
+    and the uploader keeps trying, with backoff, within its time budget. Sent at each failed
+    try; ``UploadResumed`` follows when the bytes move again (else the backup fails)."""
+
+    kind: ClassVar[str] = "upload_waiting"
+    config_id: str
+    waiting_for: str
+    """``storage`` or ``server``."""
+    reason: str
+    """The last error, in words."""
+    waited: float
+    """Seconds since this trouble began."""
+    retry_in: float
+    """Seconds until the next try."""
+    gives_up_in: float | None
+    """Seconds left before the backup fails (``None``: a count of tries, not a time budget)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadResumed:
+    """Storage answers again after an ``UploadWaiting``."""
+
+    kind: ClassVar[str] = "upload_resumed"
+    config_id: str
+    waited: float
+    """Seconds the upload waited."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BackupFinished:
     kind: ClassVar[str] = "backup_finished"
     config_id: str
@@ -150,10 +182,13 @@ class BackupFinished:
     bytes: int
     """Bytes of file content read."""
     archive_size: int
+    """Bytes uploaded: the archive, or a snapshot's new data."""
     sha256: str
     duration_ms: int
     rate: float
     errors: int
+    backup_type: str = "full"
+    """``full`` (one archive) or ``incremental`` (a snapshot)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,6 +284,8 @@ Event = (
     | ArchiveProgress
     | UploadStarted
     | UploadProgress
+    | UploadWaiting
+    | UploadResumed
     | BackupFinished
     | BackupFailed
     | RunFinished
@@ -280,6 +317,8 @@ class ProgressCallbacks:
     archive_progress: Callable[[ArchiveProgress], None] = _noop
     upload_started: Callable[[UploadStarted], None] = _noop
     upload_progress: Callable[[UploadProgress], None] = _noop
+    upload_waiting: Callable[[UploadWaiting], None] = _noop
+    upload_resumed: Callable[[UploadResumed], None] = _noop
     backup_finished: Callable[[BackupFinished], None] = _noop
     backup_failed: Callable[[BackupFailed], None] = _noop
     run_finished: Callable[[RunFinished], None] = _noop

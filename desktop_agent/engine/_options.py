@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ._settings import AgentSettings
+from ._settings import AgentSettings, config_dir, default_cache_dir
 from ._upload import UploadOptions
 
 __all__ = ["EngineOptions"]
@@ -28,15 +29,28 @@ class EngineOptions:
     default_excludes: bool = True
     version: str = __version__
     platform: str = sys.platform
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """Where the snapshot repository's local cache lives (an index of what is stored, and the
+    folders of past snapshots; rebuilt from the repository when lost)."""
+    repository_key: Callable[[str], bytes] | None = None
+    """This machine's repository key for an agent id (made on first use); ``None``: no
+    incremental backups."""
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> EngineOptions:
+        from ._repo.keys import RepoKeyStore  # the snapshot repository's key, in the keychain
+
+        store = RepoKeyStore(config_dir())
+        server = settings.server_url or ""
         return cls(
+            cache_dir=settings.effective_cache_dir,
+            repository_key=lambda agent_id: store.load_or_create(f"{server}#{agent_id}"),
             temp_dir=settings.effective_temp_dir,
             upload=UploadOptions(
                 multipart_threshold=settings.multipart_threshold,
                 part_size=settings.part_size,
                 concurrency=settings.upload_concurrency,
+                retry_budget=settings.storage_retry_budget,
             ),
             gzip_level=settings.gzip_level,
             zstd_level=settings.zstd_level,

@@ -26,6 +26,7 @@ __all__ = [
     "MIB",
     "AgentSettings",
     "config_dir",
+    "instances_dir",
     "load_settings",
     "parse_size",
     "save_settings",
@@ -50,8 +51,22 @@ def config_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
 
+def instances_dir(directory: Path | None = None) -> Path:
+    """Where the agent's processes register, so that a restarted one can take over the run leases
+    a dead one left (``instances`` in the config directory, or in ``directory``)."""
+    return (directory if directory is not None else config_dir()) / "instances"
+
+
 def default_temp_dir() -> Path:
     return Path(tempfile.gettempdir()) / APP_NAME
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The agent's cache folder: ``$BACKAPP_CACHE_DIR``, else the platform's user cache folder."""
+    env = os.environ if env is None else env
+    if env.get("BACKAPP_CACHE_DIR"):
+        return Path(env["BACKAPP_CACHE_DIR"])
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -102,10 +117,25 @@ class AgentSettings:
     cores."""
     exclude_node_modules: bool = False
     """Skip every ``node_modules`` folder in every config (``excludeNodeModules``)."""
+    lease_ttl: int = 300
+    """Seconds a run lease lasts without renewal (``leaseTtl``; ``$BACKAPP_AGENT_LEASE_TTL``,
+    30-3600): how soon the server calls a run whose agent died ``interrupted``. Renewed every third
+    of it while the backup runs."""
+    storage_stall_timeout: float = 60.0
+    """Seconds without a byte moving to or from storage before that request is abandoned and tried
+    again (``storageStallTimeout``; ``$BACKAPP_AGENT_STORAGE_STALL_TIMEOUT``)."""
+    storage_retry_budget: float = 600.0
+    """Seconds an upload keeps retrying a part (or a single upload) through storage or network
+    errors, with backoff, before the backup fails (``storageRetryBudget``;
+    ``$BACKAPP_AGENT_STORAGE_RETRY_BUDGET``)."""
 
     @property
     def effective_temp_dir(self) -> Path:
         return self.temp_dir if self.temp_dir is not None else default_temp_dir()
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        return default_cache_dir()
 
     def validated(self) -> AgentSettings:
         """``self``, or a ``ConfigurationError`` that names the bad setting."""
@@ -125,6 +155,12 @@ class AgentSettings:
             raise ConfigurationError("compressThreads must be between 1 and 256")
         if self.poll_interval_ms < 1000:
             raise ConfigurationError("pollInterval must be at least 1000 ms")
+        if not 30 <= self.lease_ttl <= 3600:
+            raise ConfigurationError("leaseTtl must be between 30 and 3600 seconds")
+        if not 0.1 <= self.storage_stall_timeout <= 3600:
+            raise ConfigurationError("storageStallTimeout must be between 0.1 and 3600 seconds")
+        if not 0 <= self.storage_retry_budget <= 86400:
+            raise ConfigurationError("storageRetryBudget must be between 0 and 86400 seconds")
         return self
 
 
@@ -141,6 +177,9 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "zstdLevel": ("zstd_level", int),
     "compressThreads": ("compress_threads", int),
     "excludeNodeModules": ("exclude_node_modules", bool),
+    "leaseTtl": ("lease_ttl", int),
+    "storageStallTimeout": ("storage_stall_timeout", float),
+    "storageRetryBudget": ("storage_retry_budget", float),
 }
 
 _ENV_KEYS: dict[str, str] = {
@@ -152,6 +191,9 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_GZIP_LEVEL": "gzipLevel",
     "BACKAPP_AGENT_ZSTD_LEVEL": "zstdLevel",
     "BACKAPP_AGENT_COMPRESS_THREADS": "compressThreads",
+    "BACKAPP_AGENT_LEASE_TTL": "leaseTtl",
+    "BACKAPP_AGENT_STORAGE_STALL_TIMEOUT": "storageStallTimeout",
+    "BACKAPP_AGENT_STORAGE_RETRY_BUDGET": "storageRetryBudget",
 }
 
 

@@ -8,6 +8,12 @@ through its own pre-signed URL; at most ``concurrency`` parts are in flight (the
 memory stays at about ``(concurrency + 1) * part_size`` whatever the archive size. A failed part is
 re-sent with a fresh URL, with backoff; any failure or cancel aborts the multipart upload.
 
+Storage that blips or hangs: a request in which no byte moves for a while is abandoned
+(``HttpStorage``'s stall timeout) and counts as a failed try. Tries go on, with backoff, for as long
+as ``retry_budget`` seconds from the part's first failure (an outage of a few minutes costs a pause,
+not the backup), while ``on_waiting`` says what the upload waits for; ``on_resumed`` when it moves
+again. Past the budget the backup fails, and the reason says what storage did.
+
 Each part carries a checksum that the storage checks against its body: a CRC32 when the server lists
 ``part-crc32`` in its heartbeat ``features`` (about twice as cheap as SHA-256, which the whole
 archive still gets), else a SHA-256 as every server understands.
@@ -33,7 +39,14 @@ from ._errors import AgentError, BackupCancelled, ConflictError, NetworkError, S
 from ._transport.retry import RetryPolicy
 from .protocol import Body, ControlPlane, StartResponse, Storage, UploadedPart
 
-__all__ = ["UploadOptions", "UploadResult", "Uploader", "choose_part_size", "split_sizes"]
+__all__ = [
+    "UploadOptions",
+    "UploadResult",
+    "Uploader",
+    "Waiting",
+    "choose_part_size",
+    "split_sizes",
+]
 
 log = logging.getLogger("desktop_agent.engine.upload")
 
@@ -55,6 +68,11 @@ def crc32_b64(data: Body) -> str:
     'NhCmhg=='
     """
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+
+
+def crc32_b64_of(value: int) -> str:
+    """A CRC32 value in S3's form (base64 of its 4 big-endian bytes)."""
+    return base64.b64encode((value & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
 
 
 def server_features(plane: object) -> frozenset[str]:
@@ -121,10 +139,33 @@ class UploadOptions:
     """Parts in flight are limited so that they fit in this (at least one part is always allowed),
     whatever the part size grows to for a huge archive; one more part is being filled meanwhile."""
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6))
-    """Attempts per part (each with a fresh URL) and for a single PUT."""
+    """The backoff between tries of a part (each with a fresh URL) or a single PUT; its
+    ``max_attempts`` bounds them only when ``retry_budget`` is ``None``."""
+    retry_budget: float | None = 600.0
+    """Seconds a part (or a single PUT) is retried through transient failures, from its first
+    one, before the backup fails; ``None``: ``retry.max_attempts`` tries instead."""
     part_checksum: Literal["auto", "sha256"] = "auto"
     """``auto``: CRC32 parts when the server advertises ``part-crc32``, else SHA-256;
     ``sha256``: always SHA-256 parts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A failed try that will be tried again (``Uploader.on_waiting``)."""
+
+    waiting_for: Literal["storage", "server"]
+    reason: str
+    waited: float
+    """Seconds since the oldest trouble still going on began."""
+    retry_in: float
+    gives_up_in: float | None
+
+
+def _gave_up(what: str, exc: AgentError, waited: float) -> str:
+    """Why the upload stops, in words."""
+    minutes = f"{waited / 60:.0f} min" if waited >= 90 else f"{waited:.0f} s"
+    target = "the BackApp server" if isinstance(exc, NetworkError) else "storage"
+    return f"gave up on {what} after {minutes} of trying: {target} kept failing ({exc})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +196,7 @@ class Uploader:
         on_started: Callable[[str, bool], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._plane = plane
         self._storage = storage
@@ -166,7 +208,16 @@ class Uploader:
         self._cancel = cancel
         self.on_started = on_started
         self.on_progress = on_progress
+        self.on_waiting: Callable[[Waiting], None] | None = None
+        """Each failed try that will be tried again (on the uploading thread)."""
+        self.on_resumed: Callable[[float], None] | None = None
+        """Bytes move again after waiting (the seconds waited)."""
         self._sleep = sleep or (cancel.wait if cancel is not None else time.sleep)
+        self._clock = clock
+        self._troubled: set[str] = set()
+        """What is being retried now (parts, the single upload)."""
+        self._trouble_began = 0.0
+        """When the first of them began to fail."""
 
         self.log_id: str | None = None
         self.start_attempted = False
@@ -174,6 +225,9 @@ class Uploader:
         self.s3_path = ""
         self.multipart = False
         self._sha = hashlib.sha256()
+        self._crc = 0
+        """CRC32 of the stream since it became multipart (from its first byte), for storage to
+        check the assembled object against; computed here, with the SHA-256, not from the parts."""
         self.size = 0
         # Until the archive outgrows the threshold, its pieces are kept as they came (no copies):
         # they are the body of a single PUT, or get copied into the first parts.
@@ -209,12 +263,15 @@ class Uploader:
         self._sha.update(data)
         self.size += len(data)
         if self.multipart:
+            self._crc = zlib.crc32(data, self._crc)
             self._append(data)
             return
         self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size > self.options.multipart_threshold:
             self._begin_multipart()
+            for piece in self._pending:
+                self._crc = zlib.crc32(piece, self._crc)
             pending, self._pending, self._pending_size = self._pending, [], 0
             pending.reverse()
             while pending:  # released piece by piece as they are copied into parts
@@ -236,7 +293,12 @@ class Uploader:
             uploaded = self._wait_parts()
             parts = len(uploaded)
             assert self.log_id is not None
-            stored = self._plane.complete_upload(log_id=self.log_id, parts=uploaded)
+            if self._part_checksum == "crc32":
+                stored = self._plane.complete_upload(
+                    log_id=self.log_id, parts=uploaded, crc32=crc32_b64_of(self._crc)
+                )
+            else:  # no whole-object checksum for SHA-256 parts (S3 has none)
+                stored = self._plane.complete_upload(log_id=self.log_id, parts=uploaded)
             if stored >= 0 and stored != self.size:
                 raise StorageError(
                     f"storage assembled {stored} bytes but the agent sent {self.size}",
@@ -345,38 +407,96 @@ class Uploader:
             self.on_progress(self.uploaded, 1)
 
     def _retrying(self, attempt: Callable[[], str | None], what: str) -> str | None:
-        retry = self.options.retry
-        for n in range(retry.max_attempts):
+        """``attempt()`` until it succeeds: a transient failure is tried again, with backoff,
+        within the time budget (else the try count); the rest raise at once."""
+        retry, budget = self.options.retry, self.options.retry_budget
+        began: float | None = None
+        n = 0
+        while True:
             if self._cancel is not None:
                 self._cancel.raise_if_cancelled()
             if self._stopping.is_set():
                 raise BackupCancelled("upload stopped", deliberate=False)
             try:
-                return attempt()
+                result = attempt()
             except (StorageError, NetworkError) as exc:
                 # NetworkError: the server (which hands out part URLs) was unreachable even after
                 # the API client's own retries; keep trying with the part, never the whole archive.
                 transient = isinstance(exc, NetworkError) or exc.transient
                 if not transient:
                     raise
-                if n + 1 >= retry.max_attempts:
-                    raise _after_attempts(exc, retry.max_attempts) from exc
+                now = self._clock()
+                began = now if began is None else began
+                waited = now - began
+                if budget is None:
+                    if n + 1 >= retry.max_attempts:
+                        raise _after_attempts(exc, retry.max_attempts) from exc
+                    left = None
+                else:
+                    left = budget - waited
+                    if left <= 0:
+                        raise StorageError(_gave_up(what, exc, waited), transient=False) from exc
                 delay = retry.delay(n)
-                self._retry_said(what, exc, delay, retry.max_attempts)
+                if left is not None:
+                    delay = min(delay, left)
+                self._retry_said(what, exc, delay, retry.max_attempts, budget)
+                self._waiting(what, exc, began, now, delay, left)
                 self._sleep(delay)
-        raise AssertionError("unreachable")
+                n += 1
+            else:
+                if began is not None:
+                    self._resumed(what)
+                return result
 
-    def _retry_said(self, what: str, exc: Exception, delay: float, attempts: int) -> None:
+    def _waiting(
+        self,
+        what: str,
+        exc: AgentError,
+        began: float,
+        now: float,
+        delay: float,
+        left: float | None,
+    ) -> None:
+        with self._lock:
+            if not self._troubled:
+                self._trouble_began = began
+            self._troubled.add(what)
+            waited = now - self._trouble_began
+        if self.on_waiting is not None:
+            self.on_waiting(
+                Waiting(
+                    waiting_for="server" if isinstance(exc, NetworkError) else "storage",
+                    reason=str(exc),
+                    waited=waited,
+                    retry_in=delay,
+                    gives_up_in=None if left is None else max(0.0, left - delay),
+                )
+            )
+
+    def _resumed(self, what: str) -> None:
+        """``what`` went through after failing; once nothing else is failing, say so."""
+        with self._lock:
+            self._troubled.discard(what)
+            if self._troubled:
+                return
+            waited = self._clock() - self._trouble_began
+        if self.on_resumed is not None:
+            self.on_resumed(waited)
+
+    def _retry_said(
+        self, what: str, exc: Exception, delay: float, attempts: int, budget: float | None
+    ) -> None:
         """One warning for the upload's first retry; the others at info (``-v``): a storage outage
         would otherwise print a warning per part and attempt before the one failure."""
         with self._lock:
             first, self._retried = not self._retried, True
         if first:
+            limit = f"up to {attempts} attempts" if budget is None else f"for up to {budget:.0f} s"
             log.warning(
-                "%s failed (%s); trying again (up to %d attempts per part; -v shows each retry)",
+                "%s failed (%s); trying again (%s per part; -v shows each retry)",
                 what,
                 exc,
-                attempts,
+                limit,
             )
         else:
             log.info("%s failed (%s); trying again in %.1fs", what, exc, delay)

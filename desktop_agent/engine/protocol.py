@@ -87,7 +87,7 @@ class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
 
 class ConfigInfo(msgspec.Struct, frozen=True):
     """A backup configuration assigned to this agent (``GET /api/agent/configs``; the spec's
-    ``ConfigInfo``, a name this code leaves to the server's table)."""
+    ``BackupConfig``, a name this code leaves to the server's table)."""
 
     id: str
     name: str = ""
@@ -192,6 +192,10 @@ class BackupInfo(msgspec.Struct, frozen=True, rename="camel"):
     started_at: str | None = None
     completed_at: str | None = None
     status: str = "completed"
+    type: str = "full"
+    """``full`` (one archive) or ``incremental`` (a snapshot in this agent's repository)."""
+    new_bytes: int | None = None
+    """A snapshot's new data (``size`` is then the bytes of the files it holds)."""
 
 
 class RestoreTicket(msgspec.Struct, frozen=True, rename="camel"):
@@ -246,6 +250,10 @@ class BackupResult:
     finished_at: str = ""
     errors: tuple[FileError, ...] = ()
     multipart: bool = False
+    backup_type: str = "full"
+    """``full`` (one archive) or ``incremental`` (a snapshot: ``size`` is then the new data it
+    uploaded, ``total_bytes`` the size of the files it holds)."""
+    total_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -270,6 +278,8 @@ class BackupResult:
             "errorCount": len(self.errors),
             "errors": [e.to_json() for e in self.errors[:100]],
             "multipart": self.multipart,
+            "type": self.backup_type,
+            "totalBytes": self.total_bytes,
         }
 
 
@@ -336,7 +346,12 @@ class ControlPlane(Protocol):
         """Exactly one of ``sha256`` (hex) and ``crc32`` (base64), the upload's part checksum."""
         ...
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int: ...
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
+        """Assemble the parts; ``crc32`` (an upload with CRC32 parts): the whole archive's CRC32
+        (base64), which storage checks the assembled object against."""
+        ...
 
     def abort_upload(self, *, log_id: str, reason: str) -> None: ...
 
@@ -364,7 +379,17 @@ class LeasePlane(Protocol):
     run needs on top of ``ControlPlane``. ``start_backup`` of such a plane also takes ``trigger``,
     ``attempt``, ``max_attempts`` and ``run_request_id``."""
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease: ...
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``); a lease that one of the
+        ``take_over`` processes (dead ones of this agent) holds is taken over at once."""
+        ...
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease: ...
 

@@ -27,6 +27,7 @@ from desktop_agent.engine import (
     Runner,
     RunResult,
     StateStore,
+    instances_dir,
 )
 
 from ._text import redact
@@ -135,7 +136,12 @@ class BackupWorker(_EngineWorker):
         ctx = self.context
         try:
             with Runner.from_settings(
-                ctx.settings, ctx.api_key, events=self._emit, socket=ctx.socket, mode="tray"
+                ctx.settings,
+                ctx.api_key,
+                events=self._emit,
+                socket=ctx.socket,
+                instance_dir=instances_dir(ctx.state.path.parent),
+                mode="tray",
             ) as runner:
                 result: RunResult = runner.run_manual(self.config_ids, ctx.cancel)
         except Exception as exc:  # the engine reports failures in the result; this is a bug
@@ -166,14 +172,22 @@ class JobWorker(_EngineWorker):
                 ApiClient(
                     ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT, mode="tray"
                 ) as plane,
-                HttpStorage(user_agent=USER_AGENT) as storage,
+                HttpStorage(
+                    user_agent=USER_AGENT, stall_timeout=ctx.settings.storage_stall_timeout
+                ) as storage,
             ):
 
                 def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:
                     return BackupEngine(control, storage, options, events=events)
 
                 runner = Runner(
-                    plane, make_engine, events=self._emit, socket=ctx.socket, state=ctx.state
+                    plane,
+                    make_engine,
+                    events=self._emit,
+                    socket=ctx.socket,
+                    state=ctx.state,
+                    lease_ttl=ctx.settings.lease_ttl,
+                    instance_dir=instances_dir(ctx.state.path.parent),
                 )
                 outcome = runner.run(self.job, self.config, ctx.cancel)
         except Exception as exc:  # the runner reports failures in the outcome; this is a bug

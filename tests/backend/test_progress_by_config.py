@@ -165,3 +165,47 @@ def test_pages_read_a_scan_as_what_was_found_so_far() -> None:
     archiving = {"phase": "archiving", "filesDone": 3_000, "filesTotal": 12_345, "bytesDone": 0}
     assert progress_text(archiving) == "Archiving · 3,000 / 12,345 files · 0 B"
     assert progress_percent(archiving) == 24
+
+
+def test_pages_say_what_a_stuck_upload_waits_for_instead_of_a_rate() -> None:
+    from backend.web._status_text import progress_text
+
+    base = {"phase": "uploading", "filesDone": 3, "filesTotal": 3, "bytesDone": 1024}
+    moving = {**base, "bytesTotal": 2048, "rate": 512, "eta": 2}
+    assert (
+        progress_text(moving)
+        == "Uploading · 3 / 3 files · 1.0 KiB / 2.0 KiB · 512 B/s · about 2.0 s left"
+    )
+    stuck = {**moving, "waiting": "waiting for storage: it took no data for 60 s"}
+    assert progress_text(stuck) == (
+        "Uploading · waiting for storage: it took no data for 60 s · 3 / 3 files · 1.0 KiB / 2.0 KiB"
+    )
+
+
+async def test_the_waiting_note_is_kept_while_it_lasts(client: ApiClient) -> None:
+    _, _, key, config_id = await _setup(client)
+    r = await client.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": config_id, "filename": "backup-1.tar", "filesize": 1, "multipart": True},
+    )
+    assert r.status_code == 200, r.text
+    log_id = r.json()["logId"]
+
+    async def progress(**extra: Any) -> dict[str, Any]:
+        body = {"logId": log_id, "phase": "uploading", "bytesDone": 5, **extra}
+        sent = await client.agent_post(key, "/api/agent/backup/progress", body)
+        assert sent.status_code == 200, sent.text
+        backup = (await client.get(f"/api/backups/{log_id}")).json()["backup"]
+        return dict(backup["progress"])
+
+    assert (await progress(waiting="waiting for storage: down"))["waiting"] == (
+        "waiting for storage: down"
+    )
+    assert "waiting" not in await progress()  # bytes move again
+    too_long = await client.agent_post(
+        key,
+        "/api/agent/backup/progress",
+        {"logId": log_id, "phase": "uploading", "waiting": "x" * 501},
+    )
+    assert too_long.status_code == 400

@@ -314,6 +314,35 @@ async def test_failed_scheduled_backup_is_retried_with_backoff(
     assert len(await backups_of(config["id"])) == 3
 
 
+async def test_a_scheduled_run_whose_server_process_died_is_retried(
+    app: tuple[ApiClient, Services], roots: Path
+) -> None:
+    """An interrupted run (its server process died mid-backup) gets the retries a failed one
+    gets: nobody decided it failed, and the slot still has no backup."""
+    client, services = app
+    await client.signup()
+    config = await server_config(
+        client,
+        [str(make_tree(roots))],
+        schedule={"preset": "daily", "at": "09:30"},
+        retry={"attempts": 3, "delaySeconds": 60},
+    )
+    await tick(services, T0 + timedelta(minutes=31))
+    [run] = await backups_of(config["id"])
+    died_at = T0 + timedelta(minutes=32)
+    await BackupLog.update(
+        {BackupLog.status: "interrupted", BackupLog.error: "gone", BackupLog.completed_at: died_at}
+    ).where(BackupLog.id == run["id"])
+    await tick(services, died_at + timedelta(seconds=30))
+    assert len(await backups_of(config["id"])) == 1
+    await tick(services, died_at + timedelta(seconds=61))
+    runs = await backups_of(config["id"])
+    assert [(r["status"], r["trigger"], r["attempt"]) for r in runs] == [
+        ("interrupted", "schedule", 1),
+        ("completed", "retry", 2),
+    ]
+
+
 async def test_last_failed_attempt_raises_an_alert(
     app: tuple[ApiClient, Services], roots: Path
 ) -> None:

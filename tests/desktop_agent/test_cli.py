@@ -246,3 +246,40 @@ def test_terminal_displays() -> None:
         BackupFailed(config_id="c", config_name="Daily", log_id=None, reason="boom", duration_ms=1)
     )
     assert plain.getvalue() == "FAILED Daily: boom\n"
+
+
+def test_an_outage_is_said_once_not_at_every_try(capsys: pytest.CaptureFixture[str]) -> None:
+    from desktop_agent.cli.display import daemon_display
+    from desktop_agent.engine import UploadResumed, UploadWaiting
+
+    def waiting(retry: int) -> UploadWaiting:
+        return UploadWaiting(
+            config_id="c",
+            waiting_for="storage",
+            reason="upload to https://s3.test/k stalled: the storage took no data for 60 s",
+            waited=float(retry * 10),
+            retry_in=10.0,
+            gives_up_in=590.0 - retry * 10,
+        )
+
+    plain = io.StringIO()
+    summary = Summary(plain)
+    summary(ConfigStarted(config_id="c", config_name="Daily", sources=("/x",)))
+    for retry in range(5):
+        summary(waiting(retry))
+    summary(UploadResumed(config_id="c", waited=47.0))
+    summary(waiting(0))
+    assert plain.getvalue().splitlines() == [
+        "  waiting for storage: upload to https://s3.test/k stalled: the storage took no data "
+        "for 60 s (retrying for up to 0:10:00)",
+        "  the upload goes on after waiting 0:00:47",
+        "  waiting for storage: upload to https://s3.test/k stalled: the storage took no data "
+        "for 60 s (retrying for up to 0:10:00)",
+    ]
+    daemon = daemon_display(False)
+    for retry in range(3):
+        daemon(waiting(retry))
+    daemon(UploadResumed(config_id="c", waited=47.0))
+    daemon(waiting(0))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("waiting for storage: upload to" in line for line in lines)

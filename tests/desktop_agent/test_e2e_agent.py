@@ -1,6 +1,7 @@
-"""End to end: a real ``backapp serve`` process, a real S3 endpoint on loopback (moto server mode) or the
-local-disk backend, and the real ``backapp-agent`` as a subprocess. The object that lands is
-downloaded, extracted with the system ``tar`` and compared file by file with the source tree.
+"""End to end: a real ``backapp serve`` process, a real S3 endpoint on loopback (moto server mode, and
+SeaweedFS for the main paths) or the local-disk backend, and the real ``backapp-agent`` as a
+subprocess. The object that lands is downloaded, extracted with the system ``tar`` and compared file
+by file with the source tree.
 
 Fault tests: a source file deleted during the backup, a source path that does not exist, and the S3
 endpoint or the BackApp server going away in the middle of a multipart upload and coming back.
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.support.s3 import S3Endpoint
+from tests.support.s3 import ON_BOTH, S3Endpoint
 from tests.support.server_process import LiveServer, LiveServerFactory
 
 from .trees import MIB, build_awkward_tree, extracted_root, snapshot
@@ -131,6 +132,7 @@ def setup(
 # -- the happy paths ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_awkward_tree_lands_in_s3_and_extracts_identically(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -159,6 +161,7 @@ def test_awkward_tree_lands_in_s3_and_extracts_identically(
     assert backup["filename"] in status.stdout
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_multipart_archive_in_s3(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -403,6 +406,7 @@ def test_server_goes_away_mid_upload_and_comes_back(
     del owner
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_cancel_with_ctrl_c_aborts_and_records_the_reason(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:

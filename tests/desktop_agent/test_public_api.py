@@ -1,8 +1,9 @@
 """The engine's public face, and no Qt anywhere in the engine.
 
-The engine (``desktop_agent/engine``) has three public modules: the package itself, ``protocol``
-(the wire types and seams it shares with the server) and ``schedule`` (the schedule maths). Every
-other module is private: its name, or the name of a package it sits in, starts with ``_``. The rules,
+The engine (``desktop_agent/engine``) has a few public modules: the package itself, ``protocol``
+(the wire types and seams it shares with the server), ``repo_protocol`` (the same for snapshots)
+and ``schedule`` (the schedule maths); every module of the engine folder whose name does not start
+with ``_`` is public and checked here. Every other module is private: its name, or the name of a package it sits in, starts with ``_``. The rules,
 each checked here:
 
 1. **Outside code imports only the public modules.** Outside is every Python file of the repository
@@ -16,7 +17,7 @@ each checked here:
    module (``mock.patch``, ``importlib.import_module``).
 2. **Each public module's ``__all__`` is sorted and unique, and every name in it exists.** Sorted
    constants first, then by code point (the order the package's ``__all__`` has always had).
-3. **A public module lists every public name it defines.** For ``protocol`` and ``schedule``: every
+3. **A public module lists every public name it defines.** For the public submodules: every
    class, function and variable bound at their top level without a leading underscore (loggers and
    type variables aside: plumbing, not API). For the package, which defines its API by importing
    it: every public name bound in it, its submodules aside (httpx's rule).
@@ -49,15 +50,17 @@ import pytest
 
 import desktop_agent
 import desktop_agent.engine as engine
-from desktop_agent.engine import protocol, schedule
 
 ENGINE = "desktop_agent.engine"
 ENGINE_DIR = Path(engine.__file__).parent
 REPO = ENGINE_DIR.parents[1]
 PUBLIC: dict[str, ModuleType] = {
     ENGINE: engine,
-    f"{ENGINE}.protocol": protocol,
-    f"{ENGINE}.schedule": schedule,
+    **{
+        f"{ENGINE}.{path.stem}": importlib.import_module(f"{ENGINE}.{path.stem}")
+        for path in sorted(ENGINE_DIR.glob("*.py"))
+        if not path.stem.startswith("_")
+    },
 }
 PUBLIC_SUBMODULES = {name.rsplit(".", 1)[1] for name in PUBLIC if name != ENGINE}
 #: Folders that hold no source of this project (virtualenvs, build output, caches).

@@ -1,7 +1,8 @@
-"""Restores end to end: a real ``backapp serve``, a real S3 endpoint (moto) or the local-disk backend,
-and the real ``backapp-agent`` as a subprocess. Back up an awkward tree, restore it, compare; partial
-restores; a replacement agent; hostile archives put into storage through the agent API; corrupted and
-truncated objects; an interrupted download against real storage."""
+"""Restores end to end: a real ``backapp serve``, a real S3 endpoint (moto, and SeaweedFS for the main
+paths) or the local-disk backend, and the real ``backapp-agent`` as a subprocess. Back up an awkward
+tree, restore it, compare; partial restores; a replacement agent; hostile archives put into storage
+through the agent API; corrupted and truncated objects; an interrupted download against real
+storage."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from desktop_agent.engine import ApiClient, RestoreOptions, Restorer
-from tests.support.s3 import S3Endpoint
+from tests.support.s3 import ON_BOTH, S3Endpoint, drop_bucket, new_bucket
 from tests.support.server_process import LiveServer, LiveServerFactory
 
 from .test_e2e_agent import Agent, agent_command, setup
@@ -51,18 +52,20 @@ def backups_of(agent: Agent) -> list[dict[str, Any]]:
 def start_server(
     factory: LiveServerFactory, backend: str, request: pytest.FixtureRequest
 ) -> tuple[LiveServer, S3Endpoint | None, str | None]:
-    if backend == "s3":
-        s3: S3Endpoint = request.getfixturevalue("s3_server")
-        bucket: str = request.getfixturevalue("s3_bucket")
-        return factory.start(s3=s3, bucket=bucket), s3, bucket
-    return factory.start(), None, None
+    """A server on ``backend``: ``local`` disk, or a fresh bucket on ``moto`` or ``seaweedfs``."""
+    if backend == "local":
+        return factory.start(), None, None
+    s3: S3Endpoint = request.getfixturevalue(f"{backend}_server")
+    bucket = new_bucket(s3)
+    request.addfinalizer(lambda: drop_bucket(s3, bucket))
+    return factory.start(s3=s3, bucket=bucket), s3, bucket
 
 
 def without_absolute_links(snap: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]]:
     return {k: v for k, v in snap.items() if not (v[0] == "link" and str(v[1]).startswith("/"))}
 
 
-@pytest.mark.parametrize("backend", ["s3", "local"])
+@pytest.mark.parametrize("backend", ["moto", "seaweedfs", "local"])
 def test_round_trip_partial_list_and_replacement_agent(
     live_server_factory: LiveServerFactory,
     request: pytest.FixtureRequest,
@@ -185,7 +188,7 @@ def hostile_tar(outside: Path) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("backend", ["s3", "local"])
+@pytest.mark.parametrize("backend", ["moto", "local"])
 def test_hostile_archive_from_storage(
     live_server_factory: LiveServerFactory,
     request: pytest.FixtureRequest,
@@ -293,6 +296,7 @@ class CutOnce(httpx.BaseTransport):
         self.inner.close()
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_interrupted_download_resumes_against_s3(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -1,5 +1,5 @@
-"""End to end: real ``backapp serve`` processes on loopback, a real S3 endpoint (moto server mode),
-driven over HTTP exactly as an agent would, with the spec's JSON."""
+"""End to end: real ``backapp serve`` processes on loopback, a real S3 endpoint (moto server mode; the
+agent flows on SeaweedFS too), driven over HTTP exactly as an agent would, with the spec's JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.s3 import ON_BOTH
 from tests.support.server_process import LiveServer, LiveServerFactory
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +54,7 @@ def _agent_run(
     return dict(start.json())
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_agent_flow_against_s3(
     live_server_factory: LiveServerFactory, s3_server: Any, s3_bucket: str
 ) -> None:
@@ -107,6 +109,7 @@ def test_agent_flow_against_s3(
     assert signature not in server_log
 
 
+@pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)
 def test_multipart_against_s3(
     live_server_factory: LiveServerFactory, s3_server: Any, s3_bucket: str
 ) -> None:

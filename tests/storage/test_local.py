@@ -30,6 +30,7 @@ from backend.storage import (
     InvalidParts,
     LocalStorage,
     NoSuchUpload,
+    ObjectChecksumMismatch,
     ObjectExists,
     ObjectInfo,
     ObjectStoreError,
@@ -753,10 +754,31 @@ async def test_multipart_round_trip_with_crc32_parts(
     assert parts[2].etag == f'"{zlib.crc32(b"tail"):08x}"'
     whole = b"".join(datas)
     info = await storage.complete_multipart(key, upload_id, parts)
-    assert info == ObjectInfo(size=len(whole), sha256=sha(whole))  # the whole SHA-256 as ever
+    # The whole SHA-256 as ever, and the whole object's CRC32 (S3's full-object checksum).
+    assert info == ObjectInfo(size=len(whole), sha256=sha(whole), crc32=crc(whole))
     response = await http.get(storage.presign_get(key, expires_in=60).url)
     assert response.content == whole
     assert leftovers(local_server) == []
+
+
+async def test_complete_checks_the_whole_objects_crc32(
+    local_server: LocalServer, http: httpx.AsyncClient, key: str
+) -> None:
+    """The CRC32 the client computed over the whole stream is checked against what is assembled:
+    a part list that makes another object (here: the parts of another upload's order) is refused
+    and nothing is published."""
+    storage = local_server.storage
+    datas = [os.urandom(MIN_PART), os.urandom(MIN_PART), b"tail"]
+    upload_id = await storage.create_multipart(key, checksum="crc32")
+    parts = await upload_crc32_parts(http, storage, key, upload_id, datas)
+    swapped = b"".join([datas[1], datas[0], datas[2]])
+    with pytest.raises(ObjectChecksumMismatch, match="CRC32"):
+        await storage.complete_multipart(key, upload_id, parts, object_crc32=crc(swapped))
+    assert await storage.head(key) is None
+    assert leftovers(local_server) == []
+    whole = b"".join(datas)
+    info = await storage.complete_multipart(key, upload_id, parts, object_crc32=crc(whole))
+    assert info.crc32 == crc(whole) and info.sha256 == sha(whole)
 
 
 async def test_corrupted_crc32_part_is_refused(

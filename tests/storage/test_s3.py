@@ -1,21 +1,25 @@
-"""The S3 backend against a real S3 endpoint on loopback (moto in server mode), through real HTTP.
+"""The S3 backend against real S3 endpoints on loopback, through real HTTP: every test that talks to S3
+runs on moto (server mode) and on SeaweedFS.
 
-moto 5 accepts any pre-signed URL without checking its signature or expiry, so what a URL is scoped to
-is checked with an independent SigV4 verifier (``presigned_url_is_valid``), and what moto does not
-enforce at all is marked ``xfail`` (not strict: moto releases differ): they say what real S3 does, and
-the URL scoping itself is checked with a SigV4 verifier (``presigned_url_is_valid``).
+SeaweedFS checks what real S3 checks of a pre-signed request (signature, expiry, signed headers,
+checksums against the body, ``If-None-Match``), so the URL-scope tests run there for real. moto 5
+accepts any pre-signed URL without checking its signature or expiry, nor a checksum against the body:
+on moto those tests are marked ``xfail`` (not strict: moto releases differ), and what a URL is scoped
+to is also checked with an independent SigV4 verifier (``presigned_url_is_valid``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
+import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -34,7 +38,7 @@ from backend.storage import (
     crc32_b64,
 )
 from backend.storage.s3 import _translate, object_info_from_head
-from tests.support.s3 import S3Endpoint, presigned_url_is_valid
+from tests.support.s3 import ON_BOTH, ON_SEAWEEDFS, S3Endpoint, presigned_url_is_valid
 
 
 def sha(data: bytes) -> str:
@@ -43,6 +47,32 @@ def sha(data: bytes) -> str:
 
 def b64sha(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@pytest.fixture(params=ON_BOTH)
+def s3_server(request: pytest.FixtureRequest) -> S3Endpoint:
+    """Every test here that talks to S3 runs on moto and on SeaweedFS (unless it says otherwise)."""
+    endpoint: S3Endpoint = request.getfixturevalue(f"{request.param}_server")
+    return endpoint
+
+
+def unchecked_by_moto(reason: str) -> pytest.MarkDecorator:
+    """Run on both servers, ``xfail`` on moto only: moto 5 does not check ``reason``."""
+    return pytest.mark.parametrize(
+        "s3_server",
+        [
+            pytest.param("moto", marks=pytest.mark.xfail(strict=False, reason=f"moto 5: {reason}")),
+            "seaweedfs",
+        ],
+        indirect=True,
+    )
+
+
+on_seaweedfs = pytest.mark.parametrize("s3_server", ON_SEAWEEDFS, indirect=True)
+"""What only a server that checks signatures can show (moto accepts any pre-signed URL)."""
+
+signing_only = pytest.mark.parametrize("s3_server", ["moto"], indirect=True)
+"""Presigning is local computation: one server is enough (the bucket only has to exist)."""
 
 
 @pytest.fixture
@@ -74,6 +104,7 @@ def query_of(url: str) -> dict[str, str]:
 # -- pure parts ------------------------------------------------------------------------------
 
 
+@signing_only
 def test_presign_put_signs_every_constraint(s3: S3Storage, key: str) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     request = s3.presign_put(key, expires_in=900, size=11, sha256=sha(b"hello world"))
@@ -99,6 +130,7 @@ def test_presign_put_signs_every_constraint(s3: S3Storage, key: str) -> None:
     assert request.expires_at.tzinfo is not None
 
 
+@signing_only
 def test_presign_get_and_part(s3: S3Storage, key: str) -> None:
     get = s3.presign_get(key, expires_in=60, download_name="backup 1.tar.gz")
     assert get.method == "GET" and get.headers == {}
@@ -115,6 +147,7 @@ def test_presign_get_and_part(s3: S3Storage, key: str) -> None:
     assert query["X-Amz-SignedHeaders"] == "content-length;host;x-amz-checksum-sha256"
 
 
+@signing_only
 def test_presign_refuses_bad_input(s3: S3Storage) -> None:
     calls: list[Callable[[], object]] = [
         lambda: s3.presign_put("../x", expires_in=60),
@@ -130,6 +163,7 @@ def test_presign_refuses_bad_input(s3: S3Storage) -> None:
             call()
 
 
+@signing_only
 def test_presigned_urls_are_scoped(s3: S3Storage, s3_server: S3Endpoint, key: str) -> None:
     """What S3 checks of the URLs (moto does not): method, exact key, signed headers, expiry."""
     secret = s3_server.secret_access_key
@@ -225,7 +259,7 @@ def test_translate_errors() -> None:
     assert type(_translate(unreachable, "x")) is ObjectStoreUnavailable
 
 
-# -- against moto ----------------------------------------------------------------------------
+# -- against the servers -----------------------------------------------------------------------
 
 
 async def test_check(s3: S3Storage, s3_server: S3Endpoint) -> None:
@@ -234,8 +268,8 @@ async def test_check(s3: S3Storage, s3_server: S3Endpoint) -> None:
         "no-such-bucket-" + uuid.uuid4().hex[:8],
         "us-east-1",
         endpoint_url=s3_server.endpoint_url,
-        access_key_id="testing",
-        secret_access_key="testing",
+        access_key_id=s3_server.access_key_id,
+        secret_access_key=s3_server.secret_access_key,
     )
     with pytest.raises(ObjectStoreUnavailable, match="does not exist"):
         await missing.check()
@@ -300,29 +334,27 @@ async def test_no_overwrite_with_a_still_valid_url(
     assert response.content == b"first"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="moto 5 does not check x-amz-checksum-sha256 against the body (real S3: 400 BadDigest)",
-)
+@unchecked_by_moto("x-amz-checksum-sha256 is not checked against the body (S3: 400 BadDigest)")
 async def test_body_not_matching_signed_sha256_is_refused(
     s3: S3Storage, http: httpx.AsyncClient, key: str
 ) -> None:
     put = s3.presign_put(key, expires_in=60, size=11, sha256=sha(b"hello world"))
     response = await http.put(put.url, content=b"hello worlx", headers=put.headers)
-    assert response.status_code == 400
+    assert response.status_code == 400 and "BadDigest" in response.text
     assert await s3.head(key) is None
+    # The URL is still good for the body it was signed for.
+    response = await http.put(put.url, content=b"hello world", headers=put.headers)
+    assert response.status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="moto 5 does not check a pre-signed URL's signature (real S3: 403 SignatureDoesNotMatch)",
-)
+@unchecked_by_moto("a pre-signed URL's signature is not checked (S3: 403 SignatureDoesNotMatch)")
 async def test_url_used_for_another_key_is_refused(
     s3: S3Storage, http: httpx.AsyncClient, key: str
 ) -> None:
     put = s3.presign_put(key, expires_in=60)
     response = await http.put(put.url.replace(key, key + "x"), content=b"x", headers=put.headers)
     assert response.status_code == 403
+    assert await s3.head(key + "x") is None
 
 
 async def test_download_name_becomes_content_disposition(
@@ -410,6 +442,20 @@ async def test_complete_refuses_bad_parts(s3: S3Storage, http: httpx.AsyncClient
     await s3.abort_multipart(key, upload_id)
 
 
+@unchecked_by_moto("a part's checksum in CompleteMultipartUpload is not checked (S3: BadDigest)")
+async def test_complete_refuses_a_part_checksum_that_is_not_the_parts(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    datas = [os.urandom(MIN_PART_SIZE), b"tail"]
+    upload_id = await s3.create_multipart(key)
+    parts = await upload_parts(http, s3, key, upload_id, datas)
+    claimed = [parts[0], CompletedPart(2, parts[1].etag, sha(b"tall"))]
+    with pytest.raises(InvalidParts):
+        await s3.complete_multipart(key, upload_id, claimed)
+    assert await s3.head(key) is None
+    await s3.abort_multipart(key, upload_id)
+
+
 async def test_complete_never_overwrites(s3: S3Storage, http: httpx.AsyncClient, key: str) -> None:
     upload_id = await s3.create_multipart(key)
     parts = await upload_parts(http, s3, key, upload_id, [b"multipart"])
@@ -421,14 +467,26 @@ async def test_complete_never_overwrites(s3: S3Storage, http: httpx.AsyncClient,
     assert response.content == b"single"
 
 
-async def test_abort_and_no_such_upload(s3: S3Storage, http: httpx.AsyncClient, key: str) -> None:
+async def test_abort_and_no_such_upload(
+    s3: S3Storage, s3_server: S3Endpoint, http: httpx.AsyncClient, key: str
+) -> None:
     upload_id = await s3.create_multipart(key)
     await upload_parts(http, s3, key, upload_id, [b"abc"])
     await s3.abort_multipart(key, upload_id)
-    with pytest.raises(NoSuchUpload):
+    if s3_server.kind == "seaweedfs":
+        # SeaweedFS 4.48 answers 204 to aborting an upload it has just aborted (S3 and moto:
+        # NoSuchUpload); callers take both as "gone". That it is gone: a late part is refused
+        # (moto answers that with a 500).
         await s3.abort_multipart(key, upload_id)
+        response = await put_part(http, s3, key, upload_id, 2, b"late")
+        assert error_code(response) == "404 NoSuchUpload"
+    else:
+        with pytest.raises(NoSuchUpload):
+            await s3.abort_multipart(key, upload_id)
     with pytest.raises(NoSuchUpload):
         await s3.abort_multipart(key, "no-such-upload")
+    listed = s3._client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+    assert upload_id not in [upload["UploadId"] for upload in listed]
     assert await s3.head(key) is None
 
 
@@ -453,6 +511,7 @@ async def upload_crc32_parts(
     return parts
 
 
+@signing_only
 def test_presign_part_with_crc32_signs_its_header(
     s3: S3Storage, s3_server: S3Endpoint, key: str
 ) -> None:
@@ -481,16 +540,36 @@ async def test_multipart_round_trip_with_crc32_parts(
     parts = await upload_crc32_parts(http, s3, key, upload_id, datas)
 
     info = await s3.complete_multipart(key, upload_id, parts)
-    assert info.size == sum(map(len, datas))
+    whole = b"".join(datas)
+    assert info.size == len(whole)
     assert info.sha256 is None and info.checksum_sha256 is None
-    # moto 5 does not list the parts' ChecksumCRC32 (list_parts), but it keeps the upload's
-    # algorithm and answers the object's composite CRC32, as S3 does.
+    # A CRC32 upload is created with a full-object checksum: S3 keeps the CRC32 of the whole
+    # object (combined from the parts'), which the agent can compute from its stream.
     head = s3._client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
-    # S3's composite CRC32: the CRC32 of the parts' CRC32s, "-2" (moto 5 leaves the suffix out).
-    composite = crc(b"".join(base64.b64decode(crc(d)) for d in datas))
-    assert head["ChecksumCRC32"].removesuffix("-2") == composite
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    assert head["ChecksumCRC32"] == crc(whole) == info.crc32
     response = await http.get(s3.presign_get(key, expires_in=60).url)
-    assert response.content == b"".join(datas)
+    assert response.content == whole
+
+
+async def test_complete_passes_the_whole_objects_crc32_for_storage_to_check(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    """S3 checks the full-object CRC32 given at CompleteMultipartUpload (BadDigest); moto 5 does
+    not, but reports the CRC32 of what it assembled, which the server then compares."""
+    datas = [os.urandom(MIN_PART_SIZE), os.urandom(MIN_PART_SIZE), b"tail"]
+    whole = b"".join(datas)
+    swapped = b"".join([datas[1], datas[0], datas[2]])
+    upload_id = await s3.create_multipart(key, checksum="crc32")
+    parts = await upload_crc32_parts(http, s3, key, upload_id, datas)
+    try:
+        info = await s3.complete_multipart(key, upload_id, parts, object_crc32=crc(swapped))
+    except InvalidParts:
+        assert await s3.head(key) is None  # refused by the storage itself
+        info = await s3.complete_multipart(key, upload_id, parts, object_crc32=crc(whole))
+        assert info.crc32 == crc(whole)
+    else:
+        assert info.crc32 == crc(whole) != crc(swapped)  # the truth, for the server to compare
 
 
 async def test_crc32_upload_refuses_sha256_parts(
@@ -507,10 +586,7 @@ async def test_crc32_upload_refuses_sha256_parts(
     await s3.abort_multipart(key, upload_id)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="moto 5 does not check x-amz-checksum-crc32 against the body (real S3: 400 BadDigest)",
-)
+@unchecked_by_moto("x-amz-checksum-crc32 is not checked against the body (S3: 400 BadDigest)")
 async def test_part_body_not_matching_signed_crc32_is_refused(
     s3: S3Storage, http: httpx.AsyncClient, key: str
 ) -> None:
@@ -518,6 +594,263 @@ async def test_part_body_not_matching_signed_crc32_is_refused(
     request = s3.presign_part(key, upload_id, 1, expires_in=60, size=5, crc32=crc(b"hello"))
     try:
         response = await http.put(request.url, content=b"hellx", headers=request.headers)
-        assert response.status_code == 400
+        assert response.status_code == 400 and "BadDigest" in response.text
+        listed = s3._client.list_parts(Bucket=s3.bucket, Key=key, UploadId=upload_id)
+        assert listed.get("Parts", []) == []
     finally:
         await s3.abort_multipart(key, upload_id)
+
+
+@unchecked_by_moto("x-amz-checksum-sha256 is not checked against a part (S3: 400 BadDigest)")
+async def test_part_body_not_matching_signed_sha256_is_refused(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    upload_id = await s3.create_multipart(key)
+    request = s3.presign_part(key, upload_id, 1, expires_in=60, size=5, sha256=sha(b"hello"))
+    try:
+        response = await http.put(request.url, content=b"hellx", headers=request.headers)
+        assert response.status_code == 400 and "BadDigest" in response.text
+        listed = s3._client.list_parts(Bucket=s3.bucket, Key=key, UploadId=upload_id)
+        assert listed.get("Parts", []) == []
+    finally:
+        await s3.abort_multipart(key, upload_id)
+
+
+# -- what a pre-signed URL allows, on a server that checks (SeaweedFS) ------------------------------
+
+
+def error_code(response: httpx.Response) -> str:
+    found = re.search(r"<Code>([^<]*)</Code>", response.text)
+    return f"{response.status_code} {found.group(1) if found else '?'}"
+
+
+def with_param(url: str, name: str, value: str) -> str:
+    """``url`` with one query parameter's value replaced, everything else byte for byte."""
+    changed, count = re.subn(rf"([?&]{name}=)[^&]*", rf"\g<1>{quote(value, safe='')}", url)
+    assert count == 1, (name, url)
+    return changed
+
+
+def other_storage(
+    s3: S3Storage,
+    s3_server: S3Endpoint,
+    *,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> S3Storage:
+    """``s3``'s bucket through other credentials (the endpoint's where not given)."""
+    return S3Storage(
+        s3.bucket,
+        s3.region,
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id=access_key_id or s3_server.access_key_id,
+        secret_access_key=secret_access_key or s3_server.secret_access_key,
+    )
+
+
+@on_seaweedfs
+async def test_put_url_allows_exactly_its_own_request(
+    s3: S3Storage, s3_server: S3Endpoint, http: httpx.AsyncClient, key: str
+) -> None:
+    body, other = b"hello world", key + "x"
+    put = s3.presign_put(key, expires_in=900, size=len(body), sha256=sha(body))
+    signature = query_of(put.url)["X-Amz-Signature"]
+    forged = "0" + signature[1:] if signature[0] != "0" else "1" + signature[1:]
+    wrong_secret = other_storage(s3, s3_server, secret_access_key="not-the-secret")
+    unknown_key = other_storage(s3, s3_server, access_key_id="AKIDNOTKNOWN")
+
+    def without(name: str) -> dict[str, str]:
+        return {k: v for k, v in put.headers.items() if k != name}
+
+    attempts: dict[str, tuple[str, str, dict[str, str], bytes]] = {
+        "another key": ("PUT", put.url.replace(key, other), put.headers, body),
+        "a forged signature": (
+            "PUT",
+            with_param(put.url, "X-Amz-Signature", forged),
+            put.headers,
+            body,
+        ),
+        "a longer lifetime": (
+            "PUT",
+            with_param(put.url, "X-Amz-Expires", "9000"),
+            put.headers,
+            body,
+        ),
+        "GET": ("GET", put.url, {}, b""),
+        "DELETE": ("DELETE", put.url, {}, b""),
+        "another size": (
+            "PUT",
+            put.url,
+            {**put.headers, "content-length": "12"},
+            body + b"!",
+        ),
+        "another body and its checksum": (
+            "PUT",
+            put.url,
+            {**put.headers, "x-amz-checksum-sha256": b64sha(b"hello worlx")},
+            b"hello worlx",
+        ),
+        "no checksum header": ("PUT", put.url, without("x-amz-checksum-sha256"), body),
+        "no If-None-Match": ("PUT", put.url, without("if-none-match"), body),
+        "signed with another secret": (
+            "PUT",
+            wrong_secret.presign_put(key, expires_in=900, size=len(body), sha256=sha(body)).url,
+            put.headers,
+            body,
+        ),
+        "an unknown access key": (
+            "PUT",
+            unknown_key.presign_put(key, expires_in=900, size=len(body), sha256=sha(body)).url,
+            put.headers,
+            body,
+        ),
+    }
+    answers = {}
+    for what, (method, url, headers, content) in attempts.items():
+        response = await http.request(method, url, headers=headers, content=content)
+        answers[what] = error_code(response)
+    assert answers == {
+        **{what: "403 SignatureDoesNotMatch" for what in attempts},
+        "an unknown access key": "403 InvalidAccessKeyId",
+    }
+    assert await s3.head(key) is None and await s3.head(other) is None
+
+    # The request it was signed for (through the same URL surgery, value unchanged) goes through.
+    response = await http.put(
+        with_param(put.url, "X-Amz-Expires", "900"), content=body, headers=put.headers
+    )
+    assert response.status_code == 200, response.text
+    assert await s3.head(key) == ObjectInfo(len(body), sha(body), b64sha(body))
+
+
+@on_seaweedfs
+async def test_get_url_reads_only_its_own_object(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    put = s3.presign_put(key, expires_in=60)
+    assert (await http.put(put.url, content=b"original", headers=put.headers)).status_code == 200
+    other = key + "x"
+    put_other = s3.presign_put(other, expires_in=60)
+    assert (
+        await http.put(put_other.url, content=b"other", headers=put_other.headers)
+    ).status_code == 200
+    get = s3.presign_get(key, expires_in=60, download_name="backup.tar.gz")
+
+    answers = {
+        "PUT": error_code(await http.put(get.url, content=b"evil")),
+        "PUT to another key": error_code(
+            await http.put(get.url.replace(key, key + "y"), content=b"evil")
+        ),
+        "DELETE": error_code(await http.delete(get.url)),
+        "GET another key": error_code(await http.get(get.url.replace(key, other))),
+        "GET with another file name": error_code(
+            await http.get(
+                with_param(get.url, "response-content-disposition", "attachment; filename=x.exe")
+            )
+        ),
+    }
+    assert answers == dict.fromkeys(answers, "403 SignatureDoesNotMatch")
+    assert await s3.head(key + "y") is None
+    response = await http.get(get.url)
+    assert response.status_code == 200 and response.content == b"original"
+
+
+@on_seaweedfs
+async def test_part_url_allows_exactly_its_own_part(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    upload_id = await s3.create_multipart(key)
+    other_upload = await s3.create_multipart(key)  # a real upload of the same key
+    data = b"hello"
+    part = s3.presign_part(key, upload_id, 2, expires_in=60, size=len(data), sha256=sha(data))
+    try:
+        attempts = {
+            "another part number": (with_param(part.url, "partNumber", "3"), part.headers),
+            "another upload": (with_param(part.url, "uploadId", other_upload), part.headers),
+            "another key": (part.url.replace(key, key + "x"), part.headers),
+            "no checksum header": (
+                part.url,
+                {k: v for k, v in part.headers.items() if k != "x-amz-checksum-sha256"},
+            ),
+            "a CRC32 instead": (
+                part.url,
+                {"content-length": "5", "x-amz-checksum-crc32": crc(data)},
+            ),
+        }
+        answers = {
+            what: error_code(await http.put(url, content=data, headers=headers))
+            for what, (url, headers) in attempts.items()
+        }
+        assert answers == dict.fromkeys(attempts, "403 SignatureDoesNotMatch")
+        for upload in (upload_id, other_upload):
+            listed = s3._client.list_parts(Bucket=s3.bucket, Key=key, UploadId=upload)
+            assert listed.get("Parts", []) == []
+
+        response = await http.put(
+            with_param(part.url, "partNumber", "2"), content=data, headers=part.headers
+        )
+        assert response.status_code == 200, response.text
+        listed = s3._client.list_parts(Bucket=s3.bucket, Key=key, UploadId=upload_id)
+        assert [(p["PartNumber"], p["Size"]) for p in listed["Parts"]] == [(2, 5)]
+    finally:
+        await s3.abort_multipart(key, upload_id)
+        await s3.abort_multipart(key, other_upload)
+
+
+@on_seaweedfs
+async def test_expired_urls_are_refused(s3: S3Storage, http: httpx.AsyncClient, key: str) -> None:
+    done = s3.presign_put(key, expires_in=60)
+    assert (await http.put(done.url, content=b"abc", headers=done.headers)).status_code == 200
+    upload_id = await s3.create_multipart(key + ".parts")
+    try:
+        put = s3.presign_put(key + ".new", expires_in=1)
+        get = s3.presign_get(key, expires_in=1)
+        part = s3.presign_part(
+            key + ".parts", upload_id, 1, expires_in=1, size=3, sha256=sha(b"abc")
+        )
+        # X-Amz-Date has whole seconds: 2 s later every 1 s URL has expired.
+        await asyncio.sleep(2.1)
+        answers = {
+            "PUT": await http.put(put.url, content=b"abc", headers=put.headers),
+            "GET": await http.get(get.url),
+            "part": await http.put(part.url, content=b"abc", headers=part.headers),
+        }
+        for response in answers.values():
+            assert error_code(response) == "403 AccessDenied", response.text
+            assert "expired" in response.text
+        assert await s3.head(key + ".new") is None
+    finally:
+        await s3.abort_multipart(key + ".parts", upload_id)
+
+
+@on_seaweedfs
+async def test_racing_uploads_to_one_key_have_exactly_one_winner(
+    s3: S3Storage, http: httpx.AsyncClient, key: str
+) -> None:
+    """``If-None-Match: *`` is atomic: of several uploads racing to one new key, one lands and the
+    others are refused (S3: 412, or 409 ConditionalRequestConflict while another is in flight)."""
+    bodies = [f"upload {i} ".encode() * 20_000 for i in range(8)]
+    requests = [s3.presign_put(key, expires_in=60, size=len(b), sha256=sha(b)) for b in bodies]
+    responses = await asyncio.gather(
+        *(
+            http.put(r.url, content=b, headers=r.headers)
+            for r, b in zip(requests, bodies, strict=True)
+        )
+    )
+    winners = [i for i, r in enumerate(responses) if r.status_code == 200]
+    assert len(winners) == 1, [error_code(r) for r in responses]
+    assert {r.status_code for r in responses} - {200} <= {409, 412}
+    response = await http.get(s3.presign_get(key, expires_in=60).url)
+    assert response.content == bodies[winners[0]]
+
+
+@on_seaweedfs
+async def test_wrong_credentials_are_unavailable_not_missing(
+    s3: S3Storage, s3_server: S3Endpoint, key: str
+) -> None:
+    wrong = other_storage(s3, s3_server, secret_access_key="not-the-secret")
+    with pytest.raises(ObjectStoreUnavailable, match="check the credentials"):
+        await wrong.check()
+    # A refused HEAD is not "no such object": the server must not treat a backup as missing.
+    with pytest.raises(ObjectStoreUnavailable):
+        await wrong.head(key)

@@ -1,14 +1,22 @@
-"""A real S3 endpoint on loopback (moto's server mode) for tests, and an independent SigV4 checker.
+"""Real S3 endpoints on loopback for tests (moto's server mode, and SeaweedFS), and an independent
+SigV4 checker.
 
-Register with ``pytest_plugins = ["tests.support.s3"]`` in the root ``tests/conftest.py``.
+Register with ``pytest_plugins = ["tests.support.s3", "tests.support.seaweedfs"]`` in the root
+``tests/conftest.py``. Tests ask for ``s3_server`` (and ``s3_bucket``, a fresh bucket on it):
 
-moto 5 does not check the signatures of pre-signed URLs at all (any tampered, expired or re-targeted
-URL is accepted), so :func:`presigned_url_is_valid` re-implements S3's check of a query-signed request
-from the SigV4 specification, without botocore, to test what our URLs actually sign.
+* moto by default: in-process, fast, but it does not check the signatures of pre-signed URLs at all
+  (any tampered, expired or re-targeted URL is accepted) nor checksum headers against bodies;
+* SeaweedFS (``tests/support/seaweedfs.py``), which checks both, when the test says so::
+
+      @pytest.mark.parametrize("s3_server", ON_BOTH, indirect=True)   # or ON_SEAWEEDFS
+
+:func:`presigned_url_is_valid` re-implements S3's check of a query-signed request from the SigV4
+specification, without botocore, to test what our URLs actually sign.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import uuid
@@ -22,7 +30,21 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-__all__ = ["S3Endpoint", "presigned_url_is_valid", "s3_bucket", "s3_server"]
+__all__ = [
+    "ON_BOTH",
+    "ON_SEAWEEDFS",
+    "S3Endpoint",
+    "drop_bucket",
+    "moto_server",
+    "new_bucket",
+    "presigned_url_is_valid",
+    "s3_bucket",
+    "s3_server",
+]
+
+# Values for ``@pytest.mark.parametrize("s3_server", ..., indirect=True)``.
+ON_BOTH = ["moto", "seaweedfs"]
+ON_SEAWEEDFS = ["seaweedfs"]
 
 
 @dataclass(frozen=True)
@@ -31,20 +53,27 @@ class S3Endpoint:
     region: str = "us-east-1"
     access_key_id: str = "testing"
     secret_access_key: str = "testing"
+    kind: str = "moto"  # or "seaweedfs"
 
     def client(self) -> Any:
-        """A plain boto3 client, for test set-up only."""
-        return boto3.session.Session().client(
-            "s3",
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-        )
+        """A plain boto3 client, for test set-up only (one per endpoint: making one takes botocore
+        a good half second on a busy machine, and every S3 test needs one)."""
+        return _client(self)
+
+
+@functools.cache
+def _client(endpoint: S3Endpoint) -> Any:
+    return boto3.session.Session().client(
+        "s3",
+        region_name=endpoint.region,
+        endpoint_url=endpoint.endpoint_url,
+        aws_access_key_id=endpoint.access_key_id,
+        aws_secret_access_key=endpoint.secret_access_key,
+    )
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Endpoint]:
+def moto_server() -> Iterator[S3Endpoint]:
     """moto in server mode on 127.0.0.1 and a free port, for the whole session."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -56,13 +85,35 @@ def s3_server() -> Iterator[S3Endpoint]:
 
 
 @pytest.fixture
+def s3_server(request: pytest.FixtureRequest) -> S3Endpoint:
+    """The S3 endpoint a test runs against: moto unless the test parametrizes this fixture
+    (indirectly) with ``"seaweedfs"``. Both servers are started at most once per session."""
+    kind = getattr(request, "param", "moto")
+    if kind not in ON_BOTH:
+        raise ValueError(f"unknown S3 server {kind!r}; use one of {ON_BOTH}")
+    endpoint: S3Endpoint = request.getfixturevalue(f"{kind}_server")
+    return endpoint
+
+
+@pytest.fixture
 def s3_bucket(s3_server: S3Endpoint) -> Iterator[str]:
-    """A fresh, uniquely named, empty bucket."""
-    name = f"test-{uuid.uuid4().hex[:20]}"
-    client = s3_server.client()
-    client.create_bucket(Bucket=name)
+    """A fresh, uniquely named, empty bucket on ``s3_server``."""
+    name = new_bucket(s3_server)
     yield name
-    # moto keeps everything in memory for the session; empty and drop the bucket.
+    drop_bucket(s3_server, name)
+
+
+def new_bucket(endpoint: S3Endpoint) -> str:
+    """Create a uniquely named, empty bucket (drop it with :func:`drop_bucket`)."""
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    endpoint.client().create_bucket(Bucket=name)
+    return name
+
+
+def drop_bucket(endpoint: S3Endpoint, name: str) -> None:
+    """Empty and delete a bucket: both servers live for the whole session (and on SeaweedFS every
+    bucket holding data takes one of a limited number of volumes)."""
+    client = endpoint.client()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
         for item in page.get("Contents", []):
             client.delete_object(Bucket=name, Key=item["Key"])

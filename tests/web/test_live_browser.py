@@ -106,11 +106,23 @@ def test_progress_and_log_lines_arrive_without_a_reload(
 
     agent.http.post("/api/agent/backup/progress", json=_progress(log_id, 299, 11_900_000))
     expect(box.locator(".progress-text")).to_contain_text("299 / 300 files", timeout=LIVE)
+    # Storage stops answering: the agent says what it waits for; no rate, no time left.
+    waiting = "waiting for storage: the storage took no data for 60 s (trying again in 8 s)"
+    sent = agent.http.post(
+        "/api/agent/backup/progress",
+        json={**_progress(log_id, 299, 11_900_000), "waiting": waiting},
+    )
+    assert sent.status_code == 200, sent.text
+    expect(box.locator(".progress-text")).to_have_text(
+        f"Uploading · {waiting} · 299 / 300 files · 11.3 MiB / 11.4 MiB", timeout=LIVE
+    )
     assert page.evaluate("window.__noReload") is True  # the same page all along
     shot(page, "live-progress-config")
 
     # The backups page shows the same numbers, rendered by the server on load.
     page.goto(f"{server.url}/backups")
     row_box = page.locator(f'[data-progress-for="{log_id}"]')
-    expect(row_box.locator(".progress-text")).to_contain_text("299 / 300 files · 11.3 MiB")
+    expect(row_box.locator(".progress-text")).to_have_text(
+        f"Uploading · {waiting} · 299 / 300 files · 11.3 MiB / 11.4 MiB"
+    )
     expect(page.get_by_role("cell", name=re.compile("Documents"))).to_be_visible()

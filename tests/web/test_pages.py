@@ -675,7 +675,9 @@ async def test_behind_https_every_cookie_is_secure(tmp_path, sqlite_url: str) ->
             )
             assert r.status_code == 303
             cookies = r.headers.get_list("set-cookie")
-            assert len(cookies) == 3 and all("Secure" in c for c in cookies)  # session, csrf, flash
+            # session, csrf, flash, and the known-browser mark that lets its owner past a lockout
+            assert len(cookies) == 4 and all("Secure" in c for c in cookies)
+            assert any(c.startswith("backapp_device=") for c in cookies)
             r = await browser.submit("/agents", "/agents", {"name": "laptop", "platform": ""})
             assert all("Secure" in c for c in r.headers.get_list("set-cookie"))
             agent_id = r.headers["location"].rsplit("/", 1)[1]

@@ -8,6 +8,7 @@ history as the agents' ones, with ``agent`` NULL and keys
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -175,14 +176,17 @@ class ServerControlPlane:
         )
         return msgspec.convert(msgspec.to_builtins(part), PartTicket)
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
         converted = [
             ServerUploadedPart(
                 part_number=p.part_number, etag=p.etag, sha256=p.sha256, crc32=p.crc32
             )
             for p in parts
         ]
-        return int(self._call(self.backups.upload_complete, self.identity, log_id, converted))
+        assemble = functools.partial(self.backups.upload_complete, object_crc32=crc32)
+        return int(self._call(assemble, self.identity, log_id, converted))
 
     def abort_upload(self, *, log_id: str, reason: str) -> None:
         self._call(self.backups.upload_abort, self.identity, log_id, reason[:4000])

@@ -107,7 +107,8 @@ class Planner:
             .order_by(BackupLog.started_at, ascending=False)
             .first()
         )
-        if last is None or last["status"] != "failed":
+        # An interrupted run (the process that ran it died) is retried like a failed one.
+        if last is None or last["status"] not in ("failed", "interrupted"):
             return None
         attempt = int(last["attempt"] or 1)
         allowed = int(last["max_attempts"] or 1)

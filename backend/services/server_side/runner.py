@@ -23,8 +23,9 @@ import anyio.to_thread
 from backend import __version__
 from backend.backups.tables import BackupConfig
 from backend.errors import InvalidInput
+from backend.private_files import make_private_dir
 from backend.services.clock import utcnow
-from backend.services.leases import LeaseService, config_lease_name
+from backend.services.leases import SERVER_OWNER, LeaseService, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.settings import Settings
 from backend.storage import LocalStorage, Storage
@@ -104,7 +105,7 @@ class ServerRunner:
         """Run one planned backup under the config's lease (skipped when someone else holds it or
         when, under the lease, it turns out to be no longer due)."""
         name = config_lease_name(run.config_id)
-        grant = await self.leases.acquire(name, self.holder, LEASE_TTL)
+        grant = await self.leases.acquire(name, self.holder, LEASE_TTL, owner=SERVER_OWNER)
         if grant is None:
             log.info("server-side config %s is already running elsewhere", run.config_id)
             return
@@ -137,7 +138,7 @@ class ServerRunner:
         else:
             engine_storage = HttpStorage(user_agent=f"backapp-server/{__version__}")
         temp_dir = self.settings.data_dir / "tmp" / "server-runs"
-        await anyio.to_thread.run_sync(lambda: temp_dir.mkdir(parents=True, exist_ok=True))
+        await anyio.to_thread.run_sync(make_private_dir, temp_dir)
         engine = BackupEngine(
             plane,
             engine_storage,

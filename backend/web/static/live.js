@@ -42,8 +42,10 @@
       if (isCount(p.bytesTotal)) parts.push(filesize(p.bytesTotal));
       return parts.join(" · ");
     }
+    if (typeof p.waiting === "string" && p.waiting) parts.push(p.waiting); /* no rate nor ETA then */
     if (isCount(p.filesDone)) parts.push(p.filesTotal ? count(p.filesDone) + " / " + count(p.filesTotal) + " files" : count(p.filesDone) + " files");
     if (isCount(p.bytesDone)) parts.push(p.bytesTotal ? filesize(p.bytesDone) + " / " + filesize(p.bytesTotal) : filesize(p.bytesDone));
+    if (p.waiting) return parts.join(" · ");
     if (isCount(p.rate) && Math.floor(p.rate) > 0) parts.push(filesize(Math.floor(p.rate)) + "/s");
     if (isCount(p.eta)) parts.push("about " + duration(Math.floor(p.eta) * 1000) + " left");
     return parts.join(" · ");

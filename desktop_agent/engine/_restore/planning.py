@@ -192,6 +192,29 @@ class PathFilter:
                     break
         return hit
 
+    def may_select_below(self, folder: str) -> bool:
+        """Whether anything below ``folder`` can be selected: ``False`` lets a reader skip the
+        folder unread (a snapshot restore of one path reads only the folders on its way). Only
+        anchored patterns narrow it down; their literal start (up to the first ``*?[``) is compared.
+
+        >>> f = PathFilter(["/home/me/Documents/a.txt"])
+        >>> [f.may_select_below(d) for d in ("home", "home/me/Documents", "home/you", "etc")]
+        [True, True, False, False]
+        """
+        parts = [p for p in folder.split("/") if p not in ("", ".")]
+        for pattern, (anchored, _rule) in zip(self.patterns, self._rules, strict=True):
+            if not anchored:
+                return True
+            literal: list[str] = []
+            for piece in pattern.strip("/").split("/"):
+                if any(c in piece for c in "*?["):
+                    break
+                literal.append(piece)
+            n = min(len(parts), len(literal))
+            if parts[:n] == literal[:n]:
+                return True
+        return not self._rules
+
     def unused(self) -> list[str]:
         """The patterns that have selected nothing so far."""
         return [p for p, used in zip(self.patterns, self.used, strict=True) if not used]

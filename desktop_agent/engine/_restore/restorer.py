@@ -96,6 +96,14 @@ class RestoreResult:
     resumed: int = 0
     unmatched_patterns: list[str] = field(default_factory=list)
     members: list[MemberInfo] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    """(path, the name the restored copy got beside an existing, different file)."""
+    replaced: list[str] = field(default_factory=list)
+    """Existing files replaced (``overwrite``)."""
+    unchanged: int = 0
+    """Files already there with the backup's content, left as they were."""
+    packs: int = 0
+    """Snapshot packs read from (a snapshot restore; 0 for an archive)."""
 
     @property
     def restored(self) -> int:

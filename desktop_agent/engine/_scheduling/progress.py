@@ -23,15 +23,32 @@ from .._events import (
     ScanProgress,
     ScanStarted,
     UploadProgress,
+    UploadResumed,
+    UploadWaiting,
 )
 
-__all__ = ["PRE_LOG_PHASES", "PROGRESS_BY_CONFIG", "ProgressReporter", "fan_out"]
+__all__ = ["PRE_LOG_PHASES", "PROGRESS_BY_CONFIG", "ProgressReporter", "fan_out", "waiting_text"]
 
 log = logging.getLogger("desktop_agent.engine.scheduler")
 
 PROGRESS_BY_CONFIG = "progress-by-config"
 """The server feature (heartbeat ``features``): progress by ``configId`` before the log opens."""
 PRE_LOG_PHASES = frozenset({"scanning", "archiving"})
+
+
+def waiting_text(event: UploadWaiting) -> str:
+    """``waiting for storage: <the last error> (trying again in 8 s, for 9 more min)``: the
+    progress message's ``waiting`` while an upload retries (at most 500 characters)."""
+    target = "the BackApp server" if event.waiting_for == "server" else "storage"
+    when = f"trying again in {_seconds(event.retry_in)}"
+    if event.gives_up_in is not None:
+        when += f", for {_seconds(event.gives_up_in)} more"
+    text = f"waiting for {target}: {event.reason} ({when})"
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def _seconds(value: float) -> str:
+    return f"{value / 60:.0f} min" if value >= 90 else f"{value:.0f} s"
 
 
 class ProgressReporter:
@@ -99,6 +116,12 @@ class ProgressReporter:
                 case UploadProgress():
                     if s["phase"] == "uploading":
                         s["rate"] = round(event.rate, 1)
+                case UploadWaiting():
+                    s["waiting"] = waiting_text(event)
+                    self._force = True
+                case UploadResumed():
+                    s.pop("waiting", None)
+                    self._force = True
                 case BackupFinished() | BackupFailed():
                     self._stop.set()
                 case _:

@@ -187,6 +187,11 @@ class Dispatcher:
             self.scheduler.ran(job.config_id, job.slot)
         with self._lock:
             self.current = None
+            if outcome.status == "skipped" and job.trigger == "request" and job.run_request_id:
+                # Not run (its lease was busy): the request stays pending on the server, whose
+                # next heartbeat lists it again; taken as handled, it would block Back Up Now
+                # ("already pending") until it expires.
+                self._seen_requests.pop(job.run_request_id, None)
             if outcome.retry is not None:
                 self.add(outcome.retry)
             elif outcome.status == "deferred":

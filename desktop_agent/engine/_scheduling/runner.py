@@ -1,7 +1,8 @@
 """The runner: one job at a time, from the run lease to the retry decision.
 
 ``Runner`` runs one job: takes the config's lease on the server (another runner holds it: the job is
-skipped), renews it every ``ttl/3`` while the engine works (``_LeaseKeeper``), releases it at the end;
+skipped; a dead process of this agent holds it: the lease is taken over at once, see ``instance``),
+renews it every ``ttl/3`` while the engine works (``_LeaseKeeper``), releases it at the end;
 tags ``backup/start`` with ``trigger``/``attempt``/``maxAttempts``/``runRequestId`` (``_TaggedPlane``);
 streams progress (``ProgressReporter``); and, when a scheduled backup fails, returns the retry job.
 
@@ -48,6 +49,8 @@ from ..protocol import (
     RunResult,
     StartResponse,
 )
+from ..repo_protocol import SnapshotStarted, StartSnapshot
+from .instance import AgentInstance
 from .progress import PROGRESS_BY_CONFIG, ProgressReporter, fan_out
 from .queue import Job, Outcome, RetrySettings
 
@@ -124,6 +127,8 @@ class _TaggedPlane:
         self._plane = plane
         self._job = job
         self.log_id: str | None = None
+        self.lease_token: Callable[[], str] | None = None
+        """The token of the run lease the runner holds (snapshots present it at start)."""
         self.on_open: Callable[[str], None] | None = None
         """Called (on the engine's thread, before any byte is uploaded) when the server has opened
         the log of the upload; not for the log the engine opens only to record a failure."""
@@ -173,6 +178,33 @@ class _TaggedPlane:
             self.on_open(response.log_id)
         return response
 
+    def __getattr__(self, name: str) -> Any:
+        # The snapshot endpoints (``RepoPlane``) but ``snapshot_start`` go to the plane untouched.
+        if name.startswith(("snapshot_", "repo_")):
+            return getattr(self._plane, name)
+        raise AttributeError(name)
+
+    def snapshot_start(self, request: StartSnapshot) -> SnapshotStarted:
+        """``snapshot/start`` with the job's trigger and attempt and the run lease the runner
+        holds; the snapshot's backup id is kept for the progress events."""
+        job = self._job
+        tags = {
+            "trigger": job.trigger,
+            "attempt": job.attempt,
+            "maxAttempts": job.max_attempts,
+            **({"runRequestId": job.run_request_id} if job.run_request_id else {}),
+        }
+        lease = self.lease_token() if self.lease_token is not None else None
+        started = self._plane.snapshot_start(  # type: ignore[attr-defined]
+            replace(
+                request, lease_token=request.lease_token or lease, tags={**tags, **request.tags}
+            )
+        )
+        self.log_id = started.backup_id
+        if self.on_open is not None:
+            self.on_open(started.backup_id)
+        return started  # type: ignore[no-any-return]
+
 
 class _LeaseKeeper:
     """Renews a lease every ``ttl/3`` on a thread; a lost lease cancels the backup."""
@@ -185,8 +217,10 @@ class _LeaseKeeper:
         ttl: int,
         cancel: CancelToken,
         every: float | None = None,
+        instance: AgentInstance | None = None,
     ) -> None:
         self._plane = plane
+        self._instance = instance
         self.config_id = config_id
         self.lease = lease
         self._ttl = ttl
@@ -204,6 +238,8 @@ class _LeaseKeeper:
             try:
                 self.lease = self._plane.renew_lease(self.config_id, self.lease.token, self._ttl)
                 self.renewals += 1
+                if self._instance is not None:
+                    self._instance.touch()
             except ConflictError as exc:
                 log.error("lost the run lease of config %s: %s", self.config_id, exc.detail)
                 self._cancel.cancel(
@@ -245,8 +281,13 @@ class Runner:
         progress_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        instance_dir: Path | None = None,
     ) -> None:
+        """``instance_dir``: where this agent's processes register (``config_dir() / "instances"``),
+        so that a lease left by a dead one is taken over at once; ``None``: nowhere (only a lease
+        this very process left behind is)."""
         self.plane = plane
+        self.instance = AgentInstance.for_process(instance_dir)
         self._make_engine = make_engine
         self._events = events
         self.socket = socket
@@ -277,18 +318,26 @@ class Runner:
         events: EventSink | None = None,
         socket: AgentSocket | None = None,
         transport: httpx.BaseTransport | None = None,
+        instance_dir: Path | None = None,
         mode: AgentMode | None = None,
     ) -> Runner:
         """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
-        lease-taking counterpart of ``BackupEngine.from_settings``; ``mode``: see ``ApiClient``).
-        Close it when done."""
+        lease-taking counterpart of ``BackupEngine.from_settings``), its lease TTL from the
+        settings (``mode``: see ``ApiClient``). Close it when done."""
         plane, storage = connect(settings, api_key, transport, mode=mode)
         options = EngineOptions.from_settings(settings)
 
         def make_engine(control: ControlPlane, sink: EventSink) -> BackupEngine:
             return BackupEngine(control, storage, options, events=sink)
 
-        runner = cls(plane, make_engine, events=events, socket=socket)
+        runner = cls(
+            plane,
+            make_engine,
+            events=events,
+            socket=socket,
+            lease_ttl=settings.lease_ttl,
+            instance_dir=instance_dir,
+        )
         runner.version, runner.platform = options.version, options.platform
         runner.temp_dir = options.temp_dir
         runner._owned = [plane, storage]
@@ -337,11 +386,19 @@ class Runner:
         if config is None:
             log.warning("config %s is not assigned to this agent; not backing it up", job.config_id)
             return Outcome(job, "skipped", reason="not assigned to this agent")
-        name = config.name or config.id
         if cancel.is_set():
             return Outcome(job, "skipped", reason=cancel.reason)
+        with self.instance.running(config.id) as take_over:
+            return self._run_leased(job, config, cancel, take_over)
+
+    def _run_leased(
+        self, job: Job, config: ConfigInfo, cancel: CancelToken, take_over: list[str]
+    ) -> Outcome:
+        name = config.name or config.id
         try:
-            lease = self.plane.acquire_lease(config.id, self.lease_ttl)
+            lease = self.plane.acquire_lease(
+                config.id, self.lease_ttl, instance=self.instance.id, take_over=take_over
+            )
         except ConflictError as exc:
             log.warning("%s: not started, already running elsewhere: %s", name, exc.detail)
             return Outcome(job, "skipped", reason=exc.detail)
@@ -358,8 +415,9 @@ class Runner:
             "manual": "backup",
         }[job.trigger]
         log.info("%s: starting the %s", name, what)
+        self.instance.touch()
         keeper = self.keeper = _LeaseKeeper(
-            self.plane, config.id, lease, self.lease_ttl, cancel, self._renew_every
+            self.plane, config.id, lease, self.lease_ttl, cancel, self._renew_every, self.instance
         )
         keeper.start()
         tagged = _TaggedPlane(self.plane, job)
@@ -375,6 +433,7 @@ class Runner:
             reporter.flush(self.plane.send_progress)
 
         tagged.on_open = log_opened
+        tagged.lease_token = lambda: keeper.lease.token
         try:
             engine = self._make_engine(tagged, fan_out(reporter, self._events))
             try:

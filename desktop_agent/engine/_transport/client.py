@@ -26,6 +26,19 @@ from ..protocol import (
     StartResponse,
     UploadedPart,
 )
+from ..repo_protocol import (
+    CompleteSnapshot,
+    ListedObject,
+    MissingObjects,
+    ObjectKind,
+    ObjectUpload,
+    ReadSlot,
+    SnapshotStarted,
+    StartSnapshot,
+    UploadSlot,
+    decode_bitmap,
+    encode_bitmap,
+)
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 __all__ = ["API_KEY_HEADER", "ApiClient"]
@@ -65,7 +78,13 @@ def _api_error(response: httpx.Response, path: str) -> ApiError:
     cls = _ERRORS_BY_STATUS.get(response.status_code, ApiError)
     if cls is AuthenticationError:
         detail += " (is the API key right? run `backapp-agent configure` again)"
-    return cls(response.status_code, error, detail, path=path)
+    return cls(
+        response.status_code,
+        error,
+        detail,
+        path=path,
+        body=body if isinstance(body, dict) else None,
+    )
 
 
 class ApiClient:
@@ -238,12 +257,13 @@ class ApiClient:
         body = self._call("POST", "/api/agent/backup/upload/part", payload)
         return _decode(body.get("part"), PartTicket, "/api/agent/backup/upload/part")
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
-        body = self._call(
-            "POST",
-            "/api/agent/backup/upload/complete",
-            {"logId": log_id, "parts": msgspec.to_builtins(list(parts))},
-        )
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
+        payload: dict[str, Any] = {"logId": log_id, "parts": msgspec.to_builtins(list(parts))}
+        if crc32 is not None:
+            payload["objectCrc32"] = crc32
+        body = self._call("POST", "/api/agent/backup/upload/complete", payload)
         size = body.get("size")
         return int(size) if isinstance(size, int) else -1
 
@@ -252,12 +272,23 @@ class ApiClient:
 
     # -- schedules, leases, live progress extension ----------------------------------------------
 
-    def acquire_lease(self, config_id: str, ttl_seconds: int) -> Lease:
-        """Take the config's run lease; ``ConflictError`` (409) when another runner holds it (its
-        ``detail`` says who and until when)."""
-        body = self._call(
-            "POST", "/api/agent/lease", {"configId": config_id, "ttlSeconds": ttl_seconds}
-        )
+    def acquire_lease(
+        self,
+        config_id: str,
+        ttl_seconds: int,
+        *,
+        instance: str | None = None,
+        take_over: Sequence[str] = (),
+    ) -> Lease:
+        """Take the config's run lease for this process (``instance``), taking it over from one of
+        ``take_over`` (dead processes of this agent) that still holds it; ``ConflictError`` (409)
+        when another runner holds it (its ``detail`` says who and until when)."""
+        payload: dict[str, Any] = {"configId": config_id, "ttlSeconds": ttl_seconds}
+        if instance is not None:
+            payload["instance"] = instance
+        if take_over:
+            payload["takeOver"] = list(take_over)
+        body = self._call("POST", "/api/agent/lease", payload)
         return _decode(body.get("lease"), Lease, "/api/agent/lease")
 
     def renew_lease(self, config_id: str, token: str, ttl_seconds: int) -> Lease:
@@ -291,6 +322,132 @@ class ApiClient:
         """A fresh pre-signed GET for one backup's object, with its size and SHA-256."""
         body = self._call("POST", "/api/agent/restore", {"backupId": backup_id})
         return _decode(body.get("restore"), RestoreTicket, "/api/agent/restore")
+
+    # -- snapshots extension ------------------------------------------------------------------------
+
+    def snapshot_start(self, request: StartSnapshot) -> SnapshotStarted:
+        path = "/api/agent/snapshot/start"
+        payload: dict[str, Any] = {"configId": request.config_id, **dict(request.tags)}
+        if request.lease_token is not None:
+            payload["leaseToken"] = request.lease_token
+        body = self._call("POST", path, payload)
+        try:
+            repo = body["repository"]
+            parent = body.get("parent") or None
+            lease = body.get("lease") or {}
+            return SnapshotStarted(
+                backup_id=str(body["backupId"]),
+                agent_id=str(repo["agentId"]),
+                initialized=bool(repo["initialized"]),
+                pack_count=int(repo["packCount"]),
+                live_packs=frozenset(
+                    decode_bitmap(str(repo.get("livePacks") or ""), limit=int(repo["packCount"]))
+                ),
+                parent_id=str(parent["backupId"]) if parent else None,
+                lease_token=lease.get("token"),
+                lease_expires_at=lease.get("expiresAt"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+    def snapshot_objects(self, backup_id: str, objects: Sequence[ObjectUpload]) -> list[UploadSlot]:
+        path = "/api/agent/snapshot/objects"
+        body = self._call(
+            "POST",
+            path,
+            {
+                "backupId": backup_id,
+                "objects": [
+                    {"kind": o.kind, "name": o.name, "size": o.size, "sha256": o.sha256}
+                    for o in objects
+                ],
+            },
+        )
+        try:
+            out = []
+            for item in body["objects"]:
+                upload = item.get("upload") or {}
+                out.append(
+                    UploadSlot(
+                        kind=item["kind"],
+                        name=str(item["name"]),
+                        exists=bool(item["exists"]),
+                        seq=None if item.get("seq") is None else int(item["seq"]),
+                        url=upload.get("url"),
+                        headers=dict(upload.get("headers") or {}),
+                    )
+                )
+            return out
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+    def snapshot_complete(self, request: CompleteSnapshot) -> str:
+        payload = {
+            "backupId": request.backup_id,
+            "status": "completed",
+            "filesProcessed": request.files,
+            "size": request.size,
+            "newBytes": request.new_bytes,
+            "duration": request.duration_ms,
+            "errors": [dict(e) for e in request.errors],
+            "packs": encode_bitmap(request.packs),
+            "indexes": list(request.indexes),
+        }
+        try:
+            body = self._call("POST", "/api/agent/snapshot/complete", payload)
+        except ConflictError as exc:
+            missing = exc.body.get("missing")
+            if isinstance(missing, list) and missing:
+                raise MissingObjects(
+                    exc.detail,
+                    [
+                        (str(m.get("kind")), str(m.get("name")))
+                        for m in missing
+                        if isinstance(m, dict)
+                    ],
+                ) from exc
+            raise
+        return str(body.get("status", "completed"))
+
+    def snapshot_abort(self, backup_id: str, reason: str, *, cancelled: bool = False) -> None:
+        self._call(
+            "POST",
+            "/api/agent/snapshot/abort",
+            {"backupId": backup_id, "reason": reason[:4000], "cancelled": cancelled},
+        )
+
+    def repo_read(self, objects: Sequence[tuple[ObjectKind, str]]) -> list[ReadSlot]:
+        path = "/api/agent/repo/read"
+        body = self._call("POST", path, {"objects": [{"kind": k, "name": n} for k, n in objects]})
+        try:
+            return [
+                ReadSlot(
+                    kind=o["kind"], name=str(o["name"]), size=int(o["size"]), url=str(o["url"])
+                )
+                for o in body["objects"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+    def repo_list(
+        self, kind: ObjectKind, *, after: str | None = None
+    ) -> tuple[list[ListedObject], str | None]:
+        path = "/api/agent/repo/objects"
+        query = {"kind": kind, "limit": 1000, **({"after": after} if after else {})}
+        body = self._call("GET", f"{path}?{urlencode(query)}")
+        try:
+            page = [
+                ListedObject(
+                    name=str(o["name"]),
+                    size=int(o["size"]),
+                    seq=None if o.get("seq") is None else int(o["seq"]),
+                )
+                for o in body["objects"]
+            ]
+            nxt = body.get("next")
+            return page, (str(nxt) if nxt else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
     # -- plumbing -----------------------------------------------------------------------------------
 

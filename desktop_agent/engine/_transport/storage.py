@@ -1,4 +1,4 @@
-"""``HttpStorage``: archive bytes PUT to pre-signed URLs (never with the API key)."""
+"""``HttpStorage``: bytes PUT to and read from pre-signed URLs (never with the API key)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,18 @@ from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES
 __all__ = ["HttpStorage"]
 
 
-class HttpStorage:
-    """PUTs to pre-signed URLs: one attempt per call; the uploader decides about retries.
+DEFAULT_STALL_TIMEOUT = 60.0
+"""Seconds without a byte moving before a request to storage is abandoned (see ``HttpStorage``)."""
 
-    Never sends the API key. Errors carry the URL without its query string.
+
+class HttpStorage:
+    """PUTs to and GETs from pre-signed URLs: one attempt per call; the caller decides about retries.
+
+    A request is abandoned once no byte has moved for ``stall_timeout`` seconds: storage took no
+    data (every write waits at most that long), or did not answer once it had it all (the read),
+    or could not be connected to. A slow link is fine as long as bytes move; a black hole costs
+    one stall, not a whole attempt's worth of a long fixed timeout. Never sends the API key.
+    Errors carry the URL without its query string.
     """
 
     def __init__(
@@ -26,10 +34,13 @@ class HttpStorage:
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout | None = None,
         user_agent: str = "backapp-agent",
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
+        self.stall_timeout = stall_timeout
         self._http = httpx.Client(
             transport=transport,
-            timeout=timeout or httpx.Timeout(300.0, connect=15.0),
+            # httpx applies these to each socket operation, not to the whole request.
+            timeout=timeout or httpx.Timeout(stall_timeout, connect=min(15.0, stall_timeout)),
             headers={"User-Agent": user_agent},
             follow_redirects=False,
         )
@@ -52,6 +63,10 @@ class HttpStorage:
         try:
             # Streamed in 1 MiB slices: the HTTP layer copies each slice, never a whole part.
             response = self._http.put(url, content=_slices(pieces), headers=sent)
+        except httpx.TimeoutException as exc:
+            raise StorageError(
+                f"upload to {where} stalled: {_stalled(exc, self.stall_timeout)}", transient=True
+            ) from exc
         except RETRYABLE_EXCEPTIONS as exc:
             raise StorageError(
                 f"upload to {where} failed: {type(exc).__name__}: {exc}", transient=True
@@ -72,6 +87,60 @@ class HttpStorage:
             )
         etag: str | None = response.headers.get("ETag")
         return etag
+
+    def put_object(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
+        """PUT one object of a snapshot repository; ``False`` when storage refuses it because an
+        object is already at that name (``If-None-Match: *`` answered 412: for a content-addressed
+        name, the same bytes are already stored)."""
+        try:
+            self.put(url, body, headers)
+        except StorageError as exc:
+            if exc.status == 412:
+                return False
+            raise
+        return True
+
+    def get_object(self, url: str, *, start: int | None = None, end: int | None = None) -> bytes:
+        """The object at a pre-signed GET URL, or its bytes ``start`` to ``end`` (inclusive).
+        ``StorageError`` with ``status`` 404 when there is no such object."""
+        where = redact_url(url)
+        headers = {} if start is None else {"Range": f"bytes={start}-{'' if end is None else end}"}
+        try:
+            response = self._http.get(url, headers=headers)
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise StorageError(
+                f"download from {where} failed: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StorageError(
+                f"download from {where} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code >= 300:
+            transient = response.status_code in RETRYABLE_STATUSES or response.status_code in (
+                403,
+                500,
+            )
+            raise StorageError(
+                f"storage refused the download from {where}: {response.status_code}"
+                f"{_storage_error_code(response)}",
+                status=response.status_code,
+                transient=transient,
+            )
+        if start is not None and response.status_code != 206:
+            # A server that ignores Range sends the whole object: keep the part asked for.
+            return response.content[start : None if end is None else end + 1]
+        return response.content
+
+
+def _stalled(exc: httpx.TimeoutException, seconds: float) -> str:
+    """What a timeout means, in words."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"could not connect to the storage within {seconds:g} s"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"the storage took no data for {seconds:g} s"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"the storage did not answer for {seconds:g} s after taking the data"
+    return f"no answer from the storage for {seconds:g} s"
 
 
 def _slices(pieces: Sequence[memoryview], size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -41,6 +41,7 @@ class Plane:
         self.starts: list[dict[str, Any]] = []
         self.part_requests: list[dict[str, Any]] = []
         self.completed: list[UploadedPart] = []
+        self.object_crc32: str | None = None
 
     def start_backup(self, **kw: Any) -> StartResponse:
         self.starts.append(kw)
@@ -53,8 +54,11 @@ class Plane:
         self.part_requests.append(kw)
         return PartTicket(part_number=kw["part_number"], url=f"https://s/{kw['part_number']}")
 
-    def complete_upload(self, *, log_id: str, parts: Sequence[UploadedPart]) -> int:
+    def complete_upload(
+        self, *, log_id: str, parts: Sequence[UploadedPart], crc32: str | None = None
+    ) -> int:
         self.completed = list(parts)
+        self.object_crc32 = crc32
         self.part_requests.sort(key=lambda r: int(r["part_number"]))  # they went up concurrently
         return sum(r["size"] for r in self.part_requests)
 
@@ -107,6 +111,9 @@ def test_crc32_parts_when_the_server_advertises_them() -> None:
         "etag": '"etag-1"',
         "crc32": crc(PIECES[0]),
     }
+    # The whole archive's CRC32, computed from the stream with its SHA-256, for storage to check
+    # against the object it assembles.
+    assert plane.object_crc32 == crc(DATA)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +137,7 @@ def test_sha256_parts_otherwise(
     assert all("crc32" not in r for r in plane.part_requests)
     assert [p.sha256 for p in plane.completed] == expected
     assert all(p.crc32 is None for p in plane.completed)
+    assert plane.object_crc32 is None
 
 
 def test_crc32_b64_accepts_every_buffer() -> None:
@@ -165,4 +173,13 @@ def test_api_client_remembers_features_and_sends_the_part_checksum() -> None:
     assert seen[2][1] == {"logId": "l", "partNumber": 1, "size": 5, "crc32": "NhCmhg=="}
     assert seen[3][1] == {"logId": "l", "partNumber": 2, "size": 5, "sha256": "ab" * 32}
     assert "partChecksum" not in seen[4][1]
+    client.complete_upload(log_id="l", parts=[UploadedPart(1, '"e"', crc32="NhCmhg==")])
+    client.complete_upload(
+        log_id="l", parts=[UploadedPart(1, '"e"', crc32="NhCmhg==")], crc32="NhCmhg=="
+    )
+    assert seen[5][1] == {
+        "logId": "l",
+        "parts": [{"partNumber": 1, "etag": '"e"', "crc32": "NhCmhg=="}],
+    }
+    assert seen[6][1]["objectCrc32"] == "NhCmhg=="
     client.close()

@@ -1,0 +1,76 @@
+"""Snapshot repositories (docs/repository-format.md): one per agent, the objects in it, and the
+snapshots committed to it. The server never sees what the objects hold; it keeps what it needs to
+sign uploads, check them, and decide later what no snapshot uses any more."""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSON,
+    UUID,
+    BigInt,
+    Boolean,
+    Bytea,
+    ForeignKey,
+    OnDelete,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+from backend.accounts.tables import User
+from backend.agents.tables import Agent
+from backend.backups.tables import BackupLog
+
+
+class Repository(Table, tablename="backapp_repository"):
+    """An agent's snapshot repository, under ``users/{user}/agents/{agent}/repo/``."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    agent = ForeignKey(references=Agent, on_delete=OnDelete.cascade, unique=True)
+    created_at = Timestamptz()
+    initialized = Boolean(
+        default=False, help_text="Whether its encrypted 'config' object is stored."
+    )
+    pack_count = BigInt(
+        default=0, help_text="The next pack sequence number (packs are numbered 0, 1, 2, …)."
+    )
+
+
+class RepoObject(Table, tablename="backapp_repo_object"):
+    """One object of a repository: a pack (``data``), an ``index``, a ``snapshot`` or the
+    ``config``. Unique by (repository, kind, name)."""
+
+    id = UUID(primary_key=True)
+    repository = ForeignKey(references=Repository, on_delete=OnDelete.cascade, index=True)
+    kind = Varchar(length=16, help_text="config, data, index or snapshot.")
+    name = Varchar(length=64, help_text="Hex SHA-256 (data, index), the backup id, or 'config'.")
+    seq = BigInt(null=True, default=None, help_text="The pack's sequence number (data only).")
+    size = BigInt()
+    sha256 = Varchar(length=64)
+    state = Varchar(
+        length=16,
+        default="pending",
+        index=True,
+        help_text="pending (URL handed out), stored (seen in storage) or deleted.",
+    )
+    backup = Varchar(
+        length=36, null=True, default=None, help_text="The backup that first asked to upload it."
+    )
+    created_at = Timestamptz()
+    stored_at = Timestamptz(null=True, default=None)
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class Snapshot(Table, tablename="backapp_snapshot"):
+    """A committed snapshot: the backup it is, and what it needs from the repository."""
+
+    id = UUID(primary_key=True)
+    backup = ForeignKey(references=BackupLog, on_delete=OnDelete.cascade, unique=True)
+    repository = ForeignKey(references=Repository, on_delete=OnDelete.cascade, index=True)
+    packs = Bytea(help_text="The pack bitmap the agent committed (zlib-compressed bits).")
+    pack_total = BigInt(default=0, help_text="How many packs the bitmap names.")
+    index_names = JSON(default=[], help_text="Names of the index objects it wrote.")
+    parent = Varchar(length=36, null=True, default=None)
+    new_bytes = BigInt(default=0)
+    created_at = Timestamptz()

@@ -1,0 +1,123 @@
+"""``backapp-agent snapshots`` (this machine's incremental backups) and ``backapp-agent ls`` (the
+files of one snapshot)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import stat
+import sys
+from datetime import UTC, datetime
+
+from desktop_agent.engine import AgentError, SnapshotEntry, Snapshots, load_settings, printable
+
+from .common import EXIT_FAILED, EXIT_OK, Commands, add_command, err, load_key
+from .display import human_bytes
+
+
+def register(commands: Commands) -> None:
+    """Add ``snapshots`` and ``ls``."""
+    snapshots = add_command(
+        commands,
+        "snapshots",
+        cmd_snapshots,
+        help="list this machine's snapshots (incremental backups)",
+        description="The completed snapshots of the configs assigned to this agent, newest first: "
+        "when, how many files, their total size, and the new data each uploaded.",
+    )
+    snapshots.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
+    snapshots.add_argument(
+        "--limit", metavar="N", type=int, default=100, help="at most N snapshots (default 100)"
+    )
+    snapshots.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ls = add_command(
+        commands,
+        "ls",
+        cmd_ls,
+        help="list the files of a snapshot",
+        description="Every file, folder and link of a snapshot (below PATH, e.g. "
+        "home/me/Documents), as `restore --path` names them. Reads only the snapshot's folder "
+        "listings, never file contents.",
+    )
+    ls.add_argument("backup_id", metavar="BACKUP_ID", help="the snapshot (see `snapshots`)")
+    ls.add_argument("path", metavar="PATH", nargs="?", default="", help="only below this path")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        with Snapshots.from_settings(settings, load_key(settings)) as snaps:
+            found = snaps.list(config_id=args.config_id, limit=args.limit)
+    except AgentError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    if args.json:
+        rows = [
+            {
+                "id": b.id,
+                "configId": b.config_id,
+                "configName": b.config_name,
+                "files": b.files_processed,
+                "size": b.size,
+                "newBytes": b.new_bytes,
+                "startedAt": b.started_at,
+                "completedAt": b.completed_at,
+            }
+            for b in found
+        ]
+        print(json.dumps({"snapshots": rows}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not found:
+        print("No snapshots yet.")
+        return EXIT_OK
+    print(f"{'ID':36}  {'DATE (UTC)':19}  {'FILES':>9}  {'SIZE':>10}  {'NEW':>10}  CONFIG")
+    for b in found:
+        when = (b.completed_at or b.started_at or "").replace("T", " ")[:19]
+        files = f"{b.files_processed:,}" if b.files_processed is not None else "?"
+        size = human_bytes(b.size) if b.size is not None else "?"
+        new = human_bytes(b.new_bytes) if b.new_bytes is not None else "?"
+        print(
+            printable(
+                f"{b.id:36}  {when:19}  {files:>9}  {size:>10}  {new:>10}  "
+                f"{b.config_name or b.config_id}"
+            )
+        )
+    return EXIT_OK
+
+
+def _line(e: SnapshotEntry) -> str:
+    when = datetime.fromtimestamp(e.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
+    kind = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(e.kind, stat.S_IFREG)
+    arrow = f" -> {e.target}" if e.kind == "symlink" else ""
+    return printable(f"{stat.filemode(e.mode | kind)} {e.size:>12} {when}  {e.path}{arrow}")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        with Snapshots.from_settings(settings, load_key(settings)) as snaps:
+            for entry in snaps.entries(args.backup_id, args.path):
+                if args.json:
+                    sys.stdout.write(
+                        json.dumps(
+                            {
+                                "path": entry.path,
+                                "type": entry.kind,
+                                "size": entry.size,
+                                "mode": entry.mode,
+                                "mtime": datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
+                                .isoformat()
+                                .replace("+00:00", "Z"),
+                                **({"target": entry.target} if entry.kind == "symlink" else {}),
+                            }
+                        )
+                        + "\n"
+                    )
+                else:
+                    print(_line(entry))
+    except AgentError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,691 @@
+"""Writing one snapshot: walk the sources, read only what changed since the parent snapshot, cut it
+into chunks, deduplicate, compress, encrypt, pack, upload, and describe it all in trees.
+
+The pipeline (every stage bounded, so memory stays flat on any tree):
+
+    walker (this thread)  --changed files-->  readers (threads: read, chunk, hash)
+                                                   |  new chunks
+                                                   v
+                                              sealers (threads: zstd, AES-GCM) --> packer
+                                                                                     |  full packs
+                                                                                     v
+                                                                        uploaders (threads: PUT)
+
+The walker keeps one frame per open directory; a finished directory becomes a tree blob once the
+files in it are read. Unchanged files (same size, mtime, ctime and inode as in the parent
+snapshot) are not opened: their chunk ids are taken from the parent's tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from queue import Empty, Queue
+
+import zstandard
+
+from .._cancel import CancelToken
+from .._errors import BackupCancelled
+from ..protocol import FileError
+from .cache import Cache
+from .chunker import Chunker
+from .errors import RepositoryError
+from .format import (
+    PACK_SIZE,
+    ZSTD_LEVEL,
+    BlobType,
+    Node,
+    seal_blob,
+)
+from .pack import Pack, PackWriter
+from .repository import Repository
+
+log = logging.getLogger("desktop_agent.engine.repo")
+
+# Small files are handed to the readers in batches, to keep the per-task overhead low.
+_BATCH_FILES = 64
+_BATCH_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOptions:
+    readers: int = max(2, os.cpu_count() or 2)
+    sealers: int = max(2, os.cpu_count() or 2)
+    uploaders: int = 2
+    pack_size: int = PACK_SIZE
+    zstd_level: int = ZSTD_LEVEL
+    max_inflight_bytes: int = 48 * 1024 * 1024
+    """Chunk bytes read but not yet sealed into a pack, at most (back-pressure on the readers)."""
+    max_queued_packs: int = 2
+    """Finished packs waiting for an uploader. Memory for packs stays below about
+    ``(uploaders * batch + max_queued_packs + 2) * pack_size``."""
+    upload_batch: int = 2
+    """Packs one uploader takes at once when several wait (one request for their URLs)."""
+
+
+@dataclass(slots=True)
+class WriteStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    """Bytes of file content in the snapshot."""
+    bytes_read: int = 0
+    files_read: int = 0
+    new_bytes: int = 0
+    """Bytes uploaded (sealed blobs in new packs, pack headers included)."""
+    new_blobs: int = 0
+    packs: int = 0
+    errors: list[FileError] = field(default_factory=list)
+
+
+Progress = Callable[[WriteStats], None]
+
+
+class _Budget:
+    """A counting limit on bytes in flight; ``acquire`` blocks while over it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, alive: Callable[[], bool]) -> None:
+        with self._cond:
+            while self._used > 0 and self._used + n > self._limit:
+                if not alive():
+                    return
+                self._cond.wait(0.5)
+            self._used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._used -= n
+            self._cond.notify_all()
+
+
+class _Frame:
+    """One open directory of the walk."""
+
+    __slots__ = ("parts", "fs_path", "meta", "parent_nodes", "children", "node")
+
+    def __init__(
+        self,
+        parts: tuple[bytes, ...],
+        fs_path: str | None,
+        meta: Node | None,
+        parent_nodes: dict[bytes, Node] | None,
+    ) -> None:
+        self.parts = parts
+        self.fs_path = fs_path
+        self.meta = meta
+        self.parent_nodes = parent_nodes
+        self.children: list[Node | Future[list[Node | None]] | _Frame | _Reused] = []
+        self.node: Node | None = None
+
+
+@dataclass(slots=True)
+class _Reused:
+    """A file taken over from the parent snapshot, pending the check that its chunks still exist."""
+
+    node: Node
+    fs_path: str
+    st: os.stat_result
+
+
+def path_parts(raw: bytes) -> tuple[bytes, ...]:
+    """The tree path of an absolute file-system path: the components below the root, as bytes
+    (``C:\\Users\\me`` on Windows gives ``C``, ``Users``, ``me``, as in a full archive)."""
+    if os.sep != "/":
+        text = os.fsdecode(raw)
+        drive, rest = os.path.splitdrive(text)
+        raw = os.fsencode(drive.rstrip(":") + "/" + rest.replace(os.sep, "/"))
+    return tuple(p for p in raw.split(b"/") if p)
+
+
+def _fs_path(parts: tuple[bytes, ...]) -> str:
+    if os.sep != "/" and parts:
+        return os.fsdecode(parts[0]) + ":\\" + "\\".join(os.fsdecode(p) for p in parts[1:])
+    return "/" + "/".join(os.fsdecode(p) for p in parts)
+
+
+def node_from_stat(name: bytes, st: os.stat_result, kind: str) -> Node:
+    return Node(
+        name=name,
+        type=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        mtime=st.st_mtime_ns,
+        ctime=st.st_ctime_ns,
+        inode=st.st_ino,
+        uid=getattr(st, "st_uid", 0),
+        gid=getattr(st, "st_gid", 0),
+        size=st.st_size if kind == "file" else 0,
+    )
+
+
+def unchanged(parent: Node | None, st: os.stat_result) -> bool:
+    """Whether a file is taken to be the same as in the parent snapshot without reading it."""
+    return (
+        parent is not None
+        and parent.type == "file"
+        and parent.size == st.st_size
+        and parent.mtime == st.st_mtime_ns
+        and parent.ctime == st.st_ctime_ns
+        and parent.inode == st.st_ino
+    )
+
+
+class SnapshotWriter:
+    """Writes the blobs and trees of one snapshot into the repository; ``write`` returns the root
+    tree's id. Call ``finish`` afterwards for the packs the snapshot uses."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        backup_id: str,
+        *,
+        options: SnapshotOptions | None = None,
+        cancel: CancelToken | None = None,
+        progress: Progress | None = None,
+        on_error: Callable[[FileError], None] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.cache: Cache = repo.cache
+        self.keys = repo.keys
+        self.backup_id = backup_id
+        self.options = options or SnapshotOptions()
+        self.cancel = cancel
+        self.progress = progress
+        self.on_error = on_error
+        self.stats = WriteStats()
+        self.referenced: set[int] = set()
+        """Sequence numbers of every pack the snapshot needs."""
+        self.uploaded: list[str] = []
+        """Names of the packs this run uploaded."""
+        self._lock = threading.Lock()
+        self._claimed: set[bytes] = set()
+        self._budget = _Budget(self.options.max_inflight_bytes)
+        self._local = threading.local()
+        self._writers = {
+            BlobType.DATA: PackWriter(self.keys),
+            BlobType.TREE: PackWriter(self.keys),
+        }
+        self._packs: Queue[Pack | None] = Queue(self.options.max_queued_packs)
+        self._error: BaseException | None = None
+        self._readers = ThreadPoolExecutor(self.options.readers, thread_name_prefix="snap-read")
+        self._sealers = ThreadPoolExecutor(self.options.sealers, thread_name_prefix="snap-seal")
+        self._seal_jobs: set[Future[None]] = set()
+        self._upload_threads = [
+            threading.Thread(target=self._upload_loop, name=f"snap-upload-{i}", daemon=True)
+            for i in range(self.options.uploaders)
+        ]
+        for t in self._upload_threads:
+            t.start()
+        self._chunker = Chunker(self.keys.chunker_seed)
+        self._pending: deque[_Frame] = deque()
+        self._batch: list[tuple[Node, str]] = []
+        self._reading = 0
+        self._batch_bytes = 0
+        self._batch_frame: _Frame | None = None
+        self._last_progress = 0.0
+
+    # --- errors, cancel, progress --------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        return self._error is None and not (self.cancel is not None and self.cancel.is_set())
+
+    def _check(self) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = exc
+
+    def _file_error(self, path: str, message: str) -> None:
+        err = FileError(path, message)
+        with self._lock:
+            self.stats.errors.append(err)
+        if self.on_error is not None:
+            self.on_error(err)
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_progress >= 0.25:
+            self._last_progress = now
+            self.progress(self.stats)
+
+    # --- storing blobs -------------------------------------------------------------------------
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        z: zstandard.ZstdCompressor | None = getattr(self._local, "zstd", None)
+        if z is None:
+            z = self._local.zstd = zstandard.ZstdCompressor(level=self.options.zstd_level)
+        return z
+
+    def _store(self, kind: BlobType, blob_id: bytes, data: bytes) -> None:
+        """Make sure the repository will hold this blob: known already, or sealed and packed."""
+        with self._lock:
+            if blob_id in self._claimed:
+                return
+        seq = self.cache.has_blob(blob_id)
+        with self._lock:
+            if seq is not None:
+                self.referenced.add(seq)
+                return
+            if blob_id in self._claimed:
+                return
+            self._claimed.add(blob_id)
+        self._budget.acquire(len(data), self._alive)
+        self._check()
+        job = self._sealers.submit(self._seal, kind, blob_id, data)
+        with self._lock:
+            self._seal_jobs.add(job)
+        job.add_done_callback(self._seal_done)
+
+    def _seal_done(self, job: Future[None]) -> None:
+        with self._lock:
+            self._seal_jobs.discard(job)
+        exc = job.exception()
+        if exc is not None:
+            self._fail(exc)
+
+    def _seal(self, kind: BlobType, blob_id: bytes, data: bytes) -> None:
+        try:
+            if not self._alive():
+                return
+            sealed = seal_blob(
+                self.keys, kind, data, blob_id=blob_id, compressor=self._compressor()
+            )
+            full: Pack | None = None
+            with self._lock:
+                writer = self._writers[kind]
+                writer.add(sealed)
+                self.stats.new_blobs += 1
+                if writer.size >= self.options.pack_size:
+                    self._writers[kind] = PackWriter(self.keys)
+                    full_writer: PackWriter | None = writer
+                else:
+                    full_writer = None
+            if full_writer is not None:
+                full = full_writer.finish()
+                self._queue_pack(full)
+        finally:
+            self._budget.release(len(data))
+
+    def _queue_pack(self, pack: Pack) -> None:
+        while self._alive():
+            try:
+                self._packs.put(pack, timeout=0.5)
+                return
+            except Exception:  # queue.Full
+                continue
+
+    def _upload_loop(self) -> None:
+        while True:
+            pack = self._packs.get()
+            if pack is None:
+                return
+            batch = [pack]
+            done = False
+            while len(batch) < self.options.upload_batch:
+                try:
+                    more = self._packs.get_nowait()
+                except Empty:
+                    break
+                if more is None:
+                    done = True
+                    break
+                batch.append(more)
+            if self._alive():
+                try:
+                    self._upload(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to the walker
+                    self._fail(exc)
+            if done:
+                return
+
+    def _upload(self, packs: Sequence[Pack]) -> None:
+        seqs = self.repo.upload(self.backup_id, [("data", p.name, p.data) for p in packs])
+        for p in packs:
+            seq = seqs.get(p.name)
+            if seq is None:
+                raise RepositoryError(f"the server gave pack {p.name[:16]} no sequence number")
+            self.cache.add_pack(p.name, seq, len(p.data), p.entries)
+            with self._lock:
+                for e in p.entries:
+                    self._claimed.discard(e.id)
+                self.referenced.add(seq)
+                self.uploaded.append(p.name)
+                self.stats.new_bytes += len(p.data)
+                self.stats.packs += 1
+
+    # --- reading files -------------------------------------------------------------------------
+
+    def _read_file(self, node: Node, fs_path: str) -> Node | None:
+        """Chunk and store one file; ``None`` (and a per-file error) if it cannot be read."""
+        content: list[bytes] = []
+        read = 0
+        try:
+            fd = _open_noatime(fs_path)
+            with os.fdopen(fd, "rb", buffering=0) as fh:
+                for chunk in self._chunker.chunks(fh, node.size):
+                    self._check()
+                    blob_id = self.keys.blob_id(chunk)
+                    content.append(blob_id)
+                    read += len(chunk)
+                    self._store(BlobType.DATA, blob_id, chunk)
+                after = os.fstat(fd)
+        except FileNotFoundError:
+            self._file_error(fs_path, "vanished before it could be read")
+            return None
+        except (BackupCancelled, RepositoryError):
+            raise
+        except OSError as exc:
+            self._file_error(fs_path, f"cannot read: {exc.strerror or exc}")
+            return None
+        if after.st_size != read or after.st_mtime_ns != node.mtime:
+            self._file_error(
+                fs_path, "changed while it was read; the backup holds the content as read"
+            )
+        node.size = read
+        node.content = content
+        with self._lock:
+            self.stats.bytes_read += read
+            self.stats.files_read += 1
+        return node
+
+    def _read_batch(self, batch: Sequence[tuple[Node, str]]) -> list[Node | None]:
+        out = []
+        for node, path in batch:
+            self._check()
+            out.append(self._read_file(node, path))
+        return out
+
+    # --- the walk ------------------------------------------------------------------------------
+
+    def write(
+        self,
+        entries: Iterator[tuple[str, bytes, int, int]],
+        parent_root: bytes | None,
+    ) -> bytes:
+        """Back up the scanned ``entries`` (kind, absolute path as bytes, size, mtime: a scan's
+        ``raw_entries()``, folders before their contents, roots in path order) and return the
+        root tree's id."""
+        root_nodes = self._tree_nodes(parent_root)
+        stack = [_Frame((), None, None, root_nodes)]
+        try:
+            for kind, raw, _size, _mtime in entries:
+                self._check()
+                parts = path_parts(raw)
+                if not parts:
+                    continue
+                self._descend(stack, parts[:-1])
+                top = stack[-1]
+                name = parts[-1]
+                fs_path = os.fsdecode(raw)
+                try:
+                    st = os.lstat(fs_path)
+                except FileNotFoundError:
+                    self._file_error(fs_path, "vanished during the backup")
+                    continue
+                except OSError as exc:
+                    self._file_error(fs_path, f"cannot read: {exc.strerror or exc}")
+                    continue
+                parent = top.parent_nodes.get(name) if top.parent_nodes else None
+                if kind == "d" and stat.S_ISDIR(st.st_mode):
+                    frame = self._open_frame(parts, fs_path, st, parent)
+                    top.children.append(frame)
+                    stack.append(frame)
+                elif kind == "l" and stat.S_ISLNK(st.st_mode):
+                    try:
+                        target = os.readlink(os.fsencode(fs_path))
+                    except OSError as exc:
+                        self._file_error(fs_path, f"cannot read the link: {exc.strerror or exc}")
+                        continue
+                    node = node_from_stat(name, st, "symlink")
+                    node.target = target
+                    top.children.append(node)
+                    self.stats.symlinks += 1
+                elif kind == "f" and stat.S_ISREG(st.st_mode):
+                    self._add_file(top, name, fs_path, st, parent)
+                else:
+                    self._file_error(fs_path, "changed type during the backup")
+                self._settle(block=False)
+                self._report()
+            while len(stack) > 1:
+                self._close(stack.pop())
+            self._flush_batch()
+            root = stack[0]
+            self._pending.append(root)
+            self._settle(block=True)
+            assert root.node is not None and root.node.subtree is not None
+            return root.node.subtree
+        except BaseException:
+            self._shutdown(wait=False)
+            raise
+
+    def _tree_nodes(self, tree_id: bytes | None) -> dict[bytes, Node] | None:
+        if tree_id is None:
+            return None
+        try:
+            return {n.name: n for n in self.repo.tree(tree_id).nodes}
+        except RepositoryError as exc:
+            log.warning("cannot read the parent snapshot's folder (%s); reading it afresh", exc)
+            return None
+
+    def _open_frame(
+        self, parts: tuple[bytes, ...], fs_path: str, st: os.stat_result, parent: Node | None
+    ) -> _Frame:
+        parent_nodes = (
+            self._tree_nodes(parent.subtree)
+            if parent is not None and parent.type == "dir" and parent.subtree
+            else None
+        )
+        return _Frame(parts, fs_path, node_from_stat(parts[-1], st, "dir"), parent_nodes)
+
+    def _descend(self, stack: list[_Frame], dir_parts: tuple[bytes, ...]) -> None:
+        """Close frames until the top one is ``dir_parts`` or an ancestor of it, then open the
+        missing ancestors (folders above a source)."""
+        while stack[-1].parts != dir_parts[: len(stack[-1].parts)]:
+            self._close(stack.pop())
+        while len(stack[-1].parts) < len(dir_parts):
+            parts = dir_parts[: len(stack[-1].parts) + 1]
+            fs_path = _fs_path(parts)
+            top = stack[-1]
+            parent = top.parent_nodes.get(parts[-1]) if top.parent_nodes else None
+            try:
+                st = os.lstat(fs_path)
+            except OSError as exc:
+                raise RepositoryError(f"cannot read {fs_path}: {exc.strerror or exc}") from exc
+            frame = self._open_frame(parts, fs_path, st, parent)
+            top.children.append(frame)
+            stack.append(frame)
+
+    def _add_file(
+        self, top: _Frame, name: bytes, fs_path: str, st: os.stat_result, parent: Node | None
+    ) -> None:
+        self.stats.files += 1
+        self.stats.bytes += st.st_size
+        node = node_from_stat(name, st, "file")
+        if unchanged(parent, st):
+            assert parent is not None
+            node.content = list(parent.content)
+            top.children.append(_Reused(node, fs_path, st))
+            return
+        if st.st_size > _BATCH_BYTES:
+            top.children.append(self._submit([(node, fs_path)]))
+            return
+        if self._batch_frame is not top:
+            self._flush_batch()
+            self._batch_frame = top
+        self._batch.append((node, fs_path))
+        self._batch_bytes += st.st_size
+        if len(self._batch) >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        if not self._batch or self._batch_frame is None:
+            return
+        self._batch_frame.children.append(self._submit(self._batch))
+        self._batch = []
+        self._batch_bytes = 0
+        self._batch_frame = None
+
+    def _submit(self, batch: list[tuple[Node, str]]) -> Future[list[Node | None]]:
+        # Keep the readers' queue short (the walker waits for the oldest folders instead), so
+        # that memory does not grow with the tree.
+        while len(self._pending) > 256 or self._reading > 4 * self.options.readers:
+            self._check()
+            if self._pending:
+                self._settle(block=True, limit=1)
+            else:
+                time.sleep(0.002)
+        with self._lock:
+            self._reading += 1
+        job = self._readers.submit(self._read_batch, batch)
+        job.add_done_callback(self._read_done)
+        return job
+
+    def _read_done(self, job: Future[list[Node | None]]) -> None:
+        with self._lock:
+            self._reading -= 1
+        if not job.cancelled() and job.exception() is not None:
+            self._fail(job.exception())  # type: ignore[arg-type]
+
+    def _close(self, frame: _Frame) -> None:
+        if self._batch_frame is frame:
+            self._flush_batch()
+        self._pending.append(frame)
+
+    def _settle(self, *, block: bool, limit: int | None = None) -> None:
+        """Turn closed directories into tree blobs, oldest first (children close before their
+        parents), waiting for their files when ``block``."""
+        done = 0
+        while self._pending and (limit is None or done < limit):
+            frame = self._pending[0]
+            if not block and not all(c.done() for c in frame.children if isinstance(c, Future)):
+                return
+            self._finish_frame(frame)
+            self._pending.popleft()
+            done += 1
+
+    def _finish_frame(self, frame: _Frame) -> None:
+        nodes: list[Node] = []
+        reused: list[_Reused] = []
+        for child in frame.children:
+            if isinstance(child, Node):
+                nodes.append(child)
+            elif isinstance(child, _Frame):
+                if child.node is not None:
+                    nodes.append(child.node)
+            elif isinstance(child, _Reused):
+                reused.append(child)
+            else:
+                nodes.extend(n for n in child.result() if n is not None)
+        if reused:
+            nodes.extend(self._check_reused(reused))
+        frame.children = []
+        nodes.sort(key=lambda n: n.name)
+        tree_id = self._store_tree(nodes)
+        meta = frame.meta if frame.meta is not None else Node(name=b"", type="dir")
+        meta.subtree = tree_id
+        frame.node = meta
+        if frame.parts:
+            self.stats.dirs += 1
+
+    def _check_reused(self, reused: list[_Reused]) -> list[Node]:
+        """Files taken over from the parent snapshot, whose chunks must still be in a live pack;
+        a file with a chunk the repository lost is read again."""
+        wanted = {bid for r in reused for bid in r.node.content}
+        seqs = self.cache.pack_seqs(wanted)
+        with self._lock:
+            self.referenced.update(seqs.values())
+        out: list[Node] = []
+        for r in reused:
+            if all(bid in seqs for bid in r.node.content):
+                out.append(r.node)
+                continue
+            log.info("re-reading %s: the repository no longer holds all of its chunks", r.fs_path)
+            node = self._read_file(r.node, r.fs_path)
+            if node is not None:
+                out.append(node)
+        return out
+
+    def _store_tree(self, nodes: list[Node]) -> bytes:
+        from .format import encode_tree
+
+        plain = encode_tree(nodes)
+        tree_id = self.keys.blob_id(plain)
+        self.cache.put_tree(tree_id, plain)
+        self._store(BlobType.TREE, tree_id, plain)
+        return tree_id
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Seal the last packs, wait for every upload; raise the first error of any stage."""
+        try:
+            self._readers.shutdown(wait=True)
+            while True:
+                with self._lock:
+                    jobs = list(self._seal_jobs)
+                if not jobs:
+                    break
+                for j in jobs:
+                    j.exception()
+            self._check()
+            for kind in (BlobType.DATA, BlobType.TREE):
+                writer = self._writers[kind]
+                if len(writer):
+                    self._writers[kind] = PackWriter(self.keys)
+                    self._queue_pack(writer.finish())
+            self._shutdown(wait=True)
+            self._check()
+        except BaseException:
+            self._shutdown(wait=False)
+            raise
+        self._report(force=True)
+
+    def _shutdown(self, *, wait: bool) -> None:
+        if not wait:
+            self._fail(BackupCancelled("stopped"))
+        self._readers.shutdown(wait=wait, cancel_futures=not wait)
+        self._sealers.shutdown(wait=wait, cancel_futures=not wait)
+        for _ in self._upload_threads:
+            while True:
+                try:
+                    self._packs.put(None, timeout=0.5)
+                    break
+                except Exception:  # queue.Full: drain it when giving up
+                    if not wait:
+                        try:
+                            self._packs.get_nowait()
+                        except Empty:
+                            pass
+        if wait:
+            for t in self._upload_threads:
+                t.join()
+
+
+def _open_noatime(path: str) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+    noatime = getattr(os, "O_NOATIME", 0)
+    if noatime:
+        try:
+            return os.open(path, flags | noatime)
+        except PermissionError:
+            pass  # O_NOATIME is only allowed on one's own files
+    return os.open(path, flags)

@@ -1,0 +1,275 @@
+"""The agent's local cache of its repository: where each blob is, which packs exist, and the trees
+and snapshots it has already decrypted.
+
+One SQLite file per repository in the agent's cache folder. It is only a cache: everything in it
+can be rebuilt from the repository (index objects, packs and trees), and ``Repository`` does so when
+it is missing or belongs to another repository. Several backups may run at once (different
+configs, threads or processes): SQLite's WAL mode and short transactions keep it consistent, and
+each thread has its own connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import zstandard
+
+from .pack import PackEntry
+
+SCHEMA_VERSION = 1
+_IN_BATCH = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS packs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,          -- hex SHA-256, the object's name
+    seq INTEGER NOT NULL,               -- the server's sequence number for the pack
+    size INTEGER NOT NULL,
+    indexed INTEGER NOT NULL DEFAULT 0  -- 1 once an index object in the repository lists it
+);
+CREATE INDEX IF NOT EXISTS packs_seq ON packs (seq);
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY,
+    type INTEGER NOT NULL,
+    pack INTEGER NOT NULL REFERENCES packs (id) ON DELETE CASCADE,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    raw_length INTEGER NOT NULL,
+    compressed INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_pack ON blobs (pack);
+CREATE TABLE IF NOT EXISTS trees (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (backup_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS indexes (name TEXT PRIMARY KEY);
+"""
+
+
+class BlobLocation(NamedTuple):
+    """A blob's place: the pack's name and sequence number and the blob's entry."""
+
+    pack: str
+    seq: int
+    entry: PackEntry
+
+
+class PackRecord(NamedTuple):
+    name: str
+    seq: int
+    size: int
+
+
+class Cache:
+    """The cache file of one repository (``path``). Thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._zc = threading.local()
+        db = self._db()
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- meta ----------------------------------------------------------------------------------
+
+    def meta(self, key: str) -> bytes | None:
+        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        value = row[0]
+        return value.encode() if isinstance(value, str) else bytes(value)
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def reset(self) -> None:
+        """Forget everything (the cache belonged to another repository)."""
+        with self._tx() as db:
+            for table in ("blobs", "packs", "trees", "snapshots", "indexes", "meta"):
+                db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    # --- blobs and packs -----------------------------------------------------------------------
+
+    def add_pack(
+        self, name: str, seq: int, size: int, entries: Sequence[PackEntry], *, indexed: bool = False
+    ) -> None:
+        """Record a pack that is in storage and the blobs it holds."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO packs (name, seq, size, indexed) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET indexed = max(indexed, excluded.indexed)",
+                (name, seq, size, int(indexed)),
+            )
+            (pack_id,) = db.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()
+            db.executemany(
+                "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.id, e.type, pack_id, e.offset, e.length, e.raw_length, int(e.compressed))
+                    for e in entries
+                ],
+            )
+
+    def has_blob(self, blob_id: bytes) -> int | None:
+        """The sequence number of a pack holding the blob, or None."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT p.seq FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?", (blob_id,)
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def pack_seqs(self, blob_ids: Iterable[bytes]) -> dict[bytes, int]:
+        """Pack sequence numbers of the given blobs that the cache knows."""
+        found: dict[bytes, int] = {}
+        ids = list(blob_ids)
+        db = self._db()
+        for start in range(0, len(ids), _IN_BATCH):
+            batch = ids[start : start + _IN_BATCH]
+            marks = ",".join("?" * len(batch))
+            for blob_id, seq in db.execute(
+                "SELECT b.id, p.seq FROM blobs b JOIN packs p ON p.id = b.pack "  # noqa: S608
+                f"WHERE b.id IN ({marks})",
+                batch,
+            ):
+                found[bytes(blob_id)] = int(seq)
+        return found
+
+    def locate(self, blob_ids: Iterable[bytes]) -> dict[bytes, BlobLocation]:
+        found: dict[bytes, BlobLocation] = {}
+        ids = list(blob_ids)
+        db = self._db()
+        for start in range(0, len(ids), _IN_BATCH):
+            batch = ids[start : start + _IN_BATCH]
+            marks = ",".join("?" * len(batch))
+            for row in db.execute(
+                "SELECT b.id, b.type, b.offset, b.length, b.raw_length, b.compressed, "  # noqa: S608
+                f"p.name, p.seq FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id IN ({marks})",
+                batch,
+            ):
+                bid = bytes(row[0])
+                found[bid] = BlobLocation(
+                    row[6],
+                    int(row[7]),
+                    PackEntry(row[1], bid, row[2], row[3], row[4], bool(row[5])),
+                )
+        return found
+
+    def packs(self) -> list[PackRecord]:
+        return [
+            PackRecord(n, s, z)
+            for n, s, z in self._db().execute("SELECT name, seq, size FROM packs ORDER BY seq")
+        ]
+
+    def unindexed_packs(self, seqs: Iterable[int]) -> list[str]:
+        wanted = set(seqs)
+        return [
+            name
+            for name, seq in self._db().execute("SELECT name, seq FROM packs WHERE indexed = 0")
+            if seq in wanted
+        ]
+
+    def pack_entries(self, name: str) -> list[PackEntry]:
+        return [
+            PackEntry(t, bytes(i), o, n, r, bool(c))
+            for i, t, o, n, r, c in self._db().execute(
+                "SELECT b.id, b.type, b.offset, b.length, b.raw_length, b.compressed FROM blobs b "
+                "JOIN packs p ON p.id = b.pack WHERE p.name = ? ORDER BY b.offset",
+                (name,),
+            )
+        ]
+
+    def mark_indexed(self, names: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE packs SET indexed = 1 WHERE name = ?", [(n,) for n in names])
+
+    def forget_packs_except(self, live: Iterable[int]) -> int:
+        """Drop the packs whose sequence number is not in ``live`` (the server deleted them), with
+        their blobs. Returns how many were dropped."""
+        keep = set(live)
+        with self._tx() as db:
+            gone = [
+                (pid,) for pid, seq in db.execute("SELECT id, seq FROM packs") if seq not in keep
+            ]
+            db.executemany("DELETE FROM packs WHERE id = ?", gone)
+        return len(gone)
+
+    def index_names(self) -> set[str]:
+        return {n for (n,) in self._db().execute("SELECT name FROM indexes")}
+
+    def add_index_names(self, names: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO indexes VALUES (?)", [(n,) for n in names])
+
+    # --- trees and snapshots (decrypted, compressed) -------------------------------------------
+
+    def _compressor(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+        pair = getattr(self._zc, "pair", None)
+        if pair is None:
+            pair = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+            self._zc.pair = pair
+        return pair  # type: ignore[no-any-return]
+
+    def tree(self, tree_id: bytes) -> bytes | None:
+        row = self._db().execute("SELECT data FROM trees WHERE id = ?", (tree_id,)).fetchone()
+        return None if row is None else self._compressor()[1].decompress(row[0])
+
+    def put_tree(self, tree_id: bytes, plaintext: bytes) -> None:
+        data = self._compressor()[0].compress(plaintext)
+        self._db().execute("INSERT OR IGNORE INTO trees VALUES (?, ?)", (tree_id, data))
+
+    def snapshot(self, backup_id: str) -> bytes | None:
+        row = (
+            self._db()
+            .execute("SELECT data FROM snapshots WHERE backup_id = ?", (backup_id,))
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def put_snapshot(self, backup_id: str, plaintext: bytes) -> None:
+        self._db().execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (backup_id, plaintext))

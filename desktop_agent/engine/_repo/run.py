@@ -1,0 +1,258 @@
+"""``SnapshotBackup``: how ``BackupEngine`` backs up a config of ``type: incremental`` — the frame
+around ``take_snapshot`` (sources checked, the repository opened with this machine's key and cache,
+events, the result and the log line), beside ``ArchiveBackup`` for full archives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+from .._cancel import CancelToken
+from .._errors import AgentError, BackupCancelled, ConfigurationError, SourceError
+from .._events import BackupFailed, BackupFinished, Emitter, UploadStarted
+from .._job import MAX_MESSAGE, error_list, printable
+from .._options import EngineOptions
+from .._scanner import check_sources, normalize_source
+from ..protocol import BackupResult, ConfigInfo, FileError
+from ..repo_protocol import ObjectStore, RepoPlane, SnapshotStarted
+from .cache import Cache
+from .crypto import RepoKeys
+from .repository import Repository
+from .snapshot import SnapshotJob, SnapshotOutcome, take_snapshot
+
+log = logging.getLogger("desktop_agent.engine")
+
+SendLog = Callable[[str, str, dict[str, object]], None]
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def snapshot_name(backup_id: str) -> str:
+    """How a snapshot is named where an archive shows its file name."""
+    return f"snapshot {backup_id[:8]}"
+
+
+def cache_path(cache_dir: Path, agent_id: str) -> Path:
+    return cache_dir / "repositories" / f"{agent_id}.sqlite3"
+
+
+@dataclass(frozen=True)
+class SnapshotBackup:
+    """Backs up one incremental config; ``run`` never raises for a failed backup."""
+
+    plane: object
+    storage: object
+    options: EngineOptions
+    emit: Emitter
+    send_log: SendLog
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def run(self, config: ConfigInfo, cancel: CancelToken) -> BackupResult:
+        started_at = self.now()
+        t0 = time.monotonic()
+        sources = tuple(normalize_source(s.path) for s in config.sources)
+        started: list[SnapshotStarted] = []
+        try:
+            plane = self._repo_plane()
+            if not sources:
+                raise SourceError("the config has no source paths")
+            problems = check_sources(sources)
+            if problems:
+                raise _SourcesMissing(problems)
+            job = SnapshotJob(
+                config_id=config.id,
+                config_name=config.name,
+                sources=sources,
+                excludes=tuple(config.excludes),
+                default_excludes=self.options.default_excludes,
+                exclude_node_modules=self.options.exclude_node_modules
+                or config.options.exclude_node_modules,
+                skip_paths=(
+                    (self.options.temp_dir, self.options.cache_dir)
+                    if self.options.temp_dir is not None
+                    else (self.options.cache_dir,)
+                ),
+                temp_dir=self.options.temp_dir,
+            )
+
+            def on_started(s: SnapshotStarted) -> None:
+                started.append(s)
+                self.emit(
+                    UploadStarted(
+                        config_id=config.id,
+                        log_id=s.backup_id,
+                        filename=snapshot_name(s.backup_id),
+                        multipart=False,
+                    )
+                )
+
+            outcome = take_snapshot(
+                plane, self._open_repo, job, emit=self.emit, cancel=cancel, on_started=on_started
+            )
+        except _SourcesMissing as exc:
+            return self._failed(
+                config, plane_or_none(self), started, t0, started_at, exc, exc.problems
+            )
+        except BackupCancelled as exc:
+            return self._failed(config, None, started, t0, started_at, exc, ())
+        except AgentError as exc:
+            return self._failed(config, None, started, t0, started_at, exc, ())
+        except OSError as exc:
+            return self._failed(config, None, started, t0, started_at, exc, ())
+        except Exception as exc:  # a bug must cost one config, not the run
+            log.exception("unexpected error in the snapshot of %s", config.id)
+            return self._failed(config, None, started, t0, started_at, exc, ())
+        return self._succeeded(config, outcome, started_at)
+
+    # --- the pieces ----------------------------------------------------------------------------
+
+    def _repo_plane(self) -> RepoPlane:
+        if not hasattr(self.plane, "snapshot_start"):
+            raise ConfigurationError(
+                "incremental backups run on agents; this connection cannot make snapshots"
+            )
+        return cast(RepoPlane, self.plane)
+
+    def _open_repo(self, started: SnapshotStarted) -> Repository:
+        if self.options.repository_key is None:
+            raise ConfigurationError("this agent has no place to keep a repository key")
+        key = self.options.repository_key(started.agent_id)
+        return Repository(
+            keys=RepoKeys.derive(key),
+            cache=Cache(cache_path(self.options.cache_dir, started.agent_id)),
+            plane=self._repo_plane(),
+            store=cast(ObjectStore, self.storage),
+        )
+
+    def _succeeded(
+        self, config: ConfigInfo, outcome: SnapshotOutcome, started_at: datetime
+    ) -> BackupResult:
+        name = config.name or config.id
+        errors = outcome.errors
+        result = BackupResult(
+            config_id=config.id,
+            config_name=config.name,
+            status="completed",
+            log_id=outcome.backup_id,
+            filename=snapshot_name(outcome.backup_id),
+            size=outcome.new_bytes,
+            files_processed=outcome.files,
+            bytes_read=outcome.bytes_read,
+            duration_ms=outcome.duration_ms,
+            started_at=_iso(started_at),
+            finished_at=_iso(self.now()),
+            errors=errors[:100],
+            backup_type="incremental",
+            total_bytes=outcome.bytes,
+        )
+        if errors:
+            self.send_log(
+                "warning",
+                f"Backup '{name}' completed with {len(errors)} file error(s)",
+                {
+                    "configId": config.id,
+                    "logId": outcome.backup_id,
+                    "errors": error_list(
+                        list(errors), len(errors), limit=20, width=500, path_width=500
+                    ),
+                },
+            )
+        else:
+            self.send_log(
+                "info",
+                f"Backup '{name}' completed: {outcome.files} files, "
+                f"{outcome.new_bytes} new bytes uploaded",
+                {"configId": config.id, "logId": outcome.backup_id},
+            )
+        self.emit(
+            BackupFinished(
+                config_id=config.id,
+                config_name=config.name,
+                log_id=outcome.backup_id,
+                filename=snapshot_name(outcome.backup_id),
+                files=outcome.files,
+                bytes=outcome.bytes,
+                archive_size=outcome.new_bytes,
+                sha256="",
+                duration_ms=outcome.duration_ms,
+                rate=outcome.bytes_read / max(0.001, outcome.duration_ms / 1000),
+                errors=len(errors),
+                backup_type="incremental",
+            )
+        )
+        return result
+
+    def _failed(
+        self,
+        config: ConfigInfo,
+        plane: RepoPlane | None,
+        started: list[SnapshotStarted],
+        t0: float,
+        started_at: datetime,
+        exc: BaseException,
+        problems: tuple[FileError, ...] | list[FileError],
+    ) -> BackupResult:
+        reason = exc.reason if isinstance(exc, BackupCancelled) else str(exc) or type(exc).__name__
+        reason = printable(reason)[:MAX_MESSAGE]
+        log.error("snapshot of %r (%s) failed: %s", config.name, config.id, reason)
+        backup_id = started[0].backup_id if started else None
+        if backup_id is None and plane is not None:
+            # A failure before the snapshot started (a missing source): open and abort one, so
+            # that the failure shows in the backup history.
+            try:
+                from ..repo_protocol import StartSnapshot
+
+                backup_id = plane.snapshot_start(StartSnapshot(config.id)).backup_id
+                plane.snapshot_abort(backup_id, reason)
+            except AgentError as err:
+                log.warning("could not record the failure on the server: %s", err)
+                backup_id = None
+        self.send_log(
+            "error",
+            f"Backup '{config.name or config.id}' failed: {reason}",
+            {
+                "configId": config.id,
+                "logId": backup_id,
+                "errors": error_list(list(problems), len(problems), limit=20, width=500),
+            },
+        )
+        duration = int((time.monotonic() - t0) * 1000)
+        self.emit(
+            BackupFailed(
+                config_id=config.id,
+                config_name=config.name,
+                log_id=backup_id,
+                reason=reason,
+                duration_ms=duration,
+            )
+        )
+        return BackupResult(
+            config_id=config.id,
+            config_name=config.name,
+            status="failed",
+            error=reason,
+            log_id=backup_id,
+            duration_ms=duration,
+            started_at=_iso(started_at),
+            finished_at=_iso(self.now()),
+            errors=tuple(problems),
+            backup_type="incremental",
+        )
+
+
+class _SourcesMissing(SourceError):
+    def __init__(self, problems: list[FileError]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+
+
+def plane_or_none(backup: SnapshotBackup) -> RepoPlane | None:
+    return cast(RepoPlane, backup.plane) if hasattr(backup.plane, "snapshot_start") else None

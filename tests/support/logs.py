@@ -1,0 +1,45 @@
+"""Every log record of this process, at every level, whichever logger makes it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def every_log_line() -> Iterator[list[str]]:
+    """Collect the formatted lines (tracebacks included) of every logger at DEBUG, loggers that do
+    not propagate to the root included; levels and handlers are put back afterwards."""
+    handler = _Collect()
+    root = logging.getLogger()
+    loggers = [root] + [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    saved = [(logger, logger.level, logger.disabled) for logger in loggers]
+    attached = [root] + [logger for logger in loggers[1:] if not logger.propagate]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
+    for logger in attached:
+        logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        for logger in attached:
+            logger.removeHandler(handler)
+        for logger, level, disabled in saved:
+            logger.setLevel(level)
+            logger.disabled = disabled
