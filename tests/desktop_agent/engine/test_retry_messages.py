@@ -25,7 +25,10 @@ from .test_engine import random_tree
 KIB = 1024
 
 
-def engine(fake: FakeBackApp, tmp_path: Path, **upload: object) -> BackupEngine:
+def engine(
+    fake: FakeBackApp, tmp_path: Path, retry_budget: float | None = None, **upload: object
+) -> BackupEngine:
+    """Retries bounded by ``retry_budget`` seconds, or (``None``) by 6 attempts."""
     plane = ApiClient(
         "https://backapp.test",
         API_KEY,
@@ -35,7 +38,11 @@ def engine(fake: FakeBackApp, tmp_path: Path, **upload: object) -> BackupEngine:
     )
     options = EngineOptions(
         temp_dir=tmp_path / "agent-tmp",
-        upload=UploadOptions(retry=RetryPolicy(max_attempts=6, base_delay=0.0), **upload),  # type: ignore[arg-type]
+        upload=UploadOptions(  # type: ignore[arg-type]
+            retry=RetryPolicy(max_attempts=6, base_delay=0.0 if retry_budget is None else 0.02),
+            retry_budget=retry_budget,
+            **upload,
+        ),
     )
     return BackupEngine(plane, HttpStorage(transport=fake.transport), options)
 
@@ -74,6 +81,22 @@ def test_storage_that_never_answers_gives_one_warning_then_the_failure(
         r for r in caplog.records if r.levelno == logging.INFO and "trying again" in r.getMessage()
     ]
     assert retries  # every attempt is still in the log, at info (-v)
+
+
+def test_within_a_time_budget_too_one_warning_then_the_failure_in_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = random_tree(tmp_path / "src", 500 * KIB)
+    fake = FakeBackApp([config("c1", str(src), compression=False)])
+    fake.faults = lambda r: _s3_error(503, "SlowDown") if r.url.host == STORAGE_HOST else None
+    caplog.set_level(logging.INFO, logger="desktop_agent")
+
+    [result] = engine(fake, tmp_path, retry_budget=0.3).run().results
+
+    assert result.status == "failed"
+    assert "gave up on upload after" in (result.error or "")
+    [warning] = warnings(caplog)
+    assert "trying again (for up to 0 s per part" in warning
 
 
 def test_a_server_that_is_down_gives_one_warning_per_request(
