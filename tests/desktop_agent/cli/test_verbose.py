@@ -11,7 +11,10 @@ import pytest
 from desktop_agent.cli import build_parser, main
 
 #: The fewest arguments each command needs to parse.
-REQUIRED: dict[str, list[str]] = {"restore": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"]}
+REQUIRED: dict[str, list[str]] = {
+    "restore": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
+    "ls": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
+}
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
@@ -22,7 +25,16 @@ def commands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_every_command_is_covered() -> None:
-    assert set(commands()) == {"configure", "run", "daemon", "status", "backups", "restore"}
+    assert set(commands()) == {
+        "configure",
+        "run",
+        "daemon",
+        "status",
+        "backups",
+        "restore",
+        "snapshots",
+        "ls",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(commands()))
