@@ -411,7 +411,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What a program killed by SIGPIPE reports (128 + 13): the reader of its output went away.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``backapp`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return status
+    except BrokenPipeError:
+        # `backapp s3 lifecycle | head`: the reader closed the pipe; no traceback for that. Python
+        # flushes stdout again at exit, which would fail the same way: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

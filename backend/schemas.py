@@ -24,8 +24,11 @@ MAX_INT64 = 2**63 - 1
 """The largest integer the databases store (a signed 64-bit column)."""
 NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Level = Literal["debug", "info", "warning", "error"]
-BackupStatus = Literal["running", "completed", "failed", "interrupted", "expired"]
-AgentStatus = Literal["online", "offline", "error"]
+BackupStatus = Literal["running", "completed", "failed", "cancelled", "interrupted", "expired"]
+AgentStatus = Literal["online", "idle", "offline", "error"]
+"""``idle``: a one-shot agent between its runs (it is expected back later); ``error`` is no longer
+produced (a failed backup shows on its config, not on the agent)."""
+AgentMode = Literal["daemon", "tray", "oneshot"]
 ExecutionMode = Literal["server", "agent"]
 
 
@@ -81,6 +84,9 @@ class HeartbeatRequest(Camel):
     platform: Annotated[str, Meta(max_length=32)] | None = None
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     """The agent's IANA time zone (``Europe/Paris``): its configs' schedules run in it."""
+    mode: AgentMode | None = None
+    """How the agent runs: ``daemon``/``tray`` (always on, beats every pollInterval) or
+    ``oneshot`` (runs from cron, silent between runs); absent: unchanged."""
 
 
 class AgentRef(Camel):
@@ -252,7 +258,7 @@ class FileError(Camel):
 
 class CompleteRequest(Camel):
     log_id: Uuid
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "cancelled"]
     files_processed: NonNegative | None = None
     bytes_transferred: NonNegative | None = None
     duration: NonNegative | None = None
@@ -337,6 +343,11 @@ class AgentOut(Camel):
     api_key_prefix: str
     created_at: str
     config_ids: list[str] = msgspec.field(default_factory=list)
+    mode: AgentMode | None = None
+    """How the agent said it runs (``None``: it did not say; counted as always running)."""
+    expected_by: str | None = None
+    """A one-shot agent: when it should be heard from again (its next scheduled run plus grace);
+    past that it is ``offline``."""
 
 
 class AgentResponse(Camel):

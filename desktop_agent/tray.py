@@ -12,8 +12,9 @@ def main() -> int:
         if "PySide6" not in str(exc):
             raise
         print(
-            "backapp-tray needs Qt (PySide6), which is not installed: "
-            "pip install 'backapp[tray]'. For servers, use backapp-agent.",
+            "backapp-tray needs Qt (PySide6), which is not installed. In a checkout of BackApp: "
+            'pip install -e ".[tray]" (or use the tray app\'s build, see the README). '
+            "For servers, use backapp-agent.",
             file=sys.stderr,
         )
         return 2

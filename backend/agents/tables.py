@@ -35,6 +35,12 @@ class Agent(Table, tablename="backapp_agent"):
         default=None,
         help_text="IANA zone the agent reports; schedules use it.",
     )
+    mode = Varchar(
+        length=16,
+        null=True,
+        default=None,
+        help_text="How the agent runs, as its heartbeat says: daemon, tray or oneshot (cron).",
+    )
     last_backup_failed = Boolean(
         default=False, help_text="Whether the agent's most recent finished backup failed."
     )

@@ -77,7 +77,7 @@ class AgentApiController(Controller):
     ) -> HeartbeatResponse:
         data = data or HeartbeatRequest()
         await services.runs.record_timezone(agent, data.timezone)
-        await services.registry.heartbeat(agent, data.version, data.platform)
+        await services.registry.heartbeat(agent, data.version, data.platform, data.mode)
         return HeartbeatResponse(
             status="online",
             poll_interval=services.settings.poll_interval,

@@ -39,7 +39,8 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
 
 class BackupLog(Table, tablename="backapp_backup_log"):
     """One backup: created 'running' at backup/start, finished 'completed' or 'failed', or
-    'interrupted' when its runner died (the lease that guarded it lapsed without a complete)."""
+    'cancelled' (stopped on purpose; not a failure), or 'interrupted' when its runner died (the
+    lease that guarded it lapsed without a complete)."""
 
     id = UUID(primary_key=True)
     user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)

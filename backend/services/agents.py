@@ -33,8 +33,10 @@ from backend.errors import InvalidInput, NotAuthenticated, NotFound, RateLimited
 from backend.schemas import AgentLogOut, AgentOut, AgentStatus
 from backend.security import API_KEY_PREFIX, api_key_digest, new_api_key
 from backend.services.accounts import CurrentUser
+from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, name_contains
+from backend.services.presence import ONESHOT
 from backend.settings import Settings
 
 __all__ = [
@@ -52,7 +54,7 @@ log = logging.getLogger("backapp.agents")
 
 MAX_KEY_LENGTH = 200
 MAX_METADATA_BYTES = 64 * 1024
-_LOOKUP_COLUMNS = 'id, "user", name, active, platform, version'
+_LOOKUP_COLUMNS = 'id, "user", name, active, platform, version, mode'
 
 
 @dataclass(frozen=True)
@@ -62,21 +64,31 @@ class AgentIdentity:
     name: str
     platform: str | None
     version: str | None
+    mode: str | None = None
 
 
 def compute_status(
     *,
     active: bool,
     last_seen: datetime | None,
-    last_backup_failed: bool,
     now: datetime,
     offline_after: float,
+    expected_by: datetime | None = None,
 ) -> AgentStatus:
-    """offline (deactivated, never seen, or silent too long) > error (last backup failed) > online."""
+    """``online`` while it beats (heard within ``offline_after``); ``offline`` when deactivated,
+    never seen, or silent too long. A one-shot agent (``expected_by``: when it should be back, see
+    :mod:`backend.services.presence`) is ``idle`` between its runs until then, not offline.
+
+    A failed backup does not change it: the agent's status is about the agent; a config's problems
+    show on the config."""
     last_seen = aware(last_seen)
-    if not active or last_seen is None or (now - last_seen).total_seconds() > offline_after:
+    if not active or last_seen is None:
         return "offline"
-    return "error" if last_backup_failed else "online"
+    if (now - last_seen).total_seconds() <= offline_after:
+        return "online"
+    if expected_by is not None and now <= expected_by:
+        return "idle"
+    return "offline"
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,7 @@ class AgentRegistry:
                 name=row["name"],
                 platform=row["platform"],
                 version=row["version"],
+                mode=row["mode"],
             )
             self._cache[digest] = (identity, now)
             self._digest_of[identity.id] = digest
@@ -169,7 +182,13 @@ class AgentRegistry:
             return dict(rows[0]) if rows else None
         return await (
             Agent.select(
-                Agent.id, Agent.user, Agent.name, Agent.active, Agent.platform, Agent.version
+                Agent.id,
+                Agent.user,
+                Agent.name,
+                Agent.active,
+                Agent.platform,
+                Agent.version,
+                Agent.mode,
             )
             .where(Agent.api_key_digest == digest)
             .first()
@@ -222,14 +241,22 @@ class AgentRegistry:
     # --- heartbeats -------------------------------------------------------------------------
 
     async def heartbeat(
-        self, identity: AgentIdentity, version: str | None, platform: str | None
+        self,
+        identity: AgentIdentity,
+        version: str | None,
+        platform: str | None,
+        mode: str | None = None,
     ) -> None:
+        """Note that the agent is alive; record what it says about itself when that changed
+        (``mode``: ``None`` leaves the recorded one as it is)."""
         now = utcnow()
         changed: dict[Any, Any] = {}
         if version is not None and version != identity.version:
             changed[Agent.version] = version
         if platform is not None and platform != identity.platform:
             changed[Agent.platform] = platform
+        if mode is not None and mode != identity.mode:
+            changed[Agent.mode] = mode
         if changed:
             changed[Agent.last_seen] = now
             changed[Agent.updated_at] = now
@@ -300,6 +327,7 @@ class AgentRegistry:
                 Agent.active,
                 Agent.platform,
                 Agent.version,
+                Agent.mode,
                 Agent.api_key_digest,
             ).where(Agent.id.is_in(chunk)):
                 rows[row["id"]] = row
@@ -318,6 +346,7 @@ class AgentRegistry:
                     name=fresh["name"],
                     platform=fresh["platform"],
                     version=fresh["version"],
+                    mode=fresh["mode"],
                 ),
                 started,
             )
@@ -367,18 +396,27 @@ class AgentRegistry:
 
 
 def _agent_out(
-    row: dict[str, Any], registry: AgentRegistry, settings: Settings, config_ids: list[str]
+    row: dict[str, Any],
+    registry: AgentRegistry,
+    settings: Settings,
+    configs: list[dict[str, Any]],
 ) -> AgentOut:
+    """An agent row as the owner sees it; ``configs`` are its configs' ``id`` and ``options``."""
     last_seen = registry.last_seen(row["id"], row["last_seen"])
+    expected_by = (
+        oneshot_expected_by(aware(last_seen) or last_seen, row["timezone"], configs, settings)
+        if row["mode"] == ONESHOT and last_seen is not None
+        else None
+    )
     return AgentOut(
         id=str(row["id"]),
         name=row["name"],
         status=compute_status(
             active=bool(row["active"]),
             last_seen=last_seen,
-            last_backup_failed=bool(row["last_backup_failed"]),
             now=utcnow(),
             offline_after=settings.offline_after_seconds,
+            expected_by=expected_by,
         ),
         active=bool(row["active"]),
         platform=row["platform"],
@@ -386,7 +424,9 @@ def _agent_out(
         last_seen=iso(last_seen),
         api_key_prefix=row["api_key_prefix"],
         created_at=iso(row["created_at"]) or "",
-        config_ids=config_ids,
+        config_ids=[str(c["id"]) for c in configs],
+        mode=row["mode"] if row["mode"] in ("daemon", "tray", "oneshot") else None,
+        expected_by=iso(expected_by),
     )
 
 
@@ -467,22 +507,23 @@ class AgentService:
             raise NotFound("agent not found")
         return row
 
-    async def _config_ids(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
-        result: dict[uuid.UUID, list[str]] = {a: [] for a in agent_ids}
+    async def _configs(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """Each agent's configs (``id``, ``options``), in one query."""
+        result: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in agent_ids}
         if not agent_ids:
             return result
-        rows = await BackupConfig.select(BackupConfig.id, BackupConfig.agent).where(
-            BackupConfig.agent.is_in(agent_ids)
-        )
+        rows = await BackupConfig.select(
+            BackupConfig.id, BackupConfig.agent, BackupConfig.options
+        ).where(BackupConfig.agent.is_in(agent_ids))
         for row in rows:
-            result[row["agent"]].append(str(row["id"]))
+            result[row["agent"]].append(row)
         return result
 
     async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
         rows = (
             await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._config_ids([r["id"] for r in rows])
+        configs = await self._configs([r["id"] for r in rows])
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def page_agents(
@@ -510,7 +551,7 @@ class AgentService:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        configs = await self._config_ids([r["id"] for r in rows])
+        configs = await self._configs([r["id"] for r in rows])
         next_cursor = None
         if more and rows:
             created = aware(rows[-1]["created_at"])
@@ -530,7 +571,7 @@ class AgentService:
             .where((Agent.user == user.id) & Agent.id.is_in(ids))
             .order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._config_ids([r["id"] for r in rows])
+        configs = await self._configs([r["id"] for r in rows])
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def briefs(self, user: CurrentUser) -> list[AgentBrief]:
@@ -538,15 +579,27 @@ class AgentService:
         dashboard counts them all and shows those that need attention."""
         rows = (
             await Agent.select(
-                Agent.id, Agent.name, Agent.active, Agent.last_seen, Agent.last_backup_failed
+                Agent.id, Agent.name, Agent.active, Agent.last_seen, Agent.mode, Agent.timezone
             )
             .where(Agent.user == user.id)
             .order_by(Agent.created_at, Agent.id)
         )
+        # Only one-shot agents need their configs (when they are due back): one query for those.
+        configs = await self._configs([r["id"] for r in rows if r["mode"] == ONESHOT])
         now = utcnow()
         out = []
         for row in rows:
             last_seen = self.registry.last_seen(row["id"], row["last_seen"])
+            expected_by = (
+                oneshot_expected_by(
+                    aware(last_seen) or last_seen,
+                    row["timezone"],
+                    configs.get(row["id"], []),
+                    self.settings,
+                )
+                if row["mode"] == ONESHOT and last_seen is not None
+                else None
+            )
             out.append(
                 AgentBrief(
                     id=str(row["id"]),
@@ -555,9 +608,9 @@ class AgentService:
                     status=compute_status(
                         active=bool(row["active"]),
                         last_seen=last_seen,
-                        last_backup_failed=bool(row["last_backup_failed"]),
                         now=now,
                         offline_after=self.settings.offline_after_seconds,
+                        expected_by=expected_by,
                     ),
                     last_seen=iso(last_seen),
                 )
@@ -569,7 +622,7 @@ class AgentService:
 
     async def get(self, user: CurrentUser, agent_id: str | uuid.UUID) -> AgentOut:
         row = await self._row(user, agent_id)
-        configs = await self._config_ids([row["id"]])
+        configs = await self._configs([row["id"]])
         return _agent_out(row, self.registry, self.settings, configs[row["id"]])
 
     async def key_matches(self, user: CurrentUser, agent_id: str, api_key: str) -> bool:

@@ -35,10 +35,19 @@ from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
 from backend.services.notify import Notifier, NotifyError
+from backend.services.presence import ONESHOT, SchedulePlan, expected_back
 from backend.settings import Settings
 from desktop_agent.engine.schedule import Schedule, ScheduleError, resolve_timezone
 
-__all__ = ["FAILED_LOOKBACK", "AlertReport", "AlertService", "config_options", "config_schedule"]
+__all__ = [
+    "FAILED_LOOKBACK",
+    "AlertReport",
+    "AlertService",
+    "alert_grace",
+    "config_options",
+    "config_schedule",
+    "oneshot_expected_by",
+]
 
 log = logging.getLogger("backapp.alerts")
 
@@ -80,11 +89,30 @@ def config_schedule(options: Any) -> Schedule | None:
         return None
 
 
-def _grace(options: dict[str, Any]) -> timedelta:
+def alert_grace(options: dict[str, Any]) -> timedelta:
+    """``options.alertGraceMinutes`` (default 60) as a duration; a bad value counts as the
+    default."""
     value = options.get("alertGraceMinutes", DEFAULT_GRACE_MINUTES)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         value = DEFAULT_GRACE_MINUTES
     return timedelta(minutes=value)
+
+
+def oneshot_expected_by(
+    last_seen: datetime, zone: str | None, configs: list[dict[str, Any]], settings: Settings
+) -> datetime:
+    """When a one-shot agent last heard from at ``last_seen`` is expected back (see
+    :mod:`backend.services.presence`): the next run of its scheduled ``configs`` (rows with
+    ``options``) in its zone (else ``BACKAPP_TIMEZONE``), plus that config's grace; without a
+    schedule, ``BACKAPP_ALERT_OFFLINE_MINUTES`` after it was last heard from."""
+    tz = resolve_timezone(zone or settings.timezone)
+    plans = []
+    for config in configs:
+        options = config_options(config["options"])
+        schedule = config_schedule(options)
+        if schedule is not None:
+            plans.append(SchedulePlan(schedule, tz, alert_grace(options)))
+    return expected_back(last_seen, plans, timedelta(minutes=settings.alert_offline_minutes))
 
 
 def _ago(delta: timedelta) -> str:
@@ -219,7 +247,7 @@ class AlertService:
             if key not in intervals:
                 intervals[key] = schedule.interval(now, resolve_timezone(zone_name))
             interval = intervals[key]
-            allowed = interval + _grace(options)
+            allowed = interval + alert_grace(options)
             last = last_of.get(config["id"])
             since = (
                 aware(last["completed_at"]) or aware(last["started_at"])
@@ -244,21 +272,43 @@ class AlertService:
         return out
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:
+        """Active agents silent for ``BACKAPP_ALERT_OFFLINE_MINUTES``; a one-shot agent (cron) only
+        once it has also missed its next scheduled run and grace (it is silent between runs by
+        design)."""
         limit = timedelta(minutes=self.settings.alert_offline_minutes)
         # Only the silent ones are read (the comparison is exact again below).
         quiet = now - limit
         agents = await Agent.select(
-            Agent.id, Agent.user, Agent.name, Agent.last_seen, Agent.created_at
+            Agent.id,
+            Agent.user,
+            Agent.name,
+            Agent.last_seen,
+            Agent.created_at,
+            Agent.mode,
+            Agent.timezone,
         ).where(
             (Agent.active == True)  # noqa: E712 (a SQL comparison)
             & ((Agent.last_seen < quiet) | (Agent.last_seen.is_null() & (Agent.created_at < quiet)))
         )
+        oneshot = [a["id"] for a in agents if a["mode"] == ONESHOT and a["last_seen"] is not None]
+        configs: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in oneshot}
+        if oneshot:
+            for row in await BackupConfig.select(
+                BackupConfig.id, BackupConfig.agent, BackupConfig.options
+            ).where(BackupConfig.agent.is_in(oneshot)):
+                configs[row["agent"]].append(row)
         out: list[_Wanted] = []
         for agent in agents:
             seen = aware(agent["last_seen"])
             since = seen or aware(agent["created_at"])
             if since is None or now - since <= limit:
                 continue
+            if seen is not None and agent["id"] in configs:
+                back = oneshot_expected_by(
+                    seen, agent["timezone"], configs[agent["id"]], self.settings
+                )
+                if now <= back:
+                    continue
             what = f"since {iso(seen)}" if seen else "since it was registered"
             out.append(
                 _Wanted(

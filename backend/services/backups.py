@@ -21,7 +21,6 @@ from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
-from backend.agents.tables import Agent
 from backend.backups.tables import BackupLog, Lease
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from backend.schemas import (
@@ -54,7 +53,7 @@ __all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
 
 log = logging.getLogger("backapp.backups")
 
-AGENT_FEATURES = ("progress-by-config", "part-crc32", "snapshots")
+AGENT_FEATURES = ("progress-by-config", "part-crc32", "snapshots", "backup-cancelled")
 """Extensions an agent may use, listed in the heartbeat response (``features``)."""
 PRE_LOG_PHASES = ("scanning", "archiving")
 """The phases a run reports by ``configId``, before its log is open."""
@@ -566,10 +565,6 @@ class BackupService:
         if not updated:
             return False
         self._publish(row, status, error)
-        if row["agent"]:
-            await Agent.update({Agent.last_backup_failed: status == "failed"}).where(
-                Agent.id == row["agent"]
-            )
         return True
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:
@@ -578,11 +573,10 @@ class BackupService:
         if row["status"] != "running":
             return self._already_finished(row, req.status)
 
-        if req.status == "failed":
+        if req.status in ("failed", "cancelled"):
             await self._abort_upload(row)
-            await self.finish(
-                row, status="failed", error=req.error or "the agent reported a failure", req=req
-            )
+            default = "cancelled" if req.status == "cancelled" else "the agent reported a failure"
+            await self.finish(row, status=req.status, error=req.error or default, req=req)
             return self._already_finished(await self.find_log(agent, req.log_id), req.status)
 
         if row["upload_state"] == "multipart":

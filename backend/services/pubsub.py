@@ -60,8 +60,8 @@ def _backend(settings: Settings) -> ChannelsBackend:
             from redis.asyncio import Redis
         except ImportError:  # pragma: no cover - depends on the installation
             raise RuntimeError(
-                "BACKAPP_REDIS_URL is set but the redis package is missing: "
-                "pip install 'backapp[redis]'"
+                "BACKAPP_REDIS_URL is set but the redis package is missing: in the server's "
+                'checkout, pip install -e ".[redis]" (or pip install redis)'
             ) from None
 
         return RedisChannelsPubSubBackend(

@@ -1,4 +1,5 @@
-"""Backup history: every backup with its status, size, files, duration, errors and S3 path."""
+"""Backup history: every backup with its status, size, files, duration and errors (where it is
+stored is on the backup's own page)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from backend.web._render import page
 __all__ = ["BackupPages"]
 
 PAGE_SIZE = 25
-Status = Literal["running", "completed", "failed", "interrupted", "expired"]
+Status = Literal["running", "completed", "failed", "cancelled", "interrupted", "expired"]
 COUNT_CAP = 1000
 """Matches are counted up to this many ("1,000+"): an exact count would read the whole history."""
 FILTER_CHOICES = 100

@@ -77,11 +77,12 @@ class DashboardPage(Controller):
                     ),
                 ],
             )
-        # Agents that need attention first (offline, then in error), then the others.
-        rank = {"offline": 0, "error": 1, "online": 2}
-        listed = sorted(agent_briefs, key=lambda a: rank[a.status])[:DASHBOARD_AGENTS]
+        # Agents that need attention first (offline), then the others (a one-shot agent between
+        # its runs is "idle": expected to be silent).
+        rank = {"offline": 0, "error": 1, "idle": 2, "online": 3}
+        listed = sorted(agent_briefs, key=lambda a: rank.get(a.status, 3))[:DASHBOARD_AGENTS]
         agents = await services.agents.by_ids(user, [a.id for a in listed])
-        agents.sort(key=lambda a: rank[a.status])
+        agents.sort(key=lambda a: rank.get(a.status, 3))
         running, _ = await services.history.page_backups(user, status="running", limit=10)
         return page(
             request,

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["ago", "compact_json", "duration", "filesize", "parse_iso", "platform", "utc"]
+__all__ = [
+    "LogDetail",
+    "ago",
+    "compact_json",
+    "duration",
+    "filesize",
+    "log_details",
+    "parse_iso",
+    "platform",
+    "utc",
+]
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -98,3 +110,67 @@ def platform(value: str | None) -> str:
     if not value:
         return "—"
     return _PLATFORMS.get(value, value)
+
+
+@dataclass(frozen=True)
+class LogDetail:
+    """One piece of a log line's metadata as the agent page shows it: ``kind`` ``config`` and
+    ``backup`` are ids the template links (``value``), ``errors`` a list of ``lines``, ``text``
+    plain ``value``."""
+
+    label: str
+    kind: Literal["config", "backup", "errors", "text"]
+    value: str = ""
+    lines: tuple[str, ...] = ()
+
+
+_LABELS = {
+    "configId": "Configuration",
+    "logId": "Backup",
+    "backupId": "Backup",
+    "durationMs": "Duration",
+    "errors": "File errors",
+    "filename": "Archive",
+}
+_SIZES = {"size", "bytes", "archiveSize", "bytesTransferred", "bytesRead", "bytesUploaded"}
+_DURATIONS = {"duration", "durationMs"}
+
+
+def _words(key: str) -> str:
+    """``retryAfterSeconds`` → ``Retry after seconds``."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).replace("_", " ").lower()
+    return spaced[:1].upper() + spaced[1:]
+
+
+def _error_line(item: Any) -> str:
+    if isinstance(item, dict):
+        path, message = item.get("path"), item.get("message", "")
+        return f"{path}: {message}" if path else str(message)
+    return str(item)
+
+
+def log_details(metadata: Any) -> list[LogDetail]:
+    """An agent log line's metadata in words: ids to link, sizes in KiB/MiB, durations, file errors
+    one per line, anything else as ``Label: value`` (raw JSON only for nested values)."""
+    if not isinstance(metadata, dict):
+        return [LogDetail("Details", "text", compact_json(metadata))] if metadata else []
+    out: list[LogDetail] = []
+    for key, value in metadata.items():
+        if value is None or value == [] or value == {}:
+            continue
+        label = _LABELS.get(key) or _words(str(key))
+        if key == "configId" and isinstance(value, str):
+            out.append(LogDetail(label, "config", value))
+        elif key in ("logId", "backupId") and isinstance(value, str):
+            out.append(LogDetail(label, "backup", value))
+        elif key == "errors" and isinstance(value, list):
+            out.append(LogDetail(label, "errors", lines=tuple(_error_line(e) for e in value)))
+        elif key in _SIZES and isinstance(value, int) and not isinstance(value, bool):
+            out.append(LogDetail(label, "text", filesize(value)))
+        elif key in _DURATIONS and isinstance(value, int) and not isinstance(value, bool):
+            out.append(LogDetail(label, "text", duration(value)))
+        elif isinstance(value, str | int | float | bool):
+            out.append(LogDetail(label, "text", str(value)))
+        else:
+            out.append(LogDetail(label, "text", compact_json(value, limit=500)))
+    return out

@@ -81,6 +81,7 @@ def make_environment() -> Environment:
         ago=_format.ago,
         utc=_format.utc,
         json=_format.compact_json,
+        log_details=_format.log_details,
         platform=_format.platform,
         progress_text=progress_text,
         progress_percent=progress_percent,

@@ -23,11 +23,20 @@ are shown. ``main`` maps the engine's errors to exit statuses.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from desktop_agent.engine import AgentError, ConfigurationError, KeyStoreError, NetworkError
 
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, err, setup_logging
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    err,
+    reader_went_away,
+    setup_logging,
+    verbosity,
+)
 from .parser import build_parser
 
 __all__ = ["build_parser", "main"]
@@ -35,9 +44,18 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``backapp-agent`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return status
+    except BrokenPipeError:
+        return reader_went_away()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(verbosity(args))
     try:
         result: int = args.func(args)
         return result

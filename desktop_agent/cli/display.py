@@ -108,7 +108,8 @@ class Summary:
                 f"({human_bytes(event.archive_size)}) in {event.duration_ms / 1000:.1f} s{warn}"
             )
         elif isinstance(event, BackupFailed):
-            self.line(f"FAILED {event.config_name or event.config_id}: {event.reason}")
+            word = "CANCELLED" if event.cancelled else "FAILED"
+            self.line(f"{word} {event.config_name or event.config_id}: {event.reason}")
 
     def line(self, text: str) -> None:
         self.out.write(printable(text) + "\n")
@@ -200,9 +201,10 @@ def daemon_display(as_json: bool) -> EventSink:
                 flush=True,
             )
         elif event.kind == "backup_failed":
+            word = "cancelled" if data.get("cancelled") else "FAILED"
             print(
                 printable(
-                    f"{data['time']} FAILED '{data['configName'] or data['configId']}': "
+                    f"{data['time']} {word} '{data['configName'] or data['configId']}': "
                     f"{data['reason']}"
                 ),
                 flush=True,

@@ -31,6 +31,7 @@ from desktop_agent.engine import (
 from .common import (
     EXIT_FAILED,
     EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     Commands,
     add_command,
@@ -39,6 +40,7 @@ from .common import (
     load_key,
     log,
     signal_handlers,
+    verbosity,
 )
 from .display import LiveProgress, daemon_display, make_display
 
@@ -86,7 +88,10 @@ def register(commands: Commands) -> None:
 
 
 def exit_status(result: RunResult) -> int:
-    """1 if a backup failed or the run could not start, 3 if some files could not be read, else 0."""
+    """1 if a backup failed or the run could not start, 130 if it was cancelled (Ctrl-C, SIGTERM)
+    and nothing failed, 3 if some files could not be read, else 0."""
+    if result.cancelled:
+        return EXIT_INTERRUPTED
     if not result.ok:
         return EXIT_FAILED
     return EXIT_FILE_ERRORS if result.has_file_errors else EXIT_OK
@@ -103,8 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         # process or machine is running is skipped, never run twice at once.
         with (
             signal_handlers(cancel_on_signals(cancel)),
+            # One-shot: the server then expects silence until the next scheduled run, not a
+            # heartbeat every pollInterval (cron runs this, nothing keeps running).
             Runner.from_settings(
-                settings, key, events=display, instance_dir=instances_dir()
+                settings, key, events=display, instance_dir=instances_dir(), mode="oneshot"
             ) as runner,
         ):
             result = runner.run_manual(config_ids=args.config_ids, cancel=cancel)
@@ -131,16 +138,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     assert settings.server_url
     if args.tick <= 0:
         raise ConfigurationError("--tick must be a positive number of seconds")
-    if args.verbose == 0:  # a daemon's log is its only voice: say what it does
+    if verbosity(args) == 0:  # a daemon's log is its only voice: say what it does
         for name in ("desktop_agent", "backapp-agent"):
             logging.getLogger(name).setLevel(logging.INFO)
     zone = local_timezone_name()
     if zone is None:
         log.warning("cannot tell this machine's time zone: schedules run in UTC")
+    display = daemon_display(args.json)
     runner = Runner.from_settings(
         settings,
         key,
-        events=daemon_display(args.json),
+        events=display,
+        mode="daemon",
         state=StateStore(config_dir()),
         instance_dir=instances_dir(),
     )

@@ -99,7 +99,7 @@ from ._settings import (
     parse_size,
     save_settings,
 )
-from ._state import StateStore
+from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._transport.client import API_KEY_HEADER, ApiClient
 from ._transport.redact import install_log_redaction, redact_url
@@ -231,6 +231,7 @@ __all__ = [
     "glob_to_regex",
     "install_log_redaction",
     "instances_dir",
+    "last_completed_at",
     "load_settings",
     "local_timezone_name",
     "member_name",

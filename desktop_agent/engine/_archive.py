@@ -40,7 +40,7 @@ from ._events import (
 )
 from ._job import MAX_REPORTED_ERRORS, BackupJob
 from ._options import EngineOptions
-from ._scanner import ScanResult, ScanTotals, check_sources, scan
+from ._scanner import ScanResult, ScanTotals, check_sources, scan, source_problems_text
 from ._tar import Archiver, ArchiveStats
 from ._upload import Uploader, UploadResult, Waiting
 from .protocol import BackupOptions, ConfigInfo, ControlPlane, FileError, Storage
@@ -188,8 +188,9 @@ class ArchiveBackup:
         fmt = archive_format(config.options)
         problems = check_sources(job.sources)
         if problems:
-            job.add_errors(problems)
-            raise SourceError("; ".join(f"{p.path}: {p.message}" for p in problems))
+            # The reason alone: these are not per-file errors of a backup that went on (none
+            # started), and the history shows per-file errors as such.
+            raise SourceError(source_problems_text(problems))
         self._warn_about_options(config)
 
         self.emit(ScanStarted(config_id=config.id, sources=job.sources))

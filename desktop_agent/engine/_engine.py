@@ -40,7 +40,7 @@ from ._events import (
     Emitter,
     EventSink,
 )
-from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable
+from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable, size_text
 from ._options import EngineOptions
 from ._repo.run import SnapshotBackup
 from ._run import run_configs
@@ -49,8 +49,9 @@ from ._settings import AgentSettings
 from ._tar import ArchiveStats
 from ._transport.client import ApiClient
 from ._transport.storage import HttpStorage
-from ._upload import UploadResult
+from ._upload import BACKUP_CANCELLED, UploadResult, server_features
 from .protocol import (
+    AgentMode,
     BackupResult,
     CompleteBackup,
     ConfigInfo,
@@ -70,14 +71,20 @@ def _iso(when: datetime) -> str:
 
 
 def connect(
-    settings: AgentSettings, api_key: str, transport: httpx.BaseTransport | None = None
+    settings: AgentSettings,
+    api_key: str,
+    transport: httpx.BaseTransport | None = None,
+    *,
+    mode: AgentMode | None = None,
 ) -> tuple[ApiClient, HttpStorage]:
-    """The agent's two clients, to ``settings.server_url`` with ``api_key`` and to the storage's
-    pre-signed URLs. The caller closes them."""
+    """The agent's two clients, to ``settings.server_url`` with ``api_key`` (its heartbeats saying
+    ``mode``) and to the storage's pre-signed URLs. The caller closes them."""
     if not settings.server_url:
         raise ConfigurationError("no server URL: run `backapp-agent configure --server URL` first")
     agent = f"backapp-agent/{__version__}"
-    plane = ApiClient(settings.server_url, api_key, transport=transport, user_agent=agent)
+    plane = ApiClient(
+        settings.server_url, api_key, transport=transport, user_agent=agent, mode=mode
+    )
     storage = HttpStorage(
         transport=transport, user_agent=agent, stall_timeout=settings.storage_stall_timeout
     )
@@ -117,9 +124,11 @@ class BackupEngine:
         *,
         events: EventSink | None = None,
         transport: httpx.BaseTransport | None = None,
+        mode: AgentMode | None = None,
     ) -> BackupEngine:
-        """An engine talking to ``settings.server_url`` with ``api_key``. Close it when done."""
-        plane, storage = connect(settings, api_key, transport)
+        """An engine talking to ``settings.server_url`` with ``api_key`` (``mode``: see
+        ``ApiClient``). Close it when done."""
+        plane, storage = connect(settings, api_key, transport, mode=mode)
         engine = cls(plane, storage, EngineOptions.from_settings(settings), events=events)
         engine._owned = [plane, storage]
         return engine
@@ -182,11 +191,12 @@ class BackupEngine:
         job = BackupJob(config=config, t0=self._clock(), started=self._now())
         job.sources = tuple(normalize_source(s.path) for s in config.sources)
         self._emit(ConfigStarted(config_id=config.id, config_name=config.name, sources=job.sources))
+        cancelled = False
         try:
             upload = self._back_up(job, cancel)
             self._complete(job, upload)
         except BackupCancelled as exc:
-            reason = exc.reason
+            reason, cancelled = exc.reason, exc.deliberate
         except BackupFailure as exc:
             reason = exc.reason
         except ConflictError as exc:
@@ -200,7 +210,7 @@ class BackupEngine:
             reason = f"internal error: {type(exc).__name__}: {exc}"
         else:
             return self._succeeded(job, upload)
-        return self._failed(job, reason)
+        return self._failed(job, reason, cancelled=cancelled)
 
     def _back_up(self, job: BackupJob, cancel: CancelToken) -> UploadResult:
         """Where the engine picks how a config is backed up. There is one way today: one tar
@@ -272,7 +282,8 @@ class BackupEngine:
         else:
             self._send_log(
                 "info",
-                f"Backup '{name}' completed: {result.files_processed} files, {result.size} bytes",
+                f"Backup '{name}' completed: {result.files_processed} "
+                f"file{'' if result.files_processed == 1 else 's'}, {size_text(result.size)}",
                 {"configId": config.id, "logId": result.log_id, "filename": result.filename},
             )
         self._emit(
@@ -292,26 +303,34 @@ class BackupEngine:
         )
         return result
 
-    def _failed(self, job: BackupJob, reason: str) -> BackupResult:
+    def _failed(self, job: BackupJob, reason: str, *, cancelled: bool = False) -> BackupResult:
         """Leave nothing half-recorded as success: abort the upload, mark the log failed (opening one
-        if the failure came before ``backup/start``), tell the server why."""
+        if the failure came before ``backup/start``), tell the server why. A ``cancelled`` backup is
+        recorded as such where the server knows the status (``backup-cancelled``), else as failed;
+        it opens no log of its own (a cancel is not worth a line in the history)."""
         config, uploader = job.config, job.uploader
-        log.error("backup of %r (%s) failed: %s", config.name, config.id, reason)
+        if cancelled:
+            log.info("backup of %r (%s) cancelled: %s", config.name, config.id, reason)
+        else:
+            log.error("backup of %r (%s) failed: %s", config.name, config.id, reason)
         stats = job.archiver.stats if job.archiver is not None else ArchiveStats()
         reason = printable(reason)[:MAX_MESSAGE]
         log_id = uploader.log_id if uploader is not None else None
         if uploader is not None:
             uploader.stop()
         start_attempted = uploader is not None and uploader.start_attempted
-        if log_id is None and not start_attempted:
+        if log_id is None and not start_attempted and not cancelled:
             log_id = self._open_log_for_failure(job)
+        status = "failed"
+        if cancelled and BACKUP_CANCELLED in server_features(self.plane):
+            status = "cancelled"
         if log_id is not None and not job.completing:
             try:
                 # Records the reason and the per-file errors; the server aborts a multipart upload.
                 self.plane.complete_backup(
                     CompleteBackup(
                         log_id=log_id,
-                        status="failed",
+                        status=status,
                         files_processed=stats.files,
                         bytes_transferred=uploader.uploaded if uploader is not None else 0,
                         duration_ms=job.duration_ms(self._clock()),
@@ -326,8 +345,9 @@ class BackupEngine:
         if uploader is not None and uploader.multipart:
             uploader.abort(reason)  # idempotent; frees the parts even if the call above failed
         self._send_log(
-            "error",
-            f"Backup '{config.name or config.id}' failed: {reason}",
+            "info" if cancelled else "error",
+            f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: "
+            f"{reason}",
             {
                 "configId": config.id,
                 "logId": log_id,
@@ -344,12 +364,13 @@ class BackupEngine:
                 log_id=log_id,
                 reason=reason,
                 duration_ms=duration,
+                cancelled=cancelled,
             )
         )
         return BackupResult(
             config_id=config.id,
             config_name=config.name,
-            status="failed",
+            status="cancelled" if cancelled else "failed",
             error=reason,
             log_id=log_id,
             filename=uploader.filename if uploader is not None else None,

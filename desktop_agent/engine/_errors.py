@@ -106,8 +106,11 @@ class IntegrityError(RestoreError):
 
 
 class BackupCancelled(AgentError):
-    """The backup was cancelled through its cancel handle."""
+    """The backup was cancelled through its cancel handle. ``deliberate``: someone stopped it (the
+    user, a signal, the agent quitting), so it is recorded as ``cancelled``; otherwise (the run lost
+    its lease, the upload was stopped by a failure elsewhere) it is a failure."""
 
-    def __init__(self, reason: str = "cancelled") -> None:
+    def __init__(self, reason: str = "cancelled", *, deliberate: bool = True) -> None:
         self.reason = reason
+        self.deliberate = deliberate
         super().__init__(reason)

@@ -199,6 +199,8 @@ class BackupFailed:
     log_id: str | None
     reason: str
     duration_ms: int
+    cancelled: bool = False
+    """Stopped on purpose (the user, a signal): recorded as ``cancelled``, not as a failure."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +209,7 @@ class RunFinished:
     completed: int
     failed: int
     error: str | None = None
+    cancelled: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ __all__ = [
     "BackupJob",
     "error_list",
     "printable",
+    "size_text",
 ]
 
 #: Per-file errors sent to the server with ``backup/complete`` (the rest are counted).
@@ -64,6 +65,19 @@ class BackupJob:
 
     def duration_ms(self, now: float) -> int:
         return int((now - self.t0) * 1000)
+
+
+def size_text(size: int) -> str:
+    """``300000`` → ``293.0 KiB``: a size in a log line that a person reads (binary units, as the
+    web console and the tray show them)."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def printable(text: str) -> str:

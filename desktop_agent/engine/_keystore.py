@@ -42,7 +42,7 @@ class KeyLocation:
             return f"the environment variable {ENV_API_KEY}"
         if self.kind == "keyring":
             return f"the OS keychain ({self.detail})"
-        return f"the file {self.detail} (mode 0600; no usable keychain on this machine)"
+        return f"the file {self.detail} (readable only by you: no usable keychain on this machine)"
 
 
 def _backend_name(backend: keyring.backend.KeyringBackend) -> str:
@@ -79,12 +79,14 @@ class KeyStore:
         try:
             backend.set_password(KEYRING_SERVICE, account, key)
         except Exception as exc:  # keyring backends raise all sorts of things when unusable
+            # The info line reaches people (the tray's activity box): in words. The backend's own
+            # text (install hints, links) is for whoever debugs it.
             log.info(
-                "no usable keychain (%s: %s); storing the API key in %s with mode 0600",
-                _backend_name(backend),
-                exc,
+                "No usable keychain on this machine: the API key is kept in %s, readable only by "
+                "you",
                 self.key_file,
             )
+            log.debug("keychain %s refused the key: %s", _backend_name(backend), exc)
             self._write_file(key)
             return KeyLocation("file", str(self.key_file))
         self._remove_file()

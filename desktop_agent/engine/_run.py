@@ -47,9 +47,15 @@ def select_configs(
     return selected, results
 
 
-def not_started(config: ConfigInfo, error: str) -> BackupResult:
-    """The failed result of a config that the run could not start (cancelled first, no lease)."""
-    return BackupResult(config_id=config.id, config_name=config.name, status="failed", error=error)
+def not_started(config: ConfigInfo, error: str, *, cancelled: bool = False) -> BackupResult:
+    """The result of a config that the run did not start: ``cancelled`` when the run was cancelled
+    before it got there, else failed (no lease)."""
+    return BackupResult(
+        config_id=config.id,
+        config_name=config.name,
+        status="cancelled" if cancelled else "failed",
+        error=error,
+    )
 
 
 def run_configs(
@@ -81,7 +87,11 @@ def run_configs(
     emit(RunStarted(configs=len(configs)))
     for config in configs:
         if cancel is not None and cancel.is_set():
-            results.append(not_started(config, f"{cancel.reason} before it started"))
+            results.append(
+                not_started(
+                    config, f"{cancel.reason} before it started", cancelled=cancel.deliberate
+                )
+            )
             continue
         result = back_up(config)
         if result is not None:
@@ -96,5 +106,12 @@ def run_configs(
         except OSError:
             pass
     completed = sum(r.ok for r in results)
-    emit(RunFinished(completed=completed, failed=len(results) - completed))
+    cancelled = sum(r.status == "cancelled" for r in results)
+    emit(
+        RunFinished(
+            completed=completed,
+            failed=len(results) - completed - cancelled,
+            cancelled=cancelled,
+        )
+    )
     return RunResult(tuple(results))

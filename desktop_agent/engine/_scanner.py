@@ -39,6 +39,7 @@ __all__ = [
     "check_sources",
     "normalize_source",
     "scan",
+    "source_problems_text",
 ]
 
 EntryKind = Literal["d", "f", "l"]
@@ -120,22 +121,29 @@ def normalize_source(path: str) -> str:
 
 
 def check_sources(paths: Sequence[str]) -> list[FileError]:
-    """A ``FileError`` for every source that does not exist or cannot be read."""
+    """A ``FileError`` for every source that does not exist or cannot be read, its ``message``
+    worded for the person who chose the folder ("Source folder not found")."""
     problems: list[FileError] = []
     for path in paths:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            problems.append(FileError(path, "source path does not exist"))
+            problems.append(FileError(path, "Source folder not found"))
             continue
         except OSError as exc:
-            problems.append(FileError(path, f"source path cannot be read: {exc.strerror or exc}"))
+            problems.append(FileError(path, f"Source cannot be read ({exc.strerror or exc})"))
             continue
         if stat.S_ISDIR(st.st_mode) and not os.access(path, os.R_OK | os.X_OK):
-            problems.append(FileError(path, "source folder cannot be read: permission denied"))
+            problems.append(FileError(path, "Source folder cannot be read (permission denied)"))
         elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            problems.append(FileError(path, "source path is neither a folder nor a regular file"))
+            problems.append(FileError(path, "Source is neither a folder nor a file"))
     return problems
+
+
+def source_problems_text(problems: Sequence[FileError]) -> str:
+    """``Source folder not found: /home/ada/Projects`` (``; ``-joined): why a backup could not
+    start, for the person reading the history, the tray or the terminal."""
+    return "; ".join(f"{p.message}: {p.path}" for p in problems)
 
 
 def _is_cache_dir(path: str) -> bool:

@@ -12,9 +12,19 @@ from typing import Any
 
 from .protocol import RunResult
 
-__all__ = ["StateStore"]
+__all__ = ["StateStore", "last_completed_at"]
 
 STATE_FILE = "state.json"
+
+
+def last_completed_at(entry: Any) -> str | None:
+    """When the result ``entry`` (as ``state.json`` keeps it) says the config last completed."""
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("status") == "completed" and entry.get("finishedAt"):
+        return str(entry["finishedAt"])
+    value = entry.get("lastCompletedAt")
+    return str(value) if value else None
 
 
 class StateStore:
@@ -22,7 +32,9 @@ class StateStore:
         self.path = directory / STATE_FILE
 
     def load(self) -> dict[str, Any]:
-        """``{"lastRun": ISO time, "configs": {config id: last result}}`` (empty when none)."""
+        """``{"lastRun": ISO time, "configs": {config id: last result}}`` (empty when none). Each
+        result also has ``lastCompletedAt``: when this machine last completed a backup of the config
+        (``None``: never), whatever the last result was."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -41,7 +53,13 @@ class StateStore:
         else:
             data.pop("lastRunError", None)
         for result in run.results:
-            data["configs"][result.config_id] = result.to_json()
+            entry = result.to_json()
+            entry["lastCompletedAt"] = (
+                entry["finishedAt"]
+                if result.ok
+                else last_completed_at(data["configs"].get(result.config_id))
+            )
+            data["configs"][result.config_id] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -66,6 +66,9 @@ MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_FILENAME_ATTEMPTS = 5
 PART_CRC32 = "part-crc32"
 """The server feature (heartbeat ``features``): multipart parts may carry a CRC32."""
+BACKUP_CANCELLED = "backup-cancelled"
+"""The server feature: ``backup/complete`` takes ``status: cancelled`` (else a cancel is sent as
+``failed``, which an older server understands)."""
 
 
 def crc32_b64(data: Body) -> str:
@@ -117,6 +120,14 @@ def split_sizes(total: int, part_size: int) -> list[int]:
         return [0]
     full, rest = divmod(total, part_size)
     return [part_size] * full + ([rest] if rest else [])
+
+
+def _after_attempts(exc: StorageError | NetworkError, attempts: int) -> AgentError:
+    """``exc`` again, its message saying how many attempts were made."""
+    message = f"{exc} (after {attempts} attempts)"
+    if isinstance(exc, StorageError):
+        return StorageError(message, status=exc.status, transient=exc.transient)
+    return NetworkError(message)
 
 
 def numbered_filename(filename: str, n: int) -> str:
@@ -250,6 +261,7 @@ class Uploader:
         self._failure: BaseException | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._retried = False
         self.uploaded = 0
         self._parts_done = 0
 
@@ -407,7 +419,7 @@ class Uploader:
             if self._cancel is not None:
                 self._cancel.raise_if_cancelled()
             if self._stopping.is_set():
-                raise BackupCancelled("upload stopped")
+                raise BackupCancelled("upload stopped", deliberate=False)
             try:
                 result = attempt()
             except (StorageError, NetworkError) as exc:
@@ -421,7 +433,7 @@ class Uploader:
                 waited = now - began
                 if budget is None:
                     if n + 1 >= retry.max_attempts:
-                        raise
+                        raise _after_attempts(exc, retry.max_attempts) from exc
                     left = None
                 else:
                     left = budget - waited
@@ -430,7 +442,7 @@ class Uploader:
                 delay = retry.delay(n)
                 if left is not None:
                     delay = min(delay, left)
-                log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
+                self._retry_said(what, exc, delay, retry.max_attempts, budget)
                 self._waiting(what, exc, began, now, delay, left)
                 self._sleep(delay)
                 n += 1
@@ -473,6 +485,24 @@ class Uploader:
             waited = self._clock() - self._trouble_began
         if self.on_resumed is not None:
             self.on_resumed(waited)
+
+    def _retry_said(
+        self, what: str, exc: Exception, delay: float, attempts: int, budget: float | None
+    ) -> None:
+        """One warning for the upload's first retry; the others at info (``-v``): a storage outage
+        would otherwise print a warning per part and attempt before the one failure."""
+        with self._lock:
+            first, self._retried = not self._retried, True
+        if first:
+            limit = f"up to {attempts} attempts" if budget is None else f"for up to {budget:.0f} s"
+            log.warning(
+                "%s failed (%s); trying again (%s per part; -v shows each retry)",
+                what,
+                exc,
+                limit,
+            )
+        else:
+            log.info("%s failed (%s); trying again in %.1fs", what, exc, delay)
 
     def _begin_multipart(self) -> None:
         crc32 = self.options.part_checksum == "auto" and PART_CRC32 in server_features(self._plane)

@@ -25,6 +25,7 @@ import msgspec
 
 __all__ = [
     "AbortUpload",
+    "AgentMode",
     "AgentRef",
     "BackupInfo",
     "BackupOptions",
@@ -54,6 +55,10 @@ __all__ = [
 
 
 # -- the agent API --------------------------------------------------------------------------------
+
+AgentMode = Literal["daemon", "tray", "oneshot"]
+"""How an agent runs, as its heartbeat says (``mode``): always on (``daemon``, ``tray``), or once
+per run from cron or a timer (``oneshot``), silent between runs."""
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -370,9 +375,10 @@ class BackupResult:
 
     config_id: str
     config_name: str = ""
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "cancelled"]
+    """``cancelled``: stopped on purpose (the user, a signal), which is not a failure."""
     error: str | None = None
-    """Why the backup failed (``None`` when it completed)."""
+    """Why the backup failed or was cancelled (``None`` when it completed)."""
     log_id: str | None = None
     filename: str | None = None
     s3_path: str | None = None
@@ -431,6 +437,15 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.error is None and all(r.ok for r in self.results)
+
+    @property
+    def cancelled(self) -> bool:
+        """Something was cancelled and nothing failed (``ok`` is ``False`` then too)."""
+        return (
+            self.error is None
+            and any(r.status == "cancelled" for r in self.results)
+            and all(r.status in ("completed", "cancelled") for r in self.results)
+        )
 
     @property
     def has_file_errors(self) -> bool:

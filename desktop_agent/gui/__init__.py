@@ -20,11 +20,17 @@ shape). Modules:
 * ``_windows``: one module per window (pairing, status, settings, restore);
 * ``_tray``: the tray icon and its menu;
 * ``_text``: Qt-free text helpers (sizes, durations, key redaction);
+* ``_refcounts``: the guard against the Qt binding's reference counting of ``None`` on CPython 3.11;
 * ``app``: ``main()``, single instance and the no-tray fallback.
 """
 
 from ._controller import AgentController
+from ._refcounts import guard as _guard_refcounts
 from ._status import ConfigView, Health
 from .app import TrayApp, main
+
+# Before the app (or a test) makes its first call into Qt: see ``_refcounts`` (the crash when
+# quitting mid-backup). Importing the modules above only defines classes.
+_guard_refcounts()
 
 __all__ = ["AgentController", "ConfigView", "Health", "TrayApp", "main"]

@@ -56,7 +56,7 @@ def fetch_assignment(
 ) -> tuple[Heartbeat, list[ConfigInfo]]:
     """A heartbeat (with the zone the schedules run in, when given) and the assigned configs.
     Blocking: run it off the GUI thread."""
-    with ApiClient(server_url, api_key, retry=RetryPolicy(max_attempts=2)) as client:
+    with ApiClient(server_url, api_key, retry=RetryPolicy(max_attempts=2), mode="tray") as client:
         beat = client.heartbeat(version=__version__, platform=sys.platform, timezone=timezone)
         return beat, client.list_configs()
 

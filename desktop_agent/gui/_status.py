@@ -26,6 +26,7 @@ from desktop_agent.engine import (
     ScanStarted,
     UploadProgress,
     UploadStarted,
+    last_completed_at,
 )
 
 from ._text import ago, human_bytes, parse_time, redact
@@ -65,7 +66,8 @@ class ConfigView:
     name: str = ""
     sources: tuple[str, ...] = ()
     phase: str = "idle"
-    """``idle``, ``waiting``, ``scanning``, ``archiving``, ``completed`` or ``failed``."""
+    """``idle``, ``waiting``, ``scanning``, ``archiving``, ``completed``, ``failed`` or
+    ``cancelled``."""
     files_done: int = 0
     files_total: int = 0
     bytes_done: int = 0
@@ -89,12 +91,22 @@ class ConfigView:
     def last_failed(self) -> bool:
         return self.last is not None and self.last.get("status") == "failed"
 
+    @property
+    def last_cancelled(self) -> bool:
+        return self.last is not None and self.last.get("status") == "cancelled"
+
+    @property
+    def completed_at(self) -> datetime | None:
+        """When this machine last completed a backup of the config (``None``: never)."""
+        return parse_time(last_completed_at(self.last))
+
+    def never_completed(self) -> bool:
+        """No completed backup yet: whatever else is true, the config is not up to date."""
+        return self.completed_at is None
+
     def overdue(self, now: datetime) -> bool:
-        if self.last is None:
-            return False  # never backed up by this agent: not "overdue", just new
-        if self.last.get("status") != "completed":
-            return False  # a failure is its own kind of attention
-        when = parse_time(str(self.last.get("finishedAt") or ""))
+        """The last completed backup is older than ``OVERDUE_AFTER``."""
+        when = self.completed_at
         return when is not None and now - when > OVERDUE_AFTER
 
     def reset(self, phase: str) -> None:
@@ -119,6 +131,10 @@ def last_result_text(view: ConfigView, now: datetime | None = None) -> str:
         errs = last.get("errorCount") or 0
         extra = f", {errs} file errors" if errs else ""
         return f"OK {when} ({human_bytes(float(last.get('size') or 0))}{extra})"
+    if last.get("status") == "cancelled":  # the user's choice: neither a failure nor a success
+        good = view.completed_at
+        since = f"last good backup {ago(good, now)}" if good is not None else "never backed up"
+        return f"Cancelled {when} ({since})"
     return f"FAILED {when}: {redact(str(last.get('error') or 'unknown error'))}"
 
 
@@ -221,8 +237,12 @@ class Status:
         if self.run_error:
             reasons.append(f"the last run could not start: {self.run_error}")
         for view in self.ordered_views():
-            if view.last_failed and not view.running:
+            if view.running:
+                continue
+            if view.last_failed:
                 reasons.append(f"{view.title}: last backup failed")
+            elif view.never_completed():
+                reasons.append(f"{view.title}: not backed up yet")
             elif view.overdue(now):
                 reasons.append(f"{view.title}: no backup for more than 24 hours")
         return reasons
@@ -260,14 +280,19 @@ class Status:
                 return self._completed(event)
             case BackupFailed():
                 view = self.view(event.config_id)
-                view.phase = "failed"
+                status = "cancelled" if event.cancelled else "failed"
+                view.phase = status
                 view.last = {
                     "configId": event.config_id,
                     "configName": event.config_name,
-                    "status": "failed",
+                    "status": status,
                     "error": redact(event.reason),
                     "finishedAt": _finished_at(),
+                    "lastCompletedAt": last_completed_at(view.last),
                 }
+                if event.cancelled:  # the user asked for it: nothing to tell them
+                    log.info("Backup '%s' cancelled: %s", view.title, event.reason)
+                    return None
                 log.warning("Backup '%s' failed: %s", view.title, event.reason)
                 return Notice("Backup failed", f"'{view.title}': {redact(event.reason)}", True)
             case RunFinished():
@@ -296,6 +321,7 @@ class Status:
             "duration": event.duration_ms,
             "errorCount": event.errors,
             "finishedAt": _finished_at(),
+            "lastCompletedAt": None,  # this one (``finishedAt``): see ``last_completed_at``
         }
         log.info("Backup '%s' completed (%s)", view.title, event.filename)
         if event.config_id in self._succeeded_before:

@@ -141,6 +141,7 @@ class BackupWorker(_EngineWorker):
                 events=self._emit,
                 socket=ctx.socket,
                 instance_dir=instances_dir(ctx.state.path.parent),
+                mode="tray",
             ) as runner:
                 result: RunResult = runner.run_manual(self.config_ids, ctx.cancel)
         except Exception as exc:  # the engine reports failures in the result; this is a bug
@@ -168,7 +169,9 @@ class JobWorker(_EngineWorker):
             assert ctx.settings.server_url
             options = EngineOptions.from_settings(ctx.settings)
             with (
-                ApiClient(ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT) as plane,
+                ApiClient(
+                    ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT, mode="tray"
+                ) as plane,
                 HttpStorage(
                     user_agent=USER_AGENT, stall_timeout=ctx.settings.storage_stall_timeout
                 ) as storage,

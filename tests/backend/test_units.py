@@ -66,21 +66,35 @@ NOW = datetime(2025, 1, 7, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
-    ("active", "seen_ago", "failed", "expected"),
+    ("active", "seen_ago", "expected"),
     [
-        (True, 10, False, "online"),
-        (True, 10, True, "error"),
-        (True, 91, False, "offline"),
-        (True, 91, True, "offline"),
-        (True, None, False, "offline"),
-        (False, 1, False, "offline"),
+        (True, 10, "online"),
+        (True, 91, "offline"),
+        (True, None, "offline"),
+        (False, 1, "offline"),
     ],
 )
-def test_status(active: bool, seen_ago: int | None, failed: bool, expected: str) -> None:
+def test_status(active: bool, seen_ago: int | None, expected: str) -> None:
     last_seen = None if seen_ago is None else NOW - timedelta(seconds=seen_ago)
+    assert compute_status(active=active, last_seen=last_seen, now=NOW, offline_after=90) == expected
+
+
+@pytest.mark.parametrize(
+    ("seen_ago", "expected_in", "expected"),
+    [
+        (10, 3600, "online"),  # beating: it is running now
+        (600, 3600, "idle"),  # a one-shot agent between runs, expected back within the hour
+        (600, -1, "offline"),  # it missed its next run (and the grace)
+    ],
+)
+def test_status_of_a_oneshot_agent(seen_ago: int, expected_in: int, expected: str) -> None:
     assert (
         compute_status(
-            active=active, last_seen=last_seen, last_backup_failed=failed, now=NOW, offline_after=90
+            active=True,
+            last_seen=NOW - timedelta(seconds=seen_ago),
+            now=NOW,
+            offline_after=90,
+            expected_by=NOW + timedelta(seconds=expected_in),
         )
         == expected
     )
@@ -88,12 +102,7 @@ def test_status(active: bool, seen_ago: int | None, failed: bool, expected: str)
 
 def test_naive_sqlite_timestamps_are_read_as_utc() -> None:
     naive = (NOW - timedelta(seconds=10)).replace(tzinfo=None)
-    assert (
-        compute_status(
-            active=True, last_seen=naive, last_backup_failed=False, now=NOW, offline_after=90
-        )
-        == "online"
-    )
+    assert compute_status(active=True, last_seen=naive, now=NOW, offline_after=90) == "online"
 
 
 def test_api_keys_are_random_prefixed_and_digested_with_the_secret() -> None:

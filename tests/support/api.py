@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,3 +84,24 @@ class ApiClient:
     async def agent_get(self, key: str, path: str) -> httpx.Response:
         response: httpx.Response = await self.raw.get(path, headers={"X-Agent-API-Key": key})
         return response
+
+
+async def complete_one_backup(client: ApiClient, key: str, config_id: str) -> str:
+    """A 3-byte backup of the config, started, uploaded and completed; its log id."""
+    start = await client.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": config_id, "filename": f"b-{uuid.uuid4().hex[:8]}.tar.gz", "filesize": 3},
+    )
+    assert start.status_code == 200, start.text
+    put = await client.raw.put(
+        start.json()["upload"]["url"].replace("http://testserver.local", ""), content=b"abc"
+    )
+    assert put.status_code == 200
+    done = await client.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {"logId": start.json()["logId"], "status": "completed", "size": 3},
+    )
+    assert done.status_code == 200, done.text
+    return str(start.json()["logId"])

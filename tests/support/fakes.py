@@ -81,6 +81,10 @@ class FakeBackApp:
         self.requests: list[tuple[str, str]] = []
         self.api_keys_seen_by_storage: list[str | None] = []
         self.faults: Callable[[httpx.Request], httpx.Response | Exception | None] | None = None
+        self.features: list[str] = []
+        """What the heartbeat lists; ``backup-cancelled`` makes ``backup/complete`` take
+        ``status: cancelled`` (an older server refuses it with a 400)."""
+        self.heartbeat_bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     @property
@@ -108,7 +112,8 @@ class FakeBackApp:
         with self._lock:
             if route == ("POST", "/api/agent/heartbeat"):
                 self.heartbeats += 1
-                return _ok({"status": "online", "pollInterval": 30})
+                self.heartbeat_bodies.append(body)
+                return _ok({"status": "online", "pollInterval": 30, "features": self.features})
             if route == ("GET", "/api/agent/configs"):
                 return _ok({"configs": self.configs})
             if route == ("POST", "/api/agent/backup/start"):
@@ -234,8 +239,9 @@ class FakeBackApp:
         if log is None:
             return _error(404, "not_found", "no such upload")
         log.parts.clear()
-        log.status = "failed"
-        log.error = body.get("reason")
+        if log.status == "running":
+            log.status = "failed"
+            log.error = body.get("reason")
         return _ok({})
 
     def _complete(self, body: dict[str, Any]) -> httpx.Response:
@@ -243,8 +249,16 @@ class FakeBackApp:
         if log is None:
             return _error(404, "not_found", "no such log")
         status = body.get("status")
-        if status not in ("completed", "failed"):
-            return _error(400, "bad_request", "status: completed or failed")
+        known = (
+            ("completed", "failed", "cancelled")
+            if "backup-cancelled" in self.features
+            else (
+                "completed",
+                "failed",
+            )
+        )
+        if status not in known:
+            return _error(400, "bad_request", f"status: one of {', '.join(known)}")
         for key in ("filesProcessed", "bytesTransferred", "duration", "errors"):
             if key not in body:
                 return _error(400, "bad_request", f"{key}: required")
@@ -253,10 +267,10 @@ class FakeBackApp:
                 return _ok({"status": log.status})
             return _error(409, "conflict", f"the log is already {log.status}")
         log.complete = body
-        if status == "failed":
-            log.status, log.error = "failed", body.get("error")
+        if status in ("failed", "cancelled"):
+            log.status, log.error = status, body.get("error")
             log.parts.clear()
-            return _ok({"status": "failed"})
+            return _ok({"status": status})
         data = self.objects.get(log.s3_path)
         size = body.get("size", body.get("bytesTransferred"))
         reason = None
@@ -395,7 +409,14 @@ class LeasingBackApp(FakeBackApp):
             if body.get("timezone") == "Mars/Olympus":
                 return _error(400, "bad_request", "timezone: 'Mars/Olympus' is not an IANA name")
             self.heartbeats += 1
-            return _ok({"status": "online", "pollInterval": 30, "runRequests": self.run_requests})
+            return _ok(
+                {
+                    "status": "online",
+                    "pollInterval": 30,
+                    "runRequests": self.run_requests,
+                    "features": self.features,
+                }
+            )
         if path == "/api/agent/backup/progress":
             self.progress.append(body)
             return _ok({})

@@ -97,3 +97,11 @@ def random_file(path: Path, size: int, seed: int = 1) -> None:
             n = min(left, MIB)
             fh.write(rng.randbytes(n))
             left -= n
+
+
+def random_tree(root: Path, size: int) -> Path:
+    """A folder with one incompressible file of ``size`` bytes (fixed seed) and a short note."""
+    root.mkdir(parents=True)
+    (root / "random.bin").write_bytes(random.Random(1).randbytes(size))
+    (root / "note.txt").write_text("hello")
+    return root

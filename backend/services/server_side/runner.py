@@ -196,7 +196,7 @@ class ServerRunner:
             await asyncio.sleep(LEASE_TTL / 3)
             if await self.leases.renew(name, token, LEASE_TTL) is None:
                 log.error("lost the lease %s: cancelling the server-side backup", name)
-                cancel.cancel("the run lost its lease to another server")
+                cancel.cancel("the run lost its lease to another server", deliberate=False)
                 return
 
     async def wait(self) -> None:
@@ -207,5 +207,5 @@ class ServerRunner:
 
     async def stop(self) -> None:
         for running in list(self.running.values()):
-            running.cancel.cancel("the server is shutting down")
+            running.cancel.cancel("the server is shutting down", deliberate=False)
         await self.wait()

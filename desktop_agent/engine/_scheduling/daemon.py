@@ -70,8 +70,8 @@ class AgentDaemon:
             self._wake.set()
 
     def stop(self, reason: str = "agent stopped") -> None:
-        """Leave ``run``: cancel the running backup (the engine marks it failed and the runner
-        releases the lease)."""
+        """Leave ``run``: cancel the running backup (the engine records it as ``cancelled``: the
+        agent was stopped on purpose; the runner releases the lease)."""
         self._stopping.set()
         cancel = self._cancel
         if cancel is not None:

@@ -90,7 +90,7 @@ class Job:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     job: Job
-    status: Literal["completed", "failed", "skipped", "deferred"]
+    status: Literal["completed", "failed", "cancelled", "skipped", "deferred"]
     result: BackupResult | None = None
     reason: str | None = None
     retry: Job | None = None

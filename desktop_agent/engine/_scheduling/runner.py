@@ -39,6 +39,7 @@ from .._transport.client import ApiClient
 from .._transport.socket import AgentSocket
 from .._transport.storage import HttpStorage
 from ..protocol import (
+    AgentMode,
     BackupResult,
     ConfigInfo,
     ControlPlane,
@@ -212,7 +213,9 @@ class _LeaseKeeper:
                     self._instance.touch()
             except ConflictError as exc:
                 log.error("lost the run lease of config %s: %s", self.config_id, exc.detail)
-                self._cancel.cancel(f"stopped: the run lease was lost ({exc.detail})")
+                self._cancel.cancel(
+                    f"stopped: the run lease was lost ({exc.detail})", deliberate=False
+                )
                 return
             except AgentError as exc:  # the server is unreachable: keep trying until it lapses
                 log.warning("could not renew the run lease of %s: %s", self.config_id, exc)
@@ -288,11 +291,12 @@ class Runner:
         state: StateStore | None = None,
         transport: httpx.BaseTransport | None = None,
         instance_dir: Path | None = None,
+        mode: AgentMode | None = None,
     ) -> Runner:
         """A runner talking to ``settings.server_url`` with ``api_key``, with the real engine (the
         lease-taking counterpart of ``BackupEngine.from_settings``), its lease TTL from the
-        settings. Close it when done (it closes its clients)."""
-        plane, storage = connect(settings, api_key, transport)
+        settings (``mode``: see ``ApiClient``). Close it when done."""
+        plane, storage = connect(settings, api_key, transport, mode=mode)
         options = EngineOptions.from_settings(settings)
 
         def make_engine(control: ControlPlane, sink: EventSink) -> BackupEngine:
@@ -419,6 +423,8 @@ class Runner:
                 log.warning("could not save the local state: %s", exc)
         if result.ok:
             return Outcome(job, "completed", result)
+        if result.status == "cancelled":
+            return Outcome(job, "cancelled", result, reason=result.error)
         retry: Job | None = None
         if job.automatic and job.attempt < job.max_attempts and not cancel.is_set():
             settings = RetrySettings.from_options(config.options.retry)
@@ -457,7 +463,9 @@ class Runner:
                     config, f"not started: cannot take the run lease: {outcome.reason}"
                 )
             if cancel.is_set():
-                return not_started(config, f"{cancel.reason} before it started")
+                return not_started(
+                    config, f"{cancel.reason} before it started", cancelled=cancel.deliberate
+                )
             skipped.append(Skipped(config.id, config.name, outcome.reason or "not started"))
             return None
 

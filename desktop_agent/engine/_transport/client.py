@@ -17,6 +17,7 @@ import msgspec
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
 from ..protocol import (
     AbortUpload,
+    AgentMode,
     BackupInfo,
     CompleteBackup,
     CompleteUpload,
@@ -96,7 +97,9 @@ class ApiClient:
 
     Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried
     per ``retry``; other 4xx answers raise at once as ``ApiError`` subclasses. ``sleep`` and ``rand`` are
-    injectable so tests run without waiting.
+    injectable so tests run without waiting. ``mode`` (``daemon``, ``tray`` or ``oneshot``) goes with
+    every heartbeat: it tells the server whether silence between heartbeats means the agent is
+    offline or only between two runs (``backapp-agent run`` from cron).
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         user_agent: str = "backapp-agent",
+        mode: AgentMode | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        self.mode = mode
         self.retry = retry or RetryPolicy()
         self.server_features: frozenset[str] | None = None
         """The ``features`` of the last heartbeat answer (``None``: no heartbeat yet)."""
@@ -145,6 +150,8 @@ class ApiClient:
         """``timezone`` (an IANA name) tells the server which zone the schedules run in."""
         path = "/api/agent/heartbeat"
         payload = {"version": version, "platform": platform}
+        if self.mode is not None:
+            payload["mode"] = self.mode
         try:
             body = self._call(
                 "POST", path, {**payload, "timezone": timezone} if timezone else payload
@@ -382,11 +389,16 @@ class ApiClient:
                 if retry + 1 >= self.retry.max_attempts:
                     raise NetworkError(
                         f"could not reach the BackApp server at {self.server_url} ({path}): "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{type(exc).__name__}: {exc} (after {retry + 1} attempts)"
                     ) from exc
                 delay = self.retry.delay(retry, self._rand)
-                log.warning(
-                    "%s %s failed (%s); retrying in %.1fs", method, path, type(exc).__name__, delay
+                self._retry_said(
+                    retry,
+                    "%s %s failed (%s); retrying in %.1fs",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    delay,
                 )
             except httpx.HTTPError as exc:
                 raise NetworkError(f"request to {self.server_url}{path} failed: {exc}") from exc
@@ -402,7 +414,8 @@ class ApiClient:
                 after = parse_retry_after(response.headers.get("Retry-After"))
                 if after is not None:
                     delay = min(after, self.retry.max_retry_after)
-                log.warning(
+                self._retry_said(
+                    retry,
                     "%s %s answered %d; retrying in %.1fs",
                     method,
                     path,
@@ -411,6 +424,12 @@ class ApiClient:
                 )
             self._sleep(delay)
             retry += 1
+
+    @staticmethod
+    def _retry_said(retry: int, message: str, *args: object) -> None:
+        """A request's first retry is a warning, the next ones info (``-v``): a server that stays
+        down is told once per request, and the error that ends it says how many attempts it took."""
+        log.log(logging.WARNING if retry == 0 else logging.INFO, message, *args)
 
     @staticmethod
     def _json(response: httpx.Response, path: str) -> dict[str, Any]:

@@ -190,7 +190,10 @@ async def test_missing_object_fails_with_reason(client: ApiClient) -> None:
     )
     assert r.status_code == 409 and "not in storage" in r.json()["detail"]
     await client.agent_post(key, "/api/agent/heartbeat", {})
-    assert (await client.get(f"/api/agents/{agent_id}")).json()["agent"]["status"] == "error"
+    failed = (await client.get(f"/api/backups/{start['logId']}")).json()["backup"]
+    assert failed["status"] == "failed" and "not in storage" in failed["error"]
+    # The failure is the config's, not the agent's: the agent that reported it is online.
+    assert (await client.get(f"/api/agents/{agent_id}")).json()["agent"]["status"] == "online"
 
 
 async def test_sha256_signed_at_start_is_enforced(client: ApiClient) -> None:

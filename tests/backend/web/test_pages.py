@@ -340,6 +340,26 @@ async def test_logs_filtered_newest_first_and_paginated(browser: Browser) -> Non
     assert junk.status_code == 200 and len(re.findall(r"line (\d\d)", junk.text)) == 25
 
 
+async def test_log_details_are_shown_in_words(browser: Browser) -> None:
+    await _signed_in(browser)
+    agent_id, key = await browser.api.register_agent()
+    config = await browser.api.create_config(agent_id, name="Photos")
+    metadata = {
+        "configId": config["id"],
+        "errors": [{"path": "/home/ada/locked.db", "message": "permission denied"}],
+        "bytesTransferred": 3 * 1024 * 1024,
+    }
+    r = await browser.api.agent_post(
+        key, "/api/agent/log", {"level": "warning", "message": "odd", "metadata": metadata}
+    )
+    assert r.status_code == 201
+    page = await browser.get(f"/agents/{agent_id}")
+    assert f'<a href="/configs/{config["id"]}">Photos</a>' in page.text
+    assert "<code>/home/ada/locked.db: permission denied</code>" in page.text
+    assert "3.0 MiB" in page.text
+    assert "configId" not in page.text and "3145728" not in page.text
+
+
 # --- configurations ---------------------------------------------------------------------------
 
 
@@ -407,6 +427,10 @@ async def test_edit_and_delete_a_config(browser: Browser) -> None:
     form = await browser.get(edit)
     assert 'value="Docs"' in form.text and f'<option value="{agent_id}" selected>' in form.text
     assert config["destination"]["prefix"] in form.text
+    # Local storage is named in words, not as a bucket "local" in region "local".
+    assert "this server's own storage" in form.text and "local (local)" not in form.text
+    page = await browser.get(f"/configs/{config['id']}")
+    assert "this server's own storage" in page.text and "(local)" not in page.text
     fields = {
         "name": "",
         "execution_mode": "server",
@@ -458,9 +482,12 @@ async def test_a_backup_shows_everywhere(browser: Browser, services: Services) -
     assert 'data-status="online"' in dash.text and 'data-state="ok"' in dash.text
 
     listing = await browser.get("/backups")
-    assert start["upload"]["s3Path"] in listing.text and 'data-status="completed"' in listing.text
+    assert 'data-status="completed"' in listing.text
     assert ">3</td>" in listing.text  # files
+    # Where it is stored (a long, opaque key) is on the backup's own page, not a history column.
+    assert start["upload"]["s3Path"] not in listing.text
     detail = await browser.get(f"/backups/{start['logId']}")
+    assert start["upload"]["s3Path"] in detail.text
     assert "permission denied" in detail.text and "/home/me/locked.db" in detail.text
     assert f'href="/backups/{start["logId"]}/download"' in detail.text
     download = await browser.get(f"/backups/{start['logId']}/download")
@@ -473,7 +500,40 @@ async def test_a_backup_shows_everywhere(browser: Browser, services: Services) -
     filtered = await browser.get(f"/backups?status=failed&agent={agent_id}")
     assert "No backups match these filters." in filtered.text
     by_config = await browser.get(f"/configs/{config['id']}")
-    assert start["upload"]["s3Path"] in by_config.text and "1 backup" in by_config.text
+    assert f'data-backup-id="{start["logId"]}"' in by_config.text and "1 backup" in by_config.text
+
+
+async def test_a_backup_that_never_started_says_why_in_words(browser: Browser) -> None:
+    """A missing source folder: the reason as the agent words it, no per-file errors "while the rest
+    went on", and no storage path for an object that was never uploaded."""
+    await _signed_in(browser)
+    agent_id, key = await browser.api.register_agent("laptop")
+    config = await browser.api.create_config(agent_id, name="Docs")
+    start = await browser.api.agent_post(
+        key,
+        "/api/agent/backup/start",
+        {"configId": config["id"], "filename": "a.tar.gz", "filesize": 0},
+    )
+    log_id = start.json()["logId"]
+    done = await browser.api.agent_post(
+        key,
+        "/api/agent/backup/complete",
+        {
+            "logId": log_id,
+            "status": "failed",
+            "filesProcessed": 0,
+            "bytesTransferred": 0,
+            "errors": [],
+            "error": "Source folder not found: /home/ada/Projects",
+        },
+    )
+    assert done.status_code == 200, done.text
+    detail = await browser.get(f"/backups/{log_id}")
+    assert "Why it failed" in detail.text
+    assert "Source folder not found: /home/ada/Projects" in detail.text
+    assert "the rest of the backup went on" not in detail.text
+    assert start.json()["upload"]["s3Path"] not in detail.text and "Stored at" not in detail.text
+    assert "Started by" in detail.text and ">hand" not in detail.text
 
 
 async def test_failing_and_running_backups_on_the_dashboard(browser: Browser) -> None:
@@ -502,7 +562,8 @@ async def test_failing_and_running_backups_on_the_dashboard(browser: Browser) ->
     dash = await browser.get("/")
     assert "Some backups are failing" in dash.text
     assert "the last backup failed just now: disk &lt;full&gt;" in dash.text
-    assert 'data-status="error"' in dash.text  # the agent's status follows its last backup
+    # The failure is the config's: the agent that reported it is still online, not "error".
+    assert 'data-status="online"' in dash.text and 'data-status="error"' not in dash.text
 
 
 async def test_live_regions_answer_with_the_region_only(browser: Browser) -> None:

@@ -17,7 +17,17 @@ from backend.schemas import (
     Source,
 )
 from backend.web._auth import safe_next
-from backend.web._format import ago, compact_json, duration, filesize, parse_iso, platform, utc
+from backend.web._format import (
+    LogDetail,
+    ago,
+    compact_json,
+    duration,
+    filesize,
+    log_details,
+    parse_iso,
+    platform,
+    utc,
+)
 from backend.web._forms import ConfigForm
 from backend.web._health import config_rows, config_state, verdict
 from backend.web._render import make_environment
@@ -153,6 +163,36 @@ def test_platform_names() -> None:
         "freebsd14",
         "—",
     ]
+
+
+def test_log_details_are_words_not_json() -> None:
+    """An agent's log metadata as people read it: ids to link, sizes and durations in units, file
+    errors one per line; JSON only for what has no better form."""
+    details = log_details(
+        {
+            "configId": "c1",
+            "logId": "l1",
+            "errors": [{"path": "/home/a.txt", "message": "permission denied"}, "3 more"],
+            "bytesTransferred": 300_000,
+            "durationMs": 45_000,
+            "filename": "b.tar.gz",
+            "retryAfterSeconds": 5,
+            "nested": {"a": 1},
+            "empty": None,
+        }
+    )
+    assert details == [
+        LogDetail("Configuration", "config", "c1"),
+        LogDetail("Backup", "backup", "l1"),
+        LogDetail("File errors", "errors", lines=("/home/a.txt: permission denied", "3 more")),
+        LogDetail("Bytes transferred", "text", "293.0 KiB"),
+        LogDetail("Duration", "text", "45 s"),
+        LogDetail("Archive", "text", "b.tar.gz"),
+        LogDetail("Retry after seconds", "text", "5"),
+        LogDetail("Nested", "text", '{"a": 1}'),
+    ]
+    assert log_details(None) == [] and log_details({}) == []
+    assert log_details(["x"]) == [LogDetail("Details", "text", '["x"]')]
 
 
 def test_compact_json_is_plain_text() -> None:

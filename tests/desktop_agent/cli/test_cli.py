@@ -126,7 +126,7 @@ def test_run_json_then_status(
     finished = next(e for e in events if e["event"] == "backup_finished")
     assert finished["configId"] == "c1" and finished["filename"].startswith("backup-")
     failed = next(e for e in events if e["event"] == "backup_failed")
-    assert failed["configId"] == "c2" and "does not exist" in failed["reason"]
+    assert failed["configId"] == "c2" and failed["reason"].startswith("Source folder not found: ")
     assert events[-1]["completed"] == 1 and events[-1]["failed"] == 1
 
     assert cli.main(["run", "--config", "c1"]) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ from desktop_agent.engine import (
     UploadOptions,
 )
 from tests.support.fakes import API_KEY, STORAGE_HOST, FakeBackApp, _s3_error, config
-from tests.support.trees import build_awkward_tree, extracted_root, snapshot
+from tests.support.trees import build_awkward_tree, extracted_root, random_tree, snapshot
 
 KIB = 1024
 
@@ -56,13 +55,6 @@ def extract(data: bytes, tmp_path: Path, flags: str = "-xzf") -> Path:
     out.mkdir()
     subprocess.run(["tar", *flags.split(), str(archive), "-C", str(out)], check=True)
     return out
-
-
-def random_tree(root: Path, size: int) -> Path:
-    root.mkdir(parents=True)
-    (root / "random.bin").write_bytes(random.Random(1).randbytes(size))
-    (root / "note.txt").write_text("hello")
-    return root
 
 
 def test_small_backup_is_one_put_with_signed_size_and_sha(tmp_path: Path) -> None:
@@ -93,6 +85,12 @@ def test_small_backup_is_one_put_with_signed_size_and_sha(tmp_path: Path) -> Non
     ]
     assert kinds[-2:] == ["backup_finished", "run_finished"] and "file_started" in kinds
     assert fake.agent_logs[-1]["level"] == "info"
+    # For the person reading the agent's log in the web console: a size, not a byte count.
+    message = fake.agent_logs[-1]["message"]
+    size = (
+        f"{len(data) / 1024:.1f} KiB" if len(data) < 1024**2 else f"{len(data) / 1024**2:.1f} MiB"
+    )
+    assert message == f"Backup 'Config c1' completed: {r.files_processed} files, {size}"
     assert not (tmp_path / "agent-tmp").exists()  # cleaned up
 
 
@@ -190,9 +188,15 @@ def test_a_part_that_keeps_failing_aborts_the_upload(tmp_path: Path) -> None:
     assert result.ok is False
 
 
-def test_cancel_aborts_cleanly_and_marks_the_log_cancelled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("features", [["backup-cancelled"], []], ids=["server", "older-server"])
+def test_cancel_aborts_cleanly_and_marks_the_log_cancelled(
+    tmp_path: Path, features: list[str]
+) -> None:
+    """A cancel is ``cancelled``, not a failure: on a server that knows the status (an older one
+    records it as failed, the only word it has), and always in the agent's own result."""
     src = random_tree(tmp_path / "src", 900 * KIB)
     fake = FakeBackApp([config("c1", str(src))])
+    fake.features = features
     cancel = CancelToken()
 
     def cancel_on_part_2(request: httpx.Request) -> None:
@@ -208,11 +212,41 @@ def test_cancel_aborts_cleanly_and_marks_the_log_cancelled(tmp_path: Path) -> No
         cancel=cancel
     )
     [r] = result.results
-    assert r.status == "failed" and r.error == "cancelled"
+    assert r.status == "cancelled" and r.error == "cancelled"
+    assert not result.ok and result.cancelled
     [log] = fake.logs.values()
-    assert log.status == "failed" and log.error == "cancelled" and log.parts == {}
+    expected = "cancelled" if features else "failed"
+    assert log.status == expected and log.error == "cancelled" and log.parts == {}
     assert fake.count("POST", "/api/agent/backup/upload/abort") == 1
     assert fake.objects == {}
+    assert [m["level"] for m in fake.agent_logs] == ["info"]  # not an error line
+
+
+def test_a_stop_that_is_not_deliberate_is_a_failure(tmp_path: Path) -> None:
+    """A lost run lease stops the backup too, but that is a failure (someone else runs it)."""
+    src = random_tree(tmp_path / "src", 900 * KIB)
+    fake = FakeBackApp([config("c1", str(src))])
+    fake.features = ["backup-cancelled"]
+    cancel = CancelToken()
+    cancel.cancel("stopped: the run lease was lost", deliberate=False)
+    [r] = make_engine(fake, tmp_path).run(cancel=cancel).results
+    assert r.status == "failed"
+
+
+def test_a_cancel_before_the_upload_leaves_no_log(tmp_path: Path) -> None:
+    """Cancelled during the scan: nothing was uploaded and nothing failed, so there is nothing to
+    put in the history (a failure there opens a log, to say why)."""
+    src = random_tree(tmp_path / "src", 64 * KIB)
+    fake = FakeBackApp([config("c1", str(src))])
+    fake.features = ["backup-cancelled"]
+    cancel = CancelToken()
+
+    def cancel_at_scan(event: Event) -> None:
+        if type(event).__name__ == "ScanStarted":
+            cancel.cancel("cancelled by the user")
+
+    [r] = make_engine(fake, tmp_path, cancel_at_scan).run(cancel=cancel).results
+    assert r.status == "cancelled" and fake.logs == {}
 
 
 def test_missing_source_fails_that_config_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -222,15 +256,16 @@ def test_missing_source_fails_that_config_and_the_run_goes_on(tmp_path: Path) ->
     )
     result = make_engine(fake, tmp_path).run()
     bad, ok = result.results
-    assert bad.status == "failed" and "does not exist" in (bad.error or "") and ok.ok
+    # Said as a person would, once: the reason, not also a per-file error of a backup that never
+    # read a file (pages show those as "could not be read; the rest of the backup went on").
+    why = f"Source folder not found: {tmp_path / 'nowhere'}"
+    assert bad.status == "failed" and bad.error == why and ok.ok
     bad_log = next(lg for lg in fake.logs.values() if lg.config_id == "bad")
-    assert bad_log.status == "failed" and "nowhere" in (bad_log.error or "")
+    assert bad_log.status == "failed" and bad_log.error == why
     assert bad_log.complete is not None
-    assert bad_log.complete["errors"] == [
-        {"path": str(tmp_path / "nowhere"), "message": "source path does not exist"}
-    ]
+    assert bad_log.complete["errors"] == []
     error_logs = [m for m in fake.agent_logs if m["level"] == "error"]
-    assert len(error_logs) == 1 and "does not exist" in error_logs[0]["message"]
+    assert len(error_logs) == 1 and why in error_logs[0]["message"]
     assert error_logs[0]["metadata"]["configId"] == "bad"
 
 

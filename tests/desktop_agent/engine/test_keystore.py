@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 
 import keyring.backend
 import keyring.errors
+import pytest
 from keyring.backends import fail
 
 from desktop_agent.engine import KeyStore
@@ -71,6 +73,21 @@ def test_falls_back_to_a_0600_file_without_a_keychain(tmp_path: Path) -> None:
         assert path.read_text() == "bka_key\n"
         key, found = store.load(ACCOUNT)  # type: ignore[misc]
         assert key == "bka_key" and found.kind == "file"
+
+
+def test_without_a_keychain_the_info_line_is_words_not_the_backends_exception(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tray shows INFO lines in its activity box: no exception text, no install link there."""
+    with caplog.at_level(logging.DEBUG, logger="desktop_agent"):
+        KeyStore(tmp_path, backend=FailKeyring(), env={}).save(ACCOUNT, "bka_key")
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert info == [
+        f"No usable keychain on this machine: the API key is kept in {tmp_path / 'api-key'}, "
+        "readable only by you"
+    ]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("No recommended backend" in line for line in debug)  # kept for whoever debugs
 
 
 def test_existing_key_file_is_made_private(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def test_a_failure_before_the_upload_sends_no_progress(tmp_path: Path) -> None:
     runner = Runner(plane_for(fake), engine_factory(fake, tmp_path), progress_interval=3600)
     result = runner.run_manual()
     [failed] = result.results
-    assert failed.status == "failed" and "does not exist" in (failed.error or "")
+    assert failed.status == "failed" and "Source folder not found" in (failed.error or "")
     assert len(fake.logs) == 1 and fake.progress == []
 
 

@@ -66,7 +66,7 @@ def render(out: Path) -> list[Path]:
             config_id="c3",
             config_name="Projects",
             log_id=None,
-            reason="/home/ada/Projects: source path does not exist",
+            reason="Source folder not found: /home/ada/Projects",
             duration_ms=12,
         )
     )

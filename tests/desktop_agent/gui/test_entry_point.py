@@ -66,3 +66,24 @@ def test_a_second_launch_hands_over_to_the_first_and_sigterm_quits(tmp_path: Pat
         _out, err = first.communicate()
     assert not socket_file.exists()
     assert "Traceback" not in err and "malformed" not in err, err
+
+
+def test_without_qt_the_hint_names_a_command_that_works(tmp_path: Path) -> None:
+    """BackApp is not published on PyPI: ``pip install 'backapp[tray]'`` would fail (or install
+    someone else's package). The hint is the command that works, from a checkout."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['PySide6'] = None; "
+            "from desktop_agent.tray import main; sys.exit(main())",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "needs Qt (PySide6)" in done.stderr
+    assert 'pip install -e ".[tray]"' in done.stderr
+    assert "backapp[tray]" not in done.stderr

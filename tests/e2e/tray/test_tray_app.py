@@ -79,9 +79,11 @@ def test_first_run_pairs_with_a_real_server_and_keeps_the_key_in_the_keychain(
         assert key not in (agent_dir / "config.json").read_text()
         assert not (agent_dir / "api-key").exists()
 
-        # The app is live: it polls, and the menu lists the assigned config.
+        # The app is live: it polls, and the menu lists the assigned config, which has never
+        # been backed up: that is not "up to date".
         qtbot.waitUntil(lambda: app.controller.online is True, timeout=WAIT)
-        assert app.controller.health() is Health.IDLE
+        assert app.controller.health() is Health.ATTENTION
+        assert app.controller.attention_reasons() == ["Documents: not backed up yet"]
         assert app.controller.agent_name == "Ada's laptop"
         assert any(t.startswith("Documents: never backed up") for t in menu_texts(app))
         app.menu.actions["console"].trigger()
@@ -223,11 +225,11 @@ def test_a_failed_backup_shows_in_the_icon_the_menu_and_a_notification(
         assert app.tray_icon is not None and "attention" in app.tray_icon.toolTip()
         [action] = [a for a in app.menu.actions.values() if a.text().startswith("Gone: ")]
         assert action.text().startswith("Gone: FAILED")
-        assert action.toolTip().endswith("source path does not exist")
+        assert action.toolTip().endswith(f"Source folder not found: {missing}")
         assert [n[0] for n in rec.notifications] == ["Backup failed"]
         assert rec.notifications[0][2] is True
         panel = app.status.panels[cfg["id"]]
-        assert "does not exist" in panel.state.text()
+        assert "Source folder not found" in panel.state.text()
         assert "Gone: last backup failed" in app.status.connection.text()
         [backup] = owner.backups()
         assert backup["status"] == "failed"
@@ -286,9 +288,10 @@ def test_quitting_during_a_backup_asks_then_cancels_cleanly(
         assert rec.questions == ["Stop the backup and quit?"] * 2
         assert fake.quit_calls == 1
         [result] = finished.args[0].results
-        assert result.status == "failed" and result.error == "cancelled by the user"
+        assert result.status == "cancelled" and result.error == "cancelled by the user"
         [backup] = owner.backups()
-        assert backup["status"] == "failed" and backup["error"] == "cancelled by the user"
+        assert backup["status"] == "cancelled" and backup["error"] == "cancelled by the user"
+        assert ("Backup failed", True) not in [(t, e) for t, _m, e in rec.notifications]
         s3 = s3_server.client()
         assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
         assert s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
