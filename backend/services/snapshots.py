@@ -479,8 +479,10 @@ class SnapshotService:
         reason = req.reason or (
             "cancelled by the user" if req.cancelled else "stopped by the agent"
         )
-        await self.backups.finish(row, status="failed", error=reason)
-        return "failed"
+        # A deliberate stop is "cancelled" (no failure, no alert), as for archives.
+        status = "cancelled" if req.cancelled else "failed"
+        await self.backups.finish(row, status=status, error=reason)
+        return status
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -119,3 +119,32 @@ async def test_one_failed_config_does_not_make_the_agent_error(client: ApiClient
     page = await client.get("/")
     assert 'data-state="failing"' in page.text  # the config shows it
     assert 'data-status="error"' not in page.text
+
+
+async def test_a_cancelled_snapshot_is_cancelled_and_a_stopped_one_failed(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    agent_id, key = await client.register_agent()
+    config = await client.create_config(agent_id, options={"type": "incremental"})
+    statuses = []
+    for cancelled in (True, False):
+        start = await client.agent_post(
+            key, "/api/agent/snapshot/start", {"configId": config["id"]}
+        )
+        assert start.status_code == 200, start.text
+        backup_id = start.json()["backupId"]
+        lease = start.json()["lease"]
+        body = {"backupId": backup_id, "reason": "stopped", "cancelled": cancelled}
+        done = await client.agent_post(key, "/api/agent/snapshot/abort", body)
+        assert done.status_code == 200, done.text
+        got = await client.get(f"/api/backups/{backup_id}")
+        statuses.append(got.json()["backup"]["status"])
+        await client.agent_post(
+            key, "/api/agent/lease/release", {"configId": config["id"], "token": lease["token"]}
+        )
+    assert statuses == ["cancelled", "failed"]
+    await services.alerts.evaluate(utcnow() + timedelta(minutes=1))
+    # Only the stopped one is a failure worth an alert.
+    alerts = await Alert.select(Alert.kind).where(Alert.kind == "backup_failed")
+    assert len(alerts) == 1

@@ -18,7 +18,7 @@ from .._errors import AgentError, BackupCancelled, ConfigurationError, SourceErr
 from .._events import BackupFailed, BackupFinished, Emitter, UploadStarted
 from .._job import MAX_MESSAGE, error_list, printable
 from .._options import EngineOptions
-from .._scanner import check_sources, normalize_source
+from .._scanner import check_sources, normalize_source, source_problems_text
 from ..protocol import BackupResult, ConfigInfo, FileError
 from ..repo_protocol import ObjectStore, RepoPlane, SnapshotStarted
 from .cache import Cache
@@ -98,9 +98,8 @@ class SnapshotBackup:
                 plane, self._open_repo, job, emit=self.emit, cancel=cancel, on_started=on_started
             )
         except _SourcesMissing as exc:
-            return self._failed(
-                config, plane_or_none(self), started, t0, started_at, exc, exc.problems
-            )
+            # The reason names the missing folders; they are not also file errors.
+            return self._failed(config, plane_or_none(self), started, t0, started_at, exc, ())
         except BackupCancelled as exc:
             return self._failed(config, None, started, t0, started_at, exc, ())
         except AgentError as exc:
@@ -200,9 +199,13 @@ class SnapshotBackup:
         exc: BaseException,
         problems: tuple[FileError, ...] | list[FileError],
     ) -> BackupResult:
+        cancelled = isinstance(exc, BackupCancelled) and exc.deliberate
         reason = exc.reason if isinstance(exc, BackupCancelled) else str(exc) or type(exc).__name__
         reason = printable(reason)[:MAX_MESSAGE]
-        log.error("snapshot of %r (%s) failed: %s", config.name, config.id, reason)
+        if cancelled:
+            log.info("snapshot of %r (%s) cancelled: %s", config.name, config.id, reason)
+        else:
+            log.error("snapshot of %r (%s) failed: %s", config.name, config.id, reason)
         backup_id = started[0].backup_id if started else None
         if backup_id is None and plane is not None:
             # A failure before the snapshot started (a missing source): open and abort one, so
@@ -216,8 +219,9 @@ class SnapshotBackup:
                 log.warning("could not record the failure on the server: %s", err)
                 backup_id = None
         self.send_log(
-            "error",
-            f"Backup '{config.name or config.id}' failed: {reason}",
+            "info" if cancelled else "error",
+            f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: "
+            f"{reason}",
             {
                 "configId": config.id,
                 "logId": backup_id,
@@ -232,12 +236,13 @@ class SnapshotBackup:
                 log_id=backup_id,
                 reason=reason,
                 duration_ms=duration,
+                cancelled=cancelled,
             )
         )
         return BackupResult(
             config_id=config.id,
             config_name=config.name,
-            status="failed",
+            status="cancelled" if cancelled else "failed",
             error=reason,
             log_id=backup_id,
             duration_ms=duration,
@@ -251,7 +256,7 @@ class SnapshotBackup:
 class _SourcesMissing(SourceError):
     def __init__(self, problems: list[FileError]) -> None:
         self.problems = tuple(problems)
-        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+        super().__init__(source_problems_text(problems))
 
 
 def plane_or_none(backup: SnapshotBackup) -> RepoPlane | None:

@@ -108,7 +108,12 @@ def take_snapshot(
         finally:
             repo.close()
     except BackupCancelled as exc:
-        _abort(plane, started.backup_id, exc.reason or "cancelled by the user", cancelled=True)
+        _abort(
+            plane,
+            started.backup_id,
+            exc.reason or "cancelled by the user",
+            cancelled=exc.deliberate,
+        )
         raise
     except BaseException as exc:
         _abort(plane, started.backup_id, _reason(exc))

@@ -279,3 +279,20 @@ def test_snapshots_on_the_local_disk_storage(
     done = agent.run("restore", ids[0], "--to", str(one), "--path", f"/{rel}/plain.txt")
     assert done.returncode == 0, done.stderr + done.stdout
     assert [p.read_bytes() for p in one.rglob("plain.txt")] == [b"hello\n"]
+
+
+def test_a_snapshot_of_a_missing_folder_says_so(
+    live_server_factory: LiveServerFactory, tmp_path: Path
+) -> None:
+    gone = tmp_path / "not there"
+    server = live_server_factory.start()
+    owner, _agent_id, key, _ = setup(
+        server,
+        {"name": "Gone", "sources": [{"path": str(gone)}], "options": {"type": "incremental"}},
+    )
+    agent = Agent(tmp_path, server.url, key, BACKAPP_CACHE_DIR=str(tmp_path / "agent-cache"))
+    done = agent.run("run")
+    assert done.returncode == 1, done.stdout + done.stderr
+    [backup] = owner.backups()
+    assert backup["status"] == "failed"
+    assert backup["error"] == f"Source folder not found: {gone}", backup
