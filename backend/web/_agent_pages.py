@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -123,6 +124,15 @@ async def _agent_page(
     others, _ = await services.configs.page_configs(user, limit=ASSIGN_CHOICES + len(assigned))
     assignable = [c for c in others if c.agent_id != agent.id][:ASSIGN_CHOICES]
     backups, backup_total = await services.history.list_backups(user, agent_id=agent.id, limit=5)
+    # Log lines link the configuration they are about, by name: only those this page shows.
+    logged = {
+        str(e.metadata["configId"])
+        for e in logs
+        if e.metadata and isinstance(e.metadata.get("configId"), str)
+    }
+    known = {c.id: c.name for c in assigned}
+    named = await services.configs.by_ids(user, [i for i in logged - set(known) if _is_uuid(i)])
+    config_names = {**known, **{c.id: c.name for c in named}}
     live = {"status": "partials/agent_status.html", "backups": "partials/agent_backups.html"}
     if before_dt is None:
         live["logs"] = "partials/agent_logs.html"
@@ -140,6 +150,7 @@ async def _agent_page(
         server_url=server_url(request, services),
         assigned=assigned,
         assignable=assignable,
+        config_names=config_names,
         logs=logs,
         older=older,
         level=level or "",
@@ -317,3 +328,11 @@ class AgentPages(Controller):
         return redirect(
             f"/agents/{agent.id}", services, flash=f"“{config.name}” now runs on “{agent.name}”."
         )
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -76,8 +76,9 @@ async def test_the_preview_names_what_a_policy_would_remove_and_changes_nothing(
     agent_id, key = await browser.api.register_agent("laptop")
     await Agent.update({Agent.timezone: "America/New_York"}).where(Agent.id == uuid.UUID(agent_id))
     config = await browser.api.create_config(agent_id, options={"retentionDays": 0})
-    # Five backups, one a day at 02:00 UTC (the evening before, in New York).
-    base = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
+    # Five backups, one a day, the newest 23 hours ago (never on a day boundary, whatever the
+    # time the test runs at: "the last 3 days" then holds exactly three).
+    base = datetime.now(UTC) + timedelta(hours=1)
     ids = []
     for age in range(5):
         done = await browser.agent_run(key, config["id"], filename=f"b{age}.tar.gz")
