@@ -49,7 +49,14 @@ from backend.storage import (
 )
 from backend.storage import InvalidParts as StorageInvalidParts
 
-__all__ = ["AGENT_FEATURES", "PRE_LOG_PHASES", "BackupService", "NewBackup"]
+__all__ = [
+    "AGENT_FEATURES",
+    "PRE_LOG_PHASES",
+    "BackupService",
+    "NewBackup",
+    "errors_json",
+    "storage_call",
+]
 
 log = logging.getLogger("backapp.backups")
 
@@ -63,7 +70,9 @@ MAX_PARTS = 10000
 T = TypeVar("T")
 
 
-async def _storage_call(fn: Callable[[], Awaitable[T]]) -> T:
+async def storage_call(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a storage call; an unreachable store becomes ``StorageUnavailable`` (a 503 with the
+    reason). Shared with the snapshot service, which signs its objects through the same store."""
     try:
         return await fn()
     except (NoSuchUpload, StorageInvalidParts):
@@ -72,7 +81,8 @@ async def _storage_call(fn: Callable[[], Awaitable[T]]) -> T:
         raise StorageUnavailable(f"object storage is unavailable: {exc}") from exc
 
 
-def _errors_json(errors: list[Any]) -> list[Any]:
+def errors_json(errors: list[Any]) -> list[Any]:
+    """An agent's per-file errors as stored on a log (a bare string becomes ``{"message": …}``)."""
     out: list[Any] = []
     for item in errors:
         if isinstance(item, str):
@@ -199,7 +209,7 @@ class BackupService:
             )
         if await BackupLog.exists().where(BackupLog.s3_path == key):
             raise Conflict(f"filename: {key} is already used by another backup; pick a new name")
-        if await _storage_call(lambda: self.storage.head(key)) is not None:
+        if await storage_call(lambda: self.storage.head(key)) is not None:
             raise Conflict(f"filename: {key} already holds a backup; pick a new name")
 
         sha256 = new.sha256.lower() if new.sha256 else None
@@ -247,7 +257,7 @@ class BackupService:
 
         if new.multipart:
             try:
-                upload_id = await _storage_call(
+                upload_id = await storage_call(
                     lambda: self.storage.create_multipart(key, checksum=new.part_checksum)
                 )
             except Exception:
@@ -451,7 +461,7 @@ class BackupService:
             for i, p in enumerate(parts)
         ]
         try:
-            info: ObjectInfo = await _storage_call(
+            info: ObjectInfo = await storage_call(
                 lambda: self.storage.complete_multipart(
                     row["s3_path"], row["upload_id"], completed, object_crc32=object_crc32
                 )
@@ -551,7 +561,7 @@ class BackupService:
                     BackupLog.files_processed: req.files_processed,
                     BackupLog.bytes_transferred: req.bytes_transferred,
                     BackupLog.duration_ms: req.duration,
-                    BackupLog.errors: _errors_json(list(req.errors)),
+                    BackupLog.errors: errors_json(list(req.errors)),
                 }
             )
         if info is not None:
@@ -585,7 +595,7 @@ class BackupService:
                 "/api/agent/backup/upload/complete first"
             )
         reason = None
-        info = await _storage_call(lambda: self.storage.head(row["s3_path"]))
+        info = await storage_call(lambda: self.storage.head(row["s3_path"]))
         reported = req.size if req.size is not None else req.bytes_transferred
         expected_sha = (req.sha256 or row["expected_sha256"] or "").lower() or None
         if info is None:

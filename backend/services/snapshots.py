@@ -26,7 +26,7 @@ from backend.errors import Conflict, InvalidInput
 from backend.repos.tables import RepoObject, Repository, Snapshot
 from backend.schemas import LeaseOut
 from backend.services.agents import AgentIdentity, assigned_config
-from backend.services.backups import BackupService, NewBackup, _errors_json, _storage_call
+from backend.services.backups import BackupService, NewBackup, errors_json, storage_call
 from backend.services.clock import aware, iso, utcnow
 from backend.services.keys import repo_key
 from backend.services.leases import LeaseService, agent_owner, config_lease_name
@@ -361,7 +361,7 @@ class SnapshotService:
 
         async def head(r: dict[str, Any]) -> bool:
             async with gate:
-                info = await _storage_call(
+                info = await storage_call(
                     lambda: self.storage.head(self._key(agent, r["kind"], r["name"]))
                 )
             return info is not None and info.size == r["size"]
@@ -390,7 +390,7 @@ class SnapshotService:
                 row,
                 status="failed",
                 error=req.error or "the agent reported a failure",
-                values={BackupLog.errors: _errors_json(list(req.errors))},
+                values={BackupLog.errors: errors_json(list(req.errors))},
             )
             return "failed"
         repo = await self._repository(agent)
@@ -462,7 +462,7 @@ class SnapshotService:
                 BackupLog.new_bytes: req.new_bytes,
                 BackupLog.bytes_transferred: req.new_bytes,
                 BackupLog.duration_ms: req.duration,
-                BackupLog.errors: _errors_json(list(req.errors)),
+                BackupLog.errors: errors_json(list(req.errors)),
             },
         )
         if not done:
