@@ -22,6 +22,7 @@ from backend import __version__
 from backend.api.agent import AgentApiController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
+from backend.api.inherit import InheritanceController
 from backend.api.deps import ServicesDep, provide_services
 from backend.api.guards import ApiRequest
 from backend.api.openapi import document_errors
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AgentSnapshotController,
         ConfigController,
         AgentController,
+        InheritanceController,
         BackupController,
         AlertController,
         health,

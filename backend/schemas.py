@@ -548,10 +548,17 @@ class AgentBackupOut(Camel):
     status: BackupStatus = "completed"
     type: Literal["full", "incremental"] = "full"
     new_bytes: int | None = None
+    agent_id: str | None = None
+    """The agent that made it (null once that agent is deleted)."""
 
 
 class AgentBackupsResponse(Camel):
     backups: list[AgentBackupOut]
+    success: bool = True
+
+
+class AgentBackupResponse(Camel):
+    backup: AgentBackupOut
     success: bool = True
 
 

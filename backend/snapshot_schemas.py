@@ -114,6 +114,8 @@ class ObjectRef(Camel, forbid_unknown_fields=True):
 
 class RepoReadRequest(Camel, forbid_unknown_fields=True):
     objects: ReadRefs
+    agent_id: Uuid | None = None
+    """Read the repository of an agent this one inherits (docs/agent-api.md)."""
 
 
 class ReadOut(Camel):

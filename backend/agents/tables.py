@@ -55,3 +55,23 @@ class AgentLog(Table, tablename="backapp_agent_log"):
     message = Text()
     metadata = JSON(null=True, default=None)
     timestamp = Timestamptz(index=True)
+
+
+class AgentInheritance(Table, tablename="backapp_agent_inheritance"):
+    """The owner's mark that agent ``agent`` replaces ``from_agent`` (a new laptop inherits the
+    old one's backups): ``agent`` may then list, restore and read the repository of
+    ``from_agent``. Both belong to ``user``; deleting either agent deletes the mark. Unique by
+    (agent, from_agent)."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    agent = ForeignKey(references=Agent, on_delete=OnDelete.cascade, index=True)
+    from_agent = ForeignKey(references=Agent, on_delete=OnDelete.cascade, index=True)
+    created_by = ForeignKey(
+        references=User,
+        on_delete=OnDelete.set_null,
+        null=True,
+        default=None,
+        help_text="Who made the mark (the owner, signed in).",
+    )
+    created_at = Timestamptz()

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.di import Provide
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.agent_ws import serve_agent_socket
@@ -14,6 +14,7 @@ from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, prov
 from backend.api.guards import api_guard
 from backend.schemas import (
     AbortRequest,
+    AgentBackupResponse,
     AgentBackupsResponse,
     AgentConfigsResponse,
     AgentRef,
@@ -166,10 +167,22 @@ class AgentApiController(Controller):
         services: ServicesDep,
         config_id: Annotated[str | None, QueryParameter(name="configId")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        agent_id: Annotated[str | None, QueryParameter(name="agentId", max_length=64)] = None,
     ) -> AgentBackupsResponse:
+        """``agentId``: the backups made by an agent this one inherits (404 for any other)."""
         return AgentBackupsResponse(
-            backups=await services.restores.restorable(agent, config_id, limit)
+            backups=await services.restores.restorable(agent, config_id, limit, agent_id)
         )
+
+    @get(
+        "/backups/{backup_id:str}",
+        dependencies=_AGENT,
+        summary="One backup this agent may restore (its type, and which agent's repository)",
+    )
+    async def backup(
+        self, backup_id: FromPath[str], agent: AgentDep, services: ServicesDep
+    ) -> AgentBackupResponse:
+        return AgentBackupResponse(backup=await services.restores.backup(agent, backup_id))
 
     @post(
         "/restore",

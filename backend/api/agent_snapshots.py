@@ -10,6 +10,7 @@ from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from backend.api.deps import AgentDep, ServicesDep, provide_agent
+from backend.services.inheritance import repository_reader
 from backend.snapshot_schemas import (
     ObjectsRequest,
     ObjectsResponse,
@@ -68,12 +69,14 @@ class AgentSnapshotController(Controller):
     @post(
         "/repo/read",
         status_code=HTTP_200_OK,
-        summary="Pre-signed GETs for objects of this agent's repository",
+        summary="Pre-signed GETs for objects of this agent's repository (or, with agentId, of "
+        "one it inherits)",
     )
     async def read(
         self, data: JSONBody[RepoReadRequest], agent: AgentDep, services: ServicesDep
     ) -> RepoReadResponse:
-        return await services.snapshots.read(agent, data.objects)
+        reader = await repository_reader(agent, data.agent_id)
+        return await services.snapshots.read(reader, data.objects)
 
     @get("/repo/objects", summary="The stored objects of one kind in this agent's repository")
     async def list_objects(
@@ -83,5 +86,7 @@ class AgentSnapshotController(Controller):
         kind: FromQuery[Literal["config", "data", "index", "snapshot"]],
         after: Annotated[str | None, QueryParameter(max_length=64)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+        agent_id: Annotated[str | None, QueryParameter(name="agentId", max_length=64)] = None,
     ) -> RepoListResponse:
-        return await services.snapshots.list_objects(agent, kind, after, limit)
+        reader = await repository_reader(agent, agent_id)
+        return await services.snapshots.list_objects(reader, kind, after, limit)

@@ -11,6 +11,7 @@ from backend.services.backups import BackupService
 from backend.services.configs import ConfigService
 from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
+from backend.services.inheritance import InheritanceService
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.pubsub import LiveEvents
@@ -56,6 +57,7 @@ class Services:
     backups: BackupService
     snapshots: SnapshotService
     history: BackupHistory
+    inheritance: InheritanceService
     restores: RestoreService
     live: LiveEvents
     runs: RunService
@@ -83,6 +85,7 @@ class Services:
             backups=backups,
             snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
+            inheritance=InheritanceService(),
             restores=RestoreService(settings, storage),
             live=live,
             runs=RunService(settings, live, leases, sweeper),

@@ -1,7 +1,9 @@
 """Restores and downloads: which completed backups a caller may fetch, and a signed GET for one.
 
 An agent may restore any completed backup of a config assigned to it, whoever made it (a replacement
-laptop restores what the old one backed up); the owner may download any of their completed backups.
+laptop restores what the old one backed up), and every completed backup made by an agent it
+inherits (the owner's mark, :mod:`backend.services.inheritance`); the owner may download any of
+their completed backups.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, filter_uuid, parse_uuid
 from backend.services.clock import iso
 from backend.services.history import user_log
+from backend.services.inheritance import readable_agent_ids, target_agent
 from backend.settings import Settings
 from backend.storage import Storage
 
@@ -36,45 +39,77 @@ class RestoreService:
         return [r["id"] for r in rows]
 
     async def restorable(
-        self, agent: AgentIdentity, config_id: str | None = None, limit: int = 100
+        self,
+        agent: AgentIdentity,
+        config_id: str | None = None,
+        limit: int = 100,
+        agent_id: str | None = None,
     ) -> list[AgentBackupOut]:
         """Completed backups of the configs assigned to this agent, whoever made them (a
-        replacement laptop restores what the old one backed up), newest first."""
-        configs = await self._restorable_configs(agent)
-        if config_id:
-            wanted = filter_uuid(config_id, "configId")
-            configs = [c for c in configs if c == wanted]
-        if not configs:
-            return []
-        rows = (
-            await BackupLog.select()
-            .where(
+        replacement laptop restores what the old one backed up), newest first. With
+        ``agent_id`` of an agent this one inherits: the completed backups that agent made (full
+        archives and snapshots); 404 for any other agent."""
+        made_by = await target_agent(agent, agent_id)
+        if made_by != agent.id:
+            where = (
+                (BackupLog.user == agent.user_id)
+                & (BackupLog.agent == made_by)
+                & (BackupLog.status == "completed")
+            )
+            if config_id:
+                where = where & (BackupLog.config == filter_uuid(config_id, "configId"))
+        else:
+            configs = await self._restorable_configs(agent)
+            if config_id:
+                wanted = filter_uuid(config_id, "configId")
+                configs = [c for c in configs if c == wanted]
+            if not configs:
+                return []
+            where = (
                 (BackupLog.user == agent.user_id)
                 & (BackupLog.config.is_in(configs))
                 & (BackupLog.status == "completed")
-                # A snapshot is in its own agent's encrypted repository: only that agent reads it.
+                # A snapshot is in its own agent's encrypted repository: only that agent (and
+                # those that inherit it, with agentId) reads it.
                 & ((BackupLog.backup_type != "incremental") | (BackupLog.agent == agent.id))
             )
+        rows = (
+            await BackupLog.select()
+            .where(where)
             .order_by(BackupLog.started_at, ascending=False)
             .limit(limit)
         )
-        return [
-            AgentBackupOut(
-                id=str(r["id"]),
-                config_id=str(r["config"]) if r["config"] else None,
-                config_name=r["config_name"],
-                filename=r["filename"],
-                s3_path=r["s3_path"],
-                size=r["size"],
-                sha256=r["sha256"],
-                files_processed=r["files_processed"],
-                started_at=iso(r["started_at"]) or "",
-                completed_at=iso(r["completed_at"]),
-                type=r.get("backup_type") or "full",
-                new_bytes=r.get("new_bytes"),
+        return [_backup_out(r) for r in rows]
+
+    async def readable(self, agent: AgentIdentity, backup_id: str) -> dict[str, Any]:
+        """The row of a backup this agent may read: of a config assigned to it (a snapshot only
+        when it made it), or made by an agent it inherits. :class:`NotFound` otherwise."""
+        row = (
+            await BackupLog.select()
+            .where(
+                (BackupLog.id == parse_uuid(backup_id, "backup"))
+                & (BackupLog.user == agent.user_id)
             )
-            for r in rows
-        ]
+            .first()
+        )
+        if row is not None:
+            maker = row["agent"]
+            if maker is not None and maker != agent.id:
+                inherited = maker in await readable_agent_ids(agent.user_id, agent.id)
+            else:
+                inherited = False
+            if inherited:
+                return dict(row)
+            if row["config"] in await self._restorable_configs(agent) and (
+                row.get("backup_type") != "incremental" or maker == agent.id
+            ):
+                return dict(row)
+        raise NotFound("backupId: no such backup of a config assigned to this agent")
+
+    async def backup(self, agent: AgentIdentity, backup_id: str) -> AgentBackupOut:
+        """One backup this agent may read (``GET /api/agent/backups/{id}``), whatever its
+        status: the agent learns its type and whose repository holds it."""
+        return _backup_out(await self.readable(agent, backup_id))
 
     def _download(self, row: dict[str, Any]) -> DownloadInfo:
         presigned = self.storage.presign_get(
@@ -92,25 +127,16 @@ class RestoreService:
         )
 
     async def restore(self, agent: AgentIdentity, backup_id: str) -> DownloadInfo:
-        """A signed GET of a completed backup of a config assigned to this agent."""
-        configs = await self._restorable_configs(agent)
-        row = (
-            await BackupLog.select()
-            .where(
-                (BackupLog.id == parse_uuid(backup_id, "backup"))
-                & (BackupLog.user == agent.user_id)
-            )
-            .first()
-        )
-        if row is None or row["config"] not in configs:
-            raise NotFound("backupId: no such backup of a config assigned to this agent")
+        """A signed GET of a completed backup of a config assigned to this agent, or made by an
+        agent it inherits."""
+        row = await self.readable(agent, backup_id)
         if row["status"] != "completed":
             raise Conflict(f"backupId: this backup is {row['status']}, there is nothing to restore")
         if row.get("backup_type") == "incremental":
-            if row["agent"] != agent.id:
-                raise NotFound("backupId: no such backup of a config assigned to this agent")
+            where = "" if row["agent"] == agent.id else f" (agentId {row['agent']})"
             raise Conflict(
-                "backupId: this backup is a snapshot; read its objects with /api/agent/repo/read"
+                "backupId: this backup is a snapshot; read its objects with "
+                f"/api/agent/repo/read{where}"
             )
         return self._download(row)
 
@@ -127,3 +153,22 @@ class RestoreService:
                 "restored there (backapp-agent restore, or Restore Files in the tray app)"
             )
         return self._download(row)
+
+
+def _backup_out(r: dict[str, Any]) -> AgentBackupOut:
+    return AgentBackupOut(
+        id=str(r["id"]),
+        config_id=str(r["config"]) if r["config"] else None,
+        config_name=r["config_name"],
+        filename=r["filename"],
+        s3_path=r["s3_path"],
+        size=r["size"],
+        sha256=r["sha256"],
+        files_processed=r["files_processed"],
+        started_at=iso(r["started_at"]) or "",
+        completed_at=iso(r["completed_at"]),
+        status=r["status"],
+        type=r.get("backup_type") or "full",
+        new_bytes=r.get("new_bytes"),
+        agent_id=str(r["agent"]) if r["agent"] else None,
+    )
