@@ -22,9 +22,9 @@ from backend import __version__
 from backend.api.agent import AgentApiController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
-from backend.api.inherit import InheritanceController
 from backend.api.deps import ServicesDep, provide_services
 from backend.api.guards import ApiRequest
+from backend.api.inherit import InheritanceController
 from backend.api.openapi import document_errors
 from backend.api.owner import (
     AgentController,

@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from piccolo.custom_types import Combinable
+
 from backend.agents.tables import Agent, AgentInheritance
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.inheritance_schemas import InheritanceOut
@@ -70,7 +72,9 @@ def _no_agent(field: str) -> NotFound:
     return NotFound(f"{field}: no such agent whose backups this agent may read")
 
 
-async def target_agent(agent: AgentIdentity, value: str | None, field: str = "agentId") -> uuid.UUID:
+async def target_agent(
+    agent: AgentIdentity, value: str | None, field: str = "agentId"
+) -> uuid.UUID:
     """The agent an agent-API request names (``agentId``; this agent when absent), once it is
     readable by ``agent``; else :class:`NotFound` (never 403: another agent's existence is not
     confirmed)."""
@@ -210,7 +214,9 @@ class InheritanceService:
             )
             .order_by(AgentInheritance.created_at)
         )
-        names = await self._names(user, [r["agent"] for r in rows] + [r["from_agent"] for r in rows])
+        names = await self._names(
+            user, [r["agent"] for r in rows] + [r["from_agent"] for r in rows]
+        )
         inherits = [_out(r, names) for r in rows if r["agent"] == aid]
         inherited_by = [_out(r, names) for r in rows if r["from_agent"] == aid]
         return inherits, inherited_by
@@ -225,6 +231,7 @@ class InheritanceService:
         text = search.strip()
         if not text:
             return []
+        match: Combinable
         try:  # a pasted id finds that agent
             match = Agent.id == uuid.UUID(text)
         except ValueError:

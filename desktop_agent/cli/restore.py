@@ -14,8 +14,11 @@ from desktop_agent.engine import (
     AgentError,
     ApiClient,
     BackupCancelled,
+    BackupInfo,
     CancelToken,
     MemberInfo,
+    NotFoundError,
+    RepositoryKeyMissing,
     RestoreError,
     RestoreOptions,
     Restorer,
@@ -49,9 +52,17 @@ def register(commands: Commands) -> None:
         "backups",
         cmd_backups,
         help="list the backups this agent can restore",
-        description="The completed backups of the configs assigned to this agent, newest first.",
+        description="The completed backups of the configs assigned to this agent, newest first; "
+        "with --agent, those of an agent this one replaces (the owner marks that in the web "
+        "console: This machine replaces…).",
     )
     backups.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
+    backups.add_argument(
+        "--agent",
+        metavar="ID",
+        dest="agent_id",
+        help="the backups made by this agent, one this machine replaces",
+    )
     backups.add_argument(
         "--limit", metavar="N", type=int, default=100, help="at most N backups (default 100)"
     )
@@ -98,7 +109,19 @@ def cmd_backups(args: argparse.Namespace) -> int:
     """The completed backups of the assigned configs, newest first (``--json``: one object)."""
     settings = load_settings()
     with connect(settings) as client:
-        found = client.list_backups(config_id=args.config_id, limit=args.limit)
+        if args.agent_id:
+            try:
+                found = client.list_backups(
+                    config_id=args.config_id, limit=args.limit, agent_id=args.agent_id
+                )
+            except NotFoundError:
+                err(
+                    f"no agent {args.agent_id} whose backups this machine may read: the owner "
+                    "marks in the web console that this machine replaces it"
+                )
+                return EXIT_FAILED
+        else:
+            found = client.list_backups(config_id=args.config_id, limit=args.limit)
     if args.json:
         rows = [
             {
@@ -113,6 +136,8 @@ def cmd_backups(args: argparse.Namespace) -> int:
                 "startedAt": b.started_at,
                 "completedAt": b.completed_at,
                 "status": b.status,
+                "type": b.type,
+                "agentId": b.agent_id,
             }
             for b in found
         ]
@@ -135,20 +160,26 @@ def cmd_backups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _backup_type(client: ApiClient, backup_id: str) -> str:
+def lookup(client: ApiClient, backup_id: str) -> BackupInfo | None:
+    """What the server says of one backup this agent may restore (its type, and the agent whose
+    repository holds a snapshot), or ``None`` when it says nothing (then the restore endpoint
+    answers with the reason). A server older than ``GET /api/agent/backups/{id}`` answers 404
+    to it: the listing of this agent's configs is searched instead."""
+    try:
+        return client.backup(backup_id)
+    except NotFoundError:
+        pass
     for b in client.list_backups(limit=1000):
         if b.id == backup_id:
-            return b.type
-    return "full"
+            return b
+    return None
 
 
-def _default_target(client: ApiClient, backup_id: str) -> Path:
+def _default_target(info: BackupInfo | None, backup_id: str) -> Path:
     """./backapp-restore-<config>-<date>, with -2, -3... if that exists."""
     config_name, filename = "", backup_id
-    for b in client.list_backups(limit=1000):
-        if b.id == backup_id:
-            config_name, filename = b.config_name or b.config_id[:8], b.filename
-            break
+    if info is not None:
+        config_name, filename = info.config_name or info.config_id[:8], info.filename
     base = Path.cwd() / default_target_name(config_name, filename)
     target, n = base, 1
     while target.exists() or target.is_symlink():
@@ -174,11 +205,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     display = RestoreDisplay(live)
     cancel = CancelToken()
     with connect(settings) as client:
+        info = lookup(client, args.backup_id)
         target: Path | None = None
         if args.to is not None:
             target = args.to.expanduser().absolute()
         elif not args.in_place and not args.list:
-            target = _default_target(client, args.backup_id)
+            target = _default_target(info, args.backup_id)
         options = RestoreOptions(
             target=target,
             in_place=args.in_place,
@@ -186,7 +218,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             patterns=tuple(args.patterns),
             list_only=args.list,
         )
-        incremental = _backup_type(client, args.backup_id) == "incremental"
+        incremental = info is not None and info.type == "incremental"
         with signal_handlers(cancel_on_signals(cancel)):
             try:
                 if incremental:
@@ -199,6 +231,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                             options,
                             events=JsonLines(sys.stdout) if args.json else display,
                             cancel=cancel,
+                            agent_id=info.agent_id if info is not None else None,
                         )
                     display.close()
                     return _restore_summary(args, result)
@@ -219,6 +252,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 display.close()
                 err(f"restore {exc.reason}; nothing was restored")
                 return EXIT_INTERRUPTED
+            except RepositoryKeyMissing as exc:
+                display.close()
+                err(f"{exc} (nothing was restored)")
+                return EXIT_FAILED
             except (RestoreError, AgentError) as exc:
                 display.close()
                 if args.list:

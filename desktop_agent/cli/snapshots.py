@@ -13,6 +13,7 @@ from desktop_agent.engine import AgentError, SnapshotEntry, Snapshots, load_sett
 
 from .common import EXIT_FAILED, EXIT_OK, Commands, add_command, err, load_key
 from .display import human_bytes
+from .restore import lookup
 
 
 def register(commands: Commands) -> None:
@@ -26,6 +27,12 @@ def register(commands: Commands) -> None:
         "when, how many files, their total size, and the new data each uploaded.",
     )
     snapshots.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
+    snapshots.add_argument(
+        "--agent",
+        metavar="ID",
+        dest="agent_id",
+        help="the snapshots made by this agent, one this machine replaces",
+    )
     snapshots.add_argument(
         "--limit", metavar="N", type=int, default=100, help="at most N snapshots (default 100)"
     )
@@ -49,7 +56,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         with Snapshots.from_settings(settings, load_key(settings)) as snaps:
-            found = snaps.list(config_id=args.config_id, limit=args.limit)
+            found = snaps.list(config_id=args.config_id, limit=args.limit, agent_id=args.agent_id)
     except AgentError as exc:
         err(str(exc))
         return EXIT_FAILED
@@ -98,7 +105,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         with Snapshots.from_settings(settings, load_key(settings)) as snaps:
-            for entry in snaps.entries(args.backup_id, args.path):
+            info = lookup(snaps.client, args.backup_id)
+            agent_id = info.agent_id if info is not None else None
+            for entry in snaps.entries(args.backup_id, args.path, agent_id=agent_id):
                 if args.json:
                     sys.stdout.write(
                         json.dumps(

@@ -13,7 +13,8 @@ The tree::
     ├── StorageError                a PUT to a pre-signed URL failed (``status``, ``transient``)
     ├── SourceError                 a source path is missing or cannot be read
     ├── RestoreError                a restore could not be done (the target is left as it was)
-    │   └── IntegrityError          the object is not what the backup recorded, or it is damaged
+    │   ├── IntegrityError          the object is not what the backup recorded, or it is damaged
+    │   └── RepositoryKeyMissing    no key on this machine for the repository that holds the backup
     └── BackupCancelled             the cancel handle was set (a backup's or a restore's)
 
 Lower-level errors (``httpx``, ``OSError``) are translated at the boundary with ``raise ... from exc``.
@@ -103,6 +104,23 @@ class RestoreError(AgentError):
 class IntegrityError(RestoreError):
     """The downloaded object does not match the backup's recorded size or SHA-256, or the archive
     is damaged. Nothing was restored."""
+
+
+KEY_ELSEWHERE = (
+    "This backup was made by another machine; its key can be recovered with your recovery code: "
+    "--recovery-code-stdin"
+)
+
+
+class RepositoryKeyMissing(RestoreError):
+    """The snapshot is in a repository this machine holds no key for (``agent_id``'s: another
+    machine's that this one inherits, or its own after the keychain entry was lost). Raised before
+    anything is written. A caller that can get the key elsewhere (the recovery code) retries with
+    a ``RepositoryKeySource`` that provides it."""
+
+    def __init__(self, agent_id: str, message: str = KEY_ELSEWHERE) -> None:
+        self.agent_id = agent_id
+        super().__init__(message)
 
 
 class BackupCancelled(AgentError):

@@ -204,6 +204,9 @@ class BackupInfo(msgspec.Struct, frozen=True, rename="camel"):
     """``full`` (one archive) or ``incremental`` (a snapshot in this agent's repository)."""
     new_bytes: int | None = None
     """A snapshot's new data (``size`` is then the bytes of the files it holds)."""
+    agent_id: str | None = None
+    """The agent that made it: its repository holds a snapshot (another agent's when this one
+    inherits it; ``None`` from a server too old to say)."""
 
 
 class RestoreTicket(msgspec.Struct, frozen=True, rename="camel"):

@@ -26,6 +26,7 @@ __all__ = [
     "ObjectUpload",
     "ReadSlot",
     "RepoPlane",
+    "RepositoryKeySource",
     "SnapshotStarted",
     "StartSnapshot",
     "UploadSlot",
@@ -166,6 +167,16 @@ class RepoPlane(Protocol):
     def repo_list(
         self, kind: ObjectKind, *, after: str | None = None
     ) -> tuple[list[ListedObject], str | None]: ...
+
+
+class RepositoryKeySource(Protocol):
+    """Where a snapshot reader gets the 32-byte key of agent ``agent_id``'s repository: this
+    machine's keychain by default; a source that unwraps the server's wrapped copy with the
+    user's recovery code for a repository this machine never held (an inherited one, or its own
+    after the keychain entry was lost). ``None``: no key here (the reader then stops with
+    ``RepositoryKeyMissing`` before writing anything)."""
+
+    def __call__(self, agent_id: str) -> bytes | None: ...
 
 
 class ObjectStore(Protocol):

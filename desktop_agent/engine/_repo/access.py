@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from ... import __version__
 from .._cancel import CancelToken
-from .._errors import AgentError, ConfigurationError, KeyStoreError, RestoreError
+from .._errors import (
+    AgentError,
+    ConfigurationError,
+    KeyStoreError,
+    RepositoryKeyMissing,
+    RestoreError,
+)
 from .._events import (
     Emitter,
     EventSink,
@@ -27,7 +33,18 @@ from .._restore.planning import PathFilter, RestoreOptions
 from .._restore.restorer import RestoreResult
 from .._settings import AgentSettings, config_dir, default_cache_dir
 from ..protocol import BackupInfo
-from ..repo_protocol import ObjectStore, RepoPlane
+from ..repo_protocol import (
+    CompleteSnapshot,
+    ListedObject,
+    ObjectKind,
+    ObjectStore,
+    ObjectUpload,
+    ReadSlot,
+    RepoPlane,
+    RepositoryKeySource,
+    SnapshotStarted,
+    StartSnapshot,
+)
 from .cache import Cache
 from .crypto import RepoKeys
 from .format import Node
@@ -52,9 +69,10 @@ class SnapshotEntry:
 
 
 class Snapshots:
-    """This agent's snapshots. ``client`` is the agent API (``ApiClient``), ``store`` the
-    pre-signed storage (``HttpStorage``); the repository key comes from this machine's keychain
-    (``RepoKeyStore``), never from the server."""
+    """This agent's snapshots, and those of the agents it inherits (the owner's mark). ``client``
+    is the agent API (``ApiClient``), ``store`` the pre-signed storage (``HttpStorage``); a
+    repository's key comes from ``key_source`` (default: this machine's keychain, ``RepoKeyStore``),
+    never from the server in the clear."""
 
     def __init__(
         self,
@@ -63,6 +81,7 @@ class Snapshots:
         *,
         server_url: str,
         keys: RepoKeyStore | None = None,
+        key_source: RepositoryKeySource | None = None,
         cache_dir: Path | None = None,
         workers: int = 4,
     ) -> None:
@@ -70,23 +89,41 @@ class Snapshots:
         self.store = store
         self.server_url = server_url
         self.keys = keys or RepoKeyStore(config_dir())
+        self.key_source: RepositoryKeySource = key_source or self.machine_key
         self.cache_dir = cache_dir or default_cache_dir()
         self.workers = workers
-        self._repo: Repository | None = None
+        self._repos: dict[str, Repository] = {}
+        self._agent_id: str | None = None
         self._owned: list[Any] = []
 
     @classmethod
-    def from_settings(cls, settings: AgentSettings, api_key: str) -> Snapshots:
+    def from_settings(
+        cls,
+        settings: AgentSettings,
+        api_key: str,
+        *,
+        key_source: RepositoryKeySource | None = None,
+    ) -> Snapshots:
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
-        snapshots = cls(client, storage, server_url=settings.server_url or "")
+        snapshots = cls(
+            client, storage, server_url=settings.server_url or "", key_source=key_source
+        )
         snapshots._owned = [client, storage]
         return snapshots
 
+    def machine_key(self, agent_id: str) -> bytes | None:
+        """The default ``RepositoryKeySource``: the key this machine's keychain holds for
+        ``agent_id``'s repository (its own; another agent's only if it was copied here)."""
+        try:
+            return self.keys.load(f"{self.server_url}#{agent_id}")
+        except KeyStoreError as exc:
+            raise RestoreError(str(exc)) from exc
+
     def close(self) -> None:
-        if self._repo is not None:
-            self._repo.close()
+        for repo in self._repos.values():
+            repo.close()
         for thing in self._owned:
             thing.close()
 
@@ -98,49 +135,77 @@ class Snapshots:
 
     # --- the repository --------------------------------------------------------------------------
 
-    def repository(self) -> Repository:
-        """The agent's repository, opened with this machine's key (checked against the
-        repository's config); ``RestoreError`` when this machine has no key for it."""
-        if self._repo is not None:
-            return self._repo
-        beat = self.client.heartbeat(version=__version__, platform=sys.platform)
-        if beat.agent is None:
-            raise ConfigurationError("the server did not say which agent this is")
-        agent_id = beat.agent.id
-        try:
-            key = self.keys.load(f"{self.server_url}#{agent_id}")
-        except KeyStoreError as exc:
-            raise RestoreError(str(exc)) from exc
+    def own_agent_id(self) -> str:
+        """This agent's id, as the server says (asked once)."""
+        if self._agent_id is None:
+            beat = self.client.heartbeat(version=__version__, platform=sys.platform)
+            if beat.agent is None:
+                raise ConfigurationError("the server did not say which agent this is")
+            self._agent_id = str(beat.agent.id)
+        return self._agent_id
+
+    def repository(self, agent_id: str | None = None) -> Repository:
+        """The repository of ``agent_id`` (this agent's when ``None``; another only when this
+        one inherits it), opened with the key ``key_source`` gives (checked against the
+        repository's config). ``RepositoryKeyMissing`` when there is none: nothing is read or
+        written before that."""
+        own = self.own_agent_id()
+        agent_id = agent_id or own
+        if agent_id in self._repos:
+            return self._repos[agent_id]
+        key = self.key_source(agent_id)
         if key is None:
-            raise RestoreError(
-                "this machine holds no key for its snapshots (it never made one, or the keychain "
-                "entry was lost): they cannot be decrypted here"
-            )
+            if agent_id == own:
+                raise RepositoryKeyMissing(
+                    agent_id,
+                    "this machine holds no key for its snapshots (it never made one, or the "
+                    "keychain entry was lost): they cannot be decrypted here without your "
+                    "recovery code (--recovery-code-stdin)",
+                )
+            raise RepositoryKeyMissing(agent_id)
+        plane = self.client if agent_id == own else InheritedPlane(self.client, agent_id)
         repo = Repository(
             keys=RepoKeys.derive(key),
             cache=Cache(cache_path(self.cache_dir, agent_id)),
-            plane=cast(RepoPlane, self.client),
+            plane=cast(RepoPlane, plane),
             store=self.store,
             workers=self.workers,
         )
-        repo.open(None, None)
-        self._repo = repo
+        try:
+            repo.open(None, None)
+        except BaseException:
+            repo.close()
+            raise
+        self._repos[agent_id] = repo
         return repo
 
     # --- listing ---------------------------------------------------------------------------------
 
-    def list(self, *, config_id: str | None = None, limit: int = 100) -> list[BackupInfo]:
-        """The completed snapshots of this agent's configs, newest first."""
-        found: list[BackupInfo] = self.client.list_backups(config_id=config_id, limit=1000)
+    def list(
+        self, *, config_id: str | None = None, limit: int = 100, agent_id: str | None = None
+    ) -> list[BackupInfo]:
+        """The completed snapshots of this agent's configs, newest first; with ``agent_id``,
+        those an agent this one inherits made."""
+        found: list[BackupInfo] = (
+            self.client.list_backups(config_id=config_id, limit=1000, agent_id=agent_id)
+            if agent_id
+            else self.client.list_backups(config_id=config_id, limit=1000)
+        )
         return [b for b in found if b.type == "incremental"][:limit]
 
     def entries(
-        self, backup_id: str, path: str = "", *, recursive: bool = True
+        self,
+        backup_id: str,
+        path: str = "",
+        *,
+        recursive: bool = True,
+        agent_id: str | None = None,
     ) -> Iterator[SnapshotEntry]:
         """Every path of a snapshot below ``path`` (all of it when empty), folders first; with
         ``recursive=False`` only the folder's own entries (one listing read: a browser that
-        opens folders as they are expanded)."""
-        repo = self.repository()
+        opens folders as they are expanded). ``agent_id``: the agent whose repository holds it
+        (an inherited one's; this agent's when ``None``)."""
+        repo = self.repository(agent_id)
         root = repo.snapshot(backup_id).tree
         start = lookup(repo, root, path)
         if start is None:
@@ -167,19 +232,22 @@ class Snapshots:
         *,
         events: EventSink | None = None,
         cancel: CancelToken | None = None,
+        agent_id: str | None = None,
     ) -> RestoreResult:
         """Restore a snapshot, or the paths ``options.patterns`` select, into ``options.target``
         (or in place). Only the packs (or ranges of packs) holding the wanted files are
         downloaded; every chunk is checked against its id. Existing files are never silently
         replaced: one with other content gets the restored copy beside it, unless
         ``options.overwrite``. Per-file problems are in ``skipped``; ``RestoreError`` when the
-        snapshot itself cannot be read."""
+        snapshot itself cannot be read, ``RepositoryKeyMissing`` (before anything is written)
+        when this machine has no key for the repository of ``agent_id`` (the agent that made
+        the snapshot: one this agent inherits; this agent when ``None``)."""
         emit = Emitter(events)
         started = time.monotonic()
         options.check()
         target = Path("/") if options.in_place else options.target
         try:
-            repo = self.repository()
+            repo = self.repository(agent_id)
             doc = repo.snapshot(backup_id)
             chosen = PathFilter(options.patterns)
             emit(
@@ -284,3 +352,40 @@ def _entry(parts: tuple[bytes, ...], node: Node) -> SnapshotEntry:
         mtime_ns=node.mtime,
         target=(node.target or b"").decode("utf-8", "surrogateescape"),
     )
+
+
+class InheritedPlane:
+    """The snapshot endpoints as they serve another agent's repository, one this agent inherits
+    (the owner's mark): reads name ``agentId``; writing is not possible (the server would refuse
+    it anyway: every upload goes to the caller's own repository)."""
+
+    def __init__(self, client: Any, agent_id: str) -> None:
+        self.client = client
+        self.agent_id = agent_id
+
+    def repo_read(self, objects: Sequence[tuple[ObjectKind, str]]) -> list[ReadSlot]:
+        slots: list[ReadSlot] = self.client.repo_read(objects, agent_id=self.agent_id)
+        return slots
+
+    def repo_list(
+        self, kind: ObjectKind, *, after: str | None = None
+    ) -> tuple[list[ListedObject], str | None]:
+        page: tuple[list[ListedObject], str | None] = self.client.repo_list(
+            kind, after=after, agent_id=self.agent_id
+        )
+        return page
+
+    def _read_only(self) -> RestoreError:
+        return RestoreError("another machine's repository is read-only here")
+
+    def snapshot_start(self, request: StartSnapshot) -> SnapshotStarted:
+        raise self._read_only()
+
+    def snapshot_objects(self, backup_id: str, objects: Sequence[ObjectUpload]) -> list[Any]:
+        raise self._read_only()
+
+    def snapshot_complete(self, request: CompleteSnapshot) -> str:
+        raise self._read_only()
+
+    def snapshot_abort(self, backup_id: str, reason: str, *, cancelled: bool = False) -> None:
+        raise self._read_only()

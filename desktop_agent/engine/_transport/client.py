@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import msgspec
@@ -238,14 +238,26 @@ class ApiClient:
 
     # -- restore extension --------------------------------------------------------------------------
 
-    def list_backups(self, *, config_id: str | None = None, limit: int = 100) -> list[BackupInfo]:
-        """The completed backups this agent may restore, newest first."""
-        query = urlencode(
-            {"configId": config_id, "limit": limit} if config_id else {"limit": limit}
-        )
+    def list_backups(
+        self, *, config_id: str | None = None, limit: int = 100, agent_id: str | None = None
+    ) -> list[BackupInfo]:
+        """The completed backups this agent may restore, newest first; with ``agent_id``, those
+        made by an agent this one inherits (``NotFoundError`` for any other)."""
+        params: dict[str, Any] = {"limit": limit}
+        if config_id:
+            params["configId"] = config_id
+        if agent_id:
+            params["agentId"] = agent_id
         path = "/api/agent/backups"
-        body = self._call("GET", f"{path}?{query}")
+        body = self._call("GET", f"{path}?{urlencode(params)}")
         return _decode(body.get("backups") or [], list[BackupInfo], path)
+
+    def backup(self, backup_id: str) -> BackupInfo:
+        """One backup this agent may restore (its type, and which agent made it);
+        ``NotFoundError`` for any other."""
+        path = f"/api/agent/backups/{quote(backup_id, safe='')}"
+        body = self._call("GET", path)
+        return _decode(body.get("backup"), BackupInfo, "/api/agent/backups/{id}")
 
     def restore_ticket(self, backup_id: str) -> RestoreTicket:
         """A fresh pre-signed GET for one backup's object, with its size and SHA-256."""
@@ -345,9 +357,16 @@ class ApiClient:
             {"backupId": backup_id, "reason": reason[:4000], "cancelled": cancelled},
         )
 
-    def repo_read(self, objects: Sequence[tuple[ObjectKind, str]]) -> list[ReadSlot]:
+    def repo_read(
+        self, objects: Sequence[tuple[ObjectKind, str]], *, agent_id: str | None = None
+    ) -> list[ReadSlot]:
+        """GET URLs for objects of this agent's repository (or of ``agent_id``'s, one it
+        inherits)."""
         path = "/api/agent/repo/read"
-        body = self._call("POST", path, {"objects": [{"kind": k, "name": n} for k, n in objects]})
+        payload: dict[str, Any] = {"objects": [{"kind": k, "name": n} for k, n in objects]}
+        if agent_id:
+            payload["agentId"] = agent_id
+        body = self._call("POST", path, payload)
         try:
             return [
                 ReadSlot(
@@ -359,10 +378,12 @@ class ApiClient:
             raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
     def repo_list(
-        self, kind: ObjectKind, *, after: str | None = None
+        self, kind: ObjectKind, *, after: str | None = None, agent_id: str | None = None
     ) -> tuple[list[ListedObject], str | None]:
         path = "/api/agent/repo/objects"
-        query = {"kind": kind, "limit": 1000, **({"after": after} if after else {})}
+        query: dict[str, Any] = {"kind": kind, "limit": 1000, **({"after": after} if after else {})}
+        if agent_id:
+            query["agentId"] = agent_id
         body = self._call("GET", f"{path}?{urlencode(query)}")
         try:
             page = [

@@ -139,7 +139,9 @@ async def test_mark_needs_the_session_and_its_csrf_token(client: ApiClient) -> N
     assert r.status_code == 403
     r = await client.raw.delete(f"/api/agents/{new}/inherit/{old}")
     assert r.status_code == 403
-    anonymous = httpx.AsyncClient(transport=client.raw._transport, base_url="http://testserver.local")
+    anonymous = httpx.AsyncClient(
+        transport=client.raw._transport, base_url="http://testserver.local"
+    )
     r = await anonymous.post(f"/api/agents/{new}/inherit", json=body)
     assert r.status_code == 401
     assert await AgentInheritance.count() == 0
@@ -220,7 +222,10 @@ async def test_agent_api_answers_404_without_the_mark_and_reads_with_it(client: 
     r = await client.agent_post(
         new_key,
         "/api/agent/repo/read",
-        {"agentId": old, "objects": [{"kind": "snapshot", "name": snap}, {"kind": "data", "name": pack}]},
+        {
+            "agentId": old,
+            "objects": [{"kind": "snapshot", "name": snap}, {"kind": "data", "name": pack}],
+        },
     )
     assert r.status_code == 200, r.text
     urls = {o["name"]: o["url"] for o in r.json()["objects"]}
