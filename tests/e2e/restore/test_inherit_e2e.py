@@ -6,10 +6,13 @@ restore of A's snapshot stops with the message about the recovery code and write
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
+
+from desktop_agent.engine import ApiClient, HttpStorage, RestoreOptions, Snapshots
 
 from tests.support.agent_process import Agent, events_of
 from tests.support.s3 import S3Endpoint
@@ -96,6 +99,31 @@ def test_new_laptop_inherits_the_old_ones_backups(
     out = tmp_path / "a-restores"
     done = a.run("restore", snap_id, "--to", str(out))
     assert done.returncode == 0, done.stderr + done.stdout
+    assert snapshot(extracted_root(out, src)) == expected
+
+    # With A's key from a key source (what the recovery code will provide), B restores A's
+    # snapshot exactly, reading A's repository through the mark.
+    [key_file] = (tmp_path / "a" / "agent-config" / "repository-keys").glob("*.key")
+    a_repo_key = base64.b64decode(key_file.read_text().strip())
+    asked: list[str] = []
+
+    def recovered(agent_id: str) -> bytes | None:
+        asked.append(agent_id)
+        return a_repo_key if agent_id == a_id else None
+
+    client, store = ApiClient(server.url, b_key), HttpStorage()
+    out = tmp_path / "b-with-key"
+    with Snapshots(
+        client,
+        store,
+        server_url=server.url,
+        key_source=recovered,
+        cache_dir=tmp_path / "b" / "cache",
+    ) as snaps:
+        result = snaps.restore(snap_id, RestoreOptions(target=out), agent_id=a_id)
+    client.close()
+    store.close()
+    assert asked == [a_id] and result.skipped == []
     assert snapshot(extracted_root(out, src)) == expected
 
     # Undoing the mark closes the door again.
