@@ -30,6 +30,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_PAGE = 25
 AGENT_PAGE = 50
 ASSIGN_CHOICES = 100
+REPLACE_CHOICES = 10
 PLATFORMS = {"": "Not set", "linux": "Linux", "darwin": "macOS", "win32": "Windows"}
 
 
@@ -103,10 +104,16 @@ async def _agent_page(
     level: str | None = None,
     before: str | None = None,
     rename: str | None = None,
+    replaces: str = "",
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Template:
     agent = await services.agents.get(user, agent_id)
+    inherits, inherited_by = await services.inheritance.marks(user, agent.id)
+    # A search, not a list of every agent: a fleet is too large for one dropdown.
+    candidates = await services.inheritance.candidates(
+        user, agent.id, replaces, limit=REPLACE_CHOICES
+    )
     cookies: list[Cookie] = []
     new_key = None
     offered = request.cookies.get(NEW_KEY_COOKIE)
@@ -159,6 +166,10 @@ async def _agent_page(
         backups=backups,
         backup_total=backup_total,
         rename=agent.name if rename is None else rename,
+        inherits=inherits,
+        inherited_by=inherited_by,
+        replaces=replaces,
+        candidates=candidates,
         errors=errors or {},
     )
 
@@ -219,8 +230,66 @@ class AgentPages(Controller):
         services: ServicesDep,
         level: FromQuery[str | None] = None,
         before: FromQuery[str | None] = None,
+        replaces: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> Template:
-        return await _agent_page(request, user, services, agent_id, level=level, before=before)
+        return await _agent_page(
+            request,
+            user,
+            services,
+            agent_id,
+            level=level,
+            before=before,
+            replaces=(replaces or "").strip(),
+        )
+
+    @post("/{agent_id:str}/inherit", status_code=303)
+    async def inherit(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template | Redirect:
+        """ "This machine replaces …": the owner's inheritance mark."""
+        agent = await services.agents.get(user, agent_id)
+        form = await request.form()
+        from_id = text(form, "from_agent_id", 100)
+        try:
+            mark, _ = await services.inheritance.mark(user, agent.id, from_id)
+        except DomainError as exc:
+            if not exc.detail.startswith("fromAgentId"):
+                raise
+            return await _agent_page(
+                request,
+                user,
+                services,
+                agent.id,
+                replaces=text(form, "replaces", 200),
+                errors={"from_agent_id": exc.detail.removeprefix("fromAgentId: ")},
+                status_code=exc.status_code,
+            )
+        return redirect(
+            f"/agents/{agent.id}#replaces",
+            services,
+            flash=f"“{agent.name}” now replaces “{mark.from_agent_name}”: it can list and "
+            "restore that machine's backups.",
+        )
+
+    @post("/{agent_id:str}/inherit/{from_agent_id:str}/remove", status_code=303)
+    async def uninherit(
+        self,
+        agent_id: FromPath[str],
+        from_agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Redirect:
+        agent = await services.agents.get(user, agent_id)
+        await services.inheritance.unmark(user, agent.id, from_agent_id)
+        return redirect(
+            f"/agents/{agent.id}#replaces",
+            services,
+            flash=f"“{agent.name}” no longer replaces that machine: it cannot read its backups.",
+        )
 
     @post("/{agent_id:str}/rename", status_code=303)
     async def rename(

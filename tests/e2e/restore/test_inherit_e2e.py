@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from desktop_agent.engine import ApiClient, HttpStorage, RestoreOptions, Snapshots
-
 from tests.support.agent_process import Agent, events_of
 from tests.support.s3 import S3Endpoint
 from tests.support.server_process import LiveServerFactory
