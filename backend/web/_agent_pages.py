@@ -349,6 +349,7 @@ class AgentPages(Controller):
     ) -> Template:
         agent = await services.agents.get(user, agent_id)
         configs = await services.configs.list_configs(user, agent.id)
+        _, inherited_by = await services.inheritance.marks(user, agent.id)
         return page(
             request,
             "agent_delete.html",
@@ -357,6 +358,7 @@ class AgentPages(Controller):
             nav="agents",
             agent=agent,
             configs=configs,
+            inherited_by=inherited_by,
         )
 
     @post("/{agent_id:str}/delete", status_code=303)

@@ -51,6 +51,12 @@ def test_mark_search_cycle_and_undo_in_the_agent_page(
     shot(page, "agent-replaces-marked")
     assert agent_api.get(f"/api/agent/backups?agentId={old_id}").status_code == 200
 
+    # Deleting the old machine would end the mark: its confirmation page says so.
+    page.goto(f"{server.url}/agents/{old_id}/delete")
+    expect(page.locator("#delete-ends-inheritance")).to_contain_text(
+        "New MacBook replaces this machine and reads its backups: deleting it ends that."
+    )
+
     # The old machine's page says who replaces it, and refuses the cycle in words.
     page.goto(f"{server.url}/agents/{old_id}")
     expect(page.locator("#inherited-by")).to_contain_text("Replaced by New MacBook")
