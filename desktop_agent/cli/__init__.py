@@ -5,7 +5,7 @@
     backapp-agent run [--config ID ...] [--json]
     backapp-agent daemon [--json] [--no-socket] [--tick SECONDS]
     backapp-agent status [--json]
-    backapp-agent backups [--config ID] [--json]
+    backapp-agent backups [--config ID] [--agent ID] [--json]
     backapp-agent restore BACKUP_ID [--to DIR | --in-place] [--path PATTERN ...] [--list]
                           [--overwrite] [--json]
     backapp-agent --version

@@ -243,9 +243,8 @@ class ApiClient:
     ) -> list[BackupInfo]:
         """The completed backups this agent may restore, newest first; with ``agent_id``, those
         made by an agent this one inherits (``NotFoundError`` for any other)."""
-        params: dict[str, Any] = {"limit": limit}
-        if config_id:
-            params["configId"] = config_id
+        params: dict[str, Any] = {"configId": config_id} if config_id else {}
+        params["limit"] = limit
         if agent_id:
             params["agentId"] = agent_id
         path = "/api/agent/backups"
