@@ -14,6 +14,7 @@ from backend.services.history import BackupHistory
 from backend.services.inheritance import InheritanceService
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -55,6 +56,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    progress: ProgressService
     snapshots: SnapshotService
     history: BackupHistory
     inheritance: InheritanceService
@@ -83,6 +85,7 @@ class Services:
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
             backups=backups,
+            progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
             inheritance=InheritanceService(),
