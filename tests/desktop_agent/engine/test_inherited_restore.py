@@ -5,6 +5,7 @@ with one, every read names the old agent and the files come back exactly."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,13 +15,45 @@ import pytest
 
 from desktop_agent.engine import RepositoryKeyMissing, RestoreOptions, Snapshots
 from desktop_agent.engine._repo.access import InheritedPlane
+from desktop_agent.engine._repo.backup import SnapshotOptions
+from desktop_agent.engine._repo.cache import Cache
+from desktop_agent.engine._repo.crypto import RepoKeys
+from desktop_agent.engine._repo.repository import Repository
 from desktop_agent.engine._repo.run import cache_path
+from desktop_agent.engine._repo.snapshot import SnapshotJob, take_snapshot
 from desktop_agent.engine.repo_protocol import ListedObject, ObjectKind, ReadSlot
 
 from .repo_fakes import FakeRepoServer
-from .test_repo_snapshot import KEY, make_tree, repo, restored_root, snap, state
 
 NEW, OLD = "agent-new", "agent-old"
+KEY = bytes(range(32))
+
+
+def make_tree(root: Path) -> None:
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("alpha\n")
+    (root / "docs" / "naïve café.txt").write_text("unicode\n")
+    (root / "big.bin").write_bytes(os.urandom(700_000))
+    (root / "empty-dir").mkdir()
+    os.symlink("docs/a.txt", root / "link-to-a")
+    (root / "script.sh").write_text("#!/bin/sh\n")
+    (root / "script.sh").chmod(0o750)
+
+
+def state(root: Path) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", st.st_mode & 0o7777)
+            else:
+                out[rel] = ("file", p.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns)
+    return out
 
 
 class Client:
@@ -48,9 +81,22 @@ class Client:
 
 
 def _old_snapshot(tmp_path: Path, server: FakeRepoServer) -> tuple[Path, str]:
+    """The old machine's snapshot of a small tree, made with ``KEY``."""
     src = tmp_path / "src"
     make_tree(src)
-    outcome = snap(repo(server, tmp_path, cache="old-machine"), src)
+    repo = Repository(
+        keys=RepoKeys.derive(KEY),
+        cache=Cache(tmp_path / "old-machine.sqlite3"),
+        plane=server,
+        store=server,
+    )
+    outcome = take_snapshot(
+        server,
+        lambda started: repo,
+        SnapshotJob("cfg", "Docs", (str(src),)),
+        options=SnapshotOptions(readers=2, sealers=2, uploaders=2, pack_size=256 * 1024),
+    )
+    repo.close()
     return src, outcome.backup_id
 
 
@@ -95,7 +141,7 @@ def test_with_the_key_from_the_source_it_restores_exactly(tmp_path: Path) -> Non
         result = snaps.restore(backup_id, RestoreOptions(target=out), agent_id=OLD)
         listed = [e.path for e in snaps.entries(backup_id, agent_id=OLD)]
     assert result.skipped == []
-    assert state(restored_root(out, src)) == state(src)
+    assert state(out / str(src).lstrip("/")) == state(src)
     assert any(p.endswith("docs/a.txt") for p in listed)
     assert client.reads and set(client.reads) == {OLD}
 
