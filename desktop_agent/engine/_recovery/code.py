@@ -29,12 +29,15 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-
-import bech32
-import pyrage
-from argon2.low_level import Type, hash_secret_raw
+from typing import TYPE_CHECKING
 
 from .._errors import IntegrityError, InvalidRecoveryCode, WrongRecoveryCode
+
+if TYPE_CHECKING:
+    import pyrage
+
+# pyrage, bech32 and argon2 are imported where they are used: every short agent command imports
+# this module, and only recovery work needs them.
 
 __all__ = [
     "CODE_BYTES",
@@ -151,6 +154,10 @@ class RecoveryKey:
     @classmethod
     def derive(cls, code: str | bytes, salt: bytes, kdf: KdfParams = DEFAULT_KDF) -> RecoveryKey:
         """The key of ``code`` (its written form or its bytes) with ``salt``."""
+        import bech32
+        import pyrage
+        from argon2.low_level import Type, hash_secret_raw
+
         raw = parse_code(code) if isinstance(code, str) else code
         secret = hash_secret_raw(
             secret=raw,
@@ -179,6 +186,8 @@ class RecoveryKey:
     def unwrap(self, wrapped: bytes) -> bytes:
         """The repository key inside ``wrapped``; ``IntegrityError`` when it was not wrapped for
         this key or was altered."""
+        import pyrage
+
         if not wrapped.startswith(_AGE_MAGIC):
             raise IntegrityError("the wrapped repository key is damaged (not an age file)")
         try:
@@ -201,6 +210,8 @@ class RecoveryKey:
 
 def wrap_key(repository_key: bytes, recipient: str) -> bytes:
     """``repository_key`` encrypted (``age``, authenticated) for the recovery ``recipient``."""
+    import pyrage
+
     if len(repository_key) != _KEY_BYTES:
         raise ValueError("a repository key is 32 bytes")
     try:
