@@ -31,6 +31,7 @@ from backend.api.owner import (
     BackupController,
     ConfigController,
 )
+from backend.api.pairing import AgentPairController, PairingCodeController
 from backend.db import bind_tables, make_engine
 from backend.errors import DomainError, RateLimited
 from backend.schemas import ErrorResponse
@@ -158,6 +159,8 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AuthController,
         AgentApiController,
         AgentSnapshotController,
+        AgentPairController,
+        PairingCodeController,
         ConfigController,
         AgentController,
         BackupController,

@@ -41,7 +41,7 @@ def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
 
 def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
-    from backend.agents.tables import Agent, AgentLog
+    from backend.agents.tables import Agent, AgentLog, PairingCode
     from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
     from backend.repos.tables import RepoObject, Repository, Snapshot
 
@@ -51,6 +51,7 @@ def all_tables() -> list[type]:
         LoginThrottle,
         Agent,
         AgentLog,
+        PairingCode,
         BackupConfig,
         BackupLog,
         Lease,

@@ -13,6 +13,7 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.pairing import PairingService
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -63,6 +64,7 @@ class Services:
     alerts: AlertService
     tasks: PeriodicTasks
     cursors: CursorSigner
+    pairing: PairingService
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
@@ -71,6 +73,7 @@ class Services:
         live = LiveEvents(settings)
         leases = LeaseService()
         alerts = AlertService(settings)
+        agents = AgentService(settings, registry)
         backups = BackupService(settings, storage, live)
         sweeper = OrphanSweeper(storage, live)
         return cls(
@@ -78,7 +81,7 @@ class Services:
             storage=storage,
             registry=registry,
             accounts=AccountService(settings),
-            agents=AgentService(settings, registry),
+            agents=agents,
             configs=ConfigService(settings, storage),
             backups=backups,
             snapshots=SnapshotService(settings, storage, backups, leases),
@@ -92,4 +95,5 @@ class Services:
                 settings, storage, leases=leases, alerts=alerts, live=live, sweeper=sweeper
             ),
             cursors=CursorSigner(settings.secret_key),
+            pairing=PairingService(settings, agents),
         )

@@ -102,6 +102,7 @@ from ._settings import (
 from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._transport.client import API_KEY_HEADER, ApiClient
+from ._transport.pairing import PairedAgent, redeem_pairing_code
 from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
@@ -175,6 +176,7 @@ __all__ = [
     "NetworkError",
     "NotFoundError",
     "Outcome",
+    "PairedAgent",
     "PathFilter",
     "ProgressCallbacks",
     "RestoreError",
@@ -242,6 +244,7 @@ __all__ = [
     "parse_stored_schedule",
     "printable",
     "redact_url",
+    "redeem_pairing_code",
     "root_rules",
     "save_settings",
     "scan",
