@@ -7,6 +7,7 @@ The only agent call without an API key. Nothing is retried: a wrong code must no
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import httpx
@@ -18,6 +19,8 @@ from .tls import tls_context
 __all__ = ["PairedAgent", "redeem_pairing_code"]
 
 PAIR_PATH = "/api/agent/pair"
+
+log = logging.getLogger("desktop_agent.engine.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +64,11 @@ def redeem_pairing_code(
         ) as http:
             response = http.post(PAIR_PATH, json=payload)
     except httpx.HTTPError as exc:
+        # Words for people; the exception's own text (errno and all) is in the chained cause.
+        log.debug("pairing with %s failed: %r", server, exc)
         raise NetworkError(
-            f"the server did not answer at {server} ({type(exc).__name__}): check the address "
-            "and that this computer can reach it"
+            f"the server did not answer at {server}: check the address and that this computer "
+            "can reach it"
         ) from exc
     if response.status_code >= 400:
         raise _api_error(response, PAIR_PATH)
