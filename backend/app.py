@@ -32,6 +32,7 @@ from backend.api.owner import (
     ConfigController,
 )
 from backend.api.pairing import AgentPairController, PairingCodeController
+from backend.api.restore_jobs import AgentRestoreJobController, RestoreJobController
 from backend.db import bind_tables, make_engine
 from backend.errors import DomainError, RateLimited
 from backend.schemas import ErrorResponse
@@ -161,6 +162,8 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AgentSnapshotController,
         AgentPairController,
         PairingCodeController,
+        RestoreJobController,
+        AgentRestoreJobController,
         ConfigController,
         AgentController,
         BackupController,

@@ -42,7 +42,14 @@ def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
 def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog, PairingCode
-    from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
+    from backend.backups.tables import (
+        Alert,
+        BackupConfig,
+        BackupLog,
+        Lease,
+        RestoreJob,
+        RunRequest,
+    )
     from backend.repos.tables import RepoObject, Repository, Snapshot
 
     return [
@@ -56,6 +63,7 @@ def all_tables() -> list[type]:
         BackupLog,
         Lease,
         RunRequest,
+        RestoreJob,
         Alert,
         Repository,
         RepoObject,

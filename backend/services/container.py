@@ -15,6 +15,7 @@ from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.pairing import PairingService
 from backend.services.pubsub import LiveEvents
+from backend.services.restore_jobs import RestoreJobService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
 from backend.services.snapshots import SnapshotService
@@ -65,6 +66,7 @@ class Services:
     tasks: PeriodicTasks
     cursors: CursorSigner
     pairing: PairingService
+    restore_jobs: RestoreJobService
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
@@ -96,4 +98,5 @@ class Services:
             ),
             cursors=CursorSigner(settings.secret_key),
             pairing=PairingService(settings, agents),
+            restore_jobs=RestoreJobService(live),
         )
