@@ -25,6 +25,7 @@ from backend.web._dashboard import DashboardPage
 from backend.web._event_stream import events
 from backend.web._pairing_pages import PairPage
 from backend.web._render import STATIC_DIR, template_config
+from backend.web._restore_pages import RestorePages
 
 __all__ = ["template_config", "web_handlers"]
 
@@ -39,6 +40,7 @@ def web_handlers() -> list[Any]:
             ConfigPages,
             BackupPages,
             PairPage,
+            RestorePages,
         ],
         exception_handlers=web_exception_handlers(),
         include_in_schema=False,
