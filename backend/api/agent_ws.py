@@ -26,7 +26,9 @@ from litestar.exceptions import WebSocketDisconnect
 
 from backend.api.guards import check_json_depth
 from backend.errors import DomainError, InvalidInput, NotAuthenticated, RateLimited
-from backend.schemas import ProgressRequest
+from backend.run_schemas import (
+    ProgressRequest,
+)
 from backend.services import AgentIdentity, Services
 from backend.services.pubsub import agent_channel
 from backend.services.restore_jobs import restore_message
@@ -197,7 +199,7 @@ async def _read_loop(
                         }
                     )
                     continue
-                await services.backups.progress(agent, req)
+                await services.progress.record(agent, req)
             else:
                 await conn.send(
                     {

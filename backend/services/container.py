@@ -14,6 +14,7 @@ from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.pairing import PairingService
+from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.restore_jobs import RestoreJobService
 from backend.services.restores import RestoreService
@@ -56,6 +57,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    progress: ProgressService
     snapshots: SnapshotService
     history: BackupHistory
     restores: RestoreService
@@ -86,6 +88,7 @@ class Services:
             agents=agents,
             configs=ConfigService(settings, storage),
             backups=backups,
+            progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
