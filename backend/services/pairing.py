@@ -176,16 +176,6 @@ class PairingService:
         await LoginThrottle.delete().where(LoginThrottle.key == throttle_key)
         return agent, key, user
 
-    async def sweep(self, now: datetime | None = None) -> int:
-        """Delete codes that expired more than a day ago (used or not); how many went."""
-        moment = now or self.clock()
-        gone = (
-            await PairingCode.delete()
-            .where(PairingCode.expires_at < moment - timedelta(days=1))
-            .returning(PairingCode.id)
-        )
-        return len(gone)
-
     # --- the limit, in the sign-in throttle's table (shared by every server process) -----------
 
     async def _check_throttle(self, key: str, now: datetime) -> None:
