@@ -110,6 +110,7 @@ from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
 from ._transport.storage import HttpStorage
+from ._transport.throttle import Throttle
 from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupInfo,
@@ -218,6 +219,7 @@ __all__ = [
     "StateStore",
     "Storage",
     "StorageError",
+    "Throttle",
     "UploadOptions",
     "UploadProgress",
     "UploadResult",

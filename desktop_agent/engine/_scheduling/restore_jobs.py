@@ -169,6 +169,7 @@ def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
     ``Snapshots`` (only the packs holding the chosen paths), a full archive with ``Restorer``."""
     from .._repo.access import Snapshots
     from .._restore.restorer import Restorer
+    from .._transport.throttle import Throttle
 
     def perform(
         job: RestoreJob, options: RestoreOptions, sink: EventSink, cancel: CancelToken
@@ -179,7 +180,12 @@ def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
         if kind == "incremental":
             with Snapshots.from_settings(settings, api_key) as snapshots:
                 return snapshots.restore(job.backup_id, options, events=sink, cancel=cancel)
-        with Restorer(plane, events=sink, temp_dir=settings.temp_dir) as restorer:
+        with Restorer(
+            plane,
+            events=sink,
+            temp_dir=settings.temp_dir,
+            download_limit=Throttle.from_mbps(settings.limit_download),
+        ) as restorer:
             return restorer.restore(job.backup_id, options, cancel=cancel)
 
     return perform
