@@ -32,6 +32,8 @@ from backend.api.owner import (
     BackupController,
     ConfigController,
 )
+from backend.api.pairing import AgentPairController, PairingCodeController
+from backend.api.restore_jobs import AgentRestoreJobController, RestoreJobController
 from backend.db import bind_tables, make_engine
 from backend.errors import DomainError, RateLimited
 from backend.schemas import ErrorResponse
@@ -160,6 +162,10 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AgentApiController,
         AgentSnapshotController,
         AgentRecoveryController,
+        AgentPairController,
+        PairingCodeController,
+        RestoreJobController,
+        AgentRestoreJobController,
         ConfigController,
         AgentController,
         BackupController,

@@ -27,6 +27,7 @@ from ..protocol import (
     Heartbeat,
     Lease,
     PartTicket,
+    RestoreJob,
     RestoreTicket,
     SignPart,
     StartBackup,
@@ -253,6 +254,24 @@ class ApiClient:
         """A fresh pre-signed GET for one backup's object, with its size and SHA-256."""
         body = self._call("POST", "/api/agent/restore", {"backupId": backup_id})
         return _decode(body.get("restore"), RestoreTicket, "/api/agent/restore")
+
+    # -- restores asked for from the web console ----------------------------------------------------
+
+    def start_restore_job(self, job_id: str) -> RestoreJob:
+        """Take a pending restore (``ConflictError`` when it is taken, finished or expired)."""
+        path = f"/api/agent/restores/{job_id}/start"
+        return _decode(self._call("POST", path), RestoreJob, path)
+
+    def restore_job_progress(self, job_id: str, *, files: int, bytes_written: int) -> None:
+        self._call(
+            "POST",
+            f"/api/agent/restores/{job_id}/progress",
+            {"files": files, "bytes": bytes_written},
+        )
+
+    def finish_restore_job(self, job_id: str, outcome: Mapping[str, Any]) -> None:
+        """``outcome``: ``status`` (``completed`` or ``failed``), the counts, ``error``."""
+        self._call("POST", f"/api/agent/restores/{job_id}/complete", dict(outcome))
 
     # -- snapshots extension ------------------------------------------------------------------------
 
