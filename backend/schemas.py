@@ -107,6 +107,8 @@ class HeartbeatResponse(Camel):
     poll_interval: int
     agent: AgentRef
     run_requests: list[RunRequestRef] = msgspec.field(default_factory=list)
+    restore_requests: list[str] = msgspec.field(default_factory=list)
+    """Ids of restores asked for from the web console that wait for this agent."""
     features: list[str] = msgspec.field(default_factory=list)
     """What this server understands beyond the contract (``progress-by-config``), so that an agent
     does not send an older server requests it would refuse."""

@@ -29,6 +29,7 @@ from .._events import (
     RestoreSkipped,
     RestoreStarted,
 )
+from .._recovery.account import Recovery, RecoveryPlane
 from .._restore.planning import PathFilter, RestoreOptions
 from .._restore.restorer import RestoreResult
 from .._settings import AgentSettings, config_dir, default_cache_dir
@@ -84,6 +85,7 @@ class Snapshots:
         key_source: RepositoryKeySource | None = None,
         cache_dir: Path | None = None,
         workers: int = 4,
+        recovery_code: str | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -92,6 +94,9 @@ class Snapshots:
         self.key_source: RepositoryKeySource = key_source or self.machine_key
         self.cache_dir = cache_dir or default_cache_dir()
         self.workers = workers
+        self.recovery_code = recovery_code
+        """Used only when this machine holds no key: the key is then unwrapped with it (and put
+        back in the keychain) from the server's wrapped copy."""
         self._repos: dict[str, Repository] = {}
         self._agent_id: str | None = None
         self._owned: list[Any] = []
@@ -103,12 +108,17 @@ class Snapshots:
         api_key: str,
         *,
         key_source: RepositoryKeySource | None = None,
+        recovery_code: str | None = None,
     ) -> Snapshots:
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
         snapshots = cls(
-            client, storage, server_url=settings.server_url or "", key_source=key_source
+            client,
+            storage,
+            server_url=settings.server_url or "",
+            key_source=key_source,
+            recovery_code=recovery_code,
         )
         snapshots._owned = [client, storage]
         return snapshots
@@ -154,13 +164,22 @@ class Snapshots:
         if agent_id in self._repos:
             return self._repos[agent_id]
         key = self.key_source(agent_id)
+        if key is None and self.recovery_code is not None:
+            # Unwrapped from the server's wrapped copy (this agent's, or, through the owner's
+            # mark, the one it inherits); this agent's own goes back in the keychain.
+            key = Recovery(
+                cast(RecoveryPlane, self.client),
+                self.keys,
+                server_url=self.server_url,
+                agent_id=own,
+            ).recover_key(self.recovery_code, agent_id)
         if key is None:
             if agent_id == own:
                 raise RepositoryKeyMissing(
                     agent_id,
                     "this machine holds no key for its snapshots (it never made one, or the "
-                    "keychain entry was lost): they cannot be decrypted here without your "
-                    "recovery code (--recovery-code-stdin)",
+                    "keychain entry was lost): restore with --recovery-code-stdin and the "
+                    "account's recovery code",
                 )
             raise RepositoryKeyMissing(agent_id)
         plane = self.client if agent_id == own else InheritedPlane(self.client, agent_id)

@@ -18,6 +18,7 @@ from .._errors import AgentError
 from .._transport.socket import AgentSocket
 from ..protocol import RunRequest
 from .queue import Dispatcher, Outcome
+from .restore_jobs import RestoreJobs
 from .runner import AgentPlane, Runner
 
 __all__ = ["AgentDaemon"]
@@ -42,6 +43,7 @@ class AgentDaemon:
         tick: float = 15.0,
         socket: AgentSocket | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        restores: RestoreJobs | None = None,
     ) -> None:
         self.plane = plane
         self.runner = runner
@@ -51,6 +53,8 @@ class AgentDaemon:
         self.poll_interval = poll_interval
         self.tick = tick
         self.socket = socket
+        self.restores = restores
+        """Restores asked for from the web console (None: this daemon does not take them)."""
         self._mono = monotonic
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -67,6 +71,11 @@ class AgentDaemon:
     def on_run_request(self, request: RunRequest) -> None:
         """From the socket (any thread)."""
         if self.dispatcher.request(request):
+            self._wake.set()
+
+    def on_restore_request(self, restore_id: str) -> None:
+        """From the socket (any thread): a restore asked for from the web console."""
+        if self.restores is not None and self.restores.add(restore_id):
             self._wake.set()
 
     def stop(self, reason: str = "agent stopped") -> None:
@@ -101,6 +110,10 @@ class AgentDaemon:
         for request in beat.run_requests:
             if self.dispatcher.request(request):
                 log.info("Back Up Now requested for config %s (heartbeat)", request.config_id)
+        if self.restores is not None:
+            for restore_id in beat.restore_requests:
+                if self.restores.add(restore_id):
+                    log.info("restore %s requested from the web console (heartbeat)", restore_id)
 
     def run(self) -> None:
         if self.socket is not None:
@@ -137,6 +150,9 @@ class AgentDaemon:
             if self._worker.is_alive():
                 return
             self._worker = None
+        if self.restores is not None and self.restores.pending:
+            self._start_restore(self.restores)
+            return
         picked = self.dispatcher.next_job()
         if picked is None:
             return
@@ -155,4 +171,19 @@ class AgentDaemon:
             self._wake.set()
 
         self._worker = threading.Thread(target=work, name="backapp-job", daemon=True)
+        self._worker.start()
+
+    def _start_restore(self, restores: RestoreJobs) -> None:
+        """The next restore job on the worker thread (one job at a time, backups wait)."""
+        cancel = self._cancel = CancelToken()
+
+        def work() -> None:
+            try:
+                restores.run_next(cancel)
+            except Exception:  # a bug costs this job, not the daemon
+                log.exception("a restore job failed")
+            self._cancel = None
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-restore", daemon=True)
         self._worker.start()
