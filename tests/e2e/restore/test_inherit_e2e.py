@@ -2,7 +2,8 @@
 HOME and config folder, a real ``backapp serve`` and a real S3 endpoint (moto) on loopback, the
 real ``backapp-agent`` command line. Machine A backs up a full archive and a snapshot; B cannot
 list or fetch them; after the owner's mark B lists them and restores A's archive exactly; B's
-restore of A's snapshot stops with the message about the recovery code and writes nothing."""
+restore of A's snapshot stops with the message about the recovery code and writes nothing, and
+with the account's recovery code restores it exactly."""
 
 from __future__ import annotations
 
@@ -124,6 +125,24 @@ def test_new_laptop_inherits_the_old_ones_backups(
     store.close()
     assert asked == [a_id] and result.skipped == []
     assert snapshot(extracted_root(out, src)) == expected
+
+    # The whole way: A sets up the account's recovery code (its key is stored wrapped for it), and
+    # B, with the code, restores A's snapshot exactly; a wrong code writes nothing.
+    done = a.run("recovery", "init", "--json")
+    assert done.returncode == 0, done.stderr
+    code = json.loads(done.stdout)["recoveryCode"]
+    out = tmp_path / "b-with-code"
+    wrong = code[:-4] + ("AAAA" if not code.endswith("AAAA") else "BBBB")
+    done = b.run("restore", snap_id, "--to", str(out), "--recovery-code-stdin", stdin=wrong + "\n")
+    assert done.returncode != 0 and "recovery code" in done.stderr, done.stderr
+    assert not out.exists()
+    done = b.run("restore", snap_id, "--to", str(out), "--recovery-code-stdin", stdin=code + "\n")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert snapshot(extracted_root(out, src)) == expected
+    # A's key was not put in B's key store (only a machine's own key goes back there).
+    assert not (tmp_path / "b" / "agent-config" / "repository-keys").exists() or not any(
+        (tmp_path / "b" / "agent-config" / "repository-keys").iterdir()
+    )
 
     # Undoing the mark closes the door again.
     r = owner.request("DELETE", f"/api/agents/{b_id}/inherit/{a_id}")
