@@ -257,3 +257,17 @@ async def test_inherited_agent_without_a_repository_is_a_clear_404(client: ApiCl
     assert r.status_code == 404 and "no snapshot repository" in r.json()["detail"]
     r = await client.agent_get(new_key, f"/api/agent/backups?agentId={old}")
     assert r.status_code == 200 and r.json()["backups"] == []
+
+
+async def test_the_wrapped_key_of_an_inherited_agent_is_readable_only_with_the_mark(
+    client: ApiClient,
+) -> None:
+    await client.signup()
+    old, _ = await client.register_agent("old")
+    new, new_key = await client.register_agent("new")
+    r = await client.agent_get(new_key, f"/api/agent/repo/key?agentId={old}")
+    assert r.status_code == 404 and "for that agent" in r.json()["detail"]
+    assert (await _mark(client, new, old)).status_code == 201
+    # Past the permission check: the old agent simply has no wrapped key stored yet.
+    r = await client.agent_get(new_key, f"/api/agent/repo/key?agentId={old}")
+    assert r.status_code == 404 and "stored" in r.json()["detail"], r.text
