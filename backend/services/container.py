@@ -14,6 +14,7 @@ from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.pubsub import LiveEvents
+from backend.services.repo_checks import RepoCheckService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
 from backend.services.snapshots import SnapshotService
@@ -55,6 +56,7 @@ class Services:
     configs: ConfigService
     backups: BackupService
     snapshots: SnapshotService
+    checks: RepoCheckService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -82,6 +84,7 @@ class Services:
             configs=ConfigService(settings, storage),
             backups=backups,
             snapshots=SnapshotService(settings, storage, backups, leases),
+            checks=RepoCheckService(),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,
