@@ -13,8 +13,9 @@ clears:
   the last allowed). Resolved by a later completed backup of the same config. Only failures of the
   last ``FAILED_LOOKBACK`` are considered, so an old history does not flood a new installation.
 * ``drill_overdue`` (subject ``config:{id}``): a config's restore drill has not run for its
-  period and grace (``services/repo_checks.py``, which also opens and resolves ``data_check`` and
-  ``drill_failed`` from the agents' reports; ``backapp check`` does ``storage_check``).
+  period and grace (``services/drill_alerts.py``). ``repo_checks.py`` opens and resolves
+  ``data_check`` and ``drill_failed`` from the agents' reports, ``backapp check`` does
+  ``storage_check``: this round leaves those alone.
 
 Delivery (:meth:`AlertService.notify`) sends each open, not yet notified alert to its user's e-mail
 and to the webhook, records ``notified_at``, or ``notify_error`` and tries again next round. Delivery
@@ -37,9 +38,9 @@ from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
+from backend.services.drill_alerts import DRILL_OVERDUE_ALERT, REPORTED_ALERTS, overdue_drills
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
-from backend.services.repo_checks import DRILL_OVERDUE_ALERT, REPORTED_ALERTS, overdue_drills
 from backend.settings import Settings
 from desktop_agent.engine.schedule import Schedule, ScheduleError, resolve_timezone
 

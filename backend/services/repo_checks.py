@@ -8,9 +8,7 @@ or restore files and compare them with their chunk ids; the server records what 
 * ``data_check`` (subject ``config:{id}``): the latest check of the config found problems;
   resolved by the next check that finds none.
 * ``drill_failed`` (``config:{id}``): the latest drill failed; resolved by the next that passes.
-* ``drill_overdue`` (``config:{id}``): a config with ``options.drill`` and a completed snapshot
-  has had no drill for its period (a day, a week, a month) plus its ``alertGraceMinutes``;
-  evaluated with the other alerts (``AlertService.evaluate``), which leaves the first two alone.
+* ``drill_overdue``: see ``drill_alerts``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -35,33 +33,17 @@ from backend.errors import InvalidInput, NotFound
 from backend.repos.tables import ConfigCheck
 from backend.services.agents import AgentIdentity, assigned_config
 from backend.services.clock import aware, iso, utcnow
+from backend.services.drill_alerts import (
+    DATA_CHECK_ALERT,
+    DRILL_FAILED_ALERT,
+    DRILL_OVERDUE_ALERT,
+    config_options,
+)
 
-__all__ = [
-    "DATA_CHECK_ALERT",
-    "DRILL_FAILED_ALERT",
-    "DRILL_OVERDUE_ALERT",
-    "DRILL_PERIODS",
-    "REPORTED_ALERTS",
-    "ConfigProof",
-    "RepoCheckService",
-    "Overdue",
-    "overdue_drills",
-    "restore_time",
-]
+__all__ = ["ConfigProof", "RepoCheckService", "restore_time"]
 
 log = logging.getLogger("backapp.checks")
 
-DATA_CHECK_ALERT = "data_check"
-DRILL_FAILED_ALERT = "drill_failed"
-DRILL_OVERDUE_ALERT = "drill_overdue"
-REPORTED_ALERTS = frozenset({DATA_CHECK_ALERT, DRILL_FAILED_ALERT})
-"""Opened and resolved by the agents' reports, not by the periodic evaluation."""
-DRILL_PERIODS = {
-    "daily": timedelta(days=1),
-    "weekly": timedelta(days=7),
-    "monthly": timedelta(days=31),
-}
-_GRACE_MINUTES = 60
 _BATCH = 500
 
 
@@ -122,22 +104,6 @@ class ConfigProof:
     """The projected time to restore the whole snapshot, in words, from that drill."""
 
 
-@dataclass(frozen=True)
-class Overdue:
-    user: uuid.UUID
-    subject: str
-    message: str
-
-
-def _options(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, str):
-        try:
-            raw = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            return {}
-    return raw if isinstance(raw, dict) else {}
-
-
 def _json(raw: Any) -> Any:
     return msgspec.json.decode(raw) if isinstance(raw, str) else raw
 
@@ -155,7 +121,7 @@ class RepoCheckService:
         snapshot of it."""
         cid, name = await assigned_config(agent, config_id)
         row = await BackupConfig.select(BackupConfig.options).where(BackupConfig.id == cid).first()
-        kind = _options((row or {}).get("options")).get("type", "full")
+        kind = config_options((row or {}).get("options")).get("type", "full")
         if kind != "incremental":
             raise InvalidInput(
                 f'configId: this configuration makes "{kind}" archives; checks and restore '
@@ -388,77 +354,3 @@ async def _alert(
     )
     log.info("alert opened: %s %s: %s", kind, subject, message)
     return 1
-
-
-async def overdue_drills(now: datetime | None = None) -> list[Overdue]:
-    """Configs with ``options.drill`` and a completed snapshot whose latest drill (or, before
-    the first, the config's last change) is older than the drill's period plus the config's
-    ``alertGraceMinutes``. A few queries for the whole fleet."""
-    now = now or utcnow()
-    configs = await BackupConfig.select(
-        BackupConfig.id,
-        BackupConfig.user,
-        BackupConfig.name,
-        BackupConfig.options,
-        BackupConfig.updated_at,
-    ).where(BackupConfig.execution_mode == "agent")
-    drilled: list[tuple[dict[str, Any], timedelta, str]] = []
-    for config in configs:
-        options = _options(config["options"])
-        drill = options.get("drill")
-        if options.get("type") != "incremental" or not isinstance(drill, dict):
-            continue
-        every = str(drill.get("every"))
-        period = DRILL_PERIODS.get(every)
-        if period is None:
-            continue
-        grace = options.get("alertGraceMinutes", _GRACE_MINUTES)
-        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
-            grace = _GRACE_MINUTES
-        drilled.append((config, period + timedelta(minutes=grace), every))
-    if not drilled:
-        return []
-    ids = [c["id"] for c, _, _ in drilled]
-    last: dict[Any, datetime] = {}
-    snapshotted: set[Any] = set()
-    for start in range(0, len(ids), _BATCH):
-        chunk = ids[start : start + _BATCH]
-        for row in await ConfigCheck.select(ConfigCheck.config, ConfigCheck.at).where(
-            (ConfigCheck.kind == "drill") & ConfigCheck.config.is_in(chunk)
-        ):
-            at = aware(row["at"])
-            if at is not None:
-                last[row["config"]] = at
-        for row in (
-            await BackupLog.select(BackupLog.config)
-            .distinct()
-            .where(
-                BackupLog.config.is_in(chunk)
-                & (BackupLog.status == "completed")
-                & (BackupLog.backup_type == "incremental")
-            )
-        ):
-            snapshotted.add(row["config"])
-    out: list[Overdue] = []
-    for config, allowed, every in drilled:
-        if config["id"] not in snapshotted:
-            continue  # nothing to drill yet (``missed_backup`` says so when it matters)
-        since = last.get(config["id"]) or aware(config["updated_at"])
-        if since is None or now - since <= allowed:
-            continue
-        what = (
-            f"since {iso(since)}"
-            if config["id"] in last
-            else f"since its drill was set up ({iso(since)})"
-        )
-        out.append(
-            Overdue(
-                user=config["user"],
-                subject=f"config:{config['id']}",
-                message=(
-                    f"No restore drill of '{config['name']}' {what}; it should run {every}. "
-                    "Is its agent running (backapp-agent daemon)?"
-                ),
-            )
-        )
-    return out

@@ -16,6 +16,7 @@ from desktop_agent.engine import (
     CancelToken,
     ConfigurationError,
     Dispatcher,
+    DrillDuty,
     Runner,
     RunResult,
     Scheduler,
@@ -162,6 +163,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         platform=sys.platform,
         poll_interval=settings.poll_interval_ms / 1000,
         tick=args.tick,
+        drills=DrillDuty(settings, key, config_dir()),
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(

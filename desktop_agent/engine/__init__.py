@@ -67,6 +67,7 @@ from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
 from ._repo.access import SnapshotEntry, Snapshots
+from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -156,6 +157,8 @@ __all__ = [
     "ControlPlane",
     "Destination",
     "Dispatcher",
+    "DrillDuty",
+    "DrillSchedule",
     "EngineOptions",
     "Event",
     "EventSink",
@@ -186,6 +189,7 @@ __all__ = [
     "RestoreSkipped",
     "RestoreSource",
     "RestoreStarted",
+    "RepoProofs",
     "RestoreTicket",
     "Restorer",
     "RetryPolicy",
