@@ -43,7 +43,7 @@ def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog
     from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
-    from backend.repos.tables import RepoObject, Repository, Snapshot
+    from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -59,6 +59,7 @@ def all_tables() -> list[type]:
         Repository,
         RepoObject,
         Snapshot,
+        ConfigCheck,
     ]
 
 
