@@ -13,6 +13,7 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.repo_checks import RepoCheckService
 from backend.services.restores import RestoreService
@@ -55,6 +56,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    progress: ProgressService
     snapshots: SnapshotService
     checks: RepoCheckService
     history: BackupHistory
@@ -83,6 +85,7 @@ class Services:
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
             backups=backups,
+            progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
             checks=RepoCheckService(),
             history=BackupHistory(),

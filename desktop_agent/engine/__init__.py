@@ -66,6 +66,7 @@ from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, pa
 from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
+from ._parts import choose_part_size, split_sizes
 from ._repo.access import SnapshotEntry, Snapshots
 from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
@@ -107,7 +108,7 @@ from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
 from ._transport.storage import HttpStorage
-from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupInfo,
     BackupOptions,
