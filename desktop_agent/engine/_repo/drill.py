@@ -28,7 +28,7 @@ from .errors import MissingObject, RepositoryError
 from .format import Node
 from .repository import Repository
 from .restore import SnapshotRestorer, display, walk
-from .verify import Problem
+from .verify import MAX_PROBLEMS, Problem
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -75,7 +75,7 @@ class DrillResult:
             "snapshotBytes": self.snapshot_bytes,
             "projectedSeconds": self.projected_seconds,
             "error": self.error[:1000] if self.error else None,
-            "problems": [p.to_json(paths=paths) for p in self.problems[:1000]],
+            "problems": [p.to_json(paths=paths) for p in self.problems[:MAX_PROBLEMS]],
         }
         if paths:
             out["configName"] = self.config_name

@@ -37,6 +37,8 @@ from .restore import display
 log = logging.getLogger("desktop_agent.engine.repo")
 
 _TAIL = 64 * 1024
+MAX_PROBLEMS = 1000
+"""Problems one report may carry (the server's limit)."""
 _MAX_LISTED = 20
 """Problems of one kind listed one by one for a config; the rest are counted in one more."""
 
@@ -54,7 +56,9 @@ class Problem:
     """Files or folders it affects (this machine's output only)."""
 
     def to_json(self, *, paths: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "name": self.name, "message": self.message}
+        # The server takes messages of at most 1000 characters (a storage error can be long).
+        message = self.message if len(self.message) <= 1000 else self.message[:999] + "…"
+        out: dict[str, Any] = {"kind": self.kind, "name": self.name, "message": message}
         if paths and self.paths:
             out["paths"] = list(self.paths)
         return out
@@ -93,7 +97,7 @@ class ConfigCheck:
             "packs": self.packs,
             "packsRead": self.packs_read,
             "bytesRead": self.bytes_read,
-            "problems": [p.to_json(paths=paths) for p in self.problems],
+            "problems": [p.to_json(paths=paths) for p in self.problems[:MAX_PROBLEMS]],
         }
         if paths:
             out["configName"] = self.config_name
@@ -180,14 +184,13 @@ class RepoChecker:
             result.bytes_read = sum(read_bytes.get(p, 0) for p in result._packs)
             for pack in sorted(result._packs):
                 if pack not in listed:
-                    result.problems.append(
-                        Problem(
-                            "missing_pack",
-                            pack,
-                            f"pack {pack[:16]}… is not in the repository (the server lists it "
-                            "as deleted or never stored)",
-                        )
+                    gone = Problem(
+                        "missing_pack",
+                        pack,
+                        f"pack {pack[:16]}… is not in the repository (the server lists it "
+                        "as deleted or never stored)",
                     )
+                    result.problems.append(_affecting(gone, result, needed[pack]))
                 for problem in pack_problems.get(pack, ()):
                     result.problems.append(_affecting(problem, result, needed[pack]))
         return results
