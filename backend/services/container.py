@@ -15,6 +15,7 @@ from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
+from backend.services.recovery import RecoveryService
 from backend.services.repo_checks import RepoCheckService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -59,6 +60,7 @@ class Services:
     progress: ProgressService
     snapshots: SnapshotService
     checks: RepoCheckService
+    recovery: RecoveryService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -88,6 +90,7 @@ class Services:
             progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
             checks=RepoCheckService(),
+            recovery=RecoveryService(),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,

@@ -15,6 +15,7 @@ REQUIRED: dict[str, list[str]] = {
     "restore": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
     "ls": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
     "drill": ["--config", "0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
+    "recovery": ["status"],
 }
 
 
@@ -37,6 +38,7 @@ def test_every_command_is_covered() -> None:
         "ls",
         "check",
         "drill",
+        "recovery",
     }
 
 
