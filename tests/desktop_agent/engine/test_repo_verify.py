@@ -10,6 +10,7 @@ import os
 import random
 from pathlib import Path
 
+from desktop_agent.engine._repo.backup import SnapshotOptions
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.drill import run_drill
@@ -25,9 +26,9 @@ from desktop_agent.engine._repo.verify import (
 )
 
 from .repo_fakes import FakeRepoServer
-from .test_repo_snapshot import SMALL
 
 KEY = bytes(range(32))
+SMALL = SnapshotOptions(readers=2, sealers=2, uploaders=2, pack_size=256 * 1024)
 
 
 def _setup(tmp_path: Path) -> tuple[FakeRepoServer, Repository, Path, str]:
