@@ -17,6 +17,7 @@ from backend.services.pairing import PairingService
 from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.recovery import RecoveryService
+from backend.services.repo_checks import RepoCheckService
 from backend.services.restore_jobs import RestoreJobService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -60,6 +61,7 @@ class Services:
     backups: BackupService
     progress: ProgressService
     snapshots: SnapshotService
+    checks: RepoCheckService
     recovery: RecoveryService
     history: BackupHistory
     restores: RestoreService
@@ -92,6 +94,7 @@ class Services:
             backups=backups,
             progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
+            checks=RepoCheckService(),
             recovery=RecoveryService(),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),

@@ -88,6 +88,7 @@ from ._recovery import (
 )
 from ._repo.access import SnapshotEntry, Snapshots
 from ._repo.keys import RepoKeyStore
+from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -183,6 +184,8 @@ __all__ = [
     "ControlPlane",
     "Destination",
     "Dispatcher",
+    "DrillDuty",
+    "DrillSchedule",
     "EngineOptions",
     "Event",
     "EventSink",
@@ -214,6 +217,7 @@ __all__ = [
     "RecoveryKey",
     "RecoveryPlane",
     "RepoKeyStore",
+    "RepoProofs",
     "RestoreError",
     "RestoreFailed",
     "RestoreFinished",
