@@ -52,7 +52,7 @@ def all_tables() -> list[type]:
         RunRequest,
     )
     from backend.recovery.tables import RecoveryKey, WrappedKey
-    from backend.repos.tables import RepoObject, Repository, Snapshot
+    from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -71,6 +71,7 @@ def all_tables() -> list[type]:
         Repository,
         RepoObject,
         Snapshot,
+        ConfigCheck,
         RecoveryKey,
         WrappedKey,
     ]

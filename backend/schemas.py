@@ -158,6 +158,18 @@ class RetentionPolicy(Camel, forbid_unknown_fields=True):
     keep_yearly: RetentionCount = 0
 
 
+DrillEvery = Literal["daily", "weekly", "monthly"]
+
+
+class DrillOptions(Camel, forbid_unknown_fields=True):
+    """A restore drill (``options.drill``): how often the agent restores a random sample of
+    ``sample`` files of the newest snapshot into a temporary folder and verifies them
+    (incremental configurations only)."""
+
+    every: DrillEvery
+    sample: Annotated[int, Meta(ge=1, le=1000)] = 20
+
+
 class Options(Camel):
     type: BackupType = "full"
     """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
@@ -173,6 +185,8 @@ class Options(Camel):
     schedule: ScheduleSpec = None
     retry: RetryOptions = msgspec.field(default_factory=RetryOptions)
     alert_grace_minutes: AlertGrace = 60
+    drill: DrillOptions | None = None
+    """Restore drills (``null``: none); see ``DrillOptions``."""
 
 
 class RetentionPreviewRequest(Camel, forbid_unknown_fields=True):
@@ -358,6 +372,7 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     schedule: ScheduleSpec | UnsetType = UNSET
     retry: RetryOptions | UnsetType = UNSET
     alert_grace_minutes: AlertGrace | UnsetType = UNSET
+    drill: DrillOptions | None | UnsetType = UNSET
 
 
 class ConfigPatch(Camel, forbid_unknown_fields=True):

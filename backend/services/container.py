@@ -18,6 +18,7 @@ from backend.services.pairing import PairingService
 from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.recovery import RecoveryService
+from backend.services.repo_checks import RepoCheckService
 from backend.services.restore_jobs import RestoreJobService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -61,6 +62,7 @@ class Services:
     backups: BackupService
     progress: ProgressService
     snapshots: SnapshotService
+    checks: RepoCheckService
     recovery: RecoveryService
     history: BackupHistory
     inheritance: InheritanceService
@@ -94,6 +96,7 @@ class Services:
             backups=backups,
             progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
+            checks=RepoCheckService(),
             recovery=RecoveryService(),
             history=BackupHistory(),
             inheritance=InheritanceService(),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from desktop_agent import __version__
 
-from . import configure, pair, recovery, restore, run, snapshots, status
+from . import checks, configure, pair, recovery, restore, run, snapshots, status
 from .common import Commands
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
@@ -22,6 +22,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     status.register,  # status
     restore.register,  # backups, restore
     snapshots.register,  # snapshots, ls
+    checks.register,  # check, drill
     recovery.register,  # recovery init, rotate, status
 )
 

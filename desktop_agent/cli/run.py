@@ -16,6 +16,7 @@ from desktop_agent.engine import (
     CancelToken,
     ConfigurationError,
     Dispatcher,
+    DrillDuty,
     RestoreJobs,
     Runner,
     RunResult,
@@ -168,6 +169,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         restores=RestoreJobs(
             runner.plane, engine_restore(settings, key, runner.plane), events=display
         ),
+        drills=DrillDuty(settings, key, config_dir()),
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(

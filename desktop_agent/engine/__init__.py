@@ -89,6 +89,7 @@ from ._recovery import (
 )
 from ._repo.access import SnapshotEntry, Snapshots
 from ._repo.keys import RepoKeyStore
+from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -184,6 +185,8 @@ __all__ = [
     "ControlPlane",
     "Destination",
     "Dispatcher",
+    "DrillDuty",
+    "DrillSchedule",
     "EngineOptions",
     "Event",
     "EventSink",
@@ -215,6 +218,7 @@ __all__ = [
     "RecoveryKey",
     "RecoveryPlane",
     "RepoKeyStore",
+    "RepoProofs",
     "RepositoryKeyMissing",
     "RestoreError",
     "RestoreFailed",

@@ -92,6 +92,9 @@ class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
     when asked. See ``desktop_agent.engine.schedule``."""
     retry: dict[str, Any] | None = None
     """Extension: automatic retries of a failed scheduled backup, ``{"attempts", "delaySeconds"}``."""
+    drill: dict[str, Any] | None = None
+    """Extension: restore drills of a snapshot config, ``{"every": "daily|weekly|monthly",
+    "sample": N}``; ``None``: none."""
 
 
 class ConfigInfo(msgspec.Struct, frozen=True):

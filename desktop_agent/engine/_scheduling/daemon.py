@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from .._cancel import CancelToken
 from .._errors import AgentError
 from .._transport.socket import AgentSocket
-from ..protocol import RunRequest
+from ..protocol import ConfigInfo, RunRequest
 from .queue import Dispatcher, Outcome
 from .restore_jobs import RestoreJobs
 from .runner import AgentPlane, Runner
@@ -24,6 +25,14 @@ from .runner import AgentPlane, Runner
 __all__ = ["AgentDaemon"]
 
 log = logging.getLogger("desktop_agent.engine.scheduler")
+
+
+class Drills(Protocol):
+    """Restore drills (``RepoProofs``'s ``DrillDuty``): which config's is due, and running it."""
+
+    def due(self, configs: Iterable[ConfigInfo]) -> ConfigInfo | None: ...
+
+    def run(self, config: ConfigInfo) -> Any: ...
 
 
 class AgentDaemon:
@@ -44,6 +53,7 @@ class AgentDaemon:
         socket: AgentSocket | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         restores: RestoreJobs | None = None,
+        drills: Drills | None = None,
     ) -> None:
         self.plane = plane
         self.runner = runner
@@ -55,6 +65,9 @@ class AgentDaemon:
         self.socket = socket
         self.restores = restores
         """Restores asked for from the web console (None: this daemon does not take them)."""
+        self.drills = drills
+        """Restore drills, run when due and no backup is waiting."""
+        self._configs: list[ConfigInfo] = []
         self._mono = monotonic
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -107,6 +120,7 @@ class AgentDaemon:
             self.poll_interval = float(max(1, beat.poll_interval))
         self.runner.server_features = frozenset(beat.features)
         self.dispatcher.set_configs(configs)
+        self._configs = list(configs)
         for request in beat.run_requests:
             if self.dispatcher.request(request):
                 log.info("Back Up Now requested for config %s (heartbeat)", request.config_id)
@@ -155,6 +169,7 @@ class AgentDaemon:
             return
         picked = self.dispatcher.next_job()
         if picked is None:
+            self._start_drill()
             return
         job, config = picked
         cancel = self._cancel = CancelToken()
@@ -186,4 +201,24 @@ class AgentDaemon:
             self._wake.set()
 
         self._worker = threading.Thread(target=work, name="backapp-restore", daemon=True)
+        self._worker.start()
+
+    def _start_drill(self) -> None:
+        """A due restore drill, on the worker thread (a backup asked for meanwhile waits for it:
+        a drill reads a sample, so it is short)."""
+        if self.drills is None or self._stopping.is_set():
+            return
+        config = self.drills.due(self._configs)
+        if config is None:
+            return
+        drills = self.drills
+
+        def work() -> None:
+            try:
+                drills.run(config)
+            except Exception:  # a bug costs this drill, not the daemon
+                log.exception("the restore drill of %s failed", config.id)
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-drill", daemon=True)
         self._worker.start()

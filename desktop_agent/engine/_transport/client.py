@@ -419,6 +419,17 @@ class ApiClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
+    # -- checks and restore drills extension --------------------------------------------------------
+
+    def report_check(self, payload: Mapping[str, Any]) -> None:
+        """What ``backapp-agent check`` found (``POST /api/agent/repo/check``)."""
+        self._call("POST", "/api/agent/repo/check", dict(payload))
+
+    def report_drill(self, payload: Mapping[str, Any]) -> str:
+        """One restore drill (``POST /api/agent/drill``); returns the server's summary of it."""
+        body = self._call("POST", "/api/agent/drill", dict(payload))
+        return str(body.get("summary", ""))
+
     # -- recovery keys (docs/agent-api.md, "Extensions: recovery keys") ----------------------------
 
     def recovery_state(self) -> RecoveryInfo:
