@@ -67,7 +67,7 @@ def sign_up(page: Any, server: LiveServer, email: str = "owner@example.com") -> 
 
 def register_agent(page: Any, server: LiveServer, name: str) -> tuple[str, str]:
     page.goto(f"{server.url}/agents")
-    page.get_by_label("Name").fill(name)
+    page.get_by_label("Name", exact=True).fill(name)
     page.get_by_role("button", name="Register agent").click()
     expect(page.get_by_role("heading", name="Save this API key now")).to_be_visible()
     agent_id = page.url.rstrip("/").rsplit("/", 1)[1]
