@@ -32,6 +32,7 @@ from backend.schemas import (
     UploadInfo,
 )
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
+from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
 from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
@@ -575,6 +576,9 @@ class BackupService:
         if not updated:
             return False
         self._publish(row, status, error)
+        if status == "completed":
+            # The metadata object that lets the bucket alone rebuild the history; never fatal.
+            await write_quietly(self.storage, row["id"])
         return True
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:
