@@ -43,7 +43,9 @@ async def test_lose_the_database_and_restore_the_latest_copy(
     client: ApiClient, services: Services
 ) -> None:
     key, config_id, backup_id = await one_backup(client, services)
-    assert (await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})).status_code == 200
+    assert (
+        await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    ).status_code == 200
     catalog = CatalogService(services.settings, services.storage)
     copy = await catalog.backup()
     assert copy.key.startswith(CATALOG_PREFIX) and copy.size > 0
