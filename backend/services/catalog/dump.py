@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from backend.db import sqlite_path
+from backend.private_files import touch_private_file
 from backend.services.catalog.sealed import CatalogError
 
 __all__ = [
@@ -84,7 +85,7 @@ def restore_sqlite(payload: Path, database_url: str) -> None:
             source.close()
             raise CatalogError(f"the catalog copy holds no SQLite database ({exc})") from None
         path = sqlite_path(database_url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        touch_private_file(path)  # a new file is the server's alone (0600), as make_engine makes it
         target = sqlite3.connect(path, timeout=30)
         try:
             source.backup(target)
