@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.cli_maintenance import add_commands
 
     add_commands(sub)
-    add_catalog_commands(sub)
+    add_catalog_commands(sub, migrate=run_migrations)
     return parser
 
 

@@ -132,7 +132,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Recreate the backup history from the metadata objects in the bucket."""
-    from backend.cli import run_migrations
     from backend.services.catalog.rebuild import rebuild_from_bucket
     from backend.services.catalog.sealed import CatalogError
     from backend.storage import ObjectStoreError
@@ -140,7 +139,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     if not args.from_bucket:
         return _fail("say where to rebuild from: --from-bucket")
     settings = Settings.from_env()
-    run_migrations(quiet=True)
+    args.migrate(True)  # an empty database gets its tables first
 
     async def work(catalog: Any) -> Any:
         return await rebuild_from_bucket(catalog.storage, force=args.force)
@@ -197,8 +196,9 @@ def add_user_commands(user_sub: Any) -> None:
     password.set_defaults(func=cmd_user_password)
 
 
-def add_commands(sub: Any) -> None:
-    """Add ``catalog backup|list|restore|rebuild`` to the ``backapp`` parser's subcommands."""
+def add_commands(sub: Any, *, migrate: Callable[[bool], None]) -> None:
+    """Add ``catalog backup|list|restore|rebuild`` to the ``backapp`` parser's subcommands;
+    ``migrate(quiet)`` applies the pending migrations (``backapp migrate``)."""
     catalog = sub.add_parser(
         "catalog", help="copies of the server's database in the bucket, and rebuilding from it"
     )
@@ -237,4 +237,4 @@ def add_commands(sub: Any) -> None:
         "--force", action="store_true", help="rebuild into a database that already has backups"
     )
     rebuild.add_argument("--json", action="store_true", help="print the report as JSON")
-    rebuild.set_defaults(func=cmd_rebuild)
+    rebuild.set_defaults(func=cmd_rebuild, migrate=migrate)
