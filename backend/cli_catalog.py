@@ -142,7 +142,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     args.migrate(True)  # an empty database gets its tables first
 
     async def work(catalog: Any) -> Any:
-        return await rebuild_from_bucket(catalog.storage, force=args.force)
+        return await rebuild_from_bucket(catalog.storage, settings.secret_key, force=args.force)
 
     try:
         report = _run(settings, work)

@@ -578,7 +578,7 @@ class BackupService:
         self._publish(row, status, error)
         if status == "completed":
             # The metadata object that lets the bucket alone rebuild the history; never fatal.
-            await write_quietly(self.storage, row["id"])
+            await write_quietly(self.storage, self.settings.secret_key, row["id"])
         return True
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:

@@ -1,14 +1,17 @@
 """The small metadata object beside each completed backup, from which ``backapp catalog rebuild
 --from-bucket`` recreates the history when no catalog copy is left.
 
-One JSON object per backup, at ``{config prefix}/meta/{backup id}.json`` (for an archive, beside
-it: ``users/{user}/agents/{agent}/configs/{config}/meta/…``; a snapshot's lies under its config's
-prefix the same way). A backup's file name never contains ``/``, so nothing else is ever stored
-under ``meta/``. It holds what the server's database knew: the backup (file, key, size, SHA-256,
-times, counts), its configuration (name, sources, excludes, options), its owner (id, e-mail; never the password hash),
-its agent (id, name, and its API key's digest: an HMAC with the server secret, from which the key
-cannot be recovered) and, for a snapshot, the packs it needs (the committed bitmap and each
-pack's sequence number, name and size) and its index objects.
+One JSON object per backup, in a ``meta/`` folder beside the backup's objects: an archive's at
+``{its folder}/meta/{backup id}.json`` (``users/{user}/agents/{agent}/configs/{config}/meta/…``;
+a file name never contains ``/``, so nothing else lies there), a snapshot's in its repository,
+``users/{user}/agents/{agent}/repo/meta/{backup id}.json``. In the clear: the backup (file, key,
+size, SHA-256, times, counts), its configuration's id and name, its owner's and agent's ids and
+names, and for a snapshot the packs it needs (the committed bitmap, each pack's sequence number,
+name and size) and its index objects. Sealed (``sealed``: AES-256-GCM under a key derived from the
+server secret, bound to the backup id), what the bucket must not show: the owner's e-mail, the
+configuration's sources, excludes and options, and the agent's key digest (an HMAC with the server
+secret from which the key cannot be recovered, but which lets a rebuilt server accept it again).
+Never a password hash.
 
 Writing it is cheap (one small PUT) and never fails a backup: ``finish`` calls
 :func:`write_quietly`, which logs a failure; ``catalog_at`` stays empty and the catalog round
@@ -31,8 +34,9 @@ from backend.accounts.tables import User
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.repos.tables import RepoObject, Repository, Snapshot
+from backend.services.catalog.sealed import open_small, seal_small
 from backend.services.clock import iso, utcnow
-from backend.services.keys import config_prefix, repo_prefix
+from backend.services.keys import repo_prefix
 from backend.storage import ObjectExists, Storage
 
 __all__ = [
@@ -40,6 +44,8 @@ __all__ = [
     "MetadataReport",
     "catch_up",
     "metadata_key",
+    "open_private",
+    "seal_private",
     "write_metadata",
     "write_quietly",
 ]
@@ -59,15 +65,39 @@ def _json(value: Any) -> Any:
 
 
 def metadata_key(row: dict[str, Any]) -> str | None:
-    """Where the metadata of the backup ``row`` goes; None for a snapshot whose configuration
-    was deleted (nothing would restore it under a configuration)."""
-    if row.get("config") is not None:
-        prefix = config_prefix(user_id=row["user"], agent_id=row["agent"], config_id=row["config"])
-    elif row.get("backup_type") != "incremental":
+    """Where the metadata of the backup ``row`` goes (None for a snapshot with no agent)."""
+    if row.get("backup_type") != "incremental":
         prefix = str(row["s3_path"]).rpartition("/")[0]  # the archive's own folder
+    elif row.get("agent") is not None:
+        prefix = repo_prefix(user_id=row["user"], agent_id=row["agent"])
     else:
         return None
     return f"{prefix}/meta/{row['id']}.json"
+
+
+_PRIVATE = (("user", "email"), ("config", "sources"), ("config", "excludes"), ("config", "options"))
+_PRIVATE_AGENT = (("agent", "keyDigest"), ("agent", "keyPrefix"))
+
+
+def seal_private(meta: dict[str, Any], secret: bytes) -> dict[str, Any]:
+    """``meta`` with its private fields moved into ``sealed`` (see the module docstring)."""
+    private: dict[str, Any] = {}
+    for part, name in _PRIVATE + (_PRIVATE_AGENT if meta.get("agent") else ()):
+        private[f"{part}.{name}"] = meta[part].pop(name, None)
+    text = json.dumps(private, sort_keys=True).encode()
+    return {**meta, "sealed": seal_small(secret, text, meta["backup"]["id"])}
+
+
+def open_private(meta: dict[str, Any], secret: bytes) -> dict[str, Any]:
+    """``meta`` with its sealed fields back in place (:class:`CatalogError` with another
+    secret)."""
+    private = json.loads(open_small(secret, meta.get("sealed") or "", meta["backup"]["id"]))
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in meta.items() if k != "sealed"}
+    for dotted, value in private.items():
+        part, name = dotted.split(".", 1)
+        if isinstance(out.get(part), dict):
+            out[part][name] = value
+    return out
 
 
 def _pack_seqs(packs: bytes) -> list[int]:
@@ -187,7 +217,7 @@ async def build_metadata(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def write_metadata(storage: Storage, backup_id: uuid.UUID | str) -> str | None:
+async def write_metadata(storage: Storage, secret: bytes, backup_id: uuid.UUID | str) -> str | None:
     """Write the metadata of a completed backup and mark it written; its key (None when the
     backup is not completed or has no place for one)."""
     row = await BackupLog.select().where(BackupLog.id == backup_id).first()
@@ -195,7 +225,8 @@ async def write_metadata(storage: Storage, backup_id: uuid.UUID | str) -> str | 
         return None
     key = metadata_key(row)
     if key is not None:
-        body = json.dumps(await build_metadata(row), indent=1, sort_keys=True).encode()
+        meta = seal_private(await build_metadata(row), secret)
+        body = json.dumps(meta, indent=1, sort_keys=True).encode()
         try:
             await storage.put_bytes(key, body)
         except ObjectExists:
@@ -204,11 +235,11 @@ async def write_metadata(storage: Storage, backup_id: uuid.UUID | str) -> str | 
     return key
 
 
-async def write_quietly(storage: Storage, backup_id: uuid.UUID | str) -> None:
+async def write_quietly(storage: Storage, secret: bytes, backup_id: uuid.UUID | str) -> None:
     """:func:`write_metadata`, never raising: a backup that completed stays completed; the next
     catalog round writes what failed here."""
     try:
-        await asyncio.wait_for(write_metadata(storage, backup_id), WRITE_TIMEOUT)
+        await asyncio.wait_for(write_metadata(storage, secret, backup_id), WRITE_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - logged; retried by the catalog round
         log.warning(
             "could not write the metadata of backup %s (the catalog round retries): %s",
@@ -226,7 +257,7 @@ class MetadataReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-async def catch_up(storage: Storage) -> MetadataReport:
+async def catch_up(storage: Storage, secret: bytes) -> MetadataReport:
     """Write the metadata that completions could not (at most :data:`BATCH`), and remove that
     of backups retention expired (their objects are gone)."""
     report = MetadataReport()
@@ -237,7 +268,7 @@ async def catch_up(storage: Storage) -> MetadataReport:
     )
     for r in missing:
         try:
-            if await write_metadata(storage, r["id"]) is not None:
+            if await write_metadata(storage, secret, r["id"]) is not None:
                 report.written += 1
         except Exception as exc:  # noqa: BLE001 - reported; the next round retries
             report.failed.append((f"metadata of backup {r['id']}", str(exc)))

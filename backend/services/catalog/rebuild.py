@@ -34,7 +34,7 @@ from backend.accounts.tables import User
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.repos.tables import RepoObject, Repository, Snapshot
-from backend.services.catalog.metadata import METADATA_FORMAT
+from backend.services.catalog.metadata import METADATA_FORMAT, open_private
 from backend.services.catalog.sealed import CatalogError
 from backend.services.clock import utcnow
 from backend.storage import ListedObject, ObjectStoreError, Storage
@@ -96,9 +96,25 @@ def _when(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-async def _discover(storage: Storage) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
-    """Every metadata object in the bucket, and the objects directly under each config prefix
-    (key → size), one level at a time so that no pack is ever listed here."""
+async def _read_meta(
+    storage: Storage, secret: bytes, keys: list[str], found: list[dict[str, Any]]
+) -> None:
+    for key in keys:
+        try:
+            data = json.loads(await storage.get_bytes(key))
+        except (ValueError, ObjectStoreError) as exc:
+            found.append({"error": (key, f"unreadable: {exc}")})
+            continue
+        if isinstance(data, dict) and data.get("format") == METADATA_FORMAT:
+            # Another secret stops the rebuild here, before anything is written.
+            found.append(open_private(data, secret))
+
+
+async def _discover(
+    storage: Storage, secret: bytes
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Every metadata object in the bucket (opened), and the objects directly under each config
+    prefix (key → size), one level at a time so that no pack is ever listed here."""
     found: list[dict[str, Any]] = []
     objects: dict[str, dict[str, int]] = {}
     users = await storage.list_objects("users/", delimiter="/")
@@ -106,21 +122,16 @@ async def _discover(storage: Storage) -> tuple[list[dict[str, Any]], dict[str, d
         owners = [f"{user}server/"]
         owners += (await storage.list_objects(f"{user}agents/", delimiter="/")).prefixes
         for owner in owners:
+            if owner != f"{user}server/":  # an agent: its snapshots' metadata is in its repo
+                snapshots = await storage.list_objects(f"{owner}repo/meta/")
+                await _read_meta(storage, secret, [o.key for o in snapshots.objects], found)
             configs = await storage.list_objects(f"{owner}configs/", delimiter="/")
             for config in configs.prefixes:
                 level = await storage.list_objects(config, delimiter="/")
                 objects[config] = {o.key: o.size for o in level.objects}
-                if f"{config}meta/" not in level.prefixes:
-                    continue
-                for item in (await storage.list_objects(f"{config}meta/")).objects:
-                    try:
-                        data = json.loads(await storage.get_bytes(item.key))
-                    except (ValueError, ObjectStoreError) as exc:
-                        found.append({"error": (item.key, f"unreadable: {exc}")})
-                        continue
-                    if isinstance(data, dict) and data.get("format") == METADATA_FORMAT:
-                        data["_key"] = item.key
-                        found.append(data)
+                if f"{config}meta/" in level.prefixes:
+                    archives = await storage.list_objects(f"{config}meta/")
+                    await _read_meta(storage, secret, [o.key for o in archives.objects], found)
     return found, objects
 
 
@@ -362,7 +373,9 @@ async def _backups(
             report.snapshots += 1
 
 
-async def rebuild_from_bucket(storage: Storage, *, force: bool = False) -> RebuildReport:
+async def rebuild_from_bucket(
+    storage: Storage, secret: bytes, *, force: bool = False
+) -> RebuildReport:
     """Recreate accounts, agents, configurations and the backup history from the metadata
     objects in the bucket (see the module docstring for what comes back and what cannot)."""
     if not force and await BackupLog.exists():
@@ -372,7 +385,7 @@ async def rebuild_from_bucket(storage: Storage, *, force: bool = False) -> Rebui
             "lacks)"
         )
     report = RebuildReport()
-    found, objects = await _discover(storage)
+    found, objects = await _discover(storage, secret)
     for item in [m for m in found if "error" in m]:
         report.failed.append(item["error"])
     found = [m for m in found if "error" not in m]

@@ -22,6 +22,7 @@ Everything here blocks (file I/O and CPU); callers run it in a worker thread.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import os
@@ -41,8 +42,10 @@ __all__ = [
     "CatalogError",
     "SealedHeader",
     "open_sealed",
+    "open_small",
     "read_header",
     "seal",
+    "seal_small",
 ]
 
 MAGIC = b"BACKAPP-CATALOG\n"
@@ -227,3 +230,31 @@ def sealed_header_of(path: Path, what: str) -> SealedHeader:
     """The header of the catalog copy at ``path`` (:class:`CatalogError` when it is not one)."""
     with path.open("rb") as source:
         return read_header(source, what)[0]
+
+
+_SMALL_INFO = b"backapp backup metadata v1"
+
+
+def _small_key(secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SMALL_INFO).derive(secret)
+
+
+def seal_small(secret: bytes, data: bytes, context: str) -> str:
+    """``data`` sealed (AES-256-GCM, random nonce, key derived from the server secret), bound to
+    ``context`` (e.g. the backup id): base64 text for a JSON field."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(_small_key(secret)).encrypt(nonce, data, context.encode())
+    return base64.b64encode(nonce + sealed).decode("ascii")
+
+
+def open_small(secret: bytes, text: str, context: str) -> bytes:
+    """What :func:`seal_small` sealed; :class:`CatalogError` when it does not open (another
+    server secret, another context, or altered)."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+        return AESGCM(_small_key(secret)).decrypt(raw[:12], raw[12:], context.encode())
+    except (ValueError, InvalidTag):
+        raise CatalogError(
+            "a metadata object does not open with this server secret: set BACKAPP_SECRET_KEY to "
+            "the secret of the server that wrote it"
+        ) from None

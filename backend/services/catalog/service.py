@@ -229,7 +229,7 @@ class CatalogService:
         """The periodic catalog round: missing metadata, then a copy when one is due. Storage
         errors leave the work for the next round."""
         moment = now or utcnow()
-        report = CatalogRound(metadata=await catch_up(self.storage))
+        report = CatalogRound(metadata=await catch_up(self.storage, self.settings.secret_key))
         if await self.due(moment):
             report.copy = await self.backup(moment)
             report.removed = await self.prune()

@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backend.accounts.tables import User
 from backend.backups.tables import BackupLog
 from backend.db import all_tables
 from backend.services import Services
-from backend.services.catalog.metadata import catch_up, metadata_key
+from backend.services.catalog.metadata import catch_up, metadata_key, open_private
+from backend.services.catalog.rebuild import rebuild_from_bucket
 from backend.services.catalog.sealed import CatalogError
 from backend.services.catalog.service import CATALOG_PREFIX, CatalogService
 from backend.storage import NoSuchKey
@@ -140,21 +142,65 @@ async def test_metadata_beside_each_completed_backup(client: ApiClient, services
     assert row is not None and row["catalog_at"] is not None
     key = metadata_key(row)
     assert key is not None and key.startswith(str(row["s3_path"]).rpartition("/")[0] + "/meta/")
-    meta = json.loads(await services.storage.get_bytes(key))
+    raw = await services.storage.get_bytes(key)
+    meta = json.loads(raw)
     assert meta["backup"]["id"] == backup_id and meta["backup"]["size"] == 3
     assert meta["backup"]["sha256"] == row["sha256"] and meta["backup"]["key"] == row["s3_path"]
     assert meta["config"]["id"] == config_id and meta["config"]["name"] == "Documents"
-    assert meta["user"]["email"] == "owner@example.com" and meta["agent"]["name"] == "laptop"
-    assert "password" not in json.dumps(meta)
+    assert meta["agent"]["name"] == "laptop"
+    # What the bucket must not show is sealed with the server secret; no password hash at all.
+    for private in (b"owner@example.com", b"/home/me/docs", b"argon2", b"password"):
+        assert private not in raw, private
+    secret = services.settings.secret_key
+    opened = open_private(meta, secret)
+    assert opened["user"]["email"] == "owner@example.com"
+    assert opened["config"]["sources"] == [{"path": "/home/me/docs"}]
+    with pytest.raises(CatalogError, match="another|secret"):
+        open_private(meta, b"another-secret-0123456789abcdef")
 
     # Lost (or never written): the round writes it again; expired: the round removes it.
     await services.storage.delete(key)
     await BackupLog.update({BackupLog.catalog_at: None}).where(BackupLog.id == backup_id)
-    report = await catch_up(services.storage)
+    report = await catch_up(services.storage, services.settings.secret_key)
     assert (report.written, report.removed, report.failed) == (1, 0, [])
     assert json.loads(await services.storage.get_bytes(key))["backup"]["id"] == backup_id
     await BackupLog.update({BackupLog.status: "expired"}).where(BackupLog.id == backup_id)
-    report = await catch_up(services.storage)
+    report = await catch_up(services.storage, services.settings.secret_key)
     assert (report.written, report.removed) == (0, 1)
     with pytest.raises(NoSuchKey):
         await services.storage.get_bytes(key)
+
+
+async def test_rebuild_from_the_bucket_alone(client: ApiClient, services: Services) -> None:
+    key, config_id, backup_id = await one_backup(client, services)
+    await lose_everything()
+    secret = services.settings.secret_key
+
+    # Another secret: the sealed parts do not open, and nothing is written.
+    with pytest.raises(CatalogError, match="does not open with this server secret"):
+        await rebuild_from_bucket(services.storage, b"another-secret-0123456789abcdef")
+    assert await BackupLog.count() == 0 and await User.count() == 0
+
+    report = await rebuild_from_bucket(services.storage, secret)
+    assert report.users == ["owner@example.com"] and report.failed == []
+    assert (report.agents, report.configs, report.backups, report.expired) == (1, 1, 1, 0)
+    # The agent's key works again; the account waits for a password.
+    beat = await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    assert beat.status_code == 200, beat.text
+    assert (await client.login("owner@example.com", "correct horse")).status_code == 401
+    await services.accounts.set_password("owner@example.com", "a new password")
+    assert (await client.login("owner@example.com", "a new password")).status_code == 200
+    [backup] = (await client.get("/api/backups")).json()["backups"]
+    assert (backup["id"], backup["configId"], backup["status"]) == (
+        backup_id,
+        config_id,
+        "completed",
+    )
+    assert (await client.get(f"/api/backups/{backup_id}/download")).status_code == 200
+
+    # Run again on a database that has backups: refused unless --force, which adds nothing twice.
+    with pytest.raises(CatalogError, match="has backups already"):
+        await rebuild_from_bucket(services.storage, secret)
+    again = await rebuild_from_bucket(services.storage, secret, force=True)
+    assert (again.users, again.backups, again.failed) == ([], 0, [])
+    assert await BackupLog.count() == 1
