@@ -32,8 +32,10 @@ def code_of(response: httpx.Response) -> str:
 
 
 def stored(s3: S3Endpoint, bucket: str) -> dict[str, int]:
+    """What the URLs put into the bucket (not the metadata object the server itself writes
+    beside a completed backup)."""
     listed = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {item["Key"]: item["Size"] for item in listed}
+    return {item["Key"]: item["Size"] for item in listed if "/meta/" not in item["Key"]}
 
 
 def two_agents(server: LiveServer) -> tuple[Any, list[tuple[httpx.Client, dict[str, Any]]]]:
