@@ -20,6 +20,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from backend import __version__
 from backend.api.agent import AgentApiController
+from backend.api.agent_recovery import AgentRecoveryController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AuthController,
         AgentApiController,
         AgentSnapshotController,
+        AgentRecoveryController,
         ConfigController,
         AgentController,
         BackupController,

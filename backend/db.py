@@ -18,6 +18,7 @@ APP_MODULES = [
     "backend.agents.piccolo_app",
     "backend.backups.piccolo_app",
     "backend.repos.piccolo_app",
+    "backend.recovery.piccolo_app",
 ]
 
 
@@ -43,6 +44,7 @@ def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
     from backend.agents.tables import Agent, AgentLog
     from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
+    from backend.recovery.tables import RecoveryKey, WrappedKey
     from backend.repos.tables import RepoObject, Repository, Snapshot
 
     return [
@@ -59,6 +61,8 @@ def all_tables() -> list[type]:
         Repository,
         RepoObject,
         Snapshot,
+        RecoveryKey,
+        WrappedKey,
     ]
 
 

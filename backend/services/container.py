@@ -13,7 +13,9 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
+from backend.services.recovery import RecoveryService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
 from backend.services.snapshots import SnapshotService
@@ -54,7 +56,9 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    progress: ProgressService
     snapshots: SnapshotService
+    recovery: RecoveryService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -81,7 +85,9 @@ class Services:
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
             backups=backups,
+            progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
+            recovery=RecoveryService(),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,

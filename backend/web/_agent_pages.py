@@ -91,6 +91,7 @@ async def _agents_page(
         platforms=PLATFORMS,
         values=values or {"name": "", "platform": ""},
         errors=errors or {},
+        recovery=await services.recovery.state(user.id),
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from desktop_agent import __version__
 
-from . import configure, restore, run, snapshots, status
+from . import configure, recovery, restore, run, snapshots, status
 from .common import Commands
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
@@ -21,6 +21,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     status.register,  # status
     restore.register,  # backups, restore
     snapshots.register,  # snapshots, ls
+    recovery.register,  # recovery init, rotate, status
 )
 
 

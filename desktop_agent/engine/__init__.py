@@ -29,12 +29,15 @@ from ._errors import (
     ConfigurationError,
     ConflictError,
     IntegrityError,
+    InvalidRecoveryCode,
     KeyStoreError,
     NetworkError,
     NotFoundError,
+    RecoveryError,
     RestoreError,
     SourceError,
     StorageError,
+    WrongRecoveryCode,
 )
 from ._events import (
     ArchiveProgress,
@@ -66,7 +69,25 @@ from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, pa
 from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
+from ._parts import choose_part_size, split_sizes
+from ._recovery import (
+    LOSS_WARNING,
+    NOT_SET_UP,
+    Issued,
+    KdfParams,
+    Recovery,
+    RecoveryInfo,
+    RecoveryKey,
+    RecoveryPlane,
+    WrappedRepoKey,
+    format_code,
+    keep_wrapped,
+    new_recovery_code,
+    parse_code,
+    wrap_key,
+)
 from ._repo.access import SnapshotEntry, Snapshots
+from ._repo.keys import RepoKeyStore
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -106,7 +127,8 @@ from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
 from ._transport.storage import HttpStorage
-from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+from ._transport.throttle import Throttle
+from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupInfo,
     BackupOptions,
@@ -130,6 +152,8 @@ __all__ = [
     "DEFAULT_EXCLUDES",
     "ENV_API_KEY",
     "IGNORE_FILE",
+    "LOSS_WARNING",
+    "NOT_SET_UP",
     "AgentDaemon",
     "AgentError",
     "AgentSettings",
@@ -165,7 +189,10 @@ __all__ = [
     "Heartbeat",
     "HttpStorage",
     "IntegrityError",
+    "InvalidRecoveryCode",
+    "Issued",
     "Job",
+    "KdfParams",
     "KeyLocation",
     "KeyStore",
     "KeyStoreError",
@@ -177,6 +204,12 @@ __all__ = [
     "Outcome",
     "PathFilter",
     "ProgressCallbacks",
+    "Recovery",
+    "RecoveryError",
+    "RecoveryInfo",
+    "RecoveryKey",
+    "RecoveryPlane",
+    "RepoKeyStore",
     "RestoreError",
     "RestoreFailed",
     "RestoreFinished",
@@ -212,6 +245,7 @@ __all__ = [
     "StateStore",
     "Storage",
     "StorageError",
+    "Throttle",
     "UploadOptions",
     "UploadProgress",
     "UploadResult",
@@ -219,6 +253,8 @@ __all__ = [
     "UploadStarted",
     "UploadWaiting",
     "Uploader",
+    "WrappedRepoKey",
+    "WrongRecoveryCode",
     "archive_extension",
     "archive_filename",
     "archive_format",
@@ -228,14 +264,18 @@ __all__ = [
     "config_dir",
     "default_target_name",
     "event_to_json",
+    "format_code",
     "glob_to_regex",
     "install_log_redaction",
     "instances_dir",
+    "keep_wrapped",
     "last_completed_at",
     "load_settings",
     "local_timezone_name",
     "member_name",
     "member_path",
+    "new_recovery_code",
+    "parse_code",
     "parse_retry_after",
     "parse_rule",
     "parse_size",
@@ -248,5 +288,6 @@ __all__ = [
     "split_sizes",
     "tar_header",
     "websocket_url",
+    "wrap_key",
     "write_archive",
 ]

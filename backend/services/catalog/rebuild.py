@@ -15,7 +15,8 @@ What comes back, with the ids it had (object keys name them):
   agent's repository with the packs those snapshots name (same sequence numbers) and the index
   objects in the bucket.
 
-What cannot come back: sessions, alerts, Back Up Now requests, agent logs, leases, backups that
+What cannot come back: sessions, alerts, Back Up Now requests, agent logs, leases, recovery-code
+set-ups (the account's recovery key and the agents' wrapped keys), backups that
 never got a metadata object (the periodic round writes missing ones within minutes), and packs no
 surviving snapshot names (they stay in the bucket, unused).
 """
@@ -86,8 +87,9 @@ class RebuildReport:
             )
         out.extend(f"not rebuilt: {what}: {why}" for what, why in self.failed)
         out.append(
-            "not in the bucket, so not rebuilt: passwords, sessions, alerts, agent logs and "
-            "Back Up Now requests"
+            "not in the bucket, so not rebuilt: passwords, sessions, alerts, agent logs, "
+            "Back Up Now requests and recovery-code set-ups (run `backapp-agent recovery init` "
+            "again on a machine of the account)"
         )
         return out
 

@@ -1,8 +1,8 @@
 """Where this machine keeps its repository key: the OS keychain (as the API key), else a file with
 mode 0600 in the agent's config folder. Made once, on the first snapshot, from the OS CSPRNG.
 
-Losing it (and, until recovery codes exist, every other copy) loses the ability to restore the
-snapshots: BackApp's server never holds it.
+The server holds it only wrapped for the account's recovery key (docs/recovery.md): losing it is
+recovered with the recovery code; losing it and the code loses the snapshots.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-import keyring
-import keyring.backend
+from typing import TYPE_CHECKING
 
 from .._errors import KeyStoreError
 from .crypto import KEY_BYTES, new_repository_key
+
+if TYPE_CHECKING:
+    import keyring.backend
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -50,21 +51,29 @@ class RepoKeyStore:
         from_env = self._env.get(ENV_REPOSITORY_KEY, "").strip()
         if from_env:
             return _decode(from_env, ENV_REPOSITORY_KEY)
-        backend = self._backend or keyring.get_keyring()
+        path = self._file(account)
+        try:
+            return _decode(path.read_text().strip(), str(path))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read the repository key {path}: {exc}") from exc
+        # The file exists only when no keychain worked when the key was made: read it first, and
+        # a headless machine never imports the keychain library (~0.2 s of every command).
+        backend = self._keychain()
         try:
             text = backend.get_password(SERVICE, account)
         except Exception as exc:  # keyring backends raise all sorts of things when unusable
             log.debug("keychain read failed: %s", exc)
             text = None
-        if text:
-            return _decode(text, "the keychain")
-        path = self._file(account)
-        try:
-            return _decode(path.read_text().strip(), str(path))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KeyStoreError(f"cannot read the repository key {path}: {exc}") from exc
+        return _decode(text, "the keychain") if text else None
+
+    def _keychain(self) -> keyring.backend.KeyringBackend:
+        if self._backend is not None:
+            return self._backend
+        import keyring
+
+        return keyring.get_keyring()
 
     def load_or_create(self, account: str) -> bytes:
         """The key, made and stored first if there is none (one process at a time)."""
@@ -80,9 +89,16 @@ class RepoKeyStore:
             log.info("made this machine's repository key")
             return key
 
+    def store(self, account: str, key: bytes) -> None:
+        """Put ``key`` back (e.g. recovered with the recovery code) where ``load`` finds it."""
+        if len(key) != KEY_BYTES:
+            raise KeyStoreError("a repository key is 32 bytes")
+        with self._lock():
+            self._save(account, key)
+
     def _save(self, account: str, key: bytes) -> None:
         text = base64.b64encode(key).decode()
-        backend = self._backend or keyring.get_keyring()
+        backend = self._keychain()
         try:
             backend.set_password(SERVICE, account, text)
             if backend.get_password(SERVICE, account) == text:

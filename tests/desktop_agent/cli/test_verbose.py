@@ -14,6 +14,7 @@ from desktop_agent.cli import build_parser, main
 REQUIRED: dict[str, list[str]] = {
     "restore": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
     "ls": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
+    "recovery": ["status"],
 }
 
 
@@ -34,6 +35,7 @@ def test_every_command_is_covered() -> None:
         "restore",
         "snapshots",
         "ls",
+        "recovery",
     }
 
 
