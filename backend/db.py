@@ -42,10 +42,17 @@ def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
 
 def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
-    from backend.agents.tables import Agent, AgentLog
-    from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
+    from backend.agents.tables import Agent, AgentLog, PairingCode
+    from backend.backups.tables import (
+        Alert,
+        BackupConfig,
+        BackupLog,
+        Lease,
+        RestoreJob,
+        RunRequest,
+    )
     from backend.recovery.tables import RecoveryKey, WrappedKey
-    from backend.repos.tables import RepoObject, Repository, Snapshot
+    from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -53,14 +60,17 @@ def all_tables() -> list[type]:
         LoginThrottle,
         Agent,
         AgentLog,
+        PairingCode,
         BackupConfig,
         BackupLog,
         Lease,
         RunRequest,
+        RestoreJob,
         Alert,
         Repository,
         RepoObject,
         Snapshot,
+        ConfigCheck,
         RecoveryKey,
         WrappedKey,
     ]

@@ -88,6 +88,7 @@ from ._recovery import (
 )
 from ._repo.access import SnapshotEntry, Snapshots
 from ._repo.keys import RepoKeyStore
+from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -106,11 +107,13 @@ from ._scheduling import (
     Job,
     ManualRun,
     Outcome,
+    RestoreJobs,
     RetrySettings,
     Runner,
     Scheduler,
     ScheduleStore,
     Skipped,
+    engine_restore,
 )
 from ._settings import (
     AgentSettings,
@@ -123,6 +126,7 @@ from ._settings import (
 from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._transport.client import API_KEY_HEADER, ApiClient
+from ._transport.pairing import PairedAgent, redeem_pairing_code
 from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
@@ -180,6 +184,8 @@ __all__ = [
     "ControlPlane",
     "Destination",
     "Dispatcher",
+    "DrillDuty",
+    "DrillSchedule",
     "EngineOptions",
     "Event",
     "EventSink",
@@ -202,6 +208,7 @@ __all__ = [
     "NetworkError",
     "NotFoundError",
     "Outcome",
+    "PairedAgent",
     "PathFilter",
     "ProgressCallbacks",
     "Recovery",
@@ -210,9 +217,11 @@ __all__ = [
     "RecoveryKey",
     "RecoveryPlane",
     "RepoKeyStore",
+    "RepoProofs",
     "RestoreError",
     "RestoreFailed",
     "RestoreFinished",
+    "RestoreJobs",
     "RestoreOptions",
     "RestoreProgress",
     "RestoreResult",
@@ -263,6 +272,7 @@ __all__ = [
     "choose_part_size",
     "config_dir",
     "default_target_name",
+    "engine_restore",
     "event_to_json",
     "format_code",
     "glob_to_regex",
@@ -282,6 +292,7 @@ __all__ = [
     "parse_stored_schedule",
     "printable",
     "redact_url",
+    "redeem_pairing_code",
     "root_rules",
     "save_settings",
     "scan",

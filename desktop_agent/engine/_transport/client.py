@@ -27,6 +27,7 @@ from ..protocol import (
     Heartbeat,
     Lease,
     PartTicket,
+    RestoreJob,
     RestoreTicket,
     SignPart,
     StartBackup,
@@ -254,6 +255,24 @@ class ApiClient:
         body = self._call("POST", "/api/agent/restore", {"backupId": backup_id})
         return _decode(body.get("restore"), RestoreTicket, "/api/agent/restore")
 
+    # -- restores asked for from the web console ----------------------------------------------------
+
+    def start_restore_job(self, job_id: str) -> RestoreJob:
+        """Take a pending restore (``ConflictError`` when it is taken, finished or expired)."""
+        path = f"/api/agent/restores/{job_id}/start"
+        return _decode(self._call("POST", path), RestoreJob, path)
+
+    def restore_job_progress(self, job_id: str, *, files: int, bytes_written: int) -> None:
+        self._call(
+            "POST",
+            f"/api/agent/restores/{job_id}/progress",
+            {"files": files, "bytes": bytes_written},
+        )
+
+    def finish_restore_job(self, job_id: str, outcome: Mapping[str, Any]) -> None:
+        """``outcome``: ``status`` (``completed`` or ``failed``), the counts, ``error``."""
+        self._call("POST", f"/api/agent/restores/{job_id}/complete", dict(outcome))
+
     # -- snapshots extension ------------------------------------------------------------------------
 
     def snapshot_start(self, request: StartSnapshot) -> SnapshotStarted:
@@ -379,6 +398,17 @@ class ApiClient:
             return page, (str(nxt) if nxt else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+    # -- checks and restore drills extension --------------------------------------------------------
+
+    def report_check(self, payload: Mapping[str, Any]) -> None:
+        """What ``backapp-agent check`` found (``POST /api/agent/repo/check``)."""
+        self._call("POST", "/api/agent/repo/check", dict(payload))
+
+    def report_drill(self, payload: Mapping[str, Any]) -> str:
+        """One restore drill (``POST /api/agent/drill``); returns the server's summary of it."""
+        body = self._call("POST", "/api/agent/drill", dict(payload))
+        return str(body.get("summary", ""))
 
     # -- recovery keys (docs/agent-api.md, "Extensions: recovery keys") ----------------------------
 
