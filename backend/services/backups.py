@@ -33,6 +33,7 @@ from backend.schemas import (
     UploadInfo,
 )
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
+from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
 from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
@@ -512,6 +513,8 @@ class BackupService:
         if not updated:
             return False
         self._publish(row, status, error)
+        if status == "completed":  # the metadata beside it, for a rebuild; never fatal
+            await write_quietly(self.storage, self.settings.secret_key, row["id"])
         return True
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:
