@@ -35,6 +35,7 @@ __all__ = [
     "InheritanceService",
     "may_read",
     "readable_agent_ids",
+    "reader_agent_ids",
     "repository_reader",
     "target_agent",
 ]
@@ -55,6 +56,22 @@ async def readable_agent_ids(user_id: uuid.UUID, agent_id: uuid.UUID) -> set[uui
             (AgentInheritance.user == user_id) & AgentInheritance.agent.is_in(sorted(frontier))
         )
         frontier = {r["from_agent"] for r in rows} - seen
+        if not frontier:
+            break
+        seen |= frontier
+    return seen
+
+
+async def reader_agent_ids(user_id: uuid.UUID, agent_id: uuid.UUID) -> set[uuid.UUID]:
+    """The other way round: the agents that may read ``agent_id``'s backups (itself and every agent
+    that inherits it, directly or through a chain). One indexed query per step of the chain."""
+    seen = {agent_id}
+    frontier = {agent_id}
+    for _ in range(MAX_CHAIN):
+        rows = await AgentInheritance.select(AgentInheritance.agent).where(
+            (AgentInheritance.user == user_id) & AgentInheritance.from_agent.is_in(sorted(frontier))
+        )
+        frontier = {r["agent"] for r in rows} - seen
         if not frontier:
             break
         seen |= frontier

@@ -34,6 +34,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, parse_uuid
 from backend.services.clock import aware, iso, utcnow
 from backend.services.history import user_log
+from backend.services.inheritance import readable_agent_ids, reader_agent_ids
 from backend.services.pubsub import LiveEvents
 
 __all__ = ["JOB_TTL", "RestoreJobService", "may_restore_to", "restore_message"]
@@ -50,13 +51,26 @@ def restore_message(job_id: str | uuid.UUID) -> dict[str, Any]:
     return {"type": "restore", "restoreId": str(job_id)}
 
 
-async def may_restore_to(backup: dict[str, Any], agent: dict[str, Any]) -> bool:
-    """Whether ``agent`` (a row of the backup's owner) may restore ``backup`` (its log row).
-
-    For now only the machine that made it: a snapshot's data is sealed with that machine's
-    repository key. This is the one function to widen when a machine can inherit another's
-    backups (the keys issue's inherit mark)."""
-    return backup["agent"] is not None and backup["agent"] == agent["id"]
+async def may_restore_to(backup: dict[str, Any], agent: dict[str, Any], user_id: uuid.UUID) -> bool:
+    """Whether ``agent`` (a row of the backup's owner ``user_id``) may restore ``backup`` (its log
+    row): the machine that made it, or one that inherits that machine (the owner's mark, see
+    :mod:`backend.services.inheritance`). An inherited *snapshot* is refused in words
+    (:class:`Conflict`): its key opens only with the recovery code, which this server never has,
+    so a job would fail on the machine; the new machine restores it itself with the code."""
+    if backup["agent"] is None:
+        return False
+    if backup["agent"] == agent["id"]:
+        return True
+    if backup["agent"] not in await readable_agent_ids(user_id, agent["id"]):
+        return False
+    if backup.get("backup_type") == "incremental":
+        raise Conflict(
+            "agentId: this snapshot was made by another machine, and its key opens only with your "
+            "recovery code, which the server never sees: on that machine run `backapp-agent "
+            "restore BACKUP_ID --to DIR --recovery-code-stdin`",
+            field="agentId",
+        )
+    return True
 
 
 def _out(row: dict[str, Any], agent_name: str) -> RestoreJobOut:
@@ -118,10 +132,10 @@ class RestoreJobService:
             .where((Agent.id == parse_uuid(data.agent_id, "agent")) & (Agent.user == user.id))
             .first()
         )
-        if agent is None or not await may_restore_to(backup, agent):
+        if agent is None or not await may_restore_to(backup, agent, user.id):
             raise NotFound(
-                "agentId: no such machine that can restore this backup (for now only the machine "
-                "that made it can)",
+                "agentId: no such machine that can restore this backup (the machine that made it, "
+                "or one that replaces it)",
                 field="agentId",
             )
         if not agent["active"]:
@@ -204,16 +218,23 @@ class RestoreJobService:
         backup = await user_log(user, backup_id)
         if backup["agent"] is None:
             return []
-        # Only the backup's own machine may, for now (may_restore_to): one indexed read.
+        # The backup's own machine and the machines that replace it (may_restore_to): one indexed
+        # read per step of the inheritance chain, then one read of those machines.
+        readers = await reader_agent_ids(user.id, backup["agent"])
+        if backup.get("backup_type") == "incremental":
+            readers = {backup["agent"]}  # another machine would need the recovery code
         rows = await Agent.select(Agent.id, Agent.name, Agent.active).where(
-            (Agent.user == user.id) & (Agent.id == backup["agent"])
+            (Agent.user == user.id) & Agent.id.is_in(sorted(readers))
         )
         wanted = search.strip().lower()
-        return [
-            {"id": str(r["id"]), "name": r["name"]}
-            for r in rows
-            if r["active"] and wanted in r["name"].lower() and await may_restore_to(backup, r)
-        ][:20]
+        return sorted(
+            (
+                {"id": str(r["id"]), "name": r["name"]}
+                for r in rows
+                if r["active"] and wanted in r["name"].lower()
+            ),
+            key=lambda m: m["name"].lower(),
+        )[:20]
 
     def _tell_owner(self, user_id: uuid.UUID, out: RestoreJobOut) -> None:
         self.live.to_user(

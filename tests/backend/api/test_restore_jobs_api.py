@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from litestar import Litestar
 
-from backend.backups.tables import RestoreJob
+from backend.backups.tables import BackupLog, RestoreJob
 from backend.services.clock import utcnow
 from tests.support.api import ApiClient, complete_one_backup
 from tests.support.asgi import AsgiSocket
@@ -110,3 +110,33 @@ async def test_a_job_nobody_takes_expires_after_a_day(client: ApiClient) -> None
     assert status["status"] == "expired" and "within a day" in status["error"]
     r = await client.agent_post(key, f"/api/agent/restores/{job_id}/start", None)
     assert r.status_code == 409
+
+
+async def test_a_machine_that_replaces_the_old_one_may_restore_its_archives(
+    client: ApiClient,
+) -> None:
+    """The owner's inherit mark widens who may restore: the new machine gets the old one's full
+    archives; an old *snapshot* is refused in words (its key opens only with the recovery code,
+    which the server never has)."""
+    old_id, _key, backup_id = await _backup(client)
+    new_id, _ = await client.register_agent("new-desktop")
+    url = f"/api/backups/{backup_id}/restore"
+    offered = '<option value="new-desktop">'
+    assert offered not in (await client.get(f"/backups/{backup_id}")).text
+    r = await client.post(url, json={"agentId": new_id, "target": "/home/me/old"})
+    assert r.status_code == 404, r.text
+
+    mark = await client.post(f"/api/agents/{new_id}/inherit", json={"fromAgentId": old_id})
+    assert mark.status_code == 201, mark.text
+    assert offered in (await client.get(f"/backups/{backup_id}")).text
+    r = await client.post(url, json={"agentId": new_id, "target": "/home/me/old"})
+    assert r.status_code == 202, r.text
+    assert (await client.get(f"/api/restores/{r.json()['id']}")).json()["restore"][
+        "agentName"
+    ] == "new-desktop"
+
+    await BackupLog.update({BackupLog.backup_type: "incremental"}).where(BackupLog.id == backup_id)
+    r = await client.post(url, json={"agentId": new_id, "target": "/home/me/old"})
+    assert r.status_code == 409 and "recovery code" in r.json()["detail"], r.text
+    assert offered not in (await client.get(f"/backups/{backup_id}")).text
+    assert await RestoreJob.count() == 1
