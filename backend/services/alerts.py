@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import msgspec
@@ -125,6 +125,49 @@ def _ago(delta: timedelta) -> str:
     return f"{hours // 24} days"
 
 
+NO_SCHEDULE_RECHECK = timedelta(days=3650)
+"""When a config without a schedule is looked at again (an edit looks at it at once)."""
+DUE_GAPS = 64
+"""Schedule gaps :func:`_due_at` walks before it settles for "look again then"."""
+
+
+def _due_at(
+    schedule: Schedule, tz: tzinfo, since: datetime, grace: timedelta, now: datetime
+) -> datetime:
+    """The earliest moment after ``now`` at which "no completed backup since ``since``" can
+    exceed the schedule's gap at that moment plus ``grace``, if nothing happens meanwhile.
+
+    Within a gap ``[t0, t1)`` between two fire times the allowance is ``t1 - t0 + grace``, so the
+    alert can hold from ``max(t0, since + (t1 - t0) + grace)`` on, if that is before ``t1``.
+    A lower bound is all that is needed: the round checks the rule itself again then."""
+    t0 = schedule.last_at_or_before(now, tz)
+    for _ in range(DUE_GAPS):
+        t1 = schedule.next_after(t0, tz)
+        candidate = max(t0, since + (t1 - t0) + grace)
+        if candidate < t1:
+            return max(candidate, now)
+        t0 = t1
+    return t0
+
+
+async def _store_due(dues: list[tuple[uuid.UUID, datetime]]) -> None:
+    """Set ``alert_due_at`` of many configs: one ``UPDATE … CASE`` per :data:`BATCH` configs."""
+    postgres = getattr(BackupConfig._meta.db, "engine_type", "") == "postgres"
+    # PostgreSQL cannot infer a CASE branch's type from a bare parameter; SQLite has no such type.
+    value = "CAST({} AS TIMESTAMPTZ)" if postgres else "{}"
+    for start in range(0, len(dues), BATCH):
+        chunk = dues[start : start + BATCH]
+        cases = " ".join(f"WHEN {{}} THEN {value}" for _ in chunk)
+        ids = ", ".join("{}" for _ in chunk)
+        args: list[Any] = [item for pair in chunk for item in pair]
+        await BackupConfig.raw(
+            f"UPDATE backapp_backup_config SET alert_due_at = CASE id {cases} END"
+            f" WHERE id IN ({ids})",
+            *args,
+            *[config_id for config_id, _ in chunk],
+        )
+
+
 @dataclass
 class AlertReport:
     opened: list[str] = field(default_factory=list)
@@ -209,6 +252,12 @@ class AlertService:
         return report
 
     async def _missed_backups(self, now: datetime) -> list[_Wanted]:
+        """Configs with a schedule and no completed backup within its gap plus grace.
+
+        O(changes), not O(configs): only configs whose ``alert_due_at`` is unset (a backup of it
+        started or ended, it was edited, its agent changed zone) or has come are read. One that
+        is fine now gets the earliest moment the alert could hold (:func:`_due_at`) and is not
+        read again before it; one that is overdue keeps being read, so its open alert stays."""
         configs = await BackupConfig.select(
             BackupConfig.id,
             BackupConfig.user,
@@ -216,23 +265,13 @@ class AlertService:
             BackupConfig.agent,
             BackupConfig.options,
             BackupConfig.created_at,
+            BackupConfig.last_ok_at,
             BackupConfig.agent.timezone.as_alias("agent_timezone"),
-        )
-        # The newest completed backup of every config: one statement, an index seek per config.
-        newest = await BackupLog.select(
-            BackupLog.config, BackupLog.completed_at, BackupLog.started_at
-        ).where(
-            WhereRaw(
-                "id IN (SELECT (SELECT b.id FROM backapp_backup_log b WHERE b.config = c.id"
-                " AND b.status = 'completed' ORDER BY b.started_at DESC, b.id DESC LIMIT 1)"
-                " FROM backapp_backup_config c)"
-            )
-        )
-        last_of = {row["config"]: row for row in newest}
-        # Thousands of configs share a few schedules: each gap is worked out once per round.
-        intervals: dict[tuple[str, str], timedelta] = {}
+        ).where(BackupConfig.alert_due_at.is_null() | (BackupConfig.alert_due_at <= now))
+        # Thousands of configs share a few schedules: each is parsed once per round.
         schedules: dict[bytes, Schedule | None] = {}
         out: list[_Wanted] = []
+        dues: list[tuple[uuid.UUID, datetime]] = []
         for config in configs:
             options = config_options(config["options"])
             spec = msgspec.json.encode(options.get("schedule"))
@@ -240,23 +279,20 @@ class AlertService:
                 schedules[spec] = config_schedule(options)
             schedule = schedules[spec]
             if schedule is None:
+                dues.append((config["id"], now + NO_SCHEDULE_RECHECK))
                 continue
             zone = config["agent_timezone"] if config["agent"] else None
-            zone_name = zone or self.settings.timezone
-            key = (schedule.cron, zone_name)
-            if key not in intervals:
-                intervals[key] = schedule.interval(now, resolve_timezone(zone_name))
-            interval = intervals[key]
-            allowed = interval + alert_grace(options)
-            last = last_of.get(config["id"])
-            since = (
-                aware(last["completed_at"]) or aware(last["started_at"])
-                if last
-                else aware(config["created_at"])
-            )
-            if since is None or now - since <= allowed:
+            tz = resolve_timezone(zone or self.settings.timezone)
+            last_ok = aware(config["last_ok_at"])
+            since = last_ok or aware(config["created_at"])
+            if since is None:
                 continue
-            what = f"since {iso(since)}" if last else "since it was created"
+            grace = alert_grace(options)
+            interval = schedule.interval(now, tz)
+            if now - since <= interval + grace:
+                dues.append((config["id"], _due_at(schedule, tz, since, grace, now)))
+                continue
+            what = f"since {iso(since)}" if last_ok else "since it was created"
             out.append(
                 _Wanted(
                     user=config["user"],
@@ -269,6 +305,7 @@ class AlertService:
                     ),
                 )
             )
+        await _store_due(dues)
         return out
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:

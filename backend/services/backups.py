@@ -34,6 +34,7 @@ from backend.schemas import (
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
+from backend.services.last_backup import refresh_last_backups
 from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
@@ -262,6 +263,7 @@ class BackupService:
                 )
             except Exception:
                 await BackupLog.delete().where(BackupLog.id == log_id)
+                await refresh_last_backups([new.config_id])
                 raise
             await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
             await self._started(new, log_id)
@@ -320,6 +322,7 @@ class BackupService:
         await self._started(new, log_id)
 
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
+        await refresh_last_backups([new.config_id])
         if new.run_request is not None:
             await mark_run_started(new.run_request, log_id)
         self._publish(
@@ -574,6 +577,7 @@ class BackupService:
         )
         if not updated:
             return False
+        await refresh_last_backups([row.get("config")])
         self._publish(row, status, error)
         return True
 

@@ -320,7 +320,16 @@ class RunService:
             ) from None
         if self._timezones.get(agent.id) == name:
             return
-        await Agent.update({Agent.timezone: name}).where(Agent.id == agent.id)
+        changed = (
+            await Agent.update({Agent.timezone: name})
+            .where((Agent.id == agent.id) & ((Agent.timezone != name) | Agent.timezone.is_null()))
+            .returning(Agent.id)
+        )
+        if changed:
+            # Its configs' schedules now count in another zone: the alert round looks again.
+            await BackupConfig.update({BackupConfig.alert_due_at: None}).where(
+                BackupConfig.agent == agent.id
+            )
         self._timezones[agent.id] = name
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from backend.agents.tables import Agent
 from backend.backups.tables import Alert, BackupLog
 from backend.services import Services
 from backend.services.accounts import CurrentUser
+from backend.services.last_backup import refresh_last_backups
 from tests.support.api import ApiClient
 from tests.support.fleet import DAILY, Fleet, seed_fleet
 from tests.support.queries import count_queries
@@ -76,6 +78,7 @@ async def test_the_dashboard_shows_problems_first_and_counts_every_config(
     await BackupLog.update({BackupLog.status: "failed", BackupLog.error: "disk full"}).where(
         BackupLog.config == fleet.config_ids[99]
     )
+    await refresh_last_backups([fleet.config_ids[99]])  # behind the services' back
     page = (await client.get("/")).text
     assert "config-00099" in page
     assert page.index("config-00099") < page.index("config-00000")
@@ -328,3 +331,89 @@ async def test_the_dashboard_lists_the_newest_open_alerts_only(
     assert "alert number 000" in page and "alert number 019" in page
     assert "alert number 020" not in page
     assert len((await client.get("/api/alerts")).json()["alerts"]) == 30
+
+
+async def _cost(client: ApiClient, path: str) -> tuple[int, int]:
+    with count_queries() as log:
+        r = await client.get(path)
+    assert r.status_code == 200, (path, r.text[:500])
+    return len(log), log.rows
+
+
+async def test_the_dashboard_reads_as_many_rows_for_500_configs_as_for_10(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only as many statements: as many rows. Each config's newest backup is on its row, so
+    the dashboard counts in the database and reads the configs it shows (a page smaller than the
+    small fleet here, so that both show a full page) and the agents that are silent."""
+    from backend.web import _dashboard
+
+    monkeypatch.setattr(_dashboard, "DASHBOARD_ROWS", 4)
+    monkeypatch.setattr(_dashboard, "DASHBOARD_AGENTS", 1)
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=2, configs=10, backups_per_config=2)
+    # Two problems in each fleet: a failing config, and one whose agent went silent.
+    await BackupLog.update({BackupLog.status: "failed", BackupLog.error: "disk full"}).where(
+        BackupLog.config == fleet.config_ids[3]
+    )
+    await refresh_last_backups([fleet.config_ids[3]])
+    silent = now - timedelta(days=2)
+    await Agent.update({Agent.last_seen: silent}).where(Agent.id == fleet.agent_ids[1])
+    small = {path: await _cost(client, path) for path in ("/",)}
+    page = (await client.get("/")).text
+    assert "9/10" in page
+    await seed_fleet(
+        me.id, now=now, agents=98, configs=490, backups_per_config=2, first=10, fleet=fleet
+    )
+    big = {path: await _cost(client, path) for path in ("/",)}
+    assert big == small
+    page = (await client.get("/")).text
+    # The failing config comes first; the counts are over all 500.
+    assert page.index("config-00003") < page.index("config-00001")
+    assert "499/500" in page
+
+
+async def test_an_alert_round_reads_only_the_configs_that_changed(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=2, schedule=DAILY)
+
+    async def round_cost() -> tuple[int, int]:
+        with count_queries() as log:
+            await services.tasks.run_alerts(now)
+        return len(log), log.rows
+
+    await round_cost()  # every config is new: evaluated once, then not before it may be late
+    steady_small = await round_cost()
+    await seed_fleet(
+        me.id,
+        now=now,
+        agents=49,
+        configs=490,
+        backups_per_config=2,
+        schedule=DAILY,
+        first=10,
+        fleet=fleet,
+    )
+    await round_cost()
+    assert await round_cost() == steady_small
+    # A config whose newest backup is older than its schedule allows is read every round (its
+    # alert stays open) and only it.
+    old = now - timedelta(days=3)
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.config == fleet.config_ids[250]
+    )
+    await refresh_last_backups([fleet.config_ids[250]])
+    statements, rows = await round_cost()
+    assert rows > steady_small[1]
+    open_alerts = await Alert.select(Alert.subject).where(Alert.resolved_at.is_null())
+    assert {a["subject"] for a in open_alerts} == {f"config:{fleet.config_ids[250]}"}
+    # Next round: the late config and its open alert, and nothing to insert.
+    assert await round_cost() == (steady_small[0], steady_small[1] + 2)

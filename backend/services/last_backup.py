@@ -1,0 +1,53 @@
+"""Each config's newest backup, kept on the config row (``last_backup_id``, ``last_status``,
+``last_ok_at``) so that the dashboard and the alert round read one config row, not its history.
+
+:func:`refresh_last_backups` is the one place that maintains them: every service that creates a
+backup log, ends it, changes its status or deletes it calls it for the configs it touched. It
+recomputes the columns from the history itself (a correlated ``LIMIT 1`` per config over the
+``(config, started_at, id)`` and ``(config, status, started_at)`` indexes), so it is idempotent,
+needs no read before the write, and two processes refreshing the same config at once both leave
+the committed truth. It also clears ``alert_due_at``: the alert round evaluates the config again.
+The migration that added the columns back-fills them with the same statement.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from backend.backups.tables import BackupConfig
+
+__all__ = ["REFRESH_SQL", "refresh_last_backups"]
+
+BATCH = 500
+"""Configs per statement (ids in an ``IN`` list)."""
+
+_NEWEST = (
+    "(SELECT b.{column} FROM backapp_backup_log b WHERE b.config = backapp_backup_config.id{only}"
+    " ORDER BY b.started_at DESC, b.id DESC LIMIT 1)"
+)
+
+REFRESH_SQL = (
+    "UPDATE backapp_backup_config SET"
+    f" last_backup_id = {_NEWEST.format(column='id', only='')},"
+    f" last_status = {_NEWEST.format(column='status', only='')},"
+    " last_ok_at = "
+    + _NEWEST.format(column="completed_at", only=" AND b.status = 'completed'").replace(
+        "b.completed_at", "COALESCE(b.completed_at, b.started_at)", 1
+    )
+    + ", alert_due_at = NULL"
+)
+"""Recompute the newest-backup columns (append a ``WHERE`` to restrict it)."""
+
+
+async def refresh_last_backups(config_ids: Iterable[uuid.UUID | str | None]) -> None:
+    """Recompute the newest-backup columns of ``config_ids`` (None entries, configs that were
+    deleted, are skipped). One statement per :data:`BATCH` configs."""
+    ids: list[Any] = sorted(
+        {uuid.UUID(str(c)) for c in config_ids if c is not None}, key=lambda u: u.int
+    )
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        placeholders = ", ".join("{}" for _ in chunk)
+        await BackupConfig.raw(f"{REFRESH_SQL} WHERE id IN ({placeholders})", *chunk)
