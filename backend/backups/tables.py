@@ -52,6 +52,17 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
         index=True,
         help_text="Before this, no missed-backup alert can hold for it; null: evaluate it again.",
     )
+    revision = Integer(
+        default=0,
+        help_text="Counts changes that the periodic rounds must see (a backup, an edit): a round "
+        "stores its due times only for configs still at the revision it read.",
+    )
+    retention_due_at = Timestamptz(
+        null=True,
+        default=None,
+        index=True,
+        help_text="Before this, retention removes none of its backups; null: evaluate it again.",
+    )
 
 
 class BackupLog(Table, tablename="backapp_backup_log"):

@@ -34,6 +34,7 @@ from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
+from backend.services.last_backup import store_config_times
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
 from backend.settings import Settings
@@ -150,24 +151,6 @@ def _due_at(
     return t0
 
 
-async def _store_due(dues: list[tuple[uuid.UUID, datetime]]) -> None:
-    """Set ``alert_due_at`` of many configs: one ``UPDATE … CASE`` per :data:`BATCH` configs."""
-    postgres = getattr(BackupConfig._meta.db, "engine_type", "") == "postgres"
-    # PostgreSQL cannot infer a CASE branch's type from a bare parameter; SQLite has no such type.
-    value = "CAST({} AS TIMESTAMPTZ)" if postgres else "{}"
-    for start in range(0, len(dues), BATCH):
-        chunk = dues[start : start + BATCH]
-        cases = " ".join(f"WHEN {{}} THEN {value}" for _ in chunk)
-        ids = ", ".join("{}" for _ in chunk)
-        args: list[Any] = [item for pair in chunk for item in pair]
-        await BackupConfig.raw(
-            f"UPDATE backapp_backup_config SET alert_due_at = CASE id {cases} END"
-            f" WHERE id IN ({ids})",
-            *args,
-            *[config_id for config_id, _ in chunk],
-        )
-
-
 @dataclass
 class AlertReport:
     opened: list[str] = field(default_factory=list)
@@ -266,12 +249,13 @@ class AlertService:
             BackupConfig.options,
             BackupConfig.created_at,
             BackupConfig.last_ok_at,
+            BackupConfig.revision,
             BackupConfig.agent.timezone.as_alias("agent_timezone"),
         ).where(BackupConfig.alert_due_at.is_null() | (BackupConfig.alert_due_at <= now))
         # Thousands of configs share a few schedules: each is parsed once per round.
         schedules: dict[bytes, Schedule | None] = {}
         out: list[_Wanted] = []
-        dues: list[tuple[uuid.UUID, datetime]] = []
+        dues: list[tuple[uuid.UUID, int, datetime]] = []
         for config in configs:
             options = config_options(config["options"])
             spec = msgspec.json.encode(options.get("schedule"))
@@ -279,7 +263,7 @@ class AlertService:
                 schedules[spec] = config_schedule(options)
             schedule = schedules[spec]
             if schedule is None:
-                dues.append((config["id"], now + NO_SCHEDULE_RECHECK))
+                dues.append((config["id"], config["revision"], now + NO_SCHEDULE_RECHECK))
                 continue
             zone = config["agent_timezone"] if config["agent"] else None
             tz = resolve_timezone(zone or self.settings.timezone)
@@ -290,7 +274,8 @@ class AlertService:
             grace = alert_grace(options)
             interval = schedule.interval(now, tz)
             if now - since <= interval + grace:
-                dues.append((config["id"], _due_at(schedule, tz, since, grace, now)))
+                due = _due_at(schedule, tz, since, grace, now)
+                dues.append((config["id"], config["revision"], due))
                 continue
             what = f"since {iso(since)}" if last_ok else "since it was created"
             out.append(
@@ -305,7 +290,7 @@ class AlertService:
                     ),
                 )
             )
-        await _store_due(dues)
+        await store_config_times("alert_due_at", dues)
         return out
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:

@@ -289,7 +289,10 @@ class ConfigService:
                 self._check_server_mode(user, [s.path for s in sources])
         if values:
             values[BackupConfig.updated_at] = utcnow()
-            values[BackupConfig.alert_due_at] = None  # its schedule or agent may have changed
+            # Its schedule, retention or agent may have changed: the rounds look at it again.
+            values[BackupConfig.alert_due_at] = None
+            values[BackupConfig.retention_due_at] = None
+            values[BackupConfig.revision] = BackupConfig.revision + 1
             await BackupConfig.update(values).where(BackupConfig.id == row["id"])
         return await self.get(user, str(row["id"]))
 

@@ -6,7 +6,8 @@ backup log, ends it, changes its status or deletes it calls it for the configs i
 recomputes the columns from the history itself (a correlated ``LIMIT 1`` per config over the
 ``(config, started_at, id)`` and ``(config, status, started_at)`` indexes), so it is idempotent,
 needs no read before the write, and two processes refreshing the same config at once both leave
-the committed truth. It also clears ``alert_due_at``: the alert round evaluates the config again.
+the committed truth. It also clears ``alert_due_at`` and ``retention_due_at``: the alert and
+retention rounds evaluate the config again (and only then; see :func:`store_config_times`).
 The migration that added the columns back-fills them with the same statement.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from backend.backups.tables import BackupConfig
 
-__all__ = ["REFRESH_SQL", "refresh_last_backups"]
+__all__ = ["REFRESH_SQL", "refresh_last_backups", "store_config_times"]
 
 BATCH = 500
 """Configs per statement (ids in an ``IN`` list)."""
@@ -36,7 +38,7 @@ REFRESH_SQL = (
     + _NEWEST.format(column="completed_at", only=" AND b.status = 'completed'").replace(
         "b.completed_at", "COALESCE(b.completed_at, b.started_at)", 1
     )
-    + ", alert_due_at = NULL"
+    + ", alert_due_at = NULL, retention_due_at = NULL, revision = revision + 1"
 )
 """Recompute the newest-backup columns (append a ``WHERE`` to restrict it)."""
 
@@ -51,3 +53,28 @@ async def refresh_last_backups(config_ids: Iterable[uuid.UUID | str | None]) -> 
         chunk = ids[start : start + BATCH]
         placeholders = ", ".join("{}" for _ in chunk)
         await BackupConfig.raw(f"{REFRESH_SQL} WHERE id IN ({placeholders})", *chunk)
+
+
+async def store_config_times(
+    column: Literal["alert_due_at", "retention_due_at"],
+    times: list[tuple[uuid.UUID, int, datetime]],
+) -> None:
+    """Set ``column`` of many configs from (config id, revision read, time): one ``UPDATE … CASE``
+    per :data:`BATCH` configs, whatever the number of distinct times.
+
+    A config whose ``revision`` moved since the round read it (a backup ended, it was edited,
+    meanwhile) keeps its value (null: "look again"): the round decided on what is now stale."""
+    postgres = getattr(BackupConfig._meta.db, "engine_type", "") == "postgres"
+    # PostgreSQL cannot infer a CASE branch's type from a bare parameter; SQLite has no such type.
+    value = "CAST({} AS TIMESTAMPTZ)" if postgres else "{}"
+    for start in range(0, len(times), BATCH):
+        chunk = times[start : start + BATCH]
+        cases = " ".join(f"WHEN id = {{}} AND revision = {{}} THEN {value}" for _ in chunk)
+        ids = ", ".join("{}" for _ in chunk)
+        args: list[Any] = [item for triple in chunk for item in triple]
+        await BackupConfig.raw(
+            f"UPDATE backapp_backup_config SET {column} = CASE {cases} ELSE {column} END"
+            f" WHERE id IN ({ids})",
+            *args,
+            *[config_id for config_id, _, _ in chunk],
+        )

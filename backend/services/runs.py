@@ -326,10 +326,14 @@ class RunService:
             .returning(Agent.id)
         )
         if changed:
-            # Its configs' schedules now count in another zone: the alert round looks again.
-            await BackupConfig.update({BackupConfig.alert_due_at: None}).where(
-                BackupConfig.agent == agent.id
-            )
+            # Its configs' schedules and periods now count in another zone: the rounds look again.
+            await BackupConfig.update(
+                {
+                    BackupConfig.alert_due_at: None,
+                    BackupConfig.retention_due_at: None,
+                    BackupConfig.revision: BackupConfig.revision + 1,
+                }
+            ).where(BackupConfig.agent == agent.id)
         self._timezones[agent.id] = name
 
 

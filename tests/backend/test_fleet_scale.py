@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from backend.agents.tables import Agent
-from backend.backups.tables import Alert, BackupLog
+from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
 from backend.services.accounts import CurrentUser
 from backend.services.last_backup import refresh_last_backups
@@ -261,6 +261,7 @@ async def test_periodic_rounds_run_as_many_statements_for_500_configs_as_for_10(
     await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
         BackupLog.id.is_in(fleet.backup_ids[1:3])
     )
+    await refresh_last_backups(fleet.config_ids[:1])  # history edited behind the services' back
     small = await _round_statements(services, now)
     assert small["retention"] > 0
     await seed_fleet(
@@ -278,6 +279,7 @@ async def test_periodic_rounds_run_as_many_statements_for_500_configs_as_for_10(
     await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
         BackupLog.id.is_in(fleet.backup_ids[-2:])
     )
+    await refresh_last_backups(fleet.config_ids[-1:])
     big = await _round_statements(services, now)
     assert big == small
     expired = await BackupLog.count().where(BackupLog.status == "expired")
@@ -417,3 +419,99 @@ async def test_an_alert_round_reads_only_the_configs_that_changed(
     assert {a["subject"] for a in open_alerts} == {f"config:{fleet.config_ids[250]}"}
     # Next round: the late config and its open alert, and nothing to insert.
     assert await round_cost() == (steady_small[0], steady_small[1] + 2)
+
+
+async def test_a_retention_round_reads_only_the_configs_that_changed(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=3, retention_days=30)
+
+    async def round_cost(at: datetime = now) -> tuple[int, int, int]:
+        with count_queries() as log:
+            report = await services.tasks.run_retention(at)
+        assert report is not None
+        return len(log), log.rows, len(report.expired)
+
+    await round_cost()  # every config is new: read once, then not before a backup may age out
+    steady_small = await round_cost()
+    await seed_fleet(
+        me.id,
+        now=now,
+        agents=49,
+        configs=490,
+        backups_per_config=3,
+        retention_days=30,
+        first=10,
+        fleet=fleet,
+    )
+    await round_cost()
+    assert await round_cost() == steady_small
+    # No backup, no edit: time alone ages the two older backups of every config out (the newest
+    # is always kept), and the round finds them all without having read any config since.
+    later = await round_cost(now + timedelta(days=30, hours=2))
+    assert later[2] == 1000
+    assert await BackupLog.count().where(BackupLog.status == "expired") == 1000
+
+
+async def test_an_interrupted_retention_round_is_finished_by_the_next(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.services.retention import RetentionService
+
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=3, backups_per_config=3, retention_days=30)
+    old = now - timedelta(days=60)
+    due = [fleet.backup_ids[i] for i in (1, 2, 4)]
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.id.is_in(due)
+    )
+    await refresh_last_backups(fleet.config_ids)
+    real = RetentionService._mark_expired
+
+    async def crash(rows: list[dict[str, Any]], at: datetime) -> set[Any]:
+        raise RuntimeError("the process died here")
+
+    # The objects are deleted, then the process dies before their rows are marked.
+    monkeypatch.setattr(RetentionService, "_mark_expired", staticmethod(crash))
+    with pytest.raises(RuntimeError):
+        await services.tasks.retention.run(now)
+    assert await BackupLog.count().where(BackupLog.status == "expired") == 0
+    monkeypatch.setattr(RetentionService, "_mark_expired", staticmethod(real))
+    report = await services.tasks.retention.run(now)
+    assert sorted(report.expired) == sorted(str(b) for b in due) and report.failed == []
+    assert await BackupLog.count().where(BackupLog.status == "expired") == 3
+    assert (await services.tasks.retention.run(now)).expired == []
+
+
+async def test_a_backup_that_ends_during_a_round_is_looked_at_next_round(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round decided on what it read; a config that changed meanwhile keeps "look again"."""
+    from backend.services import retention
+
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=3, backups_per_config=2, retention_days=30)
+    real = retention.store_config_times
+
+    async def meanwhile(column: Any, times: Any) -> None:
+        await refresh_last_backups(fleet.config_ids[:1])  # a backup of it ended just now
+        await real(column, times)
+
+    monkeypatch.setattr(retention, "store_config_times", meanwhile)
+    await services.tasks.retention.run(now)
+    rows = await BackupConfig.select(BackupConfig.id, BackupConfig.retention_due_at).where(
+        BackupConfig.id.is_in(fleet.config_ids)
+    )
+    due = {r["id"]: r["retention_due_at"] for r in rows}
+    assert due[fleet.config_ids[0]] is None
+    assert due[fleet.config_ids[1]] is not None and due[fleet.config_ids[2]] is not None

@@ -1,5 +1,5 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.column_types import UUID, Timestamptz, Varchar
+from piccolo.columns.column_types import UUID, Integer, Timestamptz, Varchar
 from piccolo.columns.indexes import IndexMethod
 
 ID = "2026-12-02T04:00:00:000000"
@@ -29,6 +29,8 @@ async def forwards() -> MigrationManager:
         ("last_status", Varchar, {"length": 16}),
         ("last_ok_at", Timestamptz, {}),
         ("alert_due_at", Timestamptz, {"index": True}),
+        ("retention_due_at", Timestamptz, {"index": True}),
+        ("revision", Integer, {"default": 0, "null": False}),
     ):
         manager.add_column(
             table_class_name="BackupConfig",

@@ -24,7 +24,7 @@ BACKFILL = (
     + _NEWEST.format(column="completed_at", only=" AND b.status = 'completed'").replace(
         "b.completed_at", "COALESCE(b.completed_at, b.started_at)", 1
     )
-    + ", alert_due_at = NULL"
+    + ", alert_due_at = NULL, retention_due_at = NULL, revision = revision + 1"
 )
 
 
