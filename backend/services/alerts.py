@@ -34,7 +34,7 @@ from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
-from backend.services.last_backup import store_config_times
+from backend.services.last_backup import pause, store_config_times
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
 from backend.settings import Settings
@@ -256,7 +256,8 @@ class AlertService:
         schedules: dict[bytes, Schedule | None] = {}
         out: list[_Wanted] = []
         dues: list[tuple[uuid.UUID, int, datetime]] = []
-        for config in configs:
+        for index, config in enumerate(configs):
+            await pause(index)
             options = config_options(config["options"])
             spec = msgspec.json.encode(options.get("schedule"))
             if spec not in schedules:

@@ -13,6 +13,7 @@ The migration that added the columns back-fills them with the same statement.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -20,10 +21,12 @@ from typing import Any, Literal
 
 from backend.backups.tables import BackupConfig
 
-__all__ = ["REFRESH_SQL", "refresh_last_backups", "store_config_times"]
+__all__ = ["REFRESH_SQL", "YIELD_EVERY", "pause", "refresh_last_backups", "store_config_times"]
 
 BATCH = 500
 """Configs per statement (ids in an ``IN`` list)."""
+YIELD_EVERY = 200
+"""Configs a periodic round works out in Python before it lets the event loop serve requests."""
 
 _NEWEST = (
     "(SELECT b.{column} FROM backapp_backup_log b WHERE b.config = backapp_backup_config.id{only}"
@@ -78,3 +81,11 @@ async def store_config_times(
             *args,
             *[config_id for config_id, _, _ in chunk],
         )
+
+
+async def pause(index: int) -> None:
+    """Let the event loop run other work every :data:`YIELD_EVERY` items of a long loop: the
+    periodic rounds share the loop with requests, and a first round over a large fleet (after an
+    upgrade, or a restart with every config to look at) must not hold it for seconds."""
+    if index % YIELD_EVERY == YIELD_EVERY - 1:
+        await asyncio.sleep(0)

@@ -30,7 +30,7 @@ import msgspec
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.services.clock import aware, utcnow
 from backend.services.gfs import Candidate, Decision, Policy, decide, policy_of
-from backend.services.last_backup import store_config_times
+from backend.services.last_backup import pause, store_config_times
 from backend.storage import ObjectStoreError, Storage
 from desktop_agent.engine.schedule import resolve_timezone
 
@@ -161,7 +161,8 @@ class RetentionService:
             by_config.setdefault(row["config"], []).append(row)
         archives: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
-        for config_id, backups in by_config.items():
+        for index, (config_id, backups) in enumerate(by_config.items()):
+            await pause(index)
             policy, tz = policies[config_id]
             decision = self.decide(backups, policy, now, tz)
             due[config_id] = next_change(decision, backups, policy, now)

@@ -515,3 +515,39 @@ async def test_a_backup_that_ends_during_a_round_is_looked_at_next_round(
     due = {r["id"]: r["retention_due_at"] for r in rows}
     assert due[fleet.config_ids[0]] is None
     assert due[fleet.config_ids[1]] is not None and due[fleet.config_ids[2]] is not None
+
+
+async def test_a_round_longer_than_its_lease_never_overlaps_another_runner(
+    client: ApiClient, services: Services, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two task runners (two server processes) on one database, each trying the same task in a
+    loop; every round takes longer than the lease's lifetime. Never two at once."""
+    from backend.services.tasks import PeriodicTasks
+
+    monkeypatch.setattr(PeriodicTasks, "lease_ttl", property(lambda self: 1.5))
+    first = services.tasks
+    second = PeriodicTasks(settings, services.storage, holder="server elsewhere pid 2")
+    inside: list[str] = []
+    most = 0
+    ran: list[str] = []
+
+    async def runner(tasks: PeriodicTasks, who: str) -> None:
+        nonlocal most
+
+        async def slow() -> None:
+            nonlocal most
+            inside.append(who)
+            most = max(most, len(inside))
+            ran.append(who)
+            await asyncio.sleep(4.0)  # more than two lease lifetimes
+            inside.remove(who)
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 9.0
+        while loop.time() < end:
+            await tasks._guarded("overlap", slow)
+            await asyncio.sleep(0.2)  # the next round, as the interval would start it
+
+    await asyncio.gather(runner(first, "one"), runner(second, "two"))
+    assert most == 1, ran
+    assert len(ran) >= 2
