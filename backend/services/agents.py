@@ -425,6 +425,49 @@ class AgentService:
         ]
         return out, (out[-1].timestamp if more and out else None)
 
+    async def page_logs(
+        self,
+        user: CurrentUser,
+        agent_id: str,
+        *,
+        level: str | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> tuple[list[AgentLogOut], Cursor | None]:
+        """One page of an agent's log, newest first, after ``after`` (keyset on ``(timestamp,
+        id)``, the ``(agent, timestamp, id)`` index: lines logged in the same instant are neither
+        skipped nor repeated, and a deep page costs what the first does); and the next cursor."""
+        row = await self._row(user, agent_id)
+        where: Combinable = AgentLog.agent == row["id"]
+        if level:
+            where = where & (AgentLog.level == level)
+        if after is not None:
+            # The leading range is implied by the rest; it is there for the index to seek to.
+            where = where & (
+                (AgentLog.timestamp <= after.at)
+                & ((AgentLog.timestamp < after.at) | (AgentLog.id < after.id))
+            )
+        rows = (
+            await AgentLog.select()
+            .where(where)
+            .order_by(AgentLog.timestamp, AgentLog.id, ascending=False)
+            .limit(limit + 1)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        out = [
+            AgentLogOut(
+                id=str(r["id"]),
+                level=r["level"],
+                message=r["message"],
+                metadata=_as_json(r["metadata"]),
+                timestamp=iso(r["timestamp"]) or "",
+            )
+            for r in rows
+        ]
+        last = aware(rows[-1]["timestamp"]) if more and rows else None
+        return out, (Cursor(at=last, id=rows[-1]["id"]) if last is not None else None)
+
     async def add_log(
         self, agent: AgentIdentity, level: str, message: str, metadata: dict[str, Any] | None
     ) -> None:

@@ -551,3 +551,45 @@ async def test_a_round_longer_than_its_lease_never_overlaps_another_runner(
     await asyncio.gather(runner(first, "one"), runner(second, "two"))
     assert most == 1, ran
     assert len(ran) >= 2
+
+
+async def test_the_agent_log_pages_by_cursor_through_ties(
+    client: ApiClient, services: Services
+) -> None:
+    from backend.agents.tables import AgentLog
+
+    await client.signup()
+    me = await _me(client, services)
+    fleet = await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=1)
+    agent_id = fleet.agent_ids[0]
+    at = datetime.now(UTC).replace(microsecond=0)
+    # 60 lines, in 6 instants of 10 lines each: every page boundary falls inside a tie.
+    await AgentLog.insert(
+        *[
+            AgentLog(
+                id=uuid.uuid4(),
+                agent=agent_id,
+                level="info",
+                message=f"line {i:03d}",
+                metadata=None,
+                timestamp=at - timedelta(seconds=i // 10),
+            )
+            for i in range(60)
+        ]
+    )
+    seen: list[str] = []
+    path = f"/agents/{agent_id}"
+    for _ in range(10):
+        page = (await client.get(path)).text
+        seen += [m for m in page.split(">") if m.startswith("line ")]
+        if 'rel="next"' not in page:
+            break
+        href = page.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+        assert "after=" in href
+        path = href.replace("&amp;", "&")
+    lines = [s.split("<")[0] for s in seen]
+    assert sorted(lines) == sorted(f"line {i:03d}" for i in range(60))
+    assert len(lines) == 60  # none twice
+    # A forged cursor is refused.
+    r = await client.get(f"/agents/{agent_id}", params={"after": "not-a-cursor"})
+    assert r.status_code == 400

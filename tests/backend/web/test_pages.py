@@ -326,7 +326,7 @@ async def test_logs_filtered_newest_first_and_paginated(browser: Browser) -> Non
     page = await browser.get(f"/agents/{agent_id}")
     lines = re.findall(r"line (\d\d)", page.text)
     assert lines == [f"{i:02d}" for i in range(29, 4, -1)]  # 25 newest, newest first
-    older = re.search(r'href="(/agents/[^"]+before=[^"#]+)#logs" rel="next"', page.text)
+    older = re.search(r'href="(/agents/[^"]+after=[^"#]+)#logs" rel="next"', page.text)
     assert older, "no link to older entries"
     second = await browser.get(older.group(1).replace("&amp;", "&"))
     assert re.findall(r"line (\d\d)", second.text) == ["04", "03", "02", "01", "00"]
