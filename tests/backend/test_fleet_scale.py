@@ -593,3 +593,79 @@ async def test_the_agent_log_pages_by_cursor_through_ties(
     # A forged cursor is refused.
     r = await client.get(f"/agents/{agent_id}", params={"after": "not-a-cursor"})
     assert r.status_code == 400
+
+
+async def test_the_overview_ranks_configs_as_the_health_rules_do(
+    client: ApiClient, services: Services
+) -> None:
+    """The SQL severity (services/overview.py) and the Python rules (web/_health.py) agree on
+    every kind of config: failing, running, never backed up, overdue, fine; on an online, a
+    silent, a deactivated agent, none, and server-side."""
+    from backend.services.overview import OverviewService
+    from backend.web._health import config_health
+
+    await client.signup()
+    me = await _me(client, services)
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=3, configs=18, backups_per_config=2)
+    online, silent, off = fleet.agent_ids
+    await Agent.update({Agent.last_seen: now - timedelta(days=2)}).where(Agent.id == silent)
+    await Agent.update({Agent.active: False}).where(Agent.id == off)
+    states = ["failed", "running", "never", "overdue", "completed", "cancelled"]
+    for i, config_id in enumerate(fleet.config_ids):
+        state = states[i // 3]  # each state on each of the three agents
+        where = BackupLog.config == config_id
+        if state == "never":
+            await BackupLog.delete().where(where)
+        elif state == "overdue":
+            old = now - timedelta(days=3)
+            await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+                where
+            )
+        elif state != "completed":
+            newest = (
+                await BackupLog.select(BackupLog.id)
+                .where(where)
+                .order_by(BackupLog.started_at, ascending=False)
+                .first()
+            )
+            assert newest is not None
+            await BackupLog.update({BackupLog.status: state}).where(BackupLog.id == newest["id"])
+            recent = now - timedelta(hours=3)  # the one before it: a fresh verified backup
+            await BackupLog.update(
+                {BackupLog.started_at: recent, BackupLog.completed_at: recent}
+            ).where(where & (BackupLog.id != newest["id"]))
+    await BackupConfig.update({BackupConfig.agent: None}).where(
+        BackupConfig.id == fleet.config_ids[4]
+    )
+    await BackupConfig.update({BackupConfig.execution_mode: "server"}).where(
+        BackupConfig.id.is_in([fleet.config_ids[5], fleet.config_ids[14]])
+    )
+    await refresh_last_backups(fleet.config_ids)
+
+    overview = await OverviewService(services.agents).overview(me, now, rows=50, agent_rows=5)
+    configs = await services.configs.by_ids(me, [str(c) for c in fleet.config_ids])
+    last = await services.history.last_backups(me, [c.id for c in configs])
+    agents = {a.id: a for a in await services.agents.by_ids(me, [str(a) for a in fleet.agent_ids])}
+    order = {c.id: i for i, c in enumerate(configs)}
+    expected = []
+    for config in configs:
+        found = last.get(config.id)
+        agent = agents.get(config.agent_id) if config.agent_id else None
+        health = config_health(
+            config.id,
+            config.execution_mode,
+            agent,
+            found.last if found else None,
+            found.last_completed if found else None,
+            now,
+        )
+        expected.append((health.severity, order[config.id], config.id, health))
+    expected.sort(key=lambda item: item[:2])
+    assert overview.shown == [(config_id, sev) for sev, _, config_id, _ in expected]
+    assert overview.config_total == 18
+    assert overview.healthy == sum(1 for *_, h in expected if h.safe)
+    assert overview.attention == sum(1 for *_, h in expected if h.needs_attention)
+    assert len({sev for sev, *_ in expected}) == 6  # every severity was exercised
+    assert (overview.agent_total, overview.agents_online) == (3, 1)
+    assert [a.id for a in overview.agents][:2] == [str(silent), str(off)]
