@@ -9,7 +9,17 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from backend.schemas import Attempt, Camel, FileError, LeaseOut, NonNegative, Trigger, Uuid
+from backend.run_schemas import (
+    LeaseOut,
+)
+from backend.schemas import (
+    Attempt,
+    Camel,
+    FileError,
+    NonNegative,
+    Trigger,
+    Uuid,
+)
 
 ObjectKind = Literal["config", "data", "index", "snapshot"]
 ObjectName = Annotated[str, Meta(min_length=1, max_length=64)]

@@ -12,8 +12,20 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from backend.api.agent_ws import serve_agent_socket
 from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
 from backend.api.guards import api_guard
-from backend.schemas import (
+from backend.run_schemas import (
     AbortRequest,
+    LeaseOut,
+    LeaseReleaseRequest,
+    LeaseRenewRequest,
+    LeaseRequest,
+    LeaseResponse,
+    PartRequest,
+    PartResponse,
+    ProgressRequest,
+    UploadCompleteRequest,
+    UploadCompleteResponse,
+)
+from backend.schemas import (
     AgentBackupsResponse,
     AgentConfigsResponse,
     AgentRef,
@@ -21,16 +33,8 @@ from backend.schemas import (
     CompleteResponse,
     HeartbeatRequest,
     HeartbeatResponse,
-    LeaseOut,
-    LeaseReleaseRequest,
-    LeaseRenewRequest,
-    LeaseRequest,
-    LeaseResponse,
     LogRequest,
     OkResponse,
-    PartRequest,
-    PartResponse,
-    ProgressRequest,
     RegisteredAgent,
     RegisterRequest,
     RegisterResponse,
@@ -38,8 +42,6 @@ from backend.schemas import (
     RestoreResponse,
     StartRequest,
     StartResponse,
-    UploadCompleteRequest,
-    UploadCompleteResponse,
 )
 from backend.services.backups import AGENT_FEATURES
 from backend.services.clock import iso
@@ -201,7 +203,7 @@ class AgentApiController(Controller):
     async def progress(
         self, data: JSONBody[ProgressRequest], agent: AgentDep, services: ServicesDep
     ) -> OkResponse:
-        await services.backups.progress(agent, data)
+        await services.progress.record(agent, data)
         return OkResponse()
 
     @post(

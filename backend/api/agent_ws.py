@@ -25,7 +25,9 @@ from litestar.exceptions import WebSocketDisconnect
 
 from backend.api.guards import check_json_depth
 from backend.errors import DomainError, InvalidInput, NotAuthenticated, RateLimited
-from backend.schemas import ProgressRequest
+from backend.run_schemas import (
+    ProgressRequest,
+)
 from backend.services import AgentIdentity, Services
 from backend.services.pubsub import agent_channel
 from backend.services.runs import run_message
@@ -193,7 +195,7 @@ async def _read_loop(
                         }
                     )
                     continue
-                await services.backups.progress(agent, req)
+                await services.progress.record(agent, req)
             else:
                 await conn.send(
                     {

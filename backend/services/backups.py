@@ -23,12 +23,13 @@ import msgspec
 
 from backend.backups.tables import BackupLog, Lease
 from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from backend.run_schemas import (
+    PartUrl,
+    UploadedPart,
+)
 from backend.schemas import (
     CompleteRequest,
-    PartUrl,
-    ProgressRequest,
     StartRequest,
-    UploadedPart,
     UploadInfo,
 )
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
@@ -52,7 +53,6 @@ from backend.storage import InvalidParts as StorageInvalidParts
 
 __all__ = [
     "AGENT_FEATURES",
-    "PRE_LOG_PHASES",
     "BackupService",
     "NewBackup",
     "errors_json",
@@ -63,7 +63,6 @@ log = logging.getLogger("backapp.backups")
 
 AGENT_FEATURES = ("progress-by-config", "part-crc32", "snapshots", "backup-cancelled")
 """Extensions an agent may use, listed in the heartbeat response (``features``)."""
-PRE_LOG_PHASES = ("scanning", "archiving")
 """The phases a run reports by ``configId``, before its log is open."""
 
 SINGLE_PUT_LIMIT = 5 * 1024**3
@@ -330,69 +329,7 @@ class BackupService:
             "running",
         )
 
-    # --- while it runs ------------------------------------------------------------------------
-
-    async def progress(self, agent: AgentIdentity, req: ProgressRequest) -> None:
-        """Keep the latest progress event on the running backup and show it on the owner's pages;
-        a run whose log is not open yet (``configId``) is only shown, never stored."""
-        if (req.log_id is None) == (req.config_id is None):
-            raise InvalidInput(
-                "send exactly one of logId (a running backup) and configId (a run whose log is "
-                "not open yet)",
-                field="logId" if req.log_id is not None else "configId",
-            )
-        event: dict[str, Any] = {
-            k: v
-            for k, v in msgspec.to_builtins(req).items()
-            if k not in ("logId", "configId") and not (k == "waiting" and v is None)
-        }
-        event["at"] = iso(utcnow())
-        if req.config_id is not None:
-            await self._config_progress(agent, req.config_id, event)
-            return
-        assert req.log_id is not None
-        row = await self.find_log(agent, req.log_id)
-        if row["status"] != "running":
-            raise Conflict(f"logId: this backup is already {row['status']}")
-        await BackupLog.update({BackupLog.progress: event}).where(
-            (BackupLog.id == row["id"]) & (BackupLog.status == "running")
-        )
-        if self.live is not None:
-            self.live.to_user(
-                agent.user_id,
-                {
-                    "type": "progress",
-                    "backupId": str(row["id"]),
-                    "configId": str(row["config"]) if row["config"] else None,
-                    "agentId": str(agent.id),
-                    **event,
-                },
-            )
-
-    async def _config_progress(
-        self, agent: AgentIdentity, config_id: str, event: dict[str, Any]
-    ) -> None:
-        """Progress before ``backup/start`` (the scan; a small archive being built): published to
-        the owner's pages with ``backupId: null``, and not kept anywhere (the next one follows
-        within a second or so; the backup's own progress and events supersede it)."""
-        if event["phase"] not in PRE_LOG_PHASES:
-            raise InvalidInput(
-                f"phase: with configId only {' or '.join(PRE_LOG_PHASES)} (the log is not open "
-                f"yet); send logId for {event['phase']}",
-                field="phase",
-            )
-        cid, _ = await assigned_config(agent, config_id)
-        if self.live is not None:
-            self.live.to_user(
-                agent.user_id,
-                {
-                    "type": "progress",
-                    "backupId": None,
-                    "configId": str(cid),
-                    "agentId": str(agent.id),
-                    **event,
-                },
-            )
+    # --- while it runs: the parts of a multipart upload -------------------------------------
 
     async def _running_multipart(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
         row = await self.find_log(agent, log_id)

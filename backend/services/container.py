@@ -13,6 +13,7 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
@@ -54,6 +55,7 @@ class Services:
     agents: AgentService
     configs: ConfigService
     backups: BackupService
+    progress: ProgressService
     snapshots: SnapshotService
     history: BackupHistory
     restores: RestoreService
@@ -81,6 +83,7 @@ class Services:
             agents=AgentService(settings, registry),
             configs=ConfigService(settings, storage),
             backups=backups,
+            progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),

@@ -24,7 +24,9 @@ import msgspec
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.errors import Conflict, InvalidInput
 from backend.repos.tables import RepoObject, Repository, Snapshot
-from backend.schemas import LeaseOut
+from backend.run_schemas import (
+    LeaseOut,
+)
 from backend.services.agents import AgentIdentity, assigned_config
 from backend.services.backups import BackupService, NewBackup, errors_json, storage_call
 from backend.services.clock import aware, iso, utcnow

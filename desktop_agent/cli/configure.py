@@ -61,9 +61,26 @@ def register(commands: Commands) -> None:
     configure.add_argument(
         "--temp-dir", metavar="DIR", type=Path, help="scratch folder for the scan list"
     )
+    for direction, what in (("upload", "backups"), ("download", "restores")):
+        configure.add_argument(
+            f"--limit-{direction}",
+            metavar="MBIT",
+            type=_limit,
+            help=f"limit {what} to MBIT Mbit/s in all (0 removes the limit)",
+        )
     configure.add_argument(
         "--no-verify", action="store_true", help="save without checking the key with a heartbeat"
     )
+
+
+def _limit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of Mbit/s: {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError("a limit is a number of Mbit/s, 0 for none")
+    return value
 
 
 def _read_key(args: argparse.Namespace, server: str) -> str:
@@ -96,6 +113,10 @@ def cmd_configure(args: argparse.Namespace) -> int:
         settings = replace(settings, poll_interval_ms=int(args.poll_interval * 1000))
     if args.temp_dir is not None:
         settings = replace(settings, temp_dir=args.temp_dir.expanduser().absolute())
+    if args.limit_upload is not None:
+        settings = replace(settings, limit_upload=args.limit_upload or None)
+    if args.limit_download is not None:
+        settings = replace(settings, limit_download=args.limit_download or None)
     settings = settings.validated()
 
     store = KeyStore(directory)
@@ -126,6 +147,9 @@ def cmd_configure(args: argparse.Namespace) -> int:
     print(f"Server:   {server}" + ("" if args.no_verify else " (the key works)"))
     print(f"Settings: {path}")
     print(f"API key:  in {location.describe()}")
+    for label, limit in (("Upload", settings.limit_upload), ("Download", settings.limit_download)):
+        if limit is not None:
+            print(f"{label + ':':<9} limited to {limit:g} Mbit/s")
     if location.kind == "file":
         err(
             f"warning: no usable OS keychain here, so the API key is stored in {location.detail} "

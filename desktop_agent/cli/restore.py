@@ -21,6 +21,7 @@ from desktop_agent.engine import (
     Restorer,
     RestoreResult,
     Snapshots,
+    Throttle,
     default_target_name,
     load_settings,
     printable,
@@ -206,6 +207,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     client,
                     events=JsonLines(sys.stdout) if args.json else display,
                     temp_dir=settings.temp_dir,
+                    download_limit=Throttle.from_mbps(settings.limit_download),
                 ) as restorer:
                     result = restorer.restore(
                         args.backup_id,

@@ -66,6 +66,7 @@ from ._excludes import DEFAULT_EXCLUDES, IGNORE_FILE, RuleSet, glob_to_regex, pa
 from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
+from ._parts import choose_part_size, split_sizes
 from ._repo.access import SnapshotEntry, Snapshots
 from ._restore import (
     MemberInfo,
@@ -106,7 +107,8 @@ from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
 from ._transport.storage import HttpStorage
-from ._upload import Uploader, UploadOptions, UploadResult, choose_part_size, split_sizes
+from ._transport.throttle import Throttle
+from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupInfo,
     BackupOptions,
@@ -212,6 +214,7 @@ __all__ = [
     "StateStore",
     "Storage",
     "StorageError",
+    "Throttle",
     "UploadOptions",
     "UploadProgress",
     "UploadResult",

@@ -85,9 +85,7 @@ def connect(
     plane = ApiClient(
         settings.server_url, api_key, transport=transport, user_agent=agent, mode=mode
     )
-    storage = HttpStorage(
-        transport=transport, user_agent=agent, stall_timeout=settings.storage_stall_timeout
-    )
+    storage = HttpStorage.for_settings(settings, user_agent=agent, transport=transport)
     return plane, storage
 
 

@@ -4,6 +4,11 @@ In order of preference: ``$BACKAPP_AGENT_API_KEY`` (for containers and CI; anyth
 process environment can read it), the OS keychain through ``keyring`` (macOS Keychain, Windows
 Credential Locker, Secret Service on Linux desktops), and, when no keychain backend works (a headless
 Linux server), a file ``api-key`` with mode 0600 in the agent's config directory.
+
+The file exists only while no keychain works (a save to a working keychain removes it), so ``load``
+reads it before asking the keychain: on a headless machine the keychain library is never imported,
+which is ~0.2 s of CPU saved on every short command (and the file is the newer key if a keychain
+that failed once works again).
 """
 
 from __future__ import annotations
@@ -13,13 +18,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import keyring
-import keyring.backend
-import keyring.errors
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import KeyStoreError
+
+if TYPE_CHECKING:
+    import keyring.backend
 
 __all__ = ["ENV_API_KEY", "KEY_FILE", "KEYRING_SERVICE", "KeyLocation", "KeyStore"]
 
@@ -71,7 +75,11 @@ class KeyStore:
         return self.config_dir / KEY_FILE
 
     def backend(self) -> keyring.backend.KeyringBackend:
-        return self._backend if self._backend is not None else keyring.get_keyring()
+        if self._backend is not None:
+            return self._backend
+        import keyring  # here: ~0.2 s, and a headless machine with a key file never needs it
+
+        return keyring.get_keyring()
 
     def save(self, account: str, key: str) -> KeyLocation:
         """Store ``key``: in the keychain if one works, else in a 0600 file (and say so in the log)."""
@@ -97,21 +105,21 @@ class KeyStore:
         from_env = self._env.get(ENV_API_KEY, "").strip()
         if from_env:
             return from_env, KeyLocation("env", ENV_API_KEY)
+        try:
+            text = self.key_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read the API key file {self.key_file}: {exc}") from exc
+        if text:
+            return text, KeyLocation("file", str(self.key_file))
         backend = self.backend()
         try:
             key = backend.get_password(KEYRING_SERVICE, account)
         except Exception as exc:
             log.debug("keychain read failed (%s): %s", _backend_name(backend), exc)
             key = None
-        if key:
-            return key, KeyLocation("keyring", _backend_name(backend))
-        try:
-            text = self.key_file.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KeyStoreError(f"cannot read the API key file {self.key_file}: {exc}") from exc
-        return (text, KeyLocation("file", str(self.key_file))) if text else None
+        return (key, KeyLocation("keyring", _backend_name(backend))) if key else None
 
     def delete(self, account: str) -> None:
         """Forget the key for ``account`` (keychain and file)."""

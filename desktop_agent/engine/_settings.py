@@ -129,6 +129,13 @@ class AgentSettings:
     errors, with backoff, before the backup fails (``storageRetryBudget``;
     ``$BACKAPP_AGENT_STORAGE_RETRY_BUDGET``)."""
 
+    limit_upload: float | None = None
+    """Upload limit in Mbit/s for all of this agent's transfers to storage together
+    (``limitUpload``; ``$BACKAPP_AGENT_LIMIT_UPLOAD``); none by default."""
+    limit_download: float | None = None
+    """Download (restore) limit in Mbit/s (``limitDownload``; ``$BACKAPP_AGENT_LIMIT_DOWNLOAD``);
+    none by default."""
+
     @property
     def effective_temp_dir(self) -> Path:
         return self.temp_dir if self.temp_dir is not None else default_temp_dir()
@@ -161,6 +168,14 @@ class AgentSettings:
             raise ConfigurationError("storageStallTimeout must be between 0.1 and 3600 seconds")
         if not 0 <= self.storage_retry_budget <= 86400:
             raise ConfigurationError("storageRetryBudget must be between 0 and 86400 seconds")
+        for key, value in (
+            ("limitUpload", self.limit_upload),
+            ("limitDownload", self.limit_download),
+        ):
+            if value is not None and not 0.01 <= value <= 100_000:
+                raise ConfigurationError(
+                    f"{key} must be between 0.01 and 100000 Mbit/s (leave it out for no limit)"
+                )
         return self
 
 
@@ -180,6 +195,8 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "leaseTtl": ("lease_ttl", int),
     "storageStallTimeout": ("storage_stall_timeout", float),
     "storageRetryBudget": ("storage_retry_budget", float),
+    "limitUpload": ("limit_upload", float),
+    "limitDownload": ("limit_download", float),
 }
 
 _ENV_KEYS: dict[str, str] = {
@@ -194,6 +211,8 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_LEASE_TTL": "leaseTtl",
     "BACKAPP_AGENT_STORAGE_STALL_TIMEOUT": "storageStallTimeout",
     "BACKAPP_AGENT_STORAGE_RETRY_BUDGET": "storageRetryBudget",
+    "BACKAPP_AGENT_LIMIT_UPLOAD": "limitUpload",
+    "BACKAPP_AGENT_LIMIT_DOWNLOAD": "limitDownload",
 }
 
 

@@ -39,6 +39,7 @@ from desktop_agent.engine import (
     RestoreResult,
     SnapshotEntry,
     Snapshots,
+    Throttle,
 )
 
 from ._text import eta_text, human_bytes, parse_time, rate_text, redact
@@ -329,7 +330,12 @@ class RestoreSource:
         assert self.settings.server_url
         with (
             ApiClient(self.settings.server_url, self.api_key) as client,
-            Restorer(client, events=events, temp_dir=self.settings.temp_dir) as restorer,
+            Restorer(
+                client,
+                events=events,
+                temp_dir=self.settings.temp_dir,
+                download_limit=Throttle.from_mbps(self.settings.limit_download),
+            ) as restorer,
         ):
             return restorer.restore(choice.id, options, cancel=cancel)
 

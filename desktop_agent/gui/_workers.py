@@ -172,9 +172,7 @@ class JobWorker(_EngineWorker):
                 ApiClient(
                     ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT, mode="tray"
                 ) as plane,
-                HttpStorage(
-                    user_agent=USER_AGENT, stall_timeout=ctx.settings.storage_stall_timeout
-                ) as storage,
+                HttpStorage.for_settings(ctx.settings, user_agent=USER_AGENT) as storage,
             ):
 
                 def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:

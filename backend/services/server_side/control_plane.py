@@ -22,8 +22,10 @@ import msgspec
 
 from backend.backups.tables import BackupLog
 from backend.errors import Conflict, DomainError, NotFound
+from backend.run_schemas import (
+    UploadedPart as ServerUploadedPart,
+)
 from backend.schemas import CompleteRequest
-from backend.schemas import UploadedPart as ServerUploadedPart
 from backend.services.agents import AgentIdentity
 from backend.services.alerts import config_options
 from backend.services.backups import BackupService, NewBackup

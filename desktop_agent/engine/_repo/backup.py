@@ -46,6 +46,16 @@ from .format import (
 )
 from .pack import Pack, PackWriter
 from .repository import Repository
+from .walk import (
+    Budget,
+    Frame,
+    Reused,
+    fs_path_of,
+    node_from_stat,
+    open_noatime,
+    path_parts,
+    unchanged,
+)
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -61,12 +71,14 @@ class SnapshotOptions:
     uploaders: int = 2
     pack_size: int = PACK_SIZE
     zstd_level: int = ZSTD_LEVEL
-    max_inflight_bytes: int = 48 * 1024 * 1024
-    """Chunk bytes read but not yet sealed into a pack, at most (back-pressure on the readers)."""
-    max_queued_packs: int = 2
+    max_inflight_bytes: int = 24 * 1024 * 1024
+    """Chunk bytes read but not yet sealed into a pack, at most (back-pressure on the readers).
+    48 MiB and two queued packs of two per uploader measured the same speed for ~35 MiB more peak
+    memory (median of five first snapshots of the bench's tree)."""
+    max_queued_packs: int = 1
     """Finished packs waiting for an uploader. Memory for packs stays below about
     ``(uploaders * batch + max_queued_packs + 2) * pack_size``."""
-    upload_batch: int = 2
+    upload_batch: int = 1
     """Packs one uploader takes at once when several wait (one request for their URLs)."""
 
 
@@ -87,99 +99,6 @@ class WriteStats:
 
 
 Progress = Callable[[WriteStats], None]
-
-
-class _Budget:
-    """A counting limit on bytes in flight; ``acquire`` blocks while over it."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int, alive: Callable[[], bool]) -> None:
-        with self._cond:
-            while self._used > 0 and self._used + n > self._limit:
-                if not alive():
-                    return
-                self._cond.wait(0.5)
-            self._used += n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self._used -= n
-            self._cond.notify_all()
-
-
-class _Frame:
-    """One open directory of the walk."""
-
-    __slots__ = ("parts", "fs_path", "meta", "parent_nodes", "children", "node")
-
-    def __init__(
-        self,
-        parts: tuple[bytes, ...],
-        fs_path: str | None,
-        meta: Node | None,
-        parent_nodes: dict[bytes, Node] | None,
-    ) -> None:
-        self.parts = parts
-        self.fs_path = fs_path
-        self.meta = meta
-        self.parent_nodes = parent_nodes
-        self.children: list[Node | Future[list[Node | None]] | _Frame | _Reused] = []
-        self.node: Node | None = None
-
-
-@dataclass(slots=True)
-class _Reused:
-    """A file taken over from the parent snapshot, pending the check that its chunks still exist."""
-
-    node: Node
-    fs_path: str
-    st: os.stat_result
-
-
-def path_parts(raw: bytes) -> tuple[bytes, ...]:
-    """The tree path of an absolute file-system path: the components below the root, as bytes
-    (``C:\\Users\\me`` on Windows gives ``C``, ``Users``, ``me``, as in a full archive)."""
-    if os.sep != "/":
-        text = os.fsdecode(raw)
-        drive, rest = os.path.splitdrive(text)
-        raw = os.fsencode(drive.rstrip(":") + "/" + rest.replace(os.sep, "/"))
-    return tuple(p for p in raw.split(b"/") if p)
-
-
-def _fs_path(parts: tuple[bytes, ...]) -> str:
-    if os.sep != "/" and parts:
-        return os.fsdecode(parts[0]) + ":\\" + "\\".join(os.fsdecode(p) for p in parts[1:])
-    return "/" + "/".join(os.fsdecode(p) for p in parts)
-
-
-def node_from_stat(name: bytes, st: os.stat_result, kind: str) -> Node:
-    return Node(
-        name=name,
-        type=kind,
-        mode=stat.S_IMODE(st.st_mode),
-        mtime=st.st_mtime_ns,
-        ctime=st.st_ctime_ns,
-        inode=st.st_ino,
-        uid=getattr(st, "st_uid", 0),
-        gid=getattr(st, "st_gid", 0),
-        size=st.st_size if kind == "file" else 0,
-    )
-
-
-def unchanged(parent: Node | None, st: os.stat_result) -> bool:
-    """Whether a file is taken to be the same as in the parent snapshot without reading it."""
-    return (
-        parent is not None
-        and parent.type == "file"
-        and parent.size == st.st_size
-        and parent.mtime == st.st_mtime_ns
-        and parent.ctime == st.st_ctime_ns
-        and parent.inode == st.st_ino
-    )
 
 
 class SnapshotWriter:
@@ -211,7 +130,7 @@ class SnapshotWriter:
         """Names of the packs this run uploaded."""
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
-        self._budget = _Budget(self.options.max_inflight_bytes)
+        self._budget = Budget(self.options.max_inflight_bytes)
         self._local = threading.local()
         self._writers = {
             BlobType.DATA: PackWriter(self.keys),
@@ -229,11 +148,11 @@ class SnapshotWriter:
         for t in self._upload_threads:
             t.start()
         self._chunker = Chunker(self.keys.chunker_seed)
-        self._pending: deque[_Frame] = deque()
+        self._pending: deque[Frame] = deque()
         self._batch: list[tuple[Node, str]] = []
         self._reading = 0
         self._batch_bytes = 0
-        self._batch_frame: _Frame | None = None
+        self._batch_frame: Frame | None = None
         self._last_progress = 0.0
 
     # --- errors, cancel, progress --------------------------------------------------------------
@@ -379,7 +298,7 @@ class SnapshotWriter:
         content: list[bytes] = []
         read = 0
         try:
-            fd = _open_noatime(fs_path)
+            fd = open_noatime(fs_path)
             with os.fdopen(fd, "rb", buffering=0) as fh:
                 for chunk in self._chunker.chunks(fh, node.size):
                     self._check()
@@ -425,7 +344,7 @@ class SnapshotWriter:
         ``raw_entries()``, folders before their contents, roots in path order) and return the
         root tree's id."""
         root_nodes = self._tree_nodes(parent_root)
-        stack = [_Frame((), None, None, root_nodes)]
+        stack = [Frame((), None, None, root_nodes)]
         try:
             for kind, raw, _size, _mtime in entries:
                 self._check()
@@ -488,22 +407,22 @@ class SnapshotWriter:
 
     def _open_frame(
         self, parts: tuple[bytes, ...], fs_path: str, st: os.stat_result, parent: Node | None
-    ) -> _Frame:
+    ) -> Frame:
         parent_nodes = (
             self._tree_nodes(parent.subtree)
             if parent is not None and parent.type == "dir" and parent.subtree
             else None
         )
-        return _Frame(parts, fs_path, node_from_stat(parts[-1], st, "dir"), parent_nodes)
+        return Frame(parts, fs_path, node_from_stat(parts[-1], st, "dir"), parent_nodes)
 
-    def _descend(self, stack: list[_Frame], dir_parts: tuple[bytes, ...]) -> None:
+    def _descend(self, stack: list[Frame], dir_parts: tuple[bytes, ...]) -> None:
         """Close frames until the top one is ``dir_parts`` or an ancestor of it, then open the
         missing ancestors (folders above a source)."""
         while stack[-1].parts != dir_parts[: len(stack[-1].parts)]:
             self._close(stack.pop())
         while len(stack[-1].parts) < len(dir_parts):
             parts = dir_parts[: len(stack[-1].parts) + 1]
-            fs_path = _fs_path(parts)
+            fs_path = fs_path_of(parts)
             top = stack[-1]
             parent = top.parent_nodes.get(parts[-1]) if top.parent_nodes else None
             try:
@@ -515,7 +434,7 @@ class SnapshotWriter:
             stack.append(frame)
 
     def _add_file(
-        self, top: _Frame, name: bytes, fs_path: str, st: os.stat_result, parent: Node | None
+        self, top: Frame, name: bytes, fs_path: str, st: os.stat_result, parent: Node | None
     ) -> None:
         self.stats.files += 1
         self.stats.bytes += st.st_size
@@ -523,7 +442,7 @@ class SnapshotWriter:
         if unchanged(parent, st):
             assert parent is not None
             node.content = list(parent.content)
-            top.children.append(_Reused(node, fs_path, st))
+            top.children.append(Reused(node, fs_path, st))
             return
         if st.st_size > _BATCH_BYTES:
             top.children.append(self._submit([(node, fs_path)]))
@@ -565,7 +484,7 @@ class SnapshotWriter:
         if not job.cancelled() and job.exception() is not None:
             self._fail(job.exception())  # type: ignore[arg-type]
 
-    def _close(self, frame: _Frame) -> None:
+    def _close(self, frame: Frame) -> None:
         if self._batch_frame is frame:
             self._flush_batch()
         self._pending.append(frame)
@@ -582,16 +501,16 @@ class SnapshotWriter:
             self._pending.popleft()
             done += 1
 
-    def _finish_frame(self, frame: _Frame) -> None:
+    def _finish_frame(self, frame: Frame) -> None:
         nodes: list[Node] = []
-        reused: list[_Reused] = []
+        reused: list[Reused] = []
         for child in frame.children:
             if isinstance(child, Node):
                 nodes.append(child)
-            elif isinstance(child, _Frame):
+            elif isinstance(child, Frame):
                 if child.node is not None:
                     nodes.append(child.node)
-            elif isinstance(child, _Reused):
+            elif isinstance(child, Reused):
                 reused.append(child)
             else:
                 nodes.extend(n for n in child.result() if n is not None)
@@ -606,7 +525,7 @@ class SnapshotWriter:
         if frame.parts:
             self.stats.dirs += 1
 
-    def _check_reused(self, reused: list[_Reused]) -> list[Node]:
+    def _check_reused(self, reused: list[Reused]) -> list[Node]:
         """Files taken over from the parent snapshot, whose chunks must still be in a live pack;
         a file with a chunk the repository lost is read again."""
         wanted = {bid for r in reused for bid in r.node.content}
@@ -678,14 +597,3 @@ class SnapshotWriter:
         if wait:
             for t in self._upload_threads:
                 t.join()
-
-
-def _open_noatime(path: str) -> int:
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
-    noatime = getattr(os, "O_NOATIME", 0)
-    if noatime:
-        try:
-            return os.open(path, flags | noatime)
-        except PermissionError:
-            pass  # O_NOATIME is only allowed on one's own files
-    return os.open(path, flags)

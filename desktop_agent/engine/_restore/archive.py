@@ -23,6 +23,7 @@ import zstandard
 from .._cancel import CancelToken
 from .._errors import IntegrityError, RestoreError
 from .._transport.retry import RetryPolicy
+from .._transport.throttle import Throttle
 from ..protocol import RestoreTicket
 from .download import ResumableDownload
 from .extraction import CHUNK
@@ -60,6 +61,7 @@ class ArchiveReader:
         retry: RetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
         cancel: CancelToken | None = None,
+        limit: Throttle | None = None,
     ) -> None:
         self._opener = archive_opener(ticket.filename)
         self._expected_sha256 = ticket.sha256
@@ -71,6 +73,7 @@ class ArchiveReader:
             retry=retry,
             sleep=sleep,
             cancel=cancel,
+            limit=limit,
         )
 
     @property

@@ -23,6 +23,7 @@ from .._cancel import CancelToken
 from .._errors import IntegrityError, RestoreError
 from .._transport.redact import redact_url
 from .._transport.retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy
+from .._transport.throttle import Throttle
 from ..protocol import BackupInfo, RestoreTicket
 
 __all__ = ["ResumableDownload", "RestoreSource"]
@@ -58,8 +59,10 @@ class ResumableDownload(io.RawIOBase):
         retry: RetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
         cancel: CancelToken | None = None,
+        limit: Throttle | None = None,
     ) -> None:
         super().__init__()
+        self._limit = limit
         self._http = http
         self._url = url
         self._fresh_url = fresh_url
@@ -188,6 +191,8 @@ class ResumableDownload(io.RawIOBase):
                     "bytes)"
                 )
             self.sha256.update(chunk)
+            if self._limit is not None:
+                self._limit.take(len(chunk))
             return chunk
 
     def _failed(self, why: str) -> None:

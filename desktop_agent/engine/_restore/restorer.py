@@ -37,6 +37,7 @@ from .._events import (
     RestoreStarted,
 )
 from .._transport.retry import RetryPolicy
+from .._transport.throttle import Throttle
 from .._transport.tls import tls_context
 from ..protocol import RestoreTicket
 from .archive import ArchiveReader
@@ -135,8 +136,11 @@ class Restorer:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timeout: httpx.Timeout | None = None,
+        download_limit: Throttle | None = None,
     ) -> None:
+        """``download_limit``: the agent's ``limitDownload`` (``Throttle.from_mbps``)."""
         self.source = source
+        self.download_limit = download_limit
         self.temp_dir = temp_dir
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -200,6 +204,7 @@ class Restorer:
             retry=self.retry,
             sleep=self._sleep,
             cancel=cancel,
+            limit=self.download_limit,
         )
 
     def _restore(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -10,7 +11,11 @@ from .._errors import StorageError
 from ..protocol import Body
 from .redact import redact_url
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES
+from .throttle import SLICE, Throttle
 from .tls import tls_context
+
+if TYPE_CHECKING:
+    from .._settings import AgentSettings
 
 __all__ = ["HttpStorage"]
 
@@ -27,6 +32,9 @@ class HttpStorage:
     or could not be connected to. A slow link is fine as long as bytes move; a black hole costs
     one stall, not a whole attempt's worth of a long fixed timeout. Never sends the API key.
     Errors carry the URL without its query string.
+
+    ``upload_limit`` and ``download_limit`` (the agent's ``limitUpload`` / ``limitDownload``) are
+    shared by every request of this client, so parallel parts and packs stay under them together.
     """
 
     def __init__(
@@ -36,8 +44,12 @@ class HttpStorage:
         timeout: httpx.Timeout | None = None,
         user_agent: str = "backapp-agent",
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        upload_limit: Throttle | None = None,
+        download_limit: Throttle | None = None,
     ) -> None:
         self.stall_timeout = stall_timeout
+        self.upload_limit = upload_limit
+        self.download_limit = download_limit
         self._http = httpx.Client(
             transport=transport,
             # httpx applies these to each socket operation, not to the whole request.
@@ -45,6 +57,23 @@ class HttpStorage:
             headers={"User-Agent": user_agent},
             follow_redirects=False,
             verify=tls_context(),
+        )
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: AgentSettings,
+        *,
+        user_agent: str,
+        transport: httpx.BaseTransport | None = None,
+    ) -> HttpStorage:
+        """The agent's storage client, with its stall timeout and bandwidth limits."""
+        return cls(
+            transport=transport,
+            user_agent=user_agent,
+            stall_timeout=settings.storage_stall_timeout,
+            upload_limit=Throttle.from_mbps(settings.limit_upload),
+            download_limit=Throttle.from_mbps(settings.limit_download),
         )
 
     def close(self) -> None:
@@ -64,7 +93,9 @@ class HttpStorage:
             sent["Content-Length"] = str(sum(p.nbytes for p in pieces))
         try:
             # Streamed in 1 MiB slices: the HTTP layer copies each slice, never a whole part.
-            response = self._http.put(url, content=_slices(pieces), headers=sent)
+            response = self._http.put(
+                url, content=_slices(pieces, limit=self.upload_limit), headers=sent
+            )
         except httpx.TimeoutException as exc:
             raise StorageError(
                 f"upload to {where} stalled: {_stalled(exc, self.stall_timeout)}", transient=True
@@ -108,7 +139,13 @@ class HttpStorage:
         where = redact_url(url)
         headers = {} if start is None else {"Range": f"bytes={start}-{'' if end is None else end}"}
         try:
-            response = self._http.get(url, headers=headers)
+            with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code >= 300:
+                    response.read()
+                    refused = response
+                else:
+                    refused = None
+                    body = self._receive(response)
         except RETRYABLE_EXCEPTIONS as exc:
             raise StorageError(
                 f"download from {where} failed: {type(exc).__name__}: {exc}", transient=True
@@ -117,21 +154,31 @@ class HttpStorage:
             raise StorageError(
                 f"download from {where} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        if response.status_code >= 300:
-            transient = response.status_code in RETRYABLE_STATUSES or response.status_code in (
+        if refused is not None:
+            transient = refused.status_code in RETRYABLE_STATUSES or refused.status_code in (
                 403,
                 500,
             )
             raise StorageError(
-                f"storage refused the download from {where}: {response.status_code}"
-                f"{_storage_error_code(response)}",
-                status=response.status_code,
+                f"storage refused the download from {where}: {refused.status_code}"
+                f"{_storage_error_code(refused)}",
+                status=refused.status_code,
                 transient=transient,
             )
         if start is not None and response.status_code != 206:
             # A server that ignores Range sends the whole object: keep the part asked for.
-            return response.content[start : None if end is None else end + 1]
-        return response.content
+            return body[start : None if end is None else end + 1]
+        return body
+
+    def _receive(self, response: httpx.Response) -> bytes:
+        limit = self.download_limit
+        if limit is None:
+            return response.read()
+        pieces = []
+        for piece in response.iter_bytes(SLICE):
+            limit.take(len(piece))
+            pieces.append(piece)
+        return b"".join(pieces)
 
 
 def _stalled(exc: httpx.TimeoutException, seconds: float) -> str:
@@ -145,10 +192,16 @@ def _stalled(exc: httpx.TimeoutException, seconds: float) -> str:
     return f"no answer from the storage for {seconds:g} s"
 
 
-def _slices(pieces: Sequence[memoryview], size: int = 1024 * 1024) -> Iterator[bytes]:
+def _slices(
+    pieces: Sequence[memoryview], size: int = 1024 * 1024, *, limit: Throttle | None = None
+) -> Iterator[bytes]:
+    if limit is not None:
+        size = SLICE  # small slices keep a limited upload smooth
     for piece in pieces:
         flat = piece.cast("B") if piece.ndim != 1 or piece.format != "B" else piece
         for start in range(0, flat.nbytes, size):
+            if limit is not None:
+                limit.take(min(size, flat.nbytes - start))
             yield flat[start : start + size]  # type: ignore[misc]
 
 

@@ -73,6 +73,24 @@ def test_configure_stores_settings_and_key(
     assert fake.heartbeats == 1
 
 
+def test_configure_sets_and_removes_bandwidth_limits(
+    fake: FakeBackApp,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert configure(monkeypatch, API_KEY, "--limit-upload", "10", "--limit-download", "2.5") == 0
+    assert "limited to 10 Mbit/s" in capsys.readouterr().out
+    settings = json.loads((tmp_path / "cfg" / "config.json").read_text())
+    assert (settings["limitUpload"], settings["limitDownload"]) == (10, 2.5)
+    assert configure(monkeypatch, "", "--limit-upload", "0") == 0  # empty key: keep the stored one
+    settings = json.loads((tmp_path / "cfg" / "config.json").read_text())
+    assert "limitUpload" not in settings and settings["limitDownload"] == 2.5
+    with pytest.raises(SystemExit) as info:
+        configure(monkeypatch, API_KEY, "--limit-upload", "fast")
+    assert info.value.code == 2 and "not a number of Mbit/s" in capsys.readouterr().err
+
+
 def test_configure_refuses_a_wrong_key_and_saves_nothing(
     fake: FakeBackApp,
     monkeypatch: pytest.MonkeyPatch,

@@ -24,8 +24,8 @@ from desktop_agent.engine import (
     split_sizes,
     tar_header,
 )
+from desktop_agent.engine._parts import numbered_filename
 from desktop_agent.engine._tar import pax_record
-from desktop_agent.engine._upload import numbered_filename
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import keyring.backend
@@ -109,3 +113,55 @@ def test_environment_variable_wins(tmp_path: Path) -> None:
     store = KeyStore(tmp_path, backend=backend, env={"BACKAPP_AGENT_API_KEY": " from-env "})
     key, location = store.load(ACCOUNT)  # type: ignore[misc]
     assert key == "from-env" and location.kind == "env"
+
+
+class CountingKeyring(MemoryKeyring):
+    """Counts reads (an exception raised here would be taken for an unusable keychain)."""
+
+    reads = 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.reads += 1
+        return super().get_password(service, username)
+
+
+def test_a_key_file_is_read_without_asking_the_keychain(tmp_path: Path) -> None:
+    """The file exists only while no keychain works (a working keychain's save removes it), so a
+    headless machine never loads the keychain library to find its key."""
+    KeyStore(tmp_path, backend=FailKeyring(), env={}).save(ACCOUNT, "bka_file")
+    keychain = CountingKeyring()
+    key, location = KeyStore(tmp_path, backend=keychain, env={}).load(ACCOUNT)  # type: ignore[misc]
+    assert (key, location.kind, keychain.reads) == ("bka_file", "file", 0)
+
+
+def test_the_key_file_is_newer_than_a_stale_keychain_entry(tmp_path: Path) -> None:
+    """A keychain that refused a new key (and kept an old one) and works again later: the file
+    holds the key the agent was configured with last."""
+    backend = MemoryKeyring()
+    backend.set_password("backapp-agent", ACCOUNT, "bka_old")
+    KeyStore(tmp_path, backend=FailKeyring(), env={}).save(ACCOUNT, "bka_new")
+    key, _ = KeyStore(tmp_path, backend=backend, env={}).load(ACCOUNT)  # type: ignore[misc]
+    assert key == "bka_new"
+
+
+def test_a_key_file_machine_never_imports_the_keychain_library(tmp_path: Path) -> None:
+    """~0.2 s of every short command on a headless server (the keychain library's import and its
+    backend discovery): with the API key and the repository key in files, it is never loaded."""
+    (tmp_path / "api-key").write_text("bka_key\n")
+    account = base64.urlsafe_b64encode(b"acct").decode().rstrip("=")
+    (tmp_path / "repository-keys").mkdir()
+    (tmp_path / "repository-keys" / f"{account}.key").write_text(
+        base64.b64encode(bytes(32)).decode() + "\n"
+    )
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from desktop_agent.engine import KeyStore\n"
+        "from desktop_agent.engine._repo.keys import RepoKeyStore\n"
+        f"d = Path({str(tmp_path)!r})\n"
+        "assert KeyStore(d, env={}).load('acct')[0] == 'bka_key'\n"
+        "assert RepoKeyStore(d, env={}).load('acct') == bytes(32)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "keyring" not in json.loads(out.stdout)

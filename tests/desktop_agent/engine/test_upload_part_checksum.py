@@ -18,7 +18,8 @@ import msgspec
 import pytest
 
 from desktop_agent.engine import ApiClient
-from desktop_agent.engine._upload import Uploader, UploadOptions, crc32_b64
+from desktop_agent.engine._parts import crc32_b64
+from desktop_agent.engine._upload import Uploader, UploadOptions
 from desktop_agent.engine.protocol import (
     Body,
     CompleteUpload,
