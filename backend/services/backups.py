@@ -262,7 +262,6 @@ class BackupService:
                 )
             except Exception:
                 await BackupLog.delete().where(BackupLog.id == log_id)
-                await refresh_last_backups([new.config_id])
                 raise
             await BackupLog.update({BackupLog.upload_id: upload_id}).where(BackupLog.id == log_id)
             await self._started(new, log_id)

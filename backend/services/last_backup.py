@@ -1,8 +1,9 @@
 """Each config's newest backup, kept on the config row (``last_backup_id``, ``last_status``,
 ``last_ok_at``) so that the dashboard and the alert round read one config row, not its history.
 
-:func:`refresh_last_backups` is the one place that maintains them: every service that creates a
-backup log, ends it, changes its status or deletes it calls it for the configs it touched. It
+:func:`refresh_last_backups` is the one place that maintains them: every service that starts a
+backup (once its log is the config's newest), ends it or changes its status calls it for the
+configs it touched; retention needs not (it never removes a config's newest completed backup). It
 recomputes the columns from the history itself (a correlated ``LIMIT 1`` per config over the
 ``(config, started_at, id)`` and ``(config, status, started_at)`` indexes), so it is idempotent,
 needs no read before the write, and two processes refreshing the same config at once both leave
