@@ -132,23 +132,37 @@ DUE_GAPS = 64
 """Schedule gaps :func:`_due_at` walks before it settles for "look again then"."""
 
 
-def _due_at(
-    schedule: Schedule, tz: tzinfo, since: datetime, grace: timedelta, now: datetime
-) -> datetime:
+class _Gaps:
+    """The gaps between a schedule's fire times in a zone, from the one holding ``now`` on,
+    worked out once per round for every config that shares that schedule and zone."""
+
+    def __init__(self, schedule: Schedule, tz: tzinfo, now: datetime) -> None:
+        self.schedule = schedule
+        self.tz = tz
+        self.items: list[tuple[datetime, datetime]] = []
+        self._next = schedule.last_at_or_before(now, tz)
+
+    def __getitem__(self, k: int) -> tuple[datetime, datetime]:
+        while len(self.items) <= k:
+            t1 = self.schedule.next_after(self._next, self.tz)
+            self.items.append((self._next, t1))
+            self._next = t1
+        return self.items[k]
+
+
+def _due_at(gaps: _Gaps, since: datetime, grace: timedelta, now: datetime) -> datetime:
     """The earliest moment after ``now`` at which "no completed backup since ``since``" can
     exceed the schedule's gap at that moment plus ``grace``, if nothing happens meanwhile.
 
     Within a gap ``[t0, t1)`` between two fire times the allowance is ``t1 - t0 + grace``, so the
     alert can hold from ``max(t0, since + (t1 - t0) + grace)`` on, if that is before ``t1``.
     A lower bound is all that is needed: the round checks the rule itself again then."""
-    t0 = schedule.last_at_or_before(now, tz)
-    for _ in range(DUE_GAPS):
-        t1 = schedule.next_after(t0, tz)
+    for k in range(DUE_GAPS):
+        t0, t1 = gaps[k]
         candidate = max(t0, since + (t1 - t0) + grace)
         if candidate < t1:
             return max(candidate, now)
-        t0 = t1
-    return t0
+    return gaps[DUE_GAPS - 1][1]
 
 
 @dataclass
@@ -252,8 +266,10 @@ class AlertService:
             BackupConfig.revision,
             BackupConfig.agent.timezone.as_alias("agent_timezone"),
         ).where(BackupConfig.alert_due_at.is_null() | (BackupConfig.alert_due_at <= now))
-        # Thousands of configs share a few schedules: each is parsed once per round.
+        # Thousands of configs share a few schedules: each is parsed, and its gaps worked out in
+        # each zone, once per round.
         schedules: dict[bytes, Schedule | None] = {}
+        gaps_of: dict[tuple[str, str], _Gaps] = {}
         out: list[_Wanted] = []
         dues: list[tuple[uuid.UUID, int, datetime]] = []
         for index, config in enumerate(configs):
@@ -267,15 +283,20 @@ class AlertService:
                 dues.append((config["id"], config["revision"], now + NO_SCHEDULE_RECHECK))
                 continue
             zone = config["agent_timezone"] if config["agent"] else None
-            tz = resolve_timezone(zone or self.settings.timezone)
+            zone_name = zone or self.settings.timezone
+            key = (schedule.cron, zone_name)
+            if key not in gaps_of:
+                gaps_of[key] = _Gaps(schedule, resolve_timezone(zone_name), now)
+            gaps = gaps_of[key]
             last_ok = aware(config["last_ok_at"])
             since = last_ok or aware(config["created_at"])
             if since is None:
                 continue
             grace = alert_grace(options)
-            interval = schedule.interval(now, tz)
+            t0, t1 = gaps[0]
+            interval = t1 - t0  # the schedule's gap at ``now``
             if now - since <= interval + grace:
-                due = _due_at(schedule, tz, since, grace, now)
+                due = _due_at(gaps, since, grace, now)
                 dues.append((config["id"], config["revision"], due))
                 continue
             what = f"since {iso(since)}" if last_ok else "since it was created"
