@@ -20,6 +20,8 @@ from piccolo.engine.postgres import PostgresEngine
 
 from backend import __version__
 from backend.api.agent import AgentApiController
+from backend.api.agent_checks import AgentCheckController
+from backend.api.agent_recovery import AgentRecoveryController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
@@ -31,6 +33,8 @@ from backend.api.owner import (
     BackupController,
     ConfigController,
 )
+from backend.api.pairing import AgentPairController, PairingCodeController
+from backend.api.restore_jobs import AgentRestoreJobController, RestoreJobController
 from backend.db import bind_tables, make_engine
 from backend.errors import DomainError, RateLimited
 from backend.schemas import ErrorResponse
@@ -158,6 +162,12 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AuthController,
         AgentApiController,
         AgentSnapshotController,
+        AgentCheckController,
+        AgentRecoveryController,
+        AgentPairController,
+        PairingCodeController,
+        RestoreJobController,
+        AgentRestoreJobController,
         ConfigController,
         AgentController,
         BackupController,

@@ -18,6 +18,7 @@ APP_MODULES = [
     "backend.agents.piccolo_app",
     "backend.backups.piccolo_app",
     "backend.repos.piccolo_app",
+    "backend.recovery.piccolo_app",
 ]
 
 
@@ -41,9 +42,17 @@ def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
 
 def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
-    from backend.agents.tables import Agent, AgentLog
-    from backend.backups.tables import Alert, BackupConfig, BackupLog, Lease, RunRequest
-    from backend.repos.tables import RepoObject, Repository, Snapshot
+    from backend.agents.tables import Agent, AgentLog, PairingCode
+    from backend.backups.tables import (
+        Alert,
+        BackupConfig,
+        BackupLog,
+        Lease,
+        RestoreJob,
+        RunRequest,
+    )
+    from backend.recovery.tables import RecoveryKey, WrappedKey
+    from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -51,14 +60,19 @@ def all_tables() -> list[type]:
         LoginThrottle,
         Agent,
         AgentLog,
+        PairingCode,
         BackupConfig,
         BackupLog,
         Lease,
         RunRequest,
+        RestoreJob,
         Alert,
         Repository,
         RepoObject,
         Snapshot,
+        ConfigCheck,
+        RecoveryKey,
+        WrappedKey,
     ]
 
 

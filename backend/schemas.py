@@ -107,6 +107,8 @@ class HeartbeatResponse(Camel):
     poll_interval: int
     agent: AgentRef
     run_requests: list[RunRequestRef] = msgspec.field(default_factory=list)
+    restore_requests: list[str] = msgspec.field(default_factory=list)
+    """Ids of restores asked for from the web console that wait for this agent."""
     features: list[str] = msgspec.field(default_factory=list)
     """What this server understands beyond the contract (``progress-by-config``), so that an agent
     does not send an older server requests it would refuse."""
@@ -156,6 +158,18 @@ class RetentionPolicy(Camel, forbid_unknown_fields=True):
     keep_yearly: RetentionCount = 0
 
 
+DrillEvery = Literal["daily", "weekly", "monthly"]
+
+
+class DrillOptions(Camel, forbid_unknown_fields=True):
+    """A restore drill (``options.drill``): how often the agent restores a random sample of
+    ``sample`` files of the newest snapshot into a temporary folder and verifies them
+    (incremental configurations only)."""
+
+    every: DrillEvery
+    sample: Annotated[int, Meta(ge=1, le=1000)] = 20
+
+
 class Options(Camel):
     type: BackupType = "full"
     """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
@@ -171,6 +185,8 @@ class Options(Camel):
     schedule: ScheduleSpec = None
     retry: RetryOptions = msgspec.field(default_factory=RetryOptions)
     alert_grace_minutes: AlertGrace = 60
+    drill: DrillOptions | None = None
+    """Restore drills (``null``: none); see ``DrillOptions``."""
 
 
 class RetentionPreviewRequest(Camel, forbid_unknown_fields=True):
@@ -356,6 +372,7 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     schedule: ScheduleSpec | UnsetType = UNSET
     retry: RetryOptions | UnsetType = UNSET
     alert_grace_minutes: AlertGrace | UnsetType = UNSET
+    drill: DrillOptions | None | UnsetType = UNSET
 
 
 class ConfigPatch(Camel, forbid_unknown_fields=True):

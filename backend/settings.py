@@ -180,7 +180,15 @@ class Settings:
     signed in to the account before is counted on its own (this many failures), not with strangers."""
 
     login_lockout_seconds: int = 900
-    """``BACKAPP_LOGIN_LOCKOUT_SECONDS``: the window of the login limit."""
+    """``BACKAPP_LOGIN_LOCKOUT_SECONDS``: the window of the login limit (and of the pairing limit)."""
+
+    pairing_code_minutes: int = 15
+    """``BACKAPP_PAIRING_CODE_MINUTES``: how long a pairing code (*Add a machine*) may be used."""
+
+    pairing_rate_limit: int = 10
+    """``BACKAPP_PAIRING_RATE_LIMIT``: failed pairing attempts (unknown, used or expired codes) per
+    client address within ``BACKAPP_LOGIN_LOCKOUT_SECONDS`` before further attempts are refused
+    with 429, right codes included, so that guessing learns nothing."""
 
     trusted_proxies: tuple[str, ...] = ()
     """``BACKAPP_TRUSTED_PROXIES``: comma-separated addresses or networks of the reverse proxies in
@@ -320,6 +328,8 @@ class Settings:
             agent_rate_limit=_env_int("BACKAPP_AGENT_RATE_LIMIT", 600, minimum=1),
             login_rate_limit=_env_int("BACKAPP_LOGIN_RATE_LIMIT", 10, minimum=1),
             login_lockout_seconds=_env_int("BACKAPP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1),
+            pairing_code_minutes=_env_int("BACKAPP_PAIRING_CODE_MINUTES", 15, minimum=1),
+            pairing_rate_limit=_env_int("BACKAPP_PAIRING_RATE_LIMIT", 10, minimum=1),
             trusted_proxies=_env_proxies("BACKAPP_TRUSTED_PROXIES"),
             session_days=_env_int("BACKAPP_SESSION_DAYS", 14, minimum=1),
             presign_seconds=_env_int("BACKAPP_PRESIGN_SECONDS", 3600, minimum=60),

@@ -55,3 +55,27 @@ class AgentLog(Table, tablename="backapp_agent_log"):
     message = Text()
     metadata = JSON(null=True, default=None)
     timestamp = Timestamptz(index=True)
+
+
+class PairingCode(Table, tablename="backapp_pairing_code"):
+    """A one-time code that lets a new machine fetch its own API key (``backapp-agent pair``, the
+    tray's first-run window). Only a keyed digest of the code is kept, as for API keys."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=200, help_text="The name the new agent gets.")
+    code_digest = Varchar(
+        length=64,
+        unique=True,
+        help_text="HMAC-SHA256 of the normalised code with the server secret; never the code.",
+    )
+    expires_at = Timestamptz()
+    used_at = Timestamptz(null=True, default=None)
+    agent = ForeignKey(
+        references=Agent,
+        on_delete=OnDelete.set_null,
+        null=True,
+        default=None,
+        help_text="The agent the code created, once used.",
+    )
+    created_at = Timestamptz()

@@ -85,6 +85,7 @@ class AgentApiController(Controller):
             poll_interval=services.settings.poll_interval,
             agent=AgentRef(id=str(agent.id), name=agent.name),
             run_requests=await services.runs.pending_for_agent(agent),
+            restore_requests=await services.restore_jobs.pending_ids(agent),
             features=list(AGENT_FEATURES),
         )
 

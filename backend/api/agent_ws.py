@@ -2,7 +2,8 @@
 
 On connect (``X-Agent-API-Key`` header, checked through the same key registry as every agent
 request) the server sends ``{"type": "hello", "agent": {…}}``, then every pending request as
-``{"type": "run", …}``, then each new request as it is made (through the channels layer, so the
+``{"type": "run", …}`` and every pending restore as ``{"type": "restore", "restoreId": …}``, then
+each new request as it is made (through the channels layer, so the
 request may be made on any server process). The agent may send ``{"type": "ping"}`` (answered with
 ``{"type": "pong"}``; it also counts as a heartbeat) and ``{"type": "progress", …}`` events.
 
@@ -30,6 +31,7 @@ from backend.run_schemas import (
 )
 from backend.services import AgentIdentity, Services
 from backend.services.pubsub import agent_channel
+from backend.services.restore_jobs import restore_message
 from backend.services.runs import run_message
 
 __all__ = ["serve_agent_socket"]
@@ -96,6 +98,8 @@ async def serve_agent_socket(socket: WebSocket[Any, Any, Any], services: Service
             await conn.send({"type": "hello", "agent": {"id": str(agent.id), "name": agent.name}})
             for ref in await services.runs.pending_for_agent(agent):
                 await conn.send(run_message(ref.id, ref.config_id))
+            for restore_id in await services.restore_jobs.pending_ids(agent):
+                await conn.send(restore_message(restore_id))
             async with (
                 subscriber.run_in_background(conn.forward, join=False),
                 anyio.create_task_group() as tg,

@@ -197,3 +197,34 @@ class Alert(Table, tablename="backapp_alert"):
     resolved_at = Timestamptz(null=True, default=None, index=True)
     notified_at = Timestamptz(null=True, default=None)
     notify_error = Text(null=True, default=None, help_text="Why the last notification failed.")
+
+
+class RestoreJob(Table, tablename="backapp_restore_job"):
+    """A restore the owner asked for from the web console, for an agent to perform
+    (``POST /api/backups/{id}/restore``): pending → running → completed | failed; a pending one
+    nobody picked up within a day becomes expired."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    backup = ForeignKey(references=BackupLog, on_delete=OnDelete.cascade, index=True)
+    agent = ForeignKey(references=Agent, on_delete=OnDelete.cascade, index=True)
+    paths = JSON(default=[], help_text="PathFilter patterns; empty: everything.")
+    target = Text(help_text="The folder on the agent's machine to restore into.")
+    conflict = Varchar(length=16, default="keep-both", help_text="keep-both or overwrite.")
+    status = Varchar(
+        length=16,
+        default="pending",
+        index=True,
+        help_text="pending, running, completed, failed, expired.",
+    )
+    files = BigInt(default=0, help_text="Files, folders and links restored.")
+    bytes = BigInt(default=0, help_text="Bytes of file content written.")
+    renamed = Integer(default=0, help_text="Existing files kept, the restored copy beside them.")
+    replaced = Integer(default=0, help_text="Existing files replaced (overwrite).")
+    unchanged = Integer(default=0, help_text="Files already there with the same content.")
+    skipped = Integer(default=0, help_text="Members not restored (unsafe, or in the way).")
+    error = Text(null=True, default=None)
+    created_at = Timestamptz()
+    expires_at = Timestamptz(help_text="A pending job not started by then expires.")
+    started_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)

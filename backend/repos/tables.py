@@ -12,6 +12,7 @@ from piccolo.columns import (
     Bytea,
     ForeignKey,
     OnDelete,
+    Text,
     Timestamptz,
     Varchar,
 )
@@ -19,7 +20,7 @@ from piccolo.table import Table
 
 from backend.accounts.tables import User
 from backend.agents.tables import Agent
-from backend.backups.tables import BackupLog
+from backend.backups.tables import BackupConfig, BackupLog
 
 
 class Repository(Table, tablename="backapp_repository"):
@@ -74,3 +75,24 @@ class Snapshot(Table, tablename="backapp_snapshot"):
     parent = Varchar(length=36, null=True, default=None)
     new_bytes = BigInt(default=0)
     created_at = Timestamptz()
+
+
+class ConfigCheck(Table, tablename="backapp_config_check"):
+    """The latest agent report of one kind for a configuration: ``check`` (``backapp-agent
+    check``: the snapshot's structure, and a share of its packs read and verified) or ``drill``
+    (a sample of files restored and verified). One row per (config, kind), replaced by each
+    report; ``ok_at``/``ok_details`` keep the latest passing one, so a failure does not hide when
+    the config was last proven good."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    config = ForeignKey(references=BackupConfig, on_delete=OnDelete.cascade, index=True)
+    agent = ForeignKey(references=Agent, on_delete=OnDelete.set_null, null=True, default=None)
+    kind = Varchar(length=8, help_text="check or drill.")
+    at = Timestamptz(help_text="When the latest report arrived.")
+    ok = Boolean(default=False)
+    backup = Varchar(length=36, null=True, default=None, help_text="The snapshot it looked at.")
+    summary = Text(default="", help_text="The result in words, as the pages show it.")
+    details = JSON(default={}, help_text="Counts, measurements and problems, as reported.")
+    ok_at = Timestamptz(null=True, default=None, help_text="When one last passed.")
+    ok_details = JSON(null=True, default=None, help_text="The details of the last passing one.")

@@ -1,6 +1,6 @@
 """Alerts: what a user must know, kept as rows of the Alert table and delivered by e-mail/webhook.
 
-Three kinds, each with one open alert per subject at most, resolved automatically when the condition
+Four kinds evaluated here, each with one open alert per subject at most, resolved automatically when the condition
 clears:
 
 * ``missed_backup`` (subject ``config:{id}``): a config with a schedule has no completed backup
@@ -12,6 +12,10 @@ clears:
 * ``backup_failed`` (subject ``backup:{id}``): a backup failed and no retry follows (its attempt is
   the last allowed). Resolved by a later completed backup of the same config. Only failures of the
   last ``FAILED_LOOKBACK`` are considered, so an old history does not flood a new installation.
+* ``drill_overdue`` (subject ``config:{id}``): a config's restore drill has not run for its
+  period and grace (``services/drill_alerts.py``). ``repo_checks.py`` opens and resolves
+  ``data_check`` and ``drill_failed`` from the agents' reports, ``backapp check`` does
+  ``storage_check``: this round leaves those alone.
 
 Delivery (:meth:`AlertService.notify`) sends each open, not yet notified alert to its user's e-mail
 and to the webhook, records ``notified_at``, or ``notify_error`` and tries again next round. Delivery
@@ -34,6 +38,7 @@ from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
+from backend.services.drill_alerts import DRILL_OVERDUE_ALERT, REPORTED_ALERTS, overdue_drills
 from backend.services.last_backup import pause, store_config_times
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
@@ -200,6 +205,10 @@ class AlertService:
         failed, still_failing = await self._failed_backups(now)
         for item in failed:
             wanted[(item.kind, item.subject)] = item
+        for late in await overdue_drills(now):
+            wanted[(DRILL_OVERDUE_ALERT, late.subject)] = _Wanted(
+                late.user, DRILL_OVERDUE_ALERT, late.subject, late.message
+            )
 
         open_rows = await Alert.select(Alert.id, Alert.kind, Alert.subject).where(
             Alert.resolved_at.is_null()
@@ -212,6 +221,8 @@ class AlertService:
             and not (row["kind"] == "backup_failed" and row["subject"] in still_failing)
             # ``backapp check`` opens and resolves these (services/checks.py)
             and row["kind"] != "storage_check"
+            # and the agents' check and drill reports these (services/repo_checks.py)
+            and row["kind"] not in REPORTED_ALERTS
         ]
         for start in range(0, len(cleared), BATCH):
             chunk = cleared[start : start + BATCH]

@@ -58,6 +58,13 @@ def _check_kind(options: Options, mode: str) -> None:
             'configuration makes "full" archives',
             field="type",
         )
+    if options.drill is not None and options.type != "incremental":
+        raise InvalidInput(
+            "drill: a restore drill restores a sample of files from a snapshot; this "
+            f'configuration makes "{options.type}" archives (set options.type to "incremental", '
+            "or leave drill out)",
+            field="drill",
+        )
 
 
 def _check_options(options: Options) -> Options:

@@ -13,8 +13,12 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.leases import LeaseService
 from backend.services.orphans import OrphanSweeper
+from backend.services.pairing import PairingService
 from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
+from backend.services.recovery import RecoveryService
+from backend.services.repo_checks import RepoCheckService
+from backend.services.restore_jobs import RestoreJobService
 from backend.services.restores import RestoreService
 from backend.services.runs import RunService
 from backend.services.snapshots import SnapshotService
@@ -57,6 +61,8 @@ class Services:
     backups: BackupService
     progress: ProgressService
     snapshots: SnapshotService
+    checks: RepoCheckService
+    recovery: RecoveryService
     history: BackupHistory
     restores: RestoreService
     live: LiveEvents
@@ -65,6 +71,8 @@ class Services:
     alerts: AlertService
     tasks: PeriodicTasks
     cursors: CursorSigner
+    pairing: PairingService
+    restore_jobs: RestoreJobService
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
@@ -73,6 +81,7 @@ class Services:
         live = LiveEvents(settings)
         leases = LeaseService()
         alerts = AlertService(settings)
+        agents = AgentService(settings, registry)
         backups = BackupService(settings, storage, live)
         sweeper = OrphanSweeper(storage, live)
         return cls(
@@ -80,11 +89,13 @@ class Services:
             storage=storage,
             registry=registry,
             accounts=AccountService(settings),
-            agents=AgentService(settings, registry),
+            agents=agents,
             configs=ConfigService(settings, storage),
             backups=backups,
             progress=ProgressService(backups, live),
             snapshots=SnapshotService(settings, storage, backups, leases),
+            checks=RepoCheckService(),
+            recovery=RecoveryService(),
             history=BackupHistory(),
             restores=RestoreService(settings, storage),
             live=live,
@@ -95,4 +106,6 @@ class Services:
                 settings, storage, leases=leases, alerts=alerts, live=live, sweeper=sweeper
             ),
             cursors=CursorSigner(settings.secret_key),
+            pairing=PairingService(settings, agents),
+            restore_jobs=RestoreJobService(live),
         )

@@ -23,7 +23,9 @@ from backend.web._backup_pages import BackupPages
 from backend.web._config_pages import ConfigPages
 from backend.web._dashboard import DashboardPage
 from backend.web._event_stream import events
+from backend.web._pairing_pages import PairPage
 from backend.web._render import STATIC_DIR, template_config
+from backend.web._restore_pages import RestorePages
 
 __all__ = ["template_config", "web_handlers"]
 
@@ -31,7 +33,15 @@ __all__ = ["template_config", "web_handlers"]
 def web_handlers() -> list[Any]:
     pages = Router(
         path="/",
-        route_handlers=[AccountPages, DashboardPage, AgentPages, ConfigPages, BackupPages],
+        route_handlers=[
+            AccountPages,
+            DashboardPage,
+            AgentPages,
+            ConfigPages,
+            BackupPages,
+            PairPage,
+            RestorePages,
+        ],
         exception_handlers=web_exception_handlers(),
         include_in_schema=False,
     )

@@ -18,6 +18,7 @@ from backend.errors import DomainError
 from backend.schemas import ConfigPatch
 from backend.services import CurrentUser, Services
 from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
+from backend.services.pairing import IssuedCode
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._format import parse_iso
 from backend.web._forms import field_errors, text
@@ -67,6 +68,8 @@ async def _agents_page(
     status_code: int = 200,
     search: str = "",
     after: str | None = None,
+    pairing: IssuedCode | None = None,
+    machine: str = "",
 ) -> Template:
     position = services.cursors.decode("agents", user.id, after) if after else None
     agents, more = await services.agents.page_agents(
@@ -93,6 +96,16 @@ async def _agents_page(
         platforms=PLATFORMS,
         values=values or {"name": "", "platform": ""},
         errors=errors or {},
+        recovery=await services.recovery.state(user.id),
+        pairing=pairing,
+        machine=machine,
+        code_minutes=services.settings.pairing_code_minutes,
+        server_url=server_url(request, services),
+        pair_link=(
+            f"{server_url(request, services)}/pair?{urlencode({'code': pairing.code})}"
+            if pairing
+            else None
+        ),
     )
 
 
@@ -229,6 +242,22 @@ class AgentPages(Controller):
         return await _agents_page(
             request, user, services, values=values, errors=errors, status_code=400
         )
+
+    @post("/add-machine", status_code=200)
+    async def add_machine(
+        self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
+    ) -> Template:
+        """*Add a machine*: a one-time pairing code, shown on this answer only (never stored)."""
+        form = await request.form()
+        name = text(form, "machine", 1000).strip()
+        try:
+            issued = await services.pairing.issue(user, name)
+        except DomainError as exc:
+            errors = {"machine": exc.detail.removeprefix("name: ").capitalize()}
+            return await _agents_page(
+                request, user, services, errors=errors, machine=name, status_code=400
+            )
+        return await _agents_page(request, user, services, pairing=issued)
 
     @get("/{agent_id:str}", name="agent")
     async def agent(

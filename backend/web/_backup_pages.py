@@ -18,6 +18,7 @@ from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._config_pages import agent_names
 from backend.web._render import page
+from backend.web._restore_pages import restore_context
 
 __all__ = ["BackupPages"]
 
@@ -116,15 +117,29 @@ class BackupPages(Controller):
         services: ServicesDep,
     ) -> Template:
         backup = await services.history.get(user, backup_id)
+        names = await agent_names(services, user, [backup.agent_id])
         return page(
             request,
             "backup.html",
             user=user,
             services=services,
-            live={"backup": "partials/backup_detail.html"},
+            live={
+                "backup": "partials/backup_detail.html",
+                "restores": "partials/backup_restores.html",
+            },
             nav="backups",
             backup=backup,
-            agent_names=await agent_names(services, user, [backup.agent_id]),
+            agent_names=names,
+            values={
+                # The backup's own machine is the likely target: offered, not chosen for you.
+                "machine": names.get(backup.agent_id or "", ""),
+                "paths": "",
+                "everything": "1",
+                "target": "",
+                "conflict": "keep-both",
+            },
+            errors={},
+            **await restore_context(services, user, backup.id, backup.status),
         )
 
     @get("/{backup_id:str}/download", name="backup_download")

@@ -216,6 +216,7 @@ class ConfigPages(Controller):
                 services, user, [config.agent_id, *(b.agent_id for b in backups)]
             ),
             run_requests=await services.runs.list_for_config(user, config.id),
+            proof=(await services.checks.proofs(user.id, [config.id])).get(config.id),
         )
 
     @get("/{config_id:str}/edit", name="config_edit")

@@ -86,4 +86,5 @@ class DashboardPage(Controller):
             running=running,
             agent_names=await agent_names(services, user, [b.agent_id for b in running]),
             alerts=await services.alerts.open_alerts(user, limit=DASHBOARD_ALERTS),
+            proofs=await services.checks.proofs(user.id, [r.config.id for r in rows]),
         )

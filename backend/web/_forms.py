@@ -17,6 +17,7 @@ from backend.schemas import (
     ConfigIn,
     ConfigOut,
     ConfigPatch,
+    DrillOptions,
     Options,
     OptionsPatch,
     RetentionPolicy,
@@ -49,7 +50,9 @@ _FORM_FIELD = {
     "agentId": "agent_id",
     "executionMode": "execution_mode",
     "retentionDays": "retention_days",
+    "drill": "drill_every",
 }
+DRILL_CHOICES = ("", "daily", "weekly", "monthly")
 
 
 def text(form: FormMultiDict, name: str, limit: int = 100_000) -> str:
@@ -135,6 +138,9 @@ class ConfigForm:
     retry_attempts: str = "3"
     retry_delay: str = "60"
     alert_grace: str = "60"
+    drill_every: str = ""
+    """Restore drills (``options.drill``): ``daily``, ``weekly``, ``monthly``; empty: none."""
+    drill_sample: str = "20"
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -164,6 +170,8 @@ class ConfigForm:
             retry_attempts=text(form, "retry_attempts", 20).strip() or "3",
             retry_delay=text(form, "retry_delay", 20).strip() or "60",
             alert_grace=text(form, "alert_grace", 20).strip() or "60",
+            drill_every=text(form, "drill_every", 20).strip(),
+            drill_sample=text(form, "drill_sample", 20).strip() or "20",
         )
 
     @classmethod
@@ -188,6 +196,8 @@ class ConfigForm:
             retry_attempts=str(config.options.retry.attempts),
             retry_delay=str(config.options.retry.delay_seconds),
             alert_grace=str(config.options.alert_grace_minutes),
+            drill_every=config.options.drill.every if config.options.drill else "",
+            drill_sample=str(config.options.drill.sample if config.options.drill else 20),
         )
         return replace(form, **_schedule_fields(config.options.schedule))
 
@@ -260,6 +270,24 @@ class ConfigForm:
         grace = _whole(self.alert_grace)
         if not 1 <= grace <= 10080:
             errors["alert_grace"] = "A whole number of minutes from 1 to 10080 (a week)."
+        kind = (
+            "full"
+            if self.type == "full" or (not self.type and self.execution_mode == "server")
+            else "incremental"
+        )
+        drill: DrillOptions | None = None
+        sample = _whole(self.drill_sample)
+        if self.drill_every not in DRILL_CHOICES:
+            errors["drill_every"] = "Choose daily, weekly, monthly or no drills."
+        elif self.drill_every and kind == "full":
+            errors["drill_every"] = (
+                "Restore drills sample the files of a snapshot: choose the incremental type, "
+                "or no drills."
+            )
+        elif self.drill_every and not 1 <= sample <= 1000:
+            errors["drill_sample"] = "A whole number of files from 1 to 1000."
+        elif self.drill_every:
+            drill = DrillOptions(every=self.drill_every, sample=sample)  # type: ignore[arg-type]
         self.errors = errors
         if errors:
             return None
@@ -272,10 +300,7 @@ class ConfigForm:
                 "excludes": excludes,
                 "options": msgspec.to_builtins(
                     Options(
-                        type="full"
-                        if self.type == "full"
-                        or (not self.type and self.execution_mode == "server")
-                        else "incremental",
+                        type=kind,  # type: ignore[arg-type]
                         compression=self.compression,
                         encryption=self.encryption,
                         retention_days=retention,
@@ -284,6 +309,7 @@ class ConfigForm:
                         schedule=schedule,
                         retry=RetryOptions(attempts=attempts, delay_seconds=delay),
                         alert_grace_minutes=grace,
+                        drill=drill,
                     )
                 ),
             },

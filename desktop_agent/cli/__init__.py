@@ -2,6 +2,7 @@
 
     backapp-agent configure --server URL [--api-key-stdin] [--agent-id ID] [--poll-interval S]
                             [--temp-dir DIR] [--no-verify]
+    backapp-agent pair CODE [--server URL]
     backapp-agent run [--config ID ...] [--json]
     backapp-agent daemon [--json] [--no-socket] [--tick SECONDS]
     backapp-agent status [--json]
@@ -15,7 +16,7 @@ was not started because another process or machine is running it); 2 bad usage o
 3 every backup completed but some files could not be read (as restic does), or a restore completed
 but skipped members; 130 interrupted.
 
-The package: ``parser`` builds the command line from the command groups (``configure``, ``run``:
+The package: ``parser`` builds the command line from the command groups (``configure``, ``pair``, ``run``:
 run and daemon, ``status``, ``restore``: backups and restore), ``common`` holds what they share
 (exit statuses, error messages, logging, the stored key, Ctrl-C) and ``display`` how engine events
 are shown. ``main`` maps the engine's errors to exit statuses.

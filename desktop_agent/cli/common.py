@@ -82,6 +82,15 @@ def err(message: str) -> None:
     print(f"backapp-agent: {message}", file=sys.stderr)
 
 
+def read_code_from_stdin() -> str | None:
+    """One line of standard input, stripped; ``None`` (and a message) when there is none."""
+    line = sys.stdin.readline().strip()
+    if not line:
+        err("no recovery code on standard input")
+        return None
+    return line
+
+
 def setup_logging(verbosity: int) -> None:
     """Warnings by default, ``-v`` info, ``-vv`` debug (with the HTTP libraries' own); never a key
     or a pre-signed URL's signature in the log."""

@@ -12,15 +12,18 @@ from collections.abc import Callable
 
 from desktop_agent import __version__
 
-from . import configure, restore, run, snapshots, status
+from . import checks, configure, pair, recovery, restore, run, snapshots, status
 from .common import Commands
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     configure.register,  # configure
+    pair.register,  # pair
     run.register,  # run, daemon
     status.register,  # status
     restore.register,  # backups, restore
     snapshots.register,  # snapshots, ls
+    checks.register,  # check, drill
+    recovery.register,  # recovery init, rotate, status
 )
 
 

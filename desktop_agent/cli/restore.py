@@ -15,6 +15,7 @@ from desktop_agent.engine import (
     ApiClient,
     BackupCancelled,
     CancelToken,
+    InvalidRecoveryCode,
     MemberInfo,
     RestoreError,
     RestoreOptions,
@@ -24,6 +25,7 @@ from desktop_agent.engine import (
     Throttle,
     default_target_name,
     load_settings,
+    parse_code,
     printable,
 )
 
@@ -32,12 +34,14 @@ from .common import (
     EXIT_FILE_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     Commands,
     add_command,
     cancel_on_signals,
     connect,
     err,
     load_key,
+    read_code_from_stdin,
     signal_handlers,
 )
 from .display import MAX_SKIPS_SHOWN, JsonLines, RestoreDisplay, human_bytes
@@ -91,6 +95,12 @@ def register(commands: Commands) -> None:
         "--overwrite",
         action="store_true",
         help="replace existing files that differ (default: keep both)",
+    )
+    restore.add_argument(
+        "--recovery-code-stdin",
+        action="store_true",
+        help="read the account's recovery code from standard input (one line): a snapshot "
+        "restores even when this machine lost its repository key (the key is put back)",
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
@@ -171,6 +181,16 @@ def _list_line(m: MemberInfo) -> str:
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore (or ``--list``) one backup; 3 if members were skipped or patterns matched nothing."""
     settings = load_settings()
+    code: str | None = None
+    if args.recovery_code_stdin:
+        code = read_code_from_stdin()
+        if code is None:
+            return EXIT_USAGE
+        try:
+            parse_code(code)  # a typo is told before anything is downloaded
+        except InvalidRecoveryCode as exc:
+            err(f"restore failed: {exc}")
+            return EXIT_USAGE
     live = not args.json and sys.stderr.isatty()
     display = RestoreDisplay(live)
     cancel = CancelToken()
@@ -194,7 +214,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     if args.list:
                         err("list a snapshot's files with `backapp-agent ls BACKUP_ID`")
                         return EXIT_FAILED
-                    with Snapshots.from_settings(settings, load_key(settings)) as snaps:
+                    with Snapshots.from_settings(
+                        settings, load_key(settings), recovery_code=code
+                    ) as snaps:
                         result = snaps.restore(
                             args.backup_id,
                             options,

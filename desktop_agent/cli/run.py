@@ -16,12 +16,15 @@ from desktop_agent.engine import (
     CancelToken,
     ConfigurationError,
     Dispatcher,
+    DrillDuty,
+    RestoreJobs,
     Runner,
     RunResult,
     Scheduler,
     ScheduleStore,
     StateStore,
     config_dir,
+    engine_restore,
     instances_dir,
     load_settings,
     local_timezone_name,
@@ -162,12 +165,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         platform=sys.platform,
         poll_interval=settings.poll_interval_ms / 1000,
         tick=args.tick,
+        # Restores asked for from the web console, through the same engine path as `restore`.
+        restores=RestoreJobs(
+            runner.plane, engine_restore(settings, key, runner.plane), events=display
+        ),
+        drills=DrillDuty(settings, key, config_dir()),
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(
             settings.server_url,
             key,
             on_run=service.on_run_request,
+            on_restore=service.on_restore_request,
             user_agent=f"backapp-agent/{__version__}",
         )
 

@@ -29,12 +29,15 @@ from ._errors import (
     ConfigurationError,
     ConflictError,
     IntegrityError,
+    InvalidRecoveryCode,
     KeyStoreError,
     NetworkError,
     NotFoundError,
+    RecoveryError,
     RestoreError,
     SourceError,
     StorageError,
+    WrongRecoveryCode,
 )
 from ._events import (
     ArchiveProgress,
@@ -67,7 +70,25 @@ from ._job import printable
 from ._keystore import ENV_API_KEY, KeyLocation, KeyStore
 from ._options import EngineOptions
 from ._parts import choose_part_size, split_sizes
+from ._recovery import (
+    LOSS_WARNING,
+    NOT_SET_UP,
+    Issued,
+    KdfParams,
+    Recovery,
+    RecoveryInfo,
+    RecoveryKey,
+    RecoveryPlane,
+    WrappedRepoKey,
+    format_code,
+    keep_wrapped,
+    new_recovery_code,
+    parse_code,
+    wrap_key,
+)
 from ._repo.access import SnapshotEntry, Snapshots
+from ._repo.keys import RepoKeyStore
+from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
     MemberInfo,
     PathFilter,
@@ -86,11 +107,13 @@ from ._scheduling import (
     Job,
     ManualRun,
     Outcome,
+    RestoreJobs,
     RetrySettings,
     Runner,
     Scheduler,
     ScheduleStore,
     Skipped,
+    engine_restore,
 )
 from ._settings import (
     AgentSettings,
@@ -103,6 +126,7 @@ from ._settings import (
 from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
 from ._transport.client import API_KEY_HEADER, ApiClient
+from ._transport.pairing import PairedAgent, redeem_pairing_code
 from ._transport.redact import install_log_redaction, redact_url
 from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
@@ -132,6 +156,8 @@ __all__ = [
     "DEFAULT_EXCLUDES",
     "ENV_API_KEY",
     "IGNORE_FILE",
+    "LOSS_WARNING",
+    "NOT_SET_UP",
     "AgentDaemon",
     "AgentError",
     "AgentSettings",
@@ -158,6 +184,8 @@ __all__ = [
     "ControlPlane",
     "Destination",
     "Dispatcher",
+    "DrillDuty",
+    "DrillSchedule",
     "EngineOptions",
     "Event",
     "EventSink",
@@ -167,7 +195,10 @@ __all__ = [
     "Heartbeat",
     "HttpStorage",
     "IntegrityError",
+    "InvalidRecoveryCode",
+    "Issued",
     "Job",
+    "KdfParams",
     "KeyLocation",
     "KeyStore",
     "KeyStoreError",
@@ -177,11 +208,20 @@ __all__ = [
     "NetworkError",
     "NotFoundError",
     "Outcome",
+    "PairedAgent",
     "PathFilter",
     "ProgressCallbacks",
+    "Recovery",
+    "RecoveryError",
+    "RecoveryInfo",
+    "RecoveryKey",
+    "RecoveryPlane",
+    "RepoKeyStore",
+    "RepoProofs",
     "RestoreError",
     "RestoreFailed",
     "RestoreFinished",
+    "RestoreJobs",
     "RestoreOptions",
     "RestoreProgress",
     "RestoreResult",
@@ -222,6 +262,8 @@ __all__ = [
     "UploadStarted",
     "UploadWaiting",
     "Uploader",
+    "WrappedRepoKey",
+    "WrongRecoveryCode",
     "archive_extension",
     "archive_filename",
     "archive_format",
@@ -230,26 +272,33 @@ __all__ = [
     "choose_part_size",
     "config_dir",
     "default_target_name",
+    "engine_restore",
     "event_to_json",
+    "format_code",
     "glob_to_regex",
     "install_log_redaction",
     "instances_dir",
+    "keep_wrapped",
     "last_completed_at",
     "load_settings",
     "local_timezone_name",
     "member_name",
     "member_path",
+    "new_recovery_code",
+    "parse_code",
     "parse_retry_after",
     "parse_rule",
     "parse_size",
     "parse_stored_schedule",
     "printable",
     "redact_url",
+    "redeem_pairing_code",
     "root_rules",
     "save_settings",
     "scan",
     "split_sizes",
     "tar_header",
     "websocket_url",
+    "wrap_key",
     "write_archive",
 ]

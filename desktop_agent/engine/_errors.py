@@ -12,6 +12,9 @@ The tree::
     │   └── ConflictError           409: e.g. the object key already holds a backup
     ├── StorageError                a PUT to a pre-signed URL failed (``status``, ``transient``)
     ├── SourceError                 a source path is missing or cannot be read
+    ├── RecoveryError               recovery codes: not set up, or a key could not be recovered
+    │   ├── InvalidRecoveryCode     the text is not a recovery code (a typo: the check group fails)
+    │   └── WrongRecoveryCode       a valid code, but not this account's current one
     ├── RestoreError                a restore could not be done (the target is left as it was)
     │   └── IntegrityError          the object is not what the backup recorded, or it is damaged
     └── BackupCancelled             the cancel handle was set (a backup's or a restore's)
@@ -94,6 +97,19 @@ class StorageError(AgentError):
 
 class SourceError(AgentError):
     """A source path of a backup config is missing or cannot be read."""
+
+
+class RecoveryError(AgentError):
+    """Recovery is not set up, or a repository key could not be recovered with the code."""
+
+
+class InvalidRecoveryCode(RecoveryError):
+    """The text is not a recovery code (wrong length, a character that is not in it, a failed
+    check group)."""
+
+
+class WrongRecoveryCode(RecoveryError):
+    """A well-formed recovery code that is not the account's current one."""
 
 
 class RestoreError(AgentError):

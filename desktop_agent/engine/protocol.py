@@ -41,6 +41,7 @@ __all__ = [
     "Lease",
     "LeasePlane",
     "PartTicket",
+    "RestoreJob",
     "RestoreTicket",
     "RunRequest",
     "RunResult",
@@ -91,6 +92,9 @@ class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
     when asked. See ``desktop_agent.engine.schedule``."""
     retry: dict[str, Any] | None = None
     """Extension: automatic retries of a failed scheduled backup, ``{"attempts", "delaySeconds"}``."""
+    drill: dict[str, Any] | None = None
+    """Extension: restore drills of a snapshot config, ``{"every": "daily|weekly|monthly",
+    "sample": N}``; ``None``: none."""
 
 
 class ConfigInfo(msgspec.Struct, frozen=True):
@@ -136,9 +140,24 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     """Seconds between heartbeats the server expects (extension)."""
     run_requests: list[RunRequest] = msgspec.field(default_factory=list)
     """Pending *Back Up Now* requests for this agent (extension; the fallback of the WebSocket)."""
+    restore_requests: list[str] = msgspec.field(default_factory=list)
+    """Ids of restores asked for from the web console that wait for this agent (extension)."""
     features: list[str] = msgspec.field(default_factory=list)
     """Extensions the server understands (``progress-by-config``: progress before the log opens);
     empty from an older server."""
+
+
+class RestoreJob(msgspec.Struct, frozen=True, rename="camel"):
+    """A restore asked for from the web console, as the agent takes it
+    (``POST /api/agent/restores/{id}/start``): ``paths`` are ``PathFilter`` patterns (empty:
+    everything), ``target`` a folder on this machine, ``conflict`` ``keep-both`` or
+    ``overwrite``."""
+
+    id: str
+    backup_id: str
+    target: str
+    paths: list[str] = msgspec.field(default_factory=list)
+    conflict: str = "keep-both"
 
 
 class UploadTicket(msgspec.Struct, frozen=True, rename="camel"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -30,6 +31,7 @@ from desktop_agent.engine import (
     Heartbeat,
     KeyLocation,
     KeyStore,
+    PairedAgent,
     StateStore,
 )
 
@@ -40,6 +42,7 @@ from ._pairing import (
     check_key,
     fetch_assignment,
     load_settings_or_default,
+    redeem_code,
 )
 from ._runs import RunBridge
 from ._status import ConfigView, Health, Status
@@ -51,6 +54,7 @@ __all__ = ["AgentController"]
 log = logging.getLogger("desktop_agent.gui")
 
 _Assignment = tuple[Heartbeat, list[ConfigInfo]]
+_Redeemed = tuple[PairedAgent, Heartbeat, list[ConfigInfo]]
 
 
 class AgentController(QObject):
@@ -284,6 +288,50 @@ class AgentController(QObject):
             self.start()
 
         run_task(lambda: check_key(server, key), done, on_failed, self.pool)
+
+    def pair_with_code(
+        self,
+        server_url: str,
+        code: str,
+        on_done: Callable[[PairingResult], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
+        """Trade a pairing code (web console: Agents → Add a machine) for this machine's agent and
+        API key off the GUI thread; save the settings and the key (keychain) and call ``on_done``.
+        Nothing is saved when the server refuses the code."""
+        server = server_url.strip().rstrip("/")
+        try:
+            candidate = self.pairing.candidate(server)
+        except ConfigurationError as exc:
+            on_failed(redact(str(exc)))
+            return
+        if not code.strip():
+            on_failed("type the pairing code from the web console (Agents → Add a machine)")
+            return
+
+        def done(result: object) -> None:
+            if self._closed:
+                return
+            paired, beat, configs = cast(_Redeemed, result)
+            self.status.heard(beat)
+            try:
+                location = self.pairing.save(
+                    replace(candidate, agent_id=paired.agent_id), paired.api_key
+                )
+            except Exception as exc:
+                on_failed(redact(f"could not store the settings: {exc}"))
+                return
+            self.status.connected(configs)
+            self.changed.emit()
+            log.info("paired with %s by code (%d configs)", server, len(configs))
+            on_done(
+                PairingResult(
+                    server, tuple(configs), location, beat.poll_interval, self.status.agent_name
+                )
+            )
+            self.start()
+
+        run_task(lambda: redeem_code(server, code), done, on_failed, self.pool)
 
     def sign_out(self) -> None:
         """Forget the key (keychain and file) and the server; stop polling. Configs and the local

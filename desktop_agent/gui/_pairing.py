@@ -13,18 +13,28 @@ from desktop_agent.engine import (
     AgentError,
     AgentSettings,
     ApiClient,
+    ApiError,
     AuthenticationError,
     ConfigInfo,
     ConfigurationError,
     Heartbeat,
     KeyLocation,
     KeyStore,
+    PairedAgent,
     RetryPolicy,
     load_settings,
+    redeem_pairing_code,
     save_settings,
 )
 
-__all__ = ["Pairing", "PairingResult", "check_key", "fetch_assignment", "load_settings_or_default"]
+__all__ = [
+    "Pairing",
+    "PairingResult",
+    "check_key",
+    "fetch_assignment",
+    "load_settings_or_default",
+    "redeem_code",
+]
 
 log = logging.getLogger("desktop_agent.gui")
 
@@ -70,6 +80,23 @@ def check_key(server_url: str, api_key: str) -> tuple[Heartbeat, list[ConfigInfo
             "the server refused this API key. Check that you pasted all of it, or "
             "create a new key for this agent in the web console."
         ) from exc
+
+
+def redeem_code(server_url: str, code: str) -> tuple[PairedAgent, Heartbeat, list[ConfigInfo]]:
+    """Trade a pairing code for this machine's agent and key, then fetch what is assigned to it.
+    A refusal (unknown, used or expired code, too many wrong ones) says why in the server's words.
+    Blocking: run it off the GUI thread."""
+    try:
+        paired = redeem_pairing_code(server_url, code, platform=sys.platform, version=__version__)
+    except ApiError as exc:
+        if exc.status == 404 and "pairing code" not in exc.detail:
+            raise AgentError(
+                f"{server_url} does not know pairing codes: is it a BackApp server, and up to date?"
+            ) from exc
+        detail = exc.detail.removeprefix("code: ")
+        raise AgentError(detail[:1].upper() + detail[1:]) from exc
+    beat, configs = fetch_assignment(server_url, paired.api_key)
+    return paired, beat, configs
 
 
 class Pairing:

@@ -65,8 +65,15 @@ AskFn = Callable[[QWidget | None, str, str], bool]
 
 
 def _ask(parent: QWidget | None, title: str, text: str) -> bool:
-    answer = QMessageBox.question(parent, title, text)
-    return answer == QMessageBox.StandardButton.Yes
+    """A yes/no question whose default (Enter) and Escape answer are *No*: the questions asked
+    are whether to stop something running, and a reflexive Enter must not stop it."""
+    no = QMessageBox.StandardButton.No
+    box = QMessageBox(
+        QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.Yes | no, parent
+    )
+    box.setDefaultButton(no)
+    box.setEscapeButton(no)
+    return box.exec() == QMessageBox.StandardButton.Yes
 
 
 class TrayApp(QObject):

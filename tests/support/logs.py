@@ -43,3 +43,21 @@ def every_log_line() -> Iterator[list[str]]:
         for logger, level, disabled in saved:
             logger.setLevel(level)
             logger.disabled = disabled
+
+
+@contextmanager
+def logging_left_as_found() -> Iterator[None]:
+    """Put back the levels and root handlers a block changed: ``backapp-agent``'s ``main`` sets up
+    logging on the stream it was given (a test's captured stderr, closed after the test)."""
+    names = ("", "httpx", "httpcore", "desktop_agent", "backapp-agent")
+    levels = {name: logging.getLogger(name).level for name in names}
+    handlers = list(logging.getLogger().handlers)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)

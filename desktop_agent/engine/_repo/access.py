@@ -23,6 +23,7 @@ from .._events import (
     RestoreSkipped,
     RestoreStarted,
 )
+from .._recovery.account import Recovery, RecoveryPlane
 from .._restore.planning import PathFilter, RestoreOptions
 from .._restore.restorer import RestoreResult
 from .._settings import AgentSettings, config_dir, default_cache_dir
@@ -65,6 +66,7 @@ class Snapshots:
         keys: RepoKeyStore | None = None,
         cache_dir: Path | None = None,
         workers: int = 4,
+        recovery_code: str | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -72,15 +74,22 @@ class Snapshots:
         self.keys = keys or RepoKeyStore(config_dir())
         self.cache_dir = cache_dir or default_cache_dir()
         self.workers = workers
+        self.recovery_code = recovery_code
+        """Used only when this machine holds no key: the key is then unwrapped with it (and put
+        back in the keychain) from the server's wrapped copy."""
         self._repo: Repository | None = None
         self._owned: list[Any] = []
 
     @classmethod
-    def from_settings(cls, settings: AgentSettings, api_key: str) -> Snapshots:
+    def from_settings(
+        cls, settings: AgentSettings, api_key: str, *, recovery_code: str | None = None
+    ) -> Snapshots:
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
-        snapshots = cls(client, storage, server_url=settings.server_url or "")
+        snapshots = cls(
+            client, storage, server_url=settings.server_url or "", recovery_code=recovery_code
+        )
         snapshots._owned = [client, storage]
         return snapshots
 
@@ -111,10 +120,18 @@ class Snapshots:
             key = self.keys.load(f"{self.server_url}#{agent_id}")
         except KeyStoreError as exc:
             raise RestoreError(str(exc)) from exc
+        if key is None and self.recovery_code is not None:
+            key = Recovery(
+                cast(RecoveryPlane, self.client),
+                self.keys,
+                server_url=self.server_url,
+                agent_id=agent_id,
+            ).recover_key(self.recovery_code)
         if key is None:
             raise RestoreError(
                 "this machine holds no key for its snapshots (it never made one, or the keychain "
-                "entry was lost): they cannot be decrypted here"
+                "entry was lost): restore with --recovery-code-stdin and the account's recovery "
+                "code"
             )
         repo = Repository(
             keys=RepoKeys.derive(key),

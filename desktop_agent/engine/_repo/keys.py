@@ -1,8 +1,8 @@
 """Where this machine keeps its repository key: the OS keychain (as the API key), else a file with
 mode 0600 in the agent's config folder. Made once, on the first snapshot, from the OS CSPRNG.
 
-Losing it (and, until recovery codes exist, every other copy) loses the ability to restore the
-snapshots: BackApp's server never holds it.
+The server holds it only wrapped for the account's recovery key (docs/recovery.md): losing it is
+recovered with the recovery code; losing it and the code loses the snapshots.
 """
 
 from __future__ import annotations
@@ -88,6 +88,13 @@ class RepoKeyStore:
             self._save(account, key)
             log.info("made this machine's repository key")
             return key
+
+    def store(self, account: str, key: bytes) -> None:
+        """Put ``key`` back (e.g. recovered with the recovery code) where ``load`` finds it."""
+        if len(key) != KEY_BYTES:
+            raise KeyStoreError("a repository key is 32 bytes")
+        with self._lock():
+            self._save(account, key)
 
     def _save(self, account: str, key: bytes) -> None:
         text = base64.b64encode(key).decode()

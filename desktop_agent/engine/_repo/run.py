@@ -18,6 +18,7 @@ from .._errors import AgentError, BackupCancelled, ConfigurationError, SourceErr
 from .._events import BackupFailed, BackupFinished, Emitter, UploadStarted
 from .._job import MAX_MESSAGE, error_list, printable
 from .._options import EngineOptions
+from .._recovery.account import RecoveryPlane, keep_wrapped
 from .._scanner import check_sources, normalize_source, source_problems_text
 from ..protocol import BackupResult, ConfigInfo, FileError
 from ..repo_protocol import ObjectStore, RepoPlane, SnapshotStarted
@@ -124,6 +125,10 @@ class SnapshotBackup:
         if self.options.repository_key is None:
             raise ConfigurationError("this agent has no place to keep a repository key")
         key = self.options.repository_key(started.agent_id)
+        if hasattr(self.plane, "recovery_state"):
+            keep_wrapped(
+                cast(RecoveryPlane, self.plane), key, server=getattr(self.plane, "server_url", "")
+            )
         return Repository(
             keys=RepoKeys.derive(key),
             cache=Cache(cache_path(self.options.cache_dir, started.agent_id)),

@@ -7,12 +7,14 @@ No Qt here: ``backapp-agent daemon`` and the tray app drive the same pieces, one
 - ``queue``: the jobs waiting to run (one per config, *Back Up Now* first) and the retry policy;
 - ``runner``: one job from the run lease to the retry decision, and ``backapp-agent run``;
 - ``progress``: engine events turned into the server's live-progress messages;
+- ``restore_jobs``: restores asked for from the web console, taken and performed by the daemon;
 - ``daemon``: the headless loop behind ``backapp-agent daemon``.
 """
 
 from .daemon import AgentDaemon
 from .progress import ProgressReporter
 from .queue import Dispatcher, Job, Outcome, RetrySettings
+from .restore_jobs import RestoreJobs, engine_restore
 from .runner import AgentPlane, ManualRun, Runner, Skipped
 from .scheduler import Due, Scheduler, Tick
 from .store import ScheduleStore
@@ -26,10 +28,12 @@ __all__ = [
     "ManualRun",
     "Outcome",
     "ProgressReporter",
+    "RestoreJobs",
     "RetrySettings",
     "Runner",
     "ScheduleStore",
     "Scheduler",
     "Skipped",
     "Tick",
+    "engine_restore",
 ]

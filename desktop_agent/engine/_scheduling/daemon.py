@@ -11,18 +11,28 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from .._cancel import CancelToken
 from .._errors import AgentError
 from .._transport.socket import AgentSocket
-from ..protocol import RunRequest
+from ..protocol import ConfigInfo, RunRequest
 from .queue import Dispatcher, Outcome
+from .restore_jobs import RestoreJobs
 from .runner import AgentPlane, Runner
 
 __all__ = ["AgentDaemon"]
 
 log = logging.getLogger("desktop_agent.engine.scheduler")
+
+
+class Drills(Protocol):
+    """Restore drills (``RepoProofs``'s ``DrillDuty``): which config's is due, and running it."""
+
+    def due(self, configs: Iterable[ConfigInfo]) -> ConfigInfo | None: ...
+
+    def run(self, config: ConfigInfo) -> Any: ...
 
 
 class AgentDaemon:
@@ -42,6 +52,8 @@ class AgentDaemon:
         tick: float = 15.0,
         socket: AgentSocket | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        restores: RestoreJobs | None = None,
+        drills: Drills | None = None,
     ) -> None:
         self.plane = plane
         self.runner = runner
@@ -51,6 +63,11 @@ class AgentDaemon:
         self.poll_interval = poll_interval
         self.tick = tick
         self.socket = socket
+        self.restores = restores
+        """Restores asked for from the web console (None: this daemon does not take them)."""
+        self.drills = drills
+        """Restore drills, run when due and no backup is waiting."""
+        self._configs: list[ConfigInfo] = []
         self._mono = monotonic
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -67,6 +84,11 @@ class AgentDaemon:
     def on_run_request(self, request: RunRequest) -> None:
         """From the socket (any thread)."""
         if self.dispatcher.request(request):
+            self._wake.set()
+
+    def on_restore_request(self, restore_id: str) -> None:
+        """From the socket (any thread): a restore asked for from the web console."""
+        if self.restores is not None and self.restores.add(restore_id):
             self._wake.set()
 
     def stop(self, reason: str = "agent stopped") -> None:
@@ -98,9 +120,14 @@ class AgentDaemon:
             self.poll_interval = float(max(1, beat.poll_interval))
         self.runner.server_features = frozenset(beat.features)
         self.dispatcher.set_configs(configs)
+        self._configs = list(configs)
         for request in beat.run_requests:
             if self.dispatcher.request(request):
                 log.info("Back Up Now requested for config %s (heartbeat)", request.config_id)
+        if self.restores is not None:
+            for restore_id in beat.restore_requests:
+                if self.restores.add(restore_id):
+                    log.info("restore %s requested from the web console (heartbeat)", restore_id)
 
     def run(self) -> None:
         if self.socket is not None:
@@ -137,8 +164,12 @@ class AgentDaemon:
             if self._worker.is_alive():
                 return
             self._worker = None
+        if self.restores is not None and self.restores.pending:
+            self._start_restore(self.restores)
+            return
         picked = self.dispatcher.next_job()
         if picked is None:
+            self._start_drill()
             return
         job, config = picked
         cancel = self._cancel = CancelToken()
@@ -155,4 +186,39 @@ class AgentDaemon:
             self._wake.set()
 
         self._worker = threading.Thread(target=work, name="backapp-job", daemon=True)
+        self._worker.start()
+
+    def _start_restore(self, restores: RestoreJobs) -> None:
+        """The next restore job on the worker thread (one job at a time, backups wait)."""
+        cancel = self._cancel = CancelToken()
+
+        def work() -> None:
+            try:
+                restores.run_next(cancel)
+            except Exception:  # a bug costs this job, not the daemon
+                log.exception("a restore job failed")
+            self._cancel = None
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-restore", daemon=True)
+        self._worker.start()
+
+    def _start_drill(self) -> None:
+        """A due restore drill, on the worker thread (a backup asked for meanwhile waits for it:
+        a drill reads a sample, so it is short)."""
+        if self.drills is None or self._stopping.is_set():
+            return
+        config = self.drills.due(self._configs)
+        if config is None:
+            return
+        drills = self.drills
+
+        def work() -> None:
+            try:
+                drills.run(config)
+            except Exception:  # a bug costs this drill, not the daemon
+                log.exception("the restore drill of %s failed", config.id)
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-drill", daemon=True)
         self._worker.start()

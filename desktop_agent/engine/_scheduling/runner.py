@@ -150,8 +150,9 @@ class _TaggedPlane:
         return response
 
     def __getattr__(self, name: str) -> Any:
-        # The snapshot endpoints (``RepoPlane``) but ``snapshot_start`` go to the plane untouched.
-        if name.startswith(("snapshot_", "repo_")):
+        # The snapshot endpoints (``RepoPlane``) but ``snapshot_start``, and the recovery ones
+        # (the wrapped repository key), go to the plane untouched.
+        if name.startswith(("snapshot_", "repo_", "recovery_")):
             return getattr(self._plane, name)
         raise AttributeError(name)
 

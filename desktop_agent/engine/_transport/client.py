@@ -4,6 +4,7 @@ failures; the server's JSON answers decoded into the types of ``protocol``, its 
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
@@ -15,6 +16,7 @@ import httpx
 import msgspec
 
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
+from .._recovery.account import RecoveryInfo, WrappedRepoKey
 from ..protocol import (
     AbortUpload,
     AgentMode,
@@ -25,6 +27,7 @@ from ..protocol import (
     Heartbeat,
     Lease,
     PartTicket,
+    RestoreJob,
     RestoreTicket,
     SignPart,
     StartBackup,
@@ -252,6 +255,24 @@ class ApiClient:
         body = self._call("POST", "/api/agent/restore", {"backupId": backup_id})
         return _decode(body.get("restore"), RestoreTicket, "/api/agent/restore")
 
+    # -- restores asked for from the web console ----------------------------------------------------
+
+    def start_restore_job(self, job_id: str) -> RestoreJob:
+        """Take a pending restore (``ConflictError`` when it is taken, finished or expired)."""
+        path = f"/api/agent/restores/{job_id}/start"
+        return _decode(self._call("POST", path), RestoreJob, path)
+
+    def restore_job_progress(self, job_id: str, *, files: int, bytes_written: int) -> None:
+        self._call(
+            "POST",
+            f"/api/agent/restores/{job_id}/progress",
+            {"files": files, "bytes": bytes_written},
+        )
+
+    def finish_restore_job(self, job_id: str, outcome: Mapping[str, Any]) -> None:
+        """``outcome``: ``status`` (``completed`` or ``failed``), the counts, ``error``."""
+        self._call("POST", f"/api/agent/restores/{job_id}/complete", dict(outcome))
+
     # -- snapshots extension ------------------------------------------------------------------------
 
     def snapshot_start(self, request: StartSnapshot) -> SnapshotStarted:
@@ -378,6 +399,70 @@ class ApiClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
+    # -- checks and restore drills extension --------------------------------------------------------
+
+    def report_check(self, payload: Mapping[str, Any]) -> None:
+        """What ``backapp-agent check`` found (``POST /api/agent/repo/check``)."""
+        self._call("POST", "/api/agent/repo/check", dict(payload))
+
+    def report_drill(self, payload: Mapping[str, Any]) -> str:
+        """One restore drill (``POST /api/agent/drill``); returns the server's summary of it."""
+        body = self._call("POST", "/api/agent/drill", dict(payload))
+        return str(body.get("summary", ""))
+
+    # -- recovery keys (docs/agent-api.md, "Extensions: recovery keys") ----------------------------
+
+    def recovery_state(self) -> RecoveryInfo:
+        return _recovery_info(self._call("GET", "/api/agent/recovery"), "/api/agent/recovery")
+
+    def recovery_setup(self, *, public_key: str, salt: str, kdf: str, proof: str) -> RecoveryInfo:
+        path = "/api/agent/recovery"
+        body = {"publicKey": public_key, "salt": salt, "kdf": kdf, "proof": proof}
+        return _recovery_info(self._call("POST", path, body), path)
+
+    def recovery_rotate(
+        self,
+        *,
+        old_version: int,
+        old_proof: str,
+        public_key: str,
+        salt: str,
+        kdf: str,
+        proof: str,
+        keys: list[tuple[str, bytes]],
+    ) -> RecoveryInfo:
+        path = "/api/agent/recovery/rotate"
+        body = {
+            "oldVersion": old_version,
+            "oldProof": old_proof,
+            "publicKey": public_key,
+            "salt": salt,
+            "kdf": kdf,
+            "proof": proof,
+            "keys": [{"agentId": a, "wrappedKey": base64.b64encode(w).decode()} for a, w in keys],
+        }
+        return _recovery_info(self._call("POST", path, body), path)
+
+    def recovery_keys(self) -> list[WrappedRepoKey]:
+        path = "/api/agent/recovery/keys"
+        body = self._call("GET", path)
+        try:
+            return [_wrapped(k, path) for k in body["keys"]]
+        except (KeyError, TypeError) as exc:
+            raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
+
+    def repo_key_put(self, wrapped: bytes, version: int) -> None:
+        self._call(
+            "PUT",
+            "/api/agent/repo/key",
+            {"wrappedKey": base64.b64encode(wrapped).decode(), "version": version},
+        )
+
+    def repo_key_get(self, agent_id: str | None = None) -> WrappedRepoKey:
+        path = "/api/agent/repo/key"
+        query = f"?{urlencode({'agentId': agent_id})}" if agent_id else ""
+        return _wrapped(self._call("GET", path + query), path)
+
     # -- plumbing -----------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
@@ -444,3 +529,30 @@ class ApiClient:
                 response.status_code, "bad_response", "the answer is not an object", path=path
             )
         return body
+
+
+def _recovery_info(body: dict[str, Any], path: str) -> RecoveryInfo:
+    return _decode(
+        {
+            "configured": body.get("configured"),
+            "public_key": body.get("publicKey"),
+            "salt": body.get("salt"),
+            "kdf": body.get("kdf"),
+            "version": body.get("version"),
+            "agent_key_version": body.get("agentKeyVersion"),
+        },
+        RecoveryInfo,
+        path,
+    )
+
+
+def _wrapped(body: Any, path: str) -> WrappedRepoKey:
+    try:
+        return WrappedRepoKey(
+            agent_id=str(body["agentId"]),
+            agent_name=str(body.get("agentName") or ""),
+            wrapped=base64.b64decode(str(body["wrappedKey"]), validate=True),
+            version=int(body["version"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc

@@ -57,6 +57,7 @@ class AgentSocket:
         *,
         on_run: Callable[[RunRequest], None],
         on_state: Callable[[bool], None] | None = None,
+        on_restore: Callable[[str], None] | None = None,
         ping_interval: float = 20.0,
         min_backoff: float = 1.0,
         max_backoff: float = 60.0,
@@ -67,6 +68,8 @@ class AgentSocket:
         self._key = api_key
         self._on_run = on_run
         self._on_state = on_state
+        self.on_restore = on_restore
+        """Called with a restore's id when the web console asks this machine for one."""
         self._ping_interval = ping_interval
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -209,6 +212,14 @@ class AgentSocket:
                     )
                 except Exception:  # a handler's bug must not drop the socket
                     log.exception("the run request handler failed")
+        elif kind == "restore":
+            restore_id = message.get("restoreId")
+            if isinstance(restore_id, str) and self.on_restore is not None:
+                log.info("restore %s requested from the web console", restore_id)
+                try:
+                    self.on_restore(restore_id)
+                except Exception:  # a handler's bug must not drop the socket
+                    log.exception("the restore request handler failed")
         elif kind == "error":
             log.warning("agent socket: the server says %s", message.get("detail") or message)
         elif kind == "hello":

@@ -1,5 +1,5 @@
-"""The first-run (and re-pairing) window: the server URL and the API key, checked with the server
-before anything is saved."""
+"""The first-run (and re-pairing) window: the server URL and a pairing code (or an API key), checked
+with the server before anything is saved. Enter in any field connects."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ __all__ = ["PairingWindow"]
 
 
 class PairingWindow(QWidget):
-    """First run (and re-pairing): the server URL, the API key (pasted, never shown), optionally the
-    agent id. *Connect* checks the key with a heartbeat; on success the key goes to the keychain and the
-    window shows the assigned configs."""
+    """First run (and re-pairing): the server URL and the pairing code from the web console (Agents →
+    Add a machine), which the server trades for this machine's API key; or, instead of a code, the
+    API key itself (pasted, never shown) and optionally the agent id. *Connect* (or Enter) checks
+    with the server; on success the key goes to the keychain and the window shows the assigned
+    configs."""
 
     paired = Signal(object)
 
@@ -36,21 +38,28 @@ class PairingWindow(QWidget):
         self.setWindowTitle("BackApp — connect this computer")
         self.setMinimumWidth(480)
         intro = QLabel(
-            "In the BackApp web console, register this computer as an agent and copy its API key "
-            "(shown once). Paste the server address and the key here."
+            "In the BackApp web console, open Agents → Add a machine to get a pairing code. Type "
+            "the server address and the code here and press Enter. (Or paste an agent's API key "
+            "instead of a code.)"
         )
         intro.setWordWrap(True)
         self.server = QLineEdit(controller.settings.server_url or "")
         self.server.setPlaceholderText("https://backapp.example.org")
+        self.code = QLineEdit()
+        self.code.setPlaceholderText("K7Q-4MX-P2D")
         self.key = QLineEdit()
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
-        self.key.setPlaceholderText("bka_…")
+        self.key.setPlaceholderText("bka_… (only without a pairing code)")
         self.agent_id = QLineEdit(controller.settings.agent_id or "")
         self.agent_id.setPlaceholderText("optional, shown at registration")
         form = QFormLayout()
         form.addRow("Server URL", self.server)
-        form.addRow("API key", self.key)
+        form.addRow("Pairing code", self.code)
+        form.addRow("or API key", self.key)
         form.addRow("Agent id", self.agent_id)
+        # A QWidget has no default button: Enter in a field would do nothing without these.
+        for field in (self.server, self.code, self.key, self.agent_id):
+            field.returnPressed.connect(self.submit)
         self.connect_button = QPushButton("Connect")
         self.connect_button.setDefault(True)
         self.connect_button.clicked.connect(self.submit)
@@ -71,9 +80,16 @@ class PairingWindow(QWidget):
         layout.addLayout(buttons)
 
     def submit(self) -> None:
+        if not self.connect_button.isEnabled() or not self.connect_button.isVisible():
+            return  # already checking, or already connected
         self.connect_button.setEnabled(False)
         self.message.setStyleSheet("")
         self.message.setText("Checking the connection…")
+        if self.code.text().strip() or not self.key.text().strip():
+            self.controller.pair_with_code(
+                self.server.text(), self.code.text(), self._succeeded, self._failed
+            )
+            return
         self.controller.check_pairing(
             self.server.text(),
             self.key.text(),
@@ -84,6 +100,7 @@ class PairingWindow(QWidget):
 
     def _succeeded(self, result: PairingResult) -> None:
         self.key.clear()  # the key lives in the keychain now, not in a widget
+        self.code.clear()  # used: it would only be refused again
         self.connect_button.setEnabled(True)
         agent = result.agent_name or self.controller.settings.agent_id
         lines = [f"<b>Connected to {html.escape(result.server_url)}</b>"]

@@ -83,6 +83,7 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
         "schedule": None,
         "retry": {"attempts": 3, "delaySeconds": 60},
         "alertGraceMinutes": 60,
+        "drill": None,
     }
     assert set(config["destination"]) == {"bucket", "region", "prefix"}
 

@@ -47,6 +47,7 @@ async def test_config_crud(client: ApiClient) -> None:
         "schedule": None,
         "retry": {"attempts": 3, "delaySeconds": 60},
         "alertGraceMinutes": 60,
+        "drill": None,
     }
     assert created["destination"]["prefix"].endswith(f"/agents/{agent_id}/configs/{created['id']}")
     assert created["destination"]["bucket"] == "local"

@@ -14,6 +14,9 @@ from desktop_agent.cli import build_parser, main
 REQUIRED: dict[str, list[str]] = {
     "restore": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
     "ls": ["0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
+    "drill": ["--config", "0d9c4a43-9d7c-4f5e-a3b1-6f1f1f0c0c0c"],
+    "recovery": ["status"],
+    "pair": ["K7Q-4MX-P2D"],
 }
 
 
@@ -27,6 +30,7 @@ def commands() -> dict[str, argparse.ArgumentParser]:
 def test_every_command_is_covered() -> None:
     assert set(commands()) == {
         "configure",
+        "pair",
         "run",
         "daemon",
         "status",
@@ -34,6 +38,9 @@ def test_every_command_is_covered() -> None:
         "restore",
         "snapshots",
         "ls",
+        "check",
+        "drill",
+        "recovery",
     }
 
 

@@ -1,0 +1,110 @@
+"""The agent API's recovery endpoints (docs/agent-api.md, "Extensions: recovery keys")."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, post, put
+from litestar.di import Provide
+from litestar.params import JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from backend.api.deps import AgentDep, ServicesDep, provide_agent
+from backend.recovery_schemas import (
+    RecoveryOut,
+    RecoveryRotateRequest,
+    RecoverySetupRequest,
+    RepoKeyOut,
+    RepoKeyPutRequest,
+    RepoKeyPutResponse,
+    RepoKeysOut,
+)
+from backend.services.recovery import RecoveryState, WrappedKeyIn, WrappedKeyOut
+
+
+def _state(state: RecoveryState) -> RecoveryOut:
+    return RecoveryOut(
+        configured=state.configured,
+        public_key=state.public_key,
+        salt=state.salt,
+        kdf=state.kdf,
+        version=state.version,
+        created_at=state.created_at,
+        rotated_at=state.rotated_at,
+        agent_key_version=state.agent_key_version,
+    )
+
+
+def _key(key: WrappedKeyOut) -> RepoKeyOut:
+    return RepoKeyOut(
+        agent_id=key.agent_id,
+        agent_name=key.agent_name,
+        wrapped_key=key.wrapped_key,
+        version=key.version,
+        updated_at=key.updated_at,
+    )
+
+
+class AgentRecoveryController(Controller):
+    path = "/api/agent"
+    tags = ["agent", "recovery"]
+    dependencies = {"agent": Provide(provide_agent)}
+
+    @get("/recovery", summary="Whether the account's recovery key is set up, and its public part")
+    async def state(self, agent: AgentDep, services: ServicesDep) -> RecoveryOut:
+        return _state(await services.recovery.state(agent.user_id, agent.id))
+
+    @post("/recovery", status_code=HTTP_201_CREATED, summary="Set up the recovery key (once)")
+    async def setup(
+        self, data: JSONBody[RecoverySetupRequest], agent: AgentDep, services: ServicesDep
+    ) -> RecoveryOut:
+        return _state(
+            await services.recovery.setup(
+                agent, public_key=data.public_key, salt=data.salt, kdf=data.kdf, proof=data.proof
+            )
+        )
+
+    @post(
+        "/recovery/rotate",
+        status_code=HTTP_200_OK,
+        summary="Replace the recovery key and every wrapped key of the account at once",
+    )
+    async def rotate(
+        self, data: JSONBody[RecoveryRotateRequest], agent: AgentDep, services: ServicesDep
+    ) -> RecoveryOut:
+        return _state(
+            await services.recovery.rotate(
+                agent,
+                old_version=data.old_version,
+                old_proof=data.old_proof,
+                public_key=data.public_key,
+                salt=data.salt,
+                kdf=data.kdf,
+                proof=data.proof,
+                keys=[WrappedKeyIn(k.agent_id, k.wrapped_key) for k in data.keys],
+            )
+        )
+
+    @get("/recovery/keys", summary="Every wrapped repository key of the account (for a rotation)")
+    async def keys(self, agent: AgentDep, services: ServicesDep) -> RepoKeysOut:
+        return RepoKeysOut(keys=[_key(k) for k in await services.recovery.list_keys(agent)])
+
+    @put("/repo/key", status_code=HTTP_200_OK, summary="Store this agent's wrapped repository key")
+    async def put_key(
+        self, data: JSONBody[RepoKeyPutRequest], agent: AgentDep, services: ServicesDep
+    ) -> RepoKeyPutResponse:
+        version = await services.recovery.put_key(
+            agent, wrapped_key=data.wrapped_key, version=data.version
+        )
+        return RepoKeyPutResponse(version=version)
+
+    @get("/repo/key", summary="A wrapped repository key (this agent's own unless agentId)")
+    async def get_key(
+        self,
+        agent: AgentDep,
+        services: ServicesDep,
+        agent_id: Annotated[
+            str | None, QueryParameter(name="agentId", min_length=1, max_length=64)
+        ] = None,
+    ) -> RepoKeyOut:
+        return _key(await services.recovery.get_key(agent, agent_id))

@@ -1,0 +1,182 @@
+"""``backapp-agent recovery init|rotate|status``: the account's recovery code (docs/recovery.md).
+
+The code is printed once, by ``init`` and ``rotate``, and never stored: not in the config
+folder, not on the server, not in a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from desktop_agent.engine import (
+    LOSS_WARNING,
+    AgentError,
+    ApiClient,
+    InvalidRecoveryCode,
+    Issued,
+    Recovery,
+    RecoveryError,
+    RepoKeyStore,
+    config_dir,
+    load_settings,
+)
+
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_command,
+    connect,
+    err,
+    read_code_from_stdin,
+)
+
+
+def register(commands: Commands) -> None:
+    """Add ``recovery`` and its sub-commands."""
+    recovery = add_command(
+        commands,
+        "recovery",
+        _no_sub,
+        help="the account's recovery code (set up, rotate, status)",
+        description="The recovery code gets your backups back when a machine's keychain is lost "
+        f"or on a new machine. {LOSS_WARNING}",
+    )
+    subs = recovery.add_subparsers(dest="recovery_command", metavar="SUBCOMMAND")
+    init = add_command(
+        subs,
+        "init",
+        cmd_init,
+        help="set up recovery and print the new code once",
+        description="Make the account's recovery code, print it once, and store this machine's "
+        "repository key on the server wrapped for it (the server cannot open it).",
+    )
+    init.add_argument("--json", action="store_true", help="print one JSON object")
+    rotate = add_command(
+        subs,
+        "rotate",
+        cmd_rotate,
+        help="replace the recovery code (the old one stops working)",
+        description="Read the current code from standard input, unwrap every repository key of "
+        "the account with it, make a new code and wrap them all for it at once.",
+    )
+    rotate.add_argument(
+        "--recovery-code-stdin",
+        action="store_true",
+        required=True,
+        help="read the current recovery code from standard input (one line)",
+    )
+    rotate.add_argument("--json", action="store_true", help="print one JSON object")
+    status = add_command(
+        subs,
+        "status",
+        cmd_status,
+        help="whether recovery is set up (never shows the code)",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _no_sub(args: argparse.Namespace) -> int:
+    err("say what to do: `backapp-agent recovery init`, `rotate` or `status`")
+    return EXIT_USAGE
+
+
+def _recovery() -> tuple[Recovery, ApiClient]:
+    settings = load_settings()
+    client = connect(settings)
+    return Recovery(
+        client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
+    ), client
+
+
+def _show(issued: Issued, *, as_json: bool, rotated: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "recoveryCode": issued.code,
+                    "version": issued.version,
+                    "wrappedKeys": issued.keys,
+                    "warning": LOSS_WARNING,
+                },
+                indent=2,
+            )
+        )
+        return
+    what = "A new recovery code is issued" if rotated else "Recovery is set up"
+    print(f"{what} (version {issued.version}). Your recovery code:\n")
+    print(f"    {issued.code}\n")
+    print("Write it down or keep it in a password manager: it is shown only this once.")
+    if rotated:
+        print("The old code no longer works.")
+    print(LOSS_WARNING)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    recovery, client = _recovery()
+    try:
+        with client:
+            issued = recovery.init()
+    except AgentError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    _show(issued, as_json=args.json, rotated=False)
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    old = read_code_from_stdin()
+    if old is None:
+        return EXIT_USAGE
+    recovery, client = _recovery()
+    try:
+        with client:
+            issued = recovery.rotate(old)
+    except InvalidRecoveryCode as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    except (RecoveryError, AgentError) as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    _show(issued, as_json=args.json, rotated=True)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    recovery, client = _recovery()
+    try:
+        with client:
+            info = recovery.status()
+    except AgentError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    mine = info.configured and info.agent_key_version == info.version
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "configured": info.configured,
+                    "version": info.version,
+                    "thisAgentKeyWrapped": mine,
+                    "thisAgentKeyVersion": info.agent_key_version,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not info.configured:
+        print("Recovery: not set up. Run `backapp-agent recovery init` and keep the code.")
+        print(LOSS_WARNING)
+        return EXIT_OK
+    print(f"Recovery: set up (version {info.version}).")
+    print(
+        "This machine's repository key: "
+        + (
+            "stored on the server, wrapped for the current code."
+            if mine
+            else "not stored for the current code yet (the next snapshot stores it)."
+        )
+    )
+    return EXIT_OK

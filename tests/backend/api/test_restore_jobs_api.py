@@ -1,0 +1,112 @@
+"""Restores asked for from the web console, through the real ASGI app on SQLite and PostgreSQL:
+the owner's request (202), the agent's heartbeat and WebSocket, start, progress, outcome, the
+status the owner reads; another machine is refused (404); a job nobody takes expires after a day."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from litestar import Litestar
+
+from backend.backups.tables import RestoreJob
+from backend.services.clock import utcnow
+from tests.support.api import ApiClient, complete_one_backup
+from tests.support.asgi import AsgiSocket
+
+
+async def _backup(client: ApiClient) -> tuple[str, str, str]:
+    await client.signup()
+    agent_id, key = await client.register_agent("laptop")
+    config = await client.create_config(agent_id)
+    return agent_id, key, await complete_one_backup(client, key, config["id"])
+
+
+async def test_a_restore_goes_from_the_owner_to_the_agent_and_back(
+    app_client: tuple[Litestar, ApiClient],
+) -> None:
+    app, client = app_client
+    agent_id, key, backup_id = await _backup(client)
+    async with AsgiSocket(app, {"X-Agent-API-Key": key}) as socket:
+        assert (await socket.receive())["type"] == "hello"
+        r = await client.post(
+            f"/api/backups/{backup_id}/restore",
+            json={"agentId": agent_id, "paths": ["*.txt"], "target": "/home/me/restored"},
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert r.json()["status"] == "pending"
+        assert await socket.receive() == {"type": "restore", "restoreId": job_id}
+
+    beat = await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    assert beat.json()["restoreRequests"] == [job_id]
+
+    status = (await client.get(f"/api/restores/{job_id}")).json()["restore"]
+    assert status["status"] == "pending" and status["conflict"] == "keep-both"
+    assert status["paths"] == ["*.txt"] and status["agentName"] == "laptop"
+
+    start = await client.agent_post(key, f"/api/agent/restores/{job_id}/start", None)
+    assert start.status_code == 200, start.text
+    assert start.json() == {
+        "id": job_id,
+        "backupId": backup_id,
+        "paths": ["*.txt"],
+        "target": "/home/me/restored",
+        "conflict": "keep-both",
+    }
+    again = await client.agent_post(key, f"/api/agent/restores/{job_id}/start", None)
+    assert again.status_code == 409  # taken once
+    beat = await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    assert beat.json()["restoreRequests"] == []
+
+    r = await client.agent_post(
+        key, f"/api/agent/restores/{job_id}/progress", {"files": 2, "bytes": 10}
+    )
+    assert r.status_code == 200, r.text
+    status = (await client.get(f"/api/restores/{job_id}")).json()["restore"]
+    assert (status["status"], status["files"], status["bytes"]) == ("running", 2, 10)
+
+    r = await client.agent_post(
+        key,
+        f"/api/agent/restores/{job_id}/complete",
+        {"status": "completed", "files": 3, "bytes": 12, "renamed": 1},
+    )
+    assert r.status_code == 200, r.text
+    status = (await client.get(f"/api/restores/{job_id}")).json()["restore"]
+    assert status["status"] == "completed" and status["files"] == 3 and status["renamed"] == 1
+    assert status["finishedAt"] is not None
+
+
+async def test_another_machine_and_bad_input_are_refused(client: ApiClient) -> None:
+    agent_id, key, backup_id = await _backup(client)
+    other_id, other_key = await client.register_agent("desktop")
+    url = f"/api/backups/{backup_id}/restore"
+    r = await client.post(url, json={"agentId": other_id, "target": "/tmp/x"})
+    assert r.status_code == 404 and r.json()["field"] == "agentId", r.text
+    r = await client.post(url, json={"agentId": agent_id, "target": "relative/folder"})
+    assert r.status_code == 400 and r.json()["field"] == "target", r.text
+    r = await client.post(url, json={"agentId": agent_id, "target": "/x", "conflict": "replace"})
+    assert r.status_code == 400
+    r = await client.raw.post(url, json={"agentId": agent_id, "target": "/x"})  # no CSRF header
+    assert r.status_code == 403
+    assert await RestoreJob.count() == 0
+
+    r = await client.post(url, json={"agentId": agent_id, "target": "/x", "conflict": "overwrite"})
+    job_id = r.json()["id"]
+    # another machine of the same owner can neither see nor take it
+    r = await client.agent_post(other_key, f"/api/agent/restores/{job_id}/start", None)
+    assert r.status_code == 404
+
+
+async def test_a_job_nobody_takes_expires_after_a_day(client: ApiClient) -> None:
+    agent_id, key, backup_id = await _backup(client)
+    r = await client.post(
+        f"/api/backups/{backup_id}/restore", json={"agentId": agent_id, "target": "/x"}
+    )
+    job_id = r.json()["id"]
+    await RestoreJob.update({RestoreJob.expires_at: utcnow() - timedelta(seconds=1)}).where(
+        RestoreJob.id == job_id
+    )
+    status = (await client.get(f"/api/restores/{job_id}")).json()["restore"]
+    assert status["status"] == "expired" and "within a day" in status["error"]
+    r = await client.agent_post(key, f"/api/agent/restores/{job_id}/start", None)
+    assert r.status_code == 409

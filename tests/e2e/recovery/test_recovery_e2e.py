@@ -1,0 +1,215 @@
+"""End to end: the recovery code with a real ``backapp serve``, a real S3 endpoint (moto) on
+loopback and the real ``backapp-agent``. A machine backs up, sets recovery up, loses its keychain
+entry and restores exactly with the code; a wrong, malformed or other account's code stops the
+restore with nothing written; rotation makes the old code fail and the new one work. After the
+cycle, neither the code nor the repository key is in the server's data folder (its database),
+its log, the agent's config and cache folders, or the bucket.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent_process import Agent, events_of, setup
+from tests.support.paths import ROOT
+from tests.support.s3 import S3Endpoint
+from tests.support.server_process import LiveServer, LiveServerFactory
+from tests.support.trees import build_awkward_tree, extracted_root, snapshot
+
+pytestmark = [pytest.mark.e2e]
+
+WARNING = (
+    "BackApp cannot read your backups. If you lose every machine and this code, the backups "
+    "cannot be restored."
+)
+REPO_SERVICE = "backapp-repository"
+
+
+class Machine:
+    """One agent in its own folders, with its keychain in a file outside its config folder."""
+
+    def __init__(self, tmp_path: Path, server: LiveServer, key: str) -> None:
+        self.keychain = tmp_path / "keychain.json"
+        self.config = tmp_path / "agent-config"
+        self.cache = tmp_path / "agent-cache"
+        self.outputs: list[str] = []
+        self.agent = Agent(
+            tmp_path,
+            server.url,
+            key,
+            BACKAPP_CACHE_DIR=str(self.cache),
+            PYTHON_KEYRING_BACKEND="tests.support.keyring.FileKeyring",
+            BACKAPP_TEST_KEYRING_FILE=str(self.keychain),
+            PYTHONPATH=str(ROOT),
+        )
+
+    def run(self, *args: str, stdin: str | None = None, shown: bool = False) -> tuple[int, str]:
+        """The exit status and stdout + stderr; ``shown``: the output shows the code on purpose
+        (init, rotate) and is kept out of the secrets scan."""
+        done = self.agent.run(*args, stdin=stdin)
+        out = done.stdout + done.stderr
+        if not shown:
+            self.outputs.append(out)
+        return done.returncode, out
+
+    def repo_key(self) -> bytes | None:
+        items = json.loads(self.keychain.read_text())
+        text = next((v for k, v in items.items() if k.startswith(REPO_SERVICE + "\n")), None)
+        return base64.b64decode(text) if text else None
+
+    def lose_repo_key(self) -> None:
+        items = json.loads(self.keychain.read_text())
+        kept = {k: v for k, v in items.items() if not k.startswith(REPO_SERVICE + "\n")}
+        assert len(kept) == len(items) - 1
+        self.keychain.write_text(json.dumps(kept))
+
+
+def init_code(machine: Machine) -> str:
+    status, out = machine.run("recovery", "init", "--json", shown=True)
+    assert status == 0, out
+    body = json.loads(out)
+    assert body["warning"] == WARNING and body["version"] == 1
+    assert re.fullmatch(r"([0-9A-Z]{4}-){8}[0-9A-Z]{4}", body["recoveryCode"]), body
+    return str(body["recoveryCode"])
+
+
+def files_under(*folders: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for f in folders if f.exists() for p in f.rglob("*") if p.is_file()}
+
+
+def test_recovery_code_restores_a_lost_key_and_nothing_stored_can_decrypt(
+    live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    src = build_awkward_tree(tmp_path / "src")
+    server = live_server_factory.start(
+        s3=s3_server, bucket=s3_bucket, env={"BACKAPP_ALLOW_SIGNUP": "true"}
+    )
+    owner, agent_id, key, [cfg] = setup(
+        server,
+        {"name": "Home", "sources": [{"path": str(src)}], "options": {"type": "incremental"}},
+    )
+    laptop = Machine(tmp_path / "laptop", server, key)
+
+    # Before recovery is set up, the snapshot runs and says once what to do.
+    status, out = laptop.run("recovery", "status")
+    assert status == 0 and "not set up" in out and WARNING in out, out
+    status, out = laptop.run("run", "--json")
+    assert status == 0, out
+    assert out.count("Recovery is not set up: run `backapp-agent recovery init`") == 1, out
+    original_key = laptop.repo_key()
+    assert original_key is not None and len(original_key) == 32
+
+    code = init_code(laptop)
+    status, out = laptop.run("recovery", "init")
+    assert status == 1 and "already set up" in out, out
+    status, out = laptop.run("recovery", "status", "--json")
+    assert json.loads(out) == {
+        "configured": True,
+        "version": 1,
+        "thisAgentKeyWrapped": True,
+        "thisAgentKeyVersion": 1,
+    }
+    (src / "after-init.txt").write_text("written after recovery was set up\n")
+    status, out = laptop.run("run", "--json")
+    assert status == 0 and "Recovery is not set up" not in out, out
+    [finished] = [
+        e
+        for e in events_of("\n".join(x for x in out.splitlines() if x.startswith("{")))
+        if e["event"] == "backup_finished"
+    ]
+    backup_id = finished["logId"]
+    expected = snapshot(src)
+
+    # The keychain entry is lost: without the code nothing can be read.
+    laptop.lose_repo_key()
+    target = tmp_path / "restored"
+    status, out = laptop.run("restore", backup_id, "--to", str(target))
+    assert status == 1 and "--recovery-code-stdin" in out, out
+    assert not target.exists()
+
+    # Bad codes: nothing is written, and each says what is wrong.
+    other = server.owner("other@example.com", "another long password")
+    _other_agent, other_key = other.register_agent("other's laptop")
+    other_code = init_code(Machine(tmp_path / "other", server, other_key))
+    typo = code[:-1] + ("0" if code[-1] != "0" else "1")
+    for bad, why, exit_status in (
+        (typo, "not a valid recovery code", 2),
+        ("hello", "not a valid recovery code", 2),
+        (other_code, "wrong recovery code", 1),
+    ):
+        status, out = laptop.run(
+            "restore", backup_id, "--to", str(target), "--recovery-code-stdin", stdin=bad + "\n"
+        )
+        assert status == exit_status and why in out, (bad, out)
+        assert not target.exists()
+        assert laptop.repo_key() is None
+
+    # The right code (as typed by a person: lower case, spaces) restores exactly and puts the key
+    # back in the keychain.
+    typed = code.lower().replace("-", " ")
+    status, out = laptop.run(
+        "restore", backup_id, "--to", str(target), "--recovery-code-stdin", stdin=typed + "\n"
+    )
+    assert status == 0, out
+    assert snapshot(extracted_root(target, src)) == expected
+    assert laptop.repo_key() == original_key
+    status, out = laptop.run("restore", backup_id, "--to", str(tmp_path / "again"))
+    assert status == 0, out
+
+    # Secrets scan: after a full backup-and-restore cycle.
+    needles = {
+        "code": code.encode(),
+        "code without dashes": code.replace("-", "").encode(),
+        "code typed": typed.encode(),
+        "repository key": original_key,
+        "repository key base64": base64.b64encode(original_key),
+        "repository key base64url": base64.urlsafe_b64encode(original_key).rstrip(b"="),
+        "repository key hex": original_key.hex().encode(),
+    }
+    haystacks: dict[str, bytes] = {
+        **{f"server file {p}": d for p, d in files_under(server.data_dir).items()},
+        "server log": server.log().encode(),
+        **{f"agent file {p}": d for p, d in files_under(laptop.config, laptop.cache).items()},
+        **{f"agent output {n}": o.encode() for n, o in enumerate(laptop.outputs)},
+    }
+    client = s3_server.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=s3_bucket, Key=obj["Key"])["Body"].read()
+            haystacks[f"bucket {obj['Key']}"] = body + obj["Key"].encode()
+    assert any("backapp.sqlite3" in name for name in haystacks), list(haystacks)
+    assert any(name.startswith("bucket ") for name in haystacks)
+    for name, data in haystacks.items():
+        for what, needle in needles.items():
+            assert needle not in data, f"{what} found in {name}"
+
+    # Rotation: a wrong current code changes nothing; the right one issues a new code.
+    status, out = laptop.run(
+        "recovery", "rotate", "--recovery-code-stdin", stdin=other_code + "\n", shown=True
+    )
+    assert status == 1 and "wrong recovery code" in out, out
+    status, out = laptop.run(
+        "recovery", "rotate", "--recovery-code-stdin", "--json", stdin=code + "\n", shown=True
+    )
+    assert status == 0, out
+    rotated = json.loads(out)
+    new_code = rotated["recoveryCode"]
+    assert rotated["version"] == 2 and rotated["wrappedKeys"] == 1 and new_code != code
+    laptop.lose_repo_key()
+    target2 = tmp_path / "restored-2"
+    status, out = laptop.run(
+        "restore", backup_id, "--to", str(target2), "--recovery-code-stdin", stdin=code + "\n"
+    )
+    assert status == 1 and "wrong recovery code" in out, out
+    assert not target2.exists()
+    status, out = laptop.run(
+        "restore", backup_id, "--to", str(target2), "--recovery-code-stdin", stdin=new_code + "\n"
+    )
+    assert status == 0, out
+    assert snapshot(extracted_root(target2, src)) == expected
+    assert laptop.repo_key() == original_key
