@@ -7,6 +7,8 @@ backapp s3 lifecycle [--apply] [--glacier-ir-days 30] [--glacier-days 90] [--exp
 backapp restore BACKUP_ID --to DIR
 backapp maintenance run [--json] [--wait SECONDS]
 backapp check [--json] [--no-alert]
+backapp catalog backup|list|restore|rebuild (see backend/cli_catalog.py)
+backapp user password --email E [--password-stdin]
 """
 
 from __future__ import annotations
@@ -377,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the password from standard input instead of a prompt",
     )
     create.set_defaults(func=cmd_user_create)
+    from backend.cli_catalog import add_user_commands
+
+    add_user_commands(user_sub)
 
     s3 = sub.add_parser("s3", help="S3 bucket housekeeping")
     s3_sub = s3.add_subparsers(dest="s3_command", required=True)
@@ -405,9 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--to", required=True, help="folder to restore into (created if needed)")
     restore.set_defaults(func=cmd_restore)
 
+    from backend.cli_catalog import add_commands as add_catalog_commands
     from backend.cli_maintenance import add_commands
 
     add_commands(sub)
+    add_catalog_commands(sub, migrate=run_migrations)
     return parser
 
 

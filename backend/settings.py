@@ -244,6 +244,14 @@ class Settings:
     """``BACKAPP_PRUNE_GRACE_SECONDS``: packs that no snapshot ever named (left by a failed or
     interrupted run, which the next run reuses) are pruned only once they are this old."""
 
+    catalog_keep: int = 14
+    """``BACKAPP_CATALOG_KEEP``: how many catalog copies (the server's database, encrypted, under
+    ``server/catalog/`` in the bucket) are kept; older ones are deleted after each new copy."""
+
+    catalog_interval_hours: float = 24.0
+    """``BACKAPP_CATALOG_INTERVAL_HOURS``: hours between catalog copies made by the periodic task
+    (one is also made after migrations change the schema); 0 turns the periodic copy off."""
+
     timezone: str = "UTC"
     """``BACKAPP_TIMEZONE``: IANA zone in which server-side schedules (and alerts for configs whose
     agent reported no zone) are evaluated."""
@@ -346,6 +354,8 @@ class Settings:
             redis_url=_env_redis_url("BACKAPP_REDIS_URL"),
             task_interval=_env_float("BACKAPP_TASK_INTERVAL", 60.0, minimum=0.1),
             prune_grace_seconds=_env_float("BACKAPP_PRUNE_GRACE_SECONDS", 86400.0),
+            catalog_keep=_env_int("BACKAPP_CATALOG_KEEP", 14, minimum=1),
+            catalog_interval_hours=_env_float("BACKAPP_CATALOG_INTERVAL_HOURS", 24.0),
             timezone=_env_timezone("BACKAPP_TIMEZONE"),
             alert_offline_minutes=_env_int("BACKAPP_ALERT_OFFLINE_MINUTES", 1440, minimum=1),
             smtp_host=_env_str("BACKAPP_SMTP_HOST"),

@@ -134,6 +134,13 @@ class BackupLog(Table, tablename="backapp_backup_log"):
         help_text="The token of the config lease its runner held when it started: the run is alive "
         "while that lease is; null for a runner that took no lease.",
     )
+    catalog_at = Timestamptz(
+        null=True,
+        default=None,
+        index=True,
+        help_text="When the metadata object beside the completed backup was written (null: not "
+        "yet, or removed after it expired); the catalog round writes the missing ones.",
+    )
 
 
 class Lease(Table, tablename="backapp_lease"):

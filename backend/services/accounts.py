@@ -21,7 +21,14 @@ from datetime import timedelta
 from typing import Literal
 
 from backend.accounts.tables import LoginThrottle, User, UserSession
-from backend.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, RateLimited
+from backend.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+)
 from backend.security import (
     hash_password,
     new_token,
@@ -100,6 +107,20 @@ class AccountService:
                 ) from exc
             raise
         return CurrentUser(id=user.id, email=email, is_admin=is_admin)
+
+    async def set_password(self, email: str, password: str) -> None:
+        """Give an account a new password (``backapp user password``) and end its sessions;
+        :class:`NotFound` when there is no such account."""
+        email = normalise_email(email)
+        _check_password(password)
+        done = (
+            await User.update({User.password_hash: hash_password(password)})
+            .where(User.email == email)
+            .returning(User.id)
+        )
+        if not done:
+            raise NotFound("email: there is no account with this e-mail")
+        await UserSession.delete().where(UserSession.user == done[0]["id"])
 
     async def signup(self, email: str, password: str) -> CurrentUser:
         """The first account may always sign up and becomes admin; later ones only when allowed."""

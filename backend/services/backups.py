@@ -33,6 +33,7 @@ from backend.schemas import (
     UploadInfo,
 )
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
+from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
 from backend.services.last_backup import refresh_last_backups
@@ -515,6 +516,8 @@ class BackupService:
             return False
         await refresh_last_backups([row.get("config")])
         self._publish(row, status, error)
+        if status == "completed":  # the metadata beside it, for a rebuild; never fatal
+            await write_quietly(self.storage, self.settings.secret_key, row["id"])
         return True
 
     async def complete(self, agent: AgentIdentity, req: CompleteRequest) -> str:

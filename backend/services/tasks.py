@@ -1,4 +1,4 @@
-"""The server's periodic work: maintenance (retention, then pruning), alerts (evaluation and delivery), server-side runs.
+"""The server's periodic work: maintenance (retention, then pruning), alerts (evaluation and delivery), server-side runs, the catalog (copies of the database into the bucket).
 
 Every ``BACKAPP_TASK_INTERVAL`` seconds each process tries each task; a ``server:{task}`` lease makes
 sure only one process does a given task at a time (the others skip it this round). Server-side
@@ -23,6 +23,7 @@ from typing import Any
 from backend.accounts.tables import LoginThrottle, UserSession
 from backend.backups.tables import Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
+from backend.services.catalog.service import CatalogRound, CatalogService
 from backend.services.clock import utcnow
 from backend.services.leases import SERVER_OWNER, LeaseService
 from backend.services.orphans import OrphanSweeper
@@ -91,6 +92,7 @@ class PeriodicTasks:
         self.live = live
         self.sweeper = sweeper or OrphanSweeper(storage, live)
         self.runner = ServerRunner(settings, storage, self.leases, self.holder, live=live)
+        self.catalog = CatalogService(settings, storage)
         self._wake = asyncio.Event()
         self._first_round = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
@@ -203,6 +205,12 @@ class PeriodicTasks:
 
         return await self._guarded("housekeeping", sweep)
 
+    async def run_catalog(self, now: datetime | None = None) -> CatalogRound | None:
+        """The catalog round on this process, unless another process is doing one: the metadata
+        objects completions could not write, then a copy of the database when one is due (daily,
+        and after migrations)."""
+        return await self._guarded("catalog", lambda: self.catalog.run_round(now))
+
     async def run_server_side(self, now: datetime | None = None) -> list[asyncio.Task[None]]:
         """Start the server-side runs due now (in the background; ``runner.wait()`` awaits them)."""
         # ``now`` stays None in production: the runs then record real times as they go.
@@ -215,6 +223,7 @@ class PeriodicTasks:
             ("alerts", self.run_alerts),
             ("server-side runs", self.run_server_side),
             ("housekeeping", self.run_housekeeping),
+            ("catalog", self.run_catalog),
         ):
             try:
                 await fn(now)

@@ -5,6 +5,7 @@ Exceptions (each backend translates its own lower-level errors at the boundary):
     ObjectStoreError              anything the storage refused or failed to do
      ├── ObjectStoreUnavailable   endpoint unreachable, bucket missing, credentials refused; retry
      ├── NoSuchUpload             the multipart upload id is unknown (never created, aborted, completed)
+     ├── NoSuchKey                there is no object to read at that key
      ├── InvalidParts             the parts given to complete: bad etag/checksum, order, too small
      │    └── ObjectChecksumMismatch  the assembled object is not the one the client checksummed
      ├── ObjectExists             the key already holds an object; objects are never overwritten
@@ -30,6 +31,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import quote
 
@@ -42,6 +44,9 @@ __all__ = [
     "BadDigest",
     "CompletedPart",
     "InvalidParts",
+    "ListedObject",
+    "Listing",
+    "NoSuchKey",
     "NoSuchUpload",
     "ObjectChecksumMismatch",
     "ObjectExists",
@@ -104,6 +109,10 @@ class ObjectChecksumMismatch(InvalidParts):
     before publishing)."""
 
 
+class NoSuchKey(ObjectStoreError):
+    """There is no object at the key that was read."""
+
+
 class ObjectExists(ObjectStoreError):
     """The key already holds an object and objects are never overwritten."""
 
@@ -154,6 +163,26 @@ class CompletedPart:
     """Hex SHA-256 the agent computed for this part (an upload with ``sha256`` parts)."""
     crc32: str | None = None
     """Base64 CRC32 the agent computed for this part (an upload with ``crc32`` parts)."""
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object a listing found."""
+
+    key: str
+    size: int
+    modified: datetime | None = None
+    """When it was stored (timezone-aware UTC), when the storage says."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What :meth:`Storage.list_objects` found under a prefix."""
+
+    objects: list[ListedObject]
+    """Objects, by key."""
+    prefixes: list[str]
+    """With a delimiter: the next level's "folders" (each ending with the delimiter), by name."""
 
 
 class Storage(Protocol):
@@ -232,6 +261,30 @@ class Storage(Protocol):
 
     async def check(self) -> None:
         """Raise :class:`ObjectStoreUnavailable` unless the storage answers and the bucket exists."""
+        ...
+
+    # The server's own objects (its catalog copies and the metadata beside each backup): written
+    # and read by the server itself, never through a signed URL.
+
+    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Store a small object; :class:`ObjectExists` when the key holds one already."""
+        ...
+
+    async def get_bytes(self, key: str) -> bytes:
+        """The whole content of a small object; :class:`NoSuchKey` when there is none."""
+        ...
+
+    async def put_file(self, key: str, path: Path) -> ObjectInfo:
+        """Store the file at ``path`` (any size; multipart where the storage needs it)."""
+        ...
+
+    async def get_file(self, key: str, path: Path) -> int:
+        """Write the object into ``path`` (replaced); its size. :class:`NoSuchKey` when absent."""
+        ...
+
+    async def list_objects(self, prefix: str, *, delimiter: str | None = None) -> Listing:
+        """Every object whose key starts with ``prefix``; with ``delimiter`` (``"/"``), only one
+        level: the objects directly under it and the next level's prefixes."""
         ...
 
 

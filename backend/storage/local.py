@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -26,6 +26,8 @@ from .base import (
     AccessDenied,
     BadDigest,
     CompletedPart,
+    Listing,
+    NoSuchKey,
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
@@ -195,6 +197,37 @@ class LocalStorage:
             raise ObjectStoreUnavailable(
                 f"local storage at {self.root} is not writable ({exc})"
             ) from exc
+
+    # -- the server's own objects ------------------------------------------------------------
+
+    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        return await anyio.to_thread.run_sync(self._files.store, key, [data])
+
+    async def get_bytes(self, key: str) -> bytes:
+        self._files.check_key(key)
+
+        def read() -> bytes:
+            try:
+                return self._files.object_path(key).read_bytes()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+                raise NoSuchKey(f"there is no object at {key}") from exc
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def put_file(self, key: str, path: Path) -> ObjectInfo:
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as source:
+                while chunk := source.read(CHUNK):
+                    yield chunk
+
+        return await anyio.to_thread.run_sync(self._files.store, key, chunks())
+
+    async def get_file(self, key: str, path: Path) -> int:
+        self._files.check_key(key)
+        return await anyio.to_thread.run_sync(self._files.copy_out, key, path)
+
+    async def list_objects(self, prefix: str, *, delimiter: str | None = None) -> Listing:
+        return await anyio.to_thread.run_sync(self._files.list, prefix, delimiter)
 
     # -- receiving a body (used by the PUT route) ----------------------------------------------
 

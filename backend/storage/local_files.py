@@ -23,7 +23,8 @@ import secrets
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +32,9 @@ from ..private_files import DIR_MODE, FILE_MODE, make_private_dir
 from .base import (
     CompletedPart,
     InvalidParts,
+    ListedObject,
+    Listing,
+    NoSuchKey,
     NoSuchUpload,
     ObjectChecksumMismatch,
     ObjectExists,
@@ -212,6 +216,65 @@ class FileStore:
             path.unlink()
         with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._meta_path(key).unlink()
+
+    def store(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Publish an object the server writes itself (never overwriting one)."""
+        self.check_key(key)
+        file, temp = self.new_temp(self.tmp)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in chunks:
+                digest.update(chunk)
+                file.write(chunk)
+                size += len(chunk)
+            sync_and_close(file)
+            sha256 = digest.hexdigest()
+            self.publish(temp, key, size, sha256)
+        except BaseException:
+            self.discard(file, temp)
+            raise
+        return ObjectInfo(size=size, sha256=sha256)
+
+    def copy_out(self, key: str, target: Path) -> int:
+        """Copy the object at ``key`` to ``target``; its size (:class:`NoSuchKey` when absent)."""
+        try:
+            with self.object_path(key).open("rb") as source, target.open("wb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NoSuchKey(f"there is no object at {key}") from exc
+        return target.stat().st_size
+
+    def list(self, prefix: str, delimiter: str | None) -> Listing:
+        """Objects under ``prefix`` (a plain string prefix of the key); with ``delimiter``, one
+        level of them and the next level's prefixes."""
+        # Walk from the deepest folder the prefix names whole.
+        folder, _, _ = prefix.rpartition("/")
+        start = self._objects.joinpath(*folder.split("/")) if folder else self._objects
+        objects: list[ListedObject] = []
+        prefixes: set[str] = set()
+        for directory, dirs, files in os.walk(start):
+            relative = Path(directory).relative_to(self._objects).as_posix()
+            base = "" if relative == "." else relative + "/"
+            for name in files:
+                key = base + name
+                if not key.startswith(prefix):
+                    continue
+                rest = key[len(prefix) :]
+                if delimiter and delimiter in rest:
+                    prefixes.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
+                    continue
+                stat = (Path(directory) / name).stat()
+                objects.append(
+                    ListedObject(
+                        key=key,
+                        size=stat.st_size,
+                        modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                    )
+                )
+            dirs.sort()
+        objects.sort(key=lambda o: o.key)
+        return Listing(objects=objects, prefixes=sorted(prefixes))
 
     def check(self) -> None:
         """:class:`ObjectStoreUnavailable` unless every directory is there and ``tmp`` is

@@ -13,9 +13,11 @@ local computation and stays sync.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
@@ -27,6 +29,9 @@ from .base import (
     MAX_PARTS,
     CompletedPart,
     InvalidParts,
+    ListedObject,
+    Listing,
+    NoSuchKey,
     NoSuchUpload,
     ObjectExists,
     ObjectInfo,
@@ -382,6 +387,92 @@ class S3Storage:
             ) from exc
         except BotoCoreError as exc:
             raise ObjectStoreUnavailable(f"S3 endpoint is unreachable ({exc})") from exc
+
+    # -- the server's own objects ------------------------------------------------------------
+
+    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        validate_key(key)
+        sha256 = hashlib.sha256(data).hexdigest()
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ChecksumSHA256": sha256_hex_to_b64(sha256),
+        }
+        if self.conditional_writes:
+            kwargs["IfNoneMatch"] = "*"
+        await self._call(f"put {key}", self._client.put_object, **kwargs)
+        return ObjectInfo(size=len(data), sha256=sha256)
+
+    async def get_bytes(self, key: str) -> bytes:
+        validate_key(key)
+
+        def read() -> bytes:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            return bytes(response["Body"].read())
+
+        try:
+            return await anyio.to_thread.run_sync(read)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise NoSuchKey(f"there is no object at {key}") from exc
+            raise _translate(exc, f"get {key}") from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"get {key}") from exc
+
+    async def put_file(self, key: str, path: Path) -> ObjectInfo:
+        validate_key(key)
+
+        def upload() -> int:
+            # boto3's managed transfer: one PUT, or a multipart upload for a large file.
+            self._client.upload_file(Filename=str(path), Bucket=self.bucket, Key=key)
+            return path.stat().st_size
+
+        size = await self._call(f"upload {key}", upload)
+        return ObjectInfo(size=size, sha256=None)
+
+    async def get_file(self, key: str, path: Path) -> int:
+        validate_key(key)
+
+        def download() -> int:
+            self._client.download_file(Bucket=self.bucket, Key=key, Filename=str(path))
+            return path.stat().st_size
+
+        try:
+            return await anyio.to_thread.run_sync(download)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise NoSuchKey(f"there is no object at {key}") from exc
+            raise _translate(exc, f"download {key}") from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"download {key}") from exc
+
+    async def list_objects(self, prefix: str, *, delimiter: str | None = None) -> Listing:
+        def pages() -> Listing:
+            objects: list[ListedObject] = []
+            prefixes: list[str] = []
+            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if delimiter:
+                params["Delimiter"] = delimiter
+            for page in self._client.get_paginator("list_objects_v2").paginate(**params):
+                for item in page.get("Contents", []):
+                    modified = item.get("LastModified")
+                    objects.append(
+                        ListedObject(
+                            key=str(item["Key"]),
+                            size=int(item["Size"]),
+                            modified=modified.astimezone(UTC) if modified else None,
+                        )
+                    )
+                prefixes.extend(str(p["Prefix"]) for p in page.get("CommonPrefixes", []))
+            return Listing(objects=objects, prefixes=prefixes)
+
+        return await self._call(f"list {prefix}", pages)
+
+
+def _is_missing(exc: ClientError) -> bool:
+    code, status = _client_error_code(exc)
+    return status == 404 or code in ("404", "NoSuchKey", "NotFound")
 
 
 if TYPE_CHECKING:

@@ -50,8 +50,10 @@ async def backup(
 
 
 def keys(endpoint: S3Endpoint, bucket: str) -> set[str]:
+    """The backups' objects in the bucket (not the metadata objects beside them, which the
+    catalog round writes and removes: tests/backend/services/test_catalog.py)."""
     listed = endpoint.client().list_objects_v2(Bucket=bucket)
-    return {item["Key"] for item in listed.get("Contents", [])}
+    return {item["Key"] for item in listed.get("Contents", []) if "/meta/" not in item["Key"]}
 
 
 async def row(log_id: str) -> dict[str, Any]:
