@@ -134,8 +134,9 @@ class BackupService:
         self.live = live
         self.clock = clock
 
-    def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
-        """Tell the owner's open pages that a backup started or finished."""
+    async def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
+        """A backup started or ended: refresh its config's newest backup, tell the owner's pages."""
+        await refresh_last_backups([row.get("config")])
         if self.live is not None:
             self.live.backup_changed(row, status, error)
 
@@ -321,13 +322,10 @@ class BackupService:
         await self._started(new, log_id)
 
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
-        await refresh_last_backups([new.config_id])
         if new.run_request is not None:
             await mark_run_started(new.run_request, log_id)
-        self._publish(
-            {"id": log_id, "user": new.user_id, "config": new.config_id, "agent": new.agent_id},
-            "running",
-        )
+        row = {"id": log_id, "user": new.user_id, "config": new.config_id, "agent": new.agent_id}
+        await self._publish(row, "running")
 
     # --- while it runs: the parts of a multipart upload -------------------------------------
 
@@ -514,8 +512,7 @@ class BackupService:
         )
         if not updated:
             return False
-        await refresh_last_backups([row.get("config")])
-        self._publish(row, status, error)
+        await self._publish(row, status, error)
         if status == "completed":  # the metadata beside it, for a rebuild; never fatal
             await write_quietly(self.storage, self.settings.secret_key, row["id"])
         return True
