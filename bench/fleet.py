@@ -105,6 +105,7 @@ async def seed_user(
     """Bulk rows for one user: agents, configs over them, a daily history per config, logs."""
     from backend.agents.tables import Agent, AgentLog
     from backend.backups.tables import BackupConfig, BackupLog
+    from backend.services.last_backup import refresh_last_backups
 
     options = {
         "type": "full",
@@ -204,6 +205,8 @@ async def seed_user(
         if len(backup_rows) >= 5000:
             await flush_backups()
     await flush_backups()
+    # The services keep each config's newest backup on its row; these rows bypassed them.
+    await refresh_last_backups(row["id"] for row in config_rows)
 
     levels = ["debug", "info", "info", "info", "warning", "error"]
     log_rows: list[dict[str, Any]] = []

@@ -35,6 +35,34 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
     options = JSON(default={}, help_text="type, compression, encryption, retentionDays, …")
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # Kept by services/last_backup.py whenever a backup of the config starts, ends or changes
+    # status, so the dashboard and the alert round need not look up every config's history.
+    last_backup_id = UUID(null=True, default=None, help_text="Its newest backup (any status).")
+    last_status = Varchar(
+        length=16, null=True, default=None, help_text="The status of its newest backup."
+    )
+    last_ok_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="When its newest completed backup finished (its start when no end is known).",
+    )
+    alert_due_at = Timestamptz(
+        null=True,
+        default=None,
+        index=True,
+        help_text="Before this, no missed-backup alert can hold for it; null: evaluate it again.",
+    )
+    revision = Integer(
+        default=0,
+        help_text="Counts changes that the periodic rounds must see (a backup, an edit): a round "
+        "stores its due times only for configs still at the revision it read.",
+    )
+    retention_due_at = Timestamptz(
+        null=True,
+        default=None,
+        index=True,
+        help_text="Before this, retention removes none of its backups; null: evaluate it again.",
+    )
 
 
 class BackupLog(Table, tablename="backapp_backup_log"):

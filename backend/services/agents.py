@@ -259,16 +259,31 @@ class AgentService:
         configs = await self._configs([r["id"] for r in rows])
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
-    async def briefs(self, user: CurrentUser) -> list[AgentBrief]:
-        """Every agent of this user with only its name and status (one narrow query): the
-        dashboard counts them all and shows those that need attention."""
-        rows = (
-            await Agent.select(
+    async def briefs(
+        self, user: CurrentUser, *, silent_since: datetime | None = None, limit: int | None = None
+    ) -> list[AgentBrief]:
+        """This user's agents with only their name and status (one narrow query), oldest first.
+
+        ``silent_since``: only those that may not be online (deactivated, never seen, or not
+        seen in the database since then), a superset of those that are not: the dashboard reads
+        O(problems) agents, not the fleet. ``limit``: at most that many."""
+        where: Combinable = Agent.user == user.id
+        if silent_since is not None:
+            where = where & (
+                (Agent.active == False)  # noqa: E712 (a SQL comparison)
+                | Agent.last_seen.is_null()
+                | (Agent.last_seen < silent_since)
+            )
+        query = (
+            Agent.select(
                 Agent.id, Agent.name, Agent.active, Agent.last_seen, Agent.mode, Agent.timezone
             )
-            .where(Agent.user == user.id)
+            .where(where)
             .order_by(Agent.created_at, Agent.id)
         )
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await query
         # Only one-shot agents need their configs (when they are due back): one query for those.
         configs = await self._configs([r["id"] for r in rows if r["mode"] == ONESHOT])
         now = utcnow()
@@ -301,6 +316,36 @@ class AgentService:
                 )
             )
         return out
+
+    async def online_briefs(
+        self, user: CurrentUser, seen_since: datetime, limit: int
+    ) -> list[AgentBrief]:
+        """The oldest ``limit`` active agents seen in the database since ``seen_since`` (online,
+        whatever this process has heard since)."""
+        rows = (
+            await Agent.select(Agent.id, Agent.name, Agent.active, Agent.last_seen)
+            .where(
+                (Agent.user == user.id)
+                & (Agent.active == True)  # noqa: E712 (a SQL comparison)
+                & (Agent.last_seen >= seen_since)
+            )
+            .order_by(Agent.created_at, Agent.id)
+            .limit(limit)
+        )
+        return [
+            AgentBrief(
+                id=str(r["id"]),
+                name=r["name"],
+                active=True,
+                status="online",
+                last_seen=iso(self.registry.last_seen(r["id"], r["last_seen"])),
+            )
+            for r in rows
+        ]
+
+    async def count(self, user: CurrentUser) -> int:
+        """How many agents this user has."""
+        return int(await Agent.count().where(Agent.user == user.id))
 
     async def has_agents(self, user: CurrentUser) -> bool:
         return bool(await Agent.exists().where(Agent.user == user.id))
@@ -379,6 +424,49 @@ class AgentService:
             for r in rows
         ]
         return out, (out[-1].timestamp if more and out else None)
+
+    async def page_logs(
+        self,
+        user: CurrentUser,
+        agent_id: str,
+        *,
+        level: str | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> tuple[list[AgentLogOut], Cursor | None]:
+        """One page of an agent's log, newest first, after ``after`` (keyset on ``(timestamp,
+        id)``, the ``(agent, timestamp, id)`` index: lines logged in the same instant are neither
+        skipped nor repeated, and a deep page costs what the first does); and the next cursor."""
+        row = await self._row(user, agent_id)
+        where: Combinable = AgentLog.agent == row["id"]
+        if level:
+            where = where & (AgentLog.level == level)
+        if after is not None:
+            # The leading range is implied by the rest; it is there for the index to seek to.
+            where = where & (
+                (AgentLog.timestamp <= after.at)
+                & ((AgentLog.timestamp < after.at) | (AgentLog.id < after.id))
+            )
+        rows = (
+            await AgentLog.select()
+            .where(where)
+            .order_by(AgentLog.timestamp, AgentLog.id, ascending=False)
+            .limit(limit + 1)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        out = [
+            AgentLogOut(
+                id=str(r["id"]),
+                level=r["level"],
+                message=r["message"],
+                metadata=_as_json(r["metadata"]),
+                timestamp=iso(r["timestamp"]) or "",
+            )
+            for r in rows
+        ]
+        last = aware(rows[-1]["timestamp"]) if more and rows else None
+        return out, (Cursor(at=last, id=rows[-1]["id"]) if last is not None else None)
 
     async def add_log(
         self, agent: AgentIdentity, level: str, message: str, metadata: dict[str, Any] | None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import msgspec
@@ -39,6 +39,7 @@ from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
 from backend.services.drill_alerts import DRILL_OVERDUE_ALERT, REPORTED_ALERTS, overdue_drills
+from backend.services.last_backup import pause, store_config_times
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
 from backend.settings import Settings
@@ -128,6 +129,45 @@ def _ago(delta: timedelta) -> str:
     if hours < 48:
         return f"{hours} hours"
     return f"{hours // 24} days"
+
+
+NO_SCHEDULE_RECHECK = timedelta(days=3650)
+"""When a config without a schedule is looked at again (an edit looks at it at once)."""
+DUE_GAPS = 64
+"""Schedule gaps :func:`_due_at` walks before it settles for "look again then"."""
+
+
+class _Gaps:
+    """The gaps between a schedule's fire times in a zone, from the one holding ``now`` on,
+    worked out once per round for every config that shares that schedule and zone."""
+
+    def __init__(self, schedule: Schedule, tz: tzinfo, now: datetime) -> None:
+        self.schedule = schedule
+        self.tz = tz
+        self.items: list[tuple[datetime, datetime]] = []
+        self._next = schedule.last_at_or_before(now, tz)
+
+    def __getitem__(self, k: int) -> tuple[datetime, datetime]:
+        while len(self.items) <= k:
+            t1 = self.schedule.next_after(self._next, self.tz)
+            self.items.append((self._next, t1))
+            self._next = t1
+        return self.items[k]
+
+
+def _due_at(gaps: _Gaps, since: datetime, grace: timedelta, now: datetime) -> datetime:
+    """The earliest moment after ``now`` at which "no completed backup since ``since``" can
+    exceed the schedule's gap at that moment plus ``grace``, if nothing happens meanwhile.
+
+    Within a gap ``[t0, t1)`` between two fire times the allowance is ``t1 - t0 + grace``, so the
+    alert can hold from ``max(t0, since + (t1 - t0) + grace)`` on, if that is before ``t1``.
+    A lower bound is all that is needed: the round checks the rule itself again then."""
+    for k in range(DUE_GAPS):
+        t0, t1 = gaps[k]
+        candidate = max(t0, since + (t1 - t0) + grace)
+        if candidate < t1:
+            return max(candidate, now)
+    return gaps[DUE_GAPS - 1][1]
 
 
 @dataclass
@@ -220,6 +260,12 @@ class AlertService:
         return report
 
     async def _missed_backups(self, now: datetime) -> list[_Wanted]:
+        """Configs with a schedule and no completed backup within its gap plus grace.
+
+        O(changes), not O(configs): only configs whose ``alert_due_at`` is unset (a backup of it
+        started or ended, it was edited, its agent changed zone) or has come are read. One that
+        is fine now gets the earliest moment the alert could hold (:func:`_due_at`) and is not
+        read again before it; one that is overdue keeps being read, so its open alert stays."""
         configs = await BackupConfig.select(
             BackupConfig.id,
             BackupConfig.user,
@@ -227,47 +273,44 @@ class AlertService:
             BackupConfig.agent,
             BackupConfig.options,
             BackupConfig.created_at,
+            BackupConfig.last_ok_at,
+            BackupConfig.revision,
             BackupConfig.agent.timezone.as_alias("agent_timezone"),
-        )
-        # The newest completed backup of every config: one statement, an index seek per config.
-        newest = await BackupLog.select(
-            BackupLog.config, BackupLog.completed_at, BackupLog.started_at
-        ).where(
-            WhereRaw(
-                "id IN (SELECT (SELECT b.id FROM backapp_backup_log b WHERE b.config = c.id"
-                " AND b.status = 'completed' ORDER BY b.started_at DESC, b.id DESC LIMIT 1)"
-                " FROM backapp_backup_config c)"
-            )
-        )
-        last_of = {row["config"]: row for row in newest}
-        # Thousands of configs share a few schedules: each gap is worked out once per round.
-        intervals: dict[tuple[str, str], timedelta] = {}
+        ).where(BackupConfig.alert_due_at.is_null() | (BackupConfig.alert_due_at <= now))
+        # Thousands of configs share a few schedules: each is parsed, and its gaps worked out in
+        # each zone, once per round.
         schedules: dict[bytes, Schedule | None] = {}
+        gaps_of: dict[tuple[str, str], _Gaps] = {}
         out: list[_Wanted] = []
-        for config in configs:
+        dues: list[tuple[uuid.UUID, int, datetime]] = []
+        for index, config in enumerate(configs):
+            await pause(index)
             options = config_options(config["options"])
             spec = msgspec.json.encode(options.get("schedule"))
             if spec not in schedules:
                 schedules[spec] = config_schedule(options)
             schedule = schedules[spec]
             if schedule is None:
+                dues.append((config["id"], config["revision"], now + NO_SCHEDULE_RECHECK))
                 continue
             zone = config["agent_timezone"] if config["agent"] else None
             zone_name = zone or self.settings.timezone
             key = (schedule.cron, zone_name)
-            if key not in intervals:
-                intervals[key] = schedule.interval(now, resolve_timezone(zone_name))
-            interval = intervals[key]
-            allowed = interval + alert_grace(options)
-            last = last_of.get(config["id"])
-            since = (
-                aware(last["completed_at"]) or aware(last["started_at"])
-                if last
-                else aware(config["created_at"])
-            )
-            if since is None or now - since <= allowed:
+            if key not in gaps_of:
+                gaps_of[key] = _Gaps(schedule, resolve_timezone(zone_name), now)
+            gaps = gaps_of[key]
+            last_ok = aware(config["last_ok_at"])
+            since = last_ok or aware(config["created_at"])
+            if since is None:
                 continue
-            what = f"since {iso(since)}" if last else "since it was created"
+            grace = alert_grace(options)
+            t0, t1 = gaps[0]
+            interval = t1 - t0  # the schedule's gap at ``now``
+            if now - since <= interval + grace:
+                due = _due_at(gaps, since, grace, now)
+                dues.append((config["id"], config["revision"], due))
+                continue
+            what = f"since {iso(since)}" if last_ok else "since it was created"
             out.append(
                 _Wanted(
                     user=config["user"],
@@ -280,6 +323,7 @@ class AlertService:
                     ),
                 )
             )
+        await store_config_times("alert_due_at", dues)
         return out
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:

@@ -36,6 +36,7 @@ from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
+from backend.services.last_backup import refresh_last_backups
 from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
 from backend.services.pubsub import LiveEvents
 from backend.services.runs import check_run_request, mark_run_started
@@ -133,8 +134,9 @@ class BackupService:
         self.live = live
         self.clock = clock
 
-    def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
-        """Tell the owner's open pages that a backup started or finished."""
+    async def _publish(self, row: dict[str, Any], status: str, error: str | None = None) -> None:
+        """A backup started or ended: refresh its config's newest backup, tell the owner's pages."""
+        await refresh_last_backups([row.get("config")])
         if self.live is not None:
             self.live.backup_changed(row, status, error)
 
@@ -322,10 +324,8 @@ class BackupService:
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
         if new.run_request is not None:
             await mark_run_started(new.run_request, log_id)
-        self._publish(
-            {"id": log_id, "user": new.user_id, "config": new.config_id, "agent": new.agent_id},
-            "running",
-        )
+        row = {"id": log_id, "user": new.user_id, "config": new.config_id, "agent": new.agent_id}
+        await self._publish(row, "running")
 
     # --- while it runs: the parts of a multipart upload -------------------------------------
 
@@ -512,7 +512,7 @@ class BackupService:
         )
         if not updated:
             return False
-        self._publish(row, status, error)
+        await self._publish(row, status, error)
         if status == "completed":  # the metadata beside it, for a rebuild; never fatal
             await write_quietly(self.storage, self.settings.secret_key, row["id"])
         return True

@@ -250,21 +250,6 @@ class ConfigService:
         )
         return [self._out(r) for r in rows]
 
-    async def brief(self, user: CurrentUser) -> list[dict[str, Any]]:
-        """Every config of this user with only what the health rules read (id, name, execution
-        mode, agent): the dashboard counts them all and shows a page."""
-        rows: list[dict[str, Any]] = (
-            await BackupConfig.select(
-                BackupConfig.id,
-                BackupConfig.name,
-                BackupConfig.execution_mode,
-                BackupConfig.agent,
-            )
-            .where(BackupConfig.user == user.id)
-            .order_by(BackupConfig.created_at, BackupConfig.id)
-        )
-        return rows
-
     async def update(self, user: CurrentUser, config_id: str, patch: ConfigPatch) -> ConfigOut:
         row = await self._row(user, config_id)
         current = self._out(row)
@@ -311,6 +296,10 @@ class ConfigService:
                 self._check_server_mode(user, [s.path for s in sources])
         if values:
             values[BackupConfig.updated_at] = utcnow()
+            # Its schedule, retention or agent may have changed: the rounds look at it again.
+            values[BackupConfig.alert_due_at] = None
+            values[BackupConfig.retention_due_at] = None
+            values[BackupConfig.revision] = BackupConfig.revision + 1
             await BackupConfig.update(values).where(BackupConfig.id == row["id"])
         return await self.get(user, str(row["id"]))
 

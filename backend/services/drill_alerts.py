@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from piccolo.columns.combination import WhereRaw
 
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.repos.tables import ConfigCheck
@@ -74,7 +75,12 @@ async def overdue_drills(now: datetime | None = None) -> list[Overdue]:
         BackupConfig.name,
         BackupConfig.options,
         BackupConfig.updated_at,
-    ).where(BackupConfig.execution_mode == "agent")
+    ).where(
+        (BackupConfig.execution_mode == "agent")
+        # Only configs whose options name a drill (checked exactly below): the round reads the
+        # configs that have drills, not every config of the fleet.
+        & WhereRaw("CAST(options AS TEXT) LIKE {}", '%"drill"%')
+    )
     drilled: list[tuple[dict[str, Any], timedelta, str]] = []
     for config in configs:
         options = config_options(config["options"])

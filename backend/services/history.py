@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from backend.services.agents import filter_uuid, parse_uuid
 from backend.services.clock import aware, iso
 from backend.services.cursors import Cursor
 
-__all__ = ["BackupBrief", "BackupHistory", "LastBrief", "backup_out", "user_log"]
+__all__ = ["BackupHistory", "backup_out", "user_log"]
 
 
 def _as_uuid(value: Any) -> uuid.UUID:
@@ -115,24 +114,6 @@ def _keyset(after: Cursor) -> Combinable:
     return (BackupLog.started_at <= after.at) & (
         (BackupLog.started_at < after.at) | (BackupLog.id < after.id)
     )
-
-
-@dataclass(frozen=True)
-class BackupBrief:
-    """What the health rules read of a backup: its status and its times (ISO 8601)."""
-
-    id: str
-    status: str
-    started_at: str
-    completed_at: str | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class LastBrief:
-    config_id: str
-    last: BackupBrief | None
-    last_completed: BackupBrief | None
 
 
 class BackupHistory:
@@ -268,43 +249,6 @@ class BackupHistory:
                 config_id=key, last=newest.get(key), last_completed=completed.get(key)
             )
             for key in keys
-        }
-
-    async def last_briefs(self, user: CurrentUser) -> dict[str, LastBrief]:
-        """:meth:`last_backups` for every config of the user, reading only what the health rules
-        need (the dashboard counts every config but shows a page of them)."""
-        rows = (
-            await BackupLog.select(
-                BackupLog.id,
-                BackupLog.config,
-                BackupLog.status,
-                BackupLog.started_at,
-                BackupLog.completed_at,
-                BackupLog.error,
-            )
-            .where(BackupLog.user == user.id)
-            .where(_newest_where(user, None))
-            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
-        )
-        newest: dict[str, BackupBrief] = {}
-        completed: dict[str, BackupBrief] = {}
-        for row in rows:
-            if row["config"] is None:
-                continue
-            key = str(row["config"])
-            brief = BackupBrief(
-                id=str(row["id"]),
-                status=row["status"],
-                started_at=iso(row["started_at"]) or "",
-                completed_at=iso(row["completed_at"]),
-                error=row["error"],
-            )
-            newest.setdefault(key, brief)
-            if row["status"] == "completed":
-                completed.setdefault(key, brief)
-        return {
-            key: LastBrief(config_id=key, last=last, last_completed=completed.get(key))
-            for key, last in newest.items()
         }
 
     async def totals(self, user: CurrentUser) -> BackupTotals:

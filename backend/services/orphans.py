@@ -26,6 +26,7 @@ from piccolo.custom_types import Combinable
 
 from backend.backups.tables import BackupLog, Lease
 from backend.services.clock import utcnow
+from backend.services.last_backup import refresh_last_backups
 from backend.services.pubsub import LiveEvents
 from backend.storage import NoSuchUpload, ObjectStoreError, Storage
 
@@ -148,6 +149,7 @@ class OrphanSweeper:
                 .where(BackupLog.id.is_in(list(by_id)) & (BackupLog.status == "running"))
                 .returning(BackupLog.id)
             )
+            await refresh_last_backups(by_id[item["id"]]["config"] for item in changed)
             for item in changed:
                 row = by_id[item["id"]]
                 count += 1

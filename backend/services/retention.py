@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import msgspec
@@ -30,10 +30,11 @@ import msgspec
 from backend.backups.tables import BackupConfig, BackupLog
 from backend.services.clock import aware, utcnow
 from backend.services.gfs import Candidate, Decision, Policy, decide, policy_of
+from backend.services.last_backup import pause, store_config_times
 from backend.storage import ObjectStoreError, Storage
 from desktop_agent.engine.schedule import resolve_timezone
 
-__all__ = ["RetentionReport", "RetentionService", "retention_days"]
+__all__ = ["RetentionReport", "RetentionService", "next_change", "retention_days"]
 
 #: Rows per ``IN (…)`` list: far below every engine's limit on bound parameters.
 BATCH = 500
@@ -68,6 +69,29 @@ class RetentionReport:
     """(backup id, reason) of deletions that failed and will be retried."""
 
 
+NO_CHANGE_RECHECK = timedelta(days=3650)
+"""When a config whose decision cannot change by time alone is looked at again (a new backup or
+an edit makes it look at once)."""
+
+
+def next_change(
+    decision: Decision, backups: list[dict[str, Any]], policy: Policy, now: datetime
+) -> datetime:
+    """When ``decision`` can next change with no new backup and no edit: the moment the first
+    backup kept by ``retentionDays`` alone grows too old. The GFS counts keep the newest of the
+    periods that have a backup, which only a new backup changes."""
+    if policy.days <= 0:
+        return now + NO_CHANGE_RECHECK
+    age_only = [f"within {policy.days} days"]
+    ends = []
+    for row in backups:
+        if decision.keep.get(str(row["id"])) == age_only:
+            when = aware(row["completed_at"]) or aware(row["started_at"])
+            if when is not None:
+                ends.append(when + timedelta(days=policy.days))
+    return min(ends, default=now + NO_CHANGE_RECHECK)
+
+
 def _options(raw: Any) -> Any:
     if isinstance(raw, str):  # SQLite hands JSON columns back as text
         try:
@@ -92,20 +116,35 @@ class RetentionService:
         return resolve_timezone(agent_timezone or self.timezone)
 
     async def run(self, now: datetime | None = None) -> RetentionReport:
-        """One pass over every config with a retention rule; ``now`` for a controllable clock.
-        A few queries in all: the configs, their completed backups (in batches), the updates."""
+        """One round; ``now`` for a controllable clock.
+
+        O(changes), a handful of statements: only configs whose ``retention_due_at`` is unset (a
+        backup of it ended, it was edited, its agent changed zone) or has come are read, with
+        their completed backups in one statement per :data:`BATCH` configs; the decision is made
+        in Python (``gfs.decide``); archives are deleted from storage one by one (the storage's
+        API), then every removed backup is marked ``expired`` in batches. Each config evaluated
+        gets the moment its decision can change by time alone (:func:`next_change`: only
+        ``retentionDays`` ages; the GFS counts change when a backup is added).
+
+        Interrupted anywhere, the next round does the rest: a config's new due time is stored
+        last, a deleted object is deleted again without error, and a row is marked only while
+        still ``completed``."""
         now = now or utcnow()
         report = RetentionReport()
         configs = await BackupConfig.select(
             BackupConfig.id,
             BackupConfig.options,
+            BackupConfig.revision,
             BackupConfig.agent.timezone.as_alias("agent_timezone"),
-        )
+        ).where(BackupConfig.retention_due_at.is_null() | (BackupConfig.retention_due_at <= now))
         policies: dict[Any, tuple[Policy, tzinfo]] = {}
+        due: dict[Any, datetime] = {}
+        revision = {config["id"]: config["revision"] for config in configs}
         for config in configs:
             policy = policy_of(_options(config["options"]))
             if policy.active:
                 policies[config["id"]] = (policy, self.zone(config["agent_timezone"]))
+            due[config["id"]] = now + NO_CHANGE_RECHECK
         rows: list[dict[str, Any]] = []
         for ids in _chunks(list(policies)):
             rows += await BackupLog.select(
@@ -122,29 +161,48 @@ class RetentionService:
             by_config.setdefault(row["config"], []).append(row)
         archives: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
-        for config_id, backups in by_config.items():
+        for index, (config_id, backups) in enumerate(by_config.items()):
+            await pause(index)
             policy, tz = policies[config_id]
             decision = self.decide(backups, policy, now, tz)
+            due[config_id] = next_change(decision, backups, policy, now)
             removed = set(decision.remove)
             for row in backups:
                 if str(row["id"]) in removed:
                     kind = row["backup_type"] or "full"
                     (snapshots if kind == "incremental" else archives).append(row)
+        deleted: list[dict[str, Any]] = []
         for row in archives:
-            await self._expire_archive(row, now, report)
+            if await self._delete_archive(row, report):
+                deleted.append(row)
+            else:
+                due[row["config"]] = now  # try again next round
+        for chunk in _chunks(deleted):
+            done = await self._mark_expired(chunk, now)
+            for r in chunk:
+                if r["id"] in done:
+                    log.info("retention: deleted %s (backup %s)", r["s3_path"], r["id"])
+                    report.expired.append(str(r["id"]))
+                    report.archive_bytes += int(r["size"] or 0)
         for chunk in _chunks(snapshots):
-            done = (
-                await BackupLog.update({BackupLog.status: "expired", BackupLog.deleted_at: now})
-                .where(
-                    BackupLog.id.is_in([r["id"] for r in chunk]) & (BackupLog.status == "completed")
-                )
-                .returning(BackupLog.id)
-            )
-            for r in done:
-                log.info("retention: snapshot %s expired", r["id"])
-                report.expired.append(str(r["id"]))
-                report.snapshots.append(str(r["id"]))
+            for backup_id in await self._mark_expired(chunk, now):
+                log.info("retention: snapshot %s expired", backup_id)
+                report.expired.append(str(backup_id))
+                report.snapshots.append(str(backup_id))
+        await store_config_times(
+            "retention_due_at", [(c, revision[c], when) for c, when in due.items()]
+        )
         return report
+
+    @staticmethod
+    async def _mark_expired(rows: list[dict[str, Any]], now: datetime) -> set[Any]:
+        """Mark these backups ``expired`` (those still ``completed``); the ids it marked."""
+        done = (
+            await BackupLog.update({BackupLog.status: "expired", BackupLog.deleted_at: now})
+            .where(BackupLog.id.is_in([r["id"] for r in rows]) & (BackupLog.status == "completed"))
+            .returning(BackupLog.id)
+        )
+        return {r["id"] for r in done}
 
     async def preview(
         self, config_id: str, options: dict[str, Any], now: datetime | None = None
@@ -189,24 +247,15 @@ class RetentionService:
             candidates, policy, now, tz, newest=str(newest["id"]) if newest is not None else None
         )
 
-    async def _expire_archive(
-        self, row: dict[str, Any], now: datetime, report: RetentionReport
-    ) -> None:
-        backup_id = str(row["id"])
+    async def _delete_archive(self, row: dict[str, Any], report: RetentionReport) -> bool:
+        """Delete a removed archive's object; False (and the reason in ``report``) on a storage
+        error, when its row stays ``completed``, the object may still be there."""
         try:
             await self.storage.delete(row["s3_path"])
         except ObjectStoreError as exc:
             log.warning(
-                "retention: could not delete %s (backup %s): %s", row["s3_path"], backup_id, exc
+                "retention: could not delete %s (backup %s): %s", row["s3_path"], row["id"], exc
             )
-            report.failed.append((backup_id, str(exc)))
-            return
-        done = (
-            await BackupLog.update({BackupLog.status: "expired", BackupLog.deleted_at: now})
-            .where((BackupLog.id == row["id"]) & (BackupLog.status == "completed"))
-            .returning(BackupLog.id)
-        )
-        log.info("retention: deleted %s (backup %s)", row["s3_path"], backup_id)
-        if done:
-            report.expired.append(backup_id)
-            report.archive_bytes += int(row["size"] or 0)
+            report.failed.append((str(row["id"]), str(exc)))
+            return False
+        return True

@@ -320,7 +320,20 @@ class RunService:
             ) from None
         if self._timezones.get(agent.id) == name:
             return
-        await Agent.update({Agent.timezone: name}).where(Agent.id == agent.id)
+        changed = (
+            await Agent.update({Agent.timezone: name})
+            .where((Agent.id == agent.id) & ((Agent.timezone != name) | Agent.timezone.is_null()))
+            .returning(Agent.id)
+        )
+        if changed:
+            # Its configs' schedules and periods now count in another zone: the rounds look again.
+            await BackupConfig.update(
+                {
+                    BackupConfig.alert_due_at: None,
+                    BackupConfig.retention_due_at: None,
+                    BackupConfig.revision: BackupConfig.revision + 1,
+                }
+            ).where(BackupConfig.agent == agent.id)
         self._timezones[agent.id] = name
 
 

@@ -17,7 +17,7 @@ from backend.api.deps import ServicesDep
 from backend.errors import DomainError
 from backend.schemas import ConfigPatch
 from backend.services import CurrentUser, Services
-from backend.services.cursors import MAX_CURSOR_LENGTH
+from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
 from backend.services.pairing import IssuedCode
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._format import parse_iso
@@ -29,6 +29,8 @@ __all__ = ["AgentPages", "NEW_KEY_COOKIE"]
 NEW_KEY_COOKIE = "backapp_new_key"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_PAGE = 25
+LOG_CURSOR = "agent_logs"
+"""The signed cursor kind of an agent's log pages."""
 AGENT_PAGE = 50
 ASSIGN_CHOICES = 100
 REPLACE_CHOICES = 10
@@ -116,6 +118,7 @@ async def _agent_page(
     *,
     level: str | None = None,
     before: str | None = None,
+    after: str | None = None,
     rename: str | None = None,
     replaces: str = "",
     errors: dict[str, str] | None = None,
@@ -136,9 +139,25 @@ async def _agent_page(
             new_key = offered
     level = level if level in LOG_LEVELS else None
     before_dt: datetime | None = parse_iso(before) if before else None
-    logs, older = await services.agents.logs(
-        user, agent.id, level=level, limit=LOG_PAGE, before=before_dt
-    )
+    older: str | None = None
+    if after or before_dt is None:
+        # Keyset paging; ``before`` (a time) is what older links carry, still answered.
+        position = services.cursors.decode(LOG_CURSOR, user.id, after) if after else None
+        logs, next_cursor = await services.agents.page_logs(
+            user, agent.id, level=level, limit=LOG_PAGE, after=position
+        )
+        if next_cursor is not None:
+            older = services.cursors.encode(LOG_CURSOR, user.id, next_cursor)
+    else:
+        logs, older_time = await services.agents.logs(
+            user, agent.id, level=level, limit=LOG_PAGE, before=before_dt
+        )
+        if older_time is not None and logs:
+            last = logs[-1]
+            at = parse_iso(last.timestamp)
+            if at is not None:
+                cursor = Cursor(at=at, id=uuid.UUID(last.id))
+                older = services.cursors.encode(LOG_CURSOR, user.id, cursor)
     assigned = await services.configs.list_configs(user, agent.id)
     # The assign list offers a page of the other configurations, not every one of a fleet.
     others, _ = await services.configs.page_configs(user, limit=ASSIGN_CHOICES + len(assigned))
@@ -154,7 +173,8 @@ async def _agent_page(
     named = await services.configs.by_ids(user, [i for i in logged - set(known) if _is_uuid(i)])
     config_names = {**known, **{c.id: c.name for c in named}}
     live = {"status": "partials/agent_status.html", "backups": "partials/agent_backups.html"}
-    if before_dt is None:
+    paged = before_dt is not None or bool(after)
+    if not paged:
         live["logs"] = "partials/agent_logs.html"
     return page(
         request,
@@ -175,7 +195,7 @@ async def _agent_page(
         older=older,
         level=level or "",
         levels=LOG_LEVELS,
-        paged=before_dt is not None,
+        paged=paged,
         backups=backups,
         backup_total=backup_total,
         rename=agent.name if rename is None else rename,
@@ -260,7 +280,9 @@ class AgentPages(Controller):
         level: FromQuery[str | None] = None,
         before: FromQuery[str | None] = None,
         replaces: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> Template:
+        """An agent: its status, configs, newest backups and its log (keyset pages: ``after``)."""
         return await _agent_page(
             request,
             user,
@@ -268,6 +290,7 @@ class AgentPages(Controller):
             agent_id,
             level=level,
             before=before,
+            after=after,
             replaces=(replaces or "").strip(),
         )
 

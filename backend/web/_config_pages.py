@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -13,7 +14,7 @@ from litestar.response import Redirect, Template
 
 from backend.api.deps import ServicesDep
 from backend.errors import DomainError
-from backend.schemas import ConfigOut
+from backend.schemas import AgentOut, ConfigOut
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
 from backend.services.cursors import MAX_CURSOR_LENGTH
@@ -26,6 +27,8 @@ __all__ = ["ConfigPages"]
 
 BACKUP_PAGE = 20
 CONFIG_PAGE = 50
+AGENT_CHOICES = 100
+"""Agents the configuration form offers at once; past that, it offers a search."""
 
 
 async def _form_page(
@@ -36,8 +39,15 @@ async def _form_page(
     *,
     config_id: str | None = None,
     status_code: int = 200,
+    agent_search: str = "",
 ) -> Template:
-    agents = await services.agents.list_agents(user)
+    # A page of agents (those matching ``agent_search``) and always the chosen one, not every
+    # agent of a fleet; past a page, the form offers a search field.
+    offered, more = await services.agents.page_agents(
+        user, search=agent_search or None, limit=AGENT_CHOICES
+    )
+    chosen = await _agents_named(services, user, form.agent_id)
+    agents = offered + [a for a in chosen if a.id not in {o.id for o in offered}]
     destination = None
     if config_id:
         destination = (await services.configs.get(user, config_id)).destination
@@ -51,10 +61,22 @@ async def _form_page(
         form=form,
         errors=form.errors,
         agents=agents,
+        agent_search=agent_search,
+        agent_search_shown=bool(agent_search) or more is not None,
+        search_action=request.url.path,
         config_id=config_id,
         destination=destination,
         storage=services.storage,
     )
+
+
+async def _agents_named(services: Services, user: CurrentUser, agent_id: str) -> list[AgentOut]:
+    """The agent ``agent_id`` of this user, as a list: empty when it is not one (or not theirs)."""
+    try:
+        uuid.UUID(agent_id)
+    except ValueError:
+        return []
+    return await services.agents.by_ids(user, [agent_id])
 
 
 async def page_rows(
@@ -130,23 +152,22 @@ class ConfigPages(Controller):
         user: PageUserDep,
         services: ServicesDep,
         agent: FromQuery[str | None] = None,
+        agent_q: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> Template:
-        agents = await services.agents.list_agents(user)
+        named = await _agents_named(services, user, agent or "")
+        first, _ = await services.agents.page_agents(user, limit=2)
         form = ConfigForm(
-            execution_mode="agent" if agents or agent else "server",
-            agent_id=agent
-            if agent in {a.id for a in agents}
-            else (agents[0].id if len(agents) == 1 else ""),
+            execution_mode="agent" if first or agent else "server",
+            agent_id=named[0].id if named else (first[0].id if len(first) == 1 else ""),
         )
-        return await _form_page(request, user, services, form)
+        return await _form_page(request, user, services, form, agent_search=(agent_q or "").strip())
 
     @post("/new", status_code=303)
     async def create(
         self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
     ) -> Template | Redirect:
         form = ConfigForm.from_form(await request.form())
-        agents = await services.agents.list_agents(user)
-        data = form.validate({a.id for a in agents})
+        data = form.validate({a.id for a in await _agents_named(services, user, form.agent_id)})
         if data is not None:
             try:
                 config = await services.configs.create(user, data)
@@ -205,10 +226,16 @@ class ConfigPages(Controller):
         config_id: FromPath[str],
         user: PageUserDep,
         services: ServicesDep,
+        agent_q: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> Template:
         config = await services.configs.get(user, config_id)
         return await _form_page(
-            request, user, services, ConfigForm.from_config(config), config_id=config.id
+            request,
+            user,
+            services,
+            ConfigForm.from_config(config),
+            config_id=config.id,
+            agent_search=(agent_q or "").strip(),
         )
 
     @post("/{config_id:str}/edit", status_code=303)
@@ -221,8 +248,7 @@ class ConfigPages(Controller):
     ) -> Template | Redirect:
         config = await services.configs.get(user, config_id)
         form = ConfigForm.from_form(await request.form())
-        agents = await services.agents.list_agents(user)
-        data = form.validate({a.id for a in agents})
+        data = form.validate({a.id for a in await _agents_named(services, user, form.agent_id)})
         if data is not None:
             try:
                 updated = await services.configs.update(

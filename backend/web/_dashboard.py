@@ -10,9 +10,10 @@ from litestar.response import Template
 
 from backend.api.deps import ServicesDep
 from backend.services.clock import utcnow
+from backend.services.overview import ATTENTION, OverviewService
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._config_pages import agent_names, page_rows
-from backend.web._health import Reason, Verdict, config_health, verdict
+from backend.web._health import Reason, Verdict, verdict
 from backend.web._render import page
 
 __all__ = ["DashboardPage"]
@@ -33,36 +34,20 @@ class DashboardPage(Controller):
     async def dashboard(
         self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
     ) -> Template:
-        """Counts over every config and agent from a few narrow set-based queries; the configs
-        and agents that need attention first, a page of them in full."""
+        """Counts over every config and agent from a few set-based queries; the configs and
+        agents that need attention first, a page of them in full. O(page + silent agents) rows,
+        whatever the size of the fleet (``backend/services/overview.py``)."""
         now = utcnow()
-        briefs = await services.configs.brief(user)
-        last = await services.history.last_briefs(user)
-        agent_briefs = await services.agents.briefs(user)
-        agent_by_id = {a.id: a for a in agent_briefs}
-        health = []
-        for config in briefs:
-            config_id = str(config["id"])
-            found = last.get(config_id)
-            agent = agent_by_id.get(str(config["agent"])) if config["agent"] else None
-            health.append(
-                config_health(
-                    config_id,
-                    config["execution_mode"],
-                    agent,
-                    found.last if found else None,
-                    found.last_completed if found else None,
-                    now,
-                )
-            )
-        # Stable: configs of equal severity keep their list order (oldest first).
-        shown = sorted(health, key=lambda h: h.severity)[:DASHBOARD_ROWS]
-        severity = {h.config_id: h.severity for h in shown}
-        configs = await services.configs.by_ids(user, [h.config_id for h in shown])
-        configs.sort(key=lambda c: severity[c.id])
+        overview = await OverviewService(services.agents).overview(
+            user, now, rows=DASHBOARD_ROWS, agent_rows=DASHBOARD_AGENTS
+        )
+        severity = dict(overview.shown)
+        configs = await services.configs.by_ids(user, list(severity))
+        order = {config_id: i for i, (config_id, _) in enumerate(overview.shown)}
+        configs.sort(key=lambda c: order[c.id])
         rows = await page_rows(services, user, configs)
-        attention = sum(1 for h in health if h.needs_attention)
-        shown_attention = sum(1 for h in shown if h.needs_attention)
+        attention = overview.attention
+        shown_attention = sum(1 for _, sev in overview.shown if sev < ATTENTION)
         outcome = verdict(rows, now)
         if attention > shown_attention:
             outcome = Verdict(
@@ -79,10 +64,9 @@ class DashboardPage(Controller):
             )
         # Agents that need attention first (offline), then the others (a one-shot agent between
         # its runs is "idle": expected to be silent).
-        rank = {"offline": 0, "error": 1, "idle": 2, "online": 3}
-        listed = sorted(agent_briefs, key=lambda a: rank.get(a.status, 3))[:DASHBOARD_AGENTS]
-        agents = await services.agents.by_ids(user, [a.id for a in listed])
-        agents.sort(key=lambda a: rank.get(a.status, 3))
+        position = {a.id: i for i, a in enumerate(overview.agents)}
+        agents = await services.agents.by_ids(user, list(position))
+        agents.sort(key=lambda a: position[a.id])
         running, _ = await services.history.page_backups(user, status="running", limit=10)
         return page(
             request,
@@ -92,11 +76,11 @@ class DashboardPage(Controller):
             live={"overview": "partials/dashboard_overview.html"},
             nav="dashboard",
             agents=agents,
-            agent_total=len(agent_briefs),
-            agents_online=sum(1 for a in agent_briefs if a.status == "online"),
+            agent_total=overview.agent_total,
+            agents_online=overview.agents_online,
             rows=rows,
-            config_total=len(health),
-            healthy=sum(1 for h in health if h.safe),
+            config_total=overview.config_total,
+            healthy=overview.healthy,
             verdict=outcome,
             totals=await services.history.totals(user),
             running=running,

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from backend.backups.tables import Alert, BackupLog
+from backend.agents.tables import Agent
+from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
 from backend.services.accounts import CurrentUser
+from backend.services.last_backup import refresh_last_backups
 from tests.support.api import ApiClient
 from tests.support.fleet import DAILY, Fleet, seed_fleet
 from tests.support.queries import count_queries
@@ -76,6 +78,7 @@ async def test_the_dashboard_shows_problems_first_and_counts_every_config(
     await BackupLog.update({BackupLog.status: "failed", BackupLog.error: "disk full"}).where(
         BackupLog.config == fleet.config_ids[99]
     )
+    await refresh_last_backups([fleet.config_ids[99]])  # behind the services' back
     page = (await client.get("/")).text
     assert "config-00099" in page
     assert page.index("config-00099") < page.index("config-00000")
@@ -258,6 +261,7 @@ async def test_periodic_rounds_run_as_many_statements_for_500_configs_as_for_10(
     await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
         BackupLog.id.is_in(fleet.backup_ids[1:3])
     )
+    await refresh_last_backups(fleet.config_ids[:1])  # history edited behind the services' back
     small = await _round_statements(services, now)
     assert small["retention"] > 0
     await seed_fleet(
@@ -275,6 +279,7 @@ async def test_periodic_rounds_run_as_many_statements_for_500_configs_as_for_10(
     await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
         BackupLog.id.is_in(fleet.backup_ids[-2:])
     )
+    await refresh_last_backups(fleet.config_ids[-1:])
     big = await _round_statements(services, now)
     assert big == small
     expired = await BackupLog.count().where(BackupLog.status == "expired")
@@ -328,3 +333,339 @@ async def test_the_dashboard_lists_the_newest_open_alerts_only(
     assert "alert number 000" in page and "alert number 019" in page
     assert "alert number 020" not in page
     assert len((await client.get("/api/alerts")).json()["alerts"]) == 30
+
+
+async def _cost(client: ApiClient, path: str) -> tuple[int, int]:
+    with count_queries() as log:
+        r = await client.get(path)
+    assert r.status_code == 200, (path, r.text[:500])
+    return len(log), log.rows
+
+
+async def test_the_dashboard_reads_as_many_rows_for_500_configs_as_for_10(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only as many statements: as many rows. Each config's newest backup is on its row, so
+    the dashboard counts in the database and reads the configs it shows (a page smaller than the
+    small fleet here, so that both show a full page) and the agents that are silent."""
+    from backend.web import _dashboard
+
+    monkeypatch.setattr(_dashboard, "DASHBOARD_ROWS", 4)
+    monkeypatch.setattr(_dashboard, "DASHBOARD_AGENTS", 1)
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=2, configs=10, backups_per_config=2)
+    # Two problems in each fleet: a failing config, and one whose agent went silent.
+    await BackupLog.update({BackupLog.status: "failed", BackupLog.error: "disk full"}).where(
+        BackupLog.config == fleet.config_ids[3]
+    )
+    await refresh_last_backups([fleet.config_ids[3]])
+    silent = now - timedelta(days=2)
+    await Agent.update({Agent.last_seen: silent}).where(Agent.id == fleet.agent_ids[1])
+    small = {path: await _cost(client, path) for path in ("/",)}
+    page = (await client.get("/")).text
+    assert "9/10" in page
+    await seed_fleet(
+        me.id, now=now, agents=98, configs=490, backups_per_config=2, first=10, fleet=fleet
+    )
+    big = {path: await _cost(client, path) for path in ("/",)}
+    assert big == small
+    page = (await client.get("/")).text
+    # The failing config comes first; the counts are over all 500.
+    assert page.index("config-00003") < page.index("config-00001")
+    assert "499/500" in page
+
+
+async def test_an_alert_round_reads_only_the_configs_that_changed(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=2, schedule=DAILY)
+
+    async def round_cost() -> tuple[int, int]:
+        with count_queries() as log:
+            await services.tasks.run_alerts(now)
+        return len(log), log.rows
+
+    await round_cost()  # every config is new: evaluated once, then not before it may be late
+    steady_small = await round_cost()
+    await seed_fleet(
+        me.id,
+        now=now,
+        agents=49,
+        configs=490,
+        backups_per_config=2,
+        schedule=DAILY,
+        first=10,
+        fleet=fleet,
+    )
+    await round_cost()
+    assert await round_cost() == steady_small
+    # A config whose newest backup is older than its schedule allows is read every round (its
+    # alert stays open) and only it.
+    old = now - timedelta(days=3)
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.config == fleet.config_ids[250]
+    )
+    await refresh_last_backups([fleet.config_ids[250]])
+    statements, rows = await round_cost()
+    assert rows > steady_small[1]
+    open_alerts = await Alert.select(Alert.subject).where(Alert.resolved_at.is_null())
+    assert {a["subject"] for a in open_alerts} == {f"config:{fleet.config_ids[250]}"}
+    # Next round: the late config and its open alert, and nothing to insert.
+    assert await round_cost() == (steady_small[0], steady_small[1] + 2)
+
+
+async def test_a_retention_round_reads_only_the_configs_that_changed(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=3, retention_days=30)
+
+    async def round_cost(at: datetime = now) -> tuple[int, int, int]:
+        with count_queries() as log:
+            report = await services.tasks.run_retention(at)
+        assert report is not None
+        return len(log), log.rows, len(report.expired)
+
+    await round_cost()  # every config is new: read once, then not before a backup may age out
+    steady_small = await round_cost()
+    await seed_fleet(
+        me.id,
+        now=now,
+        agents=49,
+        configs=490,
+        backups_per_config=3,
+        retention_days=30,
+        first=10,
+        fleet=fleet,
+    )
+    await round_cost()
+    assert await round_cost() == steady_small
+    # No backup, no edit: time alone ages the two older backups of every config out (the newest
+    # is always kept), and the round finds them all without having read any config since.
+    later = await round_cost(now + timedelta(days=30, hours=2))
+    assert later[2] == 1000
+    assert await BackupLog.count().where(BackupLog.status == "expired") == 1000
+
+
+async def test_an_interrupted_retention_round_is_finished_by_the_next(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.services.retention import RetentionService
+
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=3, backups_per_config=3, retention_days=30)
+    old = now - timedelta(days=60)
+    due = [fleet.backup_ids[i] for i in (1, 2, 4)]
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.id.is_in(due)
+    )
+    await refresh_last_backups(fleet.config_ids)
+    real = RetentionService._mark_expired
+
+    async def crash(rows: list[dict[str, Any]], at: datetime) -> set[Any]:
+        raise RuntimeError("the process died here")
+
+    # The objects are deleted, then the process dies before their rows are marked.
+    monkeypatch.setattr(RetentionService, "_mark_expired", staticmethod(crash))
+    with pytest.raises(RuntimeError):
+        await services.tasks.retention.run(now)
+    assert await BackupLog.count().where(BackupLog.status == "expired") == 0
+    monkeypatch.setattr(RetentionService, "_mark_expired", staticmethod(real))
+    report = await services.tasks.retention.run(now)
+    assert sorted(report.expired) == sorted(str(b) for b in due) and report.failed == []
+    assert await BackupLog.count().where(BackupLog.status == "expired") == 3
+    assert (await services.tasks.retention.run(now)).expired == []
+
+
+async def test_a_backup_that_ends_during_a_round_is_looked_at_next_round(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round decided on what it read; a config that changed meanwhile keeps "look again"."""
+    from backend.services import retention
+
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, configs=3, backups_per_config=2, retention_days=30)
+    real = retention.store_config_times
+
+    async def meanwhile(column: Any, times: Any) -> None:
+        await refresh_last_backups(fleet.config_ids[:1])  # a backup of it ended just now
+        await real(column, times)
+
+    monkeypatch.setattr(retention, "store_config_times", meanwhile)
+    await services.tasks.retention.run(now)
+    rows = await BackupConfig.select(BackupConfig.id, BackupConfig.retention_due_at).where(
+        BackupConfig.id.is_in(fleet.config_ids)
+    )
+    due = {r["id"]: r["retention_due_at"] for r in rows}
+    assert due[fleet.config_ids[0]] is None
+    assert due[fleet.config_ids[1]] is not None and due[fleet.config_ids[2]] is not None
+
+
+async def test_a_round_longer_than_its_lease_never_overlaps_another_runner(
+    client: ApiClient, services: Services, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two task runners (two server processes) on one database, each trying the same task in a
+    loop; every round takes longer than the lease's lifetime. Never two at once."""
+    from backend.services.tasks import PeriodicTasks
+
+    monkeypatch.setattr(PeriodicTasks, "lease_ttl", property(lambda self: 1.5))
+    first = services.tasks
+    second = PeriodicTasks(settings, services.storage, holder="server elsewhere pid 2")
+    inside: list[str] = []
+    most = 0
+    ran: list[str] = []
+
+    async def runner(tasks: PeriodicTasks, who: str) -> None:
+        nonlocal most
+
+        async def slow() -> None:
+            nonlocal most
+            inside.append(who)
+            most = max(most, len(inside))
+            ran.append(who)
+            await asyncio.sleep(4.0)  # more than two lease lifetimes
+            inside.remove(who)
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 9.0
+        while loop.time() < end:
+            await tasks._guarded("overlap", slow)
+            await asyncio.sleep(0.2)  # the next round, as the interval would start it
+
+    await asyncio.gather(runner(first, "one"), runner(second, "two"))
+    assert most == 1, ran
+    assert len(ran) >= 2
+
+
+async def test_the_agent_log_pages_by_cursor_through_ties(
+    client: ApiClient, services: Services
+) -> None:
+    from backend.agents.tables import AgentLog
+
+    await client.signup()
+    me = await _me(client, services)
+    fleet = await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=1)
+    agent_id = fleet.agent_ids[0]
+    at = datetime.now(UTC).replace(microsecond=0)
+    # 60 lines, in 6 instants of 10 lines each: every page boundary falls inside a tie.
+    await AgentLog.insert(
+        *[
+            AgentLog(
+                id=uuid.uuid4(),
+                agent=agent_id,
+                level="info",
+                message=f"line {i:03d}",
+                metadata=None,
+                timestamp=at - timedelta(seconds=i // 10),
+            )
+            for i in range(60)
+        ]
+    )
+    seen: list[str] = []
+    path = f"/agents/{agent_id}"
+    for _ in range(10):
+        page = (await client.get(path)).text
+        seen += [m for m in page.split(">") if m.startswith("line ")]
+        if 'rel="next"' not in page:
+            break
+        href = page.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+        assert "after=" in href
+        path = href.replace("&amp;", "&")
+    lines = [s.split("<")[0] for s in seen]
+    assert sorted(lines) == sorted(f"line {i:03d}" for i in range(60))
+    assert len(lines) == 60  # none twice
+    # A forged cursor is refused.
+    r = await client.get(f"/agents/{agent_id}", params={"after": "not-a-cursor"})
+    assert r.status_code == 400
+
+
+async def test_the_overview_ranks_configs_as_the_health_rules_do(
+    client: ApiClient, services: Services
+) -> None:
+    """The SQL severity (services/overview.py) and the Python rules (web/_health.py) agree on
+    every kind of config: failing, running, never backed up, overdue, fine; on an online, a
+    silent, a deactivated agent, none, and server-side."""
+    from backend.services.overview import OverviewService
+    from backend.web._health import config_health
+
+    await client.signup()
+    me = await _me(client, services)
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=3, configs=18, backups_per_config=2)
+    online, silent, off = fleet.agent_ids
+    await Agent.update({Agent.last_seen: now - timedelta(days=2)}).where(Agent.id == silent)
+    await Agent.update({Agent.active: False}).where(Agent.id == off)
+    states = ["failed", "running", "never", "overdue", "completed", "cancelled"]
+    for i, config_id in enumerate(fleet.config_ids):
+        state = states[i // 3]  # each state on each of the three agents
+        where = BackupLog.config == config_id
+        if state == "never":
+            await BackupLog.delete().where(where)
+        elif state == "overdue":
+            old = now - timedelta(days=3)
+            await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+                where
+            )
+        elif state != "completed":
+            newest = (
+                await BackupLog.select(BackupLog.id)
+                .where(where)
+                .order_by(BackupLog.started_at, ascending=False)
+                .first()
+            )
+            assert newest is not None
+            await BackupLog.update({BackupLog.status: state}).where(BackupLog.id == newest["id"])
+            recent = now - timedelta(hours=3)  # the one before it: a fresh verified backup
+            await BackupLog.update(
+                {BackupLog.started_at: recent, BackupLog.completed_at: recent}
+            ).where(where & (BackupLog.id != newest["id"]))
+    await BackupConfig.update({BackupConfig.agent: None}).where(
+        BackupConfig.id == fleet.config_ids[4]
+    )
+    await BackupConfig.update({BackupConfig.execution_mode: "server"}).where(
+        BackupConfig.id.is_in([fleet.config_ids[5], fleet.config_ids[14]])
+    )
+    await refresh_last_backups(fleet.config_ids)
+
+    overview = await OverviewService(services.agents).overview(me, now, rows=50, agent_rows=5)
+    configs = await services.configs.by_ids(me, [str(c) for c in fleet.config_ids])
+    last = await services.history.last_backups(me, [c.id for c in configs])
+    agents = {a.id: a for a in await services.agents.by_ids(me, [str(a) for a in fleet.agent_ids])}
+    order = {c.id: i for i, c in enumerate(configs)}
+    expected = []
+    for config in configs:
+        found = last.get(config.id)
+        agent = agents.get(config.agent_id) if config.agent_id else None
+        health = config_health(
+            config.id,
+            config.execution_mode,
+            agent,
+            found.last if found else None,
+            found.last_completed if found else None,
+            now,
+        )
+        expected.append((health.severity, order[config.id], config.id, health))
+    expected.sort(key=lambda item: item[:2])
+    assert overview.shown == [(config_id, sev) for sev, _, config_id, _ in expected]
+    assert overview.config_total == 18
+    assert overview.healthy == sum(1 for *_, h in expected if h.safe)
+    assert overview.attention == sum(1 for *_, h in expected if h.needs_attention)
+    assert len({sev for sev, *_ in expected}) == 6  # every severity was exercised
+    assert (overview.agent_total, overview.agents_online) == (3, 1)
+    assert [a.id for a in overview.agents][:2] == [str(silent), str(off)]

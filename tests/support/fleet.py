@@ -13,6 +13,7 @@ from typing import Any
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig, BackupLog
+from backend.services.last_backup import refresh_last_backups
 
 __all__ = ["Fleet", "seed_fleet"]
 
@@ -103,5 +104,7 @@ async def seed_fleet(
                 )
             )
     await _insert(BackupLog, backups)
+    # The services keep each config's newest backup on its row; rows inserted here bypass them.
+    await refresh_last_backups(r["id"] for r in config_rows)
     fleet.backup_ids += [r["id"] for r in backups]
     return fleet

@@ -3,6 +3,7 @@
     with count_queries() as log:
         await client.get("/")
     assert len(log) == 7, log.statements
+    assert log.rows == 120  # rows the statements returned: O(page), not O(fleet)
 
 Every Piccolo query (select, insert, raw, ...) goes through ``engine.run_querystring``; the counter
 wraps that method for the engine the tables are bound to, for the duration of the block.
@@ -23,9 +24,16 @@ __all__ = ["QueryLog", "count_queries"]
 @dataclass
 class QueryLog:
     statements: list[str] = field(default_factory=list)
+    returned: list[int] = field(default_factory=list)
+    """Rows each statement returned (0 for one that returns none)."""
 
     def __len__(self) -> int:
         return len(self.statements)
+
+    @property
+    def rows(self) -> int:
+        """Rows all the statements returned together."""
+        return sum(self.returned)
 
 
 @contextmanager
@@ -36,9 +44,14 @@ def count_queries() -> Iterator[QueryLog]:
     original = cls.run_querystring
 
     async def counting(self: Any, querystring: Any, *args: Any, **kwargs: Any) -> Any:
-        if self is engine:
-            log.statements.append(str(querystring))
-        return await original(self, querystring, *args, **kwargs)
+        if self is not engine:
+            return await original(self, querystring, *args, **kwargs)
+        log.statements.append(str(querystring))
+        log.returned.append(0)
+        result = await original(self, querystring, *args, **kwargs)
+        if isinstance(result, list):
+            log.returned[-1] = len(result)
+        return result
 
     # Engines have slots: the method is wrapped on the class, counting only this engine.
     cls.run_querystring = counting

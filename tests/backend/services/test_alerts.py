@@ -19,6 +19,7 @@ from backend.app import create_app
 from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
 from backend.services.clock import utcnow
+from backend.services.last_backup import refresh_last_backups
 from backend.storage import LocalStorage
 from tests.support.api import ApiClient
 from tests.support.settings import make_settings
@@ -95,6 +96,11 @@ async def add_backup(
             BackupLog.max_attempts: max_attempts,
         }
     ).where(BackupLog.id == uuid.UUID(log_id))
+    # The history was rewritten behind the services' back: refresh what they keep of it.
+    await refresh_last_backups(
+        r["config"]
+        for r in await BackupLog.select(BackupLog.config).where(BackupLog.id == uuid.UUID(log_id))
+    )
     return str(log_id)
 
 

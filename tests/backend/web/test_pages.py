@@ -326,7 +326,7 @@ async def test_logs_filtered_newest_first_and_paginated(browser: Browser) -> Non
     page = await browser.get(f"/agents/{agent_id}")
     lines = re.findall(r"line (\d\d)", page.text)
     assert lines == [f"{i:02d}" for i in range(29, 4, -1)]  # 25 newest, newest first
-    older = re.search(r'href="(/agents/[^"]+before=[^"#]+)#logs" rel="next"', page.text)
+    older = re.search(r'href="(/agents/[^"]+after=[^"#]+)#logs" rel="next"', page.text)
     assert older, "no link to older entries"
     second = await browser.get(older.group(1).replace("&amp;", "&"))
     assert re.findall(r"line (\d\d)", second.text) == ["04", "03", "02", "01", "00"]
@@ -361,6 +361,42 @@ async def test_log_details_are_shown_in_words(browser: Browser) -> None:
 
 
 # --- configurations ---------------------------------------------------------------------------
+
+
+async def test_config_form_offers_a_page_of_agents_and_a_search(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet's agents are not all listed in the form: a page of them, the chosen one, and a
+    search field; an agent found by the search (off the first page) can be chosen."""
+    from backend.web import _config_pages
+
+    monkeypatch.setattr(_config_pages, "AGENT_CHOICES", 3)
+    await _signed_in(browser)
+    ids = [(await browser.api.register_agent(f"machine-{i}"))[0] for i in range(5)]
+    form = (await browser.get("/configs/new")).text
+    assert form.count('<option value="' + ids[0]) == 1
+    assert ids[3] not in form and ids[4] not in form
+    assert 'id="agent_q"' in form and 'form="agent-search"' in form
+    found = (await browser.get("/configs/new", params={"agent_q": "machine-4"})).text
+    assert ids[4] in found and ids[0] not in found
+    fields = {
+        "name": "Docs",
+        "execution_mode": "agent",
+        "agent_id": ids[4],
+        "sources": "/home/d/Documents",
+        "type": "full",
+        "compression": "on",
+        "compression_format": "gzip",
+        "retention_days": "14",
+    }
+    r = await browser.submit("/configs/new?agent_q=machine-4", "/configs/new", fields)
+    assert r.status_code == 303, r.text[:2000]
+    config = (await BackupConfig.select(BackupConfig.id, BackupConfig.agent).first()) or {}
+    assert str(config["agent"]) == ids[4]
+    edit = (await browser.get(f"/configs/{config['id']}/edit")).text
+    assert f'<option value="{ids[4]}" selected>' in edit  # the chosen one, off the first page
+    few = (await browser.get("/configs/new", params={"agent_q": "nobody"})).text
+    assert "No agents yet" not in few
 
 
 async def test_config_form_shows_errors_and_keeps_what_was_typed(browser: Browser) -> None:

@@ -60,6 +60,11 @@ def redate(server: LiveServer, backup_id: str, when: datetime) -> None:
             "UPDATE backapp_backup_log SET started_at = ?, completed_at = ? WHERE id = ?",
             (str(when), str(when.replace(minute=5)), backup_id),
         )
+        # Behind the server's back: its rounds must look at the config again, as after a backup.
+        con.execute(
+            "UPDATE backapp_backup_config"
+            " SET retention_due_at = NULL, alert_due_at = NULL, revision = revision + 1"
+        )
 
 
 def pack_sets(server: LiveServer) -> dict[str, set[int]]:
