@@ -245,11 +245,11 @@ def test_keyboard_only(page: Any, live_server_factory: LiveServerFactory) -> Non
 
     # Register, rename, deactivate and delete an agent without touching the mouse.
     page.goto(f"{server.url}/agents")
-    page.get_by_label("Name").focus()
+    page.get_by_label("Name", exact=True).focus()
     page.keyboard.type("office pc")
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Save this API key now")).to_be_visible()
-    page.get_by_label("Name").focus()
+    page.get_by_label("Name", exact=True).focus()
     page.keyboard.press("Control+A")
     page.keyboard.type("Office PC")
     page.keyboard.press("Enter")
