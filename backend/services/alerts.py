@@ -38,7 +38,12 @@ from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
-from backend.services.drill_alerts import DRILL_OVERDUE_ALERT, REPORTED_ALERTS, overdue_drills
+from backend.services.drill_alerts import (
+    DRILL_OVERDUE_ALERT,
+    REPORTED_ALERTS,
+    config_options,
+    overdue_drills,
+)
 from backend.services.last_backup import pause, store_config_times
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
@@ -67,16 +72,6 @@ _NO_LATER_SUCCESS = WhereRaw(
 )
 """A failed backup that no completed backup of its config followed (in SQL, not per row)."""
 DEFAULT_GRACE_MINUTES = 60
-
-
-def config_options(raw: Any) -> dict[str, Any]:
-    """A config row's ``options`` as a dict (stored as JSON text on SQLite); ``{}`` when unreadable."""
-    if isinstance(raw, str):
-        try:
-            raw = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            return {}
-    return raw if isinstance(raw, dict) else {}
 
 
 def config_schedule(options: Any) -> Schedule | None:

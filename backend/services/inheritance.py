@@ -49,29 +49,25 @@ async def readable_agent_ids(user_id: uuid.UUID, agent_id: uuid.UUID) -> set[uui
     """The agents whose backups ``agent_id`` may read: itself and every agent it inherits,
     directly or through a chain of marks. Deleted agents are not in it (their marks went with
     them). One indexed query per step of the chain, never one per row."""
-    seen = {agent_id}
-    frontier = {agent_id}
-    for _ in range(MAX_CHAIN):
-        rows = await AgentInheritance.select(AgentInheritance.from_agent).where(
-            (AgentInheritance.user == user_id) & AgentInheritance.agent.is_in(sorted(frontier))
-        )
-        frontier = {r["from_agent"] for r in rows} - seen
-        if not frontier:
-            break
-        seen |= frontier
-    return seen
+    return await _chain(user_id, agent_id, AgentInheritance.agent, AgentInheritance.from_agent)
 
 
 async def reader_agent_ids(user_id: uuid.UUID, agent_id: uuid.UUID) -> set[uuid.UUID]:
     """The other way round: the agents that may read ``agent_id``'s backups (itself and every agent
     that inherits it, directly or through a chain). One indexed query per step of the chain."""
+    return await _chain(user_id, agent_id, AgentInheritance.from_agent, AgentInheritance.agent)
+
+
+async def _chain(user_id: uuid.UUID, agent_id: uuid.UUID, near: Any, far: Any) -> set[uuid.UUID]:
+    """``agent_id`` and every agent reached by following marks from their ``near`` end to their
+    ``far`` end, at most ``MAX_CHAIN`` steps."""
     seen = {agent_id}
     frontier = {agent_id}
     for _ in range(MAX_CHAIN):
-        rows = await AgentInheritance.select(AgentInheritance.agent).where(
-            (AgentInheritance.user == user_id) & AgentInheritance.from_agent.is_in(sorted(frontier))
+        rows = await AgentInheritance.select(far).where(
+            (AgentInheritance.user == user_id) & near.is_in(sorted(frontier))
         )
-        frontier = {r["agent"] for r in rows} - seen
+        frontier = {r[far._meta.name] for r in rows} - seen
         if not frontier:
             break
         seen |= frontier
