@@ -413,16 +413,7 @@ class AgentService:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        out = [
-            AgentLogOut(
-                id=str(r["id"]),
-                level=r["level"],
-                message=r["message"],
-                metadata=_as_json(r["metadata"]),
-                timestamp=iso(r["timestamp"]) or "",
-            )
-            for r in rows
-        ]
+        out = [_log_out(r) for r in rows]
         return out, (out[-1].timestamp if more and out else None)
 
     async def page_logs(
@@ -455,16 +446,7 @@ class AgentService:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        out = [
-            AgentLogOut(
-                id=str(r["id"]),
-                level=r["level"],
-                message=r["message"],
-                metadata=_as_json(r["metadata"]),
-                timestamp=iso(r["timestamp"]) or "",
-            )
-            for r in rows
-        ]
+        out = [_log_out(r) for r in rows]
         last = aware(rows[-1]["timestamp"]) if more and rows else None
         return out, (Cursor(at=last, id=rows[-1]["id"]) if last is not None else None)
 
@@ -483,6 +465,16 @@ class AgentService:
             metadata=metadata,
             timestamp=utcnow(),
         ).save()
+
+
+def _log_out(row: dict[str, Any]) -> AgentLogOut:
+    return AgentLogOut(
+        id=str(row["id"]),
+        level=row["level"],
+        message=row["message"],
+        metadata=_as_json(row["metadata"]),
+        timestamp=iso(row["timestamp"]) or "",
+    )
 
 
 def _as_json(value: Any) -> Any:
