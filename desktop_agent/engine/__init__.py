@@ -117,6 +117,7 @@ from ._scheduling import (
     engine_restore,
 )
 from ._settings import (
+    MAX_PARALLEL_BACKUPS,
     AgentSettings,
     config_dir,
     instances_dir,
@@ -162,6 +163,7 @@ __all__ = [
     "AgentDaemon",
     "AgentError",
     "AgentSettings",
+    "MAX_PARALLEL_BACKUPS",
     "AgentSocket",
     "ApiClient",
     "ApiError",
