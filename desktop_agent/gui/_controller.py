@@ -6,7 +6,8 @@ module, and polls the server itself (heartbeat + configs, off the GUI thread):
 
 * ``_pairing.Pairing``: the settings and the API key (keychain);
 * ``_status.Status``: the configs' views and the connection, with the engine's events folded in;
-* ``_runs.RunBridge``: schedules, *Back Up Now*, retries and pause, one backup at a time;
+* ``_runs.RunBridge``: schedules, *Back Up Now*, retries and pause, up to ``parallelBackups``
+  backups of different configs at a time;
 * ``_activity_log.ActivityLog``: the recent log lines for the status window.
 """
 
@@ -147,6 +148,10 @@ class AgentController(QObject):
     def running(self) -> bool:
         return self.runs.running
 
+    def running_views(self) -> list[ConfigView]:
+        """The configs being backed up now (several with ``parallelBackups`` above 1)."""
+        return self.status.running_views()
+
     @property
     def paused(self) -> bool:
         return self.runs.paused
@@ -189,9 +194,10 @@ class AgentController(QObject):
         the app is not paired."""
         return self.runs.back_up(config_ids)
 
-    def cancel(self, reason: str = "cancelled by the user") -> bool:
-        """Stop the running backup cleanly; ``run_finished`` fires when it has stopped."""
-        return self.runs.cancel(reason)
+    def cancel(self, reason: str = "cancelled by the user", config_id: str | None = None) -> bool:
+        """Stop the running backups cleanly, or only that of ``config_id``; ``run_finished`` fires
+        for each when it has stopped."""
+        return self.runs.cancel(reason, config_id)
 
     def check_schedules(self) -> None:
         """Queue what is due, then run the next job if none is running."""

@@ -195,13 +195,18 @@ class Status:
             if config_id not in keep and not self.views[config_id].running:
                 del self.views[config_id]
 
-    def run_ended(self, data: Mapping[str, Any]) -> None:
+    def run_ended(self, data: Mapping[str, Any], config_ids: Sequence[str] | None = None) -> None:
         """A run's worker has stopped: configs it did not reach (e.g. cancelled before they started)
-        are idle again, and the results are re-read from ``state.json`` (``data``)."""
+        are idle again, and the results are re-read from ``state.json`` (``data``). ``config_ids``:
+        the run's configs (a parallel run of another config goes on); ``None``: all."""
         for view in self.views.values():
-            if view.running:
+            if view.running and (config_ids is None or view.id in config_ids):
                 view.phase = "idle"
         self.load_results(data)
+
+    def running_views(self) -> list[ConfigView]:
+        """The configs being backed up now."""
+        return [v for v in self.ordered_views() if v.running]
 
     # -- the server ---------------------------------------------------------------------------------
 

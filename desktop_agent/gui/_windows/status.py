@@ -171,6 +171,9 @@ class StatusWindow(QWidget):
             Health.PAUSED: "Backups are paused",
             Health.ATTENTION: "Needs attention",
         }[health]
+        busy = c.running_views() if health is Health.BUSY else []
+        if len(busy) > 1:  # parallel backups: name each (its panel below has its progress)
+            headline = "Backing up " + ", ".join(v.title for v in busy) + "…"
         self.headline.setText(headline)
         self.headline.setStyleSheet(f"color: {COLOURS[health]}")
         parts = []
