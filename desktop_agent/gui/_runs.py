@@ -14,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from desktop_agent.engine import (
+    AgentSettings,
     AgentSocket,
     CancelToken,
     ConfigInfo,
@@ -25,6 +26,7 @@ from desktop_agent.engine import (
     Scheduler,
     ScheduleStore,
     StateStore,
+    Throttle,
     local_timezone_name,
 )
 
@@ -36,6 +38,8 @@ from ._workers import USER_AGENT, BackupWorker, JobWorker, RunContext
 __all__ = ["SCHEDULE_TICK_MS", "RunBridge"]
 
 log = logging.getLogger("desktop_agent.gui")
+
+RunLimits = tuple[Throttle | None, Throttle | None]
 
 #: How often the schedules are checked (a schedule may be as frequent as every minute).
 SCHEDULE_TICK_MS = 15_000
@@ -79,6 +83,7 @@ class RunBridge(QObject):
         """The menu's *Back Up Now* run (it runs alone)."""
         self._jobs: dict[str, tuple[JobWorker, CancelToken]] = {}
         """Scheduled and requested jobs running, by config id."""
+        self._limits: tuple[tuple[float | None, float | None], RunLimits] | None = None
         self._closed = False
 
         self._schedule_timer = QTimer(self)
@@ -239,7 +244,10 @@ class RunBridge(QObject):
             self._status.run_error = None
             self._status.view(job.config_id).reset("waiting")
             cancel = CancelToken()
-            context = RunContext(self._pairing.settings, key, self._state, cancel, self.socket)
+            settings = self._pairing.settings
+            context = RunContext(
+                settings, key, self._state, cancel, self.socket, self._shared_limits(settings)
+            )
             worker = JobWorker(context, job, config)
             self._jobs[job.config_id] = (worker, cancel)
             worker.signals.progress.connect(self.progress)
@@ -282,6 +290,16 @@ class RunBridge(QObject):
         self.check_schedules()  # the slots missed meanwhile: one catch-up run each
 
     # -- the worker ---------------------------------------------------------------------------------
+
+    def _shared_limits(self, settings: AgentSettings) -> RunLimits:
+        """The token buckets every parallel run shares (made again when the limits change)."""
+        wanted = (settings.limit_upload, settings.limit_download)
+        if self._limits is None or self._limits[0] != wanted:
+            self._limits = (
+                wanted,
+                (Throttle.from_mbps(wanted[0]), Throttle.from_mbps(wanted[1])),
+            )
+        return self._limits[1]
 
     def _new_run(self, key: str) -> RunContext:
         """A new run's context, with a new ``CancelToken`` (``cancel()`` reaches it)."""
