@@ -169,7 +169,8 @@ def progress_text(event: RestoreProgress) -> str:
     if event.size:
         done += f" of {human_bytes(event.size)}"
     left = "" if event.eta is None else f" · about {eta_text(event.eta)} left"
-    return f"{event.files:,} files · {done} · {rate_text(event.rate)}{left}"
+    files = f"{event.files:,} file{'s' if event.files != 1 else ''}"
+    return f"{files} · {done} · {rate_text(event.rate)}{left}"
 
 
 def summary_text(result: RestoreResult) -> str:

@@ -117,6 +117,10 @@ def test_progress_in_words() -> None:
     assert (
         progress_text(event) == "1,234 files · 3.0 MiB of 10.0 MiB · 1.0 MiB/s · about 1m 15s left"
     )
+    one = RestoreProgress(
+        backup_id="b", bytes_downloaded=0, size=0, files=1, bytes_written=10, rate=0.0, eta=None
+    )
+    assert progress_text(one) == "1 file · 10 B · 0 B/s"
 
 
 def test_failures_in_words(tmp_path: Path) -> None:
