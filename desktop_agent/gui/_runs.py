@@ -58,6 +58,8 @@ class RunBridge(QObject):
     finished = Signal(object)
     requested = Signal(object)
     """A *Back Up Now* ``RunRequest`` from the socket's thread (queued to the GUI thread)."""
+    restore_requested = Signal(str)
+    """A web console restore's id from the socket's thread (the controller hands it on)."""
 
     def __init__(
         self,
@@ -131,7 +133,13 @@ class RunBridge(QObject):
         server = self._pairing.settings.server_url
         if self.socket is not None or key is None or not server:
             return
-        self.socket = AgentSocket(server, key, on_run=self.requested.emit, user_agent=USER_AGENT)
+        self.socket = AgentSocket(
+            server,
+            key,
+            on_run=self.requested.emit,
+            on_restore=self.restore_requested.emit,
+            user_agent=USER_AGENT,
+        )
         self.socket.start()
 
     def stop(self) -> None:

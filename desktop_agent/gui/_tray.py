@@ -89,12 +89,16 @@ class TrayMenu(QObject):
         if c.online is False:
             header = "Server unreachable"
         self._add("header", header, enabled=False)
+        if c.web_restores.current is not None:
+            self._add("web-restore", "Restoring files asked for from the web console…", False)
         views = c.ordered_views()
         for view in views:
             full = f"{view.title}: {last_result_text(view)}"
             # Long reasons are cut here; the tooltip and the status window have all of it.
             line = full if len(full) <= MENU_WIDTH else full[: MENU_WIDTH - 1] + "…"
             self._add(f"config:{view.id}", line, False).setToolTip(full)
+            when = f"    next backup: {c.next_backup_text(view.id)}"
+            self._add(f"next:{view.id}", when, False)
         if not views and c.paired:
             self._add("noconfigs", "No backup configuration assigned", False)
         m.addSeparator()

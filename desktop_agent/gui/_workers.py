@@ -32,6 +32,7 @@ from desktop_agent.engine import (
 )
 
 from ._text import redact
+from ._words import failure_text
 
 __all__ = ["USER_AGENT", "BackupWorker", "JobWorker", "RunContext", "Task", "run_task"]
 
@@ -43,7 +44,8 @@ class TaskSignals(QObject):
 
 class Task(QRunnable):
     """Runs ``fn()`` on a pool thread; ``signals.done(result)`` or ``signals.failed(message)``. The
-    message is redacted: an API key never reaches a dialog."""
+    message is in words (``failure_text``: no exception names or error numbers) and redacted: an
+    API key never reaches a dialog."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         super().__init__()
@@ -54,7 +56,7 @@ class Task(QRunnable):
         try:
             result = self.fn()
         except Exception as exc:  # reported to the GUI, which decides what to show
-            self.signals.failed.emit(redact(str(exc) or type(exc).__name__))
+            self.signals.failed.emit(failure_text(str(exc) or type(exc).__name__))
         else:
             self.signals.done.emit(result)
 
