@@ -19,6 +19,8 @@ from desktop_agent.engine import (
     InvalidRecoveryCode,
     MemberInfo,
     NotFoundError,
+    Recovery,
+    RepoKeyStore,
     RepositoryKeyMissing,
     RestoreError,
     RestoreOptions,
@@ -26,6 +28,7 @@ from desktop_agent.engine import (
     RestoreResult,
     Snapshots,
     Throttle,
+    config_dir,
     default_target_name,
     load_settings,
     parse_code,
@@ -110,8 +113,9 @@ def register(commands: Commands) -> None:
     restore.add_argument(
         "--recovery-code-stdin",
         action="store_true",
-        help="read the account's recovery code from standard input (one line): a snapshot "
-        "restores even when this machine lost its repository key (the key is put back)",
+        help="read the account's recovery code from standard input (one line): a snapshot or "
+        "an encrypted archive restores even when this machine lost its repository key (the key "
+        "is put back), or on the new machine that inherits the one that made it",
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
@@ -258,11 +262,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
                         )
                     display.close()
                     return _restore_summary(args, result)
+                recovery = Recovery(
+                    client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
+                )
+                maker = info.agent_id if info is not None else None
                 with Restorer(
                     client,
                     events=JsonLines(sys.stdout) if args.json else display,
                     temp_dir=settings.temp_dir,
                     download_limit=Throttle.from_mbps(settings.limit_download),
+                    identities=lambda _ticket: recovery.archive_identities(maker, code),
                 ) as restorer:
                     result = restorer.restore(
                         args.backup_id,

@@ -10,76 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from pathlib import Path
 
 import pytest
 
-from tests.support.agent_process import Agent, events_of, setup
-from tests.support.paths import ROOT
+from tests.support.agent_process import events_of, setup
+from tests.support.recovery import WARNING, Machine, files_under, init_code
 from tests.support.s3 import S3Endpoint
-from tests.support.server_process import LiveServer, LiveServerFactory
+from tests.support.server_process import LiveServerFactory
 from tests.support.trees import build_awkward_tree, extracted_root, snapshot
 
 pytestmark = [pytest.mark.e2e]
-
-WARNING = (
-    "BackApp cannot read your backups. If you lose every machine and this code, the backups "
-    "cannot be restored."
-)
-REPO_SERVICE = "backapp-repository"
-
-
-class Machine:
-    """One agent in its own folders, with its keychain in a file outside its config folder."""
-
-    def __init__(self, tmp_path: Path, server: LiveServer, key: str) -> None:
-        self.keychain = tmp_path / "keychain.json"
-        self.config = tmp_path / "agent-config"
-        self.cache = tmp_path / "agent-cache"
-        self.outputs: list[str] = []
-        self.agent = Agent(
-            tmp_path,
-            server.url,
-            key,
-            BACKAPP_CACHE_DIR=str(self.cache),
-            PYTHON_KEYRING_BACKEND="tests.support.keyring.FileKeyring",
-            BACKAPP_TEST_KEYRING_FILE=str(self.keychain),
-            PYTHONPATH=str(ROOT),
-        )
-
-    def run(self, *args: str, stdin: str | None = None, shown: bool = False) -> tuple[int, str]:
-        """The exit status and stdout + stderr; ``shown``: the output shows the code on purpose
-        (init, rotate) and is kept out of the secrets scan."""
-        done = self.agent.run(*args, stdin=stdin)
-        out = done.stdout + done.stderr
-        if not shown:
-            self.outputs.append(out)
-        return done.returncode, out
-
-    def repo_key(self) -> bytes | None:
-        items = json.loads(self.keychain.read_text())
-        text = next((v for k, v in items.items() if k.startswith(REPO_SERVICE + "\n")), None)
-        return base64.b64decode(text) if text else None
-
-    def lose_repo_key(self) -> None:
-        items = json.loads(self.keychain.read_text())
-        kept = {k: v for k, v in items.items() if not k.startswith(REPO_SERVICE + "\n")}
-        assert len(kept) == len(items) - 1
-        self.keychain.write_text(json.dumps(kept))
-
-
-def init_code(machine: Machine) -> str:
-    status, out = machine.run("recovery", "init", "--json", shown=True)
-    assert status == 0, out
-    body = json.loads(out)
-    assert body["warning"] == WARNING and body["version"] == 1
-    assert re.fullmatch(r"([0-9A-Z]{4}-){8}[0-9A-Z]{4}", body["recoveryCode"]), body
-    return str(body["recoveryCode"])
-
-
-def files_under(*folders: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for f in folders if f.exists() for p in f.rglob("*") if p.is_file()}
 
 
 def test_recovery_code_restores_a_lost_key_and_nothing_stored_can_decrypt(
