@@ -142,4 +142,3 @@ def test_an_encrypted_full_archive_opens_with_age_and_restores_with_backapp(
     for name, data in secret_haystacks(server, s3_server, s3_bucket, laptop).items():
         for what, needle in needles.items():
             assert needle not in data, f"{what} found in {name}"
-
