@@ -285,24 +285,17 @@ class Recovery:
             log.info("the repository key is back in this machine's key store")
         return repo_key
 
-    def archive_identities(
-        self, maker: str | None, code: str | None = None, *, organisation_code: str | None = None
-    ) -> list[Any]:
+    def archive_identities(self, maker: str | None, code: str | None = None) -> list[Any]:
         """The ``age`` identities that open an encrypted ``full`` archive ``maker`` made (this
         agent when ``None``): the agent key of ``maker``'s repository key when this machine holds
         it; with ``code``, the recovery identity and, when this machine lacks the repository key,
         the agent key unwrapped with the code (an archive made before recovery was set up).
-        With ``organisation_code`` (an administrator's), the organisation's recovery identity.
         ``WrongRecoveryCode`` before any download; ``RestoreError`` when there is no key at all."""
         from .._age import agent_identity
 
-        found: list[Any] = []
-        if organisation_code is not None:
-            found.append(self.organisation_identity(organisation_code).age_identity())
-            if maker is not None and code is None:
-                return found
         own = self.agent_id()
         maker = maker or own
+        found: list[Any] = []
         key = self.keys.load(self._account(maker))
         if key is not None:
             found.append(agent_identity(key))

@@ -490,9 +490,12 @@ class ApiClient:
             {"wrappedKey": base64.b64encode(wrapped).decode(), "version": version},
         )
 
-    def organisation_key_get(self, agent_id: str) -> WrappedRepoKey:
-        path = "/api/agent/repo/organisation-key"
-        return _wrapped(self._call("GET", f"{path}?{urlencode({'agentId': agent_id})}"), path)
+    def organisation_restore_ticket(self, backup_id: str) -> RestoreTicket:
+        """An administrator's agent: a pre-signed GET of any encrypted archive of the server
+        (``POST /api/agent/organisation/restore``), to open with the organisation code."""
+        path = "/api/agent/organisation/restore"
+        body = self._call("POST", path, {"backupId": backup_id})
+        return _decode(body.get("restore"), RestoreTicket, path)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
