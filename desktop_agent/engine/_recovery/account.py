@@ -325,7 +325,7 @@ def keep_wrapped(plane: RecoveryPlane, repo_key: bytes, *, server: str = "") -> 
     try:
         info = plane.recovery_state()
     except Exception as exc:  # a network failure here must not cost the backup
-        log.warning("could not read the recovery state from the server: %s", exc)
+        log.warning("could not store the wrapped repository key on the server: %s", exc)
         return None
     try:
         if info.organisation_key and info.organisation_version is not None:
