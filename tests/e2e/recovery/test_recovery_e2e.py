@@ -8,14 +8,13 @@ its log, the agent's config and cache folders, or the bucket.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.support.agent_process import events_of, setup
-from tests.support.recovery import WARNING, Machine, files_under, init_code
+from tests.support.recovery import WARNING, Machine, init_code, key_needles, secret_haystacks
 from tests.support.s3 import S3Endpoint
 from tests.support.server_process import LiveServerFactory
 from tests.support.trees import build_awkward_tree, extracted_root, snapshot
@@ -107,25 +106,9 @@ def test_recovery_code_restores_a_lost_key_and_nothing_stored_can_decrypt(
         "code": code.encode(),
         "code without dashes": code.replace("-", "").encode(),
         "code typed": typed.encode(),
-        "repository key": original_key,
-        "repository key base64": base64.b64encode(original_key),
-        "repository key base64url": base64.urlsafe_b64encode(original_key).rstrip(b"="),
-        "repository key hex": original_key.hex().encode(),
+        **key_needles("repository key", original_key),
     }
-    haystacks: dict[str, bytes] = {
-        **{f"server file {p}": d for p, d in files_under(server.data_dir).items()},
-        "server log": server.log().encode(),
-        **{f"agent file {p}": d for p, d in files_under(laptop.config, laptop.cache).items()},
-        **{f"agent output {n}": o.encode() for n, o in enumerate(laptop.outputs)},
-    }
-    client = s3_server.client()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket):
-        for obj in page.get("Contents", []):
-            body = client.get_object(Bucket=s3_bucket, Key=obj["Key"])["Body"].read()
-            haystacks[f"bucket {obj['Key']}"] = body + obj["Key"].encode()
-    assert any("backapp.sqlite3" in name for name in haystacks), list(haystacks)
-    assert any(name.startswith("bucket ") for name in haystacks)
-    for name, data in haystacks.items():
+    for name, data in secret_haystacks(server, s3_server, s3_bucket, laptop).items():
         for what, needle in needles.items():
             assert needle not in data, f"{what} found in {name}"
 
