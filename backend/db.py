@@ -98,7 +98,12 @@ def all_tables() -> list[type]:
         RestoreJob,
         RunRequest,
     )
-    from backend.recovery.tables import RecoveryKey, WrappedKey
+    from backend.recovery.tables import (
+        OrganisationKey,
+        OrganisationWrappedKey,
+        RecoveryKey,
+        WrappedKey,
+    )
     from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
@@ -122,6 +127,8 @@ def all_tables() -> list[type]:
         ConfigCheck,
         RecoveryKey,
         WrappedKey,
+        OrganisationKey,
+        OrganisationWrappedKey,
     ]
 
 
