@@ -52,7 +52,7 @@ def all_tables() -> list[type]:
         RunRequest,
     )
     from backend.recovery.tables import RecoveryKey, WrappedKey
-    from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
+    from backend.repos.tables import Compaction, ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -72,6 +72,7 @@ def all_tables() -> list[type]:
         RepoObject,
         Snapshot,
         ConfigCheck,
+        Compaction,
         RecoveryKey,
         WrappedKey,
     ]

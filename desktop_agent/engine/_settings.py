@@ -135,6 +135,9 @@ class AgentSettings:
     limit_download: float | None = None
     """Download (restore) limit in Mbit/s (``limitDownload``; ``$BACKAPP_AGENT_LIMIT_DOWNLOAD``);
     none by default."""
+    compact_threshold: float = 20.0
+    """Compaction rewrites a pack once at least this share (percent, 1-100) of its bytes is
+    unused by the live snapshots (``compactThreshold``; ``$BACKAPP_AGENT_COMPACT_THRESHOLD``)."""
 
     @property
     def effective_temp_dir(self) -> Path:
@@ -168,6 +171,8 @@ class AgentSettings:
             raise ConfigurationError("storageStallTimeout must be between 0.1 and 3600 seconds")
         if not 0 <= self.storage_retry_budget <= 86400:
             raise ConfigurationError("storageRetryBudget must be between 0 and 86400 seconds")
+        if not 1 <= self.compact_threshold <= 100:
+            raise ConfigurationError("compactThreshold must be between 1 and 100 (percent)")
         for key, value in (
             ("limitUpload", self.limit_upload),
             ("limitDownload", self.limit_download),
@@ -197,6 +202,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "storageRetryBudget": ("storage_retry_budget", float),
     "limitUpload": ("limit_upload", float),
     "limitDownload": ("limit_download", float),
+    "compactThreshold": ("compact_threshold", float),
 }
 
 _ENV_KEYS: dict[str, str] = {
@@ -213,6 +219,7 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_STORAGE_RETRY_BUDGET": "storageRetryBudget",
     "BACKAPP_AGENT_LIMIT_UPLOAD": "limitUpload",
     "BACKAPP_AGENT_LIMIT_DOWNLOAD": "limitDownload",
+    "BACKAPP_AGENT_COMPACT_THRESHOLD": "compactThreshold",
 }
 
 
