@@ -45,6 +45,7 @@ from typing import Any
 import msgspec
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
+from backend.backups.tables import BackupLog
 from backend.compact_schemas import (
     CompactAbortRequest,
     CompactCommitRequest,
@@ -57,6 +58,7 @@ from backend.errors import Conflict, InvalidInput, NotFound
 from backend.repos.tables import Compaction, RepoObject, Repository, Snapshot
 from backend.schemas import CompactRequestOut
 from backend.services.agents import AgentIdentity
+from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import aware, iso, utcnow
 from backend.services.prune import bitmap_int, from_seqs, seqs_of
 from backend.services.snapshots import OBJECT_LIMITS, SnapshotService
@@ -74,6 +76,8 @@ REQUEST_LOOKBACK = timedelta(days=7)
 """How far back a round looks for pruned snapshots (a round that never ran for longer misses
 nothing worse than one compaction request)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_METADATA_NOW = 50
+"""Metadata objects a commit rewrites itself; the catalog round writes the others."""
 _BATCH = 500
 
 
@@ -381,7 +385,7 @@ class CompactionService:
         named = 0
         for s in changing:
             named |= wanted[str(s["backup"])]
-        await self._check_named(repo_id, named, new_seqs)
+        await self._check_named(agent, repo_id, named, new_seqs)
         before = 0
         for s in changing:
             before |= bitmap_int(s["packs"])
@@ -441,6 +445,14 @@ class CompactionService:
             await Repository.update(
                 {Repository.compacted_at: now, Repository.compact_requested_at: None}
             ).where(Repository.id == repo_id)
+            # Their metadata objects list the old packs: the catalog round writes them again
+            # if the writes below do not happen.
+            for chunk in _chunks([s["backup"] for s in changing]):
+                await BackupLog.update({BackupLog.catalog_at: None}).where(
+                    BackupLog.id.is_in(list(chunk))
+                )
+        for s in changing[:_METADATA_NOW]:
+            await write_quietly(self.snapshots.storage, self.settings.secret_key, s["backup"])
         log.info(
             "compaction %s committed: %d snapshot(s), %d pack(s) written, %d retired",
             row["id"],
@@ -492,11 +504,19 @@ class CompactionService:
             )
         return list(mine.values())
 
-    async def _check_named(self, repo_id: Any, named: int, new_seqs: set[int]) -> None:
+    async def _check_named(
+        self, agent: AgentIdentity, repo_id: Any, named: int, new_seqs: set[int]
+    ) -> None:
         """Every pack the new bitmaps name is stored (or one of this compaction's own)."""
         seqs = [s for s in seqs_of(named) if s not in new_seqs]
         rows = await _data_rows(repo_id, seqs)
-        ok = {int(r["seq"]) for r in rows if r["state"] in ("stored", "pending")}
+        pending = [r for r in rows if r["state"] == "pending"]
+        absent = {r["id"] for r in await self.snapshots._confirm(agent, pending)}
+        ok = {
+            int(r["seq"])
+            for r in rows
+            if r["state"] == "stored" or (r["state"] == "pending" and r["id"] not in absent)
+        }
         bad = [s for s in seqs if s not in ok]
         if bad:
             raise Conflict(
@@ -541,7 +561,12 @@ async def _data_rows(repo_id: Any, seqs: Sequence[int]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for chunk in _chunks(list(seqs)):
         rows += await RepoObject.select(
-            RepoObject.id, RepoObject.seq, RepoObject.size, RepoObject.state, RepoObject.name
+            RepoObject.id,
+            RepoObject.kind,
+            RepoObject.seq,
+            RepoObject.size,
+            RepoObject.state,
+            RepoObject.name,
         ).where(
             (RepoObject.repository == repo_id)
             & (RepoObject.kind == "data")

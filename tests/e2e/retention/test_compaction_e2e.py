@@ -183,6 +183,12 @@ def test_compaction_frees_partly_used_packs_and_what_is_left_restores(
     # The 2 MiB nothing needed any more are gone from storage for good.
     assert sum(after.values()) <= sum(before.values()) - 2 * MIB
 
+    # The snapshot's metadata object (for a rebuild from the bucket) names its new packs.
+    [meta_key] = [k for k in stored(s3_server, s3_bucket) if k.endswith(f"/meta/{ids[2]}.json")]
+    meta = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=meta_key)["Body"].read())
+    named = {name for _seq, name, _size in meta["snapshot"]["packMap"]}
+    assert named <= {k.rsplit("/", 1)[1] for k in after}, "no pack that is gone"
+
     # What is left restores exactly: with this machine's cache, and with a fresh one.
     for name, runner in (
         ("own", agent),
