@@ -51,7 +51,12 @@ def all_tables() -> list[type]:
         RestoreJob,
         RunRequest,
     )
-    from backend.recovery.tables import RecoveryKey, WrappedKey
+    from backend.recovery.tables import (
+        OrganisationKey,
+        OrganisationWrappedKey,
+        RecoveryKey,
+        WrappedKey,
+    )
     from backend.repos.tables import Compaction, ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
@@ -75,6 +80,8 @@ def all_tables() -> list[type]:
         Compaction,
         RecoveryKey,
         WrappedKey,
+        OrganisationKey,
+        OrganisationWrappedKey,
     ]
 
 

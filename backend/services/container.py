@@ -14,6 +14,7 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.inheritance import InheritanceService
 from backend.services.leases import LeaseService
+from backend.services.organisation_recovery import OrganisationRecoveryService
 from backend.services.orphans import OrphanSweeper
 from backend.services.pairing import PairingService
 from backend.services.progress import ProgressService
@@ -66,6 +67,7 @@ class Services:
     compaction: CompactionService
     checks: RepoCheckService
     recovery: RecoveryService
+    organisation: OrganisationRecoveryService
     history: BackupHistory
     inheritance: InheritanceService
     restores: RestoreService
@@ -102,6 +104,7 @@ class Services:
             compaction=CompactionService(settings, snapshots),
             checks=RepoCheckService(),
             recovery=RecoveryService(),
+            organisation=OrganisationRecoveryService(),
             history=BackupHistory(),
             inheritance=InheritanceService(),
             restores=RestoreService(settings, storage),
