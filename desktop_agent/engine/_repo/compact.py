@@ -312,7 +312,7 @@ class Compactor:
         keep = {p.seq for p in repo.cache.packs()} - gone
         repo.cache.forget_packs_except(keep)
         for pack, seq in written:
-            repo.cache.add_pack(pack.name, seq, len(pack.data), pack.entries, indexed=True)
+            repo.cache.add_pack(pack.name, seq, pack.size, pack.entries, indexed=True)
         repo.cache.add_index_names(indexes)
         return result
 
@@ -390,13 +390,13 @@ class Compactor:
                 return
             writers[kind] = PackWriter(self.repo.keys)
             pack = writer.finish()
-            seqs = self._uploader.upload(compaction_id, [("data", pack.name, pack.data)])
+            seqs = self._uploader.upload(compaction_id, [("data", pack.name, pack.parts)])
             seq = seqs.get(pack.name)
             if seq is None:
                 raise RepositoryError(f"the server gave pack {pack.name[:16]} no sequence number")
             written.append((pack, seq))
             result.packs_written += 1
-            result.bytes_written += len(pack.data)
+            result.bytes_written += pack.size
             for e in pack.entries:
                 moved[e.id] = seq
                 pending.pop(e.id, None)
