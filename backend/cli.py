@@ -6,6 +6,7 @@ backapp user create --email E [--admin] [--password-stdin]
 backapp s3 lifecycle [--apply] [--glacier-ir-days 30] [--glacier-days 90] [--expire-days N]
 backapp restore BACKUP_ID --to DIR
 backapp maintenance run [--json] [--wait SECONDS]
+backapp maintenance undo-compaction ID
 backapp check [--json] [--no-alert]
 backapp catalog backup|list|restore|rebuild (see backend/cli_catalog.py)
 backapp user password --email E [--password-stdin]

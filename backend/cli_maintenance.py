@@ -73,7 +73,7 @@ def cmd_maintenance_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    retention, prune = report.retention, report.prune
+    retention, prune, compaction = report.retention, report.prune, report.compaction
     out = {
         "expired": retention.expired,
         "expiredSnapshots": retention.snapshots,
@@ -84,6 +84,7 @@ def cmd_maintenance_run(args: argparse.Namespace) -> int:
         "snapshotObjects": prune.snapshots,
         "bytesFreed": report.bytes_freed,
         "deferred": prune.deferred,
+        "compaction": compaction.to_json(prune.compacted_packs, prune.compacted_bytes),
         "failed": [{"what": what, "reason": why} for what, why in retention.failed + prune.failed],
     }
     if args.json:
@@ -98,13 +99,41 @@ def cmd_maintenance_run(args: argparse.Namespace) -> int:
             f"pruning: deleted {prune.packs} pack(s), {prune.indexes} index object(s), "
             f"{prune.snapshots} snapshot object(s)"
         )
+        print(
+            f"compaction: asked {len(compaction.requested)} agent(s) to compact; "
+            f"{len(compaction.committed)} compaction(s) committed since the last round; "
+            f"{prune.compacted_packs} replaced pack(s) deleted "
+            f"({_size(prune.compacted_bytes)})"
+        )
         exact = f" ({report.bytes_freed} bytes)" if report.bytes_freed >= 1024 else ""
         print(f"freed {_size(report.bytes_freed)}{exact}")
         for repo in prune.deferred:
-            print(f"deferred: repository {repo} (a snapshot is running there; next round)")
+            print(
+                f"deferred: repository {repo} (a snapshot or a compaction is running there; "
+                "next round)"
+            )
         for item in out["failed"]:
             print(f"failed: {item['what']}: {item['reason']} (retried next round)", file=sys.stderr)
     return 1 if out["failed"] else 0
+
+
+def cmd_undo_compaction(args: argparse.Namespace) -> int:
+    """Undo a committed compaction while its retired packs are still held."""
+    from backend.errors import DomainError
+
+    settings = Settings.from_env()
+
+    async def work(tasks: Any) -> int:
+        count: int = await tasks.compaction.undo(args.compaction_id)
+        return count
+
+    try:
+        count = _run(settings, work)
+    except (DomainError, ValueError) as exc:
+        print(f"backapp: {exc}", file=sys.stderr)
+        return 1
+    print(f"compaction {args.compaction_id} undone: {count} snapshot(s) use their old packs again")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -152,6 +181,12 @@ def add_commands(sub: Any) -> None:
         help="seconds to wait while a server process runs maintenance (default 60)",
     )
     run.set_defaults(func=cmd_maintenance_run)
+    undo = maintenance_sub.add_parser(
+        "undo-compaction",
+        help="put back the pack bitmaps a compaction replaced (within its grace window)",
+    )
+    undo.add_argument("compaction_id", metavar="ID", help="the compaction's id")
+    undo.set_defaults(func=cmd_undo_compaction)
     check = sub.add_parser(
         "check",
         help="check that every pack a live snapshot needs is in storage with its size",

@@ -104,7 +104,7 @@ def all_tables() -> list[type]:
         RecoveryKey,
         WrappedKey,
     )
-    from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
+    from backend.repos.tables import Compaction, ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
         User,
@@ -125,6 +125,7 @@ def all_tables() -> list[type]:
         RepoObject,
         Snapshot,
         ConfigCheck,
+        Compaction,
         RecoveryKey,
         WrappedKey,
         OrganisationKey,

@@ -112,7 +112,15 @@ class HeartbeatResponse(Camel):
     features: list[str] = msgspec.field(default_factory=list)
     """What this server understands beyond the contract (``progress-by-config``), so that an agent
     does not send an older server requests it would refuse."""
+    compact: CompactRequestOut | None = None
+    """Set when maintenance asks this agent to compact its repository (``null``: not asked)."""
     success: bool = True
+
+
+class CompactRequestOut(Camel):
+    """The server asks the agent to compact its snapshot repository (docs/agent-api.md)."""
+
+    requested_at: str
 
 
 class Source(Camel):

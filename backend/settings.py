@@ -244,6 +244,11 @@ class Settings:
     """``BACKAPP_PRUNE_GRACE_SECONDS``: packs that no snapshot ever named (left by a failed or
     interrupted run, which the next run reuses) are pruned only once they are this old."""
 
+    compact_grace_seconds: float = 604800.0
+    """``BACKAPP_COMPACT_GRACE_SECONDS``: packs a compaction replaced stay in storage this long
+    (7 days) before pruning may delete them, so that a compaction committed by a lying or broken
+    agent can still be undone (docs/agent-api.md, "Compaction")."""
+
     catalog_keep: int = 14
     """``BACKAPP_CATALOG_KEEP``: how many catalog copies (the server's database, encrypted, under
     ``server/catalog/`` in the bucket) are kept; older ones are deleted after each new copy."""
@@ -354,6 +359,7 @@ class Settings:
             redis_url=_env_redis_url("BACKAPP_REDIS_URL"),
             task_interval=_env_float("BACKAPP_TASK_INTERVAL", 60.0, minimum=0.1),
             prune_grace_seconds=_env_float("BACKAPP_PRUNE_GRACE_SECONDS", 86400.0),
+            compact_grace_seconds=_env_float("BACKAPP_COMPACT_GRACE_SECONDS", 604800.0),
             catalog_keep=_env_int("BACKAPP_CATALOG_KEEP", 14, minimum=1),
             catalog_interval_hours=_env_float("BACKAPP_CATALOG_INTERVAL_HOURS", 24.0),
             timezone=_env_timezone("BACKAPP_TIMEZONE"),

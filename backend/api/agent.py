@@ -88,6 +88,7 @@ class AgentApiController(Controller):
             run_requests=await services.runs.pending_for_agent(agent),
             restore_requests=await services.restore_jobs.pending_ids(agent),
             features=list(AGENT_FEATURES),
+            compact=await services.compaction.requested_for(agent),
         )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")

@@ -36,6 +36,14 @@ class Repository(Table, tablename="backapp_repository"):
     pack_count = BigInt(
         default=0, help_text="The next pack sequence number (packs are numbered 0, 1, 2, …)."
     )
+    compact_requested_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="When maintenance asked the agent to compact it (null: not asked).",
+    )
+    compacted_at = Timestamptz(
+        null=True, default=None, help_text="When its last compaction was committed."
+    )
 
 
 class RepoObject(Table, tablename="backapp_repo_object"):
@@ -53,7 +61,8 @@ class RepoObject(Table, tablename="backapp_repo_object"):
         length=16,
         default="pending",
         index=True,
-        help_text="pending (URL handed out), stored (seen in storage) or deleted.",
+        help_text="pending (URL handed out), stored (seen in storage), deleting (pruning), "
+        "retired (replaced by a compaction, kept for its grace window) or deleted.",
     )
     backup = Varchar(
         length=36, null=True, default=None, help_text="The backup that first asked to upload it."
@@ -75,6 +84,31 @@ class Snapshot(Table, tablename="backapp_snapshot"):
     parent = Varchar(length=36, null=True, default=None)
     new_bytes = BigInt(default=0)
     created_at = Timestamptz()
+
+
+class Compaction(Table, tablename="backapp_compaction"):
+    """One compaction of a repository by its agent (services/compaction.py): ``running`` while
+    the agent rewrites packs (until ``expires_at``), then ``committed``, ``abandoned`` (the agent
+    went quiet) or ``failed`` (the agent gave up)."""
+
+    id = UUID(primary_key=True)
+    repository = ForeignKey(references=Repository, on_delete=OnDelete.cascade, index=True)
+    state = Varchar(length=16, default="running", index=True)
+    started_at = Timestamptz()
+    expires_at = Timestamptz(help_text="A running compaction is abandoned after this.")
+    committed_at = Timestamptz(null=True, default=None)
+    snapshots = JSON(default=[], help_text="Ids of the backups it may rewrite (live at start).")
+    held = Bytea(help_text="Bitmap of the packs it retired (zlib-compressed bits).")
+    release_at = Timestamptz(
+        null=True, default=None, help_text="Its retired packs may be pruned after this."
+    )
+    previous = JSON(default={}, help_text="Each rewritten snapshot's bitmap before (base64).")
+    packs_retired = BigInt(default=0)
+    bytes_retired = BigInt(default=0)
+    packs_written = BigInt(default=0)
+    bytes_written = BigInt(default=0)
+    error = Text(null=True, default=None)
+    reported = Boolean(default=False, help_text="Whether a maintenance report counted it.")
 
 
 class ConfigCheck(Table, tablename="backapp_config_check"):

@@ -8,6 +8,7 @@ from backend.services.accounts import AccountService
 from backend.services.agents import AgentRegistry, AgentService
 from backend.services.alerts import AlertService
 from backend.services.backups import BackupService
+from backend.services.compaction import CompactionService
 from backend.services.configs import ConfigService
 from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
@@ -63,6 +64,7 @@ class Services:
     backups: BackupService
     progress: ProgressService
     snapshots: SnapshotService
+    compaction: CompactionService
     checks: RepoCheckService
     recovery: RecoveryService
     organisation: OrganisationRecoveryService
@@ -88,6 +90,7 @@ class Services:
         agents = AgentService(settings, registry)
         backups = BackupService(settings, storage, live)
         sweeper = OrphanSweeper(storage, live)
+        snapshots = SnapshotService(settings, storage, backups, leases)
         return cls(
             settings=settings,
             storage=storage,
@@ -97,7 +100,8 @@ class Services:
             configs=ConfigService(settings, storage),
             backups=backups,
             progress=ProgressService(backups, live),
-            snapshots=SnapshotService(settings, storage, backups, leases),
+            snapshots=snapshots,
+            compaction=CompactionService(settings, snapshots),
             checks=RepoCheckService(),
             recovery=RecoveryService(),
             organisation=OrganisationRecoveryService(),

@@ -20,6 +20,11 @@ started (its cache knows them), and may complete at any moment. So for each repo
 4. only then are the objects deleted from storage, and marked ``deleted``. A storage error puts
    the row back to what it was, for the next round.
 
+Compaction (``services/compaction.py``) works with this: a repository whose compaction is
+running, or committed during the round, is left for the next round like one with a running
+snapshot; the packs a compaction ``retired`` count as live until its grace window ends (its
+``held`` bitmap), and one that a snapshot names again is put back to ``stored``.
+
 Interrupted at any point, a round leaves no referenced object deleted: a row left ``deleting`` is
 either deleted by the next round, or put back to ``stored`` if a snapshot that started before the
 mark needs it after all. Packs are compared as Python integers (bitmaps OR-ed), in batches of
@@ -37,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backend.backups.tables import BackupLog
-from backend.repos.tables import RepoObject, Repository, Snapshot
+from backend.repos.tables import Compaction, RepoObject, Repository, Snapshot
 from backend.services.clock import aware, utcnow
 from backend.services.keys import repo_key
 from backend.storage import ObjectStoreError, Storage
@@ -101,6 +106,10 @@ class PruneReport:
     """(storage key, reason) of deletions that failed; the next round retries them."""
     deleted: list[dict[str, Any]] = field(default_factory=list)
     """``{"repository", "kind", "name", "size"}`` of every object deleted."""
+    compacted_packs: int = 0
+    """Of ``packs``: those a compaction had retired (replaced by smaller ones)."""
+    compacted_bytes: int = 0
+    """Of ``bytes_freed``: the bytes of those packs."""
 
 
 def _chunks(items: Sequence[Any], size: int = BATCH) -> list[Sequence[Any]]:
@@ -129,6 +138,31 @@ class PruneService:
         )
         return {r["agent"] for r in rows}
 
+    async def _compacting(self, repos: Sequence[dict[str, Any]], since: datetime) -> set[Any]:
+        """The agents of the repositories with a compaction running, or committed since
+        ``since``: their snapshots' bitmaps may be changing under this round."""
+        agent_of = {r["id"]: r["agent"] for r in repos}
+        rows = await Compaction.select(Compaction.repository).where(
+            Compaction.repository.is_in(list(agent_of))
+            & (
+                ((Compaction.state == "running") & (Compaction.expires_at > since))
+                | ((Compaction.state == "committed") & (Compaction.committed_at >= since))
+            )
+        )
+        return {agent_of[r["repository"]] for r in rows}
+
+    async def _held(self, repo_ids: Sequence[Any], now: datetime) -> dict[Any, int]:
+        """The packs that compactions retired and still hold (their grace window is not over)."""
+        rows = await Compaction.select(Compaction.repository, Compaction.held).where(
+            Compaction.repository.is_in(list(repo_ids))
+            & (Compaction.state == "committed")
+            & (Compaction.release_at > now)
+        )
+        held: dict[Any, int] = {}
+        for r in rows:
+            held[r["repository"]] = held.get(r["repository"], 0) | bitmap_int(r["held"])
+        return held
+
     async def _snapshots(self, repo_ids: Sequence[Any]) -> list[dict[str, Any]]:
         return list(
             await Snapshot.select(
@@ -142,7 +176,9 @@ class PruneService:
         )
 
     async def _batch(self, repos: list[dict[str, Any]], now: datetime, report: PruneReport) -> None:
+        since = utcnow()
         running = await self._running_agents([r["agent"] for r in repos])
+        running |= await self._compacting(repos, since)
         for r in repos:
             if r["agent"] in running:
                 report.deferred.append(str(r["id"]))
@@ -170,8 +206,10 @@ class PruneService:
         ).where(
             RepoObject.repository.is_in(list(by_id))
             & (RepoObject.kind == "data")
-            & RepoObject.state.is_in(["stored", "pending", "deleting"])
+            & RepoObject.state.is_in(["stored", "pending", "deleting", "retired"])
         )
+        held = await self._held(list(by_id), now)
+        held_bits = {rid: Bits(held.get(rid, 0)) for rid in by_id}
         live_bits = {rid: Bits(bits) for rid, bits in live.items()}
         named_bits = {rid: Bits(bits) for rid, bits in named.items()}
         doomed: list[dict[str, Any]] = []
@@ -181,24 +219,31 @@ class PruneService:
                 continue
             seq = int(o["seq"])
             if seq in live_bits[o["repository"]]:
-                if o["state"] == "deleting":
+                if o["state"] in ("deleting", "retired"):
                     # Marked by a round that was interrupted, and a snapshot that started before
-                    # the mark needed it: it is still in storage (only step 4 deletes).
+                    # the mark needed it: it is still in storage (only step 4 deletes). Or
+                    # retired by a compaction, and named again by a snapshot since.
                     revive.append(o["id"])
                 continue
+            if seq in held_bits[o["repository"]]:
+                continue  # retired by a compaction whose grace window is not over
             fresh = (aware(o["created_at"]) or now) > now - self.grace
-            if fresh and (seq not in named_bits[o["repository"]] or o["state"] == "pending"):
+            if (
+                fresh
+                and o["state"] != "retired"  # a compaction replaced it: it was in snapshots
+                and (seq not in named_bits[o["repository"]] or o["state"] == "pending")
+            ):
                 # Never part of a snapshot: a failed or interrupted run's, which the next run
                 # may reuse (a pending one may even be on its way up from a dying process).
                 continue
             doomed.append(o)
         for chunk in _chunks(revive):
             await RepoObject.update({RepoObject.state: "stored"}).where(
-                RepoObject.id.is_in(list(chunk)) & (RepoObject.state == "deleting")
+                RepoObject.id.is_in(list(chunk)) & RepoObject.state.is_in(["deleting", "retired"])
             )
         # Step 2: mark.
         previous = {o["id"]: o["state"] for o in doomed}
-        for state in ("stored", "pending"):
+        for state in ("stored", "pending", "retired"):
             ids = [o["id"] for o in doomed if o["state"] == state]
             for chunk in _chunks(ids):
                 await RepoObject.update({RepoObject.state: "deleting"}).where(
@@ -207,6 +252,7 @@ class PruneService:
         # Step 3: look again (also before deleting the snapshot and index objects below).
         touched = list(by_id)
         again_running = await self._running_agents([by_id[rid]["agent"] for rid in touched])
+        again_running |= await self._compacting(repos, since)
         now_snaps = await Snapshot.select(Snapshot.id, Snapshot.repository).where(
             Snapshot.repository.is_in(touched)
         )
@@ -225,14 +271,16 @@ class PruneService:
         await self._snapshot_objects(by_id, calm, now, report)
 
     async def _undo(self, rows: Sequence[dict[str, Any]], previous: dict[Any, str]) -> None:
-        for state in ("stored", "pending"):
+        for state in ("stored", "pending", "retired"):
             ids = [o["id"] for o in rows if previous.get(o["id"]) == state]
             for chunk in _chunks(ids):
                 await RepoObject.update({RepoObject.state: state}).where(
                     RepoObject.id.is_in(list(chunk)) & (RepoObject.state == "deleting")
                 )
         # Rows found already ``deleting`` (an interrupted round) are in storage: stored.
-        rest = [o["id"] for o in rows if previous.get(o["id"]) not in ("stored", "pending")]
+        rest = [
+            o["id"] for o in rows if previous.get(o["id"]) not in ("stored", "pending", "retired")
+        ]
         for chunk in _chunks(rest):
             await RepoObject.update({RepoObject.state: "stored"}).where(
                 RepoObject.id.is_in(list(chunk)) & (RepoObject.state == "deleting")
@@ -278,6 +326,9 @@ class PruneService:
             report.bytes_freed += size
             if kind == "data":
                 report.packs += 1
+                if previous.get(row["id"]) == "retired":
+                    report.compacted_packs += 1
+                    report.compacted_bytes += size
             elif kind == "index":
                 report.indexes += 1
             else:

@@ -233,6 +233,13 @@ class SnapshotService:
             raise Conflict(f"backupId: this snapshot is already {row['status']}")
         for i, obj in enumerate(objects):
             _check_object(obj, i, backup_id)
+        return await self.slots(agent, backup_id, objects)
+
+    async def slots(
+        self, agent: AgentIdentity, backup_id: str, objects: Sequence[ObjectIn]
+    ) -> list[ObjectSlotOut]:
+        """Sequence numbers, and PUT URLs for what is not stored, of checked ``objects`` that the
+        run ``backup_id`` (a backup's id, or a compaction's) uploads."""
         repo = await self._repository(agent)
         keys = {(o.kind, o.name) for o in objects}
         rows = await self._rows(repo["id"], keys)

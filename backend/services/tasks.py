@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ from backend.backups.tables import Alert, Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.catalog.service import CatalogRound, CatalogService
 from backend.services.clock import utcnow
+from backend.services.compaction import CompactionRound, CompactionService
 from backend.services.leases import SERVER_OWNER, LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.prune import PruneReport, PruneService
@@ -81,6 +82,7 @@ class MaintenanceReport:
 
     retention: RetentionReport
     prune: PruneReport
+    compaction: CompactionRound = field(default_factory=CompactionRound)
 
     @property
     def bytes_freed(self) -> int:
@@ -109,6 +111,7 @@ class PeriodicTasks:
         self.holder = holder or default_holder()
         self.retention = RetentionService(storage, timezone=settings.timezone)
         self.prune = PruneService(storage, grace_seconds=settings.prune_grace_seconds)
+        self.compaction = CompactionService(settings)
         self.alerts = alerts or AlertService(settings)
         self.live = live
         self.sweeper = sweeper or OrphanSweeper(storage, live)
@@ -166,10 +169,13 @@ class PeriodicTasks:
 
     async def maintain(self, now: datetime | None = None) -> MaintenanceReport:
         """Retention, then pruning (so the snapshots it expires lose their packs in the same
-        round). Unguarded: callers hold ``server:retention`` (``run_maintenance`` does)."""
+        round), then compaction: ask the agents whose snapshots were pruned to compact, and count
+        the compactions committed since the last round. Unguarded: callers hold
+        ``server:retention`` (``run_maintenance`` does)."""
         retention = await self.retention.run(now)
         prune = await self.prune.run(now)
-        return MaintenanceReport(retention, prune)
+        compaction = await self.compaction.round(now or utcnow())
+        return MaintenanceReport(retention, prune, compaction)
 
     async def run_maintenance(self, now: datetime | None = None) -> MaintenanceReport | None:
         """One maintenance round on this process, unless another process is doing one."""

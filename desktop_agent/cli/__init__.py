@@ -9,6 +9,7 @@
     backapp-agent backups [--config ID] [--agent ID] [--json]
     backapp-agent restore BACKUP_ID [--to DIR | --in-place] [--path PATTERN ...] [--list]
                           [--overwrite] [--json]
+    backapp-agent compact [--config ID] [--threshold PERCENT] [--json]
     backapp-agent --version
 
 Exit status: 0 all went well; 1 a backup or restore failed (or the run could not start, or a config

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from desktop_agent import __version__
 
-from . import checks, configure, pair, recovery, restore, run, snapshots, status
+from . import checks, compact, configure, pair, recovery, restore, run, snapshots, status
 from .common import Commands
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
@@ -23,6 +23,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     restore.register,  # backups, restore
     snapshots.register,  # snapshots, ls
     checks.register,  # check, drill
+    compact.register,  # compact
     recovery.register,  # recovery init, rotate, status
 )
 

@@ -14,6 +14,7 @@ from desktop_agent.engine import (
     AgentDaemon,
     AgentSocket,
     CancelToken,
+    CompactDuty,
     ConfigurationError,
     Dispatcher,
     DrillDuty,
@@ -171,6 +172,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             runner.plane, engine_restore(settings, key, runner.plane), events=display
         ),
         drills=DrillDuty(settings, key, config_dir()),
+        compactions=CompactDuty(settings, key),
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(

@@ -88,6 +88,8 @@ from ._recovery import (
     wrap_key,
 )
 from ._repo.access import SnapshotEntry, Snapshots
+from ._repo.compact import CompactResult
+from ._repo.compact_job import CompactDuty, RepoCompaction
 from ._repo.keys import RepoKeyStore
 from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
@@ -180,6 +182,8 @@ __all__ = [
     "BackupOptions",
     "BackupResult",
     "CancelToken",
+    "CompactDuty",
+    "CompactResult",
     "ConfigInfo",
     "ConfigStarted",
     "ConfigurationError",
@@ -219,6 +223,7 @@ __all__ = [
     "RecoveryInfo",
     "RecoveryKey",
     "RecoveryPlane",
+    "RepoCompaction",
     "RepoKeyStore",
     "RepoProofs",
     "RepositoryKeyMissing",

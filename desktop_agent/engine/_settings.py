@@ -151,6 +151,9 @@ class AgentSettings:
     limit_download: float | None = None
     """Download (restore) limit in Mbit/s (``limitDownload``; ``$BACKAPP_AGENT_LIMIT_DOWNLOAD``);
     none by default."""
+    compact_threshold: float = 20.0
+    """Compaction rewrites a pack once at least this share (percent, 1-100) of its bytes is
+    unused by the live snapshots (``compactThreshold``; ``$BACKAPP_AGENT_COMPACT_THRESHOLD``)."""
     parallel_backups: int = 1
     """How many different configs the daemon and the tray back up at the same time
     (``parallelBackups``; ``$BACKAPP_AGENT_PARALLEL_BACKUPS``; 1-4, default 1). One config never
@@ -188,6 +191,8 @@ class AgentSettings:
             raise ConfigurationError("storageStallTimeout must be between 0.1 and 3600 seconds")
         if not 0 <= self.storage_retry_budget <= 86400:
             raise ConfigurationError("storageRetryBudget must be between 0 and 86400 seconds")
+        if not 1 <= self.compact_threshold <= 100:
+            raise ConfigurationError("compactThreshold must be between 1 and 100 (percent)")
         if not 1 <= self.parallel_backups <= MAX_PARALLEL_BACKUPS:
             raise ConfigurationError(
                 f"parallelBackups must be between 1 and {MAX_PARALLEL_BACKUPS}, "
@@ -222,6 +227,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "storageRetryBudget": ("storage_retry_budget", float),
     "limitUpload": ("limit_upload", float),
     "limitDownload": ("limit_download", float),
+    "compactThreshold": ("compact_threshold", float),
     "parallelBackups": ("parallel_backups", _whole_number),
 }
 
@@ -239,6 +245,7 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_STORAGE_RETRY_BUDGET": "storageRetryBudget",
     "BACKAPP_AGENT_LIMIT_UPLOAD": "limitUpload",
     "BACKAPP_AGENT_LIMIT_DOWNLOAD": "limitDownload",
+    "BACKAPP_AGENT_COMPACT_THRESHOLD": "compactThreshold",
     "BACKAPP_AGENT_PARALLEL_BACKUPS": "parallelBackups",
 }
 

@@ -31,6 +31,7 @@ __all__ = [
     "BackupOptions",
     "BackupResult",
     "Body",
+    "CompactAsk",
     "CompleteBackup",
     "CompleteUpload",
     "ConfigInfo",
@@ -145,6 +146,14 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     features: list[str] = msgspec.field(default_factory=list)
     """Extensions the server understands (``progress-by-config``: progress before the log opens);
     empty from an older server."""
+    compact: CompactAsk | None = None
+    """Set when the server asks this agent to compact its snapshot repository (extension)."""
+
+
+class CompactAsk(msgspec.Struct, frozen=True, rename="camel"):
+    """The server's request to compact (``compact`` in the heartbeat's answer)."""
+
+    requested_at: str = ""
 
 
 class RestoreJob(msgspec.Struct, frozen=True, rename="camel"):

@@ -394,6 +394,8 @@ class LeasingBackApp(FakeBackApp):
         self.run_requests: list[dict[str, Any]] = []
         self.heartbeat_bodies: list[dict[str, Any]] = []
         self.renew_conflict = False
+        self.compact: dict[str, Any] | None = None
+        """The heartbeat's ``compact`` (the server asks the agent to compact)."""
         self._n = 0
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -415,6 +417,7 @@ class LeasingBackApp(FakeBackApp):
                     "pollInterval": 30,
                     "runRequests": self.run_requests,
                     "features": self.features,
+                    "compact": self.compact,
                 }
             )
         if path == "/api/agent/backup/progress":

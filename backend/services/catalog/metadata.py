@@ -230,7 +230,10 @@ async def write_metadata(storage: Storage, secret: bytes, backup_id: uuid.UUID |
         try:
             await storage.put_bytes(key, body)
         except ObjectExists:
-            pass  # written before (a round that died before marking it): the same facts
+            # Written before: by a round that died before marking it (the same facts), or
+            # before a compaction changed the snapshot's packs (stale): write it again.
+            await storage.delete(key)
+            await storage.put_bytes(key, body)
     await BackupLog.update({BackupLog.catalog_at: utcnow()}).where(BackupLog.id == backup_id)
     return key
 

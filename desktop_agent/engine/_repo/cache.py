@@ -261,6 +261,15 @@ class Cache:
             rows = db.execute("SELECT name, seq, size FROM packs ORDER BY seq").fetchall()
         return [PackRecord(n, s, z) for n, s, z in rows]
 
+    def blob_bytes(self) -> dict[str, int]:
+        """Each pack's bytes of blobs (what is not its headers), by pack name."""
+        with self._use() as db:
+            rows = db.execute(
+                "SELECT p.name, SUM(b.length) FROM blobs b JOIN packs p ON p.id = b.pack "
+                "GROUP BY p.name"
+            ).fetchall()
+        return {name: int(total or 0) for name, total in rows}
+
     def unindexed_packs(self, seqs: Iterable[int]) -> list[str]:
         wanted = set(seqs)
         with self._use() as db:

@@ -37,6 +37,16 @@ class Drills(Protocol):
     def run(self, config: ConfigInfo) -> Any: ...
 
 
+class Compactions(Protocol):
+    """Compactions the server asks for (``CompactDuty``)."""
+
+    def ask(self) -> None: ...
+
+    def due(self) -> bool: ...
+
+    def run(self) -> Any: ...
+
+
 class AgentDaemon:
     """``backapp-agent daemon``: heartbeat every ``pollInterval`` (sending the time zone, taking the
     pending run requests), the socket for *Back Up Now* within seconds, the scheduler every ``tick``
@@ -56,6 +66,7 @@ class AgentDaemon:
         monotonic: Callable[[], float] = time.monotonic,
         restores: RestoreJobs | None = None,
         drills: Drills | None = None,
+        compactions: Compactions | None = None,
     ) -> None:
         self.plane = plane
         self.runner = runner
@@ -69,6 +80,8 @@ class AgentDaemon:
         """Restores asked for from the web console (None: this daemon does not take them)."""
         self.drills = drills
         """Restore drills, run when due and no backup is waiting."""
+        self.compactions = compactions
+        """Compactions of the repository, run when the server asks and nothing else waits."""
         self._configs: list[ConfigInfo] = []
         self._mono = monotonic
         self._wake = threading.Event()
@@ -151,6 +164,8 @@ class AgentDaemon:
         for request in beat.run_requests:
             if self.dispatcher.request(request):
                 log.info("Back Up Now requested for config %s (heartbeat)", request.config_id)
+        if self.compactions is not None and beat.compact is not None:
+            self.compactions.ask()
         if self.restores is not None:
             for restore_id in beat.restore_requests:
                 if self.restores.add(restore_id):
@@ -210,8 +225,8 @@ class AgentDaemon:
                 break
             self._start_job(*picked)
             started = True
-        if not started and not busy:
-            self._start_drill()
+        if not started and not busy and not self._start_drill():
+            self._start_compaction()
 
     def _start_job(self, job: Job, config: ConfigInfo | None) -> None:
         cancel = CancelToken()
@@ -260,14 +275,14 @@ class AgentDaemon:
         self._worker = threading.Thread(target=work, name="backapp-restore", daemon=True)
         self._worker.start()
 
-    def _start_drill(self) -> None:
+    def _start_drill(self) -> bool:
         """A due restore drill, on the worker thread (a backup asked for meanwhile waits for it:
         a drill reads a sample, so it is short)."""
         if self.drills is None or self._stopping.is_set():
-            return
+            return False
         config = self.drills.due(self._configs)
         if config is None:
-            return
+            return False
         drills = self.drills
 
         def work() -> None:
@@ -278,4 +293,23 @@ class AgentDaemon:
             self._wake.set()
 
         self._worker = threading.Thread(target=work, name="backapp-drill", daemon=True)
+        self._worker.start()
+        return True
+
+    def _start_compaction(self) -> None:
+        """The compaction the server asked for, on the worker thread (a backup asked for
+        meanwhile waits for it; a backup running at the same time would be safe too: the
+        server never deletes a pack a snapshot started with)."""
+        compactions = self.compactions
+        if compactions is None or self._stopping.is_set() or not compactions.due():
+            return
+
+        def work() -> None:
+            try:
+                compactions.run()
+            except Exception:  # a bug costs this compaction, not the daemon
+                log.exception("the compaction failed")
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-compact", daemon=True)
         self._worker.start()

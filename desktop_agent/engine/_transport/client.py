@@ -425,6 +425,10 @@ class ApiClient:
         """What ``backapp-agent check`` found (``POST /api/agent/repo/check``)."""
         self._call("POST", "/api/agent/repo/check", dict(payload))
 
+    def compact_call(self, action: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /api/agent/repo/compact/{action}`` (start, objects, commit, abort)."""
+        return self._call("POST", f"/api/agent/repo/compact/{action}", dict(payload))
+
     def report_drill(self, payload: Mapping[str, Any]) -> str:
         """One restore drill (``POST /api/agent/drill``); returns the server's summary of it."""
         body = self._call("POST", "/api/agent/drill", dict(payload))
