@@ -76,6 +76,20 @@ class PackRecord(NamedTuple):
     size: int
 
 
+def _wal(db: sqlite3.Connection, tries: int = 100) -> None:
+    """Switch a new connection to WAL mode. Two connections doing so at once on a new file (two
+    runs that start together) may be told "database is locked" at once, without the busy timeout
+    being waited for: try again for a few seconds."""
+    for attempt in range(tries):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 class Cache:
     """The cache file of one repository (``path``). Thread-safe: one connection under a lock."""
 
@@ -121,7 +135,7 @@ class Cache:
                 db = sqlite3.connect(
                     self.path, timeout=60, isolation_level=None, check_same_thread=False
                 )
-                db.execute("PRAGMA journal_mode=WAL")
+                _wal(db)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA foreign_keys=ON")
                 self._conn = db
