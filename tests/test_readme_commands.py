@@ -55,7 +55,9 @@ def readme_commands() -> dict[str, set[str]]:
     section = text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, set[str]] = {}
     for line in section.splitlines():
-        match = re.match(r"\| `((?:backapp-agent|backapp)(?: [a-z0-9]+)*)([^`]*)` \|", line)
+        match = re.match(
+            r"\| `((?:backapp-agent|backapp)(?: [a-z0-9][a-z0-9-]*)*)([^`]*)` \|", line
+        )
         if match is None:
             continue
         name, rest = match.group(1), match.group(2)

@@ -483,3 +483,19 @@ def make_scheduler(clock: Clock, tmp_path: Path, tz: str | None = "Europe/Paris"
     return Scheduler(
         ScheduleStore(tmp_path / "agent"), tz, now=clock.now, monotonic=clock.monotonic
     )
+
+
+FAKE_SERVER = "https://backapp.test"
+"""The address the in-process agent command line is configured with (its client gets the fake's
+transport, whatever the address)."""
+
+
+def configure(monkeypatch: Any, key: str = API_KEY, *extra: str) -> int:
+    """``backapp-agent configure --api-key-stdin`` in-process, against the fake (``monkeypatch``:
+    pytest's, for the standard input)."""
+    import io
+
+    from desktop_agent import cli
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
+    return cli.main(["configure", "--server", FAKE_SERVER + "/", "--api-key-stdin", *extra])

@@ -205,3 +205,12 @@ def s3_storage(endpoint: S3Endpoint, bucket: str) -> S3Storage:
         access_key_id=endpoint.access_key_id,
         secret_access_key=endpoint.secret_access_key,
     )
+
+
+def stored(s3: S3Endpoint, bucket: str) -> dict[str, int]:
+    client = s3.client()
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = int(obj["Size"])
+    return out

@@ -219,3 +219,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
 def only(owner: Owner, **match: Any) -> dict[str, Any] | None:
     found = [b for b in owner.backups() if all(b.get(k) == v for k, v in match.items())]
     return found[0] if len(found) == 1 else None
+
+
+def backapp(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """The server's command line, with the running server's settings (database, bucket)."""
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -14,8 +14,8 @@ from backend.repos.tables import Compaction, Repository
 from backend.services import Services
 from backend.services.clock import utcnow
 from desktop_agent.engine.repo_protocol import encode_bitmap
-from tests.backend.services.test_prune import Repo, data_keys, expire, name, new_repo, pack, state
 from tests.support.api import ApiClient
+from tests.support.repos import Repo, data_keys, expire, name, new_repo, pack, state
 from tests.support.s3 import S3Endpoint
 
 

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import keyring
 import pytest
-from keyring.backends import fail
 
 from desktop_agent import __version__, cli
 from desktop_agent.cli.display import LiveProgress, Summary, human_bytes, human_duration
@@ -22,31 +20,9 @@ from desktop_agent.engine import (
     ConfigStarted,
     FileFailed,
 )
-from tests.support.fakes import API_KEY, FakeBackApp, config
+from tests.support.fakes import API_KEY, FakeBackApp, config, configure
 
 SERVER = "https://backapp.test"
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeBackApp:
-    fake = FakeBackApp()
-    real_client = httpx.Client
-
-    def client(*args: Any, **kw: Any) -> httpx.Client:
-        kw["transport"] = fake.transport
-        return real_client(*args, **kw)
-
-    monkeypatch.setattr(httpx, "Client", client)
-    monkeypatch.setattr(keyring, "get_keyring", lambda: fail.Keyring())  # type: ignore[no-untyped-call]
-    monkeypatch.setenv("BACKAPP_AGENT_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setenv("BACKAPP_AGENT_TEMP_DIR", str(tmp_path / "tmp"))
-    monkeypatch.delenv("BACKAPP_AGENT_API_KEY", raising=False)
-    return fake
-
-
-def configure(monkeypatch: pytest.MonkeyPatch, key: str = API_KEY, *extra: str) -> int:
-    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
-    return cli.main(["configure", "--server", SERVER + "/", "--api-key-stdin", *extra])
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

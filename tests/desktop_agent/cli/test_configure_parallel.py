@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.desktop_agent.cli.test_cli import configure, fake  # noqa: F401 - the fixture
-from tests.support.fakes import API_KEY, FakeBackApp
+from tests.support.fakes import API_KEY, FakeBackApp, configure
 
 
 def test_configure_sets_parallel_backups(
-    fake: FakeBackApp,  # noqa: F811 - the fixture
+    fake: FakeBackApp,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -12,7 +12,6 @@ import pytest
 
 from desktop_agent.engine._cancel import CancelToken
 from desktop_agent.engine._errors import BackupCancelled
-from desktop_agent.engine._repo.backup import SnapshotOptions
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.errors import WrongKey
@@ -21,9 +20,7 @@ from desktop_agent.engine._repo.restore import SnapshotRestorer, lookup, walk
 from desktop_agent.engine._repo.snapshot import SnapshotJob, take_snapshot
 
 from .repo_fakes import FakeRepoServer
-
-KEY = bytes(range(32))
-SMALL = SnapshotOptions(readers=2, sealers=2, uploaders=2, pack_size=256 * 1024)
+from .repo_helpers import KEY, SMALL, restore_all, restored_root, state
 
 
 def make_tree(root: Path) -> None:
@@ -46,23 +43,6 @@ def make_tree(root: Path) -> None:
     (root / "raw-name-\udcff").write_bytes(b"not utf-8 name")
 
 
-def state(root: Path) -> dict[str, tuple]:
-    """Everything a restore must reproduce: kinds, contents, modes, mtimes, link targets."""
-    out: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            st = p.lstat()
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("dir", st.st_mode & 0o7777)
-            else:
-                out[rel] = ("file", p.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns)
-    return out
-
-
 @pytest.fixture
 def server() -> FakeRepoServer:
     return FakeRepoServer()
@@ -83,15 +63,6 @@ def snap(r: Repository, src: Path, config: str = "cfg", **kw):  # type: ignore[n
     return take_snapshot(
         r.plane, lambda started: r, SnapshotJob(config, "Docs", (str(src),)), options=SMALL, **kw
     )
-
-
-def restore_all(r: Repository, backup_id: str, out: Path, **kw):  # type: ignore[no-untyped-def]
-    doc = r.snapshot(backup_id)
-    return SnapshotRestorer(r, workers=3).restore(doc.tree, out, **kw)
-
-
-def restored_root(out: Path, src: Path) -> Path:
-    return out / str(src).lstrip("/")
 
 
 def test_snapshots_restore_exactly_and_later_ones_read_only_changes(

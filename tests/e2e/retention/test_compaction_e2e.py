@@ -26,10 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.retention.test_retention_e2e import backapp, stored
 from tests.support.agent_process import Agent, events_of, setup
-from tests.support.s3 import S3Endpoint
-from tests.support.server_process import LiveServer, LiveServerFactory
+from tests.support.s3 import S3Endpoint, stored
+from tests.support.server_process import LiveServer, LiveServerFactory, backapp
 from tests.support.trees import MIB, extracted_root, random_file, snapshot
 
 pytestmark = [pytest.mark.e2e]

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_process import Agent, events_of, setup
-from tests.support.paths import ROOT
-from tests.support.s3 import S3Endpoint
-from tests.support.server_process import LiveServer, LiveServerFactory
+from tests.support.s3 import S3Endpoint, stored
+from tests.support.server_process import LiveServer, LiveServerFactory, backapp
 from tests.support.trees import MIB, extracted_root, random_file, snapshot
 
 pytestmark = [pytest.mark.e2e]
@@ -36,18 +33,6 @@ DATES = [
     datetime(2026, 3, 20, 9, 0, tzinfo=UTC),
     datetime(2026, 3, 25, 9, 0, tzinfo=UTC),
 ]
-
-
-def backapp(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    """The server's command line, with the running server's settings (database, bucket)."""
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def db(server: LiveServer) -> sqlite3.Connection:
@@ -84,15 +69,6 @@ def pack_names(server: LiveServer) -> dict[int, tuple[str, int]]:
             "SELECT seq, name, size FROM backapp_repo_object WHERE kind = 'data'"
         ).fetchall()
     return {int(seq): (name, int(size)) for seq, name, size in rows}
-
-
-def stored(s3: S3Endpoint, bucket: str) -> dict[str, int]:
-    client = s3.client()
-    out = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            out[obj["Key"]] = int(obj["Size"])
-    return out
 
 
 def test_gfs_retention_prunes_exactly_the_unused_packs_and_check_finds_a_lost_one(
