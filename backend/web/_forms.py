@@ -54,6 +54,9 @@ _FORM_FIELD = {
 }
 DRILL_CHOICES = ("", "daily", "weekly", "monthly")
 
+API_ONLY_OPTIONS = ("limits", "preCommand", "postCommand", "commandTimeoutSeconds", "snapshot")
+"""Config options the form does not show: saving the form keeps what the API set."""
+
 
 def text(form: FormMultiDict, name: str, limit: int = 100_000) -> str:
     value = form.get(name)
@@ -335,8 +338,11 @@ class ConfigForm:
 
     @staticmethod
     def patch_from(data: ConfigIn) -> ConfigPatch:
-        """The edit form sends every field: the patch sets them all."""
+        """The edit form sends every field it shows: the patch sets them all, and leaves what
+        only the API sets (bandwidth limits, pre/post commands, snapshot) as it is."""
         opts: dict[str, Any] = msgspec.to_builtins(data.options)
+        for key in API_ONLY_OPTIONS:
+            opts.pop(key, None)
         return ConfigPatch(
             name=data.name,
             sources=[Source(path=s.path) for s in data.sources],

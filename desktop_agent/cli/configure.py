@@ -68,6 +68,22 @@ def register(commands: Commands) -> None:
             type=_limit,
             help=f"limit {what} to MBIT Mbit/s in all (0 removes the limit)",
         )
+    commands_group = configure.add_mutually_exclusive_group()
+    commands_group.add_argument(
+        "--allow-server-commands",
+        dest="allow_server_commands",
+        action="store_const",
+        const=True,
+        help="run the pre/post commands that configs set on the server (off by default: it "
+        "lets whoever holds the account run commands on this machine)",
+    )
+    commands_group.add_argument(
+        "--no-allow-server-commands",
+        dest="allow_server_commands",
+        action="store_const",
+        const=False,
+        help="stop running commands set on the server",
+    )
     configure.add_argument(
         "--no-verify", action="store_true", help="save without checking the key with a heartbeat"
     )
@@ -117,6 +133,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
         settings = replace(settings, limit_upload=args.limit_upload or None)
     if args.limit_download is not None:
         settings = replace(settings, limit_download=args.limit_download or None)
+    if args.allow_server_commands is not None:
+        settings = replace(settings, allow_server_commands=args.allow_server_commands)
     settings = settings.validated()
 
     store = KeyStore(directory)
@@ -150,6 +168,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
     for label, limit in (("Upload", settings.limit_upload), ("Download", settings.limit_download)):
         if limit is not None:
             print(f"{label + ':':<9} limited to {limit:g} Mbit/s")
+    if settings.allow_server_commands:
+        print("Commands: configs' pre/post commands set on the server run on this machine")
     if location.kind == "file":
         err(
             f"warning: no usable OS keychain here, so the API key is stored in {location.detail} "

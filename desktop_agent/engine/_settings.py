@@ -135,6 +135,11 @@ class AgentSettings:
     limit_download: float | None = None
     """Download (restore) limit in Mbit/s (``limitDownload``; ``$BACKAPP_AGENT_LIMIT_DOWNLOAD``);
     none by default."""
+    allow_server_commands: bool = False
+    """Run the ``preCommand`` / ``postCommand`` a config sets on the server
+    (``allowServerCommands``; ``$BACKAPP_AGENT_ALLOW_SERVER_COMMANDS``). Off by default: a command
+    set on the server runs on this machine, so whoever holds the owner's account could run
+    anything here; only the machine's own user can turn it on."""
 
     @property
     def effective_temp_dir(self) -> Path:
@@ -197,6 +202,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "storageRetryBudget": ("storage_retry_budget", float),
     "limitUpload": ("limit_upload", float),
     "limitDownload": ("limit_download", float),
+    "allowServerCommands": ("allow_server_commands", bool),
 }
 
 _ENV_KEYS: dict[str, str] = {
@@ -213,6 +219,7 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_STORAGE_RETRY_BUDGET": "storageRetryBudget",
     "BACKAPP_AGENT_LIMIT_UPLOAD": "limitUpload",
     "BACKAPP_AGENT_LIMIT_DOWNLOAD": "limitDownload",
+    "BACKAPP_AGENT_ALLOW_SERVER_COMMANDS": "allowServerCommands",
 }
 
 
