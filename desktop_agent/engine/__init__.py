@@ -126,6 +126,7 @@ from ._settings import (
 )
 from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
+from ._transport.bandwidth import BandwidthControl, agent_bandwidth
 from ._transport.client import API_KEY_HEADER, ApiClient
 from ._transport.pairing import PairedAgent, redeem_pairing_code
 from ._transport.redact import install_log_redaction, redact_url
@@ -176,6 +177,7 @@ __all__ = [
     "BackupFinished",
     "BackupInfo",
     "BackupOptions",
+    "BandwidthControl",
     "BackupResult",
     "CancelToken",
     "ConfigInfo",
@@ -266,6 +268,7 @@ __all__ = [
     "Uploader",
     "WrappedRepoKey",
     "WrongRecoveryCode",
+    "agent_bandwidth",
     "archive_extension",
     "archive_filename",
     "archive_format",

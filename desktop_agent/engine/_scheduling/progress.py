@@ -72,6 +72,7 @@ class ProgressReporter:
     ) -> None:
         self._send = send
         self._limit_text = limit_text or agent_bandwidth().upload_text
+        self._sent_limit: str | None = None
         self._log_id = log_id
         self._config_id = config_id
         self._interval = interval
@@ -135,7 +136,8 @@ class ProgressReporter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait()
+            # Woken by events, and every interval: a limit can change (a pause) while none come.
+            self._wake.wait(self._interval)
             if self._stop.is_set():
                 return
             left = self._last + self._interval - self._clock()
@@ -155,6 +157,8 @@ class ProgressReporter:
                 continue
             with self._lock:
                 self._wake.clear()
+                if self._limit_text() != self._sent_limit:
+                    self._dirty = True
                 if not self._dirty:
                     continue
                 payload = self._payload(ref)
@@ -173,7 +177,7 @@ class ProgressReporter:
     def _payload(self, ref: dict[str, Any]) -> dict[str, Any]:
         """The message: the state, and the bandwidth limit in words (``limited to 10 Mbit/s``,
         ``paused: on battery power``) while one holds."""
-        limit = self._limit_text()
+        limit = self._sent_limit = self._limit_text()
         return {**ref, **self._state, **({"limit": limit} if limit else {})}
 
     def flush(

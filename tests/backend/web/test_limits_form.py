@@ -104,13 +104,22 @@ async def test_the_api_refuses_bad_limits_and_commands(browser: Browser) -> None
         "options"
     ]
 
-    # The config form keeps what only the API sets.
+    # The config form edits the plain limits and the commands, and keeps the rest the API set.
     r = await api.patch(
         f"/api/configs/{config['id']}",
-        json={"options": {"preCommand": "zfs snapshot tank@backapp", "postCommand": "true"}},
+        json={
+            "options": {
+                "preCommand": "zfs snapshot tank@backapp",
+                "postCommand": "zfs destroy tank@backapp",
+                "limits": {"upload": 2, "pauseOnBattery": True},
+                "snapshot": "vss",
+            }
+        },
     )
     assert r.status_code == 200, r.text
     edit = f"/configs/{config['id']}/edit"
+    shown = (await browser.get(edit)).text
+    assert "zfs snapshot tank@backapp</textarea>" in shown and 'value="2"' in shown
     fields = {
         "name": "Docs",
         "execution_mode": "agent",
@@ -120,8 +129,22 @@ async def test_the_api_refuses_bad_limits_and_commands(browser: Browser) -> None
         "type": "full",
         "compression_format": "gzip",
         "retention_days": "30",
+        "limit_upload": "3",
+        "pre_command": "zfs snapshot tank@backapp",
+        "post_command": "",
+        "command_timeout": "120",
     }
     assert (await browser.submit(edit, edit, fields)).status_code == 303
     saved = (await api.get(f"/api/configs/{config['id']}")).json()["config"]["options"]
-    assert saved["preCommand"] == "zfs snapshot tank@backapp"
-    assert saved["limits"] == config["options"]["limits"]
+    assert saved["preCommand"] == "zfs snapshot tank@backapp" and saved["postCommand"] is None
+    assert saved["commandTimeoutSeconds"] == 120 and saved["snapshot"] == "vss"
+    assert saved["limits"]["upload"] == 3.0 and saved["limits"]["pauseOnBattery"] is True
+    for bad, field in (
+        ({"limit_upload": "0"}, "limit_upload"),
+        ({"limit_download": "lots"}, "limit_download"),
+        ({"command_timeout": "0"}, "command_timeout"),
+    ):
+        r = await browser.submit(edit, edit, {**fields, **bad})
+        assert r.status_code == 400 and f'id="{field}-error">' in r.text, bad
+    after = (await api.get(f"/api/configs/{config['id']}")).json()["config"]["options"]
+    assert after == saved

@@ -270,3 +270,33 @@ def test_macos_and_windows_battery() -> None:
     assert WindowsProbe(status=lambda: 1).on_battery() is False
     assert WindowsProbe(status=lambda: 255).on_battery() is None
     assert WindowsProbe(status=lambda: None).metered() is None
+
+
+# --- the limit in progress -------------------------------------------------------------------
+
+
+def test_progress_says_the_limit_and_a_pause_that_begins_while_nothing_moves() -> None:
+    from desktop_agent.engine._events import UploadProgress
+    from desktop_agent.engine._scheduling.progress import ProgressReporter
+
+    probe = Probe()
+    bw = control(Clock(MONDAY_NOON), probe)
+    bw.set_server(limits({"upload": 10, "pauseOnBattery": True}))
+    sent: list[dict[str, Any]] = []
+    with bw.running("c1", None, lambda: False):
+        reporter = ProgressReporter(
+            sent.append, lambda: "log-1", interval=0.05, limit_text=bw.upload_text
+        )
+        try:
+            reporter(UploadProgress(config_id="c1", bytes_uploaded=10, parts_done=1, rate=1.0))
+            deadline = time.monotonic() + 5
+            while not sent and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sent[-1]["limit"] == "limited to 10 Mbit/s"
+            probe.battery_now = True  # unplugged: no event follows, the upload just waits
+            bw.refresh()
+            while sent[-1].get("limit") != "paused: on battery power":
+                assert time.monotonic() < deadline, sent
+                time.sleep(0.02)
+        finally:
+            reporter.close()
