@@ -25,7 +25,7 @@ from desktop_agent.engine import (
     Restorer,
     RestoreResult,
     Snapshots,
-    Throttle,
+    agent_bandwidth,
     default_target_name,
     load_settings,
     parse_code,
@@ -262,7 +262,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     client,
                     events=JsonLines(sys.stdout) if args.json else display,
                     temp_dir=settings.temp_dir,
-                    download_limit=Throttle.from_mbps(settings.limit_download),
+                    download_limit=agent_bandwidth(settings).download,
                 ) as restorer:
                     result = restorer.restore(
                         args.backup_id,

@@ -39,7 +39,7 @@ from desktop_agent.engine import (
     RestoreResult,
     SnapshotEntry,
     Snapshots,
-    Throttle,
+    agent_bandwidth,
 )
 
 from ._text import eta_text, human_bytes, parse_time, rate_text, redact
@@ -334,7 +334,7 @@ class RestoreSource:
                 client,
                 events=events,
                 temp_dir=self.settings.temp_dir,
-                download_limit=Throttle.from_mbps(self.settings.limit_download),
+                download_limit=agent_bandwidth(self.settings).download,
             ) as restorer,
         ):
             return restorer.restore(choice.id, options, cancel=cancel)

@@ -169,7 +169,7 @@ def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
     ``Snapshots`` (only the packs holding the chosen paths), a full archive with ``Restorer``."""
     from .._repo.access import Snapshots
     from .._restore.restorer import Restorer
-    from .._transport.throttle import Throttle
+    from .._transport.bandwidth import agent_bandwidth
 
     def perform(
         job: RestoreJob, options: RestoreOptions, sink: EventSink, cancel: CancelToken
@@ -184,7 +184,7 @@ def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
             plane,
             events=sink,
             temp_dir=settings.temp_dir,
-            download_limit=Throttle.from_mbps(settings.limit_download),
+            download_limit=agent_bandwidth(settings).download,
         ) as restorer:
             return restorer.restore(job.backup_id, options, cancel=cancel)
 

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..bandwidth import BandwidthLimits, LimitsError, Rates, lowest, mbps_text
 from ..protocol import ConfigInfo, Heartbeat
@@ -39,6 +40,9 @@ __all__ = [
     "config_limits",
     "reset_agent_bandwidth",
 ]
+
+if TYPE_CHECKING:
+    from .._settings import AgentSettings
 
 log = logging.getLogger("desktop_agent.engine")
 
@@ -204,13 +208,17 @@ _agent: BandwidthControl | None = None
 _agent_lock = threading.Lock()
 
 
-def agent_bandwidth() -> BandwidthControl:
-    """This process's control: every storage client of the agent shares its buckets."""
+def agent_bandwidth(settings: AgentSettings | None = None) -> BandwidthControl:
+    """This process's control: every storage client of the agent shares its buckets. With
+    ``settings``, the machine's own limits (``limitUpload`` / ``limitDownload``) are taken in."""
     global _agent
     with _agent_lock:
         if _agent is None:
             _agent = BandwidthControl()
-        return _agent
+        control = _agent
+    if settings is not None:
+        control.set_local(settings.limit_upload, settings.limit_download)
+    return control
 
 
 def reset_agent_bandwidth(control: BandwidthControl | None = None) -> None:

@@ -79,8 +79,7 @@ class HttpStorage:
         machine's own limits from ``settings``, the server's as heartbeats bring them)."""
         from .bandwidth import agent_bandwidth
 
-        bandwidth = agent_bandwidth()
-        bandwidth.set_local(settings.limit_upload, settings.limit_download)
+        bandwidth = agent_bandwidth(settings)
         return cls(
             transport=transport,
             user_agent=user_agent,

@@ -300,3 +300,25 @@ def test_progress_says_the_limit_and_a_pause_that_begins_while_nothing_moves() -
                 time.sleep(0.02)
         finally:
             reporter.close()
+
+
+def test_every_client_of_the_process_shares_one_bucket_per_direction() -> None:
+    from desktop_agent.engine._settings import AgentSettings
+    from desktop_agent.engine._transport.bandwidth import agent_bandwidth, reset_agent_bandwidth
+    from desktop_agent.engine._transport.storage import HttpStorage
+
+    reset_agent_bandwidth()
+    try:
+        settings = AgentSettings(limit_upload=6, limit_download=3)
+        restore_limit = agent_bandwidth(settings).download  # what restores take
+        with (
+            HttpStorage.for_settings(settings, user_agent="t") as a,
+            HttpStorage.for_settings(settings, user_agent="t") as b,
+        ):
+            assert a.upload_limit is b.upload_limit is agent_bandwidth().upload
+            assert a.download_limit is restore_limit and restore_limit.mbps == 3
+            apply_limits(Heartbeat(limits={"upload": 2, "download": 10}))
+            assert a.upload_limit is not None and a.upload_limit.mbps == 2  # the server's, lower
+            assert restore_limit.mbps == 3  # the machine's, lower
+    finally:
+        reset_agent_bandwidth()
