@@ -66,18 +66,18 @@ class SnapshotBackup:
         started: list[SnapshotStarted] = []
         try:
             plane = self._repo_plane()
-            if not sources:
-                raise SourceError("the config has no source paths")
-            problems = check_sources(sources)
-            if problems:
-                raise _SourcesMissing(problems)
-            if self.before is not None:
+            if self.before is not None:  # first: a pre-command may mount the sources
                 try:
                     self.before(cancel)
                 except BackupCancelled:
                     raise
                 except AgentError as exc:
                     raise _StoppedBefore(str(exc)) from exc
+            if not sources:
+                raise SourceError("the config has no source paths")
+            problems = check_sources(sources)
+            if problems:
+                raise _SourcesMissing(problems)
             job = SnapshotJob(
                 config_id=config.id,
                 config_name=config.name,

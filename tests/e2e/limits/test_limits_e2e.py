@@ -154,33 +154,42 @@ def test_a_failing_pre_command_stops_the_backup_with_its_output(
 def test_commands_need_the_machines_permission(
     live_server_factory: LiveServerFactory, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_text("alpha\n")
-    marker = tmp_path / "ran"
+    """The pre-command runs before the sources are looked at (as an LVM snapshot is mounted
+    there), for archives and snapshots alike, and only once the machine allows it."""
     server = start_server(live_server_factory, s3_server, s3_bucket)
-    owner, _agent_id, key, [cfg] = setup(
-        server,
-        {
-            "name": "Home",
-            "sources": [{"path": str(src)}],
-            "options": {"preCommand": f"touch {marker}"},
-        },
-    )
+    configs = []
+    for kind in ("full", "incremental"):
+        src = tmp_path / f"mounted-{kind}"
+        configs.append(
+            {
+                "name": kind,
+                "sources": [{"path": str(src)}],
+                "options": {
+                    "type": kind,
+                    "preCommand": f"mkdir -p {src} && echo frozen > {src}/a.txt",
+                    "postCommand": f'rm -rf {src}; echo "$BACKAPP_BACKUP_STATUS" > {src}.status',
+                },
+            }
+        )
+    owner, _agent_id, key, made = setup(server, *configs)
     agent = Agent(tmp_path, server.url, key)
     agent.run("run", "--json")
-    backup = owner.backups(configId=cfg["id"])[0]
-    assert backup["status"] == "failed"
-    assert "does not run commands set on the server" in backup["error"]
-    assert "backapp-agent configure --allow-server-commands" in backup["error"]
-    assert not marker.exists()
-    # Allowed on the machine, the same config runs its command and backs up.
+    for cfg in made:
+        backup = owner.backups(configId=cfg["id"])[0]
+        assert backup["status"] == "failed", backup
+        assert "does not run commands set on the server" in backup["error"]
+        assert "backapp-agent configure --allow-server-commands" in backup["error"]
+    assert not list(tmp_path.glob("mounted-*"))  # nothing ran
+    # Allowed on the machine, the same configs run their commands and back up.
     done = agent.run("configure", "--allow-server-commands", "--api-key-stdin", stdin="\n")
     assert done.returncode == 0, done.stderr
     result = agent.run("run", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert marker.exists()
-    assert owner.backups(configId=cfg["id"])[0]["status"] == "completed"
+    for cfg in made:
+        assert owner.backups(configId=cfg["id"])[0]["status"] == "completed"
+        kind = cfg["options"]["type"]
+        assert not (tmp_path / f"mounted-{kind}").exists()  # the post-command cleaned up
+        assert (tmp_path / f"mounted-{kind}.status").read_text() == "completed\n"
 
 
 def s3_keys(s3: S3Endpoint, bucket: str) -> list[str]:
