@@ -104,6 +104,18 @@ async def test_the_api_refuses_bad_limits_and_commands(browser: Browser) -> None
         "options"
     ]
 
+    # Commands run on agents' machines, never on the server's own host.
+    r = await api.post(
+        "/api/configs",
+        json={
+            "name": "Server",
+            "executionMode": "server",
+            "sources": [{"path": "/srv"}],
+            "options": {"preCommand": "id"},
+        },
+    )
+    assert r.status_code == 400 and r.json()["field"] == "preCommand", r.text
+
     # The config form edits the plain limits and the commands, and keeps the rest the API set.
     r = await api.patch(
         f"/api/configs/{config['id']}",
