@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,13 @@ from backend.services.history import user_log
 from backend.services.inheritance import readable_agent_ids, reader_agent_ids
 from backend.services.pubsub import LiveEvents
 
-__all__ = ["JOB_TTL", "RestoreJobService", "may_restore_to", "restore_message"]
+__all__ = [
+    "JOB_TTL",
+    "RestoreJobService",
+    "expire_stale_jobs",
+    "may_restore_to",
+    "restore_message",
+]
 
 JOB_TTL = timedelta(days=1)
 """A job not started within this time becomes ``expired``."""
@@ -107,11 +114,30 @@ def _columns() -> list[Any]:
     return [*RestoreJob.all_columns(), RestoreJob.agent.name.as_alias("agent_name")]
 
 
+async def expire_stale_jobs(moment: datetime) -> int:
+    """Mark pending jobs past their day as ``expired`` in one ``UPDATE`` (the periodic
+    housekeeping and every read of the owner's jobs); how many."""
+    rows = (
+        await RestoreJob.update(
+            {
+                RestoreJob.status: "expired",
+                RestoreJob.finished_at: moment,
+                RestoreJob.error: "the machine did not pick this restore up within a day",
+            }
+        )
+        .where((RestoreJob.status == "pending") & (RestoreJob.expires_at < moment))
+        .returning(RestoreJob.id)
+    )
+    return len(rows)
+
+
 class RestoreJobService:
     """The owner's requests and the agent's side of them."""
 
-    def __init__(self, live: LiveEvents) -> None:
+    def __init__(self, live: LiveEvents, clock: Callable[[], datetime] = utcnow) -> None:
         self.live = live
+        self.clock = clock
+        """Now (UTC); tests move it to see a day pass."""
         self._pending_agents: set[uuid.UUID] = set()
         self._pending_checked = float("-inf")
         self._lock = asyncio.Lock()
@@ -149,7 +175,7 @@ class RestoreJobService:
                 field="target",
             )
         paths = [p.strip() for p in data.paths if p.strip()]
-        now = utcnow()
+        now = self.clock()
         job_id = uuid.uuid4()
         await RestoreJob(
             id=job_id,
@@ -171,19 +197,7 @@ class RestoreJobService:
 
     async def expire_stale(self, now: datetime | None = None) -> int:
         """Mark pending jobs past their day as ``expired``; how many."""
-        moment = now or utcnow()
-        rows = (
-            await RestoreJob.update(
-                {
-                    RestoreJob.status: "expired",
-                    RestoreJob.finished_at: moment,
-                    RestoreJob.error: "the machine did not pick this restore up within a day",
-                }
-            )
-            .where((RestoreJob.status == "pending") & (RestoreJob.expires_at < moment))
-            .returning(RestoreJob.id)
-        )
-        return len(rows)
+        return await expire_stale_jobs(now or self.clock())
 
     async def get(self, user: CurrentUser, job_id: str) -> RestoreJobOut:
         await self.expire_stale()
@@ -258,7 +272,7 @@ class RestoreJobService:
             async with self._lock:
                 if time.monotonic() - self._pending_checked >= PENDING_REFRESH_SECONDS:
                     rows = await RestoreJob.select(RestoreJob.agent).where(
-                        (RestoreJob.status == "pending") & (RestoreJob.expires_at >= utcnow())
+                        (RestoreJob.status == "pending") & (RestoreJob.expires_at >= self.clock())
                     )
                     self._pending_agents = {r["agent"] for r in rows}
                     self._pending_checked = time.monotonic()
@@ -269,7 +283,7 @@ class RestoreJobService:
             .where(
                 (RestoreJob.agent == agent.id)
                 & (RestoreJob.status == "pending")
-                & (RestoreJob.expires_at >= utcnow())
+                & (RestoreJob.expires_at >= self.clock())
             )
             .order_by(RestoreJob.created_at)
             .limit(20)
@@ -294,7 +308,7 @@ class RestoreJobService:
         """The agent takes a pending job (``running``); 409 when it is not pending any more (taken
         already, expired)."""
         row = await self._agent_row(agent, job_id)
-        now = utcnow()
+        now = self.clock()
         expires = aware(row["expires_at"])
         if row["status"] == "pending" and expires is not None and expires < now:
             await self.expire_stale(now)
@@ -344,7 +358,7 @@ class RestoreJobService:
             "unchanged": data.unchanged,
             "skipped": data.skipped,
             "error": data.error,
-            "finished_at": utcnow(),
+            "finished_at": self.clock(),
         }
         await RestoreJob.update({getattr(RestoreJob, k): v for k, v in values.items()}).where(
             RestoreJob.id == row["id"]

@@ -226,22 +226,22 @@ class Repository:
                 "(the key was replaced, or the repository was made by another machine)"
             ) from exc
         known = self.cache.meta("repository-id")
-        if known != config.id:
-            if known is not None:
-                log.info("the local cache belonged to another repository; starting it afresh")
-            self.cache.reset()
-            self.cache.set_meta("repository-id", config.id)
+        if self.cache.adopt(config.id) and known is not None:
+            log.info("the local cache belonged to another repository; starting it afresh")
         self.config = config
         return config
 
     def _has_config(self) -> bool:
         return ("config", "config") in self.read_slots([("config", "config")])
 
-    def sync(self, live: Iterable[int], pack_count: int) -> None:
+    def sync(self, live: Iterable[int], pack_count: int, *, asked_at: float | None = None) -> None:
         """Forget cached packs the server no longer has; rebuild the cache from the repository's
-        index objects when it knows fewer packs than the server lists."""
+        index objects when it knows fewer packs than the server lists. ``live`` and
+        ``pack_count`` are the server's answer to a request sent at ``asked_at`` (Unix time):
+        a pack another run of this machine added to the cache after that, or numbered from
+        ``pack_count`` on, is newer than the answer and stays."""
         live_set = set(live)
-        dropped = self.cache.forget_packs_except(live_set)
+        dropped = self.cache.forget_packs_except(live_set, seen_before=asked_at, below=pack_count)
         if dropped:
             log.info("forgot %d packs that the server deleted", dropped)
         if live_set and len(self.cache.packs()) < len(live_set):

@@ -12,13 +12,11 @@ from ..protocol import Body
 from .redact import redact_url
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES
 from .throttle import SLICE, Throttle
-
-if TYPE_CHECKING:
-    from .bandwidth import BandwidthControl
 from .tls import tls_context
 
 if TYPE_CHECKING:
     from .._settings import AgentSettings
+    from .bandwidth import BandwidthControl
 
 __all__ = ["HttpStorage"]
 
