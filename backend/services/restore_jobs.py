@@ -63,7 +63,8 @@ async def may_restore_to(backup: dict[str, Any], agent: dict[str, Any], user_id:
     row): the machine that made it, or one that inherits that machine (the owner's mark, see
     :mod:`backend.services.inheritance`). An inherited *snapshot* is refused in words
     (:class:`Conflict`): its key opens only with the recovery code, which this server never has,
-    so a job would fail on the machine; the new machine restores it itself with the code."""
+    so a job would fail on the machine; the new machine restores it itself with the code. So is an
+    inherited *encrypted* archive (``….age``), for the same reason."""
     if backup["agent"] is None:
         return False
     if backup["agent"] == agent["id"]:
@@ -77,7 +78,18 @@ async def may_restore_to(backup: dict[str, Any], agent: dict[str, Any], user_id:
             "restore BACKUP_ID --to DIR --recovery-code-stdin`",
             field="agentId",
         )
+    if _encrypted(backup):
+        raise Conflict(
+            "agentId: this archive is encrypted with another machine's key, which opens only with "
+            "your recovery code, which the server never sees: on that machine run "
+            "`backapp-agent restore BACKUP_ID --to DIR --recovery-code-stdin`",
+            field="agentId",
+        )
     return True
+
+
+def _encrypted(backup: dict[str, Any]) -> bool:
+    return str(backup.get("filename") or "").endswith(".age")
 
 
 def _out(row: dict[str, Any], agent_name: str) -> RestoreJobOut:
@@ -235,7 +247,7 @@ class RestoreJobService:
         # The backup's own machine and the machines that replace it (may_restore_to): one indexed
         # read per step of the inheritance chain, then one read of those machines.
         readers = await reader_agent_ids(user.id, backup["agent"])
-        if backup.get("backup_type") == "incremental":
+        if backup.get("backup_type") == "incremental" or _encrypted(backup):
             readers = {backup["agent"]}  # another machine would need the recovery code
         rows = await Agent.select(Agent.id, Agent.name, Agent.active).where(
             (Agent.user == user.id) & Agent.id.is_in(sorted(readers))

@@ -29,6 +29,8 @@ from desktop_agent.engine import (
     BackupInfo,
     CancelToken,
     EventSink,
+    Recovery,
+    RepoKeyStore,
     RestoreOptions,
     RestoreProgress,
     Restorer,
@@ -36,6 +38,7 @@ from desktop_agent.engine import (
     SnapshotEntry,
     Snapshots,
     agent_bandwidth,
+    config_dir,
 )
 
 from ._text import eta_text, human_bytes, parse_time, rate_text, redact
@@ -307,6 +310,10 @@ class RestoreSource:
                 events=events,
                 temp_dir=self.settings.temp_dir,
                 download_limit=agent_bandwidth(self.settings).download,
+                # An encrypted archive of this machine opens with its own key.
+                identities=lambda _ticket: Recovery(
+                    client, RepoKeyStore(config_dir()), server_url=self.settings.server_url or ""
+                ).archive_identities(None),
             ) as restorer,
         ):
             return restorer.restore(choice.id, options, cancel=cancel)

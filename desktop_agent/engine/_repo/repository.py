@@ -19,12 +19,14 @@ from .._errors import AgentError, NetworkError, StorageError
 from .._transport.retry import RetryPolicy
 from ..repo_protocol import (
     MAX_OBJECTS_PER_REQUEST,
+    ObjectBody,
     ObjectKind,
     ObjectStore,
     ObjectUpload,
     ReadSlot,
     RepoPlane,
     SnapshotStarted,
+    body_size,
 )
 from .cache import Cache
 from .crypto import RepoKeys
@@ -53,8 +55,13 @@ def utc_now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256_hex(data: ObjectBody) -> str:
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    for part in data:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 class Repository:
@@ -86,7 +93,12 @@ class Repository:
     # --- storage, with retries -----------------------------------------------------------------
 
     def _put(
-        self, backup_id: str, upload: ObjectUpload, url: str, data: bytes, headers: dict[str, str]
+        self,
+        backup_id: str,
+        upload: ObjectUpload,
+        url: str,
+        data: ObjectBody,
+        headers: dict[str, str],
     ) -> None:
         """PUT one object; a transient failure is retried (with a fresh URL: it may have expired)."""
         attempt = 0
@@ -136,7 +148,7 @@ class Repository:
     # --- transport -----------------------------------------------------------------------------
 
     def upload(
-        self, backup_id: str, items: Sequence[tuple[ObjectKind, str, bytes]]
+        self, backup_id: str, items: Sequence[tuple[ObjectKind, str, ObjectBody]]
     ) -> dict[str, int | None]:
         """Upload objects not already stored (one request per 256 for their URLs; the PUTs in
         parallel). Returns each name's pack sequence number (``None`` but for packs)."""
@@ -147,7 +159,7 @@ class Repository:
                     ObjectUpload(
                         kind,
                         name,
-                        len(data),
+                        body_size(data),
                         # Content-addressed objects are named by their SHA-256 already.
                         name if kind in ("data", "index") else sha256_hex(data),
                     ),

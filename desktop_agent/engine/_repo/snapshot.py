@@ -37,6 +37,7 @@ from .format import (
     Summary,
     encode_object,
 )
+from .memory import tune_allocator
 from .repository import Repository, sha256_hex, utc_now_text
 
 log = logging.getLogger("desktop_agent.engine.repo")
@@ -211,6 +212,7 @@ def _run(
         def on_error(err: FileError) -> None:
             emit(FileFailed(config_id=job.config_id, path=err.path, message=err.message))
 
+        tune_allocator()  # before the writer's threads allocate their first buffers
         for attempt in range(1, _COMMIT_TRIES + 1):
             writer = SnapshotWriter(
                 repo,

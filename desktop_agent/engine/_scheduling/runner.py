@@ -151,8 +151,9 @@ class _TaggedPlane:
 
     def __getattr__(self, name: str) -> Any:
         # The snapshot endpoints (``RepoPlane``) but ``snapshot_start``, and the recovery ones
-        # (the wrapped repository key), go to the plane untouched.
-        if name.startswith(("snapshot_", "repo_", "recovery_")):
+        # (the wrapped repository key, for the account's and the organisation's recovery keys),
+        # go to the plane untouched.
+        if name.startswith(("snapshot_", "repo_", "recovery_", "organisation_key_")):
             return getattr(self._plane, name)
         raise AttributeError(name)
 

@@ -485,6 +485,20 @@ class ApiClient:
         query = f"?{urlencode({'agentId': agent_id})}" if agent_id else ""
         return _wrapped(self._call("GET", path + query), path)
 
+    def organisation_key_put(self, wrapped: bytes, version: int) -> None:
+        self._call(
+            "PUT",
+            "/api/agent/repo/organisation-key",
+            {"wrappedKey": base64.b64encode(wrapped).decode(), "version": version},
+        )
+
+    def organisation_restore_ticket(self, backup_id: str) -> RestoreTicket:
+        """An administrator's agent: a pre-signed GET of any encrypted archive of the server
+        (``POST /api/agent/organisation/restore``), to open with the organisation code."""
+        path = "/api/agent/organisation/restore"
+        body = self._call("POST", path, {"backupId": backup_id})
+        return _decode(body.get("restore"), RestoreTicket, path)
+
     # -- plumbing -----------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
@@ -562,6 +576,9 @@ def _recovery_info(body: dict[str, Any], path: str) -> RecoveryInfo:
             "kdf": body.get("kdf"),
             "version": body.get("version"),
             "agent_key_version": body.get("agentKeyVersion"),
+            "organisation_key": body.get("organisationKey"),
+            "organisation_version": body.get("organisationVersion"),
+            "agent_organisation_key_version": body.get("agentOrganisationKeyVersion"),
         },
         RecoveryInfo,
         path,

@@ -190,3 +190,20 @@ async def test_a_machine_that_replaces_the_old_one_may_restore_its_archives(
     assert r.status_code == 409 and "recovery code" in r.json()["detail"], r.text
     assert offered not in (await client.get(f"/backups/{backup_id}")).text
     assert await RestoreJob.count() == 1
+
+
+async def test_an_inherited_encrypted_archive_is_refused_in_words(client: ApiClient) -> None:
+    """An encrypted archive opens with its machine's key or the recovery code: the machine that
+    made it may get the job, a replacement is told to use the code itself."""
+    old_id, _key, backup_id = await _backup(client)
+    await BackupLog.update({BackupLog.filename: "b.tar.gz.age"}).where(BackupLog.id == backup_id)
+    new_id, _ = await client.register_agent("new-desktop")
+    mark = await client.post(f"/api/agents/{new_id}/inherit", json={"fromAgentId": old_id})
+    assert mark.status_code == 201, mark.text
+    url = f"/api/backups/{backup_id}/restore"
+    assert '<option value="new-desktop">' not in (await client.get(f"/backups/{backup_id}")).text
+    r = await client.post(url, json={"agentId": new_id, "target": "/home/me/old"})
+    assert r.status_code == 409 and "--recovery-code-stdin" in r.json()["detail"], r.text
+    assert await RestoreJob.count() == 0
+    r = await client.post(url, json={"agentId": old_id, "target": "/home/me/old"})
+    assert r.status_code == 202, r.text
