@@ -132,14 +132,14 @@ class Runtime:
         if isinstance(self.engine, PostgresEngine):
             await self.engine.start_connection_pool(max_size=20)
             await self.services.registry.listen_postgres(self.engine.config["dsn"])
-        self.services.registry.start()
         await self.services.live.start()
+        self.services.registry.start(self.services.live)
         self.services.tasks.start()
 
     async def stop(self) -> None:
         await self.services.tasks.stop()
-        await self.services.live.stop()
         await self.services.registry.stop()
+        await self.services.live.stop()
         if isinstance(self.engine, PostgresEngine):
             await self.engine.close_connection_pool()
 

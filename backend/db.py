@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from piccolo.engine.base import Engine
@@ -11,7 +13,14 @@ from piccolo.engine.sqlite import SQLiteEngine
 
 from backend.private_files import touch_private_file
 
-__all__ = ["APP_MODULES", "all_tables", "bind_tables", "make_engine", "sqlite_path"]
+__all__ = [
+    "APP_MODULES",
+    "LoopPoolPostgresEngine",
+    "all_tables",
+    "bind_tables",
+    "make_engine",
+    "sqlite_path",
+]
 
 APP_MODULES = [
     "backend.accounts.piccolo_app",
@@ -30,6 +39,38 @@ def sqlite_path(database_url: str) -> Path:
     raise ValueError(f"not a sqlite URL: {database_url!r}")
 
 
+class LoopPoolPostgresEngine(PostgresEngine):
+    """A PostgreSQL engine with one connection pool per event loop.
+
+    asyncpg's pools belong to the loop that made them. The periodic rounds run on a thread of
+    their own (so a long round never delays a request); with this engine that thread starts its
+    own small pool and the tables, bound to one engine, use whichever pool belongs to the loop
+    that runs the query. A loop without a pool opens a connection per query, as Piccolo does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def pool(self) -> Any:
+        try:
+            return self._pools.get(asyncio.get_running_loop())
+        except RuntimeError:  # no running loop: no pool
+            return None
+
+    @pool.setter
+    def pool(self, value: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the base class's __init__ sets None outside any loop
+            return
+        if value is None:
+            self._pools.pop(loop, None)
+        else:
+            self._pools[loop] = value
+
+
 def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
     if database_url.startswith("sqlite:"):
         path = sqlite_path(database_url)
@@ -37,12 +78,18 @@ def make_engine(database_url: str) -> Engine:  # type: ignore[type-arg]
         # timeout: several processes may write; wait for the lock instead of failing at once.
         return SQLiteEngine(path=str(path), timeout=30)
     dsn = database_url.replace("postgres://", "postgresql://", 1)
-    return PostgresEngine(config={"dsn": dsn})
+    return LoopPoolPostgresEngine(config={"dsn": dsn})
 
 
 def all_tables() -> list[type]:
     from backend.accounts.tables import LoginThrottle, User, UserSession
-    from backend.agents.tables import Agent, AgentInheritance, AgentLog, PairingCode
+    from backend.agents.tables import (
+        Agent,
+        AgentInheritance,
+        AgentLog,
+        KeyRevocations,
+        PairingCode,
+    )
     from backend.backups.tables import (
         Alert,
         BackupConfig,
@@ -67,6 +114,7 @@ def all_tables() -> list[type]:
         AgentLog,
         AgentInheritance,
         PairingCode,
+        KeyRevocations,
         BackupConfig,
         BackupLog,
         Lease,

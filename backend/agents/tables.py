@@ -3,8 +3,10 @@ from __future__ import annotations
 from piccolo.columns import (
     JSON,
     UUID,
+    BigInt,
     Boolean,
     ForeignKey,
+    Integer,
     OnDelete,
     Text,
     Timestamptz,
@@ -104,3 +106,14 @@ class PairingCode(Table, tablename="backapp_pairing_code"):
         help_text="The agent the code created, once used.",
     )
     created_at = Timestamptz()
+
+
+class KeyRevocations(Table, tablename="backapp_key_revocations"):
+    """One row (``id`` 1): how many times an agent key was revoked (deactivated, deleted).
+
+    Server processes cache agent keys until told otherwise. Without Redis (and without PostgreSQL's
+    LISTEN), a process learns of a revocation made by another process by this count moving: it
+    reads the one row when it authenticates, and forgets its cached keys when the count changed."""
+
+    id = Integer(primary_key=True)
+    revoked = BigInt(default=0)

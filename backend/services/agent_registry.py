@@ -4,8 +4,12 @@ rate limiter.
 The heartbeat is the server's hottest path (every agent, every poll interval), so the key lookup and
 the ``lastSeen`` write are kept off the database where that is safe:
 
-* ``AgentRegistry`` caches digest → agent for ``agent_cache_seconds``; a revocation made through this
-  process drops the entry at once (other processes re-read within that bound).
+* ``AgentRegistry`` caches digest → agent until it is told the key changed: nothing is re-read while
+  nothing happens, so an idle fleet costs nothing however large. A revocation (deactivate, delete)
+  drops the entry in the revoking process at once and reaches the others by push: Redis pub/sub
+  when ``BACKAPP_REDIS_URL`` is set, else PostgreSQL's LISTEN/NOTIFY. Where neither is live (SQLite
+  with several processes, or a lost listening connection) every authentication reads the one-row
+  revocation count (``KeyRevocations``) and forgets every cached key when it moved.
 * Heartbeats are buffered in memory and written in one ``UPDATE … WHERE id IN (…)`` per flush
   (``heartbeat_flush_seconds``). Status reads merge the buffer, so this process answers exactly and
   others lag by at most one flush, far below the offline threshold.
@@ -14,6 +18,7 @@ the ``lastSeen`` write are kept off the database where that is safe:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -25,10 +30,11 @@ import aiosqlite
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory
 
-from backend.agents.tables import Agent
+from backend.agents.tables import Agent, KeyRevocations
 from backend.errors import NotAuthenticated, RateLimited
 from backend.security import API_KEY_PREFIX, api_key_digest
 from backend.services.clock import aware, utcnow
+from backend.services.pubsub import AGENTS_CHANNEL, LiveEvents, decode
 from backend.settings import Settings
 
 __all__ = ["MAX_KEY_LENGTH", "AgentIdentity", "AgentRegistry"]
@@ -37,6 +43,11 @@ log = logging.getLogger("backapp.agents")
 
 MAX_KEY_LENGTH = 200
 _LOOKUP_COLUMNS = 'id, "user", name, active, platform, version, mode'
+_COUNT_SQL = "SELECT revoked FROM backapp_key_revocations WHERE id = 1"
+_BUMP_SQL = (
+    "INSERT INTO backapp_key_revocations (id, revoked) VALUES (1, 1) ON CONFLICT (id) "
+    "DO UPDATE SET revoked = backapp_key_revocations.revoked + 1"
+)
 
 
 @dataclass(frozen=True)
@@ -62,19 +73,25 @@ class AgentRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._cache: dict[str, tuple[AgentIdentity, float]] = {}
+        self._cache: dict[str, AgentIdentity] = {}
         self._digest_of: dict[uuid.UUID, str] = {}
+        self._generation = 0
+        """Bumped by every invalidation: a lookup that raced one is not cached."""
+        self._epoch: int | None = None
+        """The revocation count the cache is valid for (when revocations are not pushed)."""
         self._pending: dict[uuid.UUID, datetime] = {}
         self._seen: dict[uuid.UUID, datetime] = {}
         self._buckets: dict[uuid.UUID, _Bucket] = {}
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._revalidated = 0.0
         self._sqlite: aiosqlite.Connection | None = None
         self._sqlite_lock = asyncio.Lock()
         self._listener: Any = None
         self.notify_channel: str | None = None
+        self._live: LiveEvents | None = None
+        self._subscriber: asyncio.Task[None] | None = None
+        self._subscribed = False
 
     # --- authentication ---------------------------------------------------------------------
 
@@ -84,11 +101,12 @@ class AgentRegistry:
         if len(api_key) > MAX_KEY_LENGTH or not api_key.startswith(API_KEY_PREFIX):
             raise NotAuthenticated("invalid API key")
         digest = api_key_digest(self.settings.secret_key, api_key)
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[1] < self.settings.agent_cache_seconds:
-            identity = hit[0]
-        else:
+        caching = self.settings.agent_cache_seconds > 0
+        if caching and not self.pushed:
+            await self._check_revocations()
+        identity = self._cache.get(digest) if caching else None
+        if identity is None:
+            generation = self._generation
             row = await self._lookup(digest)
             if row is None or not row["active"]:
                 self._cache.pop(digest, None)
@@ -101,10 +119,55 @@ class AgentRegistry:
                 version=row["version"],
                 mode=row["mode"],
             )
-            self._cache[digest] = (identity, now)
-            self._digest_of[identity.id] = digest
-        self._rate_limit(identity.id, now)
+            if caching and generation == self._generation:
+                self._cache[digest] = identity
+                self._digest_of[identity.id] = digest
+        self._rate_limit(identity.id, time.monotonic())
         return identity
+
+    @property
+    def pushed(self) -> bool:
+        """Whether revocations made by other processes reach this one by push right now (a live
+        Redis subscription, or PostgreSQL LISTEN on an open connection)."""
+        if self._subscribed:
+            return True
+        return self._listener is not None and not self._listener.is_closed()
+
+    async def _check_revocations(self) -> None:
+        """Forget every cached key if another process revoked one since the cache was filled."""
+        count = await self._revocations()
+        if count != self._epoch:
+            self._forget_keys()
+            self._epoch = count
+
+    def _forget_keys(self) -> None:
+        self._cache.clear()
+        self._digest_of.clear()
+        self._generation += 1
+
+    async def _revocations(self) -> int:
+        """The revocation count: one primary-key read (on SQLite on the registry's own
+        connection, like the key lookup)."""
+        engine = Agent._meta.db
+        if isinstance(engine, PostgresEngine) and engine.pool is not None:
+            value = await engine.pool.fetchval(_COUNT_SQL)
+            return int(value or 0)
+        if isinstance(engine, SQLiteEngine):
+            conn = await self._sqlite_connection(engine)
+            async with conn.execute(_COUNT_SQL) as cursor:
+                rows = list(await cursor.fetchall())
+            return int(rows[0]["revoked"]) if rows else 0
+        rows = await KeyRevocations.raw(_COUNT_SQL)
+        return int(rows[0]["revoked"]) if rows else 0
+
+    async def _sqlite_connection(self, engine: SQLiteEngine) -> aiosqlite.Connection:
+        if self._sqlite is None:
+            async with self._sqlite_lock:
+                if self._sqlite is None:
+                    conn = await aiosqlite.connect(**engine.connection_kwargs)
+                    conn.row_factory = dict_factory  # type: ignore[assignment]
+                    self._sqlite = conn
+        return self._sqlite
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
         """The agent behind a key digest: one indexed SELECT on a long-lived connection.
@@ -118,13 +181,8 @@ class AgentRegistry:
             record = await engine.pool.fetchrow(sql + "$1", digest)
             return dict(record) if record is not None else None
         if isinstance(engine, SQLiteEngine):
-            if self._sqlite is None:
-                async with self._sqlite_lock:
-                    if self._sqlite is None:
-                        conn = await aiosqlite.connect(**engine.connection_kwargs)
-                        conn.row_factory = dict_factory  # type: ignore[assignment]
-                        self._sqlite = conn
-            async with self._sqlite.execute(sql + "?", (digest,)) as cursor:
+            conn = await self._sqlite_connection(engine)
+            async with conn.execute(sql + "?", (digest,)) as cursor:
                 rows = list(await cursor.fetchall())  # step to the end: no read lock left behind
             return dict(rows[0]) if rows else None
         return await (
@@ -142,24 +200,33 @@ class AgentRegistry:
         )
 
     def invalidate(self, agent_id: uuid.UUID) -> None:
+        """Forget what this process holds about the agent (its key, buffered state)."""
         digest = self._digest_of.pop(agent_id, None)
         if digest is not None:
             self._cache.pop(digest, None)
+        self._generation += 1
         self._pending.pop(agent_id, None)
         self._seen.pop(agent_id, None)
         self._buckets.pop(agent_id, None)
 
     async def revoked(self, agent_id: uuid.UUID) -> None:
-        """Forget the agent here and tell the other server processes (PostgreSQL NOTIFY)."""
+        """The agent's key changed (deactivated, deleted): forget it here, and tell every other
+        process by each way there is, so that none of them accepts the key once this returns:
+        the revocation count (read where nothing is pushed), PostgreSQL NOTIFY, Redis."""
         self.invalidate(agent_id)
+        await KeyRevocations.raw(_BUMP_SQL)
         if self.notify_channel:
             await Agent.raw("SELECT pg_notify({}, {})", self.notify_channel, str(agent_id))
+        if self._live is not None and self._live.kind == "redis":
+            await self._live.publish_now(
+                {"type": "revoked", "agentId": str(agent_id)}, AGENTS_CHANNEL
+            )
 
     async def listen_postgres(self, dsn: str, channel: str = "backapp_agent_revoked") -> None:
         """Drop cached keys as soon as another process revokes them (LISTEN/NOTIFY).
 
-        If the listening connection is lost, the cache TTL still bounds how long a revoked key
-        is accepted here."""
+        If the listening connection is lost, every authentication reads the revocation count
+        instead (see :attr:`pushed`)."""
         import asyncpg
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -171,6 +238,31 @@ class AgentRegistry:
         self._listener = await asyncpg.connect(dsn)
         await self._listener.add_listener(channel, on_notify)
         self.notify_channel = channel
+
+    async def _listen_redis(self, live: LiveEvents) -> None:
+        """Drop cached keys that another process revoked, as Redis tells. While this is not
+        subscribed, authentications read the revocation count instead."""
+        try:
+            async with live.subscription(AGENTS_CHANNEL) as subscriber:
+                # Anything revoked before the subscription took effect: the count says so.
+                self._epoch = None
+                await self._check_revocations()
+                self._subscribed = True
+                async for payload in subscriber.iter_events():
+                    event = decode(payload)
+                    if event is None or event.get("type") != "revoked":
+                        continue
+                    try:
+                        self.invalidate(uuid.UUID(str(event.get("agentId"))))
+                    except ValueError:
+                        log.warning("ignored a malformed revocation notice")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("listening for key revocations failed; reading the count instead")
+        finally:
+            self._subscribed = False
+            self._epoch = None  # the next authentication compares the count afresh
 
     def _rate_limit(self, agent_id: uuid.UUID, now: float) -> None:
         capacity = float(self.settings.agent_rate_limit)
@@ -213,7 +305,16 @@ class AgentRegistry:
                 self._cache.pop(digest, None)
         else:
             self._pending[identity.id] = now
+        before = self._seen.get(identity.id)
         self._seen[identity.id] = now
+        if self._live is not None and (
+            before is None or (now - before).total_seconds() > self.settings.offline_after_seconds
+        ):
+            # Back online as far as this process knows: the owner's open pages reload the
+            # agent's status (going offline is told by the periodic presence round).
+            self._live.to_user(
+                identity.user_id, {"type": "agent", "agentId": str(identity.id), "online": True}
+            )
 
     def last_seen(self, agent_id: uuid.UUID, stored: datetime | None) -> datetime | None:
         """The newer of the stored value and what this process has heard but not yet written."""
@@ -243,69 +344,10 @@ class AgentRegistry:
                 self._seen = {k: v for k, v in self._seen.items() if k in pending}
             return len(ids)
 
-    async def revalidate(self) -> int:
-        """Re-read every cached agent in bulk (one query per 500); returns how many are still valid.
-
-        A busy key thus never expires on the request path (a real agent beats every 30 s, far
-        past the cache lifetime).
-        Revoked, deleted or re-keyed agents drop out; entries idle for longer than the offline
-        threshold are evicted instead of re-read. An entry is still trusted only while younger
-        than ``agent_cache_seconds``, so the revocation bound is unchanged."""
-        if not self._cache:
-            return 0
-        started = time.monotonic()
-        idle_after = self.settings.offline_after_seconds
-        snapshot: dict[str, tuple[AgentIdentity, float]] = {}
-        for digest, entry in list(self._cache.items()):
-            bucket = self._buckets.get(entry[0].id)
-            if bucket is None or started - bucket.stamp > idle_after:
-                self._cache.pop(digest, None)
-                self._digest_of.pop(entry[0].id, None)
-            else:
-                snapshot[digest] = entry
-        ids = [identity.id for identity, _ in snapshot.values()]
-        rows: dict[uuid.UUID, dict[str, Any]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            for row in await Agent.select(
-                Agent.id,
-                Agent.user,
-                Agent.name,
-                Agent.active,
-                Agent.platform,
-                Agent.version,
-                Agent.mode,
-                Agent.api_key_digest,
-            ).where(Agent.id.is_in(chunk)):
-                rows[row["id"]] = row
-        kept = 0
-        for digest, entry in snapshot.items():
-            if self._cache.get(digest) is not entry:
-                continue  # invalidated or re-read meanwhile: leave it alone
-            fresh = rows.get(entry[0].id)
-            if fresh is None or not fresh["active"] or fresh["api_key_digest"] != digest:
-                self._cache.pop(digest, None)
-                continue
-            self._cache[digest] = (
-                AgentIdentity(
-                    id=fresh["id"],
-                    user_id=fresh["user"],
-                    name=fresh["name"],
-                    platform=fresh["platform"],
-                    version=fresh["version"],
-                    mode=fresh["mode"],
-                ),
-                started,
-            )
-            kept += 1
-        return kept
-
     async def _maintain(self, stopping: asyncio.Event) -> None:
-        """Write buffered heartbeats, and re-read cached keys at half their lifetime."""
-        cache = self.settings.agent_cache_seconds
+        """Write buffered heartbeats; forget keys idle past the offline threshold (in memory: no
+        key is re-read, so an idle fleet costs no query)."""
         period = self.settings.heartbeat_flush_seconds
-        if cache > 0:
-            period = min(period, cache / 2)
         while not stopping.is_set():
             try:
                 await asyncio.wait_for(stopping.wait(), period)
@@ -313,20 +355,35 @@ class AgentRegistry:
                 pass
             try:
                 await self.flush()
-                if cache > 0 and time.monotonic() - self._revalidated >= cache / 2:
-                    self._revalidated = time.monotonic()
-                    await self.revalidate()
+                self._evict_idle(time.monotonic())
             except Exception:
-                log.exception(
-                    "agent housekeeping failed (heartbeat writes / key re-reads); retrying"
-                )
+                log.exception("agent housekeeping failed (heartbeat writes); retrying")
 
-    def start(self) -> None:
+    def _evict_idle(self, now: float) -> None:
+        idle_after = self.settings.offline_after_seconds
+        for digest, identity in list(self._cache.items()):
+            bucket = self._buckets.get(identity.id)
+            if bucket is None or now - bucket.stamp > idle_after:
+                self._cache.pop(digest, None)
+                self._digest_of.pop(identity.id, None)
+
+    def start(self, live: LiveEvents | None = None) -> None:
+        """Start the heartbeat writer, and with Redis the revocation listener."""
+        loop = asyncio.get_running_loop()
         if self._task is None:
             self._stopping = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._maintain(self._stopping))
+            self._task = loop.create_task(self._maintain(self._stopping))
+        if live is not None:
+            self._live = live
+            if live.kind == "redis" and self._subscriber is None:
+                self._subscriber = loop.create_task(self._listen_redis(live))
 
     async def stop(self) -> None:
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._subscriber
+            self._subscriber = None
         if self._listener is not None:
             await self._listener.close()
             self._listener = None

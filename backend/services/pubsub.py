@@ -9,6 +9,8 @@ Channels:
     agent:{id}   what that agent's WebSocket must hear (``{"type": "run", …}``)
     user:{id}    what that user's pages show (progress, log lines, backup started/finished)
     server       Back Up Now requests for server-side configs (the server's own runner)
+    agents       agent keys revoked by another process (``{"type": "revoked", "agentId"}``), so
+                 that every process drops its cached copy (with Redis; see ``agent_registry``)
 
 Events are JSON objects with a ``type``. Delivery is at most once and only to subscribers that are
 connected at the time: whatever must not be lost (a run request) is also kept in the database.
@@ -34,11 +36,14 @@ from litestar.channels.subscriber import Subscriber
 from backend.services.clock import iso, utcnow
 from backend.settings import Settings
 
-__all__ = ["LiveEvents", "agent_channel", "user_channel", "SERVER_CHANNEL"]
+__all__ = ["AGENTS_CHANNEL", "SERVER_CHANNEL", "LiveEvents", "agent_channel", "user_channel"]
 
 log = logging.getLogger("backapp.live")
 
 SERVER_CHANNEL = "server"
+AGENTS_CHANNEL = "agents"
+PUBLISH_NOW_TIMEOUT = 5.0
+"""Seconds :meth:`LiveEvents.publish_now` waits for the backend before giving up."""
 MAX_BACKLOG = 1000
 """Events held per slow subscriber (a page on a bad link) before the oldest are dropped."""
 MAX_OUTBOX = 10_000
@@ -85,10 +90,12 @@ class LiveEvents:
         self._started = False
         self._outbox: asyncio.Queue[tuple[bytes, list[str]]] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         if not self._started:
             await self.plugin.__aenter__()
+            self._loop = asyncio.get_running_loop()
             self._outbox = asyncio.Queue(maxsize=MAX_OUTBOX)
             self._sender = asyncio.get_running_loop().create_task(self._send_loop())
             self._started = True
@@ -127,9 +134,39 @@ class LiveEvents:
             return
         data = json.dumps(event, separators=(",", ":")).encode()
         try:
-            self._outbox.put_nowait((data, list(channels)))
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop or self._loop is None:
+            self._enqueue(data, list(channels))
+            return
+        # The periodic rounds run on a thread of their own; the outbox belongs to the server's loop.
+        with contextlib.suppress(RuntimeError):  # that loop is closing: the event is dropped
+            self._loop.call_soon_threadsafe(self._enqueue, data, list(channels))
+
+    def _enqueue(self, data: bytes, channels: list[str]) -> None:
+        if self._outbox is None:
+            return
+        try:
+            self._outbox.put_nowait((data, channels))
         except asyncio.QueueFull:
             log.warning("too many live events waiting to be published; one was dropped")
+
+    async def publish_now(self, event: dict[str, Any], *channels: str) -> bool:
+        """Publish ``event`` and wait until the backend took it (with Redis: the other processes'
+        subscriptions have it), for what must not lag behind the request that caused it (a
+        revoked key). False, logged, if it could not be published."""
+        if not self._started or not channels:
+            return False
+        data = json.dumps(event, separators=(",", ":")).encode()
+        try:
+            await asyncio.wait_for(
+                self.plugin.wait_published(data, list(channels)), PUBLISH_NOW_TIMEOUT
+            )
+        except Exception as exc:
+            log.warning("could not publish a live event (%s)", exc)
+            return False
+        return True
 
     def to_user(self, user_id: str | uuid.UUID, event: dict[str, Any]) -> None:
         self.publish(event, user_channel(user_id))

@@ -1,9 +1,16 @@
 """The server's periodic work: maintenance (retention, then pruning), alerts (evaluation and delivery), server-side runs, the catalog (copies of the database into the bucket).
 
-Every ``BACKAPP_TASK_INTERVAL`` seconds each process tries each task; a ``server:{task}`` lease makes
-sure only one process does a given task at a time (the others skip it this round). Server-side
-backups additionally take the ``config:{id}`` lease of the config they run, like agents do, and run
-in the background so a long backup never delays retention or alerts.
+Every ``BACKAPP_TASK_INTERVAL`` seconds each process tries each task; a lock named ``server:{task}``
+makes sure only one process does a given task at a time (the others skip it this round). On
+PostgreSQL the lock is a session advisory lock held while the round runs; on SQLite it is a lease,
+renewed while the round runs. Either way it is released when the round ends, so a round longer than
+its interval never overlaps with itself on another process, and a dead process frees it (at once on
+PostgreSQL, within the lease's lifetime on SQLite).
+
+Maintenance, alerts, housekeeping and the catalog run on a thread of their own
+(:mod:`backend.services.round_thread`), never on the loop that serves requests. Server-side backups
+are started from the server's loop; they take the ``config:{id}`` lease of the config they run, like
+agents do, and run in the background so a long backup never delays retention or alerts.
 
 Each task is a method taking ``now``, so tests drive them with a controllable clock.
 """
@@ -20,9 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from piccolo.engine.postgres import PostgresEngine
+
 from backend.accounts.tables import LoginThrottle, UserSession
-from backend.agents.tables import PairingCode
-from backend.backups.tables import Lease, RunRequest
+from backend.agents.tables import Agent, PairingCode
+from backend.backups.tables import Alert, Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.catalog.service import CatalogRound, CatalogService
 from backend.services.clock import utcnow
@@ -32,6 +41,7 @@ from backend.services.prune import PruneReport, PruneService
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
 from backend.services.restore_jobs import expire_stale_jobs
 from backend.services.retention import RetentionReport, RetentionService
+from backend.services.round_thread import RoundThread, advisory_lock, rounds_can_leave_loop
 from backend.services.runs import REQUEST_TTL
 from backend.services.server_side import ServerRunner
 from backend.settings import Settings
@@ -109,6 +119,8 @@ class PeriodicTasks:
         self._listener: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._thread: RoundThread | None = None
+        self._presence_at: datetime | None = None
         self.rounds = 0
         """Rounds the background loop has finished (tests wait for the start-up round)."""
 
@@ -120,6 +132,10 @@ class PeriodicTasks:
     async def _guarded(self, task: str, fn: Callable[[], Awaitable[Any]]) -> Any | None:
         """Run ``fn`` if this process wins ``server:{task}``; None when another process has it."""
         name = f"server:{task}"
+        engine = Lease._meta.db
+        if isinstance(engine, PostgresEngine):
+            async with advisory_lock(engine.config["dsn"], name) as held:
+                return await fn() if held else None
         grant = await self.leases.acquire(name, self.holder, self.lease_ttl, owner=SERVER_OWNER)
         if grant is None:
             return None
@@ -163,11 +179,50 @@ class PeriodicTasks:
         async def both() -> AlertReport:
             moment = now or utcnow()
             report = await self.alerts.evaluate(moment)
+            await self._announce_alerts(report.opened + report.resolved)
             sent = await self.alerts.notify(moment)
             report.notified, report.notify_failed = sent.notified, sent.notify_failed
             return report
 
         return await self._guarded("alerts", both)
+
+    async def _announce_alerts(self, alert_ids: list[str]) -> None:
+        """Tell the owners' open pages that alerts opened or resolved (``{"type": "alert"}``):
+        their live regions reload then, and only then."""
+        if self.live is None or not alert_ids:
+            return
+        users: set[str] = set()
+        for start in range(0, len(alert_ids), 500):
+            chunk = alert_ids[start : start + 500]
+            rows = await Alert.select(Alert.user).where(Alert.id.is_in(chunk)).distinct()
+            users.update(str(r["user"]) for r in rows)
+        for user in users:
+            self.live.to_user(user, {"type": "alert"})
+
+    async def run_presence(self, now: datetime | None = None) -> int | None:
+        """Tell the owners' open pages which agents went offline since the previous round
+        (``{"type": "agent", "online": false}``): the last heartbeat crossed the offline threshold.
+        (An agent coming back online is told by its heartbeat.) Returns how many."""
+
+        async def went_offline() -> int:
+            moment = now or utcnow()
+            threshold = timedelta(seconds=self.settings.offline_after_seconds)
+            since = self._presence_at or moment - timedelta(seconds=self.settings.task_interval)
+            self._presence_at = moment
+            if self.live is None or since >= moment:
+                return 0
+            rows = await Agent.select(Agent.id, Agent.user).where(
+                (Agent.last_seen >= since - threshold)
+                & (Agent.last_seen < moment - threshold)
+                & (Agent.active == True)  # noqa: E712 - a SQL comparison
+            )
+            for r in rows:
+                self.live.to_user(
+                    r["user"], {"type": "agent", "agentId": str(r["id"]), "online": False}
+                )
+            return len(rows)
+
+        return await self._guarded("presence", went_offline)
 
     async def run_housekeeping(self, now: datetime | None = None) -> Housekeeping | None:
         """Drop rows nobody needs any more: sign-in throttles whose window is over, expired
@@ -238,13 +293,33 @@ class PeriodicTasks:
         return started or []
 
     async def run_once(self, now: datetime | None = None) -> None:
-        for name, fn in (
+        """One round of every task, here and now."""
+        await self._run_each(
+            now,
             ("maintenance", self.run_maintenance),
             ("alerts", self.run_alerts),
             ("server-side runs", self.run_server_side),
             ("housekeeping", self.run_housekeeping),
+            ("presence", self.run_presence),
             ("catalog", self.run_catalog),
-        ):
+        )
+
+    async def run_rounds(self, now: datetime | None = None) -> None:
+        """One round of the tasks that run off the request loop: all but server-side runs."""
+        await self._run_each(
+            now,
+            ("maintenance", self.run_maintenance),
+            ("alerts", self.run_alerts),
+            ("housekeeping", self.run_housekeeping),
+            ("presence", self.run_presence),
+            ("catalog", self.run_catalog),
+        )
+
+    @staticmethod
+    async def _run_each(
+        now: datetime | None, *tasks: tuple[str, Callable[[datetime | None], Awaitable[Any]]]
+    ) -> None:
+        for name, fn in tasks:
             try:
                 await fn(now)
             except Exception:
@@ -255,7 +330,12 @@ class PeriodicTasks:
         next_round = loop.time()
         while not stopping.is_set():
             if loop.time() >= next_round:
-                await self.run_once()
+                if self._thread is None:
+                    await self.run_rounds()
+                try:
+                    await self.run_server_side()
+                except Exception:
+                    log.exception("periodic task server-side runs failed; retrying next round")
                 self.rounds += 1
                 self._first_round.set()
                 next_round = loop.time() + self.settings.task_interval
@@ -294,12 +374,18 @@ class PeriodicTasks:
         if self._task is None:
             self._stopping = asyncio.Event()
             loop = asyncio.get_running_loop()
+            if rounds_can_leave_loop():
+                self._thread = RoundThread(self.run_rounds, self.settings.task_interval)
+                self._thread.start()
             self._task = loop.create_task(self._loop(self._stopping))
             if self.live is not None:
                 self._listener = loop.create_task(self._listen())
 
     async def started(self) -> None:
-        """Wait until the background loop finished its first round (the one at start-up)."""
+        """Wait until the background loop finished its first round (the one at start-up), and
+        the rounds' thread its first round."""
+        if self._thread is not None:
+            await self._thread.wait_first_round()
         if self._task is None or self._task.done():
             return
         waiter = asyncio.get_running_loop().create_task(self._first_round.wait())
@@ -316,4 +402,7 @@ class PeriodicTasks:
             self._stopping.set()
             await self._task
             self._task = None
+        if self._thread is not None:
+            await self._thread.stop()
+            self._thread = None
         await self.runner.stop()

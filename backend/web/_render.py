@@ -107,6 +107,10 @@ def _flash_cookie(value: str, services: Services) -> Cookie:
     )
 
 
+LIVE_POLL_MS = 5000
+"""How often pages poll their live regions when live events cannot reach them (see ``page``)."""
+
+
 def page(
     request: Request[Any, Any, Any],
     template: str,
@@ -124,6 +128,11 @@ def page(
     if user is not None:
         context["csrf_token"] = user.csrf_token
     context.update(user=user, path=request.url.path, flash=None)
+    # Several worker processes without Redis: an event reaches only the pages of the process that
+    # published it, so the pages fall back to polling their live regions (LIVE_POLL_MS).
+    context["live_poll_ms"] = (
+        LIVE_POLL_MS if services.live.kind != "redis" and services.settings.workers > 1 else None
+    )
     headers = {**SECURITY_HEADERS, "vary": "X-Backapp-Live"}
     region = request.headers.get(LIVE_HEADER)
     if region and live and region in live:

@@ -2,12 +2,15 @@
 (function () {
   "use strict";
 
-  var LIVE_MS = 5000;
-
   /* Live regions: <div data-live="name"> is refreshed from the same URL, asking only for that
-     region (header X-Backapp-Live). Paused while the tab is hidden; the focused element is kept. */
+     region (header X-Backapp-Live), when the event stream (live.js) says something it shows
+     changed: never on a timer, so an open page costs nothing while nothing happens. A region names
+     the event types it shows in data-live-on (all when absent) and may narrow them to one agent,
+     config or backup (data-live-agent, data-live-config, data-live-backup). A region that changed
+     while the tab was hidden is refreshed when the tab is shown again; the focused element is kept. */
   function refresh(region) {
-    if (document.hidden) return Promise.resolve();
+    if (document.hidden) { region.dataset.liveStale = "1"; return Promise.resolve(); }
+    delete region.dataset.liveStale;
     return fetch(window.location.href, {
       headers: { "X-Backapp-Live": region.dataset.live },
       credentials: "same-origin",
@@ -33,16 +36,38 @@
     }).catch(function () { /* offline for a moment: try again next time */ });
   }
 
+  var SCOPES = { liveAgent: "agentId", liveConfig: "configId", liveBackup: "backupId" };
+
+  /* Whether ``event`` (from the stream) may change what ``region`` shows. */
+  function concerns(region, event) {
+    var on = region.dataset.liveOn;
+    if (on && on.split(" ").indexOf(String(event.type)) < 0) return false;
+    return Object.keys(SCOPES).every(function (key) {
+      var want = region.dataset[key], got = event[SCOPES[key]];
+      return !want || got === undefined || got === null || String(got) === want;
+    });
+  }
+
   function startLive() {
     var regions = document.querySelectorAll("[data-live]");
     if (!regions.length) return;
     regions.forEach(function (region) { region.dataset.lastHtml = region.innerHTML; });
-    window.setInterval(function () { regions.forEach(refresh); }, LIVE_MS);
+    var poll = Number(document.documentElement.dataset.livePoll || 0);
+    if (poll > 0) { /* the server says events may not reach this page: poll as a fallback */
+      window.setInterval(function () { regions.forEach(refresh); }, poll);
+    }
     document.addEventListener("visibilitychange", function () {
-      if (!document.hidden) regions.forEach(refresh);
+      if (document.hidden) return;
+      regions.forEach(function (region) { if (region.dataset.liveStale) refresh(region); });
     });
-    /* live.js asks for this when a backup starts or finishes */
-    document.addEventListener("backapp:refresh", function () { regions.forEach(refresh); });
+    /* live.js asks for this with the events that came (none: every region, e.g. after the
+       stream reconnected and may have missed some) */
+    document.addEventListener("backapp:refresh", function (e) {
+      var events = e.detail && e.detail.events;
+      regions.forEach(function (region) {
+        if (!events || events.some(function (event) { return concerns(region, event); })) refresh(region);
+      });
+    });
   }
 
   /* Copy buttons: <button data-copy="element-id" hidden> (shown only when copying works). */

@@ -59,13 +59,19 @@
     return null;
   }
 
-  /* Ask app.js to refresh the live regions now (a backup started or finished), at most every 0.5 s. */
-  var refreshTimer = null;
-  function refreshSoon() {
+  /* Ask app.js to refresh the live regions these events concern (a backup started or finished, an
+     agent came or went, an alert opened...), at most every 0.5 s. ``event`` null: every region. */
+  var refreshTimer = null, refreshEvents = [];
+  function refreshSoon(event) {
+    if (refreshEvents !== null) {
+      if (event) refreshEvents.push(event); else refreshEvents = null;
+    }
     if (refreshTimer !== null) return;
     refreshTimer = window.setTimeout(function () {
+      var events = refreshEvents;
       refreshTimer = null;
-      document.dispatchEvent(new CustomEvent("backapp:refresh"));
+      refreshEvents = [];
+      document.dispatchEvent(new CustomEvent("backapp:refresh", { detail: events ? { events: events } : {} }));
     }, 500);
   }
 
@@ -120,7 +126,7 @@
       if (event.status === "running") backupSeen[id] = Date.now(); else delete backupSeen[id];
       clearConfig(id);
     }
-    refreshSoon();
+    refreshSoon(event);
   }
 
   function onProgress(event) {
@@ -129,7 +135,7 @@
     var id = String(event.backupId);
     var boxes = document.querySelectorAll('[data-progress-for="' + CSS.escape(id) + '"]');
     if (!boxes.length) {
-      if (!refreshedFor[id]) { refreshedFor[id] = true; refreshSoon(); }
+      if (!refreshedFor[id]) { refreshedFor[id] = true; refreshSoon(event); }
       return;
     }
     fill(boxes, event);
@@ -166,16 +172,20 @@
   function startEvents() {
     if (!window.EventSource) return;
     if (!document.querySelector("[data-live], [data-live-feed], [data-progress-for], [data-config-progress-for]")) return;
-    var source = new EventSource("/events");
-    source.addEventListener("open", function () { document.documentElement.dataset.liveEvents = "open"; });
+    var source = new EventSource("/events"), opened = false;
+    source.addEventListener("open", function () {
+      document.documentElement.dataset.liveEvents = "open";
+      if (opened) refreshSoon(null); /* reconnected: what changed meanwhile was not heard */
+      opened = true;
+    });
     source.addEventListener("message", function (message) {
       var event;
       try { event = JSON.parse(message.data); } catch (e) { return; }
       if (!event || typeof event !== "object") return;
       if (event.type === "progress") onProgress(event);
-      else if (event.type === "log") onLog(event);
+      else if (event.type === "log") { onLog(event); refreshSoon(event); }
       else if (event.type === "backup") onBackup(event);
-      else if (event.type === "runRequest") refreshSoon();
+      else refreshSoon(event); /* runRequest, agent, alert, restore */
     });
     document.addEventListener("backapp:refreshed", function () { Object.keys(configProgress).forEach(showConfig); });
     window.setInterval(function () {

@@ -337,25 +337,48 @@ async def test_revocation_is_immediate(client: ApiClient) -> None:
     assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 401
 
 
-async def test_revalidation_drops_keys_revoked_by_another_process(
-    client: ApiClient, services: Services
+async def test_a_key_revoked_by_another_process_is_refused_here(
+    client: ApiClient, services: Services, settings: Any
 ) -> None:
+    """Another server process (its own registry, on the same database) deactivates the agent:
+    this process, which holds the key in its cache, refuses it from then on. SQLite: the
+    revocation count moved; PostgreSQL: NOTIFY. The cache has no lifetime, so nothing but the
+    invalidation can make this pass."""
+    from backend.services.agent_registry import AgentRegistry
+
     agent_id, key, _ = await _setup(client)
     assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200
-    # Another process revoked it without a notice reaching this one (e.g. SQLite, several workers).
-    await Agent.update({Agent.active: False}).where(Agent.id == uuid.UUID(agent_id))
-    assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200  # cached
-    assert await services.registry.revalidate() == 0  # re-read: nothing still valid
-    assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 401
+    assert services.registry._cache  # cached here
+    other = AgentRegistry(settings)
+    if settings.database_url.startswith("postgres"):
+        await other.listen_postgres(settings.database_url.replace("postgres://", "postgresql://"))
+    try:
+        await Agent.update({Agent.active: False}).where(Agent.id == uuid.UUID(agent_id))
+        await other.revoked(uuid.UUID(agent_id))
+    finally:
+        await other.stop()
+    loop = asyncio.get_running_loop()
+    # SQLite: the very next request reads the count. PostgreSQL: NOTIFY arrives by push; allow
+    # its delivery (milliseconds), far less than any lifetime the cache ever had.
+    deadline = loop.time() + (1.0 if settings.database_url.startswith("postgres") else 0.0)
+    status = (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code
+    while status == 200 and loop.time() < deadline:
+        status = (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code
+    assert status == 401
 
 
-async def test_revalidation_keeps_busy_keys_fresh(client: ApiClient, services: Services) -> None:
+async def test_an_idle_key_cache_reads_nothing(client: ApiClient, services: Services) -> None:
+    """Cached keys are not re-read while nothing happens: an idle fleet costs no query, however
+    many agents are cached (the heartbeat writer has nothing to write either)."""
+    from tests.support.queries import count_queries
+
     _, key, _ = await _setup(client)
-    await client.agent_post(key, "/api/agent/heartbeat", {})
-    [(identity, stamp)] = services.registry._cache.values()
-    assert await services.registry.revalidate() == 1
-    [(again, newer)] = services.registry._cache.values()
-    assert again == identity and newer > stamp
+    assert (await client.agent_post(key, "/api/agent/heartbeat", {})).status_code == 200
+    await asyncio.sleep(0.5)  # the buffered lastSeen is written (every 0.2 s here)
+    with count_queries() as log:
+        await asyncio.sleep(2.5)  # the old cache re-read every cached agent each second
+    assert log.statements == []
+    assert services.registry._cache
 
 
 async def test_agent_cannot_touch_other_agents_configs_or_logs(client: ApiClient) -> None:
