@@ -118,3 +118,6 @@ class ProgressRequest(Camel):
     waiting: Annotated[str, Meta(max_length=500)] | None = None
     """While the upload retries through a storage (or server) outage: what it waits for, in words
     (``waiting for storage: …``); absent otherwise."""
+    limit: Annotated[str, Meta(max_length=200)] | None = None
+    """The agent's bandwidth limit in words while one holds (``limited to 10 Mbit/s``, ``paused:
+    on battery power``); absent otherwise."""

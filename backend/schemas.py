@@ -114,6 +114,10 @@ class HeartbeatResponse(Camel):
     does not send an older server requests it would refuse."""
     compact: CompactRequestOut | None = None
     """Set when maintenance asks this agent to compact its repository (``null``: not asked)."""
+    limits: dict[str, Any] | None = None
+    """The agent's bandwidth limits (``desktop_agent.engine.bandwidth``); ``null``: none."""
+    config_limits: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """``{configId: limits}``: this agent's configs with their own ``options.limits``."""
     success: bool = True
 
 
@@ -178,6 +182,11 @@ class DrillOptions(Camel, forbid_unknown_fields=True):
     sample: Annotated[int, Meta(ge=1, le=1000)] = 20
 
 
+Command = Annotated[str, Meta(min_length=1, max_length=4096)]
+"""A shell command an agent runs around a backup (``preCommand`` / ``postCommand``)."""
+CommandTimeout = Annotated[int, Meta(ge=1, le=86400)]
+
+
 class Options(Camel):
     type: BackupType = "full"
     """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
@@ -195,6 +204,12 @@ class Options(Camel):
     alert_grace_minutes: AlertGrace = 60
     drill: DrillOptions | None = None
     """Restore drills (``null``: none); see ``DrillOptions``."""
+    limits: dict[str, Any] | None = None
+    """This config's own bandwidth limits, replacing the agent's while it runs."""
+    pre_command: Command | None = None
+    post_command: Command | None = None
+    command_timeout_seconds: CommandTimeout = 600
+    snapshot: Literal["vss", "apfs"] | None = None
 
 
 class RetentionPreviewRequest(Camel, forbid_unknown_fields=True):
@@ -324,6 +339,8 @@ class AgentOut(Camel):
     expected_by: str | None = None
     """A one-shot agent: when it should be heard from again (its next scheduled run plus grace);
     past that it is ``offline``."""
+    limits: dict[str, Any] | None = None
+    """Bandwidth limits set from the web console (``null``: none)."""
 
 
 class AgentResponse(Camel):
@@ -341,6 +358,8 @@ class AgentListResponse(Camel):
 class AgentPatch(Camel, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     active: bool | UnsetType = UNSET
+    limits: dict[str, Any] | None | UnsetType = UNSET
+    """Bandwidth limits (``desktop_agent.engine.bandwidth``); ``null`` removes them."""
 
 
 class AgentLogOut(Camel):
@@ -381,6 +400,11 @@ class OptionsPatch(Camel, forbid_unknown_fields=True):
     retry: RetryOptions | UnsetType = UNSET
     alert_grace_minutes: AlertGrace | UnsetType = UNSET
     drill: DrillOptions | None | UnsetType = UNSET
+    limits: dict[str, Any] | None | UnsetType = UNSET
+    pre_command: Command | None | UnsetType = UNSET
+    post_command: Command | None | UnsetType = UNSET
+    command_timeout_seconds: CommandTimeout | UnsetType = UNSET
+    snapshot: Literal["vss", "apfs"] | None | UnsetType = UNSET
 
 
 class ConfigPatch(Camel, forbid_unknown_fields=True):

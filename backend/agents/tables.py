@@ -43,6 +43,11 @@ class Agent(Table, tablename="backapp_agent"):
         default=None,
         help_text="How the agent runs, as its heartbeat says: daemon, tray or oneshot (cron).",
     )
+    limits = JSON(
+        null=True,
+        default=None,
+        help_text="Bandwidth limits set from the web console (see desktop_agent.engine.bandwidth).",
+    )
     last_backup_failed = Boolean(
         default=False, help_text="Whether the agent's most recent finished backup failed."
     )

@@ -47,6 +47,7 @@ from backend.schemas import (
 from backend.services.backups import AGENT_FEATURES
 from backend.services.clock import iso
 from backend.services.leases import LeaseGrant
+from backend.services.limits import heartbeat_limits
 
 _AGENT = {"agent": Provide(provide_agent)}
 
@@ -81,6 +82,7 @@ class AgentApiController(Controller):
         data = data or HeartbeatRequest()
         await services.runs.record_timezone(agent, data.timezone)
         await services.registry.heartbeat(agent, data.version, data.platform, data.mode)
+        limits, config_limits = await heartbeat_limits(agent.id)
         return HeartbeatResponse(
             status="online",
             poll_interval=services.settings.poll_interval,
@@ -89,6 +91,8 @@ class AgentApiController(Controller):
             restore_requests=await services.restore_jobs.pending_ids(agent),
             features=list(AGENT_FEATURES),
             compact=await services.compaction.requested_for(agent),
+            limits=limits,
+            config_limits=config_limits,
         )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")

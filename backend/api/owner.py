@@ -192,7 +192,10 @@ class AgentController(Controller):
     ) -> AgentResponse:
         return AgentResponse(agent=await services.agents.get(user, agent_id))
 
-    @patch("/{agent_id:str}", summary="Rename, deactivate or reactivate an agent")
+    @patch(
+        "/{agent_id:str}",
+        summary="Rename, deactivate or reactivate an agent, or set its bandwidth limits",
+    )
     async def update_agent(
         self,
         agent_id: FromPath[str],
@@ -205,6 +208,7 @@ class AgentController(Controller):
             agent_id,
             name=None if data.name is msgspec.UNSET else data.name,
             active=None if data.active is msgspec.UNSET else data.active,
+            limits=data.limits,
         )
         return AgentResponse(agent=agent)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from msgspec import UNSET
 from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent, AgentLog
@@ -26,6 +27,7 @@ from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, Agent
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, name_contains
+from backend.services.limits import check_limits, stored_limits
 from backend.services.presence import ONESHOT
 from backend.settings import Settings
 
@@ -112,6 +114,7 @@ def _agent_out(
         config_ids=[str(c["id"]) for c in configs],
         mode=row["mode"] if row["mode"] in ("daemon", "tray", "oneshot") else None,
         expected_by=iso(expected_by),
+        limits=stored_limits(row.get("limits")),
     )
 
 
@@ -368,10 +371,20 @@ class AgentService:
         return hmac.compare_digest(digest, row["api_key_digest"])
 
     async def update(
-        self, user: CurrentUser, agent_id: str, *, name: str | None, active: bool | None
+        self,
+        user: CurrentUser,
+        agent_id: str,
+        *,
+        name: str | None,
+        active: bool | None,
+        limits: Any = UNSET,
     ) -> AgentOut:
+        """Rename, (de)activate, or set the bandwidth ``limits`` (``UNSET``: leave them; ``None``:
+        remove them). Bad input is a 400 and changes nothing."""
         row = await self._row(user, agent_id)
         values: dict[Any, Any] = {}
+        if limits is not UNSET:
+            values[Agent.limits] = check_limits(limits, "limits")
         if name is not None:
             name = name.strip()
             if not name:
@@ -382,7 +395,8 @@ class AgentService:
         if values:
             values[Agent.updated_at] = utcnow()
             await Agent.update(values).where(Agent.id == row["id"])
-            await self.registry.revoked(row["id"])
+            if Agent.name in values or Agent.active in values:
+                await self.registry.revoked(row["id"])
         return await self.get(user, row["id"])
 
     async def delete(self, user: CurrentUser, agent_id: str) -> None:

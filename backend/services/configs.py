@@ -25,6 +25,7 @@ from backend.services.agents import filter_uuid, parse_uuid
 from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, name_contains
 from backend.services.keys import config_prefix
+from backend.services.limits import check_limits
 from backend.services.server_side import check_server_sources
 from backend.settings import Settings
 from backend.storage import Storage
@@ -58,6 +59,18 @@ def _check_kind(options: Options, mode: str) -> None:
             'configuration makes "full" archives',
             field="type",
         )
+    if mode == "server" and (options.pre_command or options.post_command or options.snapshot):
+        # Commands and volume snapshots run on the machine being backed up: an agent, which
+        # decides itself whether it allows them; never the server's own host.
+        raise InvalidInput(
+            "preCommand, postCommand and snapshot run on an agent's machine; a server-side "
+            "configuration cannot have them",
+            field="preCommand"
+            if options.pre_command
+            else "postCommand"
+            if options.post_command
+            else "snapshot",
+        )
     if options.encryption and mode == "server":
         # The agent encrypts with its own key (docs/recovery.md); the server has none, and
         # promising encryption while uploading plaintext would be worse than refusing.
@@ -83,7 +96,9 @@ def _check_options(options: Options) -> Options:
     except ScheduleError as exc:
         raise InvalidInput(f"schedule: {exc}", field="schedule") from None
     options = msgspec.structs.replace(
-        options, schedule=schedule.to_json() if schedule is not None else None
+        options,
+        schedule=schedule.to_json() if schedule is not None else None,
+        limits=check_limits(options.limits, "limits"),
     )
     return options
 

@@ -43,7 +43,7 @@ class ProgressService:
         event: dict[str, Any] = {
             k: v
             for k, v in msgspec.to_builtins(req).items()
-            if k not in ("logId", "configId") and not (k == "waiting" and v is None)
+            if k not in ("logId", "configId") and not (k in ("waiting", "limit") and v is None)
         }
         event["at"] = iso(utcnow())
         if req.config_id is not None:

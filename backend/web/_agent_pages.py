@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import Cookie
+from litestar.datastructures import Cookie, FormMultiDict
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
@@ -22,7 +22,9 @@ from backend.services.pairing import IssuedCode
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._format import parse_iso
 from backend.web._forms import field_errors, text
+from backend.web._limits_form import DAY_CHOICES, LIMIT_FIELDS, limits_from_form, limits_values
 from backend.web._render import page, redirect
+from desktop_agent.engine.bandwidth import BandwidthLimits
 
 __all__ = ["AgentPages", "NEW_KEY_COOKIE"]
 
@@ -125,6 +127,7 @@ async def _agent_page(
     replaces: str = "",
     errors: dict[str, str] | None = None,
     status_code: int = 200,
+    limits_form: FormMultiDict | None = None,
 ) -> Template:
     agent = await services.agents.get(user, agent_id)
     inherits, inherited_by = await services.inheritance.marks(user, agent.id)
@@ -206,7 +209,15 @@ async def _agent_page(
         replaces=replaces,
         candidates=candidates,
         errors=errors or {},
+        limits=limits_values(agent.limits, limits_form),
+        limits_text=_limits_text(agent.limits),
+        day_choices=DAY_CHOICES,
     )
+
+
+def _limits_text(limits: dict[str, Any] | None) -> str:
+    parsed = BandwidthLimits.parse(limits) if limits else None
+    return parsed.describe() if parsed is not None else "No limits: backups use the whole line."
 
 
 class AgentPages(Controller):
@@ -373,6 +384,47 @@ class AgentPages(Controller):
                 )
         return await _agent_page(
             request, user, services, agent_id, rename=name, errors=errors, status_code=400
+        )
+
+    @post("/{agent_id:str}/limits", status_code=303)
+    async def limits(
+        self,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[str],
+        user: PageUserDep,
+        services: ServicesDep,
+    ) -> Template | Redirect:
+        """Set the agent's bandwidth limits; a bad value shows the form again, nothing changed."""
+        form = await request.form()
+        current = await services.agents.get(user, agent_id)
+        try:
+            agent = await services.agents.update(
+                user,
+                agent_id,
+                name=None,
+                active=None,
+                limits=limits_from_form(form, current.limits),
+            )
+        except DomainError as exc:
+            if exc.status_code == 404:
+                raise
+            where, _, detail = exc.detail.partition(": ")  # "limits.upload: must be …"
+            field = LIMIT_FIELDS.get(where, "limits")
+            detail = detail or exc.detail
+            errors = {field: detail[:1].upper() + detail[1:]}
+            return await _agent_page(
+                request,
+                user,
+                services,
+                agent_id,
+                errors=errors,
+                status_code=400,
+                limits_form=form,
+            )
+        return redirect(
+            f"/agents/{agent.id}#bandwidth",
+            services,
+            flash="Bandwidth limits saved: the agent applies them within a minute.",
         )
 
     @post("/{agent_id:str}/deactivate", status_code=303)

@@ -252,7 +252,7 @@ class ConfigPages(Controller):
         if data is not None:
             try:
                 updated = await services.configs.update(
-                    user, config.id, ConfigForm.patch_from(data)
+                    user, config.id, ConfigForm.patch_from(data, config.options)
                 )
             except DomainError as exc:
                 if exc.status_code == 404:

@@ -24,6 +24,7 @@ from backend.schemas import (
     RetryOptions,
     Source,
 )
+from desktop_agent.engine.bandwidth import MAX_MBPS
 from desktop_agent.engine.schedule import Schedule, ScheduleError
 
 __all__ = ["ConfigForm", "field_errors", "text"]
@@ -51,8 +52,16 @@ _FORM_FIELD = {
     "executionMode": "execution_mode",
     "retentionDays": "retention_days",
     "drill": "drill_every",
+    "preCommand": "pre_command",
+    "postCommand": "post_command",
+    "limits": "limit_upload",
 }
 DRILL_CHOICES = ("", "daily", "weekly", "monthly")
+
+API_ONLY_OPTIONS = ("snapshot",)
+"""Config options the form does not show: saving the form keeps what the API set (and of
+``limits`` the schedule windows and pause rules: the form edits the two plain limits)."""
+MAX_COMMAND = 4096
 
 
 def text(form: FormMultiDict, name: str, limit: int = 100_000) -> str:
@@ -76,6 +85,10 @@ def _keep(policy: RetentionPolicy | None, name: str) -> str:
     """A GFS field of the form for a stored policy (blank where the rule is off)."""
     n = getattr(policy, name, 0) if policy is not None else 0
     return str(n) if n else ""
+
+
+def _mbps(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else ""
 
 
 def _whole(value: str) -> int:
@@ -141,6 +154,13 @@ class ConfigForm:
     drill_every: str = ""
     """Restore drills (``options.drill``): ``daily``, ``weekly``, ``monthly``; empty: none."""
     drill_sample: str = "20"
+    limit_upload: str = ""
+    """This config's own bandwidth limits in Mbit/s (``options.limits``); blank: the agent's."""
+    limit_download: str = ""
+    pre_command: str = ""
+    """Shell commands around the backup (``options.preCommand`` / ``postCommand``)."""
+    post_command: str = ""
+    command_timeout: str = "600"
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -172,6 +192,11 @@ class ConfigForm:
             alert_grace=text(form, "alert_grace", 20).strip() or "60",
             drill_every=text(form, "drill_every", 20).strip(),
             drill_sample=text(form, "drill_sample", 20).strip() or "20",
+            limit_upload=text(form, "limit_upload", 40).strip(),
+            limit_download=text(form, "limit_download", 40).strip(),
+            pre_command=text(form, "pre_command", 2 * MAX_COMMAND).strip(),
+            post_command=text(form, "post_command", 2 * MAX_COMMAND).strip(),
+            command_timeout=text(form, "command_timeout", 20).strip() or "600",
         )
 
     @classmethod
@@ -198,6 +223,11 @@ class ConfigForm:
             alert_grace=str(config.options.alert_grace_minutes),
             drill_every=config.options.drill.every if config.options.drill else "",
             drill_sample=str(config.options.drill.sample if config.options.drill else 20),
+            limit_upload=_mbps((config.options.limits or {}).get("upload")),
+            limit_download=_mbps((config.options.limits or {}).get("download")),
+            pre_command=config.options.pre_command or "",
+            post_command=config.options.post_command or "",
+            command_timeout=str(config.options.command_timeout_seconds),
         )
         return replace(form, **_schedule_fields(config.options.schedule))
 
@@ -288,6 +318,15 @@ class ConfigForm:
             errors["drill_sample"] = "A whole number of files from 1 to 1000."
         elif self.drill_every:
             drill = DrillOptions(every=self.drill_every, sample=sample)  # type: ignore[arg-type]
+        limits = self._limits(errors)
+        timeout = _whole(self.command_timeout)
+        if not 1 <= timeout <= 86400:
+            errors["command_timeout"] = "A whole number of seconds from 1 to 86400."
+        for name in ("pre_command", "post_command"):
+            if len(getattr(self, name)) > MAX_COMMAND:
+                errors[name] = f"At most {MAX_COMMAND} characters."
+            elif getattr(self, name) and self.execution_mode == "server":
+                errors[name] = "Commands run on an agent's machine, not on the server."
         self.errors = errors
         if errors:
             return None
@@ -310,11 +349,30 @@ class ConfigForm:
                         retry=RetryOptions(attempts=attempts, delay_seconds=delay),
                         alert_grace_minutes=grace,
                         drill=drill,
+                        limits=limits,
+                        pre_command=self.pre_command or None,
+                        post_command=self.post_command or None,
+                        command_timeout_seconds=timeout,
                     )
                 ),
             },
             ConfigIn,
         )
+
+    def _limits(self, errors: dict[str, str]) -> dict[str, Any] | None:
+        found: dict[str, Any] = {}
+        for name, key in (("limit_upload", "upload"), ("limit_download", "download")):
+            raw = getattr(self, name).replace(",", ".")
+            try:
+                value = float(raw) if raw else None
+            except ValueError:
+                value = -1.0
+            if value is not None and not 0 < value <= MAX_MBPS:
+                errors[name] = (
+                    f"A number of Mbit/s above 0, at most {MAX_MBPS:g} (blank: the agent's)."
+                )
+            found[key] = value
+        return found if any(v is not None for v in found.values()) else None
 
     def _schedule_spec(self) -> dict[str, Any] | None:
         kind = self.schedule_kind
@@ -334,9 +392,18 @@ class ConfigForm:
         raise ScheduleError("choose when the backup runs")
 
     @staticmethod
-    def patch_from(data: ConfigIn) -> ConfigPatch:
-        """The edit form sends every field: the patch sets them all."""
+    def patch_from(data: ConfigIn, current: Options | None = None) -> ConfigPatch:
+        """The edit form sends every field it shows: the patch sets them all, and leaves what
+        only the API sets (bandwidth limits, pre/post commands, snapshot) as it is."""
         opts: dict[str, Any] = msgspec.to_builtins(data.options)
+        for key in API_ONLY_OPTIONS:
+            opts.pop(key, None)
+        if current is not None and current.limits:
+            # The form edits the plain limits; windows and pause rules set through the API stay.
+            opts["limits"] = {
+                **current.limits,
+                **(opts.get("limits") or dict.fromkeys(("upload", "download"))),
+            }
         return ConfigPatch(
             name=data.name,
             sources=[Source(path=s.path) for s in data.sources],

@@ -71,6 +71,9 @@ def progress_text(progress: dict[str, Any] | None) -> str:
     rate = _count(progress.get("rate"))
     if rate:
         parts.append(f"{_format.filesize(int(rate))}/s")
+    limit = progress.get("limit")
+    if isinstance(limit, str) and limit:
+        parts.append(limit)
     eta = _count(progress.get("eta"))
     if eta is not None:
         parts.append(f"about {_format.duration(int(eta) * 1000)} left")

@@ -69,6 +69,22 @@ def register(commands: Commands) -> None:
             type=_limit,
             help=f"limit {what} to MBIT Mbit/s in all (0 removes the limit)",
         )
+    commands_group = configure.add_mutually_exclusive_group()
+    commands_group.add_argument(
+        "--allow-server-commands",
+        dest="allow_server_commands",
+        action="store_const",
+        const=True,
+        help="run the pre/post commands that configs set on the server (off by default: it "
+        "lets whoever holds the account run commands on this machine)",
+    )
+    commands_group.add_argument(
+        "--no-allow-server-commands",
+        dest="allow_server_commands",
+        action="store_const",
+        const=False,
+        help="stop running commands set on the server",
+    )
     configure.add_argument(
         "--parallel-backups",
         metavar="N",
@@ -137,6 +153,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
         settings = replace(settings, limit_upload=args.limit_upload or None)
     if args.limit_download is not None:
         settings = replace(settings, limit_download=args.limit_download or None)
+    if args.allow_server_commands is not None:
+        settings = replace(settings, allow_server_commands=args.allow_server_commands)
     if args.parallel_backups is not None:
         settings = replace(settings, parallel_backups=args.parallel_backups)
     settings = settings.validated()
@@ -172,6 +190,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
     for label, limit in (("Upload", settings.limit_upload), ("Download", settings.limit_download)):
         if limit is not None:
             print(f"{label + ':':<9} limited to {limit:g} Mbit/s")
+    if settings.allow_server_commands:
+        print("Commands: configs' pre/post commands set on the server run on this machine")
     if settings.parallel_backups > 1:
         print(f"Parallel: up to {settings.parallel_backups} configs backed up at the same time")
     if location.kind == "file":

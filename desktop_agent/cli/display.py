@@ -26,6 +26,7 @@ from desktop_agent.engine import (
     UploadResumed,
     UploadStarted,
     UploadWaiting,
+    agent_bandwidth,
     event_to_json,
     printable,
 )
@@ -143,6 +144,7 @@ class LiveProgress(Summary):
                 f"{human_bytes(event.bytes_done)}/{human_bytes(event.bytes_total)}  "
                 f"{human_bytes(event.rate)}/s  ETA {human_duration(event.eta)}  "
                 f"sent {human_bytes(self._uploaded)}"
+                + (f"  ({limit})" if (limit := agent_bandwidth().upload_text()) else "")
             )
         super().__call__(event)
 

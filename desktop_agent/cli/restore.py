@@ -29,7 +29,7 @@ from desktop_agent.engine import (
     RestoreResult,
     RestoreTicket,
     Snapshots,
-    Throttle,
+    agent_bandwidth,
     config_dir,
     default_target_name,
     load_settings,
@@ -284,7 +284,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     client,
                     events=JsonLines(sys.stdout) if args.json else display,
                     temp_dir=settings.temp_dir,
-                    download_limit=Throttle.from_mbps(settings.limit_download),
+                    download_limit=agent_bandwidth(settings).download,
                     identities=lambda _ticket: recovery.archive_identities(maker, code),
                 ) as restorer:
                     result = restorer.restore(
@@ -411,7 +411,7 @@ def organisation_restore(
                     _OrganisationSource(client),
                     events=JsonLines(sys.stdout) if args.json else display,
                     temp_dir=settings.temp_dir,
-                    download_limit=Throttle.from_mbps(settings.limit_download),
+                    download_limit=agent_bandwidth(settings).download,
                     identities=lambda _ticket: [identity],
                 ) as restorer:
                     result = restorer.restore(

@@ -129,6 +129,7 @@ from ._settings import (
 )
 from ._state import StateStore, last_completed_at
 from ._tar import Archiver, ArchiveStats, member_name, tar_header
+from ._transport.bandwidth import BandwidthControl, agent_bandwidth
 from ._transport.client import API_KEY_HEADER, ApiClient
 from ._transport.pairing import PairedAgent, redeem_pairing_code
 from ._transport.redact import install_log_redaction, redact_url
@@ -181,6 +182,7 @@ __all__ = [
     "BackupInfo",
     "BackupOptions",
     "BackupResult",
+    "BandwidthControl",
     "CancelToken",
     "CompactDuty",
     "CompactResult",
@@ -273,6 +275,7 @@ __all__ = [
     "Uploader",
     "WrappedRepoKey",
     "WrongRecoveryCode",
+    "agent_bandwidth",
     "archive_extension",
     "archive_filename",
     "archive_format",

@@ -40,6 +40,7 @@ from ._events import (
     Emitter,
     EventSink,
 )
+from ._hooks import ConfigCommands
 from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable, size_text
 from ._options import EngineOptions
 from ._repo.run import SnapshotBackup
@@ -47,6 +48,7 @@ from ._run import run_configs
 from ._scanner import normalize_source
 from ._settings import AgentSettings
 from ._tar import ArchiveStats
+from ._transport.bandwidth import agent_bandwidth, config_limits
 from ._transport.client import ApiClient
 from ._transport.storage import HttpStorage
 from ._upload import BACKUP_CANCELLED, UploadResult, server_features
@@ -166,8 +168,21 @@ class BackupEngine:
     # -- one config ---------------------------------------------------------------------------------
 
     def backup(self, config: ConfigInfo, *, cancel: CancelToken | None = None) -> BackupResult:
-        """Back up one config; never raises for a backup failure (the result says ``failed``)."""
+        """Back up one config; never raises for a backup failure (the result says ``failed``).
+        Around it: the config's pre- and post-command (``_hooks``), and its own bandwidth limits
+        in the agent's buckets while it runs."""
         cancel = cancel or CancelToken()
+        commands = ConfigCommands(
+            config, allowed=self.options.allow_server_commands, send_log=self._send_log
+        )
+        with agent_bandwidth().running(config.id, config_limits(config), cancel.is_set):
+            result = self._backup_config(config, cancel, commands)
+        commands.after(result.status)
+        return result
+
+    def _backup_config(
+        self, config: ConfigInfo, cancel: CancelToken, commands: ConfigCommands
+    ) -> BackupResult:
         if config.options.type == "incremental":
             # A snapshot into the agent's repository: its own frame (it starts, commits or aborts
             # itself through the snapshot endpoints).
@@ -185,12 +200,14 @@ class BackupEngine:
                 self._emit,
                 self._send_log,
                 now=self._now,
+                before=commands.before,
             ).run(config, cancel)
         job = BackupJob(config=config, t0=self._clock(), started=self._now())
         job.sources = tuple(normalize_source(s.path) for s in config.sources)
         self._emit(ConfigStarted(config_id=config.id, config_name=config.name, sources=job.sources))
         cancelled = False
         try:
+            commands.before(cancel)
             upload = self._back_up(job, cancel)
             self._complete(job, upload)
         except BackupCancelled as exc:

@@ -32,6 +32,8 @@ class EngineOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where the snapshot repository's local cache lives (an index of what is stored, and the
     folders of past snapshots; rebuilt from the repository when lost)."""
+    allow_server_commands: bool = False
+    """Run the configs' ``preCommand`` / ``postCommand`` (the agent's ``allowServerCommands``)."""
     repository_key: Callable[[str], bytes] | None = None
     """This machine's repository key for an agent id (made on first use); ``None``: no
     incremental backups."""
@@ -56,4 +58,5 @@ class EngineOptions:
             zstd_level=settings.zstd_level,
             compress_threads=settings.compress_threads,
             exclude_node_modules=settings.exclude_node_modules,
+            allow_server_commands=settings.allow_server_commands,
         )

@@ -154,6 +154,11 @@ class AgentSettings:
     compact_threshold: float = 20.0
     """Compaction rewrites a pack once at least this share (percent, 1-100) of its bytes is
     unused by the live snapshots (``compactThreshold``; ``$BACKAPP_AGENT_COMPACT_THRESHOLD``)."""
+    allow_server_commands: bool = False
+    """Run the ``preCommand`` / ``postCommand`` a config sets on the server
+    (``allowServerCommands``; ``$BACKAPP_AGENT_ALLOW_SERVER_COMMANDS``). Off by default: a command
+    set on the server runs on this machine, so whoever holds the owner's account could run
+    anything here; only the machine's own user can turn it on."""
     parallel_backups: int = 1
     """How many different configs the daemon and the tray back up at the same time
     (``parallelBackups``; ``$BACKAPP_AGENT_PARALLEL_BACKUPS``; 1-4, default 1). One config never
@@ -228,6 +233,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "limitUpload": ("limit_upload", float),
     "limitDownload": ("limit_download", float),
     "compactThreshold": ("compact_threshold", float),
+    "allowServerCommands": ("allow_server_commands", bool),
     "parallelBackups": ("parallel_backups", _whole_number),
 }
 
@@ -246,6 +252,7 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_LIMIT_UPLOAD": "limitUpload",
     "BACKAPP_AGENT_LIMIT_DOWNLOAD": "limitDownload",
     "BACKAPP_AGENT_COMPACT_THRESHOLD": "compactThreshold",
+    "BACKAPP_AGENT_ALLOW_SERVER_COMMANDS": "allowServerCommands",
     "BACKAPP_AGENT_PARALLEL_BACKUPS": "parallelBackups",
 }
 

@@ -96,6 +96,19 @@ class BackupOptions(msgspec.Struct, frozen=True, rename="camel"):
     drill: dict[str, Any] | None = None
     """Extension: restore drills of a snapshot config, ``{"every": "daily|weekly|monthly",
     "sample": N}``; ``None``: none."""
+    limits: dict[str, Any] | None = None
+    """Extension: this config's own bandwidth limits (``bandwidth``'s JSON form), which replace
+    the agent's while it backs up; ``None``: the agent's."""
+    pre_command: str | None = None
+    """Extension: a shell command run before the backup (only where the agent allows server
+    commands); a failure stops the backup."""
+    post_command: str | None = None
+    """Extension: a shell command run after the backup, whatever its outcome."""
+    command_timeout_seconds: int = 600
+    """Extension: how long ``pre_command`` / ``post_command`` may run before they are killed."""
+    snapshot: str | None = None
+    """Extension: ``"vss"`` (Windows shadow copy) or ``"apfs"`` (macOS local snapshot) to back up
+    from; ``None``: the live files."""
 
 
 class ConfigInfo(msgspec.Struct, frozen=True):
@@ -148,6 +161,12 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     empty from an older server."""
     compact: CompactAsk | None = None
     """Set when the server asks this agent to compact its snapshot repository (extension)."""
+    limits: dict[str, Any] | None = None
+    """Extension: the agent's bandwidth limits from the web console (``bandwidth``'s JSON form);
+    ``None``: none."""
+    config_limits: dict[str, Any] | None = None
+    """Extension: ``{configId: limits}`` for this agent's configs that set their own
+    ``options.limits``; ``None`` from an older server."""
 
 
 class CompactAsk(msgspec.Struct, frozen=True, rename="camel"):

@@ -37,7 +37,7 @@ from desktop_agent.engine import (
     RestoreResult,
     SnapshotEntry,
     Snapshots,
-    Throttle,
+    agent_bandwidth,
     config_dir,
 )
 
@@ -309,7 +309,7 @@ class RestoreSource:
                 client,
                 events=events,
                 temp_dir=self.settings.temp_dir,
-                download_limit=Throttle.from_mbps(self.settings.limit_download),
+                download_limit=agent_bandwidth(self.settings).download,
                 # An encrypted archive of this machine opens with its own key.
                 identities=lambda _ticket: Recovery(
                     client, RepoKeyStore(config_dir()), server_url=self.settings.server_url or ""

@@ -27,6 +27,7 @@ from desktop_agent.engine import (
     ScheduleStore,
     StateStore,
     Throttle,
+    agent_bandwidth,
     local_timezone_name,
 )
 
@@ -300,12 +301,18 @@ class RunBridge(QObject):
     # -- the worker ---------------------------------------------------------------------------------
 
     def _shared_limits(self, settings: AgentSettings) -> RunLimits:
-        """The token buckets every parallel run shares (made again when the limits change)."""
+        """The token buckets every parallel run shares: the agent's process-wide ones, whose rates
+        the machine's own limits and the server's (heartbeats) set; ``None``: no local limit in
+        that direction (the storage client then follows the process's bucket all the same)."""
         wanted = (settings.limit_upload, settings.limit_download)
+        bandwidth = agent_bandwidth(settings)
         if self._limits is None or self._limits[0] != wanted:
             self._limits = (
                 wanted,
-                (Throttle.from_mbps(wanted[0]), Throttle.from_mbps(wanted[1])),
+                (
+                    bandwidth.upload if wanted[0] is not None else None,
+                    bandwidth.download if wanted[1] is not None else None,
+                ),
             )
         return self._limits[1]
 

@@ -28,6 +28,7 @@ from desktop_agent.engine import (
     RunResult,
     StateStore,
     Throttle,
+    agent_bandwidth,
     instances_dir,
 )
 
@@ -124,6 +125,7 @@ class RunContext:
             stall_timeout=self.settings.storage_stall_timeout,
             upload_limit=upload,
             download_limit=download,
+            bandwidth=agent_bandwidth(self.settings),
         )
 
 

@@ -47,6 +47,7 @@
     if (isCount(p.bytesDone)) parts.push(p.bytesTotal ? filesize(p.bytesDone) + " / " + filesize(p.bytesTotal) : filesize(p.bytesDone));
     if (p.waiting) return parts.join(" · ");
     if (isCount(p.rate) && Math.floor(p.rate) > 0) parts.push(filesize(Math.floor(p.rate)) + "/s");
+    if (typeof p.limit === "string" && p.limit) parts.push(p.limit); /* "limited to 10 Mbit/s" */
     if (isCount(p.eta)) parts.push("about " + duration(Math.floor(p.eta) * 1000) + " left");
     return parts.join(" · ");
   }

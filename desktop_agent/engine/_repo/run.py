@@ -55,6 +55,9 @@ class SnapshotBackup:
     emit: Emitter
     send_log: SendLog
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    before: Callable[[CancelToken], None] | None = None
+    """Runs before the scan (the config's pre-command); an ``AgentError`` from it stops the
+    backup, recorded in the history."""
 
     def run(self, config: ConfigInfo, cancel: CancelToken) -> BackupResult:
         started_at = self.now()
@@ -63,6 +66,13 @@ class SnapshotBackup:
         started: list[SnapshotStarted] = []
         try:
             plane = self._repo_plane()
+            if self.before is not None:  # first: a pre-command may mount the sources
+                try:
+                    self.before(cancel)
+                except BackupCancelled:
+                    raise
+                except AgentError as exc:
+                    raise _StoppedBefore(str(exc)) from exc
             if not sources:
                 raise SourceError("the config has no source paths")
             problems = check_sources(sources)
@@ -98,8 +108,9 @@ class SnapshotBackup:
             outcome = take_snapshot(
                 plane, self._open_repo, job, emit=self.emit, cancel=cancel, on_started=on_started
             )
-        except _SourcesMissing as exc:
-            # The reason names the missing folders; they are not also file errors.
+        except (_SourcesMissing, _StoppedBefore) as exc:
+            # The reason names the missing folders (they are not also file errors), or what the
+            # pre-command said.
             return self._failed(config, plane_or_none(self), started, t0, started_at, exc, ())
         except BackupCancelled as exc:
             return self._failed(config, None, started, t0, started_at, exc, ())
@@ -262,6 +273,10 @@ class _SourcesMissing(SourceError):
     def __init__(self, problems: list[FileError]) -> None:
         self.problems = tuple(problems)
         super().__init__(source_problems_text(problems))
+
+
+class _StoppedBefore(AgentError):
+    """The pre-command failed, or the config's commands may not run here."""
 
 
 def plane_or_none(backup: SnapshotBackup) -> RepoPlane | None:

@@ -26,6 +26,7 @@ from .._events import (
     UploadResumed,
     UploadWaiting,
 )
+from .._transport.bandwidth import agent_bandwidth
 
 __all__ = ["PRE_LOG_PHASES", "PROGRESS_BY_CONFIG", "ProgressReporter", "fan_out", "waiting_text"]
 
@@ -67,8 +68,11 @@ class ProgressReporter:
         config_id: str | None = None,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        limit_text: Callable[[], str | None] | None = None,
     ) -> None:
         self._send = send
+        self._limit_text = limit_text or agent_bandwidth().upload_text
+        self._sent_limit: str | None = None
         self._log_id = log_id
         self._config_id = config_id
         self._interval = interval
@@ -132,7 +136,8 @@ class ProgressReporter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait()
+            # Woken by events, and every interval: a limit can change (a pause) while none come.
+            self._wake.wait(self._interval)
             if self._stop.is_set():
                 return
             left = self._last + self._interval - self._clock()
@@ -152,9 +157,11 @@ class ProgressReporter:
                 continue
             with self._lock:
                 self._wake.clear()
+                if self._limit_text() != self._sent_limit:
+                    self._dirty = True
                 if not self._dirty:
                     continue
-                payload = {**ref, **self._state}
+                payload = self._payload(ref)
                 self._dirty = self._force = False
             if log_id is None and self._log_id() is not None:
                 continue  # the log opened meanwhile: ``flush`` sends this state under its id
@@ -166,6 +173,12 @@ class ProgressReporter:
                 continue
             with self._lock:
                 self.sent += 1
+
+    def _payload(self, ref: dict[str, Any]) -> dict[str, Any]:
+        """The message: the state, and the bandwidth limit in words (``limited to 10 Mbit/s``,
+        ``paused: on battery power``) while one holds."""
+        limit = self._sent_limit = self._limit_text()
+        return {**ref, **self._state, **({"limit": limit} if limit else {})}
 
     def flush(
         self, send: Callable[[dict[str, Any]], None] | None = None, *, timeout: float = 2.0
@@ -180,7 +193,7 @@ class ProgressReporter:
         if log_id is None:
             return False
         with self._lock:
-            payload = {"logId": log_id, **self._state}
+            payload = self._payload({"logId": log_id})
             self._dirty = self._force = False
             self._last = self._clock()
         done = threading.Event()

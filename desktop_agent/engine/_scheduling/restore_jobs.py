@@ -172,7 +172,7 @@ def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
     from .._repo.keys import RepoKeyStore
     from .._restore.restorer import Restorer
     from .._settings import config_dir
-    from .._transport.throttle import Throttle
+    from .._transport.bandwidth import agent_bandwidth
 
     def perform(
         job: RestoreJob, options: RestoreOptions, sink: EventSink, cancel: CancelToken
@@ -190,7 +190,7 @@ def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
             plane,
             events=sink,
             temp_dir=settings.temp_dir,
-            download_limit=Throttle.from_mbps(settings.limit_download),
+            download_limit=agent_bandwidth(settings).download,
             identities=lambda _ticket: recovery.archive_identities(maker),
         ) as restorer:
             return restorer.restore(job.backup_id, options, cancel=cancel)

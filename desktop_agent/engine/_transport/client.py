@@ -46,6 +46,7 @@ from ..repo_protocol import (
     decode_bitmap,
     encode_bitmap,
 )
+from .bandwidth import apply_limits
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from .tls import tls_context
 
@@ -167,6 +168,7 @@ class ApiClient:
             body = self._call("POST", path, payload)
         beat = _decode(body, Heartbeat, path)
         self.server_features = frozenset(beat.features)
+        apply_limits(beat)
         return beat
 
     def list_configs(self) -> list[ConfigInfo]:

@@ -16,6 +16,7 @@ from .tls import tls_context
 
 if TYPE_CHECKING:
     from .._settings import AgentSettings
+    from .bandwidth import BandwidthControl
 
 __all__ = ["HttpStorage"]
 
@@ -35,6 +36,9 @@ class HttpStorage:
 
     ``upload_limit`` and ``download_limit`` (the agent's ``limitUpload`` / ``limitDownload``) are
     shared by every request of this client, so parallel parts and packs stay under them together.
+    ``bandwidth`` instead: the agent's control (``for_settings``), whose buckets every client of
+    the process shares and whose rates the server's limits change while transfers run; a client
+    then also waits before each upload while backups are paused (metered connection, battery).
     """
 
     def __init__(
@@ -46,10 +50,12 @@ class HttpStorage:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         upload_limit: Throttle | None = None,
         download_limit: Throttle | None = None,
+        bandwidth: BandwidthControl | None = None,
     ) -> None:
         self.stall_timeout = stall_timeout
-        self.upload_limit = upload_limit
-        self.download_limit = download_limit
+        self._upload_limit = upload_limit
+        self._download_limit = download_limit
+        self.bandwidth = bandwidth
         self._http = httpx.Client(
             transport=transport,
             # httpx applies these to each socket operation, not to the whole request.
@@ -67,14 +73,33 @@ class HttpStorage:
         user_agent: str,
         transport: httpx.BaseTransport | None = None,
     ) -> HttpStorage:
-        """The agent's storage client, with its stall timeout and bandwidth limits."""
+        """The agent's storage client, with its stall timeout and the agent's bandwidth (the
+        machine's own limits from ``settings``, the server's as heartbeats bring them)."""
+        from .bandwidth import agent_bandwidth
+
+        bandwidth = agent_bandwidth(settings)
         return cls(
             transport=transport,
             user_agent=user_agent,
             stall_timeout=settings.storage_stall_timeout,
-            upload_limit=Throttle.from_mbps(settings.limit_upload),
-            download_limit=Throttle.from_mbps(settings.limit_download),
+            bandwidth=bandwidth,
         )
+
+    @property
+    def upload_limit(self) -> Throttle | None:
+        """The bucket uploads take from now (``None``: no limit)."""
+        if self._upload_limit is not None or self.bandwidth is None:
+            return self._upload_limit
+        bucket = self.bandwidth.upload
+        return bucket if bucket.rate is not None or bucket.paused is not None else None
+
+    @property
+    def download_limit(self) -> Throttle | None:
+        """The bucket downloads take from now (``None``: no limit)."""
+        if self._download_limit is not None or self.bandwidth is None:
+            return self._download_limit
+        bucket = self.bandwidth.download
+        return bucket if bucket.rate is not None else None
 
     def close(self) -> None:
         self._http.close()
@@ -91,11 +116,13 @@ class HttpStorage:
         sent = dict(headers)
         if not any(k.lower() == "content-length" for k in sent):
             sent["Content-Length"] = str(sum(p.nbytes for p in pieces))
+        limit = self.upload_limit
+        if limit is not None and limit.paused is not None:
+            # Backups are paused (metered connection, battery): this request waits to start.
+            limit.wait_ready(self.bandwidth.released if self.bandwidth is not None else None)
         try:
             # Streamed in 1 MiB slices: the HTTP layer copies each slice, never a whole part.
-            response = self._http.put(
-                url, content=_slices(pieces, limit=self.upload_limit), headers=sent
-            )
+            response = self._http.put(url, content=_slices(pieces, limit=limit), headers=sent)
         except httpx.TimeoutException as exc:
             raise StorageError(
                 f"upload to {where} stalled: {_stalled(exc, self.stall_timeout)}", transient=True

@@ -84,6 +84,11 @@ async def test_full_backup_flow_with_the_spec_json(client: ApiClient, services: 
         "retry": {"attempts": 3, "delaySeconds": 60},
         "alertGraceMinutes": 60,
         "drill": None,
+        "limits": None,
+        "preCommand": None,
+        "postCommand": None,
+        "commandTimeoutSeconds": 600,
+        "snapshot": None,
     }
     assert set(config["destination"]) == {"bucket", "region", "prefix"}
 

@@ -48,6 +48,11 @@ async def test_config_crud(client: ApiClient) -> None:
         "retry": {"attempts": 3, "delaySeconds": 60},
         "alertGraceMinutes": 60,
         "drill": None,
+        "limits": None,
+        "preCommand": None,
+        "postCommand": None,
+        "commandTimeoutSeconds": 600,
+        "snapshot": None,
     }
     assert created["destination"]["prefix"].endswith(f"/agents/{agent_id}/configs/{created['id']}")
     assert created["destination"]["bucket"] == "local"

@@ -452,6 +452,11 @@ async def test_config_form_shows_errors_and_keeps_what_was_typed(browser: Browse
         "retry": {"attempts": 3, "delaySeconds": 60},
         "alertGraceMinutes": 60,
         "drill": None,
+        "limits": None,
+        "preCommand": None,
+        "postCommand": None,
+        "commandTimeoutSeconds": 600,
+        "snapshot": None,
     }
     page = await browser.get(f"/configs/{config_id}")
     assert "Created “Docs &lt;b&gt;”." in page.text and "No backup yet" in page.text
