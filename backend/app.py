@@ -21,6 +21,7 @@ from piccolo.engine.postgres import PostgresEngine
 from backend import __version__
 from backend.api.agent import AgentApiController
 from backend.api.agent_checks import AgentCheckController
+from backend.api.agent_continue import AgentContinueController
 from backend.api.agent_recovery import AgentRecoveryController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AgentSnapshotController,
         AgentCheckController,
         AgentRecoveryController,
+        AgentContinueController,
         AgentPairController,
         PairingCodeController,
         RestoreJobController,

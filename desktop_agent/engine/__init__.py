@@ -74,6 +74,8 @@ from ._parts import choose_part_size, split_sizes
 from ._recovery import (
     LOSS_WARNING,
     NOT_SET_UP,
+    Continued,
+    InheritedAgent,
     Issued,
     KdfParams,
     Recovery,
@@ -197,6 +199,8 @@ __all__ = [
     "HttpStorage",
     "IntegrityError",
     "InvalidRecoveryCode",
+    "Continued",
+    "InheritedAgent",
     "Issued",
     "Job",
     "KdfParams",

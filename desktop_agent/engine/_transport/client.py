@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
-from .._recovery.account import RecoveryInfo, WrappedRepoKey
+from .._recovery.account import Continued, InheritedAgent, RecoveryInfo, WrappedRepoKey
 from ..protocol import (
     AbortUpload,
     AgentMode,
@@ -483,6 +483,20 @@ class ApiClient:
         query = f"?{urlencode({'agentId': agent_id})}" if agent_id else ""
         return _wrapped(self._call("GET", path + query), path)
 
+    def repo_continue(
+        self, *, from_agent_id: str, proof: str, wrapped: bytes, version: int
+    ) -> Continued:
+        """Take over the repository of a machine this one replaces (``/repo/continue``)."""
+        body = {"fromAgentId": from_agent_id, "proof": proof, "version": version}
+        body["wrappedKey"] = base64.b64encode(wrapped).decode()
+        path = "/api/agent/repo/continue"
+        return _parsed(path, Continued.of, self._call("POST", path, body))
+
+    def inherited_agents(self) -> list[InheritedAgent]:
+        """The machines this agent replaces (``GET /api/agent/inherited``)."""
+        got = self._call("GET", "/api/agent/inherited")
+        return _parsed("/api/agent/inherited", InheritedAgent.of_list, got)
+
     # -- plumbing -----------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
@@ -564,6 +578,13 @@ def _recovery_info(body: dict[str, Any], path: str) -> RecoveryInfo:
         RecoveryInfo,
         path,
     )
+
+
+def _parsed(path: str, parse: Callable[[Any], T], body: Any) -> T:
+    try:
+        return parse(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
 
 def _wrapped(body: Any, path: str) -> WrappedRepoKey:
