@@ -25,10 +25,13 @@ from desktop_agent.engine import KeyStore, RunResult, config_dir, install_log_re
 
 from ._controller import AgentController
 from ._icons import health_icon
+from ._recovery import RecoveryOffer, RecoverySource
 from ._restore import RestoreSource
 from ._text import KeyRedactor
 from ._tray import TrayMenu
 from ._windows import PairingWindow, RestoreWindow, SettingsDialog, StatusWindow
+from ._windows.recovery import RecoveryWindow
+from ._workers import run_task
 
 __all__ = ["NO_TRAY_NOTICE", "TrayApp", "instance_name", "main"]
 
@@ -107,6 +110,7 @@ class TrayApp(QObject):
         self.pairing: PairingWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.restore: RestoreWindow | None = None
+        self.recovery: RecoveryWindow | None = None
         self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
 
@@ -177,7 +181,32 @@ class TrayApp(QObject):
         if self.pairing is None:
             self.pairing = PairingWindow(self.controller)
             self.pairing.setWindowIcon(health_icon(self.controller.health()))
+            self.pairing.paired.connect(lambda _result: self.offer_recovery())
         self._bring_forward(self.pairing)
+
+    def offer_recovery(self) -> None:
+        """The recovery step, right after pairing: when the account has no recovery code yet, or
+        this machine replaces one whose backups it could continue (docs/recovery.md)."""
+        key = self.controller.pairing.key()
+        if not self.controller.settings.server_url or key is None:
+            return
+        source = RecoverySource(self.controller.settings, key)
+
+        def offered(result: object) -> None:
+            if not isinstance(result, RecoveryOffer) or not result.needed:
+                return
+            if self.recovery is not None:
+                self.recovery.deleteLater()
+            self.recovery = RecoveryWindow(source, result, pool=self.controller.pool)
+            self.recovery.setWindowIcon(health_icon(self.controller.health()))
+            self._bring_forward(self.recovery)
+
+        run_task(
+            source.offer,
+            offered,
+            lambda message: log.warning("could not ask about recovery: %s", message),
+            self.controller.pool,
+        )
 
     def show_settings(self) -> None:
         dialog = SettingsDialog(self.controller)
@@ -294,6 +323,7 @@ class TrayApp(QObject):
             self.pairing,
             self.settings_dialog,
             self.restore,
+            self.recovery,
             self.menu.menu,
             self.tray_icon,
         ):
