@@ -9,6 +9,8 @@ from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtGui import QCloseEvent, QFont
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -24,7 +26,7 @@ from .._recovery import RecoveryOffer, RecoverySource, confirm_group, group_matc
 from .._text import redact
 from .._workers import run_task
 
-__all__ = ["RecoveryWindow"]
+__all__ = ["RecoveryCodeDialog", "RecoveryWindow"]
 
 _ERROR = "color: #b71c1c"
 
@@ -268,3 +270,37 @@ def _buttons(*buttons: QPushButton) -> QHBoxLayout:
 
 def _ordinal(n: int) -> str:
     return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
+
+
+class RecoveryCodeDialog(QDialog):
+    """Asks for the account's recovery code when a backup's key is not on this computer (a
+    machine this one replaces made it, or the keychain lost this one's). ``reason`` says why (or
+    that the code typed was wrong); ``code()`` is read once, on *Open*."""
+
+    def __init__(self, reason: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("BackApp — recovery code")
+        self.setMinimumWidth(480)
+        self.reason = _label(reason)
+        if reason.startswith(("Wrong", "Not a valid")):
+            self.reason.setStyleSheet(_ERROR)
+        self.field = QLineEdit()
+        self.field.setEchoMode(QLineEdit.EchoMode.Password)
+        self.field.setPlaceholderText("XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX")
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.open_button = buttons.button(QDialogButtonBox.StandardButton.Open)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.reason)
+        layout.addWidget(_label("Recovery code"))
+        layout.addWidget(self.field)
+        layout.addWidget(buttons)
+
+    def code(self) -> str:
+        """The code typed, cleared from the field as it is read."""
+        text = self.field.text()
+        self.field.clear()
+        return text

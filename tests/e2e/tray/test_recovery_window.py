@@ -2,7 +2,8 @@
 machine, real S3 and the real command line on the old machine): after pairing, a window makes
 the account's recovery code, shows it once with the plain warning, and puts it away only when
 one group is typed back; a machine that replaces another continues its backups with the code,
-and a wrong code says so and changes nothing."""
+and a wrong code says so and changes nothing; the restore window asks for the code to open an
+old machine's snapshot, says "Wrong recovery code" for a wrong one and writes nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from PySide6.QtCore import Qt
 
 from desktop_agent.engine import LOSS_WARNING, AgentSettings, KeyStore, new_recovery_code
 from desktop_agent.gui._recovery import RecoverySource
+from desktop_agent.gui._restore import RestoreSource
 from desktop_agent.gui._windows.recovery import RecoveryWindow
+from desktop_agent.gui._windows.restore import RestoreWindow
 from tests.support.agent_process import Agent
 from tests.support.keyring import MemoryKeyring
 from tests.support.s3 import S3Endpoint
@@ -141,3 +144,80 @@ def test_a_new_machine_continues_the_old_ones_backups_with_the_code(
     assert "continues the backups of “old laptop”" in window.done_message.text()
     assert api.get("/api/agent/inherited").json()["agents"][0]["continued"] is True
     assert code not in server.log()
+
+
+def test_the_restore_window_asks_for_the_code_for_an_old_machines_snapshot(
+    qtbot: Any,
+    live_server_factory: LiveServerFactory,
+    s3_server: S3Endpoint,
+    s3_bucket: str,
+    agent_dir: Path,
+    memory_keyring: MemoryKeyring,
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "letter.txt").write_text("written on the old laptop\n")
+    (src / "docs" / "photo.bin").write_bytes(bytes(range(256)) * 900)
+    server = live_server_factory.start(s3=s3_server, bucket=s3_bucket)
+    owner = server.owner()
+    a_id, a_key = owner.register_agent("old laptop")
+    b_id, b_key = owner.register_agent("new laptop")
+    owner.create_config(
+        a_id, name="Docs", sources=[{"path": str(src)}], options={"type": "incremental"}
+    )
+    old = Agent(tmp_path / "a", server.url, a_key, BACKAPP_CACHE_DIR=str(tmp_path / "a-cache"))
+    done = old.run("run", "--json")
+    assert done.returncode == 0, done.stderr + done.stdout
+    done = old.run("recovery", "init", "--json")
+    assert done.returncode == 0, done.stderr
+    code = json.loads(done.stdout)["recoveryCode"]
+    r = owner.request("POST", f"/api/agents/{b_id}/inherit", json={"fromAgentId": a_id})
+    assert r.status_code == 201, r.text
+
+    source = RestoreSource(AgentSettings(server_url=server.url, agent_id=b_id), b_key)
+    window = RestoreWindow(lambda: source)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        window.load_backups()
+        qtbot.waitUntil(lambda: len(window.backup_items()) == 1, timeout=WAIT)
+        group = window.backups.topLevelItem(0)
+        assert group is not None and group.text(0) == "Docs (from old laptop)"
+        window.backups.setCurrentItem(group.child(0))
+        # B has no key for A's repository: the window asks for the recovery code.
+        qtbot.waitUntil(lambda: window.code_dialog is not None, timeout=WAIT)
+        dialog = window.code_dialog
+        assert dialog is not None and "recovery code" in dialog.reason.text()
+
+        # A well-formed code that is not the account's: said so, asked again, nothing written.
+        qtbot.keyClicks(dialog.field, new_recovery_code())
+        qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(
+            lambda: window.code_dialog is not None and window.code_dialog is not dialog,
+            timeout=WAIT,
+        )
+        dialog = window.code_dialog
+        assert dialog is not None
+        assert dialog.reason.text() == "Wrong recovery code. Nothing was written."
+        assert window.files.topLevelItemCount() == 0
+        assert not (agent_dir / "repository-keys").exists() and memory_keyring.items == {}
+
+        qtbot.keyClicks(dialog.field, code)
+        qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: window.files.topLevelItemCount() > 0, timeout=WAIT)
+        assert window.code_dialog is None
+        window.files.topLevelItem(0).setSelected(True)  # the path down to src
+        out = tmp_path / "restored"
+        with qtbot.waitSignal(window.restore_done, timeout=WAIT) as ended:
+            assert window.start_restore(out)
+        assert "Restore finished" in window.status.text(), ended.args
+        restored = out / str(src).lstrip("/") / "docs"
+        assert (restored / "letter.txt").read_text() == "written on the old laptop\n"
+        assert (restored / "photo.bin").read_bytes() == bytes(range(256)) * 900
+        # A's key was used for this window only: not stored on B.
+        assert not (agent_dir / "repository-keys").exists() and memory_keyring.items == {}
+    finally:
+        window.close()
+        source.close()
+        assert source.recovery_code is None
