@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl, Signal
@@ -42,6 +43,10 @@ NO_TRAY_NOTICE = (
     "It keeps backing up while the window is open; closing it quits BackApp. (On GNOME, the "
     "AppIndicator extension adds a tray.)"
 )
+
+
+RECOVERY_HOLD = timedelta(hours=1)
+"""The longest the recovery step after pairing holds automatic backups back."""
 
 
 def instance_name(directory: Path) -> str:
@@ -191,22 +196,32 @@ class TrayApp(QObject):
         if not self.controller.settings.server_url or key is None:
             return
         source = RecoverySource(self.controller.settings, key)
+        # No automatic backup until the step is done: a machine's first snapshot makes its own
+        # repository key, and a repository is continued only before that (an hour at most).
+        held = not self.controller.paused
+        if held:
+            self.controller.pause(RECOVERY_HOLD)
+
+        def release() -> None:
+            if held and self.controller.paused:
+                self.controller.resume()
 
         def offered(result: object) -> None:
             if not isinstance(result, RecoveryOffer) or not result.needed:
+                release()
                 return
             if self.recovery is not None:
                 self.recovery.deleteLater()
             self.recovery = RecoveryWindow(source, result, pool=self.controller.pool)
             self.recovery.setWindowIcon(health_icon(self.controller.health()))
+            self.recovery.finished.connect(release)
             self._bring_forward(self.recovery)
 
-        run_task(
-            source.offer,
-            offered,
-            lambda message: log.warning("could not ask about recovery: %s", message),
-            self.controller.pool,
-        )
+        def failed(message: str) -> None:
+            log.warning("could not ask about recovery: %s", message)
+            release()
+
+        run_task(source.offer, offered, failed, self.controller.pool)
 
     def show_settings(self) -> None:
         dialog = SettingsDialog(self.controller)

@@ -57,6 +57,7 @@ def test_after_pairing_the_code_is_made_shown_once_and_checked(
         window = app.recovery
         assert window is not None
         assert window.pages.currentWidget() is window.create_page
+        assert app.controller.paused  # no first snapshot before the step is done
         qtbot.mouseClick(window.create_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: window.pages.currentWidget() is window.show_page, timeout=WAIT)
         code = window.code_label.text()
@@ -82,6 +83,8 @@ def test_after_pairing_the_code_is_made_shown_once_and_checked(
         assert window.pages.currentWidget() is window.done_page
         assert "Recovery is set up" in window.done_message.text()
         assert window.code_label.text() == ""  # not kept in a widget once confirmed
+        qtbot.mouseClick(window.close_button, Qt.MouseButton.LeftButton)
+        assert not window.isVisible() and not app.controller.paused
 
         # Never logged, never in the settings folder.
         assert code not in caplog.text and code not in server.log()
