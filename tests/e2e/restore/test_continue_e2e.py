@@ -14,7 +14,9 @@ import json
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -200,3 +202,30 @@ def test_new_laptop_continues_the_old_repository(
         done = b.run("restore", snap, "--to", str(out))
         assert done.returncode == 0, done.stderr + done.stdout
         assert snapshot(extracted_root(out, src)) == expected
+
+    # The database is lost and rebuilt from the bucket alone: the repository comes back as B's,
+    # under A's prefix; B restores its snapshot and goes on; A still cannot add to it.
+    server.stop()
+    for path in server.data_dir.glob("backapp.sqlite3*"):
+        path.unlink()
+    rebuilt = backapp(server, "catalog", "rebuild", "--from-bucket", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr + rebuilt.stdout
+    assert json.loads(rebuilt.stdout)["failed"] == []
+    server = live_server_factory.start(
+        s3=s3_server,
+        bucket=s3_bucket,
+        data_dir=server.data_dir,
+        port=urlsplit(server.url).port,
+        env={"BACKAPP_TASK_INTERVAL": "3600"},
+    )
+    with sqlite3.connect(server.data_dir / "backapp.sqlite3") as con:
+        rows = con.execute("SELECT agent, prefix_agent FROM backapp_repository").fetchall()
+    assert [tuple(str(uuid.UUID(str(x))) for x in row) for row in rows] == [(b_id, a_id)], rows
+    out = tmp_path / "b-after-rebuild"
+    done = b.run("restore", b_snap, "--to", str(out))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert snapshot(extracted_root(out, src)) == expected_b
+    (src / "after the rebuild.txt").write_text("later\n")
+    snapshot_of(b.run("run", "--json"))
+    came_back = a.run("run", "--json")
+    assert "continued by the machine that replaces it" in came_back.stderr + came_back.stdout
