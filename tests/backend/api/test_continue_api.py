@@ -45,7 +45,7 @@ async def repository(agent_id: str, user_id: uuid.UUID, *, initialized: bool = T
 
 async def test_continue_needs_the_mark_the_code_and_a_fresh_machine(client: ApiClient) -> None:
     user = uuid.UUID((await client.signup())["id"])
-    a_id, _a_key = await client.register_agent("old laptop")
+    a_id, a_key = await client.register_agent("old laptop")
     b_id, b_key = await client.register_agent("new laptop")
     c_id, c_key = await client.register_agent("spare laptop")
     repo_id = await repository(a_id, user)
@@ -129,6 +129,14 @@ async def test_continue_needs_the_mark_the_code_and_a_fresh_machine(client: ApiC
     assert not await Repository.exists().where(Repository.id == own)
     mine = await WrappedKey.select().where(WrappedKey.agent == uuid.UUID(b_id)).first()
     assert mine is not None and mine["wrapped"] == sent["wrappedKey"] and mine["version"] == 1
+    # The old machine (it still has the key) neither reads nor writes the continued repository.
+    r = await client.agent_get(a_key, "/api/agent/repo/objects?kind=snapshot")
+    assert r.status_code == 409 and "continued" in r.json()["detail"], r.text
+    assert await Repository.count().where(Repository.agent == uuid.UUID(a_id)) == 0
+    # The new one reads it, as its own and through the old machine's id.
+    for query in ("", f"&agentId={a_id}"):
+        r = await client.agent_get(b_key, f"/api/agent/repo/objects?kind=data{query}")
+        assert r.status_code == 200 and r.json()["objects"] == [], r.text
     # Again: the same answer, nothing more changes.
     r = await client.agent_post(b_key, "/api/agent/repo/continue", body())
     assert r.status_code == 200, r.text
