@@ -29,6 +29,7 @@ from backend.api.deps import ServicesDep, provide_services
 from backend.api.guards import ApiRequest
 from backend.api.inherit import InheritanceController
 from backend.api.openapi import document_errors
+from backend.api.organisation import OrganisationRecoveryController
 from backend.api.owner import (
     AgentController,
     AlertController,
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         ConfigController,
         AgentController,
         InheritanceController,
+        OrganisationRecoveryController,
         BackupController,
         AlertController,
         health,

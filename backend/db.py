@@ -51,7 +51,12 @@ def all_tables() -> list[type]:
         RestoreJob,
         RunRequest,
     )
-    from backend.recovery.tables import RecoveryKey, WrappedKey
+    from backend.recovery.tables import (
+        OrganisationKey,
+        OrganisationWrappedKey,
+        RecoveryKey,
+        WrappedKey,
+    )
     from backend.repos.tables import ConfigCheck, RepoObject, Repository, Snapshot
 
     return [
@@ -74,6 +79,8 @@ def all_tables() -> list[type]:
         ConfigCheck,
         RecoveryKey,
         WrappedKey,
+        OrganisationKey,
+        OrganisationWrappedKey,
     ]
 
 

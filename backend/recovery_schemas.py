@@ -27,6 +27,28 @@ class RecoveryOut(Camel):
     created_at: str | None = None
     rotated_at: str | None = None
     agent_key_version: int | None = None
+    organisation_key: str | None = None
+    """The organisation's recovery recipient (``age1…``), when an administrator set one up:
+    agents wrap their key and encrypt their encrypted archives for it too."""
+    organisation_version: int | None = None
+    agent_organisation_key_version: int | None = None
+
+
+class OrganisationRestoreRequest(Camel, forbid_unknown_fields=True):
+    backup_id: Uuid
+
+
+class OrganisationKeyRequest(Camel, forbid_unknown_fields=True):
+    public_key: Annotated[str, Meta(max_length=200)]
+
+
+class OrganisationOut(Camel):
+    configured: bool
+    public_key: str | None = None
+    version: int | None = None
+    set_by: str | None = None
+    updated_at: str | None = None
+    wrapped_agents: int = 0
 
 
 class RecoverySetupRequest(Camel, forbid_unknown_fields=True):

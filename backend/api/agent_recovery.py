@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.deps import AgentDep, ServicesDep, provide_agent
 from backend.recovery_schemas import (
+    OrganisationRestoreRequest,
     RecoveryOut,
     RecoveryRotateRequest,
     RecoverySetupRequest,
@@ -19,11 +20,16 @@ from backend.recovery_schemas import (
     RepoKeyPutResponse,
     RepoKeysOut,
 )
+from backend.schemas import RestoreResponse
+from backend.services.organisation_recovery import OrganisationState
 from backend.services.recovery import RecoveryState, WrappedKeyIn, WrappedKeyOut
 
 
-def _state(state: RecoveryState) -> RecoveryOut:
+def _state(state: RecoveryState, org: OrganisationState | None = None) -> RecoveryOut:
     return RecoveryOut(
+        organisation_key=org.public_key if org else None,
+        organisation_version=org.version if org else None,
+        agent_organisation_key_version=org.agent_key_version if org else None,
         configured=state.configured,
         public_key=state.public_key,
         salt=state.salt,
@@ -52,7 +58,10 @@ class AgentRecoveryController(Controller):
 
     @get("/recovery", summary="Whether the account's recovery key is set up, and its public part")
     async def state(self, agent: AgentDep, services: ServicesDep) -> RecoveryOut:
-        return _state(await services.recovery.state(agent.user_id, agent.id))
+        return _state(
+            await services.recovery.state(agent.user_id, agent.id),
+            await services.organisation.state(agent.id),
+        )
 
     @post("/recovery", status_code=HTTP_201_CREATED, summary="Set up the recovery key (once)")
     async def setup(
@@ -108,3 +117,27 @@ class AgentRecoveryController(Controller):
         ] = None,
     ) -> RepoKeyOut:
         return _key(await services.recovery.get_key(agent, agent_id))
+
+    @put(
+        "/repo/organisation-key",
+        status_code=HTTP_200_OK,
+        summary="Store this agent's repository key wrapped for the organisation's recovery key",
+    )
+    async def put_organisation_key(
+        self, data: JSONBody[RepoKeyPutRequest], agent: AgentDep, services: ServicesDep
+    ) -> RepoKeyPutResponse:
+        version = await services.organisation.put_wrapped(
+            agent, wrapped_key=data.wrapped_key, version=data.version
+        )
+        return RepoKeyPutResponse(version=version)
+
+    @post(
+        "/organisation/restore",
+        status_code=HTTP_200_OK,
+        summary="An administrator's agent: a pre-signed GET of any encrypted archive of the server",
+    )
+    async def organisation_restore(
+        self, data: JSONBody[OrganisationRestoreRequest], agent: AgentDep, services: ServicesDep
+    ) -> RestoreResponse:
+        row = await services.organisation.restorable(agent, data.backup_id)
+        return RestoreResponse(restore=services.restores.signed_get(row))

@@ -37,3 +37,28 @@ class WrappedKey(Table, tablename="backapp_wrapped_key"):
     wrapped = Text(help_text="Base64 of the age file that holds the repository key.")
     version = Integer(help_text="The recovery key version it is wrapped for.")
     updated_at = Timestamptz()
+
+
+class OrganisationKey(Table, tablename="backapp_organisation_key"):
+    """The organisation's recovery key (at most one row; the server's administrators are the
+    organisation): every agent also wraps its repository key for it. Only the public half is
+    here; the private half is derived from a code only the administrator has."""
+
+    id = UUID(primary_key=True)
+    public_key = Varchar(length=100, help_text="The age recipient (age1…) keys are wrapped for.")
+    version = Integer(default=1, help_text="1 at set-up, + 1 at each replacement.")
+    set_by = ForeignKey(
+        references=User, on_delete=OnDelete.set_null, null=True, help_text="The administrator."
+    )
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class OrganisationWrappedKey(Table, tablename="backapp_organisation_wrapped_key"):
+    """An agent's repository key, encrypted (age) to the organisation key of ``version``."""
+
+    id = UUID(primary_key=True)
+    agent = ForeignKey(references=Agent, on_delete=OnDelete.cascade, unique=True)
+    wrapped = Text(help_text="Base64 of the age file that holds the repository key.")
+    version = Integer(help_text="The organisation key version it is wrapped for.")
+    updated_at = Timestamptz()

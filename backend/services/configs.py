@@ -58,6 +58,15 @@ def _check_kind(options: Options, mode: str) -> None:
             'configuration makes "full" archives',
             field="type",
         )
+    if options.encryption and mode == "server":
+        # The agent encrypts with its own key (docs/recovery.md); the server has none, and
+        # promising encryption while uploading plaintext would be worse than refusing.
+        raise InvalidInput(
+            "encryption: encrypted archives are made by agents, with their own key; a "
+            "server-side configuration cannot encrypt (leave it off: the bucket's server-side "
+            "encryption still applies)",
+            field="encryption",
+        )
     if options.drill is not None and options.type != "incremental":
         raise InvalidInput(
             "drill: a restore drill restores a sample of files from a snapshot; this "
@@ -76,13 +85,6 @@ def _check_options(options: Options) -> Options:
     options = msgspec.structs.replace(
         options, schedule=schedule.to_json() if schedule is not None else None
     )
-    if options.encryption:
-        # Promising encryption and uploading plaintext would be worse than refusing.
-        raise InvalidInput(
-            "encryption: client-side encryption of archives is not available yet; leave it off "
-            "(the bucket's server-side encryption still applies)",
-            field="encryption",
-        )
     return options
 
 

@@ -13,6 +13,7 @@ from backend.services.cursors import CursorSigner
 from backend.services.history import BackupHistory
 from backend.services.inheritance import InheritanceService
 from backend.services.leases import LeaseService
+from backend.services.organisation_recovery import OrganisationRecoveryService
 from backend.services.orphans import OrphanSweeper
 from backend.services.pairing import PairingService
 from backend.services.progress import ProgressService
@@ -64,6 +65,7 @@ class Services:
     snapshots: SnapshotService
     checks: RepoCheckService
     recovery: RecoveryService
+    organisation: OrganisationRecoveryService
     history: BackupHistory
     inheritance: InheritanceService
     restores: RestoreService
@@ -98,6 +100,7 @@ class Services:
             snapshots=SnapshotService(settings, storage, backups, leases),
             checks=RepoCheckService(),
             recovery=RecoveryService(),
+            organisation=OrganisationRecoveryService(),
             history=BackupHistory(),
             inheritance=InheritanceService(),
             restores=RestoreService(settings, storage),

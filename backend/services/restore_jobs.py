@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,13 @@ from backend.services.history import user_log
 from backend.services.inheritance import readable_agent_ids, reader_agent_ids
 from backend.services.pubsub import LiveEvents
 
-__all__ = ["JOB_TTL", "RestoreJobService", "may_restore_to", "restore_message"]
+__all__ = [
+    "JOB_TTL",
+    "RestoreJobService",
+    "expire_stale_jobs",
+    "may_restore_to",
+    "restore_message",
+]
 
 JOB_TTL = timedelta(days=1)
 """A job not started within this time becomes ``expired``."""
@@ -56,7 +63,8 @@ async def may_restore_to(backup: dict[str, Any], agent: dict[str, Any], user_id:
     row): the machine that made it, or one that inherits that machine (the owner's mark, see
     :mod:`backend.services.inheritance`). An inherited *snapshot* is refused in words
     (:class:`Conflict`): its key opens only with the recovery code, which this server never has,
-    so a job would fail on the machine; the new machine restores it itself with the code."""
+    so a job would fail on the machine; the new machine restores it itself with the code. So is an
+    inherited *encrypted* archive (``….age``), for the same reason."""
     if backup["agent"] is None:
         return False
     if backup["agent"] == agent["id"]:
@@ -70,7 +78,18 @@ async def may_restore_to(backup: dict[str, Any], agent: dict[str, Any], user_id:
             "restore BACKUP_ID --to DIR --recovery-code-stdin`",
             field="agentId",
         )
+    if _encrypted(backup):
+        raise Conflict(
+            "agentId: this archive is encrypted with another machine's key, which opens only with "
+            "your recovery code, which the server never sees: on that machine run "
+            "`backapp-agent restore BACKUP_ID --to DIR --recovery-code-stdin`",
+            field="agentId",
+        )
     return True
+
+
+def _encrypted(backup: dict[str, Any]) -> bool:
+    return str(backup.get("filename") or "").endswith(".age")
 
 
 def _out(row: dict[str, Any], agent_name: str) -> RestoreJobOut:
@@ -107,11 +126,30 @@ def _columns() -> list[Any]:
     return [*RestoreJob.all_columns(), RestoreJob.agent.name.as_alias("agent_name")]
 
 
+async def expire_stale_jobs(moment: datetime) -> int:
+    """Mark pending jobs past their day as ``expired`` in one ``UPDATE`` (the periodic
+    housekeeping and every read of the owner's jobs); how many."""
+    rows = (
+        await RestoreJob.update(
+            {
+                RestoreJob.status: "expired",
+                RestoreJob.finished_at: moment,
+                RestoreJob.error: "the machine did not pick this restore up within a day",
+            }
+        )
+        .where((RestoreJob.status == "pending") & (RestoreJob.expires_at < moment))
+        .returning(RestoreJob.id)
+    )
+    return len(rows)
+
+
 class RestoreJobService:
     """The owner's requests and the agent's side of them."""
 
-    def __init__(self, live: LiveEvents) -> None:
+    def __init__(self, live: LiveEvents, clock: Callable[[], datetime] = utcnow) -> None:
         self.live = live
+        self.clock = clock
+        """Now (UTC); tests move it to see a day pass."""
         self._pending_agents: set[uuid.UUID] = set()
         self._pending_checked = float("-inf")
         self._lock = asyncio.Lock()
@@ -149,7 +187,7 @@ class RestoreJobService:
                 field="target",
             )
         paths = [p.strip() for p in data.paths if p.strip()]
-        now = utcnow()
+        now = self.clock()
         job_id = uuid.uuid4()
         await RestoreJob(
             id=job_id,
@@ -171,19 +209,7 @@ class RestoreJobService:
 
     async def expire_stale(self, now: datetime | None = None) -> int:
         """Mark pending jobs past their day as ``expired``; how many."""
-        moment = now or utcnow()
-        rows = (
-            await RestoreJob.update(
-                {
-                    RestoreJob.status: "expired",
-                    RestoreJob.finished_at: moment,
-                    RestoreJob.error: "the machine did not pick this restore up within a day",
-                }
-            )
-            .where((RestoreJob.status == "pending") & (RestoreJob.expires_at < moment))
-            .returning(RestoreJob.id)
-        )
-        return len(rows)
+        return await expire_stale_jobs(now or self.clock())
 
     async def get(self, user: CurrentUser, job_id: str) -> RestoreJobOut:
         await self.expire_stale()
@@ -221,7 +247,7 @@ class RestoreJobService:
         # The backup's own machine and the machines that replace it (may_restore_to): one indexed
         # read per step of the inheritance chain, then one read of those machines.
         readers = await reader_agent_ids(user.id, backup["agent"])
-        if backup.get("backup_type") == "incremental":
+        if backup.get("backup_type") == "incremental" or _encrypted(backup):
             readers = {backup["agent"]}  # another machine would need the recovery code
         rows = await Agent.select(Agent.id, Agent.name, Agent.active).where(
             (Agent.user == user.id) & Agent.id.is_in(sorted(readers))
@@ -258,7 +284,7 @@ class RestoreJobService:
             async with self._lock:
                 if time.monotonic() - self._pending_checked >= PENDING_REFRESH_SECONDS:
                     rows = await RestoreJob.select(RestoreJob.agent).where(
-                        (RestoreJob.status == "pending") & (RestoreJob.expires_at >= utcnow())
+                        (RestoreJob.status == "pending") & (RestoreJob.expires_at >= self.clock())
                     )
                     self._pending_agents = {r["agent"] for r in rows}
                     self._pending_checked = time.monotonic()
@@ -269,7 +295,7 @@ class RestoreJobService:
             .where(
                 (RestoreJob.agent == agent.id)
                 & (RestoreJob.status == "pending")
-                & (RestoreJob.expires_at >= utcnow())
+                & (RestoreJob.expires_at >= self.clock())
             )
             .order_by(RestoreJob.created_at)
             .limit(20)
@@ -294,7 +320,7 @@ class RestoreJobService:
         """The agent takes a pending job (``running``); 409 when it is not pending any more (taken
         already, expired)."""
         row = await self._agent_row(agent, job_id)
-        now = utcnow()
+        now = self.clock()
         expires = aware(row["expires_at"])
         if row["status"] == "pending" and expires is not None and expires < now:
             await self.expire_stale(now)
@@ -344,7 +370,7 @@ class RestoreJobService:
             "unchanged": data.unchanged,
             "skipped": data.skipped,
             "error": data.error,
-            "finished_at": utcnow(),
+            "finished_at": self.clock(),
         }
         await RestoreJob.update({getattr(RestoreJob, k): v for k, v in values.items()}).where(
             RestoreJob.id == row["id"]

@@ -112,6 +112,10 @@ class RestoreService:
         return _backup_out(await self.readable(agent, backup_id))
 
     def _download(self, row: dict[str, Any]) -> DownloadInfo:
+        return self.signed_get(row)
+
+    def signed_get(self, row: dict[str, Any]) -> DownloadInfo:
+        """A signed GET of the object of backup ``row`` (whoever may read it was checked)."""
         presigned = self.storage.presign_get(
             row["s3_path"], expires_in=self.settings.presign_seconds, download_name=row["filename"]
         )

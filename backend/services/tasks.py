@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backend.accounts.tables import LoginThrottle, UserSession
+from backend.agents.tables import PairingCode
 from backend.backups.tables import Lease, RunRequest
 from backend.services.alerts import AlertReport, AlertService
 from backend.services.catalog.service import CatalogRound, CatalogService
@@ -29,6 +30,7 @@ from backend.services.leases import SERVER_OWNER, LeaseService
 from backend.services.orphans import OrphanSweeper
 from backend.services.prune import PruneReport, PruneService
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
+from backend.services.restore_jobs import expire_stale_jobs
 from backend.services.retention import RetentionReport, RetentionService
 from backend.services.runs import REQUEST_TTL
 from backend.services.server_side import ServerRunner
@@ -52,6 +54,15 @@ class Housekeeping:
     """Running backups whose runner died (their lease is gone), now ``interrupted``."""
     uploads_aborted: int = 0
     """Multipart uploads of dead or finished runs, aborted in storage."""
+    pairing_codes: int = 0
+    """Pairing codes (used or not) whose life ended more than ``PAIRING_CODE_KEPT`` ago."""
+    restores: int = 0
+    """Web restores no machine took within their day, now ``expired``."""
+
+
+PAIRING_CODE_KEPT = timedelta(days=1)
+"""How long a pairing code's row outlives its expiry: meanwhile presenting it again is answered
+*already used* or *expired* rather than *no such code*."""
 
 
 @dataclass
@@ -160,7 +171,8 @@ class PeriodicTasks:
 
     async def run_housekeeping(self, now: datetime | None = None) -> Housekeeping | None:
         """Drop rows nobody needs any more: sign-in throttles whose window is over, expired
-        sessions, leases lapsed for a day, and Back Up Now requests nobody started in time; and
+        sessions, leases lapsed for a day, pairing codes a day past their end, Back Up Now
+        requests and web restores nobody started in time; and
         mark the backups whose runner died ``interrupted``, aborting their multipart uploads (and
         those that finished runs left behind). Each statement is bounded (set-based, or a batch
         of at most ``orphans.SWEEP_BATCH`` rows)."""
@@ -191,6 +203,12 @@ class PeriodicTasks:
                 )
                 .returning(RunRequest.id)
             )
+            codes = (
+                await PairingCode.delete()
+                .where(PairingCode.expires_at < moment - PAIRING_CODE_KEPT)
+                .returning(PairingCode.id)
+            )
+            restores = await expire_stale_jobs(moment)
             # A lease that is not live (lapsed, whether or not its row is still there) means
             # nobody works on the run it guarded.
             orphans = await self.sweeper.sweep(moment)
@@ -201,6 +219,8 @@ class PeriodicTasks:
                 len(requests),
                 orphans.interrupted,
                 orphans.aborted,
+                len(codes),
+                restores,
             )
 
         return await self._guarded("housekeeping", sweep)

@@ -23,6 +23,7 @@ from backend.web._backup_pages import BackupPages
 from backend.web._config_pages import ConfigPages
 from backend.web._dashboard import DashboardPage
 from backend.web._event_stream import events
+from backend.web._organisation_pages import OrganisationPages
 from backend.web._pairing_pages import PairPage
 from backend.web._render import STATIC_DIR, template_config
 from backend.web._restore_pages import RestorePages
@@ -37,6 +38,7 @@ def web_handlers() -> list[Any]:
             AccountPages,
             DashboardPage,
             AgentPages,
+            OrganisationPages,
             ConfigPages,
             BackupPages,
             PairPage,

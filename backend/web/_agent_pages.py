@@ -72,6 +72,7 @@ async def _agents_page(
     pairing: IssuedCode | None = None,
     machine: str = "",
 ) -> Template:
+    """The agents page (also the answer of a form on it that failed, with ``errors``)."""
     position = services.cursors.decode("agents", user.id, after) if after else None
     agents, more = await services.agents.page_agents(
         user, search=search or None, after=position, limit=AGENT_PAGE
@@ -98,6 +99,7 @@ async def _agents_page(
         values=values or {"name": "", "platform": ""},
         errors=errors or {},
         recovery=await services.recovery.state(user.id),
+        organisation=await services.organisation.state(),
         pairing=pairing,
         machine=machine,
         code_minutes=services.settings.pairing_code_minutes,

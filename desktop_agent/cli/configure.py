@@ -11,6 +11,7 @@ from typing import Any
 
 from desktop_agent import __version__
 from desktop_agent.engine import (
+    MAX_PARALLEL_BACKUPS,
     AgentError,
     AgentSettings,
     ApiClient,
@@ -69,6 +70,13 @@ def register(commands: Commands) -> None:
             help=f"limit {what} to MBIT Mbit/s in all (0 removes the limit)",
         )
     configure.add_argument(
+        "--parallel-backups",
+        metavar="N",
+        type=_parallel,
+        help=f"back up to N different configs at the same time (1-{MAX_PARALLEL_BACKUPS}, "
+        "default 1)",
+    )
+    configure.add_argument(
         "--no-verify", action="store_true", help="save without checking the key with a heartbeat"
     )
 
@@ -80,6 +88,18 @@ def _limit(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of Mbit/s: {text!r}") from None
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError("a limit is a number of Mbit/s, 0 for none")
+    return value
+
+
+def _parallel(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_PARALLEL_BACKUPS:
+        raise argparse.ArgumentTypeError(
+            f"parallel backups must be between 1 and {MAX_PARALLEL_BACKUPS}, not {value}"
+        )
     return value
 
 
@@ -117,6 +137,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
         settings = replace(settings, limit_upload=args.limit_upload or None)
     if args.limit_download is not None:
         settings = replace(settings, limit_download=args.limit_download or None)
+    if args.parallel_backups is not None:
+        settings = replace(settings, parallel_backups=args.parallel_backups)
     settings = settings.validated()
 
     store = KeyStore(directory)
@@ -150,6 +172,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
     for label, limit in (("Upload", settings.limit_upload), ("Download", settings.limit_download)):
         if limit is not None:
             print(f"{label + ':':<9} limited to {limit:g} Mbit/s")
+    if settings.parallel_backups > 1:
+        print(f"Parallel: up to {settings.parallel_backups} configs backed up at the same time")
     if location.kind == "file":
         err(
             f"warning: no usable OS keychain here, so the API key is stored in {location.detail} "

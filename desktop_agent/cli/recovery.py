@@ -1,4 +1,5 @@
-"""``backapp-agent recovery init|rotate|continue|status``: the account's recovery code (docs/recovery.md).
+"""``backapp-agent recovery init|rotate|continue|status|identity|organisation-code``: the
+account's recovery code, and the organisation's (docs/recovery.md).
 
 The code is printed once, by ``init`` and ``rotate``, and never stored: not in the config
 folder, not on the server, not in a log.
@@ -17,9 +18,12 @@ from desktop_agent.engine import (
     Issued,
     Recovery,
     RecoveryError,
+    RecoveryKey,
     RepoKeyStore,
     config_dir,
     load_settings,
+    new_recovery_code,
+    parse_code,
 )
 
 from .common import (
@@ -99,10 +103,51 @@ def register(commands: Commands) -> None:
         help="whether recovery is set up (never shows the code)",
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    identity = add_command(
+        subs,
+        "identity",
+        cmd_identity,
+        help="print the age identity of a recovery code (to open encrypted archives with `age`)",
+        description="Read a recovery code from standard input and print the age identity "
+        "(AGE-SECRET-KEY-1…) it gives, as an identity file: `age -d -i FILE` opens the "
+        "account's encrypted archives with it, without BackApp. The identity is a secret as "
+        "strong as the code: keep the file private and delete it after use.",
+    )
+    identity.add_argument(
+        "--recovery-code-stdin",
+        action="store_true",
+        required=True,
+        help="read the recovery code from standard input (one line)",
+    )
+    identity.add_argument(
+        "--organisation",
+        action="store_true",
+        help="the code is the organisation's (an administrator's), not the account's",
+    )
+    organisation = add_command(
+        subs,
+        "organisation-code",
+        cmd_organisation_code,
+        help="make an organisation recovery code (administrators; needs no server)",
+        description="Make a new organisation recovery code on this machine, print it once, and "
+        "print its public key (age1…) for an administrator to paste into the web console "
+        "(Agents page, Organisation recovery). The server never sees the code.",
+    )
+    organisation.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+ORGANISATION_WARNING = (
+    "Whoever holds this code can open every encrypted backup of every machine that wraps its "
+    "key for it, once the server hands them the files. If it is lost, only the employees' own "
+    "codes and machines open their backups."
+)
 
 
 def _no_sub(args: argparse.Namespace) -> int:
-    err("say what to do: `backapp-agent recovery init`, `rotate`, `continue` or `status`")
+    err(
+        "say what to do: `backapp-agent recovery init`, `rotate`, `continue`, `status`, "
+        "`identity` or `organisation-code`"
+    )
     return EXIT_USAGE
 
 
@@ -164,6 +209,56 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         err(str(exc))
         return EXIT_FAILED
     _show(issued, as_json=args.json, rotated=True)
+    return EXIT_OK
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    """Print the age identity of the account's (or the organisation's) recovery code."""
+    code = read_code_from_stdin()
+    if code is None:
+        return EXIT_USAGE
+    try:
+        parse_code(code)  # a typo is told before the server is asked
+    except InvalidRecoveryCode as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    recovery, client = _recovery()
+    try:
+        with client:
+            key = (
+                recovery.organisation_identity(code)
+                if args.organisation
+                else recovery.identity(code)
+            )
+    except (RecoveryError, AgentError) as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    whose = "the organisation's" if args.organisation else "this account's"
+    print(f"# BackApp recovery identity ({whose}): a secret, delete this file after use")
+    print(f"# public key: {key.recipient}")
+    print(key.identity_text())
+    return EXIT_OK
+
+
+def cmd_organisation_code(args: argparse.Namespace) -> int:
+    """Make an organisation recovery code here (no server) and print it once with its public
+    key."""
+    code = new_recovery_code()
+    recipient = RecoveryKey.organisation(code).recipient
+    if args.json:
+        print(
+            json.dumps(
+                {"organisationCode": code, "publicKey": recipient, "warning": ORGANISATION_WARNING},
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print("A new organisation recovery code:\n")
+    print(f"    {code}\n")
+    print("Write it down or keep it in a password manager: it is shown only this once.")
+    print("Paste this public key into the web console (Agents page, Organisation recovery):\n")
+    print(f"    {recipient}\n")
+    print(ORGANISATION_WARNING)
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from desktop_agent.engine import (
     AgentError,
+    AgentSettings,
     ApiClient,
     BackupCancelled,
     BackupInfo,
@@ -19,13 +20,17 @@ from desktop_agent.engine import (
     InvalidRecoveryCode,
     MemberInfo,
     NotFoundError,
+    Recovery,
+    RepoKeyStore,
     RepositoryKeyMissing,
     RestoreError,
     RestoreOptions,
     Restorer,
     RestoreResult,
+    RestoreTicket,
     Snapshots,
     Throttle,
+    config_dir,
     default_target_name,
     load_settings,
     parse_code,
@@ -110,8 +115,15 @@ def register(commands: Commands) -> None:
     restore.add_argument(
         "--recovery-code-stdin",
         action="store_true",
-        help="read the account's recovery code from standard input (one line): a snapshot "
-        "restores even when this machine lost its repository key (the key is put back)",
+        help="read the account's recovery code from standard input (one line): a snapshot or "
+        "an encrypted archive restores even when this machine lost its repository key (the key "
+        "is put back), or on the new machine that inherits the one that made it",
+    )
+    restore.add_argument(
+        "--organisation-code-stdin",
+        action="store_true",
+        help="administrators: read the organisation's recovery code from standard input and "
+        "restore an encrypted archive of any machine of the server that was encrypted for it",
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
@@ -213,7 +225,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """Restore (or ``--list``) one backup; 3 if members were skipped or patterns matched nothing."""
     settings = load_settings()
     code: str | None = None
-    if args.recovery_code_stdin:
+    if args.organisation_code_stdin and args.recovery_code_stdin:
+        err("give one code: --recovery-code-stdin or --organisation-code-stdin")
+        return EXIT_USAGE
+    if args.recovery_code_stdin or args.organisation_code_stdin:
         code = read_code_from_stdin()
         if code is None:
             return EXIT_USAGE
@@ -225,6 +240,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     live = not args.json and sys.stderr.isatty()
     display = RestoreDisplay(live)
     cancel = CancelToken()
+    if args.organisation_code_stdin:
+        assert code is not None
+        return organisation_restore(args, settings, code, display, cancel)
     with connect(settings) as client:
         info = lookup(client, args.backup_id)
         target: Path | None = None
@@ -258,11 +276,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
                         )
                     display.close()
                     return _restore_summary(args, result)
+                recovery = Recovery(
+                    client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
+                )
+                maker = info.agent_id if info is not None else None
                 with Restorer(
                     client,
                     events=JsonLines(sys.stdout) if args.json else display,
                     temp_dir=settings.temp_dir,
                     download_limit=Throttle.from_mbps(settings.limit_download),
+                    identities=lambda _ticket: recovery.archive_identities(maker, code),
                 ) as restorer:
                     result = restorer.restore(
                         args.backup_id,
@@ -340,3 +363,80 @@ def _restore_summary(args: argparse.Namespace, result: RestoreResult) -> int:
         if len(result.skipped) > MAX_SKIPS_SHOWN:
             print(f"  ... and {len(result.skipped) - MAX_SKIPS_SHOWN} more")
     return status
+
+
+class _OrganisationSource:
+    """The restore source of an administrator restoring with the organisation code: a signed GET
+    of any encrypted archive of the server (the server hands out ciphertext only)."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    def list_backups(self, *, config_id: str | None = None, limit: int = 100) -> list[BackupInfo]:
+        return []
+
+    def restore_ticket(self, backup_id: str) -> RestoreTicket:
+        return self.client.organisation_restore_ticket(backup_id)
+
+
+def organisation_restore(
+    args: argparse.Namespace,
+    settings: AgentSettings,
+    code: str,
+    display: RestoreDisplay,
+    cancel: CancelToken,
+) -> int:
+    """``restore --organisation-code-stdin``: an administrator opens an encrypted archive of any
+    machine of the server with the organisation's code (checked before anything is downloaded)."""
+    target: Path | None = None
+    if args.to is not None:
+        target = args.to.expanduser().absolute()
+    elif not args.in_place and not args.list:
+        target = _default_target(None, args.backup_id)
+    options = RestoreOptions(
+        target=target,
+        in_place=args.in_place,
+        overwrite=args.overwrite,
+        patterns=tuple(args.patterns),
+        list_only=args.list,
+    )
+    with connect(settings) as client:
+        recovery = Recovery(
+            client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
+        )
+        with signal_handlers(cancel_on_signals(cancel)):
+            try:
+                identity = recovery.organisation_identity(code).age_identity()
+                with Restorer(
+                    _OrganisationSource(client),
+                    events=JsonLines(sys.stdout) if args.json else display,
+                    temp_dir=settings.temp_dir,
+                    download_limit=Throttle.from_mbps(settings.limit_download),
+                    identities=lambda _ticket: [identity],
+                ) as restorer:
+                    result = restorer.restore(
+                        args.backup_id,
+                        options,
+                        cancel=cancel,
+                        on_member=(lambda m: print(_list_line(m)))
+                        if args.list and not args.json
+                        else None,
+                    )
+            except BackupCancelled as exc:
+                display.close()
+                err(f"restore {exc.reason}; nothing was restored")
+                return EXIT_INTERRUPTED
+            except NotFoundError:
+                display.close()
+                err(
+                    f"restore failed: no encrypted archive {args.backup_id} that an administrator "
+                    "may restore with the organisation code (plain archives and snapshots stay "
+                    "with their owners)"
+                )
+                return EXIT_FAILED
+            except (RestoreError, AgentError) as exc:
+                display.close()
+                err(f"restore failed: {exc}")
+                return EXIT_FAILED
+    display.close()
+    return _restore_summary(args, result)

@@ -135,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    """Run until SIGTERM or Ctrl-C: heartbeats, the WebSocket, the schedules, one backup at a time."""
+    """Run until SIGTERM or Ctrl-C: heartbeats, the WebSocket, the schedules, up to
+    ``parallelBackups`` backups (of different configs) at a time."""
     settings = load_settings()
     key = load_key(settings)
     assert settings.server_url
@@ -160,7 +161,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     service = AgentDaemon(
         runner.plane,
         runner,
-        Dispatcher(scheduler),
+        Dispatcher(scheduler, parallel=settings.parallel_backups),
         version=__version__,
         platform=sys.platform,
         poll_interval=settings.poll_interval_ms / 1000,
@@ -189,10 +190,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     try:
         with signal_handlers(handler):
             log.info(
-                "daemon started: server %s, time zone %s, socket %s",
+                "daemon started: server %s, time zone %s, socket %s, parallel backups %d",
                 settings.server_url,
                 zone or "UTC",
                 "off" if args.no_socket else "on",
+                settings.parallel_backups,
             )
             service.run()
     finally:

@@ -119,6 +119,7 @@ from ._scheduling import (
     engine_restore,
 )
 from ._settings import (
+    MAX_PARALLEL_BACKUPS,
     AgentSettings,
     config_dir,
     instances_dir,
@@ -160,6 +161,7 @@ __all__ = [
     "ENV_API_KEY",
     "IGNORE_FILE",
     "LOSS_WARNING",
+    "MAX_PARALLEL_BACKUPS",
     "NOT_SET_UP",
     "AgentDaemon",
     "AgentError",

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
+from .. import __version__
+from ._age import AGE_SUFFIX, AgeEncryptor
 from ._cancel import CancelToken
 from ._compress import (
     ArchiveFormat,
@@ -40,6 +44,7 @@ from ._events import (
 )
 from ._job import MAX_REPORTED_ERRORS, BackupJob
 from ._options import EngineOptions
+from ._recovery.account import RecoveryPlane, archive_recipients
 from ._scanner import ScanResult, ScanTotals, check_sources, scan, source_problems_text
 from ._tar import Archiver, ArchiveStats
 from ._upload import Uploader, UploadResult, Waiting
@@ -192,6 +197,7 @@ class ArchiveBackup:
             # started), and the history shows per-file errors as such.
             raise SourceError(source_problems_text(problems))
         self._warn_about_options(config)
+        recipients = self._recipients() if config.options.encryption else None
 
         self.emit(ScanStarted(config_id=config.id, sources=job.sources))
 
@@ -235,16 +241,37 @@ class ArchiveBackup:
                 self.plane,
                 self.storage,
                 config_id=config.id,
-                filename=archive_filename(job.started, fmt),
+                filename=archive_filename(job.started, fmt) + (AGE_SUFFIX if recipients else ""),
                 estimated_size=job.estimated,
                 options=self.options.upload,
                 cancel=cancel,
             )
-            upload = self._archive(job, scanned, fmt, cancel)
+            upload = self._archive(job, scanned, fmt, cancel, recipients)
         return upload
 
+    def _recipients(self) -> list[str]:
+        """Who an encrypted archive is for: this agent's key, the account's recovery key and the
+        organisation's (``archive_recipients``)."""
+        if self.options.repository_key is None or not hasattr(self.plane, "recovery_state"):
+            raise ConfigurationError(
+                "options.encryption: encrypted archives are made by agents, with their own key; "
+                "this connection has none"
+            )
+        beat = self.plane.heartbeat(version=__version__, platform=sys.platform)
+        if beat.agent is None:
+            raise ConfigurationError("the server did not say which agent this is")
+        key = self.options.repository_key(beat.agent.id)
+        return archive_recipients(
+            cast(RecoveryPlane, self.plane), key, server=getattr(self.plane, "server_url", "")
+        )
+
     def _archive(
-        self, job: BackupJob, scanned: ScanResult, fmt: ArchiveFormat, cancel: CancelToken
+        self,
+        job: BackupJob,
+        scanned: ScanResult,
+        fmt: ArchiveFormat,
+        cancel: CancelToken,
+        recipients: list[str] | None = None,
     ) -> UploadResult:
         """Archive -> compress -> upload, streamed: three stages joined by bounded queues."""
         config, uploader, emit = job.config, job.uploader, self.emit
@@ -314,8 +341,10 @@ class ArchiveBackup:
         )
         uploader.on_waiting = on_waiting
         uploader.on_resumed = lambda waited: emit(UploadResumed(config_id=config.id, waited=waited))
+        # Encrypted: compress -> age -> upload; the encryptor is one more streamed stage.
+        encryptor = AgeEncryptor(uploader.write, recipients) if recipients else None
         pipeline = ArchivePipeline(
-            uploader.write,
+            encryptor.write if encryptor is not None else uploader.write,
             fmt,
             gzip_level=self.options.gzip_level,
             zstd_level=self.options.zstd_level,
@@ -329,7 +358,14 @@ class ArchiveBackup:
             max_errors=0,  # the job keeps the list
         )
         archiver = job.archiver = pipeline.archiver
-        pipeline.write(scanned)
+        try:
+            pipeline.write(scanned)
+            if encryptor is not None:
+                encryptor.close()
+        except BaseException:
+            if encryptor is not None:
+                encryptor.abort()
+            raise
         emit.throttled("archive", lambda: archive_progress(archiver.stats), force=True)
         result = uploader.finish()
         emit.throttled("upload", lambda: upload_progress(result.size, result.parts), force=True)
@@ -337,11 +373,6 @@ class ArchiveBackup:
 
     def _warn_about_options(self, config: ConfigInfo) -> None:
         notes = []
-        if config.options.encryption:
-            notes.append(
-                "options.encryption is set, but this agent does not encrypt archives itself: "
-                "the archive relies on the storage's server-side encryption"
-            )
         if config.options.type not in ("full", ""):
             notes.append(
                 f"backup type {config.options.type!r} is not supported yet; making a full backup"

@@ -87,6 +87,22 @@ def parse_size(text: str | int) -> int:
     return int(number * 1024 ** "_kmgt".index(unit)) if unit else int(number)
 
 
+#: The most configs one agent backs up at the same time (``parallelBackups``).
+MAX_PARALLEL_BACKUPS = 4
+
+
+def _whole_number(value: object) -> int:
+    """An int from JSON or the environment; ``2.5``, ``true`` or ``"two"`` are refused (``int()``
+    would quietly turn the first two into 2 and 1)."""
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError("not a whole number")
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValueError("not a whole number")
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
     """Everything the agent reads from ``config.json`` and the environment (never the API key)."""
@@ -135,6 +151,10 @@ class AgentSettings:
     limit_download: float | None = None
     """Download (restore) limit in Mbit/s (``limitDownload``; ``$BACKAPP_AGENT_LIMIT_DOWNLOAD``);
     none by default."""
+    parallel_backups: int = 1
+    """How many different configs the daemon and the tray back up at the same time
+    (``parallelBackups``; ``$BACKAPP_AGENT_PARALLEL_BACKUPS``; 1-4, default 1). One config never
+    runs twice at once (its run lease)."""
 
     @property
     def effective_temp_dir(self) -> Path:
@@ -168,6 +188,11 @@ class AgentSettings:
             raise ConfigurationError("storageStallTimeout must be between 0.1 and 3600 seconds")
         if not 0 <= self.storage_retry_budget <= 86400:
             raise ConfigurationError("storageRetryBudget must be between 0 and 86400 seconds")
+        if not 1 <= self.parallel_backups <= MAX_PARALLEL_BACKUPS:
+            raise ConfigurationError(
+                f"parallelBackups must be between 1 and {MAX_PARALLEL_BACKUPS}, "
+                f"not {self.parallel_backups}"
+            )
         for key, value in (
             ("limitUpload", self.limit_upload),
             ("limitDownload", self.limit_download),
@@ -197,6 +222,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "storageRetryBudget": ("storage_retry_budget", float),
     "limitUpload": ("limit_upload", float),
     "limitDownload": ("limit_download", float),
+    "parallelBackups": ("parallel_backups", _whole_number),
 }
 
 _ENV_KEYS: dict[str, str] = {
@@ -213,6 +239,7 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_STORAGE_RETRY_BUDGET": "storageRetryBudget",
     "BACKAPP_AGENT_LIMIT_UPLOAD": "limitUpload",
     "BACKAPP_AGENT_LIMIT_DOWNLOAD": "limitDownload",
+    "BACKAPP_AGENT_PARALLEL_BACKUPS": "parallelBackups",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from .protocol import RunResult
 __all__ = ["StateStore", "last_completed_at"]
 
 STATE_FILE = "state.json"
+# Parallel backups finish on their own threads: each merge reads, changes and replaces the file
+# under this lock, or one result would overwrite the other's.
+_RECORD_LOCK = threading.Lock()
 
 
 def last_completed_at(entry: Any) -> str | None:
@@ -44,7 +48,11 @@ class StateStore:
         return data
 
     def record(self, run: RunResult, *, when: datetime | None = None) -> None:
-        """Merge a run's results into the file (atomically)."""
+        """Merge a run's results into the file (atomically; thread-safe)."""
+        with _RECORD_LOCK:
+            self._record(run, when)
+
+    def _record(self, run: RunResult, when: datetime | None) -> None:
         data = self.load()
         stamp = (when or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
         data["lastRun"] = stamp
@@ -61,6 +69,6 @@ class StateStore:
             )
             data["configs"][result.config_id] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)

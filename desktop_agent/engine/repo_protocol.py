@@ -21,6 +21,7 @@ __all__ = [
     "CompleteSnapshot",
     "ListedObject",
     "MissingObjects",
+    "ObjectBody",
     "ObjectKind",
     "ObjectStore",
     "ObjectUpload",
@@ -30,6 +31,7 @@ __all__ = [
     "SnapshotStarted",
     "StartSnapshot",
     "UploadSlot",
+    "body_size",
     "decode_bitmap",
     "encode_bitmap",
 ]
@@ -37,6 +39,14 @@ __all__ = [
 ObjectKind = Literal["config", "data", "index", "snapshot"]
 OBJECT_KINDS: tuple[ObjectKind, ...] = ("config", "data", "index", "snapshot")
 MAX_OBJECTS_PER_REQUEST = 256
+ObjectBody = bytes | tuple[bytes, ...]
+"""An object's bytes, whole or as pieces that follow one another (a pack is uploaded as the pieces
+it was built from, never joined into one more copy)."""
+
+
+def body_size(body: ObjectBody) -> int:
+    """The number of bytes in ``body``."""
+    return len(body) if isinstance(body, bytes) else sum(map(len, body))
 
 
 def encode_bitmap(seqs: Iterable[int]) -> str:
@@ -182,7 +192,7 @@ class RepositoryKeySource(Protocol):
 class ObjectStore(Protocol):
     """PUTs and GETs through pre-signed URLs."""
 
-    def put_object(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    def put_object(self, url: str, body: ObjectBody, headers: Mapping[str, str]) -> bool:
         """Upload ``body``; ``False`` when storage says the object already exists (412)."""
         ...
 

@@ -6,7 +6,8 @@ module, and polls the server itself (heartbeat + configs, off the GUI thread):
 
 * ``_pairing.Pairing``: the settings and the API key (keychain);
 * ``_status.Status``: the configs' views and the connection, with the engine's events folded in;
-* ``_runs.RunBridge``: schedules, *Back Up Now*, retries and pause, one backup at a time;
+* ``_runs.RunBridge``: schedules, *Back Up Now*, retries and pause, up to ``parallelBackups``
+  backups of different configs at a time;
 * ``_activity_log.ActivityLog``: the recent log lines for the status window.
 """
 
@@ -45,8 +46,9 @@ from ._pairing import (
     redeem_code,
 )
 from ._runs import RunBridge
-from ._status import ConfigView, Health, Status
+from ._status import ConfigView, Health, Status, next_backup_text
 from ._text import redact
+from ._web_restores import WebRestores
 from ._workers import run_task
 
 __all__ = ["AgentController"]
@@ -96,6 +98,12 @@ class AgentController(QObject):
         self.runs.progress.connect(self.apply_event)
         self.runs.finished.connect(self.run_finished)
 
+        # Restores asked for from the web console: the socket's and the heartbeat's offers.
+        self.web_restores = WebRestores(self.pool, self._restore_context, self)
+        self.web_restores.changed.connect(self.changed)
+        self.web_restores.notify.connect(self.notify)
+        self.runs.restore_requested.connect(self.web_restores.add)
+
         self.log_line.connect(self._append_log)
         self._activity = ActivityLog(self.log_line.emit)
         self._activity.install()
@@ -116,6 +124,7 @@ class AgentController(QObject):
         self._closed = True
         self._timer.stop()
         self.runs.close()
+        self.web_restores.close()
         self._activity.remove()
 
     # -- state --------------------------------------------------------------------------------------
@@ -127,6 +136,10 @@ class AgentController(QObject):
     @property
     def paired(self) -> bool:
         return self.pairing.paired
+
+    def _restore_context(self) -> tuple[AgentSettings, str] | None:
+        key = self.pairing.key()
+        return (self.settings, key) if key is not None and self.settings.server_url else None
 
     def key_location(self) -> KeyLocation | None:
         return self.pairing.key_location()
@@ -146,6 +159,10 @@ class AgentController(QObject):
     @property
     def running(self) -> bool:
         return self.runs.running
+
+    def running_views(self) -> list[ConfigView]:
+        """The configs being backed up now (several with ``parallelBackups`` above 1)."""
+        return self.status.running_views()
 
     @property
     def paused(self) -> bool:
@@ -173,6 +190,15 @@ class AgentController(QObject):
     def ordered_views(self) -> list[ConfigView]:
         return self.status.ordered_views()
 
+    def next_backup(self, config_id: str) -> datetime | None:
+        """When the config's schedule runs it next (UTC; a slot already due if one is), or
+        ``None`` when it has no schedule."""
+        return self.runs.scheduler.next_run(config_id)
+
+    def next_backup_text(self, config_id: str) -> str:
+        """``next_backup`` in words (local time), a pause taken into account."""
+        return next_backup_text(self.next_backup(config_id), self.paused_until)
+
     def apply_event(self, event: Event) -> None:
         """Fold an engine event into the views (on the GUI thread)."""
         if self._closed:
@@ -189,9 +215,10 @@ class AgentController(QObject):
         the app is not paired."""
         return self.runs.back_up(config_ids)
 
-    def cancel(self, reason: str = "cancelled by the user") -> bool:
-        """Stop the running backup cleanly; ``run_finished`` fires when it has stopped."""
-        return self.runs.cancel(reason)
+    def cancel(self, reason: str = "cancelled by the user", config_id: str | None = None) -> bool:
+        """Stop the running backups cleanly, or only that of ``config_id``; ``run_finished`` fires
+        for each when it has stopped."""
+        return self.runs.cancel(reason, config_id)
 
     def check_schedules(self) -> None:
         """Queue what is due, then run the next job if none is running."""
@@ -230,6 +257,8 @@ class AgentController(QObject):
             log.info("the server answers again")
         self.status.last_poll = datetime.now(UTC)
         self.runs.assigned(configs, beat.run_requests)
+        for restore_id in beat.restore_requests:
+            self.web_restores.add(restore_id)
         self.changed.emit()
         self.runs.check_schedules()
 
@@ -278,6 +307,7 @@ class AgentController(QObject):
                 on_failed(redact(f"could not store the settings: {exc}"))
                 return
             self.status.connected(configs)
+            self.runs.assigned(configs, ())  # their schedules: the next backup of each is known
             self.changed.emit()
             log.info("paired with %s (%d configs)", server, len(configs))
             on_done(
@@ -322,6 +352,7 @@ class AgentController(QObject):
                 on_failed(redact(f"could not store the settings: {exc}"))
                 return
             self.status.connected(configs)
+            self.runs.assigned(configs, ())  # their schedules: the next backup of each is known
             self.changed.emit()
             log.info("paired with %s by code (%d configs)", server, len(configs))
             on_done(
@@ -340,6 +371,7 @@ class AgentController(QObject):
             self.cancel("agent signed out")
         self._timer.stop()
         self.runs.stop()
+        self.web_restores.cancel("agent signed out")
         self.pairing.forget()
         self.status.forget()
         log.info("signed out")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,14 +25,14 @@ from desktop_agent.engine import (
     AgentError,
     AgentSettings,
     ApiClient,
-    AuthenticationError,
     BackupCancelled,
     BackupInfo,
     CancelToken,
     EventSink,
-    NetworkError,
     NotFoundError,
+    Recovery,
     RecoveryError,
+    RepoKeyStore,
     RepositoryKeyMissing,
     RestoreOptions,
     RestoreProgress,
@@ -42,9 +41,11 @@ from desktop_agent.engine import (
     SnapshotEntry,
     Snapshots,
     Throttle,
+    config_dir,
 )
 
 from ._text import eta_text, human_bytes, parse_time, rate_text, redact
+from ._words import in_words
 
 __all__ = [
     "MAX_SEARCH_RESULTS",
@@ -179,7 +180,8 @@ def progress_text(event: RestoreProgress) -> str:
     if event.size:
         done += f" of {human_bytes(event.size)}"
     left = "" if event.eta is None else f" · about {eta_text(event.eta)} left"
-    return f"{event.files:,} files · {done} · {rate_text(event.rate)}{left}"
+    files = f"{event.files:,} file{'s' if event.files != 1 else ''}"
+    return f"{files} · {done} · {rate_text(event.rate)}{left}"
 
 
 def summary_text(result: RestoreResult) -> str:
@@ -216,32 +218,6 @@ def summary_text(result: RestoreResult) -> str:
 
 class RestoreProblem(Exception):
     """A ``RestoreSource`` call failed; ``str()`` says why in words for the window."""
-
-
-_NOISE = re.compile(r"\b[A-Z]\w*(?:Error|Exception): |\[Errno -?\d+\] ")
-
-
-def in_words(exc: BaseException, server: str = "") -> str:
-    """Why a listing or a restore failed, for people: no exception names, no error numbers.
-
-    >>> in_words(NetworkError("could not reach it (/x): ConnectError: [Errno 111] Connection refused"), "https://b.example")
-    'The server did not answer at https://b.example. Check the network connection, then try again.'
-    >>> in_words(OSError(13, "Permission denied"))
-    'Permission denied'
-    """
-    if isinstance(exc, NetworkError):
-        where = f" at {server}" if server else ""
-        return f"The server did not answer{where}. Check the network connection, then try again."
-    if isinstance(exc, AuthenticationError):
-        return "The server did not accept this computer's key: pair it again in Settings."
-    if isinstance(exc, NotFoundError):
-        return "The server no longer has this backup (it may have expired)."
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    else:
-        text = str(exc)
-    text = _NOISE.sub("", redact(text)).strip()
-    return (text[:1].upper() + text[1:]) if text else "Something went wrong; try again."
 
 
 def code_problem(exc: BaseException) -> str:
@@ -395,6 +371,10 @@ class RestoreSource:
                 events=events,
                 temp_dir=self.settings.temp_dir,
                 download_limit=Throttle.from_mbps(self.settings.limit_download),
+                # An encrypted archive of this machine opens with its own key.
+                identities=lambda _ticket: Recovery(
+                    client, RepoKeyStore(config_dir()), server_url=self.settings.server_url or ""
+                ).archive_identities(None),
             ) as restorer,
         ):
             return restorer.restore(choice.id, options, cancel=cancel)

@@ -1,7 +1,8 @@
 """``RunBridge``: the engine's run orchestration wired to Qt. Schedules, *Back Up Now* (from the menu
 or the web, over the agent's WebSocket) and retries all go through the engine's ``Scheduler`` and
 ``Dispatcher``, which decide what runs next; this module only ticks them with Qt timers and runs
-their jobs one at a time in a worker off the GUI thread, whose events come back as Qt signals."""
+their jobs in workers off the GUI thread (up to ``parallelBackups`` jobs of different configs at
+once; a *Back Up Now* from the menu runs alone), whose events come back as Qt signals."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from desktop_agent.engine import (
+    AgentSettings,
     AgentSocket,
     CancelToken,
     ConfigInfo,
@@ -24,6 +26,7 @@ from desktop_agent.engine import (
     Scheduler,
     ScheduleStore,
     StateStore,
+    Throttle,
     local_timezone_name,
 )
 
@@ -36,14 +39,18 @@ __all__ = ["SCHEDULE_TICK_MS", "RunBridge"]
 
 log = logging.getLogger("desktop_agent.gui")
 
+RunLimits = tuple[Throttle | None, Throttle | None]
+
 #: How often the schedules are checked (a schedule may be as frequent as every minute).
 SCHEDULE_TICK_MS = 15_000
 
 
 class RunBridge(QObject):
-    """One backup at a time, whatever started it. ``progress`` carries the running backup's engine
-    events and ``finished`` its ``RunResult`` (both on the GUI thread); ``changed`` and ``notify``
-    are the controller's (it forwards them)."""
+    """The backups, whatever started them: scheduled and requested jobs up to the agent's
+    ``parallelBackups`` at once (each of another config), or one *Back Up Now* from the menu alone.
+    ``progress`` carries the running backups' engine events and ``finished`` each run's
+    ``RunResult`` (both on the GUI thread); ``changed`` and ``notify`` are the controller's (it
+    forwards them)."""
 
     changed = Signal()
     notify = Signal(str, str, bool)
@@ -51,6 +58,8 @@ class RunBridge(QObject):
     finished = Signal(object)
     requested = Signal(object)
     """A *Back Up Now* ``RunRequest`` from the socket's thread (queued to the GUI thread)."""
+    restore_requested = Signal(str)
+    """A web console restore's id from the socket's thread (the controller hands it on)."""
 
     def __init__(
         self,
@@ -71,7 +80,12 @@ class RunBridge(QObject):
         self.socket: AgentSocket | None = None
         self.paused_until: datetime | None = None
         self._cancel: CancelToken | None = None
-        self._worker: BackupWorker | JobWorker | None = None
+        """The menu's *Back Up Now* run's token."""
+        self._worker: BackupWorker | None = None
+        """The menu's *Back Up Now* run (it runs alone)."""
+        self._jobs: dict[str, tuple[JobWorker, CancelToken]] = {}
+        """Scheduled and requested jobs running, by config id."""
+        self._limits: tuple[tuple[float | None, float | None], RunLimits] | None = None
         self._closed = False
 
         self._schedule_timer = QTimer(self)
@@ -86,12 +100,25 @@ class RunBridge(QObject):
 
     @property
     def worker(self) -> BackupWorker | JobWorker | None:
-        """The running backup's worker (its ``signals`` carry the engine's events as they come)."""
-        return self._worker
+        """A running backup's worker (its ``signals`` carry the engine's events as they come): the
+        menu's *Back Up Now*, else the oldest job."""
+        if self._worker is not None:
+            return self._worker
+        return next((worker for worker, _ in self._jobs.values()), None)
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self._worker is not None or bool(self._jobs)
+
+    @property
+    def running_jobs(self) -> list[str]:
+        """The config ids of the scheduled or requested jobs running now, oldest first."""
+        return list(self._jobs)
+
+    @property
+    def parallel(self) -> int:
+        """How many jobs may run at once (the agent's ``parallelBackups``)."""
+        return max(1, self._pairing.settings.parallel_backups)
 
     @property
     def paused(self) -> bool:
@@ -106,7 +133,13 @@ class RunBridge(QObject):
         server = self._pairing.settings.server_url
         if self.socket is not None or key is None or not server:
             return
-        self.socket = AgentSocket(server, key, on_run=self.requested.emit, user_agent=USER_AGENT)
+        self.socket = AgentSocket(
+            server,
+            key,
+            on_run=self.requested.emit,
+            on_restore=self.restore_requested.emit,
+            user_agent=USER_AGENT,
+        )
         self.socket.start()
 
     def stop(self) -> None:
@@ -149,13 +182,23 @@ class RunBridge(QObject):
         self._start(worker, self._back_up_done)
         return True
 
-    def cancel(self, reason: str = "cancelled by the user") -> bool:
-        """Stop the running backup cleanly (the engine aborts the upload and marks the log failed
-        with ``reason``). ``finished`` fires when it has stopped."""
-        if self._cancel is None:
+    def cancel(self, reason: str = "cancelled by the user", config_id: str | None = None) -> bool:
+        """Stop the running backups cleanly, or only the job of ``config_id`` (the engine aborts
+        the upload and records it ``cancelled``). ``finished`` fires for each when it has
+        stopped; ``False`` when nothing (of ``config_id``) runs."""
+        tokens = [
+            cancel
+            for job_config, (_, cancel) in self._jobs.items()
+            if config_id is None or job_config == config_id
+        ]
+        if self._cancel is not None and config_id is None:
+            tokens.append(self._cancel)
+        if not tokens:
             return False
-        log.info("cancelling the running backup (%s)", reason)
-        self._cancel.cancel(reason)
+        what = "the running backups" if config_id is None else f"the backup of {config_id}"
+        log.info("cancelling %s (%s)", what, reason)
+        for token in tokens:
+            token.cancel(reason)
         return True
 
     def _back_up_done(self, result: object) -> None:
@@ -193,31 +236,46 @@ class RunBridge(QObject):
             self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start the next queued job (one backup at a time, whatever started it)."""
-        if self._closed or self.running:
+        """Start the queued jobs there is room for (``parallelBackups``, never two of one config;
+        none while the menu's *Back Up Now* runs)."""
+        if self._closed or self._worker is not None:
             return
         key = self._pairing.key()
         if key is None or not self._pairing.settings.server_url:
             return
-        picked = self.dispatcher.next_job()
-        if picked is None:
-            wait = self.dispatcher.wake_in()
-            if wait is not None:
-                self._retry_timer.start(int(wait * 1000) + 100)
-            return
-        job, config = picked
-        self._status.run_error = None
-        self._status.view(job.config_id).reset("waiting")
-        self._start(JobWorker(self._new_run(key), job, config), self._job_done)
+        self.dispatcher.parallel = self.parallel
+        while len(self._jobs) < self.parallel:
+            picked = self.dispatcher.next_job()
+            if picked is None:
+                break
+            job, config = picked
+            self._status.run_error = None
+            self._status.view(job.config_id).reset("waiting")
+            cancel = CancelToken()
+            settings = self._pairing.settings
+            context = RunContext(
+                settings, key, self._state, cancel, self.socket, self._shared_limits(settings)
+            )
+            worker = JobWorker(context, job, config)
+            self._jobs[job.config_id] = (worker, cancel)
+            worker.signals.progress.connect(self.progress)
+            worker.signals.finished.connect(self._job_done)
+            self._pool.start(worker)
+            self.changed.emit()
+        wait = self.dispatcher.wake_in()
+        if wait is not None and len(self._jobs) < self.parallel:
+            self._retry_timer.start(int(wait * 1000) + 100)
 
     def _job_done(self, outcome: object) -> None:
         assert isinstance(outcome, Outcome)
+        config_id = outcome.job.config_id
+        self._jobs.pop(config_id, None)
         self.dispatcher.finished(outcome)
         result = RunResult((outcome.result,) if outcome.result is not None else ())
         if outcome.result is None and outcome.status == "skipped" and outcome.reason:
-            title = self._status.view(outcome.job.config_id).title
+            title = self._status.view(config_id).title
             log.info("%s: skipped: %s", title, outcome.reason)
-        self._run_done(result)
+        self._finished(result, (config_id,))
 
     # -- pause --------------------------------------------------------------------------------------
 
@@ -241,12 +299,22 @@ class RunBridge(QObject):
 
     # -- the worker ---------------------------------------------------------------------------------
 
+    def _shared_limits(self, settings: AgentSettings) -> RunLimits:
+        """The token buckets every parallel run shares (made again when the limits change)."""
+        wanted = (settings.limit_upload, settings.limit_download)
+        if self._limits is None or self._limits[0] != wanted:
+            self._limits = (
+                wanted,
+                (Throttle.from_mbps(wanted[0]), Throttle.from_mbps(wanted[1])),
+            )
+        return self._limits[1]
+
     def _new_run(self, key: str) -> RunContext:
         """A new run's context, with a new ``CancelToken`` (``cancel()`` reaches it)."""
         self._cancel = CancelToken()
         return RunContext(self._pairing.settings, key, self._state, self._cancel, self.socket)
 
-    def _start(self, worker: BackupWorker | JobWorker, done: Callable[[object], None]) -> None:
+    def _start(self, worker: BackupWorker, done: Callable[[object], None]) -> None:
         worker.signals.progress.connect(self.progress)
         worker.signals.finished.connect(done)
         self._worker = worker
@@ -254,11 +322,16 @@ class RunBridge(QObject):
         self.changed.emit()
 
     def _run_done(self, result: object) -> None:
+        """The menu's *Back Up Now* finished."""
         assert isinstance(result, RunResult)
         self._worker, self._cancel = None, None
+        self._finished(result, None)
+
+    def _finished(self, result: RunResult, config_ids: Sequence[str] | None) -> None:
+        """A run ended: its configs (``None``: all) are idle again unless another run has them."""
         if self._closed:
             return
-        self._status.run_ended(self._state.load())
+        self._status.run_ended(self._state.load(), config_ids)
         self.changed.emit()
         self.finished.emit(result)
         QTimer.singleShot(0, self._dispatch)  # a scheduled or requested job may be waiting

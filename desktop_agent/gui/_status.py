@@ -29,7 +29,8 @@ from desktop_agent.engine import (
     last_completed_at,
 )
 
-from ._text import ago, human_bytes, parse_time, redact
+from ._text import ago, human_bytes, parse_time
+from ._words import failure_text
 
 __all__ = [
     "MAX_ERRORS_SHOWN",
@@ -39,6 +40,7 @@ __all__ = [
     "Notice",
     "Status",
     "last_result_text",
+    "next_backup_text",
 ]
 
 log = logging.getLogger("desktop_agent.gui")
@@ -135,7 +137,35 @@ def last_result_text(view: ConfigView, now: datetime | None = None) -> str:
         good = view.completed_at
         since = f"last good backup {ago(good, now)}" if good is not None else "never backed up"
         return f"Cancelled {when} ({since})"
-    return f"FAILED {when}: {redact(str(last.get('error') or 'unknown error'))}"
+    return f"FAILED {when}: {failure_text(str(last.get('error') or 'unknown error'))}"
+
+
+def next_backup_text(
+    when: datetime | None, paused_until: datetime | None = None, now: datetime | None = None
+) -> str:
+    """When a config backs up next by its schedule, in local time: ``today 14:00``, ``tomorrow
+    02:00``, ``Mon 7 Dec 02:00``; ``due now``; held by a pause; or no schedule at all.
+
+    >>> from datetime import timedelta
+    >>> now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    >>> next_backup_text(None)
+    'no schedule (Back Up Now only)'
+    >>> next_backup_text(now - timedelta(minutes=1), now=now)
+    'due now'
+    """
+    if when is None:
+        return "no schedule (Back Up Now only)"
+    now = now or datetime.now(UTC)
+    if paused_until is not None and when < paused_until:
+        return f"paused until {paused_until.astimezone():%H:%M}, then the missed one at once"
+    if when <= now:
+        return "due now"
+    local, today = when.astimezone(), now.astimezone().date()
+    if local.date() == today:
+        return f"today {local:%H:%M}"
+    if local.date() == today + timedelta(days=1):
+        return f"tomorrow {local:%H:%M}"
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +225,18 @@ class Status:
             if config_id not in keep and not self.views[config_id].running:
                 del self.views[config_id]
 
-    def run_ended(self, data: Mapping[str, Any]) -> None:
+    def run_ended(self, data: Mapping[str, Any], config_ids: Sequence[str] | None = None) -> None:
         """A run's worker has stopped: configs it did not reach (e.g. cancelled before they started)
-        are idle again, and the results are re-read from ``state.json`` (``data``)."""
+        are idle again, and the results are re-read from ``state.json`` (``data``). ``config_ids``:
+        the run's configs (a parallel run of another config goes on); ``None``: all."""
         for view in self.views.values():
-            if view.running:
+            if view.running and (config_ids is None or view.id in config_ids):
                 view.phase = "idle"
         self.load_results(data)
+
+    def running_views(self) -> list[ConfigView]:
+        """The configs being backed up now."""
+        return [v for v in self.ordered_views() if v.running]
 
     # -- the server ---------------------------------------------------------------------------------
 
@@ -286,7 +321,7 @@ class Status:
                     "configId": event.config_id,
                     "configName": event.config_name,
                     "status": status,
-                    "error": redact(event.reason),
+                    "error": failure_text(event.reason),
                     "finishedAt": _finished_at(),
                     "lastCompletedAt": last_completed_at(view.last),
                 }
@@ -294,10 +329,12 @@ class Status:
                     log.info("Backup '%s' cancelled: %s", view.title, event.reason)
                     return None
                 log.warning("Backup '%s' failed: %s", view.title, event.reason)
-                return Notice("Backup failed", f"'{view.title}': {redact(event.reason)}", True)
+                return Notice(
+                    "Backup failed", f"'{view.title}': {failure_text(event.reason)}", True
+                )
             case RunFinished():
                 if event.error:
-                    self.run_error = redact(event.error)
+                    self.run_error = failure_text(event.error)
                     self.unreachable(self.run_error)
                     log.warning("the run could not start: %s", event.error)
                     return Notice("Backup could not start", self.run_error, True)

@@ -72,30 +72,46 @@ class TrayMenu(QObject):
     def refresh(self) -> None:
         c = self.controller
         health = c.health()
+        busy = c.running_views() if health is Health.BUSY else []
+        tooltip = TOOLTIPS[health]
+        if len(busy) > 1:  # parallel backups: say how many
+            tooltip = f"BackApp — backing up {len(busy)} configurations…"
         if self.tray is not None:
             self.tray.setIcon(health_icon(health))
-            self.tray.setToolTip(TOOLTIPS[health])
+            self.tray.setToolTip(tooltip)
         m = self.menu
         m.clear()
         self.actions.clear()
         for old in self._submenus:  # clear() leaves submenus alive: they are children of m
             old.deleteLater()
         self._submenus.clear()
-        header = TOOLTIPS[health].removeprefix("BackApp — ").capitalize()
+        header = tooltip.removeprefix("BackApp — ").capitalize()
         if c.online is False:
             header = "Server unreachable"
         self._add("header", header, enabled=False)
+        if c.web_restores.current is not None:
+            self._add("web-restore", "Restoring files asked for from the web console…", False)
         views = c.ordered_views()
         for view in views:
             full = f"{view.title}: {last_result_text(view)}"
             # Long reasons are cut here; the tooltip and the status window have all of it.
             line = full if len(full) <= MENU_WIDTH else full[: MENU_WIDTH - 1] + "…"
             self._add(f"config:{view.id}", line, False).setToolTip(full)
+            when = f"    next backup: {c.next_backup_text(view.id)}"
+            self._add(f"next:{view.id}", when, False)
         if not views and c.paired:
             self._add("noconfigs", "No backup configuration assigned", False)
         m.addSeparator()
         if c.running:
-            self._add("cancel", "Cancel Backup").triggered.connect(lambda: c.cancel())
+            jobs = c.runs.running_jobs
+            label = "Cancel All Backups" if len(jobs) > 1 else "Cancel Backup"
+            self._add("cancel", label).triggered.connect(lambda: c.cancel())
+            if len(jobs) > 1:  # parallel backups: each can be stopped alone
+                for config_id in jobs:
+                    title = c.views[config_id].title if config_id in c.views else config_id
+                    self._add(f"cancel:{config_id}", f"Cancel '{title}'").triggered.connect(
+                        lambda _=False, i=config_id: c.cancel(config_id=i)
+                    )
         backup = QMenu("Back Up Now", m)
         self._submenus.append(backup)
         all_action = self._add("backup:all", "All configurations", bool(views), backup)

@@ -27,10 +27,12 @@ from desktop_agent.engine import (
     Runner,
     RunResult,
     StateStore,
+    Throttle,
     instances_dir,
 )
 
 from ._text import redact
+from ._words import failure_text
 
 __all__ = ["USER_AGENT", "BackupWorker", "JobWorker", "RunContext", "Task", "run_task"]
 
@@ -42,7 +44,8 @@ class TaskSignals(QObject):
 
 class Task(QRunnable):
     """Runs ``fn()`` on a pool thread; ``signals.done(result)`` or ``signals.failed(message)``. The
-    message is redacted: an API key never reaches a dialog."""
+    message is in words (``failure_text``: no exception names or error numbers) and redacted: an
+    API key never reaches a dialog."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         super().__init__()
@@ -53,7 +56,7 @@ class Task(QRunnable):
         try:
             result = self.fn()
         except Exception as exc:  # reported to the GUI, which decides what to show
-            self.signals.failed.emit(redact(str(exc) or type(exc).__name__))
+            self.signals.failed.emit(failure_text(str(exc) or type(exc).__name__))
         else:
             self.signals.done.emit(result)
 
@@ -99,13 +102,29 @@ USER_AGENT = f"backapp-agent/{__version__}"
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """What a backup worker runs with: the pairing's settings and key, the local results
-    (``state.json``), the run's ``CancelToken`` and the agent's WebSocket, if open."""
+    (``state.json``), the run's ``CancelToken``, the agent's WebSocket, if open, and the bandwidth
+    limits shared by every run of the app (``None``: made from the settings for this run)."""
 
     settings: AgentSettings
     api_key: str = field(repr=False)
     state: StateStore
     cancel: CancelToken
     socket: AgentSocket | None = None
+    limits: tuple[Throttle | None, Throttle | None] | None = None
+    """Upload and download token buckets: parallel runs share them, so that ``limitUpload`` holds
+    for all together."""
+
+    def storage(self) -> HttpStorage:
+        """A storage client for this run, under the shared limits."""
+        if self.limits is None:
+            return HttpStorage.for_settings(self.settings, user_agent=USER_AGENT)
+        upload, download = self.limits
+        return HttpStorage(
+            user_agent=USER_AGENT,
+            stall_timeout=self.settings.storage_stall_timeout,
+            upload_limit=upload,
+            download_limit=download,
+        )
 
 
 class _EngineWorker(QRunnable):
@@ -172,7 +191,7 @@ class JobWorker(_EngineWorker):
                 ApiClient(
                     ctx.settings.server_url, ctx.api_key, user_agent=USER_AGENT, mode="tray"
                 ) as plane,
-                HttpStorage.for_settings(ctx.settings, user_agent=USER_AGENT) as storage,
+                ctx.storage() as storage,
             ):
 
                 def make_engine(control: ControlPlane, events: EventSink) -> BackupEngine:

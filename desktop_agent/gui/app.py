@@ -71,6 +71,10 @@ def forward_to_running(name: str, timeout_ms: int = 500) -> bool:
 
 AskFn = Callable[[QWidget | None, str, str], bool]
 
+RESTORE_WINDOW_NOTICES = ("Restore finished", "Restore did not finish")
+"""The titles of the notifications about the restore window's own restores (a click on one
+brings that window back)."""
+
 
 def _ask(parent: QWidget | None, title: str, text: str) -> bool:
     """A yes/no question whose default (Enter) and Escape answer are *No*: the questions asked
@@ -125,6 +129,10 @@ class TrayApp(QObject):
         self.menu.open_console.connect(self.open_console)
         self.menu.quit_requested.connect(self.request_quit)
         self.controller.notify.connect(self.menu.notify)
+        self.controller.notify.connect(self._noticed)
+        self._notice_title: str | None = None
+        if self.tray_icon is not None:
+            self.tray_icon.messageClicked.connect(self.open_notice)
         self.controller.changed.connect(self._changed)
         self.controller.run_finished.connect(self._run_finished)
         if not self.has_tray:
@@ -240,11 +248,25 @@ class TrayApp(QObject):
         if not self.restore.busy:
             self.restore.load_backups()
 
+    def _noticed(self, title: str, message: str, is_error: bool) -> None:
+        self._notice_title = title
+
+    def open_notice(self) -> None:
+        """A click on the latest notification opens the window it is about: the restore window
+        for a restore made there, the status window for the rest (backups, the connection, a
+        restore asked from the web console, whose progress it shows)."""
+        if self._notice_title in RESTORE_WINDOW_NOTICES and self.restore is not None:
+            self._bring_forward(self.restore)
+        elif not self.controller.paired:
+            self.show_pairing()
+        else:
+            self.show_status()
+
     def _restore_done(self, text: str) -> None:
         # The window may have been closed while the restore ran: say how it ended.
         if self.restore is not None and not self.restore.isVisible():
             failed = text.startswith("The restore did not finish")
-            title = "Restore did not finish" if failed else "Restore finished"
+            title = RESTORE_WINDOW_NOTICES[1] if failed else RESTORE_WINDOW_NOTICES[0]
             self.controller.notify.emit(title, text.splitlines()[0], failed)
 
     def _restore_source(self) -> RestoreSource | None:

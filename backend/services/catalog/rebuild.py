@@ -16,7 +16,8 @@ What comes back, with the ids it had (object keys name them):
   objects in the bucket.
 
 What cannot come back: sessions, alerts, Back Up Now requests, agent logs, leases, recovery-code
-set-ups (the account's recovery key and the agents' wrapped keys), backups that
+set-ups (the account's recovery key and the agents' wrapped keys; the organisation recovery key,
+whose public key an administrator pastes again), backups that
 never got a metadata object (the periodic round writes missing ones within minutes), and packs no
 surviving snapshot names (they stay in the bucket, unused).
 """

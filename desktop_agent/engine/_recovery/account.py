@@ -10,6 +10,7 @@ keys.
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import sys
 import threading
@@ -17,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ... import __version__
-from .._errors import ConfigurationError, IntegrityError, RecoveryError
+from .._errors import (
+    ConfigurationError,
+    IntegrityError,
+    NotFoundError,
+    RecoveryError,
+    RestoreError,
+    WrongRecoveryCode,
+)
 from ..protocol import Heartbeat
 from .code import (
     DEFAULT_KDF,
@@ -39,6 +47,7 @@ __all__ = [
     "RecoveryPlane",
     "RepoKeyLookup",
     "WrappedRepoKey",
+    "archive_recipients",
     "keep_wrapped",
 ]
 
@@ -65,6 +74,11 @@ class RecoveryInfo:
     version: int | None = None
     agent_key_version: int | None = None
     """The version this agent's wrapped key is for; ``None``: the server holds none."""
+    organisation_key: str | None = None
+    """The organisation's recovery recipient (``age1…``), when an administrator set one up."""
+    organisation_version: int | None = None
+    agent_organisation_key_version: int | None = None
+    """The organisation key version this agent's key is wrapped for; ``None``: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +119,8 @@ class RecoveryPlane(Protocol):
     def repo_key_put(self, wrapped: bytes, version: int) -> None: ...
 
     def repo_key_get(self, agent_id: str | None = None) -> WrappedRepoKey: ...
+
+    def organisation_key_put(self, wrapped: bytes, version: int) -> None: ...
 
     def repo_continue(
         self, *, from_agent_id: str, proof: str, wrapped: bytes, version: int
@@ -212,6 +228,28 @@ class Recovery:
         key.check(info.public_key)
         return key
 
+    def identity(self, code: str) -> RecoveryKey:
+        """The account's recovery key from ``code`` (``WrongRecoveryCode`` when it is not the
+        current one), for ``recovery identity``: its ``identity_text`` opens encrypted archives
+        with the ``age`` tool."""
+        return self._key_for(self.plane.recovery_state(), code)
+
+    def organisation_identity(self, code: str) -> RecoveryKey:
+        """The organisation's recovery key from an administrator's organisation code, checked
+        against the one the server has (``WrongRecoveryCode`` otherwise)."""
+        info = self.plane.recovery_state()
+        if not info.organisation_key:
+            raise RecoveryError(
+                "no organisation recovery key is set up on this server (an administrator sets "
+                "one up in the web console, on the Agents page)"
+            )
+        key = RecoveryKey.organisation(code)
+        if not hmac.compare_digest(key.recipient.encode(), info.organisation_key.encode()):
+            raise WrongRecoveryCode(
+                "wrong recovery code: it is not the organisation's current recovery code"
+            )
+        return key
+
     def init(self) -> Issued:
         """Set recovery up: a new code (returned to be shown once), its public key to the server,
         and this machine's repository key wrapped for it if there is one yet."""
@@ -314,22 +352,85 @@ class Recovery:
         log.info("this machine continues the snapshot repository of the machine it replaces")
         return done
 
+    def archive_identities(self, maker: str | None, code: str | None = None) -> list[Any]:
+        """The ``age`` identities that open an encrypted ``full`` archive ``maker`` made (this
+        agent when ``None``): the agent key of ``maker``'s repository key when this machine holds
+        it; with ``code``, the recovery identity and, when this machine lacks the repository key,
+        the agent key unwrapped with the code (an archive made before recovery was set up).
+        ``WrongRecoveryCode`` before any download; ``RestoreError`` when there is no key at all."""
+        from .._age import agent_identity
 
-def keep_wrapped(plane: RecoveryPlane, repo_key: bytes, *, server: str = "") -> None:
+        own = self.agent_id()
+        maker = maker or own
+        found: list[Any] = []
+        key = self.keys.load(self._account(maker))
+        if key is not None:
+            found.append(agent_identity(key))
+        if code is not None:
+            info = self.plane.recovery_state()
+            found.append(self._key_for(info, code).age_identity())
+            if key is None:
+                try:
+                    found.append(agent_identity(self.recover_key(code, maker)))
+                except (NotFoundError, IntegrityError) as exc:
+                    log.info(
+                        "no wrapped repository key of %s to open the archive with: %s", maker, exc
+                    )
+        if not found:
+            raise RestoreError(
+                "this archive is encrypted, and this machine holds no key for it: restore it "
+                "with --recovery-code-stdin and the account's recovery code"
+            )
+        return found
+
+
+def keep_wrapped(plane: RecoveryPlane, repo_key: bytes, *, server: str = "") -> RecoveryInfo | None:
     """Upload this agent's wrapped key when the server holds none, or one for an older recovery
-    key; warn once per process (and ``server``) when recovery is not set up. Never raises: a
-    snapshot must not fail for this."""
+    key (and the same for the organisation's key, when there is one); warn once per process (and
+    ``server``) when recovery is not set up. Returns what the server said, ``None`` when it could
+    not be asked. Never raises: a backup must not fail for this."""
     try:
         info = plane.recovery_state()
+    except Exception as exc:  # a network failure here must not cost the backup
+        log.warning("could not store the wrapped repository key on the server: %s", exc)
+        return None
+    try:
+        if info.organisation_key and info.organisation_version is not None:
+            if info.agent_organisation_key_version != info.organisation_version:
+                plane.organisation_key_put(
+                    wrap_key(repo_key, info.organisation_key), info.organisation_version
+                )
+                log.info("stored this machine's repository key, wrapped for the organisation")
         if not info.configured or not info.public_key or info.version is None:
             with _warned_lock:
                 if server not in _warned:
                     _warned.add(server)
                     log.warning(NOT_SET_UP)
-            return
-        if info.agent_key_version == info.version:
-            return
-        plane.repo_key_put(wrap_key(repo_key, info.public_key), info.version)
-        log.info("stored this machine's repository key, wrapped for the recovery code")
+            return info
+        if info.agent_key_version != info.version:
+            plane.repo_key_put(wrap_key(repo_key, info.public_key), info.version)
+            log.info("stored this machine's repository key, wrapped for the recovery code")
     except Exception as exc:  # a bug or a network failure here must not cost the backup
         log.warning("could not store the wrapped repository key on the server: %s", exc)
+    return info
+
+
+def archive_recipients(plane: RecoveryPlane, repo_key: bytes, *, server: str = "") -> list[str]:
+    """The ``age`` recipients of an encrypted ``full`` archive: this agent's key (from its
+    repository key, which is kept wrapped on the server as for snapshots), the account's recovery
+    key and the organisation's, when set up. ``RecoveryError`` when the server cannot be asked:
+    an archive encrypted without the recovery key would not open with the code."""
+    from .._age import agent_recipient
+
+    info = keep_wrapped(plane, repo_key, server=server)
+    if info is None:
+        raise RecoveryError(
+            "cannot encrypt the archive: the server did not say which recovery key to encrypt "
+            "it for"
+        )
+    recipients = [agent_recipient(repo_key)]
+    if info.configured and info.public_key:
+        recipients.append(info.public_key)
+    if info.organisation_key:
+        recipients.append(info.organisation_key)
+    return recipients

@@ -43,6 +43,7 @@ __all__ = [
     "CODE_BYTES",
     "DEFAULT_KDF",
     "SALT_BYTES",
+    "ORGANISATION_SALT",
     "KdfParams",
     "RecoveryKey",
     "format_code",
@@ -139,6 +140,11 @@ class KdfParams:
 
 DEFAULT_KDF = KdfParams()
 
+ORGANISATION_SALT = b"backapp organisation recovery v1"
+"""The organisation code's salt: fixed, so the code alone gives the key on any machine, even
+with no server to ask (a salt defends weak secrets against precomputation; a code is 160
+random bits). Its cost is ``DEFAULT_KDF``."""
+
 
 @dataclass(frozen=True, slots=True)
 class RecoveryKey:
@@ -176,6 +182,11 @@ class RecoveryKey:
         proof = base64.b64encode(hashlib.sha256(_PROOF_DOMAIN + secret[32:]).digest()).decode()
         return cls(str(identity.to_public()), proof, identity)
 
+    @classmethod
+    def organisation(cls, code: str | bytes) -> RecoveryKey:
+        """The organisation recovery key of ``code`` (``ORGANISATION_SALT``, ``DEFAULT_KDF``)."""
+        return cls.derive(code, ORGANISATION_SALT, DEFAULT_KDF)
+
     def check(self, recipient: str) -> None:
         """``WrongRecoveryCode`` unless this is the key whose public half is ``recipient``."""
         if not hmac.compare_digest(self.recipient.encode(), recipient.encode()):
@@ -199,6 +210,10 @@ class RecoveryKey:
         if len(key) != _KEY_BYTES:
             raise IntegrityError("the wrapped repository key does not hold a 32-byte key")
         return bytes(key)
+
+    def age_identity(self) -> pyrage.x25519.Identity:
+        """The identity itself, to decrypt an ``age`` file with (never printed, never stored)."""
+        return self._identity
 
     def identity_text(self) -> str:
         """The ``AGE-SECRET-KEY-1…`` form, for ``age -d -i``. A secret: print it only when asked."""

@@ -277,18 +277,18 @@ class SnapshotWriter:
                 return
 
     def _upload(self, packs: Sequence[Pack]) -> None:
-        seqs = self.repo.upload(self.backup_id, [("data", p.name, p.data) for p in packs])
+        seqs = self.repo.upload(self.backup_id, [("data", p.name, p.parts) for p in packs])
         for p in packs:
             seq = seqs.get(p.name)
             if seq is None:
                 raise RepositoryError(f"the server gave pack {p.name[:16]} no sequence number")
-            self.cache.add_pack(p.name, seq, len(p.data), p.entries)
+            self.cache.add_pack(p.name, seq, p.size, p.entries)
             with self._lock:
                 for e in p.entries:
                     self._claimed.discard(e.id)
                 self.referenced.add(seq)
                 self.uploaded.append(p.name)
-                self.stats.new_bytes += len(p.data)
+                self.stats.new_bytes += p.size
                 self.stats.packs += 1
 
     # --- reading files -------------------------------------------------------------------------

@@ -3,15 +3,25 @@ and snapshots it has already decrypted.
 
 One SQLite file per repository in the agent's cache folder. It is only a cache: everything in it
 can be rebuilt from the repository (index objects, packs and trees), and ``Repository`` does so when
-it is missing or belongs to another repository. Several backups may run at once (different
-configs, threads or processes): SQLite's WAL mode and short transactions keep it consistent, and
-each thread has its own connection.
+it is missing or belongs to another repository.
+
+Several backups may run at once (different configs; threads of the daemon or the tray, or another
+process such as ``backapp-agent run`` beside the daemon), and SQLite's WAL mode and short
+``BEGIN IMMEDIATE`` transactions keep each statement consistent. What else holds them together:
+
+- a blob may sit in several packs (two runs that met the same new chunk at the same time both
+  packed it): the cache keeps every place, so forgetting one pack never loses a blob that
+  another still holds;
+- each pack records when it was added (``added``), so that a run's start-up sync forgets only
+  packs the server's answer can speak for, never one a concurrent run uploaded meanwhile;
+- adopting the repository (``adopt``) and resetting the cache is one compare-and-set.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +31,7 @@ import zstandard
 
 from .pack import PackEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _IN_BATCH = 500
 
 _SCHEMA = """
@@ -31,17 +41,19 @@ CREATE TABLE IF NOT EXISTS packs (
     name TEXT NOT NULL UNIQUE,          -- hex SHA-256, the object's name
     seq INTEGER NOT NULL,               -- the server's sequence number for the pack
     size INTEGER NOT NULL,
-    indexed INTEGER NOT NULL DEFAULT 0  -- 1 once an index object in the repository lists it
+    indexed INTEGER NOT NULL DEFAULT 0, -- 1 once an index object in the repository lists it
+    added REAL NOT NULL DEFAULT 0       -- when this machine learnt of it (Unix time)
 );
 CREATE INDEX IF NOT EXISTS packs_seq ON packs (seq);
 CREATE TABLE IF NOT EXISTS blobs (
-    id BLOB PRIMARY KEY,
+    id BLOB NOT NULL,
     type INTEGER NOT NULL,
     pack INTEGER NOT NULL REFERENCES packs (id) ON DELETE CASCADE,
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,
     raw_length INTEGER NOT NULL,
-    compressed INTEGER NOT NULL
+    compressed INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)              -- one row per place: a blob may be in several packs
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS trees (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
@@ -79,6 +91,24 @@ class Cache:
         with self._use() as db:
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a version 1 cache (one place per blob, no ``added``) to this version, in one
+        transaction (another process may be opening it too)."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or str(row[0]) != "1":
+                return
+            db.execute("ALTER TABLE packs ADD COLUMN added REAL NOT NULL DEFAULT 0")
+            db.execute("ALTER TABLE blobs RENAME TO blobs_v1")
+            db.execute("DROP INDEX IF EXISTS blobs_pack")
+            for statement in _SCHEMA.split(";"):
+                if "blobs" in statement and "CREATE" in statement:
+                    db.execute(statement)
+            db.execute("INSERT INTO blobs SELECT * FROM blobs_v1")
+            db.execute("DROP TABLE blobs_v1")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
     # --- the connection ------------------------------------------------------------------------
 
@@ -133,9 +163,29 @@ class Cache:
     def reset(self) -> None:
         """Forget everything (the cache belonged to another repository)."""
         with self._tx() as db:
-            for table in ("blobs", "packs", "trees", "snapshots", "indexes", "meta"):
-                db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._clear(db)
+
+    @staticmethod
+    def _clear(db: sqlite3.Connection) -> None:
+        for table in ("blobs", "packs", "trees", "snapshots", "indexes", "meta"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+        db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def adopt(self, repository_id: bytes) -> bool:
+        """Make this the cache of repository ``repository_id``: if it names another one (or none),
+        forget everything and name this one, in one transaction, so that a second process opening
+        the same repository a moment later never wipes what the first has added since. Returns
+        whether the cache was reset."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'repository-id'").fetchone()
+            known = None if row is None else row[0]
+            if isinstance(known, str):
+                known = known.encode()
+            if known is not None and bytes(known) == repository_id:
+                return False
+            self._clear(db)
+            db.execute("INSERT INTO meta VALUES ('repository-id', ?)", (repository_id,))
+            return True
 
     # --- blobs and packs -----------------------------------------------------------------------
 
@@ -145,9 +195,9 @@ class Cache:
         """Record a pack that is in storage and the blobs it holds."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO packs (name, seq, size, indexed) VALUES (?, ?, ?, ?) "
+                "INSERT INTO packs (name, seq, size, indexed, added) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET indexed = max(indexed, excluded.indexed)",
-                (name, seq, size, int(indexed)),
+                (name, seq, size, int(indexed), time.time()),
             )
             (pack_id,) = db.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()
             db.executemany(
@@ -162,7 +212,8 @@ class Cache:
         """The sequence number of a pack holding the blob, or None."""
         with self._use() as db:
             row = db.execute(
-                "SELECT p.seq FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?", (blob_id,)
+                "SELECT p.seq FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ? LIMIT 1",
+                (blob_id,),
             ).fetchone()
         return None if row is None else int(row[0])
 
@@ -229,16 +280,32 @@ class Cache:
         with self._tx() as db:
             db.executemany("UPDATE packs SET indexed = 1 WHERE name = ?", [(n,) for n in names])
 
-    def forget_packs_except(self, live: Iterable[int]) -> int:
+    def forget_packs_except(
+        self, live: Iterable[int], *, seen_before: float | None = None, below: int | None = None
+    ) -> int:
         """Drop the packs whose sequence number is not in ``live`` (the server deleted them), with
-        their blobs. Returns how many were dropped."""
+        their places of blobs. ``live`` may be an answer older than the cache: then only packs
+        added before ``seen_before`` (Unix time) and numbered below ``below`` are judged by it;
+        later ones are a concurrent run's uploads the answer could not list. Returns how many
+        were dropped."""
         keep = set(live)
         with self._tx() as db:
             gone = [
-                (pid,) for pid, seq in db.execute("SELECT id, seq FROM packs") if seq not in keep
+                (pid,)
+                for pid, seq, added in db.execute("SELECT id, seq, added FROM packs")
+                if seq not in keep
+                and (seen_before is None or added < seen_before)
+                and (below is None or seq < below)
             ]
             db.executemany("DELETE FROM packs WHERE id = ?", gone)
         return len(gone)
+
+    def forget_packs(self, names: Iterable[str]) -> int:
+        """Drop these packs (storage lost them), with their places of blobs; the others stay,
+        whoever added them meanwhile. Returns how many were dropped."""
+        with self._tx() as db:
+            cur = db.executemany("DELETE FROM packs WHERE name = ?", [(n,) for n in names])
+            return max(0, cur.rowcount)
 
     def index_names(self) -> set[str]:
         with self._use() as db:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import AgentError
-from ..repo_protocol import ObjectStore
+from ..repo_protocol import ObjectBody, ObjectStore
 from .chunker import Chunker
 from .errors import MissingObject, RepositoryError
 from .format import Node
@@ -91,7 +91,7 @@ class _FirstByte:
         self.first: float | None = None
         self._lock = threading.Lock()
 
-    def put_object(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    def put_object(self, url: str, body: ObjectBody, headers: Mapping[str, str]) -> bool:
         return self.inner.put_object(url, body, headers)
 
     def get_object(self, url: str, *, start: int | None = None, end: int | None = None) -> bytes:

@@ -1,7 +1,9 @@
 """Packs: sealed blobs appended one after another, with their sealed header at the end.
 
 ``PackWriter`` builds one pack in memory (packs are ~16 MiB; the engine bounds how many are in
-flight). ``read_pack_header`` reads the blob list back from a pack's tail, which is how an index
+flight) as the list of its pieces: a finished pack is never joined into one buffer, because the
+upload streams the pieces as they are (a join would copy every pack once more, at the moment the
+sealers and uploaders hold the most memory). ``read_pack_header`` reads the blob list back from a pack's tail, which is how an index
 can be rebuilt from packs alone.
 """
 
@@ -37,11 +39,17 @@ class PackEntry(NamedTuple):
 
 
 class Pack(NamedTuple):
-    """A finished pack: its bytes, its name (hex SHA-256 of the bytes) and what it holds."""
+    """A finished pack: its name (hex SHA-256 of its bytes), its bytes as the pieces that follow
+    one another in it, its size and what it holds."""
 
     name: str
-    data: bytes
+    parts: tuple[bytes, ...]
+    size: int
     entries: list[PackEntry]
+
+    def joined(self) -> bytes:
+        """The pack as one buffer (a copy: for tests and readers, not for the upload path)."""
+        return b"".join(self.parts)
 
 
 class PackWriter:
@@ -74,9 +82,12 @@ class PackWriter:
         header = self._keys.seal(_HEADER_AAD, zstandard.ZstdCompressor(level=3).compress(plain))
         self._parts.append(header)
         self._parts.append(_LENGTH.pack(len(header)))
-        data = b"".join(self._parts)
+        parts = tuple(self._parts)
         self._parts = []
-        return Pack(hashlib.sha256(data).hexdigest(), data, self.entries)
+        digest = hashlib.sha256()
+        for part in parts:  # hashlib releases the GIL on large updates
+            digest.update(part)
+        return Pack(digest.hexdigest(), parts, sum(map(len, parts)), self.entries)
 
 
 def header_length(tail: bytes | memoryview) -> int:

@@ -19,12 +19,14 @@ from .._errors import AgentError, NetworkError, StorageError
 from .._transport.retry import RetryPolicy
 from ..repo_protocol import (
     MAX_OBJECTS_PER_REQUEST,
+    ObjectBody,
     ObjectKind,
     ObjectStore,
     ObjectUpload,
     ReadSlot,
     RepoPlane,
     SnapshotStarted,
+    body_size,
 )
 from .cache import Cache
 from .crypto import RepoKeys
@@ -53,8 +55,13 @@ def utc_now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256_hex(data: ObjectBody) -> str:
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    for part in data:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 class Repository:
@@ -86,7 +93,12 @@ class Repository:
     # --- storage, with retries -----------------------------------------------------------------
 
     def _put(
-        self, backup_id: str, upload: ObjectUpload, url: str, data: bytes, headers: dict[str, str]
+        self,
+        backup_id: str,
+        upload: ObjectUpload,
+        url: str,
+        data: ObjectBody,
+        headers: dict[str, str],
     ) -> None:
         """PUT one object; a transient failure is retried (with a fresh URL: it may have expired)."""
         attempt = 0
@@ -136,7 +148,7 @@ class Repository:
     # --- transport -----------------------------------------------------------------------------
 
     def upload(
-        self, backup_id: str, items: Sequence[tuple[ObjectKind, str, bytes]]
+        self, backup_id: str, items: Sequence[tuple[ObjectKind, str, ObjectBody]]
     ) -> dict[str, int | None]:
         """Upload objects not already stored (one request per 256 for their URLs; the PUTs in
         parallel). Returns each name's pack sequence number (``None`` but for packs)."""
@@ -147,7 +159,7 @@ class Repository:
                     ObjectUpload(
                         kind,
                         name,
-                        len(data),
+                        body_size(data),
                         # Content-addressed objects are named by their SHA-256 already.
                         name if kind in ("data", "index") else sha256_hex(data),
                     ),
@@ -226,22 +238,22 @@ class Repository:
                 "(the key was replaced, or the repository was made by another machine)"
             ) from exc
         known = self.cache.meta("repository-id")
-        if known != config.id:
-            if known is not None:
-                log.info("the local cache belonged to another repository; starting it afresh")
-            self.cache.reset()
-            self.cache.set_meta("repository-id", config.id)
+        if self.cache.adopt(config.id) and known is not None:
+            log.info("the local cache belonged to another repository; starting it afresh")
         self.config = config
         return config
 
     def _has_config(self) -> bool:
         return ("config", "config") in self.read_slots([("config", "config")])
 
-    def sync(self, live: Iterable[int], pack_count: int) -> None:
+    def sync(self, live: Iterable[int], pack_count: int, *, asked_at: float | None = None) -> None:
         """Forget cached packs the server no longer has; rebuild the cache from the repository's
-        index objects when it knows fewer packs than the server lists."""
+        index objects when it knows fewer packs than the server lists. ``live`` and
+        ``pack_count`` are the server's answer to a request sent at ``asked_at`` (Unix time):
+        a pack another run of this machine added to the cache after that, or numbered from
+        ``pack_count`` on, is newer than the answer and stays."""
         live_set = set(live)
-        dropped = self.cache.forget_packs_except(live_set)
+        dropped = self.cache.forget_packs_except(live_set, seen_before=asked_at, below=pack_count)
         if dropped:
             log.info("forgot %d packs that the server deleted", dropped)
         if live_set and len(self.cache.packs()) < len(live_set):

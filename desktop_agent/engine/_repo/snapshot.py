@@ -37,6 +37,7 @@ from .format import (
     Summary,
     encode_object,
 )
+from .memory import tune_allocator
 from .repository import Repository, sha256_hex, utc_now_text
 
 log = logging.getLogger("desktop_agent.engine.repo")
@@ -96,6 +97,9 @@ def take_snapshot(
     emit = emit or Emitter(None)
     t0 = time.monotonic()
     started_at = utc_now_text()
+    # What the server says is live is true as of this moment; packs that other runs of this
+    # machine upload meanwhile are judged by their own runs (``Repository.sync``).
+    asked_at = time.time()
     started = plane.snapshot_start(
         StartSnapshot(job.config_id, lease_token=job.lease_token, tags=dict(job.tags))
     )
@@ -104,7 +108,7 @@ def take_snapshot(
     try:
         repo = open_repo(started)
         try:
-            return _run(repo, job, started, emit, cancel, options, t0, started_at)
+            return _run(repo, job, started, emit, cancel, options, t0, started_at, asked_at)
         finally:
             repo.close()
     except BackupCancelled as exc:
@@ -141,10 +145,11 @@ def _run(
     options: SnapshotOptions | None,
     t0: float,
     started_at: str,
+    asked_at: float | None = None,
 ) -> SnapshotOutcome:
     backup_id = started.backup_id
     repo.open(started, backup_id)
-    repo.sync(started.live_packs, started.pack_count)
+    repo.sync(started.live_packs, started.pack_count, asked_at=asked_at)
     parent_root: bytes | None = None
     if started.parent_id is not None:
         try:
@@ -207,6 +212,7 @@ def _run(
         def on_error(err: FileError) -> None:
             emit(FileFailed(config_id=job.config_id, path=err.path, message=err.message))
 
+        tune_allocator()  # before the writer's threads allocate their first buffers
         for attempt in range(1, _COMMIT_TRIES + 1):
             writer = SnapshotWriter(
                 repo,
@@ -268,8 +274,8 @@ def _run(
                 log.warning(
                     "%d packs are missing from storage; writing the snapshot again", len(lost)
                 )
-                seqs = {p.seq for p in repo.cache.packs() if p.name not in lost}
-                repo.cache.forget_packs_except(seqs)
+                # Only these: another run of this machine may be adding packs to the cache now.
+                repo.cache.forget_packs(lost)
                 continue
             for _, packs in indexes:
                 repo.cache.mark_indexed(packs)

@@ -1,6 +1,8 @@
-"""A backup stored as one tar archive (``.tar.gz``, ``.tar.zst`` or ``.tar``) behind a pre-signed URL:
+"""A backup stored as one tar archive (``.tar.gz``, ``.tar.zst`` or ``.tar``, each maybe encrypted as
+an ``age`` file, ``….age``) behind a pre-signed URL:
 
-    GET (streamed, resumed with Range) -> hash -> decompress -> tar members, one by one -> verify
+    GET (streamed, resumed with Range) -> hash -> [age decrypt] -> decompress -> tar members,
+    one by one -> verify
 
 The archive is never written to disk and never held in memory: it is hashed while it streams into the
 tar reader, and each member is handed on as it is read. The whole object is read to its end, even the
@@ -13,13 +15,14 @@ import gzip
 import io
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import httpx
 import zstandard
 
+from .._age import AgeDecryptingReader, is_encrypted_name
 from .._cancel import CancelToken
 from .._errors import IntegrityError, RestoreError
 from .._transport.retry import RetryPolicy
@@ -33,8 +36,9 @@ __all__ = ["ArchiveReader", "archive_opener"]
 
 
 def archive_opener(filename: str) -> Callable[[IO[bytes]], IO[bytes]]:
-    """The decompressor for an archive, chosen by its name (``.tar.gz``, ``.tar.zst``, ``.tar``)."""
-    name = filename.lower()
+    """The decompressor for an archive, chosen by its name (``.tar.gz``, ``.tar.zst``, ``.tar``;
+    the same with ``.age`` is decrypted first, by ``ArchiveReader``)."""
+    name = filename.lower().removesuffix(".age")
     if name.endswith((".tar.gz", ".tgz")):
         return lambda raw: cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if name.endswith((".tar.zst", ".tzst", ".tar.zstd")):
@@ -50,6 +54,8 @@ class ArchiveReader:
     """Reads the tar archive a ``RestoreTicket`` points to, member by member, and verifies it.
 
     Raises ``RestoreError`` at once for a file name that is no archive this agent can read.
+    ``identities`` (``age`` X25519 identities) open an encrypted archive; they are asked for only
+    when the ticket names one, before anything is downloaded.
     """
 
     def __init__(
@@ -62,8 +68,16 @@ class ArchiveReader:
         sleep: Callable[[float], None] = time.sleep,
         cancel: CancelToken | None = None,
         limit: Throttle | None = None,
+        identities: Callable[[RestoreTicket], Sequence[Any]] | None = None,
     ) -> None:
         self._opener = archive_opener(ticket.filename)
+        self._identities: list[Any] | None = None
+        if is_encrypted_name(ticket.filename):
+            if identities is None:
+                raise RestoreError(
+                    f"{ticket.filename} is encrypted, and no key was given to open it"
+                )
+            self._identities = list(identities(ticket))
         self._expected_sha256 = ticket.sha256
         self._download = ResumableDownload(
             http,
@@ -102,16 +116,25 @@ class ArchiveReader:
         """
         download = self._download
         download.start()
-        buffered = io.BufferedReader(download, CHUNK)
+        buffered: IO[bytes] = io.BufferedReader(download, CHUNK)
+        plain: AgeDecryptingReader | None = None
+        if self._identities is not None:
+            plain = AgeDecryptingReader(buffered, self._identities)
+            buffered = io.BufferedReader(plain, CHUNK)
         try:
             stream = self._opener(buffered)
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
                 for member in tar:
                     visit(member, partial(tar.extractfile, member))
+            if plain is not None:
+                plain.drain()  # the age file's last chunk is authenticated at its end
             download.drain()
         except DAMAGED_ARCHIVE as exc:
             self._verify()  # a hash mismatch explains it best
             raise IntegrityError(f"the archive is damaged ({exc}); nothing was restored") from exc
+        finally:
+            if plain is not None:
+                plain.close()
         self._verify()
 
     def _verify(self) -> None:

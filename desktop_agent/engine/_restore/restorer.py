@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import httpx
 
@@ -137,9 +137,13 @@ class Restorer:
         sleep: Callable[[float], None] = time.sleep,
         timeout: httpx.Timeout | None = None,
         download_limit: Throttle | None = None,
+        identities: Callable[[RestoreTicket], Sequence[Any]] | None = None,
     ) -> None:
-        """``download_limit``: the agent's ``limitDownload`` (``Throttle.from_mbps``)."""
+        """``download_limit``: the agent's ``limitDownload`` (``Throttle.from_mbps``);
+        ``identities``: the ``age`` identities that open an encrypted archive (asked for only
+        when the backup is one; ``archive_identities``)."""
         self.source = source
+        self.identities = identities
         self.download_limit = download_limit
         self.temp_dir = temp_dir
         self.retry = retry or RetryPolicy()
@@ -205,6 +209,7 @@ class Restorer:
             sleep=self._sleep,
             cancel=cancel,
             limit=self.download_limit,
+            identities=self.identities,
         )
 
     def _restore(

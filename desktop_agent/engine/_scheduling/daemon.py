@@ -2,7 +2,9 @@
 
 ``AgentDaemon`` sends a heartbeat every ``pollInterval`` (with the time zone; it brings the configs
 and the pending *Back Up Now* requests), listens on the socket, ticks the scheduler through the
-``Dispatcher``, and runs one job at a time on a worker thread through the ``Runner``.
+``Dispatcher``, and runs its jobs on worker threads through the ``Runner``: up to the
+dispatcher's ``parallel`` backups of different configs at once, each with its own lease and cancel
+token. A restore or a drill runs alone (backups wait for it, and it waits for them).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .._cancel import CancelToken
 from .._errors import AgentError
 from .._transport.socket import AgentSocket
 from ..protocol import ConfigInfo, RunRequest
-from .queue import Dispatcher, Outcome
+from .queue import Dispatcher, Job, Outcome
 from .restore_jobs import RestoreJobs
 from .runner import AgentPlane, Runner
 
@@ -38,7 +40,7 @@ class Drills(Protocol):
 class AgentDaemon:
     """``backapp-agent daemon``: heartbeat every ``pollInterval`` (sending the time zone, taking the
     pending run requests), the socket for *Back Up Now* within seconds, the scheduler every ``tick``
-    seconds, and one job at a time on a worker thread. ``run`` blocks until ``stop``."""
+    seconds, and the jobs on worker threads (see the module doc). ``run`` blocks until ``stop``."""
 
     def __init__(
         self,
@@ -72,7 +74,11 @@ class AgentDaemon:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+        """The restore or drill running (alone)."""
         self._cancel: CancelToken | None = None
+        self._jobs: dict[str, tuple[threading.Thread, CancelToken]] = {}
+        """The backups running, by config id."""
+        self._jobs_lock = threading.Lock()
         self.online: bool | None = None
         self.outcomes: deque[Outcome] = deque(maxlen=100)
         """The latest jobs' outcomes, newest last."""
@@ -80,6 +86,29 @@ class AgentDaemon:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def running(self) -> list[str]:
+        """The ids of the configs being backed up now, in the order they started."""
+        with self._jobs_lock:
+            return list(self._jobs)
+
+    def cancel(self, config_id: str, reason: str = "cancelled by the user") -> bool:
+        """Stop one running backup (the others go on); ``False`` when it is not running."""
+        with self._jobs_lock:
+            job = self._jobs.get(config_id)
+        if job is None:
+            return False
+        job[1].cancel(reason)
+        return True
+
+    def _cancel_all(self, reason: str) -> None:
+        with self._jobs_lock:
+            tokens = [cancel for _, cancel in self._jobs.values()]
+        cancel = self._cancel
+        for token in [*tokens, *([cancel] if cancel is not None else [])]:
+            if not token.is_set():
+                token.cancel(reason)
 
     def on_run_request(self, request: RunRequest) -> None:
         """From the socket (any thread)."""
@@ -95,9 +124,7 @@ class AgentDaemon:
         """Leave ``run``: cancel the running backup (the engine records it as ``cancelled``: the
         agent was stopped on purpose; the runner releases the lease)."""
         self._stopping.set()
-        cancel = self._cancel
-        if cancel is not None:
-            cancel.cancel(reason)
+        self._cancel_all(reason)
         self._wake.set()
 
     def beat(self) -> None:
@@ -145,34 +172,49 @@ class AgentDaemon:
                 self._start_next()
                 waits = [self.tick, next_beat - self._mono()]
                 ready = self.dispatcher.wake_in()
-                if ready is not None and self._worker is None:
+                if ready is not None and self._worker is None and self._has_room():
                     waits.append(ready)
                 self._wake.wait(max(0.05, min(waits)))
                 self._wake.clear()
         finally:
             self._stopping.set()
-            cancel = self._cancel
-            if cancel is not None and not cancel.is_set():
-                cancel.cancel("agent stopped")
+            self._cancel_all("agent stopped")
             if self._worker is not None:
                 self._worker.join()
+            with self._jobs_lock:
+                threads = [thread for thread, _ in self._jobs.values()]
+            for thread in threads:
+                thread.join()
             if self.socket is not None:
                 self.socket.stop()
+
+    def _has_room(self) -> bool:
+        with self._jobs_lock:
+            return len(self._jobs) < max(1, self.dispatcher.parallel)
 
     def _start_next(self) -> None:
         if self._worker is not None:
             if self._worker.is_alive():
                 return
             self._worker = None
+        with self._jobs_lock:
+            busy = bool(self._jobs)
         if self.restores is not None and self.restores.pending:
-            self._start_restore(self.restores)
+            if not busy:  # a restore runs alone: it waits for the running backups
+                self._start_restore(self.restores)
             return
-        picked = self.dispatcher.next_job()
-        if picked is None:
+        started = False
+        while not self._stopping.is_set():
+            picked = self.dispatcher.next_job()
+            if picked is None:
+                break
+            self._start_job(*picked)
+            started = True
+        if not started and not busy:
             self._start_drill()
-            return
-        job, config = picked
-        cancel = self._cancel = CancelToken()
+
+    def _start_job(self, job: Job, config: ConfigInfo | None) -> None:
+        cancel = CancelToken()
 
         def work() -> None:
             try:
@@ -181,12 +223,27 @@ class AgentDaemon:
                 log.exception("the backup job of %s failed", job.config_id)
                 outcome = Outcome(job, "failed", reason=f"internal error: {exc}")
             self.outcomes.append(outcome)
+            with self._jobs_lock:
+                self._jobs.pop(job.config_id, None)
             self.dispatcher.finished(outcome)
-            self._cancel = None
+            self._say_running()
             self._wake.set()
 
-        self._worker = threading.Thread(target=work, name="backapp-job", daemon=True)
-        self._worker.start()
+        thread = threading.Thread(target=work, name=f"backapp-job-{job.config_id[:8]}", daemon=True)
+        with self._jobs_lock:
+            self._jobs[job.config_id] = (thread, cancel)
+        thread.start()
+        self._say_running()
+
+    def _say_running(self) -> None:
+        """Log which configs are being backed up, when more than one may be."""
+        if self.dispatcher.parallel <= 1:
+            return
+        names = []
+        for config_id in self.running:
+            config = self.dispatcher.config(config_id)
+            names.append(config.name or config_id if config is not None else config_id)
+        log.info("backing up now: %s", ", ".join(names) if names else "nothing")
 
     def _start_restore(self, restores: RestoreJobs) -> None:
         """The next restore job on the worker thread (one job at a time, backups wait)."""

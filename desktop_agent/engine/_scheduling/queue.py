@@ -1,7 +1,7 @@
 """The run queue: the jobs waiting to run, and the retry policy of a failed scheduled backup.
 
-``Dispatcher`` keeps the queue of jobs (at most one pending per config; *Back Up Now* first), with
-retries waiting for their time (``options.retry``: attempts counting the first, delay doubling,
+``Dispatcher`` keeps the queue of jobs (at most one pending per config; *Back Up Now* first) and
+the jobs running (up to ``parallel``, never two of one config), with retries waiting for their time (``options.retry``: attempts counting the first, delay doubling,
 jittered, bounded; see ``RetrySettings``). Thread-safe.
 """
 
@@ -99,11 +99,15 @@ class Outcome:
 
 class Dispatcher:
     """The jobs waiting to run: at most one per config, *Back Up Now* requests first, then the
-    others by readiness. Thread-safe; the caller runs one job at a time (``next_job`` /
-    ``finished``)."""
+    others by readiness. Thread-safe; up to ``parallel`` jobs run at once (``next_job`` /
+    ``finished``), each of another config: a config's next job waits while one of it runs."""
 
     def __init__(
-        self, scheduler: Scheduler, *, monotonic: Callable[[], float] = time.monotonic
+        self,
+        scheduler: Scheduler,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        parallel: int = 1,
     ) -> None:
         self.scheduler = scheduler
         self._mono = monotonic
@@ -111,7 +115,21 @@ class Dispatcher:
         self._queue: dict[str, Job] = {}
         self._configs: dict[str, ConfigInfo] = {}
         self._seen_requests: dict[str, None] = {}
-        self.current: Job | None = None
+        self._running: dict[str, Job] = {}
+        self.parallel = parallel
+        """How many jobs may run at once (the agent's ``parallelBackups``)."""
+
+    @property
+    def running(self) -> list[Job]:
+        """The jobs started and not finished, oldest first."""
+        with self._lock:
+            return list(self._running.values())
+
+    @property
+    def current(self) -> Job | None:
+        """The oldest running job (``None``: none runs)."""
+        with self._lock:
+            return next(iter(self._running.values()), None)
 
     def set_configs(self, configs: Sequence[ConfigInfo]) -> None:
         with self._lock:
@@ -167,18 +185,20 @@ class Dispatcher:
         now = self._mono()
         paused = self.scheduler.paused
         with self._lock:
-            if self.current is not None:
+            if len(self._running) >= max(1, self.parallel):
                 return None
             ready = [
                 j
                 for j in self._queue.values()
-                if j.not_before <= now and not (paused and j.automatic)
+                if j.not_before <= now
+                and not (paused and j.automatic)
+                and j.config_id not in self._running
             ]
             if not ready:
                 return None
             job = min(ready, key=lambda j: (j.trigger != "request", j.not_before))
             del self._queue[job.config_id]
-            self.current = job
+            self._running[job.config_id] = job
             return job, self._configs.get(job.config_id)
 
     def finished(self, outcome: Outcome) -> None:
@@ -186,7 +206,8 @@ class Dispatcher:
         if outcome.retry is None and outcome.status != "deferred" and job.slot is not None:
             self.scheduler.ran(job.config_id, job.slot)
         with self._lock:
-            self.current = None
+            if self._running.get(job.config_id) is job:
+                del self._running[job.config_id]
             if outcome.status == "skipped" and job.trigger == "request" and job.run_request_id:
                 # Not run (its lease was busy): the request stays pending on the server, whose
                 # next heartbeat lists it again; taken as handled, it would block Back Up Now
@@ -202,9 +223,14 @@ class Dispatcher:
                 self.add(replace(job, not_before=self._mono() + DEFER_DELAY))
 
     def wake_in(self) -> float | None:
-        """Seconds until the next queued job is ready (0 when one is), ``None`` when none."""
+        """Seconds until the next queued job is ready (0 when one is), ``None`` when none (a job
+        whose config is running waits for ``finished``, not for a time)."""
         now = self._mono()
         paused = self.scheduler.paused
         with self._lock:
-            times = [j.not_before for j in self._queue.values() if not (paused and j.automatic)]
+            times = [
+                j.not_before
+                for j in self._queue.values()
+                if not (paused and j.automatic) and j.config_id not in self._running
+            ]
         return max(0.0, min(times) - now) if times else None

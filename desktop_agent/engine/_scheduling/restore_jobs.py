@@ -167,24 +167,31 @@ class RestoreJobs:
 def engine_restore(settings: Any, api_key: str, plane: Any) -> Perform:
     """``Perform`` through the engine, as ``backapp-agent restore`` does: a snapshot with
     ``Snapshots`` (only the packs holding the chosen paths), a full archive with ``Restorer``."""
+    from .._recovery.account import Recovery
     from .._repo.access import Snapshots
+    from .._repo.keys import RepoKeyStore
     from .._restore.restorer import Restorer
+    from .._settings import config_dir
     from .._transport.throttle import Throttle
 
     def perform(
         job: RestoreJob, options: RestoreOptions, sink: EventSink, cancel: CancelToken
     ) -> RestoreResult:
-        kind = next(
-            (b.type for b in plane.list_backups(limit=1000) if b.id == job.backup_id), "full"
-        )
+        info = next((b for b in plane.list_backups(limit=1000) if b.id == job.backup_id), None)
+        kind = info.type if info is not None else "full"
         if kind == "incremental":
             with Snapshots.from_settings(settings, api_key) as snapshots:
                 return snapshots.restore(job.backup_id, options, events=sink, cancel=cancel)
+        # An encrypted archive opens with this machine's key of the agent that made it (no
+        # recovery code here: the server never has it).
+        recovery = Recovery(plane, RepoKeyStore(config_dir()), server_url=settings.server_url or "")
+        maker = info.agent_id if info is not None else None
         with Restorer(
             plane,
             events=sink,
             temp_dir=settings.temp_dir,
             download_limit=Throttle.from_mbps(settings.limit_download),
+            identities=lambda _ticket: recovery.archive_identities(maker),
         ) as restorer:
             return restorer.restore(job.backup_id, options, cancel=cancel)
 

@@ -1,4 +1,4 @@
-"""The runner: one job at a time, from the run lease to the retry decision.
+"""The runner: a job from the run lease to the retry decision (several at once, each on its thread).
 
 ``Runner`` runs one job: takes the config's lease on the server (another runner holds it: the job is
 skipped; a dead process of this agent holds it: the lease is taken over at once, see ``instance``),
@@ -151,8 +151,9 @@ class _TaggedPlane:
 
     def __getattr__(self, name: str) -> Any:
         # The snapshot endpoints (``RepoPlane``) but ``snapshot_start``, and the recovery ones
-        # (the wrapped repository key), go to the plane untouched.
-        if name.startswith(("snapshot_", "repo_", "recovery_")):
+        # (the wrapped repository key, for the account's and the organisation's recovery keys),
+        # go to the plane untouched.
+        if name.startswith(("snapshot_", "repo_", "recovery_", "organisation_key_")):
             return getattr(self._plane, name)
         raise AttributeError(name)
 
@@ -238,7 +239,9 @@ EngineFactory = Callable[[ControlPlane, EventSink], BackupEngine]
 
 
 class Runner:
-    """Runs jobs, one at a time: lease, engine, progress, retry decision (see the module doc)."""
+    """Runs jobs: lease, engine, progress, retry decision (see the module doc). ``run`` may be
+    called from several threads at once for different configs (parallel backups): each call has
+    its own lease keeper, progress reporter and engine."""
 
     def __init__(
         self,
@@ -271,7 +274,7 @@ class Runner:
         self._mono = monotonic
         self._rand = rand
         self.keeper: _LeaseKeeper | None = None
-        """The lease keeper of the current (or last) job."""
+        """The lease keeper of the job started last."""
         self.version = __version__
         self.platform = sys.platform
         """What ``run_manual``'s heartbeats report."""

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
-from .._recovery.account import Continued, InheritedAgent, RecoveryInfo, WrappedRepoKey
+from .._recovery.account import RecoveryInfo, WrappedRepoKey
 from ..protocol import (
     AbortUpload,
     AgentMode,
@@ -46,6 +46,7 @@ from ..repo_protocol import (
     decode_bitmap,
     encode_bitmap,
 )
+from .inherit import InheritanceCalls
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from .tls import tls_context
 
@@ -95,7 +96,7 @@ def _api_error(response: httpx.Response, path: str) -> ApiError:
     )
 
 
-class ApiClient:
+class ApiClient(InheritanceCalls):
     """The BackApp agent API over httpx, with retries on transient failures.
 
     Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried
@@ -483,19 +484,19 @@ class ApiClient:
         query = f"?{urlencode({'agentId': agent_id})}" if agent_id else ""
         return _wrapped(self._call("GET", path + query), path)
 
-    def repo_continue(
-        self, *, from_agent_id: str, proof: str, wrapped: bytes, version: int
-    ) -> Continued:
-        """Take over the repository of a machine this one replaces (``/repo/continue``)."""
-        body = {"fromAgentId": from_agent_id, "proof": proof, "version": version}
-        body["wrappedKey"] = base64.b64encode(wrapped).decode()
-        path = "/api/agent/repo/continue"
-        return _parsed(path, Continued.of, self._call("POST", path, body))
+    def organisation_key_put(self, wrapped: bytes, version: int) -> None:
+        self._call(
+            "PUT",
+            "/api/agent/repo/organisation-key",
+            {"wrappedKey": base64.b64encode(wrapped).decode(), "version": version},
+        )
 
-    def inherited_agents(self) -> list[InheritedAgent]:
-        """The machines this agent replaces (``GET /api/agent/inherited``)."""
-        got = self._call("GET", "/api/agent/inherited")
-        return _parsed("/api/agent/inherited", InheritedAgent.of_list, got)
+    def organisation_restore_ticket(self, backup_id: str) -> RestoreTicket:
+        """An administrator's agent: a pre-signed GET of any encrypted archive of the server
+        (``POST /api/agent/organisation/restore``), to open with the organisation code."""
+        path = "/api/agent/organisation/restore"
+        body = self._call("POST", path, {"backupId": backup_id})
+        return _decode(body.get("restore"), RestoreTicket, path)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -574,17 +575,13 @@ def _recovery_info(body: dict[str, Any], path: str) -> RecoveryInfo:
             "kdf": body.get("kdf"),
             "version": body.get("version"),
             "agent_key_version": body.get("agentKeyVersion"),
+            "organisation_key": body.get("organisationKey"),
+            "organisation_version": body.get("organisationVersion"),
+            "agent_organisation_key_version": body.get("agentOrganisationKeyVersion"),
         },
         RecoveryInfo,
         path,
     )
-
-
-def _parsed(path: str, parse: Callable[[Any], T], body: Any) -> T:
-    try:
-        return parse(body)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
 
 def _wrapped(body: Any, path: str) -> WrappedRepoKey:

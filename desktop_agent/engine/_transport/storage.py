@@ -121,7 +121,7 @@ class HttpStorage:
         etag: str | None = response.headers.get("ETag")
         return etag
 
-    def put_object(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    def put_object(self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]) -> bool:
         """PUT one object of a snapshot repository; ``False`` when storage refuses it because an
         object is already at that name (``If-None-Match: *`` answered 412: for a content-addressed
         name, the same bytes are already stored)."""

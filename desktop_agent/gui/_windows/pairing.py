@@ -108,11 +108,15 @@ class PairingWindow(QWidget):
             lines.append(f"Agent: {html.escape(agent)}")
         lines.append(f"API key stored in {result.location.describe()}.")
         if result.configs:
-            lines.append(f"{len(result.configs)} backup configuration(s) assigned:")
-            lines += [
-                f"&nbsp;• {c.name or c.id} — {', '.join(s.path for s in c.sources)}"
-                for c in result.configs
-            ]
+            n = len(result.configs)
+            lines.append(f"{n} backup configuration{'s' if n != 1 else ''} assigned:")
+            for c in sorted(result.configs, key=lambda c: ((c.name or c.id).lower(), c.id)):
+                sources = ", ".join(s.path for s in c.sources)
+                when = self.controller.next_backup_text(c.id)
+                lines.append(
+                    f"&nbsp;• <b>{html.escape(c.name or c.id)}</b> — {html.escape(sources)}"
+                    f"<br>&nbsp;&nbsp;&nbsp;next backup: {html.escape(when)}"
+                )
         else:
             lines.append("No backup configuration is assigned yet: assign one in the web console.")
         self.message.setText("<br>".join(lines))

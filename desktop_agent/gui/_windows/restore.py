@@ -60,6 +60,13 @@ _ROW = Qt.ItemDataRole.UserRole
 """Item data: the ``BackupChoice`` (backups list) or the ``FileRow`` (files tree)."""
 _LOADED = Qt.ItemDataRole.UserRole + 1
 """Item data: a folder's entries were loaded (or are loading)."""
+_MORE = Qt.ItemDataRole.UserRole + 2
+"""On a folder's last row when it holds more entries than shown: ``(rows, next index)``."""
+
+PAGE = 1000
+"""Entries of a folder shown at once. Making a row costs the GUI thread about 0.1 ms (more on a
+busy machine), so a 20,000-entry folder would freeze it for seconds; the rest come a page at a
+time when asked for (and the search finds any file by name)."""
 
 ChooseFolder = Callable[[QWidget], str | None]
 
@@ -161,6 +168,7 @@ class RestoreWindow(QWidget):
         self.files.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.files.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long paths keep their names
         self.files.itemExpanded.connect(self._expanded)
+        self.files.itemDoubleClicked.connect(lambda item, _column: self.show_more(item))
         self.files.itemSelectionChanged.connect(self._files_chosen)
         self.selection = QLabel()
 
@@ -316,13 +324,11 @@ class RestoreWindow(QWidget):
                 return  # another backup was chosen meanwhile
             self.status.setText("")
             rows = cast(list[FileRow], result)
-            items = [_file_item(r) for r in rows]
             if item is None:
                 self.files.clear()
-                self.files.addTopLevelItems(items)
             else:
                 item.takeChildren()
-                item.addChildren(items)
+            items = self._add_page(item, rows, 0)
             for child in items:
                 if cast(FileRow, child.data(0, _ROW)).path in self._reopen:
                     self.files.expandItem(child)  # loads it in turn
@@ -333,6 +339,41 @@ class RestoreWindow(QWidget):
             self._failed("read this folder of the backup"),
             self._pool,
         )
+
+    def _add_page(
+        self, parent: QTreeWidgetItem | None, rows: list[FileRow], start: int
+    ) -> list[QTreeWidgetItem]:
+        """Show ``rows[start:start + PAGE]`` under ``parent`` (the top level when ``None``), and
+        a last row that shows the next page when double-clicked, if there is one."""
+        items = [_file_item(r) for r in rows[start : start + PAGE]]
+        left = len(rows) - start - len(items)
+        shown: list[QTreeWidgetItem] = list(items)
+        if left > 0:
+            more = QTreeWidgetItem(
+                [f"… {left:,} more in this folder: double-click to show {min(left, PAGE):,} more"]
+            )
+            more.setData(0, _MORE, (rows, start + PAGE))
+            more.setFlags(Qt.ItemFlag.ItemIsEnabled)  # not selectable: it is not a file
+            shown.append(more)
+        if parent is None:
+            self.files.addTopLevelItems(shown)
+        else:
+            parent.addChildren(shown)
+        return items
+
+    def show_more(self, more: QTreeWidgetItem) -> bool:
+        """Replace a folder's *more* row by its next page; ``False`` for any other row."""
+        data = more.data(0, _MORE)
+        if not data:
+            return False
+        rows, start = data
+        parent = more.parent()
+        if parent is None:
+            self.files.takeTopLevelItem(self.files.indexOfTopLevelItem(more))
+        else:
+            parent.removeChild(more)
+        self._add_page(parent, rows, start)
+        return True
 
     def _expanded_paths(self) -> set[str]:
         out: set[str] = set()

@@ -44,6 +44,7 @@ class _ConfigPanel(QFrame):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
         self.details = QLabel()
+        self.next = QLabel()
         self.errors = QLabel()
         self.errors.setWordWrap(True)
         self.errors.setStyleSheet("color: #b71c1c")
@@ -55,10 +56,13 @@ class _ConfigPanel(QFrame):
         grid.addWidget(self.state, 1, 0, 1, 2)
         grid.addWidget(self.progress, 2, 0, 1, 2)
         grid.addWidget(self.details, 3, 0, 1, 2)
-        grid.addWidget(self.errors, 4, 0, 1, 2)
+        grid.addWidget(self.next, 4, 0, 1, 2)
+        grid.addWidget(self.errors, 5, 0, 1, 2)
 
-    def show_view(self, view: ConfigView, busy: bool) -> None:
+    def show_view(self, view: ConfigView, busy: bool, next_backup: str = "") -> None:
         self.title.setText(view.title)
+        self.next.setText(f"Next backup: {next_backup}" if next_backup else "")
+        self.next.setVisible(bool(next_backup))
         self.state.setText(last_result_text(view))
         self.backup.setEnabled(not busy)
         if view.running or view.phase in ("completed", "failed"):
@@ -122,6 +126,10 @@ class StatusWindow(QWidget):
         head.addWidget(self.backup_all)
         head.addWidget(self.cancel_button)
 
+        self.web_restore = QLabel()
+        self.web_restore.setWordWrap(True)
+        self.web_restore.setVisible(False)
+
         self.configs_box = QWidget()
         self.configs_layout = QVBoxLayout(self.configs_box)
         self.configs_layout.setContentsMargins(0, 0, 0, 0)
@@ -146,6 +154,7 @@ class StatusWindow(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.notice)
         layout.addLayout(head)
+        layout.addWidget(self.web_restore)
         layout.addWidget(scroll, 1)
         layout.addWidget(QLabel("Recent activity"))
         layout.addWidget(self.log)
@@ -171,6 +180,9 @@ class StatusWindow(QWidget):
             Health.PAUSED: "Backups are paused",
             Health.ATTENTION: "Needs attention",
         }[health]
+        busy = c.running_views() if health is Health.BUSY else []
+        if len(busy) > 1:  # parallel backups: name each (its panel below has its progress)
+            headline = "Backing up " + ", ".join(v.title for v in busy) + "…"
         self.headline.setText(headline)
         self.headline.setStyleSheet(f"color: {COLOURS[health]}")
         parts = []
@@ -188,6 +200,9 @@ class StatusWindow(QWidget):
         self.connection.setText(text)
         self.backup_all.setEnabled(c.paired and not c.running and bool(c.views))
         self.cancel_button.setVisible(c.running)
+        restoring = c.web_restores.current
+        self.web_restore.setText(restoring.text() if restoring is not None else "")
+        self.web_restore.setVisible(restoring is not None)
 
         views = c.ordered_views()
         wanted = [v.id for v in views]
@@ -202,5 +217,5 @@ class StatusWindow(QWidget):
                 panel.backup.clicked.connect(lambda _=False, i=config_id: c.back_up([i]))
                 self.panels[view.id] = panel
                 self.configs_layout.insertWidget(index, panel)
-            panel.show_view(view, c.running or not c.paired)
+            panel.show_view(view, c.running or not c.paired, c.next_backup_text(view.id))
         self.empty.setVisible(not views)

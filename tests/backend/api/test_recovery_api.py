@@ -163,6 +163,9 @@ async def test_rotation_replaces_every_wrapped_key_or_nothing(
         "createdAt": None,
         "rotatedAt": None,
         "agentKeyVersion": None,
+        "organisationKey": None,
+        "organisationVersion": None,
+        "agentOrganisationKeyVersion": None,
     }
     r = await rotate(good, key=m_key)
     assert r.status_code == 409 and "not set up" in r.json()["detail"]

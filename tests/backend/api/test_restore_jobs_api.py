@@ -4,12 +4,14 @@ status the owner reads; another machine is refused (404); a job nobody takes exp
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from litestar import Litestar
 
 from backend.backups.tables import BackupLog, RestoreJob
+from backend.services import Services
 from backend.services.clock import utcnow
+from backend.services.restore_jobs import JOB_TTL
 from tests.support.api import ApiClient, complete_one_backup
 from tests.support.asgi import AsgiSocket
 
@@ -112,6 +114,54 @@ async def test_a_job_nobody_takes_expires_after_a_day(client: ApiClient) -> None
     assert r.status_code == 409
 
 
+class FakeClock:
+    """Now, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_a_restore_for_an_offline_machine_waits_a_day_on_the_page_then_expires(
+    app_client: tuple[Litestar, ApiClient], services: Services
+) -> None:
+    """The machine is off (no socket, no heartbeat): the job stays ``pending`` and the backup's
+    page says it waits for the machine, until when; a day later (a fake clock) it is ``expired``
+    on the API and on the page, the machine coming back is not offered it and cannot take it."""
+    _app, client = app_client
+    clock = FakeClock()
+    services.restore_jobs.clock = clock
+    agent_id, key, backup_id = await _backup(client)
+    r = await client.post(
+        f"/api/backups/{backup_id}/restore", json={"agentId": agent_id, "target": "/home/me/x"}
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+
+    def row(page: str) -> str:
+        start = page.index(f'data-restore="{job_id}"')
+        return page[start : page.index("</tr>", start)]
+
+    clock.now += JOB_TTL - timedelta(minutes=1)
+    status = (await client.get(f"/api/restores/{job_id}")).json()["restore"]
+    assert status["status"] == "pending" and status["error"] is None
+    page = (await client.get(f"/backups/{backup_id}")).text
+    assert 'data-status="pending"' in row(page) and "waiting for the machine" in row(page)
+    assert "until " in row(page)
+
+    clock.now += timedelta(minutes=1, seconds=1)
+    status = (await client.get(f"/api/restores/{job_id}")).json()["restore"]
+    assert status["status"] == "expired" and "within a day" in status["error"]
+    page = (await client.get(f"/backups/{backup_id}")).text
+    assert 'data-status="expired"' in row(page) and "within a day" in row(page)
+    beat = await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    assert beat.json()["restoreRequests"] == []
+    r = await client.agent_post(key, f"/api/agent/restores/{job_id}/start", None)
+    assert r.status_code == 409 and "not pending" in r.text
+
+
 async def test_a_machine_that_replaces_the_old_one_may_restore_its_archives(
     client: ApiClient,
 ) -> None:
@@ -140,3 +190,20 @@ async def test_a_machine_that_replaces_the_old_one_may_restore_its_archives(
     assert r.status_code == 409 and "recovery code" in r.json()["detail"], r.text
     assert offered not in (await client.get(f"/backups/{backup_id}")).text
     assert await RestoreJob.count() == 1
+
+
+async def test_an_inherited_encrypted_archive_is_refused_in_words(client: ApiClient) -> None:
+    """An encrypted archive opens with its machine's key or the recovery code: the machine that
+    made it may get the job, a replacement is told to use the code itself."""
+    old_id, _key, backup_id = await _backup(client)
+    await BackupLog.update({BackupLog.filename: "b.tar.gz.age"}).where(BackupLog.id == backup_id)
+    new_id, _ = await client.register_agent("new-desktop")
+    mark = await client.post(f"/api/agents/{new_id}/inherit", json={"fromAgentId": old_id})
+    assert mark.status_code == 201, mark.text
+    url = f"/api/backups/{backup_id}/restore"
+    assert '<option value="new-desktop">' not in (await client.get(f"/backups/{backup_id}")).text
+    r = await client.post(url, json={"agentId": new_id, "target": "/home/me/old"})
+    assert r.status_code == 409 and "--recovery-code-stdin" in r.json()["detail"], r.text
+    assert await RestoreJob.count() == 0
+    r = await client.post(url, json={"agentId": old_id, "target": "/home/me/old"})
+    assert r.status_code == 202, r.text

@@ -7,10 +7,11 @@ import uuid
 from datetime import timedelta
 
 from backend.accounts.tables import LoginThrottle, User, UserSession
-from backend.backups.tables import Lease, RunRequest
+from backend.agents.tables import PairingCode
+from backend.backups.tables import Lease, RestoreJob, RunRequest
 from backend.services import Services
 from backend.services.clock import utcnow
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, complete_one_backup
 
 
 async def test_housekeeping_sweeps_only_what_is_over(client: ApiClient, services: Services) -> None:
@@ -87,3 +88,71 @@ async def test_housekeeping_sweeps_only_what_is_over(client: ApiClient, services
     again = await services.tasks.run_housekeeping(now)
     assert again is not None
     assert (again.throttles, again.sessions, again.leases, again.requests) == (0, 0, 0, 0)
+
+
+async def test_housekeeping_drops_pairing_codes_a_day_past_their_end(
+    client: ApiClient, services: Services
+) -> None:
+    """A used or expired pairing code is kept a day (so presenting it again says *used* or
+    *expired*, not *unknown*), then its row goes; a live code stays."""
+    await services.tasks.started()
+    await client.signup()
+    user = await User.select(User.id).first()
+    assert user is not None
+    now = utcnow()
+    rows = {
+        "live": (now + timedelta(minutes=10), None),
+        "expired-now": (now - timedelta(minutes=5), None),
+        "used-today": (now - timedelta(hours=2), now - timedelta(hours=2, minutes=10)),
+        "expired-old": (now - timedelta(days=2), None),
+        "used-old": (now - timedelta(days=1, minutes=1), now - timedelta(days=1, minutes=10)),
+    }
+    for name, (expires, used) in rows.items():
+        await PairingCode.insert(
+            PairingCode(
+                id=uuid.uuid4(),
+                user=user["id"],
+                name=name,
+                code_digest=name.ljust(64, "0"),
+                expires_at=expires,
+                used_at=used,
+                created_at=expires - timedelta(minutes=15),
+            )
+        )
+
+    report = await services.tasks.run_housekeeping(now)
+    assert report is not None and report.pairing_codes == 2
+    left = sorted(r["name"] for r in await PairingCode.select(PairingCode.name))
+    assert left == ["expired-now", "live", "used-today"]
+    again = await services.tasks.run_housekeeping(now)
+    assert again is not None and again.pairing_codes == 0
+
+
+async def test_housekeeping_expires_restores_nobody_took_within_a_day(
+    client: ApiClient, services: Services
+) -> None:
+    """A web restore for a machine that stays off becomes ``expired`` in the periodic round too,
+    not only when someone looks at it; one still inside its day stays ``pending``."""
+    await services.tasks.started()
+    await client.signup()
+    agent_id, key = await client.register_agent("laptop", "linux")
+    config = await client.create_config(agent_id)
+    backup_id = await complete_one_backup(client, key, config["id"])
+    url = f"/api/backups/{backup_id}/restore"
+    ids = []
+    for _ in range(2):
+        r = await client.post(url, json={"agentId": agent_id, "target": "/home/me/restored"})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    old, fresh = ids
+    now = utcnow()
+    await RestoreJob.update({RestoreJob.expires_at: now - timedelta(seconds=1)}).where(
+        RestoreJob.id == old
+    )
+
+    report = await services.tasks.run_housekeeping(now)
+    assert report is not None and report.restores == 1
+    statuses = {
+        str(r["id"]): r["status"] for r in await RestoreJob.select(RestoreJob.id, RestoreJob.status)
+    }
+    assert statuses == {old: "expired", fresh: "pending"}

@@ -425,7 +425,8 @@ async def test_config_form_shows_errors_and_keeps_what_was_typed(browser: Browse
     assert 'value="Docs &lt;b&gt;"' in r.text
     assert "*.tmp\nnode_modules</textarea>" in r.text
     assert '<option value="zstd" selected>' in r.text and 'value="forever"' in r.text
-    assert 'name="encryption" value="on">' in r.text  # unchecked stays unchecked
+    # unchecked stays unchecked
+    assert 'name="encryption" value="on" aria-describedby="encryption-hint">' in r.text
     assert 'role="alert"' in r.text  # the summary at the top links to each field
     assert await BackupConfig.count() == 0
 

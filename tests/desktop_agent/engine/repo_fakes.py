@@ -15,6 +15,7 @@ from desktop_agent.engine.repo_protocol import (
     CompleteSnapshot,
     ListedObject,
     MissingObjects,
+    ObjectBody,
     ObjectKind,
     ObjectUpload,
     ReadSlot,
@@ -159,7 +160,9 @@ class FakeRepoServer:
 
     # --- ObjectStore -----------------------------------------------------------------------
 
-    def put_object(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    def put_object(self, url: str, body: ObjectBody, headers: Mapping[str, str]) -> bool:
+        if not isinstance(body, bytes):
+            body = b"".join(body)
         key = url.removeprefix("put://")
         if key in self.fail_put:
             raise OSError("storage refused the upload")

@@ -125,10 +125,10 @@ def test_pack_vector() -> None:
     again = w.finish()
     assert again.entries == entries
     assert (
-        again.data[: entries[-1].offset + entries[-1].length]
+        again.joined()[: entries[-1].offset + entries[-1].length]
         == data[: entries[-1].offset + entries[-1].length]
     )
-    assert len(again.data) == len(data)
+    assert len(again.joined()) == len(data)
 
 
 def test_snapshot_vector() -> None:
@@ -224,9 +224,11 @@ def test_pack_entries_outside_the_pack_are_refused() -> None:
     blob = f.seal_blob(k, f.BlobType.DATA, b"x" * 100)
     w.add(blob)
     pack = w.finish()
-    assert read_pack_header(k, pack.data) == [PackEntry(0, blob.id, 8, len(blob.data), 100, False)]
+    assert read_pack_header(k, pack.joined()) == [
+        PackEntry(0, blob.id, 8, len(blob.data), 100, False)
+    ]
     with pytest.raises(CorruptObject, match="not a BackApp pack"):
-        read_pack_header(k, b"XXXX" + pack.data[4:])
+        read_pack_header(k, b"XXXX" + pack.joined()[4:])
 
 
 def test_pack_bitmaps() -> None:

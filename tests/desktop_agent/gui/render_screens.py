@@ -13,6 +13,7 @@ from pathlib import Path
 
 def render(out: Path) -> list[Path]:
     os.environ["BACKAPP_AGENT_CONFIG_DIR"] = tempfile.mkdtemp(prefix="backapp-shots-")
+    import msgspec
     from PySide6.QtCore import QCoreApplication, QEvent, QPoint
     from PySide6.QtWidgets import QApplication
 
@@ -21,6 +22,7 @@ def render(out: Path) -> list[Path]:
         ArchiveProgress,
         BackupFailed,
         BackupFinished,
+        ConfigInfo,
         ConfigStarted,
         FileFailed,
         KeyStore,
@@ -42,6 +44,22 @@ def render(out: Path) -> list[Path]:
     ids = {"Documents": "c1", "Photos": "c2", "Projects": "c3"}
     for name, cid in ids.items():
         c.views[cid] = ConfigView(id=cid, name=name, sources=(f"/home/ada/{name}",))
+    # Their schedules, so the menu and the window show each one's next backup.
+    crons = {"Documents": "0 * * * *", "Photos": "30 2 * * *", "Projects": None}
+    c.runs.dispatcher.set_configs(
+        [
+            msgspec.convert(
+                {
+                    "id": ids[name],
+                    "name": name,
+                    "sources": [{"path": f"/home/ada/{name}"}],
+                    "options": {"schedule": {"cron": cron}} if cron else {},
+                },
+                ConfigInfo,
+            )
+            for name, cron in crons.items()
+        ]
+    )
     c.apply_event(
         BackupFinished(
             config_id="c2",
@@ -95,7 +113,7 @@ def render(out: Path) -> list[Path]:
 
     saved: list[Path] = []
     window = StatusWindow(c)
-    window.resize(660, 600)
+    window.resize(660, 700)
     window.show()
     app.processEvents()
     path = out / "status-window.png"

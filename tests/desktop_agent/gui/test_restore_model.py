@@ -23,7 +23,12 @@ from desktop_agent.gui._restore import (
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(restore_module).failed == 0
+    import desktop_agent.gui._status as status_module
+    import desktop_agent.gui._words as words_module
+
+    for module in (restore_module, words_module, status_module):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module
 
 
 def test_backup_labels() -> None:
@@ -112,6 +117,10 @@ def test_progress_in_words() -> None:
     assert (
         progress_text(event) == "1,234 files · 3.0 MiB of 10.0 MiB · 1.0 MiB/s · about 1m 15s left"
     )
+    one = RestoreProgress(
+        backup_id="b", bytes_downloaded=0, size=0, files=1, bytes_written=10, rate=0.0, eta=None
+    )
+    assert progress_text(one) == "1 file · 10 B · 0 B/s"
 
 
 def test_failures_in_words(tmp_path: Path) -> None:
@@ -154,3 +163,47 @@ def test_a_search_nobody_waits_for_stops_walking() -> None:
     still = iter([True, True, False])
     assert len(list(_matching(entries(), "file", lambda: next(still)))) == 2000
     assert len(walked) == 2001
+
+
+def test_next_backup_in_words() -> None:
+    """The next backup as the menu, the status window and the pairing panel say it."""
+    from datetime import timedelta
+
+    from desktop_agent.gui._status import next_backup_text
+
+    now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    local = now.astimezone()
+    today = local.replace(hour=23, minute=30)
+    assert next_backup_text(None, now=now) == "no schedule (Back Up Now only)"
+    assert next_backup_text(now - timedelta(seconds=1), now=now) == "due now"
+    if today > local:
+        assert next_backup_text(today, now=now) == "today 23:30"
+    tomorrow = (local + timedelta(days=1)).replace(hour=2, minute=0)
+    assert next_backup_text(tomorrow, now=now) == "tomorrow 02:00"
+    later = local + timedelta(days=5)
+    assert next_backup_text(later, now=now) == f"{later:%a} {later.day} {later:%b %H:%M}"
+    paused = next_backup_text(now + timedelta(minutes=5), now + timedelta(hours=1), now)
+    assert (
+        paused
+        == f"paused until {(now + timedelta(hours=1)).astimezone():%H:%M}, then the missed one at once"
+    )
+
+
+def test_failures_from_text_in_words() -> None:
+    from desktop_agent.gui._words import failure_text
+
+    raw = (
+        "could not reach the BackApp server at https://b.example:8443 (/api/agent/heartbeat): "
+        "ConnectError: [Errno 111] Connection refused (after 2 attempts)"
+    )
+    assert failure_text(raw) == (
+        "the server did not answer at https://b.example:8443: check the network connection, "
+        "then try again"
+    )
+    assert failure_text("request to http://h/api/x failed: timed out") == (
+        "the server did not answer at http://h: check the network connection, then try again"
+    )
+    assert failure_text("cannot write: OSError: [Errno 28] No space left on device") == (
+        "cannot write: No space left on device"
+    )
+    assert failure_text("key bka_secret123 refused") == "key bka_…(hidden) refused"

@@ -1,8 +1,9 @@
-"""The restore window (*Restore Files…*) against a real ``backapp serve`` process on its local-disk
-storage, with a real snapshot and a real full archive made by the real ``backapp-agent``: the
-backups by date, a snapshot's folders opened one by one, a search by name, two files restored to
-another folder, a locally edited file kept beside the restored copy (and replaced on request), a full
-archive restored whole, and a cancel. Offscreen, with the real Qt event loop."""
+"""The restore window (*Restore Files…*) against a real ``backapp serve`` process and a real S3
+endpoint (moto in server mode), with a real snapshot and a real full archive made by the real
+``backapp-agent``: the backups by date, a snapshot's folders opened one by one, a search by name,
+two files restored to another folder, a locally edited file kept beside the restored copy (and
+replaced on request), a full archive restored whole, and a cancel. Offscreen, with the real Qt
+event loop."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from PySide6.QtCore import Qt
 from desktop_agent.engine import KeyStore
 from desktop_agent.gui._windows.restore import RestoreWindow
 from tests.support.agent_process import Agent, setup
+from tests.support.s3 import S3Endpoint
 from tests.support.server_process import LiveServerFactory
 from tests.support.tray import close_app, make_app, pair
 
@@ -80,10 +82,12 @@ def test_browse_search_restore_and_keep_both(
     tmp_path: Path,
     screenshots: Path,
     monkeypatch: pytest.MonkeyPatch,
+    s3_server: S3Endpoint,
+    s3_bucket: str,
 ) -> None:
     src = tmp_path / "src"
     make_tree(src)
-    server = live_server_factory.start()
+    server = live_server_factory.start(s3=s3_server, bucket=s3_bucket)
     _owner, _agent_id, key, _ = setup(
         server,
         {"name": "Home", "sources": [{"path": str(src)}], "options": {"type": "incremental"}},

@@ -1,0 +1,126 @@
+"""Organisation recovery through the real ASGI app, on SQLite and PostgreSQL: only an
+administrator sets the key (public part only), every agent learns it and stores its key wrapped for
+it, a replacement drops the keys wrapped for the old one, and an administrator's agent gets
+encrypted archives of other accounts (never plain ones or snapshots); bad input changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import httpx
+import pyrage
+
+from backend.backups.tables import BackupLog
+from backend.recovery.tables import OrganisationKey, OrganisationWrappedKey
+from tests.support.api import ApiClient, complete_one_backup
+
+
+def recipient() -> str:
+    return str(pyrage.x25519.Identity.generate().to_public())
+
+
+def wrapped_for(public_key: str) -> str:
+    data = pyrage.encrypt(os.urandom(32), [pyrage.x25519.Recipient.from_str(public_key)])
+    return base64.b64encode(data).decode()
+
+
+async def _employee(client: ApiClient, services: Any) -> ApiClient:
+    object.__setattr__(services.settings, "allow_signup", True)
+    other = ApiClient(
+        httpx.AsyncClient(transport=client.raw._transport, base_url="http://testserver.local")
+    )
+    await other.signup("employee@example.com", "employee-password")
+    return other
+
+
+async def test_only_an_administrator_sets_the_key_and_agents_wrap_for_it(
+    client: ApiClient, services: Any
+) -> None:
+    await client.signup()  # the first account: the administrator
+    employee = await _employee(client, services)
+    e_agent, e_key = await employee.register_agent("employee's laptop")
+
+    r = await employee.get("/api/recovery/organisation")
+    assert r.status_code == 200 and r.json()["configured"] is False
+    key = recipient()
+    r = await employee.request("PUT", "/api/recovery/organisation", json={"publicKey": key})
+    assert r.status_code == 403, r.text
+    code_like = "7K3Q-M0VX-7K3Q-M0VX-7K3Q-M0VX-7K3Q-M0VX-C9D2"
+    for bad in (code_like, "AGE-SECRET-KEY-1" + "Q" * 58, "age1short", ""):
+        r = await client.request("PUT", "/api/recovery/organisation", json={"publicKey": bad})
+        assert r.status_code == 400 and r.json()["field"] == "publicKey", (bad, r.text)
+    assert await OrganisationKey.count() == 0
+
+    r = await client.request("PUT", "/api/recovery/organisation", json={"publicKey": key})
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1 and r.json()["setBy"] == "owner@example.com"
+    # Every agent learns it (the employee's too), with nothing secret.
+    state = (await client.agent_get(e_key, "/api/agent/recovery")).json()
+    assert state["organisationKey"] == key and state["organisationVersion"] == 1
+    assert state["agentOrganisationKeyVersion"] is None
+
+    path = "/api/agent/repo/organisation-key"
+    headers = {"X-Agent-API-Key": e_key}
+    r = await client.raw.put(
+        path, json={"wrappedKey": wrapped_for(key), "version": 2}, headers=headers
+    )
+    assert r.status_code == 409 and "version 1" in r.json()["detail"]
+    r = await client.raw.put(
+        path, json={"wrappedKey": "bm90IGFnZQ==", "version": 1}, headers=headers
+    )
+    assert r.status_code == 400
+    r = await client.raw.put(
+        path, json={"wrappedKey": wrapped_for(key), "version": 1}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    state = (await client.agent_get(e_key, "/api/agent/recovery")).json()
+    assert state["agentOrganisationKeyVersion"] == 1
+    assert (await employee.get("/api/recovery/organisation")).json()["wrappedAgents"] == 1
+
+    # The same key again changes nothing; a new one is version 2 and drops the old wraps.
+    r = await client.request("PUT", "/api/recovery/organisation", json={"publicKey": key})
+    assert r.json()["version"] == 1 and await OrganisationWrappedKey.count() == 1
+    r = await client.request("PUT", "/api/recovery/organisation", json={"publicKey": recipient()})
+    assert r.json()["version"] == 2 and await OrganisationWrappedKey.count() == 0
+    state = (await client.agent_get(e_key, "/api/agent/recovery")).json()
+    assert state["organisationVersion"] == 2 and state["agentOrganisationKeyVersion"] is None
+
+    r = await employee.request("DELETE", "/api/recovery/organisation")
+    assert r.status_code == 403 and await OrganisationKey.count() == 1
+    r = await client.request("DELETE", "/api/recovery/organisation")
+    assert r.status_code == 204 and await OrganisationKey.count() == 0
+    r = await client.raw.put(
+        path, json={"wrappedKey": wrapped_for(key), "version": 2}, headers=headers
+    )
+    assert r.status_code == 409 and "no organisation" in r.json()["detail"]
+    assert e_agent
+
+
+async def test_an_administrators_agent_gets_encrypted_archives_only(
+    client: ApiClient, services: Any
+) -> None:
+    await client.signup()
+    _a_agent, a_key = await client.register_agent("admin's desk")
+    employee = await _employee(client, services)
+    e_agent, e_key = await employee.register_agent("employee's laptop")
+    config = await employee.create_config(e_agent, options={"encryption": True})
+    sealed = await complete_one_backup(employee, e_key, config["id"])
+    await BackupLog.update({BackupLog.filename: "backup-x.tar.gz.age"}).where(
+        BackupLog.id == sealed
+    )
+    plain = await complete_one_backup(employee, e_key, config["id"])
+    path = "/api/agent/organisation/restore"
+
+    # No organisation key yet: nothing for anyone.
+    r = await client.agent_post(a_key, path, {"backupId": sealed})
+    assert r.status_code == 404
+    await client.request("PUT", "/api/recovery/organisation", json={"publicKey": recipient()})
+    r = await client.agent_post(a_key, path, {"backupId": sealed})
+    assert r.status_code == 200, r.text
+    assert r.json()["restore"]["filename"] == "backup-x.tar.gz.age"
+    # A plain archive stays with its owner; an employee's agent is no administrator's.
+    assert (await client.agent_post(a_key, path, {"backupId": plain})).status_code == 404
+    assert (await client.agent_post(e_key, path, {"backupId": sealed})).status_code == 404
+    assert (await client.agent_post(a_key, path, {"backupId": "nope"})).status_code == 404
