@@ -548,7 +548,7 @@ class RestoreWindow(QWidget):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         # The code is kept only while the window is open (a restore may still be running).
         source = self._source()
-        if source is not None and not self.busy:
+        if source is not None and source.recovery_code is not None and not self.busy:
             source.set_recovery_code(None)
         super().closeEvent(event)
 
