@@ -22,6 +22,7 @@ from backend import __version__
 from backend.api.agent import AgentApiController
 from backend.api.agent_checks import AgentCheckController
 from backend.api.agent_compaction import AgentCompactionController
+from backend.api.agent_continue import AgentContinueController
 from backend.api.agent_recovery import AgentRecoveryController
 from backend.api.agent_snapshots import AgentSnapshotController
 from backend.api.auth import AuthController
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AgentCheckController,
         AgentCompactionController,
         AgentRecoveryController,
+        AgentContinueController,
         AgentPairController,
         PairingCodeController,
         RestoreJobController,

@@ -24,7 +24,7 @@ from backend.backups.tables import BackupConfig, BackupLog
 
 
 class Repository(Table, tablename="backapp_repository"):
-    """An agent's snapshot repository, under ``users/{user}/agents/{agent}/repo/``."""
+    """An agent's snapshot repository, under ``users/{user}/agents/{prefix_agent or agent}/repo/``."""
 
     id = UUID(primary_key=True)
     user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
@@ -43,6 +43,14 @@ class Repository(Table, tablename="backapp_repository"):
     )
     compacted_at = Timestamptz(
         null=True, default=None, help_text="When its last compaction was committed."
+    )
+    prefix_agent = UUID(
+        null=True,
+        default=None,
+        index=True,
+        help_text="The agent under whose prefix the objects are, when not ``agent``: a new "
+        "machine that continues an old one's repository owns it, the objects stay where they are "
+        "(a plain id, not a foreign key: it outlives the old agent).",
     )
 
 

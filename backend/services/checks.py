@@ -20,7 +20,7 @@ from typing import Any
 from backend.backups.tables import Alert
 from backend.repos.tables import RepoObject, Repository, Snapshot
 from backend.services.clock import utcnow
-from backend.services.keys import repo_key
+from backend.services.keys import repository_key
 from backend.services.prune import bitmap_int, seqs_of
 from backend.settings import Settings
 from backend.storage import ObjectStoreError, Storage
@@ -100,7 +100,9 @@ class CheckService:
         report.snapshots = len(snaps)
         repos = {
             r["id"]: r
-            for r in await Repository.select(Repository.id, Repository.user, Repository.agent)
+            for r in await Repository.select(
+                Repository.id, Repository.user, Repository.agent, Repository.prefix_agent
+            )
         }
         needed: dict[Any, int] = {}
         for s in snaps:
@@ -140,7 +142,7 @@ class CheckService:
         async def head(key: tuple[Any, str, str], size: int) -> None:
             rid, kind, name = key
             repo = repos[rid]
-            path = repo_key(user_id=repo["user"], agent_id=repo["agent"], kind=kind, name=name)
+            path = repository_key(repo, kind, name)
             async with gate:
                 try:
                     info = await self.storage.head(path)

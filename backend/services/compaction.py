@@ -494,7 +494,7 @@ class CompactionService:
             )
         gone = [n for n, r in mine.items() if r["state"] not in ("pending", "stored")]
         pending = [r for r in mine.values() if r["state"] == "pending"]
-        absent = await self.snapshots._confirm(agent, pending)
+        absent = await self.snapshots._confirm(await _repo_row(repo_id), pending)
         missing = gone + [r["name"] for r in absent]
         if missing:
             raise Conflict(
@@ -511,7 +511,7 @@ class CompactionService:
         seqs = [s for s in seqs_of(named) if s not in new_seqs]
         rows = await _data_rows(repo_id, seqs)
         pending = [r for r in rows if r["state"] == "pending"]
-        absent = {r["id"] for r in await self.snapshots._confirm(agent, pending)}
+        absent = {r["id"] for r in await self.snapshots._confirm(await _repo_row(repo_id), pending)}
         ok = {
             int(r["seq"])
             for r in rows
@@ -585,3 +585,12 @@ def _answer(row: dict[str, Any]) -> CompactCommitResponse:
         bytes_retired=int(row["bytes_retired"]),
         release_at=iso(row["release_at"]),
     )
+
+
+async def _repo_row(repo_id: Any) -> dict[str, Any]:
+    """The repository row whose objects are checked (its prefix may be an older machine's: a
+    continued repository keeps its objects where they are)."""
+    row: dict[str, Any] | None = await Repository.select().where(Repository.id == repo_id).first()
+    if row is None:
+        raise Conflict("the repository is gone; nothing was changed")
+    return row

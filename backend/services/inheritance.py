@@ -108,9 +108,18 @@ async def repository_reader(agent: AgentIdentity, value: str | None) -> AgentIde
     wanted = await target_agent(agent, value)
     if wanted == agent.id:
         return agent
-    if not await Repository.exists().where(Repository.agent == wanted):
-        raise NotFound("agentId: that agent has no snapshot repository")
-    return dataclasses.replace(agent, id=wanted)
+    if await Repository.exists().where(Repository.agent == wanted):
+        return dataclasses.replace(agent, id=wanted)
+    # Its repository may have been continued by a newer machine (docs/recovery.md): the old
+    # snapshots are there now, read as that machine's, when it is ``agent`` or one it inherits.
+    row = (
+        await Repository.select(Repository.agent)
+        .where((Repository.prefix_agent == wanted) & (Repository.user == agent.user_id))
+        .first()
+    )
+    if row is not None and await may_read(agent, row["agent"]):
+        return agent if row["agent"] == agent.id else dataclasses.replace(agent, id=row["agent"])
+    raise NotFound("agentId: that agent has no snapshot repository")
 
 
 def _out(row: dict[str, Any], names: dict[uuid.UUID, str]) -> InheritanceOut:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from backend.errors import InvalidInput
 
@@ -13,6 +15,7 @@ __all__ = [
     "config_prefix",
     "repo_key",
     "repo_prefix",
+    "repository_key",
     "validate_filename",
 ]
 
@@ -47,6 +50,14 @@ def repo_key(*, user_id: uuid.UUID | str, agent_id: uuid.UUID | str, kind: str, 
     if kind == "snapshot":
         return f"{prefix}/snapshots/{name}"
     raise ValueError(f"unknown repository object kind {kind!r}")
+
+
+def repository_key(repo: Mapping[str, Any], kind: str, name: str) -> str:
+    """The key of one object of the repository row ``repo`` (``user``, ``agent``,
+    ``prefix_agent``): a repository that a new machine continues keeps its objects under the old
+    machine's prefix (docs/recovery.md, "Continuing an old machine's repository")."""
+    owner = repo.get("prefix_agent") or repo["agent"]
+    return repo_key(user_id=repo["user"], agent_id=owner, kind=kind, name=name)
 
 
 def backup_key(

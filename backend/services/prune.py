@@ -44,7 +44,7 @@ from typing import Any
 from backend.backups.tables import BackupLog
 from backend.repos.tables import Compaction, RepoObject, Repository, Snapshot
 from backend.services.clock import aware, utcnow
-from backend.services.keys import repo_key
+from backend.services.keys import repository_key
 from backend.storage import ObjectStoreError, Storage
 
 __all__ = ["Bits", "PruneReport", "PruneService", "bitmap_int", "from_seqs", "seqs_of"]
@@ -125,7 +125,9 @@ class PruneService:
         """One pruning round over every repository."""
         now = now or utcnow()
         report = PruneReport()
-        repos = await Repository.select(Repository.id, Repository.user, Repository.agent)
+        repos = await Repository.select(
+            Repository.id, Repository.user, Repository.agent, Repository.prefix_agent
+        )
         for batch in _chunks(repos, REPO_BATCH):
             await self._batch(list(batch), now, report)
         return report
@@ -300,9 +302,7 @@ class PruneService:
         gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
 
         async def one(repo: dict[str, Any], kind: str, row: dict[str, Any]) -> str | None:
-            key = repo_key(
-                user_id=repo["user"], agent_id=repo["agent"], kind=kind, name=row["name"]
-            )
+            key = repository_key(repo, kind, row["name"])
             async with gate:
                 try:
                     await self.storage.delete(key)

@@ -30,7 +30,7 @@ from backend.run_schemas import (
 from backend.services.agents import AgentIdentity, assigned_config
 from backend.services.backups import BackupService, NewBackup, errors_json, storage_call
 from backend.services.clock import aware, iso, utcnow
-from backend.services.keys import repo_key
+from backend.services.keys import repository_key
 from backend.services.leases import LeaseService, agent_owner, config_lease_name
 from backend.services.runs import check_run_request
 from backend.settings import Settings
@@ -132,9 +132,7 @@ class SnapshotService:
                 run_request=run_request,
             ),
             log_id=log_id,
-            key=repo_key(
-                user_id=agent.user_id, agent_id=agent.id, kind="snapshot", name=str(log_id)
-            ),
+            key=repository_key(repo, "snapshot", str(log_id)),
             backup_type="incremental",
             lease_token=lease_token,
         )
@@ -180,11 +178,18 @@ class SnapshotService:
         return LeaseOut(token=grant.token, expires_at=iso(grant.expires_at) or "")
 
     async def _repository(self, agent: AgentIdentity) -> dict[str, Any]:
-        """The agent's repository row, made on its first snapshot."""
+        """The agent's repository row, made on its first snapshot. ``Conflict`` for an agent
+        whose repository a newer machine continues (docs/recovery.md): it may neither write
+        there nor start a second repository under the same prefix."""
         row: dict[str, Any] | None = (
             await Repository.select().where(Repository.agent == agent.id).first()
         )
         if row is None:
+            if await Repository.exists().where(Repository.prefix_agent == agent.id):
+                raise Conflict(
+                    "this machine's snapshot repository is continued by the machine that "
+                    "replaces it (the owner's mark); this one can no longer add snapshots to it"
+                )
             await Repository.insert(
                 Repository(
                     id=uuid.uuid4(),
@@ -300,7 +305,7 @@ class SnapshotService:
             for k, r in rows.items()
             if r["state"] == "pending" and k not in seqs and r["backup"] != backup_id
         ]
-        await self._confirm(agent, pending)
+        await self._confirm(repo, pending)
         rows = await self._rows(repo["id"], keys) if pending else rows
         out = []
         for o in objects:
@@ -314,7 +319,7 @@ class SnapshotService:
                 out.append(ObjectSlotOut(kind=o.kind, name=o.name, exists=True, seq=r["seq"]))
                 continue
             put = self.storage.presign_put(
-                self._key(agent, o.kind, o.name),
+                repository_key(repo, o.kind, o.name),
                 expires_in=self.settings.presign_seconds,
                 size=o.size,
                 sha256=o.sha256,
@@ -356,11 +361,8 @@ class SnapshotService:
         )
         return {(r["kind"], r["name"]): r for r in found if (r["kind"], r["name"]) in keys}
 
-    def _key(self, agent: AgentIdentity, kind: str, name: str) -> str:
-        return repo_key(user_id=agent.user_id, agent_id=agent.id, kind=kind, name=name)
-
     async def _confirm(
-        self, agent: AgentIdentity, rows: Sequence[dict[str, Any]]
+        self, repo: dict[str, Any], rows: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Look in storage for pending objects; mark those stored with their size. Returns the
         rows that are not there."""
@@ -371,7 +373,7 @@ class SnapshotService:
         async def head(r: dict[str, Any]) -> bool:
             async with gate:
                 info = await storage_call(
-                    lambda: self.storage.head(self._key(agent, r["kind"], r["name"]))
+                    lambda: self.storage.head(repository_key(repo, r["kind"], r["name"]))
                 )
             return info is not None and info.size == r["size"]
 
@@ -437,7 +439,7 @@ class SnapshotService:
         candidates = [
             r for r in list(by_seq.values()) + list(others.values()) if r["state"] == "pending"
         ]
-        for r in await self._confirm(agent, candidates):
+        for r in await self._confirm(repo, candidates):
             missing.append({"kind": r["kind"], "name": r["name"]})
         if missing:
             raise Conflict(
@@ -502,7 +504,7 @@ class SnapshotService:
             _check_name(ref.kind, ref.name, f"objects[{i}]")
         rows = await self._rows(repo["id"], {(r.kind, r.name) for r in refs})
         pending = [r for r in rows.values() if r["state"] == "pending"]
-        absent = {(r["kind"], r["name"]) for r in await self._confirm(agent, pending)}
+        absent = {(r["kind"], r["name"]) for r in await self._confirm(repo, pending)}
         out: list[ReadOut] = []
         missing: list[ObjectRef] = []
         for ref in refs:
@@ -511,7 +513,7 @@ class SnapshotService:
                 missing.append(ref)
                 continue
             get = self.storage.presign_get(
-                self._key(agent, ref.kind, ref.name), expires_in=self.settings.presign_seconds
+                repository_key(repo, ref.kind, ref.name), expires_in=self.settings.presign_seconds
             )
             out.append(
                 ReadOut(

@@ -1,5 +1,5 @@
-"""``backapp-agent recovery init|rotate|status|identity|organisation-code``: the account's
-recovery code, and the organisation's (docs/recovery.md).
+"""``backapp-agent recovery init|rotate|continue|status|identity|organisation-code``: the
+account's recovery code, and the organisation's (docs/recovery.md).
 
 The code is printed once, by ``init`` and ``rotate``, and never stored: not in the config
 folder, not on the server, not in a log.
@@ -73,6 +73,29 @@ def register(commands: Commands) -> None:
         help="read the current recovery code from standard input (one line)",
     )
     rotate.add_argument("--json", action="store_true", help="print one JSON object")
+    cont = add_command(
+        subs,
+        "continue",
+        cmd_continue,
+        help="continue the snapshot repository of the machine this one replaces",
+        description="Read the recovery code from standard input, unwrap the repository key of "
+        "the machine this one replaces (the owner's mark in the web console), and continue its "
+        "repository: this machine's next snapshot adds to it and uploads only what differs. "
+        "Run it before this machine's first snapshot.",
+    )
+    cont.add_argument(
+        "--from-agent",
+        required=True,
+        metavar="ID",
+        help="the id of the old machine (its agent page in the web console)",
+    )
+    cont.add_argument(
+        "--recovery-code-stdin",
+        action="store_true",
+        required=True,
+        help="read the account's recovery code from standard input (one line)",
+    )
+    cont.add_argument("--json", action="store_true", help="print one JSON object")
     status = add_command(
         subs,
         "status",
@@ -122,8 +145,8 @@ ORGANISATION_WARNING = (
 
 def _no_sub(args: argparse.Namespace) -> int:
     err(
-        "say what to do: `backapp-agent recovery init`, `rotate`, `status`, `identity` or "
-        "`organisation-code`"
+        "say what to do: `backapp-agent recovery init`, `rotate`, `continue`, `status`, "
+        "`identity` or `organisation-code`"
     )
     return EXIT_USAGE
 
@@ -236,6 +259,41 @@ def cmd_organisation_code(args: argparse.Namespace) -> int:
     print("Paste this public key into the web console (Agents page, Organisation recovery):\n")
     print(f"    {recipient}\n")
     print(ORGANISATION_WARNING)
+    return EXIT_OK
+
+
+def cmd_continue(args: argparse.Namespace) -> int:
+    code = read_code_from_stdin()
+    if code is None:
+        return EXIT_USAGE
+    recovery, client = _recovery()
+    try:
+        with client:
+            done = recovery.continue_from(code, args.from_agent)
+    except InvalidRecoveryCode as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    except AgentError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "fromAgentId": done.from_agent_id,
+                    "fromAgentName": done.from_agent_name,
+                    "snapshots": done.snapshots,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    name = done.from_agent_name or done.from_agent_id
+    print(
+        f"This machine continues the snapshot repository of “{name}” ({done.snapshots} "
+        "snapshot(s) so far): its next snapshot uploads only what differs. The old machine's "
+        "snapshots stay restorable here; the old machine can no longer add to it."
+    )
     return EXIT_OK
 
 

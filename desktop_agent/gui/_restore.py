@@ -29,8 +29,11 @@ from desktop_agent.engine import (
     BackupInfo,
     CancelToken,
     EventSink,
+    NotFoundError,
     Recovery,
+    RecoveryError,
     RepoKeyStore,
+    RepositoryKeyMissing,
     RestoreOptions,
     RestoreProgress,
     Restorer,
@@ -103,6 +106,8 @@ class BackupChoice:
     incremental: bool
     size: int | None
     files: int | None
+    agent_id: str | None = None
+    """The machine that made it, when it is one this machine replaces (``None``: this one)."""
 
     def label(self, now: datetime | None = None) -> str:
         """``Today 14:02 · 1.2 GiB · 3,204 files`` (and ``· full`` for an archive)."""
@@ -116,11 +121,14 @@ class BackupChoice:
         return " · ".join(parts)
 
     @classmethod
-    def of(cls, info: BackupInfo) -> BackupChoice:
+    def of(cls, info: BackupInfo, machine: str | None = None) -> BackupChoice:
+        """``machine``: the name of the machine this one replaces that made it."""
+        name = info.config_name or "Backup"
         return cls(
             id=info.id,
             config_id=info.config_id,
-            config_name=info.config_name or "Backup",
+            config_name=f"{name} (from {machine})" if machine is not None else name,
+            agent_id=info.agent_id if machine is not None else None,
             when=parse_time(info.completed_at or info.started_at),
             incremental=info.type == "incremental",
             size=info.size,
@@ -212,6 +220,21 @@ class RestoreProblem(Exception):
     """A ``RestoreSource`` call failed; ``str()`` says why in words for the window."""
 
 
+def code_problem(exc: BaseException) -> str:
+    """Why the recovery code is asked for, in words."""
+    text = str(exc)
+    if text.startswith("wrong recovery code"):
+        return "Wrong recovery code. Nothing was written."
+    if text.startswith("not a valid recovery code"):
+        return text[:1].upper() + text[1:] + ". Nothing was written."
+    if isinstance(exc, RepositoryKeyMissing):
+        return (
+            "This backup's key is not on this computer (it was made by another computer, or "
+            "this computer's keychain lost it). Type your account's recovery code to open it."
+        )
+    return redact(text)
+
+
 def _in_words(
     method: Callable[Concatenate[RestoreSource, P], R],
 ) -> Callable[Concatenate[RestoreSource, P], R]:
@@ -220,10 +243,15 @@ def _in_words(
 
     @functools.wraps(method)
     def wrapper(source: RestoreSource, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        source.code_problem = None
         try:
             return method(source, *args, **kwargs)
         except BackupCancelled:
             raise
+        except (RepositoryKeyMissing, RecoveryError) as exc:
+            # Before anything was written: the window asks for the recovery code and retries.
+            source.code_problem = code_problem(exc)
+            raise RestoreProblem(source.code_problem) from exc
         except (AgentError, OSError) as exc:
             raise RestoreProblem(in_words(exc, source.settings.server_url or "")) from exc
 
@@ -242,6 +270,10 @@ class RestoreSource:
         # again. One call at a time uses it; a restore opens its own.
         self._browse: Snapshots | None = None
         self._browse_lock = threading.Lock()
+        self.recovery_code: str | None = None
+        self.code_problem: str | None = None
+        """Set when the last call failed for want of a repository key (or with a wrong code):
+        why, in words; the window then asks for the recovery code."""
 
     def close(self) -> None:
         """Close the browsing connection (a later call opens it again)."""
@@ -254,7 +286,9 @@ class RestoreSource:
     def _snapshots(self) -> Iterator[Snapshots]:
         with self._browse_lock:
             if self._browse is None:
-                self._browse = Snapshots.from_settings(self.settings, self.api_key)
+                self._browse = Snapshots.from_settings(
+                    self.settings, self.api_key, recovery_code=self.recovery_code
+                )
             try:
                 yield self._browse
             except AgentError:
@@ -262,31 +296,54 @@ class RestoreSource:
                 self._browse = None
                 raise
 
-    @_in_words
-    def backups(self) -> list[BackupChoice]:
-        """The completed backups of this machine's configurations, newest first."""
-        assert self.settings.server_url
-        with ApiClient(self.settings.server_url, self.api_key) as client:
-            return [BackupChoice.of(b) for b in client.list_backups(limit=1000)]
+    def set_recovery_code(self, code: str | None) -> None:
+        """The account's recovery code, for the snapshots whose key this machine does not hold
+        (an old machine's, or its own after the keychain lost it); ``None`` forgets it."""
+        self.recovery_code = code
+        self.code_problem = None
+        self.close()  # the browsing connection opens again with (or without) the code
 
     @_in_words
-    def folder(self, backup_id: str, path: str = "") -> list[FileRow]:
+    def backups(self) -> list[BackupChoice]:
+        """The completed backups of this machine's configurations, then those of the machines
+        it replaces (the owner's mark), newest first."""
+        assert self.settings.server_url
+        with ApiClient(self.settings.server_url, self.api_key) as client:
+            found = [BackupChoice.of(b) for b in client.list_backups(limit=1000)]
+            try:
+                old = client.inherited_agents()
+            except NotFoundError:  # a server too old to say
+                old = []
+            for agent in old:
+                found += [
+                    BackupChoice.of(b, agent.name)
+                    for b in client.list_backups(limit=1000, agent_id=agent.agent_id)
+                ]
+            return found
+
+    @_in_words
+    def folder(self, backup_id: str, path: str = "", agent_id: str | None = None) -> list[FileRow]:
         """One folder of a snapshot, folders first, then by name."""
         with self._snapshots() as snaps:
             now = datetime.now()  # once: a folder may hold tens of thousands of entries
-            rows = [FileRow.of(e, now) for e in snaps.entries(backup_id, path, recursive=False)]
+            entries = snaps.entries(backup_id, path, recursive=False, agent_id=agent_id)
+            rows = [FileRow.of(e, now) for e in entries]
         return sorted(rows, key=lambda r: (not r.is_dir, r.name.lower()))
 
     @_in_words
     def search(
-        self, backup_id: str, text: str, wanted: Callable[[], bool] = lambda: True
+        self,
+        backup_id: str,
+        text: str,
+        wanted: Callable[[], bool] = lambda: True,
+        agent_id: str | None = None,
     ) -> list[FileRow]:
         """Paths of a snapshot whose name holds ``text`` (any case), at most
         ``MAX_SEARCH_RESULTS``. The walk stops early once ``wanted()`` is false (the user typed
         on), so a search of a huge snapshot does not hold up the next one."""
         needle = text.strip().lower()
         with self._snapshots() as snaps:
-            entries = snaps.entries(backup_id)
+            entries = snaps.entries(backup_id, agent_id=agent_id)
             return list(_first(_matching(entries, needle, wanted), MAX_SEARCH_RESULTS))
 
     @_in_words
@@ -300,8 +357,12 @@ class RestoreSource:
         """Restore ``choice`` (a snapshot: only the packs the chosen paths need; an archive: read
         whole) with ``options``."""
         if choice.incremental:
-            with Snapshots.from_settings(self.settings, self.api_key) as snaps:
-                return snaps.restore(choice.id, options, events=events, cancel=cancel)
+            with Snapshots.from_settings(
+                self.settings, self.api_key, recovery_code=self.recovery_code
+            ) as snaps:
+                return snaps.restore(
+                    choice.id, options, events=events, cancel=cancel, agent_id=choice.agent_id
+                )
         assert self.settings.server_url
         with (
             ApiClient(self.settings.server_url, self.api_key) as client,

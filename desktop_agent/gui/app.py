@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl, Signal
@@ -25,10 +26,13 @@ from desktop_agent.engine import KeyStore, RunResult, config_dir, install_log_re
 
 from ._controller import AgentController
 from ._icons import health_icon
+from ._recovery import RecoveryOffer, RecoverySource
 from ._restore import RestoreSource
 from ._text import KeyRedactor
 from ._tray import TrayMenu
 from ._windows import PairingWindow, RestoreWindow, SettingsDialog, StatusWindow
+from ._windows.recovery import RecoveryWindow
+from ._workers import run_task
 
 __all__ = ["NO_TRAY_NOTICE", "TrayApp", "instance_name", "main"]
 
@@ -39,6 +43,10 @@ NO_TRAY_NOTICE = (
     "It keeps backing up while the window is open; closing it quits BackApp. (On GNOME, the "
     "AppIndicator extension adds a tray.)"
 )
+
+
+RECOVERY_HOLD = timedelta(hours=1)
+"""The longest the recovery step after pairing holds automatic backups back."""
 
 
 def instance_name(directory: Path) -> str:
@@ -111,6 +119,7 @@ class TrayApp(QObject):
         self.pairing: PairingWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.restore: RestoreWindow | None = None
+        self.recovery: RecoveryWindow | None = None
         self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
 
@@ -185,7 +194,42 @@ class TrayApp(QObject):
         if self.pairing is None:
             self.pairing = PairingWindow(self.controller)
             self.pairing.setWindowIcon(health_icon(self.controller.health()))
+            self.pairing.paired.connect(lambda _result: self.offer_recovery())
         self._bring_forward(self.pairing)
+
+    def offer_recovery(self) -> None:
+        """The recovery step, right after pairing: when the account has no recovery code yet, or
+        this machine replaces one whose backups it could continue (docs/recovery.md)."""
+        key = self.controller.pairing.key()
+        if not self.controller.settings.server_url or key is None:
+            return
+        source = RecoverySource(self.controller.settings, key)
+        # No automatic backup until the step is done: a machine's first snapshot makes its own
+        # repository key, and a repository is continued only before that (an hour at most).
+        held = not self.controller.paused
+        if held:
+            self.controller.pause(RECOVERY_HOLD)
+
+        def release() -> None:
+            if held and self.controller.paused:
+                self.controller.resume()
+
+        def offered(result: object) -> None:
+            if not isinstance(result, RecoveryOffer) or not result.needed:
+                release()
+                return
+            if self.recovery is not None:
+                self.recovery.deleteLater()
+            self.recovery = RecoveryWindow(source, result, pool=self.controller.pool)
+            self.recovery.setWindowIcon(health_icon(self.controller.health()))
+            self.recovery.finished.connect(release)
+            self._bring_forward(self.recovery)
+
+        def failed(message: str) -> None:
+            log.warning("could not ask about recovery: %s", message)
+            release()
+
+        run_task(source.offer, offered, failed, self.controller.pool)
 
     def show_settings(self) -> None:
         dialog = SettingsDialog(self.controller)
@@ -316,6 +360,7 @@ class TrayApp(QObject):
             self.pairing,
             self.settings_dialog,
             self.restore,
+            self.recovery,
             self.menu.menu,
             self.tray_icon,
         ):

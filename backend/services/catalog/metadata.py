@@ -122,12 +122,14 @@ async def _snapshot_part(row: dict[str, Any]) -> dict[str, Any] | None:
         packs.extend([int(r["seq"]), r["name"], int(r["size"])] for r in rows)
     packs.sort()
     repo = (
-        await Repository.select(Repository.pack_count)
+        await Repository.select(Repository.pack_count, Repository.agent, Repository.prefix_agent)
         .where(Repository.id == snap["repository"])
         .first()
     )
+    # Where the objects are: the old machine's prefix when a newer one continues the repository.
+    home = (repo["prefix_agent"] or repo["agent"]) if repo else row["agent"]
     return {
-        "repository": repo_prefix(user_id=row["user"], agent_id=row["agent"]),
+        "repository": repo_prefix(user_id=row["user"], agent_id=home),
         "packs": base64.b64encode(bytes(snap["packs"] or b"")).decode("ascii"),
         "packTotal": int(snap["pack_total"]),
         # Pack numbers handed out so far: a rebuilt repository numbers new packs after them.

@@ -228,14 +228,20 @@ async def _configs(found: list[dict[str, Any]], report: RebuildReport) -> None:
 async def _repositories(
     storage: Storage, snapshots: list[dict[str, Any]], report: RebuildReport
 ) -> dict[str, tuple[uuid.UUID, set[str]]]:
-    """One repository per agent with snapshots: its rows for the packs they name (same numbers),
-    its index and config objects; agent id → (repository id, stored snapshot names)."""
+    """One repository per prefix with snapshots: its rows for the packs they name (same
+    numbers), its index and config objects; agent id → (repository id, stored snapshot names).
+    A repository that a newer machine continues holds snapshots of both machines under the old
+    one's prefix: it belongs to the machine of the snapshot with the most packs handed out (the
+    newest owner), and keeps the old prefix."""
     out: dict[str, tuple[uuid.UUID, set[str]]] = {}
-    by_agent: dict[str, list[dict[str, Any]]] = {}
+    by_prefix: dict[str, list[dict[str, Any]]] = {}
     for meta in snapshots:
-        by_agent.setdefault(meta["agent"]["id"], []).append(meta)
-    for agent_id, metas in by_agent.items():
-        prefix = metas[0]["snapshot"]["repository"].rstrip("/") + "/"
+        by_prefix.setdefault(meta["snapshot"]["repository"].rstrip("/"), []).append(meta)
+    for home, metas in by_prefix.items():
+        prefix = home + "/"
+        newest = max(metas, key=lambda m: int(m["snapshot"].get("packCount") or 0))
+        agent_id = newest["agent"]["id"]
+        home_agent = home.rsplit("/", 2)[-2]
         listed: dict[str, ListedObject] = {
             o.key[len(prefix) :]: o for o in (await storage.list_objects(prefix)).objects
         }
@@ -265,6 +271,7 @@ async def _repositories(
             created_at=now,
             initialized="config" in listed,
             pack_count=count,
+            prefix_agent=uuid.UUID(home_agent) if home_agent != agent_id else None,
         ).save()
         # (kind, name, size, sha256, seq, still in the bucket)
         specs: list[tuple[str, str, int, str, int | None, bool]] = [
@@ -304,7 +311,8 @@ async def _repositories(
         for start in range(0, len(rows), 500):
             await RepoObject.insert(*rows[start : start + 500])
         report.repositories += 1
-        out[agent_id] = (repo_id, stored_snapshots)
+        for meta in metas:
+            out[meta["agent"]["id"]] = (repo_id, stored_snapshots)
     return out
 
 

@@ -4,6 +4,8 @@
 from .account import (
     LOSS_WARNING,
     NOT_SET_UP,
+    Continued,
+    InheritedAgent,
     Issued,
     Recovery,
     RecoveryInfo,
@@ -16,6 +18,8 @@ from .code import KdfParams, RecoveryKey, format_code, new_recovery_code, parse_
 __all__ = [
     "LOSS_WARNING",
     "NOT_SET_UP",
+    "Continued",
+    "InheritedAgent",
     "Issued",
     "KdfParams",
     "Recovery",

@@ -39,6 +39,8 @@ from .code import (
 
 __all__ = [
     "LOSS_WARNING",
+    "Continued",
+    "InheritedAgent",
     "NOT_SET_UP",
     "Recovery",
     "RecoveryInfo",
@@ -119,6 +121,42 @@ class RecoveryPlane(Protocol):
     def repo_key_get(self, agent_id: str | None = None) -> WrappedRepoKey: ...
 
     def organisation_key_put(self, wrapped: bytes, version: int) -> None: ...
+
+    def repo_continue(
+        self, *, from_agent_id: str, proof: str, wrapped: bytes, version: int
+    ) -> Continued: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InheritedAgent:
+    """A machine this agent replaces (the owner's mark), as ``GET /api/agent/inherited`` says."""
+
+    agent_id: str
+    name: str
+    snapshots: int
+    """Committed snapshots in its repository (0: nothing to continue)."""
+    continued: bool
+    """This agent continues its repository already."""
+
+    @classmethod
+    def of_list(cls, body: Any) -> list[InheritedAgent]:
+        return [
+            cls(str(a["agentId"]), str(a["name"]), int(a["snapshots"]), bool(a["continued"]))
+            for a in body["agents"]
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Continued:
+    """What ``Recovery.continue_from`` took over."""
+
+    from_agent_id: str
+    from_agent_name: str
+    snapshots: int
+
+    @classmethod
+    def of(cls, body: Any) -> Continued:
+        return cls(str(body["fromAgentId"]), str(body["fromAgentName"]), int(body["snapshots"]))
 
 
 class RepoKeyLookup(Protocol):
@@ -284,6 +322,35 @@ class Recovery:
             self.keys.store(self._account(mine), repo_key)
             log.info("the repository key is back in this machine's key store")
         return repo_key
+
+    def continue_from(self, code: str, from_agent_id: str) -> Continued:
+        """Continue the snapshot repository of ``from_agent_id`` (a machine this one replaces,
+        the owner's mark): its key is unwrapped with ``code`` here, the server hands the
+        repository to this agent (with a proof of the code), and the key becomes this machine's
+        repository key, also kept for reading the old machine's snapshots. The next snapshot
+        adds to that repository, so it uploads only what differs. ``WrongRecoveryCode`` before
+        anything is asked of the server; nothing is stored here unless the server agreed."""
+        mine = self.agent_id()
+        info = self.plane.recovery_state()
+        key = self._key_for(info, code)
+        assert info.public_key is not None and info.version is not None
+        item = self.plane.repo_key_get(from_agent_id)
+        if item.version != info.version:
+            raise IntegrityError(
+                f"the server's wrapped key is for recovery key version {item.version}, not the "
+                f"current {info.version}"
+            )
+        repo_key = key.unwrap(item.wrapped)
+        done = self.plane.repo_continue(
+            from_agent_id=from_agent_id,
+            proof=key.proof,
+            wrapped=wrap_key(repo_key, info.public_key),
+            version=info.version,
+        )
+        self.keys.store(self._account(mine), repo_key)
+        self.keys.store(self._account(from_agent_id), repo_key)
+        log.info("this machine continues the snapshot repository of the machine it replaces")
+        return done
 
     def archive_identities(self, maker: str | None, code: str | None = None) -> list[Any]:
         """The ``age`` identities that open an encrypted ``full`` archive ``maker`` made (this

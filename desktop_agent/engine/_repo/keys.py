@@ -99,18 +99,24 @@ class RepoKeyStore:
     def _save(self, account: str, key: bytes) -> None:
         text = base64.b64encode(key).decode()
         backend = self._keychain()
+        path = self._file(account)
         try:
             backend.set_password(SERVICE, account, text)
             if backend.get_password(SERVICE, account) == text:
+                # ``load`` reads a key file first: one left from before would win over this key.
+                path.unlink(missing_ok=True)
                 return
         except Exception as exc:
             log.info("no usable keychain (%s); keeping the repository key in a 0600 file", exc)
-        path = self._file(account)
+        tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(text + "\n")
+            # Replaced whole (a key continued from another machine replaces an unused one).
+            os.replace(tmp, path)
         except OSError as exc:
             raise KeyStoreError(f"cannot store the repository key in {path}: {exc}") from exc
 

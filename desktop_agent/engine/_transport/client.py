@@ -47,6 +47,7 @@ from ..repo_protocol import (
     encode_bitmap,
 )
 from .bandwidth import apply_limits
+from .inherit import InheritanceCalls
 from .retry import RETRYABLE_EXCEPTIONS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from .tls import tls_context
 
@@ -96,7 +97,7 @@ def _api_error(response: httpx.Response, path: str) -> ApiError:
     )
 
 
-class ApiClient:
+class ApiClient(InheritanceCalls):
     """The BackApp agent API over httpx, with retries on transient failures.
 
     Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried

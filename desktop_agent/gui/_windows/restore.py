@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import cast
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDialog,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -50,6 +52,7 @@ from .._restore import (
 )
 from .._text import redact
 from .._workers import run_task
+from .recovery import RecoveryCodeDialog
 
 __all__ = ["RestoreWindow", "RestoreWorker"]
 
@@ -134,6 +137,7 @@ class RestoreWindow(QWidget):
         self._pool = pool or QThreadPool.globalInstance()
         self._choose_folder = choose_folder
         self.worker: RestoreWorker | None = None
+        self.code_dialog: RecoveryCodeDialog | None = None
         self._search_serial = 0
         self._reopen: set[str] = set()
         """Folders to open again as they load (those open in the backup chosen before)."""
@@ -312,7 +316,7 @@ class RestoreWindow(QWidget):
         if item is not None:
             path = cast(FileRow, item.data(0, _ROW)).path
             item.setData(0, _LOADED, True)
-        backup_id = chosen.id
+        backup_id, agent_id = chosen.id, chosen.agent_id
         self.status.setText("Reading the backup’s folders…")
 
         def loaded(result: object) -> None:
@@ -330,7 +334,7 @@ class RestoreWindow(QWidget):
                     self.files.expandItem(child)  # loads it in turn
 
         run_task(
-            lambda: source.folder(backup_id, path),
+            lambda: source.folder(backup_id, path, agent_id),
             loaded,
             self._failed("read this folder of the backup"),
             self._pool,
@@ -414,7 +418,7 @@ class RestoreWindow(QWidget):
         if not text:
             self._load_folder(None)
             return
-        backup_id = chosen.id
+        backup_id, agent_id = chosen.id, chosen.agent_id
         self.status.setText(f"Searching for “{text}”…")
 
         def found(result: object) -> None:
@@ -435,7 +439,7 @@ class RestoreWindow(QWidget):
             )
 
         run_task(
-            lambda: source.search(backup_id, text, lambda: serial == self._search_serial),
+            lambda: source.search(backup_id, text, lambda: serial == self._search_serial, agent_id),
             found,
             self._failed("search"),
             self._pool,
@@ -504,6 +508,7 @@ class RestoreWindow(QWidget):
 
     def _restore_failed(self, message: str) -> None:
         self._end(f"The restore did not finish. {message}")
+        self._ask_code_if_needed()
 
     def _cancelled(self) -> None:
         self._end("The restore was cancelled. Files already restored stay where they are.")
@@ -511,8 +516,41 @@ class RestoreWindow(QWidget):
     def _failed(self, what: str) -> Callable[[str], None]:
         def say(message: str) -> None:
             self.status.setText(f"Could not {what}. {message}")
+            self._ask_code_if_needed()
 
         return say
+
+    # -- the recovery code ---------------------------------------------------------------------------
+
+    def _ask_code_if_needed(self) -> None:
+        """When a backup's key is not on this computer (or the code typed was wrong), ask for the
+        recovery code; with it, open the chosen backup again. Nothing is written before."""
+        source = self._source()
+        if source is None or source.code_problem is None or self.code_dialog is not None:
+            return
+        dialog = RecoveryCodeDialog(source.code_problem, self)
+        self.code_dialog = dialog
+
+        def answered(ok: bool) -> None:
+            self.code_dialog = None
+            code = dialog.code()
+            dialog.deleteLater()
+            if not ok or not code.strip():
+                return
+            source.set_recovery_code(code)
+            if self.model.chosen is not None and self.model.chosen.incremental:
+                self.files.clear()
+                self._load_folder(None)
+
+        dialog.finished.connect(lambda result: answered(result == QDialog.DialogCode.Accepted))
+        dialog.open()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        # The code is kept only while the window is open (a restore may still be running).
+        source = self._source()
+        if source is not None and source.recovery_code is not None and not self.busy:
+            source.set_recovery_code(None)
+        super().closeEvent(event)
 
 
 def _children(item: QTreeWidgetItem) -> list[QTreeWidgetItem]:

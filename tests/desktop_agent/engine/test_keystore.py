@@ -165,3 +165,26 @@ def test_a_key_file_machine_never_imports_the_keychain_library(tmp_path: Path) -
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "keyring" not in json.loads(out.stdout)
+
+
+def test_a_repository_key_is_replaced_whole_in_a_file_and_in_a_keychain(tmp_path: Path) -> None:
+    """A machine that continues an old one's repository replaces its own unused key: in a key
+    file (no keychain) the file is swapped whole; with a keychain, a key file left from before
+    (read first by ``load``) goes, or it would win over the new key."""
+    from desktop_agent.engine import RepoKeyStore
+
+    old, new = bytes(range(32)), bytes(range(1, 33))
+    files = RepoKeyStore(tmp_path / "a", backend=FailKeyring(), env={})
+    files.store("acct", old)
+    files.store("acct", new)  # an exclusive create alone would refuse: the file exists
+    assert files.load("acct") == new
+    [path] = (tmp_path / "a" / "repository-keys").iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    keychain = MemoryKeyring()
+    stale = RepoKeyStore(tmp_path / "b", backend=FailKeyring(), env={})
+    stale.store("acct", old)
+    working = RepoKeyStore(tmp_path / "b", backend=keychain, env={})
+    working.store("acct", new)
+    assert working.load("acct") == new
+    assert not any((tmp_path / "b" / "repository-keys").iterdir())

@@ -16,10 +16,13 @@ BIG = 2 * PAGE + 345
 
 
 class CannedSource:
+    recovery_code: str | None = None
+    code_problem: str | None = None
+
     def backups(self) -> list[BackupChoice]:
         return [BackupChoice("s1", "c1", "Home", datetime.now(UTC), True, 1000, BIG + 1)]
 
-    def folder(self, backup_id: str, path: str = "") -> list[FileRow]:
+    def folder(self, backup_id: str, path: str = "", agent_id: str | None = None) -> list[FileRow]:
         if not path:
             return [FileRow("big", "big", True, "", "Today 10:00")]
         return [
