@@ -110,8 +110,7 @@ class HeartbeatResponse(Camel):
     restore_requests: list[str] = msgspec.field(default_factory=list)
     """Ids of restores asked for from the web console that wait for this agent."""
     features: list[str] = msgspec.field(default_factory=list)
-    """What this server understands beyond the contract (``progress-by-config``), so that an agent
-    does not send an older server requests it would refuse."""
+    """Extensions this server understands (``progress-by-config``); an older server sends none."""
     compact: CompactRequestOut | None = None
     """Set when maintenance asks this agent to compact its repository (``null``: not asked)."""
     limits: dict[str, Any] | None = None
@@ -138,14 +137,12 @@ class Destination(Camel):
 
 
 ScheduleSpec = dict[str, Any] | str | None
-"""``options.schedule``: null, ``{"preset": …}`` or ``{"cron": …}`` (see desktop_agent.engine.schedule);
-the server stores the normalised form, with ``cron`` always present."""
+"""``options.schedule``: null, ``{"preset": …}`` or ``{"cron": …}``, stored normalised (with cron)."""
 AlertGrace = Annotated[int, Meta(ge=1, le=10080)]
 
 
 class RetryOptions(Camel, forbid_unknown_fields=True):
-    """Automatic retries of a failed scheduled backup: ``attempts`` counts the first try; the
-    delay doubles after each failure."""
+    """Retries of a failed scheduled backup (``attempts`` counts the first); the delay doubles."""
 
     attempts: Annotated[int, Meta(ge=1, le=10)] = 3
     delay_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60

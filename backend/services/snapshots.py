@@ -341,8 +341,7 @@ class SnapshotService:
         return out
 
     async def _allocate(self, repo_id: uuid.UUID, count: int) -> int:
-        """Reserve ``count`` pack sequence numbers (one atomic step, safe with concurrent
-        snapshots of one machine); returns the first."""
+        """Reserve ``count`` pack sequence numbers in one atomic step; returns the first."""
         rows = (
             await Repository.update({Repository.pack_count: Repository.pack_count + count})
             .where(Repository.id == repo_id)
@@ -364,8 +363,7 @@ class SnapshotService:
     async def _confirm(
         self, repo: dict[str, Any], rows: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Look in storage for pending objects; mark those stored with their size. Returns the
-        rows that are not there."""
+        """Mark the pending objects found in storage stored; returns the rows not there."""
         if not rows:
             return []
         gate = asyncio.Semaphore(_HEAD_CONCURRENCY)

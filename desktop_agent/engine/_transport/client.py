@@ -258,8 +258,7 @@ class ApiClient(InheritanceCalls):
         return _decode(body.get("backups") or [], list[BackupInfo], path)
 
     def backup(self, backup_id: str) -> BackupInfo:
-        """One backup this agent may restore (its type, and which agent made it);
-        ``NotFoundError`` for any other."""
+        """One backup this agent may restore (type, maker); ``NotFoundError`` for any other."""
         path = f"/api/agent/backups/{quote(backup_id, safe='')}"
         body = self._call("GET", path)
         return _decode(body.get("backup"), BackupInfo, "/api/agent/backups/{id}")
@@ -383,8 +382,7 @@ class ApiClient(InheritanceCalls):
     def repo_read(
         self, objects: Sequence[tuple[ObjectKind, str]], *, agent_id: str | None = None
     ) -> list[ReadSlot]:
-        """GET URLs for objects of this agent's repository (or of ``agent_id``'s, one it
-        inherits)."""
+        """GET URLs for objects of this agent's repository (or of ``agent_id``'s, inherited)."""
         path = "/api/agent/repo/read"
         payload: dict[str, Any] = {"objects": [{"kind": k, "name": n} for k, n in objects]}
         if agent_id:
