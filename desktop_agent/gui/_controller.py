@@ -37,6 +37,7 @@ from desktop_agent.engine import (
 )
 
 from ._activity_log import LOG_LINES, ActivityLog
+from ._compaction import TrayCompactions
 from ._pairing import (
     Pairing,
     PairingResult,
@@ -103,6 +104,7 @@ class AgentController(QObject):
         self.web_restores.changed.connect(self.changed)
         self.web_restores.notify.connect(self.notify)
         self.runs.restore_requested.connect(self.web_restores.add)
+        self.compactions = TrayCompactions(self.pool, self)
 
         self.log_line.connect(self._append_log)
         self._activity = ActivityLog(self.log_line.emit)
@@ -259,8 +261,11 @@ class AgentController(QObject):
         self.runs.assigned(configs, beat.run_requests)
         for restore_id in beat.restore_requests:
             self.web_restores.add(restore_id)
+        if beat.compact is not None and (key := self.pairing.key()) is not None:
+            self.compactions.ask(self.settings, key)
         self.changed.emit()
         self.runs.check_schedules()
+        self.compactions.maybe_run(idle=not self.runs.running and not self.web_restores.running)
 
     def _poll_failed(self, message: str) -> None:
         self._polling = False
