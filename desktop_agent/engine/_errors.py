@@ -117,6 +117,14 @@ class RestoreError(AgentError):
     """A restore could not be done (the target is left as it was)."""
 
 
+def os_error_text(exc: OSError) -> str:
+    """An operating-system error as people read it: ``File exists: /home/ann/x``, not
+    ``[Errno 17] File exists: '/home/ann/x'``."""
+    words = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{words}: {' → '.join(names)}" if names else words
+
+
 class IntegrityError(RestoreError):
     """The downloaded object does not match the backup's recorded size or SHA-256, or the archive
     is damaged. Nothing was restored."""

@@ -19,6 +19,7 @@ from .._errors import (
     KeyStoreError,
     RepositoryKeyMissing,
     RestoreError,
+    os_error_text,
 )
 from .._events import (
     Emitter,
@@ -315,12 +316,12 @@ class Snapshots:
             emit(
                 RestoreFailed(
                     backup_id=backup_id,
-                    reason=str(exc),
+                    reason=os_error_text(exc) if isinstance(exc, OSError) else str(exc),
                     duration_ms=int((time.monotonic() - started) * 1000),
                 )
             )
             if isinstance(exc, OSError):
-                raise RestoreError(f"restore failed: {exc}") from exc
+                raise RestoreError(f"restore failed: {os_error_text(exc)}") from exc
             raise
         for path, why in report.errors:
             emit(RestoreSkipped(backup_id=backup_id, path=path, reason=why))

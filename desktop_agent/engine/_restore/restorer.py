@@ -26,7 +26,7 @@ from typing import IO, Any, Protocol
 import httpx
 
 from .._cancel import CancelToken
-from .._errors import AgentError, RestoreError
+from .._errors import AgentError, RestoreError, os_error_text
 from .._events import (
     Emitter,
     EventSink,
@@ -185,7 +185,7 @@ class Restorer:
         try:
             return self._restore(backup_id, options, cancel or CancelToken(), started)
         except (AgentError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, AgentError) else f"{exc}"
+            reason = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
             self._emit(
                 RestoreFailed(
                     backup_id=backup_id,
@@ -194,7 +194,7 @@ class Restorer:
                 )
             )
             if isinstance(exc, OSError):
-                raise RestoreError(f"restore failed: {exc}") from exc
+                raise RestoreError(f"restore failed: {reason}") from exc
             raise
 
     def _reader(self, backup_id: str, ticket: RestoreTicket, cancel: CancelToken) -> BackupReader:

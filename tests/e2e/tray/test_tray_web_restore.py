@@ -177,6 +177,7 @@ def test_a_web_restore_into_a_folder_that_cannot_be_written_fails_in_words(
         )
         job = _status(owner, job_id)
         assert job["status"] == "failed" and str(blocker) in job["error"], job
+        assert "Errno" not in job["error"], job  # the page shows it: words, no error numbers
         assert (tmp_path / "restored").exists() is False
         qtbot.waitUntil(lambda: bool(recorder.notifications), timeout=WAIT)
         title, message, error = recorder.notifications[-1]
