@@ -127,10 +127,11 @@ class AgentRegistry:
 
     @property
     def pushed(self) -> bool:
-        """Whether revocations made by other processes reach this one by push right now (a live
-        Redis subscription, or PostgreSQL LISTEN on an open connection)."""
-        if self._subscribed:
-            return True
+        """Whether revocations made by other processes are sure to reach this one by push right now
+        (PostgreSQL LISTEN on an open connection). A Redis subscription makes them arrive sooner
+        but does not count: a notice published while the subscription is not yet confirmed by
+        Redis is lost, and a revoked key must never keep working, so beside Redis alone every
+        authentication still compares the revocation count (one primary-key read)."""
         return self._listener is not None and not self._listener.is_closed()
 
     async def _check_revocations(self) -> None:
