@@ -27,12 +27,12 @@ from backend.agents.tables import Agent
 from backend.backups.tables import BackupLog
 from backend.continue_schemas import InheritedAgentOut, RepoContinueOut
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
-from backend.recovery.tables import RecoveryKey, WrappedKey
+from backend.recovery.tables import RecoveryKey
 from backend.repos.tables import RepoObject, Repository, Snapshot
 from backend.services.agent_registry import AgentIdentity
 from backend.services.clock import utcnow
 from backend.services.inheritance import readable_agent_ids, target_agent
-from backend.services.recovery import _atomic, _check_wrapped, _proof_digest
+from backend.services.recovery import _atomic, _check_wrapped, _proof_digest, store_wrapped_key
 
 __all__ = ["ContinuationService"]
 
@@ -134,7 +134,7 @@ class ContinuationService:
                     raise Conflict("fromAgentId: another machine already continues that repository")
             else:
                 await self._hand_over(agent, old, repo)
-            await self._store_wrapped(agent, wrapped_key, version)
+            await store_wrapped_key(agent, wrapped_key, version, utcnow())
         counts = await _snapshot_counts([repo["id"]])
         return RepoContinueOut(
             from_agent_id=str(old),
@@ -168,27 +168,3 @@ class ContinuationService:
         await Repository.update(
             {Repository.agent: agent.id, Repository.prefix_agent: repo["prefix_agent"] or old}
         ).where(Repository.id == repo["id"])
-
-    async def _store_wrapped(self, agent: AgentIdentity, wrapped_key: str, version: int) -> None:
-        now = utcnow()
-        updated = (
-            await WrappedKey.update(
-                {
-                    WrappedKey.wrapped: wrapped_key,
-                    WrappedKey.version: version,
-                    WrappedKey.updated_at: now,
-                }
-            )
-            .where(WrappedKey.agent == agent.id)
-            .returning(WrappedKey.id)
-        )
-        if not updated:
-            await WrappedKey.insert(
-                WrappedKey(
-                    agent=agent.id,
-                    user=agent.user_id,
-                    wrapped=wrapped_key,
-                    version=version,
-                    updated_at=now,
-                )
-            )

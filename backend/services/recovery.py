@@ -36,6 +36,7 @@ __all__ = [
     "WrappedKeyIn",
     "WrappedKeyOut",
     "readable_agent",
+    "store_wrapped_key",
 ]
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -276,29 +277,8 @@ class RecoveryService:
                 f"the recovery key is at version {current['version']}, not {version}: wrap the "
                 "key for the current one"
             )
-        now = self.clock()
         async with _atomic():
-            updated = (
-                await WrappedKey.update(
-                    {
-                        WrappedKey.wrapped: wrapped_key,
-                        WrappedKey.version: version,
-                        WrappedKey.updated_at: now,
-                    }
-                )
-                .where(WrappedKey.agent == agent.id)
-                .returning(WrappedKey.id)
-            )
-            if not updated:
-                await WrappedKey.insert(
-                    WrappedKey(
-                        agent=agent.id,
-                        user=agent.user_id,
-                        wrapped=wrapped_key,
-                        version=version,
-                        updated_at=now,
-                    )
-                )
+            await store_wrapped_key(agent, wrapped_key, version, self.clock())
         return version
 
     async def get_key(self, agent: AgentIdentity, agent_id: str | None) -> WrappedKeyOut:
@@ -334,3 +314,31 @@ class RecoveryService:
             )
             for r in rows
         ]
+
+
+async def store_wrapped_key(
+    agent: AgentIdentity, wrapped_key: str, version: int, now: datetime
+) -> None:
+    """Keep ``wrapped_key`` (for recovery key ``version``) as the agent's own, replacing any
+    earlier one. Call it inside a transaction."""
+    updated = (
+        await WrappedKey.update(
+            {
+                WrappedKey.wrapped: wrapped_key,
+                WrappedKey.version: version,
+                WrappedKey.updated_at: now,
+            }
+        )
+        .where(WrappedKey.agent == agent.id)
+        .returning(WrappedKey.id)
+    )
+    if not updated:
+        await WrappedKey.insert(
+            WrappedKey(
+                agent=agent.id,
+                user=agent.user_id,
+                wrapped=wrapped_key,
+                version=version,
+                updated_at=now,
+            )
+        )
