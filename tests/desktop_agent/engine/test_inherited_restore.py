@@ -24,6 +24,7 @@ from desktop_agent.engine._repo.snapshot import SnapshotJob, take_snapshot
 from desktop_agent.engine.repo_protocol import ListedObject, ObjectKind, ReadSlot
 
 from .repo_fakes import FakeRepoServer
+from .repo_helpers import state
 
 NEW, OLD = "agent-new", "agent-old"
 KEY = bytes(range(32))
@@ -38,22 +39,6 @@ def make_tree(root: Path) -> None:
     os.symlink("docs/a.txt", root / "link-to-a")
     (root / "script.sh").write_text("#!/bin/sh\n")
     (root / "script.sh").chmod(0o750)
-
-
-def state(root: Path) -> dict[str, tuple[object, ...]]:
-    out: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("dir", st.st_mode & 0o7777)
-            else:
-                out[rel] = ("file", p.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns)
-    return out
 
 
 class Client:
