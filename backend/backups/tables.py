@@ -50,7 +50,8 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
         null=True,
         default=None,
         index=True,
-        help_text="Before this, no missed-backup alert can hold for it; null: evaluate it again.",
+        help_text="Before this, its missed-backup alert can neither open nor clear; null: evaluate "
+        "it again.",
     )
     revision = Integer(
         default=0,
@@ -62,6 +63,11 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
         default=None,
         index=True,
         help_text="Before this, retention removes none of its backups; null: evaluate it again.",
+    )
+    severity = Integer(
+        default=2,
+        help_text="Its rank on the dashboard, worst first (services/last_backup.py): 0 failing, "
+        "1 blocked, 2 no recent verified backup, 4 running, 5 fine. Indexed with the user.",
     )
 
 

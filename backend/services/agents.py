@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from msgspec import UNSET
+from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent, AgentLog
@@ -27,6 +28,7 @@ from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, Agent
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, name_contains
+from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits, stored_limits
 from backend.services.presence import ONESHOT
 from backend.settings import Settings
@@ -80,6 +82,7 @@ class AgentBrief:
     active: bool
     status: AgentStatus
     last_seen: str | None
+    created_at: str = ""
 
 
 def _agent_out(
@@ -263,13 +266,20 @@ class AgentService:
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def briefs(
-        self, user: CurrentUser, *, silent_since: datetime | None = None, limit: int | None = None
+        self,
+        user: CurrentUser,
+        *,
+        silent_since: datetime | None = None,
+        limit: int | None = None,
+        oneshot: bool | None = None,
     ) -> list[AgentBrief]:
         """This user's agents with only their name and status (one narrow query), oldest first.
 
         ``silent_since``: only those that may not be online (deactivated, never seen, or not
         seen in the database since then), a superset of those that are not: the dashboard reads
-        O(problems) agents, not the fleet. ``limit``: at most that many."""
+        O(problems) agents, not the fleet. ``oneshot``: only the active one-shot agents seen
+        once (True: whether they are idle or offline depends on their schedules), or only the
+        others (False: silent means offline). ``limit``: at most that many."""
         where: Combinable = Agent.user == user.id
         if silent_since is not None:
             where = where & (
@@ -277,9 +287,18 @@ class AgentService:
                 | Agent.last_seen.is_null()
                 | (Agent.last_seen < silent_since)
             )
+        if oneshot is not None:
+            cron = "active = {} AND COALESCE(mode, '') = {} AND last_seen IS NOT NULL"
+            where = where & WhereRaw(cron if oneshot else f"NOT ({cron})", True, ONESHOT)
         query = (
             Agent.select(
-                Agent.id, Agent.name, Agent.active, Agent.last_seen, Agent.mode, Agent.timezone
+                Agent.id,
+                Agent.name,
+                Agent.active,
+                Agent.last_seen,
+                Agent.mode,
+                Agent.timezone,
+                Agent.created_at,
             )
             .where(where)
             .order_by(Agent.created_at, Agent.id)
@@ -316,9 +335,24 @@ class AgentService:
                         expected_by=expected_by,
                     ),
                     last_seen=iso(last_seen),
+                    created_at=iso(row["created_at"]) or "",
                 )
             )
         return out
+
+    async def count_silent(self, user: CurrentUser, silent_since: datetime) -> int:
+        """How many of this user's agents the database has not heard from since
+        ``silent_since`` (or deactivated): from the ``("user", last_seen)`` index."""
+        return int(
+            await Agent.count().where(
+                (Agent.user == user.id)
+                & (
+                    (Agent.active == False)  # noqa: E712 (a SQL comparison)
+                    | Agent.last_seen.is_null()
+                    | (Agent.last_seen < silent_since)
+                )
+            )
+        )
 
     async def online_briefs(
         self, user: CurrentUser, seen_since: datetime, limit: int
@@ -397,12 +431,19 @@ class AgentService:
             await Agent.update(values).where(Agent.id == row["id"])
             if Agent.name in values or Agent.active in values:
                 await self.registry.revoked(row["id"])
+            if Agent.active in values:  # its configs are blocked, or no longer
+                await refresh_severity("agent = {}", row["id"])
         return await self.get(user, row["id"])
 
     async def delete(self, user: CurrentUser, agent_id: str) -> None:
         row = await self._row(user, agent_id)
         await Agent.delete().where(Agent.id == row["id"])
         await self.registry.revoked(row["id"])
+        # Its configs lost their agent (the key is set null): they are blocked now.
+        await refresh_severity(
+            "\"user\" = {} AND agent IS NULL AND execution_mode = 'agent' AND severity > 1",
+            user.id,
+        )
 
     async def logs(
         self,

@@ -44,7 +44,7 @@ from backend.services.drill_alerts import (
     config_options,
     overdue_drills,
 )
-from backend.services.last_backup import pause, store_config_times
+from backend.services.last_backup import pause, store_config_times, sweep_severity
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
 from backend.settings import Settings
@@ -165,6 +165,18 @@ def _due_at(gaps: _Gaps, since: datetime, grace: timedelta, now: datetime) -> da
     return gaps[DUE_GAPS - 1][1]
 
 
+def _clear_at(gaps: _Gaps, since: datetime, grace: timedelta) -> datetime:
+    """For a config whose alert holds now: the earliest moment it can stop holding if nothing
+    happens (no backup completes, no edit): the start of the first later gap long enough to
+    cover ``since`` (a weekday schedule's weekend gap, say). Within a gap the time since
+    ``since`` only grows against a fixed allowance, so only a new gap can clear it."""
+    for k in range(1, DUE_GAPS):
+        t0, t1 = gaps[k]
+        if t0 - since <= (t1 - t0) + grace:
+            return t0
+    return gaps[DUE_GAPS - 1][1]
+
+
 @dataclass
 class AlertReport:
     opened: list[str] = field(default_factory=list)
@@ -192,8 +204,11 @@ class AlertService:
         """Open the alerts whose condition holds and resolve those whose condition cleared."""
         now = now or utcnow()
         report = AlertReport()
+        # Configs whose verified backup just turned a day old rank lower on the dashboard.
+        await sweep_severity(now)
         wanted: dict[tuple[str, str], _Wanted] = {}
-        for item in await self._missed_backups(now):
+        missed, examined = await self._missed_backups(now)
+        for item in missed:
             wanted[(item.kind, item.subject)] = item
         for item in await self._offline_agents(now):
             wanted[(item.kind, item.subject)] = item
@@ -205,9 +220,7 @@ class AlertService:
                 late.user, DRILL_OVERDUE_ALERT, late.subject, late.message
             )
 
-        open_rows = await Alert.select(Alert.id, Alert.kind, Alert.subject).where(
-            Alert.resolved_at.is_null()
-        )
+        open_rows = await self._open_alerts(examined)
         open_keys = {(r["kind"], r["subject"]) for r in open_rows}
         cleared = [
             row["id"]
@@ -254,13 +267,40 @@ class AlertService:
             report.opened.append(str(alert.id))
         return report
 
-    async def _missed_backups(self, now: datetime) -> list[_Wanted]:
-        """Configs with a schedule and no completed backup within its gap plus grace.
+    async def _open_alerts(self, examined: list[str]) -> list[dict[str, Any]]:
+        """The open alerts this round may resolve: every kind but ``missed_backup`` (their rounds
+        look at every subject), and the ``missed_backup`` alerts of the configs this round looked
+        at, or of configs that are gone. The others hold until their config's ``alert_due_at``."""
+        columns = (Alert.id, Alert.kind, Alert.subject)
+        missed = Alert.resolved_at.is_null() & (Alert.kind == "missed_backup")
+        rows = await Alert.select(*columns).where(
+            Alert.resolved_at.is_null() & (Alert.kind != "missed_backup")
+        )
+        for start in range(0, len(examined), BATCH):
+            rows += await Alert.select(*columns).where(
+                missed & Alert.subject.is_in(examined[start : start + BATCH])
+            )
+        postgres = getattr(Alert._meta.db, "engine_type", "") == "postgres"
+        config_id = "SUBSTR(backapp_alert.subject, 8)"  # after "config:"
+        if postgres:
+            config_id = f"CAST({config_id} AS UUID)"
+        rows += await Alert.select(*columns).where(
+            missed
+            & WhereRaw(
+                f"NOT EXISTS (SELECT 1 FROM backapp_backup_config c WHERE c.id = {config_id})"
+            )
+        )
+        return rows
+
+    async def _missed_backups(self, now: datetime) -> tuple[list[_Wanted], list[str]]:
+        """Configs with a schedule and no completed backup within its gap plus grace; and the
+        subjects of every config looked at.
 
         O(changes), not O(configs): only configs whose ``alert_due_at`` is unset (a backup of it
         started or ended, it was edited, its agent changed zone) or has come are read. One that
-        is fine now gets the earliest moment the alert could hold (:func:`_due_at`) and is not
-        read again before it; one that is overdue keeps being read, so its open alert stays."""
+        is fine now gets the earliest moment the alert could hold (:func:`_due_at`), one that is
+        overdue the earliest moment it could clear (:func:`_clear_at`), and neither is read
+        again before then: a fleet of late configs costs nothing per round."""
         configs = await BackupConfig.select(
             BackupConfig.id,
             BackupConfig.user,
@@ -278,8 +318,10 @@ class AlertService:
         gaps_of: dict[tuple[str, str], _Gaps] = {}
         out: list[_Wanted] = []
         dues: list[tuple[uuid.UUID, int, datetime]] = []
+        examined: list[str] = []
         for index, config in enumerate(configs):
             await pause(index)
+            examined.append(f"config:{config['id']}")
             options = config_options(config["options"])
             spec = msgspec.json.encode(options.get("schedule"))
             if spec not in schedules:
@@ -305,6 +347,7 @@ class AlertService:
                 due = _due_at(gaps, since, grace, now)
                 dues.append((config["id"], config["revision"], due))
                 continue
+            dues.append((config["id"], config["revision"], _clear_at(gaps, since, grace)))
             what = f"since {iso(since)}" if last_ok else "since it was created"
             out.append(
                 _Wanted(
@@ -319,7 +362,7 @@ class AlertService:
                 )
             )
         await store_config_times("alert_due_at", dues)
-        return out
+        return out, examined
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:
         """Active agents silent for ``BACKAPP_ALERT_OFFLINE_MINUTES``; a one-shot agent (cron) only

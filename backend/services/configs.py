@@ -25,6 +25,7 @@ from backend.services.agents import filter_uuid, parse_uuid
 from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, name_contains
 from backend.services.keys import config_prefix
+from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits
 from backend.services.server_side import check_server_sources
 from backend.settings import Settings
@@ -200,6 +201,7 @@ class ConfigService:
             updated_at=now,
         )
         await config.save()
+        await refresh_severity("id = {}", config.id)  # blocked when its agent is deactivated
         return await self.get(user, str(config.id))
 
     async def get(self, user: CurrentUser, config_id: str) -> ConfigOut:
@@ -318,6 +320,8 @@ class ConfigService:
             values[BackupConfig.retention_due_at] = None
             values[BackupConfig.revision] = BackupConfig.revision + 1
             await BackupConfig.update(values).where(BackupConfig.id == row["id"])
+            if BackupConfig.agent in values:
+                await refresh_severity("id = {}", row["id"])
         return await self.get(user, str(row["id"]))
 
     async def delete(self, user: CurrentUser, config_id: str) -> None:

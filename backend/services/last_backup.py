@@ -10,6 +10,12 @@ needs no read before the write, and two processes refreshing the same config at 
 the committed truth. It also clears ``alert_due_at`` and ``retention_due_at``: the alert and
 retention rounds evaluate the config again (and only then; see :func:`store_config_times`).
 The migration that added the columns back-fills them with the same statement.
+
+It also keeps ``severity``: the config's rank on the dashboard as far as its own row and its
+agent's ``active`` tell (:data:`SEVERITY_SQL`; "its agent is offline", 3, depends on what the
+agents say and is worked out when the dashboard is read, ``services/overview.py``). One part of
+it moves with time alone (a verified backup older than :data:`OVERDUE_AFTER`): the alert round
+moves those configs down with :func:`sweep_severity`, one indexed statement per round.
 """
 
 from __future__ import annotations
@@ -17,12 +23,45 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from backend.backups.tables import BackupConfig
+from backend.services.clock import utcnow
 
-__all__ = ["REFRESH_SQL", "YIELD_EVERY", "pause", "refresh_last_backups", "store_config_times"]
+__all__ = [
+    "FAILING",
+    "FINE",
+    "OFFLINE",
+    "OVERDUE_AFTER",
+    "REFRESH_SQL",
+    "RUNNING",
+    "SEVERITY_SQL",
+    "STALE",
+    "YIELD_EVERY",
+    "pause",
+    "refresh_last_backups",
+    "refresh_severity",
+    "store_config_times",
+    "sweep_severity",
+]
+
+OVERDUE_AFTER = timedelta(hours=24)
+"""As ``backend/web/_health.py``: no verified backup for this long is overdue."""
+FAILING, BLOCKED, STALE, OFFLINE, RUNNING, FINE = range(6)
+"""The severities, worst first (those of ``backend/web/_health.py``); :data:`OFFLINE` is never
+stored."""
+
+SEVERITY_SQL = (
+    "CASE"
+    f" WHEN last_status = 'failed' THEN {FAILING}"
+    " WHEN execution_mode = 'agent' AND (agent IS NULL OR NOT EXISTS (SELECT 1 FROM backapp_agent"
+    f" a WHERE a.id = backapp_backup_config.agent AND a.active = {{}})) THEN {BLOCKED}"
+    f" WHEN last_ok_at IS NULL OR last_ok_at < {{}} THEN {STALE}"
+    f" WHEN last_status = 'running' THEN {RUNNING}"
+    f" ELSE {FINE} END"
+)
+"""A config row's stored severity; its placeholders take ``True`` and the overdue cutoff."""
 
 BATCH = 500
 """Configs per statement (ids in an ``IN`` list)."""
@@ -57,6 +96,35 @@ async def refresh_last_backups(config_ids: Iterable[uuid.UUID | str | None]) -> 
         chunk = ids[start : start + BATCH]
         placeholders = ", ".join("{}" for _ in chunk)
         await BackupConfig.raw(f"{REFRESH_SQL} WHERE id IN ({placeholders})", *chunk)
+        # A second statement: the first one's new values are not visible inside its own SET.
+        await refresh_severity(f"id IN ({placeholders})", *chunk)
+
+
+async def refresh_severity(where: str, *args: Any, now: datetime | None = None) -> None:
+    """Recompute the stored severity of the configs ``where`` (SQL over the config row, with
+    ``{}`` placeholders for ``args``): after their newest backup, their agent or its ``active``
+    changed."""
+    cutoff = (now or utcnow()) - OVERDUE_AFTER
+    await BackupConfig.raw(
+        f"UPDATE backapp_backup_config SET severity = {SEVERITY_SQL} WHERE {where}",
+        True,
+        cutoff,
+        *args,
+    )
+
+
+async def sweep_severity(now: datetime) -> None:
+    """Move the configs whose verified backup just became older than :data:`OVERDUE_AFTER` from
+    running or fine to stale: the only change of severity that time alone makes. One statement
+    over the ``(severity, last_ok_at)`` index, so it reads only the configs that cross."""
+    await BackupConfig.raw(
+        "UPDATE backapp_backup_config SET severity = {}"
+        " WHERE severity IN ({}, {}) AND last_ok_at < {}",
+        STALE,
+        RUNNING,
+        FINE,
+        now - OVERDUE_AFTER,
+    )
 
 
 async def store_config_times(
