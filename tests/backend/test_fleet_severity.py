@@ -300,3 +300,47 @@ async def test_one_shot_agents_between_runs_are_idle_not_offline(
     overview = await service.overview(me, now, rows=9, agent_rows=5)
     offline = [(ids[i], OFFLINE) for i in (2, 5, 8)]
     assert overview.shown == offline + [(ids[i], FINE) for i in (0, 1, 3, 4, 6, 7)]
+
+
+async def test_the_migration_back_fills_the_severity_as_the_services_compute_it(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The back-fill of an upgraded database: every state, on both databases, gives the value
+    :func:`refresh_last_backups` stores."""
+    import importlib
+
+    migration = importlib.import_module(
+        "backend.backups.piccolo_migrations.backups_2026_12_02t10_40_01_000000"
+    )
+    monkeypatch.setattr(migration, "engine_finder", lambda: BackupConfig._meta.db)
+    await client.signup()
+    me = await _me(client, services)
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=2, configs=8, backups_per_config=2)
+    ids = fleet.config_ids
+    recent = now - timedelta(hours=3)  # the older backup of each: fresh too
+    await BackupLog.update({BackupLog.started_at: recent, BackupLog.completed_at: recent}).where(
+        BackupLog.started_at < now - timedelta(hours=2)
+    )
+    await BackupLog.update({BackupLog.status: "failed"}).where(
+        BackupLog.id == await _newest(ids[0])
+    )
+    await BackupLog.update({BackupLog.status: "running"}).where(
+        BackupLog.id == await _newest(ids[6])
+    )
+    old = now - timedelta(days=3)
+    await BackupLog.update({BackupLog.started_at: old, BackupLog.completed_at: old}).where(
+        BackupLog.config == ids[2]
+    )
+    await BackupLog.delete().where(BackupLog.config == ids[4])
+    await Agent.update({Agent.active: False}).where(Agent.id == fleet.agent_ids[1])  # 1, 3, 5, 7
+    await refresh_last_backups(ids)
+    expected = await _stored(ids)
+    assert expected == [FAILING, BLOCKED, STALE, BLOCKED, STALE, BLOCKED, RUNNING, BLOCKED]
+    # An older database: the column at its default everywhere.
+    await BackupConfig.update({BackupConfig.severity: STALE}, force=True)
+    manager = await migration.forwards()
+    await manager.run()
+    assert await _stored(ids) == expected
+    await manager.run()  # again: the indexes exist already
+    assert await _stored(ids) == expected
