@@ -276,10 +276,16 @@ class AlertService:
         rows = await Alert.select(*columns).where(
             Alert.resolved_at.is_null() & (Alert.kind != "missed_backup")
         )
-        for start in range(0, len(examined), BATCH):
-            rows += await Alert.select(*columns).where(
-                missed & Alert.subject.is_in(examined[start : start + BATCH])
-            )
+        if len(examined) <= BATCH:
+            if examined:
+                rows += await Alert.select(*columns).where(missed & Alert.subject.is_in(examined))
+        else:
+            # Many configs looked at (a first round, every config changed): one statement for
+            # every open one rather than a statement per batch of subjects.
+            wanted = set(examined)
+            rows += [
+                r for r in await Alert.select(*columns).where(missed) if r["subject"] in wanted
+            ]
         postgres = getattr(Alert._meta.db, "engine_type", "") == "postgres"
         config_id = "SUBSTR(backapp_alert.subject, 8)"  # after "config:"
         if postgres:
