@@ -341,18 +341,18 @@ class AgentService:
         return out
 
     async def count_silent(self, user: CurrentUser, silent_since: datetime) -> int:
-        """How many of this user's agents the database has not heard from since
-        ``silent_since`` (or deactivated): from the ``("user", last_seen)`` index."""
-        return int(
-            await Agent.count().where(
-                (Agent.user == user.id)
-                & (
-                    (Agent.active == False)  # noqa: E712 (a SQL comparison)
-                    | Agent.last_seen.is_null()
-                    | (Agent.last_seen < silent_since)
-                )
-            )
+        """How many of this user's agents are deactivated, or active and not heard from in the
+        database since ``silent_since`` (or never): three ranges of the ``("user", active,
+        last_seen)`` index, read from the index alone."""
+        where = 'FROM backapp_agent WHERE "user" = {} AND active = {}'
+        [row] = await Agent.raw(
+            f"SELECT (SELECT COUNT(*) {where}) + (SELECT COUNT(*) {where} AND last_seen IS NULL)"
+            f" + (SELECT COUNT(*) {where} AND last_seen < {{}}) AS n",
+            *(user.id, False),
+            *(user.id, True),
+            *(user.id, True, silent_since),
         )
+        return int(row["n"])
 
     async def online_briefs(
         self, user: CurrentUser, seen_since: datetime, limit: int

@@ -11,9 +11,10 @@ shown by their ``last_ok_at`` (also in the index).
 
 Whether an agent is offline depends on its heartbeats and, for a one-shot agent, on its
 schedules: the configs of agents the database has not heard from for ``offline_after`` are
-counted by one statement over the ``("user", last_seen)`` index of agents, and only a page of
-them is read. Silent one-shot agents are read in full (each one's schedules say whether it is
-idle or offline): a fleet of cron agents is the one case that is still O(silent agents).
+counted by one statement from the ``("user", active, last_seen)`` index of agents to their
+configs (O(silent agents' configs) index entries, one row out), and only a page of them is
+read. Silent one-shot agents are read in full (each one's schedules say whether it is idle or
+offline): a fleet of cron agents is the one case that is still O(silent agents) rows.
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ class OverviewService:
         for r in await BackupConfig.raw(
             f"SELECT {_ONESHOT} AS cron, CASE WHEN {_ONESHOT} = 1 THEN c.agent END AS agent,"
             " SUM(CASE WHEN c.last_ok_at >= {} THEN 1 ELSE 0 END) AS n"
-            " FROM backapp_backup_config c JOIN backapp_agent a ON a.id = c.agent"
-            f' WHERE c."user" = {{}} AND {_SILENT} AND c.severity >= {RUNNING}'
+            # From the silent agents (their index) to their configs, not the other way round.
+            " FROM backapp_agent a JOIN backapp_backup_config c ON c.agent = a.id"
+            f' WHERE a."user" = {{}} AND {_SILENT} AND c.severity >= {RUNNING}'
             " GROUP BY 1, 2",
             cutoff,
             user.id,

@@ -4,7 +4,8 @@
   and its counts per severity, from the index alone (``services/overview.py``);
 * ``(severity, last_ok_at)``: the alert round's move of configs whose verified backup just aged
   past a day (``services/last_backup.sweep_severity``);
-* ``("user", last_seen)`` on agents: the agents the database has not heard from lately.
+* ``("user", active, last_seen)`` on agents: the agents the database has not heard from lately
+  (deactivated, never heard from, or silent since: three ranges of it), and their configs.
 
 The column is added here and back-filled by the next migration (Piccolo runs a migration's raw
 steps before its column changes).

@@ -18,7 +18,7 @@ INDEXES = [
         '"user", severity, created_at, id, last_ok_at',
     ),
     ("backapp_backup_config_severity_ok", "backapp_backup_config", "severity, last_ok_at"),
-    ("backapp_agent_user_last_seen", "backapp_agent", '"user", last_seen'),
+    ("backapp_agent_user_active_seen", "backapp_agent", '"user", active, last_seen'),
 ]
 
 # Written out rather than imported: a migration must keep doing what it did when it was written.
