@@ -258,6 +258,7 @@ class AgentController(QObject):
         if self.status.connected(configs):
             log.info("the server answers again")
         self.status.last_poll = datetime.now(UTC)
+        self.runs.heard(beat.parallel_backups)
         self.runs.assigned(configs, beat.run_requests)
         for restore_id in beat.restore_requests:
             self.web_restores.add(restore_id)
