@@ -303,8 +303,8 @@ class RunBridge(QObject):
         self.changed.emit()
 
     def resume(self) -> None:
-        if self.paused_until is None:
-            return
+        if self.paused_until is None or self._closed:
+            return  # closed: a late answer after quitting; the timers are gone with the app
         self.paused_until = None
         self.scheduler.resume()
         self._pause_timer.stop()
