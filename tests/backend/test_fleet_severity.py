@@ -310,7 +310,7 @@ async def test_the_migration_back_fills_the_severity_as_the_services_compute_it(
     import importlib
 
     migration = importlib.import_module(
-        "backend.backups.piccolo_migrations.backups_2026_12_02t10_40_01_000000"
+        "backend.backups.piccolo_migrations.backups_2026_12_02t10_42_01_000000"
     )
     monkeypatch.setattr(migration, "engine_finder", lambda: BackupConfig._meta.db)
     await client.signup()

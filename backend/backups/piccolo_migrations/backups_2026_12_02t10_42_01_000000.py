@@ -7,7 +7,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 from piccolo.querystring import QueryString
 
-ID = "2026-12-02T10:40:01:000000"
+ID = "2026-12-02T10:42:01:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "back-fill each config's dashboard severity; its indexes"
 

@@ -15,7 +15,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Integer
 from piccolo.columns.indexes import IndexMethod
 
-ID = "2026-12-02T10:40:00:000000"
+ID = "2026-12-02T10:42:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "each config's dashboard severity on its row"
 
