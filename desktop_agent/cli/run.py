@@ -24,6 +24,8 @@ from desktop_agent.engine import (
     Scheduler,
     ScheduleStore,
     StateStore,
+    UpdateDuty,
+    Updater,
     config_dir,
     engine_restore,
     instances_dir,
@@ -149,6 +151,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     zone = local_timezone_name()
     if zone is None:
         log.warning("cannot tell this machine's time zone: schedules run in UTC")
+    updater = Updater(config_dir())
+    if updater.startup():  # this build is an update that missed its deadline: back to the old
+        updater.restart()
     display = daemon_display(args.json)
     runner = Runner.from_settings(
         settings,
@@ -173,6 +178,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         ),
         drills=DrillDuty(settings, key, config_dir()),
         compactions=CompactDuty(settings, key),
+        updates=UpdateDuty(updater, enabled=settings.auto_update),
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(
@@ -201,5 +207,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             service.run()
     finally:
         runner.close()
+    if service.restart:
+        log.info("daemon restarting as the new build")
+        updater.restart()
     log.info("daemon stopped")
     return EXIT_OK
