@@ -65,11 +65,12 @@ def cmd_update(args: argparse.Namespace) -> int:
     offer = offer_from(beat.update)
     if confirmed and just_updated is not None:
         # The second half of an update this command started: the new build, restarted.
+        now = updater.current
         result = UpdateResult(
             "updated",
             just_updated.from_version,
-            __version__,
-            f"updated {just_updated.from_version} to {__version__} (confirmed by the server)",
+            now,
+            f"updated {just_updated.from_version} to {now} (confirmed by the server)",
         )
     elif args.check:
         result = updater.plan(offer, manual=True)
@@ -77,7 +78,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         result = updater.apply(offer, manual=True)
         if result.status == "updated":
             if not args.json:
-                print(f"{result.message}; restarting as {result.version}...", file=sys.stderr)
+                print(f"{result.message.capitalize()}; restarting as it...", file=sys.stderr)
             updater.restart()
     return _report(result, args.json)
 

@@ -164,7 +164,8 @@ class Updater:
     trial_timeout: float = TRIAL_TIMEOUT
     confirm_within: float = CONFIRM_WITHIN
     refuse_for: float = REFUSE_FOR
-    execve: Callable[[str, list[str], dict[str, str]], Any] = os.execve
+    execve: Callable[[str, list[str], dict[str, str]], Any] | None = None
+    """How ``restart`` replaces this process (``os.execve``; tests record the call instead)."""
     store: UpdateStore = field(init=False)
     _retry_at: dict[str, float] = field(init=False, default_factory=dict)
     _said_unsupported: bool = field(init=False, default=False)
@@ -399,7 +400,8 @@ class Updater:
             stream.flush()
         for handler in logging.getLogger().handlers:
             handler.flush()
-        self.execve(str(self.exe), [str(self.exe), *args], child_env())
+        execve = self.execve or os.execve
+        execve(str(self.exe), [str(self.exe), *args], child_env())
         raise SystemExit(0)  # only reached with a test's execve
 
     @property
