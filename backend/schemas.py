@@ -117,7 +117,19 @@ class HeartbeatResponse(Camel):
     """The agent's bandwidth limits (``desktop_agent.engine.bandwidth``); ``null``: none."""
     config_limits: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """``{configId: limits}``: this agent's configs with their own ``options.limits``."""
+    update: UpdateOut | None = None
+    """A signed build to move to (docs/agent-api.md, "Updates"); ``null``: none."""
     success: bool = True
+
+
+class UpdateOut(Camel):
+    """An agent build to download (1-hour URL) and check before it is run."""
+
+    version: str
+    url: str
+    sha256: str
+    size: int
+    signature: str
 
 
 class CompactRequestOut(Camel):
@@ -582,19 +594,4 @@ class RestoreResponse(Camel):
 
 class DownloadResponse(Camel):
     download: DownloadInfo
-    success: bool = True
-
-
-# --- schedules, leases, Back Up Now, live progress ----------------------------------------------
-
-
-class RunRequestOut(Camel):
-    id: str
-    config_id: str
-    status: Literal["pending", "started", "expired"]
-    requested_at: str
-
-
-class RunRequestResponse(Camel):
-    run_request: RunRequestOut
     success: bool = True
