@@ -22,8 +22,9 @@ app's build) by its installer: both only say so, once.
 
 Windows (not tested here): a running ``.exe`` cannot be overwritten but can be renamed, so the swap
 there renames the old build to ``.previous`` first and the new one in second (two renames, not one
-atomic replace), and ``os.execv`` starts a new process instead of replacing this one (a service
-wrapper sees its process exit).
+atomic replace), a rollback moves the refused build aside to ``.refused`` the same way, and
+``os.execv`` starts a new process instead of replacing this one (a service wrapper sees its process
+exit).
 """
 
 from __future__ import annotations
@@ -191,7 +192,15 @@ class Updater:
 
     def unsupported(self) -> str | None:
         """Why this install cannot replace itself (``None``: it can)."""
-        return _UNSUPPORTED.get(self.kind or "package")
+        reason = _UNSUPPORTED.get(self.kind or "package")
+        if reason is None and not os.access(self.exe.parent, os.W_OK):
+            # e.g. /usr/local/bin under a service user, or a read-only file system (systemd's
+            # ProtectSystem=strict): say so once rather than fail every hour.
+            reason = (
+                f"this agent cannot write in {self.exe.parent}, the folder of its executable: "
+                "run backapp-agent update as a user who can, or install it in a folder it may write"
+            )
+        return reason
 
     # -- deciding --------------------------------------------------------------------------------
 
@@ -448,6 +457,10 @@ class Updater:
         previous = exe.with_name(exe.name + ".previous")
         self._pending = None
         try:
+            if os.name == "nt" and previous.exists():  # pragma: no cover - see the module doc
+                refused = exe.with_name(exe.name + ".refused")  # a running .exe can only move
+                refused.unlink(missing_ok=True)
+                os.replace(exe, refused)
             os.replace(previous, exe)
         except FileNotFoundError:
             log.error(

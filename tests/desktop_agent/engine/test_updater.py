@@ -350,19 +350,24 @@ def test_a_failed_download_is_tried_again_later_without_refusing_the_version(
     assert updater.store.refused("1.0.1", agent.clock()) is None
 
 
-def test_an_unwritable_folder_fails_with_words_and_changes_nothing(
-    agent: Agent, served: tuple[str, Files]
+def test_a_folder_it_cannot_write_is_said_before_anything_is_downloaded(
+    agent: Agent, served: tuple[str, Files], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
     base, files = served
-    agent.exe.parent.chmod(0o555)
-    try:
-        result = agent.updater().apply(offer(base, files, "1.0.1", build("1.0.1")))
-    finally:
-        agent.exe.parent.chmod(0o755)
-    assert result.status == "failed" and "cannot write in" in result.message
-    assert files.asked == []
+    real_access = os.access
+    folder = agent.exe.parent
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        # What a service user sees in /usr/local/bin, or systemd's ProtectSystem=strict (root
+        # runs these tests and may write anywhere).
+        if Path(path) == folder and mode & os.W_OK:
+            return False
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    result = agent.updater().apply(offer(base, files, "1.0.1", build("1.0.1")))
+    assert result.status == "unsupported" and f"cannot write in {folder}" in result.message
+    assert files.asked == [] and agent.version() == "backapp-agent 1.0.0"
 
 
 def test_installs_that_are_not_one_frozen_file_leave_updates_to_others(
