@@ -107,6 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Back up the assigned configs (or ``--config`` ones) once, each under its lease."""
     settings = load_settings()
     key = load_key(settings)
+    # A one-shot run does not install updates (the daemon and `update` do), but it is a start:
+    # a fresh update past its deadline is rolled back, and its heartbeat can confirm one.
+    updater = Updater(config_dir())
+    if updater.startup():
+        updater.restart()
     display = make_display(args.json)
     cancel = CancelToken()
     try:
@@ -128,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         StateStore(config_dir()).record(result)
     except OSError as exc:
         log.warning("could not save the local state: %s", exc)
+    if not result.error:
+        updater.confirm()  # the run started: its heartbeat was answered
     if result.error:
         err(f"the run could not start: {result.error}")
     elif not args.json and not result.results and not result.skipped:

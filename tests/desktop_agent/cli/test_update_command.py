@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from desktop_agent import __version__, cli
-from desktop_agent.engine import Updater
+from desktop_agent.engine import Updater, config_dir
 from desktop_agent.engine.releases import sign_release
 from tests.support.fakes import STORAGE_HOST, FakeBackApp
 
@@ -132,3 +133,26 @@ def test_a_tampered_build_is_refused_with_exit_status_1(
     # Asked by hand again, it is tried again (the daemon would wait a day).
     assert cli.main(["update", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["status"] == "refused"
+
+
+def test_a_one_shot_run_confirms_a_fresh_update_with_its_heartbeat(
+    configured: FakeBackApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = config_dir()
+    exe = tmp_path / "backapp-agent"
+    marker = state / "update-pending.json"
+    marker.write_text(
+        json.dumps(
+            {
+                "from": "0.0.1",
+                "to": __version__,
+                "deadline": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+                "executable": str(exe),
+            }
+        )
+    )
+    monkeypatch.setattr(
+        "desktop_agent.cli.run.Updater", partial(Updater, executable=exe, kind="file")
+    )
+    assert cli.main(["run", "--json"]) == 0
+    assert not marker.exists()
