@@ -15,8 +15,9 @@ Targets:
 Each build is checked after it is made (``--version`` must print the version it was built as) and
 its size and build time are printed. ``--version`` builds another version than ``pyproject.toml``'s
 (a release to publish with ``backapp agent-release``, or two builds to test an update): the frozen
-program carries it in a data file and ``desktop_agent.__version__`` reads it from there. PyInstaller cannot cross-compile: macOS and Windows builds are made on
-those systems (``.github/workflows/build.yml``).
+program carries it in a data file and ``desktop_agent.__version__`` reads it from there.
+PyInstaller cannot cross-compile: macOS and Windows builds are made on those systems
+(``.github/workflows/build.yml``).
 """
 
 from __future__ import annotations
