@@ -312,6 +312,11 @@ class Settings:
     the release key built into the agent. Set it to the same value as on the agents when you build
     and sign agents of your own."""
 
+    release_cache_seconds: float = 30.0
+    """``BACKAPP_RELEASE_CACHE_SECONDS``: how long a server process keeps its copy of the list of
+    agent builds before reading it again for heartbeats; a build added or removed with ``backapp
+    agent-release`` reaches agents within this. 0: read it for every heartbeat that needs it."""
+
     @property
     def base_url(self) -> str:
         if self.public_url:
@@ -392,6 +397,7 @@ class Settings:
             notify_timeout=_env_float("BACKAPP_NOTIFY_TIMEOUT", 10.0, minimum=0.1),
             server_source_roots=_env_roots("BACKAPP_SERVER_SOURCE_ROOTS"),
             release_public_key=_env_release_key("BACKAPP_RELEASE_PUBLIC_KEY"),
+            release_cache_seconds=_env_float("BACKAPP_RELEASE_CACHE_SECONDS", 30.0),
         )
 
 

@@ -8,8 +8,8 @@ a server or bucket that is taken over still cannot make an agent run a build of 
 
 The heartbeat is the server's hottest path, so :meth:`ReleaseService.offer` keeps to at most one
 small indexed read (the owner's policy), and none at all when the agent sent no usable version or
-no build exists for its platform: the release list is cached per process (:data:`CACHE_SECONDS`),
-dropped at once by ``add`` and ``remove`` in this process.
+no build exists for its platform: the release list is cached per process
+(``BACKAPP_RELEASE_CACHE_SECONDS``), dropped at once by ``add`` and ``remove`` in this process.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from desktop_agent.engine.releases import (
 )
 
 __all__ = [
-    "CACHE_SECONDS",
     "POLICIES",
     "URL_SECONDS",
     "Policy",
@@ -54,10 +53,6 @@ __all__ = [
 
 log = logging.getLogger("backapp.releases")
 
-#: How long a process trusts its copy of the release list. A release added or removed by the
-#: command line (another process) reaches agents within this; the process that changed it drops
-#: its copy at once.
-CACHE_SECONDS = 30.0
 #: Lifetime of the download URL in a heartbeat's ``update``.
 URL_SECONDS = 3600
 POLICIES = ("latest", "pin", "hold")
@@ -286,7 +281,9 @@ class ReleaseService:
     async def _ready(self) -> dict[str, list[tuple[Version, Release]]]:
         """The stored releases by platform, newest version first, from the per-process copy."""
         now = self._clock()
-        if self._cache is None or now - self._loaded_at >= CACHE_SECONDS:
+        # A release added or removed by the command line (another process) shows once the copy is
+        # this old; the process that changed it dropped its copy at once.
+        if self._cache is None or now - self._loaded_at >= self.settings.release_cache_seconds:
             rows = await AgentRelease.select().where(AgentRelease.object_key.is_not_null())
             cache: dict[str, list[tuple[Version, Release]]] = {}
             for row in rows:

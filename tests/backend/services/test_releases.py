@@ -15,7 +15,7 @@ from backend.accounts.tables import User
 from backend.agents.tables import AgentRelease, AgentUpdatePolicy
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.services import Services
-from backend.services.releases import CACHE_SECONDS, ReleaseService
+from backend.services.releases import ReleaseService
 from backend.settings import Settings
 from tests.support.agent_releases import OTHER_KEY, public_b64, signed_build
 from tests.support.api import ApiClient, local_path
@@ -217,7 +217,7 @@ async def test_the_heartbeat_reads_at_most_the_owners_policy(
 ) -> None:
     """The release list comes from the process's copy: one indexed read per offer at most, none
     when nothing is published for the platform. A release another process adds shows once the
-    copy is older than CACHE_SECONDS."""
+    copy is older than BACKAPP_RELEASE_CACHE_SECONDS."""
     user_id = await owner(client)
     now = [1000.0]
     releases = ReleaseService(services.settings, services.storage, clock=lambda: now[0])
@@ -227,7 +227,7 @@ async def test_the_heartbeat_reads_at_most_the_owners_policy(
     with count_queries() as log:
         assert await releases.offer(user_id, "linux", "1.0") is None
     assert len(log) == 0, log.statements
-    now[0] += CACHE_SECONDS
+    now[0] += services.settings.release_cache_seconds
     assert await releases.offer(user_id, "linux", "1.0") is not None  # list read again
     with count_queries() as log:
         for _ in range(5):
