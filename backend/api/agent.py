@@ -83,7 +83,7 @@ class AgentApiController(Controller):
         data = data or HeartbeatRequest()
         await services.runs.record_timezone(agent, data.timezone)
         await services.registry.heartbeat(agent, data.version, data.platform, data.mode)
-        limits, config_limits = await heartbeat_limits(agent.id)
+        limits = await heartbeat_limits(agent.id)
         update = await services.releases.offer(
             agent.user_id, data.platform or agent.platform, data.version
         )
@@ -95,8 +95,9 @@ class AgentApiController(Controller):
             restore_requests=await services.restore_jobs.pending_ids(agent),
             features=list(AGENT_FEATURES),
             compact=await services.compaction.requested_for(agent),
-            limits=limits,
-            config_limits=config_limits,
+            limits=limits.limits,
+            config_limits=limits.config_limits,
+            parallel_backups=limits.parallel_backups,
             update=UpdateOut(**vars(update)) if update else None,
         )
 

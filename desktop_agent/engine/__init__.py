@@ -119,6 +119,7 @@ from ._scheduling import (
     ScheduleStore,
     Skipped,
     engine_restore,
+    parallel_backups,
 )
 from ._settings import (
     MAX_PARALLEL_BACKUPS,
@@ -301,6 +302,7 @@ __all__ = [
     "member_name",
     "member_path",
     "new_recovery_code",
+    "parallel_backups",
     "parse_code",
     "parse_retry_after",
     "parse_rule",
