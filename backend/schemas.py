@@ -118,7 +118,7 @@ class HeartbeatResponse(Camel):
     parallel_backups: int | None = None
     """How many configs the agent backs up at once (1-4); ``null``: the machine's own setting."""
     update: UpdateOut | None = None
-    """A signed build to move to (docs/agent-api.md, "Updates"); ``null``: none."""
+    """A signed build to move to (docs/agent-api.md, "Extensions: agent updates"); ``null``: none."""
     success: bool = True
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from packaging.version import InvalidVersion, Version
 
 from backend.agents.tables import AgentRelease, AgentUpdatePolicy
@@ -148,7 +149,7 @@ def _check_platform(platform: str) -> None:
 
 
 def _check_version(version: str) -> Version:
-    parsed = parse_version(version)
+    parsed = parse_version(version) if len(version) <= 64 else None
     if parsed is None or version != version.strip():
         raise InvalidInput(
             f"{version!r} is not a version (PEP 440, such as 1.2.3)", field="version"
@@ -172,7 +173,7 @@ class ReleaseService:
         self._cache: dict[str, list[tuple[Version, Release]]] | None = None
         self._loaded_at = 0.0
 
-    def public_key(self) -> Any:
+    def public_key(self) -> Ed25519PublicKey:
         """The key builds must be signed with: the server's setting, else the built-in one."""
         if self.settings.release_public_key:
             return parse_public_key(self.settings.release_public_key)
@@ -229,11 +230,9 @@ class ReleaseService:
             # An object left at the key by an add that failed after its upload is not any row's.
             await self.storage.delete(key)
             stored = await self.storage.put_file(key, path)
-            if stored.size != size:
-                raise InvalidInput(
-                    f"{path} changed while it was stored ({size} then {stored.size} bytes)",
-                    field="file",
-                )
+            if stored.size != size or stored.sha256 not in (None, sha256):
+                # The signature covers what was read first: agents would refuse these bytes.
+                raise InvalidInput(f"{path} changed while it was stored", field="file")
             await AgentRelease.update({AgentRelease.object_key: key}).where(
                 AgentRelease.id == row_id
             )

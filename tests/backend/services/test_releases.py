@@ -105,6 +105,7 @@ async def test_refusals_store_nothing(
         ((path, "plan9", "1.2.4", signature), "platform", "unknown platform 'plan9'"),
         ((path, "linux", "1.2.x", signature), "version", "not a version"),
         ((path, "linux", " 1.2.4", signature), "version", "not a version"),
+        ((path, "linux", "1." * 40 + "1", signature), "version", "not a version"),
         ((path, "linux", "1.2.5", signature), "signature", "not signed by the release key"),
         ((path, "darwin", "1.2.4", signature), "signature", "not signed by the release key"),
         ((other_path, "linux", "1.2.5", other_signature), "signature", "not signed by"),
