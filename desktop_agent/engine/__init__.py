@@ -140,6 +140,7 @@ from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
 from ._transport.storage import HttpStorage
 from ._transport.throttle import Throttle
+from ._update import UpdateDuty, Updater, UpdateResult, offer_from
 from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupInfo,
@@ -156,6 +157,7 @@ from .protocol import (
     RunResult,
     Source,
     Storage,
+    UpdateOffer,
 )
 from .schedule import local_timezone_name, parse_stored_schedule
 
@@ -271,6 +273,10 @@ __all__ = [
     "Storage",
     "StorageError",
     "Throttle",
+    "UpdateDuty",
+    "UpdateOffer",
+    "UpdateResult",
+    "Updater",
     "UploadOptions",
     "UploadProgress",
     "UploadResult",
@@ -302,6 +308,7 @@ __all__ = [
     "member_name",
     "member_path",
     "new_recovery_code",
+    "offer_from",
     "parallel_backups",
     "parse_code",
     "parse_retry_after",

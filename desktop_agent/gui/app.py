@@ -122,6 +122,8 @@ class TrayApp(QObject):
         self.recovery: RecoveryWindow | None = None
         self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
+        # Updates wait while the restore window restores files.
+        self.controller.busy = lambda: self.restore is not None and self.restore.busy
 
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)
