@@ -30,7 +30,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import AgentIdentity
 from backend.services.agents import parse_uuid
 from backend.services.clock import iso, utcnow
-from backend.services.recovery import _atomic, _check_wrapped
+from backend.services.key_material import check_wrapped, write_transaction
 
 __all__ = ["OrganisationRecoveryService", "OrganisationState"]
 
@@ -110,7 +110,7 @@ class OrganisationRecoveryService:
                 field="publicKey",
             )
         now = self.clock()
-        async with _atomic():
+        async with write_transaction():
             row = await OrganisationKey.select().first()
             if row is not None and row["public_key"] == text:
                 pass  # the same key again: nothing to re-wrap
@@ -139,16 +139,16 @@ class OrganisationRecoveryService:
         """Remove the organisation key and every key wrapped for it (administrators only).
         Archives already encrypted for it still open with its code."""
         _admin(user)
-        async with _atomic():
+        async with write_transaction():
             await OrganisationWrappedKey.delete(force=True)
             await OrganisationKey.delete(force=True)
 
     async def put_wrapped(self, agent: AgentIdentity, *, wrapped_key: str, version: int) -> int:
         """Store the agent's repository key wrapped for organisation key ``version``;
         ``Conflict`` when there is no organisation key or ``version`` is not the current one."""
-        _check_wrapped(wrapped_key)
+        check_wrapped(wrapped_key)
         now = self.clock()
-        async with _atomic():
+        async with write_transaction():
             current = await OrganisationKey.select(OrganisationKey.version).first()
             if current is None:
                 raise Conflict("no organisation recovery key is set up on this server")
