@@ -20,6 +20,7 @@ from desktop_agent.engine import (
     InvalidRecoveryCode,
     MemberInfo,
     NotFoundError,
+    OrganisationSnapshots,
     Recovery,
     RepoKeyStore,
     RepositoryKeyMissing,
@@ -123,7 +124,8 @@ def register(commands: Commands) -> None:
         "--organisation-code-stdin",
         action="store_true",
         help="administrators: read the organisation's recovery code from standard input and "
-        "restore an encrypted archive of any machine of the server that was encrypted for it",
+        "restore a snapshot or an encrypted archive of any machine of the server (the owner "
+        "sees it in that machine's log)",
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
@@ -386,8 +388,9 @@ def organisation_restore(
     display: RestoreDisplay,
     cancel: CancelToken,
 ) -> int:
-    """``restore --organisation-code-stdin``: an administrator opens an encrypted archive of any
-    machine of the server with the organisation's code (checked before anything is downloaded)."""
+    """``restore --organisation-code-stdin``: an administrator restores a snapshot or an encrypted
+    archive of any machine of the server with the organisation's code (checked before anything
+    is downloaded). A snapshot is tried first: the server answers 404 for anything else."""
     target: Path | None = None
     if args.to is not None:
         target = args.to.expanduser().absolute()
@@ -400,43 +403,68 @@ def organisation_restore(
         patterns=tuple(args.patterns),
         list_only=args.list,
     )
-    with connect(settings) as client:
-        recovery = Recovery(
-            client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
-        )
-        with signal_handlers(cancel_on_signals(cancel)):
-            try:
-                identity = recovery.organisation_identity(code).age_identity()
-                with Restorer(
-                    _OrganisationSource(client),
-                    events=JsonLines(sys.stdout) if args.json else display,
-                    temp_dir=settings.temp_dir,
-                    download_limit=agent_bandwidth(settings).download,
-                    identities=lambda _ticket: [identity],
-                ) as restorer:
-                    result = restorer.restore(
+    events = JsonLines(sys.stdout) if args.json else display
+    with signal_handlers(cancel_on_signals(cancel)):
+        try:
+            with OrganisationSnapshots.connect(settings, load_key(settings), code) as snaps:
+                try:
+                    found = snaps.open(args.backup_id)
+                except NotFoundError:
+                    found = None
+                if found is not None:
+                    if args.list:
+                        err(
+                            "list a snapshot's files with `backapp-agent ls BACKUP_ID "
+                            "--organisation-code-stdin`"
+                        )
+                        return EXIT_FAILED
+                    if not args.json:
+                        print(
+                            printable(
+                                f"Restoring a snapshot of “{found.agent_name}” "
+                                f"({found.config_name}) with the organisation code; the owner "
+                                "sees this in that machine's log."
+                            )
+                        )
+                    result = snaps.restore(
                         args.backup_id,
                         options,
+                        events=events,
                         cancel=cancel,
-                        on_member=(lambda m: print(_list_line(m)))
-                        if args.list and not args.json
-                        else None,
+                        agent_id=found.agent_id,
                     )
-            except BackupCancelled as exc:
-                display.close()
-                err(f"restore {exc.reason}; nothing was restored")
-                return EXIT_INTERRUPTED
-            except NotFoundError:
-                display.close()
-                err(
-                    f"restore failed: no encrypted archive {args.backup_id} that an administrator "
-                    "may restore with the organisation code (plain archives and snapshots stay "
-                    "with their owners)"
-                )
-                return EXIT_FAILED
-            except (RestoreError, AgentError) as exc:
-                display.close()
-                err(f"restore failed: {exc}")
-                return EXIT_FAILED
+                else:
+                    identity = snaps.identity().age_identity()
+                    with Restorer(
+                        _OrganisationSource(snaps.client),
+                        events=events,
+                        temp_dir=settings.temp_dir,
+                        download_limit=agent_bandwidth(settings).download,
+                        identities=lambda _ticket: [identity],
+                    ) as restorer:
+                        result = restorer.restore(
+                            args.backup_id,
+                            options,
+                            cancel=cancel,
+                            on_member=(lambda m: print(_list_line(m)))
+                            if args.list and not args.json
+                            else None,
+                        )
+        except BackupCancelled as exc:
+            display.close()
+            err(f"restore {exc.reason}; nothing was restored")
+            return EXIT_INTERRUPTED
+        except NotFoundError:
+            display.close()
+            err(
+                f"restore failed: no encrypted archive or snapshot {args.backup_id} that an "
+                "administrator may restore with the organisation code (this machine must be an "
+                "administrator's, and plain archives stay with their owners)"
+            )
+            return EXIT_FAILED
+        except (RestoreError, AgentError) as exc:
+            display.close()
+            err(f"restore failed: {exc}")
+            return EXIT_FAILED
     display.close()
     return _restore_summary(args, result)
