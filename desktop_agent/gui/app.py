@@ -28,7 +28,7 @@ from ._controller import AgentController
 from ._icons import health_icon
 from ._recovery import RecoveryOffer, RecoverySource
 from ._restore import RestoreSource
-from ._text import KeyRedactor
+from ._text import KeyRedactor, redact
 from ._tray import TrayMenu
 from ._windows import PairingWindow, RestoreWindow, SettingsDialog, StatusWindow
 from ._windows.recovery import RecoveryWindow
@@ -126,6 +126,7 @@ class TrayApp(QObject):
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)
         self.menu.show_restore.connect(self.show_restore)
+        self.menu.show_recovery.connect(self.show_recovery)
         self.menu.open_console.connect(self.open_console)
         self.menu.quit_requested.connect(self.request_quit)
         self.controller.notify.connect(self.menu.notify)
@@ -218,18 +219,45 @@ class TrayApp(QObject):
             if not isinstance(result, RecoveryOffer) or not result.needed:
                 release()
                 return
-            if self.recovery is not None:
-                self.recovery.deleteLater()
-            self.recovery = RecoveryWindow(source, result, pool=self.controller.pool)
-            self.recovery.setWindowIcon(health_icon(self.controller.health()))
-            self.recovery.finished.connect(release)
-            self._bring_forward(self.recovery)
+            self._open_recovery(source, result).finished.connect(release)
 
         def failed(message: str) -> None:
             log.warning("could not ask about recovery: %s", message)
             release()
 
         run_task(source.offer, offered, failed, self.controller.pool)
+
+    def show_recovery(self) -> None:
+        """The recovery step again, from the menu (for whoever skipped it after pairing, or paired
+        on the command line): make the code, continue an old machine, or see that recovery is set
+        up. A window already open is brought forward, never replaced (it may be showing a code
+        that is not saved yet)."""
+        if self.recovery is not None and self.recovery.isVisible():
+            self._bring_forward(self.recovery)
+            return
+        key = self.controller.pairing.key()
+        if not self.controller.settings.server_url or key is None:
+            return
+        source = RecoverySource(self.controller.settings, key)
+
+        def offered(result: object) -> None:
+            if isinstance(result, RecoveryOffer):
+                self._open_recovery(source, result)
+
+        def failed(message: str) -> None:
+            self.controller.notify.emit(
+                "Recovery code", f"Could not ask the server: {redact(message)}", True
+            )
+
+        run_task(source.offer, offered, failed, self.controller.pool)
+
+    def _open_recovery(self, source: RecoverySource, offer: RecoveryOffer) -> RecoveryWindow:
+        if self.recovery is not None:
+            self.recovery.deleteLater()
+        self.recovery = RecoveryWindow(source, offer, pool=self.controller.pool)
+        self.recovery.setWindowIcon(health_icon(self.controller.health()))
+        self._bring_forward(self.recovery)
+        return self.recovery
 
     def show_settings(self) -> None:
         dialog = SettingsDialog(self.controller)
