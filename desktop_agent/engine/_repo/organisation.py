@@ -29,9 +29,18 @@ class OrganisationSnapshots(Snapshots):
     the snapshot's id, then ``restore`` or ``entries`` with the ``agent_id`` it returns."""
 
     def __init__(
-        self, client: Any, store: ObjectStore, *, server_url: str, code: str, workers: int = 4
+        self,
+        client: Any,
+        store: ObjectStore,
+        *,
+        server_url: str,
+        code: str,
+        workers: int = 4,
+        temp_dir: Path | None = None,
     ) -> None:
-        self._temp = tempfile.TemporaryDirectory(prefix="backapp-organisation-")
+        if temp_dir is not None:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+        self._temp = tempfile.TemporaryDirectory(prefix="backapp-organisation-", dir=temp_dir)
         super().__init__(
             client,
             store,
@@ -50,7 +59,13 @@ class OrganisationSnapshots(Snapshots):
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
-        snapshots = cls(client, storage, server_url=settings.server_url or "", code=code)
+        snapshots = cls(
+            client,
+            storage,
+            server_url=settings.server_url or "",
+            code=code,
+            temp_dir=settings.effective_temp_dir,
+        )
         snapshots._owned = [client, storage]
         return snapshots
 

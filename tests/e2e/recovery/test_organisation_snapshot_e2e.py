@@ -120,7 +120,12 @@ def test_an_administrator_restores_an_employees_snapshot_with_the_organisation_c
     assert status == 0, out
     assert f"{src.as_posix().lstrip('/')}/" in out, out
     status, out = desk.run(
-        "restore", backup_id, "--to", str(target), "--organisation-code-stdin", stdin=org_code + "\n"
+        "restore",
+        backup_id,
+        "--to",
+        str(target),
+        "--organisation-code-stdin",
+        stdin=org_code + "\n",
     )
     assert status == 0, out
     assert "with the organisation code" in out and "Checked every chunk" in out, out
@@ -142,6 +147,8 @@ def test_an_administrator_restores_an_employees_snapshot_with_the_organisation_c
     assert repo_key is not None
     assert not desk.keychain.exists() or desk.repo_key() is None
     assert not [p for p in files_under(desk.cache) if laptop_id in str(p)]
+    scratch = Path(desk.agent.env["BACKAPP_AGENT_TEMP_DIR"])
+    assert scratch.is_dir() and not list(scratch.glob("backapp-organisation-*"))
 
     needles = {
         "organisation code": org_code.encode(),
