@@ -213,6 +213,22 @@ def _default_target(info: BackupInfo | None, backup_id: str) -> Path:
     return target
 
 
+def _options(args: argparse.Namespace, info: BackupInfo | None) -> RestoreOptions:
+    """What ``restore``'s options ask for; the default target is named after ``info``."""
+    target: Path | None = None
+    if args.to is not None:
+        target = args.to.expanduser().absolute()
+    elif not args.in_place and not args.list:
+        target = _default_target(info, args.backup_id)
+    return RestoreOptions(
+        target=target,
+        in_place=args.in_place,
+        overwrite=args.overwrite,
+        patterns=tuple(args.patterns),
+        list_only=args.list,
+    )
+
+
 def _list_line(m: MemberInfo) -> str:
     when = datetime.fromtimestamp(m.mtime, UTC).strftime("%Y-%m-%d %H:%M")
     mode = stat.filemode(
@@ -247,18 +263,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return organisation_restore(args, settings, code, display, cancel)
     with connect(settings) as client:
         info = lookup(client, args.backup_id)
-        target: Path | None = None
-        if args.to is not None:
-            target = args.to.expanduser().absolute()
-        elif not args.in_place and not args.list:
-            target = _default_target(info, args.backup_id)
-        options = RestoreOptions(
-            target=target,
-            in_place=args.in_place,
-            overwrite=args.overwrite,
-            patterns=tuple(args.patterns),
-            list_only=args.list,
-        )
+        options = _options(args, info)
         incremental = info is not None and info.type == "incremental"
         with signal_handlers(cancel_on_signals(cancel)):
             try:
@@ -391,18 +396,7 @@ def organisation_restore(
     """``restore --organisation-code-stdin``: an administrator restores a snapshot or an encrypted
     archive of any machine of the server with the organisation's code (checked before anything
     is downloaded). A snapshot is tried first: the server answers 404 for anything else."""
-    target: Path | None = None
-    if args.to is not None:
-        target = args.to.expanduser().absolute()
-    elif not args.in_place and not args.list:
-        target = _default_target(None, args.backup_id)
-    options = RestoreOptions(
-        target=target,
-        in_place=args.in_place,
-        overwrite=args.overwrite,
-        patterns=tuple(args.patterns),
-        list_only=args.list,
-    )
+    options = _options(args, None)
     events = JsonLines(sys.stdout) if args.json else display
     with signal_handlers(cancel_on_signals(cancel)):
         try:
