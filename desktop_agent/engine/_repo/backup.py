@@ -233,7 +233,7 @@ class SnapshotWriter:
                 writer = self._writers[kind]
                 writer.add(sealed)
                 self.stats.new_blobs += 1
-                if writer.size >= self.options.pack_size:
+                if writer.size >= self.options.pack_size or writer.full:
                     self._writers[kind] = PackWriter(self.keys)
                     full_writer: PackWriter | None = writer
                 else:

@@ -428,7 +428,7 @@ class Compactor:
                 pending[e.id] = e.type
                 held.add(e.id)
                 result.blobs_copied += 1
-                if writers[e.type].size >= self.pack_size:
+                if writers[e.type].size >= self.pack_size or writers[e.type].full:
                     flush(e.type)
             wanted = {b for b, loc in places.items() if loc.pack == name and b in live}
             if wanted - held - set(moved):

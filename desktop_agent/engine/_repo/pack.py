@@ -3,8 +3,11 @@
 ``PackWriter`` builds one pack in memory (packs are ~16 MiB; the engine bounds how many are in
 flight) as the list of its pieces: a finished pack is never joined into one buffer, because the
 upload streams the pieces as they are (a join would copy every pack once more, at the moment the
-sealers and uploaders hold the most memory). ``read_pack_header`` reads the blob list back from a pack's tail, which is how an index
-can be rebuilt from packs alone.
+sealers and uploaders hold the most memory). Small blobs are the exception: they are copied
+into segments of up to 1 MiB, so that a pack of 100,000 tiny files is a few dozen pieces, not
+100,000 objects each with its own overhead (and 100,000 tiny socket writes at upload).
+``read_pack_header`` reads the blob list back from a pack's tail, which is how an index can be
+rebuilt from packs alone.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ _LENGTH = struct.Struct("<I")
 _HEADER_AAD = b"BKPH" + bytes([VERSION])
 _ENTRIES = msgspec.msgpack.Decoder(list[tuple[int, bytes, int, int, int, bool]])
 _encoder = msgspec.msgpack.Encoder()
+
+# Blobs below this size are copied into a shared segment; larger ones stay their own piece.
+_SMALL_BLOB = 64 * 1024
+_SEGMENT = 1024 * 1024
+
+#: A pack is finished at this many blobs even when it is below the pack size: what a pack costs
+#: in memory until it is uploaded grows with its blob count (each entry is a Python object), and
+#: a tree of tiny files would otherwise put ~200,000 blobs into one 16 MiB pack.
+MAX_PACK_BLOBS = 16_384
 
 
 class PackEntry(NamedTuple):
@@ -57,7 +69,8 @@ class PackWriter:
 
     def __init__(self, keys: RepoKeys) -> None:
         self._keys = keys
-        self._parts: list[bytes] = [object_header(MAGIC_PACK)]
+        self._parts: list[bytes] = []
+        self._segment = bytearray(object_header(MAGIC_PACK))
         self._size = HEADER_SIZE
         self.entries: list[PackEntry] = []
 
@@ -65,19 +78,36 @@ class PackWriter:
     def size(self) -> int:
         return self._size
 
+    @property
+    def full(self) -> bool:
+        """Whether the pack holds as many blobs as a pack may (see ``MAX_PACK_BLOBS``)."""
+        return len(self.entries) >= MAX_PACK_BLOBS
+
     def __len__(self) -> int:
         return len(self.entries)
+
+    def _flush_segment(self) -> None:
+        if self._segment:
+            self._parts.append(bytes(self._segment))
+            self._segment = bytearray()
 
     def add(self, blob: SealedBlob) -> PackEntry:
         entry = PackEntry(
             blob.type, blob.id, self._size, len(blob.data), blob.raw_length, blob.compressed
         )
-        self._parts.append(blob.data)
+        if len(blob.data) < _SMALL_BLOB:
+            self._segment += blob.data
+            if len(self._segment) >= _SEGMENT:
+                self._flush_segment()
+        else:
+            self._flush_segment()
+            self._parts.append(blob.data)
         self._size += len(blob.data)
         self.entries.append(entry)
         return entry
 
     def finish(self) -> Pack:
+        self._flush_segment()
         plain = _encoder.encode([list(e) for e in self.entries])
         header = self._keys.seal(_HEADER_AAD, zstandard.ZstdCompressor(level=3).compress(plain))
         self._parts.append(header)

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from desktop_agent.engine._repo import format as f
+from desktop_agent.engine._repo import pack as pack_module
 from desktop_agent.engine._repo.crypto import NONCE_BYTES, RepoKeys
 from desktop_agent.engine._repo.errors import CorruptObject
 from desktop_agent.engine._repo.pack import PackEntry, PackWriter, header_length, read_pack_header
@@ -229,6 +230,39 @@ def test_pack_entries_outside_the_pack_are_refused() -> None:
     ]
     with pytest.raises(CorruptObject, match="not a BackApp pack"):
         read_pack_header(k, b"XXXX" + pack.joined()[4:])
+
+
+def test_tiny_blobs_share_pieces_and_large_ones_are_not_copied() -> None:
+    k = counter_keys()
+    w = PackWriter(k)
+    tiny = [f.seal_blob(k, f.BlobType.DATA, b"%d" % i) for i in range(20_000)]
+    large = f.seal_blob(k, f.BlobType.DATA, random.Random(1).randbytes(200_000))
+    for blob in tiny[:10_000]:
+        w.add(blob)
+    w.add(large)
+    for blob in tiny[10_000:]:
+        w.add(blob)
+    pack = w.finish()
+    # 20,000 tiny blobs (~1.1 MB) travel as a handful of segments, the large one as itself.
+    assert len(pack.parts) < 10
+    assert any(part is large.data for part in pack.parts)
+    data = pack.joined()
+    assert pack.size == len(data)
+    assert pack.name == hashlib.sha256(data).hexdigest()
+    entries = read_pack_header(k, data)
+    assert entries == pack.entries
+    for blob, e in zip([*tiny[:10_000], large, *tiny[10_000:]], entries, strict=True):
+        assert data[e.offset : e.offset + e.length] == blob.data
+
+
+def test_a_pack_is_full_at_its_blob_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pack_module, "MAX_PACK_BLOBS", 3)
+    k = counter_keys()
+    w = PackWriter(k)
+    for i in range(3):
+        assert not w.full
+        w.add(f.seal_blob(k, f.BlobType.DATA, b"%d" % i))
+    assert w.full
 
 
 def test_pack_bitmaps() -> None:

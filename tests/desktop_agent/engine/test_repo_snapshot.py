@@ -12,6 +12,7 @@ import pytest
 
 from desktop_agent.engine._cancel import CancelToken
 from desktop_agent.engine._errors import BackupCancelled
+from desktop_agent.engine._repo import pack as pack_module
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.errors import WrongKey
@@ -99,6 +100,26 @@ def test_snapshots_restore_exactly_and_later_ones_read_only_changes(
         report = restore_all(other, backup.backup_id, out)
         assert report.errors == []
         assert state(restored_root(out, src)) == expected
+
+
+def test_tiny_files_are_split_into_packs_at_the_blob_limit(
+    tmp_path: Path, server: FakeRepoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pack_module, "MAX_PACK_BLOBS", 40)
+    src = tmp_path / "src"
+    for d in range(5):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(50):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"%d-%d\n" % (d, i))
+    r = repo(server, tmp_path)
+    first = snap(r, src)
+    # 250 file blobs and a few trees, at most 40 blobs a pack: no pack is over the limit.
+    assert first.packs >= 7
+    other = repo(server, tmp_path, cache="other")
+    other.open(None, None)
+    out = tmp_path / "out"
+    assert restore_all(other, first.backup_id, out).errors == []
+    assert state(restored_root(out, src)) == state(src)
 
 
 def test_nothing_readable_is_stored(tmp_path: Path, server: FakeRepoServer) -> None:
