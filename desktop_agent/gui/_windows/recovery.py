@@ -285,7 +285,7 @@ def _state_text(offer: RecoveryOffer) -> str:
     return (
         f"Recovery is set up for this account. {covered} BackApp never shows the code again: "
         "keep the one you saved. To issue a new code (the old one then stops working), run "
-        "`backapp-agent recovery rotate --recovery-code-stdin` with the current one."
+        "“backapp-agent recovery rotate --recovery-code-stdin” with the current one."
     )
 
 
