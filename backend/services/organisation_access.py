@@ -69,11 +69,17 @@ async def administrator(agent: AgentIdentity) -> dict[str, Any] | None:
 
 
 async def record_access(
-    agent: AgentIdentity, admin_email: str, backup: dict[str, Any], what: str
+    agent: AgentIdentity,
+    admin_email: str,
+    backup: dict[str, Any],
+    what: str,
+    *,
+    holder: uuid.UUID | None = None,
 ) -> None:
     """Write, in the log of the machine that made ``backup`` (the owner's agent page), that the
-    administrator ``admin_email`` was handed ``what`` of it through the agent ``agent``."""
-    maker = backup.get("agent")
+    administrator ``admin_email`` was handed ``what`` of it through the agent ``agent``. When
+    that machine was deleted, the log of ``holder`` (the machine whose repository holds it now)."""
+    maker = backup.get("agent") or holder
     if maker is None:
         return  # a server-side backup: no machine of the owner to tell (its page shows the run)
     await AgentLog(
@@ -159,7 +165,13 @@ async def snapshot_key(agent: AgentIdentity, backup_id: str) -> OrganisationSnap
             "current organisation key yet (it does at its next backup)"
         )
     name = await Agent.select(Agent.name).where(Agent.id == repo["agent"]).first()
-    await record_access(agent, admin["email"], backup, "the repository key (organisation-wrapped)")
+    await record_access(
+        agent,
+        admin["email"],
+        backup,
+        "the repository key (organisation-wrapped)",
+        holder=repo["agent"],
+    )
     return OrganisationSnapshotKey(
         backup_id=str(wanted),
         agent_id=str(repo["agent"]),

@@ -17,6 +17,7 @@ import pyrage
 
 from backend.backups.tables import BackupLog
 from backend.recovery.tables import OrganisationKey, OrganisationWrappedKey
+from backend.repos.tables import Repository
 from tests.support.api import ApiClient, commit_opaque_snapshot, complete_one_backup, local_path
 
 
@@ -237,3 +238,57 @@ async def test_an_administrators_archive_download_is_in_the_owners_log(
     [seen] = await _accesses(employee, e_agent)
     assert seen["administrator"] == "owner@example.com" and seen["backupId"] == sealed
     assert "encrypted archive" in str(seen["what"])
+
+
+async def test_a_continued_repositorys_snapshot_opens_with_either_machines_wrapped_key(
+    client: ApiClient, services: Any
+) -> None:
+    await client.signup()
+    _a_agent, a_key = await client.register_agent("admin's desk")
+    employee = await _employee(client, services)
+    old_id, old_key = await employee.register_agent("old laptop")
+    new_id, new_key = await employee.register_agent("new laptop")
+    config = await employee.create_config(old_id, options={"type": "incremental"})
+    snap = await commit_opaque_snapshot(employee, old_key, config["id"])
+    key = recipient()
+    await client.request("PUT", "/api/recovery/organisation", json={"publicKey": key})
+    old_wrapped, new_wrapped = wrapped_for(key), wrapped_for(key)
+    for agent_key, wrapped in ((old_key, old_wrapped), (new_key, new_wrapped)):
+        r = await client.raw.put(
+            "/api/agent/repo/organisation-key",
+            json={"wrappedKey": wrapped, "version": 1},
+            headers={"X-Agent-API-Key": agent_key},
+        )
+        assert r.status_code == 200, r.text
+    # The new machine continues the old one's repository (as /repo/continue leaves it).
+    await Repository.update(
+        {Repository.agent: uuid.UUID(new_id), Repository.prefix_agent: uuid.UUID(old_id)}
+    ).where(Repository.agent == uuid.UUID(old_id))
+    path = "/api/agent/organisation/snapshot"
+    objects = "/api/agent/organisation/repo/objects?kind=snapshot&agentId="
+
+    r = await client.agent_post(a_key, path, {"backupId": snap})
+    assert r.status_code == 200, r.text
+    assert r.json()["agentId"] == new_id and r.json()["wrappedKey"] == new_wrapped
+    assert (await client.agent_get(a_key, objects + new_id)).status_code == 200
+    assert (await client.agent_get(a_key, objects + old_id)).status_code == 404
+    [seen] = await _accesses(employee, old_id)  # the machine that made it
+    assert seen["backupId"] == snap
+
+    # The new machine's wrapped key lost: the old machine's opens the same repository.
+    await OrganisationWrappedKey.delete().where(OrganisationWrappedKey.agent == uuid.UUID(new_id))
+    r = await client.agent_post(a_key, path, {"backupId": snap})
+    assert r.status_code == 200 and r.json()["wrappedKey"] == old_wrapped, r.text
+
+    # The old machine deleted (its wrapped key with it): the access is in the new one's log.
+    r = await client.raw.put(
+        "/api/agent/repo/organisation-key",
+        json={"wrappedKey": new_wrapped, "version": 1},
+        headers={"X-Agent-API-Key": new_key},
+    )
+    assert r.status_code == 200, r.text
+    assert (await employee.request("DELETE", f"/api/agents/{old_id}")).status_code == 204
+    r = await client.agent_post(a_key, path, {"backupId": snap})
+    assert r.status_code == 200 and r.json()["wrappedKey"] == new_wrapped, r.text
+    [seen] = await _accesses(employee, new_id)
+    assert seen["backupId"] == snap and seen["administrator"] == "owner@example.com"
