@@ -122,6 +122,9 @@ class TrayApp(QObject):
         self.recovery: RecoveryWindow | None = None
         self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
+        self._disposed = False
+        """Set by ``dispose``: a server call still running then must not touch the deleted
+        controller or windows when it ends."""
 
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)
@@ -212,10 +215,12 @@ class TrayApp(QObject):
             self.controller.pause(RECOVERY_HOLD)
 
         def release() -> None:
-            if held and self.controller.paused:
+            if held and not self._disposed and self.controller.paused:
                 self.controller.resume()
 
         def offered(result: object) -> None:
+            if self._disposed:
+                return
             if not isinstance(result, RecoveryOffer) or not result.needed:
                 release()
                 return
@@ -241,10 +246,12 @@ class TrayApp(QObject):
         source = RecoverySource(self.controller.settings, key)
 
         def offered(result: object) -> None:
-            if isinstance(result, RecoveryOffer):
+            if isinstance(result, RecoveryOffer) and not self._disposed:
                 self._open_recovery(source, result)
 
         def failed(message: str) -> None:
+            if self._disposed:
+                return
             self.controller.notify.emit(
                 "Recovery code", f"Could not ask the server: {redact(message)}", True
             )
@@ -378,6 +385,7 @@ class TrayApp(QObject):
     def dispose(self) -> None:
         """Delete the windows, the menu and the controller now, while the ``QApplication`` still
         exists: left to the interpreter's exit, they could outlive it (and crash on the way out)."""
+        self._disposed = True
         self.controller.close()
         if self.restore is not None and self.restore.busy:
             self.restore.cancel_restore()  # stops between files; what is restored stays
