@@ -26,8 +26,7 @@ NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Level = Literal["debug", "info", "warning", "error"]
 BackupStatus = Literal["running", "completed", "failed", "cancelled", "interrupted", "expired"]
 AgentStatus = Literal["online", "idle", "offline", "error"]
-"""``idle``: a one-shot agent between its runs (it is expected back later); ``error`` is no longer
-produced (a failed backup shows on its config, not on the agent)."""
+"""``idle``: a one-shot agent between its runs; ``error`` is no longer produced."""
 AgentMode = Literal["daemon", "tray", "oneshot"]
 ExecutionMode = Literal["server", "agent"]
 
@@ -85,8 +84,7 @@ class HeartbeatRequest(Camel):
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     """The agent's IANA time zone (``Europe/Paris``): its configs' schedules run in it."""
     mode: AgentMode | None = None
-    """How the agent runs: ``daemon``/``tray`` (always on, beats every pollInterval) or
-    ``oneshot`` (runs from cron, silent between runs); absent: unchanged."""
+    """``daemon``/``tray`` (always on) or ``oneshot`` (runs from cron); absent: unchanged."""
 
 
 class AgentRef(Camel):
@@ -117,6 +115,8 @@ class HeartbeatResponse(Camel):
     """The agent's bandwidth limits (``desktop_agent.engine.bandwidth``); ``null``: none."""
     config_limits: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """``{configId: limits}``: this agent's configs with their own ``options.limits``."""
+    parallel_backups: int | None = None
+    """How many configs the agent backs up at once (1-4); ``null``: the machine's own setting."""
     success: bool = True
 
 
@@ -171,9 +171,8 @@ DrillEvery = Literal["daily", "weekly", "monthly"]
 
 
 class DrillOptions(Camel, forbid_unknown_fields=True):
-    """A restore drill (``options.drill``): how often the agent restores a random sample of
-    ``sample`` files of the newest snapshot into a temporary folder and verifies them
-    (incremental configurations only)."""
+    """A restore drill (``options.drill``): how often the agent restores and verifies a random
+    sample of ``sample`` files of the newest snapshot (incremental configurations only)."""
 
     every: DrillEvery
     sample: Annotated[int, Meta(ge=1, le=1000)] = 20
@@ -186,14 +185,12 @@ CommandTimeout = Annotated[int, Meta(ge=1, le=86400)]
 
 class Options(Camel):
     type: BackupType = "full"
-    """``full``: one tar archive a run; ``incremental``: an encrypted, deduplicated snapshot
-    (agent-based configurations only)."""
+    """``full``: a tar archive a run; ``incremental``: a deduplicated snapshot (agents only)."""
     compression: bool = True
     encryption: bool = False
     retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
     retention: RetentionPolicy | None = None
-    """GFS rules; with them, ``retentionDays`` keeps every backup of the last N days and the rules
-    keep some older ones (see backend/services/gfs.py)."""
+    """GFS rules, keeping some backups older than ``retentionDays`` (backend/services/gfs.py)."""
     compression_format: Literal["gzip", "zstd"] = "gzip"
     exclude_node_modules: bool = False
     schedule: ScheduleSpec = None
@@ -334,10 +331,11 @@ class AgentOut(Camel):
     mode: AgentMode | None = None
     """How the agent said it runs (``None``: it did not say; counted as always running)."""
     expected_by: str | None = None
-    """A one-shot agent: when it should be heard from again (its next scheduled run plus grace);
-    past that it is ``offline``."""
+    """A one-shot agent: past this (its next scheduled run plus grace) it is ``offline``."""
     limits: dict[str, Any] | None = None
     """Bandwidth limits set from the web console (``null``: none)."""
+    parallel_backups: int | None = None
+    """Configs backed up at once, set from the web console (1-4; ``null``: the machine's own)."""
 
 
 class AgentResponse(Camel):
@@ -357,6 +355,8 @@ class AgentPatch(Camel, forbid_unknown_fields=True):
     active: bool | UnsetType = UNSET
     limits: dict[str, Any] | None | UnsetType = UNSET
     """Bandwidth limits (``desktop_agent.engine.bandwidth``); ``null`` removes them."""
+    parallel_backups: int | None | UnsetType = UNSET
+    """1-4 configs backed up at once; ``null``: the machine's own ``parallelBackups``."""
 
 
 class AgentLogOut(Camel):

@@ -48,6 +48,11 @@ class Agent(Table, tablename="backapp_agent"):
         default=None,
         help_text="Bandwidth limits set from the web console (see desktop_agent.engine.bandwidth).",
     )
+    parallel_backups = Integer(
+        null=True,
+        default=None,
+        help_text="Configs backed up at once, set from the web console (1-4; null: the machine's).",
+    )
     last_backup_failed = Boolean(
         default=False, help_text="Whether the agent's most recent finished backup failed."
     )

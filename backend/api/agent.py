@@ -82,7 +82,7 @@ class AgentApiController(Controller):
         data = data or HeartbeatRequest()
         await services.runs.record_timezone(agent, data.timezone)
         await services.registry.heartbeat(agent, data.version, data.platform, data.mode)
-        limits, config_limits = await heartbeat_limits(agent.id)
+        limits = await heartbeat_limits(agent.id)
         return HeartbeatResponse(
             status="online",
             poll_interval=services.settings.poll_interval,
@@ -91,8 +91,9 @@ class AgentApiController(Controller):
             restore_requests=await services.restore_jobs.pending_ids(agent),
             features=list(AGENT_FEATURES),
             compact=await services.compaction.requested_for(agent),
-            limits=limits,
-            config_limits=config_limits,
+            limits=limits.limits,
+            config_limits=limits.config_limits,
+            parallel_backups=limits.parallel_backups,
         )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")

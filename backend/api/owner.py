@@ -194,7 +194,7 @@ class AgentController(Controller):
 
     @patch(
         "/{agent_id:str}",
-        summary="Rename, deactivate or reactivate an agent, or set its bandwidth limits",
+        summary="Rename, deactivate or reactivate an agent, or set its limits and parallel backups",
     )
     async def update_agent(
         self,
@@ -209,6 +209,7 @@ class AgentController(Controller):
             name=None if data.name is msgspec.UNSET else data.name,
             active=None if data.active is msgspec.UNSET else data.active,
             limits=data.limits,
+            parallel_backups=data.parallel_backups,
         )
         return AgentResponse(agent=agent)
 

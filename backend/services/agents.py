@@ -27,7 +27,7 @@ from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, Agent
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, name_contains
-from backend.services.limits import check_limits, stored_limits
+from backend.services.limits import check_limits, check_parallel_backups, stored_limits
 from backend.services.presence import ONESHOT
 from backend.settings import Settings
 
@@ -115,6 +115,7 @@ def _agent_out(
         mode=row["mode"] if row["mode"] in ("daemon", "tray", "oneshot") else None,
         expected_by=iso(expected_by),
         limits=stored_limits(row.get("limits")),
+        parallel_backups=row.get("parallel_backups"),
     )
 
 
@@ -378,13 +379,16 @@ class AgentService:
         name: str | None,
         active: bool | None,
         limits: Any = UNSET,
+        parallel_backups: Any = UNSET,
     ) -> AgentOut:
-        """Rename, (de)activate, or set the bandwidth ``limits`` (``UNSET``: leave them; ``None``:
-        remove them). Bad input is a 400 and changes nothing."""
+        """Rename, (de)activate, or set the bandwidth ``limits`` or ``parallel_backups`` (``UNSET``:
+        leave them; ``None``: remove them). Bad input is a 400 and changes nothing."""
         row = await self._row(user, agent_id)
         values: dict[Any, Any] = {}
         if limits is not UNSET:
             values[Agent.limits] = check_limits(limits, "limits")
+        if parallel_backups is not UNSET:
+            values[Agent.parallel_backups] = check_parallel_backups(parallel_backups)
         if name is not None:
             name = name.strip()
             if not name:

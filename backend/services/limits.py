@@ -1,4 +1,5 @@
-"""Bandwidth limits set from the web console: validated here, sent to agents in heartbeats.
+"""Bandwidth limits and ``parallelBackups`` set from the web console: validated here, sent to
+agents in heartbeats.
 
 The rules (what a limit set means, which limit holds when) live in
 ``desktop_agent.engine.bandwidth``, shared with the agents that apply them.
@@ -8,14 +9,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig
 from backend.errors import InvalidInput
+from desktop_agent.engine import MAX_PARALLEL_BACKUPS
 from desktop_agent.engine.bandwidth import BandwidthLimits, LimitsError
 
-__all__ = ["check_limits", "heartbeat_limits", "stored_limits"]
+__all__ = [
+    "HeartbeatLimits",
+    "check_limits",
+    "check_parallel_backups",
+    "heartbeat_limits",
+    "stored_limits",
+]
 
 
 def check_limits(raw: Any, field: str) -> dict[str, Any] | None:
@@ -28,6 +36,19 @@ def check_limits(raw: Any, field: str) -> dict[str, Any] | None:
     return None if limits is None or limits.empty else limits.to_json()
 
 
+def check_parallel_backups(raw: Any, field: str = "parallelBackups") -> int | None:
+    """How many configs the agent may back up at once (``None``: the machine's own setting), or a
+    400 naming the field: a whole number from 1 to ``MAX_PARALLEL_BACKUPS`` (4), nothing else."""
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= MAX_PARALLEL_BACKUPS:
+        return raw
+    raise InvalidInput(
+        f"{field}: must be a whole number from 1 to {MAX_PARALLEL_BACKUPS}, not {str(raw)[:20]!r}",
+        field=field,
+    )
+
+
 def stored_limits(value: Any) -> dict[str, Any] | None:
     """A stored limits column or option as a dict (SQLite hands JSON back as text)."""
     if isinstance(value, str):
@@ -38,12 +59,21 @@ def stored_limits(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def heartbeat_limits(
-    agent_id: uuid.UUID,
-) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
-    """The agent's limits and its configs' own (``{configId: limits}``), for its heartbeat: two
+class HeartbeatLimits(NamedTuple):
+    """What a heartbeat's answer tells the agent to run under."""
+
+    limits: dict[str, Any] | None
+    config_limits: dict[str, dict[str, Any]]
+    """``{configId: limits}``: the configs with their own ``options.limits``."""
+    parallel_backups: int | None
+
+
+async def heartbeat_limits(agent_id: uuid.UUID) -> HeartbeatLimits:
+    """The agent's limits, its configs' own and its ``parallelBackups``, for its heartbeat: two
     small indexed reads (the agent's row, its configs)."""
-    row = await Agent.select(Agent.limits).where(Agent.id == agent_id).first()
+    row = await (
+        Agent.select(Agent.limits, Agent.parallel_backups).where(Agent.id == agent_id).first()
+    )
     configs = await BackupConfig.select(BackupConfig.id, BackupConfig.options).where(
         BackupConfig.agent == agent_id
     )
@@ -53,4 +83,6 @@ async def heartbeat_limits(
         limits = stored_limits(options.get("limits"))
         if limits:
             own[str(config["id"])] = limits
-    return (stored_limits(row["limits"]) if row else None), own
+    if row is None:
+        return HeartbeatLimits(None, own, None)
+    return HeartbeatLimits(stored_limits(row["limits"]), own, row["parallel_backups"])

@@ -22,7 +22,14 @@ from backend.services.pairing import IssuedCode
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._format import parse_iso
 from backend.web._forms import field_errors, text
-from backend.web._limits_form import DAY_CHOICES, LIMIT_FIELDS, limits_from_form, limits_values
+from backend.web._limits_form import (
+    DAY_CHOICES,
+    LIMIT_FIELDS,
+    limits_from_form,
+    limits_values,
+    parallel_from_form,
+    parallel_text,
+)
 from backend.web._render import page, redirect
 from desktop_agent.engine.bandwidth import BandwidthLimits
 
@@ -209,8 +216,9 @@ async def _agent_page(
         replaces=replaces,
         candidates=candidates,
         errors=errors or {},
-        limits=limits_values(agent.limits, limits_form),
+        limits=limits_values(agent.limits, limits_form, agent.parallel_backups),
         limits_text=_limits_text(agent.limits),
+        parallel_text=parallel_text(agent.parallel_backups),
         day_choices=DAY_CHOICES,
     )
 
@@ -394,7 +402,8 @@ class AgentPages(Controller):
         user: PageUserDep,
         services: ServicesDep,
     ) -> Template | Redirect:
-        """Set the agent's bandwidth limits; a bad value shows the form again, nothing changed."""
+        """Set the agent's bandwidth limits and ``parallelBackups``; a bad value shows the form
+        again, nothing changed."""
         form = await request.form()
         current = await services.agents.get(user, agent_id)
         try:
@@ -404,6 +413,7 @@ class AgentPages(Controller):
                 name=None,
                 active=None,
                 limits=limits_from_form(form, current.limits),
+                parallel_backups=parallel_from_form(form),
             )
         except DomainError as exc:
             if exc.status_code == 404:
@@ -424,7 +434,7 @@ class AgentPages(Controller):
         return redirect(
             f"/agents/{agent.id}#bandwidth",
             services,
-            flash="Bandwidth limits saved: the agent applies them within a minute.",
+            flash="Bandwidth and parallel backups saved: the agent applies them within a minute.",
         )
 
     @post("/{agent_id:str}/deactivate", status_code=303)

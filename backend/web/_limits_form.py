@@ -1,4 +1,5 @@
-"""The agent page's *Bandwidth* form: limits, one schedule window, pause rules.
+"""The agent page's *Bandwidth* form: limits, one schedule window, pause rules, and how many
+configs the agent backs up at once (``parallelBackups``).
 
 The form edits the first window of a schedule; more windows set through the API are kept as they
 are. The rules themselves (validation, what a limit set means) are ``desktop_agent.engine.bandwidth``.
@@ -12,7 +13,14 @@ from litestar.datastructures import FormMultiDict
 
 from backend.web._forms import text
 
-__all__ = ["DAY_CHOICES", "LIMIT_FIELDS", "limits_from_form", "limits_values"]
+__all__ = [
+    "DAY_CHOICES",
+    "LIMIT_FIELDS",
+    "limits_from_form",
+    "limits_values",
+    "parallel_from_form",
+    "parallel_text",
+]
 
 DAY_CHOICES = {
     "": "No schedule",
@@ -34,6 +42,7 @@ LIMIT_FIELDS = {
     "limits.schedule[0].to": "window_to",
     "limits.schedule[0].days": "window_days",
     "limits.schedule[0]": "window_from",
+    "parallelBackups": "parallel_backups",
 }
 """Which form field a service error about a limit belongs to."""
 
@@ -74,18 +83,43 @@ def limits_from_form(form: FormMultiDict, current: dict[str, Any] | None) -> dic
     }
 
 
+def parallel_from_form(form: FormMultiDict) -> Any:
+    """``parallelBackups`` as typed: blank is the machine's own setting (``None``); anything not a
+    whole number is passed on as text for the service to refuse in words."""
+    raw = text(form, "parallel_backups", 20).strip()
+    if not raw:
+        return None
+    return int(raw) if raw.isdecimal() else raw
+
+
+def parallel_text(value: int | None) -> str:
+    """The agent's ``parallelBackups`` in words, for the page."""
+    if value is None:
+        return (
+            "Parallel backups: the machine's own setting (one configuration at a time unless "
+            "it was set with backapp-agent configure --parallel-backups)."
+        )
+    if value == 1:
+        return "Parallel backups: one configuration at a time."
+    return f"Parallel backups: up to {value} configurations at the same time."
+
+
 def _shown(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def limits_values(
-    limits: dict[str, Any] | None, form: FormMultiDict | None = None
+    limits: dict[str, Any] | None,
+    form: FormMultiDict | None = None,
+    parallel_backups: int | None = None,
 ) -> dict[str, Any]:
-    """The form's fields: what was typed (``form``, after an error), else the stored limits."""
+    """The form's fields: what was typed (``form``, after an error), else the stored limits and
+    ``parallel_backups``."""
     if form is not None:
         return {
             name: text(form, name, 40)
             for name in (
+                "parallel_backups",
                 "limit_upload",
                 "limit_download",
                 "window_days",
@@ -103,6 +137,7 @@ def limits_values(
     windows = limits.get("schedule") or []
     first = windows[0] if windows else {}
     return {
+        "parallel_backups": "" if parallel_backups is None else str(parallel_backups),
         "limit_upload": _shown(limits.get("upload")),
         "limit_download": _shown(limits.get("download")),
         "window_days": (

@@ -120,6 +120,7 @@ from ._scheduling import (
     ScheduleStore,
     Skipped,
     engine_restore,
+    parallel_backups,
 )
 from ._settings import (
     MAX_PARALLEL_BACKUPS,
@@ -303,6 +304,7 @@ __all__ = [
     "member_name",
     "member_path",
     "new_recovery_code",
+    "parallel_backups",
     "parse_code",
     "parse_retry_after",
     "parse_rule",

@@ -167,6 +167,9 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     config_limits: dict[str, Any] | None = None
     """Extension: ``{configId: limits}`` for this agent's configs that set their own
     ``options.limits``; ``None`` from an older server."""
+    parallel_backups: Any = None
+    """Extension: how many configs to back up at once, set from the web console (1-4; it replaces
+    the machine's own ``parallelBackups``); ``None``: not set there, or an older server."""
 
 
 class CompactAsk(msgspec.Struct, frozen=True, rename="camel"):

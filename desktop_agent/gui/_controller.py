@@ -26,6 +26,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from desktop_agent.autostart import Autostart, AutostartError
 from desktop_agent.engine import (
     AgentSettings,
+    BandwidthControl,
     ConfigInfo,
     ConfigurationError,
     Event,
@@ -34,6 +35,7 @@ from desktop_agent.engine import (
     KeyStore,
     PairedAgent,
     StateStore,
+    agent_bandwidth,
 )
 
 from ._activity_log import LOG_LINES, ActivityLog
@@ -47,7 +49,7 @@ from ._pairing import (
     redeem_code,
 )
 from ._runs import RunBridge
-from ._status import ConfigView, Health, Status, next_backup_text
+from ._status import ConfigView, Health, Status, limit_text, next_backup_text
 from ._text import redact
 from ._web_restores import WebRestores
 from ._workers import run_task
@@ -105,6 +107,8 @@ class AgentController(QObject):
         self.web_restores.notify.connect(self.notify)
         self.runs.restore_requested.connect(self.web_restores.add)
         self.compactions = TrayCompactions(self.pool, self)
+        self.bandwidth: BandwidthControl = agent_bandwidth()
+        """The process's limits, which every run shares (the heartbeats set them)."""
 
         self.log_line.connect(self._append_log)
         self._activity = ActivityLog(self.log_line.emit)
@@ -192,6 +196,10 @@ class AgentController(QObject):
     def ordered_views(self) -> list[ConfigView]:
         return self.status.ordered_views()
 
+    def limit_text(self) -> str | None:
+        """What holds the running backups' uploads back, in words (``None``: nothing)."""
+        return limit_text(self.bandwidth)
+
     def next_backup(self, config_id: str) -> datetime | None:
         """When the config's schedule runs it next (UTC; a slot already due if one is), or
         ``None`` when it has no schedule."""
@@ -258,6 +266,7 @@ class AgentController(QObject):
         if self.status.connected(configs):
             log.info("the server answers again")
         self.status.last_poll = datetime.now(UTC)
+        self.runs.heard(beat.parallel_backups)
         self.runs.assigned(configs, beat.run_requests)
         for restore_id in beat.restore_requests:
             self.web_restores.add(restore_id)

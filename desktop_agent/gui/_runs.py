@@ -29,6 +29,7 @@ from desktop_agent.engine import (
     Throttle,
     agent_bandwidth,
     local_timezone_name,
+    parallel_backups,
 )
 
 from ._pairing import Pairing
@@ -87,6 +88,8 @@ class RunBridge(QObject):
         self._jobs: dict[str, tuple[JobWorker, CancelToken]] = {}
         """Scheduled and requested jobs running, by config id."""
         self._limits: tuple[tuple[float | None, float | None], RunLimits] | None = None
+        self._server_parallel: int | None = None
+        """The web console's ``parallelBackups`` (last heartbeat), replacing the machine's own."""
         self._closed = False
 
         self._schedule_timer = QTimer(self)
@@ -118,8 +121,19 @@ class RunBridge(QObject):
 
     @property
     def parallel(self) -> int:
-        """How many jobs may run at once (the agent's ``parallelBackups``)."""
-        return max(1, self._pairing.settings.parallel_backups)
+        """How many jobs may run at once (the agent's ``parallelBackups``: the web console's,
+        else the machine's own)."""
+        return max(
+            1, parallel_backups(self._server_parallel, self._pairing.settings.parallel_backups)
+        )
+
+    def heard(self, server_parallel: object) -> None:
+        """A heartbeat's ``parallelBackups`` (``None``: the machine's own holds; one this agent
+        cannot use is logged and ignored). More room is used at the next dispatch."""
+        before = self.parallel
+        self._server_parallel = parallel_backups(server_parallel, 0) or None
+        if self.parallel != before:
+            log.info("parallel backups: %d (was %d)", self.parallel, before)
 
     @property
     def paused(self) -> bool:
@@ -289,8 +303,8 @@ class RunBridge(QObject):
         self.changed.emit()
 
     def resume(self) -> None:
-        if self.paused_until is None:
-            return
+        if self.paused_until is None or self._closed:
+            return  # closed: a late answer after quitting; the timers are gone with the app
         self.paused_until = None
         self.scheduler.resume()
         self._pause_timer.stop()

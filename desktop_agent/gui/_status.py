@@ -15,6 +15,7 @@ from desktop_agent.engine import (
     ArchiveProgress,
     BackupFailed,
     BackupFinished,
+    BandwidthControl,
     ConfigInfo,
     ConfigStarted,
     Event,
@@ -28,6 +29,7 @@ from desktop_agent.engine import (
     UploadStarted,
     last_completed_at,
 )
+from desktop_agent.engine.bandwidth import mbps_text
 
 from ._text import ago, human_bytes, parse_time
 from ._words import failure_text
@@ -40,6 +42,7 @@ __all__ = [
     "Notice",
     "Status",
     "last_result_text",
+    "limit_text",
     "next_backup_text",
 ]
 
@@ -138,6 +141,17 @@ def last_result_text(view: ConfigView, now: datetime | None = None) -> str:
         since = f"last good backup {ago(good, now)}" if good is not None else "never backed up"
         return f"Cancelled {when} ({since})"
     return f"FAILED {when}: {failure_text(str(last.get('error') or 'unknown error'))}"
+
+
+def limit_text(control: BandwidthControl) -> str | None:
+    """What holds a running backup's upload back, in words (the words of its progress on the web
+    console): ``Upload limited to 10 Mbit/s``, ``Paused on battery power: …``, or ``None`` (no
+    limit). ``control`` is the process's (``agent_bandwidth()``): one bucket for every run."""
+    paused = control.upload.paused
+    if paused is not None:
+        return f"Paused {paused}: the backup goes on by itself when that ends"
+    mbps = control.upload.mbps
+    return None if mbps is None else f"Upload limited to {mbps_text(round(mbps, 3))}"
 
 
 def next_backup_text(

@@ -396,6 +396,8 @@ class LeasingBackApp(FakeBackApp):
         self.renew_conflict = False
         self.compact: dict[str, Any] | None = None
         """The heartbeat's ``compact`` (the server asks the agent to compact)."""
+        self.beat_extra: dict[str, Any] = {}
+        """More fields of the heartbeat's answer (``parallelBackups``, ``limits``)."""
         self._n = 0
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -418,6 +420,7 @@ class LeasingBackApp(FakeBackApp):
                     "runRequests": self.run_requests,
                     "features": self.features,
                     "compact": self.compact,
+                    **self.beat_extra,
                 }
             )
         if path == "/api/agent/backup/progress":

@@ -13,7 +13,7 @@ No Qt here: ``backapp-agent daemon`` and the tray app drive the same pieces, one
 
 from .daemon import AgentDaemon
 from .progress import ProgressReporter
-from .queue import Dispatcher, Job, Outcome, RetrySettings
+from .queue import Dispatcher, Job, Outcome, RetrySettings, parallel_backups
 from .restore_jobs import RestoreJobs, engine_restore
 from .runner import AgentPlane, ManualRun, Runner, Skipped
 from .scheduler import Due, Scheduler, Tick
@@ -36,4 +36,5 @@ __all__ = [
     "Skipped",
     "Tick",
     "engine_restore",
+    "parallel_backups",
 ]

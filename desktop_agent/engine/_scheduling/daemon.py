@@ -20,7 +20,7 @@ from .._cancel import CancelToken
 from .._errors import AgentError
 from .._transport.socket import AgentSocket
 from ..protocol import ConfigInfo, RunRequest
-from .queue import Dispatcher, Job, Outcome
+from .queue import Dispatcher, Job, Outcome, parallel_backups
 from .restore_jobs import RestoreJobs
 from .runner import AgentPlane, Runner
 
@@ -71,6 +71,8 @@ class AgentDaemon:
         self.plane = plane
         self.runner = runner
         self.dispatcher = dispatcher
+        self.local_parallel = dispatcher.parallel
+        """The machine's own ``parallelBackups`` (the web console's replaces it while set)."""
         self.version = version
         self.platform = platform
         self.poll_interval = poll_interval
@@ -159,6 +161,10 @@ class AgentDaemon:
         if beat.poll_interval:
             self.poll_interval = float(max(1, beat.poll_interval))
         self.runner.server_features = frozenset(beat.features)
+        parallel = parallel_backups(beat.parallel_backups, self.local_parallel)
+        if parallel != self.dispatcher.parallel:
+            log.info("parallel backups: %d (was %d)", parallel, self.dispatcher.parallel)
+            self.dispatcher.parallel = parallel
         self.dispatcher.set_configs(configs)
         self._configs = list(configs)
         for request in beat.run_requests:

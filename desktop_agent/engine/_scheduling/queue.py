@@ -7,6 +7,7 @@ jittered, bounded; see ``RetrySettings``). Thread-safe.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from .._settings import MAX_PARALLEL_BACKUPS
 from ..protocol import BackupResult, ConfigInfo, RunRequest
 from .scheduler import Scheduler, Tick
 
@@ -27,7 +29,10 @@ __all__ = [
     "Outcome",
     "RetrySettings",
     "Trigger",
+    "parallel_backups",
 ]
+
+log = logging.getLogger("desktop_agent.engine.scheduler")
 
 #: Bounds of ``options.retry``.
 MAX_ATTEMPTS = 10
@@ -36,6 +41,25 @@ MAX_RETRY_DELAY = 6 * 3600.0
 DEFER_DELAY = 30.0
 
 Trigger = Literal["manual", "schedule", "retry", "request"]
+
+
+def parallel_backups(server: object, local: int) -> int:
+    """How many configs to back up at once: the web console's ``parallelBackups`` (a heartbeat's
+    ``parallelBackups``) when it sets one, else the machine's own (``local``). The owner manages
+    the fleet from the console, so its value replaces the machine's rather than capping it; one
+    outside 1-4 (a newer server's idea) is ignored with a warning."""
+    if server is None:
+        return local
+    if isinstance(server, int) and not isinstance(server, bool):
+        if 1 <= server <= MAX_PARALLEL_BACKUPS:
+            return server
+    log.warning(
+        "the server asked for %.20r parallel backups; keeping %d (1-%d are possible)",
+        server,
+        local,
+        MAX_PARALLEL_BACKUPS,
+    )
+    return local
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFrame,
@@ -26,7 +26,11 @@ from .._icons import COLOURS, health_pixmap
 from .._status import ConfigView, Health, last_result_text
 from .._text import eta_text, human_bytes, rate_text, redact
 
-__all__ = ["StatusWindow"]
+__all__ = ["LIMIT_REFRESH_MS", "StatusWindow"]
+
+#: How often the window looks at the bandwidth limit while a backup runs: a pause brings no
+#: progress events, and a limit changed from the web console none either.
+LIMIT_REFRESH_MS = 2000
 
 
 class _ConfigPanel(QFrame):
@@ -44,6 +48,9 @@ class _ConfigPanel(QFrame):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
         self.details = QLabel()
+        self.limit = QLabel()
+        self.limit.setWordWrap(True)
+        self.limit.setVisible(False)
         self.next = QLabel()
         self.errors = QLabel()
         self.errors.setWordWrap(True)
@@ -56,10 +63,17 @@ class _ConfigPanel(QFrame):
         grid.addWidget(self.state, 1, 0, 1, 2)
         grid.addWidget(self.progress, 2, 0, 1, 2)
         grid.addWidget(self.details, 3, 0, 1, 2)
-        grid.addWidget(self.next, 4, 0, 1, 2)
-        grid.addWidget(self.errors, 5, 0, 1, 2)
+        grid.addWidget(self.limit, 4, 0, 1, 2)
+        grid.addWidget(self.next, 5, 0, 1, 2)
+        grid.addWidget(self.errors, 6, 0, 1, 2)
 
-    def show_view(self, view: ConfigView, busy: bool, next_backup: str = "") -> None:
+    def show_view(
+        self, view: ConfigView, busy: bool, next_backup: str = "", limit: str | None = None
+    ) -> None:
+        """The config's run or last result; ``limit``: what holds a running backup back."""
+        shown = limit if view.running else None
+        self.limit.setText(shown or "")
+        self.limit.setVisible(shown is not None)
         self.title.setText(view.title)
         self.next.setText(f"Next backup: {next_backup}" if next_backup else "")
         self.next.setVisible(bool(next_backup))
@@ -163,6 +177,9 @@ class StatusWindow(QWidget):
             self.log.appendPlainText(line)
         controller.log_line.connect(self.log.appendPlainText)
         controller.changed.connect(self.refresh)
+        self._limit_timer = QTimer(self)
+        self._limit_timer.setInterval(LIMIT_REFRESH_MS)
+        self._limit_timer.timeout.connect(self.refresh)
         self.refresh()
 
     def set_notice(self, text: str) -> None:
@@ -205,6 +222,12 @@ class StatusWindow(QWidget):
         self.web_restore.setVisible(restoring is not None)
 
         views = c.ordered_views()
+        limit = c.limit_text()
+        running = any(v.running for v in views)
+        if running and not self._limit_timer.isActive():
+            self._limit_timer.start()
+        elif not running:
+            self._limit_timer.stop()
         wanted = [v.id for v in views]
         for config_id in list(self.panels):
             if config_id not in wanted:
@@ -217,5 +240,5 @@ class StatusWindow(QWidget):
                 panel.backup.clicked.connect(lambda _=False, i=config_id: c.back_up([i]))
                 self.panels[view.id] = panel
                 self.configs_layout.insertWidget(index, panel)
-            panel.show_view(view, c.running or not c.paired, c.next_backup_text(view.id))
+            panel.show_view(view, c.running or not c.paired, c.next_backup_text(view.id), limit)
         self.empty.setVisible(not views)

@@ -160,3 +160,38 @@ async def test_the_api_refuses_bad_limits_and_commands(browser: Browser) -> None
         assert r.status_code == 400 and f'id="{field}-error">' in r.text, bad
     after = (await api.get(f"/api/configs/{config['id']}")).json()["config"]["options"]
     assert after == saved
+
+
+async def test_the_api_sets_parallel_backups_and_refuses_bad_ones(browser: Browser) -> None:
+    api = browser.api
+    await api.signup()
+    agent_id, key = await api.register_agent("workstation")
+    assert (await api.get(f"/api/agents/{agent_id}")).json()["agent"]["parallelBackups"] is None
+    r = await api.patch(f"/api/agents/{agent_id}", json={"parallelBackups": 2})
+    assert r.status_code == 200 and r.json()["agent"]["parallelBackups"] == 2, r.text
+    beat = await api.agent_post(key, "/api/agent/heartbeat", {})
+    assert beat.json()["parallelBackups"] == 2
+    for bad, words in (
+        (0, "parallelBackups: must be a whole number from 1 to 4, not '0'"),
+        (5, "parallelBackups: must be a whole number from 1 to 4, not '5'"),
+        (-1, "not '-1'"),
+        ("two", "parallelBackups"),
+        (2.5, "parallelBackups"),
+        (True, "parallelBackups"),
+    ):
+        r = await api.patch(f"/api/agents/{agent_id}", json={"parallelBackups": bad})
+        assert r.status_code == 400 and words in r.json()["detail"], (bad, r.text)
+    # A bad value beside a good change changes nothing either.
+    r = await api.patch(
+        f"/api/agents/{agent_id}", json={"limits": {"upload": 5}, "parallelBackups": 9}
+    )
+    assert r.status_code == 400, r.text
+    agent = (await api.get(f"/api/agents/{agent_id}")).json()["agent"]
+    assert agent["parallelBackups"] == 2 and agent["limits"] is None
+    # ``null`` gives the choice back to the machine; other changes leave it alone.
+    r = await api.patch(f"/api/agents/{agent_id}", json={"name": "desk"})
+    assert r.json()["agent"]["parallelBackups"] == 2
+    r = await api.patch(f"/api/agents/{agent_id}", json={"parallelBackups": None})
+    assert r.status_code == 200 and r.json()["agent"]["parallelBackups"] is None
+    beat = await api.agent_post(key, "/api/agent/heartbeat", {})
+    assert beat.json()["parallelBackups"] is None

@@ -24,6 +24,7 @@ from desktop_agent.engine import (
     ScanStarted,
     Scheduler,
     load_settings,
+    parallel_backups,
 )
 from tests.support.fakes import Clock, LeasingBackApp, config, engine_factory, plane_for
 
@@ -173,3 +174,35 @@ def test_parallel_backups_from_the_file_and_the_environment(tmp_path: Path) -> N
     assert load_settings({**env, "BACKAPP_AGENT_PARALLEL_BACKUPS": "2"}).parallel_backups == 2
     with pytest.raises(ConfigurationError, match="environment: bad value for parallelBackups"):
         load_settings({**env, "BACKAPP_AGENT_PARALLEL_BACKUPS": "many"})
+
+
+def test_the_web_consoles_parallel_backups_replace_the_machines_own(tmp_path: Path) -> None:
+    hold = threading.Event()
+    daemon, fake, scanning = _daemon(tmp_path, ("c1", "c2", "c3"), 1, hold)
+    fake.beat_extra = {"parallelBackups": 2}  # the agent page's setting, in the heartbeat
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        _wait(lambda: len(scanning) == 2)  # two at once, though the machine says one
+        assert daemon.dispatcher.parallel == 2 and daemon.local_parallel == 1
+        fake.beat_extra = {"parallelBackups": None}  # cleared on the page: the machine's own
+        daemon.beat()
+        assert daemon.dispatcher.parallel == 1
+        hold.set()
+        _wait(lambda: len(daemon.outcomes) == 3)
+    finally:
+        hold.set()
+        daemon.stop()
+        thread.join(WAIT)
+    assert all(o.status == "completed" for o in daemon.outcomes)
+
+
+def test_a_parallel_backups_value_the_agent_cannot_use_is_ignored_in_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert parallel_backups(None, 2) == 2
+    assert parallel_backups(3, 1) == 3 and parallel_backups(4, 1) == 4
+    for bad in (0, 5, -1, "2", True, 2.5, {"n": 2}):
+        caplog.clear()
+        assert parallel_backups(bad, 1) == 1, bad
+        assert "parallel backups; keeping 1 (1-4 are possible)" in caplog.text, bad

@@ -22,11 +22,13 @@ def render(out: Path) -> list[Path]:
         ArchiveProgress,
         BackupFailed,
         BackupFinished,
+        BandwidthControl,
         ConfigInfo,
         ConfigStarted,
         FileFailed,
         KeyStore,
     )
+    from desktop_agent.engine.bandwidth import BandwidthLimits
     from desktop_agent.gui import AgentController, ConfigView, Health
     from desktop_agent.gui._icons import health_pixmap
     from desktop_agent.gui._tray import TrayMenu
@@ -41,6 +43,8 @@ def render(out: Path) -> list[Path]:
     settings = AgentSettings(server_url=server, agent_id="ada-macbook")
     c = AgentController(directory, keystore, settings=settings)
     c.status.online = True
+    c.bandwidth = BandwidthControl()  # the running backup's limit, from the web console
+    c.bandwidth.set_server(BandwidthLimits.parse({"upload": 10}))
     ids = {"Documents": "c1", "Photos": "c2", "Projects": "c3"}
     for name, cid in ids.items():
         c.views[cid] = ConfigView(id=cid, name=name, sources=(f"/home/ada/{name}",))
@@ -133,6 +137,7 @@ def render(out: Path) -> list[Path]:
         health_pixmap(health, 64).save(str(path))
         saved.append(path)
     c.runs._worker = None
+    c.bandwidth.close()
     window.close()
     c.close()
     for obj in (window, tray.menu, tray, c):

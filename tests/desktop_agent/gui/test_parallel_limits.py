@@ -40,3 +40,23 @@ def test_parallel_runs_share_the_bandwidth_limits(
         assert changed[0] is not None and changed[0].mbps == 4.0
     finally:
         close_app(app)
+
+
+def test_the_web_consoles_parallel_backups_replace_the_machines_own_in_the_tray(
+    qtbot: Any, agent_dir: Path, keystore: KeyStore
+) -> None:
+    pair(SERVER, KEY, keystore)
+    app, _fake, _rec = make_app(agent_dir, keystore)
+    try:
+        runs = app.controller.runs
+        local = app.controller.settings.parallel_backups
+        assert runs.parallel == local == 1
+        runs.heard(3)  # a heartbeat's parallelBackups from the agent page
+        assert runs.parallel == 3
+        runs.heard(9)  # not one this agent can use: the machine's own holds
+        assert runs.parallel == local
+        runs.heard(2)
+        runs.heard(None)  # cleared on the page
+        assert runs.parallel == local
+    finally:
+        close_app(app)

@@ -126,3 +126,17 @@ def test_the_keychain_is_read_once_not_on_every_refresh(
         assert reads == [SERVER]
     finally:
         close_app(app)
+
+
+def test_a_resume_that_arrives_after_the_app_is_gone_does_nothing(
+    qtbot: Any, with_tray: None, agent_dir: Path, keystore: KeyStore
+) -> None:
+    """A late answer (the recovery check's, after quitting) may still resume backups: the pause
+    timer is deleted by then, and touching it raised from inside Qt's event loop."""
+    pair(SERVER, KEY, keystore)
+    app, _fake, _rec = make_app(agent_dir, keystore)
+    controller = app.controller
+    controller.pause(timedelta(hours=1))
+    close_app(app)
+    controller.resume()  # raised RuntimeError: the C++ QTimer was already deleted
+    assert controller.paused  # nothing changed after the app went away
