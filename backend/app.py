@@ -25,6 +25,7 @@ from backend.api.agent_compaction import AgentCompactionController
 from backend.api.agent_continue import AgentContinueController
 from backend.api.agent_recovery import AgentRecoveryController
 from backend.api.agent_snapshots import AgentSnapshotController
+from backend.api.agent_updates import AgentUpdateController
 from backend.api.auth import AuthController
 from backend.api.deps import ServicesDep, provide_services
 from backend.api.guards import ApiRequest
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
         AgentRestoreJobController,
         ConfigController,
         AgentController,
+        AgentUpdateController,
         InheritanceController,
         OrganisationRecoveryController,
         BackupController,

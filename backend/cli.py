@@ -10,6 +10,7 @@ backapp maintenance undo-compaction ID
 backapp check [--json] [--no-alert]
 backapp catalog backup|list|restore|rebuild (see backend/cli_catalog.py)
 backapp user password --email E [--password-stdin]
+backapp agent-release keygen|sign|add|list|remove (see backend/cli_releases.py)
 """
 
 from __future__ import annotations
@@ -416,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     add_catalog_commands(sub, migrate=run_migrations)
+    from backend.cli_releases import add_commands as add_release_commands
+
+    add_release_commands(sub, migrate=run_migrations)
     return parser
 
 

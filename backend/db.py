@@ -87,6 +87,8 @@ def all_tables() -> list[type]:
         Agent,
         AgentInheritance,
         AgentLog,
+        AgentRelease,
+        AgentUpdatePolicy,
         KeyRevocations,
         PairingCode,
     )
@@ -115,6 +117,8 @@ def all_tables() -> list[type]:
         AgentInheritance,
         PairingCode,
         KeyRevocations,
+        AgentRelease,
+        AgentUpdatePolicy,
         BackupConfig,
         BackupLog,
         Lease,

@@ -121,3 +121,15 @@ class ProgressRequest(Camel):
     limit: Annotated[str, Meta(max_length=200)] | None = None
     """The agent's bandwidth limit in words while one holds (``limited to 10 Mbit/s``, ``paused:
     on battery power``); absent otherwise."""
+
+
+class RunRequestOut(Camel):
+    id: str
+    config_id: str
+    status: Literal["pending", "started", "expired"]
+    requested_at: str
+
+
+class RunRequestResponse(Camel):
+    run_request: RunRequestOut
+    success: bool = True

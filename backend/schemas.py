@@ -117,7 +117,19 @@ class HeartbeatResponse(Camel):
     """``{configId: limits}``: this agent's configs with their own ``options.limits``."""
     parallel_backups: int | None = None
     """How many configs the agent backs up at once (1-4); ``null``: the machine's own setting."""
+    update: UpdateOut | None = None
+    """A signed build to move to (docs/agent-api.md, "Extensions: agent updates"); ``null``: none."""
     success: bool = True
+
+
+class UpdateOut(Camel):
+    """An agent build to download (1-hour URL) and check before it is run."""
+
+    version: str
+    url: str
+    sha256: str
+    size: int
+    signature: str
 
 
 class CompactRequestOut(Camel):
@@ -582,19 +594,4 @@ class RestoreResponse(Camel):
 
 class DownloadResponse(Camel):
     download: DownloadInfo
-    success: bool = True
-
-
-# --- schedules, leases, Back Up Now, live progress ----------------------------------------------
-
-
-class RunRequestOut(Camel):
-    id: str
-    config_id: str
-    status: Literal["pending", "started", "expired"]
-    requested_at: str
-
-
-class RunRequestResponse(Camel):
-    run_request: RunRequestOut
     success: bool = True

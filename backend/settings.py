@@ -121,6 +121,18 @@ def _env_redis_url(name: str) -> str | None:
     return value
 
 
+def _env_release_key(name: str) -> str | None:
+    value = _env_str(name)
+    if value is not None:
+        from desktop_agent.engine.releases import BadRelease, parse_public_key
+
+        try:
+            parse_public_key(value)
+        except BadRelease as exc:
+            raise ValueError(f"{name}: {exc} (base64 of the raw 32-byte public key)") from None
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server can be told. Field comments name the environment variable."""
@@ -294,6 +306,17 @@ class Settings:
     """``BACKAPP_SERVER_SOURCE_ROOTS``: colon-separated folders under which server-side configs may
     back up paths; unset = server-side execution disabled."""
 
+    release_public_key: str | None = None
+    """``BACKAPP_RELEASE_PUBLIC_KEY``: base64 of the raw 32-byte Ed25519 public key that agent
+    builds must be signed with (``backapp agent-release add`` refuses any other signature). Unset:
+    the release key built into the agent. Set it to the same value as on the agents when you build
+    and sign agents of your own."""
+
+    release_cache_seconds: float = 30.0
+    """``BACKAPP_RELEASE_CACHE_SECONDS``: how long a server process keeps its copy of the list of
+    agent builds before reading it again for heartbeats; a build added or removed with ``backapp
+    agent-release`` reaches agents within this. 0: read it for every heartbeat that needs it."""
+
     @property
     def base_url(self) -> str:
         if self.public_url:
@@ -373,6 +396,8 @@ class Settings:
             alert_webhook_url=_env_str("BACKAPP_ALERT_WEBHOOK_URL"),
             notify_timeout=_env_float("BACKAPP_NOTIFY_TIMEOUT", 10.0, minimum=0.1),
             server_source_roots=_env_roots("BACKAPP_SERVER_SOURCE_ROOTS"),
+            release_public_key=_env_release_key("BACKAPP_RELEASE_PUBLIC_KEY"),
+            release_cache_seconds=_env_float("BACKAPP_RELEASE_CACHE_SECONDS", 30.0),
         )
 
 

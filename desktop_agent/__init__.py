@@ -1,6 +1,7 @@
 """BackApp desktop agent: the backup engine (``desktop_agent.engine``), the headless ``backapp-agent``
 command line (``desktop_agent.cli``) and, later, the tray app (``desktop_agent.gui``)."""
 
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -10,9 +11,29 @@ from importlib.metadata import PackageNotFoundError, version
 # defines a stub ``httpx.main`` instead (its documented behaviour without the ``cli`` extra).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
+
+#: The data file a frozen build carries its version in (written by ``packaging/build.py``).
+FROZEN_VERSION_FILE = "_frozen_version.txt"
+
+
+def _frozen_version() -> str | None:
+    """The version a frozen build was made with (``packaging/build.py --version``): a data file
+    beside this package in the build, because the package metadata it would otherwise read is
+    the build machine's installed version, not necessarily the build's."""
+    if not getattr(sys, "frozen", False):
+        return None
+    try:
+        with open(
+            os.path.join(os.path.dirname(__file__), FROZEN_VERSION_FILE), encoding="utf-8"
+        ) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
 try:
-    __version__ = version("backapp")
+    __version__ = _frozen_version() or version("backapp")
 except PackageNotFoundError:  # running from a source checkout that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = ["FROZEN_VERSION_FILE", "__version__"]

@@ -7,6 +7,7 @@ this module imports only the standard library and PyInstaller's hook helpers.
 
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -17,10 +18,31 @@ PACKAGING = Path(__file__).resolve().parent
 ROOT = PACKAGING.parent
 
 
+#: Set by ``build.py --version``: the version to build, instead of ``pyproject.toml``'s.
+VERSION_ENV = "BACKAPP_BUILD_VERSION"
+
+#: The file (beside ``desktop_agent/__init__.py`` in the build) the frozen programs read their
+#: version from: ``desktop_agent.FROZEN_VERSION_FILE``.
+FROZEN_VERSION_FILE = "_frozen_version.txt"
+
+
 def version() -> str:
-    """The package version from ``pyproject.toml`` (what ``--version`` prints once frozen)."""
+    """The version to build (what ``--version`` prints once frozen): ``$BACKAPP_BUILD_VERSION``,
+    else the package version from ``pyproject.toml``."""
+    override = os.environ.get(VERSION_ENV, "").strip()
+    if override:
+        return override
     with open(ROOT / "pyproject.toml", "rb") as fh:
         return str(tomllib.load(fh)["project"]["version"])
+
+
+def version_datas(workpath: str) -> list[tuple[str, str]]:
+    """The version file for the build, written into PyInstaller's work folder. A frozen program
+    reads it rather than the package metadata, which names the build machine's installed version."""
+    folder = Path(workpath) / "version"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / FROZEN_VERSION_FILE).write_text(version() + "\n", encoding="utf-8")
+    return [(str(folder / FROZEN_VERSION_FILE), "desktop_agent")]
 
 
 def version_tuple() -> tuple[int, int, int, int]:

@@ -3,6 +3,7 @@
     python packaging/build.py                 # everything this platform can build, into dist/
     python packaging/build.py backapp-agent   # only the headless agent: dist/backapp-agent(.exe)
     python packaging/build.py backapp-tray    # only the tray app
+    python packaging/build.py backapp-agent --version 1.2.4   # a build that says it is 1.2.4
 
 Targets:
 
@@ -11,9 +12,12 @@ Targets:
   and ``dist/backapp-tray-<version>-linux-<arch>.tar.gz``; Windows: ``dist/backapp-tray/`` and a
   ``.zip``; macOS: ``dist/BackApp.app`` (menu bar only, ``LSUIElement``) and a ``.zip``.
 
-Each build is checked after it is made (``--version`` must print the package version) and its size
-and build time are printed. PyInstaller cannot cross-compile: macOS and Windows builds are made on
-those systems (``.github/workflows/build.yml``).
+Each build is checked after it is made (``--version`` must print the version it was built as) and
+its size and build time are printed. ``--version`` builds another version than ``pyproject.toml``'s
+(a release to publish with ``backapp agent-release``, or two builds to test an update): the frozen
+program carries it in a data file and ``desktop_agent.__version__`` reads it from there.
+PyInstaller cannot cross-compile: macOS and Windows builds are made on those systems
+(``.github/workflows/build.yml``).
 """
 
 from __future__ import annotations
@@ -34,9 +38,30 @@ ROOT = PACKAGING.parent
 TARGETS = ("backapp-agent", "backapp-tray")
 
 
+#: Passed to the specs (``_common.version``): the version to build.
+VERSION_ENV = "BACKAPP_BUILD_VERSION"
+
+
 def package_version() -> str:
+    """The version being built: ``--version``'s (through ``VERSION_ENV``), else the package's."""
+    override = os.environ.get(VERSION_ENV, "").strip()
+    if override:
+        return override
     with open(ROOT / "pyproject.toml", "rb") as fh:
         return str(tomllib.load(fh)["project"]["version"])
+
+
+def checked_version(text: str) -> str:
+    """``--version``'s argument: a PEP 440 version, as agents compare them."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(text)
+    except InvalidVersion as exc:
+        raise argparse.ArgumentTypeError(f"not a version: {text!r}") from exc
+    if text != text.strip() or not text:
+        raise argparse.ArgumentTypeError(f"not a version: {text!r}")
+    return text
 
 
 def platform_tag() -> str:
@@ -156,7 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--work", type=Path, default=ROOT / "build", help="PyInstaller's work folder (build/)"
     )
     parser.add_argument("--clean", action="store_true", help="ignore PyInstaller's cache")
+    parser.add_argument(
+        "--version",
+        type=checked_version,
+        default=None,
+        help="the version the programs say they are (default: pyproject.toml's)",
+    )
     args = parser.parse_args(argv)
+    if args.version is not None:
+        os.environ[VERSION_ENV] = args.version  # read by the specs, in PyInstaller's process
     targets = list(dict.fromkeys(args.targets or TARGETS))
     dist, work = args.dist.resolve(), args.work.resolve()
     print(f"BackApp {package_version()} for {platform_tag()}: {', '.join(targets)}", flush=True)

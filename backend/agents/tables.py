@@ -122,3 +122,35 @@ class KeyRevocations(Table, tablename="backapp_key_revocations"):
 
     id = Integer(primary_key=True)
     revoked = BigInt(default=0)
+
+
+class AgentRelease(Table, tablename="backapp_agent_release"):
+    """One agent build the server hands out (``backapp agent-release add``): the object at
+    ``object_key`` in the bucket and the publisher's signature over (platform, version, sha256,
+    size), which agents check against the release key built into them. Unique by (platform,
+    version)."""
+
+    id = UUID(primary_key=True)
+    platform = Varchar(length=16, help_text="sys.platform of the build: linux, darwin or win32.")
+    version = Varchar(length=64, help_text="PEP 440 version; compared as such, not as text.")
+    sha256 = Varchar(length=64, help_text="Hex SHA-256 of the build.")
+    size = BigInt()
+    signature = Varchar(length=128, help_text="Base64 Ed25519 signature by the release key.")
+    object_key = Varchar(
+        length=300,
+        null=True,
+        default=None,
+        help_text="Set once the build is stored; until then (an add under way) no agent is offered it.",
+    )
+    created_at = Timestamptz()
+
+
+class AgentUpdatePolicy(Table, tablename="backapp_agent_update_policy"):
+    """An owner's choice for the updates of their whole fleet (``/api/agent-updates``): ``latest``
+    (the default, also when there is no row), ``pin`` to ``version``, or ``hold``."""
+
+    id = UUID(primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, unique=True)
+    policy = Varchar(length=16, default="latest")
+    version = Varchar(length=64, null=True, default=None)
+    updated_at = Timestamptz()

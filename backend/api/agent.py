@@ -43,6 +43,7 @@ from backend.schemas import (
     RestoreResponse,
     StartRequest,
     StartResponse,
+    UpdateOut,
 )
 from backend.services.backups import AGENT_FEATURES
 from backend.services.clock import iso
@@ -83,6 +84,9 @@ class AgentApiController(Controller):
         await services.runs.record_timezone(agent, data.timezone)
         await services.registry.heartbeat(agent, data.version, data.platform, data.mode)
         limits = await heartbeat_limits(agent.id)
+        update = await services.releases.offer(
+            agent.user_id, data.platform or agent.platform, data.version
+        )
         return HeartbeatResponse(
             status="online",
             poll_interval=services.settings.poll_interval,
@@ -94,6 +98,7 @@ class AgentApiController(Controller):
             limits=limits.limits,
             config_limits=limits.config_limits,
             parallel_backups=limits.parallel_backups,
+            update=UpdateOut(**vars(update)) if update else None,
         )
 
     @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")

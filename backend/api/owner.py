@@ -22,6 +22,7 @@ from litestar.status_codes import (
 from backend.api.deps import ServicesDep, UserDep, provide_user
 from backend.api.guards import api_guard
 from backend.errors import InvalidInput
+from backend.run_schemas import RunRequestResponse
 from backend.schemas import (
     AgentListResponse,
     AgentLogsResponse,
@@ -39,7 +40,6 @@ from backend.schemas import (
     PreviewBackup,
     RetentionPreviewRequest,
     RetentionPreviewResponse,
-    RunRequestResponse,
 )
 from backend.services.clock import iso
 from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor

@@ -20,6 +20,7 @@ from backend.services.pairing import PairingService
 from backend.services.progress import ProgressService
 from backend.services.pubsub import LiveEvents
 from backend.services.recovery import RecoveryService
+from backend.services.releases import ReleaseService
 from backend.services.repo_checks import RepoCheckService
 from backend.services.restore_jobs import RestoreJobService
 from backend.services.restores import RestoreService
@@ -79,6 +80,7 @@ class Services:
     cursors: CursorSigner
     pairing: PairingService
     restore_jobs: RestoreJobService
+    releases: ReleaseService
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage | None = None) -> Services:
@@ -118,4 +120,5 @@ class Services:
             cursors=CursorSigner(settings.secret_key),
             pairing=PairingService(settings, agents),
             restore_jobs=RestoreJobService(live),
+            releases=ReleaseService(settings, storage),
         )

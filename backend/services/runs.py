@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig, RunRequest
 from backend.errors import Conflict, InvalidInput, NotFound
-from backend.schemas import RunRequestOut, RunRequestRef
+from backend.run_schemas import RunRequestOut
+from backend.schemas import RunRequestRef
 from backend.services.accounts import CurrentUser
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
 from backend.services.clock import aware, iso, utcnow

@@ -27,6 +27,7 @@ from backend.web._organisation_pages import OrganisationPages
 from backend.web._pairing_pages import PairPage
 from backend.web._render import STATIC_DIR, template_config
 from backend.web._restore_pages import RestorePages
+from backend.web._update_pages import UpdatePages
 
 __all__ = ["template_config", "web_handlers"]
 
@@ -39,6 +40,7 @@ def web_handlers() -> list[Any]:
             DashboardPage,
             AgentPages,
             OrganisationPages,
+            UpdatePages,
             ConfigPages,
             BackupPages,
             PairPage,

@@ -80,8 +80,10 @@ async def _agents_page(
     after: str | None = None,
     pairing: IssuedCode | None = None,
     machine: str = "",
+    update_form: dict[str, str] | None = None,
 ) -> Template:
     """The agents page (also the answer of a form on it that failed, with ``errors``)."""
+    policy = await services.releases.policy(user.id)
     position = services.cursors.decode("agents", user.id, after) if after else None
     agents, more = await services.agents.page_agents(
         user, search=search or None, after=position, limit=AGENT_PAGE
@@ -112,6 +114,9 @@ async def _agents_page(
         pairing=pairing,
         machine=machine,
         code_minutes=services.settings.pairing_code_minutes,
+        update_form=update_form or {"policy": policy.policy, "version": policy.version or ""},
+        update_policy=policy,
+        releases=await services.releases.releases(),
         server_url=server_url(request, services),
         pair_link=(
             f"{server_url(request, services)}/pair?{urlencode({'code': pairing.code})}"

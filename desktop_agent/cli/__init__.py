@@ -10,6 +10,7 @@
     backapp-agent restore BACKUP_ID [--to DIR | --in-place] [--path PATTERN ...] [--list]
                           [--overwrite] [--json]
     backapp-agent compact [--config ID] [--threshold PERCENT] [--json]
+    backapp-agent update [--check] [--json]
     backapp-agent --version
 
 Exit status: 0 all went well; 1 a backup or restore failed (or the run could not start, or a config

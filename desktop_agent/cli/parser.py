@@ -12,7 +12,18 @@ from collections.abc import Callable
 
 from desktop_agent import __version__
 
-from . import checks, compact, configure, pair, recovery, restore, run, snapshots, status
+from . import (
+    checks,
+    compact,
+    configure,
+    pair,
+    recovery,
+    restore,
+    run,
+    snapshots,
+    status,
+    update,
+)
 from .common import Commands
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
@@ -25,6 +36,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     checks.register,  # check, drill
     compact.register,  # compact
     recovery.register,  # recovery init, rotate, status
+    update.register,  # update
 )
 
 

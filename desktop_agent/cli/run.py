@@ -24,6 +24,8 @@ from desktop_agent.engine import (
     Scheduler,
     ScheduleStore,
     StateStore,
+    UpdateDuty,
+    Updater,
     config_dir,
     engine_restore,
     instances_dir,
@@ -105,6 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Back up the assigned configs (or ``--config`` ones) once, each under its lease."""
     settings = load_settings()
     key = load_key(settings)
+    # A one-shot run does not install updates (the daemon and `update` do), but it is a start:
+    # a fresh update past its deadline is rolled back, and its heartbeat can confirm one.
+    updater = Updater(config_dir())
+    if updater.startup():
+        updater.restart()
     display = make_display(args.json)
     cancel = CancelToken()
     try:
@@ -126,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         StateStore(config_dir()).record(result)
     except OSError as exc:
         log.warning("could not save the local state: %s", exc)
+    if not result.error:
+        updater.confirm()  # the run started: its heartbeat was answered
     if result.error:
         err(f"the run could not start: {result.error}")
     elif not args.json and not result.results and not result.skipped:
@@ -149,6 +158,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     zone = local_timezone_name()
     if zone is None:
         log.warning("cannot tell this machine's time zone: schedules run in UTC")
+    updater = Updater(config_dir())
+    if updater.startup():  # this build is an update that missed its deadline: back to the old
+        updater.restart()
     display = daemon_display(args.json)
     runner = Runner.from_settings(
         settings,
@@ -173,6 +185,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         ),
         drills=DrillDuty(settings, key, config_dir()),
         compactions=CompactDuty(settings, key),
+        updates=UpdateDuty(updater, enabled=settings.auto_update),
     )
     if not args.no_socket:
         service.socket = runner.socket = AgentSocket(
@@ -201,5 +214,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             service.run()
     finally:
         runner.close()
+    if service.restart:
+        log.info("daemon restarting as the new build")
+        updater.restart()
     log.info("daemon stopped")
     return EXIT_OK

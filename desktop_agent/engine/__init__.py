@@ -141,6 +141,7 @@ from ._transport.retry import RetryPolicy, parse_retry_after
 from ._transport.socket import AgentSocket, websocket_url
 from ._transport.storage import HttpStorage
 from ._transport.throttle import Throttle
+from ._update import UpdateDuty, Updater, UpdateResult, offer_from
 from ._upload import Uploader, UploadOptions, UploadResult
 from .protocol import (
     BackupInfo,
@@ -157,6 +158,7 @@ from .protocol import (
     RunResult,
     Source,
     Storage,
+    UpdateOffer,
 )
 from .schedule import local_timezone_name, parse_stored_schedule
 
@@ -273,6 +275,10 @@ __all__ = [
     "Storage",
     "StorageError",
     "Throttle",
+    "UpdateDuty",
+    "UpdateOffer",
+    "UpdateResult",
+    "Updater",
     "UploadOptions",
     "UploadProgress",
     "UploadResult",
@@ -304,6 +310,7 @@ __all__ = [
     "member_name",
     "member_path",
     "new_recovery_code",
+    "offer_from",
     "parallel_backups",
     "parse_code",
     "parse_retry_after",

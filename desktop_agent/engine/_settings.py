@@ -164,6 +164,11 @@ class AgentSettings:
     (``parallelBackups``; ``$BACKAPP_AGENT_PARALLEL_BACKUPS``; 1-4, default 1). One config never
     runs twice at once (its run lease)."""
 
+    auto_update: bool = True
+    """Install the agent builds the server offers at an idle moment (``autoUpdate``;
+    ``$BACKAPP_AGENT_AUTO_UPDATE``; single-file builds only). Off, an offer is only logged and
+    ``backapp-agent update`` installs it."""
+
     @property
     def effective_temp_dir(self) -> Path:
         return self.temp_dir if self.temp_dir is not None else default_temp_dir()
@@ -235,6 +240,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "compactThreshold": ("compact_threshold", float),
     "allowServerCommands": ("allow_server_commands", bool),
     "parallelBackups": ("parallel_backups", _whole_number),
+    "autoUpdate": ("auto_update", bool),
 }
 
 _ENV_KEYS: dict[str, str] = {
@@ -254,6 +260,7 @@ _ENV_KEYS: dict[str, str] = {
     "BACKAPP_AGENT_COMPACT_THRESHOLD": "compactThreshold",
     "BACKAPP_AGENT_ALLOW_SERVER_COMMANDS": "allowServerCommands",
     "BACKAPP_AGENT_PARALLEL_BACKUPS": "parallelBackups",
+    "BACKAPP_AGENT_AUTO_UPDATE": "autoUpdate",
 }
 
 

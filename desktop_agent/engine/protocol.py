@@ -51,6 +51,7 @@ __all__ = [
     "StartBackup",
     "StartResponse",
     "Storage",
+    "UpdateOffer",
     "UploadTicket",
     "UploadedPart",
 ]
@@ -170,6 +171,21 @@ class Heartbeat(msgspec.Struct, frozen=True, rename="camel"):
     parallel_backups: Any = None
     """Extension: how many configs to back up at once, set from the web console (1-4; it replaces
     the machine's own ``parallelBackups``); ``None``: not set there, or an older server."""
+    update: dict[str, Any] | None = None
+    """Extension: the agent build this agent should run (``UpdateOffer``'s fields: version, a
+    pre-signed URL, sha256, size, signature); ``None``: stay as it is, and from an older server.
+    Kept loose here so that a malformed offer costs the update, never the heartbeat."""
+
+
+class UpdateOffer(msgspec.Struct, frozen=True, rename="camel"):
+    """A build the server offers (the heartbeat's ``update``): where to download it, and what it
+    must be. The agent checks every field against the release key's signature before running it."""
+
+    version: str
+    url: str
+    sha256: str
+    size: int
+    signature: str
 
 
 class CompactAsk(msgspec.Struct, frozen=True, rename="camel"):

@@ -51,6 +51,7 @@ from ._pairing import (
 from ._runs import RunBridge
 from ._status import ConfigView, Health, Status, limit_text, next_backup_text
 from ._text import redact
+from ._updates import TrayUpdates
 from ._web_restores import WebRestores
 from ._workers import run_task
 
@@ -109,6 +110,12 @@ class AgentController(QObject):
         self.compactions = TrayCompactions(self.pool, self)
         self.bandwidth: BandwidthControl = agent_bandwidth()
         """The process's limits, which every run shares (the heartbeats set them)."""
+        # Agent updates, at idle moments; ``busy`` is what the controller cannot see (the app's
+        # restore window sets it).
+        self.updates = TrayUpdates(directory, self.pool, self, enabled=self.settings.auto_update)
+        self.updates.notify.connect(lambda title, text: self.notify.emit(title, text, False))
+        self.updates.restart.connect(self._restart_for_update)
+        self.busy: Callable[[], bool] = lambda: False
 
         self.log_line.connect(self._append_log)
         self._activity = ActivityLog(self.log_line.emit)
@@ -119,6 +126,8 @@ class AgentController(QObject):
 
     def start(self) -> None:
         """Begin polling (at once, then every ``pollInterval``) and running schedules."""
+        if self.updates.updater.startup():  # a fresh update that missed its deadline: go back
+            self._restart_for_update()
         if not self.paired:
             return
         self._timer.start(max(1000, self.settings.poll_interval_ms))
@@ -274,7 +283,16 @@ class AgentController(QObject):
             self.compactions.ask(self.settings, key)
         self.changed.emit()
         self.runs.check_schedules()
-        self.compactions.maybe_run(idle=not self.runs.running and not self.web_restores.running)
+        idle = not self.runs.running and not self.web_restores.running and not self.busy()
+        self.compactions.maybe_run(idle=idle)
+        self.updates.heard(beat)
+        self.updates.maybe_run(idle=idle and not self.compactions.running)
+
+    def _restart_for_update(self) -> None:
+        """A new build is in place (or the previous one is back): become it."""
+        log.info("restarting as the new build")
+        self.close()
+        self.updates.updater.restart()
 
     def _poll_failed(self, message: str) -> None:
         self._polling = False

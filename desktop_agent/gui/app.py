@@ -125,6 +125,8 @@ class TrayApp(QObject):
         self._disposed = False
         """Set by ``dispose``: a server call still running then must not touch the deleted
         controller or windows when it ends."""
+        # Updates wait while the restore window restores files.
+        self.controller.busy = lambda: self.restore is not None and self.restore.busy
 
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)

@@ -85,6 +85,11 @@ class FakeBackApp:
         """What the heartbeat lists; ``backup-cancelled`` makes ``backup/complete`` take
         ``status: cancelled`` (an older server refuses it with a 400)."""
         self.heartbeat_bodies: list[dict[str, Any]] = []
+        self.update: dict[str, Any] | None = None
+        """The heartbeat's ``update`` (an agent build on offer); left out of the answer when
+        ``None``, as an older server does."""
+        self.downloads: dict[str, bytes] = {}
+        """What storage serves to a GET, by path (e.g. an offered build)."""
         self._lock = threading.Lock()
 
     @property
@@ -113,7 +118,8 @@ class FakeBackApp:
             if route == ("POST", "/api/agent/heartbeat"):
                 self.heartbeats += 1
                 self.heartbeat_bodies.append(body)
-                return _ok({"status": "online", "pollInterval": 30, "features": self.features})
+                answer = {"status": "online", "pollInterval": 30, "features": self.features}
+                return _ok(answer if self.update is None else {**answer, "update": self.update})
             if route == ("GET", "/api/agent/configs"):
                 return _ok({"configs": self.configs})
             if route == ("POST", "/api/agent/backup/start"):
@@ -289,6 +295,8 @@ class FakeBackApp:
     # -- storage ------------------------------------------------------------------------------------
 
     def _storage(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path in self.downloads:
+            return httpx.Response(200, content=self.downloads[request.url.path])
         if request.method != "PUT":
             return httpx.Response(405)
         query = {k: v[0] for k, v in parse_qs(request.url.query.decode()).items()}

@@ -15,6 +15,7 @@ from tests.support.paths import ROOT
 ENV_AGENT = "BACKAPP_TEST_FROZEN_AGENT"
 ENV_TRAY = "BACKAPP_TEST_FROZEN_TRAY"
 ENV_BUILD = "BACKAPP_TEST_BUILD_FROZEN"
+ENV_AGENT_NEXT = "BACKAPP_TEST_FROZEN_AGENT_NEXT"
 EXE = ".exe" if sys.platform == "win32" else ""
 
 
@@ -52,7 +53,8 @@ def build_from_env(name: str) -> Path | None:
     return path
 
 
-def build(target: str, tmp: Path) -> Path:
+def build(target: str, tmp: Path, version: str | None = None) -> Path:
+    """Build ``target`` into ``tmp/dist`` (as ``version`` when given: ``build.py --version``)."""
     dist, work = tmp / "dist", tmp / "work"
     subprocess.run(
         [
@@ -63,8 +65,25 @@ def build(target: str, tmp: Path) -> Path:
             str(dist),
             "--work",
             str(work),
+            *(["--version", version] if version is not None else []),
         ],
         check=True,
         cwd=ROOT,
     )
     return dist
+
+
+def frozen_version(program: Path) -> str:
+    """What a frozen agent says its version is (``--version``)."""
+    done = subprocess.run(
+        [str(program), "--version"], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.split()[-1]
+
+
+def next_version(version: str, step: int = 1) -> str:
+    """``version`` with its third number ``step`` higher (0.1.0 -> 0.1.1)."""
+    from packaging.version import Version
+
+    major, minor, micro = (list(Version(version).release) + [0, 0, 0])[:3]
+    return f"{major}.{minor}.{micro + step}"

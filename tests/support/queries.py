@@ -7,18 +7,23 @@
 
 Every Piccolo query (select, insert, raw, ...) goes through ``engine.run_querystring``; the counter
 wraps that method for the engine the tables are bound to, for the duration of the block.
+``count_queries(own_task_only=True)`` leaves out what other asyncio tasks run meanwhile (the
+server's background writers), for code the test awaits directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from backend.backups.tables import BackupLog
 
 __all__ = ["QueryLog", "count_queries"]
+
+_counting: ContextVar[object | None] = ContextVar("_counting", default=None)
 
 
 @dataclass
@@ -37,14 +42,15 @@ class QueryLog:
 
 
 @contextmanager
-def count_queries() -> Iterator[QueryLog]:
+def count_queries(*, own_task_only: bool = False) -> Iterator[QueryLog]:
     engine: Any = BackupLog._meta.db
     log = QueryLog()
+    mark = _counting.set(log)
     cls = type(engine)
     original = cls.run_querystring
 
     async def counting(self: Any, querystring: Any, *args: Any, **kwargs: Any) -> Any:
-        if self is not engine:
+        if self is not engine or (own_task_only and _counting.get() is not log):
             return await original(self, querystring, *args, **kwargs)
         log.statements.append(str(querystring))
         log.returned.append(0)
@@ -59,3 +65,4 @@ def count_queries() -> Iterator[QueryLog]:
         yield log
     finally:
         cls.run_querystring = original
+        _counting.reset(mark)

@@ -24,9 +24,8 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from queue import Empty, Queue
 
 import zstandard
@@ -38,8 +37,6 @@ from .cache import Cache
 from .chunker import Chunker
 from .errors import RepositoryError
 from .format import (
-    PACK_SIZE,
-    ZSTD_LEVEL,
     BlobType,
     Node,
     seal_blob,
@@ -54,51 +51,20 @@ from .walk import (
     node_from_stat,
     open_noatime,
     path_parts,
+    read_whole,
     unchanged,
+    unreadable_text,
 )
+from .write_options import Progress, SnapshotOptions, WriteStats
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
 # Small files are handed to the readers in batches, to keep the per-task overhead low.
 _BATCH_FILES = 64
 _BATCH_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotOptions:
-    readers: int = max(2, os.cpu_count() or 2)
-    sealers: int = max(2, os.cpu_count() or 2)
-    uploaders: int = 2
-    pack_size: int = PACK_SIZE
-    zstd_level: int = ZSTD_LEVEL
-    max_inflight_bytes: int = 24 * 1024 * 1024
-    """Chunk bytes read but not yet sealed into a pack, at most (back-pressure on the readers).
-    48 MiB and two queued packs of two per uploader measured the same speed for ~35 MiB more peak
-    memory (median of five first snapshots of the bench's tree)."""
-    max_queued_packs: int = 1
-    """Finished packs waiting for an uploader. Memory for packs stays below about
-    ``(uploaders * batch + max_queued_packs + 2) * pack_size``."""
-    upload_batch: int = 1
-    """Packs one uploader takes at once when several wait (one request for their URLs)."""
-
-
-@dataclass(slots=True)
-class WriteStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes: int = 0
-    """Bytes of file content in the snapshot."""
-    bytes_read: int = 0
-    files_read: int = 0
-    new_bytes: int = 0
-    """Bytes uploaded (sealed blobs in new packs, pack headers included)."""
-    new_blobs: int = 0
-    packs: int = 0
-    errors: list[FileError] = field(default_factory=list)
-
-
-Progress = Callable[[WriteStats], None]
+# Files up to this size in a batch are read before any of their chunks is stored (at most
+# _BATCH_FILES of them in memory at once per reader).
+_READ_FIRST = 64 * 1024
 
 
 class SnapshotWriter:
@@ -194,12 +160,16 @@ class SnapshotWriter:
             z = self._local.zstd = zstandard.ZstdCompressor(level=self.options.zstd_level)
         return z
 
-    def _store(self, kind: BlobType, blob_id: bytes, data: bytes) -> None:
-        """Make sure the repository will hold this blob: known already, or sealed and packed."""
+    def _store(
+        self, kind: BlobType, blob_id: bytes, data: bytes, known: Mapping[bytes, int] | None = None
+    ) -> None:
+        """Make sure the repository will hold this blob: known already, or sealed and packed.
+        ``known``: what one lookup in the cache found for a batch of blobs (instead of one query
+        per blob)."""
         with self._lock:
             if blob_id in self._claimed:
                 return
-        seq = self.cache.has_blob(blob_id)
+        seq = self.cache.has_blob(blob_id) if known is None else known.get(blob_id)
         with self._lock:
             if seq is not None:
                 self.referenced.add(seq)
@@ -307,14 +277,16 @@ class SnapshotWriter:
                     read += len(chunk)
                     self._store(BlobType.DATA, blob_id, chunk)
                 after = os.fstat(fd)
-        except FileNotFoundError:
-            self._file_error(fs_path, "vanished before it could be read")
-            return None
         except (BackupCancelled, RepositoryError):
             raise
         except OSError as exc:
-            self._file_error(fs_path, f"cannot read: {exc.strerror or exc}")
+            self._file_error(fs_path, unreadable_text(exc))
             return None
+        return self._read_as(node, fs_path, content, read, after)
+
+    def _read_as(
+        self, node: Node, fs_path: str, content: list[bytes], read: int, after: os.stat_result
+    ) -> Node:
         if after.st_size != read or after.st_mtime_ns != node.mtime:
             self._file_error(
                 fs_path, "changed while it was read; the backup holds the content as read"
@@ -327,10 +299,37 @@ class SnapshotWriter:
         return node
 
     def _read_batch(self, batch: Sequence[tuple[Node, str]]) -> list[Node | None]:
-        out = []
-        for node, path in batch:
+        """Read a batch of files. The small ones are read first and their chunks looked up in the
+        cache in one query: on a tree of tiny files, one query per file was a sixth of the time."""
+        small: dict[int, tuple[list[bytes], os.stat_result] | None] = {}
+        for i, (node, path) in enumerate(batch):
+            if node.size <= _READ_FIRST:
+                self._check()
+                try:
+                    small[i] = read_whole(self._chunker, path, node.size)
+                except OSError as exc:
+                    self._file_error(path, unreadable_text(exc))
+                    small[i] = None
+        ids = {
+            i: [self.keys.blob_id(chunk) for chunk in got[0]]
+            for i, got in small.items()
+            if got is not None
+        }
+        known = self.cache.pack_seqs(blob_id for found in ids.values() for blob_id in found)
+        out: list[Node | None] = []
+        for i, (node, path) in enumerate(batch):
             self._check()
-            out.append(self._read_file(node, path))
+            if i not in small:
+                out.append(self._read_file(node, path))
+                continue
+            got = small[i]
+            if got is None:
+                out.append(None)
+                continue
+            chunks, after = got
+            for blob_id, chunk in zip(ids[i], chunks, strict=True):
+                self._store(BlobType.DATA, blob_id, chunk, known)
+            out.append(self._read_as(node, path, ids[i], sum(map(len, chunks)), after))
         return out
 
     # --- the walk ------------------------------------------------------------------------------

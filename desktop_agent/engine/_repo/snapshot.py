@@ -25,7 +25,7 @@ from ..repo_protocol import (
     SnapshotStarted,
     StartSnapshot,
 )
-from .backup import SnapshotOptions, SnapshotWriter, WriteStats
+from .backup import SnapshotWriter
 from .errors import RepositoryError
 from .format import (
     MAGIC_INDEX,
@@ -39,6 +39,7 @@ from .format import (
 )
 from .memory import tune_allocator
 from .repository import Repository, sha256_hex, utc_now_text
+from .write_options import SnapshotOptions, WriteStats
 
 log = logging.getLogger("desktop_agent.engine.repo")
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from .chunker import Chunker
 from .format import Node
 
 __all__ = [
@@ -21,7 +22,9 @@ __all__ = [
     "node_from_stat",
     "open_noatime",
     "path_parts",
+    "read_whole",
     "unchanged",
+    "unreadable_text",
 ]
 
 
@@ -127,3 +130,20 @@ def open_noatime(path: str) -> int:
         except PermissionError:
             pass  # O_NOATIME is only allowed on one's own files
     return os.open(path, flags)
+
+
+def read_whole(
+    chunker: Chunker, fs_path: str, size_hint: int
+) -> tuple[list[bytes], os.stat_result]:
+    """A (small) file's chunks, all in memory, and its ``fstat`` after reading. Raises ``OSError``."""
+    fd = open_noatime(fs_path)
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        chunks = list(chunker.chunks(fh, size_hint))
+        return chunks, os.fstat(fd)
+
+
+def unreadable_text(exc: OSError) -> str:
+    """Why a file could not be read, as a per-file error says it."""
+    if isinstance(exc, FileNotFoundError):
+        return "vanished before it could be read"
+    return f"cannot read: {exc.strerror or exc}"

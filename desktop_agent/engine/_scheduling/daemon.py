@@ -4,7 +4,9 @@
 and the pending *Back Up Now* requests), listens on the socket, ticks the scheduler through the
 ``Dispatcher``, and runs its jobs on worker threads through the ``Runner``: up to the
 dispatcher's ``parallel`` backups of different configs at once, each with its own lease and cancel
-token. A restore or a drill runs alone (backups wait for it, and it waits for them).
+token. A restore or a drill runs alone (backups wait for it, and it waits for them). Compactions
+and agent updates run only when nothing else runs or waits; an installed update stops the loop
+with ``restart`` set, and the caller execs the new build.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 from .._cancel import CancelToken
 from .._errors import AgentError
 from .._transport.socket import AgentSocket
-from ..protocol import ConfigInfo, RunRequest
+from ..protocol import ConfigInfo, Heartbeat, RunRequest
 from .queue import Dispatcher, Job, Outcome, parallel_backups
 from .restore_jobs import RestoreJobs
 from .runner import AgentPlane, Runner
@@ -47,6 +49,18 @@ class Compactions(Protocol):
     def run(self) -> Any: ...
 
 
+class Updates(Protocol):
+    """Agent updates (``UpdateDuty``): told of each heartbeat, run at an idle moment."""
+
+    def heard(self, beat: Heartbeat) -> None: ...
+
+    def due(self) -> bool: ...
+
+    def run(self) -> bool: ...
+
+    def overdue(self) -> bool: ...
+
+
 class AgentDaemon:
     """``backapp-agent daemon``: heartbeat every ``pollInterval`` (sending the time zone, taking the
     pending run requests), the socket for *Back Up Now* within seconds, the scheduler every ``tick``
@@ -67,6 +81,7 @@ class AgentDaemon:
         restores: RestoreJobs | None = None,
         drills: Drills | None = None,
         compactions: Compactions | None = None,
+        updates: Updates | None = None,
     ) -> None:
         self.plane = plane
         self.runner = runner
@@ -84,6 +99,10 @@ class AgentDaemon:
         """Restore drills, run when due and no backup is waiting."""
         self.compactions = compactions
         """Compactions of the repository, run when the server asks and nothing else waits."""
+        self.updates = updates
+        """Agent updates, installed when nothing else runs or waits."""
+        self.restart = False
+        """Set when ``run`` returned for an update: the caller restarts into the new build."""
         self._configs: list[ConfigInfo] = []
         self._mono = monotonic
         self._wake = threading.Event()
@@ -176,6 +195,8 @@ class AgentDaemon:
             for restore_id in beat.restore_requests:
                 if self.restores.add(restore_id):
                     log.info("restore %s requested from the web console (heartbeat)", restore_id)
+        if self.updates is not None:
+            self.updates.heard(beat)
 
     def run(self) -> None:
         if self.socket is not None:
@@ -186,6 +207,10 @@ class AgentDaemon:
                 if self._mono() >= next_beat:
                     self.beat()
                     next_beat = self._mono() + self.poll_interval
+                idle = self._worker is None and not self.running
+                if self.updates is not None and idle and self.updates.overdue():
+                    self._restart_for_update()  # a fresh update that never heartbeat: roll back
+                    break
                 tick = self.dispatcher.poll()
                 if tick.jump > 0:  # woke up: talk to the server now
                     next_beat = 0.0
@@ -231,8 +256,8 @@ class AgentDaemon:
                 break
             self._start_job(*picked)
             started = True
-        if not started and not busy and not self._start_drill():
-            self._start_compaction()
+        if not started and not busy and not self._start_drill() and not self._start_compaction():
+            self._start_update()
 
     def _start_job(self, job: Job, config: ConfigInfo | None) -> None:
         cancel = CancelToken()
@@ -302,13 +327,13 @@ class AgentDaemon:
         self._worker.start()
         return True
 
-    def _start_compaction(self) -> None:
+    def _start_compaction(self) -> bool:
         """The compaction the server asked for, on the worker thread (a backup asked for
         meanwhile waits for it; a backup running at the same time would be safe too: the
         server never deletes a pack a snapshot started with)."""
         compactions = self.compactions
         if compactions is None or self._stopping.is_set() or not compactions.due():
-            return
+            return False
 
         def work() -> None:
             try:
@@ -319,3 +344,26 @@ class AgentDaemon:
 
         self._worker = threading.Thread(target=work, name="backapp-compact", daemon=True)
         self._worker.start()
+        return True
+
+    def _start_update(self) -> None:
+        """An update at this idle moment (nothing runs, nothing waits), on the worker thread: a
+        backup asked for meanwhile waits for it. Installed, the daemon stops to restart."""
+        updates = self.updates
+        if updates is None or self._stopping.is_set() or not updates.due():
+            return
+
+        def work() -> None:
+            try:
+                if updates.run():
+                    self._restart_for_update()
+            except Exception:  # a bug costs this update, not the daemon
+                log.exception("the agent update failed")
+            self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="backapp-update", daemon=True)
+        self._worker.start()
+
+    def _restart_for_update(self) -> None:
+        self.restart = True
+        self.stop("agent restarting for an update")

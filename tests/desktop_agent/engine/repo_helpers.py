@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from desktop_agent.engine._repo.backup import SnapshotOptions
 from desktop_agent.engine._repo.repository import Repository
 from desktop_agent.engine._repo.restore import SnapshotRestorer
+from desktop_agent.engine._repo.write_options import SnapshotOptions
 
 KEY = bytes(range(32))
 

@@ -15,12 +15,12 @@ import pytest
 
 from desktop_agent.engine import RepositoryKeyMissing, RestoreOptions, Snapshots
 from desktop_agent.engine._repo.access import InheritedPlane
-from desktop_agent.engine._repo.backup import SnapshotOptions
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.repository import Repository
 from desktop_agent.engine._repo.run import cache_path
 from desktop_agent.engine._repo.snapshot import SnapshotJob, take_snapshot
+from desktop_agent.engine._repo.write_options import SnapshotOptions
 from desktop_agent.engine.repo_protocol import ListedObject, ObjectKind, ReadSlot
 
 from .repo_fakes import FakeRepoServer

@@ -12,6 +12,7 @@ import pytest
 
 from desktop_agent.engine._cancel import CancelToken
 from desktop_agent.engine._errors import BackupCancelled
+from desktop_agent.engine._repo import backup as backup_module
 from desktop_agent.engine._repo import pack as pack_module
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
@@ -119,6 +120,33 @@ def test_tiny_files_are_split_into_packs_at_the_blob_limit(
     other.open(None, None)
     out = tmp_path / "out"
     assert restore_all(other, first.backup_id, out).errors == []
+    assert state(restored_root(out, src)) == state(src)
+
+
+def test_a_small_file_that_vanishes_is_named_and_the_rest_is_kept(
+    tmp_path: Path, server: FakeRepoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(b"same\n" if i % 2 else b"%d\n" % i)
+    real = backup_module.read_whole
+
+    def flaky(chunker, fs_path: str, size_hint: int):  # type: ignore[no-untyped-def]
+        if fs_path.endswith("f3"):
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(chunker, fs_path, size_hint)
+
+    monkeypatch.setattr(backup_module, "read_whole", flaky)
+    first = snap(repo(server, tmp_path), src)
+    assert [(e.path.rsplit("/", 1)[-1], e.message) for e in first.errors] == [
+        ("f3", "vanished before it could be read")
+    ]
+    out = tmp_path / "out"
+    other = repo(server, tmp_path, cache="other")
+    other.open(None, None)
+    assert restore_all(other, first.backup_id, out).errors == []
+    (src / "f3").unlink()
     assert state(restored_root(out, src)) == state(src)
 
 

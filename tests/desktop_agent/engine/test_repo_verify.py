@@ -10,7 +10,6 @@ import os
 import random
 from pathlib import Path
 
-from desktop_agent.engine._repo.backup import SnapshotOptions
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.drill import run_drill
@@ -24,6 +23,7 @@ from desktop_agent.engine._repo.verify import (
     RepoChecker,
     Target,
 )
+from desktop_agent.engine._repo.write_options import SnapshotOptions
 
 from .repo_fakes import FakeRepoServer
 

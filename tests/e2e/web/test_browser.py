@@ -149,6 +149,11 @@ def test_owner_journey(
 
     page.goto(f"{server.url}/agents")
     shot(page, "agents")
+    # The fleet's update policy, held from the agents page (no build is published here).
+    expect(page.get_by_test_id("update-policy")).to_contain_text("Agents follow the newest build")
+    page.get_by_label("Hold updates").check()
+    page.get_by_role("button", name="Save update policy").click()
+    expect(page.get_by_test_id("update-policy")).to_contain_text("Updates are on hold")
     page.goto(f"{server.url}/configs")
     shot(page, "configs")
 
