@@ -93,3 +93,18 @@ class RepoKeyOut(Camel):
 
 class RepoKeysOut(Camel):
     keys: list[RepoKeyOut]
+
+
+class OrganisationSnapshotRequest(Camel, forbid_unknown_fields=True):
+    backup_id: Uuid
+
+
+class OrganisationSnapshotOut(Camel):
+    """The repository key of the machine holding a snapshot, wrapped for the organisation key."""
+
+    backup_id: str
+    agent_id: str
+    agent_name: str
+    config_name: str
+    wrapped_key: str
+    version: int

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from litestar import Controller, get, post, put
 from litestar.di import Provide
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.deps import AgentDep, ServicesDep, provide_agent
 from backend.recovery_schemas import (
     OrganisationRestoreRequest,
+    OrganisationSnapshotOut,
+    OrganisationSnapshotRequest,
     RecoveryOut,
     RecoveryRotateRequest,
     RecoverySetupRequest,
@@ -21,8 +23,10 @@ from backend.recovery_schemas import (
     RepoKeysOut,
 )
 from backend.schemas import RestoreResponse
+from backend.services.organisation_access import organisation_reader, snapshot_key
 from backend.services.organisation_recovery import OrganisationState
 from backend.services.recovery import RecoveryState, WrappedKeyIn, WrappedKeyOut
+from backend.snapshot_schemas import RepoListResponse, RepoReadRequest, RepoReadResponse
 
 
 def _state(state: RecoveryState, org: OrganisationState | None = None) -> RecoveryOut:
@@ -141,3 +145,50 @@ class AgentRecoveryController(Controller):
     ) -> RestoreResponse:
         row = await services.organisation.restorable(agent, data.backup_id)
         return RestoreResponse(restore=services.restores.signed_get(row))
+
+    @post(
+        "/organisation/snapshot",
+        status_code=HTTP_200_OK,
+        summary="An administrator's agent: the organisation-wrapped key of the repository that "
+        "holds a snapshot of any account (recorded in that machine's log)",
+    )
+    async def organisation_snapshot(
+        self, data: JSONBody[OrganisationSnapshotRequest], agent: AgentDep
+    ) -> OrganisationSnapshotOut:
+        found = await snapshot_key(agent, data.backup_id)
+        return OrganisationSnapshotOut(
+            backup_id=found.backup_id,
+            agent_id=found.agent_id,
+            agent_name=found.agent_name,
+            config_name=found.config_name,
+            wrapped_key=found.wrapped_key,
+            version=found.version,
+        )
+
+    @post(
+        "/organisation/repo/read",
+        status_code=HTTP_200_OK,
+        summary="An administrator's agent: pre-signed GETs for objects of a repository whose key "
+        "is wrapped for the organisation key",
+    )
+    async def organisation_read(
+        self, data: JSONBody[RepoReadRequest], agent: AgentDep, services: ServicesDep
+    ) -> RepoReadResponse:
+        reader = await organisation_reader(agent, data.agent_id)
+        return await services.snapshots.read(reader, data.objects)
+
+    @get(
+        "/organisation/repo/objects",
+        summary="An administrator's agent: the stored objects of one kind in such a repository",
+    )
+    async def organisation_objects(
+        self,
+        agent: AgentDep,
+        services: ServicesDep,
+        kind: FromQuery[Literal["config", "data", "index", "snapshot"]],
+        agent_id: Annotated[str, QueryParameter(name="agentId", min_length=1, max_length=64)],
+        after: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+    ) -> RepoListResponse:
+        reader = await organisation_reader(agent, agent_id)
+        return await services.snapshots.list_objects(reader, kind, after, limit)

@@ -43,7 +43,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from backend.backups.tables import BackupLog
 from backend.compact_schemas import (
@@ -60,6 +59,7 @@ from backend.schemas import CompactRequestOut
 from backend.services.agents import AgentIdentity
 from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import aware, iso, utcnow
+from backend.services.key_material import write_transaction
 from backend.services.prune import bitmap_int, from_seqs, seqs_of
 from backend.services.snapshots import OBJECT_LIMITS, SnapshotService
 from backend.settings import Settings
@@ -113,13 +113,6 @@ def _wire(stored: bytes | None) -> str:
 
 def _json(raw: Any) -> Any:
     return msgspec.json.decode(raw) if isinstance(raw, str) else raw
-
-
-def _atomic() -> Any:
-    db = Snapshot._meta.db
-    if isinstance(db, SQLiteEngine):
-        return db.transaction(transaction_type=TransactionType.immediate)
-    return db.transaction()
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -407,7 +400,7 @@ class CompactionService:
         now = self.clock()
         release = now + timedelta(seconds=self.settings.compact_grace_seconds)
         indexes = list(dict.fromkeys(req.indexes))
-        async with _atomic():
+        async with write_transaction():
             for s in changing:
                 bits = wanted[str(s["backup"])]
                 names = list(_json(s["index_names"]) or [])
@@ -540,7 +533,7 @@ class CompactionService:
         rows = await _data_rows(row["repository"], seqs_of(held))
         if any(r["state"] == "deleted" for r in rows):
             raise Conflict("its retired packs are already deleted: too late to undo")
-        async with _atomic():
+        async with write_transaction():
             for backup, packs in previous.items():
                 await Snapshot.update({Snapshot.packs: base64.b64decode(packs)}).where(
                     (Snapshot.backup == uuid.UUID(backup))

@@ -32,7 +32,8 @@ from backend.repos.tables import RepoObject, Repository, Snapshot
 from backend.services.agent_registry import AgentIdentity
 from backend.services.clock import utcnow
 from backend.services.inheritance import readable_agent_ids, target_agent
-from backend.services.recovery import _atomic, _check_wrapped, _proof_digest, store_wrapped_key
+from backend.services.key_material import check_wrapped, proof_digest, write_transaction
+from backend.services.recovery import store_wrapped_key
 
 __all__ = ["ContinuationService"]
 
@@ -105,12 +106,12 @@ class ContinuationService:
                 "fromAgentId: this is this machine; give the id of the machine it replaces",
                 field="fromAgentId",
             )
-        _check_wrapped(wrapped_key)
-        digest = _proof_digest(proof)
+        check_wrapped(wrapped_key)
+        digest = proof_digest(proof)
         name = (await Agent.select(Agent.name).where(Agent.id == old).first() or {"name": ""})[
             "name"
         ]
-        async with _atomic():
+        async with write_transaction():
             recovery = (
                 await RecoveryKey.select(RecoveryKey.version, RecoveryKey.proof_digest)
                 .where(RecoveryKey.user == agent.user_id)

@@ -10,7 +10,8 @@ code; it cannot decrypt anything with what it keeps here.
 
 An administrator's agent may then get a signed GET for any *encrypted* archive of the server
 (``POST /api/agent/organisation/restore``): ciphertext only, which opens with the organisation code
-when the archive was made after the key was set up. Plain archives stay with their owners.
+when the archive was made after the key was set up; snapshots are in
+:mod:`backend.services.organisation_access`. Plain archives stay with their owners.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from backend.accounts.tables import User
 from backend.backups.tables import BackupLog
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.recovery.tables import OrganisationKey, OrganisationWrappedKey
@@ -30,7 +30,8 @@ from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import AgentIdentity
 from backend.services.agents import parse_uuid
 from backend.services.clock import iso, utcnow
-from backend.services.recovery import _atomic, _check_wrapped
+from backend.services.key_material import check_wrapped, write_transaction
+from backend.services.organisation_access import administrator, record_access
 
 __all__ = ["OrganisationRecoveryService", "OrganisationState"]
 
@@ -48,11 +49,6 @@ class OrganisationState:
     wrapped_agents: int
     agent_key_version: int | None = None
     """The version the asking agent's wrapped key is for (``None``: it has none)."""
-
-
-async def _is_admin(user_id: uuid.UUID) -> bool:
-    row = await User.select(User.is_admin).where(User.id == user_id).first()
-    return bool(row and row["is_admin"])
 
 
 def _admin(user: CurrentUser) -> None:
@@ -110,7 +106,7 @@ class OrganisationRecoveryService:
                 field="publicKey",
             )
         now = self.clock()
-        async with _atomic():
+        async with write_transaction():
             row = await OrganisationKey.select().first()
             if row is not None and row["public_key"] == text:
                 pass  # the same key again: nothing to re-wrap
@@ -139,16 +135,16 @@ class OrganisationRecoveryService:
         """Remove the organisation key and every key wrapped for it (administrators only).
         Archives already encrypted for it still open with its code."""
         _admin(user)
-        async with _atomic():
+        async with write_transaction():
             await OrganisationWrappedKey.delete(force=True)
             await OrganisationKey.delete(force=True)
 
     async def put_wrapped(self, agent: AgentIdentity, *, wrapped_key: str, version: int) -> int:
         """Store the agent's repository key wrapped for organisation key ``version``;
         ``Conflict`` when there is no organisation key or ``version`` is not the current one."""
-        _check_wrapped(wrapped_key)
+        check_wrapped(wrapped_key)
         now = self.clock()
-        async with _atomic():
+        async with write_transaction():
             current = await OrganisationKey.select(OrganisationKey.version).first()
             if current is None:
                 raise Conflict("no organisation recovery key is set up on this server")
@@ -178,10 +174,12 @@ class OrganisationRecoveryService:
 
     async def restorable(self, agent: AgentIdentity, backup_id: str) -> dict[str, Any]:
         """The row of an encrypted, completed archive of any user, for an administrator's agent
-        restoring with the organisation code. ``NotFound`` for anyone else, for a plain archive or
-        a snapshot (the server hands out ciphertext only), and when no organisation key is set up.
+        restoring with the organisation code; the download is recorded in the log of the machine
+        that made it (:func:`record_access`). ``NotFound`` for anyone else, for a plain archive
+        or a snapshot (see :func:`snapshot_key`), and when no organisation key is set up.
         """
-        if not await OrganisationKey.exists() or not await _is_admin(agent.user_id):
+        admin = await administrator(agent)
+        if admin is None:
             raise NotFound("backupId: no such encrypted archive")
         row = (
             await BackupLog.select().where(BackupLog.id == parse_uuid(backup_id, "backup")).first()
@@ -194,4 +192,5 @@ class OrganisationRecoveryService:
             raise NotFound("backupId: no such encrypted archive")
         if row["status"] != "completed":
             raise Conflict(f"backupId: this backup is {row['status']}, there is nothing to restore")
+        await record_access(agent, admin["email"], row, "a download of the encrypted archive")
         return dict(row)

@@ -10,17 +10,11 @@ code by a value whose digest was stored at set-up).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from backend.agents.tables import Agent
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -28,9 +22,14 @@ from backend.recovery.tables import RecoveryKey, WrappedKey
 from backend.services.agent_registry import AgentIdentity
 from backend.services.clock import iso, utcnow
 from backend.services.inheritance import may_read
+from backend.services.key_material import (
+    b64_field,
+    check_wrapped,
+    proof_digest,
+    write_transaction,
+)
 
 __all__ = [
-    "AGE_MAGIC",
     "RecoveryService",
     "RecoveryState",
     "WrappedKeyIn",
@@ -38,10 +37,6 @@ __all__ = [
     "readable_agent",
     "store_wrapped_key",
 ]
-
-AGE_MAGIC = b"age-encryption.org/v1\n"
-MAX_WRAPPED = 4096
-"""Bytes of an age file that holds a 32-byte key for one or two recipients: ~300; room to spare."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,36 +82,6 @@ async def readable_agent(agent: AgentIdentity, agent_id: str | None) -> uuid.UUI
     return wanted
 
 
-def _atomic() -> Any:
-    """A transaction that takes SQLite's write lock at once: a deferred one that reads first
-    fails with "database is locked" when another connection writes meanwhile."""
-    db = RecoveryKey._meta.db
-    if isinstance(db, SQLiteEngine):
-        return db.transaction(transaction_type=TransactionType.immediate)
-    return db.transaction()
-
-
-def _b64(text: str, field: str, *, low: int, high: int) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput(f"{field}: not base64", field=field) from None
-    if not low <= len(raw) <= high:
-        raise InvalidInput(f"{field}: must be {low} to {high} bytes", field=field)
-    return raw
-
-
-def _check_wrapped(text: str, field: str = "wrappedKey") -> None:
-    raw = _b64(text, field, low=len(AGE_MAGIC) + 1, high=MAX_WRAPPED)
-    if not raw.startswith(AGE_MAGIC):
-        raise InvalidInput(f"{field}: not an age file", field=field)
-
-
-def _proof_digest(proof: str) -> str:
-    raw = _b64(proof, "proof", low=32, high=32)
-    return hashlib.sha256(raw).hexdigest()
-
-
 class RecoveryService:
     """Set-up, rotation and wrapped keys of a user's recovery key."""
 
@@ -151,9 +116,9 @@ class RecoveryService:
         self, agent: AgentIdentity, *, public_key: str, salt: str, kdf: str, proof: str
     ) -> RecoveryState:
         """The user's first recovery key; ``Conflict`` when there is one (rotate it instead)."""
-        _b64(salt, "salt", low=16, high=64)
-        digest = _proof_digest(proof)
-        async with _atomic():
+        b64_field(salt, "salt", low=16, high=64)
+        digest = proof_digest(proof)
+        async with write_transaction():
             if await RecoveryKey.exists().where(RecoveryKey.user == agent.user_id):
                 raise Conflict(
                     "recovery is already set up for this account: rotate the code instead"
@@ -186,9 +151,9 @@ class RecoveryService:
         """Replace the recovery key and every wrapped key of the user at once. ``Conflict`` when
         ``old_version`` is not the current one or a stored wrapped key is left out (it would be
         lost), ``Forbidden`` when ``old_proof`` is not the old code's."""
-        _b64(salt, "salt", low=16, high=64)
-        digest = _proof_digest(proof)
-        old_digest = _proof_digest(old_proof)
+        b64_field(salt, "salt", low=16, high=64)
+        digest = proof_digest(proof)
+        old_digest = proof_digest(old_proof)
         wanted: dict[uuid.UUID, str] = {}
         for n, item in enumerate(keys):
             try:
@@ -199,10 +164,10 @@ class RecoveryService:
                 ) from None
             if aid in wanted:
                 raise InvalidInput(f"keys[{n}]: agent {aid} named twice", field="keys")
-            _check_wrapped(item.wrapped_key, f"keys[{n}].wrappedKey")
+            check_wrapped(item.wrapped_key, f"keys[{n}].wrappedKey")
             wanted[aid] = item.wrapped_key
         now = self.clock()
-        async with _atomic():
+        async with write_transaction():
             row = await RecoveryKey.select().where(RecoveryKey.user == agent.user_id).first()
             if row is None:
                 raise Conflict("recovery is not set up for this account: set it up first")
@@ -264,7 +229,7 @@ class RecoveryService:
     async def put_key(self, agent: AgentIdentity, *, wrapped_key: str, version: int) -> int:
         """Store the agent's own wrapped key for recovery key ``version``; ``Conflict`` when
         recovery is not set up or ``version`` is not the current one."""
-        _check_wrapped(wrapped_key)
+        check_wrapped(wrapped_key)
         current = (
             await RecoveryKey.select(RecoveryKey.version)
             .where(RecoveryKey.user == agent.user_id)
@@ -277,7 +242,7 @@ class RecoveryService:
                 f"the recovery key is at version {current['version']}, not {version}: wrap the "
                 "key for the current one"
             )
-        async with _atomic():
+        async with write_transaction():
             await store_wrapped_key(agent, wrapped_key, version, self.clock())
         return version
 

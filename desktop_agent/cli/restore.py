@@ -20,6 +20,7 @@ from desktop_agent.engine import (
     InvalidRecoveryCode,
     MemberInfo,
     NotFoundError,
+    OrganisationSnapshots,
     Recovery,
     RepoKeyStore,
     RepositoryKeyMissing,
@@ -123,7 +124,8 @@ def register(commands: Commands) -> None:
         "--organisation-code-stdin",
         action="store_true",
         help="administrators: read the organisation's recovery code from standard input and "
-        "restore an encrypted archive of any machine of the server that was encrypted for it",
+        "restore a snapshot or an encrypted archive of any machine of the server (the owner "
+        "sees it in that machine's log)",
     )
     restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
@@ -211,6 +213,22 @@ def _default_target(info: BackupInfo | None, backup_id: str) -> Path:
     return target
 
 
+def _options(args: argparse.Namespace, info: BackupInfo | None) -> RestoreOptions:
+    """What ``restore``'s options ask for; the default target is named after ``info``."""
+    target: Path | None = None
+    if args.to is not None:
+        target = args.to.expanduser().absolute()
+    elif not args.in_place and not args.list:
+        target = _default_target(info, args.backup_id)
+    return RestoreOptions(
+        target=target,
+        in_place=args.in_place,
+        overwrite=args.overwrite,
+        patterns=tuple(args.patterns),
+        list_only=args.list,
+    )
+
+
 def _list_line(m: MemberInfo) -> str:
     when = datetime.fromtimestamp(m.mtime, UTC).strftime("%Y-%m-%d %H:%M")
     mode = stat.filemode(
@@ -245,18 +263,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return organisation_restore(args, settings, code, display, cancel)
     with connect(settings) as client:
         info = lookup(client, args.backup_id)
-        target: Path | None = None
-        if args.to is not None:
-            target = args.to.expanduser().absolute()
-        elif not args.in_place and not args.list:
-            target = _default_target(info, args.backup_id)
-        options = RestoreOptions(
-            target=target,
-            in_place=args.in_place,
-            overwrite=args.overwrite,
-            patterns=tuple(args.patterns),
-            list_only=args.list,
-        )
+        options = _options(args, info)
         incremental = info is not None and info.type == "incremental"
         with signal_handlers(cancel_on_signals(cancel)):
             try:
@@ -386,57 +393,72 @@ def organisation_restore(
     display: RestoreDisplay,
     cancel: CancelToken,
 ) -> int:
-    """``restore --organisation-code-stdin``: an administrator opens an encrypted archive of any
-    machine of the server with the organisation's code (checked before anything is downloaded)."""
-    target: Path | None = None
-    if args.to is not None:
-        target = args.to.expanduser().absolute()
-    elif not args.in_place and not args.list:
-        target = _default_target(None, args.backup_id)
-    options = RestoreOptions(
-        target=target,
-        in_place=args.in_place,
-        overwrite=args.overwrite,
-        patterns=tuple(args.patterns),
-        list_only=args.list,
-    )
-    with connect(settings) as client:
-        recovery = Recovery(
-            client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
-        )
-        with signal_handlers(cancel_on_signals(cancel)):
-            try:
-                identity = recovery.organisation_identity(code).age_identity()
-                with Restorer(
-                    _OrganisationSource(client),
-                    events=JsonLines(sys.stdout) if args.json else display,
-                    temp_dir=settings.temp_dir,
-                    download_limit=agent_bandwidth(settings).download,
-                    identities=lambda _ticket: [identity],
-                ) as restorer:
-                    result = restorer.restore(
+    """``restore --organisation-code-stdin``: an administrator restores a snapshot or an encrypted
+    archive of any machine of the server with the organisation's code (checked before anything
+    is downloaded). A snapshot is tried first: the server answers 404 for anything else."""
+    options = _options(args, None)
+    events = JsonLines(sys.stdout) if args.json else display
+    with signal_handlers(cancel_on_signals(cancel)):
+        try:
+            with OrganisationSnapshots.connect(settings, load_key(settings), code) as snaps:
+                try:
+                    found = snaps.open(args.backup_id)
+                except NotFoundError:
+                    found = None
+                if found is not None:
+                    if args.list:
+                        err(
+                            "list a snapshot's files with `backapp-agent ls BACKUP_ID "
+                            "--organisation-code-stdin`"
+                        )
+                        return EXIT_FAILED
+                    if not args.json:
+                        print(
+                            printable(
+                                f"Restoring a snapshot of “{found.agent_name}” "
+                                f"({found.config_name}) with the organisation code; the owner "
+                                "sees this in that machine's log."
+                            )
+                        )
+                    result = snaps.restore(
                         args.backup_id,
                         options,
+                        events=events,
                         cancel=cancel,
-                        on_member=(lambda m: print(_list_line(m)))
-                        if args.list and not args.json
-                        else None,
+                        agent_id=found.agent_id,
                     )
-            except BackupCancelled as exc:
-                display.close()
-                err(f"restore {exc.reason}; nothing was restored")
-                return EXIT_INTERRUPTED
-            except NotFoundError:
-                display.close()
-                err(
-                    f"restore failed: no encrypted archive {args.backup_id} that an administrator "
-                    "may restore with the organisation code (plain archives and snapshots stay "
-                    "with their owners)"
-                )
-                return EXIT_FAILED
-            except (RestoreError, AgentError) as exc:
-                display.close()
-                err(f"restore failed: {exc}")
-                return EXIT_FAILED
+                else:
+                    identity = snaps.identity().age_identity()
+                    with Restorer(
+                        _OrganisationSource(snaps.client),
+                        events=events,
+                        temp_dir=settings.temp_dir,
+                        download_limit=agent_bandwidth(settings).download,
+                        identities=lambda _ticket: [identity],
+                    ) as restorer:
+                        result = restorer.restore(
+                            args.backup_id,
+                            options,
+                            cancel=cancel,
+                            on_member=(lambda m: print(_list_line(m)))
+                            if args.list and not args.json
+                            else None,
+                        )
+        except BackupCancelled as exc:
+            display.close()
+            err(f"restore {exc.reason}; nothing was restored")
+            return EXIT_INTERRUPTED
+        except NotFoundError:
+            display.close()
+            err(
+                f"restore failed: no encrypted archive or snapshot {args.backup_id} that an "
+                "administrator may restore with the organisation code (this machine must be an "
+                "administrator's, and plain archives stay with their owners)"
+            )
+            return EXIT_FAILED
+        except (RestoreError, AgentError) as exc:
+            display.close()
+            err(f"restore failed: {exc}")
+            return EXIT_FAILED
     display.close()
     return _restore_summary(args, result)

@@ -9,9 +9,29 @@ import stat
 import sys
 from datetime import UTC, datetime
 
-from desktop_agent.engine import AgentError, SnapshotEntry, Snapshots, load_settings, printable
+from desktop_agent.engine import (
+    AgentError,
+    AgentSettings,
+    InvalidRecoveryCode,
+    NotFoundError,
+    OrganisationSnapshots,
+    SnapshotEntry,
+    Snapshots,
+    load_settings,
+    parse_code,
+    printable,
+)
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, add_command, err, load_key
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_command,
+    err,
+    load_key,
+    read_code_from_stdin,
+)
 from .display import human_bytes
 from .restore import lookup
 
@@ -50,6 +70,12 @@ def register(commands: Commands) -> None:
     ls.add_argument("backup_id", metavar="BACKUP_ID", help="the snapshot (see `snapshots`)")
     ls.add_argument("path", metavar="PATH", nargs="?", default="", help="only below this path")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.add_argument(
+        "--organisation-code-stdin",
+        action="store_true",
+        help="administrators: read the organisation's recovery code from standard input and list "
+        "a snapshot of any machine of the server (the owner sees it in that machine's log)",
+    )
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
@@ -103,30 +129,63 @@ def _line(e: SnapshotEntry) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.organisation_code_stdin:
+        return _organisation_ls(args, settings)
     try:
         with Snapshots.from_settings(settings, load_key(settings)) as snaps:
             info = lookup(snaps.client, args.backup_id)
             agent_id = info.agent_id if info is not None else None
-            for entry in snaps.entries(args.backup_id, args.path, agent_id=agent_id):
-                if args.json:
-                    sys.stdout.write(
-                        json.dumps(
-                            {
-                                "path": entry.path,
-                                "type": entry.kind,
-                                "size": entry.size,
-                                "mode": entry.mode,
-                                "mtime": datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
-                                .isoformat()
-                                .replace("+00:00", "Z"),
-                                **({"target": entry.target} if entry.kind == "symlink" else {}),
-                            }
-                        )
-                        + "\n"
-                    )
-                else:
-                    print(_line(entry))
+            _print_entries(args, snaps, agent_id)
     except AgentError as exc:
         err(str(exc))
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _organisation_ls(args: argparse.Namespace, settings: AgentSettings) -> int:
+    """``ls --organisation-code-stdin``: an administrator lists a snapshot of any machine."""
+    code = read_code_from_stdin()
+    if code is None:
+        return EXIT_USAGE
+    try:
+        parse_code(code)  # a typo is told before the server is asked anything
+    except InvalidRecoveryCode as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    try:
+        with OrganisationSnapshots.connect(settings, load_key(settings), code) as snaps:
+            found = snaps.open(args.backup_id)
+            _print_entries(args, snaps, found.agent_id)
+    except NotFoundError:
+        err(
+            f"no snapshot {args.backup_id} that an administrator may list with the organisation "
+            "code (this machine must be an administrator's)"
+        )
+        return EXIT_FAILED
+    except AgentError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_entries(args: argparse.Namespace, snaps: Snapshots, agent_id: str | None) -> None:
+    """The snapshot's entries below ``args.path``, one line (or JSON object) each."""
+    for entry in snaps.entries(args.backup_id, args.path, agent_id=agent_id):
+        if args.json:
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "path": entry.path,
+                        "type": entry.kind,
+                        "size": entry.size,
+                        "mode": entry.mode,
+                        "mtime": datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
+                        .isoformat()
+                        .replace("+00:00", "Z"),
+                        **({"target": entry.target} if entry.kind == "symlink" else {}),
+                    }
+                )
+                + "\n"
+            )
+        else:
+            print(_line(entry))

@@ -93,6 +93,7 @@ from ._repo.access import SnapshotEntry, Snapshots
 from ._repo.compact import CompactResult
 from ._repo.compact_job import CompactDuty, RepoCompaction
 from ._repo.keys import RepoKeyStore
+from ._repo.organisation import OrganisationSnapshots
 from ._repo.proofs import DrillDuty, DrillSchedule, RepoProofs
 from ._restore import (
     MemberInfo,
@@ -223,6 +224,7 @@ __all__ = [
     "MemberInfo",
     "NetworkError",
     "NotFoundError",
+    "OrganisationSnapshots",
     "Outcome",
     "PairedAgent",
     "PathFilter",

@@ -30,6 +30,8 @@ class RecoveryOffer:
 
     configured: bool
     continuable: tuple[InheritedAgent, ...]
+    key_wrapped: bool = False
+    """This machine's repository key is stored wrapped for the current code."""
 
     @property
     def needed(self) -> bool:
@@ -63,14 +65,16 @@ class RecoverySource:
         )
 
     def offer(self) -> RecoveryOffer:
-        """Whether recovery is set up, and the machines this one replaces that have snapshots
-        it does not continue yet."""
+        """Whether recovery is set up (and covers this machine's key), and the machines this one
+        replaces that have snapshots it does not continue yet."""
         assert self.settings.server_url
         with ApiClient(self.settings.server_url, self.api_key) as client:
-            configured = client.recovery_state().configured
+            state = client.recovery_state()
             agents = client.inherited_agents()
         return RecoveryOffer(
-            configured, tuple(a for a in agents if a.snapshots and not a.continued)
+            state.configured,
+            tuple(a for a in agents if a.snapshots and not a.continued),
+            key_wrapped=state.configured and state.agent_key_version == state.version,
         )
 
     def create(self) -> Issued:

@@ -38,6 +38,7 @@ class TrayMenu(QObject):
     show_status = Signal()
     show_settings = Signal()
     show_restore = Signal()
+    show_recovery = Signal()
     open_console = Signal()
     quit_requested = Signal()
 
@@ -145,6 +146,7 @@ class TrayMenu(QObject):
             self.open_console.emit
         )
         self._add("restore", "Restore Files…", c.paired).triggered.connect(self.show_restore.emit)
+        self._add("recovery", "Recovery Code…", c.paired).triggered.connect(self.show_recovery.emit)
         self._add("status", "Show Status…").triggered.connect(self.show_status.emit)
         self._add("settings", "Settings…").triggered.connect(self.show_settings.emit)
         m.addSeparator()

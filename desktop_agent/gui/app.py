@@ -28,7 +28,7 @@ from ._controller import AgentController
 from ._icons import health_icon
 from ._recovery import RecoveryOffer, RecoverySource
 from ._restore import RestoreSource
-from ._text import KeyRedactor
+from ._text import KeyRedactor, redact
 from ._tray import TrayMenu
 from ._windows import PairingWindow, RestoreWindow, SettingsDialog, StatusWindow
 from ._windows.recovery import RecoveryWindow
@@ -122,12 +122,16 @@ class TrayApp(QObject):
         self.recovery: RecoveryWindow | None = None
         self._restore_source_cache: RestoreSource | None = None
         self._quit_pending = False
+        self._disposed = False
+        """Set by ``dispose``: a server call still running then must not touch the deleted
+        controller or windows when it ends."""
         # Updates wait while the restore window restores files.
         self.controller.busy = lambda: self.restore is not None and self.restore.busy
 
         self.menu.show_status.connect(self.show_status)
         self.menu.show_settings.connect(self.show_settings)
         self.menu.show_restore.connect(self.show_restore)
+        self.menu.show_recovery.connect(self.show_recovery)
         self.menu.open_console.connect(self.open_console)
         self.menu.quit_requested.connect(self.request_quit)
         self.controller.notify.connect(self.menu.notify)
@@ -213,25 +217,56 @@ class TrayApp(QObject):
             self.controller.pause(RECOVERY_HOLD)
 
         def release() -> None:
-            if held and self.controller.paused:
+            if held and not self._disposed and self.controller.paused:
                 self.controller.resume()
 
         def offered(result: object) -> None:
+            if self._disposed:
+                return
             if not isinstance(result, RecoveryOffer) or not result.needed:
                 release()
                 return
-            if self.recovery is not None:
-                self.recovery.deleteLater()
-            self.recovery = RecoveryWindow(source, result, pool=self.controller.pool)
-            self.recovery.setWindowIcon(health_icon(self.controller.health()))
-            self.recovery.finished.connect(release)
-            self._bring_forward(self.recovery)
+            self._open_recovery(source, result).finished.connect(release)
 
         def failed(message: str) -> None:
             log.warning("could not ask about recovery: %s", message)
             release()
 
         run_task(source.offer, offered, failed, self.controller.pool)
+
+    def show_recovery(self) -> None:
+        """The recovery step again, from the menu (for whoever skipped it after pairing, or paired
+        on the command line): make the code, continue an old machine, or see that recovery is set
+        up. A window already open is brought forward, never replaced (it may be showing a code
+        that is not saved yet)."""
+        if self.recovery is not None and self.recovery.isVisible():
+            self._bring_forward(self.recovery)
+            return
+        key = self.controller.pairing.key()
+        if not self.controller.settings.server_url or key is None:
+            return
+        source = RecoverySource(self.controller.settings, key)
+
+        def offered(result: object) -> None:
+            if isinstance(result, RecoveryOffer) and not self._disposed:
+                self._open_recovery(source, result)
+
+        def failed(message: str) -> None:
+            if self._disposed:
+                return
+            self.controller.notify.emit(
+                "Recovery code", f"Could not ask the server: {redact(message)}", True
+            )
+
+        run_task(source.offer, offered, failed, self.controller.pool)
+
+    def _open_recovery(self, source: RecoverySource, offer: RecoveryOffer) -> RecoveryWindow:
+        if self.recovery is not None:
+            self.recovery.deleteLater()
+        self.recovery = RecoveryWindow(source, offer, pool=self.controller.pool)
+        self.recovery.setWindowIcon(health_icon(self.controller.health()))
+        self._bring_forward(self.recovery)
+        return self.recovery
 
     def show_settings(self) -> None:
         dialog = SettingsDialog(self.controller)
@@ -352,6 +387,7 @@ class TrayApp(QObject):
     def dispose(self) -> None:
         """Delete the windows, the menu and the controller now, while the ``QApplication`` still
         exists: left to the interpreter's exit, they could outlive it (and crash on the way out)."""
+        self._disposed = True
         self.controller.close()
         if self.restore is not None and self.restore.busy:
             self.restore.cancel_restore()  # stops between files; what is restored stays

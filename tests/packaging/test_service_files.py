@@ -46,9 +46,11 @@ def test_the_system_unit_for_servers_verifies(tmp_path: Path) -> None:
     program = tmp_path / "bin" / "backapp-agent"
     _fake_program(program)
     text = (LINUX / "backapp-agent.service").read_text()
-    assert "ExecStart=/usr/local/bin/backapp-agent daemon" in text
+    # The program sits in the service's state directory, where it may swap in an update.
+    assert "ExecStart=/var/lib/backapp-agent/bin/backapp-agent daemon" in text
+    assert "StateDirectory=backapp-agent" in text
     unit = tmp_path / "backapp-agent.service"
-    unit.write_text(text.replace("/usr/local/bin/backapp-agent", str(program)))
+    unit.write_text(text.replace("/var/lib/backapp-agent/bin/backapp-agent", str(program)))
     assert _verify(unit, user=False, tmp_path=tmp_path) == ""
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from desktop_agent.engine.repo_protocol import encode_bitmap
 
 
 def local_path(url: str) -> str:
@@ -105,3 +108,38 @@ async def complete_one_backup(client: ApiClient, key: str, config_id: str) -> st
     )
     assert done.status_code == 200, done.text
     return str(start.json()["logId"])
+
+
+async def commit_opaque_snapshot(client: ApiClient, key: str, config_id: str) -> str:
+    """A committed snapshot (opaque objects, as the server sees them) of an incremental config."""
+    r = await client.agent_post(key, "/api/agent/snapshot/start", {"configId": config_id})
+    assert r.status_code == 200, r.text
+    backup_id, lease = r.json()["backupId"], r.json()["lease"]["token"]
+    pack = b"sealed pack bytes"
+    objects = [
+        ("config", "config", b"sealed repository config"),
+        ("data", hashlib.sha256(pack).hexdigest(), pack),
+        ("snapshot", backup_id, b"sealed snapshot root"),
+    ]
+    body = [
+        {"kind": k, "name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+        for k, n, d in objects
+    ]
+    r = await client.agent_post(
+        key, "/api/agent/snapshot/objects", {"backupId": backup_id, "objects": body}
+    )
+    assert r.status_code == 200, r.text
+    for slot, (_, _, data) in zip(r.json()["objects"], objects, strict=True):
+        up = slot["upload"]
+        put = await client.raw.put(local_path(up["url"]), content=data, headers=up["headers"])
+        assert put.status_code in (200, 201), put.text
+    r = await client.agent_post(
+        key,
+        "/api/agent/snapshot/complete",
+        {"backupId": backup_id, "status": "completed", "size": 1, "packs": encode_bitmap([0])},
+    )
+    assert r.status_code == 200, r.text
+    await client.agent_post(
+        key, "/api/agent/lease/release", {"configId": config_id, "token": lease}
+    )
+    return str(backup_id)

@@ -42,6 +42,7 @@ __all__ = [
     "Continued",
     "InheritedAgent",
     "NOT_SET_UP",
+    "OrganisationSnapshotKey",
     "Recovery",
     "RecoveryInfo",
     "RecoveryPlane",
@@ -87,6 +88,31 @@ class WrappedRepoKey:
     agent_name: str
     wrapped: bytes
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationSnapshotKey:
+    """What ``POST /api/agent/organisation/snapshot`` hands an administrator's agent: the key of
+    the repository that holds a snapshot, wrapped for the organisation key."""
+
+    backup_id: str
+    agent_id: str
+    """The repository's agent, whose objects are read with it."""
+    agent_name: str
+    config_name: str
+    wrapped: bytes
+    version: int
+
+    @classmethod
+    def of(cls, body: Any) -> OrganisationSnapshotKey:
+        return cls(
+            backup_id=str(body["backupId"]),
+            agent_id=str(body["agentId"]),
+            agent_name=str(body.get("agentName") or ""),
+            config_name=str(body.get("configName") or ""),
+            wrapped=base64.b64decode(str(body["wrappedKey"]), validate=True),
+            version=int(body["version"]),
+        )
 
 
 class RecoveryPlane(Protocol):

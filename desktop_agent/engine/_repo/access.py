@@ -183,7 +183,7 @@ class Snapshots:
                     "account's recovery code",
                 )
             raise RepositoryKeyMissing(agent_id)
-        plane = self.client if agent_id == own else InheritedPlane(self.client, agent_id)
+        plane = self.client if agent_id == own else self.reader_plane(agent_id)
         repo = Repository(
             keys=RepoKeys.derive(key),
             cache=Cache(cache_path(self.cache_dir, agent_id)),
@@ -198,6 +198,10 @@ class Snapshots:
             raise
         self._repos[agent_id] = repo
         return repo
+
+    def reader_plane(self, agent_id: str) -> Any:
+        """The snapshot endpoints as they serve another agent's repository (read only)."""
+        return InheritedPlane(self.client, agent_id)
 
     # --- listing ---------------------------------------------------------------------------------
 
@@ -376,22 +380,25 @@ def _entry(parts: tuple[bytes, ...], node: Node) -> SnapshotEntry:
 
 class InheritedPlane:
     """The snapshot endpoints as they serve another agent's repository, one this agent inherits
-    (the owner's mark): reads name ``agentId``; writing is not possible (the server would refuse
+    (the owner's mark) or, with ``organisation``, one an administrator reads with the
+    organisation code: reads name ``agentId``; writing is not possible (the server would refuse
     it anyway: every upload goes to the caller's own repository)."""
 
-    def __init__(self, client: Any, agent_id: str) -> None:
+    def __init__(self, client: Any, agent_id: str, *, organisation: bool = False) -> None:
         self.client = client
         self.agent_id = agent_id
+        # An administrator's organisation recovery reads through its own endpoints.
+        self.how: dict[str, Any] = {"organisation": True} if organisation else {}
 
     def repo_read(self, objects: Sequence[tuple[ObjectKind, str]]) -> list[ReadSlot]:
-        slots: list[ReadSlot] = self.client.repo_read(objects, agent_id=self.agent_id)
+        slots: list[ReadSlot] = self.client.repo_read(objects, agent_id=self.agent_id, **self.how)
         return slots
 
     def repo_list(
         self, kind: ObjectKind, *, after: str | None = None
     ) -> tuple[list[ListedObject], str | None]:
         page: tuple[list[ListedObject], str | None] = self.client.repo_list(
-            kind, after=after, agent_id=self.agent_id
+            kind, after=after, agent_id=self.agent_id, **self.how
         )
         return page
 

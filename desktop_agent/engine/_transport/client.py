@@ -380,10 +380,15 @@ class ApiClient(InheritanceCalls):
         )
 
     def repo_read(
-        self, objects: Sequence[tuple[ObjectKind, str]], *, agent_id: str | None = None
+        self,
+        objects: Sequence[tuple[ObjectKind, str]],
+        *,
+        agent_id: str | None = None,
+        organisation: bool = False,
     ) -> list[ReadSlot]:
-        """GET URLs for objects of this agent's repository (or of ``agent_id``'s, inherited)."""
-        path = "/api/agent/repo/read"
+        """GET URLs for objects of this agent's repository (or of ``agent_id``'s: inherited, or
+        with ``organisation`` one an administrator reads for organisation recovery)."""
+        path = f"/api/agent{'/organisation' if organisation else ''}/repo/read"
         payload: dict[str, Any] = {"objects": [{"kind": k, "name": n} for k, n in objects]}
         if agent_id:
             payload["agentId"] = agent_id
@@ -399,9 +404,14 @@ class ApiClient(InheritanceCalls):
             raise ApiError(200, "bad_response", f"unexpected answer: {exc}", path=path) from exc
 
     def repo_list(
-        self, kind: ObjectKind, *, after: str | None = None, agent_id: str | None = None
+        self,
+        kind: ObjectKind,
+        *,
+        after: str | None = None,
+        agent_id: str | None = None,
+        organisation: bool = False,
     ) -> tuple[list[ListedObject], str | None]:
-        path = "/api/agent/repo/objects"
+        path = f"/api/agent{'/organisation' if organisation else ''}/repo/objects"
         query: dict[str, Any] = {"kind": kind, "limit": 1000, **({"after": after} if after else {})}
         if agent_id:
             query["agentId"] = agent_id
@@ -487,20 +497,6 @@ class ApiClient(InheritanceCalls):
         path = "/api/agent/repo/key"
         query = f"?{urlencode({'agentId': agent_id})}" if agent_id else ""
         return _wrapped(self._call("GET", path + query), path)
-
-    def organisation_key_put(self, wrapped: bytes, version: int) -> None:
-        self._call(
-            "PUT",
-            "/api/agent/repo/organisation-key",
-            {"wrappedKey": base64.b64encode(wrapped).decode(), "version": version},
-        )
-
-    def organisation_restore_ticket(self, backup_id: str) -> RestoreTicket:
-        """An administrator's agent: a pre-signed GET of any encrypted archive of the server
-        (``POST /api/agent/organisation/restore``), to open with the organisation code."""
-        path = "/api/agent/organisation/restore"
-        body = self._call("POST", path, {"backupId": backup_id})
-        return _decode(body.get("restore"), RestoreTicket, path)
 
     # -- plumbing -----------------------------------------------------------------------------------
 

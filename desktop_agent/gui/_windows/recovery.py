@@ -39,7 +39,8 @@ def _label(text: str = "") -> QLabel:
 
 class RecoveryWindow(QWidget):
     """One window, a page at a time: *create* (why, and the button), *show* (the code once, the
-    warning), *confirm* (type group N back), *continue* (an old machine, the code), *done*."""
+    warning), *confirm* (type group N back), *continue* (an old machine, the code), *state*
+    (set up already, nothing to do: opened from the menu), *done*."""
 
     finished = Signal()
 
@@ -139,6 +140,16 @@ class RecoveryWindow(QWidget):
         layout.addWidget(self.continue_message)
         layout.addLayout(_buttons(self.skip_button, self.continue_button))
 
+        # state: set up already (the tray menu's Recovery Code…); the code is never shown again
+        self.state_page = QWidget()
+        self.state_message = _label(_state_text(offer))
+        self.state_close_button = QPushButton("Close")
+        self.state_close_button.setDefault(True)
+        self.state_close_button.clicked.connect(self.close)
+        layout = QVBoxLayout(self.state_page)
+        layout.addWidget(self.state_message)
+        layout.addLayout(_buttons(self.state_close_button))
+
         # done
         self.done_page = QWidget()
         self.done_message = _label()
@@ -153,14 +164,18 @@ class RecoveryWindow(QWidget):
             self.show_page,
             self.confirm_page,
             self.continue_page,
+            self.state_page,
             self.done_page,
         ):
             self.pages.addWidget(page)
         outer = QVBoxLayout(self)
         outer.addWidget(self.pages)
-        self.pages.setCurrentWidget(
-            self.create_page if not offer.configured else self.continue_page
-        )
+        if not offer.configured:
+            self.pages.setCurrentWidget(self.create_page)
+        elif offer.continuable:
+            self.pages.setCurrentWidget(self.continue_page)
+        else:
+            self.pages.setCurrentWidget(self.state_page)
 
     # -- creating the code ----------------------------------------------------------------------
 
@@ -258,6 +273,20 @@ class RecoveryWindow(QWidget):
         self.code_field.clear()
         self.finished.emit()
         super().closeEvent(event)
+
+
+def _state_text(offer: RecoveryOffer) -> str:
+    """What the window says when recovery is set up and there is nothing to continue."""
+    covered = (
+        "This computer's backups are covered by it."
+        if offer.key_wrapped
+        else "This computer's backups will be covered by it after its next backup."
+    )
+    return (
+        f"Recovery is set up for this account. {covered} BackApp never shows the code again: "
+        "keep the one you saved. To issue a new code (the old one then stops working), run "
+        "“backapp-agent recovery rotate --recovery-code-stdin” with the current one."
+    )
 
 
 def _buttons(*buttons: QPushButton) -> QHBoxLayout:

@@ -12,7 +12,7 @@ import httpx
 
 from backend.agents.tables import AgentInheritance
 from backend.services.inheritance import readable_agent_ids
-from tests.support.api import ApiClient, complete_one_backup, local_path
+from tests.support.api import ApiClient, commit_opaque_snapshot, complete_one_backup, local_path
 
 
 async def _second_user(client: ApiClient, services: Any) -> ApiClient:
@@ -26,43 +26,6 @@ async def _second_user(client: ApiClient, services: Any) -> ApiClient:
 
 async def _mark(client: ApiClient, new: str, old: str) -> httpx.Response:
     return await client.post(f"/api/agents/{new}/inherit", json={"fromAgentId": old})
-
-
-async def _snapshot(client: ApiClient, key: str, config_id: str) -> str:
-    """A committed snapshot (opaque objects, as the server sees them) of an incremental config."""
-    r = await client.agent_post(key, "/api/agent/snapshot/start", {"configId": config_id})
-    assert r.status_code == 200, r.text
-    backup_id, lease = r.json()["backupId"], r.json()["lease"]["token"]
-    pack = b"sealed pack bytes"
-    objects = [
-        ("config", "config", b"sealed repository config"),
-        ("data", hashlib.sha256(pack).hexdigest(), pack),
-        ("snapshot", backup_id, b"sealed snapshot root"),
-    ]
-    body = [
-        {"kind": k, "name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-        for k, n, d in objects
-    ]
-    r = await client.agent_post(
-        key, "/api/agent/snapshot/objects", {"backupId": backup_id, "objects": body}
-    )
-    assert r.status_code == 200, r.text
-    for slot, (_, _, data) in zip(r.json()["objects"], objects, strict=True):
-        up = slot["upload"]
-        put = await client.raw.put(local_path(up["url"]), content=data, headers=up["headers"])
-        assert put.status_code in (200, 201), put.text
-    from desktop_agent.engine.repo_protocol import encode_bitmap
-
-    r = await client.agent_post(
-        key,
-        "/api/agent/snapshot/complete",
-        {"backupId": backup_id, "status": "completed", "size": 1, "packs": encode_bitmap([0])},
-    )
-    assert r.status_code == 200, r.text
-    await client.agent_post(
-        key, "/api/agent/lease/release", {"configId": config_id, "token": lease}
-    )
-    return str(backup_id)
 
 
 async def test_mark_is_idempotent_listed_and_undone(client: ApiClient) -> None:
@@ -170,7 +133,7 @@ async def test_agent_api_answers_404_without_the_mark_and_reads_with_it(client: 
     full = await client.create_config(old, name="Full")
     inc = await client.create_config(old, name="Inc", options={"type": "incremental"})
     archive = await complete_one_backup(client, old_key, full["id"])
-    snap = await _snapshot(client, old_key, inc["id"])
+    snap = await commit_opaque_snapshot(client, old_key, inc["id"])
     pack = hashlib.sha256(b"sealed pack bytes").hexdigest()
     read_body = {"agentId": old, "objects": [{"kind": "snapshot", "name": snap}]}
 
