@@ -7,8 +7,10 @@ import argparse
 import json
 import stat
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from desktop_agent.engine import (
     AgentError,
@@ -17,6 +19,7 @@ from desktop_agent.engine import (
     BackupCancelled,
     BackupInfo,
     CancelToken,
+    EventSink,
     InvalidRecoveryCode,
     MemberInfo,
     NotFoundError,
@@ -28,6 +31,7 @@ from desktop_agent.engine import (
     RestoreOptions,
     Restorer,
     RestoreResult,
+    RestoreSource,
     RestoreTicket,
     Snapshots,
     agent_bandwidth,
@@ -287,21 +291,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     client, RepoKeyStore(config_dir()), server_url=settings.server_url or ""
                 )
                 maker = info.agent_id if info is not None else None
-                with Restorer(
+                result = _restore_archive(
                     client,
+                    args,
+                    options,
+                    settings,
                     events=JsonLines(sys.stdout) if args.json else display,
-                    temp_dir=settings.temp_dir,
-                    download_limit=agent_bandwidth(settings).download,
+                    cancel=cancel,
                     identities=lambda _ticket: recovery.archive_identities(maker, code),
-                ) as restorer:
-                    result = restorer.restore(
-                        args.backup_id,
-                        options,
-                        cancel=cancel,
-                        on_member=(lambda m: print(_list_line(m)))
-                        if args.list and not args.json
-                        else None,
-                    )
+                )
             except BackupCancelled as exc:
                 display.close()
                 err(f"restore {exc.reason}; nothing was restored")
@@ -318,6 +316,33 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 return EXIT_FAILED
     display.close()
     return _restore_summary(args, result)
+
+
+def _restore_archive(
+    source: RestoreSource,
+    args: argparse.Namespace,
+    options: RestoreOptions,
+    settings: AgentSettings,
+    *,
+    events: EventSink,
+    cancel: CancelToken,
+    identities: Callable[[RestoreTicket], Sequence[Any]],
+) -> RestoreResult:
+    """Restore a full archive from ``source``, opening it with ``identities`` when encrypted;
+    ``--list`` prints each member as it is written."""
+    with Restorer(
+        source,
+        events=events,
+        temp_dir=settings.temp_dir,
+        download_limit=agent_bandwidth(settings).download,
+        identities=identities,
+    ) as restorer:
+        return restorer.restore(
+            args.backup_id,
+            options,
+            cancel=cancel,
+            on_member=(lambda m: print(_list_line(m))) if args.list and not args.json else None,
+        )
 
 
 def _restore_summary(args: argparse.Namespace, result: RestoreResult) -> int:
@@ -429,21 +454,15 @@ def organisation_restore(
                     )
                 else:
                     identity = snaps.identity().age_identity()
-                    with Restorer(
+                    result = _restore_archive(
                         _OrganisationSource(snaps.client),
+                        args,
+                        options,
+                        settings,
                         events=events,
-                        temp_dir=settings.temp_dir,
-                        download_limit=agent_bandwidth(settings).download,
+                        cancel=cancel,
                         identities=lambda _ticket: [identity],
-                    ) as restorer:
-                        result = restorer.restore(
-                            args.backup_id,
-                            options,
-                            cancel=cancel,
-                            on_member=(lambda m: print(_list_line(m)))
-                            if args.list and not args.json
-                            else None,
-                        )
+                    )
         except BackupCancelled as exc:
             display.close()
             err(f"restore {exc.reason}; nothing was restored")
