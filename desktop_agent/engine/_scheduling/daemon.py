@@ -298,13 +298,10 @@ class AgentDaemon:
         def work() -> None:
             try:
                 restores.run_next(cancel)
-            except Exception:  # a bug costs this job, not the daemon
-                log.exception("a restore job failed")
-            self._cancel = None
-            self._wake.set()
+            finally:
+                self._cancel = None
 
-        self._worker = threading.Thread(target=work, name="backapp-restore", daemon=True)
-        self._worker.start()
+        self._on_worker("backapp-restore", "a restore job failed", work)
 
     def _start_drill(self) -> bool:
         """A due restore drill, on the worker thread (a backup asked for meanwhile waits for it:
@@ -315,16 +312,11 @@ class AgentDaemon:
         if config is None:
             return False
         drills = self.drills
-
-        def work() -> None:
-            try:
-                drills.run(config)
-            except Exception:  # a bug costs this drill, not the daemon
-                log.exception("the restore drill of %s failed", config.id)
-            self._wake.set()
-
-        self._worker = threading.Thread(target=work, name="backapp-drill", daemon=True)
-        self._worker.start()
+        self._on_worker(
+            "backapp-drill",
+            f"the restore drill of {config.id} failed",
+            lambda: drills.run(config),
+        )
         return True
 
     def _start_compaction(self) -> bool:
@@ -334,16 +326,7 @@ class AgentDaemon:
         compactions = self.compactions
         if compactions is None or self._stopping.is_set() or not compactions.due():
             return False
-
-        def work() -> None:
-            try:
-                compactions.run()
-            except Exception:  # a bug costs this compaction, not the daemon
-                log.exception("the compaction failed")
-            self._wake.set()
-
-        self._worker = threading.Thread(target=work, name="backapp-compact", daemon=True)
-        self._worker.start()
+        self._on_worker("backapp-compact", "the compaction failed", compactions.run)
         return True
 
     def _start_update(self) -> None:
@@ -354,14 +337,24 @@ class AgentDaemon:
             return
 
         def work() -> None:
+            if updates.run():
+                self._restart_for_update()
+
+        self._on_worker("backapp-update", "the agent update failed", work)
+
+    def _on_worker(self, name: str, failure: str, work: Callable[[], object]) -> None:
+        """Run one piece of idle-time work (a restore, drill, compaction or update) on the
+        worker thread; a bug in it is logged as ``failure`` and costs that work, not the daemon.
+        The loop wakes when it ends."""
+
+        def run() -> None:
             try:
-                if updates.run():
-                    self._restart_for_update()
-            except Exception:  # a bug costs this update, not the daemon
-                log.exception("the agent update failed")
+                work()
+            except Exception:
+                log.exception("%s", failure)
             self._wake.set()
 
-        self._worker = threading.Thread(target=work, name="backapp-update", daemon=True)
+        self._worker = threading.Thread(target=run, name=name, daemon=True)
         self._worker.start()
 
     def _restart_for_update(self) -> None:
