@@ -33,6 +33,7 @@ from .protocol import FileError
 
 __all__ = [
     "EntryKind",
+    "FileStat",
     "ScanEntry",
     "ScanResult",
     "ScanTotals",
@@ -44,8 +45,11 @@ __all__ = [
 
 EntryKind = Literal["d", "f", "l"]
 _KINDS: dict[int, EntryKind] = {ord("d"): "d", ord("f"): "f", ord("l"): "l"}
-# kind, length of the path, size, mtime in ns; then the path's bytes
-_RECORD = struct.Struct("<BIQq")
+# kind, length of the path, size, mtime in ns, ctime in ns, inode, mode, uid, gid (mode 0: not
+# kept); then the path's bytes
+_RECORD = struct.Struct("<BIQqqQIII")
+# Whether a scandir entry's stat is the whole ``lstat`` (on Windows it lacks the file id).
+_FULL_STAT = os.name != "nt"
 
 
 class ScanEntry(NamedTuple):
@@ -56,6 +60,19 @@ class ScanEntry(NamedTuple):
     path: str
     size: int = 0
     mtime_ns: int = 0
+
+
+class FileStat(NamedTuple):
+    """What the scan's ``lstat`` of a regular file said, under ``os.stat_result``'s names: a
+    snapshot builds the file's entry from it instead of asking the file system a second time."""
+
+    st_mode: int
+    st_ino: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
 
 
 BLOCK = 512
@@ -102,8 +119,20 @@ class ScanResult:
         unpack = _RECORD.unpack
         kinds = _KINDS
         while header := read(_RECORD.size):
-            kind, length, size, mtime_ns = unpack(header)
+            kind, length, size, mtime_ns, _, _, _, _, _ = unpack(header)
             yield kinds[kind], read(length), size, mtime_ns
+
+    def stat_entries(self) -> Iterator[tuple[EntryKind, bytes, FileStat | None]]:
+        """``raw_entries()`` with the scan's whole ``lstat`` of each regular file (``None`` for
+        folders and links, and where the scan could not keep it)."""
+        self._spool.seek(0)
+        read = self._spool.read
+        unpack = _RECORD.unpack
+        kinds = _KINDS
+        while header := read(_RECORD.size):
+            kind, length, size, mtime_ns, ctime_ns, ino, mode, uid, gid = unpack(header)
+            st = FileStat(mode, ino, uid, gid, size, mtime_ns, ctime_ns) if mode else None
+            yield kinds[kind], read(length), st
 
     def close(self) -> None:
         self._spool.close()
@@ -176,9 +205,30 @@ class _Walker:
         self.errors: list[FileError] = []
         self._next_progress = time.monotonic() + 0.25
 
-    def emit(self, kind: bytes, path: str, size: int = 0, mtime_ns: int = 0) -> None:
+    def emit(
+        self,
+        kind: bytes,
+        path: str,
+        size: int = 0,
+        mtime_ns: int = 0,
+        st: os.stat_result | None = None,
+    ) -> None:
         raw = os.fsencode(path)
-        self.spool.write(_RECORD.pack(kind[0], len(raw), size, mtime_ns) + raw)
+        if st is not None and _FULL_STAT:
+            record = _RECORD.pack(
+                kind[0],
+                len(raw),
+                size,
+                mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+            )
+        else:
+            record = _RECORD.pack(kind[0], len(raw), size, mtime_ns, 0, 0, 0, 0, 0)
+        self.spool.write(record + raw)
         t = self.totals
         t.estimated_archive_size += _tar_size(len(raw), size, raw.isascii())
         if kind == b"f":
@@ -246,7 +296,7 @@ class _Walker:
                     else:
                         st = child.stat(follow_symlinks=False)
                         if stat.S_ISREG(st.st_mode):
-                            self.emit(b"f", child_path, st.st_size, st.st_mtime_ns)
+                            self.emit(b"f", child_path, st.st_size, st.st_mtime_ns, st)
                         else:
                             self.totals.skipped += 1
                 except FileNotFoundError:

@@ -47,6 +47,7 @@ from .walk import (
     Budget,
     Frame,
     Reused,
+    StatLike,
     fs_path_of,
     node_from_stat,
     open_noatime,
@@ -65,6 +66,13 @@ _BATCH_BYTES = 4 * 1024 * 1024
 # Files up to this size in a batch are read before any of their chunks is stored (at most
 # _BATCH_FILES of them in memory at once per reader).
 _READ_FIRST = 64 * 1024
+
+
+def _take_stat(node: Node, st: os.stat_result) -> None:
+    """Make ``node`` say what ``st`` says (a file that changed since the scan)."""
+    fresh = node_from_stat(node.name, st, "file")
+    node.mode, node.mtime, node.ctime = fresh.mode, fresh.mtime, fresh.ctime
+    node.inode, node.uid, node.gid, node.size = fresh.inode, fresh.uid, fresh.gid, fresh.size
 
 
 class SnapshotWriter:
@@ -166,20 +174,39 @@ class SnapshotWriter:
         """Make sure the repository will hold this blob: known already, or sealed and packed.
         ``known``: what one lookup in the cache found for a batch of blobs (instead of one query
         per blob)."""
+        if known is None:
+            with self._lock:
+                if blob_id in self._claimed:
+                    return
+            seq = self.cache.has_blob(blob_id)
+            known = {blob_id: seq} if seq is not None else {}
+        self._store_many(kind, [(blob_id, data)], known)
+
+    def _store_many(
+        self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]], known: Mapping[bytes, int]
+    ) -> None:
+        """``_store`` for many blobs at once (``known``: the cache's answer for them): one lock,
+        one reservation of memory and one sealer job for a batch of small files, where one per
+        file cost more than the file itself."""
+        new: list[tuple[bytes, bytes]] = []
+        size = 0
         with self._lock:
-            if blob_id in self._claimed:
-                return
-        seq = self.cache.has_blob(blob_id) if known is None else known.get(blob_id)
-        with self._lock:
-            if seq is not None:
-                self.referenced.add(seq)
-                return
-            if blob_id in self._claimed:
-                return
-            self._claimed.add(blob_id)
-        self._budget.acquire(len(data), self._alive)
+            claimed = self._claimed
+            for blob_id, data in blobs:
+                if blob_id in claimed:
+                    continue
+                seq = known.get(blob_id)
+                if seq is not None:
+                    self.referenced.add(seq)
+                    continue
+                claimed.add(blob_id)
+                new.append((blob_id, data))
+                size += len(data)
+        if not new:
+            return
+        self._budget.acquire(size, self._alive)
         self._check()
-        job = self._sealers.submit(self._seal, kind, blob_id, data)
+        job = self._sealers.submit(self._seal, kind, new, size)
         with self._lock:
             self._seal_jobs.add(job)
         job.add_done_callback(self._seal_done)
@@ -191,28 +218,28 @@ class SnapshotWriter:
         if exc is not None:
             self._fail(exc)
 
-    def _seal(self, kind: BlobType, blob_id: bytes, data: bytes) -> None:
+    def _seal(self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]], size: int) -> None:
         try:
             if not self._alive():
                 return
-            sealed = seal_blob(
-                self.keys, kind, data, blob_id=blob_id, compressor=self._compressor()
-            )
-            full: Pack | None = None
+            compressor = self._compressor()
+            sealed = [
+                seal_blob(self.keys, kind, data, blob_id=blob_id, compressor=compressor)
+                for blob_id, data in blobs
+            ]
+            full: list[PackWriter] = []
             with self._lock:
-                writer = self._writers[kind]
-                writer.add(sealed)
-                self.stats.new_blobs += 1
-                if writer.size >= self.options.pack_size or writer.full:
-                    self._writers[kind] = PackWriter(self.keys)
-                    full_writer: PackWriter | None = writer
-                else:
-                    full_writer = None
-            if full_writer is not None:
-                full = full_writer.finish()
-                self._queue_pack(full)
+                for blob in sealed:
+                    writer = self._writers[kind]
+                    writer.add(blob)
+                    if writer.size >= self.options.pack_size or writer.full:
+                        self._writers[kind] = PackWriter(self.keys)
+                        full.append(writer)
+                self.stats.new_blobs += len(sealed)
+            for full_writer in full:
+                self._queue_pack(full_writer.finish())
         finally:
-            self._budget.release(len(data))
+            self._budget.release(size)
 
     def _queue_pack(self, pack: Pack) -> None:
         while self._alive():
@@ -299,8 +326,13 @@ class SnapshotWriter:
         return node
 
     def _read_batch(self, batch: Sequence[tuple[Node, str]]) -> list[Node | None]:
-        """Read a batch of files. The small ones are read first and their chunks looked up in the
-        cache in one query: on a tree of tiny files, one query per file was a sixth of the time."""
+        """Read a batch of files. The small ones are read first, their chunks looked up in the
+        cache in one query and handed on in one job: on a tree of tiny files, the per-file
+        queries, locks and jobs were a good part of the time.
+
+        A node holds what the scan saw. A small file whose ``fstat`` after the read says it
+        changed since is read once more on its own, with what that ``fstat`` said: whether it
+        changed before the read (fine) or during it (a per-file error) is told by that read."""
         small: dict[int, tuple[list[bytes], os.stat_result] | None] = {}
         for i, (node, path) in enumerate(batch):
             if node.size <= _READ_FIRST:
@@ -310,43 +342,77 @@ class SnapshotWriter:
                 except OSError as exc:
                     self._file_error(path, unreadable_text(exc))
                     small[i] = None
-        ids = {
-            i: [self.keys.blob_id(chunk) for chunk in got[0]]
-            for i, got in small.items()
-            if got is not None
-        }
-        known = self.cache.pack_seqs(blob_id for found in ids.values() for blob_id in found)
-        out: list[Node | None] = []
-        for i, (node, path) in enumerate(batch):
-            self._check()
-            if i not in small:
-                out.append(self._read_file(node, path))
-                continue
-            got = small[i]
+        blob_id = self.keys.blob_id
+        ids: dict[int, list[bytes]] = {}
+        for i, got in small.items():
             if got is None:
-                out.append(None)
                 continue
             chunks, after = got
-            for blob_id, chunk in zip(ids[i], chunks, strict=True):
-                self._store(BlobType.DATA, blob_id, chunk, known)
-            out.append(self._read_as(node, path, ids[i], sum(map(len, chunks)), after))
+            node = batch[i][0]
+            if after.st_size != sum(map(len, chunks)) or after.st_mtime_ns != node.mtime:
+                _take_stat(node, after)
+                small[i] = None
+                ids[i] = []  # read again below
+                continue
+            ids[i] = [blob_id(chunk) for chunk in chunks]
+        known = self.cache.pack_seqs(blob_id for found in ids.values() for blob_id in found)
+        self._store_many(
+            BlobType.DATA,
+            [
+                pair
+                for i, found in ids.items()
+                if (got := small[i]) is not None
+                for pair in zip(found, got[0], strict=True)
+            ],
+            known,
+        )
+        self._check()
+        out: list[Node | None] = []
+        files = read = 0
+        for i, (node, path) in enumerate(batch):
+            got = small.get(i)
+            if got is None:
+                out.append(self._read_file(node, path) if i in ids or i not in small else None)
+                continue
+            size = sum(map(len, got[0]))
+            node.size = size
+            node.content = ids[i]
+            files += 1
+            read += size
+            out.append(node)
+        with self._lock:
+            self.stats.bytes_read += read
+            self.stats.files_read += files
         return out
 
     # --- the walk ------------------------------------------------------------------------------
 
     def write(
         self,
-        entries: Iterator[tuple[str, bytes, int, int]],
+        entries: Iterator[tuple[str, bytes, StatLike | None]],
         parent_root: bytes | None,
     ) -> bytes:
-        """Back up the scanned ``entries`` (kind, absolute path as bytes, size, mtime: a scan's
-        ``raw_entries()``, folders before their contents, roots in path order) and return the
-        root tree's id."""
+        """Back up the scanned ``entries`` (kind, absolute path as bytes, the scan's ``lstat`` of
+        a regular file or ``None``: a scan's ``stat_entries()``, folders before their contents,
+        roots in path order) and return the root tree's id. A file the scan stat'ed is not
+        stat'ed again: on a tree of tiny files the second ``lstat`` was a tenth of the time."""
         root_nodes = self._tree_nodes(parent_root)
         stack = [Frame((), None, None, root_nodes)]
+        # The folder of the last file and its frame: the next file in the same folder needs no
+        # splitting of its path into parts and no walk of the stack.
+        last_dir: bytes | None = None
+        last_top: Frame | None = None
+        posix = os.sep == "/"
         try:
-            for kind, raw, _size, _mtime in entries:
+            for kind, raw, scanned in entries:
                 self._check()
+                if posix and scanned is not None:
+                    dir_raw, _, name = raw.rpartition(b"/")
+                    if dir_raw == last_dir and stack[-1] is last_top and name:
+                        self._add_file(stack[-1], name, os.fsdecode(raw), scanned)
+                        self._settle(block=False)
+                        self._report()
+                        continue
                 parts = path_parts(raw)
                 if not parts:
                     continue
@@ -354,6 +420,13 @@ class SnapshotWriter:
                 top = stack[-1]
                 name = parts[-1]
                 fs_path = os.fsdecode(raw)
+                if kind == "f" and scanned is not None:
+                    if posix:
+                        last_dir, last_top = raw.rpartition(b"/")[0], top
+                    self._add_file(top, name, fs_path, scanned)
+                    self._settle(block=False)
+                    self._report()
+                    continue
                 try:
                     st = os.lstat(fs_path)
                 except FileNotFoundError:
@@ -362,9 +435,8 @@ class SnapshotWriter:
                 except OSError as exc:
                     self._file_error(fs_path, f"cannot read: {exc.strerror or exc}")
                     continue
-                parent = top.parent_nodes.get(name) if top.parent_nodes else None
                 if kind == "d" and stat.S_ISDIR(st.st_mode):
-                    frame = self._open_frame(parts, fs_path, st, parent)
+                    frame = self._open_frame(parts, fs_path, st, self._parent_node(top, name))
                     top.children.append(frame)
                     stack.append(frame)
                 elif kind == "l" and stat.S_ISLNK(st.st_mode):
@@ -378,7 +450,7 @@ class SnapshotWriter:
                     top.children.append(node)
                     self.stats.symlinks += 1
                 elif kind == "f" and stat.S_ISREG(st.st_mode):
-                    self._add_file(top, name, fs_path, st, parent)
+                    self._add_file(top, name, fs_path, st)
                 else:
                     self._file_error(fs_path, "changed type during the backup")
                 self._settle(block=False)
@@ -394,6 +466,10 @@ class SnapshotWriter:
         except BaseException:
             self._shutdown(wait=False)
             raise
+
+    @staticmethod
+    def _parent_node(top: Frame, name: bytes) -> Node | None:
+        return top.parent_nodes.get(name) if top.parent_nodes else None
 
     def _tree_nodes(self, tree_id: bytes | None) -> dict[bytes, Node] | None:
         if tree_id is None:
@@ -432,16 +508,15 @@ class SnapshotWriter:
             top.children.append(frame)
             stack.append(frame)
 
-    def _add_file(
-        self, top: Frame, name: bytes, fs_path: str, st: os.stat_result, parent: Node | None
-    ) -> None:
+    def _add_file(self, top: Frame, name: bytes, fs_path: str, st: StatLike) -> None:
         self.stats.files += 1
         self.stats.bytes += st.st_size
         node = node_from_stat(name, st, "file")
+        parent = top.parent_nodes.get(name) if top.parent_nodes else None
         if unchanged(parent, st):
             assert parent is not None
             node.content = list(parent.content)
-            top.children.append(Reused(node, fs_path, st))
+            top.children.append(Reused(node, fs_path))
             return
         if st.st_size > _BATCH_BYTES:
             top.children.append(self._submit([(node, fs_path)]))

@@ -223,10 +223,7 @@ def _run(
                 progress=progress,
                 on_error=on_error,
             )
-            root = writer.write(
-                ((k, raw, size, mtime) for k, raw, size, mtime in found.raw_entries()),
-                parent_root,
-            )
+            root = writer.write(found.stat_entries(), parent_root)
             writer.finish()
             stats = writer.stats
             errors = tuple(found.errors) + tuple(stats.errors)

@@ -10,14 +10,16 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 
 from .chunker import Chunker
-from .format import Node
+from .format import CHUNK_MIN, Node
 
 __all__ = [
     "Budget",
     "Frame",
     "Reused",
+    "StatLike",
     "fs_path_of",
     "node_from_stat",
     "open_noatime",
@@ -76,7 +78,21 @@ class Reused:
 
     node: Node
     fs_path: str
-    st: os.stat_result
+
+
+class StatLike(Protocol):
+    """What a node is built from: an ``os.stat_result``, or the scan's ``FileStat``."""
+
+    @property
+    def st_mode(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ctime_ns(self) -> int: ...
 
 
 def path_parts(raw: bytes) -> tuple[bytes, ...]:
@@ -95,7 +111,7 @@ def fs_path_of(parts: tuple[bytes, ...]) -> str:
     return "/" + "/".join(os.fsdecode(p) for p in parts)
 
 
-def node_from_stat(name: bytes, st: os.stat_result, kind: str) -> Node:
+def node_from_stat(name: bytes, st: StatLike, kind: str) -> Node:
     return Node(
         name=name,
         type=kind,
@@ -109,7 +125,7 @@ def node_from_stat(name: bytes, st: os.stat_result, kind: str) -> Node:
     )
 
 
-def unchanged(parent: Node | None, st: os.stat_result) -> bool:
+def unchanged(parent: Node | None, st: StatLike) -> bool:
     """Whether a file is taken to be the same as in the parent snapshot without reading it."""
     return (
         parent is not None
@@ -135,11 +151,24 @@ def open_noatime(path: str) -> int:
 def read_whole(
     chunker: Chunker, fs_path: str, size_hint: int
 ) -> tuple[list[bytes], os.stat_result]:
-    """A (small) file's chunks, all in memory, and its ``fstat`` after reading. Raises ``OSError``."""
+    """A (small) file's chunks, all in memory, and its ``fstat`` after reading. Raises ``OSError``.
+
+    A file of at most one chunk is read with one ``read`` of the size it had (plus one byte, to
+    see it grew): on a tree of tiny files the file object and the chunker's generator were a
+    good part of each file's time. A short read is the end of the file; should it not be, the
+    size in the ``fstat`` after it tells the caller."""
     fd = open_noatime(fs_path)
-    with os.fdopen(fd, "rb", buffering=0) as fh:
-        chunks = list(chunker.chunks(fh, size_hint))
+    try:
+        if size_hint < CHUNK_MIN:
+            data = os.read(fd, size_hint + 1)
+            if len(data) <= size_hint:
+                return ([data] if data else []), os.fstat(fd)
+            os.lseek(fd, 0, os.SEEK_SET)  # it grew: cut it as a large file
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
+            chunks = list(chunker.chunks(fh, size_hint))
         return chunks, os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 def unreadable_text(exc: OSError) -> str:
