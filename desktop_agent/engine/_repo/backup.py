@@ -21,30 +21,23 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from queue import Empty, Queue
-
-import zstandard
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 
 from .._cancel import CancelToken
 from .._errors import BackupCancelled
 from ..protocol import FileError
-from .cache import Cache
 from .chunker import Chunker
 from .errors import RepositoryError
 from .format import (
     BlobType,
     Node,
-    seal_blob,
 )
-from .pack import Pack, PackWriter
+from .pipeline import BlobPipeline
 from .repository import Repository
 from .walk import (
-    Budget,
     Frame,
     Reused,
     StatLike,
@@ -56,7 +49,7 @@ from .walk import (
     unchanged,
     unreadable_text,
 )
-from .write_options import Progress, SnapshotOptions, WriteStats
+from .write_options import Progress, SnapshotOptions
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -75,7 +68,7 @@ def _take_stat(node: Node, st: os.stat_result) -> None:
     node.inode, node.uid, node.gid, node.size = fresh.inode, fresh.uid, fresh.gid, fresh.size
 
 
-class SnapshotWriter:
+class SnapshotWriter(BlobPipeline):
     """Writes the blobs and trees of one snapshot into the repository; ``write`` returns the root
     tree's id. Call ``finish`` afterwards for the packs the snapshot uses."""
 
@@ -89,204 +82,15 @@ class SnapshotWriter:
         progress: Progress | None = None,
         on_error: Callable[[FileError], None] | None = None,
     ) -> None:
-        self.repo = repo
-        self.cache: Cache = repo.cache
-        self.keys = repo.keys
-        self.backup_id = backup_id
-        self.options = options or SnapshotOptions()
-        self.cancel = cancel
-        self.progress = progress
-        self.on_error = on_error
-        self.stats = WriteStats()
-        self.referenced: set[int] = set()
-        """Sequence numbers of every pack the snapshot needs."""
-        self.uploaded: list[str] = []
-        """Names of the packs this run uploaded."""
-        self._lock = threading.Lock()
-        self._claimed: set[bytes] = set()
-        self._budget = Budget(self.options.max_inflight_bytes)
-        self._local = threading.local()
-        self._writers = {
-            BlobType.DATA: PackWriter(self.keys),
-            BlobType.TREE: PackWriter(self.keys),
-        }
-        self._packs: Queue[Pack | None] = Queue(self.options.max_queued_packs)
-        self._error: BaseException | None = None
-        self._readers = ThreadPoolExecutor(self.options.readers, thread_name_prefix="snap-read")
-        self._sealers = ThreadPoolExecutor(self.options.sealers, thread_name_prefix="snap-seal")
-        self._seal_jobs: set[Future[None]] = set()
-        self._upload_threads = [
-            threading.Thread(target=self._upload_loop, name=f"snap-upload-{i}", daemon=True)
-            for i in range(self.options.uploaders)
-        ]
-        for t in self._upload_threads:
-            t.start()
+        super().__init__(
+            repo, backup_id, options=options, cancel=cancel, progress=progress, on_error=on_error
+        )
         self._chunker = Chunker(self.keys.chunker_seed)
         self._pending: deque[Frame] = deque()
         self._batch: list[tuple[Node, str]] = []
         self._reading = 0
         self._batch_bytes = 0
         self._batch_frame: Frame | None = None
-        self._last_progress = 0.0
-
-    # --- errors, cancel, progress --------------------------------------------------------------
-
-    def _alive(self) -> bool:
-        return self._error is None and not (self.cancel is not None and self.cancel.is_set())
-
-    def _check(self) -> None:
-        if self.cancel is not None:
-            self.cancel.raise_if_cancelled()
-        if self._error is not None:
-            raise self._error
-
-    def _fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = exc
-
-    def _file_error(self, path: str, message: str) -> None:
-        err = FileError(path, message)
-        with self._lock:
-            self.stats.errors.append(err)
-        if self.on_error is not None:
-            self.on_error(err)
-
-    def _report(self, force: bool = False) -> None:
-        if self.progress is None:
-            return
-        now = time.monotonic()
-        if force or now - self._last_progress >= 0.25:
-            self._last_progress = now
-            self.progress(self.stats)
-
-    # --- storing blobs -------------------------------------------------------------------------
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        z: zstandard.ZstdCompressor | None = getattr(self._local, "zstd", None)
-        if z is None:
-            z = self._local.zstd = zstandard.ZstdCompressor(level=self.options.zstd_level)
-        return z
-
-    def _store(
-        self, kind: BlobType, blob_id: bytes, data: bytes, known: Mapping[bytes, int] | None = None
-    ) -> None:
-        """Make sure the repository will hold this blob: known already, or sealed and packed.
-        ``known``: what one lookup in the cache found for a batch of blobs (instead of one query
-        per blob)."""
-        if known is None:
-            with self._lock:
-                if blob_id in self._claimed:
-                    return
-            seq = self.cache.has_blob(blob_id)
-            known = {blob_id: seq} if seq is not None else {}
-        self._store_many(kind, [(blob_id, data)], known)
-
-    def _store_many(
-        self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]], known: Mapping[bytes, int]
-    ) -> None:
-        """``_store`` for many blobs at once (``known``: the cache's answer for them): one lock,
-        one reservation of memory and one sealer job for a batch of small files, where one per
-        file cost more than the file itself."""
-        new: list[tuple[bytes, bytes]] = []
-        size = 0
-        with self._lock:
-            claimed = self._claimed
-            for blob_id, data in blobs:
-                if blob_id in claimed:
-                    continue
-                seq = known.get(blob_id)
-                if seq is not None:
-                    self.referenced.add(seq)
-                    continue
-                claimed.add(blob_id)
-                new.append((blob_id, data))
-                size += len(data)
-        if not new:
-            return
-        self._budget.acquire(size, self._alive)
-        self._check()
-        job = self._sealers.submit(self._seal, kind, new, size)
-        with self._lock:
-            self._seal_jobs.add(job)
-        job.add_done_callback(self._seal_done)
-
-    def _seal_done(self, job: Future[None]) -> None:
-        with self._lock:
-            self._seal_jobs.discard(job)
-        exc = job.exception()
-        if exc is not None:
-            self._fail(exc)
-
-    def _seal(self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]], size: int) -> None:
-        try:
-            if not self._alive():
-                return
-            compressor = self._compressor()
-            sealed = [
-                seal_blob(self.keys, kind, data, blob_id=blob_id, compressor=compressor)
-                for blob_id, data in blobs
-            ]
-            full: list[PackWriter] = []
-            with self._lock:
-                for blob in sealed:
-                    writer = self._writers[kind]
-                    writer.add(blob)
-                    if writer.size >= self.options.pack_size or writer.full:
-                        self._writers[kind] = PackWriter(self.keys)
-                        full.append(writer)
-                self.stats.new_blobs += len(sealed)
-            for full_writer in full:
-                self._queue_pack(full_writer.finish())
-        finally:
-            self._budget.release(size)
-
-    def _queue_pack(self, pack: Pack) -> None:
-        while self._alive():
-            try:
-                self._packs.put(pack, timeout=0.5)
-                return
-            except Exception:  # queue.Full
-                continue
-
-    def _upload_loop(self) -> None:
-        while True:
-            pack = self._packs.get()
-            if pack is None:
-                return
-            batch = [pack]
-            done = False
-            while len(batch) < self.options.upload_batch:
-                try:
-                    more = self._packs.get_nowait()
-                except Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                batch.append(more)
-            if self._alive():
-                try:
-                    self._upload(batch)
-                except BaseException as exc:  # noqa: BLE001 - handed to the walker
-                    self._fail(exc)
-            if done:
-                return
-
-    def _upload(self, packs: Sequence[Pack]) -> None:
-        seqs = self.repo.upload(self.backup_id, [("data", p.name, p.parts) for p in packs])
-        for p in packs:
-            seq = seqs.get(p.name)
-            if seq is None:
-                raise RepositoryError(f"the server gave pack {p.name[:16]} no sequence number")
-            self.cache.add_pack(p.name, seq, p.size, p.entries)
-            with self._lock:
-                for e in p.entries:
-                    self._claimed.discard(e.id)
-                self.referenced.add(seq)
-                self.uploaded.append(p.name)
-                self.stats.new_bytes += p.size
-                self.stats.packs += 1
 
     # --- reading files -------------------------------------------------------------------------
 
@@ -625,49 +429,3 @@ class SnapshotWriter:
         self.cache.put_tree(tree_id, plain)
         self._store(BlobType.TREE, tree_id, plain)
         return tree_id
-
-    # --- the end -------------------------------------------------------------------------------
-
-    def finish(self) -> None:
-        """Seal the last packs, wait for every upload; raise the first error of any stage."""
-        try:
-            self._readers.shutdown(wait=True)
-            while True:
-                with self._lock:
-                    jobs = list(self._seal_jobs)
-                if not jobs:
-                    break
-                for j in jobs:
-                    j.exception()
-            self._check()
-            for kind in (BlobType.DATA, BlobType.TREE):
-                writer = self._writers[kind]
-                if len(writer):
-                    self._writers[kind] = PackWriter(self.keys)
-                    self._queue_pack(writer.finish())
-            self._shutdown(wait=True)
-            self._check()
-        except BaseException:
-            self._shutdown(wait=False)
-            raise
-        self._report(force=True)
-
-    def _shutdown(self, *, wait: bool) -> None:
-        if not wait:
-            self._fail(BackupCancelled("stopped"))
-        self._readers.shutdown(wait=wait, cancel_futures=not wait)
-        self._sealers.shutdown(wait=wait, cancel_futures=not wait)
-        for _ in self._upload_threads:
-            while True:
-                try:
-                    self._packs.put(None, timeout=0.5)
-                    break
-                except Exception:  # queue.Full: drain it when giving up
-                    if not wait:
-                        try:
-                            self._packs.get_nowait()
-                        except Empty:
-                            pass
-        if wait:
-            for t in self._upload_threads:
-                t.join()

@@ -227,7 +227,12 @@ def _run(
             writer.finish()
             stats = writer.stats
             errors = tuple(found.errors) + tuple(stats.errors)
-            indexes = _write_indexes(repo, backup_id, writer.referenced)
+            indexes = writer.indexes + _write_indexes(
+                repo,
+                backup_id,
+                writer.referenced,
+                already={name for _, packs in writer.indexes for name in packs},
+            )
             doc = SnapshotDoc(
                 v=VERSION,
                 backupId=backup_id,
@@ -298,11 +303,12 @@ def _run(
 
 
 def _write_indexes(
-    repo: Repository, backup_id: str, referenced: set[int]
+    repo: Repository, backup_id: str, referenced: set[int], already: set[str]
 ) -> list[tuple[str, list[str]]]:
-    """Upload index objects for the packs the snapshot needs that no index lists yet; returns
-    each index's name with the packs it lists."""
-    names = repo.cache.unindexed_packs(referenced)
+    """Upload index objects for the packs the snapshot needs that no index lists yet (nor one of
+    this run's, ``already``: packs the writer uploaded); returns each index's name with the packs
+    it lists."""
+    names = [n for n in repo.cache.unindexed_packs(referenced) if n not in already]
     out: list[tuple[str, list[str]]] = []
     packs: list[IndexPack] = []
     listed: list[str] = []
