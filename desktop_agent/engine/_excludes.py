@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_EXCLUDES",
@@ -165,12 +165,43 @@ def parse_rules(lines: Iterable[str]) -> list[Rule]:
     return [rule for line in lines if (rule := parse_rule(line)) is not None]
 
 
+_PLAIN = re.compile("").flags
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     """Rules stacked from the source folder down: ``levels`` holds (folder relative to the source,
     rules of that folder) from the shallowest to the deepest."""
 
     levels: tuple[tuple[str, tuple[Rule, ...]], ...] = ()
+    _any: tuple[re.Pattern[str] | None, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """The source folder's rules alone and no ``!`` among them (the usual case): a path is
+    excluded when any rule matches, so one regex per way of matching (name, folder's name, path,
+    folder's path) stands for all of them, and a scan of many files asks those four instead of
+    every rule in turn."""
+
+    def __post_init__(self) -> None:
+        if len(self.levels) != 1 or self.levels[0][0]:
+            return
+        rules = self.levels[0][1]
+        if any(rule.negate or rule.regex.flags != _PLAIN for rule in rules):
+            return
+
+        def joined(anchored: bool, dir_only: bool) -> re.Pattern[str] | None:
+            patterns = [
+                f"(?:{r.regex.pattern})"
+                for r in rules
+                if r.anchored == anchored and r.dir_only == dir_only
+            ]
+            return re.compile("|".join(patterns)) if patterns else None
+
+        object.__setattr__(
+            self,
+            "_any",
+            (joined(False, False), joined(False, True), joined(True, False), joined(True, True)),
+        )
 
     def with_level(self, base: str, rules: Sequence[Rule]) -> RuleSet:
         if not rules:
@@ -180,6 +211,14 @@ class RuleSet:
     def is_excluded(self, relpath: str, is_dir: bool) -> bool:
         """Whether ``relpath`` (relative to the source folder, ``/``-separated) is excluded."""
         name = relpath.rpartition("/")[2]
+        if self._any is not None:
+            names, dir_names, paths, dir_paths = self._any
+            return bool(
+                (names is not None and names.fullmatch(name))
+                or (paths is not None and paths.fullmatch(relpath))
+                or (is_dir and dir_names is not None and dir_names.fullmatch(name))
+                or (is_dir and dir_paths is not None and dir_paths.fullmatch(relpath))
+            )
         excluded = False
         for base, rules in self.levels:
             if base and not relpath.startswith(base + "/"):

@@ -203,6 +203,9 @@ class _Walker:
         self.progress = progress
         self.totals = ScanTotals()
         self.errors: list[FileError] = []
+        # Records are gathered here and written to the spool in large pieces: one spool write
+        # per entry was a tenth of a scan of many small files.
+        self._buffer = bytearray()
         self._next_progress = time.monotonic() + 0.25
 
     def emit(
@@ -228,7 +231,11 @@ class _Walker:
             )
         else:
             record = _RECORD.pack(kind[0], len(raw), size, mtime_ns, 0, 0, 0, 0, 0)
-        self.spool.write(record + raw)
+        buffer = self._buffer
+        buffer += record
+        buffer += raw
+        if len(buffer) >= 65536:
+            self.flush()
         t = self.totals
         t.estimated_archive_size += _tar_size(len(raw), size, raw.isascii())
         if kind == b"f":
@@ -243,6 +250,11 @@ class _Walker:
             if now >= self._next_progress:
                 self._next_progress = now + 0.25
                 self.progress(t)
+
+    def flush(self) -> None:
+        """Write the gathered records to the spool."""
+        self.spool.write(self._buffer)
+        self._buffer.clear()
 
     def walk(self, root: str, rules: RuleSet) -> None:
         try:
@@ -345,6 +357,7 @@ def scan(
                 exclude_node_modules=exclude_node_modules,
             )
             walker.walk(root, rules)
+        walker.flush()
         spool.flush()
     except BaseException:
         spool.close()
