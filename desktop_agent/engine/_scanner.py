@@ -48,6 +48,9 @@ _KINDS: dict[int, EntryKind] = {ord("d"): "d", ord("f"): "f", ord("l"): "l"}
 # kind, length of the path, size, mtime in ns, ctime in ns, inode, mode, uid, gid (mode 0: not
 # kept); then the path's bytes
 _RECORD = struct.Struct("<BIQqqQIII")
+_READ_BLOCK = 1024 * 1024
+
+
 # Whether a scandir entry's stat is the whole ``lstat`` (on Windows it lacks the file id).
 _FULL_STAT = os.name != "nt"
 
@@ -124,15 +127,32 @@ class ScanResult:
 
     def stat_entries(self) -> Iterator[tuple[EntryKind, bytes, FileStat | None]]:
         """``raw_entries()`` with the scan's whole ``lstat`` of each regular file (``None`` for
-        folders and links, and where the scan could not keep it)."""
+        folders and links, and where the scan could not keep it). The spool is read in large
+        blocks: two small reads per entry were a good part of the walk of many small files."""
         self._spool.seek(0)
         read = self._spool.read
-        unpack = _RECORD.unpack
+        unpack_from = _RECORD.unpack_from
+        size_of = _RECORD.size
         kinds = _KINDS
-        while header := read(_RECORD.size):
-            kind, length, size, mtime_ns, ctime_ns, ino, mode, uid, gid = unpack(header)
-            st = FileStat(mode, ino, uid, gid, size, mtime_ns, ctime_ns) if mode else None
-            yield kinds[kind], read(length), st
+        block = b""
+        pos = 0
+        while True:
+            if len(block) - pos >= size_of:
+                kind, length, size, mtime_ns, ctime_ns, ino, mode, uid, gid = unpack_from(
+                    block, pos
+                )
+                start = pos + size_of
+                end = start + length
+                if end <= len(block):
+                    pos = end
+                    st = FileStat(mode, ino, uid, gid, size, mtime_ns, ctime_ns) if mode else None
+                    yield kinds[kind], block[start:end], st
+                    continue
+            more = read(_READ_BLOCK)
+            if not more:
+                return
+            block = block[pos:] + more
+            pos = 0
 
     def close(self) -> None:
         self._spool.close()

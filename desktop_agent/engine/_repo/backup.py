@@ -207,15 +207,20 @@ class SnapshotWriter(BlobPipeline):
         last_dir: bytes | None = None
         last_top: Frame | None = None
         posix = os.sep == "/"
+        count = 0
         try:
             for kind, raw, scanned in entries:
-                self._check()
+                # Every so many entries, not each: the check of the oldest closed folder's reads
+                # went through all its files' jobs, per file.
+                count += 1
+                if not count & 63:
+                    self._check()
+                    self._settle(block=False)
+                    self._report()
                 if posix and scanned is not None:
                     dir_raw, _, name = raw.rpartition(b"/")
                     if dir_raw == last_dir and stack[-1] is last_top and name:
                         self._add_file(stack[-1], name, os.fsdecode(raw), scanned)
-                        self._settle(block=False)
-                        self._report()
                         continue
                 parts = path_parts(raw)
                 if not parts:
@@ -228,8 +233,6 @@ class SnapshotWriter(BlobPipeline):
                     if posix:
                         last_dir, last_top = raw.rpartition(b"/")[0], top
                     self._add_file(top, name, fs_path, scanned)
-                    self._settle(block=False)
-                    self._report()
                     continue
                 try:
                     st = os.lstat(fs_path)
@@ -257,8 +260,7 @@ class SnapshotWriter(BlobPipeline):
                     self._add_file(top, name, fs_path, st)
                 else:
                     self._file_error(fs_path, "changed type during the backup")
-                self._settle(block=False)
-                self._report()
+            self._check()
             while len(stack) > 1:
                 self._close(stack.pop())
             self._flush_batch()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from desktop_agent.engine import _scanner as scanner_module
 from desktop_agent.engine._repo import backup as backup_module
 from desktop_agent.engine._repo import walk as walk_module
 from desktop_agent.engine._repo.cache import Cache
@@ -131,3 +132,30 @@ def test_a_file_that_changes_while_it_is_read_is_named(
     target.unlink()
     (restored / "d2" / "f3").unlink()
     assert state(restored) == state(src)
+
+
+def test_the_scan_gives_back_each_file_s_stat_across_read_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scanner_module, "_READ_BLOCK", 7)  # records cut at every place
+    src = tmp_path / "src"
+    _tree(src)
+    os.symlink("d0/f1", src / "link")
+    with scanner_module.scan([str(src)]) as found:
+        plain = list(found.raw_entries())
+        with_stat = list(found.stat_entries())
+    assert [(k, raw) for k, raw, _, _ in plain] == [(k, raw) for k, raw, _ in with_stat]
+    for kind, raw, st in with_stat:
+        if kind != "f":
+            assert st is None
+            continue
+        assert st is not None
+        real = os.lstat(raw)
+        assert (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            real.st_mode,
+            real.st_ino,
+            real.st_size,
+            real.st_mtime_ns,
+            real.st_ctime_ns,
+        )
+        assert (st.st_uid, st.st_gid) == (real.st_uid, real.st_gid)
