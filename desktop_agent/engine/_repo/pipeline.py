@@ -30,6 +30,8 @@ __all__ = ["INDEX_BLOBS", "BlobPipeline"]
 #: An index object written during a snapshot lists the packs of about this many blobs: what
 #: waits to be listed is held in memory (the uploaded packs' entries).
 INDEX_BLOBS = 32_768
+# New blobs of at most this many bytes in all are sealed by the thread that found them.
+_SEAL_HERE = 256 * 1024
 
 
 class BlobPipeline:
@@ -161,6 +163,11 @@ class BlobPipeline:
                 size += len(data)
         if not new:
             return
+        if size <= _SEAL_HERE:
+            # Sealing a few small blobs takes less than handing them to a sealer thread (a job,
+            # a wake-up, a callback, and the GIL passed back and forth).
+            self._seal_blobs(kind, new)
+            return
         self._budget.acquire(size, self._alive)
         self._check()
         job = self._sealers.submit(self._seal, kind, new, size)
@@ -177,26 +184,28 @@ class BlobPipeline:
 
     def _seal(self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]], size: int) -> None:
         try:
-            if not self._alive():
-                return
-            compressor = self._compressor()
-            sealed = [
-                seal_blob(self.keys, kind, data, blob_id=blob_id, compressor=compressor)
-                for blob_id, data in blobs
-            ]
-            full: list[PackWriter] = []
-            with self._lock:
-                for blob in sealed:
-                    writer = self._writers[kind]
-                    writer.add(blob)
-                    if writer.size >= self.options.pack_size or writer.full:
-                        self._writers[kind] = PackWriter(self.keys)
-                        full.append(writer)
-                self.stats.new_blobs += len(sealed)
-            for full_writer in full:
-                self._queue_pack(full_writer.finish())
+            if self._alive():
+                self._seal_blobs(kind, blobs)
         finally:
             self._budget.release(size)
+
+    def _seal_blobs(self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]]) -> None:
+        compressor = self._compressor()
+        sealed = [
+            seal_blob(self.keys, kind, data, blob_id=blob_id, compressor=compressor)
+            for blob_id, data in blobs
+        ]
+        full: list[PackWriter] = []
+        with self._lock:
+            for blob in sealed:
+                writer = self._writers[kind]
+                writer.add(blob)
+                if writer.size >= self.options.pack_size or writer.full:
+                    self._writers[kind] = PackWriter(self.keys)
+                    full.append(writer)
+            self.stats.new_blobs += len(sealed)
+        for full_writer in full:
+            self._queue_pack(full_writer.finish())
 
     def _queue_pack(self, pack: Pack) -> None:
         while self._alive():
