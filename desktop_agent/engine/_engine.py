@@ -25,6 +25,7 @@ import httpx
 from .. import __version__
 from ._archive import ArchiveBackup, archive_filename, archive_format
 from ._cancel import CancelToken
+from ._closing import OwnsClients
 from ._errors import (
     AgentError,
     AuthenticationError,
@@ -91,7 +92,7 @@ def connect(
     return plane, storage
 
 
-class BackupEngine:
+class BackupEngine(OwnsClients):
     """Runs backups. Thread-compatible: one backup at a time per engine.
 
     ``events`` receives progress events (see ``_events``); ``now`` and ``clock`` are injectable for
@@ -114,7 +115,7 @@ class BackupEngine:
         self._emit = Emitter(events)
         self._now = now
         self._clock = clock
-        self._owned: list[ApiClient | HttpStorage] = []
+        self._owned = []
 
     @classmethod
     def from_settings(
@@ -132,16 +133,6 @@ class BackupEngine:
         engine = cls(plane, storage, EngineOptions.from_settings(settings), events=events)
         engine._owned = [plane, storage]
         return engine
-
-    def close(self) -> None:
-        for client in self._owned:
-            client.close()
-
-    def __enter__(self) -> BackupEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the run ------------------------------------------------------------------------------------
 
