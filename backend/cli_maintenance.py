@@ -22,27 +22,15 @@ T = TypeVar("T")
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Bind the tables to the configured database, build the storage, and run ``work(tasks)``."""
-    from backend.db import bind_tables, make_engine
+    from backend.db import run_on_database
     from backend.services.container import make_storage
     from backend.services.tasks import PeriodicTasks
 
-    async def go() -> T:
-        engine = make_engine(settings.database_url)
-        bind_tables(engine)
-        tasks = PeriodicTasks(
-            settings,
-            make_storage(settings),
-            holder=f"backapp command on {socket.gethostname()} pid {os.getpid()}",
-        )
-        try:
-            return await work(tasks)
-        finally:
-            from piccolo.engine.postgres import PostgresEngine
+    def tasks() -> PeriodicTasks:
+        holder = f"backapp command on {socket.gethostname()} pid {os.getpid()}"
+        return PeriodicTasks(settings, make_storage(settings), holder=holder)
 
-            if isinstance(engine, PostgresEngine) and engine.pool is not None:
-                await engine.close_connection_pool()
-
-    return asyncio.run(go())
+    return run_on_database(settings.database_url, lambda: work(tasks()))
 
 
 def cmd_maintenance_run(args: argparse.Namespace) -> int:
