@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, Self
 
 
@@ -29,7 +30,8 @@ class OwnsClients(Closing):
     """Closes the clients it opened itself (``from_settings``); clients handed in stay open,
     since their caller closes them."""
 
-    _owned: list[_Closable]
+    _owned: Sequence[_Closable] = ()
+    """What ``from_settings`` opened; set there, so an object built around given clients has none."""
 
     def close(self) -> None:
         for client in self._owned:

@@ -115,7 +115,6 @@ class BackupEngine(OwnsClients):
         self._emit = Emitter(events)
         self._now = now
         self._clock = clock
-        self._owned = []
 
     @classmethod
     def from_settings(

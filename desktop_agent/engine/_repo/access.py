@@ -101,7 +101,6 @@ class Snapshots(OwnsClients):
         back in the keychain) from the server's wrapped copy."""
         self._repos: dict[str, Repository] = {}
         self._agent_id: str | None = None
-        self._owned = []
 
     @classmethod
     def from_settings(

@@ -279,7 +279,6 @@ class Runner(OwnsClients):
         """What ``run_manual``'s heartbeats report."""
         self.temp_dir: Path | None = None
         """The engine's scratch folder, removed by ``run_manual`` when it is left empty."""
-        self._owned = []
         self.server_features: frozenset[str] | None = None
         """The ``features`` of the server's last heartbeat answer (``None``: not seen yet)."""
 
