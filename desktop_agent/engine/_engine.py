@@ -35,14 +35,21 @@ from ._errors import (
     NetworkError,
 )
 from ._events import (
-    BackupFailed,
     BackupFinished,
     ConfigStarted,
     Emitter,
     EventSink,
 )
 from ._hooks import ConfigCommands
-from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable, size_text
+from ._job import (
+    MAX_MESSAGE,
+    BackupFailure,
+    BackupJob,
+    error_list,
+    printable,
+    report_failure,
+    size_text,
+)
 from ._options import EngineOptions
 from ._repo.run import SnapshotBackup
 from ._run import run_configs
@@ -349,28 +356,15 @@ class BackupEngine(OwnsClients):
                 log.warning("could not mark log %s as failed: %s", log_id, exc)
         if uploader is not None and uploader.multipart:
             uploader.abort(reason)  # idempotent; frees the parts even if the call above failed
-        self._send_log(
-            "info" if cancelled else "error",
-            f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: "
-            f"{reason}",
-            {
-                "configId": config.id,
-                "logId": log_id,
-                "errors": error_list(
-                    job.errors, job.error_count, limit=20, width=500, path_width=500
-                ),
-            },
-        )
-        duration = job.duration_ms(self._clock())
-        self._emit(
-            BackupFailed(
-                config_id=config.id,
-                config_name=config.name,
-                log_id=log_id,
-                reason=reason,
-                duration_ms=duration,
-                cancelled=cancelled,
-            )
+        duration = report_failure(
+            self._send_log,
+            self._emit,
+            config,
+            log_id=log_id,
+            reason=reason,
+            cancelled=cancelled,
+            errors=error_list(job.errors, job.error_count, limit=20, width=500, path_width=500),
+            duration_ms=lambda: job.duration_ms(self._clock()),
         )
         return BackupResult(
             config_id=config.id,
