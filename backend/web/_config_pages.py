@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
@@ -21,7 +20,7 @@ from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.web._auth import PageUserDep, provide_page_user, safe_next
 from backend.web._forms import ConfigForm, field_errors, text
 from backend.web._health import ConfigRow, config_rows
-from backend.web._render import page, redirect
+from backend.web._render import page, redirect, search_links
 
 __all__ = ["ConfigPages"]
 
@@ -123,13 +122,7 @@ class ConfigPages(Controller):
             user, search=search or None, after=position, limit=CONFIG_PAGE
         )
         rows = await page_rows(services, user, configs)
-        query = urlencode({"q": search}) if search else ""
-        next_href = None
-        if more is not None:
-            cursor = services.cursors.encode("configs", user.id, more)
-            next_href = "/configs?" + urlencode(
-                {**({"q": search} if search else {}), "after": cursor}
-            )
+        query, next_href = search_links(services, "configs", user, search, more)
         return page(
             request,
             "configs.html",
