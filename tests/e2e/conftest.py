@@ -16,15 +16,6 @@ from tests.support.faults import FaultProxy
 from tests.support.s3 import S3Endpoint
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A browser test module runs on one worker (``tests/support/parallel.py``), so Chromium starts
-    once for the module there, not once on each worker its tests would otherwise be spread over."""
-    for item in items:
-        if "chromium" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(f"browser:{item.nodeid.split('::')[0]}"))
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     from tests.support.browser import CHROMIUM_ARGS, chromium_executable, playwright_api

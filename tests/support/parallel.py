@@ -8,10 +8,13 @@ workers per CPU (4 on a 2-core CI machine) unless told otherwise:
 * naming single tests (``tests/x/test_y.py::test_z``) or ``--pdb``/``--trace`` runs them in this
   process too, where a debugger and ``print`` work and no worker has to start.
 
-Tests are spread with ``--dist loadgroup``: tests marked ``@pytest.mark.xdist_group("name")`` all run
-on one worker, one after the other (the frozen builds' tests share a build made once per session).
-Each worker is a process of its own with its own session fixtures (PostgreSQL cluster, S3 servers,
-Redis), temporary folders and ports (``tests/support/ports.py``).
+Tests are spread by file (``--dist loadfile``, the files with most tests first): a module's tests run
+on one worker, one after the other, so a module-scoped fixture (Chromium) starts once and a frozen
+build a test module makes (``BACKAPP_TEST_BUILD_FROZEN=1``) is made once for it. (``--dist loadgroup``
+and ``xdist_group`` marks would say the same per group, but with pytest 9.2 and pytest-xdist 3.8 the
+marks are silently ignored: pytest-xdist issue 1386.) Each worker is a process of its own with its
+own session fixtures (PostgreSQL cluster, S3 servers, Redis), temporary folders and ports
+(``tests/support/ports.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .ports import worker_index
 
 __all__ = ["WORKERS_PER_CPU", "default_workers", "xvfb_run"]
 
-#: Measured on 2 cores (see the README): more workers than cores pay, as the tests mostly wait.
+#: More workers than cores, as the tests mostly wait on servers and subprocesses; CI has 2 cores.
 WORKERS_PER_CPU = 2
 
 
@@ -44,7 +47,7 @@ def _only_single_tests(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """Before xdist reads them: default ``-n`` and ``--dist loadgroup``."""
+    """Before xdist reads them: default ``-n`` and ``--dist loadfile``."""
     if not config.pluginmanager.hasplugin("xdist") or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if config.option.numprocesses is None:
@@ -53,7 +56,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             return
         config.option.numprocesses = default_workers()
     if config.option.numprocesses != 0 and config.option.dist == "no":
-        config.option.dist = "loadgroup"
+        config.option.dist = "loadfile"
 
 
 def xvfb_run(screen: str) -> list[str]:

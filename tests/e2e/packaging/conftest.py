@@ -69,16 +69,3 @@ def frozen_tray(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     dist = build("backapp-tray", tmp_path_factory.mktemp("build-tray"))
     return dist / ("BackApp.app" if sys.platform == "darwin" else "backapp-tray")
-
-
-FROZEN = {"frozen_agent", "frozen_agent_next", "frozen_tray"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The frozen builds' tests run on one worker (``tests/support/parallel.py``): a build these
-    fixtures make (``BACKAPP_TEST_BUILD_FROZEN=1``, and always the update test's next version) is made
-    once, not once per worker, and two of these heavy programs never compete for the CPU."""
-    for item in items:
-        if FROZEN & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("frozen-builds"))
