@@ -18,6 +18,7 @@ Tiers:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -27,6 +28,12 @@ from typing import Any
 
 # Environment before import: nothing in the test process may touch a real user's data directory.
 _TEST_HOME = Path(os.environ.setdefault("BACKAPP_TEST_HOME", f"/tmp/backapp-test-{os.getpid()}"))
+# xdist's workers inherit the environment of the process that starts them: each takes a folder of its
+# own in there (its SQLite template, the servers' default data), removed when its session ends.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    _TEST_HOME = _TEST_HOME / _WORKER
+    os.environ["BACKAPP_TEST_HOME"] = str(_TEST_HOME)
 os.environ["BACKAPP_DATA_DIR"] = str(_TEST_HOME / "default-data")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("AWS_S3_BUCKET", None)
@@ -49,7 +56,12 @@ from tests.support.paths import ROOT  # noqa: E402
 from tests.support.server_process import LiveServerFactory  # noqa: E402
 from tests.support.settings import make_settings, migrate  # noqa: E402
 
-pytest_plugins = ["tests.support.postgres", "tests.support.s3", "tests.support.seaweedfs"]
+pytest_plugins = [
+    "tests.support.parallel",
+    "tests.support.postgres",
+    "tests.support.s3",
+    "tests.support.seaweedfs",
+]
 
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 
@@ -59,6 +71,9 @@ def test_home() -> Iterator[Path]:
     _TEST_HOME.mkdir(parents=True, exist_ok=True)
     yield _TEST_HOME
     shutil.rmtree(_TEST_HOME, ignore_errors=True)
+    if _WORKER:
+        with contextlib.suppress(OSError):  # the last worker to finish removes the shared parent
+            _TEST_HOME.parent.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,6 @@ import pwd
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from .ports import free_port
 
 __all__ = ["PgCluster", "find_pg_bin_dir", "pg_cluster", "start_cluster"]
 
@@ -95,12 +96,6 @@ def find_pg_bin_dir() -> Path | None:
         if all(os.access(d / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
             return d
     return None
-
-
-def _find_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run_in_fresh_loop(factory: Callable[[], Awaitable[T]]) -> T:
@@ -309,7 +304,7 @@ def start_cluster() -> PgCluster:
 
         last_error: Exception | None = None
         for _attempt in range(3):  # the free port can be stolen between probe and bind
-            port = _find_free_port()
+            port = free_port()
             with (data_dir / "postgresql.conf").open("a") as f:
                 f.write(
                     "\n# --- backapp test settings ---\n"

@@ -21,17 +21,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from .ports import free_port
+
 __all__ = ["redis_url", "start_redis"]
 
 BINARY_ENV = "BACKAPP_TEST_REDIS_SERVER"
 REQUIRE_ENV = "BACKAPP_TEST_REQUIRE_POSTGRES"
 _HINT = "Install redis-server (Debian/Ubuntu: `apt-get install redis-server`) or set " + BINARY_ENV
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _binary() -> str | None:
@@ -51,7 +47,7 @@ def _answers(port: int) -> bool:
 
 
 def start_redis(binary: str, workdir: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             binary,

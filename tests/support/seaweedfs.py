@@ -50,7 +50,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
@@ -64,6 +63,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .ports import free_ports
 from .s3 import S3Endpoint
 
 __all__ = ["SeaweedFS", "running_seaweedfs", "seaweedfs_server", "weed_binary"]
@@ -89,20 +89,6 @@ def weed_binary() -> str:
     if found is None:
         pytest.fail(_INSTALL_HINT, pytrace=False)
     return found
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports on loopback (held open together so none is handed out twice)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass(frozen=True)
@@ -168,7 +154,7 @@ class _ExitedEarly(Exception):
 
 def _start(binary: str, workdir: Path) -> SeaweedFS:
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc = (
-        _free_ports(10)
+        free_ports(10)
     )
     endpoint = S3Endpoint(
         endpoint_url=f"http://127.0.0.1:{s3}",

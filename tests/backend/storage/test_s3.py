@@ -38,6 +38,7 @@ from backend.storage import (
     crc32_b64,
 )
 from backend.storage.s3 import _translate, object_info_from_head
+from tests.support.ports import free_port
 from tests.support.s3 import ON_BOTH, ON_SEAWEEDFS, S3Endpoint, presigned_url_is_valid
 
 
@@ -276,11 +277,7 @@ async def test_check(s3: S3Storage, s3_server: S3Endpoint) -> None:
 
 
 async def test_check_unreachable_endpoint() -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens on it (and no other worker's server will)
     down = S3Storage("bucket", "us-east-1", f"http://127.0.0.1:{port}", "testing", "testing")
     with pytest.raises(ObjectStoreUnavailable, match="unreachable"):
         await down.check()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PySide6.QtGui import QImage
 
+from tests.support.parallel import xvfb_run
 from tests.support.paths import ROOT
 
 
@@ -19,7 +20,7 @@ def test_status_window_and_tray_menu_screenshots(screenshots: Path) -> None:
     command = [sys.executable, "-m", "tests.desktop_agent.gui.render_screens", str(screenshots)]
     if shutil.which("xvfb-run"):
         env["QT_QPA_PLATFORM"] = "xcb"
-        command = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", *command]
+        command = [*xvfb_run("1280x1024x24"), *command]
     else:
         env["QT_QPA_PLATFORM"] = "offscreen"
     done = subprocess.run(

@@ -15,7 +15,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.support.agent_process import Agent, events_of, extract, s3_object, setup
+from tests.support.ports import free_port
 from tests.support.s3 import ON_BOTH, S3Endpoint
 from tests.support.server_process import LiveServerFactory
 from tests.support.trees import MIB, build_awkward_tree, extracted_root, random_file, snapshot
@@ -206,16 +206,10 @@ def test_file_deleted_during_the_backup_is_a_per_file_error(
     assert (out / "z-kept.txt").read_text() == "kept"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def own_s3() -> Iterator[tuple[S3Endpoint, int, list[ThreadedMotoServer]]]:
     """A moto server of this test's own (the shared one must not go down), on a known port."""
-    port = _free_port()
+    port = free_port()
     servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
     servers[0].start()
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.packaging import EXE, clean_env, package_version
+from tests.support.parallel import xvfb_run
 from tests.support.paths import ROOT
 
 
@@ -96,7 +97,7 @@ def test_the_frozen_tray_app_starts_on_x11(frozen_tray: Path, tmp_path: Path) ->
     if shutil.which("xvfb-run") is None:
         pytest.skip("xvfb-run is not installed (apt-get install xvfb xauth)")
     program = _installed(frozen_tray, tmp_path)
-    done = _start(program, tmp_path, "xcb", ["xvfb-run", "-a", "-s", "-screen 0 1024x768x24"])
+    done = _start(program, tmp_path, "xcb", xvfb_run("1024x768x24"))
     assert done.returncode == 0, done.stderr
     assert "started (Qt platform xcb" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "Could not load" not in done.stderr
