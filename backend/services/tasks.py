@@ -109,7 +109,9 @@ class PeriodicTasks:
         self.settings = settings
         self.leases = leases or LeaseService()
         self.holder = holder or default_holder()
-        self.retention = RetentionService(storage, timezone=settings.timezone)
+        self.retention = RetentionService(
+            storage, timezone=settings.timezone, budget_seconds=settings.round_budget_seconds
+        )
         self.prune = PruneService(storage, grace_seconds=settings.prune_grace_seconds)
         self.compaction = CompactionService(settings)
         self.alerts = alerts or AlertService(settings)
