@@ -338,7 +338,7 @@ class AlertService:
         out: list[_Wanted] = []
         dues: dict[Any, tuple[int, datetime]] = {}
         while True:
-            if budget.spent:
+            if budget.used and budget.spent:  # at least one batch a round, however short
                 report.more = True
                 break
             batch, cursor = await due_configs(

@@ -161,7 +161,7 @@ class RetentionService:
         seen: set[Any] = set()
         cursor: tuple[Any, ...] | None = None
         while True:
-            if budget.spent:
+            if budget.used and budget.spent:  # at least one batch a round, however short
                 report.more = True
                 break
             size = min(CONFIGS_PER_BATCH, budget.left)
@@ -221,8 +221,8 @@ class RetentionService:
                     kind = row["backup_type"] or "full"
                     (snapshots if kind == "incremental" else archives).append(row)
         deleted: list[dict[str, Any]] = []
-        for row in archives:
-            if budget.spent and budget.seconds > 0:
+        for tried, row in enumerate(archives):
+            if tried and budget.out_of_time:
                 # Out of time: this config is looked at again next round, which deletes the rest.
                 due[row["config"]] = now
                 report.more = True

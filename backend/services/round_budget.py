@@ -44,11 +44,14 @@ class RoundBudget:
         return max(0, self.rows - self.used)
 
     @property
+    def out_of_time(self) -> bool:
+        """True once the round has used its time (never when ``seconds`` is 0)."""
+        return self.seconds > 0 and time.monotonic() - self._started >= self.seconds
+
+    @property
     def spent(self) -> bool:
         """True once the round has used its rows or its time: it stops at the next batch."""
-        if self.used >= self.rows:
-            return True
-        return self.seconds > 0 and time.monotonic() - self._started >= self.seconds
+        return self.used >= self.rows or self.out_of_time
 
 
 async def due_configs(
