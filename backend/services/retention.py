@@ -76,6 +76,14 @@ class RetentionReport:
     more: bool = False
     """The round stopped on its budget: configs may still be due (the next round goes on)."""
 
+    def merge(self, other: RetentionReport) -> None:
+        """Add a following round's report to this one (its ``more`` replaces this one's)."""
+        self.expired += other.expired
+        self.snapshots += other.snapshots
+        self.archive_bytes += other.archive_bytes
+        self.failed += other.failed
+        self.more = other.more
+
 
 NO_CHANGE_RECHECK = timedelta(days=3650)
 """When a config whose decision cannot change by time alone is looked at again (a new backup or

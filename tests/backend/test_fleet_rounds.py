@@ -185,3 +185,17 @@ async def test_a_steady_alert_round_reads_nothing_of_failures_drills_or_alerts_t
     assert report is not None and len(report.resolved) == 1 and report.opened == []
     assert await Alert.count().where(Alert.resolved_at.is_null()) == 101
     assert await round_cost(restarted) == steady_small
+
+
+async def test_a_maintenance_command_drains_the_whole_backlog_at_once(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``backapp maintenance run`` (``drain``) does everything due, not one round's budget."""
+    now = datetime.now(UTC)
+    _, removable = await _backlog(client, services, now)
+    monkeypatch.setattr(retention, "CONFIGS_PER_BATCH", 2)
+    monkeypatch.setattr(retention, "ROUND_CONFIGS", 5)
+    monkeypatch.setattr(services.tasks, "drain", True)
+    report = await services.tasks.maintain(now)
+    assert set(report.retention.expired) == {str(b) for b in removable}
+    assert not report.retention.more
