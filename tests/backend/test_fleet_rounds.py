@@ -199,3 +199,17 @@ async def test_a_maintenance_command_drains_the_whole_backlog_at_once(
     report = await services.tasks.maintain(now)
     assert set(report.retention.expired) == {str(b) for b in removable}
     assert not report.retention.more
+
+
+async def test_housekeeping_finds_leftover_uploads_by_index_not_by_reading_every_backup(
+    client: ApiClient, services: Services
+) -> None:
+    """SQLite picks an index by rule: without the upload-state index the look for uploads that
+    finished runs left open reads every finished backup (the status index) each round."""
+    if getattr(BackupLog._meta.db, "engine_type", "") != "sqlite":
+        pytest.skip("PostgreSQL plans by its statistics; SQLite's plan is the one fixed by rule")
+    with count_queries() as log:
+        await services.tasks.sweeper.abort_leftover_uploads()
+    [statement] = [s for s in log.statements if "upload_state" in s]
+    plan = await BackupLog.raw(f"EXPLAIN QUERY PLAN {statement}")
+    assert any("backapp_backup_log_upload_state" in str(row["detail"]) for row in plan), plan
