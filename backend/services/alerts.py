@@ -350,6 +350,11 @@ class AlertService:
             )
             budget.take(len(batch))
             for index, config in enumerate(batch):
+                if index and budget.out_of_time:
+                    # The configs not looked at keep their due time: the next round reads them.
+                    report.more = True
+                    cursor = None
+                    break
                 await pause(index)
                 if config["id"] in seen:
                     continue

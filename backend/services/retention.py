@@ -219,6 +219,12 @@ class RetentionService:
         archives: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
         for index, (config_id, backups) in enumerate(by_config.items()):
+            if index and budget.out_of_time:
+                # The configs not decided yet keep their due time: the next round decides them.
+                for left in list(by_config)[index:]:
+                    del due[left]
+                report.more = True
+                break
             await pause(index)
             policy, tz = policies[config_id]
             decision = self.decide(backups, policy, now, tz)

@@ -7,6 +7,7 @@ Real app, real SQLite and PostgreSQL (``client``'s ``db_url`` runs each test on 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,6 +107,14 @@ async def test_a_round_out_of_time_leaves_the_rest_to_the_next(
     assert not report.more and rounds == [1] * 24  # one archive a round
     assert await _expired() == removable
     assert (await services.tasks.retention.run(now)).expired == []
+    # The alert round: one config a round, each late one's alert opened when its turn comes.
+    fast = dataclasses.replace(services.alerts.settings, round_budget_seconds=1e-9)
+    monkeypatch.setattr(services.alerts, "settings", fast)
+    opened = []
+    for _ in range(13):
+        report = await services.alerts.evaluate(now)
+        opened.append((len(report.opened), report.more))
+    assert opened == [(1, True)] * 11 + [(1, False), (0, False)]
 
 
 async def _fail_newest(configs: list[uuid.UUID], now: datetime) -> None:
