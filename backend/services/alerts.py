@@ -67,7 +67,7 @@ log = logging.getLogger("backapp.alerts")
 BATCH = 500
 """Rows per statement where a round reads or writes many (ids in an ``IN`` list)."""
 DEFAULT_GRACE_MINUTES = 60
-CONFIGS_PER_BATCH = 500
+CONFIGS_PER_BATCH = 200
 """Due configs the round reads and works out before it checks its budget again."""
 ROUND_CONFIGS = 5000
 """The most configs one round evaluates, whatever its time budget."""

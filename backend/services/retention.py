@@ -39,7 +39,7 @@ __all__ = ["RetentionReport", "RetentionService", "next_change", "retention_days
 
 #: Rows per ``IN (…)`` list: far below every engine's limit on bound parameters.
 BATCH = 500
-CONFIGS_PER_BATCH = 200
+CONFIGS_PER_BATCH = 50
 """Due configs a round reads (with their completed backups) and settles before it checks its
 budget again."""
 ROUND_CONFIGS = 5000
