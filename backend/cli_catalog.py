@@ -26,22 +26,13 @@ T = TypeVar("T")
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Bind the tables to the configured database, build the catalog service, run ``work``."""
-    from backend.db import bind_tables, make_engine
+    from backend.db import run_on_database
     from backend.services.catalog.service import CatalogService
     from backend.services.container import make_storage
 
-    async def go() -> T:
-        engine = make_engine(settings.database_url)
-        bind_tables(engine)
-        try:
-            return await work(CatalogService(settings, make_storage(settings)))
-        finally:
-            from piccolo.engine.postgres import PostgresEngine
-
-            if isinstance(engine, PostgresEngine) and engine.pool is not None:
-                await engine.close_connection_pool()
-
-    return asyncio.run(go())
+    return run_on_database(
+        settings.database_url, lambda: work(CatalogService(settings, make_storage(settings)))
+    )
 
 
 def _fail(message: str) -> int:

@@ -20,42 +20,23 @@ __all__ = ["add_commands"]
 T = TypeVar("T")
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"
-
-
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Bind the tables to the configured database, build the storage, and run ``work(tasks)``."""
-    from backend.db import bind_tables, make_engine
+    from backend.db import run_on_database
     from backend.services.container import make_storage
     from backend.services.tasks import PeriodicTasks
 
-    async def go() -> T:
-        engine = make_engine(settings.database_url)
-        bind_tables(engine)
-        tasks = PeriodicTasks(
-            settings,
-            make_storage(settings),
-            holder=f"backapp command on {socket.gethostname()} pid {os.getpid()}",
-        )
-        try:
-            return await work(tasks)
-        finally:
-            from piccolo.engine.postgres import PostgresEngine
+    def tasks() -> PeriodicTasks:
+        holder = f"backapp command on {socket.gethostname()} pid {os.getpid()}"
+        return PeriodicTasks(settings, make_storage(settings), holder=holder)
 
-            if isinstance(engine, PostgresEngine) and engine.pool is not None:
-                await engine.close_connection_pool()
-
-    return asyncio.run(go())
+    return run_on_database(settings.database_url, lambda: work(tasks()))
 
 
 def cmd_maintenance_run(args: argparse.Namespace) -> int:
     """Retention then pruning, once, now, under the same lease as the periodic task."""
+    from backend.services.repo_checks import size_text
+
     settings = Settings.from_env()
 
     async def work(tasks: Any) -> Any:
@@ -104,10 +85,10 @@ def cmd_maintenance_run(args: argparse.Namespace) -> int:
             f"compaction: asked {len(compaction.requested)} agent(s) to compact; "
             f"{len(compaction.committed)} compaction(s) committed since the last round; "
             f"{prune.compacted_packs} replaced pack(s) deleted "
-            f"({_size(prune.compacted_bytes)})"
+            f"({size_text(prune.compacted_bytes)})"
         )
         exact = f" ({report.bytes_freed} bytes)" if report.bytes_freed >= 1024 else ""
-        print(f"freed {_size(report.bytes_freed)}{exact}")
+        print(f"freed {size_text(report.bytes_freed)}{exact}")
         for repo in prune.deferred:
             print(
                 f"deferred: repository {repo} (a snapshot or a compaction is running there; "
@@ -140,6 +121,7 @@ def cmd_undo_compaction(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Every pack a live snapshot needs is in storage with its recorded size."""
     from backend.services.checks import CheckService
+    from backend.services.repo_checks import size_text
 
     settings = Settings.from_env()
 
@@ -152,7 +134,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(
             f"checked {report.snapshots} live snapshot(s) in {report.repositories} "
-            f"repository(ies): {report.packs} pack(s), {_size(report.bytes)}"
+            f"repository(ies): {report.packs} pack(s), {size_text(report.bytes)}"
         )
         for problem in report.problems:
             print(

@@ -14,7 +14,6 @@ with the server's settings (database and storage), like ``backapp maintenance``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import getpass
@@ -149,22 +148,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Bind the tables to the configured database, build the release service, run ``work``."""
-    from backend.db import bind_tables, make_engine
+    from backend.db import run_on_database
     from backend.services.container import make_storage
     from backend.services.releases import ReleaseService
 
-    async def go() -> T:
-        engine = make_engine(settings.database_url)
-        bind_tables(engine)
-        try:
-            return await work(ReleaseService(settings, make_storage(settings)))
-        finally:
-            from piccolo.engine.postgres import PostgresEngine
-
-            if isinstance(engine, PostgresEngine) and engine.pool is not None:
-                await engine.close_connection_pool()
-
-    return asyncio.run(go())
+    return run_on_database(
+        settings.database_url, lambda: work(ReleaseService(settings, make_storage(settings)))
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from piccolo.engine.base import Engine
@@ -19,6 +20,7 @@ __all__ = [
     "all_tables",
     "bind_tables",
     "make_engine",
+    "run_on_database",
     "sqlite_path",
 ]
 
@@ -141,3 +143,22 @@ def bind_tables(engine: Engine) -> None:  # type: ignore[type-arg]
     """Point every table at ``engine`` (tests and several apps in one process use this)."""
     for table in all_tables():
         table._meta.db = engine  # type: ignore[attr-defined]
+
+
+_T = TypeVar("_T")
+
+
+def run_on_database(database_url: str, work: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``work`` in a new event loop with every table bound to ``database_url``, then close a
+    PostgreSQL pool (the one-shot commands of the server's CLI: nothing else uses the loop)."""
+
+    async def go() -> _T:
+        engine = make_engine(database_url)
+        bind_tables(engine)
+        try:
+            return await work()
+        finally:
+            if isinstance(engine, PostgresEngine) and engine.pool is not None:
+                await engine.close_connection_pool()
+
+    return asyncio.run(go())

@@ -56,6 +56,12 @@ class Agent(Table, tablename="backapp_agent"):
     last_backup_failed = Boolean(
         default=False, help_text="Whether the agent's most recent finished backup failed."
     )
+    offline_since = Timestamptz(
+        null=True,
+        default=None,
+        help_text="When the presence round found it offline (services/offline.py); cleared when "
+        "it beats again. Its configs rank offline on the dashboard meanwhile.",
+    )
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

@@ -67,7 +67,8 @@ class BackupConfig(Table, tablename="backapp_backup_config"):
     severity = Integer(
         default=2,
         help_text="Its rank on the dashboard, worst first (services/last_backup.py): 0 failing, "
-        "1 blocked, 2 no recent verified backup, 4 running, 5 fine. Indexed with the user.",
+        "1 blocked, 2 no recent verified backup, 3 its agent offline, 4 running, 5 fine. Indexed "
+        "with the user.",
     )
 
 

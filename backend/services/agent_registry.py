@@ -34,6 +34,7 @@ from backend.agents.tables import Agent, KeyRevocations
 from backend.errors import NotAuthenticated, RateLimited
 from backend.security import API_KEY_PREFIX, api_key_digest
 from backend.services.clock import aware, utcnow
+from backend.services.offline import clear_offline
 from backend.services.pubsub import AGENTS_CHANNEL, LiveEvents, decode
 from backend.settings import Settings
 
@@ -80,6 +81,9 @@ class AgentRegistry:
         self._epoch: int | None = None
         """The revocation count the cache is valid for (when revocations are not pushed)."""
         self._pending: dict[uuid.UUID, datetime] = {}
+        self._back: set[uuid.UUID] = set()
+        """Agents heard from after ``offline_after`` of silence here (or first heard from): the
+        only ones the presence round can have marked offline (``services/offline.py``)."""
         self._seen: dict[uuid.UUID, datetime] = {}
         self._buckets: dict[uuid.UUID, _Bucket] = {}
         self._flush_lock = asyncio.Lock()
@@ -308,9 +312,13 @@ class AgentRegistry:
             self._pending[identity.id] = now
         before = self._seen.get(identity.id)
         self._seen[identity.id] = now
-        if self._live is not None and (
+        back = (
             before is None or (now - before).total_seconds() > self.settings.offline_after_seconds
-        ):
+        )
+        if back:
+            # It may have been marked offline meanwhile: the next flush unmarks it.
+            self._back.add(identity.id)
+        if self._live is not None and back:
             # Back online as far as this process knows: the owner's open pages reload the
             # agent's status (going offline is told by the periodic presence round).
             self._live.to_user(
@@ -327,23 +335,36 @@ class AgentRegistry:
 
     async def flush(self) -> int:
         async with self._flush_lock:
-            pending, self._pending = self._pending, {}
-            if not pending:
-                return 0
-            stamp = max(pending.values())
-            ids = list(pending)
-            try:
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    await Agent.update({Agent.last_seen: stamp}).where(Agent.id.is_in(chunk))
-            except Exception:
-                # Keep them for the next flush rather than lose a heartbeat.
-                for agent_id, seen in pending.items():
-                    self._pending.setdefault(agent_id, seen)
-                raise
-            if len(self._seen) > 4 * max(len(ids), 1000):
-                self._seen = {k: v for k, v in self._seen.items() if k in pending}
-            return len(ids)
+            count = await self._flush_seen()
+            back, self._back = self._back, set()
+            if back:
+                try:
+                    # After the last_seen writes: a presence round in between marks none of them.
+                    await clear_offline(back)
+                except Exception:
+                    self._back |= back
+                    raise
+            return count
+
+    async def _flush_seen(self) -> int:
+        """Write the buffered heartbeats: one ``UPDATE`` per 500 agents."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        stamp = max(pending.values())
+        ids = list(pending)
+        try:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                await Agent.update({Agent.last_seen: stamp}).where(Agent.id.is_in(chunk))
+        except Exception:
+            # Keep them for the next flush rather than lose a heartbeat.
+            for agent_id, seen in pending.items():
+                self._pending.setdefault(agent_id, seen)
+            raise
+        if len(self._seen) > 4 * max(len(ids), 1000):
+            self._seen = {k: v for k, v in self._seen.items() if k in pending}
+        return len(ids)
 
     async def _maintain(self, stopping: asyncio.Event) -> None:
         """Write buffered heartbeats; forget keys idle past the offline threshold (in memory: no

@@ -273,6 +273,7 @@ class AgentService:
         silent_since: datetime | None = None,
         limit: int | None = None,
         oneshot: bool | None = None,
+        marked: bool | None = None,
     ) -> list[AgentBrief]:
         """This user's agents with only their name and status (one narrow query), oldest first.
 
@@ -280,7 +281,9 @@ class AgentService:
         seen in the database since then), a superset of those that are not: the dashboard reads
         O(problems) agents, not the fleet. ``oneshot``: only the active one-shot agents seen
         once (True: whether they are idle or offline depends on their schedules), or only the
-        others (False: silent means offline). ``limit``: at most that many."""
+        others (False: silent means offline). ``marked``: only those the presence round marked
+        offline (True) or only the others (False; ``services/offline.py``). ``limit``: at most
+        that many."""
         where: Combinable = Agent.user == user.id
         if silent_since is not None:
             where = where & (
@@ -291,6 +294,10 @@ class AgentService:
         if oneshot is not None:
             cron = "active = {} AND COALESCE(mode, '') = {} AND last_seen IS NOT NULL"
             where = where & WhereRaw(cron if oneshot else f"NOT ({cron})", True, ONESHOT)
+        if marked is not None:
+            where = where & (
+                Agent.offline_since.is_not_null() if marked else Agent.offline_since.is_null()
+            )
         query = (
             Agent.select(
                 Agent.id,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -33,13 +33,14 @@ from backend.schemas import (
     UploadInfo,
 )
 from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
+from backend.services.backup_start import NewBackup, agent_backup
 from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import iso, utcnow
 from backend.services.keys import backup_key
 from backend.services.last_backup import refresh_last_backups
 from backend.services.leases import SERVER_OWNER, agent_owner, config_lease_name
 from backend.services.pubsub import LiveEvents
-from backend.services.runs import check_run_request, mark_run_started
+from backend.services.runs import mark_run_started
 from backend.settings import Settings
 from backend.storage import (
     CompletedPart,
@@ -47,7 +48,6 @@ from backend.storage import (
     ObjectChecksumMismatch,
     ObjectInfo,
     ObjectStoreError,
-    PartChecksum,
     Storage,
 )
 from backend.storage import InvalidParts as StorageInvalidParts
@@ -91,31 +91,6 @@ def errors_json(errors: list[Any]) -> list[Any]:
         else:
             out.append(msgspec.to_builtins(item))
     return out
-
-
-@dataclass(frozen=True)
-class NewBackup:
-    """A backup about to be uploaded: whose, of which config, the file, and why it runs."""
-
-    user_id: uuid.UUID
-    agent_id: uuid.UUID | None
-    """None for a server-side backup (the server runs it)."""
-    config_id: uuid.UUID
-    config_name: str
-    filename: str
-    filesize: int | None = None
-    """The runner's estimate before the archive is written (shown while it runs)."""
-    multipart: bool = False
-    size: int | None = None
-    """The exact size, when known before the upload (signed into a single PUT)."""
-    sha256: str | None = None
-    part_checksum: PartChecksum = "sha256"
-    """With ``multipart``: the checksum every part carries."""
-    trigger: str = "manual"
-    attempt: int = 1
-    max_attempts: int = 1
-    run_request: uuid.UUID | None = None
-    """The Back Up Now request this backup answers."""
 
 
 class BackupService:
@@ -162,30 +137,15 @@ class BackupService:
         """``POST /api/agent/backup/start``: check the config, attempts and request the agent
         names, then :meth:`open_upload`."""
         config_id, config_name = await assigned_config(agent, req.config_id)
-        max_attempts = req.max_attempts if req.max_attempts is not None else req.attempt
-        if req.attempt > max_attempts:
-            raise InvalidInput(
-                f"attempt: {req.attempt} is more than maxAttempts ({max_attempts})", field="attempt"
-            )
-        run_request = None
-        if req.run_request_id is not None:
-            run_request = await check_run_request(agent.id, config_id, req.run_request_id)
+        new = await agent_backup(agent, req, config_id, config_name, req.filename)
         return await self.open_upload(
-            NewBackup(
-                user_id=agent.user_id,
-                agent_id=agent.id,
-                config_id=config_id,
-                config_name=config_name,
-                filename=req.filename,
+            replace(
+                new,
                 filesize=req.filesize,
                 multipart=req.multipart,
                 size=req.size,
                 sha256=req.sha256,
                 part_checksum=req.part_checksum,
-                trigger=req.trigger or ("request" if run_request is not None else "manual"),
-                attempt=req.attempt,
-                max_attempts=max_attempts,
-                run_request=run_request,
             )
         )
 
@@ -228,26 +188,14 @@ class BackupService:
             .first()
         )
         log_id = uuid.uuid4()
-        row = BackupLog(
-            id=log_id,
-            user=new.user_id,
-            config=new.config_id,
-            agent=new.agent_id,
-            config_name=new.config_name,
-            status="running",
-            s3_path=key,
-            filename=new.filename,
-            filesize_estimate=new.filesize,
+        row = self._running_row(
+            new,
+            log_id,
+            key,
             expected_size=new.size,
             expected_sha256=sha256,
             upload_state="multipart" if new.multipart else "single",
             part_checksum=new.part_checksum if new.multipart else "sha256",
-            errors=[],
-            started_at=self.clock(),
-            trigger=new.trigger,
-            attempt=new.attempt,
-            max_attempts=new.max_attempts,
-            run_request=str(new.run_request) if new.run_request is not None else None,
             lease_token=lease["token"] if lease is not None else None,
         )
         try:
@@ -300,7 +248,13 @@ class BackupService:
         """Record the ``running`` log of a backup that uploads no single object (a snapshot,
         whose objects the snapshot service signs), mark the Back Up Now request it answers as
         started and tell the owner's pages."""
-        await BackupLog(
+        row = self._running_row(new, log_id, key, backup_type=backup_type, lease_token=lease_token)
+        await row.save()
+        await self._started(new, log_id)
+
+    def _running_row(self, new: NewBackup, log_id: uuid.UUID, key: str, **kind: Any) -> BackupLog:
+        """The ``running`` log row of a new backup; ``kind`` adds the columns its kind sets."""
+        return BackupLog(
             id=log_id,
             user=new.user_id,
             config=new.config_id,
@@ -316,10 +270,8 @@ class BackupService:
             attempt=new.attempt,
             max_attempts=new.max_attempts,
             run_request=str(new.run_request) if new.run_request is not None else None,
-            backup_type=backup_type,
-            lease_token=lease_token,
-        ).save()
-        await self._started(new, log_id)
+            **kind,
+        )
 
     async def _started(self, new: NewBackup, log_id: uuid.UUID) -> None:
         if new.run_request is not None:

@@ -1,5 +1,5 @@
 """What the server checks of the key material agents send it (docs/recovery.md), and the write
-transaction the recovery services change it in.
+transaction the recovery services change it in, and how a wrapped key is kept.
 
 Recovery, organisation recovery and continuing a repository all take the same kinds of values:
 an ``age`` file holding a wrapped repository key, base64 fields of a bounded size, and a proof
@@ -13,12 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Any
+import uuid
+from datetime import datetime
+from typing import Any, TypeVar
 
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from backend.errors import InvalidInput
-from backend.recovery.tables import RecoveryKey
+from backend.recovery.tables import OrganisationWrappedKey, RecoveryKey, WrappedKey
 
 __all__ = [
     "AGE_MAGIC",
@@ -26,6 +28,7 @@ __all__ = [
     "b64_field",
     "check_wrapped",
     "proof_digest",
+    "store_wrapped",
     "write_transaction",
 ]
 
@@ -68,3 +71,27 @@ def proof_digest(proof: str) -> str:
     gives: compared, never the proof itself, with the one stored at set-up or rotation."""
     raw = b64_field(proof, "proof", low=32, high=32)
     return hashlib.sha256(raw).hexdigest()
+
+
+_Wrapped = TypeVar("_Wrapped", WrappedKey, OrganisationWrappedKey)
+
+
+async def store_wrapped(
+    table: type[_Wrapped],
+    agent_id: uuid.UUID,
+    wrapped: str,
+    version: int,
+    now: datetime,
+    **columns: Any,
+) -> None:
+    """Keep ``wrapped`` (for key ``version``) as the agent's row of ``table`` (the recovery key's
+    or the organisation key's), replacing any earlier one; ``columns`` adds what only a new row
+    sets. Call it inside a transaction."""
+    updated = (
+        await table.update({table.wrapped: wrapped, table.version: version, table.updated_at: now})
+        .where(table.agent == agent_id)
+        .returning(table.id)
+    )
+    if not updated:
+        row = table(agent=agent_id, wrapped=wrapped, version=version, updated_at=now, **columns)
+        await table.insert(row)

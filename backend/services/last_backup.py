@@ -12,10 +12,11 @@ retention rounds evaluate the config again (and only then; see :func:`store_conf
 The migration that added the columns back-fills them with the same statement.
 
 It also keeps ``severity``: the config's rank on the dashboard as far as its own row and its
-agent's ``active`` tell (:data:`SEVERITY_SQL`; "its agent is offline", 3, depends on what the
-agents say and is worked out when the dashboard is read, ``services/overview.py``). One part of
-it moves with time alone (a verified backup older than :data:`OVERDUE_AFTER`): the alert round
-moves those configs down with :func:`sweep_severity`, one indexed statement per round.
+agent's ``active`` and ``offline_since`` tell (:data:`SEVERITY_SQL`; the presence round stores
+"offline" on agents and recomputes their configs, a heartbeat clears it: ``services/offline.py``).
+One part of it moves with time alone (a verified backup older than :data:`OVERDUE_AFTER`): the
+alert round moves those configs down with :func:`sweep_severity`, one indexed statement per
+round.
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ __all__ = [
 OVERDUE_AFTER = timedelta(hours=24)
 """As ``backend/web/_health.py``: no verified backup for this long is overdue."""
 FAILING, BLOCKED, STALE, OFFLINE, RUNNING, FINE = range(6)
-"""The severities, worst first (those of ``backend/web/_health.py``); :data:`OFFLINE` is never
-stored."""
+"""The severities, worst first (those of ``backend/web/_health.py``)."""
 
 SEVERITY_SQL = (
     "CASE"
@@ -58,6 +58,8 @@ SEVERITY_SQL = (
     " WHEN execution_mode = 'agent' AND (agent IS NULL OR NOT EXISTS (SELECT 1 FROM backapp_agent"
     f" a WHERE a.id = backapp_backup_config.agent AND a.active = {{}})) THEN {BLOCKED}"
     f" WHEN last_ok_at IS NULL OR last_ok_at < {{}} THEN {STALE}"
+    " WHEN execution_mode = 'agent' AND EXISTS (SELECT 1 FROM backapp_agent a"
+    f" WHERE a.id = backapp_backup_config.agent AND a.offline_since IS NOT NULL) THEN {OFFLINE}"
     f" WHEN last_status = 'running' THEN {RUNNING}"
     f" ELSE {FINE} END"
 )
@@ -115,12 +117,13 @@ async def refresh_severity(where: str, *args: Any, now: datetime | None = None) 
 
 async def sweep_severity(now: datetime) -> None:
     """Move the configs whose verified backup just became older than :data:`OVERDUE_AFTER` from
-    running or fine to stale: the only change of severity that time alone makes. One statement
+    offline, running or fine to stale: the only change of severity that time alone makes. One statement
     over the ``(severity, last_ok_at)`` index, so it reads only the configs that cross."""
     await BackupConfig.raw(
         "UPDATE backapp_backup_config SET severity = {}"
-        " WHERE severity IN ({}, {}) AND last_ok_at < {}",
+        " WHERE severity IN ({}, {}, {}) AND last_ok_at < {}",
         STALE,
+        OFFLINE,
         RUNNING,
         FINE,
         now - OVERDUE_AFTER,

@@ -30,7 +30,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import AgentIdentity
 from backend.services.agents import parse_uuid
 from backend.services.clock import iso, utcnow
-from backend.services.key_material import check_wrapped, write_transaction
+from backend.services.key_material import check_wrapped, store_wrapped, write_transaction
 from backend.services.organisation_access import administrator, record_access
 
 __all__ = ["OrganisationRecoveryService", "OrganisationState"]
@@ -153,23 +153,7 @@ class OrganisationRecoveryService:
                     f"the organisation key is at version {current['version']}, not {version}: "
                     "wrap the key for the current one"
                 )
-            updated = (
-                await OrganisationWrappedKey.update(
-                    {
-                        OrganisationWrappedKey.wrapped: wrapped_key,
-                        OrganisationWrappedKey.version: version,
-                        OrganisationWrappedKey.updated_at: now,
-                    }
-                )
-                .where(OrganisationWrappedKey.agent == agent.id)
-                .returning(OrganisationWrappedKey.id)
-            )
-            if not updated:
-                await OrganisationWrappedKey.insert(
-                    OrganisationWrappedKey(
-                        agent=agent.id, wrapped=wrapped_key, version=version, updated_at=now
-                    )
-                )
+            await store_wrapped(OrganisationWrappedKey, agent.id, wrapped_key, version, now)
         return version
 
     async def restorable(self, agent: AgentIdentity, backup_id: str) -> dict[str, Any]:

@@ -130,12 +130,7 @@ class PairingService:
             )
         if row["used_at"] is not None:
             await self._record_failure(throttle_key, now)
-            raise Conflict(
-                "code: this pairing code was already used. Create a new one with Add a machine on "
-                "the Agents page",
-                field="code",
-                extra={"reason": "used"},
-            )
+            raise _used()
         expires = aware(row["expires_at"])
         assert expires is not None
         if now >= expires:
@@ -155,12 +150,7 @@ class PairingService:
         )
         if not won:
             await self._record_failure(throttle_key, now)
-            raise Conflict(
-                "code: this pairing code was already used. Create a new one with Add a machine on "
-                "the Agents page",
-                field="code",
-                extra={"reason": "used"},
-            )
+            raise _used()
         owner = (
             await User.select(User.id, User.email, User.is_admin)
             .where(User.id == row["user"])
@@ -216,3 +206,13 @@ class PairingService:
 def _minutes(seconds: int) -> str:
     minutes = max(1, (seconds + 59) // 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _used() -> Conflict:
+    """The refusal of a code already traded (seen on reading it, or lost in a race for it)."""
+    return Conflict(
+        "code: this pairing code was already used. Create a new one with Add a machine on "
+        "the Agents page",
+        field="code",
+        extra={"reason": "used"},
+    )

@@ -26,6 +26,7 @@ from backend.services.key_material import (
     b64_field,
     check_wrapped,
     proof_digest,
+    store_wrapped,
     write_transaction,
 )
 
@@ -286,24 +287,4 @@ async def store_wrapped_key(
 ) -> None:
     """Keep ``wrapped_key`` (for recovery key ``version``) as the agent's own, replacing any
     earlier one. Call it inside a transaction."""
-    updated = (
-        await WrappedKey.update(
-            {
-                WrappedKey.wrapped: wrapped_key,
-                WrappedKey.version: version,
-                WrappedKey.updated_at: now,
-            }
-        )
-        .where(WrappedKey.agent == agent.id)
-        .returning(WrappedKey.id)
-    )
-    if not updated:
-        await WrappedKey.insert(
-            WrappedKey(
-                agent=agent.id,
-                user=agent.user_id,
-                wrapped=wrapped_key,
-                version=version,
-                updated_at=now,
-            )
-        )
+    await store_wrapped(WrappedKey, agent.id, wrapped_key, version, now, user=agent.user_id)

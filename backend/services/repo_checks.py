@@ -40,7 +40,7 @@ from backend.services.drill_alerts import (
     config_options,
 )
 
-__all__ = ["ConfigProof", "RepoCheckService", "restore_time"]
+__all__ = ["ConfigProof", "RepoCheckService", "restore_time", "size_text"]
 
 log = logging.getLogger("backapp.checks")
 
@@ -63,7 +63,8 @@ def restore_time(seconds: float | None) -> str:
     return f"about {round(seconds / 86400)} days"
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """``1536`` → ``1.5 KiB`` (binary units, one decimal); under 1 KiB, a count of bytes."""
     value = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -153,7 +154,7 @@ class RepoCheckService:
             if r.ok and not r.problems:
                 read = (
                     f"{share} of its data read and verified ({r.packs_read} of {r.packs} packs, "
-                    f"{_size(r.bytes_read)})"
+                    f"{size_text(r.bytes_read)})"
                     if r.packs_read
                     else "its structure only (no data read)"
                 )
@@ -207,9 +208,9 @@ class RepoCheckService:
                 else ""
             )
             summary = (
-                f"{req.files} of {req.sample} sampled files ({_size(req.bytes)}) restored and "
+                f"{req.files} of {req.sample} sampled files ({size_text(req.bytes)}) restored and "
                 f"verified in {_seconds(req.duration)}{first}; a full restore "
-                f"({_size(req.snapshot_bytes)}) would take "
+                f"({size_text(req.snapshot_bytes)}) would take "
                 f"{restore_time(req.projected_seconds)}."
             )
         else:

@@ -16,6 +16,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -28,11 +29,11 @@ from backend.run_schemas import (
     LeaseOut,
 )
 from backend.services.agents import AgentIdentity, assigned_config
-from backend.services.backups import BackupService, NewBackup, errors_json, storage_call
+from backend.services.backup_start import agent_backup
+from backend.services.backups import BackupService, errors_json, storage_call
 from backend.services.clock import aware, iso, utcnow
 from backend.services.keys import repository_key
 from backend.services.leases import LeaseService, agent_owner, config_lease_name
-from backend.services.runs import check_run_request
 from backend.settings import Settings
 from backend.snapshot_schemas import (
     ListedOut,
@@ -105,14 +106,7 @@ class SnapshotService:
                 '(options.type "incremental")',
                 field="configId",
             )
-        max_attempts = req.max_attempts if req.max_attempts is not None else req.attempt
-        if req.attempt > max_attempts:
-            raise InvalidInput(
-                f"attempt: {req.attempt} is more than maxAttempts ({max_attempts})", field="attempt"
-            )
-        run_request = None
-        if req.run_request_id is not None:
-            run_request = await check_run_request(agent.id, config_id, req.run_request_id)
+        new = await agent_backup(agent, req, config_id, config_name, filename="")
         lease = await self._lease(agent, config_id, req.lease_token)
         lease_token = req.lease_token if lease is None else lease.token
         repo = await self._repository(agent)
@@ -120,17 +114,7 @@ class SnapshotService:
         log_id = uuid.uuid4()
         now = self.clock()
         await self.backups.open_log(
-            NewBackup(
-                user_id=agent.user_id,
-                agent_id=agent.id,
-                config_id=config_id,
-                config_name=config_name,
-                filename=f"snapshot-{now:%Y-%m-%d-%H%M%S}",
-                trigger=req.trigger or ("request" if run_request is not None else "manual"),
-                attempt=req.attempt,
-                max_attempts=max_attempts,
-                run_request=run_request,
-            ),
+            replace(new, filename=f"snapshot-{now:%Y-%m-%d-%H%M%S}"),
             log_id=log_id,
             key=repository_key(repo, "snapshot", str(log_id)),
             backup_type="incremental",

@@ -37,6 +37,7 @@ from backend.services.catalog.service import CatalogRound, CatalogService
 from backend.services.clock import utcnow
 from backend.services.compaction import CompactionRound, CompactionService
 from backend.services.leases import SERVER_OWNER, LeaseService
+from backend.services.offline import mark_offline
 from backend.services.orphans import OrphanSweeper
 from backend.services.prune import PruneReport, PruneService
 from backend.services.pubsub import SERVER_CHANNEL, LiveEvents, decode
@@ -220,6 +221,8 @@ class PeriodicTasks:
 
         async def went_offline() -> int:
             moment = now or utcnow()
+            # Store it too: the dashboard ranks the configs of offline agents from their rows.
+            await mark_offline(moment, self.settings)
             threshold = timedelta(seconds=self.settings.offline_after_seconds)
             since = self._presence_at or moment - timedelta(seconds=self.settings.task_interval)
             self._presence_at = moment

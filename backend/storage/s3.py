@@ -286,6 +286,17 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, what) from exc
 
+    async def _on_object(self, verb: str, key: str, fn: Callable[[], T]) -> T:
+        """``fn`` on the object at ``key``; a missing object is :class:`NoSuchKey`."""
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise NoSuchKey(f"there is no object at {key}") from exc
+            raise _translate(exc, f"{verb} {key}") from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"{verb} {key}") from exc
+
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
         try:
@@ -295,8 +306,7 @@ class S3Storage:
                 )
             )
         except ClientError as exc:
-            code, status = _client_error_code(exc)
-            if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return None
             raise _translate(exc, f"head {key}") from exc
         except BotoCoreError as exc:
@@ -411,14 +421,7 @@ class S3Storage:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
             return bytes(response["Body"].read())
 
-        try:
-            return await anyio.to_thread.run_sync(read)
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise NoSuchKey(f"there is no object at {key}") from exc
-            raise _translate(exc, f"get {key}") from exc
-        except BotoCoreError as exc:
-            raise _translate(exc, f"get {key}") from exc
+        return await self._on_object("get", key, read)
 
     async def put_file(self, key: str, path: Path) -> ObjectInfo:
         validate_key(key)
@@ -438,14 +441,7 @@ class S3Storage:
             self._client.download_file(Bucket=self.bucket, Key=key, Filename=str(path))
             return path.stat().st_size
 
-        try:
-            return await anyio.to_thread.run_sync(download)
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise NoSuchKey(f"there is no object at {key}") from exc
-            raise _translate(exc, f"download {key}") from exc
-        except BotoCoreError as exc:
-            raise _translate(exc, f"download {key}") from exc
+        return await self._on_object("download", key, download)
 
     async def list_objects(self, prefix: str, *, delimiter: str | None = None) -> Listing:
         def pages() -> Listing:

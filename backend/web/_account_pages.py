@@ -83,17 +83,21 @@ class AccountPages(Controller):
         email = text(form, "email", 400).strip()
         next_path = safe_next(text(form, "next", 2000))
         extra = {"signup": await services.accounts.signup_status()}
-        if not anon_csrf_ok(request, text(form, CSRF_FIELD, 300), services):
+
+        def again(error: str, status_code: int) -> Template:
             return _account_form(
                 request,
                 services,
                 "signin.html",
                 email=email,
                 next_path=next_path,
-                errors={"form": _EXPIRED},
-                status_code=403,
+                errors={"form": error},
+                status_code=status_code,
                 **extra,
             )
+
+        if not anon_csrf_ok(request, text(form, CSRF_FIELD, 300), services):
+            return again(_EXPIRED, 403)
         client = request.client.host if request.client else "unknown"
         try:
             signed_in = await services.accounts.login(
@@ -103,29 +107,9 @@ class AccountPages(Controller):
                 request.cookies.get(DEVICE_COOKIE),
             )
         except NotAuthenticated:
-            errors = {"form": "Wrong e-mail or password."}
-            return _account_form(
-                request,
-                services,
-                "signin.html",
-                email=email,
-                next_path=next_path,
-                errors=errors,
-                status_code=401,
-                **extra,
-            )
+            return again("Wrong e-mail or password.", 401)
         except RateLimited as exc:
-            errors = {"form": f"Too many failed attempts. Try again in {exc.retry_after} s."}
-            return _account_form(
-                request,
-                services,
-                "signin.html",
-                email=email,
-                next_path=next_path,
-                errors=errors,
-                status_code=429,
-                **extra,
-            )
+            return again(f"Too many failed attempts. Try again in {exc.retry_after} s.", 429)
         return Redirect(next_path, status_code=303, cookies=session_cookies(signed_in, services))
 
     @get("/signup", name="signup")
@@ -151,20 +135,12 @@ class AccountPages(Controller):
         extra = {"signup": await services.accounts.signup_status()}
         errors: dict[str, str] = {}
         if not anon_csrf_ok(request, text(form, CSRF_FIELD, 300), services):
-            errors["form"] = _EXPIRED
-            return _account_form(
-                request,
-                services,
-                "signup.html",
-                email=email,
-                errors=errors,
-                status_code=403,
-                **extra,
-            )
-        if not email:
-            errors["email"] = "Enter your e-mail address."
-        if password != text(form, "password2", 2000):
-            errors["password2"] = "The two passwords differ."
+            errors["form"] = _EXPIRED  # answered below: 403, nothing else checked
+        else:
+            if not email:
+                errors["email"] = "Enter your e-mail address."
+            if password != text(form, "password2", 2000):
+                errors["password2"] = "The two passwords differ."
         if not errors:
             try:
                 user = await services.accounts.signup(email, password)

@@ -30,7 +30,7 @@ from backend.web._limits_form import (
     parallel_from_form,
     parallel_text,
 )
-from backend.web._render import page, redirect
+from backend.web._render import page, redirect, search_links
 from desktop_agent.engine.bandwidth import BandwidthLimits
 
 __all__ = ["AgentPages", "NEW_KEY_COOKIE"]
@@ -88,11 +88,7 @@ async def _agents_page(
     agents, more = await services.agents.page_agents(
         user, search=search or None, after=position, limit=AGENT_PAGE
     )
-    query = urlencode({"q": search}) if search else ""
-    next_href = None
-    if more is not None:
-        cursor = services.cursors.encode("agents", user.id, more)
-        next_href = "/agents?" + urlencode({**({"q": search} if search else {}), "after": cursor})
+    query, next_href = search_links(services, "agents", user, search, more)
     return page(
         request,
         "agents.html",

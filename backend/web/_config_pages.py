@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
@@ -14,14 +13,14 @@ from litestar.response import Redirect, Template
 
 from backend.api.deps import ServicesDep
 from backend.errors import DomainError
-from backend.schemas import AgentOut, ConfigOut
+from backend.schemas import AgentOut, ConfigIn, ConfigOut
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
 from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.web._auth import PageUserDep, provide_page_user, safe_next
 from backend.web._forms import ConfigForm, field_errors, text
 from backend.web._health import ConfigRow, config_rows
-from backend.web._render import page, redirect
+from backend.web._render import page, redirect, search_links
 
 __all__ = ["ConfigPages"]
 
@@ -68,6 +67,31 @@ async def _form_page(
         destination=destination,
         storage=services.storage,
     )
+
+
+async def _submit(
+    request: Request[Any, Any, Any],
+    user: CurrentUser,
+    services: Services,
+    save: Callable[[ConfigIn], Awaitable[ConfigOut]],
+    done: str,
+    *,
+    config_id: str | None = None,
+) -> Template | Redirect:
+    """The configuration form sent (a new one or an edit): when it is valid and ``save`` takes
+    it, go to the configuration saying ``done``; else the form again with its errors (400)."""
+    form = ConfigForm.from_form(await request.form())
+    data = form.validate({a.id for a in await _agents_named(services, user, form.agent_id)})
+    if data is not None:
+        try:
+            saved = await save(data)
+        except DomainError as exc:
+            if exc.status_code == 404:
+                raise
+            form = form.with_errors(field_errors(exc))
+        else:
+            return redirect(f"/configs/{saved.id}", services, flash=f"{done} “{saved.name}”.")
+    return await _form_page(request, user, services, form, config_id=config_id, status_code=400)
 
 
 async def _agents_named(services: Services, user: CurrentUser, agent_id: str) -> list[AgentOut]:
@@ -123,13 +147,7 @@ class ConfigPages(Controller):
             user, search=search or None, after=position, limit=CONFIG_PAGE
         )
         rows = await page_rows(services, user, configs)
-        query = urlencode({"q": search}) if search else ""
-        next_href = None
-        if more is not None:
-            cursor = services.cursors.encode("configs", user.id, more)
-            next_href = "/configs?" + urlencode(
-                {**({"q": search} if search else {}), "after": cursor}
-            )
+        query, next_href = search_links(services, "configs", user, search, more)
         return page(
             request,
             "configs.html",
@@ -166,20 +184,9 @@ class ConfigPages(Controller):
     async def create(
         self, request: Request[Any, Any, Any], user: PageUserDep, services: ServicesDep
     ) -> Template | Redirect:
-        form = ConfigForm.from_form(await request.form())
-        data = form.validate({a.id for a in await _agents_named(services, user, form.agent_id)})
-        if data is not None:
-            try:
-                config = await services.configs.create(user, data)
-            except DomainError as exc:
-                if exc.status_code == 404:
-                    raise
-                form = form.with_errors(field_errors(exc))
-            else:
-                return redirect(
-                    f"/configs/{config.id}", services, flash=f"Created “{config.name}”."
-                )
-        return await _form_page(request, user, services, form, status_code=400)
+        return await _submit(
+            request, user, services, lambda data: services.configs.create(user, data), "Created"
+        )
 
     @get("/{config_id:str}", name="config")
     async def config(
@@ -247,22 +254,13 @@ class ConfigPages(Controller):
         services: ServicesDep,
     ) -> Template | Redirect:
         config = await services.configs.get(user, config_id)
-        form = ConfigForm.from_form(await request.form())
-        data = form.validate({a.id for a in await _agents_named(services, user, form.agent_id)})
-        if data is not None:
-            try:
-                updated = await services.configs.update(
-                    user, config.id, ConfigForm.patch_from(data, config.options)
-                )
-            except DomainError as exc:
-                if exc.status_code == 404:
-                    raise
-                form = form.with_errors(field_errors(exc))
-            else:
-                return redirect(
-                    f"/configs/{updated.id}", services, flash=f"Saved “{updated.name}”."
-                )
-        return await _form_page(request, user, services, form, config_id=config.id, status_code=400)
+
+        def save(data: ConfigIn) -> Awaitable[ConfigOut]:
+            return services.configs.update(
+                user, config.id, ConfigForm.patch_from(data, config.options)
+            )
+
+        return await _submit(request, user, services, save, "Saved", config_id=config.id)
 
     @post("/{config_id:str}/run", status_code=303)
     async def run_now(

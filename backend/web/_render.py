@@ -6,7 +6,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request
@@ -17,6 +17,7 @@ from litestar.template import TemplateConfig
 
 from backend import __version__
 from backend.services import CurrentUser, Services
+from backend.services.cursors import Cursor
 from backend.web import _format
 from backend.web._status_text import progress_percent, progress_text, schedule_text
 
@@ -29,6 +30,7 @@ __all__ = [
     "make_environment",
     "page",
     "redirect",
+    "search_links",
     "static_url",
     "template_config",
 ]
@@ -155,3 +157,15 @@ def redirect(
     if flash:
         all_cookies.append(_flash_cookie(flash, services))
     return Redirect(path, status_code=303, cookies=all_cookies)
+
+
+def search_links(
+    services: Services, kind: str, user: CurrentUser, search: str, more: Cursor | None
+) -> tuple[str, str | None]:
+    """A searchable list page's query string (for its first-page link) and the link to its next
+    page (keyset cursor ``more`` of list ``kind``; ``None`` on the last page)."""
+    query = urlencode({"q": search}) if search else ""
+    if more is None:
+        return query, None
+    cursor = services.cursors.encode(kind, user.id, more)
+    return query, f"/{kind}?" + urlencode({**({"q": search} if search else {}), "after": cursor})

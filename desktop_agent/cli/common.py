@@ -55,6 +55,22 @@ def add_command(
     return parser
 
 
+def add_listing_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options a listing of ``what`` (backups, snapshots) takes: one config, those of an agent
+    this machine replaces, how many, and JSON."""
+    parser.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
+    parser.add_argument(
+        "--agent",
+        metavar="ID",
+        dest="agent_id",
+        help=f"the {what} made by this agent, one this machine replaces",
+    )
+    parser.add_argument(
+        "--limit", metavar="N", type=int, default=100, help=f"at most N {what} (default 100)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def verbosity(args: argparse.Namespace) -> int:
     """How many ``-v`` were given, before the command's name and after it (a sub-command's parser
     fills its own namespace, so the two counts are kept apart and added here)."""

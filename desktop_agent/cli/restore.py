@@ -50,6 +50,7 @@ from .common import (
     EXIT_USAGE,
     Commands,
     add_command,
+    add_listing_options,
     cancel_on_signals,
     connect,
     err,
@@ -71,17 +72,7 @@ def register(commands: Commands) -> None:
         "with --agent, those of an agent this one replaces (the owner marks that in the web "
         "console: This machine replaces…).",
     )
-    backups.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
-    backups.add_argument(
-        "--agent",
-        metavar="ID",
-        dest="agent_id",
-        help="the backups made by this agent, one this machine replaces",
-    )
-    backups.add_argument(
-        "--limit", metavar="N", type=int, default=100, help="at most N backups (default 100)"
-    )
-    backups.add_argument("--json", action="store_true", help="print one JSON object")
+    add_listing_options(backups, "backups")
 
     restore = add_command(
         commands,

@@ -28,6 +28,7 @@ from .common import (
     EXIT_USAGE,
     Commands,
     add_command,
+    add_listing_options,
     err,
     load_key,
     read_code_from_stdin,
@@ -46,17 +47,7 @@ def register(commands: Commands) -> None:
         description="The completed snapshots of the configs assigned to this agent, newest first: "
         "when, how many files, their total size, and the new data each uploaded.",
     )
-    snapshots.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
-    snapshots.add_argument(
-        "--agent",
-        metavar="ID",
-        dest="agent_id",
-        help="the snapshots made by this agent, one this machine replaces",
-    )
-    snapshots.add_argument(
-        "--limit", metavar="N", type=int, default=100, help="at most N snapshots (default 100)"
-    )
-    snapshots.add_argument("--json", action="store_true", help="print one JSON object")
+    add_listing_options(snapshots, "snapshots")
 
     ls = add_command(
         commands,

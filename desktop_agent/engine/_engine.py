@@ -25,6 +25,7 @@ import httpx
 from .. import __version__
 from ._archive import ArchiveBackup, archive_filename, archive_format
 from ._cancel import CancelToken
+from ._closing import OwnsClients
 from ._errors import (
     AgentError,
     AuthenticationError,
@@ -34,14 +35,21 @@ from ._errors import (
     NetworkError,
 )
 from ._events import (
-    BackupFailed,
     BackupFinished,
     ConfigStarted,
     Emitter,
     EventSink,
 )
 from ._hooks import ConfigCommands
-from ._job import MAX_MESSAGE, BackupFailure, BackupJob, error_list, printable, size_text
+from ._job import (
+    MAX_MESSAGE,
+    BackupFailure,
+    BackupJob,
+    error_list,
+    printable,
+    report_failure,
+    size_text,
+)
 from ._options import EngineOptions
 from ._repo.run import SnapshotBackup
 from ._run import run_configs
@@ -91,7 +99,7 @@ def connect(
     return plane, storage
 
 
-class BackupEngine:
+class BackupEngine(OwnsClients):
     """Runs backups. Thread-compatible: one backup at a time per engine.
 
     ``events`` receives progress events (see ``_events``); ``now`` and ``clock`` are injectable for
@@ -114,7 +122,6 @@ class BackupEngine:
         self._emit = Emitter(events)
         self._now = now
         self._clock = clock
-        self._owned: list[ApiClient | HttpStorage] = []
 
     @classmethod
     def from_settings(
@@ -132,16 +139,6 @@ class BackupEngine:
         engine = cls(plane, storage, EngineOptions.from_settings(settings), events=events)
         engine._owned = [plane, storage]
         return engine
-
-    def close(self) -> None:
-        for client in self._owned:
-            client.close()
-
-    def __enter__(self) -> BackupEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -359,28 +356,15 @@ class BackupEngine:
                 log.warning("could not mark log %s as failed: %s", log_id, exc)
         if uploader is not None and uploader.multipart:
             uploader.abort(reason)  # idempotent; frees the parts even if the call above failed
-        self._send_log(
-            "info" if cancelled else "error",
-            f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: "
-            f"{reason}",
-            {
-                "configId": config.id,
-                "logId": log_id,
-                "errors": error_list(
-                    job.errors, job.error_count, limit=20, width=500, path_width=500
-                ),
-            },
-        )
-        duration = job.duration_ms(self._clock())
-        self._emit(
-            BackupFailed(
-                config_id=config.id,
-                config_name=config.name,
-                log_id=log_id,
-                reason=reason,
-                duration_ms=duration,
-                cancelled=cancelled,
-            )
+        duration = report_failure(
+            self._send_log,
+            self._emit,
+            config,
+            log_id=log_id,
+            reason=reason,
+            cancelled=cancelled,
+            errors=error_list(job.errors, job.error_count, limit=20, width=500, path_width=500),
+            duration_ms=lambda: job.duration_ms(self._clock()),
         )
         return BackupResult(
             config_id=config.id,

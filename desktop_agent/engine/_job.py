@@ -7,10 +7,11 @@ the archiver of an archive backup), and the per-file errors so far, kept up to t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ._events import BackupFailed, Emitter
 from ._tar import Archiver
 from ._upload import Uploader
 from .protocol import ConfigInfo, FileError
@@ -23,6 +24,7 @@ __all__ = [
     "BackupJob",
     "error_list",
     "printable",
+    "report_failure",
     "size_text",
 ]
 
@@ -103,3 +105,36 @@ def error_list(
     if total > len(out):
         out.append({"message": f"... and {total - len(out)} more file errors"})
     return out
+
+
+def report_failure(
+    send_log: Callable[[str, str, dict[str, object]], None],
+    emit: Emitter,
+    config: ConfigInfo,
+    *,
+    log_id: str | None,
+    reason: str,
+    cancelled: bool,
+    errors: list[dict[str, str]],
+    duration_ms: Callable[[], int],
+) -> int:
+    """Tell the server's agent log and the event sink that a backup of ``config`` (an archive or
+    a snapshot) failed, or was cancelled by the user; ``errors`` are its per-file errors. Returns
+    the run's duration, taken after the log is sent (the log call may wait on the network)."""
+    send_log(
+        "info" if cancelled else "error",
+        f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: {reason}",
+        {"configId": config.id, "logId": log_id, "errors": errors},
+    )
+    duration = duration_ms()
+    emit(
+        BackupFailed(
+            config_id=config.id,
+            config_name=config.name,
+            log_id=log_id,
+            reason=reason,
+            duration_ms=duration,
+            cancelled=cancelled,
+        )
+    )
+    return duration

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -332,22 +333,8 @@ class AgentController(QObject):
             if self._closed:
                 return
             beat, configs = cast(_Assignment, result)
-            self.status.heard(beat)
-            try:
-                location = self.pairing.save(candidate, key)
-            except Exception as exc:
-                on_failed(redact(f"could not store the settings: {exc}"))
-                return
-            self.status.connected(configs)
-            self.runs.assigned(configs, ())  # their schedules: the next backup of each is known
-            self.changed.emit()
-            log.info("paired with %s (%d configs)", server, len(configs))
-            on_done(
-                PairingResult(
-                    server, tuple(configs), location, beat.poll_interval, self.status.agent_name
-                )
-            )
-            self.start()
+            save = partial(self.pairing.save, candidate, key)
+            self._paired(server, "", beat, configs, save, on_done, on_failed)
 
         run_task(lambda: check_key(server, key), done, on_failed, self.pool)
 
@@ -375,26 +362,40 @@ class AgentController(QObject):
             if self._closed:
                 return
             paired, beat, configs = cast(_Redeemed, result)
-            self.status.heard(beat)
-            try:
-                location = self.pairing.save(
-                    replace(candidate, agent_id=paired.agent_id), paired.api_key
-                )
-            except Exception as exc:
-                on_failed(redact(f"could not store the settings: {exc}"))
-                return
-            self.status.connected(configs)
-            self.runs.assigned(configs, ())  # their schedules: the next backup of each is known
-            self.changed.emit()
-            log.info("paired with %s by code (%d configs)", server, len(configs))
-            on_done(
-                PairingResult(
-                    server, tuple(configs), location, beat.poll_interval, self.status.agent_name
-                )
-            )
-            self.start()
+            settings = replace(candidate, agent_id=paired.agent_id)
+            save = partial(self.pairing.save, settings, paired.api_key)
+            self._paired(server, " by code", beat, configs, save, on_done, on_failed)
 
         run_task(lambda: redeem_code(server, code), done, on_failed, self.pool)
+
+    def _paired(
+        self,
+        server: str,
+        how: str,
+        beat: Heartbeat,
+        configs: list[ConfigInfo],
+        save: Callable[[], KeyLocation],
+        on_done: Callable[[PairingResult], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
+        """The end of a pairing the server accepted (by key or by code): save the settings and
+        the key, show the assignment, and start polling."""
+        self.status.heard(beat)
+        try:
+            location = save()
+        except Exception as exc:
+            on_failed(redact(f"could not store the settings: {exc}"))
+            return
+        self.status.connected(configs)
+        self.runs.assigned(configs, ())  # their schedules: the next backup of each is known
+        self.changed.emit()
+        log.info("paired with %s%s (%d configs)", server, how, len(configs))
+        on_done(
+            PairingResult(
+                server, tuple(configs), location, beat.poll_interval, self.status.agent_name
+            )
+        )
+        self.start()
 
     def sign_out(self) -> None:
         """Forget the key (keychain and file) and the server; stop polling. Configs and the local

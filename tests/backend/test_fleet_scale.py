@@ -639,6 +639,7 @@ async def test_the_overview_ranks_configs_as_the_health_rules_do(
     """The SQL severity (services/overview.py) and the Python rules (web/_health.py) agree on
     every kind of config: failing, running, never backed up, overdue, fine; on an online, a
     silent, a deactivated agent, none, and server-side."""
+    from backend.services.offline import mark_offline
     from backend.services.overview import OverviewService
     from backend.web._health import config_health
 
@@ -680,6 +681,7 @@ async def test_the_overview_ranks_configs_as_the_health_rules_do(
         BackupConfig.id.is_in([fleet.config_ids[5], fleet.config_ids[14]])
     )
     await refresh_last_backups(fleet.config_ids)
+    await mark_offline(now, services.settings)  # the presence round: the silent agent is offline
 
     overview = await OverviewService(services.agents).overview(me, now, rows=50, agent_rows=5)
     configs = await services.configs.by_ids(me, [str(c) for c in fleet.config_ids])

@@ -16,6 +16,7 @@ from backend.agents.tables import Agent
 from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
 from backend.services.accounts import CurrentUser
+from backend.services.agent_registry import AgentIdentity
 from backend.services.last_backup import (
     BLOCKED,
     FAILING,
@@ -25,6 +26,7 @@ from backend.services.last_backup import (
     STALE,
     refresh_last_backups,
 )
+from backend.services.offline import mark_offline
 from backend.services.overview import OverviewService
 from tests.support.api import ApiClient
 from tests.support.fleet import DAILY, Fleet, seed_fleet
@@ -109,18 +111,31 @@ async def test_the_stored_severity_follows_failures_recoveries_and_agents(
     assert await _stored(ids) == [FINE, BLOCKED] * 3
 
 
-async def test_a_silent_agent_ranks_its_configs_offline_without_storing_it(
+async def test_a_silent_agent_is_marked_offline_by_the_round_and_cleared_by_its_heartbeat(
     client: ApiClient, services: Services
 ) -> None:
+    """The presence round stores "offline" on a silent agent and ranks its configs offline; the
+    heartbeat flush clears it when the agent beats again, and a flush of agents that beat
+    steadily runs no statement for it."""
     await client.signup()
     me = await _me(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=4, backups_per_config=1)
-    await Agent.update({Agent.last_seen: now - timedelta(days=2)}).where(
-        Agent.id == fleet.agent_ids[1]
-    )
-    overview = await OverviewService(services.agents).overview(me, now, rows=10, agent_rows=5)
+    silent = fleet.agent_ids[1]
+    await services.tasks.started()  # the start-up round is over: the next one is ours
+    await Agent.update({Agent.last_seen: now - timedelta(days=2)}).where(Agent.id == silent)
+    service = OverviewService(services.agents)
     ids = [str(c) for c in fleet.config_ids]
+    # Not marked before the round: the agents are counted from last_seen, the configs not yet.
+    overview = await service.overview(me, now, rows=10, agent_rows=5)
+    assert [sev for _, sev in overview.shown] == [FINE] * 4
+    assert (overview.agent_total, overview.agents_online) == (2, 1)
+
+    await services.tasks.run_presence(now)
+    assert await _stored(fleet.config_ids) == [FINE, OFFLINE] * 2
+    marked = await Agent.select(Agent.id).where(Agent.offline_since.is_not_null())
+    assert [r["id"] for r in marked] == [silent]
+    overview = await service.overview(me, now, rows=10, agent_rows=5)
     assert overview.shown == [
         (ids[1], OFFLINE),
         (ids[3], OFFLINE),
@@ -129,13 +144,29 @@ async def test_a_silent_agent_ranks_its_configs_offline_without_storing_it(
     ]
     assert overview.attention == 2 and overview.healthy == 4
     assert (overview.agent_total, overview.agents_online) == (2, 1)
-    assert [a.id for a in overview.agents] == [str(fleet.agent_ids[1]), str(fleet.agent_ids[0])]
-    assert await _stored(fleet.config_ids) == [FINE] * 4  # nothing stored: it may beat again
-    # It beats again: its configs are fine at once.
-    await Agent.update({Agent.last_seen: now}).where(Agent.id == fleet.agent_ids[1])
-    overview = await OverviewService(services.agents).overview(me, now, rows=10, agent_rows=5)
+    assert [a.id for a in overview.agents] == [str(silent), str(fleet.agent_ids[0])]
+    # A second round marks nothing more.
+    assert await mark_offline(now, services.settings) == []
+
+    # It beats again: the flush writes last_seen and unmarks it, its configs are fine again.
+    registry = services.agents.registry
+    beat = AgentIdentity(
+        id=silent, user_id=me.id, name="machine-00001", platform=None, version=None
+    )
+    await registry.heartbeat(beat, None, None)
+    with count_queries(own_task_only=True) as log:
+        await registry.flush()
+    assert len(log) == 3, log.statements  # last_seen; unmark the agent; rank its configs
+    assert await Agent.count().where(Agent.offline_since.is_not_null()) == 0
+    assert await _stored(fleet.config_ids) == [FINE] * 4
+    overview = await service.overview(me, now, rows=10, agent_rows=5)
     assert [sev for _, sev in overview.shown] == [FINE] * 4
     assert overview.attention == 0
+    # While it beats steadily, a flush is the one last_seen write.
+    await registry.heartbeat(beat, None, None)
+    with count_queries(own_task_only=True) as log:
+        await registry.flush()
+    assert len(log) == 1, log.statements
 
 
 async def test_a_backup_that_ages_past_a_day_counts_before_the_alert_round_moves_it(
@@ -201,6 +232,7 @@ async def test_the_dashboard_reads_a_page_however_many_problems(
     if failing:
         await fail(fleet.config_ids[:failing])
     await Agent.update({Agent.last_seen: silent}).where(Agent.id == fleet.agent_ids[1])
+    await mark_offline(now, services.settings)
     small = await cost()
     assert f"{10 - failing}/10" in (await client.get("/")).text
     big_fleet = Fleet()
@@ -210,6 +242,7 @@ async def test_the_dashboard_reads_a_page_however_many_problems(
     if failing:
         await fail(big_fleet.config_ids[:200])
     await Agent.update({Agent.last_seen: silent}).where(Agent.id.is_in(big_fleet.agent_ids[:40]))
+    await mark_offline(now, services.settings)
     assert await cost() == small
     overview = await OverviewService(services.agents).overview(me, now, rows=4, agent_rows=1)
     assert overview.config_total == 500
@@ -269,13 +302,10 @@ async def test_late_configs_are_not_read_again_by_the_next_alert_rounds(
 
 
 async def test_one_shot_agents_between_runs_are_idle_not_offline(
-    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+    client: ApiClient, services: Services
 ) -> None:
-    """A silent one-shot agent is offline only once it missed its next run: the page skips the
-    configs of idle ones, reading on by keyset when they fill a batch."""
-    from backend.services import overview as overview_module
-
-    monkeypatch.setattr(overview_module, "SCAN", 2)
+    """A silent one-shot agent is marked offline only once it missed its next run: the configs
+    of an idle one stay fine."""
     await client.signup()
     me = await _me(client, services)
     now = datetime.now(UTC)
@@ -289,7 +319,11 @@ async def test_one_shot_agents_between_runs_are_idle_not_offline(
     await Agent.update({Agent.mode: "oneshot", Agent.last_seen: now - timedelta(days=3)}).where(
         Agent.id == gone
     )
+    # Later than the offline threshold, earlier than the idle agent's next daily run.
+    later = now + timedelta(seconds=services.settings.offline_after_seconds)
+    assert await mark_offline(later, services.settings) == [gone]
     ids = [str(c) for c in fleet.config_ids]  # config i runs on agent i % 3
+    assert await _stored(fleet.config_ids) == [FINE, FINE, OFFLINE] * 3
     service = OverviewService(services.agents)
     overview = await service.overview(me, now, rows=2, agent_rows=5)
     assert overview.shown == [(ids[2], OFFLINE), (ids[5], OFFLINE)]
@@ -300,6 +334,10 @@ async def test_one_shot_agents_between_runs_are_idle_not_offline(
     overview = await service.overview(me, now, rows=9, agent_rows=5)
     offline = [(ids[i], OFFLINE) for i in (2, 5, 8)]
     assert overview.shown == offline + [(ids[i], FINE) for i in (0, 1, 3, 4, 6, 7)]
+    # Once its next run (and grace) has passed with no word from it, the idle one is offline
+    # (and so is the daemon agent, silent for two days by then).
+    marked = await mark_offline(now + timedelta(days=2), services.settings)
+    assert set(marked) == {idle, fleet.agent_ids[0]}
 
 
 async def test_the_migration_back_fills_the_severity_as_the_services_compute_it(

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from ... import __version__
 from .._cancel import CancelToken
+from .._closing import OwnsClients
 from .._errors import (
     AgentError,
     ConfigurationError,
@@ -70,7 +71,7 @@ class SnapshotEntry:
     target: str = ""
 
 
-class Snapshots:
+class Snapshots(OwnsClients):
     """This agent's snapshots, and those of the agents it inherits (the owner's mark). ``client``
     is the agent API (``ApiClient``), ``store`` the pre-signed storage (``HttpStorage``); a
     repository's key comes from ``key_source`` (default: this machine's keychain, ``RepoKeyStore``),
@@ -100,7 +101,6 @@ class Snapshots:
         back in the keychain) from the server's wrapped copy."""
         self._repos: dict[str, Repository] = {}
         self._agent_id: str | None = None
-        self._owned: list[Any] = []
 
     @classmethod
     def from_settings(
@@ -135,14 +135,7 @@ class Snapshots:
     def close(self) -> None:
         for repo in self._repos.values():
             repo.close()
-        for thing in self._owned:
-            thing.close()
-
-    def __enter__(self) -> Snapshots:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     # --- the repository --------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import zstandard
 
@@ -233,42 +233,35 @@ class Cache:
 
     def pack_seqs(self, blob_ids: Iterable[bytes]) -> dict[bytes, int]:
         """Pack sequence numbers of the given blobs that the cache knows."""
-        found: dict[bytes, int] = {}
-        ids = list(blob_ids)
-        for start in range(0, len(ids), _IN_BATCH):
-            batch = ids[start : start + _IN_BATCH]
-            marks = ",".join("?" * len(batch))
-            with self._use() as db:
-                rows = db.execute(
-                    "SELECT b.id, p.seq FROM blobs b JOIN packs p ON p.id = b.pack "  # noqa: S608
-                    f"WHERE b.id IN ({marks})",
-                    batch,
-                ).fetchall()
-            for blob_id, seq in rows:
-                found[bytes(blob_id)] = int(seq)
-        return found
+        rows = self._blob_rows("b.id, p.seq", blob_ids)
+        return {bytes(blob_id): int(seq) for blob_id, seq in rows}
 
     def locate(self, blob_ids: Iterable[bytes]) -> dict[bytes, BlobLocation]:
         found: dict[bytes, BlobLocation] = {}
+        columns = "b.id, b.type, b.offset, b.length, b.raw_length, b.compressed, p.name, p.seq"
+        for row in self._blob_rows(columns, blob_ids):
+            bid = bytes(row[0])
+            found[bid] = BlobLocation(
+                row[6],
+                int(row[7]),
+                PackEntry(row[1], bid, row[2], row[3], row[4], bool(row[5])),
+            )
+        return found
+
+    def _blob_rows(self, columns: str, blob_ids: Iterable[bytes]) -> Iterator[Any]:
+        """``columns`` of the known blobs among ``blob_ids`` with their packs (``b``, ``p``),
+        asked ``_IN_BATCH`` ids at a time (SQLite's limit on bound parameters)."""
         ids = list(blob_ids)
         for start in range(0, len(ids), _IN_BATCH):
             batch = ids[start : start + _IN_BATCH]
             marks = ",".join("?" * len(batch))
             with self._use() as db:
                 rows = db.execute(
-                    "SELECT b.id, b.type, b.offset, b.length, b.raw_length, "  # noqa: S608
-                    "b.compressed, p.name, p.seq FROM blobs b JOIN packs p ON p.id = b.pack "
+                    f"SELECT {columns} FROM blobs b JOIN packs p ON p.id = b.pack "  # noqa: S608
                     f"WHERE b.id IN ({marks})",
                     batch,
                 ).fetchall()
-            for row in rows:
-                bid = bytes(row[0])
-                found[bid] = BlobLocation(
-                    row[6],
-                    int(row[7]),
-                    PackEntry(row[1], bid, row[2], row[3], row[4], bool(row[5])),
-                )
-        return found
+            yield from rows
 
     def packs(self) -> list[PackRecord]:
         with self._use() as db:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .._closing import Closing
 from .._errors import AgentError
 from .._settings import AgentSettings
 from .access import Snapshots
@@ -19,7 +20,7 @@ RETRY_AFTER = 3600.0
 """Seconds before the daemon tries again a compaction that failed."""
 
 
-class RepoCompaction:
+class RepoCompaction(Closing):
     """Compactions of this agent's repository, opened with this machine's key."""
 
     def __init__(self, snapshots: Snapshots, *, threshold: float) -> None:
@@ -32,12 +33,6 @@ class RepoCompaction:
 
     def close(self) -> None:
         self.snapshots.close()
-
-    def __enter__(self) -> RepoCompaction:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def compact(
         self,

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .._closing import Closing
 from .._errors import AgentError, ConfigurationError
 from .._settings import AgentSettings, default_temp_dir
 from ..protocol import ConfigInfo
@@ -62,7 +63,7 @@ def drill_options(config: ConfigInfo) -> tuple[str, int] | None:
     return str(every), sample
 
 
-class RepoProofs:
+class RepoProofs(Closing):
     """Checks and drills of this agent's snapshots. ``snapshots`` opens the repository with this
     machine's key; its client reports the results."""
 
@@ -80,12 +81,6 @@ class RepoProofs:
 
     def close(self) -> None:
         self.snapshots.close()
-
-    def __enter__(self) -> RepoProofs:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- what to look at -----------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from typing import cast
 
 from .._cancel import CancelToken
 from .._errors import AgentError, BackupCancelled, ConfigurationError, SourceError
-from .._events import BackupFailed, BackupFinished, Emitter, UploadStarted
-from .._job import MAX_MESSAGE, error_list, printable
+from .._events import BackupFinished, Emitter, UploadStarted
+from .._job import MAX_MESSAGE, error_list, printable, report_failure
 from .._options import EngineOptions
 from .._recovery.account import RecoveryPlane, keep_wrapped
 from .._scanner import check_sources, normalize_source, source_problems_text
@@ -234,26 +234,15 @@ class SnapshotBackup:
             except AgentError as err:
                 log.warning("could not record the failure on the server: %s", err)
                 backup_id = None
-        self.send_log(
-            "info" if cancelled else "error",
-            f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: "
-            f"{reason}",
-            {
-                "configId": config.id,
-                "logId": backup_id,
-                "errors": error_list(list(problems), len(problems), limit=20, width=500),
-            },
-        )
-        duration = int((time.monotonic() - t0) * 1000)
-        self.emit(
-            BackupFailed(
-                config_id=config.id,
-                config_name=config.name,
-                log_id=backup_id,
-                reason=reason,
-                duration_ms=duration,
-                cancelled=cancelled,
-            )
+        duration = report_failure(
+            self.send_log,
+            self.emit,
+            config,
+            log_id=backup_id,
+            reason=reason,
+            cancelled=cancelled,
+            errors=error_list(list(problems), len(problems), limit=20, width=500),
+            duration_ms=lambda: int((time.monotonic() - t0) * 1000),
         )
         return BackupResult(
             config_id=config.id,

@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol
 import httpx
 
 from .._cancel import CancelToken
+from .._closing import Closing
 from .._errors import AgentError, RestoreError, os_error_text
 from .._events import (
     Emitter,
@@ -122,7 +123,7 @@ class RestoreResult:
             self.links += 1
 
 
-class Restorer:
+class Restorer(Closing):
     """Restores backups through a ``RestoreSource`` (``ApiClient``). ``transport``, ``retry`` and
     ``sleep`` are injectable for tests."""
 
@@ -160,12 +161,6 @@ class Restorer:
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> Restorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def restore(
         self,

@@ -28,6 +28,7 @@ import httpx
 
 from ... import __version__
 from .._cancel import CancelToken
+from .._closing import OwnsClients
 from .._engine import BackupEngine, connect
 from .._errors import AgentError, ConflictError, NotFoundError
 from .._events import EventSink
@@ -35,9 +36,7 @@ from .._options import EngineOptions
 from .._run import not_started, run_configs
 from .._settings import AgentSettings
 from .._state import StateStore
-from .._transport.client import ApiClient
 from .._transport.socket import AgentSocket
-from .._transport.storage import HttpStorage
 from ..protocol import (
     AgentMode,
     BackupResult,
@@ -238,7 +237,7 @@ class _LeaseKeeper:
 EngineFactory = Callable[[ControlPlane, EventSink], BackupEngine]
 
 
-class Runner:
+class Runner(OwnsClients):
     """Runs jobs: lease, engine, progress, retry decision (see the module doc). ``run`` may be
     called from several threads at once for different configs (parallel backups): each call has
     its own lease keeper, progress reporter and engine."""
@@ -280,7 +279,6 @@ class Runner:
         """What ``run_manual``'s heartbeats report."""
         self.temp_dir: Path | None = None
         """The engine's scratch folder, removed by ``run_manual`` when it is left empty."""
-        self._owned: list[ApiClient | HttpStorage] = []
         self.server_features: frozenset[str] | None = None
         """The ``features`` of the server's last heartbeat answer (``None``: not seen yet)."""
 
@@ -319,16 +317,6 @@ class Runner:
         runner.temp_dir = options.temp_dir
         runner._owned = [plane, storage]
         return runner
-
-    def close(self) -> None:
-        for client in self._owned:
-            client.close()
-
-    def __enter__(self) -> Runner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _features(self) -> frozenset[str]:
         """What the server advertised in its last heartbeat; a runner that has not seen one yet

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import msgspec
 
+from .._closing import Closing
 from .._errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
 from .._recovery.account import RecoveryInfo, WrappedRepoKey
 from ..protocol import (
@@ -97,7 +98,7 @@ def _api_error(response: httpx.Response, path: str) -> ApiError:
     )
 
 
-class ApiClient(InheritanceCalls):
+class ApiClient(InheritanceCalls, Closing):
     """The BackApp agent API over httpx, with retries on transient failures.
 
     Transient failures (connection errors, timeouts, 429 with ``Retry-After``, 502/503/504) are retried
@@ -142,12 +143,6 @@ class ApiClient(InheritanceCalls):
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> ApiClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the spec's endpoints -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._closing import Closing
 from .._errors import StorageError
 from ..protocol import Body
 from .redact import redact_url
@@ -25,7 +26,7 @@ DEFAULT_STALL_TIMEOUT = 60.0
 """Seconds without a byte moving before a request to storage is abandoned (see ``HttpStorage``)."""
 
 
-class HttpStorage:
+class HttpStorage(Closing):
     """PUTs to and GETs from pre-signed URLs: one attempt per call; the caller decides about retries.
 
     A request is abandoned once no byte has moved for ``stall_timeout`` seconds: storage took no
@@ -103,12 +104,6 @@ class HttpStorage:
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> HttpStorage:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def put(self, url: str, body: Body | Sequence[Body], headers: Mapping[str, str]) -> str | None:
         where = redact_url(url)
