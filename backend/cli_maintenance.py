@@ -40,6 +40,7 @@ def cmd_maintenance_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
 
     async def work(tasks: Any) -> Any:
+        tasks.drain = True  # everything due, not one round's budget of it
         deadline = time.monotonic() + args.wait
         while True:
             report = await tasks.run_maintenance()

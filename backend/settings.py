@@ -252,6 +252,11 @@ class Settings:
     (maintenance: retention then pruning; alerts, server-side schedules and Back Up Now
     requests)."""
 
+    round_budget_seconds: float = 1.0
+    """``BACKAPP_ROUND_BUDGET_SECONDS``: how long one round of retention or alerts works through a
+    backlog before it leaves the rest to the next round (0: no limit). Keeps every round short
+    whatever the fleet; a backlog drains over several rounds."""
+
     prune_grace_seconds: float = 86400.0
     """``BACKAPP_PRUNE_GRACE_SECONDS``: packs that no snapshot ever named (left by a failed or
     interrupted run, which the next run reuses) are pruned only once they are this old."""
@@ -381,6 +386,7 @@ class Settings:
             log_level=(_env_str("BACKAPP_LOG_LEVEL", "info") or "info").lower(),
             redis_url=_env_redis_url("BACKAPP_REDIS_URL"),
             task_interval=_env_float("BACKAPP_TASK_INTERVAL", 60.0, minimum=0.1),
+            round_budget_seconds=_env_float("BACKAPP_ROUND_BUDGET_SECONDS", 1.0),
             prune_grace_seconds=_env_float("BACKAPP_PRUNE_GRACE_SECONDS", 86400.0),
             compact_grace_seconds=_env_float("BACKAPP_COMPACT_GRACE_SECONDS", 604800.0),
             catalog_keep=_env_int("BACKAPP_CATALOG_KEEP", 14, minimum=1),

@@ -20,8 +20,9 @@ What it does, per database:
 3. times every owner page and list endpoint through the real app in process (``httpx`` ASGI
    transport, no network), ``--repeat`` times after one warm-up, for the big owner and for one small
    user, and counts the SQL statements each request ran (Piccolo's query counter);
-4. times one round of each periodic task (retention twice: the first round catches up, the second is
-   the steady state; alerts; housekeeping), with their statement counts;
+4. times the rounds of each periodic task with their statement counts: retention and alerts
+   (the first round, then every round until the backlog is drained: p50 and slowest, the number of
+   rounds in the "bytes" column; then one steady round) and housekeeping;
 5. prints a table: p50 / p95 in milliseconds, statements per request, response size.
 
 Nothing here asserts a target: it is a measurement, recorded in bench/README.md.
@@ -338,6 +339,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
             public_url="http://bench.local",
             task_interval=3600.0,
             allow_signup=True,
+            round_budget_seconds=args.round_budget,
         )
         services = Services.build(settings)
         app = create_app(settings, services)
@@ -461,23 +463,51 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                         file=sys.stderr,
                     )
 
-            rounds: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-                ("presence (next round)", lambda: tasks.run_presence()),
-                ("retention (first round)", lambda: tasks.run_retention(now)),
-                ("retention (next round)", lambda: tasks.run_retention(now)),
-                ("alerts", lambda: tasks.run_alerts(now)),
-                ("alerts (next round)", lambda: tasks.run_alerts(now)),
-                ("housekeeping", lambda: tasks.run_housekeeping(now)),
-            ]
-            for name, fn in rounds:
+            async def timed_round(fn: Callable[[], Awaitable[Any]]) -> tuple[float, int, Any]:
                 before = engine.query_id
                 t0 = time.perf_counter()
-                await fn()
-                ms = (time.perf_counter() - t0) * 1000
+                report = await fn()
+                return (time.perf_counter() - t0) * 1000, engine.query_id - before, report
+
+            def record(name: str, ms: list[float], queries: int, rounds: int = 1) -> None:
+                ms = sorted(ms)
                 results.append(
-                    Timing(kind, args.configs, "task", name, ms, ms, engine.query_id - before, 0, 0)
+                    Timing(
+                        kind,
+                        args.configs,
+                        "task",
+                        name,
+                        ms[len(ms) // 2],
+                        ms[-1],
+                        queries,
+                        rounds,
+                        0,
+                    )
                 )
-                print(f"[{kind}] task {name}: {ms:.0f} ms", file=sys.stderr)
+                extra = f", {rounds} rounds, slowest {ms[-1]:.0f} ms" if rounds > 1 else ""
+                print(f"[{kind}] task {name}: {ms[len(ms) // 2]:.0f} ms{extra}", file=sys.stderr)
+
+            ms, queries, _ = await timed_round(lambda: tasks.run_presence())
+            record("presence (next round)", [ms], queries)
+            for name, fn in (
+                ("retention", lambda: tasks.run_retention(now)),
+                ("alerts", lambda: tasks.run_alerts(now)),
+            ):
+                ms, queries, report = await timed_round(fn)
+                record(f"{name} (first round)", [ms], queries)
+                # Bounded rounds leave the rest of a backlog to the next ones: run them until
+                # one says it is done (``more``); the slowest is what the budget must hold.
+                times, total, rounds = [ms], queries, 1
+                while getattr(report, "more", False) and rounds < 10_000:
+                    ms, queries, report = await timed_round(fn)
+                    times.append(ms)
+                    total += queries
+                    rounds += 1
+                record(f"{name} (backlog until drained)", times, total, rounds)
+                ms, queries, _ = await timed_round(fn)
+                record(f"{name} (next round)", [ms], queries)
+            ms, queries, _ = await timed_round(lambda: tasks.run_housekeeping(now))
+            record("housekeeping", [ms], queries)
             for client in clients.values():
                 await client.aclose()
         finally:
@@ -520,6 +550,12 @@ def main() -> int:
     parser.add_argument("--log-lines-per-config", type=int, default=200)
     parser.add_argument("--small-users", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--round-budget",
+        type=float,
+        default=1.0,
+        help="seconds a retention or alert round works through a backlog (0: no limit)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -34,19 +34,21 @@ import msgspec
 from piccolo.columns.combination import WhereRaw
 
 from backend.agents.tables import Agent
-from backend.backups.tables import Alert, BackupConfig, BackupLog
+from backend.backups.tables import Alert, BackupConfig
 from backend.schemas import AlertOut
 from backend.services.accounts import CurrentUser
 from backend.services.clock import aware, iso, utcnow
 from backend.services.drill_alerts import (
     DRILL_OVERDUE_ALERT,
-    REPORTED_ALERTS,
+    FAILED_LOOKBACK,
     config_options,
+    final_failures,
     overdue_drills,
 )
 from backend.services.last_backup import pause, store_config_times, sweep_severity
 from backend.services.notify import Notifier, NotifyError
 from backend.services.presence import ONESHOT, SchedulePlan, expected_back
+from backend.services.round_budget import Cursor, RoundBudget, due_configs
 from backend.settings import Settings
 from desktop_agent.engine.schedule import Schedule, ScheduleError, resolve_timezone
 
@@ -62,16 +64,26 @@ __all__ = [
 
 log = logging.getLogger("backapp.alerts")
 
-FAILED_LOOKBACK = timedelta(days=7)
 BATCH = 500
 """Rows per statement where a round reads or writes many (ids in an ``IN`` list)."""
-_NO_LATER_SUCCESS = WhereRaw(
-    "NOT EXISTS (SELECT 1 FROM backapp_backup_log later"
-    " WHERE later.config = backapp_backup_log.config AND later.status = 'completed'"
-    " AND later.started_at > backapp_backup_log.started_at)"
-)
-"""A failed backup that no completed backup of its config followed (in SQL, not per row)."""
 DEFAULT_GRACE_MINUTES = 60
+CONFIGS_PER_BATCH = 200
+"""Due configs the round reads and works out before it checks its budget again."""
+ROUND_CONFIGS = 5000
+"""The most configs one round evaluates, whatever its time budget."""
+_CONFIG_COLUMNS = (
+    BackupConfig.id,
+    BackupConfig.user,
+    BackupConfig.name,
+    BackupConfig.agent,
+    BackupConfig.options,
+    BackupConfig.created_at,
+    BackupConfig.updated_at,
+    BackupConfig.execution_mode,
+    BackupConfig.last_ok_at,
+    BackupConfig.revision,
+    BackupConfig.agent.timezone.as_alias("agent_timezone"),
+)
 
 
 def config_schedule(options: Any) -> Schedule | None:
@@ -183,6 +195,8 @@ class AlertReport:
     resolved: list[str] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
     notify_failed: list[str] = field(default_factory=list)
+    more: bool = False
+    """The round stopped on its budget: configs may still be due (the next round goes on)."""
 
 
 @dataclass(frozen=True)
@@ -201,36 +215,44 @@ class AlertService:
     # --- evaluation ---------------------------------------------------------------------------
 
     async def evaluate(self, now: datetime | None = None) -> AlertReport:
-        """Open the alerts whose condition holds and resolve those whose condition cleared."""
+        """Open the alerts whose condition holds and resolve those whose condition cleared.
+
+        O(changes): the configs read are those whose ``alert_due_at`` is unset (a backup of it
+        started or ended, it was edited, a drill was reported) or has come, at most a budget of
+        them (``BACKAPP_ROUND_BUDGET_SECONDS``, :data:`ROUND_CONFIGS`: the next round goes on).
+        Their missed backups, overdue drills and final failures are evaluated, and only their open
+        alerts of those kinds are read; each gets the earliest moment one of them can open or
+        clear by time alone. Agents are evaluated every round (``_offline_agents``)."""
         now = now or utcnow()
         report = AlertReport()
         # Configs whose verified backup just turned a day old rank lower on the dashboard.
         await sweep_severity(now)
         wanted: dict[tuple[str, str], _Wanted] = {}
-        missed, examined = await self._missed_backups(now)
+        missed, configs, dues = await self._missed_backups(now, report)
         for item in missed:
             wanted[(item.kind, item.subject)] = item
         for item in await self._offline_agents(now):
             wanted[(item.kind, item.subject)] = item
-        failed, still_failing = await self._failed_backups(now)
+        examined = [c["id"] for c in configs]
+        failed, still_failing, failed_open = await self._failed_backups(now, examined)
         for item in failed:
             wanted[(item.kind, item.subject)] = item
-        for late in await overdue_drills(now):
+        late_drills, drill_dues = await overdue_drills(now, configs)
+        for late in late_drills:
             wanted[(DRILL_OVERDUE_ALERT, late.subject)] = _Wanted(
                 late.user, DRILL_OVERDUE_ALERT, late.subject, late.message
             )
+        for config_id, when in drill_dues.items():
+            if config_id in dues and when < dues[config_id][1]:
+                dues[config_id] = (dues[config_id][0], when)
 
-        open_rows = await self._open_alerts(examined)
+        open_rows = await self._open_alerts([f"config:{c}" for c in examined]) + failed_open
         open_keys = {(r["kind"], r["subject"]) for r in open_rows}
         cleared = [
             row["id"]
             for row in open_rows
             if (row["kind"], row["subject"]) not in wanted
             and not (row["kind"] == "backup_failed" and row["subject"] in still_failing)
-            # ``backapp check`` opens and resolves these (services/checks.py)
-            and row["kind"] != "storage_check"
-            # and the agents' check and drill reports these (services/repo_checks.py)
-            and row["kind"] not in REPORTED_ALERTS
         ]
         for start in range(0, len(cleared), BATCH):
             chunk = cleared[start : start + BATCH]
@@ -265,110 +287,123 @@ class AlertService:
         for alert in fresh:
             log.info("alert opened: %s %s: %s", alert.kind, alert.subject, alert.message)
             report.opened.append(str(alert.id))
+        # Last: a round that dies before this point is evaluated again by the next.
+        await store_config_times("alert_due_at", [(c, r, at) for c, (r, at) in dues.items()])
         return report
 
     async def _open_alerts(self, examined: list[str]) -> list[dict[str, Any]]:
-        """The open alerts this round may resolve: every kind but ``missed_backup`` (their rounds
-        look at every subject), and the ``missed_backup`` alerts of the configs this round looked
-        at, or of configs that are gone. The others hold until their config's ``alert_due_at``."""
+        """The open alerts of the configs and agents this round may resolve: ``agent_offline``
+        (agents are evaluated every round), ``missed_backup`` and ``drill_overdue`` of the configs
+        this round looked at, or of configs that are gone. The others hold until their config's
+        ``alert_due_at``; ``storage_check`` (``backapp check``), ``data_check`` and
+        ``drill_failed`` (the agents' reports) are not this round's to resolve."""
         columns = (Alert.id, Alert.kind, Alert.subject)
-        missed = Alert.resolved_at.is_null() & (Alert.kind == "missed_backup")
-        rows = await Alert.select(*columns).where(
-            Alert.resolved_at.is_null() & (Alert.kind != "missed_backup")
-        )
-        if len(examined) <= BATCH:
-            if examined:
-                rows += await Alert.select(*columns).where(missed & Alert.subject.is_in(examined))
-        else:
-            # Many configs looked at (a first round, every config changed): one statement for
-            # every open one rather than a statement per batch of subjects.
-            wanted = set(examined)
-            rows += [
-                r for r in await Alert.select(*columns).where(missed) if r["subject"] in wanted
-            ]
+        unresolved = Alert.resolved_at.is_null()
+        rows = await Alert.select(*columns).where(unresolved & (Alert.kind == "agent_offline"))
+        of_config = unresolved & Alert.kind.is_in(["missed_backup", DRILL_OVERDUE_ALERT])
+        for start in range(0, len(examined), BATCH):
+            chunk = examined[start : start + BATCH]
+            rows += await Alert.select(*columns).where(of_config & Alert.subject.is_in(chunk))
         postgres = getattr(Alert._meta.db, "engine_type", "") == "postgres"
         config_id = "SUBSTR(backapp_alert.subject, 8)"  # after "config:"
         if postgres:
             config_id = f"CAST({config_id} AS UUID)"
         rows += await Alert.select(*columns).where(
-            missed
+            of_config
             & WhereRaw(
                 f"NOT EXISTS (SELECT 1 FROM backapp_backup_config c WHERE c.id = {config_id})"
             )
         )
         return rows
 
-    async def _missed_backups(self, now: datetime) -> tuple[list[_Wanted], list[str]]:
-        """Configs with a schedule and no completed backup within its gap plus grace; and the
-        subjects of every config looked at.
+    async def _missed_backups(
+        self, now: datetime, report: AlertReport
+    ) -> tuple[list[_Wanted], list[dict[str, Any]], dict[Any, tuple[int, datetime]]]:
+        """Configs with a schedule and no completed backup within its gap plus grace; the rows
+        of every config looked at; and each one's (revision read, next due time).
 
-        O(changes), not O(configs): only configs whose ``alert_due_at`` is unset (a backup of it
-        started or ended, it was edited, its agent changed zone) or has come are read. One that
-        is fine now gets the earliest moment the alert could hold (:func:`_due_at`), one that is
-        overdue the earliest moment it could clear (:func:`_clear_at`), and neither is read
-        again before then: a fleet of late configs costs nothing per round."""
-        configs = await BackupConfig.select(
-            BackupConfig.id,
-            BackupConfig.user,
-            BackupConfig.name,
-            BackupConfig.agent,
-            BackupConfig.options,
-            BackupConfig.created_at,
-            BackupConfig.last_ok_at,
-            BackupConfig.revision,
-            BackupConfig.agent.timezone.as_alias("agent_timezone"),
-        ).where(BackupConfig.alert_due_at.is_null() | (BackupConfig.alert_due_at <= now))
+        O(changes), not O(configs): only configs whose ``alert_due_at`` is unset or has come are
+        read, by keyset and within the round's budget. One that is fine now gets the earliest
+        moment the alert could hold (:func:`_due_at`), one that is overdue the earliest moment it
+        could clear (:func:`_clear_at`), and neither is read again before then: a fleet of late
+        configs costs nothing per round."""
+        # A quarter of the round's time: the rest of the round (their failures and open alerts,
+        # the alerts opened, the due times stored) costs about three times this loop per config
+        # (5,000 configs, PostgreSQL: a 1 s loop made 5 s rounds).
+        budget = RoundBudget(self.settings.round_budget_seconds / 4, ROUND_CONFIGS)
+        configs: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        cursor: Cursor | None = None
         # Thousands of configs share a few schedules: each is parsed, and its gaps worked out in
         # each zone, once per round.
         schedules: dict[bytes, Schedule | None] = {}
         gaps_of: dict[tuple[str, str], _Gaps] = {}
         out: list[_Wanted] = []
-        dues: list[tuple[uuid.UUID, int, datetime]] = []
-        examined: list[str] = []
-        for index, config in enumerate(configs):
-            await pause(index)
-            examined.append(f"config:{config['id']}")
-            options = config_options(config["options"])
-            spec = msgspec.json.encode(options.get("schedule"))
-            if spec not in schedules:
-                schedules[spec] = config_schedule(options)
-            schedule = schedules[spec]
-            if schedule is None:
-                dues.append((config["id"], config["revision"], now + NO_SCHEDULE_RECHECK))
-                continue
-            zone = config["agent_timezone"] if config["agent"] else None
-            zone_name = zone or self.settings.timezone
-            key = (schedule.cron, zone_name)
-            if key not in gaps_of:
-                gaps_of[key] = _Gaps(schedule, resolve_timezone(zone_name), now)
-            gaps = gaps_of[key]
-            last_ok = aware(config["last_ok_at"])
-            since = last_ok or aware(config["created_at"])
-            if since is None:
-                continue
-            grace = alert_grace(options)
-            t0, t1 = gaps[0]
-            interval = t1 - t0  # the schedule's gap at ``now``
-            if now - since <= interval + grace:
-                due = _due_at(gaps, since, grace, now)
-                dues.append((config["id"], config["revision"], due))
-                continue
-            dues.append((config["id"], config["revision"], _clear_at(gaps, since, grace)))
-            what = f"since {iso(since)}" if last_ok else "since it was created"
-            out.append(
-                _Wanted(
-                    user=config["user"],
-                    kind="missed_backup",
-                    subject=f"config:{config['id']}",
-                    message=(
-                        f"No successful backup of '{config['name']}' {what} ({_ago(now - since)}); "
-                        f"its schedule ({schedule.describe()}) expects one every "
-                        f"{_ago(interval)}."
-                    ),
-                )
+        dues: dict[Any, tuple[int, datetime]] = {}
+        while True:
+            if budget.used and budget.spent:  # at least one batch a round, however short
+                report.more = True
+                break
+            batch, cursor = await due_configs(
+                BackupConfig.alert_due_at,
+                _CONFIG_COLUMNS,
+                now,
+                cursor,
+                min(CONFIGS_PER_BATCH, budget.left),
             )
-        await store_config_times("alert_due_at", dues)
-        return out, examined
+            budget.take(len(batch))
+            for index, config in enumerate(batch):
+                if index and budget.out_of_time:
+                    # The configs not looked at keep their due time: the next round reads them.
+                    report.more = True
+                    cursor = None
+                    break
+                await pause(index)
+                if config["id"] in seen:
+                    continue
+                seen.add(config["id"])
+                configs.append(config)
+                options = config_options(config["options"])
+                spec = msgspec.json.encode(options.get("schedule"))
+                if spec not in schedules:
+                    schedules[spec] = config_schedule(options)
+                schedule = schedules[spec]
+                if schedule is None:
+                    dues[config["id"]] = (config["revision"], now + NO_SCHEDULE_RECHECK)
+                    continue
+                zone = config["agent_timezone"] if config["agent"] else None
+                zone_name = zone or self.settings.timezone
+                key = (schedule.cron, zone_name)
+                if key not in gaps_of:
+                    gaps_of[key] = _Gaps(schedule, resolve_timezone(zone_name), now)
+                gaps = gaps_of[key]
+                last_ok = aware(config["last_ok_at"])
+                since = last_ok or aware(config["created_at"])
+                if since is None:
+                    continue
+                grace = alert_grace(options)
+                t0, t1 = gaps[0]
+                interval = t1 - t0  # the schedule's gap at ``now``
+                if now - since <= interval + grace:
+                    dues[config["id"]] = (config["revision"], _due_at(gaps, since, grace, now))
+                    continue
+                dues[config["id"]] = (config["revision"], _clear_at(gaps, since, grace))
+                what = f"since {iso(since)}" if last_ok else "since it was created"
+                out.append(
+                    _Wanted(
+                        user=config["user"],
+                        kind="missed_backup",
+                        subject=f"config:{config['id']}",
+                        message=(
+                            f"No successful backup of '{config['name']}' {what} "
+                            f"({_ago(now - since)}); its schedule ({schedule.describe()}) expects "
+                            f"one every {_ago(interval)}."
+                        ),
+                    )
+                )
+            if cursor is None:
+                break
+        return out, configs, dues
 
     async def _offline_agents(self, now: datetime) -> list[_Wanted]:
         """Active agents silent for ``BACKAPP_ALERT_OFFLINE_MINUTES``; a one-shot agent (cron) only
@@ -422,48 +457,14 @@ class AlertService:
             )
         return out
 
-    async def _failed_backups(self, now: datetime) -> tuple[list[_Wanted], set[str]]:
-        """Final failures without a later success; and the subjects of open alerts that still
-        hold (an old failure whose alert is open, outside the look-back window)."""
-        rows = await BackupLog.select(
-            BackupLog.id,
-            BackupLog.user,
-            BackupLog.config,
-            BackupLog.config_name,
-            BackupLog.error,
-            BackupLog.attempt,
-            BackupLog.max_attempts,
-            BackupLog.started_at,
-        ).where(
-            (BackupLog.status == "failed")
-            & (BackupLog.attempt >= BackupLog.max_attempts)
-            & (BackupLog.started_at >= now - FAILED_LOOKBACK)
-            & _NO_LATER_SUCCESS
-        )
-        open_failed = await Alert.select(Alert.subject).where(
-            Alert.resolved_at.is_null() & (Alert.kind == "backup_failed")
-        )
-        open_ids = {r["subject"].removeprefix("backup:") for r in open_failed}
-        known = {str(r["id"]) for r in rows}
-        extra_ids = []
-        for backup_id in open_ids - known:
-            try:
-                extra_ids.append(uuid.UUID(backup_id))
-            except ValueError:
-                continue
-        for start in range(0, len(extra_ids), BATCH):
-            rows.extend(
-                await BackupLog.select(
-                    BackupLog.id,
-                    BackupLog.user,
-                    BackupLog.config,
-                    BackupLog.config_name,
-                    BackupLog.error,
-                    BackupLog.attempt,
-                    BackupLog.max_attempts,
-                    BackupLog.started_at,
-                ).where(BackupLog.id.is_in(extra_ids[start : start + BATCH]) & _NO_LATER_SUCCESS)
-            )
+    async def _failed_backups(
+        self, now: datetime, examined: list[Any]
+    ) -> tuple[list[_Wanted], set[str], list[dict[str, Any]]]:
+        """Final failures without a later success, of the configs this round looked at (a backup
+        that fails or completes makes its config looked at) and of deleted configs; the subjects
+        of open alerts that still hold (an old failure whose alert is open, outside the look-back
+        window); and the open ``backup_failed`` alerts this round may resolve."""
+        rows, open_failed = await final_failures(now, examined)
         out: list[_Wanted] = []
         still: set[str] = set()
         for row in rows:
@@ -482,7 +483,7 @@ class AlertService:
                     ),
                 )
             )
-        return out, still
+        return out, still, open_failed
 
     # --- delivery -----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The alerts of restore drills and agent checks that the periodic alert round needs, apart from
-``repo_checks`` (which records the agents' reports) so that ``alerts`` can import them.
+``repo_checks`` (which records the agents' reports) so that ``alerts`` can import them; and the
+final failures the round reads (``final_failures``).
 
 * ``data_check`` and ``drill_failed`` (subject ``config:{id}``) are opened and resolved by the
   agents' reports (``repo_checks``); the alert round leaves them alone (``REPORTED_ALERTS``).
@@ -18,9 +19,9 @@ from typing import Any
 import msgspec
 from piccolo.columns.combination import WhereRaw
 
-from backend.backups.tables import BackupConfig, BackupLog
+from backend.backups.tables import Alert, BackupLog
 from backend.repos.tables import ConfigCheck
-from backend.services.clock import aware, iso, utcnow
+from backend.services.clock import aware, iso
 
 __all__ = [
     "DATA_CHECK_ALERT",
@@ -29,7 +30,9 @@ __all__ = [
     "DRILL_PERIODS",
     "REPORTED_ALERTS",
     "Overdue",
+    "FAILED_LOOKBACK",
     "config_options",
+    "final_failures",
     "overdue_drills",
 ]
 
@@ -45,6 +48,24 @@ DRILL_PERIODS = {
 }
 _GRACE_MINUTES = 60
 _BATCH = 500
+FAILED_LOOKBACK = timedelta(days=7)
+"""Only failures this recent open a ``backup_failed`` alert (an old history floods nothing)."""
+_NO_LATER_SUCCESS = WhereRaw(
+    "NOT EXISTS (SELECT 1 FROM backapp_backup_log later"
+    " WHERE later.config = backapp_backup_log.config AND later.status = 'completed'"
+    " AND later.started_at > backapp_backup_log.started_at)"
+)
+"""A failed backup that no completed backup of its config followed (in SQL, not per row)."""
+_FAILURE_COLUMNS = (
+    BackupLog.id,
+    BackupLog.user,
+    BackupLog.config,
+    BackupLog.config_name,
+    BackupLog.error,
+    BackupLog.attempt,
+    BackupLog.max_attempts,
+    BackupLog.started_at,
+)
 
 
 def config_options(raw: Any) -> dict[str, Any]:
@@ -64,25 +85,20 @@ class Overdue:
     message: str
 
 
-async def overdue_drills(now: datetime | None = None) -> list[Overdue]:
-    """Configs with ``options.drill`` and a completed snapshot whose latest drill (or, before
-    the first, the config's last change) is older than the drill's period plus the config's
-    ``alertGraceMinutes``. A few queries for the whole fleet."""
-    now = now or utcnow()
-    configs = await BackupConfig.select(
-        BackupConfig.id,
-        BackupConfig.user,
-        BackupConfig.name,
-        BackupConfig.options,
-        BackupConfig.updated_at,
-    ).where(
-        (BackupConfig.execution_mode == "agent")
-        # Only configs whose options name a drill (checked exactly below): the round reads the
-        # configs that have drills, not every config of the fleet.
-        & WhereRaw("CAST(options AS TEXT) LIKE {}", '%"drill"%')
-    )
+async def overdue_drills(
+    now: datetime, configs: list[dict[str, Any]]
+) -> tuple[list[Overdue], dict[Any, datetime]]:
+    """Of ``configs`` (rows with ``id``, ``user``, ``name``, ``options``, ``updated_at`` and
+    ``execution_mode``: those the alert round looks at), those with ``options.drill`` and a
+    completed snapshot whose latest drill (or, before the first, the config's last change) is
+    older than the drill's period plus the config's ``alertGraceMinutes``; and for every config
+    with a drill, the earliest moment its answer can change by time alone (when it becomes
+    overdue; an overdue one clears only by a drill, a snapshot or an edit, which make the round
+    look at it again). A few queries per 500 configs with a drill."""
     drilled: list[tuple[dict[str, Any], timedelta, str]] = []
     for config in configs:
+        if config["execution_mode"] != "agent":
+            continue
         options = config_options(config["options"])
         drill = options.get("drill")
         if options.get("type") != "incremental" or not isinstance(drill, dict):
@@ -95,8 +111,9 @@ async def overdue_drills(now: datetime | None = None) -> list[Overdue]:
         if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
             grace = _GRACE_MINUTES
         drilled.append((config, period + timedelta(minutes=grace), every))
+    dues: dict[Any, datetime] = {}
     if not drilled:
-        return []
+        return [], dues
     ids = [c["id"] for c, _, _ in drilled]
     last: dict[Any, datetime] = {}
     snapshotted: set[Any] = set()
@@ -123,7 +140,10 @@ async def overdue_drills(now: datetime | None = None) -> list[Overdue]:
         if config["id"] not in snapshotted:
             continue  # nothing to drill yet (``missed_backup`` says so when it matters)
         since = last.get(config["id"]) or aware(config["updated_at"])
-        if since is None or now - since <= allowed:
+        if since is None:
+            continue
+        if now - since <= allowed:
+            dues[config["id"]] = since + allowed
             continue
         what = (
             f"since {iso(since)}"
@@ -140,4 +160,77 @@ async def overdue_drills(now: datetime | None = None) -> list[Overdue]:
                 ),
             )
         )
-    return out
+    return out, dues
+
+
+async def final_failures(
+    now: datetime, examined: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the alert round needs to judge ``backup_failed`` for the configs it looked at
+    (``examined``): the final failures without a later success of those configs and of deleted
+    ones within :data:`FAILED_LOOKBACK`, plus the backups of the open alerts it may resolve that
+    still have no later success (an open alert outside the window); and those open alerts.
+
+    O(changes): a backup that fails or completes clears its config's ``alert_due_at``, so the
+    failures and alerts of other configs cannot have changed. Deleted configs' failures (their
+    ``config`` is null) are read every round: a deletion does not tell the round."""
+    final = (
+        (BackupLog.status == "failed")
+        & (BackupLog.attempt >= BackupLog.max_attempts)
+        & (BackupLog.started_at >= now - FAILED_LOOKBACK)
+        & _NO_LATER_SUCCESS
+    )
+    rows = await BackupLog.select(*_FAILURE_COLUMNS).where(final & BackupLog.config.is_null())
+    for start in range(0, len(examined), _BATCH):
+        chunk = examined[start : start + _BATCH]
+        rows += await BackupLog.select(*_FAILURE_COLUMNS).where(
+            final & BackupLog.config.is_in(chunk)
+        )
+    open_failed = await _open_failure_alerts(examined)
+    known = {str(r["id"]) for r in rows}
+    extra_ids = []
+    for alert in open_failed:
+        backup_id = alert["subject"].removeprefix("backup:")
+        if backup_id in known:
+            continue
+        try:
+            extra_ids.append(uuid.UUID(backup_id))
+        except ValueError:
+            continue
+    for start in range(0, len(extra_ids), _BATCH):
+        rows += await BackupLog.select(*_FAILURE_COLUMNS).where(
+            BackupLog.id.is_in(extra_ids[start : start + _BATCH]) & _NO_LATER_SUCCESS
+        )
+    return rows, open_failed
+
+
+async def _open_failure_alerts(examined: list[Any]) -> list[dict[str, Any]]:
+    """The open ``backup_failed`` alerts of the backups of these configs, and those whose backup
+    is gone or belongs to a deleted config (by primary key, one probe per open alert)."""
+    columns = (Alert.id, Alert.kind, Alert.subject)
+    unresolved = Alert.resolved_at.is_null() & (Alert.kind == "backup_failed")
+    postgres = getattr(Alert._meta.db, "engine_type", "") == "postgres"
+    subject = "'backup:' || CAST(b.id AS TEXT)" if postgres else "'backup:' || b.id"
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(examined), _BATCH):
+        chunk = examined[start : start + _BATCH]
+        marks = ", ".join("{}" for _ in chunk)
+        rows += await Alert.select(*columns).where(
+            unresolved
+            & WhereRaw(
+                f"subject IN (SELECT {subject} FROM backapp_backup_log b"
+                f" WHERE b.config IN ({marks}))",
+                *chunk,
+            )
+        )
+    backup_id = "SUBSTR(backapp_alert.subject, 8)"  # after "backup:"
+    if postgres:
+        backup_id = f"CAST({backup_id} AS UUID)"
+    rows += await Alert.select(*columns).where(
+        unresolved
+        & WhereRaw(
+            "NOT EXISTS (SELECT 1 FROM backapp_backup_log b"
+            f" WHERE b.id = {backup_id} AND b.config IS NOT NULL)"
+        )
+    )
+    return rows

@@ -220,6 +220,10 @@ class RepoCheckService:
             )
         details = msgspec.to_builtins(req)
         await self._save(agent, cid, "drill", req.backup_id, ok, summary, details, now)
+        # Its drill_overdue alert can open or clear only now: the alert round looks at it again.
+        await BackupConfig.update(
+            {BackupConfig.alert_due_at: None, BackupConfig.revision: BackupConfig.revision + 1}
+        ).where(BackupConfig.id == cid)
         await _alert(
             agent.user_id,
             DRILL_FAILED_ALERT,

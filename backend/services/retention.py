@@ -31,6 +31,7 @@ from backend.backups.tables import BackupConfig, BackupLog
 from backend.services.clock import aware, utcnow
 from backend.services.gfs import Candidate, Decision, Policy, decide, policy_of
 from backend.services.last_backup import pause, store_config_times
+from backend.services.round_budget import RoundBudget, due_configs
 from backend.storage import ObjectStoreError, Storage
 from desktop_agent.engine.schedule import resolve_timezone
 
@@ -38,6 +39,11 @@ __all__ = ["RetentionReport", "RetentionService", "next_change", "retention_days
 
 #: Rows per ``IN (…)`` list: far below every engine's limit on bound parameters.
 BATCH = 500
+CONFIGS_PER_BATCH = 50
+"""Due configs a round reads (with their completed backups) and settles before it checks its
+budget again."""
+ROUND_CONFIGS = 5000
+"""The most configs one round evaluates, whatever its time budget."""
 
 log = logging.getLogger("backapp.retention")
 
@@ -67,6 +73,16 @@ class RetentionReport:
     """Bytes of the full archives deleted from storage."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(backup id, reason) of deletions that failed and will be retried."""
+    more: bool = False
+    """The round stopped on its budget: configs may still be due (the next round goes on)."""
+
+    def merge(self, other: RetentionReport) -> None:
+        """Add a following round's report to this one (its ``more`` replaces this one's)."""
+        self.expired += other.expired
+        self.snapshots += other.snapshots
+        self.archive_bytes += other.archive_bytes
+        self.failed += other.failed
+        self.more = other.more
 
 
 NO_CHANGE_RECHECK = timedelta(days=3650)
@@ -92,6 +108,14 @@ def next_change(
     return min(ends, default=now + NO_CHANGE_RECHECK)
 
 
+_COLUMNS = (
+    BackupConfig.id,
+    BackupConfig.options,
+    BackupConfig.revision,
+    BackupConfig.agent.timezone.as_alias("agent_timezone"),
+)
+
+
 def _options(raw: Any) -> Any:
     if isinstance(raw, str):  # SQLite hands JSON columns back as text
         try:
@@ -106,10 +130,14 @@ def _chunks(items: list[Any], size: int = BATCH) -> list[list[Any]]:
 
 
 class RetentionService:
-    def __init__(self, storage: Storage, timezone: str = "UTC") -> None:
+    def __init__(
+        self, storage: Storage, timezone: str = "UTC", budget_seconds: float = 0.0
+    ) -> None:
         self.storage = storage
         self.timezone = timezone
         """The zone of configs whose machine reported none (server-side configs)."""
+        self.budget_seconds = budget_seconds
+        """How long a round may work through due configs (0: no limit; see ``round_budget``)."""
 
     def zone(self, agent_timezone: str | None) -> tzinfo:
         """The zone a config's periods are counted in."""
@@ -119,24 +147,53 @@ class RetentionService:
         """One round; ``now`` for a controllable clock.
 
         O(changes), a handful of statements: only configs whose ``retention_due_at`` is unset (a
-        backup of it ended, it was edited, its agent changed zone) or has come are read, with
-        their completed backups in one statement per :data:`BATCH` configs; the decision is made
-        in Python (``gfs.decide``); archives are deleted from storage one by one (the storage's
-        API), then every removed backup is marked ``expired`` in batches. Each config evaluated
-        gets the moment its decision can change by time alone (:func:`next_change`: only
-        ``retentionDays`` ages; the GFS counts change when a backup is added).
+        backup of it ended, it was edited, its agent changed zone) or has come are read, by
+        keyset, :data:`CONFIGS_PER_BATCH` at a time (the unset ones first, then by due time),
+        with their completed backups in one statement per batch; the decision is made in Python
+        (``gfs.decide``); archives are deleted from storage one by one (the storage's API), then
+        every removed backup is marked ``expired``. Each config evaluated gets the moment its
+        decision can change by time alone (:func:`next_change`: only ``retentionDays`` ages; the
+        GFS counts change when a backup is added).
+
+        Bounded: the round stops after the batch that used its budget (``budget_seconds``,
+        :data:`ROUND_CONFIGS`), and stops deleting archives once its time is used; the configs
+        it did not reach, or whose archives it did not delete, are still due, so the next round
+        continues there (``report.more`` says the round stopped early).
 
         Interrupted anywhere, the next round does the rest: a config's new due time is stored
         last, a deleted object is deleted again without error, and a row is marked only while
         still ``completed``."""
         now = now or utcnow()
         report = RetentionReport()
-        configs = await BackupConfig.select(
-            BackupConfig.id,
-            BackupConfig.options,
-            BackupConfig.revision,
-            BackupConfig.agent.timezone.as_alias("agent_timezone"),
-        ).where(BackupConfig.retention_due_at.is_null() | (BackupConfig.retention_due_at <= now))
+        budget = RoundBudget(self.budget_seconds, ROUND_CONFIGS)
+        seen: set[Any] = set()
+        cursor: tuple[Any, ...] | None = None
+        while True:
+            if budget.used and budget.spent:  # at least one batch a round, however short
+                report.more = True
+                break
+            size = min(CONFIGS_PER_BATCH, budget.left)
+            configs, cursor = await due_configs(
+                BackupConfig.retention_due_at, _COLUMNS, now, cursor, size
+            )
+            budget.take(len(configs))
+            fresh = [c for c in configs if c["id"] not in seen]
+            seen.update(c["id"] for c in fresh)
+            if fresh:
+                await self._batch(fresh, now, report, budget)
+            if cursor is None:
+                break
+        return report
+
+    async def _batch(
+        self,
+        configs: list[dict[str, Any]],
+        now: datetime,
+        report: RetentionReport,
+        budget: RoundBudget,
+    ) -> None:
+        """Evaluate one batch of due configs, delete and mark what they no longer keep, and store
+        each one's next due time."""
         policies: dict[Any, tuple[Policy, tzinfo]] = {}
         due: dict[Any, datetime] = {}
         revision = {config["id"]: config["revision"] for config in configs}
@@ -162,6 +219,12 @@ class RetentionService:
         archives: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
         for index, (config_id, backups) in enumerate(by_config.items()):
+            if index and budget.out_of_time:
+                # The configs not decided yet keep their due time: the next round decides them.
+                for left in list(by_config)[index:]:
+                    del due[left]
+                report.more = True
+                break
             await pause(index)
             policy, tz = policies[config_id]
             decision = self.decide(backups, policy, now, tz)
@@ -172,8 +235,12 @@ class RetentionService:
                     kind = row["backup_type"] or "full"
                     (snapshots if kind == "incremental" else archives).append(row)
         deleted: list[dict[str, Any]] = []
-        for row in archives:
-            if await self._delete_archive(row, report):
+        for tried, row in enumerate(archives):
+            if tried and budget.out_of_time:
+                # Out of time: this config is looked at again next round, which deletes the rest.
+                due[row["config"]] = now
+                report.more = True
+            elif await self._delete_archive(row, report):
                 deleted.append(row)
             else:
                 due[row["config"]] = now  # try again next round
@@ -192,7 +259,6 @@ class RetentionService:
         await store_config_times(
             "retention_due_at", [(c, revision[c], when) for c, when in due.items()]
         )
-        return report
 
     @staticmethod
     async def _mark_expired(rows: list[dict[str, Any]], now: datetime) -> set[Any]:

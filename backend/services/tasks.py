@@ -110,7 +110,9 @@ class PeriodicTasks:
         self.settings = settings
         self.leases = leases or LeaseService()
         self.holder = holder or default_holder()
-        self.retention = RetentionService(storage, timezone=settings.timezone)
+        self.retention = RetentionService(
+            storage, timezone=settings.timezone, budget_seconds=settings.round_budget_seconds
+        )
         self.prune = PruneService(storage, grace_seconds=settings.prune_grace_seconds)
         self.compaction = CompactionService(settings)
         self.alerts = alerts or AlertService(settings)
@@ -127,6 +129,9 @@ class PeriodicTasks:
         self._presence_at: datetime | None = None
         self.rounds = 0
         """Rounds the background loop has finished (tests wait for the start-up round)."""
+        self.drain = False
+        """Retention rounds follow each other until the backlog is done, whatever their budget
+        (``backapp maintenance run``: one command does everything due)."""
 
     @property
     def lease_ttl(self) -> float:
@@ -171,9 +176,12 @@ class PeriodicTasks:
     async def maintain(self, now: datetime | None = None) -> MaintenanceReport:
         """Retention, then pruning (so the snapshots it expires lose their packs in the same
         round), then compaction: ask the agents whose snapshots were pruned to compact, and count
-        the compactions committed since the last round. Unguarded: callers hold
+        the compactions committed since the last round. Retention does one bounded round, or
+        rounds until nothing is left when ``drain`` is set. Unguarded: callers hold
         ``server:retention`` (``run_maintenance`` does)."""
         retention = await self.retention.run(now)
+        while self.drain and retention.more:
+            retention.merge(await self.retention.run(now))
         prune = await self.prune.run(now)
         compaction = await self.compaction.round(now or utcnow())
         return MaintenanceReport(retention, prune, compaction)
