@@ -152,9 +152,14 @@ class BackupHistory:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[BackupOut], int]:
-        """One page of this user's backups, newest first, and how many match in all."""
+        """One page of this user's backups, newest first, and how many match in all (without
+        filters, or with only a status, from the totals the database keeps: a few rows instead
+        of a count over the whole history)."""
         where = self._where(user, config_id, agent_id, status, since, until)
-        total = await BackupLog.count().where(where)
+        if config_id or agent_id or since or until:
+            total = await BackupLog.count().where(where)
+        else:
+            total = await self._kept_count(user, status)
         rows = (
             await BackupLog.select()
             .where(where)
@@ -163,6 +168,17 @@ class BackupHistory:
             .offset(offset)
         )
         return [backup_out(r) for r in rows], total
+
+    @staticmethod
+    async def _kept_count(user: CurrentUser, status: str | None) -> int:
+        """How many backups this user has (in ``status``), from ``backapp_backup_totals``."""
+        sql = 'SELECT COALESCE(SUM(n), 0) AS n FROM backapp_backup_totals WHERE "user" = {}'
+        args: list[Any] = [user.id]
+        if status:
+            sql += " AND status = {}"
+            args.append(status)
+        rows = await BackupLog.raw(sql, *args)
+        return int(rows[0]["n"] or 0) if rows else 0
 
     async def page_backups(
         self,

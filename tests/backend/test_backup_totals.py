@@ -19,6 +19,7 @@ from backend.services import Services
 from backend.services.accounts import CurrentUser
 from tests.support.api import ApiClient, complete_one_backup
 from tests.support.fleet import seed_fleet
+from tests.support.queries import count_queries
 
 MIGRATION = "backend.backups.piccolo_migrations.backups_2026_12_02t14_05_00_000000"
 
@@ -156,3 +157,30 @@ async def test_the_migration_back_fills_the_totals(
     # And the triggers are back.
     await BackupLog.delete().where(BackupLog.id == fleet.backup_ids[1])
     assert await _mine(me) == {"completed": (10, 10000), "failed": (1, 1000)}
+
+
+async def test_the_history_lists_total_comes_from_the_kept_totals(
+    client: ApiClient, services: Services
+) -> None:
+    """``GET /api/backups`` answers ``total`` from the kept totals (a few rows) when it is not
+    filtered, or filtered by status only, and still counts exactly; other filters count rows."""
+    await client.signup()
+    me = await _me(client, services)
+    agent_id, key = await client.register_agent()
+    config = (await client.create_config(agent_id))["id"]
+    await complete_one_backup(client, key, config)
+    await _end(client, key, await _start(client, key, config), "failed")
+    await _start(client, key, config)
+    await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=2)
+    truth = {status: n for status, (n, _) in (await _mine(me)).items()}
+
+    with count_queries(own_task_only=True) as log:
+        r = await client.get("/api/backups", params={"limit": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["total"] == sum(truth.values())
+    assert not [q for q in log.statements if "COUNT(" in q.upper() and "backup_log" in q]
+    for status, n in truth.items():
+        r = await client.get("/api/backups", params={"status": status, "limit": 1})
+        assert r.json()["total"] == n, status
+    r = await client.get("/api/backups", params={"configId": config, "status": "failed"})
+    assert r.json()["total"] == 1
