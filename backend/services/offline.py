@@ -78,20 +78,9 @@ async def mark_offline(now: datetime, settings: Settings) -> list[uuid.UUID]:
             )
             < now
         ]
-        for start in range(0, len(overdue), BATCH):
-            chunk = overdue[start : start + BATCH]
-            marks = ", ".join("{}" for _ in chunk)
-            marked += [
-                uuid.UUID(str(r["id"]))
-                for r in await Agent.raw(
-                    f"UPDATE backapp_agent SET offline_since = {{}} WHERE id IN ({marks})"
-                    f" AND {silent} RETURNING id",
-                    now,
-                    *chunk,
-                    True,
-                    silent_since,
-                )
-            ]
+        marked += await _update_agents(
+            overdue, "offline_since = {}", silent, (now,), (True, silent_since)
+        )
     await _rank_configs(marked)
     return marked
 
@@ -100,20 +89,32 @@ async def clear_offline(agent_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
     """Unmark the agents among ``agent_ids`` that were marked offline (they beat again) and
     rank their configs by their own state again; returns those unmarked."""
     ids = sorted(set(agent_ids), key=lambda u: u.int)
-    cleared: list[uuid.UUID] = []
+    cleared = await _update_agents(ids, "offline_since = NULL", "offline_since IS NOT NULL")
+    await _rank_configs(cleared)
+    return cleared
+
+
+async def _update_agents(
+    ids: list[Any],
+    assign: str,
+    condition: str,
+    assign_args: tuple[Any, ...] = (),
+    condition_args: tuple[Any, ...] = (),
+) -> list[uuid.UUID]:
+    """``UPDATE backapp_agent SET assign`` for the agents among ``ids`` that meet ``condition``,
+    ``BATCH`` ids a statement; returns the ids updated."""
+    updated: list[uuid.UUID] = []
     for start in range(0, len(ids), BATCH):
         chunk = ids[start : start + BATCH]
         marks = ", ".join("{}" for _ in chunk)
-        cleared += [
-            uuid.UUID(str(r["id"]))
-            for r in await Agent.raw(
-                f"UPDATE backapp_agent SET offline_since = NULL WHERE id IN ({marks})"
-                " AND offline_since IS NOT NULL RETURNING id",
-                *chunk,
-            )
-        ]
-    await _rank_configs(cleared)
-    return cleared
+        rows = await Agent.raw(
+            f"UPDATE backapp_agent SET {assign} WHERE id IN ({marks}) AND {condition} RETURNING id",
+            *assign_args,
+            *chunk,
+            *condition_args,
+        )
+        updated += [uuid.UUID(str(r["id"])) for r in rows]
+    return updated
 
 
 async def _rank_configs(agent_ids: list[uuid.UUID]) -> None:
