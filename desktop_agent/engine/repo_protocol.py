@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -199,4 +199,12 @@ class ObjectStore(Protocol):
     def get_object(self, url: str, *, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes, or bytes ``start`` … ``end`` (inclusive) of it; ``MissingObject``
         when storage has no such object."""
+        ...
+
+    def iter_object(
+        self, url: str, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[bytes]:
+        """``get_object``'s bytes in the pieces they arrive in (a reader then never holds the
+        whole object or range); the request is made at the first ``next`` and ends when the
+        iterator is exhausted or closed."""
         ...

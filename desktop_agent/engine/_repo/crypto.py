@@ -90,7 +90,8 @@ class RepoKeys:
             raise CorruptObject(f"{what} is truncated")
         view = memoryview(sealed)
         try:
-            return self._aead.decrypt(bytes(view[:NONCE_BYTES]), bytes(view[NONCE_BYTES:]), aad)
+            # The sealed bytes are read in place (no copy of a blob-sized ciphertext).
+            return self._aead.decrypt(bytes(view[:NONCE_BYTES]), view[NONCE_BYTES:], aad)
         except InvalidTag:
             raise CorruptObject(
                 f"{what} cannot be decrypted: it was damaged, or it belongs to another key"

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,20 @@ class _FirstByte:
 
     def get_object(self, url: str, *, start: int | None = None, end: int | None = None) -> bytes:
         data = self.inner.get_object(url, start=start, end=end)
+        self._arrived()
+        return data
+
+    def iter_object(
+        self, url: str, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[bytes]:
+        for piece in self.inner.iter_object(url, start=start, end=end):
+            self._arrived()
+            yield piece
+
+    def _arrived(self) -> None:
         with self._lock:
             if self.armed and self.first is None:
                 self.first = time.monotonic()
-        return data
 
 
 def _sample(

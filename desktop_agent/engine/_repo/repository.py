@@ -9,7 +9,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -126,24 +126,75 @@ class Repository:
             try:
                 return self.store.get_object(slot.url, start=start, end=end)
             except StorageError as exc:
-                if exc.status == 404:
-                    raise MissingObject(
-                        f"{slot.kind} object {slot.name[:16]}… is missing from storage"
-                    ) from exc
                 attempt += 1
-                if not exc.transient or attempt >= self.retry.max_attempts:
-                    raise
-                log.warning(
-                    "download of %s %s failed (%s); retrying", slot.kind, slot.name[:16], exc
-                )
-                self._sleep(self.retry.delay(attempt - 1))
-                if exc.status == 403:  # an expired URL: ask for a fresh one
-                    fresh = self.read_slots([(slot.kind, slot.name)]).get((slot.kind, slot.name))
-                    if fresh is None:
-                        raise MissingObject(
-                            f"{slot.kind} object {slot.name[:16]}… is missing"
-                        ) from exc
-                    slot = fresh
+                slot = self._read_again(slot, exc, attempt)
+
+    def _read_again(self, slot: ReadSlot, exc: StorageError, failures: int) -> ReadSlot:
+        """The slot to read again after the ``failures``-th failed download (once the retry
+        policy's delay has passed); raises when another try is not worth it."""
+        if exc.status == 404:
+            raise MissingObject(
+                f"{slot.kind} object {slot.name[:16]}… is missing from storage"
+            ) from exc
+        if not exc.transient or failures >= self.retry.max_attempts:
+            raise exc
+        log.warning("download of %s %s failed (%s); retrying", slot.kind, slot.name[:16], exc)
+        self._sleep(self.retry.delay(failures - 1))
+        if exc.status == 403:  # an expired URL: ask for a fresh one
+            fresh = self.read_slots([(slot.kind, slot.name)]).get((slot.kind, slot.name))
+            if fresh is None:
+                raise MissingObject(f"{slot.kind} object {slot.name[:16]}… is missing") from exc
+            return fresh
+        return slot
+
+    def read_spans(
+        self, slot: ReadSlot, spans: Sequence[tuple[int, int]]
+    ) -> Generator[memoryview, None, None]:
+        """The bytes of each ``(offset, length)`` span of an object, in order, read in one
+        request from the first span's start to the last one's end and handed out as each span
+        arrives: the caller holds one span at a time, never the whole range. Spans are sorted
+        and do not overlap; the bytes between them are read and dropped.
+
+        Each view is only valid until the next one is asked for (one buffer serves every span).
+        A transient failure is retried from the first span not handed out yet; ``MissingObject``
+        when storage does not have the object, ``CorruptObject`` when it ends too soon."""
+        if not spans:
+            return
+        buf = bytearray(max(length for _, length in spans))
+        whole = memoryview(buf)
+        done = 0
+        attempt = 0
+        last = spans[-1][0] + spans[-1][1] - 1
+        while done < len(spans):
+            pos, filled = spans[done][0], 0  # where the next byte is from; bytes of span in buf
+            try:
+                for piece in self.store.iter_object(slot.url, start=pos, end=last):
+                    view, at, size = memoryview(piece), 0, len(piece)
+                    while at < size:
+                        offset, length = spans[done]
+                        if pos < offset:  # between two spans
+                            step = min(offset - pos, size - at)
+                        elif filled == 0 and size - at >= length:  # the span is in this piece
+                            step = length
+                            yield view[at : at + length]
+                            done += 1
+                        else:
+                            step = min(length - filled, size - at)
+                            whole[filled : filled + step] = view[at : at + step]
+                            filled += step
+                            if filled == length:
+                                yield whole[:length]
+                                done, filled = done + 1, 0
+                        at, pos = at + step, pos + step
+                        if done == len(spans):
+                            return
+            except StorageError as exc:
+                attempt += 1
+                slot = self._read_again(slot, exc, attempt)
+                continue
+            raise CorruptObject(
+                f"{slot.kind} object {slot.name[:16]}… is shorter than its index says"
+            )
 
     # --- transport -----------------------------------------------------------------------------
 

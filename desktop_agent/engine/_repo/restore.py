@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from .._cancel import CancelToken
 from .._errors import AgentError
 from .._restore.extraction import beside as _beside
+from ..repo_protocol import ReadSlot
 from .cache import BlobLocation
 from .chunker import Chunker
 from .errors import CorruptObject, MissingObject, RepositoryError
@@ -38,7 +40,8 @@ log = logging.getLogger("desktop_agent.engine.repo")
 # Ranges closer than this are fetched in one request (reading a little unneeded data is cheaper
 # than another round trip); no request is larger than _MAX_RANGE unless one blob is. A whole pack
 # fits in one request: stores pay per request (and some read the whole object for any range), so a
-# pack that is mostly needed is read once. Memory: ``workers`` such buffers at most.
+# pack that is mostly needed is read once. Memory: a range is streamed (``Repository.read_spans``),
+# so each of the ``workers`` holds about one blob of it at a time, whatever the range's size.
 _MERGE_GAP = 256 * 1024
 _MAX_RANGE = PACK_SIZE + 1024 * 1024
 # Files are planned and written in batches, so that memory stays flat on a huge snapshot.
@@ -367,42 +370,45 @@ class SnapshotRestorer:
         self,
         pack: str,
         group: list[BlobLocation],
-        slot: object,
+        slot: ReadSlot | None,
         targets: dict[bytes, list[tuple[_FileJob, int]]],
     ) -> None:
         if self.cancel is not None and self.cancel.is_set():
             return
-        start = group[0].entry.offset
-        end = group[-1].entry.offset + group[-1].entry.length - 1
+        # Each blob is opened and written as soon as its bytes are in: a worker holds about one
+        # blob, not the whole range (which would also be joined into a second copy).
+        done = 0
+        read_to = group[0].entry.offset
         try:
             if slot is None:
                 raise MissingObject(f"pack {pack[:16]}… is missing from storage")
-            data = self.repo.get(slot, start=start, end=end)  # type: ignore[arg-type]
-            if len(data) != end - start + 1:
-                raise CorruptObject(f"pack {pack[:16]}… is shorter than its index says")
+            spans = [(loc.entry.offset, loc.entry.length) for loc in group]
+            with closing(self.repo.read_spans(slot, spans)) as sealed_blobs:
+                for sealed in sealed_blobs:
+                    if self.cancel is not None and self.cancel.is_set():
+                        return
+                    e = group[done].entry
+                    done += 1
+                    with self._lock:
+                        self.report.downloaded += e.offset + e.length - read_to
+                    read_to = e.offset + e.length
+                    try:
+                        plain = open_blob(
+                            self.repo.keys,
+                            e.type,
+                            e.id,
+                            e.compressed,
+                            e.raw_length,
+                            sealed,
+                            what=f"a chunk in pack {pack[:16]}…",
+                        )
+                    except RepositoryError as exc:
+                        self._fail_blobs([group[done - 1]], targets, str(exc))
+                        continue
+                    for job, offset in targets.get(e.id, ()):
+                        self._write(job, offset, plain)
         except (AgentError, OSError) as exc:
-            self._fail_blobs(group, targets, _why(exc, pack))
-            return
-        with self._lock:
-            self.report.downloaded += len(data)
-        view = memoryview(data)
-        for loc in group:
-            e = loc.entry
-            try:
-                plain = open_blob(
-                    self.repo.keys,
-                    e.type,
-                    e.id,
-                    e.compressed,
-                    e.raw_length,
-                    view[e.offset - start : e.offset - start + e.length],
-                    what=f"a chunk in pack {pack[:16]}…",
-                )
-            except RepositoryError as exc:
-                self._fail_blobs([loc], targets, str(exc))
-                continue
-            for job, offset in targets.get(e.id, ()):
-                self._write(job, offset, plain)
+            self._fail_blobs(group[done:], targets, _why(exc, pack))
 
     def _fail_blobs(
         self, group: list[BlobLocation], targets: dict[bytes, list[tuple[_FileJob, int]]], why: str

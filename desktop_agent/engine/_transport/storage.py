@@ -158,16 +158,49 @@ class HttpStorage(Closing):
     def get_object(self, url: str, *, start: int | None = None, end: int | None = None) -> bytes:
         """The object at a pre-signed GET URL, or its bytes ``start`` to ``end`` (inclusive).
         ``StorageError`` with ``status`` 404 when there is no such object."""
+        return b"".join(self.iter_object(url, start=start, end=end))
+
+    def iter_object(
+        self, url: str, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[bytes]:
+        """``get_object``'s bytes as they come off the connection (pieces of at most 64 KiB), so
+        that a reader can use each part of a large range as it arrives instead of holding the
+        whole range (and httpx's joined copy of it). The request is made at the first ``next``;
+        closing the iterator early closes the connection."""
         where = redact_url(url)
         headers = {} if start is None else {"Range": f"bytes={start}-{'' if end is None else end}"}
         try:
             with self._http.stream("GET", url, headers=headers) as response:
                 if response.status_code >= 300:
                     response.read()
-                    refused = response
-                else:
-                    refused = None
-                    body = self._receive(response)
+                    transient = response.status_code in RETRYABLE_STATUSES or (
+                        response.status_code in (403, 500)
+                    )
+                    raise StorageError(
+                        f"storage refused the download from {where}: {response.status_code}"
+                        f"{_storage_error_code(response)}",
+                        status=response.status_code,
+                        transient=transient,
+                    )
+                # A server that ignores Range sends the whole object: keep the part asked for.
+                whole = start is not None and response.status_code != 206
+                skip = start if whole and start is not None else 0
+                left = end - skip + 1 if whole and end is not None else None
+                limit = self.download_limit
+                for piece in response.iter_bytes(SLICE if limit is not None else None):
+                    if limit is not None:
+                        limit.take(len(piece))
+                    if skip:
+                        if len(piece) <= skip:
+                            skip -= len(piece)
+                            continue
+                        piece, skip = piece[skip:], 0
+                    if left is not None:
+                        if left <= 0:
+                            break
+                        piece = piece[:left]
+                        left -= len(piece)
+                    yield piece
         except RETRYABLE_EXCEPTIONS as exc:
             raise StorageError(
                 f"download from {where} failed: {type(exc).__name__}: {exc}", transient=True
@@ -176,31 +209,6 @@ class HttpStorage(Closing):
             raise StorageError(
                 f"download from {where} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        if refused is not None:
-            transient = refused.status_code in RETRYABLE_STATUSES or refused.status_code in (
-                403,
-                500,
-            )
-            raise StorageError(
-                f"storage refused the download from {where}: {refused.status_code}"
-                f"{_storage_error_code(refused)}",
-                status=refused.status_code,
-                transient=transient,
-            )
-        if start is not None and response.status_code != 206:
-            # A server that ignores Range sends the whole object: keep the part asked for.
-            return body[start : None if end is None else end + 1]
-        return body
-
-    def _receive(self, response: httpx.Response) -> bytes:
-        limit = self.download_limit
-        if limit is None:
-            return response.read()
-        pieces = []
-        for piece in response.iter_bytes(SLICE):
-            limit.take(len(piece))
-            pieces.append(piece)
-        return b"".join(pieces)
 
 
 def _stalled(exc: httpx.TimeoutException, seconds: float) -> str:

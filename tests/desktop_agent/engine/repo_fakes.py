@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from desktop_agent.engine._repo.errors import MissingObject
@@ -184,6 +184,21 @@ class FakeRepoServer:
         if start is None:
             return data
         return data[start : (end + 1) if end is not None else None]
+
+    piece_size = 4096
+    """``iter_object`` hands data out in pieces this large (a network read's worth)."""
+
+    def iter_object(
+        self, url: str, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[bytes]:
+        key = url.removeprefix("get://")
+        self.gets.append((key, start, end))
+        if key not in self.blobs:
+            raise MissingObject(f"{key} is missing from storage")
+        data = self.blobs[key]  # sliced piece by piece: never a copy of the whole range
+        stop = len(data) if end is None else min(end + 1, len(data))
+        for at in range(start or 0, stop, self.piece_size):
+            yield data[at : min(at + self.piece_size, stop)]
 
     def delete_pack(self, name: str) -> None:
         self.blobs.pop(f"data/{name}", None)
