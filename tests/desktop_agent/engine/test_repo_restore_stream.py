@@ -3,15 +3,18 @@ in (``Repository.read_spans``), so a restore worker holds about one blob, not th
 
 from __future__ import annotations
 
+import os
 import random
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from desktop_agent.engine._errors import StorageError
+from desktop_agent.engine._repo import restore as restore_module
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.errors import CorruptObject, MissingObject
@@ -185,3 +188,48 @@ def test_http_storage_streams_a_range_and_cuts_it_from_a_whole_object() -> None:
         assert info.value.status == 404 and "NoSuchKey" in str(info.value)
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("keep_open", [64, 0])
+def test_a_file_of_many_chunks_is_opened_once_and_no_descriptor_is_left_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_open: int
+) -> None:
+    server = FakeRepoServer()
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(3)
+    (src / "many.bin").write_bytes(rng.randbytes(6 * MiB))
+    (src / "small.txt").write_text("small")
+    (src / "small.txt").chmod(0o640)
+    os.utime(src / "many.bin", ns=(1_600_000_000_000_000_123, 1_600_000_000_000_000_123))
+    r = _repo(server, tmp_path)
+    options = SnapshotOptions(readers=1, sealers=1, uploaders=1, pack_size=2 * MiB)
+    backup = take_snapshot(
+        server, lambda _started: r, SnapshotJob("cfg", "Docs", (str(src),)), options=options
+    )
+    doc = r.snapshot(backup.backup_id)
+    node = lookup(r, doc.tree, str(src / "many.bin"))
+    assert node is not None and len(node.content) >= 3
+
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(restore_module, "_OPEN_FILES", keep_open)
+    monkeypatch.setattr(restore_module.os, "open", counting_open)
+    fds_before = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else None
+    out = tmp_path / "out"
+    report = SnapshotRestorer(r, workers=2).restore(doc.tree, out)
+    monkeypatch.undo()
+    assert not report.errors
+    base = restored_root(out, src)
+    assert (base / "many.bin").read_bytes() == (src / "many.bin").read_bytes()
+    assert (base / "many.bin").stat().st_mtime_ns == 1_600_000_000_000_000_123
+    assert (base / "small.txt").stat().st_mode & 0o777 == 0o640
+    opens = [p for p in opened if p.endswith("many.bin.backapp-part")]
+    assert len(opens) == (1 if keep_open else len(node.content))
+    if fds_before is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds_before
