@@ -216,28 +216,34 @@ class BlobPipeline:
                 continue
 
     def _upload_loop(self) -> None:
-        while True:
-            pack = self._packs.get()
-            if pack is None:
-                return
-            batch = [pack]
-            done = False
-            while len(batch) < self.options.upload_batch:
-                try:
-                    more = self._packs.get_nowait()
-                except Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                batch.append(more)
-            if self._alive():
-                try:
-                    self._upload(batch)
-                except BaseException as exc:  # noqa: BLE001 - handed to the walker
-                    self._fail(exc)
-            if done:
-                return
+        while self._upload_next():
+            pass
+
+    def _upload_next(self) -> bool:
+        """Take the next packs off the queue and upload them; ``False`` once told to stop. A call
+        of its own so that the uploaded packs are freed before the thread waits for more: kept
+        in the loop's variables, an idle uploader held its last 16 MiB pack alive (part of a
+        first snapshot's peak memory, where reading and sealing are slower than uploading)."""
+        pack = self._packs.get()
+        if pack is None:
+            return False
+        batch = [pack]
+        done = False
+        while len(batch) < self.options.upload_batch:
+            try:
+                more = self._packs.get_nowait()
+            except Empty:
+                break
+            if more is None:
+                done = True
+                break
+            batch.append(more)
+        if self._alive():
+            try:
+                self._upload(batch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the walker
+                self._fail(exc)
+        return not done
 
     def _upload(self, packs: Sequence[Pack]) -> None:
         seqs = self.repo.upload(self.backup_id, [("data", p.name, p.parts) for p in packs])

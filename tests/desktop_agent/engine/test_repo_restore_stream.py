@@ -1,10 +1,13 @@
-"""Restores read a pack range as a stream: each blob is opened and written as soon as its bytes are
-in (``Repository.read_spans``), so a restore worker holds about one blob, not the whole range."""
+"""Memory of restores and snapshots. Restores read a pack range as a stream: each blob is opened and
+written as soon as its bytes are in (``Repository.read_spans``), so a restore worker holds about
+one blob, not the whole range; a snapshot's idle uploader holds no pack."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,9 @@ from desktop_agent.engine._repo import restore as restore_module
 from desktop_agent.engine._repo.cache import Cache
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.errors import CorruptObject, MissingObject
+from desktop_agent.engine._repo.format import BlobType
+from desktop_agent.engine._repo.pack import Pack
+from desktop_agent.engine._repo.pipeline import BlobPipeline
 from desktop_agent.engine._repo.repository import Repository
 from desktop_agent.engine._repo.restore import SnapshotRestorer, lookup
 from desktop_agent.engine._repo.snapshot import SnapshotJob, take_snapshot
@@ -233,3 +239,41 @@ def test_a_file_of_many_chunks_is_opened_once_and_no_descriptor_is_left_open(
     assert len(opens) == (1 if keep_open else len(node.content))
     if fds_before is not None:
         assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_an_idle_uploader_holds_no_pack(tmp_path: Path) -> None:
+    server = FakeRepoServer()
+    server.backups["b1"] = {"config": "cfg", "status": "running"}
+    r = _repo(server, tmp_path)
+    options = SnapshotOptions(readers=1, sealers=1, uploaders=1, pack_size=256 * 1024)
+    pipeline = BlobPipeline(r, "b1", options=options)
+    try:
+        rng = random.Random(5)
+        for _ in range(3):
+            data = rng.randbytes(128 * 1024)
+            pipeline._store(BlobType.DATA, r.keys.blob_id(data), data)
+        deadline = time.monotonic() + 10
+        while pipeline.stats.packs < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pipeline.stats.packs == 1
+        (uploader,) = pipeline._upload_threads
+        deadline = time.monotonic() + 10
+        while True:  # until the uploader waits for the next pack
+            frame = sys._current_frames().get(uploader.ident or 0)
+            held, waiting = [], False
+            while frame is not None:
+                held += [
+                    v
+                    for v in frame.f_locals.values()
+                    if isinstance(v, Pack)
+                    or (isinstance(v, list) and any(isinstance(x, Pack) for x in v))
+                ]
+                waiting = waiting or frame.f_code.co_name == "get"
+                frame = frame.f_back
+            if waiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert waiting
+        assert held == []  # the uploaded pack (256 KiB here, 16 MiB in a real snapshot) is freed
+    finally:
+        pipeline.finish()
