@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import closing
 
 from .._cancel import CancelToken
 from .._errors import BackupCancelled
@@ -100,8 +101,11 @@ class SnapshotWriter(BlobPipeline):
         read = 0
         try:
             fd = open_noatime(fs_path)
-            with os.fdopen(fd, "rb", buffering=0) as fh:
-                for chunk in self._chunker.chunks(fh, node.size):
+            with (
+                os.fdopen(fd, "rb", buffering=0) as fh,
+                closing(self._chunker.chunks(fh, node.size)) as chunks,
+            ):
+                for chunk in chunks:
                     self._check()
                     blob_id = self.keys.blob_id(chunk)
                     content.append(blob_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import BinaryIO
 
 import pyfastcdc
@@ -22,6 +22,10 @@ class Chunker:
     def __init__(self, seed: int) -> None:
         self._seed = seed
         self._local = threading.local()
+        # One large file is streamed at a time: each stream holds a buffer of twice the largest
+        # chunk (16 MiB), and two readers streaming at once were part of a first snapshot's peak
+        # memory. The caller closes the iterator (``contextlib.closing``) if it stops early.
+        self._streams = threading.Lock()
 
     def _cdc(self) -> pyfastcdc.FastCDC:
         cdc: pyfastcdc.FastCDC | None = getattr(self._local, "cdc", None)
@@ -31,7 +35,7 @@ class Chunker:
             )
         return cdc
 
-    def chunks(self, fh: BinaryIO, size_hint: int) -> Iterator[bytes]:
+    def chunks(self, fh: BinaryIO, size_hint: int) -> Generator[bytes, None, None]:
         """The chunks of an unbuffered binary file, in order. ``size_hint`` (the size the file
         had) picks reading it whole or streaming it; a file that grew meanwhile is still read to
         its end."""
@@ -46,8 +50,9 @@ class Chunker:
                     yield bytes(c.data)
                 return
             fh = io.BufferedReader(_Chain(data, fh))  # type: ignore[arg-type]
-        for c in self._cdc().cut_stream(fh):
-            yield bytes(c.data)
+        with self._streams:
+            for c in self._cdc().cut_stream(fh):
+                yield bytes(c.data)
 
 
 class _Chain(io.RawIOBase):

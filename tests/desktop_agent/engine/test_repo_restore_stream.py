@@ -1,15 +1,18 @@
 """Memory of restores and snapshots. Restores read a pack range as a stream: each blob is opened and
 written as soon as its bytes are in (``Repository.read_spans``), so a restore worker holds about
-one blob, not the whole range; a snapshot's idle uploader holds no pack."""
+one blob, not the whole range; a snapshot's idle uploader holds no pack, and its readers stream one
+large file at a time."""
 
 from __future__ import annotations
 
 import os
 import random
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,10 @@ import httpx
 import pytest
 
 from desktop_agent.engine._errors import StorageError
+from desktop_agent.engine._repo import chunker as chunker_module
 from desktop_agent.engine._repo import restore as restore_module
 from desktop_agent.engine._repo.cache import Cache
+from desktop_agent.engine._repo.chunker import Chunker
 from desktop_agent.engine._repo.crypto import RepoKeys
 from desktop_agent.engine._repo.errors import CorruptObject, MissingObject
 from desktop_agent.engine._repo.format import BlobType
@@ -277,3 +282,35 @@ def test_an_idle_uploader_holds_no_pack(tmp_path: Path) -> None:
         assert held == []  # the uploaded pack (256 KiB here, 16 MiB in a real snapshot) is freed
     finally:
         pipeline.finish()
+
+
+def test_one_large_file_is_streamed_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chunker_module, "READ_WHOLE", 64 * 1024)  # stream files above 64 KiB
+    chunker = Chunker(seed=1)
+    rng = random.Random(4)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(rng.randbytes(2 * MiB))
+    spans: dict[str, tuple[float, float]] = {}
+
+    def stream(name: str) -> None:
+        with open(tmp_path / name, "rb", buffering=0) as fh:
+            first = None
+            for _ in chunker.chunks(fh, 2 * MiB):
+                first = first or time.monotonic()
+                time.sleep(0.02)
+            assert first is not None
+            spans[name] = (first, time.monotonic())
+
+    with open(tmp_path / "c", "rb", buffering=0) as fh:  # stopped early, then closed
+        with closing(chunker.chunks(fh, 2 * MiB)) as left:
+            next(left)
+    threads = [threading.Thread(target=stream, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(spans) == ["a", "b"]
+    (a0, a1), (b0, b1) = spans["a"], spans["b"]
+    assert a1 <= b0 or b1 <= a0  # never both at once: each holds a 16 MiB buffer
