@@ -200,23 +200,34 @@ class AgentService:
             raise NotFound("agent not found")
         return row
 
-    async def _configs(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
-        """Each agent's configs (``id``, ``options``), in one query."""
-        result: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in agent_ids}
-        if not agent_ids:
-            return result
-        rows = await BackupConfig.select(
-            BackupConfig.id, BackupConfig.agent, BackupConfig.options
-        ).where(BackupConfig.agent.is_in(agent_ids))
-        for row in rows:
-            result[row["agent"]].append(row)
+    async def _configs(
+        self, agents: list[dict[str, Any]], *, all_agents: bool = True
+    ) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """Each agent's configs: their ``id``, and their ``options`` for one-shot agents only
+        (when such an agent is due back depends on its schedules; the options of every config of
+        a page of agents are not decoded for nothing). One query, and one more when the page has
+        one-shot agents. ``all_agents`` False: only the one-shot agents' configs."""
+        oneshot = [a["id"] for a in agents if a["mode"] == ONESHOT]
+        ids = [a["id"] for a in agents] if all_agents else oneshot
+        result: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in ids}
+        if ids and all_agents:
+            others: Combinable = BackupConfig.agent.is_in(ids)
+            if oneshot:
+                others = others & BackupConfig.agent.not_in(oneshot)
+            for row in await BackupConfig.select(BackupConfig.id, BackupConfig.agent).where(others):
+                result[row["agent"]].append(row)
+        if oneshot:
+            for row in await BackupConfig.select(
+                BackupConfig.id, BackupConfig.agent, BackupConfig.options
+            ).where(BackupConfig.agent.is_in(oneshot)):
+                result[row["agent"]].append(row)
         return result
 
     async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
         rows = (
             await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._configs([r["id"] for r in rows])
+        configs = await self._configs(rows)
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def page_agents(
@@ -244,7 +255,7 @@ class AgentService:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        configs = await self._configs([r["id"] for r in rows])
+        configs = await self._configs(rows)
         next_cursor = None
         if more and rows:
             created = aware(rows[-1]["created_at"])
@@ -264,7 +275,7 @@ class AgentService:
             .where((Agent.user == user.id) & Agent.id.is_in(ids))
             .order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._configs([r["id"] for r in rows])
+        configs = await self._configs(rows)
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def briefs(
@@ -322,7 +333,7 @@ class AgentService:
             query = query.limit(limit)
         rows = await query
         # Only one-shot agents need their configs (when they are due back): one query for those.
-        configs = await self._configs([r["id"] for r in rows if r["mode"] == ONESHOT])
+        configs = await self._configs(rows, all_agents=False)
         now = utcnow()
         out = []
         for row in rows:
@@ -406,7 +417,7 @@ class AgentService:
 
     async def get(self, user: CurrentUser, agent_id: str | uuid.UUID) -> AgentOut:
         row = await self._row(user, agent_id)
-        configs = await self._configs([row["id"]])
+        configs = await self._configs([row])
         return _agent_out(row, self.registry, self.settings, configs[row["id"]])
 
     async def key_matches(self, user: CurrentUser, agent_id: str, api_key: str) -> bool:
