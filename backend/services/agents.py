@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from msgspec import UNSET
+from piccolo.columns import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
+from piccolo.table import Table
 
 from backend.agents.tables import Agent, AgentLog
 from backend.backups.tables import BackupConfig
@@ -38,6 +40,7 @@ __all__ = [
     "AgentIdentity",
     "AgentRegistry",
     "AgentService",
+    "agents_row",
     "assigned_config",
     "compute_status",
     "filter_uuid",
@@ -140,25 +143,47 @@ def filter_uuid(value: str, name: str) -> uuid.UUID:
         raise InvalidInput(f"{name}: not a valid id", field=name) from None
 
 
+async def agents_row(
+    table: type[Table],
+    agent: AgentIdentity,
+    row_id: uuid.UUID,
+    missing: str,
+    *columns: Column,
+    also: Combinable | None = None,
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` whose ``agent`` and ``user`` are ``agent``'s (and that meets
+    ``also``), with ``columns`` (all without); else ``NotFound(missing)``: a row of another agent
+    or user is not revealed."""
+    meta = table._meta
+    where = (
+        (meta.primary_key == row_id)
+        & (meta.get_column_by_name("agent") == agent.id)
+        & (meta.get_column_by_name("user") == agent.user_id)
+    )
+    row: dict[str, Any] | None = (
+        await table.select(*columns).where(where if also is None else where & also).first()
+    )
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
 async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
     """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
     else :class:`NotFound` (a config of another agent or user is not revealed)."""
+    missing = "configId: no such config assigned to this agent"
     try:
         cid = uuid.UUID(config_id)
     except ValueError:
-        raise NotFound("configId: no such config assigned to this agent") from None
-    config = (
-        await BackupConfig.select(BackupConfig.name)
-        .where(
-            (BackupConfig.id == cid)
-            & (BackupConfig.agent == agent.id)
-            & (BackupConfig.user == agent.user_id)
-            & (BackupConfig.execution_mode == "agent")
-        )
-        .first()
+        raise NotFound(missing) from None
+    config = await agents_row(
+        BackupConfig,
+        agent,
+        cid,
+        missing,
+        BackupConfig.name,
+        also=BackupConfig.execution_mode == "agent",
     )
-    if config is None:
-        raise NotFound("configId: no such config assigned to this agent")
     return cid, str(config["name"])
 
 
