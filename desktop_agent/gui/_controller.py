@@ -318,16 +318,12 @@ class AgentController(QObject):
         """Check ``api_key`` against ``server_url`` (heartbeat + configs) off the GUI thread; when the
         server accepts it, save the settings and the key (keychain) and call ``on_done``. Nothing is
         saved when it refuses."""
-        server = server_url.strip().rstrip("/")
         key = api_key.strip()
-        try:
-            candidate = self.pairing.candidate(server, agent_id)
-        except ConfigurationError as exc:
-            on_failed(redact(str(exc)))
+        wanted = "paste the agent's API key (bka_…), shown when the agent was registered"
+        start = self._pairing_start(server_url, key, wanted, on_failed, agent_id)
+        if start is None:
             return
-        if not key:
-            on_failed("paste the agent's API key (bka_…), shown when the agent was registered")
-            return
+        server, candidate = start
 
         def done(result: object) -> None:
             if self._closed:
@@ -348,15 +344,11 @@ class AgentController(QObject):
         """Trade a pairing code (web console: Agents → Add a machine) for this machine's agent and
         API key off the GUI thread; save the settings and the key (keychain) and call ``on_done``.
         Nothing is saved when the server refuses the code."""
-        server = server_url.strip().rstrip("/")
-        try:
-            candidate = self.pairing.candidate(server)
-        except ConfigurationError as exc:
-            on_failed(redact(str(exc)))
+        wanted = "type the pairing code from the web console (Agents → Add a machine)"
+        start = self._pairing_start(server_url, code.strip(), wanted, on_failed)
+        if start is None:
             return
-        if not code.strip():
-            on_failed("type the pairing code from the web console (Agents → Add a machine)")
-            return
+        server, candidate = start
 
         def done(result: object) -> None:
             if self._closed:
@@ -367,6 +359,28 @@ class AgentController(QObject):
             self._paired(server, " by code", beat, configs, save, on_done, on_failed)
 
         run_task(lambda: redeem_code(server, code), done, on_failed, self.pool)
+
+    def _pairing_start(
+        self,
+        server_url: str,
+        secret: str,
+        wanted: str,
+        on_failed: Callable[[str], None],
+        agent_id: str | None = None,
+    ) -> tuple[str, AgentSettings] | None:
+        """The server's address (trimmed) and the settings a pairing with it would save; None,
+        after telling ``on_failed`` why, when the address is not one or ``secret`` (the key or
+        the code) is empty (``wanted`` says what to give)."""
+        server = server_url.strip().rstrip("/")
+        try:
+            candidate = self.pairing.candidate(server, agent_id)
+        except ConfigurationError as exc:
+            on_failed(redact(str(exc)))
+            return None
+        if not secret:
+            on_failed(wanted)
+            return None
+        return server, candidate
 
     def _paired(
         self,
