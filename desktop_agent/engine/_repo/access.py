@@ -26,7 +26,6 @@ from .._events import (
     Emitter,
     EventSink,
     RestoreFailed,
-    RestoreFinished,
     RestoreProgress,
     RestoreSkipped,
     RestoreStarted,
@@ -322,7 +321,6 @@ class Snapshots(OwnsClients):
             raise
         for path, why in report.errors:
             emit(RestoreSkipped(backup_id=backup_id, path=path, reason=why))
-        duration = int((time.monotonic() - started) * 1000)
         result = RestoreResult(
             backup_id=backup_id,
             filename=snapshot_name(backup_id),
@@ -333,30 +331,14 @@ class Snapshots(OwnsClients):
             bytes=report.bytes,
             skipped=list(report.errors),
             archive_size=report.downloaded,
-            duration_ms=duration,
+            duration_ms=int((time.monotonic() - started) * 1000),
             unmatched_patterns=chosen.unused() if chosen else [],
             renamed=list(report.renamed),
             replaced=list(report.replaced),
             unchanged=report.unchanged,
             packs=report.packs,
         )
-        emit(
-            RestoreFinished(
-                backup_id=backup_id,
-                filename=result.filename,
-                target=options.target_label,
-                files=result.restored,
-                bytes=result.bytes,
-                skipped=len(result.skipped),
-                archive_size=result.archive_size,
-                sha256="",
-                duration_ms=duration,
-                resumed=0,
-                unchanged=result.unchanged,
-                renamed=tuple(result.renamed),
-                replaced=tuple(result.replaced),
-            )
-        )
+        emit(result.finished(options.target_label))
         return result
 
 
