@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import os
 import sys
@@ -173,18 +172,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
+    from backend.cli_catalog import read_new_password
     from backend.db import bind_tables, make_engine
     from backend.errors import DomainError
     from backend.services.accounts import AccountService
 
     settings = Settings.from_env()
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("backapp: the passwords differ", file=sys.stderr)
-            return 2
+    password = read_new_password(args, "Password: ")
+    if password is None:
+        print("backapp: the passwords differ", file=sys.stderr)
+        return 2
     if settings.auto_migrate:
         run_migrations(quiet=True)
 
