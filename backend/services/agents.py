@@ -29,7 +29,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, AgentRegistry
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
-from backend.services.cursors import Cursor, name_contains
+from backend.services.cursors import Cursor, keyset_page, name_contains
 from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits, check_parallel_backups, stored_limits
 from backend.services.presence import ONESHOT
@@ -45,6 +45,7 @@ __all__ = [
     "compute_status",
     "filter_uuid",
     "parse_uuid",
+    "users_row",
 ]
 
 log = logging.getLogger("backapp.agents")
@@ -168,6 +169,25 @@ async def agents_row(
     return row
 
 
+async def users_row(
+    table: type[Table], user: CurrentUser, row_id: str | uuid.UUID, what: str, *columns: Column
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` (with ``columns``; all without) when its ``user`` is
+    ``user``, else ``NotFound("<what> not found")``: another user's row is not revealed."""
+    meta = table._meta
+    row: dict[str, Any] | None = (
+        await table.select(*columns)
+        .where(
+            (meta.primary_key == parse_uuid(row_id, what))
+            & (meta.get_column_by_name("user") == user.id)
+        )
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
 async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
     """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
     else :class:`NotFound` (a config of another agent or user is not revealed)."""
@@ -215,14 +235,7 @@ class AgentService:
         return await self.get(user, agent.id), key
 
     async def _row(self, user: CurrentUser, agent_id: str | uuid.UUID) -> dict[str, Any]:
-        row = (
-            await Agent.select()
-            .where((Agent.id == parse_uuid(agent_id, "agent")) & (Agent.user == user.id))
-            .first()
-        )
-        if row is None:
-            raise NotFound("agent not found")
-        return row
+        return await users_row(Agent, user, agent_id, "agent")
 
     async def _configs(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
         """Each agent's configs (``id``, ``options``), in one query."""
@@ -257,23 +270,10 @@ class AgentService:
         where: Combinable = Agent.user == user.id
         if search:
             where = where & name_contains("name", search)
-        if after is not None:
-            # ``>=`` first: a range the index seeks to (see history._keyset).
-            where = where & (
-                (Agent.created_at >= after.at)
-                & ((Agent.created_at > after.at) | (Agent.id > after.id))
-            )
-        rows = (
-            await Agent.select().where(where).order_by(Agent.created_at, Agent.id).limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            Agent, where, Agent.created_at, after, limit, newest_first=False
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
         configs = await self._configs([r["id"] for r in rows])
-        next_cursor = None
-        if more and rows:
-            created = aware(rows[-1]["created_at"])
-            assert created is not None
-            next_cursor = Cursor(at=created, id=rows[-1]["id"])
         return [
             _agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows
         ], next_cursor
@@ -523,23 +523,10 @@ class AgentService:
         where: Combinable = AgentLog.agent == row["id"]
         if level:
             where = where & (AgentLog.level == level)
-        if after is not None:
-            # The leading range is implied by the rest; it is there for the index to seek to.
-            where = where & (
-                (AgentLog.timestamp <= after.at)
-                & ((AgentLog.timestamp < after.at) | (AgentLog.id < after.id))
-            )
-        rows = (
-            await AgentLog.select()
-            .where(where)
-            .order_by(AgentLog.timestamp, AgentLog.id, ascending=False)
-            .limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            AgentLog, where, AgentLog.timestamp, after, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        out = [_log_out(r) for r in rows]
-        last = aware(rows[-1]["timestamp"]) if more and rows else None
-        return out, (Cursor(at=last, id=rows[-1]["id"]) if last is not None else None)
+        return [_log_out(r) for r in rows], next_cursor
 
     async def add_log(
         self, agent: AgentIdentity, level: str, message: str, metadata: dict[str, Any] | None

@@ -13,12 +13,11 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 
 from backend.backups.tables import BackupConfig, BackupLog
-from backend.errors import NotFound
 from backend.schemas import BackupOut, BackupTotals, ConfigLastBackups
 from backend.services.accounts import CurrentUser
-from backend.services.agents import filter_uuid, parse_uuid
-from backend.services.clock import aware, iso
-from backend.services.cursors import Cursor
+from backend.services.agents import filter_uuid, users_row
+from backend.services.clock import iso
+from backend.services.cursors import Cursor, keyset_page
 
 __all__ = ["BackupFilter", "BackupHistory", "backup_out", "user_log"]
 
@@ -71,14 +70,7 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 
 async def user_log(user: CurrentUser, backup_id: str) -> dict[str, Any]:
     """The log row of backup ``backup_id`` when it is this user's, else :class:`NotFound`."""
-    row: dict[str, Any] | None = (
-        await BackupLog.select()
-        .where((BackupLog.id == parse_uuid(backup_id, "backup")) & (BackupLog.user == user.id))
-        .first()
-    )
-    if row is None:
-        raise NotFound("backup not found")
-    return row
+    return await users_row(BackupLog, user, backup_id, "backup")
 
 
 _NEWEST = (
@@ -104,16 +96,6 @@ def _newest_where(user: CurrentUser, config_ids: Sequence[uuid.UUID] | None) -> 
     # One IN over a UNION, not two INs joined by OR: PostgreSQL turns the OR into a filter run
     # on every backup of the user, the single IN into an index lookup per id.
     return WhereRaw(f"id IN ({newest} UNION {completed})", *values, *values)
-
-
-def _keyset(after: Cursor) -> Combinable:
-    """Rows after ``after`` in ``started_at DESC, id DESC`` order.
-
-    The leading ``started_at <= t`` is implied by the rest; it is there as a range the index can
-    seek to (SQLite scans the whole user's index for a bare ``a < t OR (a = t AND id < i)``)."""
-    return (BackupLog.started_at <= after.at) & (
-        (BackupLog.started_at < after.at) | (BackupLog.id < after.id)
-    )
 
 
 @dataclass(frozen=True)
@@ -198,23 +180,9 @@ class BackupHistory:
     ) -> tuple[list[BackupOut], Cursor | None]:
         """One page of this user's backups, newest first, after ``after`` (keyset pagination);
         and the cursor of the next page, None on the last one. Its cost does not grow with depth."""
-        where = filters.where(user)
-        if after is not None:
-            where = where & _keyset(after)
-        rows = (
-            await BackupLog.select()
-            .where(where)
-            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
-            .limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            BackupLog, filters.where(user), BackupLog.started_at, after, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = None
-        if more and rows:
-            last = rows[-1]
-            started = aware(last["started_at"])
-            assert started is not None
-            next_cursor = Cursor(at=started, id=_as_uuid(last["id"]))
         return [backup_out(r) for r in rows], next_cursor
 
     async def count_backups(
