@@ -113,15 +113,13 @@ class Snapshots(OwnsClients):
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
-        snapshots = cls(
+        return cls(
             client,
             storage,
             server_url=settings.server_url or "",
             key_source=key_source,
             recovery_code=recovery_code,
-        )
-        snapshots._owned = [client, storage]
-        return snapshots
+        ).owning(client, storage)
 
     def machine_key(self, agent_id: str) -> bytes | None:
         """The default ``RepositoryKeySource``: the key this machine's keychain holds for
