@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -299,6 +300,7 @@ class AgentService:
         limit: int | None = None,
         oneshot: bool | None = None,
         marked: bool | None = None,
+        ids: Iterable[str | None] | None = None,
     ) -> list[AgentBrief]:
         """This user's agents with only their name and status (one narrow query), oldest first.
 
@@ -307,9 +309,14 @@ class AgentService:
         O(problems) agents, not the fleet. ``oneshot``: only the active one-shot agents seen
         once (True: whether they are idle or offline depends on their schedules), or only the
         others (False: silent means offline). ``marked``: only those the presence round marked
-        offline (True) or only the others (False; ``services/offline.py``). ``limit``: at most
-        that many."""
+        offline (True) or only the others (False; ``services/offline.py``). ``ids``: only these
+        (unknown or foreign ids are left out). ``limit``: at most that many."""
         where: Combinable = Agent.user == user.id
+        if ids is not None:
+            wanted = sorted({uuid.UUID(a) for a in ids if a}, key=lambda u: u.int)
+            if not wanted:
+                return []
+            where = where & Agent.id.is_in(wanted)
         if silent_since is not None:
             where = where & (
                 (Agent.active == False)  # noqa: E712 (a SQL comparison)
@@ -373,19 +380,21 @@ class AgentService:
             )
         return out
 
-    async def count_silent(self, user: CurrentUser, silent_since: datetime) -> int:
-        """How many of this user's agents are deactivated, or active and not heard from in the
-        database since ``silent_since`` (or never): three ranges of the ``("user", active,
-        last_seen)`` index, read from the index alone."""
+    async def count_silent(self, user: CurrentUser, silent_since: datetime) -> tuple[int, int]:
+        """How many agents this user has, and how many of them are deactivated, or active and
+        not heard from in the database since ``silent_since`` (or never): one statement over
+        four ranges of the ``("user", active, last_seen)`` index, read from the index alone."""
         where = 'FROM backapp_agent WHERE "user" = {} AND active = {}'
         [row] = await Agent.raw(
-            f"SELECT (SELECT COUNT(*) {where}) + (SELECT COUNT(*) {where} AND last_seen IS NULL)"
+            'SELECT (SELECT COUNT(*) FROM backapp_agent WHERE "user" = {}) AS total,'
+            f" (SELECT COUNT(*) {where}) + (SELECT COUNT(*) {where} AND last_seen IS NULL)"
             f" + (SELECT COUNT(*) {where} AND last_seen < {{}}) AS n",
+            user.id,
             *(user.id, False),
             *(user.id, True),
             *(user.id, True, silent_since),
         )
-        return int(row["n"])
+        return int(row["total"]), int(row["n"])
 
     async def online_briefs(
         self, user: CurrentUser, seen_since: datetime, limit: int

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,29 +30,61 @@ from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware
 from backend.services.last_backup import BATCH, refresh_severity
 from backend.services.presence import ONESHOT
+from backend.services.round_budget import RoundBudget
 from backend.settings import Settings
 
-__all__ = ["clear_offline", "mark_offline"]
+__all__ = ["MARK_BATCH", "ROUND_AGENTS", "Marked", "clear_offline", "mark_offline"]
+
+MARK_BATCH = 500
+"""Agents one statement of the presence round marks offline (their configs ranked with them)."""
+ROUND_AGENTS = 5000
+"""Agents one presence round marks at the most (as many configs as a retention round reads)."""
 
 _ONESHOT_SEEN = "COALESCE(mode, '') = {} AND last_seen IS NOT NULL"
 
 
-async def mark_offline(now: datetime, settings: Settings) -> list[uuid.UUID]:
+@dataclass
+class Marked:
+    """What one presence round marked offline, and whether agents are left for the next."""
+
+    agents: list[uuid.UUID]
+    more: bool
+
+
+async def mark_offline(
+    now: datetime, settings: Settings, budget: RoundBudget | None = None
+) -> Marked:
     """Mark the agents that are offline at ``now`` and not marked yet, and rank their configs
-    offline; returns the agents marked."""
+    offline, :data:`MARK_BATCH` agents a statement until ``budget`` (default: the round budget
+    of ``settings``) is spent; what is left is marked by the next rounds (``more``)."""
+    if budget is None:
+        budget = RoundBudget(settings.round_budget_seconds, ROUND_AGENTS)
     silent_since = now - timedelta(seconds=settings.offline_after_seconds)
     silent = "offline_since IS NULL AND active = {} AND (last_seen IS NULL OR last_seen < {})"
-    marked = [
-        uuid.UUID(str(r["id"]))
-        for r in await Agent.raw(
-            f"UPDATE backapp_agent SET offline_since = {{}} WHERE {silent}"
-            f" AND NOT ({_ONESHOT_SEEN}) RETURNING id",
-            now,
-            True,
-            silent_since,
-            ONESHOT,
-        )
-    ]
+    marked: list[uuid.UUID] = []
+    while True:
+        limit = min(MARK_BATCH, max(1, budget.left))
+        # After an upgrade or an outage thousands of agents are due at once: a batch at a time,
+        # each with its configs ranked, so a round holds its lock about as long as its budget.
+        batch = [
+            uuid.UUID(str(r["id"]))
+            for r in await Agent.raw(
+                "UPDATE backapp_agent SET offline_since = {} WHERE id IN (SELECT id FROM"
+                f" backapp_agent WHERE {silent} AND NOT ({_ONESHOT_SEEN})"
+                f" LIMIT {limit}) RETURNING id",
+                now,
+                True,
+                silent_since,
+                ONESHOT,
+            )
+        ]
+        await _rank_configs(batch)
+        marked += batch
+        budget.take(len(batch))
+        if len(batch) < limit:
+            break
+        if budget.spent:
+            return Marked(marked, more=True)
     # One-shot agents: offline once their next run is overdue.
     cron = await Agent.raw(
         f"SELECT id, last_seen, timezone FROM backapp_agent WHERE {silent} AND {_ONESHOT_SEEN}",
@@ -78,11 +111,12 @@ async def mark_offline(now: datetime, settings: Settings) -> list[uuid.UUID]:
             )
             < now
         ]
-        marked += await _update_agents(
+        late = await _update_agents(
             overdue, "offline_since = {}", silent, (now,), (True, silent_since)
         )
-    await _rank_configs(marked)
-    return marked
+        await _rank_configs(late)
+        marked += late
+    return Marked(marked, more=False)
 
 
 async def clear_offline(agent_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:

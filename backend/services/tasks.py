@@ -72,6 +72,16 @@ class Housekeeping:
     """Web restores no machine took within their day, now ``expired``."""
 
 
+@dataclass
+class PresenceReport:
+    """One presence round: the agents it marked offline, whether more are left to mark (the
+    next rounds do them), and how many went offline since the previous round (told to pages)."""
+
+    marked: int
+    more: bool
+    told: int = 0
+
+
 PAIRING_CODE_KEPT = timedelta(days=1)
 """How long a pairing code's row outlives its expiry: meanwhile presenting it again is answered
 *already used* or *expired* rather than *no such code*."""
@@ -214,20 +224,23 @@ class PeriodicTasks:
         for user in users:
             self.live.to_user(user, {"type": "alert"})
 
-    async def run_presence(self, now: datetime | None = None) -> int | None:
-        """Tell the owners' open pages which agents went offline since the previous round
-        (``{"type": "agent", "online": false}``): the last heartbeat crossed the offline threshold.
-        (An agent coming back online is told by its heartbeat.) Returns how many."""
+    async def run_presence(self, now: datetime | None = None) -> PresenceReport | None:
+        """Store which agents are offline (a bounded round: a backlog of thousands, after an
+        upgrade or an outage, is marked over several rounds; ``more`` says so), and tell the
+        owners' open pages which agents went offline since the previous round
+        (``{"type": "agent", "online": false}``): the last heartbeat crossed the offline
+        threshold. (An agent coming back online is told by its heartbeat.)"""
 
-        async def went_offline() -> int:
+        async def went_offline() -> PresenceReport:
             moment = now or utcnow()
             # Store it too: the dashboard ranks the configs of offline agents from their rows.
-            await mark_offline(moment, self.settings)
+            marked = await mark_offline(moment, self.settings)
+            report = PresenceReport(marked=len(marked.agents), more=marked.more)
             threshold = timedelta(seconds=self.settings.offline_after_seconds)
             since = self._presence_at or moment - timedelta(seconds=self.settings.task_interval)
             self._presence_at = moment
             if self.live is None or since >= moment:
-                return 0
+                return report
             rows = await Agent.select(Agent.id, Agent.user).where(
                 (Agent.last_seen >= since - threshold)
                 & (Agent.last_seen < moment - threshold)
@@ -237,7 +250,8 @@ class PeriodicTasks:
                 self.live.to_user(
                     r["user"], {"type": "agent", "agentId": str(r["id"]), "online": False}
                 )
-            return len(rows)
+            report.told = len(rows)
+            return report
 
         return await self._guarded("presence", went_offline)
 

@@ -111,7 +111,7 @@ async def page_rows(
     statement each, whatever the size of the fleet."""
     ids = [c.id for c in configs]
     last = await services.history.last_backups(user, ids)
-    agents = await services.agents.by_ids(user, sorted({c.agent_id for c in configs if c.agent_id}))
+    agents = await services.agents.briefs(user, ids=(c.agent_id for c in configs))
     return config_rows(configs, agents, last, utcnow())
 
 
@@ -119,8 +119,7 @@ async def agent_names(
     services: Services, user: CurrentUser, agent_ids: Iterable[str | None]
 ) -> dict[str, str]:
     """Names of the agents a page mentions (one query), not of every agent of the fleet."""
-    agents = await services.agents.by_ids(user, sorted({a for a in agent_ids if a}))
-    return {a.id: a.name for a in agents}
+    return {a.id: a.name for a in await services.agents.briefs(user, ids=agent_ids)}
 
 
 def _page_number(value: int | None) -> int:

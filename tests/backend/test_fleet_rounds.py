@@ -222,3 +222,59 @@ async def test_housekeeping_finds_leftover_uploads_by_index_not_by_reading_every
     [statement] = [s for s in log.statements if "upload_state" in s]
     plan = await BackupLog.raw(f"EXPLAIN QUERY PLAN {statement}")
     assert any("backapp_backup_log_upload_state" in str(row["detail"]) for row in plan), plan
+
+
+async def test_a_backlog_of_silent_agents_is_marked_offline_over_bounded_rounds(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade or an outage every silent agent is due at once: the presence round marks
+    a batch at a time within its budget and says ``more`` until all are marked, ending where one
+    unbounded round ends (the same agents marked, their configs ranked offline)."""
+    from backend.agents.tables import Agent
+    from backend.services import offline
+    from backend.services.last_backup import OFFLINE
+
+    await client.signup()
+    me = await _me(client, services)
+    await services.tasks.started()
+    now = datetime.now(UTC)
+    fleet = await seed_fleet(me.id, now=now, agents=7, configs=14, backups_per_config=1)
+    silent = fleet.agent_ids[:5]
+    await Agent.update({Agent.last_seen: now - timedelta(days=2)}).where(Agent.id.is_in(silent))
+    monkeypatch.setattr(offline, "MARK_BATCH", 2)
+    monkeypatch.setattr(offline, "ROUND_AGENTS", 2)
+    reports = []
+    while not reports or reports[-1].more:
+        report = await services.tasks.run_presence(now)
+        assert report is not None
+        reports.append(report)
+        assert len(reports) < 10, reports
+    assert [(r.marked, r.more) for r in reports] == [(2, True), (2, True), (1, False)]
+    marked = await Agent.select(Agent.id).where(Agent.offline_since.is_not_null())
+    assert {r["id"] for r in marked} == set(silent)
+    severity = await BackupConfig.select(BackupConfig.agent, BackupConfig.severity).where(
+        BackupConfig.id.is_in(fleet.config_ids)
+    )
+    assert {r["agent"] for r in severity if r["severity"] == OFFLINE} == set(silent)
+    assert all(r["severity"] != OFFLINE for r in severity if r["agent"] not in silent)
+    # No time at all: each round still marks one batch, so the backlog drains.
+    await Agent.update({Agent.offline_since: None}).where(Agent.id.is_in(silent))
+    monkeypatch.setattr(offline, "ROUND_AGENTS", 1000)
+    fast = dataclasses.replace(services.settings, round_budget_seconds=1e-9)
+    first = await offline.mark_offline(now, fast)
+    assert (len(first.agents), first.more) == (2, True)
+
+
+async def test_housekeeping_finds_dead_runs_among_the_running_not_by_reading_every_backup(
+    client: ApiClient, services: Services
+) -> None:
+    """The look for runs whose runner died reads the running backups in start order: without a
+    ``(status, started_at)`` index SQLite walks the start-time index over every backup (16 s at
+    a million backups) to find the few that run."""
+    if getattr(BackupLog._meta.db, "engine_type", "") != "sqlite":
+        pytest.skip("PostgreSQL plans by its statistics; SQLite's plan is the one fixed by rule")
+    with count_queries() as log:
+        await services.tasks.sweeper.interrupt_dead(datetime.now(UTC))
+    [statement] = [s for s in log.statements if "lease_token" in s and "ORDER BY" in s]
+    plan = await BackupLog.raw(f"EXPLAIN QUERY PLAN {statement}")
+    assert any("backapp_backup_log_status_started" in str(row["detail"]) for row in plan), plan

@@ -146,7 +146,7 @@ async def test_a_silent_agent_is_marked_offline_by_the_round_and_cleared_by_its_
     assert (overview.agent_total, overview.agents_online) == (2, 1)
     assert [a.id for a in overview.agents] == [str(silent), str(fleet.agent_ids[0])]
     # A second round marks nothing more.
-    assert await mark_offline(now, services.settings) == []
+    assert (await mark_offline(now, services.settings)).agents == []
 
     # It beats again: the flush writes last_seen and unmarks it, its configs are fine again.
     registry = services.agents.registry
@@ -321,7 +321,7 @@ async def test_one_shot_agents_between_runs_are_idle_not_offline(
     )
     # Later than the offline threshold, earlier than the idle agent's next daily run.
     later = now + timedelta(seconds=services.settings.offline_after_seconds)
-    assert await mark_offline(later, services.settings) == [gone]
+    assert (await mark_offline(later, services.settings)).agents == [gone]
     ids = [str(c) for c in fleet.config_ids]  # config i runs on agent i % 3
     assert await _stored(fleet.config_ids) == [FINE, FINE, OFFLINE] * 3
     service = OverviewService(services.agents)
@@ -336,7 +336,7 @@ async def test_one_shot_agents_between_runs_are_idle_not_offline(
     assert overview.shown == offline + [(ids[i], FINE) for i in (0, 1, 3, 4, 6, 7)]
     # Once its next run (and grace) has passed with no word from it, the idle one is offline
     # (and so is the daemon agent, silent for two days by then).
-    marked = await mark_offline(now + timedelta(days=2), services.settings)
+    marked = (await mark_offline(now + timedelta(days=2), services.settings)).agents
     assert set(marked) == {idle, fleet.agent_ids[0]}
 
 
