@@ -16,8 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from msgspec import UNSET
+from piccolo.columns import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
+from piccolo.table import Table
 
 from backend.agents.tables import Agent, AgentLog
 from backend.backups.tables import BackupConfig
@@ -28,7 +30,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, AgentRegistry
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
-from backend.services.cursors import Cursor, name_contains
+from backend.services.cursors import Cursor, keyset_page, name_contains
 from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits, check_parallel_backups, stored_limits
 from backend.services.presence import ONESHOT
@@ -39,10 +41,12 @@ __all__ = [
     "AgentIdentity",
     "AgentRegistry",
     "AgentService",
+    "agents_row",
     "assigned_config",
     "compute_status",
     "filter_uuid",
     "parse_uuid",
+    "users_row",
 ]
 
 log = logging.getLogger("backapp.agents")
@@ -141,25 +145,66 @@ def filter_uuid(value: str, name: str) -> uuid.UUID:
         raise InvalidInput(f"{name}: not a valid id", field=name) from None
 
 
-async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
-    """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
-    else :class:`NotFound` (a config of another agent or user is not revealed)."""
-    try:
-        cid = uuid.UUID(config_id)
-    except ValueError:
-        raise NotFound("configId: no such config assigned to this agent") from None
-    config = (
-        await BackupConfig.select(BackupConfig.name)
+async def agents_row(
+    table: type[Table],
+    agent: AgentIdentity,
+    row_id: uuid.UUID,
+    missing: str,
+    *columns: Column,
+    also: Combinable | None = None,
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` whose ``agent`` and ``user`` are ``agent``'s (and that meets
+    ``also``), with ``columns`` (all without); else ``NotFound(missing)``: a row of another agent
+    or user is not revealed."""
+    meta = table._meta
+    where = (
+        (meta.primary_key == row_id)
+        & (meta.get_column_by_name("agent") == agent.id)
+        & (meta.get_column_by_name("user") == agent.user_id)
+    )
+    row: dict[str, Any] | None = (
+        await table.select(*columns).where(where if also is None else where & also).first()
+    )
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+async def users_row(
+    table: type[Table], user: CurrentUser, row_id: str | uuid.UUID, what: str, *columns: Column
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` (with ``columns``; all without) when its ``user`` is
+    ``user``, else ``NotFound("<what> not found")``: another user's row is not revealed."""
+    meta = table._meta
+    row: dict[str, Any] | None = (
+        await table.select(*columns)
         .where(
-            (BackupConfig.id == cid)
-            & (BackupConfig.agent == agent.id)
-            & (BackupConfig.user == agent.user_id)
-            & (BackupConfig.execution_mode == "agent")
+            (meta.primary_key == parse_uuid(row_id, what))
+            & (meta.get_column_by_name("user") == user.id)
         )
         .first()
     )
-    if config is None:
-        raise NotFound("configId: no such config assigned to this agent")
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
+async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
+    """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
+    else :class:`NotFound` (a config of another agent or user is not revealed)."""
+    missing = "configId: no such config assigned to this agent"
+    try:
+        cid = uuid.UUID(config_id)
+    except ValueError:
+        raise NotFound(missing) from None
+    config = await agents_row(
+        BackupConfig,
+        agent,
+        cid,
+        missing,
+        BackupConfig.name,
+        also=BackupConfig.execution_mode == "agent",
+    )
     return cid, str(config["name"])
 
 
@@ -191,14 +236,7 @@ class AgentService:
         return await self.get(user, agent.id), key
 
     async def _row(self, user: CurrentUser, agent_id: str | uuid.UUID) -> dict[str, Any]:
-        row = (
-            await Agent.select()
-            .where((Agent.id == parse_uuid(agent_id, "agent")) & (Agent.user == user.id))
-            .first()
-        )
-        if row is None:
-            raise NotFound("agent not found")
-        return row
+        return await users_row(Agent, user, agent_id, "agent")
 
     async def _configs(
         self, agents: list[dict[str, Any]], *, all_agents: bool = True
@@ -244,23 +282,10 @@ class AgentService:
         where: Combinable = Agent.user == user.id
         if search:
             where = where & name_contains("name", search)
-        if after is not None:
-            # ``>=`` first: a range the index seeks to (see history._keyset).
-            where = where & (
-                (Agent.created_at >= after.at)
-                & ((Agent.created_at > after.at) | (Agent.id > after.id))
-            )
-        rows = (
-            await Agent.select().where(where).order_by(Agent.created_at, Agent.id).limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            Agent, where, Agent.created_at, after, limit, newest_first=False
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
         configs = await self._configs(rows)
-        next_cursor = None
-        if more and rows:
-            created = aware(rows[-1]["created_at"])
-            assert created is not None
-            next_cursor = Cursor(at=created, id=rows[-1]["id"])
         return [
             _agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows
         ], next_cursor
@@ -518,23 +543,10 @@ class AgentService:
         where: Combinable = AgentLog.agent == row["id"]
         if level:
             where = where & (AgentLog.level == level)
-        if after is not None:
-            # The leading range is implied by the rest; it is there for the index to seek to.
-            where = where & (
-                (AgentLog.timestamp <= after.at)
-                & ((AgentLog.timestamp < after.at) | (AgentLog.id < after.id))
-            )
-        rows = (
-            await AgentLog.select()
-            .where(where)
-            .order_by(AgentLog.timestamp, AgentLog.id, ascending=False)
-            .limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            AgentLog, where, AgentLog.timestamp, after, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        out = [_log_out(r) for r in rows]
-        last = aware(rows[-1]["timestamp"]) if more and rows else None
-        return out, (Cursor(at=last, id=rows[-1]["id"]) if last is not None else None)
+        return [_log_out(r) for r in rows], next_cursor
 
     async def add_log(
         self, agent: AgentIdentity, level: str, message: str, metadata: dict[str, Any] | None

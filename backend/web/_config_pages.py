@@ -17,6 +17,7 @@ from backend.schemas import AgentOut, ConfigIn, ConfigOut
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
 from backend.services.cursors import MAX_CURSOR_LENGTH
+from backend.services.history import BackupFilter
 from backend.web._auth import PageUserDep, provide_page_user, safe_next
 from backend.web._forms import ConfigForm, field_errors, text
 from backend.web._health import ConfigRow, config_rows
@@ -200,7 +201,10 @@ class ConfigPages(Controller):
         [row] = await page_rows(services, user, [config])
         number = _page_number(page_number)
         backups, total = await services.history.list_backups(
-            user, config_id=config.id, limit=BACKUP_PAGE, offset=(number - 1) * BACKUP_PAGE
+            user,
+            BackupFilter(config_id=config.id),
+            limit=BACKUP_PAGE,
+            offset=(number - 1) * BACKUP_PAGE,
         )
         return page(
             request,
@@ -291,7 +295,9 @@ class ConfigPages(Controller):
         services: ServicesDep,
     ) -> Template:
         config = await services.configs.get(user, config_id)
-        _, total = await services.history.list_backups(user, config_id=config.id, limit=1)
+        _, total = await services.history.list_backups(
+            user, BackupFilter(config_id=config.id), limit=1
+        )
         return page(
             request,
             "config_delete.html",

@@ -30,7 +30,8 @@ from .._restore.extraction import beside as _beside
 from .cache import BlobLocation
 from .chunker import Chunker
 from .errors import CorruptObject, MissingObject, RepositoryError
-from .format import PACK_SIZE, Node, open_blob
+from .format import PACK_SIZE, Node
+from .pack import open_entry
 from .repository import Repository
 
 log = logging.getLogger("desktop_agent.engine.repo")
@@ -389,12 +390,9 @@ class SnapshotRestorer:
         for loc in group:
             e = loc.entry
             try:
-                plain = open_blob(
+                plain = open_entry(
                     self.repo.keys,
-                    e.type,
-                    e.id,
-                    e.compressed,
-                    e.raw_length,
+                    e,
                     view[e.offset - start : e.offset - start + e.length],
                     what=f"a chunk in pack {pack[:16]}…",
                 )
