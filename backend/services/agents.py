@@ -433,10 +433,6 @@ class AgentService:
             for r in rows
         ]
 
-    async def count(self, user: CurrentUser) -> int:
-        """How many agents this user has."""
-        return int(await Agent.count().where(Agent.user == user.id))
-
     async def has_agents(self, user: CurrentUser) -> bool:
         return bool(await Agent.exists().where(Agent.user == user.id))
 
