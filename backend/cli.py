@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import os
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 from backend import __version__
 from backend.settings import Settings
 from desktop_agent.engine import install_log_redaction
+from desktop_agent.engine.console import run_to_exit_status
 
 __all__ = ["main"]
 
@@ -172,18 +172,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
+    from backend.cli_catalog import read_new_password
     from backend.db import bind_tables, make_engine
     from backend.errors import DomainError
     from backend.services.accounts import AccountService
 
     settings = Settings.from_env()
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("backapp: the passwords differ", file=sys.stderr)
-            return 2
+    password = read_new_password(args, "Password: ")
+    if password is None:
+        print("backapp: the passwords differ", file=sys.stderr)
+        return 2
     if settings.auto_migrate:
         run_migrations(quiet=True)
 
@@ -423,25 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: What a program killed by SIGPIPE reports (128 + 13): the reader of its output went away.
-EXIT_BROKEN_PIPE = 141
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run ``backapp`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    try:
-        status = _main(argv)
-        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
-        return status
-    except BrokenPipeError:
-        # `backapp s3 lifecycle | head`: the reader closed the pipe; no traceback for that. Python
-        # flushes stdout again at exit, which would fail the same way: point it at /dev/null.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        finally:
-            os.close(devnull)
-        return EXIT_BROKEN_PIPE
+    """Run ``backapp`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status
+    (``EXIT_BROKEN_PIPE`` when the reader of its output went away: ``backapp s3 lifecycle | head``)."""
+    return run_to_exit_status(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:

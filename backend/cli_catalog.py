@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 from backend.settings import Settings
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "read_new_password"]
 
 T = TypeVar("T")
 
@@ -33,6 +34,15 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     return run_on_database(
         settings.database_url, lambda: work(CatalogService(settings, make_storage(settings)))
     )
+
+
+def read_new_password(args: argparse.Namespace, prompt: str) -> str | None:
+    """A new password: the first line of standard input with ``--password-stdin``, else asked
+    twice at the terminal (``prompt``, then "Again: "); None when the two answers differ."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass(prompt)
+    return password if getpass.getpass("Again: ") == password else None
 
 
 def _fail(message: str) -> int:
@@ -149,19 +159,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_user_password(args: argparse.Namespace) -> int:
     """Set an account's password (the accounts a rebuild recreates have none)."""
-    import getpass
-
     from backend.db import bind_tables, make_engine
     from backend.errors import DomainError
     from backend.services.accounts import AccountService
 
     settings = Settings.from_env()
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("New password: ")
-        if getpass.getpass("Again: ") != password:
-            return _fail("the passwords differ")
+    password = read_new_password(args, "New password: ")
+    if password is None:
+        return _fail("the passwords differ")
 
     async def go() -> None:
         bind_tables(make_engine(settings.database_url))

@@ -27,6 +27,7 @@ class RecoveryOut(Camel):
     created_at: str | None = None
     rotated_at: str | None = None
     agent_key_version: int | None = None
+    """The version the asking agent's wrapped key is for (``None``: it has none)."""
     organisation_key: str | None = None
     """The organisation's recovery recipient (``age1…``), when an administrator set one up:
     agents wrap their key and encrypt their encrypted archives for it too."""
@@ -104,6 +105,7 @@ class OrganisationSnapshotOut(Camel):
 
     backup_id: str
     agent_id: str
+    """The repository's agent: the ``agentId`` its objects are read with."""
     agent_name: str
     config_name: str
     wrapped_key: str

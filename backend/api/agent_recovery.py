@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from litestar import Controller, get, post, put
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
@@ -25,33 +26,19 @@ from backend.recovery_schemas import (
 from backend.schemas import RestoreResponse
 from backend.services.organisation_access import organisation_reader, snapshot_key
 from backend.services.organisation_recovery import OrganisationState
-from backend.services.recovery import RecoveryState, WrappedKeyIn, WrappedKeyOut
+from backend.services.recovery import WrappedKeyIn
 from backend.snapshot_schemas import RepoListResponse, RepoReadRequest, RepoReadResponse
 
 
-def _state(state: RecoveryState, org: OrganisationState | None = None) -> RecoveryOut:
-    return RecoveryOut(
-        organisation_key=org.public_key if org else None,
-        organisation_version=org.version if org else None,
-        agent_organisation_key_version=org.agent_key_version if org else None,
-        configured=state.configured,
-        public_key=state.public_key,
-        salt=state.salt,
-        kdf=state.kdf,
-        version=state.version,
-        created_at=state.created_at,
-        rotated_at=state.rotated_at,
-        agent_key_version=state.agent_key_version,
-    )
-
-
-def _key(key: WrappedKeyOut) -> RepoKeyOut:
-    return RepoKeyOut(
-        agent_id=key.agent_id,
-        agent_name=key.agent_name,
-        wrapped_key=key.wrapped_key,
-        version=key.version,
-        updated_at=key.updated_at,
+def _state(state: RecoveryOut, org: OrganisationState | None = None) -> RecoveryOut:
+    """The account's recovery state, with the organisation's key (``org``) when one is asked for."""
+    if org is None:
+        return state
+    return msgspec.structs.replace(
+        state,
+        organisation_key=org.public_key,
+        organisation_version=org.version,
+        agent_organisation_key_version=org.agent_key_version,
     )
 
 
@@ -100,7 +87,7 @@ class AgentRecoveryController(Controller):
 
     @get("/recovery/keys", summary="Every wrapped repository key of the account (for a rotation)")
     async def keys(self, agent: AgentDep, services: ServicesDep) -> RepoKeysOut:
-        return RepoKeysOut(keys=[_key(k) for k in await services.recovery.list_keys(agent)])
+        return RepoKeysOut(keys=await services.recovery.list_keys(agent))
 
     @put("/repo/key", status_code=HTTP_200_OK, summary="Store this agent's wrapped repository key")
     async def put_key(
@@ -120,7 +107,7 @@ class AgentRecoveryController(Controller):
             str | None, QueryParameter(name="agentId", min_length=1, max_length=64)
         ] = None,
     ) -> RepoKeyOut:
-        return _key(await services.recovery.get_key(agent, agent_id))
+        return await services.recovery.get_key(agent, agent_id)
 
     @put(
         "/repo/organisation-key",
@@ -155,15 +142,7 @@ class AgentRecoveryController(Controller):
     async def organisation_snapshot(
         self, data: JSONBody[OrganisationSnapshotRequest], agent: AgentDep
     ) -> OrganisationSnapshotOut:
-        found = await snapshot_key(agent, data.backup_id)
-        return OrganisationSnapshotOut(
-            backup_id=found.backup_id,
-            agent_id=found.agent_id,
-            agent_name=found.agent_name,
-            config_name=found.config_name,
-            wrapped_key=found.wrapped_key,
-            version=found.version,
-        )
+        return await snapshot_key(agent, data.backup_id)
 
     @post(
         "/organisation/repo/read",

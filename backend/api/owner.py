@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
@@ -43,6 +43,7 @@ from backend.schemas import (
 )
 from backend.services.clock import iso
 from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
+from backend.services.history import BackupFilter
 
 _USER = {"user": Provide(provide_user)}
 MAX_LIST = 500
@@ -273,7 +274,7 @@ class BackupController(Controller):
     ) -> BackupListResponse:
         """``offset`` pages count every match (``total``); ``after`` (the ``nextAfter`` of the page
         before) pages at a cost that does not grow with depth, and leaves ``total`` null."""
-        filters: dict[str, Any] = dict(
+        filters = BackupFilter(
             config_id=config_id, agent_id=agent_id, status=status, since=since, until=until
         )
         if after:
@@ -281,9 +282,9 @@ class BackupController(Controller):
                 raise InvalidInput("offset: give either offset or after, not both", field="offset")
             page, more = await services.history.page_backups(
                 user,
+                filters,
                 after=services.cursors.decode("backups", user.id, after),
                 limit=limit,
-                **filters,
             )
             return BackupListResponse(
                 backups=page,
@@ -291,7 +292,7 @@ class BackupController(Controller):
                 next_after=services.cursors.encode("backups", user.id, more) if more else None,
             )
         backups, total = await services.history.list_backups(
-            user, limit=limit, offset=offset, **filters
+            user, filters, limit=limit, offset=offset
         )
         next_after = None
         if backups and offset + len(backups) < total:

@@ -10,13 +10,16 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from msgspec import UNSET
+from piccolo.columns import Column
 from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
+from piccolo.table import Table
 
 from backend.agents.tables import Agent, AgentLog
 from backend.backups.tables import BackupConfig
@@ -27,7 +30,7 @@ from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, AgentRegistry
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
-from backend.services.cursors import Cursor, name_contains
+from backend.services.cursors import Cursor, keyset_page, name_contains
 from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits, check_parallel_backups, stored_limits
 from backend.services.presence import ONESHOT
@@ -38,10 +41,12 @@ __all__ = [
     "AgentIdentity",
     "AgentRegistry",
     "AgentService",
+    "agents_row",
     "assigned_config",
     "compute_status",
     "filter_uuid",
     "parse_uuid",
+    "users_row",
 ]
 
 log = logging.getLogger("backapp.agents")
@@ -140,25 +145,66 @@ def filter_uuid(value: str, name: str) -> uuid.UUID:
         raise InvalidInput(f"{name}: not a valid id", field=name) from None
 
 
-async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
-    """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
-    else :class:`NotFound` (a config of another agent or user is not revealed)."""
-    try:
-        cid = uuid.UUID(config_id)
-    except ValueError:
-        raise NotFound("configId: no such config assigned to this agent") from None
-    config = (
-        await BackupConfig.select(BackupConfig.name)
+async def agents_row(
+    table: type[Table],
+    agent: AgentIdentity,
+    row_id: uuid.UUID,
+    missing: str,
+    *columns: Column,
+    also: Combinable | None = None,
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` whose ``agent`` and ``user`` are ``agent``'s (and that meets
+    ``also``), with ``columns`` (all without); else ``NotFound(missing)``: a row of another agent
+    or user is not revealed."""
+    meta = table._meta
+    where = (
+        (meta.primary_key == row_id)
+        & (meta.get_column_by_name("agent") == agent.id)
+        & (meta.get_column_by_name("user") == agent.user_id)
+    )
+    row: dict[str, Any] | None = (
+        await table.select(*columns).where(where if also is None else where & also).first()
+    )
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+async def users_row(
+    table: type[Table], user: CurrentUser, row_id: str | uuid.UUID, what: str, *columns: Column
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` (with ``columns``; all without) when its ``user`` is
+    ``user``, else ``NotFound("<what> not found")``: another user's row is not revealed."""
+    meta = table._meta
+    row: dict[str, Any] | None = (
+        await table.select(*columns)
         .where(
-            (BackupConfig.id == cid)
-            & (BackupConfig.agent == agent.id)
-            & (BackupConfig.user == agent.user_id)
-            & (BackupConfig.execution_mode == "agent")
+            (meta.primary_key == parse_uuid(row_id, what))
+            & (meta.get_column_by_name("user") == user.id)
         )
         .first()
     )
-    if config is None:
-        raise NotFound("configId: no such config assigned to this agent")
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
+async def assigned_config(agent: AgentIdentity, config_id: str) -> tuple[uuid.UUID, str]:
+    """The id and name of config ``config_id`` when it is assigned to ``agent`` and runs on agents;
+    else :class:`NotFound` (a config of another agent or user is not revealed)."""
+    missing = "configId: no such config assigned to this agent"
+    try:
+        cid = uuid.UUID(config_id)
+    except ValueError:
+        raise NotFound(missing) from None
+    config = await agents_row(
+        BackupConfig,
+        agent,
+        cid,
+        missing,
+        BackupConfig.name,
+        also=BackupConfig.execution_mode == "agent",
+    )
     return cid, str(config["name"])
 
 
@@ -190,32 +236,36 @@ class AgentService:
         return await self.get(user, agent.id), key
 
     async def _row(self, user: CurrentUser, agent_id: str | uuid.UUID) -> dict[str, Any]:
-        row = (
-            await Agent.select()
-            .where((Agent.id == parse_uuid(agent_id, "agent")) & (Agent.user == user.id))
-            .first()
-        )
-        if row is None:
-            raise NotFound("agent not found")
-        return row
+        return await users_row(Agent, user, agent_id, "agent")
 
-    async def _configs(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
-        """Each agent's configs (``id``, ``options``), in one query."""
-        result: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in agent_ids}
-        if not agent_ids:
-            return result
-        rows = await BackupConfig.select(
-            BackupConfig.id, BackupConfig.agent, BackupConfig.options
-        ).where(BackupConfig.agent.is_in(agent_ids))
-        for row in rows:
-            result[row["agent"]].append(row)
+    async def _configs(
+        self, agents: list[dict[str, Any]], *, all_agents: bool = True
+    ) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """Each agent's configs: their ``id``, and their ``options`` for one-shot agents only
+        (when such an agent is due back depends on its schedules; the options of every config of
+        a page of agents are not decoded for nothing). One query, and one more when the page has
+        one-shot agents. ``all_agents`` False: only the one-shot agents' configs."""
+        oneshot = [a["id"] for a in agents if a["mode"] == ONESHOT]
+        ids = [a["id"] for a in agents] if all_agents else oneshot
+        result: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in ids}
+        if ids and all_agents:
+            others: Combinable = BackupConfig.agent.is_in(ids)
+            if oneshot:
+                others = others & BackupConfig.agent.not_in(oneshot)
+            for row in await BackupConfig.select(BackupConfig.id, BackupConfig.agent).where(others):
+                result[row["agent"]].append(row)
+        if oneshot:
+            for row in await BackupConfig.select(
+                BackupConfig.id, BackupConfig.agent, BackupConfig.options
+            ).where(BackupConfig.agent.is_in(oneshot)):
+                result[row["agent"]].append(row)
         return result
 
     async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
         rows = (
             await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._configs([r["id"] for r in rows])
+        configs = await self._configs(rows)
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def page_agents(
@@ -232,23 +282,10 @@ class AgentService:
         where: Combinable = Agent.user == user.id
         if search:
             where = where & name_contains("name", search)
-        if after is not None:
-            # ``>=`` first: a range the index seeks to (see history._keyset).
-            where = where & (
-                (Agent.created_at >= after.at)
-                & ((Agent.created_at > after.at) | (Agent.id > after.id))
-            )
-        rows = (
-            await Agent.select().where(where).order_by(Agent.created_at, Agent.id).limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            Agent, where, Agent.created_at, after, limit, newest_first=False
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        configs = await self._configs([r["id"] for r in rows])
-        next_cursor = None
-        if more and rows:
-            created = aware(rows[-1]["created_at"])
-            assert created is not None
-            next_cursor = Cursor(at=created, id=rows[-1]["id"])
+        configs = await self._configs(rows)
         return [
             _agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows
         ], next_cursor
@@ -263,7 +300,7 @@ class AgentService:
             .where((Agent.user == user.id) & Agent.id.is_in(ids))
             .order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._configs([r["id"] for r in rows])
+        configs = await self._configs(rows)
         return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
 
     async def briefs(
@@ -274,6 +311,7 @@ class AgentService:
         limit: int | None = None,
         oneshot: bool | None = None,
         marked: bool | None = None,
+        ids: Iterable[str | None] | None = None,
     ) -> list[AgentBrief]:
         """This user's agents with only their name and status (one narrow query), oldest first.
 
@@ -282,9 +320,14 @@ class AgentService:
         O(problems) agents, not the fleet. ``oneshot``: only the active one-shot agents seen
         once (True: whether they are idle or offline depends on their schedules), or only the
         others (False: silent means offline). ``marked``: only those the presence round marked
-        offline (True) or only the others (False; ``services/offline.py``). ``limit``: at most
-        that many."""
+        offline (True) or only the others (False; ``services/offline.py``). ``ids``: only these
+        (unknown or foreign ids are left out). ``limit``: at most that many."""
         where: Combinable = Agent.user == user.id
+        if ids is not None:
+            wanted = sorted({uuid.UUID(a) for a in ids if a}, key=lambda u: u.int)
+            if not wanted:
+                return []
+            where = where & Agent.id.is_in(wanted)
         if silent_since is not None:
             where = where & (
                 (Agent.active == False)  # noqa: E712 (a SQL comparison)
@@ -315,7 +358,7 @@ class AgentService:
             query = query.limit(limit)
         rows = await query
         # Only one-shot agents need their configs (when they are due back): one query for those.
-        configs = await self._configs([r["id"] for r in rows if r["mode"] == ONESHOT])
+        configs = await self._configs(rows, all_agents=False)
         now = utcnow()
         out = []
         for row in rows:
@@ -348,19 +391,21 @@ class AgentService:
             )
         return out
 
-    async def count_silent(self, user: CurrentUser, silent_since: datetime) -> int:
-        """How many of this user's agents are deactivated, or active and not heard from in the
-        database since ``silent_since`` (or never): three ranges of the ``("user", active,
-        last_seen)`` index, read from the index alone."""
+    async def count_silent(self, user: CurrentUser, silent_since: datetime) -> tuple[int, int]:
+        """How many agents this user has, and how many of them are deactivated, or active and
+        not heard from in the database since ``silent_since`` (or never): one statement over
+        four ranges of the ``("user", active, last_seen)`` index, read from the index alone."""
         where = 'FROM backapp_agent WHERE "user" = {} AND active = {}'
         [row] = await Agent.raw(
-            f"SELECT (SELECT COUNT(*) {where}) + (SELECT COUNT(*) {where} AND last_seen IS NULL)"
+            'SELECT (SELECT COUNT(*) FROM backapp_agent WHERE "user" = {}) AS total,'
+            f" (SELECT COUNT(*) {where}) + (SELECT COUNT(*) {where} AND last_seen IS NULL)"
             f" + (SELECT COUNT(*) {where} AND last_seen < {{}}) AS n",
+            user.id,
             *(user.id, False),
             *(user.id, True),
             *(user.id, True, silent_since),
         )
-        return int(row["n"])
+        return int(row["total"]), int(row["n"])
 
     async def online_briefs(
         self, user: CurrentUser, seen_since: datetime, limit: int
@@ -388,16 +433,12 @@ class AgentService:
             for r in rows
         ]
 
-    async def count(self, user: CurrentUser) -> int:
-        """How many agents this user has."""
-        return int(await Agent.count().where(Agent.user == user.id))
-
     async def has_agents(self, user: CurrentUser) -> bool:
         return bool(await Agent.exists().where(Agent.user == user.id))
 
     async def get(self, user: CurrentUser, agent_id: str | uuid.UUID) -> AgentOut:
         row = await self._row(user, agent_id)
-        configs = await self._configs([row["id"]])
+        configs = await self._configs([row])
         return _agent_out(row, self.registry, self.settings, configs[row["id"]])
 
     async def key_matches(self, user: CurrentUser, agent_id: str, api_key: str) -> bool:
@@ -498,23 +539,10 @@ class AgentService:
         where: Combinable = AgentLog.agent == row["id"]
         if level:
             where = where & (AgentLog.level == level)
-        if after is not None:
-            # The leading range is implied by the rest; it is there for the index to seek to.
-            where = where & (
-                (AgentLog.timestamp <= after.at)
-                & ((AgentLog.timestamp < after.at) | (AgentLog.id < after.id))
-            )
-        rows = (
-            await AgentLog.select()
-            .where(where)
-            .order_by(AgentLog.timestamp, AgentLog.id, ascending=False)
-            .limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            AgentLog, where, AgentLog.timestamp, after, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        out = [_log_out(r) for r in rows]
-        last = aware(rows[-1]["timestamp"]) if more and rows else None
-        return out, (Cursor(at=last, id=rows[-1]["id"]) if last is not None else None)
+        return [_log_out(r) for r in rows], next_cursor
 
     async def add_log(
         self, agent: AgentIdentity, level: str, message: str, metadata: dict[str, Any] | None

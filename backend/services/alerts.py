@@ -207,6 +207,12 @@ class _Wanted:
     message: str
 
 
+def _since(last: datetime | None, otherwise: str) -> str:
+    """Since when a message says something has been missing: the last good time, or (never
+    happened) ``otherwise``, which names the row's creation."""
+    return f"since {iso(last)}" if last else otherwise
+
+
 class AlertService:
     def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
@@ -388,18 +394,13 @@ class AlertService:
                     dues[config["id"]] = (config["revision"], _due_at(gaps, since, grace, now))
                     continue
                 dues[config["id"]] = (config["revision"], _clear_at(gaps, since, grace))
-                what = f"since {iso(since)}" if last_ok else "since it was created"
+                message = (
+                    f"No successful backup of '{config['name']}' "
+                    f"{_since(last_ok, 'since it was created')} ({_ago(now - since)}); its "
+                    f"schedule ({schedule.describe()}) expects one every {_ago(interval)}."
+                )
                 out.append(
-                    _Wanted(
-                        user=config["user"],
-                        kind="missed_backup",
-                        subject=f"config:{config['id']}",
-                        message=(
-                            f"No successful backup of '{config['name']}' {what} "
-                            f"({_ago(now - since)}); its schedule ({schedule.describe()}) expects "
-                            f"one every {_ago(interval)}."
-                        ),
-                    )
+                    _Wanted(config["user"], "missed_backup", f"config:{config['id']}", message)
                 )
             if cursor is None:
                 break
@@ -443,18 +444,11 @@ class AlertService:
                 )
                 if now <= back:
                     continue
-            what = f"since {iso(seen)}" if seen else "since it was registered"
-            out.append(
-                _Wanted(
-                    user=agent["user"],
-                    kind="agent_offline",
-                    subject=f"agent:{agent['id']}",
-                    message=(
-                        f"Agent '{agent['name']}' has not been in touch {what} "
-                        f"({_ago(now - since)})."
-                    ),
-                )
+            message = (
+                f"Agent '{agent['name']}' has not been in touch "
+                f"{_since(seen, 'since it was registered')} ({_ago(now - since)})."
             )
+            out.append(_Wanted(agent["user"], "agent_offline", f"agent:{agent['id']}", message))
         return out
 
     async def _failed_backups(

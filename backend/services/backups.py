@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import msgspec
 
 from backend.backups.tables import BackupLog, Lease
-from backend.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from backend.errors import Conflict, InvalidInput, StorageUnavailable
 from backend.run_schemas import (
     PartUrl,
     UploadedPart,
@@ -32,7 +32,7 @@ from backend.schemas import (
     StartRequest,
     UploadInfo,
 )
-from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
+from backend.services.agents import AgentIdentity, agents_row, assigned_config, parse_uuid
 from backend.services.backup_start import NewBackup, agent_backup
 from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import iso, utcnow
@@ -118,18 +118,12 @@ class BackupService:
     async def find_log(self, agent: AgentIdentity, log_id: str) -> dict[str, Any]:
         """The log ``log_id`` if this runner made it, else :class:`NotFound`. Every call on a
         running backup finds its log here (the server's own runner scopes it otherwise)."""
-        row: dict[str, Any] | None = (
-            await BackupLog.select()
-            .where(
-                (BackupLog.id == parse_uuid(log_id, "backup log"))
-                & (BackupLog.agent == agent.id)
-                & (BackupLog.user == agent.user_id)
-            )
-            .first()
+        return await agents_row(
+            BackupLog,
+            agent,
+            parse_uuid(log_id, "backup log"),
+            "logId: no such backup log for this agent",
         )
-        if row is None:
-            raise NotFound("logId: no such backup log for this agent")
-        return row
 
     # --- opening an upload --------------------------------------------------------------------
 

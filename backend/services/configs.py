@@ -10,7 +10,7 @@ from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig
-from backend.errors import Forbidden, InvalidInput, NotFound
+from backend.errors import Forbidden, InvalidInput
 from backend.schemas import (
     AgentConfig,
     ConfigIn,
@@ -21,9 +21,9 @@ from backend.schemas import (
     Source,
 )
 from backend.services.accounts import CurrentUser
-from backend.services.agents import filter_uuid, parse_uuid
-from backend.services.clock import aware, iso, utcnow
-from backend.services.cursors import Cursor, name_contains
+from backend.services.agents import filter_uuid, parse_uuid, users_row
+from backend.services.clock import iso, utcnow
+from backend.services.cursors import Cursor, keyset_page, name_contains
 from backend.services.keys import config_prefix
 from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits
@@ -165,17 +165,7 @@ class ConfigService:
         check_server_sources(paths, self.settings.server_source_roots, resolve=False)
 
     async def _row(self, user: CurrentUser, config_id: str) -> dict[str, Any]:
-        row = (
-            await BackupConfig.select()
-            .where(
-                (BackupConfig.id == parse_uuid(config_id, "config"))
-                & (BackupConfig.user == user.id)
-            )
-            .first()
-        )
-        if row is None:
-            raise NotFound("config not found")
-        return row
+        return await users_row(BackupConfig, user, config_id, "config")
 
     async def create(self, user: CurrentUser, data: ConfigIn) -> ConfigOut:
         name = data.name.strip()
@@ -236,25 +226,9 @@ class ConfigService:
             where = where & (BackupConfig.agent == filter_uuid(agent_id, "agentId"))
         if search:
             where = where & name_contains("name", search)
-        if after is not None:
-            # ``>=`` first: a range the index seeks to (see history._keyset).
-            where = where & (
-                (BackupConfig.created_at >= after.at)
-                & ((BackupConfig.created_at > after.at) | (BackupConfig.id > after.id))
-            )
-        rows = (
-            await BackupConfig.select()
-            .where(where)
-            .order_by(BackupConfig.created_at, BackupConfig.id)
-            .limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            BackupConfig, where, BackupConfig.created_at, after, limit, newest_first=False
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = None
-        if more and rows:
-            created = aware(rows[-1]["created_at"])
-            assert created is not None
-            next_cursor = Cursor(at=created, id=_as_uuid(rows[-1]["id"]))
         return [self._out(r) for r in rows], next_cursor
 
     async def by_ids(self, user: CurrentUser, config_ids: list[str]) -> list[ConfigOut]:

@@ -18,14 +18,18 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import msgspec
+from piccolo.columns import Column
 from piccolo.columns.combination import WhereRaw
+from piccolo.custom_types import Combinable
+from piccolo.table import Table
 
 from backend.errors import InvalidInput
 from backend.services.clock import aware
 
-__all__ = ["MAX_CURSOR_LENGTH", "Cursor", "CursorSigner", "name_contains"]
+__all__ = ["MAX_CURSOR_LENGTH", "Cursor", "CursorSigner", "keyset_page", "name_contains"]
 
 MAX_CURSOR_LENGTH = 200
 _MAC_BYTES = 16
@@ -92,3 +96,40 @@ def name_contains(column: str, text: str) -> WhereRaw:
     literally (an explicit ESCAPE: SQLite has no default escape character, PostgreSQL has one)."""
     pattern = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return WhereRaw(f"LOWER({column}) LIKE {{}} ESCAPE '\\'", f"%{pattern}%")
+
+
+async def keyset_page(
+    table: type[Table],
+    where: Combinable,
+    at: Column,
+    after: Cursor | None,
+    limit: int,
+    *,
+    newest_first: bool,
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """One page of the rows of ``table`` that meet ``where``, ordered by ``(at, id)`` (descending
+    when ``newest_first``), after ``after``; and the cursor of the next page, None on the last one.
+
+    The leading ``at <= t`` (``>=`` ascending) is implied by the rest; it is there as a range the
+    index can seek to (SQLite scans the whole index for a bare ``a < t OR (a = t AND id < i)``)."""
+    pk = table._meta.primary_key
+    if after is not None:
+        if newest_first:
+            where = where & ((at <= after.at) & ((at < after.at) | (pk < after.id)))
+        else:
+            where = where & ((at >= after.at) & ((at > after.at) | (pk > after.id)))
+    rows = (
+        await table.select()
+        .where(where)
+        .order_by(at, pk, ascending=not newest_first)
+        .limit(limit + 1)
+    )
+    page: list[dict[str, Any]] = rows[:limit]
+    if len(rows) <= limit or not page:
+        return page, None
+    last_at = aware(page[-1][at._meta.name])
+    assert last_at is not None
+    last_id = page[-1]["id"]
+    return page, Cursor(
+        at=last_at, id=last_id if isinstance(last_id, uuid.UUID) else uuid.UUID(str(last_id))
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,14 +13,13 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 
 from backend.backups.tables import BackupConfig, BackupLog
-from backend.errors import NotFound
 from backend.schemas import BackupOut, BackupTotals, ConfigLastBackups
 from backend.services.accounts import CurrentUser
-from backend.services.agents import filter_uuid, parse_uuid
-from backend.services.clock import aware, iso
-from backend.services.cursors import Cursor
+from backend.services.agents import filter_uuid, users_row
+from backend.services.clock import iso
+from backend.services.cursors import Cursor, keyset_page
 
-__all__ = ["BackupHistory", "backup_out", "user_log"]
+__all__ = ["BackupFilter", "BackupHistory", "backup_out", "user_log"]
 
 
 def _as_uuid(value: Any) -> uuid.UUID:
@@ -70,14 +70,7 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 
 async def user_log(user: CurrentUser, backup_id: str) -> dict[str, Any]:
     """The log row of backup ``backup_id`` when it is this user's, else :class:`NotFound`."""
-    row: dict[str, Any] | None = (
-        await BackupLog.select()
-        .where((BackupLog.id == parse_uuid(backup_id, "backup")) & (BackupLog.user == user.id))
-        .first()
-    )
-    if row is None:
-        raise NotFound("backup not found")
-    return row
+    return await users_row(BackupLog, user, backup_id, "backup")
 
 
 _NEWEST = (
@@ -105,61 +98,58 @@ def _newest_where(user: CurrentUser, config_ids: Sequence[uuid.UUID] | None) -> 
     return WhereRaw(f"id IN ({newest} UNION {completed})", *values, *values)
 
 
-def _keyset(after: Cursor) -> Combinable:
-    """Rows after ``after`` in ``started_at DESC, id DESC`` order.
+@dataclass(frozen=True)
+class BackupFilter:
+    """Which of a user's backups a history query reads; a field left None does not filter."""
 
-    The leading ``started_at <= t`` is implied by the rest; it is there as a range the index can
-    seek to (SQLite scans the whole user's index for a bare ``a < t OR (a = t AND id < i)``)."""
-    return (BackupLog.started_at <= after.at) & (
-        (BackupLog.started_at < after.at) | (BackupLog.id < after.id)
-    )
+    config_id: str | None = None
+    agent_id: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def narrows_rows(self) -> bool:
+        """Whether anything beyond the status filters (the kept totals count only per status)."""
+        return bool(self.config_id or self.agent_id or self.since or self.until)
+
+    def where(self, user: CurrentUser) -> Combinable:
+        """The WHERE clause: this user's backups that pass every given filter."""
+        where: Combinable = BackupLog.user == user.id
+        if self.config_id:
+            where = where & (BackupLog.config == filter_uuid(self.config_id, "configId"))
+        if self.agent_id:
+            where = where & (BackupLog.agent == filter_uuid(self.agent_id, "agentId"))
+        if self.status:
+            where = where & (BackupLog.status == self.status)
+        if self.since:
+            where = where & (BackupLog.started_at >= self.since)
+        if self.until:
+            where = where & (BackupLog.started_at < self.until)
+        return where
+
+
+_ALL = BackupFilter()
 
 
 class BackupHistory:
     """Read-only queries over one user's backup logs; every query is scoped by the user."""
 
-    @staticmethod
-    def _where(
-        user: CurrentUser,
-        config_id: str | None,
-        agent_id: str | None,
-        status: str | None,
-        since: datetime | None,
-        until: datetime | None,
-    ) -> Combinable:
-        where: Combinable = BackupLog.user == user.id
-        if config_id:
-            where = where & (BackupLog.config == filter_uuid(config_id, "configId"))
-        if agent_id:
-            where = where & (BackupLog.agent == filter_uuid(agent_id, "agentId"))
-        if status:
-            where = where & (BackupLog.status == status)
-        if since:
-            where = where & (BackupLog.started_at >= since)
-        if until:
-            where = where & (BackupLog.started_at < until)
-        return where
-
     async def list_backups(
         self,
         user: CurrentUser,
+        filters: BackupFilter = _ALL,
         *,
-        config_id: str | None = None,
-        agent_id: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[BackupOut], int]:
         """One page of this user's backups, newest first, and how many match in all (without
         filters, or with only a status, from the totals the database keeps: a few rows instead
         of a count over the whole history)."""
-        where = self._where(user, config_id, agent_id, status, since, until)
-        if config_id or agent_id or since or until:
+        where = filters.where(user)
+        if filters.narrows_rows():
             total = await BackupLog.count().where(where)
         else:
-            total = await self._kept_count(user, status)
+            total = await self._kept_count(user, filters.status)
         rows = (
             await BackupLog.select()
             .where(where)
@@ -183,51 +173,25 @@ class BackupHistory:
     async def page_backups(
         self,
         user: CurrentUser,
+        filters: BackupFilter = _ALL,
         *,
-        config_id: str | None = None,
-        agent_id: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         after: Cursor | None = None,
         limit: int = 50,
     ) -> tuple[list[BackupOut], Cursor | None]:
         """One page of this user's backups, newest first, after ``after`` (keyset pagination);
         and the cursor of the next page, None on the last one. Its cost does not grow with depth."""
-        where = self._where(user, config_id, agent_id, status, since, until)
-        if after is not None:
-            where = where & _keyset(after)
-        rows = (
-            await BackupLog.select()
-            .where(where)
-            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
-            .limit(limit + 1)
+        rows, next_cursor = await keyset_page(
+            BackupLog, filters.where(user), BackupLog.started_at, after, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = None
-        if more and rows:
-            last = rows[-1]
-            started = aware(last["started_at"])
-            assert started is not None
-            next_cursor = Cursor(at=started, id=_as_uuid(last["id"]))
         return [backup_out(r) for r in rows], next_cursor
 
     async def count_backups(
-        self, user: CurrentUser, *, cap: int, **filters: Any
+        self, user: CurrentUser, filters: BackupFilter, *, cap: int
     ) -> tuple[int, bool]:
         """How many backups match, counted up to ``cap``: (count, whether there are more).
 
         Counting stops at ``cap`` rows, so "10,000+" costs the same in a history of millions."""
-        where = self._where(
-            user,
-            filters.get("config_id"),
-            filters.get("agent_id"),
-            filters.get("status"),
-            filters.get("since"),
-            filters.get("until"),
-        )
-        rows = await BackupLog.select(BackupLog.id).where(where).limit(cap + 1)
+        rows = await BackupLog.select(BackupLog.id).where(filters.where(user)).limit(cap + 1)
         return min(len(rows), cap), len(rows) > cap
 
     async def last_backups(

@@ -19,7 +19,6 @@ holds only ciphertext and public or wrapped keys; the organisation code never re
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from backend.accounts.tables import User
@@ -27,13 +26,13 @@ from backend.agents.tables import Agent, AgentLog
 from backend.backups.tables import BackupLog
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.recovery.tables import OrganisationKey, OrganisationWrappedKey
+from backend.recovery_schemas import OrganisationSnapshotOut
 from backend.repos.tables import Repository, Snapshot
 from backend.services.agent_registry import AgentIdentity
 from backend.services.clock import utcnow
 
 __all__ = [
     "ACCESS_EVENT",
-    "OrganisationSnapshotKey",
     "administrator",
     "organisation_reader",
     "record_access",
@@ -42,19 +41,6 @@ __all__ = [
 
 ACCESS_EVENT = "organisation_access"
 """``metadata.event`` of the agent log line an administrator's access leaves."""
-
-
-@dataclass(frozen=True, slots=True)
-class OrganisationSnapshotKey:
-    """The repository key of the machine holding a snapshot, wrapped for the organisation key."""
-
-    backup_id: str
-    agent_id: str
-    """The repository's agent: the ``agentId`` its objects are read with."""
-    agent_name: str
-    config_name: str
-    wrapped_key: str
-    version: int
 
 
 async def administrator(agent: AgentIdentity) -> dict[str, Any] | None:
@@ -121,7 +107,7 @@ async def _wrapped_for(repo: dict[str, Any]) -> dict[str, Any] | None:
     return next((by_agent[a] for a in owners if a in by_agent), None)
 
 
-async def snapshot_key(agent: AgentIdentity, backup_id: str) -> OrganisationSnapshotKey:
+async def snapshot_key(agent: AgentIdentity, backup_id: str) -> OrganisationSnapshotOut:
     """For an administrator's agent: the wrapped key of the repository that holds snapshot
     ``backup_id`` (of any account), recorded in the log of the machine that made it. 404 for
     anyone else, for an archive, and without an organisation key; 409 for a snapshot that is not
@@ -172,7 +158,7 @@ async def snapshot_key(agent: AgentIdentity, backup_id: str) -> OrganisationSnap
         "the repository key (organisation-wrapped)",
         holder=repo["agent"],
     )
-    return OrganisationSnapshotKey(
+    return OrganisationSnapshotOut(
         backup_id=str(wanted),
         agent_id=str(repo["agent"]),
         agent_name=name["name"] if name else "",

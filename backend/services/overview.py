@@ -4,11 +4,13 @@ Each config's health (the rules of ``backend/web/_health.py``: failing, a blocki
 an old verified backup, an offline agent, running, fine) is ranked by a *severity*, worst first,
 stored on the config row (``severity``, kept by ``backend/services/last_backup.py``; "its agent
 is offline" from the agent's ``offline_since``, stored by the presence round and cleared by a
-heartbeat, ``backend/services/offline.py``) and indexed with the user and the list order, so the
-counts are one ``GROUP BY`` over the index and the worst configs are the first entries of it. The
+heartbeat, ``backend/services/offline.py``) and indexed with the user and the list order: the
+counts per severity are kept by the database (``backapp_config_severity_counts``, migration
+``backups_2026_12_02t17_40_00``) and the worst configs are the first entries of the index. The
 one part that moves with time alone (a verified backup turning a day old) is corrected on the
 way: the alert round moves those configs down every round, and until it has, they are counted
-and shown by their ``last_ok_at`` (also in the index).
+(over a ``("user", severity, last_ok_at)`` index: the configs without a recent verified backup
+only) and shown by their ``last_ok_at``.
 
 The agents are counted from the ``("user", active, last_seen)`` index, and a page of those that
 need attention is read: the silent ones marked offline first (one-shot agents among them: each
@@ -68,14 +70,17 @@ class OverviewService:
         silent_since = now - timedelta(seconds=self.agents.settings.offline_after_seconds)
         cutoff = now - OVERDUE_AFTER
 
-        # Counts per stored severity, and how many of each still have a verified backup younger
-        # than a day: from the ``("user", severity, created_at, id, last_ok_at)`` index alone.
+        # Counts per stored severity (kept by the database, ``backapp_config_severity_counts``),
+        # and how many of each have no verified backup younger than a day (none, or an older
+        # one): two ranges of the ``("user", severity, last_ok_at)`` index per severity,
+        # O(configs without one), not O(configs).
+        late = 'SELECT COUNT(*) FROM backapp_backup_config b WHERE b."user" = c."user"'
+        late += " AND b.severity = c.severity AND b.last_ok_at"
         per: dict[int, tuple[int, int]] = {
-            int(r["severity"]): (int(r["n"]), int(r["ok"] or 0))
+            int(r["severity"]): (int(r["n"]), int(r["n"]) - int(r["late"]))
             for r in await BackupConfig.raw(
-                "SELECT severity, COUNT(*) AS n,"
-                " SUM(CASE WHEN last_ok_at >= {} THEN 1 ELSE 0 END) AS ok"
-                ' FROM backapp_backup_config WHERE "user" = {} GROUP BY severity',
+                f"SELECT c.severity, c.n, ({late} IS NULL) + ({late} < {{}}) AS late"
+                ' FROM backapp_config_severity_counts c WHERE c."user" = {} AND c.n > 0',
                 cutoff,
                 user.id,
             )
@@ -134,8 +139,7 @@ class OverviewService:
                 )
             ]
 
-        agent_total = await self.agents.count(user)
-        silent_total = await self.agents.count_silent(user, silent_since)
+        agent_total, silent_total = await self.agents.count_silent(user, silent_since)
         # Agents that need attention first: a page of the silent agents that are offline for
         # sure, of the silent one-shot agents marked offline, and of the others (between their
         # runs, or not marked yet), each by its status, in list order within a status.

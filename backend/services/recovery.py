@@ -19,6 +19,7 @@ from datetime import datetime
 from backend.agents.tables import Agent
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.recovery.tables import RecoveryKey, WrappedKey
+from backend.recovery_schemas import RecoveryOut, RepoKeyOut
 from backend.services.agent_registry import AgentIdentity
 from backend.services.clock import iso, utcnow
 from backend.services.inheritance import may_read
@@ -32,40 +33,16 @@ from backend.services.key_material import (
 
 __all__ = [
     "RecoveryService",
-    "RecoveryState",
     "WrappedKeyIn",
-    "WrappedKeyOut",
     "readable_agent",
     "store_wrapped_key",
 ]
 
 
 @dataclass(frozen=True, slots=True)
-class RecoveryState:
-    configured: bool
-    public_key: str | None = None
-    salt: str | None = None
-    kdf: str | None = None
-    version: int | None = None
-    created_at: str | None = None
-    rotated_at: str | None = None
-    agent_key_version: int | None = None
-    """The version the asking agent's wrapped key is for (``None``: it has none)."""
-
-
-@dataclass(frozen=True, slots=True)
 class WrappedKeyIn:
     agent_id: str
     wrapped_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class WrappedKeyOut:
-    agent_id: str
-    agent_name: str
-    wrapped_key: str
-    version: int
-    updated_at: str
 
 
 async def readable_agent(agent: AgentIdentity, agent_id: str | None) -> uuid.UUID:
@@ -89,11 +66,11 @@ class RecoveryService:
     def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
         self.clock = clock
 
-    async def state(self, user_id: uuid.UUID, agent_id: uuid.UUID | None = None) -> RecoveryState:
+    async def state(self, user_id: uuid.UUID, agent_id: uuid.UUID | None = None) -> RecoveryOut:
         """Whether the user has a recovery key, and its public parts (never anything secret)."""
         row = await RecoveryKey.select().where(RecoveryKey.user == user_id).first()
         if row is None:
-            return RecoveryState(configured=False)
+            return RecoveryOut(configured=False)
         agent_version: int | None = None
         if agent_id is not None:
             wrapped = (
@@ -102,7 +79,7 @@ class RecoveryService:
                 .first()
             )
             agent_version = wrapped["version"] if wrapped else None
-        return RecoveryState(
+        return RecoveryOut(
             configured=True,
             public_key=row["public_key"],
             salt=row["salt"],
@@ -115,7 +92,7 @@ class RecoveryService:
 
     async def setup(
         self, agent: AgentIdentity, *, public_key: str, salt: str, kdf: str, proof: str
-    ) -> RecoveryState:
+    ) -> RecoveryOut:
         """The user's first recovery key; ``Conflict`` when there is one (rotate it instead)."""
         b64_field(salt, "salt", low=16, high=64)
         digest = proof_digest(proof)
@@ -148,7 +125,7 @@ class RecoveryService:
         kdf: str,
         proof: str,
         keys: Sequence[WrappedKeyIn],
-    ) -> RecoveryState:
+    ) -> RecoveryOut:
         """Replace the recovery key and every wrapped key of the user at once. ``Conflict`` when
         ``old_version`` is not the current one or a stored wrapped key is left out (it would be
         lost), ``Forbidden`` when ``old_proof`` is not the old code's."""
@@ -247,7 +224,7 @@ class RecoveryService:
             await store_wrapped_key(agent, wrapped_key, version, self.clock())
         return version
 
-    async def get_key(self, agent: AgentIdentity, agent_id: str | None) -> WrappedKeyOut:
+    async def get_key(self, agent: AgentIdentity, agent_id: str | None) -> RepoKeyOut:
         """The wrapped key of an agent ``agent`` may read (``readable_agent``)."""
         target = await readable_agent(agent, agent_id)
         found = await self._keys(agent.user_id, target)
@@ -255,11 +232,11 @@ class RecoveryService:
             raise NotFound("no wrapped repository key stored for that agent")
         return found[0]
 
-    async def list_keys(self, agent: AgentIdentity) -> list[WrappedKeyOut]:
+    async def list_keys(self, agent: AgentIdentity) -> list[RepoKeyOut]:
         """Every wrapped key of the agent's user, for a rotation (each opens only with the code)."""
         return await self._keys(agent.user_id, None)
 
-    async def _keys(self, user_id: uuid.UUID, agent_id: uuid.UUID | None) -> list[WrappedKeyOut]:
+    async def _keys(self, user_id: uuid.UUID, agent_id: uuid.UUID | None) -> list[RepoKeyOut]:
         query = WrappedKey.select(
             WrappedKey.agent,
             WrappedKey.agent.name.as_alias("agent_name"),
@@ -271,7 +248,7 @@ class RecoveryService:
             query = query.where(WrappedKey.agent == agent_id)
         rows = await query.order_by(WrappedKey.agent)
         return [
-            WrappedKeyOut(
+            RepoKeyOut(
                 agent_id=str(r["agent"]),
                 agent_name=r["agent_name"] or "",
                 wrapped_key=r["wrapped"],

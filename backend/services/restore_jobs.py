@@ -32,7 +32,7 @@ from backend.restore_job_schemas import (
     RestoreJobTicket,
 )
 from backend.services.accounts import CurrentUser
-from backend.services.agents import AgentIdentity, parse_uuid
+from backend.services.agents import AgentIdentity, agents_row, parse_uuid, users_row
 from backend.services.clock import aware, iso, utcnow
 from backend.services.history import user_log
 from backend.services.inheritance import readable_agent_ids, reader_agent_ids
@@ -213,13 +213,7 @@ class RestoreJobService:
 
     async def get(self, user: CurrentUser, job_id: str) -> RestoreJobOut:
         await self.expire_stale()
-        row = (
-            await RestoreJob.select(*_columns())
-            .where((RestoreJob.id == parse_uuid(job_id, "restore")) & (RestoreJob.user == user.id))
-            .first()
-        )
-        if row is None:
-            raise NotFound("restore not found")
+        row = await users_row(RestoreJob, user, job_id, "restore", *_columns())
         return _out(row, row["agent_name"])
 
     async def for_backup(self, user: CurrentUser, backup_id: str) -> list[RestoreJobOut]:
@@ -303,18 +297,9 @@ class RestoreJobService:
         return [str(r["id"]) for r in rows]
 
     async def _agent_row(self, agent: AgentIdentity, job_id: str) -> dict[str, Any]:
-        row = (
-            await RestoreJob.select()
-            .where(
-                (RestoreJob.id == parse_uuid(job_id, "restore"))
-                & (RestoreJob.agent == agent.id)
-                & (RestoreJob.user == agent.user_id)
-            )
-            .first()
+        return await agents_row(
+            RestoreJob, agent, parse_uuid(job_id, "restore"), "restore not found for this agent"
         )
-        if row is None:
-            raise NotFound("restore not found for this agent")
-        return row
 
     async def start(self, agent: AgentIdentity, job_id: str) -> RestoreJobTicket:
         """The agent takes a pending job (``running``); 409 when it is not pending any more (taken

@@ -23,7 +23,7 @@ from backend.errors import Conflict, InvalidInput, NotFound
 from backend.run_schemas import RunRequestOut
 from backend.schemas import RunRequestRef
 from backend.services.accounts import CurrentUser
-from backend.services.agents import AgentIdentity, assigned_config, parse_uuid
+from backend.services.agents import AgentIdentity, assigned_config, parse_uuid, users_row
 from backend.services.clock import aware, iso, utcnow
 from backend.services.leases import LeaseGrant, LeaseService, agent_owner, config_lease_name
 from backend.services.orphans import TAKEN_OVER, OrphanSweeper
@@ -99,21 +99,16 @@ class RunService:
     async def request(self, user: CurrentUser, config_id: str) -> RunRequestOut:
         """Ask for a backup of this config now. 409 if one is already pending; 400 if the config
         is agent-based and has no active agent."""
-        config = (
-            await BackupConfig.select(
-                BackupConfig.id,
-                BackupConfig.execution_mode,
-                BackupConfig.agent,
-                BackupConfig.agent.active.as_alias("agent_active"),
-            )
-            .where(
-                (BackupConfig.id == parse_uuid(config_id, "config"))
-                & (BackupConfig.user == user.id)
-            )
-            .first()
+        config = await users_row(
+            BackupConfig,
+            user,
+            config_id,
+            "config",
+            BackupConfig.id,
+            BackupConfig.execution_mode,
+            BackupConfig.agent,
+            BackupConfig.agent.active.as_alias("agent_active"),
         )
-        if config is None:
-            raise NotFound("config not found")
         agent_id: uuid.UUID | None = None
         if config["execution_mode"] == "agent":
             if config["agent"] is None:

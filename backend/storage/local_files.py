@@ -23,7 +23,7 @@ import secrets
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -127,6 +127,17 @@ class FileStore:
         fd, name = tempfile.mkstemp(dir=directory, prefix=".incoming-")
         return os.fdopen(fd, "wb"), Path(name)
 
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[tuple[IO[bytes], Path]]:
+        """A new temporary file (and its path) to write a body into before ``publish``; closed and
+        removed when the block fails, whether before or in ``publish``."""
+        file, temp = self.new_temp(self.tmp)
+        try:
+            yield file, temp
+        except BaseException:
+            self.discard(file, temp)
+            raise
+
     @staticmethod
     def discard(file: IO[bytes] | None, path: Path | None) -> None:
         """Close and remove a temporary file (either may already be gone)."""
@@ -220,8 +231,7 @@ class FileStore:
     def store(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         """Publish an object the server writes itself (never overwriting one)."""
         self.check_key(key)
-        file, temp = self.new_temp(self.tmp)
-        try:
+        with self.staged() as (file, temp):
             digest = hashlib.sha256()
             size = 0
             for chunk in chunks:
@@ -231,9 +241,6 @@ class FileStore:
             sync_and_close(file)
             sha256 = digest.hexdigest()
             self.publish(temp, key, size, sha256)
-        except BaseException:
-            self.discard(file, temp)
-            raise
         return ObjectInfo(size=size, sha256=sha256)
 
     def copy_out(self, key: str, target: Path) -> int:
@@ -340,8 +347,7 @@ class FileStore:
                 )
             paths.append(path)
 
-        file, temp = self.new_temp(self.tmp)
-        try:
+        with self.staged() as (file, temp):
             whole = hashlib.sha256()
             whole_crc = 0
             total = 0
@@ -368,9 +374,6 @@ class FileStore:
             sync_and_close(file)
             sha256 = whole.hexdigest()
             self.publish(temp, key, total, sha256)
-        except BaseException:
-            self.discard(file, temp)
-            raise
         shutil.rmtree(upload_dir, ignore_errors=True)
         return ObjectInfo(size=total, sha256=sha256, crc32=crc32)
 

@@ -18,6 +18,7 @@ from backend.errors import DomainError
 from backend.schemas import ConfigPatch
 from backend.services import CurrentUser, Services
 from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
+from backend.services.history import BackupFilter
 from backend.services.pairing import IssuedCode
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._format import parse_iso
@@ -175,7 +176,9 @@ async def _agent_page(
     # The assign list offers a page of the other configurations, not every one of a fleet.
     others, _ = await services.configs.page_configs(user, limit=ASSIGN_CHOICES + len(assigned))
     assignable = [c for c in others if c.agent_id != agent.id][:ASSIGN_CHOICES]
-    backups, backup_total = await services.history.list_backups(user, agent_id=agent.id, limit=5)
+    backups, backup_total = await services.history.list_backups(
+        user, BackupFilter(agent_id=agent.id), limit=5
+    )
     # Log lines link the configuration they are about, by name: only those this page shows.
     logged = {
         str(e.metadata["configId"])

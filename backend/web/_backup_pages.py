@@ -15,6 +15,7 @@ from litestar.response import Redirect, Template
 from backend.api.deps import ServicesDep
 from backend.schemas import AgentOut, ConfigOut
 from backend.services.cursors import MAX_CURSOR_LENGTH
+from backend.services.history import BackupFilter
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._config_pages import agent_names
 from backend.web._render import page
@@ -72,12 +73,12 @@ class BackupPages(Controller):
         agents = await services.agents.by_ids(user, [agent] if agent and _is_uuid(agent) else [])
         config = configs[0].id if configs else None
         agent = agents[0].id if agents else None
-        filters: dict[str, Any] = dict(config_id=config, agent_id=agent, status=status)
+        filters = BackupFilter(config_id=config, agent_id=agent, status=status)
         position = services.cursors.decode("backups", user.id, after) if after else None
         backups, more = await services.history.page_backups(
-            user, after=position, limit=PAGE_SIZE, **filters
+            user, filters, after=position, limit=PAGE_SIZE
         )
-        total, beyond = await services.history.count_backups(user, cap=COUNT_CAP, **filters)
+        total, beyond = await services.history.count_backups(user, filters, cap=COUNT_CAP)
         query = urlencode(
             {k: v for k, v in (("status", status), ("config", config), ("agent", agent)) if v}
         )

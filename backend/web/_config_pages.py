@@ -17,6 +17,7 @@ from backend.schemas import AgentOut, ConfigIn, ConfigOut
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
 from backend.services.cursors import MAX_CURSOR_LENGTH
+from backend.services.history import BackupFilter
 from backend.web._auth import PageUserDep, provide_page_user, safe_next
 from backend.web._forms import ConfigForm, field_errors, text
 from backend.web._health import ConfigRow, config_rows
@@ -110,7 +111,7 @@ async def page_rows(
     statement each, whatever the size of the fleet."""
     ids = [c.id for c in configs]
     last = await services.history.last_backups(user, ids)
-    agents = await services.agents.by_ids(user, sorted({c.agent_id for c in configs if c.agent_id}))
+    agents = await services.agents.briefs(user, ids=(c.agent_id for c in configs))
     return config_rows(configs, agents, last, utcnow())
 
 
@@ -118,8 +119,7 @@ async def agent_names(
     services: Services, user: CurrentUser, agent_ids: Iterable[str | None]
 ) -> dict[str, str]:
     """Names of the agents a page mentions (one query), not of every agent of the fleet."""
-    agents = await services.agents.by_ids(user, sorted({a for a in agent_ids if a}))
-    return {a.id: a.name for a in agents}
+    return {a.id: a.name for a in await services.agents.briefs(user, ids=agent_ids)}
 
 
 def _page_number(value: int | None) -> int:
@@ -201,7 +201,10 @@ class ConfigPages(Controller):
         [row] = await page_rows(services, user, [config])
         number = _page_number(page_number)
         backups, total = await services.history.list_backups(
-            user, config_id=config.id, limit=BACKUP_PAGE, offset=(number - 1) * BACKUP_PAGE
+            user,
+            BackupFilter(config_id=config.id),
+            limit=BACKUP_PAGE,
+            offset=(number - 1) * BACKUP_PAGE,
         )
         return page(
             request,
@@ -292,7 +295,9 @@ class ConfigPages(Controller):
         services: ServicesDep,
     ) -> Template:
         config = await services.configs.get(user, config_id)
-        _, total = await services.history.list_backups(user, config_id=config.id, limit=1)
+        _, total = await services.history.list_backups(
+            user, BackupFilter(config_id=config.id), limit=1
+        )
         return page(
             request,
             "config_delete.html",

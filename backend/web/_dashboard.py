@@ -10,6 +10,7 @@ from litestar.response import Template
 
 from backend.api.deps import ServicesDep
 from backend.services.clock import utcnow
+from backend.services.history import BackupFilter
 from backend.services.overview import ATTENTION, OverviewService
 from backend.web._auth import PageUserDep, provide_page_user
 from backend.web._config_pages import agent_names, page_rows
@@ -67,7 +68,9 @@ class DashboardPage(Controller):
         position = {a.id: i for i, a in enumerate(overview.agents)}
         agents = await services.agents.by_ids(user, list(position))
         agents.sort(key=lambda a: position[a.id])
-        running, _ = await services.history.page_backups(user, status="running", limit=10)
+        running, _ = await services.history.page_backups(
+            user, BackupFilter(status="running"), limit=10
+        )
         return page(
             request,
             "dashboard.html",

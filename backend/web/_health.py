@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-from backend.schemas import AgentOut, BackupOut, ConfigLastBackups, ConfigOut
+from backend.schemas import BackupOut, ConfigLastBackups, ConfigOut
 from backend.web._format import ago, parse_iso
 
 __all__ = [
@@ -70,6 +70,14 @@ class AgentState(Protocol):
     def last_seen(self) -> str | None: ...
 
 
+class AgentRef(AgentState, Protocol):
+    """An agent as a config's row shows it: the rules' fields and a link (an :class:`AgentOut`,
+    or the narrow ``AgentBrief`` the pages read)."""
+
+    @property
+    def id(self) -> str: ...
+
+
 STATE_LABELS: dict[str, str] = {
     "ok": "Up to date",
     "running": "Running",
@@ -109,7 +117,7 @@ class ConfigRow:
     """One config as the dashboard and the configs page show it."""
 
     config: ConfigOut
-    agent: AgentOut | None
+    agent: AgentRef | None
     last: BackupOut | None
     last_completed: BackupOut | None
     state: ConfigState
@@ -131,7 +139,7 @@ class ConfigRow:
 
 def config_rows(
     configs: Sequence[ConfigOut],
-    agents: Sequence[AgentOut],
+    agents: Sequence[AgentRef],
     last: dict[str, ConfigLastBackups],
     now: datetime,
     overdue_after: timedelta = OVERDUE_AFTER,

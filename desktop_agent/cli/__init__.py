@@ -26,17 +26,16 @@ are shown. ``main`` maps the engine's errors to exit statuses.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from desktop_agent.engine import AgentError, ConfigurationError, KeyStoreError, NetworkError
+from desktop_agent.engine.console import run_to_exit_status
 
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     err,
-    reader_went_away,
     setup_logging,
     verbosity,
 )
@@ -47,12 +46,7 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``backapp-agent`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    try:
-        status = _main(argv)
-        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
-        return status
-    except BrokenPipeError:
-        return reader_went_away()
+    return run_to_exit_status(_main, argv)
 
 
 def _main(argv: Sequence[str] | None) -> int:

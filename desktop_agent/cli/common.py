@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -75,22 +74,6 @@ def verbosity(args: argparse.Namespace) -> int:
     """How many ``-v`` were given, before the command's name and after it (a sub-command's parser
     fills its own namespace, so the two counts are kept apart and added here)."""
     return int(getattr(args, "verbose", 0) or 0) + int(getattr(args, "command_verbose", 0) or 0)
-
-
-#: What a program killed by SIGPIPE reports (128 + 13): the reader of its output went away.
-EXIT_BROKEN_PIPE = 141
-
-
-def reader_went_away() -> int:
-    """The reader of standard output closed it (``backapp-agent backups | head``): not worth a
-    traceback. Python flushes stdout again at exit, which would fail the same way, so it is pointed
-    at the null device first. Returns ``EXIT_BROKEN_PIPE``."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    finally:
-        os.close(devnull)
-    return EXIT_BROKEN_PIPE
 
 
 def err(message: str) -> None:

@@ -33,6 +33,11 @@ class OwnsClients(Closing):
     _owned: Sequence[_Closable] = ()
     """What ``from_settings`` opened; set there, so an object built around given clients has none."""
 
+    def owning(self, *clients: _Closable) -> Self:
+        """This object, which now closes ``clients`` (those ``from_settings`` opened for it)."""
+        self._owned = clients
+        return self
+
     def close(self) -> None:
         for client in self._owned:
             client.close()

@@ -136,9 +136,8 @@ class BackupEngine(OwnsClients):
         """An engine talking to ``settings.server_url`` with ``api_key`` (``mode``: see
         ``ApiClient``). Close it when done."""
         plane, storage = connect(settings, api_key, transport, mode=mode)
-        engine = cls(plane, storage, EngineOptions.from_settings(settings), events=events)
-        engine._owned = [plane, storage]
-        return engine
+        options = EngineOptions.from_settings(settings)
+        return cls(plane, storage, options, events=events).owning(plane, storage)
 
     # -- the run ------------------------------------------------------------------------------------
 

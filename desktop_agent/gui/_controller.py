@@ -62,6 +62,8 @@ log = logging.getLogger("desktop_agent.gui")
 
 _Assignment = tuple[Heartbeat, list[ConfigInfo]]
 _Redeemed = tuple[PairedAgent, Heartbeat, list[ConfigInfo]]
+#: What a pairing the server accepted gives: its heartbeat, the configs, how to save the key.
+_Settled = tuple[Heartbeat, list[ConfigInfo], Callable[[], KeyLocation]]
 
 
 class AgentController(QObject):
@@ -318,25 +320,23 @@ class AgentController(QObject):
         """Check ``api_key`` against ``server_url`` (heartbeat + configs) off the GUI thread; when the
         server accepts it, save the settings and the key (keychain) and call ``on_done``. Nothing is
         saved when it refuses."""
-        server = server_url.strip().rstrip("/")
         key = api_key.strip()
-        try:
-            candidate = self.pairing.candidate(server, agent_id)
-        except ConfigurationError as exc:
-            on_failed(redact(str(exc)))
-            return
-        if not key:
-            on_failed("paste the agent's API key (bka_…), shown when the agent was registered")
-            return
 
-        def done(result: object) -> None:
-            if self._closed:
-                return
+        def settle(candidate: AgentSettings, result: object) -> _Settled:
             beat, configs = cast(_Assignment, result)
-            save = partial(self.pairing.save, candidate, key)
-            self._paired(server, "", beat, configs, save, on_done, on_failed)
+            return beat, configs, partial(self.pairing.save, candidate, key)
 
-        run_task(lambda: check_key(server, key), done, on_failed, self.pool)
+        self._pair(
+            server_url,
+            key,
+            "paste the agent's API key (bka_…), shown when the agent was registered",
+            lambda server: check_key(server, key),
+            settle,
+            "",
+            on_done,
+            on_failed,
+            agent_id,
+        )
 
     def pair_with_code(
         self,
@@ -348,25 +348,56 @@ class AgentController(QObject):
         """Trade a pairing code (web console: Agents → Add a machine) for this machine's agent and
         API key off the GUI thread; save the settings and the key (keychain) and call ``on_done``.
         Nothing is saved when the server refuses the code."""
+
+        def settle(candidate: AgentSettings, result: object) -> _Settled:
+            paired, beat, configs = cast(_Redeemed, result)
+            settings = replace(candidate, agent_id=paired.agent_id)
+            return beat, configs, partial(self.pairing.save, settings, paired.api_key)
+
+        self._pair(
+            server_url,
+            code.strip(),
+            "type the pairing code from the web console (Agents → Add a machine)",
+            lambda server: redeem_code(server, code),
+            settle,
+            " by code",
+            on_done,
+            on_failed,
+        )
+
+    def _pair(
+        self,
+        server_url: str,
+        secret: str,
+        wanted: str,
+        ask: Callable[[str], object],
+        settle: Callable[[AgentSettings, object], _Settled],
+        how: str,
+        on_done: Callable[[PairingResult], None],
+        on_failed: Callable[[str], None],
+        agent_id: str | None = None,
+    ) -> None:
+        """Both ways of pairing (by key, by code; ``how`` names it in the log): refuse an address
+        that is not one, or an empty ``secret`` (``wanted`` says what to give); else ``ask`` the
+        server off the GUI thread and, with its answer, ``settle`` gives the heartbeat, the
+        configs and how to save the settings and key, which ``_paired`` does."""
         server = server_url.strip().rstrip("/")
         try:
-            candidate = self.pairing.candidate(server)
+            candidate = self.pairing.candidate(server, agent_id)
         except ConfigurationError as exc:
             on_failed(redact(str(exc)))
             return
-        if not code.strip():
-            on_failed("type the pairing code from the web console (Agents → Add a machine)")
+        if not secret:
+            on_failed(wanted)
             return
 
         def done(result: object) -> None:
             if self._closed:
                 return
-            paired, beat, configs = cast(_Redeemed, result)
-            settings = replace(candidate, agent_id=paired.agent_id)
-            save = partial(self.pairing.save, settings, paired.api_key)
-            self._paired(server, " by code", beat, configs, save, on_done, on_failed)
+            beat, configs, save = settle(candidate, result)
+            self._paired(server, how, beat, configs, save, on_done, on_failed)
 
-        run_task(lambda: redeem_code(server, code), done, on_failed, self.pool)
+        run_task(lambda: ask(server), done, on_failed, self.pool)
 
     def _paired(
         self,

@@ -263,3 +263,18 @@ async def test_a_backlog_of_silent_agents_is_marked_offline_over_bounded_rounds(
     fast = dataclasses.replace(services.settings, round_budget_seconds=1e-9)
     first = await offline.mark_offline(now, fast)
     assert (len(first.agents), first.more) == (2, True)
+
+
+async def test_housekeeping_finds_dead_runs_among_the_running_not_by_reading_every_backup(
+    client: ApiClient, services: Services
+) -> None:
+    """The look for runs whose runner died reads the running backups in start order: without a
+    ``(status, started_at)`` index SQLite walks the start-time index over every backup (16 s at
+    a million backups) to find the few that run."""
+    if getattr(BackupLog._meta.db, "engine_type", "") != "sqlite":
+        pytest.skip("PostgreSQL plans by its statistics; SQLite's plan is the one fixed by rule")
+    with count_queries() as log:
+        await services.tasks.sweeper.interrupt_dead(datetime.now(UTC))
+    [statement] = [s for s in log.statements if "lease_token" in s and "ORDER BY" in s]
+    plan = await BackupLog.raw(f"EXPLAIN QUERY PLAN {statement}")
+    assert any("backapp_backup_log_status_started" in str(row["detail"]) for row in plan), plan

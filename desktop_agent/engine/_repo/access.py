@@ -26,7 +26,6 @@ from .._events import (
     Emitter,
     EventSink,
     RestoreFailed,
-    RestoreFinished,
     RestoreProgress,
     RestoreSkipped,
     RestoreStarted,
@@ -114,15 +113,13 @@ class Snapshots(OwnsClients):
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
-        snapshots = cls(
+        return cls(
             client,
             storage,
             server_url=settings.server_url or "",
             key_source=key_source,
             recovery_code=recovery_code,
-        )
-        snapshots._owned = [client, storage]
-        return snapshots
+        ).owning(client, storage)
 
     def machine_key(self, agent_id: str) -> bytes | None:
         """The default ``RepositoryKeySource``: the key this machine's keychain holds for
@@ -322,7 +319,6 @@ class Snapshots(OwnsClients):
             raise
         for path, why in report.errors:
             emit(RestoreSkipped(backup_id=backup_id, path=path, reason=why))
-        duration = int((time.monotonic() - started) * 1000)
         result = RestoreResult(
             backup_id=backup_id,
             filename=snapshot_name(backup_id),
@@ -333,30 +329,14 @@ class Snapshots(OwnsClients):
             bytes=report.bytes,
             skipped=list(report.errors),
             archive_size=report.downloaded,
-            duration_ms=duration,
+            duration_ms=int((time.monotonic() - started) * 1000),
             unmatched_patterns=chosen.unused() if chosen else [],
             renamed=list(report.renamed),
             replaced=list(report.replaced),
             unchanged=report.unchanged,
             packs=report.packs,
         )
-        emit(
-            RestoreFinished(
-                backup_id=backup_id,
-                filename=result.filename,
-                target=options.target_label,
-                files=result.restored,
-                bytes=result.bytes,
-                skipped=len(result.skipped),
-                archive_size=result.archive_size,
-                sha256="",
-                duration_ms=duration,
-                resumed=0,
-                unchanged=result.unchanged,
-                renamed=tuple(result.renamed),
-                replaced=tuple(result.replaced),
-            )
-        )
+        emit(result.finished(options.target_label))
         return result
 
 

@@ -43,9 +43,8 @@ from .format import (
     IndexPack,
     SealedBlob,
     encode_object,
-    open_blob,
 )
-from .pack import Pack, PackWriter, read_pack_header
+from .pack import Pack, PackWriter, open_entry, read_pack_header
 from .repository import Repository, sha256_hex
 
 log = logging.getLogger("desktop_agent.engine.repo")
@@ -415,12 +414,9 @@ class Compactor:
                     continue
                 sealed = bytes(view[e.offset : e.offset + e.length])
                 # A damaged blob must not be copied as if it were good: stop, change nothing.
-                open_blob(
+                open_entry(
                     self.repo.keys,
-                    e.type,
-                    e.id,
-                    e.compressed,
-                    e.raw_length,
+                    e,
                     sealed,
                     what=f"blob {e.id.hex()[:16]}… in pack {name[:16]}…",
                 )

@@ -59,15 +59,13 @@ class OrganisationSnapshots(Snapshots):
         from .._engine import connect
 
         client, storage = connect(settings, api_key)
-        snapshots = cls(
+        return cls(
             client,
             storage,
             server_url=settings.server_url or "",
             code=code,
             temp_dir=settings.effective_temp_dir,
-        )
-        snapshots._owned = [client, storage]
-        return snapshots
+        ).owning(client, storage)
 
     def open(self, backup_id: str) -> OrganisationSnapshotKey:
         """Check the code (``WrongRecoveryCode`` before any key is asked for), then get the

@@ -22,7 +22,15 @@ import zstandard
 
 from .crypto import SEAL_OVERHEAD, RepoKeys
 from .errors import CorruptObject
-from .format import HEADER_SIZE, MAGIC_PACK, MAX_DOCUMENT, VERSION, SealedBlob, object_header
+from .format import (
+    HEADER_SIZE,
+    MAGIC_PACK,
+    MAX_DOCUMENT,
+    VERSION,
+    SealedBlob,
+    object_header,
+    open_blob,
+)
 
 _LENGTH = struct.Struct("<I")
 _HEADER_AAD = b"BKPH" + bytes([VERSION])
@@ -118,6 +126,14 @@ class PackWriter:
         for part in parts:  # hashlib releases the GIL on large updates
             digest.update(part)
         return Pack(digest.hexdigest(), parts, sum(map(len, parts)), self.entries)
+
+
+def open_entry(keys: RepoKeys, entry: PackEntry, sealed: bytes | memoryview, *, what: str) -> bytes:
+    """The plaintext of the blob ``entry`` lists, from its ``sealed`` bytes read out of the pack;
+    checked against its id (:func:`open_blob`)."""
+    return open_blob(
+        keys, entry.type, entry.id, entry.compressed, entry.raw_length, sealed, what=what
+    )
 
 
 def header_length(tail: bytes | memoryview) -> int:

@@ -44,9 +44,8 @@ from .format import (
     decode_object,
     decode_tree,
     encode_object,
-    open_blob,
 )
-from .pack import PackEntry
+from .pack import PackEntry, open_entry
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -386,12 +385,9 @@ class Repository:
         if slot is None:
             raise MissingObject(f"pack {loc.pack[:16]}… is missing from the repository")
         sealed = self.get(slot, start=e.offset, end=e.offset + e.length - 1)
-        return open_blob(
+        return open_entry(
             self.keys,
-            e.type,
-            e.id,
-            e.compressed,
-            e.raw_length,
+            e,
             sealed,
             what=f"blob {blob_id.hex()[:16]} in pack {loc.pack[:16]}",
         )

@@ -32,7 +32,8 @@ from ..repo_protocol import ReadSlot
 from .cache import BlobLocation
 from .chunker import Chunker
 from .errors import CorruptObject, MissingObject, RepositoryError
-from .format import PACK_SIZE, Node, open_blob
+from .format import PACK_SIZE, Node
+from .pack import open_entry
 from .repository import Repository
 
 log = logging.getLogger("desktop_agent.engine.repo")
@@ -412,14 +413,8 @@ class SnapshotRestorer:
                         self.report.downloaded += e.offset + e.length - read_to
                     read_to = e.offset + e.length
                     try:
-                        plain = open_blob(
-                            self.repo.keys,
-                            e.type,
-                            e.id,
-                            e.compressed,
-                            e.raw_length,
-                            sealed,
-                            what=f"a chunk in pack {pack[:16]}…",
+                        plain = open_entry(
+                            self.repo.keys, e, sealed, what=f"a chunk in pack {pack[:16]}…"
                         )
                     except RepositoryError as exc:
                         self._fail_blobs([group[done - 1]], targets, str(exc))

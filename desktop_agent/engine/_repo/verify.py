@@ -29,8 +29,8 @@ from .._errors import AgentError
 from ..repo_protocol import ReadSlot
 from .cache import BlobLocation
 from .errors import CorruptObject, MissingObject, RepositoryError
-from .format import BlobType, open_blob
-from .pack import PackEntry, header_length, read_pack_header
+from .format import BlobType
+from .pack import PackEntry, header_length, open_entry, read_pack_header
 from .repository import Repository
 from .restore import display
 
@@ -343,12 +343,9 @@ class RepoChecker:
         bad = 0
         for e in entries:
             try:
-                open_blob(
+                open_entry(
                     self.repo.keys,
-                    e.type,
-                    e.id,
-                    e.compressed,
-                    e.raw_length,
+                    e,
                     view[e.offset : e.offset + e.length],
                     what=f"blob {e.id.hex()[:16]}… in pack {pack[:16]}…",
                 )

@@ -112,6 +112,24 @@ class RestoreResult:
     def restored(self) -> int:
         return self.files + self.dirs + self.links
 
+    def finished(self, target_label: str) -> RestoreFinished:
+        """The event that reports this restore done (``target_label``: where, in words)."""
+        return RestoreFinished(
+            backup_id=self.backup_id,
+            filename=self.filename,
+            target=target_label,
+            files=self.restored,
+            bytes=self.bytes,
+            skipped=len(self.skipped),
+            archive_size=self.archive_size,
+            sha256=self.sha256,
+            duration_ms=self.duration_ms,
+            resumed=self.resumed,
+            unchanged=self.unchanged,
+            renamed=tuple(self.renamed),
+            replaced=tuple(self.replaced),
+        )
+
     def count(self, member: tarfile.TarInfo) -> None:
         """Count ``member`` as restored (or listed)."""
         if member.isdir():
@@ -272,23 +290,7 @@ class Restorer(Closing):
         result.resumed = reader.resumed
         result.duration_ms = int((time.monotonic() - started) * 1000)
         progress(force=True)
-        self._emit(
-            RestoreFinished(
-                backup_id=backup_id,
-                filename=ticket.filename,
-                target=target_label,
-                files=result.restored,
-                bytes=result.bytes,
-                skipped=len(result.skipped),
-                archive_size=result.archive_size,
-                sha256=result.sha256,
-                duration_ms=result.duration_ms,
-                resumed=result.resumed,
-                unchanged=result.unchanged,
-                renamed=tuple(result.renamed),
-                replaced=tuple(result.replaced),
-            )
-        )
+        self._emit(result.finished(target_label))
         return result
 
     def _skip_event(self, result: RestoreResult) -> Callable[[str, str], None]:

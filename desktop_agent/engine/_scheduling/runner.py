@@ -315,8 +315,7 @@ class Runner(OwnsClients):
         )
         runner.version, runner.platform = options.version, options.platform
         runner.temp_dir = options.temp_dir
-        runner._owned = [plane, storage]
-        return runner
+        return runner.owning(plane, storage)
 
     def _features(self) -> frozenset[str]:
         """What the server advertised in its last heartbeat; a runner that has not seen one yet
