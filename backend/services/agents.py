@@ -335,8 +335,16 @@ class AgentService:
                 | (Agent.last_seen < silent_since)
             )
         if oneshot is not None:
-            cron = "active = {} AND COALESCE(mode, '') = {} AND last_seen IS NOT NULL"
-            where = where & WhereRaw(cron if oneshot else f"NOT ({cron})", True, ONESHOT)
+            if oneshot:
+                # A range of the ``("user", mode, last_seen)`` index. SQLite's statistics do not
+                # say that one-shot agents are rare, and it would rather walk the list order over
+                # every agent for the page: ``unlikely`` tells it (PostgreSQL knows it already).
+                sqlite = getattr(Agent._meta.db, "engine_type", "") == "sqlite"
+                mode = "unlikely(mode = {})" if sqlite else "mode = {}"
+                cron = f"active = {{}} AND {mode} AND last_seen IS NOT NULL"
+            else:  # the others, an agent that never said its mode (null) among them
+                cron = "NOT (active = {} AND COALESCE(mode, '') = {} AND last_seen IS NOT NULL)"
+            where = where & WhereRaw(cron, True, ONESHOT)
         if marked is not None:
             where = where & (
                 Agent.offline_since.is_not_null() if marked else Agent.offline_since.is_null()
