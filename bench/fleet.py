@@ -478,11 +478,38 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                         file=sys.stderr,
                     )
 
+            engine_class = type(engine)
+            plain = engine_class.run_querystring
+
             async def timed_round(fn: Callable[[], Awaitable[Any]]) -> tuple[float, int, Any]:
+                # Each statement's time, so that a round slower than --slow-round says why.
+                statements: list[tuple[float, str]] = []
+
+                async def traced(self: Any, querystring: Any, *a: Any, **k: Any) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        return await plain(self, querystring, *a, **k)
+                    finally:
+                        took = (time.perf_counter() - started) * 1000
+                        statements.append((took, str(querystring)[:240].replace("\n", " ")))
+
+                engine_class.run_querystring = traced  # type: ignore[method-assign]
                 before = engine.query_id
                 t0 = time.perf_counter()
-                report = await fn()
-                return (time.perf_counter() - t0) * 1000, engine.query_id - before, report
+                try:
+                    report = await fn()
+                finally:
+                    engine_class.run_querystring = plain  # type: ignore[method-assign]
+                ms = (time.perf_counter() - t0) * 1000
+                if ms > args.slow_round * 1000:
+                    print(
+                        f"[{kind}] a round took {ms:.0f} ms ({len(statements)} statements,"
+                        f" {sum(t for t, _ in statements):.0f} ms in them); the slowest:",
+                        file=sys.stderr,
+                    )
+                    for took, text in sorted(statements, reverse=True)[:5]:
+                        print(f"    {took:9.1f} ms  {text}", file=sys.stderr)
+                return ms, engine.query_id - before, report
 
             def record(name: str, ms: list[float], queries: int, rounds: int = 1) -> None:
                 ms = sorted(ms)
@@ -570,6 +597,12 @@ def main() -> int:
         type=float,
         default=1.0,
         help="seconds a retention or alert round works through a backlog (0: no limit)",
+    )
+    parser.add_argument(
+        "--slow-round",
+        type=float,
+        default=5.0,
+        help="print the slowest statements of any round that takes longer (seconds)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
