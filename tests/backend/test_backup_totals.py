@@ -17,17 +17,11 @@ from backend.accounts.tables import User
 from backend.backups.tables import BackupLog
 from backend.services import Services
 from backend.services.accounts import CurrentUser
-from tests.support.api import ApiClient, complete_one_backup
+from tests.support.api import ApiClient, complete_one_backup, signed_in_user
 from tests.support.fleet import seed_fleet
 from tests.support.queries import count_queries
 
 MIGRATION = "backend.backups.piccolo_migrations.backups_2026_12_02t14_05_00_000000"
-
-
-async def _me(client: ApiClient, services: Services) -> CurrentUser:
-    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
-    assert me is not None
-    return me
 
 
 async def _kept() -> dict[tuple[str, str], tuple[int, int]]:
@@ -73,7 +67,7 @@ async def _end(client: ApiClient, key: str, log_id: str, status: str) -> None:
 
 async def test_the_totals_follow_every_status_change(client: ApiClient, services: Services) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     agent_id, key = await client.register_agent()
     config = (await client.create_config(agent_id))["id"]
     assert await _mine(me) == {}
@@ -139,7 +133,7 @@ async def test_the_migration_back_fills_the_totals(
 ) -> None:
     migration = importlib.import_module(MIGRATION)
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     fleet = await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=4)
     await BackupLog.update({BackupLog.status: "failed"}).where(
         BackupLog.id.is_in(fleet.backup_ids[:3])
@@ -165,7 +159,7 @@ async def test_the_history_lists_total_comes_from_the_kept_totals(
     """``GET /api/backups`` answers ``total`` from the kept totals (a few rows) when it is not
     filtered, or filtered by status only, and still counts exactly; other filters count rows."""
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     agent_id, key = await client.register_agent()
     config = (await client.create_config(agent_id))["id"]
     await complete_one_backup(client, key, config)

@@ -22,17 +22,11 @@ from backend.services.accounts import CurrentUser
 from backend.services.last_backup import FAILING, OFFLINE, OVERDUE_AFTER, STALE
 from backend.services.offline import mark_offline
 from backend.services.overview import OverviewService
-from tests.support.api import ApiClient, complete_one_backup
+from tests.support.api import ApiClient, complete_one_backup, signed_in_user
 from tests.support.fleet import seed_fleet
 from tests.support.queries import count_queries
 
 MIGRATION = "backend.backups.piccolo_migrations.backups_2026_12_02t17_40_00_000000"
-
-
-async def _me(client: ApiClient, services: Services) -> CurrentUser:
-    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
-    assert me is not None
-    return me
 
 
 async def _kept() -> dict[tuple[str, int], int]:
@@ -58,7 +52,7 @@ async def _mine(me: CurrentUser) -> dict[int, int]:
 
 async def test_the_counts_follow_every_change(client: ApiClient, services: Services) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     assert await _mine(me) == {}
     agent_id, key = await client.register_agent()
     config = (await client.create_config(agent_id))["id"]
@@ -114,7 +108,7 @@ async def test_the_dashboard_figures_equal_those_counted_from_every_config(
     """Also for configs whose verified backup turned more than a day old after their severity
     was stored (the alert round has not moved them yet): counted from ``last_ok_at``."""
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=12)
     old = now - OVERDUE_AFTER - timedelta(hours=2)
@@ -150,7 +144,7 @@ async def test_the_dashboard_figures_equal_those_counted_from_every_config(
 async def test_the_migration_back_fills_the_counts(client: ApiClient, services: Services) -> None:
     migration = importlib.import_module(MIGRATION)
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     fleet = await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=4)
     engine = BackupConfig._meta.db
     # An upgraded database: configs written before the triggers and the counts existed.

@@ -16,25 +16,18 @@ import pytest
 
 from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services, alerts, retention
-from backend.services.accounts import CurrentUser
 from backend.services.last_backup import refresh_last_backups
 from backend.services.tasks import PeriodicTasks
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, signed_in_user
 from tests.support.fleet import DAILY, Fleet, seed_fleet
 from tests.support.queries import count_queries
-
-
-async def _me(client: ApiClient, services: Services) -> CurrentUser:
-    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
-    assert me is not None
-    return me
 
 
 async def _backlog(client: ApiClient, services: Services, now: datetime) -> tuple[Fleet, set[Any]]:
     """12 new configs whose every backup is 60 days old: each misses its daily schedule, and
     retention (30 days) removes all but the newest of each. The ids retention must remove."""
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     fleet = await seed_fleet(
         me.id, now=now, configs=12, backups_per_config=3, retention_days=30, schedule=DAILY
@@ -147,7 +140,7 @@ async def test_a_steady_alert_round_reads_nothing_of_failures_drills_or_alerts_t
     client: ApiClient, services: Services, settings: Any
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=2, schedule=DAILY)
@@ -235,7 +228,7 @@ async def test_a_backlog_of_silent_agents_is_marked_offline_over_bounded_rounds(
     from backend.services.last_backup import OFFLINE
 
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=7, configs=14, backups_per_config=1)

@@ -16,10 +16,9 @@ import pytest
 from backend.agents.tables import Agent
 from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
-from backend.services.accounts import CurrentUser
 from backend.services.clock import aware
 from backend.services.last_backup import refresh_last_backups
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, signed_in_user
 from tests.support.fleet import DAILY, Fleet, seed_fleet
 from tests.support.queries import count_queries
 
@@ -35,12 +34,6 @@ OWNER_PAGES = [
 ]
 
 
-async def _me(client: ApiClient, services: Services) -> CurrentUser:
-    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
-    assert me is not None
-    return me
-
-
 async def _statements(client: ApiClient, path: str) -> int:
     with count_queries() as log:
         r = await client.get(path)
@@ -52,7 +45,7 @@ async def test_owner_pages_run_as_many_statements_for_500_configs_as_for_10(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=10, backups_per_config=2)
@@ -72,7 +65,7 @@ async def test_the_dashboard_shows_problems_first_and_counts_every_config(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=5, configs=120, backups_per_config=1)
     # The 100th config's newest backup failed: it must be on the dashboard despite 119 others.
@@ -105,7 +98,7 @@ async def test_backup_pages_follow_a_stable_order_through_ties(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC).replace(microsecond=0)
     fleet = await seed_fleet(me.id, now=now, configs=4, backups_per_config=3)
     # Ties: every backup of a day started at the same instant.
@@ -129,7 +122,7 @@ async def test_a_row_deleted_between_pages_skips_nothing(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await seed_fleet(me.id, now=datetime.now(UTC), configs=3, backups_per_config=3)
     order = [b["id"] for b in (await client.get("/api/backups?limit=500")).json()["backups"]]
     first = (await client.get("/api/backups?limit=4")).json()
@@ -160,7 +153,7 @@ async def test_tampered_or_foreign_cursors_are_refused(
     client: ApiClient, services: Services, path: str, key: str
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=4, backups_per_config=2)
     cursor = (await client.get(f"{path}?limit=1")).json()["nextAfter"]
     assert cursor
@@ -186,7 +179,7 @@ async def test_config_and_agent_lists_page_and_search(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await seed_fleet(me.id, now=datetime.now(UTC), agents=7, configs=11, backups_per_config=0)
     configs = await _walk(client, "/api/configs", "configs", 3)
     listed = (await client.get("/api/configs")).json()
@@ -212,7 +205,7 @@ async def test_config_and_agent_lists_page_and_search(
 
 async def test_the_backups_page_pages_by_cursor(client: ApiClient, services: Services) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await seed_fleet(me.id, now=datetime.now(UTC), configs=30, backups_per_config=1)
     first = (await client.get("/backups")).text
     assert "30 backups" in first
@@ -243,7 +236,7 @@ async def test_periodic_rounds_run_as_many_statements_for_500_configs_as_for_10(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = Fleet()
@@ -329,7 +322,7 @@ async def test_the_dashboard_lists_the_newest_open_alerts_only(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()  # its alert round would resolve these made-up alerts
     now = datetime.now(UTC)
     await Alert.insert(
@@ -370,7 +363,7 @@ async def test_the_dashboard_reads_as_many_rows_for_500_configs_as_for_10(
     monkeypatch.setattr(_dashboard, "DASHBOARD_ROWS", 4)
     monkeypatch.setattr(_dashboard, "DASHBOARD_AGENTS", 1)
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=10, backups_per_config=2)
@@ -399,7 +392,7 @@ async def test_an_alert_round_reads_only_the_configs_that_changed(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=2, schedule=DAILY)
@@ -459,7 +452,7 @@ async def test_a_retention_round_reads_only_the_configs_that_changed(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=3, retention_days=30)
@@ -497,7 +490,7 @@ async def test_an_interrupted_retention_round_is_finished_by_the_next(
     from backend.services.retention import RetentionService
 
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, configs=3, backups_per_config=3, retention_days=30)
@@ -531,7 +524,7 @@ async def test_a_backup_that_ends_during_a_round_is_looked_at_next_round(
     from backend.services import retention
 
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, configs=3, backups_per_config=2, retention_days=30)
@@ -597,7 +590,7 @@ async def test_the_agent_log_pages_by_cursor_through_ties(
     from backend.agents.tables import AgentLog
 
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     fleet = await seed_fleet(me.id, now=datetime.now(UTC), agents=1, configs=1)
     agent_id = fleet.agent_ids[0]
     at = datetime.now(UTC).replace(microsecond=0)
@@ -644,7 +637,7 @@ async def test_the_overview_ranks_configs_as_the_health_rules_do(
     from backend.web._health import config_health
 
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=3, configs=18, backups_per_config=2)
     online, silent, off = fleet.agent_ids

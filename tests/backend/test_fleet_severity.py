@@ -15,7 +15,6 @@ import pytest
 from backend.agents.tables import Agent
 from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
-from backend.services.accounts import CurrentUser
 from backend.services.agent_registry import AgentIdentity
 from backend.services.last_backup import (
     BLOCKED,
@@ -28,15 +27,9 @@ from backend.services.last_backup import (
 )
 from backend.services.offline import mark_offline
 from backend.services.overview import OverviewService
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, signed_in_user
 from tests.support.fleet import DAILY, Fleet, seed_fleet
 from tests.support.queries import count_queries
-
-
-async def _me(client: ApiClient, services: Services) -> CurrentUser:
-    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
-    assert me is not None
-    return me
 
 
 async def _stored(config_ids: list[object]) -> list[int]:
@@ -62,7 +55,7 @@ async def test_the_stored_severity_follows_failures_recoveries_and_agents(
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=6, backups_per_config=2)
     ids = fleet.config_ids
@@ -118,7 +111,7 @@ async def test_a_silent_agent_is_marked_offline_by_the_round_and_cleared_by_its_
     heartbeat flush clears it when the agent beats again, and a flush of agents that beat
     steadily runs no statement for it."""
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=4, backups_per_config=1)
     silent = fleet.agent_ids[1]
@@ -173,7 +166,7 @@ async def test_a_backup_that_ages_past_a_day_counts_before_the_alert_round_moves
     client: ApiClient, services: Services
 ) -> None:
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=1, configs=3, backups_per_config=1)
     ids = [str(c) for c in fleet.config_ids]
@@ -210,7 +203,7 @@ async def test_the_dashboard_reads_a_page_however_many_problems(
     monkeypatch.setattr(_dashboard, "DASHBOARD_ROWS", 4)
     monkeypatch.setattr(_dashboard, "DASHBOARD_AGENTS", 1)
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=10, backups_per_config=1)
@@ -261,7 +254,7 @@ async def test_late_configs_are_not_read_again_by_the_next_alert_rounds(
     """The steady alert round costs the same with 2 late configs out of 10 as with 202 out of
     500: an open missed-backup alert is not looked at again before it could clear."""
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     await services.tasks.started()
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, configs=10, backups_per_config=1, schedule=DAILY)
@@ -307,7 +300,7 @@ async def test_one_shot_agents_between_runs_are_idle_not_offline(
     """A silent one-shot agent is marked offline only once it missed its next run: the configs
     of an idle one stay fine."""
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(
         me.id, now=now, agents=3, configs=9, backups_per_config=1, schedule=DAILY
@@ -352,7 +345,7 @@ async def test_the_migration_back_fills_the_severity_as_the_services_compute_it(
     )
     monkeypatch.setattr(migration, "engine_finder", lambda: BackupConfig._meta.db)
     await client.signup()
-    me = await _me(client, services)
+    me = await signed_in_user(client, services)
     now = datetime.now(UTC)
     fleet = await seed_fleet(me.id, now=now, agents=2, configs=8, backups_per_config=2)
     ids = fleet.config_ids

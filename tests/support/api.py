@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from desktop_agent.engine.repo_protocol import encode_bitmap
+
+if TYPE_CHECKING:
+    from backend.services import Services
+    from backend.services.accounts import CurrentUser
 
 
 def local_path(url: str) -> str:
@@ -143,3 +147,10 @@ async def commit_opaque_snapshot(client: ApiClient, key: str, config_id: str) ->
         key, "/api/agent/lease/release", {"configId": config_id, "token": lease}
     )
     return str(backup_id)
+
+
+async def signed_in_user(client: ApiClient, services: Services) -> CurrentUser:
+    """The user ``client`` is signed in as, as the services see them."""
+    me = await services.accounts.user_for_session(client.raw.cookies["backapp_session"])
+    assert me is not None
+    return me
