@@ -238,27 +238,20 @@ class AgentService:
     async def _row(self, user: CurrentUser, agent_id: str | uuid.UUID) -> dict[str, Any]:
         return await users_row(Agent, user, agent_id, "agent")
 
-    async def _configs(
-        self, agents: list[dict[str, Any]], *, all_agents: bool = True
-    ) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    async def _configs(self, agents: list[dict[str, Any]]) -> dict[uuid.UUID, list[dict[str, Any]]]:
         """Each agent's configs: their ``id``, and their ``options`` for one-shot agents only
         (when such an agent is due back depends on its schedules; the options of every config of
-        a page of agents are not decoded for nothing). One query, and one more when the page has
-        one-shot agents. ``all_agents`` False: only the one-shot agents' configs."""
+        a page of agents are not decoded for nothing). A query for each kind the page has."""
+        result: dict[uuid.UUID, list[dict[str, Any]]] = {a["id"]: [] for a in agents}
         oneshot = [a["id"] for a in agents if a["mode"] == ONESHOT]
-        ids = [a["id"] for a in agents] if all_agents else oneshot
-        result: dict[uuid.UUID, list[dict[str, Any]]] = {a: [] for a in ids}
-        if ids and all_agents:
-            others: Combinable = BackupConfig.agent.is_in(ids)
-            if oneshot:
-                others = others & BackupConfig.agent.not_in(oneshot)
-            for row in await BackupConfig.select(BackupConfig.id, BackupConfig.agent).where(others):
-                result[row["agent"]].append(row)
-        if oneshot:
-            for row in await BackupConfig.select(
-                BackupConfig.id, BackupConfig.agent, BackupConfig.options
-            ).where(BackupConfig.agent.is_in(oneshot)):
-                result[row["agent"]].append(row)
+        others = [a["id"] for a in agents if a["mode"] != ONESHOT]
+        for ids, columns in (
+            (others, (BackupConfig.id, BackupConfig.agent)),
+            (oneshot, (BackupConfig.id, BackupConfig.agent, BackupConfig.options)),
+        ):
+            if ids:
+                for row in await BackupConfig.select(*columns).where(BackupConfig.agent.is_in(ids)):
+                    result[row["agent"]].append(row)
         return result
 
     async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
@@ -366,7 +359,7 @@ class AgentService:
             query = query.limit(limit)
         rows = await query
         # Only one-shot agents need their configs (when they are due back): one query for those.
-        configs = await self._configs(rows, all_agents=False)
+        configs = await self._configs([r for r in rows if r["mode"] == ONESHOT])
         now = utcnow()
         out = []
         for row in rows:

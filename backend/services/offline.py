@@ -1,10 +1,11 @@
 """Which agents are offline, stored on the agent (``offline_since``) so that the dashboard ranks
 their configs from the config rows alone (severity 3, ``services/last_backup.py``).
 
-* :func:`mark_offline` runs in the presence round: one ``UPDATE … RETURNING`` marks the agents
-  the database has not heard from for ``offline_after`` (or never), over the ``(offline_since,
-  last_seen)`` index, so it reads only agents that are not marked yet; then the severity of the
-  configs of the agents it marked is recomputed. A one-shot agent that was heard from is silent
+* :func:`mark_offline` runs in the presence round: ``UPDATE … RETURNING`` statements mark the
+  agents the database has not heard from for ``offline_after`` (or never), :data:`MARK_BATCH` a
+  statement over the ``(offline_since, last_seen)`` index, so they read only agents that are not
+  marked yet, and the severity of their configs is recomputed; a round stops when its budget is
+  used and the next rounds go on. A one-shot agent that was heard from is silent
   by design between its runs (``services/presence.py``): it is marked only once its next
   scheduled run (plus grace) has passed, which takes its schedules, so those are read for the
   silent one-shot agents not marked yet.
