@@ -35,6 +35,7 @@ from .errors import CorruptObject, MissingObject, RepositoryError
 from .format import PACK_SIZE, Node
 from .pack import open_entry
 from .repository import Repository
+from .restore_files import META_BY_FD, FileJob, apply_meta, apply_meta_fd, open_temp, read_umask
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -48,13 +49,9 @@ _MAX_RANGE = PACK_SIZE + 1024 * 1024
 # Files are planned and written in batches, so that memory stays flat on a huge snapshot.
 _BATCH_FILES = 20_000
 _BATCH_BYTES = 2 * 1024 * 1024 * 1024
-_TEMP_SUFFIX = ".backapp-part"
 # Files kept open between two of their chunks: opening a file again by its name cost as much as
 # writing a chunk on a loaded disk. Bounded, as a restore may have started many files at once.
 _OPEN_FILES = 64
-# A file's mode and times are set through its descriptor where the platform allows it (no path
-# lookups): after the last chunk, before it is closed and moved to its place.
-_META_BY_FD = hasattr(os, "fchmod") and os.utime in os.supports_fd
 
 
 def _valid_name(name: bytes) -> bool:
@@ -134,34 +131,6 @@ def lookup(repo: Repository, root: bytes, path: str) -> Node | None:
     return node
 
 
-class _FileJob:
-    __slots__ = (
-        "final",
-        "temp",
-        "node",
-        "remaining",
-        "failed",
-        "lock",
-        "display",
-        "created",
-        "fd",
-    )
-
-    def __init__(self, final: Path, node: Node, shown: str) -> None:
-        self.final = final
-        self.temp = final.with_name(f".{final.name}{_TEMP_SUFFIX}")
-        self.node = node
-        self.remaining = len(node.content)
-        self.failed: str | None = None
-        self.lock = threading.Lock()
-        self.display = shown
-        self.created = False
-        self.fd: int | None = None
-        """The temporary file, kept open between its chunks (see ``_OPEN_FILES``)."""
-        """Whether the temporary file exists: made by the first chunk written (on a download
-        worker, so that creating thousands of files overlaps with the downloads)."""
-
-
 class SnapshotRestorer:
     """Restores paths of one snapshot into a folder."""
 
@@ -184,8 +153,12 @@ class SnapshotRestorer:
         self._total_files = 0
         self._total_bytes = 0
         self._last = 0.0
-        self._checked: dict[Path, bool] = {}
-        self._made: set[Path] = set()
+        self._checked: dict[str, bool] = {}
+        self._made: set[str] = set()
+        self._fresh: set[str] = set()
+        # Read per restore (a process may change it); only used to skip an unneeded ``fchmod``.
+        self._umask = read_umask() if META_BY_FD else None
+        """Folders this restore created: nothing was in them, so their files need no look first."""
         self._open = 0
 
     def _tick(self, force: bool = False) -> None:
@@ -213,7 +186,7 @@ class SnapshotRestorer:
         stamp = self._now().strftime("%Y-%m-%d %H-%M-%S")
         dirs: list[tuple[Path, Node]] = []
         links: list[tuple[Path, Node, str]] = []
-        batch: list[_FileJob] = []
+        batch: list[FileJob] = []
         batch_bytes = 0
 
         def chosen_nodes() -> Iterator[tuple[tuple[bytes, ...], Node]]:
@@ -239,22 +212,26 @@ class SnapshotRestorer:
             if node.type == "file":
                 self._total_files += 1
                 self._total_bytes += node.size
+        # Paths as strings: pathlib's objects cost more than the system calls made with them,
+        # once per file of the snapshot.
+        root_text = str(base)
         for parts, node in chosen_nodes():
             if self.cancel is not None:
                 self.cancel.raise_if_cancelled()
             shown = display(parts)
-            path = base.joinpath(*(os.fsdecode(p) for p in parts))
-            if not self._inside(base, path.parent):
+            text = os.path.join(root_text, *(os.fsdecode(p) for p in parts))
+            folder = os.path.dirname(text)
+            if not self._inside(base, folder):
                 self.report.errors.append((shown, "refused: the folder leads outside the target"))
                 continue
             if node.type == "dir":
-                self._make_dir(path, shown)
-                dirs.append((path, node))
+                self._make_dir(text, shown)
+                dirs.append((Path(text), node))
             elif node.type == "symlink":
-                links.append((path, node, shown))
+                links.append((Path(text), node, shown))
             elif node.type == "file":
-                self._ensure_parent(path.parent)
-                job = self._prepare(path, node, shown, stamp, overwrite)
+                self._ensure_parent(folder)
+                job = self._prepare(text, node, shown, stamp, overwrite, folder in self._fresh)
                 if job is None:
                     continue
                 batch.append(job)
@@ -267,15 +244,17 @@ class SnapshotRestorer:
         for path, node, shown in links:
             self._make_link(base, path, node, shown, overwrite)
         for path, node in reversed(dirs):  # deepest first: writing inside changes a folder's mtime
-            _apply_meta(path, node, follow=True)
+            apply_meta(path, node, follow=True)
         self._tick(force=True)
         return self.report
 
     # --- planning ------------------------------------------------------------------------------
 
-    def _inside(self, base: Path, folder: Path) -> bool:
+    def _inside(self, base: Path, folder: str) -> bool:
         """Whether ``folder`` really is inside the target (no link on the way leads out); asked
-        once per folder."""
+        once per folder. A folder this restore created is (its parent was asked before)."""
+        if folder in self._fresh:
+            return True
         known = self._checked.get(folder)
         if known is None:
             real = os.path.realpath(folder)
@@ -283,12 +262,24 @@ class SnapshotRestorer:
             self._checked[folder] = known
         return known
 
-    def _ensure_parent(self, folder: Path) -> None:
+    def _ensure_parent(self, folder: str) -> None:
         if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             self._made.add(folder)
 
-    def _make_dir(self, path: Path, shown: str) -> None:
+    def _make_dir(self, text: str, shown: str) -> None:
+        try:
+            os.mkdir(text)
+        except FileExistsError:
+            pass  # a folder, or something in its way: looked at below
+        except OSError:
+            pass  # e.g. a parent is missing: made below, with the error named if it fails
+        else:
+            self._fresh.add(text)
+            self._made.add(text)
+            self.report.dirs += 1
+            return
+        path = Path(text)
         try:
             if path.is_symlink():
                 self.report.errors.append((shown, "refused: a link is in the way of this folder"))
@@ -311,25 +302,26 @@ class SnapshotRestorer:
             return False
 
     def _prepare(
-        self, path: Path, node: Node, shown: str, stamp: str, overwrite: bool
-    ) -> _FileJob | None:
-        final = path
-        if path.exists() or path.is_symlink():
+        self, text: str, node: Node, shown: str, stamp: str, overwrite: bool, fresh: bool
+    ) -> FileJob | None:
+        final = text
+        if not fresh and os.path.lexists(text):
+            path = Path(text)
             if self._same_content(path, node):
                 self.report.unchanged += 1
                 self.report.files += 1
                 self.report.bytes += node.size
-                _apply_meta(path, node, follow=False)
+                apply_meta(path, node, follow=False)
                 return None
             if overwrite:
                 self.report.replaced.append(shown)
             else:
-                final = _beside(path, stamp)
-                self.report.renamed.append((shown, final.name))
-        job = _FileJob(final, node, shown)
+                final = str(_beside(path, stamp))
+                self.report.renamed.append((shown, os.path.basename(final)))
+        job = FileJob(final, node, shown)
         if job.remaining == 0:  # an empty file: nothing to download
             try:
-                os.close(_open_temp(job))
+                os.close(open_temp(job))
             except OSError as exc:
                 self.report.errors.append((shown, f"cannot write: {exc.strerror or exc}"))
                 return None
@@ -339,10 +331,10 @@ class SnapshotRestorer:
 
     # --- downloading ---------------------------------------------------------------------------
 
-    def _fill(self, jobs: list[_FileJob]) -> None:
+    def _fill(self, jobs: list[FileJob]) -> None:
         where = self._locate(list({bid for job in jobs for bid in job.node.content}))
         # Each chunk's offset in its file, from the plaintext lengths the index records.
-        targets: dict[bytes, list[tuple[_FileJob, int]]] = defaultdict(list)
+        targets: dict[bytes, list[tuple[FileJob, int]]] = defaultdict(list)
         for job in jobs:
             offset = 0
             for blob_id in job.node.content:
@@ -363,6 +355,7 @@ class SnapshotRestorer:
         for pack, locs in by_pack.items():
             locs.sort(key=lambda loc: loc.entry.offset)
             ranges.extend((pack, group) for group in _ranges(locs))
+        ranges.sort(key=_cost, reverse=True)
         slots = self.repo.read_slots([("data", p) for p in by_pack]) if by_pack else {}
         self.report.packs += len(by_pack)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="snap-restore") as pool:
@@ -391,7 +384,7 @@ class SnapshotRestorer:
         pack: str,
         group: list[BlobLocation],
         slot: ReadSlot | None,
-        targets: dict[bytes, list[tuple[_FileJob, int]]],
+        targets: dict[bytes, list[tuple[FileJob, int]]],
     ) -> None:
         if self.cancel is not None and self.cancel.is_set():
             return
@@ -425,7 +418,7 @@ class SnapshotRestorer:
             self._fail_blobs(group[done:], targets, _why(exc, pack))
 
     def _fail_blobs(
-        self, group: list[BlobLocation], targets: dict[bytes, list[tuple[_FileJob, int]]], why: str
+        self, group: list[BlobLocation], targets: dict[bytes, list[tuple[FileJob, int]]], why: str
     ) -> None:
         for loc in group:
             for job, _ in targets.get(loc.entry.id, ()):
@@ -435,7 +428,7 @@ class SnapshotRestorer:
                     job.failed = why
                 self._give_up(job)
 
-    def _write(self, job: _FileJob, offset: int, plain: bytes) -> None:
+    def _write(self, job: FileJob, offset: int, plain: bytes) -> None:
         done = False
         with job.lock:
             if job.failed:
@@ -446,13 +439,13 @@ class SnapshotRestorer:
                     if job.created:
                         fd = os.open(job.temp, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
                     else:
-                        fd = _open_temp(job)
+                        fd = open_temp(job, self._umask)
                         job.created = True
                 os.pwrite(fd, plain, offset)
                 job.remaining -= 1
                 done = job.remaining == 0
-                if done and _META_BY_FD:
-                    _apply_meta_fd(fd, job.node)
+                if done and META_BY_FD:
+                    apply_meta_fd(fd, job.node, chmod=not job.moded)
             except OSError as exc:
                 job.failed = f"cannot write: {exc.strerror or exc}"
             if fd is not None and job.fd is None and not done and not job.failed:
@@ -467,9 +460,9 @@ class SnapshotRestorer:
         if job.failed:
             self._give_up(job)
         elif done:
-            self._finish(job, meta=not _META_BY_FD)
+            self._finish(job, meta=not META_BY_FD)
 
-    def _close(self, job: _FileJob) -> None:
+    def _close(self, job: FileJob) -> None:
         """Close the file ``job`` kept open, if any (``job.lock`` held)."""
         if job.fd is not None:
             fd, job.fd = job.fd, None
@@ -480,10 +473,10 @@ class SnapshotRestorer:
             except OSError:
                 pass
 
-    def _finish(self, job: _FileJob, *, meta: bool = True) -> None:
+    def _finish(self, job: FileJob, *, meta: bool = True) -> None:
         try:
             if meta:
-                _apply_meta(job.temp, job.node, follow=False)
+                apply_meta(job.temp, job.node, follow=False)
             os.replace(job.temp, job.final)
         except OSError as exc:
             job.failed = f"cannot write: {exc.strerror or exc}"
@@ -494,12 +487,12 @@ class SnapshotRestorer:
             self.report.bytes += job.node.size
         self._tick()
 
-    def _give_up(self, job: _FileJob) -> None:
+    def _give_up(self, job: FileJob) -> None:
         with job.lock:
             self._close(job)
         if job.created or job.remaining == 0:
             try:
-                job.temp.unlink()
+                os.unlink(job.temp)
             except OSError:
                 pass
         with self._lock:
@@ -520,7 +513,7 @@ class SnapshotRestorer:
                     return
                 path.unlink()
             os.symlink(target, os.fsencode(path))
-            _apply_meta(path, node, follow=False)
+            apply_meta(path, node, follow=False)
             self.report.links += 1
         except OSError as exc:
             self.report.errors.append((shown, f"cannot create the link: {exc.strerror or exc}"))
@@ -548,35 +541,18 @@ def _ranges(locs: list[BlobLocation]) -> Iterator[list[BlobLocation]]:
         yield group
 
 
-def _open_temp(job: _FileJob) -> int:
-    """Create (or empty) the job's temporary file; a link in its place is refused
-    (``O_NOFOLLOW``). Returns the open descriptor. Not sized first: the chunks, written at their
-    offsets, make it whole (an ``ftruncate`` per file cost a sixth of a restore's file work)."""
-    return os.open(
-        job.temp,
-        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
-        0o600,
+def _cost(item: tuple[str, list[BlobLocation]]) -> int:
+    """About how long a range keeps its worker busy, to start the longest first: the workers
+    then finish together instead of one of them working alone through the last pack of small
+    files (each blob of those costs a file of its own: creating, writing, naming it). The weights
+    are from a restore's profile: a blob costs about as much as 10 KB of a large file."""
+    _, group = item
+    return (
+        len(group) * 10_000
+        + group[-1].entry.offset
+        + group[-1].entry.length
+        - group[0].entry.offset
     )
-
-
-def _apply_meta(path: Path, node: Node, *, follow: bool) -> None:
-    try:
-        if node.type != "symlink":
-            os.chmod(path, node.mode or 0o644)
-        if node.type != "symlink" or os.utime in os.supports_follow_symlinks:
-            os.utime(
-                path, ns=(node.mtime, node.mtime), follow_symlinks=follow and node.type != "symlink"
-            )
-    except OSError as exc:
-        log.debug("could not set the metadata of %s: %s", path, exc)
-
-
-def _apply_meta_fd(fd: int, node: Node) -> None:
-    try:
-        os.fchmod(fd, node.mode or 0o644)
-        os.utime(fd, ns=(node.mtime, node.mtime))
-    except OSError as exc:
-        log.debug("could not set the metadata of a restored file: %s", exc)
 
 
 def _chunk_ids(repo: Repository, path: Path, size: int) -> list[bytes]:
