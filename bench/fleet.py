@@ -466,6 +466,10 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                     "/backups",
                     "/api/configs",
                     "/api/agents",
+                    # The lists' default page is 500 rows; a page the size of the console's
+                    # shows what the fleet's size, not the page's, costs.
+                    "/api/configs?limit=50",
+                    "/api/agents?limit=50",
                     "/api/backups",
                 ]
                 total = (await client.get("/api/backups?limit=1")).json().get("total", 0)
@@ -484,8 +488,12 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                         )
                 else:
                     pages.insert(4, f"/backups?page={max(1, (total - 1) // 25 + 1)}")
+                offsets: dict[str, str] = {}
                 if total > 50:
-                    pages.append(f"/api/backups?offset={total - 50}")
+                    # The last page reads from the oldest end; the middle is the deepest skip.
+                    offsets[f"/api/backups?offset={total - 50}"] = "offset=(last 50)"
+                    offsets[f"/api/backups?offset={total // 2}"] = "offset=(middle)"
+                    pages += list(offsets)
                 for path in pages:
 
                     async def fetch(
@@ -497,7 +505,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                     p50, p95, queries, size, status = await timed(engine, args.repeat, fetch)
                     # One label per page whatever the cursor or offset, so N's compare.
                     shown = re.sub(r"after=[^&]+", "after=(deep page)", path)
-                    shown = re.sub(r"offset=\d+", "offset=(last 50)", shown)
+                    shown = re.sub(r"offset=\d+", offsets.get(path, "offset"), shown)
                     results.append(
                         Timing(
                             kind, args.configs, who, f"GET {shown}", p50, p95, queries, size, status

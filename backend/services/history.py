@@ -150,14 +150,35 @@ class BackupHistory:
             total = await BackupLog.count().where(where)
         else:
             total = await self._kept_count(user, filters.status)
-        rows = (
-            await BackupLog.select()
+        return [backup_out(r) for r in await self._offset_rows(where, total, limit, offset)], total
+
+    @staticmethod
+    async def _offset_rows(
+        where: Combinable, total: int, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """Rows ``offset`` to ``offset + limit`` of the history newest first, of ``total`` in all.
+
+        An OFFSET costs the rows it skips, so a page in the older half is read from the oldest
+        end (the last page of a million costs what the first does), and only the ids are skipped,
+        over the ``("user", started_at, id)`` index alone; the page's rows are then read by id."""
+        end = min(total, offset + limit)
+        if end <= offset:
+            return []
+        newest_first = offset <= total - end
+        ids = (
+            await BackupLog.select(BackupLog.id)
             .where(where)
-            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
-            .limit(limit)
-            .offset(offset)
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=not newest_first)
+            .limit(end - offset)
+            .offset(offset if newest_first else total - end)
         )
-        return [backup_out(r) for r in rows], total
+        if not ids:
+            return []
+        return list(
+            await BackupLog.select()
+            .where(BackupLog.id.is_in([r["id"] for r in ids]))
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
+        )
 
     @staticmethod
     async def _kept_count(user: CurrentUser, status: str | None) -> int:

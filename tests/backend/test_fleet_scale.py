@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,6 +117,31 @@ async def test_backup_pages_follow_a_stable_order_through_ties(
     rest = (await client.get(f"/api/backups?limit=5&after={page['nextAfter']}")).json()
     assert [b["id"] for b in rest["backups"]] == order[10:] and rest["total"] is None
     assert len(fleet.backup_ids) == 12
+
+
+async def test_offset_pages_read_from_the_nearer_end_and_match_the_order(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await signed_in_user(client, services)
+    now = datetime.now(UTC).replace(microsecond=0)
+    fleet = await seed_fleet(me.id, now=now, configs=4, backups_per_config=5)
+    queries = ["", "&status=completed", f"&configId={fleet.config_ids[2]}", "&status=failed"]
+    for query in queries:
+        order = [
+            b["id"] for b in (await client.get(f"/api/backups?limit=500{query}")).json()["backups"]
+        ]
+        for limit in (1, 3, 7):
+            for offset in range(len(order) + 2):
+                url = f"/api/backups?limit={limit}&offset={offset}{query}"
+                page = (await client.get(url)).json()
+                assert page["total"] == len(order), url
+                assert [b["id"] for b in page["backups"]] == order[offset : offset + limit], url
+    # The last page of the history skips from the oldest end: its OFFSET is 0, not 18.
+    with count_queries() as log:
+        assert len((await client.get("/api/backups?limit=2&offset=18")).json()["backups"]) == 2
+    skipped = [int(n) for s in log.statements for n in re.findall(r"OFFSET (\d+)", s)]
+    assert skipped == [0], log.statements
 
 
 async def test_a_row_deleted_between_pages_skips_nothing(
