@@ -547,7 +547,9 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                     )
                     ranked = sorted(statements, key=lambda item: item[0], reverse=True)
                     for took, text in ranked[:5]:
-                        print(f"    {took:9.1f} ms  {text[:240]}", file=sys.stderr)
+                        print(
+                            f"    {took:9.1f} ms  {text[:240]}".replace("\n", " "), file=sys.stderr
+                        )
                     if kind == "postgres" and ranked:
                         await explain_slow(database_url, ranked[0][1])
                 return ms, engine.query_id - before, report
