@@ -490,9 +490,11 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                     pages.insert(4, f"/backups?page={max(1, (total - 1) // 25 + 1)}")
                 offsets: dict[str, str] = {}
                 if total > 50:
-                    # The last page reads from the oldest end; the middle is the deepest skip.
+                    # The last page reads from the oldest end; 10,000 rows from the newest is
+                    # the deepest skip the API allows (its OFFSET_WINDOW), or the middle.
                     offsets[f"/api/backups?offset={total - 50}"] = "offset=(last 50)"
-                    offsets[f"/api/backups?offset={total // 2}"] = "offset=(middle)"
+                    deep = min(10_000, total // 2)
+                    offsets[f"/api/backups?offset={deep}"] = "offset=(10,000 or middle)"
                     pages += list(offsets)
                 for path in pages:
 

@@ -13,6 +13,7 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 
 from backend.backups.tables import BackupConfig, BackupLog
+from backend.errors import InvalidInput
 from backend.schemas import BackupOut, BackupTotals, ConfigLastBackups
 from backend.services.accounts import CurrentUser
 from backend.services.agents import filter_uuid, users_row
@@ -141,15 +142,25 @@ class BackupHistory:
         *,
         limit: int = 50,
         offset: int = 0,
+        window: int | None = None,
     ) -> tuple[list[BackupOut], int]:
         """One page of this user's backups, newest first, and how many match in all (without
         filters, or with only a status, from the totals the database keeps: a few rows instead
-        of a count over the whole history)."""
+        of a count over the whole history).
+
+        With a ``window``, a page more than that many rows from both the newest and the oldest
+        match is refused (:class:`InvalidInput`): such an offset would cost every row it skips."""
         where = filters.where(user)
         if filters.narrows_rows():
             total = await BackupLog.count().where(where)
         else:
             total = await self._kept_count(user, filters.status)
+        if window is not None and min(offset, total - min(total, offset + limit)) > window:
+            raise InvalidInput(
+                f"offset: {offset:,} is more than {window:,} backups from both the newest and the"
+                " oldest; page deeper with after= (the nextAfter of the page before)",
+                field="offset",
+            )
         return [backup_out(r) for r in await self._offset_rows(where, total, limit, offset)], total
 
     @staticmethod
