@@ -290,6 +290,36 @@ async def seed_user(
     await insert_bulk(AgentLog, log_rows)
 
 
+async def explain_slow(database_url: str, statement: str) -> None:
+    """After a slow round on PostgreSQL: the plan its slowest statement gets now (it may differ
+    from the plan it ran with if autovacuum analysed a table meanwhile), and the tables whose
+    statistics autovacuum would renew (rows changed since their last ANALYZE over its threshold):
+    a plan made from statistics older than the rows is what made alert rounds of 16-22 s."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        plan = await connection.fetch(f"EXPLAIN {statement}")
+        print("    its plan now:", file=sys.stderr)
+        for row in plan[:25]:
+            print(f"      {row[0][:200]}", file=sys.stderr)
+        stale = await connection.fetch(
+            "SELECT relname, n_live_tup, n_mod_since_analyze,"
+            " COALESCE(last_autoanalyze, last_analyze) AS analysed FROM pg_stat_user_tables"
+            " WHERE n_mod_since_analyze > 50 + 0.1 * n_live_tup ORDER BY relname"
+        )
+        for row in stale:
+            print(
+                f"    stale statistics: {row['relname']} ({row['n_live_tup']} rows,"
+                f" {row['n_mod_since_analyze']} changed since analysed at {row['analysed']})",
+                file=sys.stderr,
+            )
+    except asyncpg.PostgresError as exc:
+        print(f"    (no plan: {exc})", file=sys.stderr)
+    finally:
+        await connection.close()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -436,6 +466,10 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                     "/backups",
                     "/api/configs",
                     "/api/agents",
+                    # The lists' default page is 500 rows; a page the size of the console's
+                    # shows what the fleet's size, not the page's, costs.
+                    "/api/configs?limit=50",
+                    "/api/agents?limit=50",
                     "/api/backups",
                 ]
                 total = (await client.get("/api/backups?limit=1")).json().get("total", 0)
@@ -454,8 +488,14 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                         )
                 else:
                     pages.insert(4, f"/backups?page={max(1, (total - 1) // 25 + 1)}")
+                offsets: dict[str, str] = {}
                 if total > 50:
-                    pages.append(f"/api/backups?offset={total - 50}")
+                    # The last page reads from the oldest end; 10,000 rows from the newest is
+                    # the deepest skip the API allows (its OFFSET_WINDOW), or the middle.
+                    offsets[f"/api/backups?offset={total - 50}"] = "offset=(last 50)"
+                    deep = min(10_000, total // 2)
+                    offsets[f"/api/backups?offset={deep}"] = "offset=(10,000 or middle)"
+                    pages += list(offsets)
                 for path in pages:
 
                     async def fetch(
@@ -467,7 +507,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                     p50, p95, queries, size, status = await timed(engine, args.repeat, fetch)
                     # One label per page whatever the cursor or offset, so N's compare.
                     shown = re.sub(r"after=[^&]+", "after=(deep page)", path)
-                    shown = re.sub(r"offset=\d+", "offset=(last 50)", shown)
+                    shown = re.sub(r"offset=\d+", offsets.get(path, "offset"), shown)
                     results.append(
                         Timing(
                             kind, args.configs, who, f"GET {shown}", p50, p95, queries, size, status
@@ -491,7 +531,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                         return await plain(self, querystring, *a, **k)
                     finally:
                         took = (time.perf_counter() - started) * 1000
-                        statements.append((took, str(querystring)[:240].replace("\n", " ")))
+                        statements.append((took, str(querystring)))
 
                 engine_class.run_querystring = traced  # type: ignore[method-assign]
                 before = engine.query_id
@@ -507,8 +547,13 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Tim
                         f" {sum(t for t, _ in statements):.0f} ms in them); the slowest:",
                         file=sys.stderr,
                     )
-                    for took, text in sorted(statements, reverse=True)[:5]:
-                        print(f"    {took:9.1f} ms  {text}", file=sys.stderr)
+                    ranked = sorted(statements, key=lambda item: item[0], reverse=True)
+                    for took, text in ranked[:5]:
+                        print(
+                            f"    {took:9.1f} ms  {text[:240]}".replace("\n", " "), file=sys.stderr
+                        )
+                    if kind == "postgres" and ranked:
+                        await explain_slow(database_url, ranked[0][1])
                 return ms, engine.query_id - before, report
 
             def record(name: str, ms: list[float], queries: int, rounds: int = 1) -> None:

@@ -51,6 +51,10 @@ MAX_LIST = 500
 MAX_OFFSET = 10_000_000
 """Paging deeper than this is not a use of the history; the bound keeps the database's 64-bit
 integers from overflowing into a 500."""
+OFFSET_WINDOW = 10_000
+"""How far from the newest or the oldest backup an ``offset`` page may lie. An offset costs every
+row it skips, so a page deeper than this from both ends is refused (400) and read with ``after``
+instead, whose cost does not grow with depth."""
 
 
 class ConfigController(Controller):
@@ -272,8 +276,9 @@ class BackupController(Controller):
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
         after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> BackupListResponse:
-        """``offset`` pages count every match (``total``); ``after`` (the ``nextAfter`` of the page
-        before) pages at a cost that does not grow with depth, and leaves ``total`` null."""
+        """``offset`` pages count every match (``total``) and lie within ``OFFSET_WINDOW`` rows of
+        either end; ``after`` (the ``nextAfter`` of the page before) pages at a cost that does not
+        grow with depth, and leaves ``total`` null."""
         filters = BackupFilter(
             config_id=config_id, agent_id=agent_id, status=status, since=since, until=until
         )
@@ -292,7 +297,7 @@ class BackupController(Controller):
                 next_after=services.cursors.encode("backups", user.id, more) if more else None,
             )
         backups, total = await services.history.list_backups(
-            user, filters, limit=limit, offset=offset
+            user, filters, limit=limit, offset=offset, window=OFFSET_WINDOW
         )
         next_after = None
         if backups and offset + len(backups) < total:

@@ -13,6 +13,7 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 
 from backend.backups.tables import BackupConfig, BackupLog
+from backend.errors import InvalidInput
 from backend.schemas import BackupOut, BackupTotals, ConfigLastBackups
 from backend.services.accounts import CurrentUser
 from backend.services.agents import filter_uuid, users_row
@@ -141,23 +142,54 @@ class BackupHistory:
         *,
         limit: int = 50,
         offset: int = 0,
+        window: int | None = None,
     ) -> tuple[list[BackupOut], int]:
         """One page of this user's backups, newest first, and how many match in all (without
         filters, or with only a status, from the totals the database keeps: a few rows instead
-        of a count over the whole history)."""
+        of a count over the whole history).
+
+        With a ``window``, a page more than that many rows from both the newest and the oldest
+        match is refused (:class:`InvalidInput`): such an offset would cost every row it skips."""
         where = filters.where(user)
         if filters.narrows_rows():
             total = await BackupLog.count().where(where)
         else:
             total = await self._kept_count(user, filters.status)
-        rows = (
-            await BackupLog.select()
+        if window is not None and min(offset, total - min(total, offset + limit)) > window:
+            raise InvalidInput(
+                f"offset: {offset:,} is more than {window:,} backups from both the newest and the"
+                " oldest; page deeper with after= (the nextAfter of the page before)",
+                field="offset",
+            )
+        return [backup_out(r) for r in await self._offset_rows(where, total, limit, offset)], total
+
+    @staticmethod
+    async def _offset_rows(
+        where: Combinable, total: int, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """Rows ``offset`` to ``offset + limit`` of the history newest first, of ``total`` in all.
+
+        An OFFSET costs the rows it skips, so a page in the older half is read from the oldest
+        end (the last page of a million costs what the first does), and only the ids are skipped,
+        over the ``("user", started_at, id)`` index alone; the page's rows are then read by id."""
+        end = min(total, offset + limit)
+        if end <= offset:
+            return []
+        newest_first = offset <= total - end
+        ids = (
+            await BackupLog.select(BackupLog.id)
             .where(where)
-            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
-            .limit(limit)
-            .offset(offset)
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=not newest_first)
+            .limit(end - offset)
+            .offset(offset if newest_first else total - end)
         )
-        return [backup_out(r) for r in rows], total
+        if not ids:
+            return []
+        return list(
+            await BackupLog.select()
+            .where(BackupLog.id.is_in([r["id"] for r in ids]))
+            .order_by(BackupLog.started_at, BackupLog.id, ascending=False)
+        )
 
     @staticmethod
     async def _kept_count(user: CurrentUser, status: str | None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from backend.agents.tables import Agent
+from backend.api import owner
 from backend.backups.tables import Alert, BackupConfig, BackupLog
 from backend.services import Services
 from backend.services.clock import aware
@@ -116,6 +118,53 @@ async def test_backup_pages_follow_a_stable_order_through_ties(
     rest = (await client.get(f"/api/backups?limit=5&after={page['nextAfter']}")).json()
     assert [b["id"] for b in rest["backups"]] == order[10:] and rest["total"] is None
     assert len(fleet.backup_ids) == 12
+
+
+async def test_offset_pages_read_from_the_nearer_end_and_match_the_order(
+    client: ApiClient, services: Services
+) -> None:
+    await client.signup()
+    me = await signed_in_user(client, services)
+    now = datetime.now(UTC).replace(microsecond=0)
+    fleet = await seed_fleet(me.id, now=now, configs=4, backups_per_config=5)
+    queries = ["", "&status=completed", f"&configId={fleet.config_ids[2]}", "&status=failed"]
+    for query in queries:
+        order = [
+            b["id"] for b in (await client.get(f"/api/backups?limit=500{query}")).json()["backups"]
+        ]
+        for limit in (1, 3, 7):
+            for offset in range(len(order) + 2):
+                url = f"/api/backups?limit={limit}&offset={offset}{query}"
+                page = (await client.get(url)).json()
+                assert page["total"] == len(order), url
+                assert [b["id"] for b in page["backups"]] == order[offset : offset + limit], url
+    # The last page of the history skips from the oldest end: its OFFSET is 0, not 18.
+    with count_queries() as log:
+        assert len((await client.get("/api/backups?limit=2&offset=18")).json()["backups"]) == 2
+    skipped = [int(n) for s in log.statements for n in re.findall(r"OFFSET (\d+)", s)]
+    assert skipped == [0], log.statements
+
+
+async def test_an_offset_deeper_than_the_window_from_both_ends_is_refused(
+    client: ApiClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await client.signup()
+    me = await signed_in_user(client, services)
+    await seed_fleet(me.id, now=datetime.now(UTC), configs=4, backups_per_config=5)
+    order = [b["id"] for b in (await client.get("/api/backups?limit=500")).json()["backups"]]
+    monkeypatch.setattr(owner, "OFFSET_WINDOW", 4)
+    # 20 backups, pages of 3: offsets 0-4 are near the newest, 13 and deeper near the oldest.
+    for offset in (0, 4, 13, 17, 19, 20, 25):
+        page = (await client.get(f"/api/backups?limit=3&offset={offset}")).json()
+        assert [b["id"] for b in page["backups"]] == order[offset : offset + 3], offset
+    for offset in (5, 9, 12):
+        r = await client.get(f"/api/backups?limit=3&offset={offset}")
+        assert r.status_code == 400, (offset, r.text)
+        assert "after=" in r.json()["detail"] and r.json()["field"] == "offset", r.text
+    # The same rows are one cursor away: the nextAfter of the page before.
+    before = (await client.get("/api/backups?limit=3&offset=2")).json()
+    deep = (await client.get(f"/api/backups?limit=3&after={before['nextAfter']}")).json()
+    assert [b["id"] for b in deep["backups"]] == order[5:8]
 
 
 async def test_a_row_deleted_between_pages_skips_nothing(
