@@ -156,9 +156,9 @@ class SnapshotRestorer:
         self._checked: dict[str, bool] = {}
         self._made: set[str] = set()
         self._fresh: set[str] = set()
+        """Folders this restore created: nothing was in them, so their files need no look first."""
         # Read per restore (a process may change it); only used to skip an unneeded ``fchmod``.
         self._umask = read_umask() if META_BY_FD else None
-        """Folders this restore created: nothing was in them, so their files need no look first."""
         self._open = 0
 
     def _tick(self, force: bool = False) -> None:
