@@ -412,6 +412,13 @@ class PeriodicTasks:
             if self.live is not None:
                 self._listener = loop.create_task(self._listen())
 
+    @property
+    def first_round_over(self) -> bool:
+        """Whether the round at start-up has ended (on the loop and, if any, on the rounds'
+        thread): what :meth:`started` waits for."""
+        thread_done = self._thread is None or self._thread.first_round.is_set()
+        return thread_done and (self._first_round.is_set() or self._task is None)
+
     async def started(self) -> None:
         """Wait until the background loop finished its first round (the one at start-up), and
         the rounds' thread its first round."""
