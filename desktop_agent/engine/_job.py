@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ._events import BackupFailed, Emitter
-from ._tar import Archiver
-from ._upload import Uploader
 from .protocol import ConfigInfo, FileError
+
+if TYPE_CHECKING:  # only annotations here: ``printable`` (restores use it) needs no backup code
+    from ._tar import Archiver
+    from ._upload import Uploader
 
 __all__ = [
     "MAX_MESSAGE",

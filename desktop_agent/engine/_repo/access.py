@@ -47,13 +47,12 @@ from ..repo_protocol import (
     SnapshotStarted,
     StartSnapshot,
 )
-from .cache import Cache
+from .cache import Cache, cache_path, snapshot_name
 from .crypto import RepoKeys
 from .format import Node
 from .keys import RepoKeyStore
 from .repository import Repository
 from .restore import RestoreReport, SnapshotRestorer, display, lookup, walk
-from .run import cache_path, snapshot_name
 
 
 @dataclass(frozen=True, slots=True)

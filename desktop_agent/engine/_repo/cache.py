@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS indexes (name TEXT PRIMARY KEY);
 """
 
 
+def cache_path(cache_dir: Path, agent_id: str) -> Path:
+    """The cache file of the repository of ``agent_id`` in the cache folder ``cache_dir``."""
+    return cache_dir / "repositories" / f"{agent_id}.sqlite3"
+
+
+def snapshot_name(backup_id: str) -> str:
+    """How a snapshot is named where an archive shows its file name."""
+    return f"snapshot {backup_id[:8]}"
+
+
 class BlobLocation(NamedTuple):
     """A blob's place: the pack's name and sequence number and the blob's entry."""
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import cast
 
 from .._cancel import CancelToken
@@ -22,7 +21,7 @@ from .._recovery.account import RecoveryPlane, keep_wrapped
 from .._scanner import check_sources, normalize_source, source_problems_text
 from ..protocol import BackupResult, ConfigInfo, FileError
 from ..repo_protocol import ObjectStore, RepoPlane, SnapshotStarted
-from .cache import Cache
+from .cache import Cache, cache_path, snapshot_name
 from .crypto import RepoKeys
 from .repository import Repository
 from .snapshot import SnapshotJob, SnapshotOutcome, take_snapshot
@@ -34,15 +33,6 @@ SendLog = Callable[[str, str, dict[str, object]], None]
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def snapshot_name(backup_id: str) -> str:
-    """How a snapshot is named where an archive shows its file name."""
-    return f"snapshot {backup_id[:8]}"
-
-
-def cache_path(cache_dir: Path, agent_id: str) -> Path:
-    return cache_dir / "repositories" / f"{agent_id}.sqlite3"
 
 
 @dataclass(frozen=True)
