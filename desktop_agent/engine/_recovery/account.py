@@ -26,6 +26,7 @@ from .._errors import (
     RestoreError,
     WrongRecoveryCode,
 )
+from .._notices import LOSS_WARNING, NOT_SET_UP
 from ..protocol import Heartbeat
 from .code import (
     DEFAULT_KDF,
@@ -53,15 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("desktop_agent.engine.recovery")
-
-LOSS_WARNING = (
-    "BackApp cannot read your backups. If you lose every machine and this code, the backups "
-    "cannot be restored."
-)
-NOT_SET_UP = (
-    "Recovery is not set up: run `backapp-agent recovery init` on one of your machines and keep "
-    "the code it prints, or losing this machine loses its backups"
-)
 
 
 @dataclass(frozen=True, slots=True)
