@@ -3,7 +3,7 @@ command line (``desktop_agent.cli``) and, later, the tray app (``desktop_agent.g
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 # httpx imports its optional command line (click, rich, pygments) whenever those happen to be
 # installed, as they are beside the server: 0.1-0.6 s of every short agent command, for a tool the
@@ -31,9 +31,26 @@ def _frozen_version() -> str | None:
         return None
 
 
-try:
-    __version__ = _frozen_version() or version("backapp")
-except PackageNotFoundError:  # running from a source checkout that was never installed
-    __version__ = "0.0.0"
+def _read_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return _frozen_version() or version("backapp")
+    except PackageNotFoundError:  # running from a source checkout that was never installed
+        return "0.0.0"
+
+
+if TYPE_CHECKING:
+    __version__: str
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read on first use: the package metadata costs a short command (``--help``)
+    a good part of its start (importlib.metadata), and most commands never show the version."""
+    if name == "__version__":
+        value = globals()["__version__"] = _read_version()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["FROZEN_VERSION_FILE", "__version__"]
