@@ -18,10 +18,11 @@ was not started because another process or machine is running it); 2 bad usage o
 3 every backup completed but some files could not be read (as restic does), or a restore completed
 but skipped members; 130 interrupted.
 
-The package: ``parser`` builds the command line from the command groups (``configure``, ``pair``, ``run``:
-run and daemon, ``status``, ``restore``: backups and restore), ``common`` holds what they share
-(exit statuses, error messages, logging, the stored key, Ctrl-C) and ``display`` how engine events
-are shown. ``main`` maps the engine's errors to exit statuses.
+The package: ``parser`` builds the command line from what each command takes (``arguments``), and
+each command names its function in a command module (``configure``, ``pair``, ``run``: run and
+daemon, ``status``, ``restore``: backups and restore, ...), imported only when that command runs;
+``common`` holds what they share (exit statuses, error messages, logging, the stored key, Ctrl-C)
+and ``display`` how engine events are shown. ``main`` maps the engine's errors to exit statuses.
 """
 
 from __future__ import annotations

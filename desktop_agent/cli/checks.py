@@ -12,7 +12,7 @@ from typing import Any
 
 from desktop_agent.engine import AgentError, RepoProofs, load_settings, printable
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, add_command, err, load_key
+from .common import EXIT_FAILED, EXIT_OK, err, load_key
 from .display import human_bytes
 
 _WORDS = {
@@ -26,75 +26,6 @@ _WORDS = {
     "restore_failed": "not restored",
     "content_mismatch": "wrong content",
 }
-
-
-def percent(text: str) -> float:
-    """``--read-data``: a share from 0 to 100 (``10`` or ``10%``)."""
-    try:
-        value = float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{text}: give a share from 0 to 100")
-    return value
-
-
-def sample_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"{text}: give a number of files from 1 to 1000")
-    return value
-
-
-def register(commands: Commands) -> None:
-    """Add ``check`` and ``drill``."""
-    check = add_command(
-        commands,
-        "check",
-        cmd_check,
-        help="verify the newest snapshots (and read back a share of their data)",
-        description="For the newest snapshot of each configuration (or only --config's): every "
-        "folder listing opens and matches its id, every chunk is in the repository's index, "
-        "every pack it needs is stored and its header agrees with the index. With --read-data, "
-        "that share of the packs (a random sample, at least one) is downloaded, and every blob "
-        "in them decrypted and checked against its id. The result goes to the server (the "
-        "config's page; an alert on problems). Exit status 1 when anything is wrong.",
-    )
-    check.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
-    check.add_argument(
-        "--read-data",
-        metavar="PERCENT",
-        type=percent,
-        default=0.0,
-        help="download and verify this share of the packs (0-100; default 0: structure only)",
-    )
-    check.add_argument("--json", action="store_true", help="print one JSON object")
-
-    drill = add_command(
-        commands,
-        "drill",
-        cmd_drill,
-        help="run a restore drill now: restore a sample of files and verify them",
-        description="Restores a random sample of files from the configuration's newest snapshot "
-        "into a temporary folder, through the same path as `restore`, checks each against the "
-        "snapshot's chunk ids, deletes them, and reports the time to the first byte, the rate "
-        "and the time a full restore would take. The daemon runs drills on its own for configs "
-        'with options.drill ({"every": "weekly", "sample": 20}). Exit status 1 on a failure.',
-    )
-    drill.add_argument(
-        "--config", metavar="ID", dest="config_id", required=True, help="the config to drill"
-    )
-    drill.add_argument(
-        "--sample",
-        metavar="N",
-        type=sample_size,
-        default=None,
-        help="files to restore (default: the config's options.drill.sample, else 20)",
-    )
-    drill.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 class _Progress:

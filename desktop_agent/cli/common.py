@@ -10,64 +10,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from desktop_agent.engine import (
-    AgentSettings,
-    ApiClient,
-    CancelToken,
-    ConfigurationError,
-    KeyStore,
-    config_dir,
-    install_log_redaction,
-)
+from desktop_agent.engine import ConfigurationError
+
+if TYPE_CHECKING:  # the key store and the HTTP client load when a command needs them
+    from desktop_agent.engine import AgentSettings, ApiClient, CancelToken
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-"""Where a command module adds its sub-commands (see ``parser``)."""
-
 log = logging.getLogger("backapp-agent")
-
-
-def add_command(
-    commands: Commands,
-    name: str,
-    func: Callable[[argparse.Namespace], int],
-    *,
-    help: str,
-    description: str | None = None,
-) -> argparse.ArgumentParser:
-    """A new sub-command ``name`` that runs ``func`` (no abbreviated options: an option added later
-    must never change what an old abbreviation meant). Like every command it takes ``-v``/``-vv``
-    after its name too (``backapp-agent status -v``); see ``verbosity``."""
-    parser = commands.add_parser(name, help=help, description=description, allow_abbrev=False)
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        dest="command_verbose",
-        help="more log output (-vv: debug)",
-    )
-    parser.set_defaults(func=func)
-    return parser
-
-
-def add_listing_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """The options a listing of ``what`` (backups, snapshots) takes: one config, those of an agent
-    this machine replaces, how many, and JSON."""
-    parser.add_argument("--config", metavar="ID", dest="config_id", help="only this config")
-    parser.add_argument(
-        "--agent",
-        metavar="ID",
-        dest="agent_id",
-        help=f"the {what} made by this agent, one this machine replaces",
-    )
-    parser.add_argument(
-        "--limit", metavar="N", type=int, default=100, help=f"at most N {what} (default 100)"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def verbosity(args: argparse.Namespace) -> int:
@@ -97,6 +49,8 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from desktop_agent.engine import install_log_redaction
+
     install_log_redaction()
     if verbosity < 2:
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -112,6 +66,8 @@ def load_key(settings: AgentSettings) -> str:
     """The stored API key for the configured server; ``ConfigurationError`` if there is none."""
     if not settings.server_url:
         raise ConfigurationError("not configured: run `backapp-agent configure --server URL` first")
+    from desktop_agent.engine import KeyStore, config_dir
+
     found = KeyStore(config_dir()).load(account(settings.server_url))
     if found is None:
         raise ConfigurationError("no API key stored: run `backapp-agent configure` first")
@@ -120,6 +76,8 @@ def load_key(settings: AgentSettings) -> str:
 
 def connect(settings: AgentSettings) -> ApiClient:
     """A client of the configured server, with the stored key."""
+    from desktop_agent.engine import ApiClient
+
     key = load_key(settings)
     assert settings.server_url
     return ApiClient(settings.server_url, key)

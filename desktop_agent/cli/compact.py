@@ -9,39 +9,8 @@ import sys
 
 from desktop_agent.engine import AgentError, RepoCompaction, load_settings
 
-from .checks import percent
-from .common import EXIT_FAILED, EXIT_OK, Commands, add_command, err, load_key
+from .common import EXIT_FAILED, EXIT_OK, err, load_key
 from .display import human_bytes
-
-
-def register(commands: Commands) -> None:
-    """Add ``compact``."""
-    compact = add_command(
-        commands,
-        "compact",
-        cmd_compact,
-        help="rewrite partly-used packs so that the server can free their space",
-        description="Reads every live snapshot of this machine's repository, finds the packs "
-        "with at least --threshold percent of their bytes unused (after retention removed "
-        "snapshots), copies their live data into new packs, uploads them and tells the server, "
-        "which deletes the old packs after its grace window (BACKAPP_COMPACT_GRACE_SECONDS). "
-        "Stopped at any point, nothing changes: every snapshot keeps its packs. The daemon "
-        "does this by itself when the server asks. Exit status 1 on a failure.",
-    )
-    compact.add_argument(
-        "--config",
-        metavar="ID",
-        dest="config_id",
-        help="only rewrite packs that this config's snapshots use",
-    )
-    compact.add_argument(
-        "--threshold",
-        metavar="PERCENT",
-        type=percent,
-        default=None,
-        help="rewrite packs with at least this share unused (default: compactThreshold, 20)",
-    )
-    compact.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def cmd_compact(args: argparse.Namespace) -> int:

@@ -6,12 +6,9 @@ import argparse
 import getpass
 import sys
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 from desktop_agent import __version__
 from desktop_agent.engine import (
-    MAX_PARALLEL_BACKUPS,
     AgentError,
     AgentSettings,
     ApiClient,
@@ -24,99 +21,7 @@ from desktop_agent.engine import (
     save_settings,
 )
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, account, add_command, err
-
-
-class _RejectKeyArgument(argparse.Action):
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser.error(
-            "the API key is never taken from the command line (it would land in your shell history "
-            "and in `ps`): leave it out to be prompted, or pipe it in with --api-key-stdin"
-        )
-
-
-def register(commands: Commands) -> None:
-    """Add ``configure``."""
-    configure = add_command(
-        commands,
-        "configure",
-        cmd_configure,
-        help="set the server and the API key",
-        description="Store the server URL and settings, and the API key in the OS keychain.",
-    )
-    configure.add_argument(
-        "--server", metavar="URL", help="the BackApp server, e.g. https://backapp.example.org"
-    )
-    configure.add_argument(
-        "--api-key-stdin", action="store_true", help="read the API key from standard input"
-    )
-    configure.add_argument(
-        "--api-key", nargs="?", action=_RejectKeyArgument, help=argparse.SUPPRESS
-    )
-    configure.add_argument(
-        "--agent-id", metavar="ID", help="this agent's id (shown at registration)"
-    )
-    configure.add_argument(
-        "--poll-interval", metavar="SECONDS", type=float, help="seconds between polls (default 30)"
-    )
-    configure.add_argument(
-        "--temp-dir", metavar="DIR", type=Path, help="scratch folder for the scan list"
-    )
-    for direction, what in (("upload", "backups"), ("download", "restores")):
-        configure.add_argument(
-            f"--limit-{direction}",
-            metavar="MBIT",
-            type=_limit,
-            help=f"limit {what} to MBIT Mbit/s in all (0 removes the limit)",
-        )
-    commands_group = configure.add_mutually_exclusive_group()
-    commands_group.add_argument(
-        "--allow-server-commands",
-        dest="allow_server_commands",
-        action="store_const",
-        const=True,
-        help="run the pre/post commands that configs set on the server (off by default: it "
-        "lets whoever holds the account run commands on this machine)",
-    )
-    commands_group.add_argument(
-        "--no-allow-server-commands",
-        dest="allow_server_commands",
-        action="store_const",
-        const=False,
-        help="stop running commands set on the server",
-    )
-    configure.add_argument(
-        "--parallel-backups",
-        metavar="N",
-        type=_parallel,
-        help=f"back up to N different configs at the same time (1-{MAX_PARALLEL_BACKUPS}, "
-        "default 1)",
-    )
-    configure.add_argument(
-        "--no-verify", action="store_true", help="save without checking the key with a heartbeat"
-    )
-
-
-def _limit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of Mbit/s: {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError("a limit is a number of Mbit/s, 0 for none")
-    return value
-
-
-def _parallel(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_PARALLEL_BACKUPS:
-        raise argparse.ArgumentTypeError(
-            f"parallel backups must be between 1 and {MAX_PARALLEL_BACKUPS}, not {value}"
-        )
-    return value
+from .common import EXIT_FAILED, EXIT_OK, account, err
 
 
 def _read_key(args: argparse.Namespace, server: str) -> str:

@@ -27,27 +27,9 @@ from desktop_agent.engine import (
     save_settings,
 )
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, account, add_command, err
+from .common import EXIT_FAILED, EXIT_OK, account, err
 
-__all__ = ["cmd_pair", "refusal", "register"]
-
-
-def register(commands: Commands) -> None:
-    """Add ``pair``."""
-    pair = add_command(
-        commands,
-        "pair",
-        cmd_pair,
-        help="connect this machine with a pairing code from the web console",
-        description=(
-            "Trade a one-time pairing code (Agents → Add a machine in the web console, valid 15 "
-            "minutes) for this machine's API key, stored in the OS keychain and never shown."
-        ),
-    )
-    pair.add_argument("code", metavar="CODE", help="the code, e.g. K7Q-4MX-P2D")
-    pair.add_argument(
-        "--server", metavar="URL", help="the BackApp server (default: the configured one)"
-    )
+__all__ = ["cmd_pair", "refusal"]
 
 
 def refusal(exc: ApiError) -> str:

@@ -30,111 +30,10 @@ from .common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    Commands,
-    add_command,
     connect,
     err,
     read_code_from_stdin,
 )
-
-
-def register(commands: Commands) -> None:
-    """Add ``recovery`` and its sub-commands."""
-    recovery = add_command(
-        commands,
-        "recovery",
-        _no_sub,
-        help="the account's recovery code (set up, rotate, status)",
-        description="The recovery code gets your backups back when a machine's keychain is lost "
-        f"or on a new machine. {LOSS_WARNING}",
-    )
-    subs = recovery.add_subparsers(dest="recovery_command", metavar="SUBCOMMAND")
-    init = add_command(
-        subs,
-        "init",
-        cmd_init,
-        help="set up recovery and print the new code once",
-        description="Make the account's recovery code, print it once, and store this machine's "
-        "repository key on the server wrapped for it (the server cannot open it).",
-    )
-    init.add_argument("--json", action="store_true", help="print one JSON object")
-    rotate = add_command(
-        subs,
-        "rotate",
-        cmd_rotate,
-        help="replace the recovery code (the old one stops working)",
-        description="Read the current code from standard input, unwrap every repository key of "
-        "the account with it, make a new code and wrap them all for it at once.",
-    )
-    rotate.add_argument(
-        "--recovery-code-stdin",
-        action="store_true",
-        required=True,
-        help="read the current recovery code from standard input (one line)",
-    )
-    rotate.add_argument("--json", action="store_true", help="print one JSON object")
-    cont = add_command(
-        subs,
-        "continue",
-        cmd_continue,
-        help="continue the snapshot repository of the machine this one replaces",
-        description="Read the recovery code from standard input, unwrap the repository key of "
-        "the machine this one replaces (the owner's mark in the web console), and continue its "
-        "repository: this machine's next snapshot adds to it and uploads only what differs. "
-        "Run it before this machine's first snapshot.",
-    )
-    cont.add_argument(
-        "--from-agent",
-        required=True,
-        metavar="ID",
-        help="the id of the old machine (its agent page in the web console)",
-    )
-    cont.add_argument(
-        "--recovery-code-stdin",
-        action="store_true",
-        required=True,
-        help="read the account's recovery code from standard input (one line)",
-    )
-    cont.add_argument("--json", action="store_true", help="print one JSON object")
-    status = add_command(
-        subs,
-        "status",
-        cmd_status,
-        help="whether recovery is set up (never shows the code)",
-    )
-    status.add_argument("--json", action="store_true", help="print one JSON object")
-    identity = add_command(
-        subs,
-        "identity",
-        cmd_identity,
-        help="print the age identity of a recovery code (to open encrypted archives with `age`)",
-        description="Read a recovery code from standard input and print the age identity "
-        "(AGE-SECRET-KEY-1…) it gives, as an identity file: `age -d -i FILE` opens the "
-        "account's encrypted archives with it, without BackApp. The identity is a secret as "
-        "strong as the code: keep the file private and delete it after use.",
-    )
-    identity.add_argument(
-        "--recovery-code-stdin",
-        action="store_true",
-        required=True,
-        help="read the recovery code from standard input (one line)",
-    )
-    identity.add_argument(
-        "--organisation",
-        action="store_true",
-        help="the code is the organisation's (an administrator's), not the account's",
-    )
-    organisation = add_command(
-        subs,
-        "organisation-code",
-        cmd_organisation_code,
-        help="make an organisation recovery code (administrators; needs no server)",
-        description="Make a new organisation recovery code on this machine, print it once, and "
-        "print its public key (age1…) for an administrator to paste into the web console "
-        "(Agents page, Organisation recovery). The server never sees the code.",
-    )
-    organisation.add_argument("--json", action="store_true", help="print one JSON object")
-
 
 ORGANISATION_WARNING = (
     "Whoever holds this code can open every encrypted backup of every machine that wraps its "
@@ -143,7 +42,8 @@ ORGANISATION_WARNING = (
 )
 
 
-def _no_sub(args: argparse.Namespace) -> int:
+def cmd_recovery(args: argparse.Namespace) -> int:
+    """``backapp-agent recovery`` without a sub-command."""
     err(
         "say what to do: `backapp-agent recovery init`, `rotate`, `continue`, `status`, "
         "`identity` or `organisation-code`"

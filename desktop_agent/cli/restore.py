@@ -48,9 +48,6 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    Commands,
-    add_command,
-    add_listing_options,
     cancel_on_signals,
     connect,
     err,
@@ -59,70 +56,6 @@ from .common import (
     signal_handlers,
 )
 from .display import MAX_SKIPS_SHOWN, JsonLines, RestoreDisplay, human_bytes
-
-
-def register(commands: Commands) -> None:
-    """Add ``backups`` and ``restore``."""
-    backups = add_command(
-        commands,
-        "backups",
-        cmd_backups,
-        help="list the backups this agent can restore",
-        description="The completed backups of the configs assigned to this agent, newest first; "
-        "with --agent, those of an agent this one replaces (the owner marks that in the web "
-        "console: This machine replaces…).",
-    )
-    add_listing_options(backups, "backups")
-
-    restore = add_command(
-        commands,
-        "restore",
-        cmd_restore,
-        help="download, verify and extract a backup",
-        description="Download a backup, verify its size and SHA-256, and extract it into a new "
-        "folder (default: ./backapp-restore-<config>-<date>), never over the originals unless "
-        "--in-place is given.",
-    )
-    restore.add_argument("backup_id", metavar="BACKUP_ID", help="the backup (see `backups`)")
-    where = restore.add_mutually_exclusive_group()
-    where.add_argument("--to", metavar="DIR", type=Path, help="restore into this folder")
-    where.add_argument(
-        "--in-place",
-        action="store_true",
-        help="restore to the original paths (an existing file that differs is kept, the restored "
-        "copy goes beside it as `name (restored DATE TIME).ext`)",
-    )
-    where.add_argument(
-        "--list", action="store_true", help="list the archive's members, extract nothing"
-    )
-    restore.add_argument(
-        "--path",
-        metavar="PATTERN",
-        action="append",
-        dest="patterns",
-        default=[],
-        help="only members matching PATTERN (repeatable; `*.pdf`, `/home/me/Documents`, `a/**/b`)",
-    )
-    restore.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing files that differ (default: keep both)",
-    )
-    restore.add_argument(
-        "--recovery-code-stdin",
-        action="store_true",
-        help="read the account's recovery code from standard input (one line): a snapshot or "
-        "an encrypted archive restores even when this machine lost its repository key (the key "
-        "is put back), or on the new machine that inherits the one that made it",
-    )
-    restore.add_argument(
-        "--organisation-code-stdin",
-        action="store_true",
-        help="administrators: read the organisation's recovery code from standard input and "
-        "restore a snapshot or an encrypted archive of any machine of the server (the owner "
-        "sees it in that machine's log)",
-    )
-    restore.add_argument("--json", action="store_true", help="print progress events as JSON lines")
 
 
 def cmd_backups(args: argparse.Namespace) -> int:

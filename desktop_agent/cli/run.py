@@ -39,8 +39,6 @@ from .common import (
     EXIT_FILE_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    Commands,
-    add_command,
     cancel_on_signals,
     err,
     load_key,
@@ -49,48 +47,6 @@ from .common import (
     verbosity,
 )
 from .display import LiveProgress, daemon_display, make_display
-
-
-def register(commands: Commands) -> None:
-    """Add ``run`` and ``daemon``."""
-    run = add_command(
-        commands,
-        "run",
-        cmd_run,
-        help="back up the assigned configs once",
-        description="Heartbeat, fetch the assigned configs, back each one up, heartbeat.",
-    )
-    run.add_argument(
-        "--config",
-        metavar="ID",
-        action="append",
-        dest="config_ids",
-        help="only this config (repeatable)",
-    )
-    run.add_argument("--json", action="store_true", help="print progress events as JSON lines")
-
-    daemon = add_command(
-        commands,
-        "daemon",
-        cmd_daemon,
-        help="run in the background: scheduled backups, Back Up Now from the web",
-        description="Stay running until SIGTERM or Ctrl-C: heartbeat every pollInterval, keep a "
-        "WebSocket open to the server for Back Up Now, run each config when its schedule is due "
-        "(in this machine's time zone), retry failed scheduled backups. One backup at a time.",
-    )
-    daemon.add_argument("--json", action="store_true", help="print progress events as JSON lines")
-    daemon.add_argument(
-        "--no-socket",
-        action="store_true",
-        help="do not open the WebSocket (Back Up Now then arrives with the next heartbeat)",
-    )
-    daemon.add_argument(
-        "--tick",
-        metavar="SECONDS",
-        type=float,
-        default=15.0,
-        help="seconds between schedule checks (default 15)",
-    )
 
 
 def exit_status(result: RunResult) -> int:

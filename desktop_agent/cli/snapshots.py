@@ -26,47 +26,12 @@ from .common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    Commands,
-    add_command,
-    add_listing_options,
     err,
     load_key,
     read_code_from_stdin,
 )
 from .display import human_bytes
 from .restore import lookup
-
-
-def register(commands: Commands) -> None:
-    """Add ``snapshots`` and ``ls``."""
-    snapshots = add_command(
-        commands,
-        "snapshots",
-        cmd_snapshots,
-        help="list this machine's snapshots (incremental backups)",
-        description="The completed snapshots of the configs assigned to this agent, newest first: "
-        "when, how many files, their total size, and the new data each uploaded.",
-    )
-    add_listing_options(snapshots, "snapshots")
-
-    ls = add_command(
-        commands,
-        "ls",
-        cmd_ls,
-        help="list the files of a snapshot",
-        description="Every file, folder and link of a snapshot (below PATH, e.g. "
-        "home/me/Documents), as `restore --path` names them. Reads only the snapshot's folder "
-        "listings, never file contents.",
-    )
-    ls.add_argument("backup_id", metavar="BACKUP_ID", help="the snapshot (see `snapshots`)")
-    ls.add_argument("path", metavar="PATH", nargs="?", default="", help="only below this path")
-    ls.add_argument("--json", action="store_true", help="one JSON object per line")
-    ls.add_argument(
-        "--organisation-code-stdin",
-        action="store_true",
-        help="administrators: read the organisation's recovery code from standard input and list "
-        "a snapshot of any machine of the server (the owner sees it in that machine's log)",
-    )
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

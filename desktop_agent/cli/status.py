@@ -23,18 +23,7 @@ from desktop_agent.engine import (
 )
 from desktop_agent.engine.schedule import ScheduleError, parse_stored_schedule, resolve_timezone
 
-from .common import EXIT_FAILED, EXIT_OK, Commands, account, add_command, load_key
-
-
-def register(commands: Commands) -> None:
-    """Add ``status``."""
-    status = add_command(
-        commands,
-        "status",
-        cmd_status,
-        help="show the connection, the assigned configs and their last results",
-    )
-    status.add_argument("--json", action="store_true", help="print one JSON object")
+from .common import EXIT_FAILED, EXIT_OK, account, load_key
 
 
 def _schedule_report(

@@ -24,31 +24,9 @@ from desktop_agent.engine import (
     offer_from,
 )
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_command, err, load_key
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, load_key
 
-__all__ = ["register"]
-
-
-def register(commands: Commands) -> None:
-    """Add ``update``."""
-    update = add_command(
-        commands,
-        "update",
-        cmd_update,
-        help="install the agent build the server offers now (--check: only tell)",
-        description="Asks the server (a heartbeat) which agent build this machine should run. "
-        "With --check, says whether an update is available. Without, downloads it next to this "
-        "program, checks its size, SHA-256 and the release key's signature, runs it once "
-        "(--version), keeps this build as <program>.previous, swaps the new one in and restarts "
-        "as it; the new build confirms with its first heartbeat, or the previous build comes "
-        "back. Only the single-file build updates itself: a Python package install is updated "
-        "by its package manager, the tray app's folder or bundle by its installer. Exit status "
-        "0 up to date or updated; 1 refused or failed; 2 this install cannot update itself.",
-    )
-    update.add_argument(
-        "--check", action="store_true", help="only say whether an update is available"
-    )
-    update.add_argument("--json", action="store_true", help="print one JSON object")
+__all__ = ["cmd_update"]
 
 
 def cmd_update(args: argparse.Namespace) -> int:
