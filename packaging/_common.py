@@ -66,9 +66,11 @@ def engine_hidden_imports() -> list[str]:
 
     keyring finds its backends through entry points (the metadata is copied by ``engine_datas``) and
     imports each one by name; the Linux Secret Service backend needs secretstorage + jeepney, the
-    Windows one pywin32-ctypes. zstandard picks its C backend at import time.
+    Windows one pywin32-ctypes. zstandard picks its C backend at import time. The engine's package
+    imports each of its names' modules on first use (``desktop_agent.engine._EXPORTS``).
     """
-    hidden = collect_submodules("keyring.backends")
+    hidden = collect_submodules("desktop_agent.engine")
+    hidden += collect_submodules("keyring.backends")
     hidden += ["zstandard", "zstandard.backend_c", "croniter", "httpx", "certifi", "h11"]
     hidden += collect_submodules("websockets", filter=lambda name: name != "websockets.cli")
     hidden += _optional("zoneinfo", "tzdata")
@@ -78,6 +80,12 @@ def engine_hidden_imports() -> list[str]:
     if sys.platform == "win32":
         hidden += _optional("win32ctypes.core", "win32ctypes.pywin32")
     return sorted(set(hidden))
+
+
+def agent_hidden_imports() -> list[str]:
+    """The engine's, and the command modules of ``backapp-agent``: its parser names each command's
+    function as ``"module:function"``, imported only when that command runs."""
+    return sorted(set(engine_hidden_imports() + collect_submodules("desktop_agent.cli")))
 
 
 def engine_datas() -> list[tuple[str, str]]:
