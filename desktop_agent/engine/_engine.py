@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 
 import httpx
 
-from .. import __version__
 from ._archive import ArchiveBackup, archive_filename, archive_format
 from ._cancel import CancelToken
 from ._closing import OwnsClients
@@ -57,8 +56,7 @@ from ._scanner import normalize_source
 from ._settings import AgentSettings
 from ._tar import ArchiveStats
 from ._transport.bandwidth import agent_bandwidth, config_limits
-from ._transport.client import ApiClient
-from ._transport.storage import HttpStorage
+from ._transport.connect import connect
 from ._upload import BACKUP_CANCELLED, UploadResult, server_features
 from .protocol import (
     AgentMode,
@@ -78,25 +76,6 @@ log = logging.getLogger("desktop_agent.engine")
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def connect(
-    settings: AgentSettings,
-    api_key: str,
-    transport: httpx.BaseTransport | None = None,
-    *,
-    mode: AgentMode | None = None,
-) -> tuple[ApiClient, HttpStorage]:
-    """The agent's two clients, to ``settings.server_url`` with ``api_key`` (its heartbeats saying
-    ``mode``) and to the storage's pre-signed URLs. The caller closes them."""
-    if not settings.server_url:
-        raise ConfigurationError("no server URL: run `backapp-agent configure --server URL` first")
-    agent = f"backapp-agent/{__version__}"
-    plane = ApiClient(
-        settings.server_url, api_key, transport=transport, user_agent=agent, mode=mode
-    )
-    storage = HttpStorage.for_settings(settings, user_agent=agent, transport=transport)
-    return plane, storage
 
 
 class BackupEngine(OwnsClients):

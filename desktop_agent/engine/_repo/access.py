@@ -109,7 +109,7 @@ class Snapshots(OwnsClients):
         key_source: RepositoryKeySource | None = None,
         recovery_code: str | None = None,
     ) -> Snapshots:
-        from .._engine import connect
+        from .._transport.connect import connect
 
         client, storage = connect(settings, api_key)
         return cls(

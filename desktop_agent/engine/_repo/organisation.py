@@ -56,7 +56,7 @@ class OrganisationSnapshots(Snapshots):
     @classmethod
     def connect(cls, settings: AgentSettings, api_key: str, code: str) -> OrganisationSnapshots:
         """Over the agent API and storage ``settings`` name."""
-        from .._engine import connect
+        from .._transport.connect import connect
 
         client, storage = connect(settings, api_key)
         return cls(

@@ -84,3 +84,15 @@ def test_restore_and_listing_commands_load_no_backup_code(module: str) -> None:
     loaded = loaded_after(f"import desktop_agent.cli, desktop_agent.cli.{module}")
     assert f"desktop_agent.cli.{module}" in loaded and "httpx" in loaded  # it did load its own
     assert matching(loaded, BACKUP_SIDE) == []
+
+
+def test_connecting_for_a_restore_loads_no_backup_code() -> None:
+    """What ``restore`` and ``ls`` do before their first request: the clients from the settings
+    (``connect`` once lived beside the backup engine, which a restore then imported at run time)."""
+    code = (
+        "from desktop_agent.engine import AgentSettings, OrganisationSnapshots, Snapshots\n"
+        "settings = AgentSettings(server_url='http://127.0.0.1:9')\n"
+        "Snapshots.from_settings(settings, 'key').close()\n"
+        "OrganisationSnapshots.connect(settings, 'key', 'code').close()"
+    )
+    assert matching(loaded_after(code), BACKUP_SIDE) == []
