@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def restore_rows(trees: dict[str, Path], runs: int, size_mb: float) -> list[str]
     finally:
         ours.stop()
         storage.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
