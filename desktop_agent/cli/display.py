@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
 from desktop_agent.engine import (
@@ -58,6 +60,15 @@ def count_or_unknown(n: int | None) -> str:
 def listed_at(completed_at: str | None, started_at: str | None) -> str:
     """A listed backup's time in a table (UTC, to the second): completed, else started."""
     return (completed_at or started_at or "").replace("T", " ")[:19]
+
+
+def file_line(*, kind: str, mode: int, size: int, mtime: float, name: str, link: str) -> str:
+    """One listed file as ``ls -l`` shows it: type and permissions, size, time (UTC), name, and
+    where a ``symlink`` points (``link``) or what a ``hardlink`` is a link to."""
+    when = datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M")
+    type_bits = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(kind, stat.S_IFREG)
+    arrow = {"symlink": f" -> {link}", "hardlink": f" link to {link}"}.get(kind, "")
+    return printable(f"{stat.filemode(mode | type_bits)} {size:>12} {when}  {name}{arrow}")
 
 
 T = TypeVar("T")

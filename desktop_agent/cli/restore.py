@@ -4,10 +4,8 @@ and extract one backup, or ``--list`` it)."""
 from __future__ import annotations
 
 import argparse
-import stat
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +61,7 @@ from .display import (
     RestoreDisplay,
     bytes_or_unknown,
     count_or_unknown,
+    file_line,
     human_bytes,
     listed_at,
     print_listing,
@@ -225,13 +224,9 @@ def _options(args: argparse.Namespace, info: BackupInfo | None) -> RestoreOption
 
 
 def _list_line(m: MemberInfo) -> str:
-    when = datetime.fromtimestamp(m.mtime, UTC).strftime("%Y-%m-%d %H:%M")
-    mode = stat.filemode(
-        m.mode | {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(m.kind, stat.S_IFREG)
+    return file_line(
+        kind=m.kind, mode=m.mode, size=m.size, mtime=m.mtime, name=m.name, link=m.linkname
     )
-    arrow = f" -> {m.linkname}" if m.kind == "symlink" else ""
-    arrow = f" link to {m.linkname}" if m.kind == "hardlink" else arrow
-    return printable(f"{mode} {m.size:>12} {when}  {m.name}{arrow}")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import stat
 import sys
 from datetime import UTC, datetime
 
@@ -19,7 +18,6 @@ from desktop_agent.engine import (
     Snapshots,
     load_settings,
     parse_code,
-    printable,
 )
 
 from .common import (
@@ -33,7 +31,7 @@ from .common import (
     load_key,
     read_code_from_stdin,
 )
-from .display import bytes_or_unknown, count_or_unknown, listed_at, print_listing
+from .display import bytes_or_unknown, count_or_unknown, file_line, listed_at, print_listing
 from .restore import lookup
 
 
@@ -103,10 +101,9 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
 
 
 def _line(e: SnapshotEntry) -> str:
-    when = datetime.fromtimestamp(e.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
-    kind = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(e.kind, stat.S_IFREG)
-    arrow = f" -> {e.target}" if e.kind == "symlink" else ""
-    return printable(f"{stat.filemode(e.mode | kind)} {e.size:>12} {when}  {e.path}{arrow}")
+    return file_line(
+        kind=e.kind, mode=e.mode, size=e.size, mtime=e.mtime_ns / 1e9, name=e.path, link=e.target
+    )
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
