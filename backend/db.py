@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+import msgspec
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
@@ -18,7 +20,9 @@ __all__ = [
     "APP_MODULES",
     "LoopPoolPostgresEngine",
     "all_tables",
+    "as_uuid",
     "bind_tables",
+    "json_value",
     "make_engine",
     "run_on_database",
     "sqlite_path",
@@ -31,6 +35,16 @@ APP_MODULES = [
     "backend.repos.piccolo_app",
     "backend.recovery.piccolo_app",
 ]
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value: SQLite hands it back as text, PostgreSQL already decoded."""
+    return msgspec.json.decode(value) if isinstance(value, str) else value
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    """A UUID column's value: a ``uuid.UUID`` from PostgreSQL, text from SQLite."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def sqlite_path(database_url: str) -> Path:

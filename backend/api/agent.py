@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, WebSocket, get, post, websocket
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.agent_ws import serve_agent_socket
-from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
+from backend.api.deps import AS_AGENT, AS_USER, AgentDep, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.run_schemas import (
     AbortRequest,
@@ -50,8 +49,6 @@ from backend.services.clock import iso
 from backend.services.leases import LeaseGrant
 from backend.services.limits import heartbeat_limits
 
-_AGENT = {"agent": Provide(provide_agent)}
-
 
 def _lease(grant: LeaseGrant) -> LeaseResponse:
     return LeaseResponse(lease=LeaseOut(token=grant.token, expires_at=iso(grant.expires_at) or ""))
@@ -65,7 +62,7 @@ class AgentApiController(Controller):
     @post(
         "/register",
         status_code=HTTP_201_CREATED,
-        dependencies={"user": Provide(provide_user)},
+        dependencies=AS_USER,
         summary="Register an agent (session-authenticated); the API key is shown once",
     )
     async def register(
@@ -76,7 +73,7 @@ class AgentApiController(Controller):
             agent=RegisteredAgent(id=agent.id, name=agent.name, api_key=key, status=agent.status)
         )
 
-    @post("/heartbeat", status_code=HTTP_200_OK, dependencies=_AGENT, summary="Agent is alive")
+    @post("/heartbeat", status_code=HTTP_200_OK, dependencies=AS_AGENT, summary="Agent is alive")
     async def heartbeat(
         self, agent: AgentDep, services: ServicesDep, data: JSONBody[HeartbeatRequest | None] = None
     ) -> HeartbeatResponse:
@@ -101,7 +98,7 @@ class AgentApiController(Controller):
             update=UpdateOut(**vars(update)) if update else None,
         )
 
-    @get("/configs", dependencies=_AGENT, summary="The configs assigned to this agent")
+    @get("/configs", dependencies=AS_AGENT, summary="The configs assigned to this agent")
     async def configs(self, agent: AgentDep, services: ServicesDep) -> AgentConfigsResponse:
         return AgentConfigsResponse(
             configs=await services.configs.for_agent(agent.id, agent.user_id)
@@ -110,7 +107,7 @@ class AgentApiController(Controller):
     @post(
         "/backup/start",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Start a backup: get a pre-signed upload URL (or a multipart upload)",
     )
     async def start(
@@ -122,7 +119,7 @@ class AgentApiController(Controller):
     @post(
         "/backup/complete",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Report a finished backup; the server verifies the stored object",
     )
     async def complete(
@@ -133,7 +130,7 @@ class AgentApiController(Controller):
     @post(
         "/backup/upload/part",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="A pre-signed URL for one part of a multipart upload",
     )
     async def upload_part(
@@ -147,7 +144,7 @@ class AgentApiController(Controller):
     @post(
         "/backup/upload/complete",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Assemble a multipart upload from its parts",
     )
     async def upload_complete(
@@ -161,7 +158,7 @@ class AgentApiController(Controller):
     @post(
         "/backup/upload/abort",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Abort a multipart upload and mark the backup failed",
     )
     async def upload_abort(
@@ -172,7 +169,7 @@ class AgentApiController(Controller):
 
     @get(
         "/backups",
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Completed backups of the configs assigned to this agent (what it may restore)",
     )
     async def backups(
@@ -190,7 +187,7 @@ class AgentApiController(Controller):
 
     @get(
         "/backups/{backup_id:str}",
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="One backup this agent may restore (its type, and which agent's repository)",
     )
     async def backup(
@@ -201,7 +198,7 @@ class AgentApiController(Controller):
     @post(
         "/restore",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="A pre-signed GET URL (1 hour, that object only) to restore one backup",
     )
     async def restore(
@@ -209,7 +206,7 @@ class AgentApiController(Controller):
     ) -> RestoreResponse:
         return RestoreResponse(restore=await services.restores.restore(agent, data.backup_id))
 
-    @post("/log", status_code=HTTP_201_CREATED, dependencies=_AGENT, summary="Send a log line")
+    @post("/log", status_code=HTTP_201_CREATED, dependencies=AS_AGENT, summary="Send a log line")
     async def log(
         self, data: JSONBody[LogRequest], agent: AgentDep, services: ServicesDep
     ) -> OkResponse:
@@ -222,7 +219,7 @@ class AgentApiController(Controller):
     @post(
         "/backup/progress",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Progress of a running backup, or of a run before its log opens (configId)",
     )
     async def progress(
@@ -234,7 +231,7 @@ class AgentApiController(Controller):
     @post(
         "/lease",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Take the lease of a config before running it (409 while another runner holds it)",
     )
     async def lease(
@@ -252,7 +249,7 @@ class AgentApiController(Controller):
     @post(
         "/lease/renew",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Extend a held lease (409 when it was lost)",
     )
     async def lease_renew(
@@ -264,7 +261,7 @@ class AgentApiController(Controller):
     @post(
         "/lease/release",
         status_code=HTTP_200_OK,
-        dependencies=_AGENT,
+        dependencies=AS_AGENT,
         summary="Give a lease up (idempotent)",
     )
     async def lease_release(

@@ -4,20 +4,17 @@ restore drills")."""
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from backend.api.deps import AgentDep, ServicesDep, provide_agent
+from backend.api.deps import AS_AGENT, AgentDep, ServicesDep
 from backend.check_schemas import DrillRequest, DrillResponse, RepoCheckRequest, RepoCheckResponse
-
-_AGENT = {"agent": Provide(provide_agent)}
 
 
 class AgentCheckController(Controller):
     path = "/api/agent"
     tags = ["agent", "snapshots"]
-    dependencies = _AGENT
+    dependencies = AS_AGENT
 
     @post(
         "/repo/check",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from backend.api.deps import AgentDep, ServicesDep, provide_agent
+from backend.api.deps import AS_AGENT, AgentDep, ServicesDep
 from backend.compact_schemas import (
     CompactAbortRequest,
     CompactAbortResponse,
@@ -19,13 +18,11 @@ from backend.compact_schemas import (
 )
 from backend.snapshot_schemas import ObjectsResponse
 
-_AGENT = {"agent": Provide(provide_agent)}
-
 
 class AgentCompactionController(Controller):
     path = "/api/agent/repo/compact"
     tags = ["agent", "snapshots"]
-    dependencies = _AGENT
+    dependencies = AS_AGENT
 
     @post(
         "/start",

@@ -4,11 +4,10 @@ one's snapshot repository (docs/agent-api.md, "Extensions: recovery keys")."""
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from backend.api.deps import AgentDep, provide_agent
+from backend.api.deps import AS_AGENT, AgentDep
 from backend.continue_schemas import InheritedOut, RepoContinueOut, RepoContinueRequest
 from backend.services.continuation import ContinuationService
 
@@ -19,7 +18,7 @@ _CONTINUATION = ContinuationService()
 class AgentContinueController(Controller):
     path = "/api/agent"
     tags = ["agent", "recovery"]
-    dependencies = {"agent": Provide(provide_agent)}
+    dependencies = AS_AGENT
 
     @get("/inherited", summary="The machines this agent replaces (the owner's marks)")
     async def inherited(self, agent: AgentDep) -> InheritedOut:

@@ -6,11 +6,10 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get, post, put
-from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from backend.api.deps import AgentDep, ServicesDep, provide_agent
+from backend.api.deps import AS_AGENT, AgentDep, ServicesDep
 from backend.recovery_schemas import (
     OrganisationRestoreRequest,
     OrganisationSnapshotOut,
@@ -45,7 +44,7 @@ def _state(state: RecoveryOut, org: OrganisationState | None = None) -> Recovery
 class AgentRecoveryController(Controller):
     path = "/api/agent"
     tags = ["agent", "recovery"]
-    dependencies = {"agent": Provide(provide_agent)}
+    dependencies = AS_AGENT
 
     @get("/recovery", summary="Whether the account's recovery key is set up, and its public part")
     async def state(self, agent: AgentDep, services: ServicesDep) -> RecoveryOut:

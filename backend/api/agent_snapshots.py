@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from backend.api.deps import AgentDep, ServicesDep, provide_agent
+from backend.api.deps import AS_AGENT, AgentDep, ServicesDep
 from backend.services.inheritance import repository_reader
 from backend.snapshot_schemas import (
     ObjectsRequest,
@@ -24,13 +23,11 @@ from backend.snapshot_schemas import (
     SnapshotStartResponse,
 )
 
-_AGENT = {"agent": Provide(provide_agent)}
-
 
 class AgentSnapshotController(Controller):
     path = "/api/agent"
     tags = ["agent", "snapshots"]
-    dependencies = _AGENT
+    dependencies = AS_AGENT
 
     @post("/snapshot/start", status_code=HTTP_200_OK, summary="Start a snapshot (holds the lease)")
     async def start(

@@ -4,10 +4,9 @@ hold updates (docs/owner-api.md, "Agent updates"; docs/releases.md)."""
 from __future__ import annotations
 
 from litestar import Controller, get, put
-from litestar.di import Provide
 from litestar.params import JSONBody
 
-from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.deps import AS_USER, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.release_schemas import ReleaseOut, UpdatePolicyIn, UpdatePolicyResponse
 from backend.services import Services
@@ -34,7 +33,7 @@ class AgentUpdateController(Controller):
     path = "/api/agent-updates"
     guards = [api_guard]
     tags = ["agents"]
-    dependencies = {"user": Provide(provide_user)}
+    dependencies = AS_USER
 
     @get("/", summary="The fleet's update policy and the agent builds stored")
     async def show(self, user: UserDep, services: ServicesDep) -> UpdatePolicyResponse:

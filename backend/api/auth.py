@@ -4,17 +4,16 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from backend.api.deps import (
+    AS_USER,
     CSRF_COOKIE,
     DEVICE_COOKIE,
     SESSION_COOKIE,
     ServicesDep,
     UserDep,
-    provide_user,
     session_cookies,
 )
 from backend.api.guards import api_guard
@@ -61,7 +60,7 @@ class AuthController(Controller):
         "/logout",
         status_code=HTTP_200_OK,
         summary="Sign out",
-        dependencies={"user": Provide(provide_user)},
+        dependencies=AS_USER,
     )
     async def logout(
         self, services: ServicesDep, request: Request[Any, Any, Any], user: UserDep
@@ -69,7 +68,7 @@ class AuthController(Controller):
         await services.accounts.logout(request.cookies.get(SESSION_COOKIE))
         return Response(OkResponse(), cookies=session_cookies(None, services))
 
-    @get("/me", summary="The signed-in user", dependencies={"user": Provide(provide_user)})
+    @get("/me", summary="The signed-in user", dependencies=AS_USER)
     async def me(self, user: UserDep, services: ServicesDep) -> Response[UserResponse]:
         # Re-issue the CSRF cookie so a client that lost it can recover without signing in again.
         cookie = Cookie(

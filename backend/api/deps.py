@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.datastructures import Cookie, State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
+from litestar.params import QueryParameter
 
 from backend.errors import Forbidden, NotAuthenticated
 from backend.services import AgentIdentity, CurrentUser, Services, SignedIn
+from backend.services.cursors import MAX_CURSOR_LENGTH
 
 __all__ = [
+    "AS_AGENT",
+    "AS_USER",
+    "AfterQuery",
     "AgentDep",
+    "SearchQuery",
     "ServicesDep",
     "UserDep",
     "CSRF_COOKIE",
@@ -38,6 +44,10 @@ ServicesDep = NamedDependency[Services]
 UserDep = NamedDependency[CurrentUser]
 AgentDep = NamedDependency[AgentIdentity]
 
+# Query parameters of the keyset-paged lists (API and pages): a name search and the cursor.
+SearchQuery = Annotated[str | None, QueryParameter(max_length=200)]
+AfterQuery = Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)]
+
 
 def provide_services(state: State) -> Services:
     services: Services = state.services
@@ -60,6 +70,12 @@ async def provide_user(request: Request[Any, Any, Any], services: ServicesDep) -
 
 async def provide_agent(request: Request[Any, Any, Any], services: ServicesDep) -> AgentIdentity:
     return await services.registry.authenticate(request.headers.get("x-agent-api-key"))
+
+
+AS_USER = {"user": Provide(provide_user)}
+"""The ``dependencies`` of a handler or controller for the signed-in user (``UserDep``)."""
+AS_AGENT = {"agent": Provide(provide_agent)}
+"""The ``dependencies`` of a handler or controller for the calling agent (``AgentDep``)."""
 
 
 def session_cookies(signed_in: SignedIn | None, services: Services) -> list[Cookie]:

@@ -4,11 +4,10 @@ the mark (docs/agent-api.md, "Extensions: inheriting an agent")."""
 from __future__ import annotations
 
 from litestar import Controller, Response, delete, get, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.deps import AS_USER, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.inheritance_schemas import (
     InheritanceListResponse,
@@ -21,7 +20,7 @@ class InheritanceController(Controller):
     path = "/api/agents/{agent_id:str}/inherit"
     guards = [api_guard]
     tags = ["agents"]
-    dependencies = {"user": Provide(provide_user)}
+    dependencies = AS_USER
 
     @post(
         "/",

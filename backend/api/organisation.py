@@ -5,11 +5,10 @@ privacy."""
 from __future__ import annotations
 
 from litestar import Controller, delete, get, put
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
-from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.deps import AS_USER, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.recovery_schemas import OrganisationKeyRequest, OrganisationOut
 from backend.services.organisation_recovery import OrganisationState
@@ -32,7 +31,7 @@ class OrganisationRecoveryController(Controller):
     path = "/api/recovery/organisation"
     guards = [api_guard]
     tags = ["recovery"]
-    dependencies = {"user": Provide(provide_user)}
+    dependencies = AS_USER
 
     @get("/", summary="Whether organisation recovery is on, and its public key")
     async def state(self, user: UserDep, services: ServicesDep) -> OrganisationOut:

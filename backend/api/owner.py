@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 from litestar.status_codes import (
@@ -19,7 +18,7 @@ from litestar.status_codes import (
     HTTP_303_SEE_OTHER,
 )
 
-from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.deps import AS_USER, AfterQuery, SearchQuery, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.errors import InvalidInput
 from backend.run_schemas import RunRequestResponse
@@ -42,10 +41,9 @@ from backend.schemas import (
     RetentionPreviewResponse,
 )
 from backend.services.clock import iso
-from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
+from backend.services.cursors import Cursor
 from backend.services.history import BackupFilter
 
-_USER = {"user": Provide(provide_user)}
 MAX_LIST = 500
 """The most configs or agents one list request answers with (``limit``'s bound and default)."""
 MAX_OFFSET = 10_000_000
@@ -61,7 +59,7 @@ class ConfigController(Controller):
     path = "/api/configs"
     guards = [api_guard]
     tags = ["configs"]
-    dependencies = _USER
+    dependencies = AS_USER
 
     @get("/", summary="List backup configurations")
     async def list_configs(
@@ -69,21 +67,17 @@ class ConfigController(Controller):
         user: UserDep,
         services: ServicesDep,
         agent_id: Annotated[str | None, QueryParameter(name="agentId")] = None,
-        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        q: SearchQuery = None,
+        after: AfterQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = MAX_LIST,
     ) -> ConfigListResponse:
         """Oldest first, at most ``limit``; ``nextAfter`` continues (keyset pagination)."""
+        position = services.cursors.position("configs", user.id, after)
         configs, more = await services.configs.page_configs(
-            user,
-            agent_id=agent_id,
-            search=q,
-            after=services.cursors.decode("configs", user.id, after) if after else None,
-            limit=limit,
+            user, agent_id=agent_id, search=q, after=position, limit=limit
         )
         return ConfigListResponse(
-            configs=configs,
-            next_after=services.cursors.encode("configs", user.id, more) if more else None,
+            configs=configs, next_after=services.cursors.next_after("configs", user.id, more)
         )
 
     @post("/", status_code=HTTP_201_CREATED, summary="Create a backup configuration")
@@ -168,27 +162,24 @@ class AgentController(Controller):
     path = "/api/agents"
     guards = [api_guard]
     tags = ["agents"]
-    dependencies = _USER
+    dependencies = AS_USER
 
     @get("/", summary="List agents with their status")
     async def list_agents(
         self,
         user: UserDep,
         services: ServicesDep,
-        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        q: SearchQuery = None,
+        after: AfterQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = MAX_LIST,
     ) -> AgentListResponse:
         """Oldest first, at most ``limit``; ``nextAfter`` continues (keyset pagination)."""
+        position = services.cursors.position("agents", user.id, after)
         agents, more = await services.agents.page_agents(
-            user,
-            search=q,
-            after=services.cursors.decode("agents", user.id, after) if after else None,
-            limit=limit,
+            user, search=q, after=position, limit=limit
         )
         return AgentListResponse(
-            agents=agents,
-            next_after=services.cursors.encode("agents", user.id, more) if more else None,
+            agents=agents, next_after=services.cursors.next_after("agents", user.id, more)
         )
 
     @get("/{agent_id:str}", summary="One agent")
@@ -260,7 +251,7 @@ class BackupController(Controller):
     path = "/api/backups"
     guards = [api_guard]
     tags = ["backups"]
-    dependencies = _USER
+    dependencies = AS_USER
 
     @get("/", summary="Backup history, newest first, with filters")
     async def list_backups(
@@ -274,7 +265,7 @@ class BackupController(Controller):
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        after: AfterQuery = None,
     ) -> BackupListResponse:
         """``offset`` pages count every match (``total``) and lie within ``OFFSET_WINDOW`` rows of
         either end; ``after`` (the ``nextAfter`` of the page before) pages at a cost that does not
@@ -294,7 +285,7 @@ class BackupController(Controller):
             return BackupListResponse(
                 backups=page,
                 total=None,
-                next_after=services.cursors.encode("backups", user.id, more) if more else None,
+                next_after=services.cursors.next_after("backups", user.id, more),
             )
         backups, total = await services.history.list_backups(
             user, filters, limit=limit, offset=offset, window=OFFSET_WINDOW
@@ -336,7 +327,7 @@ class AlertController(Controller):
     path = "/api/alerts"
     guards = [api_guard]
     tags = ["alerts"]
-    dependencies = _USER
+    dependencies = AS_USER
 
     @get("/", summary="The signed-in user's open alerts, newest first")
     async def list_alerts(self, user: UserDep, services: ServicesDep) -> AlertListResponse:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
-from backend.api.deps import ServicesDep, UserDep, provide_user
+from backend.api.deps import AS_USER, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.pairing_schemas import PairingCodeOut, PairingCodeRequest, PairRequest, PairResponse
 from backend.schemas import RegisteredAgent
@@ -27,7 +26,7 @@ class PairingCodeController(Controller):
     @post(
         "/",
         status_code=HTTP_201_CREATED,
-        dependencies={"user": Provide(provide_user)},
+        dependencies=AS_USER,
         summary="A one-time pairing code (15 minutes) that creates an agent when a machine uses it",
     )
     async def create(

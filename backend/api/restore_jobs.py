@@ -4,11 +4,10 @@ the owner's request and status, and the agent's start, progress and outcome."""
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from backend.api.deps import AgentDep, ServicesDep, UserDep, provide_agent, provide_user
+from backend.api.deps import AS_AGENT, AS_USER, AgentDep, ServicesDep, UserDep
 from backend.api.guards import api_guard
 from backend.restore_job_schemas import (
     RestoreJobCreated,
@@ -22,14 +21,12 @@ from backend.schemas import OkResponse
 
 __all__ = ["AgentRestoreJobController", "RestoreJobController"]
 
-_USER = {"user": Provide(provide_user)}
-
 
 class RestoreJobController(Controller):
     path = "/api"
     guards = [api_guard]
     tags = ["backups"]
-    dependencies = _USER
+    dependencies = AS_USER
 
     @post(
         "/backups/{backup_id:str}/restore",
@@ -57,7 +54,7 @@ class AgentRestoreJobController(Controller):
     path = "/api/agent/restores"
     guards = [api_guard]
     tags = ["agent"]
-    dependencies = {"agent": Provide(provide_agent)}
+    dependencies = AS_AGENT
 
     @post("/{restore_id:str}/start", status_code=HTTP_200_OK, summary="Take a pending restore")
     async def start(

@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from backend.backups.tables import BackupLog
 from backend.compact_schemas import (
     CompactAbortRequest,
@@ -53,6 +51,7 @@ from backend.compact_schemas import (
     CompactSnapshotOut,
     CompactStartResponse,
 )
+from backend.db import json_value
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.repos.tables import Compaction, RepoObject, Repository, Snapshot
 from backend.schemas import CompactRequestOut
@@ -60,7 +59,7 @@ from backend.services.agents import AgentIdentity
 from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import aware, iso, utcnow
 from backend.services.key_material import write_transaction
-from backend.services.prune import bitmap_int, from_seqs, seqs_of
+from backend.services.prune import bitmap_int, chunks, from_seqs, seqs_of
 from backend.services.snapshots import OBJECT_LIMITS, SnapshotService
 from backend.settings import Settings
 from backend.snapshot_schemas import ObjectSlotOut, RepositoryOut
@@ -78,7 +77,6 @@ nothing worse than one compaction request)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METADATA_NOW = 50
 """Metadata objects a commit rewrites itself; the catalog round writes the others."""
-_BATCH = 500
 
 
 @dataclass
@@ -109,14 +107,6 @@ def _bits_bytes(bits: int) -> bytes:
 
 def _wire(stored: bytes | None) -> str:
     return base64.b64encode(stored).decode("ascii") if stored else ""
-
-
-def _json(raw: Any) -> Any:
-    return msgspec.json.decode(raw) if isinstance(raw, str) else raw
-
-
-def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
-    return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
 
 
 class CompactionService:
@@ -173,7 +163,7 @@ class CompactionService:
             ):
                 newest[r["repository"]] = when
         due: list[Any] = []
-        for chunk in _chunks(list(newest)):
+        for chunk in chunks(list(newest)):
             rows = await Repository.select(
                 Repository.id, Repository.compacted_at, Repository.compact_requested_at
             ).where(Repository.id.is_in(list(chunk)))
@@ -181,7 +171,7 @@ class CompactionService:
                 last = aware(r["compacted_at"])
                 if r["compact_requested_at"] is None and (last is None or newest[r["id"]] > last):
                     due.append(r["id"])
-        for chunk in _chunks(due):
+        for chunk in chunks(due):
             asked = (
                 await Repository.update({Repository.compact_requested_at: now})
                 .where(Repository.id.is_in(list(chunk)) & Repository.compact_requested_at.is_null())
@@ -352,7 +342,7 @@ class CompactionService:
         new = await self._own_objects(agent, row, repo_id, "data", req.packs)
         await self._own_objects(agent, row, repo_id, "index", req.indexes)
         new_seqs = {int(r["seq"]) for r in new}
-        allowed = set(_json(row["snapshots"]) or [])
+        allowed = set(json_value(row["snapshots"]) or [])
         wanted: dict[str, int] = {}
         for i, item in enumerate(req.snapshots):
             if item.backup_id not in allowed:
@@ -403,7 +393,7 @@ class CompactionService:
         async with write_transaction():
             for s in changing:
                 bits = wanted[str(s["backup"])]
-                names = list(_json(s["index_names"]) or [])
+                names = list(json_value(s["index_names"]) or [])
                 if bits & from_seqs(new_seqs):
                     names += [n for n in indexes if n not in names]
                 await Snapshot.update(
@@ -413,7 +403,7 @@ class CompactionService:
                         Snapshot.index_names: names,
                     }
                 ).where(Snapshot.id == s["id"])
-            for chunk in _chunks([r["id"] for r in retired_rows]):
+            for chunk in chunks([r["id"] for r in retired_rows]):
                 await RepoObject.update({RepoObject.state: "retired"}).where(
                     RepoObject.id.is_in(list(chunk)) & (RepoObject.state == "stored")
                 )
@@ -440,7 +430,7 @@ class CompactionService:
             ).where(Repository.id == repo_id)
             # Their metadata objects list the old packs: the catalog round writes them again
             # if the writes below do not happen.
-            for chunk in _chunks([s["backup"] for s in changing]):
+            for chunk in chunks([s["backup"] for s in changing]):
                 await BackupLog.update({BackupLog.catalog_at: None}).where(
                     BackupLog.id.is_in(list(chunk))
                 )
@@ -470,7 +460,7 @@ class CompactionService:
         it never uploaded, 409 (naming them) for those not in storage."""
         unique = sorted(set(names))
         rows: list[dict[str, Any]] = []
-        for chunk in _chunks(unique):
+        for chunk in chunks(unique):
             rows += await RepoObject.select().where(
                 (RepoObject.repository == repo_id)
                 & (RepoObject.kind == kind)
@@ -528,7 +518,7 @@ class CompactionService:
             raise NotFound("no such compaction")
         if row["state"] != "committed":
             raise Conflict(f"this compaction is {row['state']}, not committed")
-        previous: dict[str, str] = _json(row["previous"]) or {}
+        previous: dict[str, str] = json_value(row["previous"]) or {}
         held = bitmap_int(row["held"])
         rows = await _data_rows(row["repository"], seqs_of(held))
         if any(r["state"] == "deleted" for r in rows):
@@ -539,7 +529,7 @@ class CompactionService:
                     (Snapshot.backup == uuid.UUID(backup))
                     & (Snapshot.repository == row["repository"])
                 )
-            for chunk in _chunks([r["id"] for r in rows]):
+            for chunk in chunks([r["id"] for r in rows]):
                 await RepoObject.update({RepoObject.state: "stored"}).where(
                     RepoObject.id.is_in(list(chunk))
                     & RepoObject.state.is_in(["retired", "deleting"])
@@ -552,7 +542,7 @@ class CompactionService:
 
 async def _data_rows(repo_id: Any, seqs: Sequence[int]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for chunk in _chunks(list(seqs)):
+    for chunk in chunks(list(seqs)):
         rows += await RepoObject.select(
             RepoObject.id,
             RepoObject.kind,
@@ -571,7 +561,7 @@ async def _data_rows(repo_id: Any, seqs: Sequence[int]) -> list[dict[str, Any]]:
 def _answer(row: dict[str, Any]) -> CompactCommitResponse:
     return CompactCommitResponse(
         status="committed",
-        snapshots=int(row.get("_snapshots", len(_json(row["previous"]) or {}))),
+        snapshots=int(row.get("_snapshots", len(json_value(row["previous"]) or {}))),
         packs_written=int(row["packs_written"]),
         bytes_written=int(row["bytes_written"]),
         packs_retired=int(row["packs_retired"]),

@@ -10,6 +10,7 @@ from piccolo.custom_types import Combinable
 
 from backend.agents.tables import Agent
 from backend.backups.tables import BackupConfig
+from backend.db import as_uuid, json_value
 from backend.errors import Forbidden, InvalidInput
 from backend.schemas import (
     AgentConfig,
@@ -33,16 +34,6 @@ from backend.storage import Storage
 from desktop_agent.engine.schedule import Schedule, ScheduleError
 
 __all__ = ["ConfigService"]
-
-
-def _as_uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        return msgspec.json.decode(value)
-    return value
 
 
 def _check_sources(sources: list[Source]) -> None:
@@ -122,10 +113,12 @@ class ConfigService:
             name=row["name"],
             execution_mode=row["execution_mode"],
             agent_id=str(row["agent"]) if row["agent"] else None,
-            sources=msgspec.convert(_json(row["sources"]), list[Source]),
-            excludes=list(_json(row["excludes"]) or []),
+            sources=msgspec.convert(json_value(row["sources"]), list[Source]),
+            excludes=list(json_value(row["excludes"]) or []),
             destination=self._destination(row),
-            options=msgspec.convert(_json(row["options"]) or {}, Options, from_attributes=False),
+            options=msgspec.convert(
+                json_value(row["options"]) or {}, Options, from_attributes=False
+            ),
             created_at=iso(row["created_at"]) or "",
             updated_at=iso(row["updated_at"]) or "",
         )
@@ -233,7 +226,7 @@ class ConfigService:
 
     async def by_ids(self, user: CurrentUser, config_ids: list[str]) -> list[ConfigOut]:
         """These configs of this user, oldest first (unknown or foreign ids are left out)."""
-        ids = [_as_uuid(c) for c in config_ids]
+        ids = [as_uuid(c) for c in config_ids]
         if not ids:
             return []
         rows = (

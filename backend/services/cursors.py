@@ -68,6 +68,15 @@ class CursorSigner:
         payload = msgspec.json.encode([at.isoformat(), str(cursor.id)])
         return f"{_b64(payload)}.{_b64(self._mac(kind, user_id, payload))}"
 
+    def position(self, kind: str, user_id: uuid.UUID, after: str | None) -> Cursor | None:
+        """Where a page of list ``kind`` starts: after the row of cursor ``after`` (checked as
+        :meth:`decode` does), or at the beginning when there is none."""
+        return self.decode(kind, user_id, after) if after else None
+
+    def next_after(self, kind: str, user_id: uuid.UUID, more: Cursor | None) -> str | None:
+        """The ``after`` of the page that follows, or ``None`` on the last page (no ``more``)."""
+        return self.encode(kind, user_id, more) if more is not None else None
+
     def decode(self, kind: str, user_id: uuid.UUID, text: str, field: str = "after") -> Cursor:
         """The position in ``text``; :class:`InvalidInput` (400) unless this server made it for
         this list and this user."""

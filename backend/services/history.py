@@ -13,6 +13,7 @@ from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 
 from backend.backups.tables import BackupConfig, BackupLog
+from backend.db import as_uuid
 from backend.errors import InvalidInput
 from backend.schemas import BackupOut, BackupTotals, ConfigLastBackups
 from backend.services.accounts import CurrentUser
@@ -21,10 +22,6 @@ from backend.services.clock import iso
 from backend.services.cursors import Cursor, keyset_page
 
 __all__ = ["BackupFilter", "BackupHistory", "backup_out", "user_log"]
-
-
-def _as_uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def backup_out(row: dict[str, Any]) -> BackupOut:
@@ -231,7 +228,7 @@ class BackupHistory:
     ) -> dict[str, ConfigLastBackups]:
         """Per config of this user (or of ``config_ids`` among them): its newest backup and its
         newest completed backup. One statement, whatever the number of configs."""
-        ids = None if config_ids is None else [_as_uuid(c) for c in config_ids]
+        ids = None if config_ids is None else [as_uuid(c) for c in config_ids]
         if ids == []:
             return {}
         if ids is None:

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from backend.backups.tables import BackupLog
 from backend.repos.tables import Compaction, RepoObject, Repository, Snapshot
@@ -47,14 +47,16 @@ from backend.services.clock import aware, utcnow
 from backend.services.keys import repository_key
 from backend.storage import ObjectStoreError, Storage
 
-__all__ = ["Bits", "PruneReport", "PruneService", "bitmap_int", "from_seqs", "seqs_of"]
+__all__ = ["Bits", "PruneReport", "PruneService", "bitmap_int", "chunks", "from_seqs", "seqs_of"]
 
 log = logging.getLogger("backapp.prune")
 
-#: Rows per ``IN (…)`` list, and repositories per batch.
+#: Rows per ``IN (…)`` list (far below every engine's limit on bound parameters), and
+#: repositories per batch.
 BATCH = 500
 REPO_BATCH = 50
 _DELETE_CONCURRENCY = 16
+T = TypeVar("T")
 
 
 def bitmap_int(packs: bytes | None) -> int:
@@ -112,7 +114,8 @@ class PruneReport:
     """Of ``bytes_freed``: the bytes of those packs."""
 
 
-def _chunks(items: Sequence[Any], size: int = BATCH) -> list[Sequence[Any]]:
+def chunks(items: list[T], size: int = BATCH) -> list[list[T]]:
+    """``items`` in slices of at most ``size``: one ``IN (…)`` list each."""
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -128,7 +131,7 @@ class PruneService:
         repos = await Repository.select(
             Repository.id, Repository.user, Repository.agent, Repository.prefix_agent
         )
-        for batch in _chunks(repos, REPO_BATCH):
+        for batch in chunks(repos, REPO_BATCH):
             await self._batch(list(batch), now, report)
         return report
 
@@ -239,7 +242,7 @@ class PruneService:
                 # may reuse (a pending one may even be on its way up from a dying process).
                 continue
             doomed.append(o)
-        for chunk in _chunks(revive):
+        for chunk in chunks(revive):
             await RepoObject.update({RepoObject.state: "stored"}).where(
                 RepoObject.id.is_in(list(chunk)) & RepoObject.state.is_in(["deleting", "retired"])
             )
@@ -247,7 +250,7 @@ class PruneService:
         previous = {o["id"]: o["state"] for o in doomed}
         for state in ("stored", "pending", "retired"):
             ids = [o["id"] for o in doomed if o["state"] == state]
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 await RepoObject.update({RepoObject.state: "deleting"}).where(
                     RepoObject.id.is_in(list(chunk)) & (RepoObject.state == state)
                 )
@@ -275,7 +278,7 @@ class PruneService:
     async def _undo(self, rows: Sequence[dict[str, Any]], previous: dict[Any, str]) -> None:
         for state in ("stored", "pending", "retired"):
             ids = [o["id"] for o in rows if previous.get(o["id"]) == state]
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 await RepoObject.update({RepoObject.state: state}).where(
                     RepoObject.id.is_in(list(chunk)) & (RepoObject.state == "deleting")
                 )
@@ -283,7 +286,7 @@ class PruneService:
         rest = [
             o["id"] for o in rows if previous.get(o["id"]) not in ("stored", "pending", "retired")
         ]
-        for chunk in _chunks(rest):
+        for chunk in chunks(rest):
             await RepoObject.update({RepoObject.state: "stored"}).where(
                 RepoObject.id.is_in(list(chunk)) & (RepoObject.state == "deleting")
             )
@@ -316,7 +319,7 @@ class PruneService:
         done = [item for item, key in zip(items, keys, strict=True) if key is not None]
         failed = [item[2] for item, key in zip(items, keys, strict=True) if key is None]
         await self._undo([r for r in failed if r.get("state") is not None], previous)
-        for chunk in _chunks(done):
+        for chunk in chunks(done):
             ids = [row["id"] for _, _, row in chunk]
             await RepoObject.update(
                 {RepoObject.state: "deleted", RepoObject.deleted_at: now}
@@ -379,7 +382,7 @@ class PruneService:
                         wanted.add((rid, "index", name))
         names = sorted({name for _, _, name in wanted})
         rows: list[dict[str, Any]] = []
-        for chunk in _chunks(names):
+        for chunk in chunks(names):
             rows += await RepoObject.select(
                 RepoObject.id,
                 RepoObject.repository,

@@ -29,6 +29,7 @@ from backend.check_schemas import (
     RepoCheckRequest,
     RepoCheckResponse,
 )
+from backend.db import json_value
 from backend.errors import InvalidInput, NotFound
 from backend.repos.tables import ConfigCheck
 from backend.services.agents import AgentIdentity, assigned_config
@@ -103,10 +104,6 @@ class ConfigProof:
     """When a drill last passed: the config was last proven restorable."""
     full_restore: str | None = None
     """The projected time to restore the whole snapshot, in words, from that drill."""
-
-
-def _json(raw: Any) -> Any:
-    return msgspec.json.decode(raw) if isinstance(raw, str) else raw
 
 
 class RepoCheckService:
@@ -311,7 +308,7 @@ class RepoCheckService:
             check, drill = kinds.get("check"), kinds.get("drill")
             fields: dict[str, Any] = {}
             if check is not None:
-                share = (_json(check["details"]) or {}).get("readData")
+                share = (json_value(check["details"]) or {}).get("readData")
                 fields.update(
                     check_at=iso(aware(check["at"])),
                     check_ok=bool(check["ok"]),
@@ -325,7 +322,7 @@ class RepoCheckService:
                     drill_summary=drill["summary"],
                 )
                 if drill["ok_at"] is not None:
-                    proven = _json(drill["ok_details"]) or {}
+                    proven = json_value(drill["ok_details"]) or {}
                     fields.update(
                         proven_at=iso(aware(drill["ok_at"])),
                         full_restore=restore_time(proven.get("projectedSeconds")),

@@ -31,14 +31,13 @@ from backend.backups.tables import BackupConfig, BackupLog
 from backend.services.clock import aware, utcnow
 from backend.services.gfs import Candidate, Decision, Policy, decide, policy_of
 from backend.services.last_backup import pause, store_config_times
+from backend.services.prune import chunks
 from backend.services.round_budget import RoundBudget, due_configs
 from backend.storage import ObjectStoreError, Storage
 from desktop_agent.engine.schedule import resolve_timezone
 
 __all__ = ["RetentionReport", "RetentionService", "next_change", "retention_days"]
 
-#: Rows per ``IN (…)`` list: far below every engine's limit on bound parameters.
-BATCH = 500
 CONFIGS_PER_BATCH = 50
 """Due configs a round reads (with their completed backups) and settles before it checks its
 budget again."""
@@ -125,10 +124,6 @@ def _options(raw: Any) -> Any:
     return raw
 
 
-def _chunks(items: list[Any], size: int = BATCH) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 class RetentionService:
     def __init__(
         self, storage: Storage, timezone: str = "UTC", budget_seconds: float = 0.0
@@ -203,7 +198,7 @@ class RetentionService:
                 policies[config["id"]] = (policy, self.zone(config["agent_timezone"]))
             due[config["id"]] = now + NO_CHANGE_RECHECK
         rows: list[dict[str, Any]] = []
-        for ids in _chunks(list(policies)):
+        for ids in chunks(list(policies)):
             rows += await BackupLog.select(
                 BackupLog.id,
                 BackupLog.config,
@@ -244,14 +239,14 @@ class RetentionService:
                 deleted.append(row)
             else:
                 due[row["config"]] = now  # try again next round
-        for chunk in _chunks(deleted):
+        for chunk in chunks(deleted):
             done = await self._mark_expired(chunk, now)
             for r in chunk:
                 if r["id"] in done:
                     log.info("retention: deleted %s (backup %s)", r["s3_path"], r["id"])
                     report.expired.append(str(r["id"]))
                     report.archive_bytes += int(r["size"] or 0)
-        for chunk in _chunks(snapshots):
+        for chunk in chunks(snapshots):
             for backup_id in await self._mark_expired(chunk, now):
                 log.info("retention: snapshot %s expired", backup_id)
                 report.expired.append(str(backup_id))

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from litestar import Controller, Request, get, post
+from litestar import Request, get, post
 from litestar.datastructures import Cookie, FormMultiDict
-from litestar.di import Provide
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from backend.api.deps import ServicesDep
+from backend.api.deps import AfterQuery, SearchQuery, ServicesDep
 from backend.errors import DomainError
 from backend.schemas import ConfigPatch
 from backend.services import CurrentUser, Services
-from backend.services.cursors import MAX_CURSOR_LENGTH, Cursor
+from backend.services.cursors import Cursor
 from backend.services.history import BackupFilter
 from backend.services.pairing import IssuedCode
-from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._auth import PageController, PageUserDep
 from backend.web._format import parse_iso
-from backend.web._forms import field_errors, text
+from backend.web._forms import field_errors, is_uuid, text
 from backend.web._limits_form import (
     DAY_CHOICES,
     LIMIT_FIELDS,
@@ -31,7 +30,7 @@ from backend.web._limits_form import (
     parallel_from_form,
     parallel_text,
 )
-from backend.web._render import page, redirect, search_links
+from backend.web._render import page, redirect, search_listing
 from desktop_agent.engine.bandwidth import BandwidthLimits
 
 __all__ = ["AgentPages", "NEW_KEY_COOKIE"]
@@ -85,11 +84,10 @@ async def _agents_page(
 ) -> Template:
     """The agents page (also the answer of a form on it that failed, with ``errors``)."""
     policy = await services.releases.policy(user.id)
-    position = services.cursors.decode("agents", user.id, after) if after else None
+    position = services.cursors.position("agents", user.id, after)
     agents, more = await services.agents.page_agents(
         user, search=search or None, after=position, limit=AGENT_PAGE
     )
-    query, next_href = search_links(services, "agents", user, search, more)
     return page(
         request,
         "agents.html",
@@ -99,10 +97,7 @@ async def _agents_page(
         live={"agents": "partials/agents_table.html"},
         nav="agents",
         agents=agents,
-        search=search,
-        query=query,
-        paged=position is not None,
-        next_href=next_href,
+        **search_listing(services, "agents", user, search, position, more),
         platforms=PLATFORMS,
         values=values or {"name": "", "platform": ""},
         errors=errors or {},
@@ -156,12 +151,11 @@ async def _agent_page(
     older: str | None = None
     if after or before_dt is None:
         # Keyset paging; ``before`` (a time) is what older links carry, still answered.
-        position = services.cursors.decode(LOG_CURSOR, user.id, after) if after else None
+        position = services.cursors.position(LOG_CURSOR, user.id, after)
         logs, next_cursor = await services.agents.page_logs(
             user, agent.id, level=level, limit=LOG_PAGE, after=position
         )
-        if next_cursor is not None:
-            older = services.cursors.encode(LOG_CURSOR, user.id, next_cursor)
+        older = services.cursors.next_after(LOG_CURSOR, user.id, next_cursor)
     else:
         logs, older_time = await services.agents.logs(
             user, agent.id, level=level, limit=LOG_PAGE, before=before_dt
@@ -186,7 +180,7 @@ async def _agent_page(
         if e.metadata and isinstance(e.metadata.get("configId"), str)
     }
     known = {c.id: c.name for c in assigned}
-    named = await services.configs.by_ids(user, [i for i in logged - set(known) if _is_uuid(i)])
+    named = await services.configs.by_ids(user, [i for i in logged - set(known) if is_uuid(i)])
     config_names = {**known, **{c.id: c.name for c in named}}
     live = {"status": "partials/agent_status.html", "backups": "partials/agent_backups.html"}
     paged = before_dt is not None or bool(after)
@@ -232,10 +226,8 @@ def _limits_text(limits: dict[str, Any] | None) -> str:
     return parsed.describe() if parsed is not None else "No limits: backups use the whole line."
 
 
-class AgentPages(Controller):
+class AgentPages(PageController):
     path = "/agents"
-    include_in_schema = False
-    dependencies = {"user": Provide(provide_page_user)}
 
     @get("/", name="agents")
     async def agents(
@@ -243,8 +235,8 @@ class AgentPages(Controller):
         request: Request[Any, Any, Any],
         user: PageUserDep,
         services: ServicesDep,
-        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        q: SearchQuery = None,
+        after: AfterQuery = None,
     ) -> Template:
         """One page of agents (keyset: ``after``), searchable by name (``q``)."""
         return await _agents_page(request, user, services, search=(q or "").strip(), after=after)
@@ -304,8 +296,8 @@ class AgentPages(Controller):
         services: ServicesDep,
         level: FromQuery[str | None] = None,
         before: FromQuery[str | None] = None,
-        replaces: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        replaces: SearchQuery = None,
+        after: AfterQuery = None,
     ) -> Template:
         """An agent: its status, configs, newest backups and its log (keyset pages: ``after``)."""
         return await _agent_page(
@@ -519,11 +511,3 @@ class AgentPages(Controller):
         return redirect(
             f"/agents/{agent.id}", services, flash=f"“{config.name}” now runs on “{agent.name}”."
         )
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

@@ -18,9 +18,9 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
-from litestar import MediaType, Request, Response
+from litestar import Controller, MediaType, Request, Response
 from litestar.datastructures import Cookie
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 from litestar.types import ExceptionHandlersMap
@@ -33,6 +33,7 @@ from backend.web._render import LIVE_HEADER, SECURITY_HEADERS
 __all__ = [
     "CSRF_FIELD",
     "CsrfRejected",
+    "PageController",
     "PageUserDep",
     "SignInRequired",
     "anon_csrf_cookie",
@@ -92,6 +93,13 @@ async def provide_page_user(request: Request[Any, Any, Any], services: ServicesD
                 "Go back, reload the page and try again."
             )
     return user
+
+
+class PageController(Controller):
+    """A controller of pages for the signed-in user (``PageUserDep``), kept out of the API schema."""
+
+    include_in_schema = False
+    dependencies = {"user": Provide(provide_page_user)}
 
 
 # --- the pre-session token of the sign-in and sign-up forms -----------------------------------

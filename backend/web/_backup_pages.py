@@ -3,21 +3,19 @@ stored is on the backup's own page)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlencode
 
-from litestar import Controller, Request, get
-from litestar.di import Provide
+from litestar import Request, get
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
-from backend.api.deps import ServicesDep
+from backend.api.deps import AfterQuery, ServicesDep
 from backend.schemas import AgentOut, ConfigOut
-from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.services.history import BackupFilter
-from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._auth import PageController, PageUserDep
 from backend.web._config_pages import agent_names
+from backend.web._forms import is_uuid
 from backend.web._render import page
 from backend.web._restore_pages import restore_context
 
@@ -33,24 +31,14 @@ FILTER_CHOICES = 100
 T = TypeVar("T", ConfigOut, AgentOut)
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _with(offered: list[T], chosen: list[T]) -> list[T]:
     """The offered choices, and the chosen one too when it is not among them."""
     ids = {item.id for item in offered}
     return offered + [item for item in chosen if item.id not in ids]
 
 
-class BackupPages(Controller):
+class BackupPages(PageController):
     path = "/backups"
-    include_in_schema = False
-    dependencies = {"user": Provide(provide_page_user)}
 
     @get("/", name="backups")
     async def backups(
@@ -61,20 +49,20 @@ class BackupPages(Controller):
         status: Annotated[str | None, QueryParameter(name="status")] = None,
         config: Annotated[str | None, QueryParameter(name="config")] = None,
         agent: Annotated[str | None, QueryParameter(name="agent")] = None,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        after: AfterQuery = None,
     ) -> Template:
         """One page of the history, newest first (keyset: ``after``), with filters. The cost of a
         page is the same at the start of a history of millions as at its end."""
         # Unknown filter values (a stale link) are dropped rather than answered with an error.
         status = status if status in get_args(Status) else None
         configs = await services.configs.by_ids(
-            user, [config] if config and _is_uuid(config) else []
+            user, [config] if config and is_uuid(config) else []
         )
-        agents = await services.agents.by_ids(user, [agent] if agent and _is_uuid(agent) else [])
+        agents = await services.agents.by_ids(user, [agent] if agent and is_uuid(agent) else [])
         config = configs[0].id if configs else None
         agent = agents[0].id if agents else None
         filters = BackupFilter(config_id=config, agent_id=agent, status=status)
-        position = services.cursors.decode("backups", user.id, after) if after else None
+        position = services.cursors.position("backups", user.id, after)
         backups, more = await services.history.page_backups(
             user, filters, after=position, limit=PAGE_SIZE
         )
@@ -83,8 +71,8 @@ class BackupPages(Controller):
             {k: v for k, v in (("status", status), ("config", config), ("agent", agent)) if v}
         )
         older = None
-        if more is not None:
-            cursor = services.cursors.encode("backups", user.id, more)
+        cursor = services.cursors.next_after("backups", user.id, more)
+        if cursor is not None:
             older = f"/backups?{query}{'&' if query else ''}{urlencode({'after': cursor})}"
         # The filter lists offer a page of configurations and agents, and always the chosen one.
         offered_configs, _ = await services.configs.page_configs(user, limit=FILTER_CHOICES)

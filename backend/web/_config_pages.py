@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
-from litestar.di import Provide
+from litestar import Request, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 
-from backend.api.deps import ServicesDep
+from backend.api.deps import AfterQuery, SearchQuery, ServicesDep
 from backend.errors import DomainError
 from backend.schemas import AgentOut, ConfigIn, ConfigOut
 from backend.services import CurrentUser, Services
 from backend.services.clock import utcnow
-from backend.services.cursors import MAX_CURSOR_LENGTH
 from backend.services.history import BackupFilter
-from backend.web._auth import PageUserDep, provide_page_user, safe_next
-from backend.web._forms import ConfigForm, field_errors, text
+from backend.web._auth import PageController, PageUserDep, safe_next
+from backend.web._forms import ConfigForm, field_errors, is_uuid, text
 from backend.web._health import ConfigRow, config_rows
-from backend.web._render import page, redirect, search_links
+from backend.web._render import page, redirect, search_listing
 
 __all__ = ["ConfigPages"]
 
@@ -97,11 +94,7 @@ async def _submit(
 
 async def _agents_named(services: Services, user: CurrentUser, agent_id: str) -> list[AgentOut]:
     """The agent ``agent_id`` of this user, as a list: empty when it is not one (or not theirs)."""
-    try:
-        uuid.UUID(agent_id)
-    except ValueError:
-        return []
-    return await services.agents.by_ids(user, [agent_id])
+    return await services.agents.by_ids(user, [agent_id]) if is_uuid(agent_id) else []
 
 
 async def page_rows(
@@ -126,10 +119,8 @@ def _page_number(value: int | None) -> int:
     return max(1, min(value or 1, 100_000))
 
 
-class ConfigPages(Controller):
+class ConfigPages(PageController):
     path = "/configs"
-    include_in_schema = False
-    dependencies = {"user": Provide(provide_page_user)}
 
     @get("/", name="configs")
     async def configs(
@@ -137,17 +128,16 @@ class ConfigPages(Controller):
         request: Request[Any, Any, Any],
         user: PageUserDep,
         services: ServicesDep,
-        q: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        after: Annotated[str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH)] = None,
+        q: SearchQuery = None,
+        after: AfterQuery = None,
     ) -> Template:
         """One page of configurations (keyset: ``after``), searchable by name (``q``)."""
         search = (q or "").strip()
-        position = services.cursors.decode("configs", user.id, after) if after else None
+        position = services.cursors.position("configs", user.id, after)
         configs, more = await services.configs.page_configs(
             user, search=search or None, after=position, limit=CONFIG_PAGE
         )
         rows = await page_rows(services, user, configs)
-        query, next_href = search_links(services, "configs", user, search, more)
         return page(
             request,
             "configs.html",
@@ -157,10 +147,7 @@ class ConfigPages(Controller):
             nav="configs",
             rows=rows,
             has_agents=bool(rows) or await services.agents.has_agents(user),
-            search=search,
-            query=query,
-            paged=position is not None,
-            next_href=next_href,
+            **search_listing(services, "configs", user, search, position, more),
         )
 
     @get("/new", name="config_new")
@@ -170,7 +157,7 @@ class ConfigPages(Controller):
         user: PageUserDep,
         services: ServicesDep,
         agent: FromQuery[str | None] = None,
-        agent_q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        agent_q: SearchQuery = None,
     ) -> Template:
         named = await _agents_named(services, user, agent or "")
         first, _ = await services.agents.page_agents(user, limit=2)
@@ -236,7 +223,7 @@ class ConfigPages(Controller):
         config_id: FromPath[str],
         user: PageUserDep,
         services: ServicesDep,
-        agent_q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        agent_q: SearchQuery = None,
     ) -> Template:
         config = await services.configs.get(user, config_id)
         return await _form_page(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get
-from litestar.di import Provide
+from litestar import Request, get
 from litestar.response import Template
 
 from backend.api.deps import ServicesDep
 from backend.services.clock import utcnow
 from backend.services.history import BackupFilter
 from backend.services.overview import ATTENTION, OverviewService
-from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._auth import PageController, PageUserDep
 from backend.web._config_pages import agent_names, page_rows
 from backend.web._health import Reason, Verdict, verdict
 from backend.web._render import page
@@ -26,10 +25,8 @@ DASHBOARD_ALERTS = 20
 """The newest open alerts; a fleet can have thousands (every config of a machine that is off)."""
 
 
-class DashboardPage(Controller):
+class DashboardPage(PageController):
     path = "/"
-    include_in_schema = False
-    dependencies = {"user": Provide(provide_page_user)}
 
     @get("/", name="dashboard")
     async def dashboard(

@@ -6,6 +6,7 @@ field at fault; nothing they entered is lost.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from backend.schemas import (
 from desktop_agent.engine.bandwidth import MAX_MBPS
 from desktop_agent.engine.schedule import Schedule, ScheduleError
 
-__all__ = ["ConfigForm", "field_errors", "text"]
+__all__ = ["ConfigForm", "field_errors", "is_uuid", "text"]
 
 MAX_NAME = 200
 MAX_PATH = 4096
@@ -67,6 +68,15 @@ MAX_COMMAND = 4096
 def text(form: FormMultiDict, name: str, limit: int = 100_000) -> str:
     value = form.get(name)
     return value[:limit] if isinstance(value, str) else ""
+
+
+def is_uuid(value: str) -> bool:
+    """Whether a submitted id is a UUID at all (a stale or forged one is dropped, not looked up)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def field_errors(exc: DomainError, default: str = "form") -> dict[str, str]:

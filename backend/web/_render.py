@@ -30,7 +30,7 @@ __all__ = [
     "make_environment",
     "page",
     "redirect",
-    "search_links",
+    "search_listing",
     "static_url",
     "template_config",
 ]
@@ -159,13 +159,21 @@ def redirect(
     return Redirect(path, status_code=303, cookies=all_cookies)
 
 
-def search_links(
-    services: Services, kind: str, user: CurrentUser, search: str, more: Cursor | None
-) -> tuple[str, str | None]:
-    """A searchable list page's query string (for its first-page link) and the link to its next
-    page (keyset cursor ``more`` of list ``kind``; ``None`` on the last page)."""
+def search_listing(
+    services: Services,
+    kind: str,
+    user: CurrentUser,
+    search: str,
+    position: Cursor | None,
+    more: Cursor | None,
+) -> dict[str, Any]:
+    """What the template of a searchable keyset-paged list page ``kind`` gets besides its rows:
+    ``search``, the query string of its first-page link (``query``), whether this is a later page
+    (``paged``, it started at ``position``) and the link to the next page (``next_href``: keyset
+    cursor ``more``; ``None`` on the last page)."""
     query = urlencode({"q": search}) if search else ""
-    if more is None:
-        return query, None
-    cursor = services.cursors.encode(kind, user.id, more)
-    return query, f"/{kind}?" + urlencode({**({"q": search} if search else {}), "after": cursor})
+    cursor = services.cursors.next_after(kind, user.id, more)
+    next_href = None
+    if cursor is not None:
+        next_href = f"/{kind}?" + urlencode({**({"q": search} if search else {}), "after": cursor})
+    return {"search": search, "query": query, "paged": position is not None, "next_href": next_href}

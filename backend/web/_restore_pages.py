@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, post
-from litestar.di import Provide
+from litestar import Request, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
@@ -15,7 +14,7 @@ from backend.api.deps import ServicesDep
 from backend.errors import DomainError
 from backend.restore_job_schemas import MAX_PATHS, RestoreJobRequest
 from backend.services import CurrentUser, Services
-from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._auth import PageController, PageUserDep
 from backend.web._config_pages import agent_names
 from backend.web._forms import field_errors, text
 from backend.web._render import page, redirect
@@ -56,10 +55,8 @@ def _pick(machines: list[dict[str, str]], typed: str) -> tuple[str | None, str |
     )
 
 
-class RestorePages(Controller):
+class RestorePages(PageController):
     path = "/backups"
-    include_in_schema = False
-    dependencies = {"user": Provide(provide_page_user)}
 
     @post("/{backup_id:str}/restore", status_code=303)
     async def restore(

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, post
-from litestar.di import Provide
+from litestar import Request, post
 from litestar.response import Redirect, Template
 
 from backend.api.deps import ServicesDep
 from backend.errors import DomainError
 from backend.web._agent_pages import _agents_page
-from backend.web._auth import PageUserDep, provide_page_user
+from backend.web._auth import PageController, PageUserDep
 from backend.web._forms import text
 from backend.web._render import redirect
 
@@ -27,10 +26,8 @@ _SAVED = {
 }
 
 
-class UpdatePages(Controller):
+class UpdatePages(PageController):
     path = "/agents/updates"
-    include_in_schema = False
-    dependencies = {"user": Provide(provide_page_user)}
 
     @post("/", status_code=303)
     async def set_policy(

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import sys
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO, TypeVar
 
 from desktop_agent.engine import (
     ArchiveProgress,
@@ -42,6 +45,56 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def bytes_or_unknown(n: int | None) -> str:
+    """``human_bytes``, or ``?`` when the server did not say."""
+    return human_bytes(n) if n is not None else "?"
+
+
+def count_or_unknown(n: int | None) -> str:
+    """``12,345``, or ``?`` when the server did not say."""
+    return f"{n:,}" if n is not None else "?"
+
+
+def listed_at(completed_at: str | None, started_at: str | None) -> str:
+    """A listed backup's time in a table (UTC, to the second): completed, else started."""
+    return (completed_at or started_at or "").replace("T", " ")[:19]
+
+
+def file_line(*, kind: str, mode: int, size: int, mtime: float, name: str, link: str) -> str:
+    """One listed file as ``ls -l`` shows it: type and permissions, size, time (UTC), name, and
+    where a ``symlink`` points (``link``) or what a ``hardlink`` is a link to."""
+    when = datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M")
+    type_bits = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(kind, stat.S_IFREG)
+    arrow = {"symlink": f" -> {link}", "hardlink": f" link to {link}"}.get(kind, "")
+    return printable(f"{stat.filemode(mode | type_bits)} {size:>12} {when}  {name}{arrow}")
+
+
+T = TypeVar("T")
+
+
+def print_listing(
+    found: Sequence[T],
+    *,
+    as_json: bool,
+    key: str,
+    json_row: Callable[[T], dict[str, Any]],
+    empty: str,
+    header: str,
+    line: Callable[[T], str],
+) -> None:
+    """A listing command's output: ``{key: [json_row(item), ...]}`` as JSON; else ``empty`` when
+    nothing was found, or the table's ``header`` and one (printable) ``line`` an item."""
+    if as_json:
+        print(json.dumps({key: [json_row(i) for i in found]}, indent=2, ensure_ascii=False))
+        return
+    if not found:
+        print(empty)
+        return
+    print(header)
+    for item in found:
+        print(printable(line(item)))
 
 
 def human_duration(seconds: float | None) -> str:

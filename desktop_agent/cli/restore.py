@@ -4,11 +4,8 @@ and extract one backup, or ``--list`` it)."""
 from __future__ import annotations
 
 import argparse
-import json
-import stat
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +52,17 @@ from .common import (
     read_code_from_stdin,
     signal_handlers,
 )
-from .display import MAX_SKIPS_SHOWN, JsonLines, RestoreDisplay, human_bytes
+from .display import (
+    MAX_SKIPS_SHOWN,
+    JsonLines,
+    RestoreDisplay,
+    bytes_or_unknown,
+    count_or_unknown,
+    file_line,
+    human_bytes,
+    listed_at,
+    print_listing,
+)
 
 
 def cmd_backups(args: argparse.Namespace) -> int:
@@ -75,41 +82,33 @@ def cmd_backups(args: argparse.Namespace) -> int:
                 return EXIT_FAILED
         else:
             found = client.list_backups(config_id=args.config_id, limit=args.limit)
-    if args.json:
-        rows = [
-            {
-                "id": b.id,
-                "configId": b.config_id,
-                "configName": b.config_name,
-                "filename": b.filename,
-                "s3Path": b.s3_path,
-                "size": b.size,
-                "sha256": b.sha256,
-                "files": b.files_processed,
-                "startedAt": b.started_at,
-                "completedAt": b.completed_at,
-                "status": b.status,
-                "type": b.type,
-                "agentId": b.agent_id,
-            }
-            for b in found
-        ]
-        print(json.dumps({"backups": rows}, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    if not found:
-        print("No backups to restore.")
-        return EXIT_OK
-    print(f"{'ID':36}  {'DATE (UTC)':19}  {'SIZE':>10}  {'FILES':>8}  {'STATUS':9}  CONFIG")
-    for b in found:
-        when = (b.completed_at or b.started_at or "").replace("T", " ")[:19]
-        size = human_bytes(b.size) if b.size is not None else "?"
-        files = f"{b.files_processed:,}" if b.files_processed is not None else "?"
-        print(
-            printable(
-                f"{b.id:36}  {when:19}  {size:>10}  {files:>8}  {b.status:9}  "
-                f"{b.config_name or b.config_id}  {b.filename}"
-            )
-        )
+    print_listing(
+        found,
+        as_json=args.json,
+        key="backups",
+        json_row=lambda b: {
+            "id": b.id,
+            "configId": b.config_id,
+            "configName": b.config_name,
+            "filename": b.filename,
+            "s3Path": b.s3_path,
+            "size": b.size,
+            "sha256": b.sha256,
+            "files": b.files_processed,
+            "startedAt": b.started_at,
+            "completedAt": b.completed_at,
+            "status": b.status,
+            "type": b.type,
+            "agentId": b.agent_id,
+        },
+        empty="No backups to restore.",
+        header=f"{'ID':36}  {'DATE (UTC)':19}  {'SIZE':>10}  {'FILES':>8}  {'STATUS':9}  CONFIG",
+        line=lambda b: (
+            f"{b.id:36}  {listed_at(b.completed_at, b.started_at):19}  "
+            f"{bytes_or_unknown(b.size):>10}  {count_or_unknown(b.files_processed):>8}  "
+            f"{b.status:9}  {b.config_name or b.config_id}  {b.filename}"
+        ),
+    )
     return EXIT_OK
 
 
@@ -158,13 +157,9 @@ def _options(args: argparse.Namespace, info: BackupInfo | None) -> RestoreOption
 
 
 def _list_line(m: MemberInfo) -> str:
-    when = datetime.fromtimestamp(m.mtime, UTC).strftime("%Y-%m-%d %H:%M")
-    mode = stat.filemode(
-        m.mode | {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(m.kind, stat.S_IFREG)
+    return file_line(
+        kind=m.kind, mode=m.mode, size=m.size, mtime=m.mtime, name=m.name, link=m.linkname
     )
-    arrow = f" -> {m.linkname}" if m.kind == "symlink" else ""
-    arrow = f" link to {m.linkname}" if m.kind == "hardlink" else arrow
-    return printable(f"{mode} {m.size:>12} {when}  {m.name}{arrow}")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import stat
 import sys
 from datetime import UTC, datetime
 
@@ -19,7 +18,6 @@ from desktop_agent.engine import (
     Snapshots,
     load_settings,
     parse_code,
-    printable,
 )
 
 from .common import (
@@ -30,7 +28,7 @@ from .common import (
     load_key,
     read_code_from_stdin,
 )
-from .display import human_bytes
+from .display import bytes_or_unknown, count_or_unknown, file_line, listed_at, print_listing
 from .restore import lookup
 
 
@@ -42,45 +40,35 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     except AgentError as exc:
         err(str(exc))
         return EXIT_FAILED
-    if args.json:
-        rows = [
-            {
-                "id": b.id,
-                "configId": b.config_id,
-                "configName": b.config_name,
-                "files": b.files_processed,
-                "size": b.size,
-                "newBytes": b.new_bytes,
-                "startedAt": b.started_at,
-                "completedAt": b.completed_at,
-            }
-            for b in found
-        ]
-        print(json.dumps({"snapshots": rows}, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    if not found:
-        print("No snapshots yet.")
-        return EXIT_OK
-    print(f"{'ID':36}  {'DATE (UTC)':19}  {'FILES':>9}  {'SIZE':>10}  {'NEW':>10}  CONFIG")
-    for b in found:
-        when = (b.completed_at or b.started_at or "").replace("T", " ")[:19]
-        files = f"{b.files_processed:,}" if b.files_processed is not None else "?"
-        size = human_bytes(b.size) if b.size is not None else "?"
-        new = human_bytes(b.new_bytes) if b.new_bytes is not None else "?"
-        print(
-            printable(
-                f"{b.id:36}  {when:19}  {files:>9}  {size:>10}  {new:>10}  "
-                f"{b.config_name or b.config_id}"
-            )
-        )
+    print_listing(
+        found,
+        as_json=args.json,
+        key="snapshots",
+        json_row=lambda b: {
+            "id": b.id,
+            "configId": b.config_id,
+            "configName": b.config_name,
+            "files": b.files_processed,
+            "size": b.size,
+            "newBytes": b.new_bytes,
+            "startedAt": b.started_at,
+            "completedAt": b.completed_at,
+        },
+        empty="No snapshots yet.",
+        header=f"{'ID':36}  {'DATE (UTC)':19}  {'FILES':>9}  {'SIZE':>10}  {'NEW':>10}  CONFIG",
+        line=lambda b: (
+            f"{b.id:36}  {listed_at(b.completed_at, b.started_at):19}  "
+            f"{count_or_unknown(b.files_processed):>9}  {bytes_or_unknown(b.size):>10}  "
+            f"{bytes_or_unknown(b.new_bytes):>10}  {b.config_name or b.config_id}"
+        ),
+    )
     return EXIT_OK
 
 
 def _line(e: SnapshotEntry) -> str:
-    when = datetime.fromtimestamp(e.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
-    kind = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(e.kind, stat.S_IFREG)
-    arrow = f" -> {e.target}" if e.kind == "symlink" else ""
-    return printable(f"{stat.filemode(e.mode | kind)} {e.size:>12} {when}  {e.path}{arrow}")
+    return file_line(
+        kind=e.kind, mode=e.mode, size=e.size, mtime=e.mtime_ns / 1e9, name=e.path, link=e.target
+    )
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ from ._job import (
     BackupFailure,
     BackupJob,
     error_list,
+    iso_z,
     printable,
     report_failure,
     size_text,
@@ -72,10 +73,6 @@ from .protocol import (
 __all__ = ["BackupEngine", "connect"]
 
 log = logging.getLogger("desktop_agent.engine")
-
-
-def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class BackupEngine(OwnsClients):
@@ -251,8 +248,8 @@ class BackupEngine(OwnsClients):
             files_processed=stats.files,
             bytes_read=stats.bytes_read,
             duration_ms=job.duration_ms(self._clock()),
-            started_at=_iso(job.started),
-            finished_at=_iso(self._now()),
+            started_at=iso_z(job.started),
+            finished_at=iso_z(self._now()),
             errors=tuple(job.errors),
             multipart=upload.multipart,
         )
@@ -355,8 +352,8 @@ class BackupEngine(OwnsClients):
             files_processed=stats.files,
             bytes_read=stats.bytes_read,
             duration_ms=duration,
-            started_at=_iso(job.started),
-            finished_at=_iso(self._now()),
+            started_at=iso_z(job.started),
+            finished_at=iso_z(self._now()),
             errors=tuple(job.errors),
         )
 

@@ -26,6 +26,7 @@ __all__ = [
     "BackupFailure",
     "BackupJob",
     "error_list",
+    "iso_z",
     "printable",
     "report_failure",
     "size_text",
@@ -108,6 +109,11 @@ def error_list(
     if total > len(out):
         out.append({"message": f"... and {total - len(out)} more file errors"})
     return out
+
+
+def iso_z(when: datetime) -> str:
+    """A backup's start or end as the server takes it: ISO 8601 to the second, UTC as ``Z``."""
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def report_failure(

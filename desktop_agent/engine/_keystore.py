@@ -25,7 +25,14 @@ from ._errors import KeyStoreError
 if TYPE_CHECKING:
     import keyring.backend
 
-__all__ = ["ENV_API_KEY", "KEY_FILE", "KEYRING_SERVICE", "KeyLocation", "KeyStore"]
+__all__ = [
+    "ENV_API_KEY",
+    "KEY_FILE",
+    "KEYRING_SERVICE",
+    "KeyLocation",
+    "KeyStore",
+    "KeychainStore",
+]
 
 log = logging.getLogger("desktop_agent.engine.keystore")
 
@@ -53,8 +60,9 @@ def _backend_name(backend: keyring.backend.KeyringBackend) -> str:
     return f"{type(backend).__module__}.{type(backend).__name__}"
 
 
-class KeyStore:
-    """Stores and reads the API key of the agent configured for ``account`` (the server URL).
+class KeychainStore:
+    """A secret kept in the OS keychain, else in a file in ``config_dir``, and read from the
+    environment (``env``, by default ``os.environ``) before both.
 
     ``backend`` defaults to ``keyring.get_keyring()``; tests pass their own.
     """
@@ -70,16 +78,20 @@ class KeyStore:
         self._backend = backend
         self._env = os.environ if env is None else env
 
-    @property
-    def key_file(self) -> Path:
-        return self.config_dir / KEY_FILE
-
     def backend(self) -> keyring.backend.KeyringBackend:
         if self._backend is not None:
             return self._backend
         import keyring  # here: ~0.2 s, and a headless machine with a key file never needs it
 
         return keyring.get_keyring()
+
+
+class KeyStore(KeychainStore):
+    """Stores and reads the API key of the agent configured for ``account`` (the server URL)."""
+
+    @property
+    def key_file(self) -> Path:
+        return self.config_dir / KEY_FILE
 
     def save(self, account: str, key: str) -> KeyLocation:
         """Store ``key``: in the keychain if one works, else in a 0600 file (and say so in the log)."""

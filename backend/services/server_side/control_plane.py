@@ -21,6 +21,7 @@ import anyio.lowlevel
 import msgspec
 
 from backend.backups.tables import BackupLog
+from backend.db import json_value
 from backend.errors import Conflict, DomainError, NotFound
 from backend.run_schemas import (
     UploadedPart as ServerUploadedPart,
@@ -198,23 +199,19 @@ class ServerControlPlane:
 
 def engine_config(row: dict[str, Any]) -> ConfigInfo:
     """A config row as the engine's wire type."""
-
-    def decoded(value: Any) -> Any:
-        return msgspec.json.decode(value) if isinstance(value, str) else value
-
     options = config_options(row["options"])
     return msgspec.convert(
         {
             "id": str(row["id"]),
             "name": row["name"],
-            "sources": decoded(row["sources"]) or [],
+            "sources": json_value(row["sources"]) or [],
             "options": {
                 k: v
                 for k, v in options.items()
                 if k in ("type", "compression", "encryption", "retentionDays", "compressionFormat")
                 or k == "excludeNodeModules"
             },
-            "excludes": decoded(row["excludes"]) or [],
+            "excludes": json_value(row["excludes"]) or [],
         },
         ConfigInfo,
     )

@@ -15,13 +15,10 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .._errors import KeyStoreError
+from .._keystore import KeychainStore
 from .crypto import KEY_BYTES, new_repository_key
-
-if TYPE_CHECKING:
-    import keyring.backend
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -29,19 +26,8 @@ SERVICE = "backapp-repository"
 ENV_REPOSITORY_KEY = "BACKAPP_REPOSITORY_KEY"
 
 
-class RepoKeyStore:
+class RepoKeyStore(KeychainStore):
     """The repository key of the agent ``account`` (server URL and agent id)."""
-
-    def __init__(
-        self,
-        config_dir: Path,
-        *,
-        backend: keyring.backend.KeyringBackend | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.config_dir = config_dir
-        self._backend = backend
-        self._env = os.environ if env is None else env
 
     def _file(self, account: str) -> Path:
         safe = base64.urlsafe_b64encode(account.encode()).decode().rstrip("=")
@@ -60,20 +46,13 @@ class RepoKeyStore:
             raise KeyStoreError(f"cannot read the repository key {path}: {exc}") from exc
         # The file exists only when no keychain worked when the key was made: read it first, and
         # a headless machine never imports the keychain library (~0.2 s of every command).
-        backend = self._keychain()
+        backend = self.backend()
         try:
             text = backend.get_password(SERVICE, account)
         except Exception as exc:  # keyring backends raise all sorts of things when unusable
             log.debug("keychain read failed: %s", exc)
             text = None
         return _decode(text, "the keychain") if text else None
-
-    def _keychain(self) -> keyring.backend.KeyringBackend:
-        if self._backend is not None:
-            return self._backend
-        import keyring
-
-        return keyring.get_keyring()
 
     def load_or_create(self, account: str) -> bytes:
         """The key, made and stored first if there is none (one process at a time)."""
@@ -98,7 +77,7 @@ class RepoKeyStore:
 
     def _save(self, account: str, key: bytes) -> None:
         text = base64.b64encode(key).decode()
-        backend = self._keychain()
+        backend = self.backend()
         path = self._file(account)
         try:
             backend.set_password(SERVICE, account, text)

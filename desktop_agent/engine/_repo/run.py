@@ -15,7 +15,7 @@ from typing import cast
 from .._cancel import CancelToken
 from .._errors import AgentError, BackupCancelled, ConfigurationError, SourceError
 from .._events import BackupFinished, Emitter, UploadStarted
-from .._job import MAX_MESSAGE, error_list, printable, report_failure
+from .._job import MAX_MESSAGE, error_list, iso_z, printable, report_failure
 from .._options import EngineOptions
 from .._recovery.account import RecoveryPlane, keep_wrapped
 from .._scanner import check_sources, normalize_source, source_problems_text
@@ -29,10 +29,6 @@ from .snapshot import SnapshotJob, SnapshotOutcome, take_snapshot
 log = logging.getLogger("desktop_agent.engine")
 
 SendLog = Callable[[str, str, dict[str, object]], None]
-
-
-def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -152,8 +148,8 @@ class SnapshotBackup:
             files_processed=outcome.files,
             bytes_read=outcome.bytes_read,
             duration_ms=outcome.duration_ms,
-            started_at=_iso(started_at),
-            finished_at=_iso(self.now()),
+            started_at=iso_z(started_at),
+            finished_at=iso_z(self.now()),
             errors=errors[:100],
             backup_type="incremental",
             total_bytes=outcome.bytes,
@@ -241,8 +237,8 @@ class SnapshotBackup:
             error=reason,
             log_id=backup_id,
             duration_ms=duration,
-            started_at=_iso(started_at),
-            finished_at=_iso(self.now()),
+            started_at=iso_z(started_at),
+            finished_at=iso_z(self.now()),
             errors=tuple(problems),
             backup_type="incremental",
         )
