@@ -126,7 +126,6 @@ COMMON_EXCLUDES = [
     "redis",
     "asyncpg",
     "psycopg",
-    "argon2",
     "jinja2",
     # pulled in by optional imports (httpx's CLI, anyio's trio backend, setuptools' runtime hooks…)
     "httpx._main",

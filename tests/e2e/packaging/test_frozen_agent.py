@@ -45,6 +45,10 @@ def test_the_frozen_agent_carries_what_it_needs_and_no_qt(frozen_agent: Path) ->
     assert "certifi/cacert.pem" in files
     for needed in ("httpx", "croniter", "websockets.sync.client", "zstandard", "msgspec"):
         assert needed in modules, needed
+    # A recovery code's key is argon2id(code, salt), wrapped with age (bech32 keys): `recovery`
+    # imports them where it uses them, so a missing one shows only then.
+    for needed in ("argon2.low_level", "bech32", "pyrage"):
+        assert needed in modules, needed
     assert any(f.startswith("zstandard/backend_c") for f in files)
     # The headless agent carries no Qt, and none of the server.
     qt = sorted(m for m in modules if m.startswith(("PySide6", "shiboken6", "desktop_agent.gui")))

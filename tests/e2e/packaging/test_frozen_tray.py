@@ -65,6 +65,19 @@ def test_the_frozen_tray_app_carries_its_qt_plugins_and_only_the_qt_it_uses(
     assert any(p.name.startswith("keyring-") for p in (frozen_tray / "_internal").iterdir())
 
 
+def test_the_frozen_tray_app_carries_the_recovery_step_s_crypto(frozen_tray: Path) -> None:
+    """The recovery window derives a key with argon2id and wraps it with age (bech32 keys), each
+    imported only when a code is made or used: a build without one fails only then."""
+    from PyInstaller.archive.readers import CArchiveReader
+
+    program = frozen_tray / f"backapp-tray{EXE}"
+    if not program.is_file():
+        pytest.skip("the program's archive is read from the Linux/Windows folder build")
+    modules = set(CArchiveReader(str(program)).open_embedded_archive("PYZ.pyz").toc)
+    for needed in ("argon2.low_level", "bech32", "pyrage"):
+        assert needed in modules, needed
+
+
 def test_the_frozen_tray_app_starts_offscreen_and_quits_cleanly(
     frozen_tray: Path, tmp_path: Path
 ) -> None:
