@@ -66,12 +66,15 @@ def engine_hidden_imports() -> list[str]:
 
     keyring finds its backends through entry points (the metadata is copied by ``engine_datas``) and
     imports each one by name; the Linux Secret Service backend needs secretstorage + jeepney, the
-    Windows one pywin32-ctypes. zstandard picks its C backend at import time. The engine's package
+    Windows one pywin32-ctypes. zstandard picks its C backend at import time. pyfastcdc's compiled
+    chunker imports its compiled constants from C (without them it falls back, with a warning, to
+    its pure-Python chunker). The engine's package
     imports each of its names' modules on first use (``desktop_agent.engine._EXPORTS``).
     """
     hidden = collect_submodules("desktop_agent.engine")
     hidden += collect_submodules("keyring.backends")
     hidden += ["zstandard", "zstandard.backend_c", "croniter", "httpx", "certifi", "h11"]
+    hidden += collect_submodules("pyfastcdc")
     hidden += collect_submodules("websockets", filter=lambda name: name != "websockets.cli")
     hidden += _optional("zoneinfo", "tzdata")
     if sys.platform.startswith("linux"):

@@ -50,6 +50,10 @@ def test_the_frozen_agent_carries_what_it_needs_and_no_qt(frozen_agent: Path) ->
     for needed in ("argon2.low_level", "bech32", "pyrage"):
         assert needed in modules, needed
     assert any(f.startswith("zstandard/backend_c") for f in files)
+    # The snapshots' chunker: pyfastcdc's compiled modules, each of them (one imports another
+    # from C, which the analysis does not see; without it the chunker is pure Python).
+    for compiled in ("chunk", "constants", "fastcdc"):
+        assert any(f.startswith(f"pyfastcdc/cy/{compiled}.") for f in files), compiled
     # The headless agent carries no Qt, and none of the server.
     qt = sorted(m for m in modules if m.startswith(("PySide6", "shiboken6", "desktop_agent.gui")))
     assert qt == [] and not any("Qt6" in f or "PySide6" in f for f in files)

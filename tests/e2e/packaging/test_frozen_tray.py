@@ -65,7 +65,7 @@ def test_the_frozen_tray_app_carries_its_qt_plugins_and_only_the_qt_it_uses(
     assert any(p.name.startswith("keyring-") for p in (frozen_tray / "_internal").iterdir())
 
 
-def test_the_frozen_tray_app_carries_the_recovery_step_s_crypto(frozen_tray: Path) -> None:
+def test_the_frozen_tray_app_carries_what_it_imports_only_when_used(frozen_tray: Path) -> None:
     """The recovery window derives a key with argon2id and wraps it with age (bech32 keys), each
     imported only when a code is made or used: a build without one fails only then."""
     from PyInstaller.archive.readers import CArchiveReader
@@ -76,6 +76,11 @@ def test_the_frozen_tray_app_carries_the_recovery_step_s_crypto(frozen_tray: Pat
     modules = set(CArchiveReader(str(program)).open_embedded_archive("PYZ.pyz").toc)
     for needed in ("argon2.low_level", "bech32", "pyrage"):
         assert needed in modules, needed
+    # The snapshots' chunker, compiled (one of its modules is imported from C only).
+    compiled = {
+        p.name.split(".")[0] for p in (frozen_tray / "_internal" / "pyfastcdc" / "cy").iterdir()
+    }
+    assert {"chunk", "constants", "fastcdc"} <= compiled, compiled
 
 
 def test_the_frozen_tray_app_starts_offscreen_and_quits_cleanly(
