@@ -153,14 +153,14 @@ def test_the_ranges_with_the_most_blobs_are_read_first(
     # The large file comes first in the snapshot; its packs hold a blob or two each. The pack
     # of small files, each blob a file to create and name, is the longest work: read it first,
     # so that no worker is left alone with it at the end. There are enough small files (each
-    # costs about 10 KB of reading) to outweigh the whole large file, whichever pack the last of
-    # its chunks shares with them (that depends on the backup's timing).
+    # costs about 10 KB of reading) that half of them outweigh the whole large file, however the
+    # backup's timing spread them over packs (with or without one of the large file's chunks).
     src = tmp_path / "src"
     src.mkdir()
     (src / "a-large.bin").write_bytes(random.Random(5).randbytes(3 * MiB))
     small = src / "z-small"
     small.mkdir()
-    files = 400
+    files = 800
     for i in range(files):
         (small / f"{i}.txt").write_text(f"file {i}\n" * (i % 40 + 1))
     r, tree = _snapshot(tmp_path, src, pack_size=1 * MiB)
@@ -180,7 +180,7 @@ def test_the_ranges_with_the_most_blobs_are_read_first(
     assert not report.errors
     assert len(read) >= 3 and sum(read) >= files
     assert costs == sorted(costs, reverse=True), (read, costs)
-    # The small files' blobs (in one pack, or shared with the large file's last chunk) come
-    # first, not after the large file as they stand in the snapshot.
-    assert read[0] == max(read) and read[0] > 10
+    # A range of small files (in a pack of their own, or sharing it with the large file's last
+    # chunk) comes first, not after the large file as they stand in the snapshot.
+    assert read[0] > 10, read
     assert state(restored_root(out, src)) == state(src)
