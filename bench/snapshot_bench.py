@@ -348,6 +348,8 @@ class BackApp:
 
     profile_dir: Path | None = None
     """With ``--profile DIR``: each agent command writes a cProfile file there (slower)."""
+    program: str | None = None
+    """With ``--agent PATH``: that agent program (e.g. the frozen build) instead of the sources."""
     _profiled = 0
 
     def agent(self, what: str = "cmd") -> list[str]:
@@ -355,7 +357,7 @@ class BackApp:
             BackApp._profiled += 1
             out = self.profile_dir / f"{BackApp._profiled:02d}-{what}.prof"
             return [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "desktop_agent"]
-        exe = shutil.which("backapp-agent")
+        exe = BackApp.program or shutil.which("backapp-agent")
         return [exe] if exe else [sys.executable, "-m", "desktop_agent"]
 
     def backup(self) -> Measured:
@@ -551,7 +553,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", metavar="DIR", help="profile each agent command (cProfile files in DIR)"
     )
+    parser.add_argument(
+        "--agent",
+        metavar="PATH",
+        help="run this agent program (e.g. dist/backapp-agent, the frozen build) instead of the sources",
+    )
     args = parser.parse_args(argv)
+    if args.agent:
+        BackApp.program = str(Path(args.agent).resolve())
     if args.profile:
         BackApp.profile_dir = Path(args.profile)
         BackApp.profile_dir.mkdir(parents=True, exist_ok=True)
