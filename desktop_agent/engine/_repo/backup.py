@@ -23,13 +23,11 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import closing
 
-from .._cancel import CancelToken
 from .._errors import BackupCancelled
-from ..protocol import FileError
 from .chunker import Chunker
 from .errors import RepositoryError
 from .format import (
@@ -37,7 +35,6 @@ from .format import (
     Node,
 )
 from .pipeline import BlobPipeline
-from .repository import Repository
 from .walk import (
     Frame,
     Reused,
@@ -50,7 +47,6 @@ from .walk import (
     unchanged,
     unreadable_text,
 )
-from .write_options import Progress, SnapshotOptions
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -73,19 +69,7 @@ class SnapshotWriter(BlobPipeline):
     """Writes the blobs and trees of one snapshot into the repository; ``write`` returns the root
     tree's id. Call ``finish`` afterwards for the packs the snapshot uses."""
 
-    def __init__(
-        self,
-        repo: Repository,
-        backup_id: str,
-        *,
-        options: SnapshotOptions | None = None,
-        cancel: CancelToken | None = None,
-        progress: Progress | None = None,
-        on_error: Callable[[FileError], None] | None = None,
-    ) -> None:
-        super().__init__(
-            repo, backup_id, options=options, cancel=cancel, progress=progress, on_error=on_error
-        )
+    def _setup(self) -> None:
         self._chunker = Chunker(self.keys.chunker_seed)
         self._pending: deque[Frame] = deque()
         self._batch: list[tuple[Node, str]] = []
