@@ -156,3 +156,13 @@ class BackupCancelled(AgentError):
         self.reason = reason
         self.deliberate = deliberate
         super().__init__(reason)
+
+
+def unreadable_text(
+    exc: OSError, vanished: str = "vanished before it could be read", doing: str = "cannot read"
+) -> str:
+    """Why a file could not be read, as a per-file error says it: ``vanished`` when it is gone
+    (the scan saw it), else what could not be done (``doing``) and the system's reason."""
+    if isinstance(exc, FileNotFoundError):
+        return vanished
+    return f"{doing}: {exc.strerror or exc}"

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import closing
 
-from .._errors import BackupCancelled
+from .._errors import BackupCancelled, unreadable_text
 from .chunker import Chunker
 from .errors import RepositoryError
 from .format import (
@@ -45,7 +45,6 @@ from .walk import (
     path_parts,
     read_whole,
     unchanged,
-    unreadable_text,
 )
 
 log = logging.getLogger("desktop_agent.engine.repo")
@@ -224,11 +223,8 @@ class SnapshotWriter(BlobPipeline):
                     continue
                 try:
                     st = os.lstat(fs_path)
-                except FileNotFoundError:
-                    self._file_error(fs_path, "vanished during the backup")
-                    continue
                 except OSError as exc:
-                    self._file_error(fs_path, f"cannot read: {exc.strerror or exc}")
+                    self._file_error(fs_path, unreadable_text(exc, "vanished during the backup"))
                     continue
                 if kind == "d" and stat.S_ISDIR(st.st_mode):
                     frame = self._open_frame(parts, fs_path, st, self._parent_node(top, name))
