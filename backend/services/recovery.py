@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from backend.agents.tables import Agent
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -37,6 +38,18 @@ __all__ = [
     "readable_agent",
     "store_wrapped_key",
 ]
+
+
+def _at_version(
+    row: dict[str, Any] | None, version: int, *, unset: str, stale: str
+) -> dict[str, Any]:
+    """The account's recovery key (its ``row``); ``Conflict`` unless it is set up and at
+    ``version``, ``unset`` and ``stale`` saying what to do in either case."""
+    if row is None:
+        raise Conflict(f"recovery is not set up for this account: {unset}")
+    if row["version"] != version:
+        raise Conflict(f"the recovery key is at version {row['version']}, not {version}: {stale}")
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +160,12 @@ class RecoveryService:
         now = self.clock()
         async with write_transaction():
             row = await RecoveryKey.select().where(RecoveryKey.user == agent.user_id).first()
-            if row is None:
-                raise Conflict("recovery is not set up for this account: set it up first")
-            if row["version"] != old_version:
-                raise Conflict(
-                    f"the recovery key is at version {row['version']}, not {old_version}: "
-                    "it was rotated meanwhile; start again"
-                )
+            row = _at_version(
+                row,
+                old_version,
+                unset="set it up first",
+                stale="it was rotated meanwhile; start again",
+            )
             if not hmac.compare_digest(row["proof_digest"], old_digest):
                 raise Forbidden("wrong recovery code: the proof of the old code does not match")
             if wanted:
@@ -213,13 +225,12 @@ class RecoveryService:
             .where(RecoveryKey.user == agent.user_id)
             .first()
         )
-        if current is None:
-            raise Conflict("recovery is not set up for this account: run `recovery init` first")
-        if current["version"] != version:
-            raise Conflict(
-                f"the recovery key is at version {current['version']}, not {version}: wrap the "
-                "key for the current one"
-            )
+        _at_version(
+            current,
+            version,
+            unset="run `recovery init` first",
+            stale="wrap the key for the current one",
+        )
         async with write_transaction():
             await store_wrapped_key(agent, wrapped_key, version, self.clock())
         return version

@@ -41,6 +41,7 @@ from ._events import (
     UploadResumed,
     UploadStarted,
     UploadWaiting,
+    rate_eta,
 )
 from ._job import MAX_REPORTED_ERRORS, BackupJob
 from ._options import EngineOptions
@@ -282,9 +283,8 @@ class ArchiveBackup:
         upload_t0 = [t0]
 
         def archive_progress(stats: ArchiveStats) -> ArchiveProgress:
-            elapsed = max(1e-6, self.clock() - t0)
-            rate = stats.bytes_read / elapsed
             left = max(0, totals.bytes - stats.bytes_read)
+            rate, eta = rate_eta(stats.bytes_read, left, self.clock() - t0)
             return ArchiveProgress(
                 config_id=config.id,
                 files_done=stats.files,
@@ -293,7 +293,7 @@ class ArchiveBackup:
                 bytes_total=totals.bytes,
                 archive_bytes=uploader.size,
                 rate=rate,
-                eta=left / rate if rate > 0 else None,
+                eta=eta,
             )
 
         def upload_progress(uploaded: int, parts: int) -> UploadProgress:

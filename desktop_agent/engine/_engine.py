@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
@@ -331,7 +332,7 @@ class BackupEngine(OwnsClients):
                 log.warning("could not mark log %s as failed: %s", log_id, exc)
         if uploader is not None and uploader.multipart:
             uploader.abort(reason)  # idempotent; frees the parts even if the call above failed
-        duration = report_failure(
+        failed = report_failure(
             self._send_log,
             self._emit,
             config,
@@ -340,21 +341,16 @@ class BackupEngine(OwnsClients):
             cancelled=cancelled,
             errors=error_list(job.errors, job.error_count, limit=20, width=500, path_width=500),
             duration_ms=lambda: job.duration_ms(self._clock()),
+            problems=job.errors,
+            started=job.started,
+            now=self._now,
         )
-        return BackupResult(
-            config_id=config.id,
-            config_name=config.name,
-            status="cancelled" if cancelled else "failed",
-            error=reason,
-            log_id=log_id,
+        return replace(
+            failed,
             filename=uploader.filename if uploader is not None else None,
             s3_path=(uploader.s3_path or None) if uploader is not None else None,
             files_processed=stats.files,
             bytes_read=stats.bytes_read,
-            duration_ms=duration,
-            started_at=iso_z(job.started),
-            finished_at=iso_z(self._now()),
-            errors=tuple(job.errors),
         )
 
     # -- reporting ----------------------------------------------------------------------------------

@@ -125,6 +125,16 @@ def os_error_text(exc: OSError) -> str:
     return f"{words}: {' → '.join(names)}" if names else words
 
 
+def unreadable_text(
+    exc: OSError, vanished: str = "vanished before it could be read", doing: str = "cannot read"
+) -> str:
+    """Why a file could not be read, as a per-file error says it: ``vanished`` when it is gone
+    (the scan saw it), else what could not be done (``doing``) and the system's reason."""
+    if isinstance(exc, FileNotFoundError):
+        return vanished
+    return f"{doing}: {exc.strerror or exc}"
+
+
 class IntegrityError(RestoreError):
     """The downloaded object does not match the backup's recorded size or SHA-256, or the archive
     is damaged. Nothing was restored."""

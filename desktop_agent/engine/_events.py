@@ -43,6 +43,7 @@ __all__ = [
     "UploadStarted",
     "UploadWaiting",
     "event_to_json",
+    "rate_eta",
 ]
 
 
@@ -302,6 +303,13 @@ Event = (
     | RestoreFailed
 )
 EventSink = Callable[[Event], None]
+
+
+def rate_eta(done: int, left: int, elapsed: float) -> tuple[float, float | None]:
+    """A progress event's ``rate`` (bytes a second: ``done`` in ``elapsed`` seconds, taken as at
+    least a microsecond) and ``eta`` (seconds for the ``left`` bytes; ``None`` before any)."""
+    rate = done / max(elapsed, 1e-6)
+    return rate, left / rate if rate > 0 else None
 
 
 def _noop(_: Any) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ._events import BackupFailed, Emitter
-from .protocol import ConfigInfo, FileError
+from .protocol import BackupResult, ConfigInfo, FileError
 
 if TYPE_CHECKING:  # only annotations here: ``printable`` (restores use it) needs no backup code
     from ._tar import Archiver
@@ -126,10 +126,15 @@ def report_failure(
     cancelled: bool,
     errors: list[dict[str, str]],
     duration_ms: Callable[[], int],
-) -> int:
+    problems: Sequence[FileError],
+    started: datetime,
+    now: Callable[[], datetime],
+) -> BackupResult:
     """Tell the server's agent log and the event sink that a backup of ``config`` (an archive or
-    a snapshot) failed, or was cancelled by the user; ``errors`` are its per-file errors. Returns
-    the run's duration, taken after the log is sent (the log call may wait on the network)."""
+    a snapshot) failed, or was cancelled by the user; ``errors`` are its per-file errors (as the
+    server takes them; ``problems`` as they were found). Returns the failed (or cancelled) result,
+    its duration taken after the log is sent (the log call may wait on the network) and its end
+    (``now``) after that; the caller adds what else it knows."""
     send_log(
         "info" if cancelled else "error",
         f"Backup '{config.name or config.id}' {'cancelled' if cancelled else 'failed'}: {reason}",
@@ -146,4 +151,14 @@ def report_failure(
             cancelled=cancelled,
         )
     )
-    return duration
+    return BackupResult(
+        config_id=config.id,
+        config_name=config.name,
+        status="cancelled" if cancelled else "failed",
+        error=reason,
+        log_id=log_id,
+        duration_ms=duration,
+        started_at=iso_z(started),
+        finished_at=iso_z(now()),
+        errors=tuple(problems),
+    )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Literal, NamedTuple
 
 from ._cancel import CancelToken
-from ._errors import SourceError
+from ._errors import SourceError, unreadable_text
 from ._excludes import (
     CACHEDIR_SIGNATURE,
     CACHEDIR_TAG,
@@ -331,10 +331,9 @@ class _Walker:
                             self.emit(b"f", child_path, st.st_size, st.st_mtime_ns, st)
                         else:
                             self.totals.skipped += 1
-                except FileNotFoundError:
-                    self.errors.append(FileError(child_path, "vanished during the scan"))
                 except OSError as exc:
-                    self.errors.append(FileError(child_path, f"cannot read: {exc.strerror or exc}"))
+                    text = unreadable_text(exc, "vanished during the scan")
+                    self.errors.append(FileError(child_path, text))
             stack.extend(reversed(subdirs))
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._cancel import CancelToken
+from ._errors import unreadable_text
 from ._scanner import EntryKind, ScanEntry
 from .protocol import FileError
 
@@ -390,11 +391,8 @@ class Archiver:
             # Folders are followed: a source folder may be a symlink the user pointed at (the scanner
             # lists symlinks inside sources as "l", never as "d").
             st = os.stat(path) if kind == "d" else os.lstat(path)
-        except FileNotFoundError:
-            self.error(path, "vanished before it could be archived")
-            return
         except OSError as exc:
-            self.error(path, f"cannot read: {exc.strerror or exc}")
+            self.error(path, unreadable_text(exc, "vanished before it could be archived"))
             return
         self._add_stat(path, st)
 
@@ -407,11 +405,9 @@ class Archiver:
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.fsencode(os.readlink(os.fsdecode(path)))
-            except FileNotFoundError:
-                self.error(path, "vanished before it could be archived")
-                return
             except OSError as exc:
-                self.error(path, f"cannot read the link: {exc.strerror or exc}")
+                vanished = "vanished before it could be archived"
+                self.error(path, unreadable_text(exc, vanished, "cannot read the link"))
                 return
             self._write(self._header(_member(path), SYMTYPE, st, linkname=target))
             self.stats.files += 1
@@ -422,9 +418,6 @@ class Archiver:
     def _add_file(self, path: str | bytes, size: int, mtime_ns: int) -> None:
         try:
             fd = os.open(path, _O_FLAGS)
-        except FileNotFoundError:
-            self.error(path, "vanished before it could be read")
-            return
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK):  # replaced by a symlink since the scan
                 try:
@@ -432,7 +425,7 @@ class Archiver:
                 except OSError as exc2:
                     self.error(path, f"cannot read: {exc2.strerror or exc2}")
                 return
-            self.error(path, f"cannot read: {exc.strerror or exc}")
+            self.error(path, unreadable_text(exc))
             return
         try:
             st = os.fstat(fd)

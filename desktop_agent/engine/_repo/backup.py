@@ -23,13 +23,11 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import closing
 
-from .._cancel import CancelToken
-from .._errors import BackupCancelled
-from ..protocol import FileError
+from .._errors import BackupCancelled, unreadable_text
 from .chunker import Chunker
 from .errors import RepositoryError
 from .format import (
@@ -37,7 +35,6 @@ from .format import (
     Node,
 )
 from .pipeline import BlobPipeline
-from .repository import Repository
 from .walk import (
     Frame,
     Reused,
@@ -48,9 +45,7 @@ from .walk import (
     path_parts,
     read_whole,
     unchanged,
-    unreadable_text,
 )
-from .write_options import Progress, SnapshotOptions
 
 log = logging.getLogger("desktop_agent.engine.repo")
 
@@ -73,19 +68,7 @@ class SnapshotWriter(BlobPipeline):
     """Writes the blobs and trees of one snapshot into the repository; ``write`` returns the root
     tree's id. Call ``finish`` afterwards for the packs the snapshot uses."""
 
-    def __init__(
-        self,
-        repo: Repository,
-        backup_id: str,
-        *,
-        options: SnapshotOptions | None = None,
-        cancel: CancelToken | None = None,
-        progress: Progress | None = None,
-        on_error: Callable[[FileError], None] | None = None,
-    ) -> None:
-        super().__init__(
-            repo, backup_id, options=options, cancel=cancel, progress=progress, on_error=on_error
-        )
+    def _setup(self) -> None:
         self._chunker = Chunker(self.keys.chunker_seed)
         self._pending: deque[Frame] = deque()
         self._batch: list[tuple[Node, str]] = []
@@ -240,11 +223,8 @@ class SnapshotWriter(BlobPipeline):
                     continue
                 try:
                     st = os.lstat(fs_path)
-                except FileNotFoundError:
-                    self._file_error(fs_path, "vanished during the backup")
-                    continue
                 except OSError as exc:
-                    self._file_error(fs_path, f"cannot read: {exc.strerror or exc}")
+                    self._file_error(fs_path, unreadable_text(exc, "vanished during the backup"))
                     continue
                 if kind == "d" and stat.S_ISDIR(st.st_mode):
                     frame = self._open_frame(parts, fs_path, st, self._parent_node(top, name))

@@ -87,6 +87,11 @@ class BlobPipeline:
         self._index_lock = threading.Lock()
         self._index_packs: list[IndexPack] = []
         self._index_blobs = 0
+        self._setup()
+
+    def _setup(self) -> None:
+        """A subclass's own state, made last in ``__init__`` (so it need not restate the
+        constructor's parameters only to pass them on)."""
 
     # --- errors, cancel, progress --------------------------------------------------------------
 

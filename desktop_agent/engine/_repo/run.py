@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import cast
 
@@ -220,7 +220,7 @@ class SnapshotBackup:
             except AgentError as err:
                 log.warning("could not record the failure on the server: %s", err)
                 backup_id = None
-        duration = report_failure(
+        failed = report_failure(
             self.send_log,
             self.emit,
             config,
@@ -229,19 +229,11 @@ class SnapshotBackup:
             cancelled=cancelled,
             errors=error_list(list(problems), len(problems), limit=20, width=500),
             duration_ms=lambda: int((time.monotonic() - t0) * 1000),
+            problems=problems,
+            started=started_at,
+            now=self.now,
         )
-        return BackupResult(
-            config_id=config.id,
-            config_name=config.name,
-            status="cancelled" if cancelled else "failed",
-            error=reason,
-            log_id=backup_id,
-            duration_ms=duration,
-            started_at=iso_z(started_at),
-            finished_at=iso_z(self.now()),
-            errors=tuple(problems),
-            backup_type="incremental",
-        )
+        return replace(failed, backup_type="incremental")
 
 
 class _SourcesMissing(SourceError):

@@ -15,7 +15,15 @@ from typing import Any
 
 from .._cancel import CancelToken
 from .._errors import BackupCancelled
-from .._events import ArchiveProgress, Emitter, FileFailed, ScanFinished, ScanProgress, ScanStarted
+from .._events import (
+    ArchiveProgress,
+    Emitter,
+    FileFailed,
+    ScanFinished,
+    ScanProgress,
+    ScanStarted,
+    rate_eta,
+)
 from .._scanner import ScanTotals, scan
 from ..protocol import FileError
 from ..repo_protocol import (
@@ -194,9 +202,8 @@ def _run(
             emit(FileFailed(config_id=job.config_id, path=err.path, message=err.message))
 
         def progress(s: WriteStats) -> None:
-            elapsed = max(time.monotonic() - t0, 1e-6)
-            rate = s.bytes_read / elapsed
             left = max(totals.bytes - s.bytes, 0)
+            rate, eta = rate_eta(s.bytes_read, left, time.monotonic() - t0)
             emit(
                 ArchiveProgress(
                     config_id=job.config_id,
@@ -206,7 +213,7 @@ def _run(
                     bytes_total=totals.bytes,
                     archive_bytes=s.new_bytes,
                     rate=rate,
-                    eta=left / rate if rate > 0 else None,
+                    eta=eta,
                 )
             )
 

@@ -26,7 +26,6 @@ __all__ = [
     "path_parts",
     "read_whole",
     "unchanged",
-    "unreadable_text",
 ]
 
 
@@ -169,10 +168,3 @@ def read_whole(
         return chunks, os.fstat(fd)
     finally:
         os.close(fd)
-
-
-def unreadable_text(exc: OSError) -> str:
-    """Why a file could not be read, as a per-file error says it."""
-    if isinstance(exc, FileNotFoundError):
-        return "vanished before it could be read"
-    return f"cannot read: {exc.strerror or exc}"

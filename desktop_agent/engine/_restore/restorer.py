@@ -36,6 +36,7 @@ from .._events import (
     RestoreProgress,
     RestoreSkipped,
     RestoreStarted,
+    rate_eta,
 )
 from .._transport.retry import RetryPolicy
 from .._transport.throttle import Throttle
@@ -242,9 +243,8 @@ class Restorer(Closing):
         skip = self._skip_event(result)
 
         def progress(force: bool = False) -> None:
-            elapsed = max(time.monotonic() - started, 1e-6)
-            rate = reader.position / elapsed
             left = ticket.size - reader.position
+            rate, eta = rate_eta(reader.position, left, time.monotonic() - started)
             self._emit.throttled(
                 "restore",
                 lambda: RestoreProgress(
@@ -254,7 +254,7 @@ class Restorer(Closing):
                     files=result.restored,
                     bytes_written=result.bytes,
                     rate=rate,
-                    eta=left / rate if rate > 0 else None,
+                    eta=eta,
                 ),
                 force=force,
             )
