@@ -195,6 +195,7 @@ class BlobPipeline:
             self._budget.release(size)
 
     def _seal_blobs(self, kind: BlobType, blobs: Sequence[tuple[bytes, bytes]]) -> None:
+        self._wait_for_room()
         compressor = self._compressor()
         sealed = [
             seal_blob(self.keys, kind, data, blob_id=blob_id, compressor=compressor)
@@ -211,6 +212,15 @@ class BlobPipeline:
             self.stats.new_blobs += len(sealed)
         for full_writer in full:
             self._queue_pack(full_writer.finish())
+
+    def _wait_for_room(self) -> None:
+        """Wait while the queue of finished packs is full. Sealing on meanwhile would only fill
+        more packs to hold until an uploader is free: a sealer that finished one waited with it
+        in hand, so a first snapshot held up to two 16 MiB packs more than the queue's bound."""
+        packs = self._packs
+        with packs.not_full:
+            while 0 < packs.maxsize <= len(packs.queue) and self._alive():
+                packs.not_full.wait(0.5)
 
     def _queue_pack(self, pack: Pack) -> None:
         while self._alive():

@@ -1,10 +1,11 @@
 """Memory of restores and snapshots. Restores read a pack range as a stream: each blob is opened and
 written as soon as its bytes are in (``Repository.read_spans``), so a restore worker holds about
-one blob, not the whole range; a snapshot's idle uploader holds no pack, and its readers stream one
-large file at a time."""
+one blob, not the whole range; a snapshot's idle uploader holds no pack, its sealers hold no
+finished pack while the uploaders are busy, and its readers stream one large file at a time."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import sys
@@ -282,6 +283,55 @@ def test_an_idle_uploader_holds_no_pack(tmp_path: Path) -> None:
         assert held == []  # the uploaded pack (256 KiB here, 16 MiB in a real snapshot) is freed
     finally:
         pipeline.finish()
+
+
+def test_sealers_wait_for_room_instead_of_holding_finished_packs(tmp_path: Path) -> None:
+    server = FakeRepoServer()
+    server.backups["b1"] = {"config": "cfg", "status": "running"}
+    r = _repo(server, tmp_path)
+    uploading, release = threading.Event(), threading.Event()
+    upload = r.upload
+
+    def slow_upload(*args: Any, **kwargs: Any) -> Any:
+        uploading.set()
+        release.wait(30)  # the uploader is busy until the test lets it go
+        return upload(*args, **kwargs)
+
+    r.upload = slow_upload  # type: ignore[method-assign]
+    options = SnapshotOptions(
+        readers=4, sealers=3, uploaders=1, max_queued_packs=1, pack_size=256 * 1024
+    )
+    pipeline = BlobPipeline(r, "b1", options=options)
+    rng = random.Random(6)
+    blobs = [rng.randbytes(300 * 1024) for _ in range(8)]  # each fills a pack on its own
+
+    def store(data: bytes) -> None:
+        pipeline._store(BlobType.DATA, r.keys.blob_id(data), data)
+
+    def until(done: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done()
+
+    feeders = [threading.Thread(target=store, args=(b,), daemon=True) for b in blobs[2:]]
+    try:
+        store(blobs[0])
+        until(uploading.is_set)  # the only uploader is busy with the first pack
+        store(blobs[1])
+        until(lambda: len(pipeline._packs.queue) == 1)  # and the queue is full
+        for t in feeders:
+            t.start()
+        time.sleep(1.0)  # the sealers have had the time to seal all they would
+        finished = [o for o in gc.get_objects() if isinstance(o, Pack)]
+        # One pack in the upload and one queued; no sealer waits with another in hand.
+        assert len(finished) == 2, len(finished)
+    finally:
+        release.set()
+        for t in feeders:
+            t.join(30)
+        pipeline.finish()
+    assert pipeline.stats.packs == len(blobs)
 
 
 def test_one_large_file_is_streamed_at_a_time(
