@@ -84,6 +84,8 @@ async def test_a_dead_holder_frees_the_postgres_lock_at_once(
         pytest.skip("the advisory lock is PostgreSQL's; SQLite's lease lapses (tested elsewhere)")
     app = create_app(settings, services)  # binds the tables to the app's engine
     await app.state.runtime.start()
+    # The runtime's start-up round takes the same lock: the holder below must not meet it.
+    await services.tasks.started()
     tasks = PeriodicTasks(settings, services.storage, holder="this process")
     dsn = settings.database_url.replace("postgres://", "postgresql://", 1)
     holder = subprocess.Popen(  # noqa: ASYNC220 - a spawn; its output is read in a thread
