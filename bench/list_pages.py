@@ -26,6 +26,7 @@ import asyncio
 import cProfile
 import hashlib
 import io
+import logging
 import os
 import pstats
 import random
@@ -273,6 +274,8 @@ def main() -> int:
     parser.add_argument("--digest", action="store_true", help="hash every response")
     parser.add_argument("--profile", action="store_true", help="cProfile 500-row pages")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="backapp-lists-"))
     os.environ["BACKAPP_DATA_DIR"] = str(workdir / "default-data")
     lines: list[str] = []
