@@ -130,9 +130,15 @@ def oneshot_expected_by(
         known = memo.options.get(raw) if memo is not None and isinstance(raw, str) else None
         if known is None:
             options = config_options(raw)
-            known = (config_schedule(options), alert_grace(options))
-            if memo is not None and isinstance(raw, str):
-                memo.options[raw] = known
+            if memo is None:
+                known = (config_schedule(options), alert_grace(options))
+            else:  # configs whose options differ elsewhere often share their schedule
+                key = msgspec.json.encode(options.get("schedule"))
+                if key not in memo.schedules:
+                    memo.schedules[key] = config_schedule(options)
+                known = (memo.schedules[key], alert_grace(options))
+                if isinstance(raw, str):
+                    memo.options[raw] = known
         if known[0] is not None:
             plans.append(SchedulePlan(known[0], tz, known[1]))
     fallback = timedelta(minutes=settings.alert_offline_minutes)

@@ -58,14 +58,15 @@ def expected_back(
 
 class PlanMemo:
     """What working out when many one-shot agents are due back (a list of them) can share: the
-    schedule and grace of each options text already read, and one cron iterator per expression,
-    moved to each agent's moment in turn. Parsing schedules and making iterators (croniter parses
+    schedule and grace of each options text already read, each schedule parsed once, and one
+    cron iterator per expression, moved to each agent's moment in turn. Parsing schedules and making iterators (croniter parses
     its expression each time) were most of the cost of such an agent's row in a list.
 
     One per list, used by one thread: an iterator holds the moment it was last moved to."""
 
     def __init__(self) -> None:
         self.options: dict[str, tuple[Schedule | None, timedelta]] = {}
+        self.schedules: dict[bytes, Schedule | None] = {}
         self._iterators: dict[str, croniter] = {}
 
     def next_after(self, schedule: Schedule, moment: datetime, tz: tzinfo) -> datetime:
