@@ -33,7 +33,7 @@ from backend.services.clock import aware, iso, utcnow
 from backend.services.cursors import Cursor, keyset_page, name_contains
 from backend.services.last_backup import refresh_severity
 from backend.services.limits import check_limits, check_parallel_backups, stored_limits
-from backend.services.presence import ONESHOT
+from backend.services.presence import ONESHOT, PlanMemo
 from backend.settings import Settings
 
 __all__ = [
@@ -90,16 +90,28 @@ class AgentBrief:
     created_at: str = ""
 
 
+OUT_COLUMNS: tuple[Column, ...] = tuple(
+    Agent._meta.get_column_by_name(name)
+    for name in "id name active platform version last_seen api_key_prefix created_at mode timezone"
+    " limits parallel_backups".split()
+)
+"""What an agent as its owner sees it is made of (lists read these, not the whole row)."""
+
+
 def _agent_out(
     row: dict[str, Any],
     registry: AgentRegistry,
     settings: Settings,
     configs: list[dict[str, Any]],
+    now: datetime | None = None,
+    memo: PlanMemo | None = None,
 ) -> AgentOut:
-    """An agent row as the owner sees it; ``configs`` are its configs' ``id`` and ``options``."""
+    """An agent row (with at least :data:`OUT_COLUMNS`) as the owner sees it; ``configs`` are
+    its configs' ``id`` and ``options``; ``now`` and ``memo``: one for a whole list (the time
+    statuses are worked out at; the one-shot agents' schedules)."""
     last_seen = registry.last_seen(row["id"], row["last_seen"])
     expected_by = (
-        oneshot_expected_by(aware(last_seen) or last_seen, row["timezone"], configs, settings)
+        oneshot_expected_by(aware(last_seen) or last_seen, row["timezone"], configs, settings, memo)
         if row["mode"] == ONESHOT and last_seen is not None
         else None
     )
@@ -109,7 +121,7 @@ def _agent_out(
         status=compute_status(
             active=bool(row["active"]),
             last_seen=last_seen,
-            now=utcnow(),
+            now=now or utcnow(),
             offline_after=settings.offline_after_seconds,
             expected_by=expected_by,
         ),
@@ -122,8 +134,8 @@ def _agent_out(
         config_ids=[str(c["id"]) for c in configs],
         mode=row["mode"] if row["mode"] in ("daemon", "tray", "oneshot") else None,
         expected_by=iso(expected_by),
-        limits=stored_limits(row.get("limits")),
-        parallel_backups=row.get("parallel_backups"),
+        limits=stored_limits(row["limits"]),
+        parallel_backups=row["parallel_backups"],
     )
 
 
@@ -254,12 +266,20 @@ class AgentService:
                     result[row["agent"]].append(row)
         return result
 
+    async def _outs(self, rows: list[dict[str, Any]]) -> list[AgentOut]:
+        configs = await self._configs(rows)
+        now, memo = utcnow(), PlanMemo()
+        return [
+            _agent_out(r, self.registry, self.settings, configs[r["id"]], now, memo) for r in rows
+        ]
+
     async def list_agents(self, user: CurrentUser) -> list[AgentOut]:
         rows = (
-            await Agent.select().where(Agent.user == user.id).order_by(Agent.created_at, Agent.id)
+            await Agent.select(*OUT_COLUMNS)
+            .where(Agent.user == user.id)
+            .order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._configs(rows)
-        return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
+        return await self._outs(rows)
 
     async def page_agents(
         self,
@@ -276,12 +296,9 @@ class AgentService:
         if search:
             where = where & name_contains("name", search)
         rows, next_cursor = await keyset_page(
-            Agent, where, Agent.created_at, after, limit, newest_first=False
+            Agent, where, Agent.created_at, after, limit, newest_first=False, columns=OUT_COLUMNS
         )
-        configs = await self._configs(rows)
-        return [
-            _agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows
-        ], next_cursor
+        return await self._outs(rows), next_cursor
 
     async def by_ids(self, user: CurrentUser, agent_ids: list[str]) -> list[AgentOut]:
         """These agents of this user (unknown or foreign ids are left out)."""
@@ -289,12 +306,11 @@ class AgentService:
         if not ids:
             return []
         rows = (
-            await Agent.select()
+            await Agent.select(*OUT_COLUMNS)
             .where((Agent.user == user.id) & Agent.id.is_in(ids))
             .order_by(Agent.created_at, Agent.id)
         )
-        configs = await self._configs(rows)
-        return [_agent_out(r, self.registry, self.settings, configs[r["id"]]) for r in rows]
+        return await self._outs(rows)
 
     async def briefs(
         self,
@@ -360,7 +376,7 @@ class AgentService:
         rows = await query
         # Only one-shot agents need their configs (when they are due back): one query for those.
         configs = await self._configs([r for r in rows if r["mode"] == ONESHOT])
-        now = utcnow()
+        now, memo = utcnow(), PlanMemo()
         out = []
         for row in rows:
             last_seen = self.registry.last_seen(row["id"], row["last_seen"])
@@ -370,6 +386,7 @@ class AgentService:
                     row["timezone"],
                     configs.get(row["id"], []),
                     self.settings,
+                    memo,
                 )
                 if row["mode"] == ONESHOT and last_seen is not None
                 else None

@@ -47,7 +47,7 @@ from backend.services.drill_alerts import (
 )
 from backend.services.last_backup import pause, store_config_times, sweep_severity
 from backend.services.notify import Notifier, NotifyError
-from backend.services.presence import ONESHOT, SchedulePlan, expected_back
+from backend.services.presence import ONESHOT, PlanMemo, SchedulePlan, expected_back
 from backend.services.round_budget import Cursor, RoundBudget, due_configs
 from backend.settings import Settings
 from desktop_agent.engine.schedule import Schedule, ScheduleError, resolve_timezone
@@ -112,20 +112,37 @@ def alert_grace(options: dict[str, Any]) -> timedelta:
 
 
 def oneshot_expected_by(
-    last_seen: datetime, zone: str | None, configs: list[dict[str, Any]], settings: Settings
+    last_seen: datetime,
+    zone: str | None,
+    configs: list[dict[str, Any]],
+    settings: Settings,
+    memo: PlanMemo | None = None,
 ) -> datetime:
     """When a one-shot agent last heard from at ``last_seen`` is expected back (see
     :mod:`backend.services.presence`): the next run of its scheduled ``configs`` (rows with
     ``options``) in its zone (else ``BACKAPP_TIMEZONE``), plus that config's grace; without a
-    schedule, ``BACKAPP_ALERT_OFFLINE_MINUTES`` after it was last heard from."""
+    schedule, ``BACKAPP_ALERT_OFFLINE_MINUTES`` after it was last heard from. ``memo``: shared by
+    the agents of one list."""
     tz = resolve_timezone(zone or settings.timezone)
     plans = []
     for config in configs:
-        options = config_options(config["options"])
-        schedule = config_schedule(options)
-        if schedule is not None:
-            plans.append(SchedulePlan(schedule, tz, alert_grace(options)))
-    return expected_back(last_seen, plans, timedelta(minutes=settings.alert_offline_minutes))
+        raw = config["options"]
+        known = memo.options.get(raw) if memo is not None and isinstance(raw, str) else None
+        if known is None:
+            options = config_options(raw)
+            if memo is None:
+                known = (config_schedule(options), alert_grace(options))
+            else:  # configs whose options differ elsewhere often share their schedule
+                key = msgspec.json.encode(options.get("schedule"))
+                if key not in memo.schedules:
+                    memo.schedules[key] = config_schedule(options)
+                known = (memo.schedules[key], alert_grace(options))
+                if isinstance(raw, str):
+                    memo.options[raw] = known
+        if known[0] is not None:
+            plans.append(SchedulePlan(known[0], tz, known[1]))
+    fallback = timedelta(minutes=settings.alert_offline_minutes)
+    return expected_back(last_seen, plans, fallback, memo.next_after if memo else None)
 
 
 def _ago(delta: timedelta) -> str:

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,9 +116,11 @@ async def keyset_page(
     limit: int,
     *,
     newest_first: bool,
+    columns: Sequence[Column] = (),
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """One page of the rows of ``table`` that meet ``where``, ordered by ``(at, id)`` (descending
     when ``newest_first``), after ``after``; and the cursor of the next page, None on the last one.
+    The rows have ``columns`` (all without; ``at`` and the primary key among them).
 
     The leading ``at <= t`` (``>=`` ascending) is implied by the rest; it is there as a range the
     index can seek to (SQLite scans the whole index for a bare ``a < t OR (a = t AND id < i)``)."""
@@ -128,7 +131,7 @@ async def keyset_page(
         else:
             where = where & ((at >= after.at) & ((at > after.at) | (pk > after.id)))
     rows = (
-        await table.select()
+        await table.select(*columns)
         .where(where)
         .order_by(at, pk, ascending=not newest_first)
         .limit(limit + 1)
