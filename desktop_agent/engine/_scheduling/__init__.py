@@ -9,15 +9,36 @@ No Qt here: ``backapp-agent daemon`` and the tray app drive the same pieces, one
 - ``progress``: engine events turned into the server's live-progress messages;
 - ``restore_jobs``: restores asked for from the web console, taken and performed by the daemon;
 - ``daemon``: the headless loop behind ``backapp-agent daemon``.
+
+The names are loaded when first used (PEP 562, as the engine's own): ``backapp-agent status``
+reads ``ScheduleStore`` without importing the daemon, the runner and the backup pipeline they use.
 """
 
-from .daemon import AgentDaemon
-from .progress import ProgressReporter
-from .queue import Dispatcher, Job, Outcome, RetrySettings, parallel_backups
-from .restore_jobs import RestoreJobs, engine_restore
-from .runner import AgentPlane, ManualRun, Runner, Skipped
-from .scheduler import Due, Scheduler, Tick
-from .store import ScheduleStore
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from .daemon import AgentDaemon
+    from .progress import ProgressReporter
+    from .queue import Dispatcher, Job, Outcome, RetrySettings, parallel_backups
+    from .restore_jobs import RestoreJobs, engine_restore
+    from .runner import AgentPlane, ManualRun, Runner, Skipped
+    from .scheduler import Due, Scheduler, Tick
+    from .store import ScheduleStore
+
+_WHERE = {
+    name: f".{module}"
+    for module, names in {
+        "daemon": "AgentDaemon",
+        "progress": "ProgressReporter",
+        "queue": "Dispatcher Job Outcome RetrySettings parallel_backups",
+        "restore_jobs": "RestoreJobs engine_restore",
+        "runner": "AgentPlane ManualRun Runner Skipped",
+        "scheduler": "Due Scheduler Tick",
+        "store": "ScheduleStore",
+    }.items()
+    for name in names.split()
+}
 
 __all__ = [
     "AgentDaemon",
@@ -38,3 +59,17 @@ __all__ = [
     "engine_restore",
     "parallel_backups",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """An exported name, imported from its module on first use (and kept here after)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

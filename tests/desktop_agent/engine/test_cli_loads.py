@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,26 @@ def test_connecting_for_a_restore_loads_no_backup_code() -> None:
         "OrganisationSnapshots.connect(settings, 'key', 'code').close()"
     )
     assert matching(loaded_after(code), BACKUP_SIDE) == []
+
+
+def test_status_reads_the_schedule_store_without_the_scheduler(tmp_path: Path) -> None:
+    """``status`` shows each config's schedule and last scheduled run (``ScheduleStore``): that
+    once imported the whole scheduling package, the daemon and the backup pipeline with it."""
+    code = (
+        "import contextlib, io, os\n"
+        f"os.environ['BACKAPP_AGENT_CONFIG_DIR'] = {str(tmp_path)!r}\n"
+        "import desktop_agent.cli as cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        cli.main(['status'])\n"
+        "    except SystemExit:\n"
+        "        pass"
+    )
+    loaded = loaded_after(code)
+    assert "desktop_agent.cli.status" in loaded and "desktop_agent.engine._state" in loaded
+    backup_side = tuple(m for m in BACKUP_SIDE if m != "desktop_agent.engine._scheduling")
+    assert matching(loaded, backup_side) == []
+    assert matching(loaded, ("desktop_agent.engine._scheduling",)) in (
+        [],
+        ["desktop_agent.engine._scheduling", "desktop_agent.engine._scheduling.store"],
+    )
