@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fleet import PASSWORD, SECRET, close_seed_connections, insert_bulk, migrate  # noqa: E402
+from fleet import PASSWORD, bench_app, close_seed_connections, insert_bulk  # noqa: E402
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 LIMITS = (1, 50, 100, 500)
@@ -149,123 +149,88 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[str
     import httpx
 
     from backend.accounts.tables import User
-    from backend.app import create_app
-    from backend.db import bind_tables, make_engine
-    from backend.services import Services
-    from backend.settings import Settings
 
-    cluster = None
-    if kind == "sqlite":
-        database_url = f"sqlite:///{workdir / 'lists.sqlite3'}"
-    else:
-        from tests.support.postgres import start_cluster
-
-        cluster = start_cluster()
-        database_url = cluster.create_database("lists")
     lines: list[str] = []
-    try:
-        migrate(database_url)
-        settings = Settings(  # type: ignore[call-arg]
-            data_dir=workdir / "data",
-            database_url=database_url,
-            secret_key=SECRET.encode(),
-            public_url="http://bench.local",
-            task_interval=3600.0,
-            allow_signup=True,
-        )
-        services = Services.build(settings)
-        app = create_app(settings, services)
-        engine = make_engine(database_url)
-        bind_tables(engine)
-        pool = kind == "postgres"
-        if pool:
-            await engine.start_connection_pool(max_size=10)  # type: ignore[attr-defined]
+    async with bench_app(kind, workdir, "lists") as (app, _services, engine, _url):
         rng = random.Random(17)
+        transport = httpx.ASGITransport(app=app)
+        client = httpx.AsyncClient(transport=transport, base_url="http://bench.local")
+        plain_uuid4 = uuid.uuid4
+        uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)  # the user's id
         try:
-            transport = httpx.ASGITransport(app=app)
-            client = httpx.AsyncClient(transport=transport, base_url="http://bench.local")
-            plain_uuid4 = uuid.uuid4
-            uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)  # the user's id
-            try:
-                r = await client.post(
-                    "/api/auth/signup", json={"email": "owner@lists.example", "password": PASSWORD}
-                )
-            finally:
-                uuid.uuid4 = plain_uuid4
-            assert r.status_code == 201, r.text
-            user = await User.select(User.id).where(User.email == "owner@lists.example").first()
-            assert user is not None
-            await seed(user["id"], args.configs, max(1, round(args.configs * 0.4)), rng)
-            close_seed_connections()
-            await engine.run_ddl("ANALYZE")
-
-            async def get(path: str) -> bytes:
-                r = await client.get(path)
-                assert r.status_code == 200, (path, r.status_code, r.text[:300])
-                return r.content
-
-            for what in ("configs", "agents"):
-                medians: dict[int, float] = {}
-                cpus: dict[int, float] = {}
-                for limit in LIMITS:
-                    path = f"/api/{what}?limit={limit}"
-                    for _ in range(2):
-                        body = await get(path)
-                    times, cpu = [], []
-                    for _ in range(args.repeat):
-                        started, used = time.perf_counter(), time.process_time()
-                        await get(path)
-                        cpu.append((time.process_time() - used) * 1000)
-                        times.append((time.perf_counter() - started) * 1000)
-                    times.sort()
-                    medians[limit] = statistics.median(times)
-                    cpus[limit] = statistics.median(cpu)
-                    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-                    line = (
-                        f"| {kind} | {args.configs:,} | /api/{what} | {limit} "
-                        f"| {medians[limit]:.2f} | {p95:.2f} | {cpus[limit]:.2f} | {len(body):,} |"
-                    )
-                    if args.digest:
-                        line += f" {hashlib.sha256(body).hexdigest()[:16]} |"
-                    lines.append(line)
-                    print(line, file=sys.stderr)
-                if 100 in medians and 500 in medians:
-                    lines.append(
-                        f"| {kind} | {args.configs:,} | /api/{what} | 500 / 100 rows "
-                        f"| {medians[500] / medians[100]:.2f}x | | {cpus[500] / cpus[100]:.2f}x | |"
-                    )
-                if args.digest:
-                    walk = hashlib.sha256()
-                    path = f"/api/{what}"
-                    pages = 0
-                    while path:
-                        body = await get(path)
-                        walk.update(body)
-                        pages += 1
-                        after = httpx.Response(200, content=body).json()["nextAfter"]
-                        path = f"/api/{what}?after={after}" if after else ""
-                    lines.append(
-                        f"| {kind} | {args.configs:,} | /api/{what} walk | {pages} pages "
-                        f"| | | | | {walk.hexdigest()[:16]} |"
-                    )
-                if args.profile:
-                    profile = cProfile.Profile()
-                    profile.enable()
-                    for _ in range(20):
-                        await get(f"/api/{what}")
-                    profile.disable()
-                    out = io.StringIO()
-                    stats = pstats.Stats(profile, stream=out).sort_stats("tottime")
-                    stats.print_stats(25)
-                    print(f"[{kind}] profile of 20 x GET /api/{what} (500 rows)", file=sys.stderr)
-                    print(out.getvalue(), file=sys.stderr)
-            await client.aclose()
+            r = await client.post(
+                "/api/auth/signup", json={"email": "owner@lists.example", "password": PASSWORD}
+            )
         finally:
-            if pool:
-                await engine.close_connection_pool()  # type: ignore[attr-defined]
-    finally:
-        if cluster is not None:
-            cluster.stop()
+            uuid.uuid4 = plain_uuid4
+        assert r.status_code == 201, r.text
+        user = await User.select(User.id).where(User.email == "owner@lists.example").first()
+        assert user is not None
+        await seed(user["id"], args.configs, max(1, round(args.configs * 0.4)), rng)
+        close_seed_connections()
+        await engine.run_ddl("ANALYZE")
+
+        async def get(path: str) -> bytes:
+            r = await client.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            return r.content
+
+        for what in ("configs", "agents"):
+            medians: dict[int, float] = {}
+            cpus: dict[int, float] = {}
+            for limit in LIMITS:
+                path = f"/api/{what}?limit={limit}"
+                for _ in range(2):
+                    body = await get(path)
+                times, cpu = [], []
+                for _ in range(args.repeat):
+                    started, used = time.perf_counter(), time.process_time()
+                    await get(path)
+                    cpu.append((time.process_time() - used) * 1000)
+                    times.append((time.perf_counter() - started) * 1000)
+                times.sort()
+                medians[limit] = statistics.median(times)
+                cpus[limit] = statistics.median(cpu)
+                p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+                line = (
+                    f"| {kind} | {args.configs:,} | /api/{what} | {limit} "
+                    f"| {medians[limit]:.2f} | {p95:.2f} | {cpus[limit]:.2f} | {len(body):,} |"
+                )
+                if args.digest:
+                    line += f" {hashlib.sha256(body).hexdigest()[:16]} |"
+                lines.append(line)
+                print(line, file=sys.stderr)
+            if 100 in medians and 500 in medians:
+                lines.append(
+                    f"| {kind} | {args.configs:,} | /api/{what} | 500 / 100 rows "
+                    f"| {medians[500] / medians[100]:.2f}x | | {cpus[500] / cpus[100]:.2f}x | |"
+                )
+            if args.digest:
+                walk = hashlib.sha256()
+                path = f"/api/{what}"
+                pages = 0
+                while path:
+                    body = await get(path)
+                    walk.update(body)
+                    pages += 1
+                    after = httpx.Response(200, content=body).json()["nextAfter"]
+                    path = f"/api/{what}?after={after}" if after else ""
+                lines.append(
+                    f"| {kind} | {args.configs:,} | /api/{what} walk | {pages} pages "
+                    f"| | | | | {walk.hexdigest()[:16]} |"
+                )
+            if args.profile:
+                profile = cProfile.Profile()
+                profile.enable()
+                for _ in range(20):
+                    await get(f"/api/{what}")
+                profile.disable()
+                out = io.StringIO()
+                stats = pstats.Stats(profile, stream=out).sort_stats("tottime")
+                stats.print_stats(25)
+                print(f"[{kind}] profile of 20 x GET /api/{what} (500 rows)", file=sys.stderr)
+                print(out.getvalue(), file=sys.stderr)
+        await client.aclose()
     return lines
 
 
