@@ -44,6 +44,16 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_RATE_LIMITED = 4429
 
 
+def _identity(message: dict[str, Any]) -> tuple[str, str] | None:
+    """What makes a run or restore message the same one: its type and its request's id."""
+    kind = message.get("type")
+    if kind == "run":
+        return ("run", str(message.get("runRequestId")))
+    if kind == "restore":
+        return ("restore", str(message.get("restoreId")))
+    return None
+
+
 def _error(exc: DomainError) -> dict[str, Any]:
     return {"type": "error", "status": exc.status_code, "error": exc.code, "detail": exc.detail}
 
@@ -54,14 +64,32 @@ class _Socket:
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self.socket = socket
         self._lock = asyncio.Lock()
+        self._sent: set[tuple[str, str]] = set()
 
     async def send(self, message: dict[str, Any] | bytes) -> None:
         text = message.decode() if isinstance(message, bytes) else json.dumps(message)
         async with self._lock:
             await self.socket.send_text(text)
 
+    async def send_backlog(self, messages: list[dict[str, Any]]) -> None:
+        """The pending requests read after subscribing; the channel may carry them too."""
+        for message in messages:
+            identity = _identity(message)
+            if identity is not None:
+                self._sent.add(identity)
+            await self.send(message)
+
     async def forward(self, event: bytes) -> None:
-        """A channel event to the agent; a socket that went away meanwhile is not an error."""
+        """A channel event to the agent, unless the backlog already carried it; a socket that
+        went away meanwhile is not an error."""
+        if self._sent:
+            try:
+                identity = _identity(json.loads(event))
+            except (ValueError, AttributeError):
+                identity = None
+            if identity is not None and identity in self._sent:
+                self._sent.discard(identity)
+                return
         try:
             await self.send(event)
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -93,13 +121,15 @@ async def serve_agent_socket(socket: WebSocket[Any, Any, Any], services: Service
     await socket.accept()
     try:
         async with services.live.subscription(agent_channel(agent.id)) as subscriber:
-            # Subscribed first, then the backlog: a request made in between is sent twice at
-            # worst (agents ignore a runRequestId they already handled), never lost.
+            # Subscribed first, then the backlog: a request made in between is in both, and is
+            # sent once (``forward`` drops what the backlog carried), never lost.
             await conn.send({"type": "hello", "agent": {"id": str(agent.id), "name": agent.name}})
-            for ref in await services.runs.pending_for_agent(agent):
-                await conn.send(run_message(ref.id, ref.config_id))
-            for restore_id in await services.restore_jobs.pending_ids(agent):
-                await conn.send(restore_message(restore_id))
+            backlog = [
+                run_message(ref.id, ref.config_id)
+                for ref in await services.runs.pending_for_agent(agent)
+            ]
+            backlog += [restore_message(i) for i in await services.restore_jobs.pending_ids(agent)]
+            await conn.send_backlog(backlog)
             async with (
                 subscriber.run_in_background(conn.forward, join=False),
                 anyio.create_task_group() as tg,

@@ -358,6 +358,33 @@ async def test_websocket_says_hello_sends_pending_and_new_requests(
         assert error["status"] == 404
 
 
+async def test_a_request_made_while_the_socket_opens_is_sent_once(
+    app_client: tuple[Litestar, ApiClient], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner clicks Back Up Now after the socket subscribed to its channel but before it read
+    the pending requests: the request is in both, and the agent hears of it once."""
+    app, client = app_client
+    _, key, config_id = await _setup(client)
+    read_backlog = services.runs.pending_for_agent
+    made: list[dict[str, Any]] = []
+
+    async def click_in_between(agent: Any) -> Any:
+        r = await client.post(f"/api/configs/{config_id}/run")
+        made.append(r.json()["runRequest"])
+        return await read_backlog(agent)
+
+    monkeypatch.setattr(services.runs, "pending_for_agent", click_in_between)
+    async with AsgiSocket(app, {"X-Agent-API-Key": key}) as ws:
+        assert (await ws.receive())["type"] == "hello"
+        heard: list[dict[str, Any]] = []
+        while True:
+            try:
+                heard.append(await ws.receive(wait=1.0))
+            except TimeoutError:
+                break
+    assert heard == [{"type": "run", "runRequestId": made[0]["id"], "configId": config_id}]
+
+
 async def test_websocket_progress_is_stored(app_client: tuple[Litestar, ApiClient]) -> None:
     app, client = app_client
     _, key, config_id = await _setup(client)
