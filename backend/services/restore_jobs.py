@@ -152,6 +152,9 @@ class RestoreJobService:
         """Now (UTC); tests move it to see a day pass."""
         self._pending_agents: set[uuid.UUID] = set()
         self._pending_checked = float("-inf")
+        self._added_meanwhile: set[uuid.UUID] = set()
+        """Agents given a job since the last re-read began: a read that began before the job
+        was saved does not see it, so they are kept across it."""
         self._lock = asyncio.Lock()
 
     # --- the owner ---------------------------------------------------------------------------
@@ -202,6 +205,7 @@ class RestoreJobService:
             expires_at=now + JOB_TTL,
         ).save()
         self._pending_agents.add(agent["id"])
+        self._added_meanwhile.add(agent["id"])
         self.live.to_agent(agent["id"], restore_message(job_id))
         out = await self.get(user, str(job_id))
         self._tell_owner(user.id, out)
@@ -277,10 +281,9 @@ class RestoreJobService:
         if time.monotonic() - self._pending_checked >= PENDING_REFRESH_SECONDS:
             async with self._lock:
                 if time.monotonic() - self._pending_checked >= PENDING_REFRESH_SECONDS:
-                    rows = await RestoreJob.select(RestoreJob.agent).where(
-                        (RestoreJob.status == "pending") & (RestoreJob.expires_at >= self.clock())
-                    )
-                    self._pending_agents = {r["agent"] for r in rows}
+                    self._added_meanwhile = set()
+                    read = await self._read_pending_agents()
+                    self._pending_agents = read | self._added_meanwhile
                     self._pending_checked = time.monotonic()
         if agent.id not in self._pending_agents:
             return []
@@ -295,6 +298,12 @@ class RestoreJobService:
             .limit(20)
         )
         return [str(r["id"]) for r in rows]
+
+    async def _read_pending_agents(self) -> set[uuid.UUID]:
+        rows = await RestoreJob.select(RestoreJob.agent).where(
+            (RestoreJob.status == "pending") & (RestoreJob.expires_at >= self.clock())
+        )
+        return {r["agent"] for r in rows}
 
     async def _agent_row(self, agent: AgentIdentity, job_id: str) -> dict[str, Any]:
         return await agents_row(

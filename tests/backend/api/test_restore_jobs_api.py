@@ -207,3 +207,31 @@ async def test_an_inherited_encrypted_archive_is_refused_in_words(client: ApiCli
     assert await RestoreJob.count() == 0
     r = await client.post(url, json={"agentId": old_id, "target": "/home/me/old"})
     assert r.status_code == 202, r.text
+
+
+async def test_a_job_made_while_the_pending_agents_are_read_reaches_the_heartbeat(
+    client: ApiClient, services: Services
+) -> None:
+    """The server re-reads which agents have pending jobs; a job saved after that read began
+    is not in what it read, yet the next heartbeat must carry it (not ~2 s later)."""
+    agent_id, key, backup_id = await _backup(client)
+    jobs = services.restore_jobs
+    read = jobs._read_pending_agents
+    made: list[str] = []
+
+    async def job_saved_meanwhile() -> set[object]:
+        before = await read()
+        r = await client.post(
+            f"/api/backups/{backup_id}/restore",
+            json={"agentId": agent_id, "paths": [], "target": "/home/me/restored"},
+        )
+        assert r.status_code == 202, r.text
+        made.append(r.json()["id"])
+        return before
+
+    jobs._read_pending_agents = job_saved_meanwhile  # type: ignore[method-assign]
+    beat = await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    assert beat.status_code == 200, beat.text
+    jobs._read_pending_agents = read  # type: ignore[method-assign]
+    beat = await client.agent_post(key, "/api/agent/heartbeat", {"version": "1"})
+    assert beat.json()["restoreRequests"] == made
