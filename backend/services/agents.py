@@ -27,6 +27,7 @@ from backend.errors import InvalidInput, NotFound
 from backend.schemas import AgentLogOut, AgentOut, AgentStatus
 from backend.security import api_key_digest, new_api_key
 from backend.services.accounts import CurrentUser
+from backend.services.agent_configs import configs_of_agents
 from backend.services.agent_registry import MAX_KEY_LENGTH, AgentIdentity, AgentRegistry
 from backend.services.alerts import oneshot_expected_by
 from backend.services.clock import aware, iso, utcnow
@@ -250,24 +251,8 @@ class AgentService:
     async def _row(self, user: CurrentUser, agent_id: str | uuid.UUID) -> dict[str, Any]:
         return await users_row(Agent, user, agent_id, "agent")
 
-    async def _configs(self, agents: list[dict[str, Any]]) -> dict[uuid.UUID, list[dict[str, Any]]]:
-        """Each agent's configs: their ``id``, and their ``options`` for one-shot agents only
-        (when such an agent is due back depends on its schedules; the options of every config of
-        a page of agents are not decoded for nothing). A query for each kind the page has."""
-        result: dict[uuid.UUID, list[dict[str, Any]]] = {a["id"]: [] for a in agents}
-        oneshot = [a["id"] for a in agents if a["mode"] == ONESHOT]
-        others = [a["id"] for a in agents if a["mode"] != ONESHOT]
-        for ids, columns in (
-            (others, (BackupConfig.id, BackupConfig.agent)),
-            (oneshot, (BackupConfig.id, BackupConfig.agent, BackupConfig.options)),
-        ):
-            if ids:
-                for row in await BackupConfig.select(*columns).where(BackupConfig.agent.is_in(ids)):
-                    result[row["agent"]].append(row)
-        return result
-
     async def _outs(self, rows: list[dict[str, Any]]) -> list[AgentOut]:
-        configs = await self._configs(rows)
+        configs = await configs_of_agents(rows)
         now, memo = utcnow(), PlanMemo()
         return [
             _agent_out(r, self.registry, self.settings, configs[r["id"]], now, memo) for r in rows
@@ -375,7 +360,7 @@ class AgentService:
             query = query.limit(limit)
         rows = await query
         # Only one-shot agents need their configs (when they are due back): one query for those.
-        configs = await self._configs([r for r in rows if r["mode"] == ONESHOT])
+        configs = await configs_of_agents([r for r in rows if r["mode"] == ONESHOT])
         now, memo = utcnow(), PlanMemo()
         out = []
         for row in rows:
@@ -456,7 +441,7 @@ class AgentService:
 
     async def get(self, user: CurrentUser, agent_id: str | uuid.UUID) -> AgentOut:
         row = await self._row(user, agent_id)
-        configs = await self._configs([row])
+        configs = await configs_of_agents([row])
         return _agent_out(row, self.registry, self.settings, configs[row["id"]])
 
     async def key_matches(self, user: CurrentUser, agent_id: str, api_key: str) -> bool:
