@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,7 +51,7 @@ from backend.web import template_config as web_template_config
 from backend.web import web_handlers
 from desktop_agent.engine import install_log_redaction
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_served_app", "freeze_startup_objects"]
 
 log = logging.getLogger("backapp")
 
@@ -218,3 +219,20 @@ def create_app(settings: Settings | None = None, services: ServicesDep | None = 
     app.state.settings = settings
     app.state.runtime = runtime
     return app
+
+
+def create_served_app(settings: Settings | None = None) -> Litestar:
+    """The app as ``backapp serve`` runs it (its factory): :func:`create_app`, and once started,
+    :func:`freeze_startup_objects`."""
+    app = create_app(settings)
+    app.on_startup.append(freeze_startup_objects)
+    return app
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up made (modules, the app, its routes and services: about 130,000
+    objects) out of the cyclic garbage collector's way (:func:`gc.freeze`, after a collection).
+    They live as long as the process, yet every full collection walked them all again: a
+    500-row list page, whose rows set off such collections, took about a quarter more CPU."""
+    gc.collect()
+    gc.freeze()

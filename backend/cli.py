@@ -150,7 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     uvicorn.run(
-        "backend.app:create_app",
+        "backend.app:create_served_app",
         factory=True,
         host=settings.host,
         port=settings.port,
