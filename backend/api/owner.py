@@ -45,7 +45,10 @@ from backend.services.cursors import Cursor
 from backend.services.history import BackupFilter
 
 MAX_LIST = 500
-"""The most configs or agents one list request answers with (``limit``'s bound and default)."""
+"""The most configs or agents one list request answers with (``limit``'s bound)."""
+DEFAULT_LIST = 100
+"""How many configs or agents a list request without ``limit`` answers with: a page, whatever
+the size of the fleet (``nextAfter`` continues)."""
 MAX_OFFSET = 10_000_000
 """Paging deeper than this is not a use of the history; the bound keeps the database's 64-bit
 integers from overflowing into a 500."""
@@ -69,7 +72,7 @@ class ConfigController(Controller):
         agent_id: Annotated[str | None, QueryParameter(name="agentId")] = None,
         q: SearchQuery = None,
         after: AfterQuery = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = MAX_LIST,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = DEFAULT_LIST,
     ) -> ConfigListResponse:
         """Oldest first, at most ``limit``; ``nextAfter`` continues (keyset pagination)."""
         position = services.cursors.position("configs", user.id, after)
@@ -171,7 +174,7 @@ class AgentController(Controller):
         services: ServicesDep,
         q: SearchQuery = None,
         after: AfterQuery = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = MAX_LIST,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST)] = DEFAULT_LIST,
     ) -> AgentListResponse:
         """Oldest first, at most ``limit``; ``nextAfter`` continues (keyset pagination)."""
         position = services.cursors.position("agents", user.id, after)

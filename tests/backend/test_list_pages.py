@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from backend.agents.tables import Agent
-from backend.api.owner import MAX_LIST
+from backend.api.owner import DEFAULT_LIST, MAX_LIST
 from backend.backups.tables import BackupConfig
 from backend.db import json_value
 from backend.schemas import (
@@ -238,19 +238,26 @@ async def test_full_pages_answer_what_the_whole_rows_made_before(
         assert at is not None
         return services.cursors.encode(kind, me.id, Cursor(at=at, id=uuid.UUID(str(row["id"]))))
 
-    r = await client.get("/api/configs")
+    r = await client.get("/api/configs", params={"limit": MAX_LIST})
     assert r.status_code == 200
     expected = ConfigListResponse(
         configs=old_configs[:MAX_LIST], next_after=cursor("configs", config_rows[MAX_LIST - 1])
     )
     assert r.content == msgspec.json.encode(expected)
 
-    r = await client.get("/api/agents")
+    r = await client.get("/api/agents", params={"limit": MAX_LIST})
     assert r.status_code == 200
     expected_agents = AgentListResponse(
         agents=old_agents[:MAX_LIST], next_after=cursor("agents", agent_rows[MAX_LIST - 1])
     )
     assert r.content == msgspec.json.encode(expected_agents)
+
+    # Without ``limit``: a page of DEFAULT_LIST, whatever the size of the fleet.
+    for path, rows in (("/api/configs", config_rows), ("/api/agents", agent_rows)):
+        kind = path.rsplit("/", 1)[1]
+        page = (await client.get(path)).json()
+        assert [x["id"] for x in page[kind]] == [str(r["id"]) for r in rows[:DEFAULT_LIST]]
+        assert page["nextAfter"] == cursor(kind, rows[DEFAULT_LIST - 1])
 
     # Small pages, walked with their cursors, make the same lists; so do the service's others.
     pages = await _walk(client, "/api/configs", 37)
