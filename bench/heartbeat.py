@@ -536,10 +536,16 @@ def check_state(server: Server, fleet: Fleet, since: datetime) -> list[str]:
 
     problems: list[str] = []
     with httpx.Client(base_url=server.url, cookies=fleet.owner_cookies, timeout=30) as http:
-        r = http.get("/api/agents")
-        if r.status_code != 200:
-            return [f"GET /api/agents answered {r.status_code}: {r.text[:200]}"]
-        agents = {a["id"]: a for a in r.json()["agents"]}
+        agents: dict[str, dict[str, object]] = {}
+        params: dict[str, object] = {"limit": 500}
+        while True:  # every page: a list answers one page and the cursor of the next
+            r = http.get("/api/agents", params=params)
+            if r.status_code != 200:
+                return [f"GET /api/agents answered {r.status_code}: {r.text[:200]}"]
+            agents.update((a["id"], a) for a in r.json()["agents"])
+            if not r.json()["nextAfter"]:
+                break
+            params["after"] = r.json()["nextAfter"]
     not_online = [i for i in fleet.ids if agents.get(i, {}).get("status") != "online"]
     if not_online:
         sample = {i: agents.get(i, {}).get("status") for i in not_online[:3]}
