@@ -80,7 +80,7 @@ class AgentApiController(Controller):
         data = data or HeartbeatRequest()
         await services.runs.record_timezone(agent, data.timezone)
         await services.registry.heartbeat(agent, data.version, data.platform, data.mode)
-        limits = await heartbeat_limits(agent.id)
+        limits = await heartbeat_limits(agent.id, services.registry.read)
         update = await services.releases.offer(
             agent.user_id, data.platform or agent.platform, data.version
         )
@@ -91,7 +91,7 @@ class AgentApiController(Controller):
             run_requests=await services.runs.pending_for_agent(agent),
             restore_requests=await services.restore_jobs.pending_ids(agent),
             features=list(AGENT_FEATURES),
-            compact=await services.compaction.requested_for(agent),
+            compact=await services.compaction.requested_for(agent, services.registry.read),
             limits=limits.limits,
             config_limits=limits.config_limits,
             parallel_backups=limits.parallel_backups,

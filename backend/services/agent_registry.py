@@ -204,6 +204,22 @@ class AgentRegistry:
             .first()
         )
 
+    async def read(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """The rows of ``sql`` (``{}`` placeholders for ``args``) for the heartbeat's other small
+        reads, the way :meth:`_lookup` reads: on this registry's own SQLite connection, or
+        straight on the PostgreSQL pool."""
+        engine = Agent._meta.db
+        if isinstance(engine, PostgresEngine) and engine.pool is not None:
+            text = sql.format(*(f"${i}" for i in range(1, len(args) + 1)))
+            return [dict(r) for r in await engine.pool.fetch(text, *args)]
+        if isinstance(engine, SQLiteEngine):
+            conn = await self._sqlite_connection(engine)
+            params = tuple(str(a) if isinstance(a, uuid.UUID) else a for a in args)
+            async with conn.execute(sql.format(*("?" * len(args))), params) as cursor:
+                return [dict(r) for r in await cursor.fetchall()]
+        rows: list[dict[str, Any]] = await Agent.raw(sql, *args)
+        return rows
+
     def invalidate(self, agent_id: uuid.UUID) -> None:
         """Forget what this process holds about the agent (its key, buffered state)."""
         digest = self._digest_of.pop(agent_id, None)

@@ -59,6 +59,7 @@ from backend.services.agents import AgentIdentity
 from backend.services.catalog.metadata import write_quietly
 from backend.services.clock import aware, iso, utcnow
 from backend.services.key_material import write_transaction
+from backend.services.limits import Read
 from backend.services.prune import bitmap_int, chunks, from_seqs, seqs_of
 from backend.services.snapshots import OBJECT_LIMITS, SnapshotService
 from backend.settings import Settings
@@ -74,6 +75,7 @@ LEASE = timedelta(hours=1)
 REQUEST_LOOKBACK = timedelta(days=7)
 """How far back a round looks for pruned snapshots (a round that never ran for longer misses
 nothing worse than one compaction request)."""
+_REQUESTED_SQL = "SELECT compact_requested_at FROM backapp_repository WHERE agent = {}"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METADATA_NOW = 50
 """Metadata objects a commit rewrites itself; the catalog round writes the others."""
@@ -129,14 +131,11 @@ class CompactionService:
 
     # --- asking ---------------------------------------------------------------------------------
 
-    async def requested_for(self, agent: AgentIdentity) -> CompactRequestOut | None:
-        """For the heartbeat: whether maintenance asked this agent to compact (one indexed read)."""
-        row = (
-            await Repository.select(Repository.compact_requested_at)
-            .where(Repository.agent == agent.id)
-            .first()
-        )
-        when = row and row["compact_requested_at"]
+    async def requested_for(self, agent: AgentIdentity, read: Read) -> CompactRequestOut | None:
+        """For the heartbeat: whether maintenance asked this agent to compact (one indexed read
+        through ``read``, the hot path's way to read)."""
+        rows = await read(_REQUESTED_SQL, agent.id)
+        when = aware(rows[0]["compact_requested_at"]) if rows else None
         return CompactRequestOut(requested_at=iso(when) or "") if when else None
 
     async def round(self, now: datetime) -> CompactionRound:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from backend.agents.tables import Agent
-from backend.backups.tables import BackupConfig
 from backend.errors import InvalidInput
 from desktop_agent.engine import MAX_PARALLEL_BACKUPS
 from desktop_agent.engine.bandwidth import BandwidthLimits, LimitsError
@@ -68,21 +68,32 @@ class HeartbeatLimits(NamedTuple):
     parallel_backups: int | None
 
 
-async def heartbeat_limits(agent_id: uuid.UUID) -> HeartbeatLimits:
-    """The agent's limits, its configs' own and its ``parallelBackups``, for its heartbeat: two
-    small indexed reads (the agent's row, its configs)."""
-    row = await (
-        Agent.select(Agent.limits, Agent.parallel_backups).where(Agent.id == agent_id).first()
-    )
-    configs = await BackupConfig.select(BackupConfig.id, BackupConfig.options).where(
-        BackupConfig.agent == agent_id
-    )
+_HEARTBEAT_SQL = {
+    # The agent's row, and only those of its configs whose options hold a limits object.
+    "postgres": "SELECT a.limits, a.parallel_backups, c.id AS config_id,"
+    " (CAST(c.options AS json) -> 'limits')::text AS config_limits FROM backapp_agent a"
+    " LEFT JOIN backapp_backup_config c ON c.agent = a.id"
+    " AND json_typeof(CAST(c.options AS json) -> 'limits') = 'object' WHERE a.id = {}",
+    "sqlite": "SELECT a.limits, a.parallel_backups, c.id AS config_id,"
+    " json_extract(c.options, '$.limits') AS config_limits FROM backapp_agent a"
+    " LEFT JOIN backapp_backup_config c ON c.agent = a.id AND CASE WHEN json_valid(c.options)"
+    " THEN json_type(c.options, '$.limits') END = 'object' WHERE a.id = {}",
+}
+
+Read = Callable[..., Awaitable[list[dict[str, Any]]]]
+"""Runs SQL with ``{}`` placeholders: ``AgentRegistry.read``, the hot path's way to read."""
+
+
+async def heartbeat_limits(agent_id: uuid.UUID, read: Read) -> HeartbeatLimits:
+    """The agent's limits, its configs' own and its ``parallelBackups``, for its heartbeat: one
+    indexed read through ``read``."""
+    postgres = getattr(Agent._meta.db, "engine_type", "") == "postgres"
+    rows = await read(_HEARTBEAT_SQL["postgres" if postgres else "sqlite"], agent_id)
     own: dict[str, dict[str, Any]] = {}
-    for config in configs:
-        options = stored_limits(config["options"]) or {}
-        limits = stored_limits(options.get("limits"))
-        if limits:
-            own[str(config["id"])] = limits
-    if row is None:
+    for row in rows:
+        limits = stored_limits(row["config_limits"])
+        if row["config_id"] is not None and limits:
+            own[str(row["config_id"])] = limits
+    if not rows:
         return HeartbeatLimits(None, own, None)
-    return HeartbeatLimits(stored_limits(row["limits"]), own, row["parallel_backups"])
+    return HeartbeatLimits(stored_limits(rows[0]["limits"]), own, rows[0]["parallel_backups"])
