@@ -351,7 +351,7 @@ async def bench_app(
     in a throwaway cluster, stopped after) and the real app on it, its tables bound to an engine
     of their own (a pool on PostgreSQL): ``(app, services, engine, database_url)``. ``options``
     go to the app's ``Settings``."""
-    from backend.app import create_app
+    from backend.app import create_app, freeze_startup_objects
     from backend.db import bind_tables, make_engine
     from backend.services import Services
     from backend.settings import Settings
@@ -377,6 +377,7 @@ async def bench_app(
         )
         services = Services.build(settings)
         app = create_app(settings, services)
+        freeze_startup_objects()  # as `backapp serve` does once started
         engine = make_engine(database_url)
         bind_tables(engine)
         pool = kind == "postgres"
