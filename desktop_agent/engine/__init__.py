@@ -22,8 +22,9 @@ command of ``backapp-agent`` starts in a fraction of the time. ``_EXPORTS`` says
 lives; type checkers read the same names from the imports under ``TYPE_CHECKING``.
 """
 
-import importlib as _importlib
 import typing as _typing
+
+from desktop_agent._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from ._archive import archive_filename, archive_format, write_archive
@@ -413,15 +414,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """An exported name, imported from its module on first use (and kept here after)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _WHERE, __all__)

@@ -14,8 +14,9 @@ The names are loaded when first used (PEP 562, as the engine's own): ``backapp-a
 reads ``ScheduleStore`` without importing the daemon, the runner and the backup pipeline they use.
 """
 
-import importlib as _importlib
 import typing as _typing
+
+from desktop_agent._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from .daemon import AgentDaemon
@@ -61,15 +62,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """An exported name, imported from its module on first use (and kept here after)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _WHERE, __all__)
