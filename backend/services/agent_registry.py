@@ -151,19 +151,10 @@ class AgentRegistry:
         self._generation += 1
 
     async def _revocations(self) -> int:
-        """The revocation count: one primary-key read (on SQLite on the registry's own
-        connection, like the key lookup)."""
-        engine = Agent._meta.db
-        if isinstance(engine, PostgresEngine) and engine.pool is not None:
-            value = await engine.pool.fetchval(_COUNT_SQL)
-            return int(value or 0)
-        if isinstance(engine, SQLiteEngine):
-            conn = await self._sqlite_connection(engine)
-            async with conn.execute(_COUNT_SQL) as cursor:
-                rows = list(await cursor.fetchall())
-            return int(rows[0]["revoked"]) if rows else 0
-        rows = await KeyRevocations.raw(_COUNT_SQL)
-        return int(rows[0]["revoked"]) if rows else 0
+        """The revocation count: one primary-key read (through :meth:`read`, like the key
+        lookup)."""
+        rows = await self.read(_COUNT_SQL)
+        return int(rows[0]["revoked"] or 0) if rows else 0
 
     async def _sqlite_connection(self, engine: SQLiteEngine) -> aiosqlite.Connection:
         if self._sqlite is None:
@@ -175,39 +166,22 @@ class AgentRegistry:
         return self._sqlite
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
-        """The agent behind a key digest: one indexed SELECT on a long-lived connection.
+        """The agent behind a key digest: one indexed SELECT through :meth:`read`.
 
         Piccolo's SQLite engine opens a new connection (and thread) per query, ~0.65 ms of CPU;
         this costs ~0.05 ms. On PostgreSQL the raw pool query skips Piccolo's query building
         (~0.31 ms -> ~0.08 ms). Measured with bench/heartbeat.py and py-spy."""
-        engine = Agent._meta.db
-        sql = f"SELECT {_LOOKUP_COLUMNS} FROM {Agent._meta.tablename} WHERE api_key_digest = "
-        if isinstance(engine, PostgresEngine) and engine.pool is not None:
-            record = await engine.pool.fetchrow(sql + "$1", digest)
-            return dict(record) if record is not None else None
-        if isinstance(engine, SQLiteEngine):
-            conn = await self._sqlite_connection(engine)
-            async with conn.execute(sql + "?", (digest,)) as cursor:
-                rows = list(await cursor.fetchall())  # step to the end: no read lock left behind
-            return dict(rows[0]) if rows else None
-        return await (
-            Agent.select(
-                Agent.id,
-                Agent.user,
-                Agent.name,
-                Agent.active,
-                Agent.platform,
-                Agent.version,
-                Agent.mode,
-            )
-            .where(Agent.api_key_digest == digest)
-            .first()
+        rows = await self.read(
+            f"SELECT {_LOOKUP_COLUMNS} FROM {Agent._meta.tablename} WHERE api_key_digest = {{}}",
+            digest,
         )
+        return rows[0] if rows else None
 
     async def read(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        """The rows of ``sql`` (``{}`` placeholders for ``args``) for the heartbeat's other small
-        reads, the way :meth:`_lookup` reads: on this registry's own SQLite connection, or
-        straight on the PostgreSQL pool."""
+        """The rows of ``sql`` (``{}`` placeholders for ``args``), for the agent hot path's small
+        reads (the key lookup, the revocation count, the heartbeat's limits and compaction
+        request): on this registry's own long-lived SQLite connection, or straight on the
+        PostgreSQL pool, skipping Piccolo's connection per query and query building."""
         engine = Agent._meta.db
         if isinstance(engine, PostgresEngine) and engine.pool is not None:
             text = sql.format(*(f"${i}" for i in range(1, len(args) + 1)))
