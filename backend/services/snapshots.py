@@ -127,6 +127,7 @@ class SnapshotService:
             & (RepoObject.kind == "data")
             & RepoObject.state.is_in(["pending", "stored"])
         )
+        seqs = [int(r["seq"]) for r in live if r["seq"] is not None]
         return SnapshotStartResponse(
             backup_id=str(log_id),
             lease=lease,
@@ -134,8 +135,10 @@ class SnapshotService:
             repository=RepositoryOut(
                 agent_id=str(agent.id),
                 initialized=bool(repo["initialized"]),
-                pack_count=int(repo["pack_count"]),
-                live_packs=encode_bitmap(int(r["seq"]) for r in live if r["seq"] is not None),
+                # Another run of the repository may have added packs since its row was read:
+                # the count covers every pack the bitmap names.
+                pack_count=max([int(repo["pack_count"]), *(s + 1 for s in seqs)]),
+                live_packs=encode_bitmap(seqs),
             ),
         )
 
